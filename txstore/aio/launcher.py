@@ -1,0 +1,313 @@
+# -*- test-case-name: txstore.test.test_aio -*-
+"""
+``txstore-aio``: a whole cluster on 127.0.0.1 with one command.
+
+It prepares the root (configs, rings, devices; see `txstore.aio.layout`), starts the proxy and
+the object nodes as separate ``twistd -n`` processes (each in its own session, so a Ctrl-C
+reaches only the launcher, which then stops them in order), waits until every one answers
+``/healthcheck``, and prints how to reach the cluster. In the foreground it supervises them
+until Ctrl-C or SIGTERM; ``--background`` leaves them running and ``--stop`` stops them by their
+pid files. A plain synchronous program: it runs no reactor, its children do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from txstore.aio.layout import DEFAULT_USERS, HOST, Layout, LayoutError, Topology, prepare
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+class LaunchError(Exception):
+    """The cluster could not be started; the message says why."""
+
+
+def twistd_command() -> list[str]:
+    """``twistd`` of this Python environment (the script beside the interpreter, if any)."""
+    script = Path(sys.executable).with_name("twistd")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.exit(run())"]
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_pids(layout: Layout) -> dict[str, int]:
+    """The processes of this root that are running now, by name, from their pid files."""
+    found = {}
+    for pid_file in sorted(layout.run.glob("*.pid")):
+        pid = read_pid(pid_file)
+        if pid is not None and alive(pid):
+            found[pid_file.stem] = pid
+    return found
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/healthcheck", timeout=1.0) as response:
+            return response.status == 200 and response.read().strip() == b"OK"
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def stop_pids(pids: dict[str, int], timeout: float = STOP_TIMEOUT) -> list[str]:
+    """SIGTERM each process, wait for all, SIGKILL what is left; returns the names killed."""
+    for pid in pids.values():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    waiting = dict(pids)
+    while waiting and time.monotonic() < deadline:
+        for name, pid in list(waiting.items()):
+            if not alive(pid):
+                del waiting[name]
+        time.sleep(0.05)
+    for pid in waiting.values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return sorted(waiting)
+
+
+class Cluster:
+    """The child processes of one foreground or background start."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.children: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        layout = self.layout
+        busy = [f"{name} {layout.port_of(name)}" for name in layout.process_names if not port_free(layout.port_of(name))]
+        if busy:
+            raise LaunchError(
+                f"port in use on {HOST}: {', '.join(busy)} (choose others with --proxy-port / --base-port)"
+            )
+        for name in layout.process_names:
+            plugin = "proxy" if name == "proxy" else "objectnode"
+            command = twistd_command() + [
+                "--nodaemon",
+                f"--pidfile={layout.pid_file(name)}",
+                f"--logfile={layout.log_file(name)}",
+                plugin,
+                f"--config={layout.config_of(name)}",
+            ]
+            with open(layout.log / f"{name}.stderr", "ab") as stderr:
+                self.children[name] = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    start_new_session=True,
+                )
+        self._wait_until_healthy()
+
+    def _wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        pending = list(self.layout.process_names)
+        while pending:
+            dead = self.dead()
+            if dead:
+                raise LaunchError(self.death_report(dead))
+            pending = [name for name in pending if not healthy(self.layout.port_of(name))]
+            if pending and time.monotonic() > deadline:
+                raise LaunchError(
+                    f"not healthy after {START_TIMEOUT:.0f}s: {', '.join(pending)}\n"
+                    + "\n".join(f"  {n} log:\n{log_tail(self.layout.log_file(n))}" for n in pending)
+                )
+            if pending:
+                time.sleep(0.1)
+
+    def dead(self) -> list[str]:
+        return [name for name, child in self.children.items() if child.poll() is not None]
+
+    def death_report(self, names: list[str]) -> str:
+        parts = []
+        for name in names:
+            code = self.children[name].returncode
+            stderr = self.layout.log / f"{name}.stderr"
+            parts.append(
+                f"{name} exited with status {code}\n  log:\n{log_tail(self.layout.log_file(name))}"
+                f"\n  stderr:\n{log_tail(stderr)}"
+            )
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        pids = {name: child.pid for name, child in self.children.items() if child.poll() is None}
+        stop_pids(pids)
+        for child in self.children.values():
+            child.wait()
+
+
+def banner(layout: Layout, background: bool) -> str:
+    proxy = f"http://{HOST}:{layout.proxy_port}"
+    users = "\n".join(
+        f"    {account}:{user} / {key}"
+        + ("  (reseller admin)" if ".reseller_admin" in groups else f"  (admin of AUTH_{account})" if ".admin" in groups else f"  (user in AUTH_{account}, not admin)")
+        for account, user, key, groups in DEFAULT_USERS
+    )
+    nodes = "\n".join(
+        f"    node{n}: {HOST}:{layout.topology.node_port(n)}  device d{n}  config {layout.node_config(n)}"
+        for n in range(1, layout.topology.nodes + 1)
+    )
+    stop = (
+        f"txstore-aio --stop --root {layout.root}"
+        if background
+        else f"Ctrl-C here (or txstore-aio --stop --root {layout.root})"
+    )
+    return (
+        f"txstore all-in-one is running (root {layout.root})\n"
+        f"  proxy:    {proxy}  (healthcheck {proxy}/healthcheck)\n"
+        f"  auth URL: {proxy}/auth/v1.0\n"
+        f"  users:\n{users}\n"
+        f"  nodes ({layout.topology.replicas} replicas, part power {layout.topology.part_power}):\n{nodes}\n"
+        f"  logs:     {layout.log}/\n"
+        f"Try it:  swift -A {proxy}/auth/v1.0 -U test:tester -K testing stat\n"
+        f"Stop:    {stop}\n"
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="txstore-aio",
+        description="Start a whole txstore cluster (one proxy, several object nodes) on 127.0.0.1.",
+    )
+    parser.add_argument("--root", type=Path, default=Path("aio-data"), help="data root (default ./aio-data)")
+    parser.add_argument("--proxy-port", type=int, default=8080, help="proxy port (default 8080)")
+    parser.add_argument("--nodes", type=int, default=4, help="object nodes (default 4)")
+    parser.add_argument("--replicas", type=int, default=3, help="replicas (default 3)")
+    parser.add_argument("--part-power", type=int, default=10, help="ring part power (default 10)")
+    parser.add_argument(
+        "--base-port", type=int, default=6200, help="node N listens on base+10*N (default 6200: 6210, 6220, …)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="ring rebalance seed (for reproducible rings)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--background", action="store_true", help="start, print, and leave the cluster running")
+    mode.add_argument("--stop", action="store_true", help="stop the cluster running from --root")
+    args = parser.parse_args(argv)
+    if not 1 <= args.proxy_port <= 65535:
+        parser.error("--proxy-port must be between 1 and 65535")
+    if args.nodes < 1 or args.replicas < 1:
+        parser.error("--nodes and --replicas must be at least 1")
+    if not 1 <= args.part_power <= 24:
+        parser.error("--part-power must be between 1 and 24")
+    if not 1 <= args.base_port <= 65535 - 10 * args.nodes:
+        parser.error("--base-port leaves no room for the nodes' ports")
+    return args
+
+
+def stop_command(root: Path) -> int:
+    layout = Layout(root.absolute(), Topology(), 0)
+    pids = running_pids(layout)
+    if not pids:
+        print(f"nothing is running from {layout.root}")
+        return 0
+    killed = stop_pids(pids)
+    print(f"stopped {', '.join(sorted(pids))}" + (f" (killed: {', '.join(killed)})" if killed else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.stop:
+        return stop_command(args.root)
+    topology = Topology(args.nodes, args.replicas, args.part_power, args.base_port)
+    try:
+        layout = prepare(args.root, topology, args.proxy_port, seed=args.seed)
+    except (LayoutError, OSError) as err:
+        print(f"txstore-aio: {err}", file=sys.stderr)
+        return 2
+    already = running_pids(layout)
+    if already:
+        print(
+            f"txstore-aio: already running from {layout.root}: "
+            + ", ".join(f"{n} (pid {p})" for n, p in sorted(already.items()))
+            + f"\n  stop it with: txstore-aio --stop --root {layout.root}",
+            file=sys.stderr,
+        )
+        return 2
+    cluster = Cluster(layout)
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            cluster.start()
+        except LaunchError as err:
+            print(f"txstore-aio: {err}", file=sys.stderr)
+            cluster.stop()
+            return 1
+        if stopping:
+            cluster.stop()
+            return 0
+        print(banner(layout, args.background), flush=True)
+        if args.background:
+            return 0
+        while not stopping:
+            dead = cluster.dead()
+            if dead:
+                print(f"txstore-aio: {cluster.death_report(dead)}\nstopping the others", file=sys.stderr)
+                cluster.stop()
+                return 1
+            time.sleep(0.2)
+        print("txstore-aio: stopping", flush=True)
+        cluster.stop()
+        print("txstore-aio: stopped", flush=True)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

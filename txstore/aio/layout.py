@@ -1,0 +1,206 @@
+# -*- test-case-name: txstore.test.test_aio -*-
+"""
+The files of an all-in-one cluster under one root directory, written once and reused.
+
+``<root>/etc`` holds the config files and rings (``nodeN.conf`` is what an operator passes to
+``twistd objectnode --config`` to restart one node by hand), ``<root>/srv/nodeN/dN`` the
+devices, ``<root>/run`` the pid files and ``<root>/log`` one log per process. The topology is
+recorded in ``etc/aio.json``: re-running on the same root keeps the rings, the hash secret and
+so the data, and refuses a different topology rather than silently orphaning what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from attrs import asdict, frozen
+
+from txstore.ring.builder import RingBuilder
+
+HOST = "127.0.0.1"
+RING_NAMES = ("account", "container", "object")
+
+DEFAULT_USERS = (
+    # (account, user, key, groups) as Swift's all-in-one has them
+    ("admin", "admin", "admin", (".admin", ".reseller_admin")),
+    ("test", "tester", "testing", (".admin",)),
+    ("test2", "tester2", "testing2", (".admin",)),
+    ("test", "tester3", "testing3", ()),
+)
+
+
+class LayoutError(Exception):
+    """The root cannot be used as asked; the message says why and what to do."""
+
+
+@frozen
+class Topology:
+    nodes: int = 4
+    replicas: int = 3
+    part_power: int = 10
+    base_port: int = 6200
+
+    def node_port(self, number: int) -> int:
+        return self.base_port + 10 * number
+
+
+@frozen
+class Layout:
+    root: Path
+    topology: Topology
+    proxy_port: int
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log"
+
+    def devices(self, number: int) -> Path:
+        return self.root / "srv" / f"node{number}"
+
+    def node_config(self, number: int) -> Path:
+        return self.etc / f"node{number}.conf"
+
+    @property
+    def proxy_config(self) -> Path:
+        return self.etc / "proxy.conf"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.log / f"{name}.log"
+
+    @property
+    def process_names(self) -> list[str]:
+        return ["proxy"] + [f"node{n}" for n in range(1, self.topology.nodes + 1)]
+
+    def port_of(self, name: str) -> int:
+        return self.proxy_port if name == "proxy" else self.topology.node_port(int(name[4:]))
+
+    def config_of(self, name: str) -> Path:
+        return self.proxy_config if name == "proxy" else self.node_config(int(name[4:]))
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a crash never leaves half a config behind."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def _recorded_topology(etc: Path) -> Topology | None:
+    record = etc / "aio.json"
+    if not record.exists():
+        return None
+    try:
+        return Topology(**json.loads(record.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as err:
+        raise LayoutError(f"{record} is damaged ({err}); use a new --root") from None
+
+
+def prepare(root: Path, topology: Topology, proxy_port: int, *, seed: int | None = None) -> Layout:
+    """Create (first run) or check and refresh (later runs) everything under ``root``."""
+    layout = Layout(root.absolute(), topology, proxy_port)
+    if topology.nodes < topology.replicas:
+        raise LayoutError(f"{topology.replicas} replicas need at least as many nodes, not {topology.nodes}")
+    for directory in (layout.etc, layout.run, layout.log):
+        directory.mkdir(parents=True, exist_ok=True)
+    recorded = _recorded_topology(layout.etc)
+    if recorded is None:
+        _write_cluster_config(layout)
+        _build_rings(layout, seed)
+        _write(layout.etc / "aio.json", json.dumps(asdict(topology), indent=2) + "\n")
+    elif recorded != topology:
+        raise LayoutError(
+            f"{layout.root} holds a cluster of {recorded.nodes} nodes, {recorded.replicas} replicas,"
+            f" part power {recorded.part_power}, base port {recorded.base_port}; start it with those"
+            " options or choose a new --root"
+        )
+    for number in range(1, topology.nodes + 1):
+        (layout.devices(number) / f"d{number}").mkdir(parents=True, exist_ok=True)
+        _write(layout.node_config(number), _node_config(layout, number))
+    _write(layout.proxy_config, _proxy_config(layout))
+    return layout
+
+
+def _write_cluster_config(layout: Layout) -> None:
+    _write(
+        layout.etc / "txstore.conf",
+        "# Cluster-wide settings, the same on every host. Written by txstore-aio.\n"
+        "[txstore-hash]\n"
+        "# The secret that salts path hashes; never change it once data is stored.\n"
+        "hash_path_prefix =\n"
+        f"hash_path_suffix = {secrets.token_hex(16)}\n"
+        "\n"
+        "[storage-policy:0]\n"
+        "name = gold\n"
+        "default = yes\n"
+        "policy_type = replication\n",
+    )
+
+
+def _build_rings(layout: Layout, seed: int | None) -> None:
+    topology = layout.topology
+    for name in RING_NAMES:
+        builder = RingBuilder(topology.part_power, topology.replicas, 1)
+        for number in range(1, topology.nodes + 1):
+            builder.add_dev(
+                {
+                    "region": 1,
+                    "zone": number,
+                    "ip": HOST,
+                    "port": topology.node_port(number),
+                    "device": f"d{number}",
+                    "weight": 100.0,
+                }
+            )
+        builder.rebalance(seed=seed)
+        builder.save(layout.etc / f"{name}.builder")
+        builder.get_ring().save(layout.etc / f"{name}.ring.gz")
+
+
+def _node_config(layout: Layout, number: int) -> str:
+    return (
+        f"# Object node {number} of the all-in-one. Written by txstore-aio on every start.\n"
+        f"# Restart this node alone with: twistd -n objectnode --config {layout.node_config(number)}\n"
+        "[objectnode]\n"
+        f"bind_ip = {HOST}\n"
+        f"bind_port = {layout.topology.node_port(number)}\n"
+        "txstore_conf = txstore.conf\n"
+        "ring_dir = .\n"
+        f"devices = {layout.devices(number)}\n"
+        "# The devices are plain directories here, not mount points.\n"
+        "mount_check = false\n"
+    )
+
+
+def _proxy_config(layout: Layout) -> str:
+    users = "".join(
+        f"user_{account}_{user} = {key}{''.join(' ' + g for g in groups)}\n"
+        for account, user, key, groups in DEFAULT_USERS
+    )
+    return (
+        "# The all-in-one's proxy. Written by txstore-aio on every start.\n"
+        "[proxy]\n"
+        f"bind_ip = {HOST}\n"
+        f"bind_port = {layout.proxy_port}\n"
+        "txstore_conf = txstore.conf\n"
+        "ring_dir = .\n"
+        "\n"
+        "[tempauth]\n"
+        + users
+    )

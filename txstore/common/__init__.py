@@ -1,0 +1,1 @@
+"""Pieces every process shares: configuration, path hashing, timestamps."""

@@ -1,0 +1,50 @@
+# -*- test-case-name: txstore.test.test_services -*-
+"""A TCP listening service that says where it listens (port 0 picks a free one)."""
+
+from __future__ import annotations
+
+from attrs import define, field
+from twisted.application.service import Service
+from twisted.internet.interfaces import IListeningPort, IReactorTCP
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+
+@define(eq=False)
+class TCPListener(Service):
+    """
+    Listens in `privilegedStartService` (so a taken port fails the start, before the reactor
+    runs) and logs the bound address, which tests and launchers read when they asked for port 0.
+    """
+
+    reactor: IReactorTCP
+    interface: str
+    port: int
+    factory: Factory
+    label: str = "http"
+    _listening: IListeningPort | None = field(default=None, init=False)
+    log = Logger()
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listening = self.reactor.listenTCP(self.port, self.factory, interface=self.interface)
+        address = self._listening.getHost()
+        self.log.info(
+            "{label} listening on {host}:{port}", label=self.label, host=address.host, port=address.port
+        )
+
+    def startService(self) -> None:
+        if self._listening is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            return listening.stopListening()
+        return None
+
+    @property
+    def bound_port(self) -> int | None:
+        return self._listening.getHost().port if self._listening is not None else None

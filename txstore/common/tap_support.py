@@ -1,0 +1,50 @@
+# -*- test-case-name: txstore.test.test_tap -*-
+"""
+What the two twistd plugins share: a ``--config`` option that is checked before anything starts,
+and the service tree around one HTTP site.
+
+Loading the configuration in `Options.postOptions` turns every `ConfigError` into twistd's usage
+error: the operator sees one line naming file, section and option, and the exit status is
+non-zero, with no traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.python import usage
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from txstore.common.config import ConfigError
+from txstore.common.listener import TCPListener
+
+
+def config_options(default_path: str, load: Callable[[str], Any], what: str) -> type[usage.Options]:
+    """An Options class whose ``--config`` file is loaded by ``load`` into ``options.loaded``."""
+
+    class Options(usage.Options):
+        optParameters = [["config", "c", default_path, f"The {what} config file."]]
+        loaded: Any = None
+
+        def postOptions(self) -> None:
+            try:
+                self.loaded = load(self["config"])
+            except ConfigError as err:
+                raise usage.UsageError(str(err)) from None
+
+    Options.__name__ = Options.__qualname__ = f"{what.title().replace(' ', '')}Options"
+    return Options
+
+
+def http_service(reactor, bind_ip: str, bind_port: int, resource: Resource, label: str) -> MultiService:
+    """A MultiService with the site listening; other services (daemons) join it later."""
+    top = MultiService()
+    site = Site(resource)
+    site.displayTracebacks = False
+    listener = TCPListener(reactor, bind_ip, bind_port, site, label=label)
+    listener.setName(label)
+    listener.setServiceParent(top)
+    return top

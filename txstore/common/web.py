@@ -1,0 +1,87 @@
+# -*- test-case-name: txstore.test.test_web -*-
+"""
+HTTP plumbing shared by the proxy and the storage node.
+
+Both servers see paths in which ``//``, a trailing ``/`` and ``%2F`` are meaningful parts of
+object names, so neither uses a routing library that normalises paths: the root resource is a
+leaf that receives the raw request path and dispatches itself. Error bodies are short plain
+text that says why, never Twisted's HTML pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.web.http import Request
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+Handler = Callable[[Request], "bytes | Deferred[bytes] | object"]
+
+
+def plain_text(request: Request, code: int, body: str | bytes) -> bytes:
+    """Set a plain-text response and return its body (for a handler to return)."""
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"Content-Length", b"%d" % len(data))
+    return b"" if request.method == b"HEAD" else data
+
+
+class DispatchResource(Resource):
+    """
+    A leaf resource that hands every request to ``handler(request)``.
+
+    The handler returns the body as bytes, or an awaitable of bytes. Anything it raises becomes a
+    logged 500 with a one-line body; a client that went away is not written to.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, handler: Handler) -> None:
+        super().__init__()
+        self._handler = handler
+
+    def render(self, request: Request) -> bytes | int:
+        try:
+            result = self._handler(request)
+        except Exception:
+            self.log.failure("unhandled error for {method} {path}", method=request.method, path=request.path)
+            return plain_text(request, 500, "Internal Server Error")
+        if isinstance(result, bytes):
+            return result
+        finished = ensureDeferred(result)  # type: ignore[arg-type]
+        lost: list[bool] = []
+        request.notifyFinish().addErrback(lambda _f: lost.append(True))
+
+        def write(body: bytes) -> None:
+            if lost:
+                return
+            if body:
+                request.write(body)
+            request.finish()
+
+        def fail(failure) -> None:
+            self.log.failure(
+                "unhandled error for {method} {path}", failure, method=request.method, path=request.path
+            )
+            if not lost and not request.startedWriting:
+                write(plain_text(request, 500, "Internal Server Error"))
+            elif not lost:
+                request.loseConnection()
+
+        finished.addCallbacks(write, fail)
+        return NOT_DONE_YET
+
+
+def healthcheck(request: Request) -> bytes:
+    """``/healthcheck``: 200 ``OK`` while the process serves, for load balancers and launchers."""
+    if request.method not in (b"GET", b"HEAD"):
+        request.setHeader(b"Allow", b"GET, HEAD")
+        return plain_text(request, 405, "Method Not Allowed")
+    return plain_text(request, 200, "OK")

@@ -1,0 +1,1 @@
+"""The client-facing Swift v1 API server (`twistd proxy`)."""

@@ -1,0 +1,109 @@
+# -*- test-case-name: txstore.test.test_server_config -*-
+"""
+``proxy.conf``: what the proxy serves on and who may use it.
+
+``[tempauth]`` follows Swift's tempauth convention so an operator's users carry over:
+``user_<account>_<user> = <key> [.admin] [.reseller_admin] [<storage url>]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrs import frozen
+
+from txstore.common import config as c
+from txstore.common.cluster import ClusterConfig
+from txstore.common.server_config import CLUSTER_FILE_OPTIONS, listen_options, load_cluster_from
+
+SECTION = "proxy"
+AUTH_SECTION = "tempauth"
+KNOWN_GROUPS = (".admin", ".reseller_admin")
+
+
+@frozen
+class TempAuthUser:
+    account: str
+    user: str
+    key: str
+    groups: tuple[str, ...] = ()
+    storage_url: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return ".admin" in self.groups or self.is_reseller_admin
+
+    @property
+    def is_reseller_admin(self) -> bool:
+        return ".reseller_admin" in self.groups
+
+
+def _user_value(raw: str, _base: Path) -> tuple[str, tuple[str, ...], str | None]:
+    words = raw.split()
+    if not words:
+        raise c.BadValue("needs a key: <key> [.admin] [.reseller_admin] [<storage url>]")
+    key, rest = words[0], words[1:]
+    groups: list[str] = []
+    url = None
+    for word in rest:
+        if word.startswith("."):
+            if word not in KNOWN_GROUPS:
+                raise c.BadValue(f"unknown group {word!r} (known: {', '.join(KNOWN_GROUPS)})")
+            groups.append(word)
+        elif word.startswith(("http://", "https://")) and url is None:
+            url = word
+        else:
+            raise c.BadValue(f"{word!r} is neither a group (.admin) nor a storage URL")
+    return key, tuple(groups), url
+
+
+SCHEMA = c.Schema(
+    sections=(
+        c.Section(SECTION, required=True, options=(*listen_options(8080), *CLUSTER_FILE_OPTIONS)),
+        c.Section(
+            AUTH_SECTION,
+            options=(
+                c.Option("token_life", c.integer(1), 86400, doc="Seconds a token stays valid."),
+                c.Option("reseller_prefix", c.choice("AUTH"), "AUTH", doc="Account name prefix."),
+            ),
+            patterns=(
+                c.Pattern(r"user_[A-Za-z0-9.-]+_\S+", _user_value, doc="A user and its key."),
+            ),
+        ),
+    )
+)
+
+
+@frozen
+class ProxySettings:
+    path: Path
+    bind_ip: str
+    bind_port: int
+    ring_dir: Path
+    cluster: ClusterConfig
+    users: tuple[TempAuthUser, ...]
+    token_life: int
+    reseller_prefix: str
+
+
+def load_proxy_settings(path: str | Path) -> ProxySettings:
+    """Read ``proxy.conf`` and the cluster file it names; raise `ConfigError` when wrong."""
+    loaded = c.load_config(path, SCHEMA)
+    proxy = loaded.section(SECTION)
+    auth = loaded.section(AUTH_SECTION)
+    users = []
+    for option, value in auth.items():
+        if option.startswith("user_"):
+            account, user = option[len("user_"):].split("_", 1)
+            key, groups, url = value
+            users.append(TempAuthUser(account, user, key, groups, url))
+    return ProxySettings(
+        path=loaded.path,
+        bind_ip=proxy["bind_ip"],
+        bind_port=proxy["bind_port"],
+        ring_dir=proxy["ring_dir"],
+        cluster=load_cluster_from(loaded, SECTION),
+        users=tuple(users),
+        token_life=auth.get("token_life", 86400),
+        reseller_prefix=auth.get("reseller_prefix", "AUTH"),
+    )

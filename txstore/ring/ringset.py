@@ -1,0 +1,52 @@
+# -*- test-case-name: txstore.test.test_ringset -*-
+"""
+The rings one process serves from: account, container, and one object ring per policy.
+
+Loaded at start so that a missing or unreadable ring stops the process with a message naming
+the file; afterwards each `Ring` reloads itself when an operator copies a new file in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrs import frozen
+
+from txstore.common.config import ConfigError
+from txstore.common.hashing import PathHasher
+from txstore.common.policies import PolicyCollection
+from txstore.ring.ring import Ring, RingError
+
+
+def ring_path(ring_dir: Path, name: str) -> Path:
+    return ring_dir / f"{name}.ring.gz"
+
+
+def _load(ring_dir: Path, name: str, hasher: PathHasher) -> Ring:
+    path = ring_path(ring_dir, name)
+    if not path.exists():
+        raise ConfigError(
+            f"no {name} ring; build it with txstore-ring (see docs/rings.rst)", path=path
+        )
+    try:
+        return Ring(path, hasher)
+    except RingError as err:
+        raise ConfigError(f"cannot read the {name} ring: {err}", path=path) from None
+
+
+@frozen
+class RingSet:
+    account: Ring
+    container: Ring
+    objects: dict[int, Ring]
+
+    @classmethod
+    def load(cls, ring_dir: Path, hasher: PathHasher, policies: PolicyCollection) -> RingSet:
+        return cls(
+            account=_load(ring_dir, "account", hasher),
+            container=_load(ring_dir, "container", hasher),
+            objects={p.index: _load(ring_dir, p.ring_name, hasher) for p in policies},
+        )
+
+    def object_ring(self, policy_index: int) -> Ring:
+        return self.objects[policy_index]

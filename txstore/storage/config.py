@@ -1,0 +1,65 @@
+# -*- test-case-name: txstore.test.test_server_config -*-
+"""``objectnode.conf``: one storage host's devices, where it listens, and its cluster files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrs import frozen
+
+from txstore.common import config as c
+from txstore.common.cluster import ClusterConfig
+from txstore.common.server_config import (
+    CLUSTER_FILE_OPTIONS,
+    listen_options,
+    load_cluster_from,
+    require_directory,
+)
+
+SECTION = "objectnode"
+
+SCHEMA = c.Schema(
+    sections=(
+        c.Section(
+            SECTION,
+            required=True,
+            options=(
+                *listen_options(6200),
+                *CLUSTER_FILE_OPTIONS,
+                c.Option("devices", c.path, "/srv/node", doc="Directory holding one directory per device."),
+                c.Option(
+                    "mount_check",
+                    c.boolean,
+                    True,
+                    doc="Serve a device only while it is a mount point (507 otherwise).",
+                ),
+            ),
+        ),
+    )
+)
+
+
+@frozen
+class NodeSettings:
+    path: Path
+    bind_ip: str
+    bind_port: int
+    ring_dir: Path
+    devices: Path
+    mount_check: bool
+    cluster: ClusterConfig
+
+
+def load_node_settings(path: str | Path) -> NodeSettings:
+    """Read ``objectnode.conf`` and the cluster file it names; raise `ConfigError` when wrong."""
+    loaded = c.load_config(path, SCHEMA)
+    node = loaded.section(SECTION)
+    return NodeSettings(
+        path=loaded.path,
+        bind_ip=node["bind_ip"],
+        bind_port=node["bind_port"],
+        ring_dir=node["ring_dir"],
+        devices=require_directory(loaded, SECTION, "devices"),
+        mount_check=node["mount_check"],
+        cluster=load_cluster_from(loaded, SECTION),
+    )

@@ -1,0 +1,36 @@
+# -*- test-case-name: txstore.test.test_tap -*-
+"""``twistd objectnode``: the storage node of one host (account, container, object storage)."""
+
+from __future__ import annotations
+
+from attrs import frozen
+from twisted.application.service import MultiService
+
+from txstore.common.tap_support import config_options, http_service
+from txstore.ring.ringset import RingSet
+from txstore.storage.config import NodeSettings, load_node_settings
+from txstore.storage.server import NodeServer
+
+
+@frozen
+class LoadedNode:
+    settings: NodeSettings
+    rings: RingSet
+
+
+def load(config_path: str) -> LoadedNode:
+    settings = load_node_settings(config_path)
+    rings = RingSet.load(settings.ring_dir, settings.cluster.hasher, settings.cluster.policies)
+    return LoadedNode(settings, rings)
+
+
+Options = config_options("/etc/txstore/objectnode.conf", load, "object node")
+
+
+def makeService(options: Options, reactor=None) -> MultiService:
+    if reactor is None:
+        from twisted.internet import reactor
+    loaded: LoadedNode = options.loaded
+    server = NodeServer(loaded.settings, loaded.rings)
+    settings = loaded.settings
+    return http_service(reactor, settings.bind_ip, settings.bind_port, server.resource(), "objectnode")

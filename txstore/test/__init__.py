@@ -1,0 +1,1 @@
+"""Tests for txstore (run with trial)."""

@@ -1,0 +1,99 @@
+"""Tests for proxy.conf and objectnode.conf loading."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txstore.common.config import ConfigError
+from txstore.proxy.config import TempAuthUser, load_proxy_settings
+from txstore.storage.config import load_node_settings
+from txstore.test.support import CLUSTER_CONF, temp_dir, write_file
+
+
+class ProxySettingsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = temp_dir(self)
+        write_file(self.dir, "txstore.conf", CLUSTER_CONF)
+
+    def load(self, text: str):
+        return load_proxy_settings(write_file(self.dir, "proxy.conf", text))
+
+    def test_defaults(self) -> None:
+        settings = self.load("[proxy]\n")
+        self.assertEqual((settings.bind_ip, settings.bind_port), ("127.0.0.1", 8080))
+        self.assertEqual(settings.ring_dir, self.dir)
+        self.assertEqual(settings.cluster.path, self.dir / "txstore.conf")
+        self.assertEqual(settings.users, ())
+
+    def test_users(self) -> None:
+        settings = self.load(
+            """
+            [proxy]
+            bind_port = 0
+            [tempauth]
+            token_life = 60
+            user_admin_admin = admin .admin .reseller_admin
+            user_test_tester = testing .admin
+            user_test_tester3 = testing3
+            user_test2_tester_2 = k http://127.0.0.1:8080/v1/AUTH_test2
+            """
+        )
+        self.assertEqual(settings.token_life, 60)
+        self.assertEqual(
+            settings.users,
+            (
+                TempAuthUser("admin", "admin", "admin", (".admin", ".reseller_admin")),
+                TempAuthUser("test", "tester", "testing", (".admin",)),
+                TempAuthUser("test", "tester3", "testing3"),
+                TempAuthUser("test2", "tester_2", "k", (), "http://127.0.0.1:8080/v1/AUTH_test2"),
+            ),
+        )
+        self.assertTrue(settings.users[0].is_reseller_admin)
+        self.assertTrue(settings.users[1].is_admin)
+        self.assertFalse(settings.users[2].is_admin)
+
+    def test_errors(self) -> None:
+        conf = str(self.dir / "proxy.conf")
+        cases = [
+            ("[proxy]\nbind_port = 99999\n", f"{conf}: [proxy]: bind_port: 99999 is above the maximum 65535"),
+            ("[proxy]\nbind_ip = 0.0.0.x\n", f"{conf}: [proxy]: bind_ip: '0.0.0.x' is not an IP address"),
+            ("[proxy]\nworkerz = 2\n", f"{conf}: [proxy]: workerz: unknown option"),
+            ("[tempauth]\n", f"{conf}: [proxy]: required section is missing"),
+            ("[proxy]\n[tempauth]\nuser_a_b = k .root\n", f"{conf}: [tempauth]: user_a_b: unknown group '.root' (known: .admin, .reseller_admin)"),
+            ("[proxy]\n[tempauth]\nuser_a_b =\n", f"{conf}: [tempauth]: user_a_b: needs a key: <key> [.admin] [.reseller_admin] [<storage url>]"),
+            ("[proxy]\n[tempauth]\nusr_a_b = k\n", f"{conf}: [tempauth]: usr_a_b: unknown option"),
+            (
+                "[proxy]\ntxstore_conf = missing.conf\n",
+                f"{conf}: [proxy]: txstore_conf: {self.dir / 'missing.conf'}: no such file",
+            ),
+        ]
+        for text, message in cases:
+            self.assertEqual(str(self.assertRaises(ConfigError, self.load, text)), message)
+
+    def test_cluster_errors_name_the_cluster_file(self) -> None:
+        write_file(self.dir, "txstore.conf", "[txstore-hash]\n")
+        err = self.assertRaises(ConfigError, self.load, "[proxy]\n")
+        self.assertIn(f"{self.dir / 'txstore.conf'}: [txstore-hash]: hash_path_suffix: missing hash path secret", str(err))
+
+
+class NodeSettingsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = temp_dir(self)
+        write_file(self.dir, "txstore.conf", CLUSTER_CONF)
+        (self.dir / "devs").mkdir()
+
+    def load(self, text: str):
+        return load_node_settings(write_file(self.dir, "objectnode.conf", text))
+
+    def test_values(self) -> None:
+        settings = self.load("[objectnode]\ndevices = devs\nmount_check = false\nbind_port = 6210\n")
+        self.assertEqual(settings.devices, self.dir / "devs")
+        self.assertFalse(settings.mount_check)
+        self.assertEqual(settings.bind_port, 6210)
+        self.assertEqual(settings.cluster.hasher.suffix, b"testsuffix")
+
+    def test_defaults(self) -> None:
+        err = self.assertRaises(ConfigError, self.load, "[objectnode]\n")
+        self.assertEqual(str(err), f"{self.dir / 'objectnode.conf'}: [objectnode]: devices: /srv/node: no such directory")
+
+    def test_errors(self) -> None:
+        err = self.assertRaises(ConfigError, self.load, "[objectnode]\ndevices = devs\nmount_check = sometimes\n")
+        self.assertIn("[objectnode]: mount_check: 'sometimes' is not a boolean", str(err))
