@@ -7,7 +7,7 @@ Twisted's plugin scan find ``twisted/plugins/txstore_plugins.py``. ``twisted.plu
 as a package without an ``__init__.py``: shipping one would shadow Twisted's own.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="txstore",
@@ -18,16 +18,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     package_dir={"": "."},
-    packages=[
-        "txstore",
-        "txstore.aio",
-        "txstore.common",
-        "txstore.proxy",
-        "txstore.ring",
-        "txstore.storage",
-        "txstore.test",
-        "twisted.plugins",
-    ],
+    packages=[*find_packages(include=["txstore", "txstore.*"]), "twisted.plugins"],
     package_data={"twisted.plugins": ["txstore_plugins.py"]},
     install_requires=[
         "twisted[tls]>=24.7.0",

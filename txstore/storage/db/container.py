@@ -1,0 +1,305 @@
+# -*- test-case-name: txstore.test.test_container_broker -*-
+"""
+The container database: one row per object name, the newest update winning.
+
+Object servers report every PUT and DELETE here; a DELETE is a row with ``deleted=1`` that stays
+until ``reclaim`` (replicas learn about deletions from it). ``object_count`` and ``bytes_used``
+are kept up to date in the same transaction as the rows, so a HEAD never counts rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from attrs import define, field, frozen
+
+from txstore.common.timestamps import Timestamp, TimestampLike
+from txstore.storage.db.broker import (
+    ZERO_HASH,
+    ZERO_TIMESTAMP,
+    DatabaseBroker,
+    DatabaseError,
+    check_count,
+    check_name,
+    timestamp_string,
+)
+
+CONTAINER_APPLICATION_ID = 0x74784331  # "txC1": tells our container databases from any other file
+
+_SCHEMA = """
+CREATE TABLE info (
+    account TEXT NOT NULL,
+    container TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    put_timestamp TEXT NOT NULL,
+    delete_timestamp TEXT NOT NULL,
+    status_changed_at TEXT NOT NULL,
+    storage_policy_index INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    object_count INTEGER NOT NULL DEFAULT 0,
+    bytes_used INTEGER NOT NULL DEFAULT 0,
+    reported_put_timestamp TEXT NOT NULL,
+    reported_delete_timestamp TEXT NOT NULL,
+    reported_object_count INTEGER NOT NULL DEFAULT 0,
+    reported_bytes_used INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE object (
+    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    storage_policy_index INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX object_name ON object (name);
+CREATE INDEX object_live_name ON object (name) WHERE deleted = 0;
+CREATE INDEX object_tombstone_age ON object (created_at) WHERE deleted = 1;
+CREATE TABLE sync_point (
+    remote_id TEXT NOT NULL,
+    incoming INTEGER NOT NULL,
+    sync_point INTEGER NOT NULL,
+    PRIMARY KEY (remote_id, incoming)
+) WITHOUT ROWID;
+"""
+
+
+class ContainerNotEmpty(DatabaseError):
+    """A container DELETE while objects remain (the server answers 409)."""
+
+
+class StoragePolicyConflict(DatabaseError):
+    """A PUT names another storage policy than the live container has (the server answers 409)."""
+
+
+@frozen
+class ObjectRecord:
+    """One object row: what a listing shows, and what replication ships (``row_id`` aside)."""
+
+    name: str
+    created_at: str  # internal timestamp form
+    size: int
+    content_type: str
+    etag: str
+    deleted: bool = False
+    storage_policy_index: int = 0
+    row_id: int | None = field(default=None, eq=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The replication wire form, which ``merge_items`` accepts back."""
+        return {
+            "name": self.name,
+            "created_at": self.created_at,
+            "size": self.size,
+            "content_type": self.content_type,
+            "etag": self.etag,
+            "deleted": int(self.deleted),
+            "storage_policy_index": self.storage_policy_index,
+        }
+
+
+@frozen
+class ContainerInfo:
+    account: str
+    container: str
+    created_at: Timestamp
+    put_timestamp: Timestamp
+    delete_timestamp: Timestamp
+    status_changed_at: Timestamp
+    storage_policy_index: int
+    id: str
+    hash: str
+    object_count: int
+    bytes_used: int
+    max_row: int
+    reported_put_timestamp: Timestamp
+    reported_delete_timestamp: Timestamp
+    reported_object_count: int
+    reported_bytes_used: int
+
+
+@define
+class ContainerBroker(DatabaseBroker[ObjectRecord]):
+    """The database of one container: object rows, stats, metadata, replication sync points."""
+
+    _application_id = CONTAINER_APPLICATION_ID
+    _item_table = "object"
+    _item_columns = ("name", "created_at", "size", "content_type", "etag", "deleted", "storage_policy_index")
+    _stat_columns = ("object_count", "bytes_used")
+    _reclaim_where = "deleted = 1 AND created_at < ?"
+    _schema = _SCHEMA
+
+    def initialize(
+        self,
+        account: str,
+        container: str,
+        put_timestamp: TimestampLike,
+        policy_index: int = 0,
+        created_at: TimestampLike | None = None,
+    ) -> None:
+        """Create the database atomically; DatabaseAlreadyExists if one is there."""
+        put = timestamp_string(put_timestamp)
+        self._create(
+            {
+                "account": check_name(account),
+                "container": check_name(container),
+                "created_at": timestamp_string(created_at if created_at is not None else Timestamp.now()),
+                "put_timestamp": put,
+                "delete_timestamp": ZERO_TIMESTAMP,
+                "status_changed_at": put,
+                "storage_policy_index": check_count(policy_index, "policy_index"),
+                "id": str(uuid.uuid4()),
+                "hash": ZERO_HASH,
+                "reported_put_timestamp": ZERO_TIMESTAMP,
+                "reported_delete_timestamp": ZERO_TIMESTAMP,
+            }
+        )
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def _record(self, row: Sequence[Any]) -> ObjectRecord:
+        row_id, name, created_at, size, content_type, etag, deleted, policy = row
+        return ObjectRecord(name, created_at, size, content_type, etag, bool(deleted), policy, row_id)
+
+    def _values(self, record: ObjectRecord) -> tuple[Any, ...]:
+        return (
+            record.name,
+            record.created_at,
+            record.size,
+            record.content_type,
+            record.etag,
+            int(record.deleted),
+            record.storage_policy_index,
+        )
+
+    def _coerce(self, item: ObjectRecord | Mapping[str, Any]) -> ObjectRecord:
+        if isinstance(item, ObjectRecord):
+            name, created_at, size = item.name, item.created_at, item.size
+            content_type, etag = item.content_type, item.etag
+            deleted, policy = item.deleted, item.storage_policy_index
+        else:
+            name, created_at, size = item["name"], item["created_at"], item["size"]
+            content_type, etag = item["content_type"], item["etag"]
+            deleted, policy = item.get("deleted", False), item.get("storage_policy_index", 0)
+        if not isinstance(content_type, str) or not isinstance(etag, str):
+            raise ValueError("content_type and etag must be strings")
+        return ObjectRecord(
+            check_name(name),
+            timestamp_string(created_at),
+            check_count(size, "size"),
+            content_type,
+            etag,
+            bool(deleted),
+            check_count(policy, "storage_policy_index"),
+        )
+
+    def _resolve(self, old: ObjectRecord, new: ObjectRecord) -> ObjectRecord:
+        # The newer timestamp wins. Equal timestamps (should not happen: the proxy gives each
+        # request its own) fall back to comparing the rest, so that every replica picks the same
+        # row whatever order the updates came in, and a repeated update changes nothing.
+        return new if self._values(new)[1:] > self._values(old)[1:] else old
+
+    def _contribution(self, record: ObjectRecord) -> tuple[int, ...]:
+        return (0, 0) if record.deleted else (1, record.size)
+
+    def _is_empty(self, info: Mapping[str, Any]) -> bool:
+        return info["object_count"] == 0
+
+    # -- object rows -----------------------------------------------------------------------
+
+    def put_object(
+        self,
+        name: str,
+        timestamp: TimestampLike,
+        size: int,
+        content_type: str,
+        etag: str,
+        deleted: bool = False,
+        policy_index: int = 0,
+    ) -> None:
+        """Record one object update (an older one than the row holds is ignored)."""
+        # merge_items checks and normalises the fields (the timestamp may be in any form).
+        record = ObjectRecord(name, timestamp, size, content_type, etag, deleted, policy_index)  # type: ignore[arg-type]
+        self.merge_items([record])
+
+    def delete_object(self, name: str, timestamp: TimestampLike, policy_index: int = 0) -> None:
+        """Record an object DELETE: a tombstone row."""
+        self.put_object(name, timestamp, 0, "", "", deleted=True, policy_index=policy_index)
+
+    # -- container state -------------------------------------------------------------------
+
+    def get_info(self) -> ContainerInfo:
+        info = self._raw_info()
+        parse = Timestamp.parse
+        return ContainerInfo(
+            account=info["account"],
+            container=info["container"],
+            created_at=parse(info["created_at"]),
+            put_timestamp=parse(info["put_timestamp"]),
+            delete_timestamp=parse(info["delete_timestamp"]),
+            status_changed_at=parse(info["status_changed_at"]),
+            storage_policy_index=info["storage_policy_index"],
+            id=info["id"],
+            hash=info["hash"],
+            object_count=info["object_count"],
+            bytes_used=info["bytes_used"],
+            max_row=info["max_row"],
+            reported_put_timestamp=parse(info["reported_put_timestamp"]),
+            reported_delete_timestamp=parse(info["reported_delete_timestamp"]),
+            reported_object_count=info["reported_object_count"],
+            reported_bytes_used=info["reported_bytes_used"],
+        )
+
+    def update_put_timestamp(self, timestamp: TimestampLike, policy_index: int | None = None) -> bool:
+        """
+        Record a container PUT (newest wins). True when it revived a deleted container.
+
+        A PUT that names a storage policy may change it only while re-creating a deleted
+        container; for a live one a different policy is a StoragePolicyConflict.
+        """
+        ts = timestamp_string(timestamp)
+        with self._write() as conn:
+            info = self._info_row(conn)
+            if policy_index is not None and policy_index != info["storage_policy_index"]:
+                check_count(policy_index, "policy_index")
+                deleted = info["delete_timestamp"] > info["put_timestamp"] and info["object_count"] == 0
+                if not (deleted and ts > info["delete_timestamp"]):
+                    raise StoragePolicyConflict(
+                        f"container has storage policy {info['storage_policy_index']}, not {policy_index}"
+                    )
+                conn.execute("UPDATE info SET storage_policy_index = ?", (policy_index,))
+            return self._set_status(conn, info, put_timestamp=ts)
+
+    def mark_deleted(self, timestamp: TimestampLike) -> None:
+        """Record a container DELETE; ContainerNotEmpty while live objects remain."""
+        ts = timestamp_string(timestamp)
+        with self._write() as conn:
+            info = self._info_row(conn)
+            if info["object_count"]:
+                raise ContainerNotEmpty(f"{info['object_count']} objects remain")
+            self._set_status(conn, info, delete_timestamp=ts)
+
+    def set_reported(
+        self,
+        put_timestamp: TimestampLike,
+        delete_timestamp: TimestampLike,
+        object_count: int,
+        bytes_used: int,
+    ) -> None:
+        """What the container updater last told the account, so it reports only changes."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE info SET reported_put_timestamp = ?, reported_delete_timestamp = ?, "
+                "reported_object_count = ?, reported_bytes_used = ?",
+                (
+                    timestamp_string(put_timestamp),
+                    timestamp_string(delete_timestamp),
+                    check_count(object_count, "object_count"),
+                    check_count(bytes_used, "bytes_used"),
+                ),
+            )

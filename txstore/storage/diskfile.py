@@ -1,0 +1,925 @@
+# -*- test-case-name: txstore.test.test_diskfile -*-
+"""
+The object storage layer of a storage node: objects as files on local devices.
+
+Everything here is synchronous and may block; the object server calls it through an
+``IBlockingRunner`` with one pool per device, so hashing, fsync and renames never run on the
+reactor thread.
+
+Layout, under ``<devices>/<device>/``::
+
+    objects[-<policy>]/<part>/<suffix>/<hash>/<ts>.data | <ts>.meta | <ts>.ts
+    objects[-<policy>]/<part>/hashes.invalid
+    tmp/                                    writes in flight
+    async_pending[-<policy>]/<suffix>/<hash>-<ts>
+
+Every path is built from validated parts only (a device name, ints, the hex hash, timestamps):
+the object's name lives only in the metadata, so no name can reach outside the device.
+
+Durability: every file is written whole into ``tmp/`` (body, then the metadata footer of
+`txstore.storage.objmeta`), fsynced, renamed into its object directory and the directory
+fsynced. A crash at any point leaves either the old state or the new one, plus at most an
+orphaned temp file that `DiskFileManager.cleanup_tmp` removes.
+
+Which files count (applied on every read and by the cleanup after every change): the newest of
+the .data and .ts files wins (a .ts wins a tie); a .data that wins makes the object exist, a .ts
+that wins makes it deleted; the newest .meta is kept while it is newer than the winner and, when
+the winner is a .data, replaces its mutable metadata. Everything older is obsolete and removed
+by the change that made it so. Changes of one object are serialised by an ``flock`` on its
+directory, under which the new file's timestamp is checked against what is there: a write that
+is not newer is refused with `DiskFileConflict`, so concurrent writers always leave the newest.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from attrs import define, field, frozen
+from twisted.logger import Logger
+
+from txstore.common.hashing import PathHasher
+from txstore.common.timestamps import Timestamp, TimestampLike
+from txstore.storage import async_pending, objmeta, suffixes
+from txstore.storage.async_pending import AsyncPending
+
+DATA = ".data"
+META = ".meta"
+TOMBSTONE = ".ts"
+TMP_DIR = "tmp"
+OBJECTS_DIR = "objects"
+QUARANTINE_DIR = "quarantined"
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_FALLOCATE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
+_FILE_NAME = re.compile(
+    r"^(?P<ts>\d{10}\.\d{5}(?:_[0-9a-f]{16})?)"
+    r"(?:#(?P<frag>0|[1-9][0-9]*)(?P<durable>#d)?)?"
+    r"(?P<ext>\.data|\.meta|\.ts)$"
+)
+_HASH = re.compile(r"^[0-9a-f]{32}$")
+_READ_RETRIES = 10
+
+
+class DiskFileError(Exception):
+    """Base of every error of the object storage layer."""
+
+
+class DiskFileDeviceUnavailable(DiskFileError):
+    """The device is missing or, with mount_check, not mounted: the server answers 507."""
+
+
+class DiskFileNotFound(DiskFileError):
+    """The object does not exist (or no longer does)."""
+
+
+class DiskFileNoSpace(DiskFileError):
+    """The device is full (ENOSPC/EDQUOT): the server answers 507."""
+
+
+class DiskFileLockTimeout(DiskFileError):
+    """Another change of the same object held its lock too long."""
+
+
+class DiskFileConflict(DiskFileError):
+    """A change not newer than what is stored: the server answers 409."""
+
+    def __init__(self, message: str, previous: ObjectState) -> None:
+        super().__init__(message)
+        self.previous = previous
+
+
+class DiskFileCorrupt(DiskFileError):
+    """A file whose footer or length does not check out: the auditor's to quarantine."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@contextmanager
+def _no_space_as_error() -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        if error.errno in _NO_SPACE:
+            raise DiskFileNoSpace(str(error)) from error
+        raise
+
+
+def objects_dir_name(policy_index: int) -> str:
+    """``objects`` for policy 0, ``objects-<index>`` for the others."""
+    _check_index(policy_index, "policy index")
+    return OBJECTS_DIR if policy_index == 0 else f"{OBJECTS_DIR}-{policy_index}"
+
+
+def _check_index(value: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"not a {what}: {value!r}")
+    return value
+
+
+def check_device_name(device: str) -> str:
+    """A device name is one plain path component: it must not lead anywhere else."""
+    if (
+        not isinstance(device, str)
+        or not device
+        or device in (".", "..")
+        or "/" in device
+        or "\0" in device
+    ):
+        raise ValueError(f"not a device name: {device!r}")
+    return device
+
+
+@frozen(order=False)
+class OnDiskFile:
+    """One file of an object directory, as its name describes it."""
+
+    timestamp: Timestamp
+    ext: str
+    frag_index: int | None = None
+    durable: bool = False
+
+    @property
+    def name(self) -> str:
+        frag = "" if self.frag_index is None else f"#{self.frag_index}" + ("#d" if self.durable else "")
+        return f"{self.timestamp.internal}{frag}{self.ext}"
+
+
+def parse_file_name(name: str) -> OnDiskFile | None:
+    """What a file name in an object directory means; None for anything not ours."""
+    match = _FILE_NAME.match(name)
+    if match is None:
+        return None
+    frag = match["frag"]
+    if frag is not None and match["ext"] != DATA:
+        return None
+    try:
+        timestamp = Timestamp.parse(match["ts"])
+    except ValueError:
+        return None
+    parsed = OnDiskFile(timestamp, match["ext"], None if frag is None else int(frag), bool(match["durable"]))
+    return parsed if parsed.name == name else None
+
+
+@frozen
+class FileSelection:
+    """The files of an object directory that count, and those a cleanup may remove."""
+
+    data: OnDiskFile | None = None
+    meta: OnDiskFile | None = None
+    tombstone: OnDiskFile | None = None
+    obsolete: tuple[OnDiskFile, ...] = ()
+
+
+def select_files(files: Iterable[OnDiskFile]) -> FileSelection:
+    """
+    Apply the newest-wins rules to the files of one object directory (replication policy:
+    fragment archives are left alone for the EC policy's own rules).
+    """
+    mine = [f for f in files if f.frag_index is None]
+    data, meta, tomb = (
+        max((f for f in mine if f.ext == ext), key=_by_time, default=None) for ext in (DATA, META, TOMBSTONE)
+    )
+    winner = None
+    if tomb is not None and (data is None or tomb.timestamp >= data.timestamp):
+        winner = tomb
+    elif data is not None:
+        winner = data
+    if meta is not None and winner is not None and meta.timestamp <= winner.timestamp:
+        meta = None
+    keep = {winner, meta} - {None}
+    obsolete = tuple(sorted((f for f in mine if f not in keep), key=_by_time))
+    if winner is not None and winner is tomb:
+        return FileSelection(None, meta, tomb, obsolete)
+    return FileSelection(winner, meta, None, obsolete)
+
+
+def _by_time(item: OnDiskFile) -> Timestamp:
+    return item.timestamp
+
+
+def _readonly(value: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(value))
+
+
+@frozen
+class ObjectState:
+    """
+    What an object directory holds, after the rules. ``timestamp`` is the data's;
+    ``meta_timestamp`` is set only when a .meta applies; ``metadata`` is the merged dict (the
+    tombstone's own metadata when deleted). Expiry (X-Delete-At) is the server's to decide.
+    """
+
+    exists: bool = False
+    timestamp: Timestamp | None = None
+    meta_timestamp: Timestamp | None = None
+    tombstone_timestamp: Timestamp | None = None
+    metadata: Mapping[str, str] = field(factory=dict, converter=_readonly)
+    content_length: int | None = None
+    data_path: Path | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.tombstone_timestamp is not None
+
+    @property
+    def newest_timestamp(self) -> Timestamp | None:
+        """The newest event seen: what ``X-Backend-Timestamp`` reports."""
+        times = [t for t in (self.timestamp, self.meta_timestamp, self.tombstone_timestamp) if t]
+        return max(times, default=None)
+
+
+NOT_FOUND = ObjectState()
+
+
+@define
+class DiskFileManager:
+    """The object storage of one node's devices: where files go and how they get there."""
+
+    log = Logger()
+
+    devices: Path = field(converter=Path)
+    mount_check: bool
+    hasher: PathHasher
+    fsync: bool = field(default=True, kw_only=True)
+    lock_timeout: float = field(default=10.0, kw_only=True)
+
+    def device_path(self, device: str) -> Path | None:
+        """The device's directory, or None when it cannot be used (the server answers 507)."""
+        path = self.devices / check_device_name(device)
+        if self.mount_check and not os.path.ismount(path):
+            return None
+        if not path.is_dir():
+            return None
+        return path
+
+    def _require_device(self, device: str) -> Path:
+        path = self.device_path(device)
+        if path is None:
+            raise DiskFileDeviceUnavailable(f"device {device!r} is not available")
+        return path
+
+    def get_diskfile(
+        self,
+        device: str,
+        partition: int,
+        account: str,
+        container: str,
+        obj: str,
+        policy_index: int = 0,
+    ) -> DiskFile:
+        _check_index(partition, "partition")
+        _check_index(policy_index, "policy index")
+        for name in (account, container, obj):
+            if not isinstance(name, str) or not name:
+                raise ValueError("account, container and object names must be non-empty str")
+        name_hash = self.hasher.hash_path(account, container, obj)
+        return DiskFile(
+            manager=self,
+            device=device,
+            device_path=self._require_device(device),
+            partition=partition,
+            policy_index=policy_index,
+            account=account,
+            container=container,
+            obj=obj,
+            name_hash=name_hash,
+        )
+
+    def partition_path(self, device: str, policy_index: int, partition: int) -> Path:
+        return self.devices / check_device_name(device) / objects_dir_name(policy_index) / str(
+            _check_index(partition, "partition")
+        )
+
+    def invalidate_suffix(self, device: str, policy_index: int, partition: int, suffix: str) -> None:
+        """Record that an object of ``suffix`` changed, for the replicator's next hash pass."""
+        suffixes.invalidate_suffix(self.partition_path(device, policy_index, partition), suffix)
+
+    # Async pendings
+
+    def write_async_pending(
+        self,
+        device: str,
+        policy_index: int,
+        op: str,
+        account: str,
+        container: str,
+        obj: str,
+        headers: Mapping[str, str],
+        timestamp: TimestampLike,
+    ) -> Path:
+        """Save a container update for the updater, durably; returns the file written."""
+        timestamp = Timestamp.parse(timestamp)
+        pending = AsyncPending(op, account, container, obj, headers, timestamp, policy_index)
+        device_path = self._require_device(device)
+        name_hash = self.hasher.hash_path(account, container, obj)
+        target_dir = device_path / async_pending.async_dir_name(policy_index) / name_hash[-3:]
+        temp = self._write_temp(device_path, async_pending.encode_pending(pending))
+        try:
+            for attempt in range(2):
+                self._make_dirs(target_dir, device_path)
+                try:
+                    os.rename(temp, target_dir / async_pending.pending_name(name_hash, timestamp))
+                    break
+                except FileNotFoundError:
+                    # The updater removed the emptied suffix directory meanwhile: make it again.
+                    if attempt:
+                        raise
+            self._fsync_dir(target_dir)
+        except BaseException:
+            _unlink(temp)
+            raise
+        return target_dir / async_pending.pending_name(name_hash, timestamp)
+
+    def list_async_pendings(self, device: str, policy_index: int | None = None) -> list[Path]:
+        """Pending files of one policy (or of all, with None), oldest first per object."""
+        device_path = self._require_device(device)
+        if policy_index is not None:
+            return async_pending.list_pendings(device_path / async_pending.async_dir_name(policy_index))
+        found = []
+        for entry in sorted(device_path.iterdir()):
+            if async_pending.policy_of_dir(entry.name) is not None:
+                found.extend(async_pending.list_pendings(entry))
+        return found
+
+    def read_async_pending(self, path: Path) -> AsyncPending:
+        self._check_pending_path(path)
+        try:
+            return async_pending.decode_pending(Path(path).read_bytes())
+        except async_pending.PendingCorrupt as error:
+            raise DiskFileCorrupt(Path(path), str(error)) from None
+
+    def remove_async_pending(self, path: Path) -> None:
+        """Remove a pending once sent (or superseded); its suffix directory too once empty."""
+        path = self._check_pending_path(path)
+        _unlink(path)
+        _remove_if_empty(path.parent)
+
+    def _check_pending_path(self, path: Path) -> Path:
+        path = Path(path)
+        parsed = async_pending.parse_pending_name(path.name)
+        ok = (
+            parsed is not None
+            and parsed[0][-3:] == path.parent.name
+            and async_pending.policy_of_dir(path.parent.parent.name) is not None
+            and path.parent.parent.parent.parent == self.devices
+        )
+        if not ok:
+            raise ValueError(f"not an async pending of this node: {path}")
+        return path
+
+    # Temp files
+
+    def tmp_path(self, device_path: Path) -> Path:
+        tmp = device_path / TMP_DIR
+        tmp.mkdir(exist_ok=True)
+        return tmp
+
+    def cleanup_tmp(self, device: str, older_than: float) -> int:
+        """
+        Remove temp files not modified for ``older_than`` seconds; returns how many. At start
+        every temp file is an orphan (0); later passes must allow for slow uploads.
+        """
+        device_path = self._require_device(device)
+        now = time.time()
+        removed = 0
+        try:
+            entries = list(os.scandir(device_path / TMP_DIR))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if now - entry.stat(follow_symlinks=False).st_mtime >= older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            self.log.info("Removed {count} orphaned temp files from {device}", count=removed, device=device)
+        return removed
+
+    def _open_temp(self, device_path: Path, prefix: str) -> tuple[int, Path]:
+        with _no_space_as_error():
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=self.tmp_path(device_path))
+        return fd, Path(name)
+
+    def _write_temp(self, device_path: Path, payload: bytes, prefix: str = "tmp-") -> Path:
+        """A temp file holding ``payload``, fsynced and closed: ready to rename into place."""
+        fd, path = self._open_temp(device_path, prefix)
+        try:
+            with _no_space_as_error():
+                _write_all(fd, payload)
+                if self.fsync:
+                    os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(path)
+            raise
+        os.close(fd)
+        return path
+
+    # Directories
+
+    def _make_dirs(self, path: Path, root: Path) -> None:
+        """``mkdir -p`` below ``root``, fsyncing the parent of each directory it creates."""
+        missing = []
+        current = path
+        while current != root and not current.is_dir():
+            missing.append(current)
+            current = current.parent
+        for directory in reversed(missing):
+            with _no_space_as_error():
+                try:
+                    directory.mkdir()
+                except FileExistsError:
+                    pass
+            self._fsync_dir(directory.parent)
+
+    def _fsync_dir(self, path: Path) -> None:
+        if not self.fsync:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@define
+class DiskFile:
+    """One object on one device: read its state, write, post, delete, open for reading."""
+
+    manager: DiskFileManager
+    device: str
+    device_path: Path
+    partition: int
+    policy_index: int
+    account: str
+    container: str
+    obj: str
+    name_hash: str
+
+    @property
+    def name(self) -> str:
+        """The name stored in the metadata (the only place a name lives)."""
+        return f"/{self.account}/{self.container}/{self.obj}"
+
+    @property
+    def suffix(self) -> str:
+        return self.name_hash[-3:]
+
+    @property
+    def partition_path(self) -> Path:
+        return self.device_path / objects_dir_name(self.policy_index) / str(self.partition)
+
+    @property
+    def hash_dir(self) -> Path:
+        return self.partition_path / self.suffix / self.name_hash
+
+    # Reading
+
+    def list_files(self) -> list[OnDiskFile]:
+        try:
+            names = os.listdir(self.hash_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [parsed for parsed in map(parse_file_name, names) if parsed is not None]
+
+    def read_metadata(self) -> ObjectState:
+        """The object's state; DiskFileCorrupt when a file that counts does not check out."""
+        for _ in range(_READ_RETRIES):
+            try:
+                return self._state_of(select_files(self.list_files()))
+            except FileNotFoundError:
+                # A concurrent change cleaned up a file we had listed: look again.
+                continue
+        raise DiskFileError(f"{self.hash_dir} kept changing while being read")
+
+    def _read_footer(self, item: OnDiskFile) -> objmeta.Footer:
+        path = self.hash_dir / item.name
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            footer = objmeta.read_footer(fd)
+        except objmeta.FooterError as error:
+            raise DiskFileCorrupt(path, str(error)) from None
+        finally:
+            os.close(fd)
+        if footer.metadata.get("X-Timestamp") != item.timestamp.internal:
+            raise DiskFileCorrupt(path, "X-Timestamp in the metadata differs from the file name")
+        if item.ext == DATA:
+            if footer.metadata.get("Content-Length") != str(footer.body_length):
+                reason = f"Content-Length differs from the {footer.body_length} bytes of body"
+                raise DiskFileCorrupt(path, reason)
+        elif footer.body_length:
+            raise DiskFileCorrupt(path, f"{footer.body_length} unexpected bytes before the metadata")
+        return footer
+
+    def _state_of(self, selection: FileSelection, *, tolerant: bool = False) -> ObjectState:
+        def footer(item: OnDiskFile) -> objmeta.Footer | None:
+            try:
+                return self._read_footer(item)
+            except DiskFileCorrupt:
+                if not tolerant:
+                    raise
+                return None
+
+        if selection.tombstone is not None:
+            tomb = footer(selection.tombstone)
+            return ObjectState(
+                tombstone_timestamp=selection.tombstone.timestamp,
+                metadata=tomb.metadata if tomb else {},
+            )
+        if selection.data is None:
+            return NOT_FOUND
+        data = footer(selection.data)
+        metadata = data.metadata if data else {}
+        meta_timestamp = None
+        if selection.meta is not None:
+            meta = footer(selection.meta)
+            metadata = objmeta.merge_metadata(metadata, meta.metadata if meta else {})
+            meta_timestamp = selection.meta.timestamp
+        return ObjectState(
+            exists=True,
+            timestamp=selection.data.timestamp,
+            meta_timestamp=meta_timestamp,
+            metadata=metadata,
+            content_length=data.body_length if data else None,
+            data_path=self.hash_dir / selection.data.name,
+        )
+
+    def open_reader(self, state: ObjectState) -> DiskFileReader:
+        """
+        Open the data file ``state`` describes. The descriptor stays open, so a newer PUT or a
+        DELETE meanwhile does not disturb a response under way.
+        """
+        if not state.exists or state.data_path is None or state.content_length is None:
+            raise DiskFileNotFound(f"{self.name} does not exist")
+        try:
+            fd = os.open(state.data_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise DiskFileNotFound(f"{state.data_path} is gone") from None
+        if os.fstat(fd).st_size < state.content_length + objmeta.TRAILER_SIZE:
+            os.close(fd)
+            raise DiskFileCorrupt(state.data_path, "shorter than its Content-Length")
+        return DiskFileReader(fd, state, EtagVerifier(state.metadata.get("ETag", ""), state.content_length))
+
+    # Writing
+
+    def create_writer(self, size_hint: int | None = None) -> DiskFileWriter:
+        """A temp file for a PUT's body, with ``size_hint`` bytes reserved when known."""
+        fd, path = self.manager._open_temp(self.device_path, f"{self.name_hash}-")
+        try:
+            if size_hint:
+                try:
+                    os.posix_fallocate(fd, 0, size_hint + objmeta.TRAILER_SIZE)
+                except OSError as error:
+                    if error.errno in _NO_SPACE:
+                        raise DiskFileNoSpace(f"no room for {size_hint} bytes on {self.device}") from error
+                    if error.errno not in _FALLOCATE_UNSUPPORTED:
+                        raise
+        except BaseException:
+            os.close(fd)
+            _unlink(path)
+            raise
+        return DiskFileWriter(self, path, fd, allocated=bool(size_hint))
+
+    def write_metadata(self, metadata: Mapping[str, str], timestamp: TimestampLike) -> ObjectState:
+        """
+        A POST: write ``<ts>.meta``. DiskFileNotFound when the object does not exist,
+        DiskFileConflict when ``timestamp`` is not newer than its data and metadata.
+        Returns the state before.
+        """
+        timestamp = Timestamp.parse(timestamp)
+
+        def check(previous: ObjectState) -> None:
+            if not previous.exists:
+                raise DiskFileNotFound(f"{self.name} does not exist")
+            newest = max(t for t in (previous.timestamp, previous.meta_timestamp) if t)
+            if timestamp <= newest:
+                raise DiskFileConflict(f"{timestamp.internal} is not newer than {newest.internal}", previous)
+
+        if not self.hash_dir.is_dir():
+            raise DiskFileNotFound(f"{self.name} does not exist")
+        return self._write_small(metadata, timestamp, META, check)
+
+    def delete(self, timestamp: TimestampLike, metadata: Mapping[str, str] | None = None) -> ObjectState:
+        """
+        A DELETE: write ``<ts>.ts`` even when nothing is there (the tombstone must replicate).
+        DiskFileConflict when ``timestamp`` is not newer than the data or tombstone. Returns
+        the state before, so the server can answer 404 when there was nothing.
+        """
+        timestamp = Timestamp.parse(timestamp)
+        return self._write_small(metadata or {}, timestamp, TOMBSTONE, self._newer_than_data(timestamp))
+
+    def _newer_than_data(self, timestamp: Timestamp) -> Callable[[ObjectState], None]:
+        def check(previous: ObjectState) -> None:
+            current = previous.timestamp or previous.tombstone_timestamp
+            if current is not None and timestamp <= current:
+                raise DiskFileConflict(f"{timestamp.internal} is not newer than {current.internal}", previous)
+
+        return check
+
+    def _stamped(self, metadata: Mapping[str, str], timestamp: Timestamp) -> dict[str, str]:
+        objmeta.check_metadata(metadata)
+        stamped = dict(metadata)
+        stamped["name"] = self.name
+        stamped["X-Timestamp"] = timestamp.internal
+        return stamped
+
+    def _write_small(
+        self,
+        metadata: Mapping[str, str],
+        timestamp: Timestamp,
+        ext: str,
+        check: Callable[[ObjectState], None],
+    ) -> ObjectState:
+        footer = objmeta.encode_footer(self._stamped(metadata, timestamp))
+        temp = self.manager._write_temp(self.device_path, footer, prefix=f"{self.name_hash}-")
+        return self._install(temp, OnDiskFile(timestamp, ext), check)
+
+    def _install(self, temp: Path, new: OnDiskFile, check: Callable[[ObjectState], None]) -> ObjectState:
+        """
+        Move a complete, fsynced temp file into the object directory, if ``check`` lets it;
+        remove what it made obsolete; invalidate the suffix. The temp file is gone afterwards
+        whatever happens. Returns the state before the change.
+        """
+        try:
+            with self._locked() as dir_fd:
+                previous = self._state_of(select_files(self.list_files()), tolerant=True)
+                try:
+                    check(previous)
+                except DiskFileNotFound:
+                    _remove_if_empty(self.hash_dir)
+                    raise
+                with _no_space_as_error():
+                    os.rename(temp, self.hash_dir / new.name)
+                if self.manager.fsync:
+                    os.fsync(dir_fd)
+                for item in select_files(self.list_files()).obsolete:
+                    _unlink(self.hash_dir / item.name)
+        except BaseException:
+            _unlink(temp)
+            raise
+        suffixes.invalidate_suffix(self.partition_path, self.suffix)
+        return previous
+
+    @contextmanager
+    def _locked(self) -> Iterator[int]:
+        """
+        Hold an exclusive flock on the object directory (made if needed). Whoever removes an
+        object directory must hold its lock; a lock taken on a directory that was removed
+        meanwhile is noticed (inode check) and taken again on the new one.
+        """
+        deadline = time.monotonic() + self.manager.lock_timeout
+        while True:
+            self.manager._make_dirs(self.hash_dir, self.device_path)
+            try:
+                fd = os.open(self.hash_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if time.monotonic() >= deadline:
+                    raise DiskFileLockTimeout(f"{self.hash_dir} keeps disappearing") from None
+                continue
+            try:
+                _flock_until(fd, deadline, self.hash_dir)
+                try:
+                    same = os.path.samestat(os.fstat(fd), os.stat(self.hash_dir))
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                break
+            os.close(fd)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+
+def _flock_until(fd: int, deadline: float, path: Path) -> None:
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise DiskFileLockTimeout(f"timed out waiting for the lock of {path}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+@define
+class DiskFileWriter:
+    """
+    A PUT in progress: chunks go to a temp file and an md5 (in the caller's thread, a device
+    pool thread); `commit` makes it the object, `abort` forgets it. Any error leaves no temp
+    file behind. Usable as a context manager that aborts unless committed.
+    """
+
+    diskfile: DiskFile
+    temp_path: Path
+    _fd: int | None
+    allocated: bool = False
+    bytes_written: int = 0
+    _md5: Any = field(factory=lambda: hashlib.md5(usedforsecurity=False))
+    _done: bool = False
+
+    @property
+    def etag(self) -> str:
+        return self._md5.hexdigest()
+
+    def write(self, chunk: bytes) -> None:
+        fd = self._open_fd()
+        try:
+            with _no_space_as_error():
+                _write_all(fd, chunk)
+        except BaseException:
+            self.abort()
+            raise
+        self._md5.update(chunk)
+        self.bytes_written += len(chunk)
+
+    def commit(self, metadata: Mapping[str, str], timestamp: TimestampLike) -> ObjectState:
+        """
+        Make the body written so far the object at ``timestamp``: footer, fsync, rename to
+        ``<ts>.data``, fsync the directory, clean up, invalidate the suffix. The writer fills
+        in ``name``, ``X-Timestamp``, ``Content-Length`` and ``ETag``; a ``Content-Length`` or
+        ``ETag`` given that disagrees with what was written is a ValueError. DiskFileConflict
+        when ``timestamp`` is not newer than the stored data or tombstone. Returns the state
+        before.
+        """
+        fd = self._open_fd()
+        try:
+            timestamp = Timestamp.parse(timestamp)
+            stamped = self.diskfile._stamped(metadata, timestamp)
+            self._fill_body_keys(stamped)
+            footer = objmeta.encode_footer(stamped)
+            with _no_space_as_error():
+                _write_all(fd, footer)
+                if self.allocated:
+                    os.ftruncate(fd, self.bytes_written + len(footer))
+                if self.diskfile.manager.fsync:
+                    os.fsync(fd)
+            self._close_fd()
+            previous = self.diskfile._install(
+                self.temp_path, OnDiskFile(timestamp, DATA), self.diskfile._newer_than_data(timestamp)
+            )
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return previous
+
+    def _fill_body_keys(self, stamped: dict[str, str]) -> None:
+        for key in list(stamped):
+            lower = key.lower()
+            if lower == "content-length":
+                given = stamped.pop(key)
+                if given != str(self.bytes_written):
+                    raise ValueError(f"Content-Length {given} but {self.bytes_written} bytes written")
+            elif lower == "etag":
+                if stamped.pop(key).strip('"').lower() != self.etag:
+                    raise ValueError(f"ETag differs from the md5 {self.etag} of what was written")
+        stamped["Content-Length"] = str(self.bytes_written)
+        stamped["ETag"] = self.etag
+
+    def abort(self) -> None:
+        """Forget the upload: close and remove the temp file. Idempotent; no-op after commit."""
+        self._close_fd()
+        if not self._done:
+            self._done = True
+            _unlink(self.temp_path)
+
+    def _open_fd(self) -> int:
+        if self._fd is None or self._done:
+            raise DiskFileError("this writer is already committed or aborted")
+        return self._fd
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def __enter__(self) -> DiskFileWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.abort()
+
+
+@define
+class EtagVerifier:
+    """Streams a body through md5 and says at the end whether it is what the ETag promised."""
+
+    expected_etag: str
+    expected_length: int
+    fed: int = 0
+    _md5: Any = field(factory=lambda: hashlib.md5(usedforsecurity=False))
+
+    def feed(self, chunk: bytes) -> None:
+        self._md5.update(chunk)
+        self.fed += len(chunk)
+
+    @property
+    def complete(self) -> bool:
+        return self.fed >= self.expected_length
+
+    def matches(self) -> bool:
+        return self.fed == self.expected_length and self._md5.hexdigest() == self.expected_etag.lower()
+
+
+@define
+class DiskFileReader:
+    """
+    An open data file. `read` never reads past the body. Reads that go through the body in
+    order from offset 0 are checked against the ETag as they go (`etag_verified`), so a full
+    GET notices bit rot without a second pass.
+    """
+
+    _fd: int | None
+    state: ObjectState
+    _verifier: EtagVerifier | None
+
+    @property
+    def content_length(self) -> int:
+        assert self.state.content_length is not None
+        return self.state.content_length
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the body from ``offset``; short only at the body's end."""
+        if self._fd is None:
+            raise DiskFileError("this reader is closed")
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must not be negative")
+        length = max(0, min(length, self.content_length - offset))
+        chunks = []
+        position, remaining = offset, length
+        while remaining:
+            chunk = os.pread(self._fd, remaining, position)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            position += len(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        if self._verifier is not None:
+            if offset == self._verifier.fed:
+                self._verifier.feed(data)
+            else:
+                self._verifier = None
+        return data
+
+    def etag_verified(self) -> bool | None:
+        """None until the whole body was read in order from 0; then whether its md5 matched."""
+        if self._verifier is None or not self._verifier.complete:
+            return None
+        return self._verifier.matches()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def __enter__(self) -> DiskFileReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
