@@ -16,10 +16,10 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.python import usage
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from txstore.common.config import ConfigError
 from txstore.common.listener import TCPListener
+from txstore.common.streaming import StreamingSite
 
 
 def config_options(default_path: str, load: Callable[[str], Any], what: str) -> type[usage.Options]:
@@ -39,10 +39,15 @@ def config_options(default_path: str, load: Callable[[str], Any], what: str) -> 
     return Options
 
 
-def http_service(reactor, bind_ip: str, bind_port: int, resource: Resource, label: str) -> MultiService:
-    """A MultiService with the site listening; other services (daemons) join it later."""
+def http_service(
+    reactor, bind_ip: str, bind_port: int, resource: Resource, label: str, client_timeout: float = 60.0
+) -> MultiService:
+    """
+    A MultiService with the site listening; other services (daemons) join it later. Request
+    bodies stream (`StreamingSite`); a client idle for ``client_timeout`` seconds is dropped.
+    """
     top = MultiService()
-    site = Site(resource)
+    site = StreamingSite(resource, timeout=client_timeout, reactor=reactor)
     site.displayTracebacks = False
     listener = TCPListener(reactor, bind_ip, bind_port, site, label=label)
     listener.setName(label)

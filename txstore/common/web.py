@@ -18,6 +18,14 @@ from twisted.web.http import Request
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+class ResponseAborted(Exception):
+    """
+    Raised by a handler that has begun a response and cannot complete it truthfully (a body
+    that fails its checksum, a disk error mid-read): the connection is aborted, so the client
+    sees a broken response, never a complete wrong one.
+    """
+
+
 Handler = Callable[[Request], "bytes | Deferred[bytes] | object"]
 
 
@@ -67,6 +75,10 @@ class DispatchResource(Resource):
             request.finish()
 
         def fail(failure) -> None:
+            if failure.check(ResponseAborted):
+                if not lost and request.channel is not None:
+                    request.channel.transport.abortConnection()
+                return
             self.log.failure(
                 "unhandled error for {method} {path}", failure, method=request.method, path=request.path
             )

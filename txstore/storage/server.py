@@ -2,30 +2,60 @@
 """
 The storage node's backend HTTP front: ``/<device>/<partition>/<account>[/<c>[/<o>]]``.
 
-Today it serves the operational endpoints; the account, container and object servers plug in
-here.
+It decodes and checks the path once, hands the request to the account, container or object
+server by how deep the path goes, and turns their `HTTPError`s into short plain-text answers.
+Each server is an object with ``async handle(request, path) -> bytes``.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from attrs import frozen
+from twisted.logger import Logger
 from twisted.web.http import Request
 from twisted.web.resource import Resource
 
+from txstore.common.paths import BackendPath, BadPath, parse_backend_path
 from txstore.common.web import DispatchResource, healthcheck, plain_text
-from txstore.ring.ringset import RingSet
-from txstore.storage.config import NodeSettings
+from txstore.storage.http_support import HTTPError
+
+
+class BackendHandler(Protocol):
+    async def handle(self, request: Request, path: BackendPath) -> bytes: ...
 
 
 @frozen
 class NodeServer:
-    settings: NodeSettings
-    rings: RingSet
+    accounts: BackendHandler | None = None
+    containers: BackendHandler | None = None
+    objects: BackendHandler | None = None
+    log = Logger()
 
     def resource(self) -> Resource:
         return DispatchResource(self.handle)
 
-    def handle(self, request: Request) -> bytes:
+    def handle(self, request: Request):
         if request.path == b"/healthcheck":
             return healthcheck(request)
-        return plain_text(request, 404, "Not Found")
+        try:
+            path = parse_backend_path(request.path)
+        except BadPath as err:
+            return plain_text(request, err.status, err.reason)
+        if path.obj is not None:
+            handler = self.objects
+        elif path.container is not None:
+            handler = self.containers
+        else:
+            handler = self.accounts
+        if handler is None:
+            return plain_text(request, 404, "Not Found")
+        return self._serve(handler, request, path)
+
+    async def _serve(self, handler: BackendHandler, request: Request, path: BackendPath) -> bytes:
+        try:
+            return await handler.handle(request, path)
+        except HTTPError as err:
+            for name, value in err.headers.items():
+                request.setHeader(name, value)
+            return plain_text(request, err.status, err.reason)

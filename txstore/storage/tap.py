@@ -9,7 +9,7 @@ from twisted.application.service import MultiService
 from txstore.common.tap_support import config_options, http_service
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import NodeSettings, load_node_settings
-from txstore.storage.server import NodeServer
+from txstore.storage.node import build_node
 
 
 @frozen
@@ -31,6 +31,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     loaded: LoadedNode = options.loaded
-    server = NodeServer(loaded.settings, loaded.rings)
     settings = loaded.settings
-    return http_service(reactor, settings.bind_ip, settings.bind_port, server.resource(), "objectnode")
+    server, services = build_node(settings, reactor)
+    top = http_service(reactor, settings.bind_ip, settings.bind_port, server.resource(), "objectnode")
+    services.setServiceParent(top)
+    return top

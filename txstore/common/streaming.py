@@ -1,0 +1,257 @@
+# -*- test-case-name: txstore.test.test_streaming -*-
+"""
+Request bodies as streams: the resource runs when the headers are in, and reads the body as it
+arrives, with backpressure.
+
+twisted.web buffers a whole request body (in memory, or a temp file past 100 KB) before any
+resource sees the request. An object store cannot: a 5 GiB PUT would be spooled whole, a
+client that goes away mid-body would still cost the spool, and a refusal (401, 413, 507) could
+only come after the whole upload. This module is the one place that bends twisted.web's
+internals to stream instead; it is small and tested on its own because of that.
+
+How it works:
+
+- `StreamingRequest.gotLength` (called by the channel once all headers are parsed) sets the
+  request up as ``requestReceived`` would and renders it at once, with ``request.body`` a
+  `RequestBody`. Requests without a body (length 0) take Twisted's ordinary path.
+- The channel's chunks arrive in `handleContentChunk` and are queued in the `RequestBody`;
+  past ``high_water`` bytes queued, the client's transport is paused, and it is resumed when a
+  reader drains the queue. What is queued stays bounded by ``high_water`` plus one socket read.
+- The channel's own ``100 Continue`` is suppressed: the body sends it on the first `read`, so a
+  handler that refuses the request early never invites the client to send the body.
+- A response finished before the body ended closes the connection (the rest of the body is
+  never read), since the next request on it could not be found.
+- A client that goes away fails the pending and later reads with `BodyIncomplete`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from io import BytesIO
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, parse_qs
+from twisted.web.server import Request, Site
+
+DEFAULT_HIGH_WATER = 1024 * 1024
+
+
+class BodyIncomplete(Exception):
+    """The client went away (or the connection failed) before the whole body arrived."""
+
+
+class RequestBody:
+    """The body of one request, read chunk by chunk with ``await body.read()``."""
+
+    def __init__(self, request: StreamingRequest, length: int | None, high_water: int = DEFAULT_HIGH_WATER) -> None:
+        self._request = request
+        self.length = length  # None for a chunked body
+        self.high_water = high_water
+        self.received = 0
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._complete = False
+        self._failure: Failure | None = None
+        self._waiter: Deferred | None = None
+        self._paused = False
+        self._started = False
+        self._discarding = False
+
+    @property
+    def complete(self) -> bool:
+        """Whether the channel has seen the end of the body (not whether it has been read)."""
+        return self._complete
+
+    def read(self) -> Deferred:
+        """
+        The next bytes of the body (whatever has arrived, at least one byte), or ``b""`` once
+        the whole body has been read. Fails with `BodyIncomplete` if the client went away.
+        """
+        if self._waiter is not None:
+            raise RuntimeError("one read at a time")
+        self._start()
+        if self._queue:
+            data = b"".join(self._queue)
+            self._queue.clear()
+            self._queued = 0
+            self._unpause()
+            return succeed(data)
+        if self._failure is not None:
+            return _failed(self._failure)
+        if self._complete:
+            return succeed(b"")
+        self._unpause()
+        self._waiter = Deferred()
+        return self._waiter
+
+    def discard(self) -> None:
+        """Drop what is queued and whatever still arrives (the response will not use it)."""
+        self._discarding = True
+        self._queue.clear()
+        self._queued = 0
+
+    # --- called by StreamingRequest ------------------------------------------------------
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._request._send_continue_if_expected()
+
+    def _feed(self, data: bytes) -> None:
+        self.received += len(data)
+        if self._discarding or not data:
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        if self._waiter is not None:
+            waiter, self._waiter = self._waiter, None
+            data = b"".join(self._queue)
+            self._queue.clear()
+            self._queued = 0
+            waiter.callback(data)
+        elif self._queued >= self.high_water:
+            self._pause()
+
+    def _finish(self) -> None:
+        self._complete = True
+        self._unpause()
+        if self._waiter is not None and not self._queue:
+            waiter, self._waiter = self._waiter, None
+            waiter.callback(b"")
+
+    def _fail(self, reason: Failure) -> None:
+        if self._complete:
+            return
+        self._failure = Failure(BodyIncomplete(f"client went away after {self.received} bytes: {reason.getErrorMessage()}"))
+        self._queue.clear()
+        self._queued = 0
+        if self._waiter is not None:
+            waiter, self._waiter = self._waiter, None
+            waiter.errback(self._failure)
+
+    def _pause(self) -> None:
+        transport = self._request._transport()
+        if not self._paused and transport is not None:
+            self._paused = True
+            transport.pauseProducing()
+
+    def _unpause(self) -> None:
+        transport = self._request._transport()
+        if self._paused and transport is not None:
+            self._paused = False
+            transport.resumeProducing()
+
+
+def _failed(failure: Failure) -> Deferred:
+    d: Deferred = Deferred()
+    d.errback(failure)
+    return d
+
+
+class StreamingRequest(Request):
+    """A `twisted.web.server.Request` whose resource runs before its body has arrived."""
+
+    body: RequestBody
+    high_water = DEFAULT_HIGH_WATER
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.body = RequestBody(self, 0, self.high_water)
+        self.body._complete = True
+        self._streaming = False
+        self._continue_expected = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length == 0:
+            super().gotLength(length)
+            return
+        self._streaming = True
+        self.content = BytesIO()
+        self.body = RequestBody(self, length, self.high_water)
+        channel = self.channel
+        expect = self.requestHeaders.getRawHeaders(b"expect")
+        self._continue_expected = bool(
+            expect and expect[0].lower() == b"100-continue" and channel._version == b"HTTP/1.1"
+        )
+        self._set_request_line(channel._command, channel._path, channel._version)
+        self.process()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._streaming:
+            self.body._feed(data)
+        else:
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self._streaming:
+            super().requestReceived(command, path, version)
+            return
+        self.body._finish()
+
+    def _set_request_line(self, command: bytes, path: bytes, version: bytes) -> None:
+        """What Request.requestReceived sets up, without its form parsing (bodies are ours)."""
+        self.method, self.uri, self.clientproto = command, path, version
+        self.args = {}
+        if b"?" in path:
+            self.path, query = path.split(b"?", 1)
+            self.args = parse_qs(query, 1)
+        else:
+            self.path = path
+
+    def _send_continue_if_expected(self) -> None:
+        if self._continue_expected and not self.startedWriting and self.channel is not None:
+            self._continue_expected = False
+            self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _transport(self):
+        channel = self.channel
+        return channel.transport if channel is not None else None
+
+    def _answer_before_body_end(self) -> None:
+        """The rest of the body will not be read: this connection cannot carry another request."""
+        if self._streaming and not self.body.complete and self.channel is not None:
+            self.body.discard()
+            self.channel.persistent = False
+            if not self.startedWriting:
+                self.setHeader(b"Connection", b"close")
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:
+            self._answer_before_body_end()
+        super().write(data)
+
+    def finish(self) -> None:
+        self._answer_before_body_end()
+        super().finish()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._streaming:
+            self.body._fail(reason)
+        super().connectionLost(reason)
+
+
+class StreamingChannel(HTTPChannel):
+    """An HTTPChannel that leaves ``100 Continue`` to the request and survives early answers."""
+
+    def _send100Continue(self) -> None:
+        if not self.requests:
+            return  # already answered: the client must not send the body
+        request = self.requests[-1]
+        if not isinstance(request, StreamingRequest) or not request._streaming:
+            super()._send100Continue()
+
+    def allContentReceived(self) -> None:
+        if not self.requests:
+            # The response went out before the body ended and the connection is closing.
+            self.length = 0
+            self._transferDecoder = None
+            return
+        super().allContentReceived()
+
+
+class StreamingSite(Site):
+    """A Site whose requests stream their bodies (`StreamingRequest` over `StreamingChannel`)."""
+
+    protocol = StreamingChannel
+    requestFactory = StreamingRequest

@@ -1,0 +1,111 @@
+# -*- test-case-name: txstore.test.test_node_server -*-
+"""
+What the object, container and account servers of a node share: the context they run in,
+and the small request helpers that turn bad input into a clear 4xx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from attrs import frozen
+from twisted.web.http import Request
+
+from txstore.common.backend_client import BackendClient
+from txstore.common.constraints import DEFAULT_CONSTRAINTS, Constraints
+from txstore.common.hashing import PathHasher
+from txstore.common.policies import PolicyCollection, StoragePolicy
+from txstore.common.timestamps import Timestamp
+from txstore.interfaces import IBlockingRunner
+from txstore.storage.diskfile import DiskFileManager
+
+
+class HTTPError(Exception):
+    """Raised by handlers to answer with ``status`` and a one-line ``reason``."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+@frozen
+class StorageContext:
+    """Everything a node's servers need, injected (tests pass a synchronous runner and a Clock)."""
+
+    devices: Path
+    mount_check: bool
+    hasher: PathHasher
+    policies: PolicyCollection
+    runner: IBlockingRunner
+    client: BackendClient
+    clock: Callable[[], float]
+    diskfiles: DiskFileManager
+    constraints: Constraints = DEFAULT_CONSTRAINTS
+    node_timeout: float = 3.0
+
+    def device_path(self, device: str) -> Path:
+        """The device's directory, or HTTPError 507 when it is missing or not mounted."""
+        try:
+            path = self.diskfiles.device_path(device)
+        except ValueError:
+            raise HTTPError(400, "Invalid device") from None
+        if path is None:
+            raise HTTPError(507, f"Insufficient Storage: device {device} is not available")
+        return path
+
+
+def header(request: Request, name: str) -> str | None:
+    value = request.getHeader(name)
+    if value is None:
+        return None
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def request_headers(request: Request) -> list[tuple[str, str]]:
+    """Every request header as text (UTF-8, as Swift's metadata is), in arrival order."""
+    items = []
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        key = name.decode("latin-1")
+        for value in values:
+            items.append((key, value.decode("utf-8", "surrogateescape")))
+    return items
+
+
+def required_timestamp(request: Request, name: str = "X-Timestamp") -> Timestamp:
+    raw = header(request, name)
+    if raw is None:
+        raise HTTPError(400, f"Missing {name} header")
+    try:
+        return Timestamp.parse(raw)
+    except ValueError:
+        raise HTTPError(400, f"Invalid {name} header: {raw!r}") from None
+
+
+def storage_policy(request: Request, policies: PolicyCollection) -> StoragePolicy:
+    raw = header(request, "X-Backend-Storage-Policy-Index")
+    if raw is None:
+        return policies.by_index(0) or policies.default
+    try:
+        index = int(raw)
+    except ValueError:
+        raise HTTPError(400, f"Invalid X-Backend-Storage-Policy-Index: {raw!r}") from None
+    policy = policies.by_index(index)
+    if policy is None:
+        raise HTTPError(503, f"No policy with index {index}")
+    return policy
+
+
+def integer_header(request: Request, name: str, minimum: int = 0) -> int | None:
+    raw = header(request, name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPError(400, f"Invalid {name} header: {raw!r}") from None
+    if value < minimum:
+        raise HTTPError(400, f"Invalid {name} header: {raw!r}")
+    return value

@@ -1,0 +1,96 @@
+# -*- test-case-name: txstore.test.test_object_server -*-
+"""
+Assembles one storage node: the I/O pools, the backend client, the servers, and the services
+that start and stop with it (temp-file sweeping; the consistency daemons join here later).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger
+
+from txstore.common.backend_client import BackendClient
+from txstore.common.io import DeviceThreadPools
+from txstore.storage.config import NodeSettings
+from txstore.storage.diskfile import DiskFileManager
+from txstore.storage.http_support import StorageContext
+from txstore.storage.object_server import ObjectServer
+from txstore.storage.server import NodeServer
+
+TMP_SWEEP_INTERVAL = 600.0
+TMP_MAX_AGE = 3600.0
+
+
+class _Resources(Service):
+    """Stops the thread pools and closes pooled connections when the node stops."""
+
+    def __init__(self, runner: DeviceThreadPools, client: BackendClient) -> None:
+        self._runner = runner
+        self._client = client
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        closing = self._client.close()
+        closing.addBoth(lambda _: self._runner.stop())
+        return closing
+
+
+class TmpSweeper:
+    """
+    Removes temp files left by writes that never finished (a kill -9 mid-PUT): all of them at
+    start, when no write of this node can be in flight, then those older than an hour, which
+    no live upload can be (idle clients are dropped after a minute).
+    """
+
+    log = Logger()
+
+    def __init__(self, context: StorageContext) -> None:
+        self._context = context
+        self._first = True
+
+    def sweep(self) -> Deferred:
+        max_age = 0.0 if self._first else TMP_MAX_AGE
+        self._first = False
+        devices = [d.name for d in sorted(self._context.devices.iterdir())] if self._context.devices.is_dir() else []
+        calls = []
+        for device in devices:
+            if self._context.diskfiles.device_path(device) is None:
+                continue
+            d = self._context.runner.run(device, self._context.diskfiles.cleanup_tmp, device, max_age)
+            d.addCallback(self._report, device)
+            d.addErrback(lambda f, device=device: self.log.failure("sweeping tmp of {device}", f, device=device))
+            calls.append(d)
+        return DeferredList(calls)
+
+    def _report(self, removed: int, device: str) -> None:
+        if removed:
+            self.log.info("removed {count} unfinished temp files from {device}", count=removed, device=device)
+
+
+def build_node(settings: NodeSettings, reactor: Any, clock=time.time) -> tuple[NodeServer, MultiService]:
+    """The node's request handler and the services that must run beside its listener."""
+    runner = DeviceThreadPools(reactor)
+    client = BackendClient(reactor)
+    diskfiles = DiskFileManager(settings.devices, settings.mount_check, settings.cluster.hasher)
+    context = StorageContext(
+        devices=settings.devices,
+        mount_check=settings.mount_check,
+        hasher=settings.cluster.hasher,
+        policies=settings.cluster.policies,
+        runner=runner,
+        client=client,
+        clock=clock,
+        diskfiles=diskfiles,
+    )
+    server = NodeServer(objects=ObjectServer(context))
+    services = MultiService()
+    _Resources(runner, client).setServiceParent(services)
+    sweeper = TimerService(TMP_SWEEP_INTERVAL, TmpSweeper(context).sweep)
+    sweeper.clock = reactor
+    sweeper.setServiceParent(services)
+    return server, services

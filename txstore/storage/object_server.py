@@ -1,0 +1,423 @@
+# -*- test-case-name: txstore.test.test_object_server -*-
+"""
+The object server of a storage node: PUT, GET, HEAD, POST and DELETE of one object replica.
+
+Translation only: HTTP in, `DiskFile` calls (through the device's I/O pool) out. The body of a
+PUT streams from the socket into the temp file in batches, never held whole; the commit steps
+(fsync, rename, container update) run to the end even if the client goes away after sending
+the body. After a PUT or DELETE the container server named by the caller (``X-Container-Host``,
+``-Device``, ``-Partition``) gets the new row; when it cannot be reached the update is written
+to ``async_pending`` for the updater to replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from attrs import define
+from twisted.logger import Logger
+from twisted.web.http import Request
+
+from txstore.common.backend_client import BackendError
+from txstore.common.conditionals import evaluate
+from txstore.common.constraints import check_metadata
+from txstore.common.http_ranges import (
+    Unsatisfiable,
+    content_range,
+    multipart_length,
+    multipart_parts,
+    multipart_trailer,
+    new_boundary,
+    parse_range,
+)
+from txstore.common.paths import BackendPath
+from txstore.common.streaming import BodyIncomplete
+from txstore.common.timestamps import Timestamp
+from txstore.common.web import ResponseAborted
+from txstore.storage.diskfile import (
+    DiskFile,
+    DiskFileConflict,
+    DiskFileCorrupt,
+    DiskFileError,
+    DiskFileLockTimeout,
+    DiskFileNoSpace,
+    DiskFileNotFound,
+    ObjectState,
+)
+from txstore.storage.http_support import (
+    HTTPError,
+    StorageContext,
+    header,
+    integer_header,
+    request_headers,
+    required_timestamp,
+    storage_policy,
+)
+from txstore.storage.object_body import CorruptBody, ObjectBodyProducer
+
+WRITE_BATCH = 1024 * 1024
+
+# Headers a PUT stores with the object, besides X-Object-Meta-* and sysmeta.
+STORED_HEADERS = (
+    "Content-Type",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Cache-Control",
+    "Expires",
+    "X-Delete-At",
+    "X-Object-Manifest",
+    "X-Static-Large-Object",
+)
+_STORED_LOWER = {name.lower(): name for name in STORED_HEADERS}
+_META_PREFIXES = ("x-object-meta-", "x-object-sysmeta-", "x-object-transient-sysmeta-")
+# What a POST may replace (Content-Type included when given).
+_POST_STORED = tuple(name for name in STORED_HEADERS if name not in ("X-Static-Large-Object",))
+
+
+def _canonical(name: str) -> str:
+    return "-".join(word.capitalize() for word in name.split("-"))
+
+
+def _stored_metadata(request: Request, allowed: tuple[str, ...] = STORED_HEADERS) -> dict[str, str]:
+    allowed_lower = {name.lower(): name for name in allowed}
+    metadata: dict[str, str] = {}
+    for name, value in request_headers(request):
+        lower = name.lower()
+        if lower in allowed_lower:
+            metadata[allowed_lower[lower]] = value
+        elif lower.startswith(_META_PREFIXES):
+            metadata[_canonical(name)] = value
+    return metadata
+
+
+def _delete_at(request: Request, now: float) -> int | None:
+    raw = header(request, "X-Delete-At")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPError(400, "Non-integer X-Delete-At") from None
+    if value <= now:
+        raise HTTPError(400, "X-Delete-At in past")
+    return value
+
+
+def _expired(state: ObjectState, now: float) -> bool:
+    raw = state.metadata.get("X-Delete-At")
+    if raw is None:
+        return False
+    try:
+        return int(raw) <= now
+    except ValueError:
+        return False
+
+
+@define
+class ObjectServer:
+    context: StorageContext
+    log = Logger()
+
+    async def handle(self, request: Request, path: BackendPath) -> bytes:
+        method = request.method.decode("ascii", "replace")
+        handler = {
+            "PUT": self.put,
+            "GET": self.get,
+            "HEAD": self.get,
+            "POST": self.post,
+            "DELETE": self.delete,
+        }.get(method)
+        if handler is None:
+            raise HTTPError(405, "Method Not Allowed", {"Allow": "DELETE, GET, HEAD, POST, PUT"})
+        assert path.obj is not None and path.container is not None
+        if len(path.obj.encode("utf-8")) > self.context.constraints.max_object_name_length:
+            raise HTTPError(400, f"Object name longer than {self.context.constraints.max_object_name_length} bytes")
+        try:
+            return await handler(request, path)
+        except DiskFileNoSpace as err:
+            raise HTTPError(507, f"Insufficient Storage: {err}") from None
+        except DiskFileLockTimeout as err:
+            raise HTTPError(503, f"Object busy: {err}") from None
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _run(self, path: BackendPath, function, *args):
+        return self.context.runner.run(path.device, function, *args)
+
+    def _diskfile(self, request: Request, path: BackendPath) -> DiskFile:
+        self.context.device_path(path.device)
+        policy = storage_policy(request, self.context.policies)
+        return self.context.diskfiles.get_diskfile(
+            path.device, path.partition, path.account, path.container, path.obj, policy.index
+        )
+
+    async def _state(self, path: BackendPath, diskfile: DiskFile) -> ObjectState:
+        try:
+            return await self._run(path, diskfile.read_metadata)
+        except DiskFileCorrupt as err:
+            self.log.warn("corrupt object {name}: {reason}", name=diskfile.name, reason=err)
+            return ObjectState()
+
+    @staticmethod
+    def _backend_timestamps(request: Request, state: ObjectState) -> None:
+        newest = state.newest_timestamp
+        if newest is not None:
+            request.setHeader("X-Backend-Timestamp", newest.internal)
+        if state.timestamp is not None:
+            request.setHeader("X-Backend-Data-Timestamp", state.timestamp.internal)
+        if state.deleted and not state.exists:
+            request.setHeader("X-Backend-Delete-Timestamp", state.tombstone_timestamp.internal)
+
+    # --- PUT -------------------------------------------------------------------------------
+
+    async def put(self, request: Request, path: BackendPath) -> bytes:
+        context = self.context
+        timestamp = required_timestamp(request)
+        diskfile = self._diskfile(request, path)
+        length = integer_header(request, "Content-Length")
+        chunked = (header(request, "Transfer-Encoding") or "").lower() == "chunked"
+        if length is None and not chunked:
+            raise HTTPError(411, "Length Required: send Content-Length or Transfer-Encoding: chunked")
+        if length is not None and length > context.constraints.max_file_size:
+            raise HTTPError(413, f"Your request is too large: over {context.constraints.max_file_size} bytes")
+        if header(request, "Content-Type") is None:
+            raise HTTPError(400, "No content type")
+        reason = check_metadata(request_headers(request), "object", context.constraints)
+        if reason:
+            raise HTTPError(400, reason)
+        _delete_at(request, context.clock())
+        expected_etag = header(request, "ETag")
+        state = await self._state(path, diskfile)
+        current = state.timestamp or state.tombstone_timestamp
+        if current is not None and timestamp <= current:
+            request.setHeader("X-Backend-Timestamp", current.internal)
+            raise HTTPError(409, f"Conflict: {current.internal} is newer or the same")
+        if_none_match = header(request, "If-None-Match")
+        if if_none_match is not None:
+            if if_none_match.strip() != "*":
+                raise HTTPError(400, "If-None-Match only supports *")
+            if state.exists and not _expired(state, context.clock()):
+                raise HTTPError(412, "Precondition Failed: the object exists")
+
+        writer = await self._run(path, diskfile.create_writer, length)
+        try:
+            await self._receive(request, path, writer, length)
+            if expected_etag is not None and expected_etag.strip('"').lower() != writer.etag:
+                raise HTTPError(422, "Unprocessable Entity: the body's md5 differs from its ETag")
+            metadata = _stored_metadata(request)
+            try:
+                await self._run(path, writer.commit, metadata, timestamp)
+            except DiskFileConflict as err:
+                current = err.previous.timestamp or err.previous.tombstone_timestamp
+                if current is not None:
+                    request.setHeader("X-Backend-Timestamp", current.internal)
+                raise HTTPError(409, "Conflict: a newer version arrived meanwhile") from None
+        finally:
+            await self._run(path, writer.abort)
+        await self._update_container(
+            request,
+            path,
+            "PUT",
+            timestamp,
+            {
+                "X-Size": str(writer.bytes_written),
+                "X-Content-Type": metadata["Content-Type"],
+                "X-Etag": writer.etag,
+            },
+        )
+        request.setHeader("ETag", writer.etag)
+        request.setHeader("Last-Modified", timestamp.last_modified)
+        return _empty(request, 201)
+
+    async def _receive(self, request: Request, path: BackendPath, writer, length: int | None) -> None:
+        """Copy the request body into ``writer`` in batches, off the reactor."""
+        limit = self.context.constraints.max_file_size
+        batch: list[bytes] = []
+        batched = 0
+        received = 0
+        while True:
+            try:
+                chunk = await request.body.read()
+            except BodyIncomplete as err:
+                raise HTTPError(499, f"Client Disconnect: {err}") from None
+            if chunk:
+                received += len(chunk)
+                if received > limit:
+                    raise HTTPError(413, f"Your request is too large: over {limit} bytes")
+                batch.append(chunk)
+                batched += len(chunk)
+            if batched >= WRITE_BATCH or (not chunk and batch):
+                data = b"".join(batch)
+                batch, batched = [], 0
+                await self._run(path, writer.write, data)
+            if not chunk:
+                break
+        if length is not None and received != length:
+            raise HTTPError(499, f"Client Disconnect: {received} of {length} bytes")
+
+    # --- container updates -----------------------------------------------------------------
+
+    async def _update_container(
+        self, request: Request, path: BackendPath, op: str, timestamp: Timestamp, extra: Mapping[str, str]
+    ) -> None:
+        hosts = header(request, "X-Container-Host")
+        devices = header(request, "X-Container-Device")
+        partition = header(request, "X-Container-Partition")
+        if not hosts or not devices or partition is None:
+            return
+        policy = storage_policy(request, self.context.policies)
+        headers = {
+            "X-Timestamp": timestamp.internal,
+            "X-Backend-Storage-Policy-Index": str(policy.index),
+            "X-Backend-Server-Type": "container",
+            **extra,
+        }
+        trans_id = header(request, "X-Trans-Id")
+        if trans_id:
+            headers["X-Trans-Id"] = trans_id
+        failed = []
+        for host, device in zip(hosts.split(","), devices.split(",")):
+            host, device = host.strip(), device.strip()
+            ip, _, port = host.rpartition(":")
+            row_path = f"/{device}/{partition}/{path.account}/{path.container}/{path.obj}"
+            try:
+                response = await self.context.client.request(
+                    op, ip.strip("[]"), int(port), row_path, headers, timeout=self.context.node_timeout
+                )
+                if 200 <= response.status < 300:
+                    continue
+                problem = f"status {response.status}"
+            except (BackendError, ValueError) as err:
+                problem = str(err)
+            failed.append(host)
+            self.log.warn(
+                "container update {op} {name} to {host}/{device} failed: {problem}",
+                op=op, name=row_path, host=host, device=device, problem=problem,
+            )
+        if failed:
+            # One record per change: the updater finds every container replica in the ring.
+            await self._run(
+                path,
+                self.context.diskfiles.write_async_pending,
+                path.device, policy.index, op, path.account, path.container, path.obj, headers, timestamp,
+            )
+
+    # --- GET / HEAD ------------------------------------------------------------------------
+
+    async def get(self, request: Request, path: BackendPath) -> bytes:
+        diskfile = self._diskfile(request, path)
+        state = await self._state(path, diskfile)
+        self._backend_timestamps(request, state)
+        if not state.exists or _expired(state, self.context.clock()):
+            raise HTTPError(404, "Not Found")
+        metadata = state.metadata
+        etag = metadata.get("ETag", "")
+        assert state.timestamp is not None and state.content_length is not None
+        newest = state.meta_timestamp or state.timestamp
+        for name, value in metadata.items():
+            if name in _STORED_LOWER.values() or name.lower().startswith(_META_PREFIXES):
+                request.setHeader(name, value)
+        request.setHeader("ETag", etag)
+        request.setHeader("Last-Modified", newest.last_modified)
+        request.setHeader("X-Timestamp", newest.normal)
+        request.setHeader("Accept-Ranges", "bytes")
+        method = request.method.decode("ascii")
+        status = evaluate(
+            method,
+            etag=etag,
+            last_modified=newest.ceil_seconds,
+            if_match=header(request, "If-Match"),
+            if_none_match=header(request, "If-None-Match"),
+            if_modified_since=header(request, "If-Modified-Since"),
+            if_unmodified_since=header(request, "If-Unmodified-Since"),
+        )
+        if status != 200:
+            return _empty(request, status)
+        length = state.content_length
+        try:
+            ranges = parse_range(header(request, "Range"), length)
+        except Unsatisfiable:
+            raise HTTPError(416, "Requested Range Not Satisfiable", {"Content-Range": f"bytes */{length}"}) from None
+        content_type = metadata.get("Content-Type", "application/octet-stream")
+        if ranges is None:
+            request.setResponseCode(200)
+            request.setHeader("Content-Length", str(length))
+            parts, trailer = [(b"", 0, length - 1)], b""
+        elif len(ranges) == 1:
+            first, last = ranges[0]
+            request.setResponseCode(206)
+            request.setHeader("Content-Range", content_range(first, last, length))
+            request.setHeader("Content-Length", str(last - first + 1))
+            parts, trailer = [(b"", first, last)], b""
+        else:
+            boundary = new_boundary()
+            request.setResponseCode(206)
+            request.setHeader("Content-Type", f"multipart/byteranges;boundary={boundary}")
+            request.setHeader("Content-Length", str(multipart_length(ranges, length, content_type, boundary)))
+            parts = list(multipart_parts(ranges, length, content_type, boundary))
+            trailer = multipart_trailer(boundary)
+        if request.method == b"HEAD" or length == 0:
+            return b""
+        try:
+            reader = await self._run(path, diskfile.open_reader, state)
+        except (DiskFileNotFound, DiskFileCorrupt) as err:
+            raise HTTPError(404, f"Not Found: {err}") from None
+        producer = ObjectBodyProducer(request, self.context.runner, path.device, reader)
+        try:
+            await producer.send(parts, trailer, whole=ranges is None)
+        except (CorruptBody, DiskFileError) as err:
+            self.log.error("reading {name} failed ({reason}); response aborted", name=diskfile.name, reason=err)
+            raise ResponseAborted(str(err)) from err
+        finally:
+            await self._run(path, reader.close)
+        return b""
+
+    # --- POST ------------------------------------------------------------------------------
+
+    async def post(self, request: Request, path: BackendPath) -> bytes:
+        timestamp = required_timestamp(request)
+        reason = check_metadata(request_headers(request), "object", self.context.constraints)
+        if reason:
+            raise HTTPError(400, reason)
+        _delete_at(request, self.context.clock())
+        diskfile = self._diskfile(request, path)
+        state = await self._state(path, diskfile)
+        if not state.exists or _expired(state, self.context.clock()):
+            self._backend_timestamps(request, state)
+            raise HTTPError(404, "Not Found")
+        metadata = _stored_metadata(request, _POST_STORED)
+        try:
+            await self._run(path, diskfile.write_metadata, metadata, timestamp)
+        except DiskFileNotFound:
+            raise HTTPError(404, "Not Found") from None
+        except DiskFileConflict as err:
+            newest = err.previous.meta_timestamp or err.previous.timestamp
+            headers = {"X-Backend-Timestamp": newest.internal} if newest else {}
+            raise HTTPError(409, "Conflict: a newer change is stored", headers) from None
+        return _empty(request, 202)
+
+    # --- DELETE ----------------------------------------------------------------------------
+
+    async def delete(self, request: Request, path: BackendPath) -> bytes:
+        timestamp = required_timestamp(request)
+        diskfile = self._diskfile(request, path)
+        try:
+            previous = await self._run(path, diskfile.delete, timestamp)
+        except DiskFileConflict as err:
+            current = err.previous.timestamp or err.previous.tombstone_timestamp
+            headers = {"X-Backend-Timestamp": current.internal} if current else {}
+            raise HTTPError(409, "Conflict: a newer version is stored", headers) from None
+        await self._update_container(request, path, "DELETE", timestamp, {})
+        if not previous.exists or _expired(previous, self.context.clock()):
+            self._backend_timestamps(request, previous)
+            raise HTTPError(404, "Not Found")
+        return _empty(request, 204)
+
+
+def _empty(request: Request, status: int) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader("Content-Length", "0")
+    return b""
+
+

@@ -1,0 +1,54 @@
+"""Tests for txstore.common.backend_client against a real server on 127.0.0.1."""
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+from twisted.web.server import NOT_DONE_YET, Site
+
+from txstore.common.backend_client import BackendClient, BackendError, BackendTimeout, quote_path
+from txstore.common.web import DispatchResource, plain_text
+
+
+class BackendClientTests(TestCase):
+    def setUp(self) -> None:
+        self.seen = []
+        self.hanging: list = []
+
+        def handler(request):
+            self.seen.append((request.method, request.path, request.getHeader(b"x-timestamp"), request.content.read()))
+            if request.path == b"/hang":
+                self.hanging.append(request)
+                return Deferred()
+            request.setHeader(b"X-Echo", b"yes")
+            return plain_text(request, 201, "made")
+
+        site = Site(DispatchResource(handler))
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.client = BackendClient(reactor, timeout=5)
+        self.addCleanup(self.client.close)
+
+    async def test_round_trip(self) -> None:
+        port = self.port.getHost().port
+        response = await self.client.request(
+            "PUT", "127.0.0.1", port, "/d1/1/a/c/\u00e9 x%/y", {"X-Timestamp": "1.00000"}, b"body"
+        )
+        self.assertEqual((response.status, response.body), (201, b"made\n"))
+        self.assertEqual(response.header("X-Echo"), "yes")
+        self.assertEqual(self.seen, [(b"PUT", b"/d1/1/a/c/%C3%A9%20x%25/y", b"1.00000", b"body")])
+        again = await self.client.request("GET", "127.0.0.1", port, "/x")
+        self.assertEqual(again.status, 201)
+
+    async def test_timeout(self) -> None:
+        port = self.port.getHost().port
+        with self.assertRaises(BackendTimeout):
+            await self.client.request("GET", "127.0.0.1", port, "/hang", timeout=0.2)
+
+    async def test_refused(self) -> None:
+        port = self.port.getHost().port
+        await self.port.stopListening()
+        with self.assertRaises(BackendError):
+            await self.client.request("GET", "127.0.0.1", port, "/x")
+
+    def test_quote_path(self) -> None:
+        self.assertEqual(quote_path("/a b/%2F/\u00e9"), "/a%20b/%252F/%C3%A9")

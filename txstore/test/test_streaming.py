@@ -1,0 +1,180 @@
+"""Tests for txstore.common.streaming: bodies streamed into the resource, with backpressure."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from txstore.common.streaming import BodyIncomplete, StreamingRequest, StreamingSite
+from txstore.common.web import DispatchResource, plain_text
+
+
+class Harness:
+    """A StreamingSite channel on a StringTransport, and what the handler saw."""
+
+    def __init__(self, handler, high_water: int = 1024) -> None:
+        StreamingRequest.high_water = high_water
+        self.site = StreamingSite(DispatchResource(handler))
+        self.channel = self.site.buildProtocol(None)
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.channel.dataReceived(data)
+
+    def output(self) -> bytes:
+        return self.transport.value()
+
+
+class StreamingTests(SynchronousTestCase):
+    def tearDown(self) -> None:
+        StreamingRequest.high_water = 1024 * 1024
+
+    def test_renders_before_body_and_reads_it_in_pieces(self) -> None:
+        seen: list = []
+
+        async def handler(request):
+            seen.append(("start", request.method, request.path, request.args, request.body.length))
+            while True:
+                chunk = await request.body.read()
+                if not chunk:
+                    break
+                seen.append(chunk)
+            return plain_text(request, 201, "got %d" % request.body.received)
+
+        h = Harness(handler)
+        h.send(b"PUT /a/b%2Fc?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n")
+        self.assertEqual(seen, [("start", b"PUT", b"/a/b%2Fc", {b"x": [b"1"]}, 10)])
+        h.send(b"hello")
+        self.assertEqual(seen[1:], [b"hello"])
+        self.assertEqual(h.output(), b"")
+        h.send(b"world")
+        self.assertEqual(seen[2:], [b"world"])
+        self.assertIn(b"HTTP/1.1 201 Created", h.output())
+        self.assertTrue(h.output().endswith(b"got 10\n"))
+        self.assertFalse(h.transport.disconnecting)
+
+    def test_keep_alive_after_streamed_body(self) -> None:
+        async def handler(request):
+            body = b""
+            while chunk := await request.body.read():
+                body += chunk
+            return plain_text(request, 200, body or b"empty")
+
+        h = Harness(handler)
+        h.send(b"PUT /1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(h.output().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertIn(b"abc\n", h.output())
+        self.assertIn(b"empty\n", h.output())
+
+    def test_chunked_body(self) -> None:
+        received = []
+
+        async def handler(request):
+            self.assertIsNone(request.body.length)
+            while chunk := await request.body.read():
+                received.append(chunk)
+            return plain_text(request, 201, "ok")
+
+        h = Harness(handler)
+        h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        self.assertEqual(received, [b"abc"])
+        h.send(b"2\r\nde\r\n0\r\n\r\n")
+        self.assertEqual(received, [b"abc", b"de"])
+        self.assertIn(b"201 Created", h.output())
+
+    def test_continue_only_when_the_body_is_read(self) -> None:
+        async def refuse(request):
+            return plain_text(request, 401, "Unauthorized")
+
+        h = Harness(refuse)
+        h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        self.assertNotIn(b"100 Continue", h.output())
+        self.assertTrue(h.output().startswith(b"HTTP/1.1 401 Unauthorized"))
+        self.assertIn(b"Connection: close", h.output())
+        self.assertTrue(h.transport.disconnecting)
+        h.send(b"12345")  # the rest of the body arrives anyway: ignored, no error
+
+        async def accept(request):
+            while await request.body.read():
+                pass
+            return plain_text(request, 201, "ok")
+
+        h = Harness(accept)
+        h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        self.assertEqual(h.output(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        h.send(b"12345")
+        self.assertIn(b"201 Created", h.output())
+
+    def test_early_answer_with_whole_body_in_one_read(self) -> None:
+        def refuse(request):
+            return plain_text(request, 413, "too big")
+
+        h = Harness(refuse)
+        h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n")
+        self.assertEqual(h.output().count(b"HTTP/1.1"), 1)
+        self.assertIn(b"413", h.output())
+        self.assertTrue(h.transport.disconnecting)
+
+    def test_backpressure(self) -> None:
+        reads = []
+
+        async def slow(request):
+            reads.append(request)
+            return await _never()
+
+        h = Harness(slow, high_water=8)
+        h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n")
+        [request] = reads
+        self.assertEqual(h.transport.producerState, "producing")
+        h.send(b"1234")
+        self.assertEqual(h.transport.producerState, "producing")
+        h.send(b"5678")
+        self.assertEqual(h.transport.producerState, "paused")
+        data = self.successResultOf(request.body.read())
+        self.assertEqual(data, b"12345678")
+        self.assertEqual(h.transport.producerState, "producing")
+        # a pending read keeps the stream flowing
+        pending = request.body.read()
+        self.assertNoResult(pending)
+        h.send(b"9")
+        self.assertEqual(self.successResultOf(pending), b"9")
+
+    def test_client_gone(self) -> None:
+        requests = []
+
+        async def handler(request):
+            requests.append(request)
+            return await _never()
+
+        h = Harness(handler)
+        h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nabc")
+        [request] = requests
+        pending = self.successResultOf(request.body.read())
+        self.assertEqual(pending, b"abc")
+        waiting = request.body.read()
+        h.channel.connectionLost(Failure(ConnectionLost("gone")))
+        failure = self.failureResultOf(waiting, BodyIncomplete)
+        self.assertIn("after 3 bytes", failure.getErrorMessage())
+        self.failureResultOf(request.body.read(), BodyIncomplete)
+
+    def test_bodyless_requests_take_the_ordinary_path(self) -> None:
+        seen = []
+
+        def handler(request):
+            seen.append(self.successResultOf(request.body.read()))
+            return plain_text(request, 200, "ok")
+
+        h = Harness(handler)
+        h.send(b"GET /x?y=2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(seen, [b""])
+        self.assertIn(b"200 OK", h.output())
+
+
+def _never():
+    from twisted.internet.defer import Deferred
+
+    return Deferred()
