@@ -58,10 +58,11 @@ class StorageContext:
 
 
 def header(request: Request, name: str) -> str | None:
-    value = request.getHeader(name)
+    """A request header as text; bytes that are not UTF-8 survive as surrogates (no 500)."""
+    value = request.getHeader(name.encode("latin-1"))
     if value is None:
         return None
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+    return value.decode("utf-8", "surrogateescape")
 
 
 def request_headers(request: Request) -> list[tuple[str, str]]:

@@ -19,6 +19,8 @@ from txstore.common.io import DeviceThreadPools
 from txstore.storage.config import NodeSettings
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
+from txstore.storage.account_server import AccountServer
+from txstore.storage.container_server import ContainerServer
 from txstore.storage.object_server import ObjectServer
 from txstore.storage.server import NodeServer
 
@@ -27,15 +29,16 @@ TMP_MAX_AGE = 3600.0
 
 
 class _Resources(Service):
-    """Stops the thread pools and closes pooled connections when the node stops."""
+    """Closes databases and pooled connections, then stops the thread pools, at node stop."""
 
-    def __init__(self, runner: DeviceThreadPools, client: BackendClient) -> None:
+    def __init__(self, runner: DeviceThreadPools, client: BackendClient, closers: list) -> None:
         self._runner = runner
         self._client = client
+        self._closers = closers
 
     def stopService(self) -> Deferred:
         super().stopService()
-        closing = self._client.close()
+        closing = DeferredList([close() for close in self._closers] + [self._client.close()])
         closing.addBoth(lambda _: self._runner.stop())
         return closing
 
@@ -87,9 +90,11 @@ def build_node(settings: NodeSettings, reactor: Any, clock=time.time) -> tuple[N
         clock=clock,
         diskfiles=diskfiles,
     )
-    server = NodeServer(objects=ObjectServer(context))
+    accounts = AccountServer(context)
+    containers = ContainerServer(context)
+    server = NodeServer(accounts=accounts, containers=containers, objects=ObjectServer(context))
     services = MultiService()
-    _Resources(runner, client).setServiceParent(services)
+    _Resources(runner, client, [containers.close, accounts.close]).setServiceParent(services)
     sweeper = TimerService(TMP_SWEEP_INTERVAL, TmpSweeper(context).sweep)
     sweeper.clock = reactor
     sweeper.setServiceParent(services)

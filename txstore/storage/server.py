@@ -42,19 +42,31 @@ class NodeServer:
             path = parse_backend_path(request.path)
         except BadPath as err:
             return plain_text(request, err.status, err.reason)
-        if path.obj is not None:
-            handler = self.objects
-        elif path.container is not None:
-            handler = self.containers
-        else:
-            handler = self.accounts
-        if handler is None:
+        handle = self._route(request, path)
+        if handle is None:
             return plain_text(request, 404, "Not Found")
-        return self._serve(handler, request, path)
+        return self._serve(handle, request, path)
 
-    async def _serve(self, handler: BackendHandler, request: Request, path: BackendPath) -> bytes:
+    def _route(self, request: Request, path: BackendPath):
+        """
+        Which server method answers. One port serves all three servers, so the two requests
+        whose paths look like the next level down say where they go: an object row update (sent
+        by object servers and the updater) carries ``X-Backend-Server-Type: container``, and a
+        container report to an account carries ``X-Put-Timestamp``.
+        """
+        if path.obj is not None:
+            if request.getHeader(b"x-backend-server-type") == b"container":
+                return self.containers.handle_object_row if self.containers else None
+            return self.objects.handle if self.objects else None
+        if path.container is not None:
+            if request.method == b"PUT" and request.getHeader(b"x-put-timestamp") is not None:
+                return self.accounts.handle_container_report if self.accounts else None
+            return self.containers.handle if self.containers else None
+        return self.accounts.handle if self.accounts else None
+
+    async def _serve(self, handle, request: Request, path: BackendPath) -> bytes:
         try:
-            return await handler.handle(request, path)
+            return await handle(request, path)
         except HTTPError as err:
             for name, value in err.headers.items():
                 request.setHeader(name, value)

@@ -61,7 +61,7 @@ class ThreadedMemoryReactor(MemoryReactorClock):
 
 
 class MakeServiceTests(SynchronousTestCase):
-    def check_service(self, tap, config, port: int) -> None:
+    def check_service(self, tap, config, port: int, odd_path: str, odd_status: int) -> None:
         options = tap.Options()
         options.parseOptions(["--config", str(config)])
         reactor = ThreadedMemoryReactor()
@@ -73,8 +73,8 @@ class MakeServiceTests(SynchronousTestCase):
         client = StubTreq(factory.resource)
         response = self.successResultOf(client.get("http://127.0.0.1/healthcheck"))
         self.assertEqual(self.successResultOf(response.content()), b"OK\n")
-        response = self.successResultOf(client.get("http://127.0.0.1/d1/0/nothing"))
-        self.assertEqual(response.code, 404)
+        response = self.successResultOf(client.get("http://127.0.0.1" + odd_path))
+        self.assertEqual(response.code, odd_status)
         stopping = service.stopService()
         deadline = time.monotonic() + 10
         while not stopping.called and time.monotonic() < deadline:
@@ -84,8 +84,8 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_proxy(self) -> None:
         layout = small_cluster(self, proxy_port=8123)
-        self.check_service(proxy_tap, layout.proxy_config, 8123)
+        self.check_service(proxy_tap, layout.proxy_config, 8123, "/nothing/here", 404)
 
     def test_objectnode(self) -> None:
         layout = small_cluster(self, base_port=7000)
-        self.check_service(node_tap, layout.node_config(2), 7020)
+        self.check_service(node_tap, layout.node_config(2), 7020, "/d2/x/a", 400)

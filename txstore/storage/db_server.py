@@ -1,0 +1,279 @@
+# -*- test-case-name: txstore.test.test_container_server,txstore.test.test_account_server -*-
+"""
+What the container and account servers share: where a database lives, how a broker call runs
+and how its errors become HTTP answers, which headers are stored as metadata, listings, and
+quarantine.
+
+Each request makes a single trip to the device's I/O pool. The server checks the request on the
+reactor thread, then one plain function makes all the broker calls in a pool thread and
+renders the listing there too: a 10,000-row JSON page is as costly to render as to read. The
+reactor then writes the answer. The function returns an HTTP status instead of raising for
+the outcomes a client must see (404, 409). Errors of the database itself are turned into
+HTTP errors here, the same way for both servers.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from attrs import define, evolve, frozen
+from twisted.logger import Logger
+from twisted.web.http import Request
+
+from txstore.common.constraints import check_metadata
+from txstore.common.paths import BackendPath
+from txstore.common.timestamps import Timestamp
+from txstore.storage.broker_cache import BrokerCache
+from txstore.storage.db import (
+    AccountInfo,
+    ContainerInfo,
+    DatabaseBroker,
+    DatabaseBusy,
+    DatabaseCorrupt,
+    DatabaseNotFound,
+)
+from txstore.storage.http_support import HTTPError, StorageContext, header, request_headers
+from txstore.storage.listing import ListingError, ListingFormat, ListingParams, listing_format, parse_listing_params
+
+QUARANTINE_DIR = "quarantined"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
+
+B = TypeVar("B", bound=DatabaseBroker)
+T = TypeVar("T")
+
+
+def database_path(device_path: Path, kind: str, partition: int, db_hash: str) -> Path:
+    """``<device>/<kind>/<partition>/<suffix>/<hash>/<hash>.db``; kind is containers or accounts."""
+    return device_path / kind / str(partition) / db_hash[-3:] / db_hash / f"{db_hash}.db"
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def quarantine_database(device_path: Path, kind: str, db_path: Path) -> Path | None:
+    """
+    Move the directory of a damaged database (with its WAL) to
+    ``<device>/quarantined/<kind>/<hash>``, so that the next PUT or replication builds a good
+    copy in its place. If an earlier copy is already quarantined there, the new one gets a
+    ``-<uuid>`` suffix. Returns the new place, or None when another request moved it first.
+    """
+    source = db_path.parent
+    target_root = device_path / QUARANTINE_DIR / kind
+    target_root.mkdir(parents=True, exist_ok=True)
+    target = target_root / source.name
+    try:
+        try:
+            os.rename(source, target)
+        except OSError as err:
+            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            target = target_root / f"{source.name}-{uuid.uuid4().hex}"
+            os.rename(source, target)
+    except FileNotFoundError:
+        return None
+    _fsync_directory(target_root)
+    _fsync_directory(source.parent)
+    return target
+
+
+def true_header(request: Request, name: str) -> bool:
+    value = header(request, name)
+    return value is not None and value.strip().lower() in _TRUE
+
+
+def canonical_header(name: str) -> str:
+    """``x-container-meta-color`` → ``X-Container-Meta-Color``: the form metadata is stored in."""
+    return "-".join(word.capitalize() for word in name.split("-"))
+
+
+@frozen
+class MetadataRules:
+    """
+    Which request headers a container or account stores, and how they are removed.
+
+    User metadata (``X-<Kind>-Meta-*``) and system metadata (``X-<Kind>-Sysmeta-*``, set by
+    middleware) are stored along with a few named headers (ACLs, sync and versioning targets)
+    that the proxy reads back from a HEAD. An empty value or ``X-Remove-<name>`` removes an item.
+    A value sent in the same request overrides a removal.
+    """
+
+    kind: str  # "container" or "account"
+    named: tuple[str, ...] = ()
+
+    @property
+    def _prefixes(self) -> tuple[str, str]:
+        return (f"x-{self.kind}-meta-", f"x-{self.kind}-sysmeta-")
+
+    def _stored_name(self, lowered: str) -> str | None:
+        if lowered.startswith(self._prefixes) and lowered not in self._prefixes:
+            return canonical_header(lowered)
+        for name in self.named:
+            if lowered == name.lower():
+                return name
+        return None
+
+    def updates(self, request: Request, timestamp: Timestamp) -> dict[str, tuple[str, str]]:
+        """The broker's ``update_metadata`` argument for this request's headers."""
+        removals: dict[str, tuple[str, str]] = {}
+        values: dict[str, tuple[str, str]] = {}
+        for name, value in request_headers(request):
+            lowered = name.lower()
+            if lowered.startswith("x-remove-"):
+                stored = self._stored_name("x-" + lowered[len("x-remove-"):])
+                if stored is not None and not stored.lower().startswith(f"x-{self.kind}-sysmeta-"):
+                    removals[stored] = ("", timestamp.internal)
+                continue
+            stored = self._stored_name(lowered)
+            if stored is not None:
+                values[stored] = (value.strip(), timestamp.internal)
+        return {**removals, **values}
+
+    def check(self, request: Request, context: StorageContext) -> None:
+        """
+        HTTPError 400 with the reason when the user metadata breaks the limits, or when a
+        value to store is not valid UTF-8 (SQLite text cannot hold it).
+        """
+        headers = request_headers(request)
+        for name, value in headers:
+            if self._stored_name(name.lower()) is None:
+                continue
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise HTTPError(400, f"{name} is not valid UTF-8") from None
+        reason = check_metadata(headers, self.kind, context.constraints)
+        if reason is not None:
+            raise HTTPError(400, reason)
+
+
+def backend_timestamps(info: ContainerInfo | AccountInfo) -> dict[str, str]:
+    """
+    The headers that let a proxy tell a newer replica from an older one, even when the answer
+    is a 404 for a deleted database.
+    """
+    return {
+        "X-Backend-Timestamp": info.created_at.internal,
+        "X-Backend-Put-Timestamp": info.put_timestamp.internal,
+        "X-Backend-Delete-Timestamp": info.delete_timestamp.internal,
+        "X-Backend-Status-Changed-At": info.status_changed_at.internal,
+    }
+
+
+def listing_request(request: Request, max_limit: int) -> tuple[ListingParams, ListingFormat]:
+    """The checked listing parameters and output format of a GET."""
+    try:
+        params = parse_listing_params(request.args, max_limit=max_limit)
+        fmt = listing_format(request.args, header(request, "Accept"))
+    except ListingError as err:
+        raise HTTPError(err.status, err.reason) from None
+    return params, fmt
+
+
+def format_only(request: Request) -> ListingFormat:
+    """The negotiated format of a HEAD (its Content-Type); 406 or 400 as for a GET."""
+    try:
+        return listing_format(request.args, header(request, "Accept"))
+    except ListingError as err:
+        raise HTTPError(err.status, err.reason) from None
+
+
+def without_path(params: ListingParams) -> ListingParams:
+    """Account listings ignore ``path``, as Swift's do."""
+    return evolve(params, path=None)
+
+
+def respond(
+    request: Request,
+    status: int,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> bytes:
+    """Set status and headers and return the body; a 204 carries neither body nor length."""
+    request.setResponseCode(status)
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        request.setHeader(name, value)
+    if content_type is not None:
+        request.setHeader("Content-Type", content_type)
+    if status == 204:
+        return b""
+    request.setHeader("Content-Length", str(len(body)))
+    return b"" if request.method == b"HEAD" else body
+
+
+def _no_space(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in _NO_SPACE
+    return isinstance(err, sqlite3.OperationalError) and "full" in str(err).lower()
+
+
+@define
+class DatabaseAccess(Generic[B]):
+    """
+    Finds and opens the databases of one kind on this node's devices, and runs broker work in
+    the device's pool, turning the database's own errors into HTTP errors:
+
+    - ``DatabaseNotFound`` → 404; ``DatabaseBusy`` → 503; a full disk → 507; ``ValueError``
+      (a name or value the database refuses) → 400;
+    - ``DatabaseCorrupt`` → the database is quarantined, its broker closed, and the answer is
+      404, as if the database were missing. Replication brings back a good copy.
+    """
+
+    context: StorageContext
+    kind: str  # "containers" or "accounts"
+    make_broker: Callable[[Path, Path], B]  # (db path, tmp dir)
+    cache: BrokerCache[B]
+    log = Logger()
+
+    def broker(self, path: BackendPath) -> B:
+        """The (cached) broker of the database that ``path`` names; 507 if the device is not there."""
+        device_path = self.context.device_path(path.device)
+        if path.container is not None and self.kind == "containers":
+            db_hash = self.context.hasher.hash_path(path.account, path.container)
+        else:
+            db_hash = self.context.hasher.hash_path(path.account)
+        assert isinstance(db_hash, str)
+        db_path = database_path(device_path, self.kind, path.partition, db_hash)
+        return self.cache.get(path.device, db_path, lambda p: self.make_broker(p, device_path / "tmp"))
+
+    async def run(self, path: BackendPath, broker: B, function: Callable[..., T], *args: Any) -> T:
+        """``function(broker, *args)`` in the device's pool, with the errors above translated."""
+        try:
+            return await self.context.runner.run(path.device, function, broker, *args)
+        except DatabaseNotFound:
+            raise HTTPError(404, "Not Found") from None
+        except DatabaseBusy:
+            raise HTTPError(503, "Service Unavailable: the database is busy") from None
+        except DatabaseCorrupt as err:
+            await self._quarantine(path, broker, str(err))
+            raise HTTPError(404, "Not Found") from None
+        except (OSError, sqlite3.OperationalError) as err:
+            if _no_space(err):
+                raise HTTPError(507, f"Insufficient Storage: {err}") from None
+            raise
+        except ValueError as err:
+            raise HTTPError(400, str(err)) from None
+
+    async def _quarantine(self, path: BackendPath, broker: B, reason: str) -> None:
+        await self.cache.discard(broker.path)
+        device_path = self.context.device_path(path.device)
+        moved = await self.context.runner.run(
+            path.device, quarantine_database, device_path, self.kind, broker.path
+        )
+        self.log.error(
+            "quarantined the damaged database {db} to {target}: {reason}",
+            db=str(broker.path), target=str(moved), reason=reason,
+        )
