@@ -24,3 +24,44 @@ def temp_dir(case: SynchronousTestCase) -> Path:
     path = Path(case.mktemp()).absolute()
     path.mkdir(parents=True)
     return path
+
+
+def small_cluster(case: SynchronousTestCase, *, nodes: int = 3, replicas: int = 3, part_power: int = 6,
+                  proxy_port: int = 0, base_port: int = 6200):
+    """A prepared all-in-one root (configs, rings, device directories) in a temp dir."""
+    from txstore.aio.layout import Topology, prepare
+
+    return prepare(temp_dir(case) / "aio", Topology(nodes, replicas, part_power, base_port), proxy_port, seed=1)
+
+
+def free_port_block(count: int, step: int = 1) -> int:
+    """A base port such that base, base+step, … (count ports) are free on 127.0.0.1 now."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000 - count * step)
+        sockets = []
+        try:
+            for i in range(count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", base + i * step))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free block of ports found")
+
+
+def console_script(name: str) -> str:
+    """The path of one of this environment's console scripts (beside the interpreter)."""
+    import sys
+
+    path = Path(sys.executable).with_name(name)
+    if not path.exists():
+        raise RuntimeError(f"{name} is not installed beside {sys.executable}; pip install -e . first")
+    return str(path)

@@ -1,0 +1,598 @@
+# -*- test-case-name: txstore.test.test_builder -*-
+"""
+The rebalance engine: given a partition table and the devices, move as few replicas as
+possible so that every device holds its share and replicas stay apart.
+
+A rebalance works on the tier tree of ``txstore.ring.tiers`` (region → zone → host →
+device), where every node has a *target* (replicas it should hold in total), a *cap* and a
+*floor* (the most and the fewest replicas of one partition it should hold: its share
+rounded up and down). It runs in three phases:
+
+1. **Gather** the replicas that must move: unassigned ones (a new builder), those on
+   removed devices (always), those on devices of weight 0, enough replicas of a partition
+   that breaks a cap to bring it back under, and one replica of a partition that leaves a
+   node below its floor (placing it again fills the floor). Partitions are found by
+   counting the distinct host-tuples of the table, which C code does quickly: only the
+   partitions that need work are visited in Python.
+2. **Place** each gathered replica by walking down the tree. At each level, among the
+   children that can take it (under their cap, with a device free), prefer one below its
+   floor for this partition, then one that still wants parts, then the one that wants the
+   most (past its cap, the one nearest its floor). The floor keeps each node at its share
+   rounded down or up in every partition (a region with share 2.06 holds 2 or 3 replicas,
+   never 1), so that when a share later crosses a whole number only the few partitions
+   beyond it have to move. Taking the most wanted keeps what the nodes still want level,
+   so they run out together and the last partitions placed are not squeezed; replicas a
+   node is owed by the floors of partitions still to place are reserved, not counted as
+   wanted, or it would fill up early and overflow when the floors arrive. A random jitter
+   below one part breaks near-ties, so that the partners of a device are spread instead of
+   falling into a fixed cycle.
+3. **Balance**, a few passes. Devices holding more than their target rounded up, most over
+   first, offer partitions; each is taken out and placed again as in 2, and moves only if
+   it lands on a device below its target and lowers the sum over all tree nodes of
+   (assigned - target)²; otherwise it stays (a move between two over-full devices would
+   only have to be followed by another). When the walk finds nothing better, a rationed
+   fallback looks at every device below target for the best taker. Trying partitions this
+   way also finds the ones that *can* move, whose other replicas do not block the wanting
+   devices. Then devices still a part or more short *pull*: they take a replica of any
+   partition from whichever holder the same measure says, where the caps allow. That
+   completes chains a push cannot start (an over-full device all of whose partitions are
+   blocked gives to a device at its target, which then pulls from elsewhere). Balance
+   moves never take a node below its floor, and each lowers the measure, so passes end.
+
+``min_part_hours``: a partition one of whose replicas moved less than that many hours ago
+is not touched by phases 1 and 3 (one replica of a partition in flight at a time), except
+for replicas on removed devices, which always move. The first rebalance of a builder
+places data that does not exist yet, so it moves and marks nothing.
+
+Counts per tree node are kept up to date as replicas move, so placing a replica costs the
+sum of the fan-outs on its way down, not the number of devices.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from attrs import define, field
+
+from txstore.ring.device import Device
+from txstore.ring.errors import RingBuilderError
+from txstore.ring.tiers import DEVICE, TierTree, replica_cap, replica_floor
+
+#: Balance passes at most; each pass usually halves what is left to fix.
+MAX_BALANCE_PASSES = 8
+#: Per over-full device and pass, how often a push may look at every device for a home.
+FALLBACK_TRIES = 32
+UNASSIGNED = -1
+_EPSILON = 1e-9
+
+
+@define
+class PlacementOutcome:
+    tables: list[list[int]]
+    moved_at: array
+    parts_moved: int
+    replicas_moved: int
+    replicas_placed: int
+    passes: int
+
+
+@define
+class Placer:
+    """The working state of one rebalance (see the module docstring)."""
+
+    part_power: int
+    replicas: int
+    devices: Sequence[Device]
+    overload: float
+    min_part_hours: float
+    now: float
+    rng: random.Random
+    tables: list[list[int]]
+    moved_at: array
+    initial: bool
+    tree: TierTree = field(init=False)
+    target: list[float] = field(init=False)
+    cap: list[int] = field(init=False)
+    floor: list[int] = field(init=False)
+    #: Nodes whose floor is at least 1: every partition should have a replica there.
+    floored: list[int] = field(init=False)
+    assigned: list[int] = field(init=False)
+    #: Replicas a node is owed by partitions still being placed (below its floor there):
+    #: they will come anyway, so they do not count as wanted when ranking.
+    reserved: list[int] = field(init=False)
+    dev_node: dict[int, int] = field(init=False)
+    moved_parts: set[int] = field(init=False, factory=set)
+    replicas_moved: int = field(init=False, default=0)
+    replicas_placed: int = field(init=False, default=0)
+    _key_scale: float = field(init=False)
+    _class_scale: float = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.tree = TierTree.build(self.devices)
+        if self.tree.capacity[0] < self.replicas:
+            raise RingBuilderError(
+                f"{self.replicas} replicas need at least {self.replicas} devices with "
+                f"weight > 0; there are {self.tree.capacity[0]}"
+            )
+        count = 1 << self.part_power
+        shares = self.tree.shares(self.replicas, self.overload)
+        self.target = [share * count for share in shares]
+        self.cap = [replica_cap(share) for share in shares]
+        self.floor = [replica_floor(share) for share in shares]
+        self.floored = [node for node, value in enumerate(self.floor) if value > 0 and node]
+        for node, dev in enumerate(self.tree.node_dev):
+            if dev >= 0:
+                self.cap[node] = 1
+        self.dev_node = {dev: path[-1] for dev, path in self.tree.dev_path.items()}
+        self.assigned = [0] * len(self.tree)
+        self.reserved = [0] * len(self.tree)
+        for row in self.tables:
+            for dev, n in Counter(row).items():
+                self._add(dev, n)
+        # The placement key packs (class, distance from the floor, wanted + jitter) into one
+        # float, much cheaper than building tuples. |wanted| < 2*P*R (with reserves) and
+        # |here - floor| <= R keep the three apart.
+        self._key_scale = 4.0 * count * self.replicas + 8.0
+        self._class_scale = self._key_scale * (2 * self.replicas + 3)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _add(self, dev: int, n: int) -> None:
+        path = self.tree.dev_path.get(dev)
+        if path is not None:
+            assigned = self.assigned
+            for node in path:
+                assigned[node] += n
+
+    def _locked(self, part: int) -> bool:
+        if self.initial or self.min_part_hours <= 0:
+            return False
+        return self.now - self.moved_at[part] < self.min_part_hours * 3600.0
+
+    def _part_counts(self, part: int, skip: Iterable[int] = ()) -> dict[int, int]:
+        """Replicas of ``part`` per node, over active devices, leaving out rows ``skip``."""
+        counts: dict[int, int] = {}
+        dev_path = self.tree.dev_path
+        for index, row in enumerate(self.tables):
+            if index in skip:
+                continue
+            path = dev_path.get(row[part])
+            if path is None:
+                continue
+            for node in path:
+                counts[node] = counts.get(node, 0) + 1
+        return counts
+
+    def _set(self, part: int, index: int, dev: int, origin: int) -> None:
+        self.tables[index][part] = dev
+        self._add(dev, 1)
+        if dev == origin:
+            return
+        if origin == UNASSIGNED:
+            self.replicas_placed += 1
+            return
+        if self.initial:
+            return
+        self.replicas_moved += 1
+        self.moved_parts.add(part)
+        self.moved_at[part] = self.now
+
+    # -- choosing a device -----------------------------------------------------------------
+
+    def _choose(self, part: int, counts: dict[int, int]) -> int:
+        """The device a replica of ``part`` should go to, given its other replicas."""
+        tree = self.tree
+        children = tree.children
+        capacity = tree.capacity
+        cap = self.cap
+        floor = self.floor
+        target = self.target
+        assigned = self.assigned
+        reserved = self.reserved
+        jitter = self.rng.random
+        key_scale = self._key_scale
+        class_scale = self._class_scale
+        get = counts.get
+        node = 0
+        while children[node]:
+            best = -1
+            best_key = -math.inf
+            for child in children[node]:
+                here = get(child, 0)
+                if here >= capacity[child]:
+                    continue
+                wanted = target[child] - assigned[child] - reserved[child]
+                key = (
+                    ((here < cap[child]) * 4 + (here < floor[child]) * 2 + (wanted > 0))
+                    * class_scale
+                    - (here - floor[child]) * key_scale
+                    + wanted
+                    + jitter()
+                )
+                if key > best_key:
+                    best = child
+                    best_key = key
+            if best < 0:
+                raise RingBuilderError(f"no device can take another replica of partition {part}")
+            node = best
+        return tree.node_dev[node]
+
+    # -- phase 1 and 2: gather and place ---------------------------------------------------
+
+    def _host_tuples(self) -> list[list[int]]:
+        host_of = {dev: path[2] for dev, path in self.tree.dev_path.items()}
+        get = host_of.get
+        return [[get(dev, -1) for dev in row] for row in self.tables]
+
+    def _bad_host_tuples(self, combos: Iterable[tuple[int, ...]]) -> set[tuple[int, ...]]:
+        """Host-tuples of partitions with an unplaced replica, a broken cap or floor."""
+        parents = _parents(self.tree)
+        cap = self.cap
+        floor = self.floor
+        floored = [node for node in self.floored if self.tree.depth[node] < DEVICE]
+        bad = set()
+        for combo in combos:
+            if -1 in combo:
+                bad.add(combo)
+                continue
+            counts: dict[int, int] = {}
+            for host in combo:
+                node = host
+                while node:
+                    counts[node] = counts.get(node, 0) + 1
+                    node = parents[node]
+            if any(n > cap[node] for node, n in counts.items()) or any(
+                counts.get(node, 0) < floor[node] for node in floored
+            ):
+                bad.add(combo)
+        return bad
+
+    def gather(self) -> dict[int, list[int]]:
+        """Partition → replica rows to place again, in partition order."""
+        pending: dict[int, list[int]] = {}
+        mapped = self._host_tuples()
+        combos = Counter(zip(*mapped))
+        bad = self._bad_host_tuples(combos)
+        if not bad:
+            return pending
+        present = {dev.id for dev in self.devices}
+        dev_path = self.tree.dev_path
+        parts = [part for part, combo in enumerate(zip(*mapped)) if combo in bad]
+        locks = self.min_part_hours > 0 and not self.initial
+        for part in parts:
+            rows: list[int] = []
+            blocked = self._locked(part)
+            for index, table in enumerate(self.tables):
+                dev = table[part]
+                if dev == UNASSIGNED:
+                    rows.append(index)
+                elif dev not in present:  # removed devices: always, and it counts as a move
+                    rows.append(index)
+                    blocked = blocked or locks
+            for index, table in enumerate(self.tables):
+                dev = table[part]
+                if dev in present and dev not in dev_path and not blocked:  # weight 0: drain
+                    rows.append(index)
+                    blocked = locks
+            if not blocked:
+                self._gather_cap_breakers(part, rows)
+            if not blocked and not rows:
+                self._gather_floor_fillers(part, rows)
+            if rows:
+                pending[part] = rows
+        return pending
+
+    def _gather_cap_breakers(self, part: int, rows: list[int]) -> None:
+        """Add to ``rows`` the replicas of ``part`` that must leave a node over its cap."""
+        dev_path = self.tree.dev_path
+        while True:
+            counts = self._part_counts(part, rows)
+            over = [node for node, n in counts.items() if n > self.cap[node]]
+            if not over:
+                return
+            candidates = []
+            for index, table in enumerate(self.tables):
+                if index in rows:
+                    continue
+                path = dev_path.get(table[part])
+                if path is None or not any(node in path for node in over):
+                    continue
+                node = path[-1]
+                excess = self.assigned[node] - self.target[node]
+                candidates.append((excess, -index, index))
+            index = max(candidates)[2]
+            self._add(self.tables[index][part], -1)
+            rows.append(index)
+            if self.min_part_hours > 0 and not self.initial:
+                return  # one replica of a partition in flight at a time
+
+    def _gather_floor_fillers(self, part: int, rows: list[int]) -> None:
+        """
+        Add to ``rows`` a replica of ``part`` that can leave its place for a node below
+        its floor (placing it again fills the floor first), if the partition has one.
+        """
+        counts = self._part_counts(part, rows)
+        floor = self.floor
+        if all(counts.get(node, 0) >= floor[node] for node in self.floored):
+            return
+        candidates = []
+        for index, table in enumerate(self.tables):
+            path = self.tree.dev_path.get(table[part])
+            if path is None or any(counts.get(node, 0) - 1 < floor[node] for node in path):
+                continue
+            node = path[-1]
+            candidates.append((self.assigned[node] - self.target[node], -index, index))
+        if candidates:
+            index = max(candidates)[2]
+            self._add(self.tables[index][part], -1)
+            rows.append(index)
+
+    def _breaks_floor(self, src: int, dest: int, counts: dict[int, int]) -> bool:
+        """Whether moving a replica from ``src`` to ``dest`` leaves a node below its floor."""
+        dest_path = self.tree.dev_path[dest]
+        floor = self.floor
+        return any(
+            counts.get(node, 0) < floor[node]
+            for node in self.tree.dev_path[src]
+            if node not in dest_path
+        )
+
+    def place(self, pending: dict[int, list[int]]) -> None:
+        order = list(pending)
+        self.rng.shuffle(order)
+        reserved = self.reserved
+        floor = self.floor
+        for part in order:
+            counts = self._part_counts(part, pending[part])
+            for node in self.floored:
+                reserved[node] += max(0, floor[node] - counts.get(node, 0))
+        for part in order:
+            rows = pending[part]
+            counts = self._part_counts(part, rows)
+            for index in rows:
+                origin = self.tables[index][part]
+                dev = self._choose(part, counts)
+                self._set(part, index, dev, origin)
+                self._count_in(dev, counts)
+        self.reserved = [0] * len(self.tree)
+
+    def _count_in(self, dev: int, counts: dict[int, int]) -> None:
+        """Add a replica placed on ``dev`` to a partition's ``counts``, paying off reserves."""
+        floor = self.floor
+        reserved = self.reserved
+        for node in self.tree.dev_path[dev]:
+            here = counts.get(node, 0)
+            if here < floor[node]:
+                reserved[node] -= 1
+            counts[node] = here + 1
+
+    def place_all(self) -> None:
+        """Phase 2 for a table with nothing assigned: every partition, every replica."""
+        count = 1 << self.part_power
+        order = list(range(count))
+        self.rng.shuffle(order)
+        tables = self.tables
+        for node in self.floored:
+            self.reserved[node] = self.floor[node] * count
+        for part in order:
+            counts: dict[int, int] = {}
+            for index in range(self.replicas):
+                dev = self._choose(part, counts)
+                tables[index][part] = dev
+                self._add(dev, 1)
+                self._count_in(dev, counts)
+        self.reserved = [0] * len(self.tree)
+        self.replicas_placed += self.replicas * count
+
+    # -- phase 3: balance ------------------------------------------------------------------
+
+    def balance(self) -> int:
+        """Run balance passes; the number of passes that moved something."""
+        dev_parts: dict[int, list[int]] = {dev: [] for dev in self.dev_node}
+        for row in self.tables:
+            for part, dev in enumerate(row):
+                held = dev_parts.get(dev)
+                if held is not None:
+                    held.append(part)
+        passes = 0
+        for _ in range(MAX_BALANCE_PASSES):
+            moved = self._balance_pass(dev_parts)
+            moved += self._pull_pass(dev_parts)
+            if not moved:
+                break
+            passes += 1
+        return passes
+
+    def _balance_pass(self, dev_parts: dict[int, list[int]]) -> int:
+        target = self.target
+        assigned = self.assigned
+        over = []
+        for dev, node in self.dev_node.items():
+            excess = assigned[node] - math.ceil(target[node] - _EPSILON)
+            if excess > 0:
+                over.append((-excess / target[node], self.rng.random(), dev))
+        over.sort()
+        moved = 0
+        for _, _, dev in over:
+            node = self.dev_node[dev]
+            surplus = assigned[node] - math.ceil(target[node] - _EPSILON)
+            held = dev_parts[dev]
+            if surplus <= 0 or not held:
+                continue
+            budget = 4 * surplus + 16
+            fallbacks = FALLBACK_TRIES
+            start = self.rng.randrange(len(held))
+            for step in range(len(held)):
+                if surplus <= 0 or budget <= 0:
+                    break
+                part = held[(start + step) % len(held)]
+                if self._locked(part):
+                    continue
+                index = self._row_of(part, dev)
+                if index is None:
+                    continue
+                budget -= 1
+                counts = self._part_counts(part, (index,))
+                self._add(dev, -1)
+                dest = self._choose(part, counts)
+                self._add(dev, 1)
+                dest_node = self.dev_node[dest]
+                if not (
+                    dest != dev
+                    and target[dest_node] - assigned[dest_node] > _EPSILON
+                    and not self._breaks_floor(dev, dest, counts)
+                    and self._move_gain(dev, dest) > _EPSILON
+                ):
+                    if fallbacks <= 0:
+                        continue
+                    fallbacks -= 1
+                    found = self._best_destination(dev, counts)
+                    if found is None:
+                        continue
+                    dest = found
+                self._add(dev, -1)
+                self._set(part, index, dest, dev)
+                dev_parts[dest].append(part)
+                surplus -= 1
+                moved += 1
+        return moved
+
+    def _pull_pass(self, dev_parts: dict[int, list[int]]) -> int:
+        """
+        Devices at least one part short take a replica straight from any device that needs
+        it less, wherever the caps allow: this finishes what pushing from over-full devices
+        cannot, when all the partitions of an over-full device are blocked (say, both other
+        replicas sit in the one region that wants parts).
+        """
+        target = self.target
+        assigned = self.assigned
+        cap = self.cap
+        floor = self.floor
+        dev_path = self.tree.dev_path
+        tables = self.tables
+        count = 1 << self.part_power
+        under = []
+        for dev, node in self.dev_node.items():
+            short = target[node] - assigned[node]
+            if short >= 1 - _EPSILON:
+                under.append((-short / target[node], self.rng.random(), dev))
+        under.sort()
+        work_left = 2 * count
+        moved = 0
+        for _, _, dev in under:
+            node = self.dev_node[dev]
+            path = dev_path[dev]
+            budget = min(count, 64 + 32 * math.floor(target[node] - assigned[node] + _EPSILON))
+            start = self.rng.randrange(count)
+            stride = self.rng.randrange(count) | 1  # odd: visits every partition once
+            for step in range(count):
+                short = target[node] - assigned[node]
+                if short < 1 - _EPSILON or budget <= 0 or work_left <= 0:
+                    break
+                part = (start + step * stride) % count
+                if self._locked(part):
+                    continue
+                budget -= 1
+                work_left -= 1
+                holders = [row[part] for row in tables]
+                if dev in holders:
+                    continue
+                counts = self._part_counts(part)
+                best = None
+                for index, src in enumerate(holders):
+                    src_path = dev_path.get(src)
+                    if src_path is None:
+                        continue
+                    if not all(counts.get(n, 0) - (n in src_path) < cap[n] for n in path):
+                        continue
+                    if any(counts[n] - 1 < floor[n] for n in src_path if n not in path):
+                        continue
+                    gain = self._move_gain(src, dev)
+                    if gain > _EPSILON and (best is None or gain > best[0]):
+                        best = (gain, index, src)
+                if best is None:
+                    continue
+                _, index, src = best
+                self._add(src, -1)
+                self._set(part, index, dev, src)
+                dev_parts[dev].append(part)
+                moved += 1
+        return moved
+
+    def _best_destination(self, src: int, counts: dict[int, int]) -> int | None:
+        """
+        When the walk down the tree finds no better home for a replica, the device below
+        target that the replica may go to (caps, given the partition's other replicas in
+        ``counts``) with the best gain, if any gains. Costs a look at every device, so it
+        is rationed (``FALLBACK_TRIES``).
+        """
+        target = self.target
+        assigned = self.assigned
+        cap = self.cap
+        best = None
+        best_gain = _EPSILON
+        for dev, path in self.tree.dev_path.items():
+            node = path[-1]
+            if dev == src or target[node] - assigned[node] <= _EPSILON:
+                continue
+            if any(counts.get(n, 0) >= cap[n] for n in path) or self._breaks_floor(
+                src, dev, counts
+            ):
+                continue
+            gain = self._move_gain(src, dev)
+            if gain > best_gain:
+                best, best_gain = dev, gain
+        return best
+
+    def _move_gain(self, src: int, dest: int) -> float:
+        """
+        How much moving one replica from ``src`` to ``dest`` lowers the sum, over every
+        node of the tree, of (assigned - target)²: the measure both balance moves must
+        improve. Summing over all tiers keeps a move that suits two devices from unbalancing
+        their regions or zones.
+        """
+        target = self.target
+        assigned = self.assigned
+        src_path = self.tree.dev_path[src]
+        dest_path = self.tree.dev_path[dest]
+        gain = 0.0
+        for node in dest_path:
+            if node not in src_path:
+                gain += 2.0 * (target[node] - assigned[node]) - 1.0
+        for node in src_path:
+            if node not in dest_path:
+                gain += 2.0 * (assigned[node] - target[node]) - 1.0
+        return gain
+
+    def _row_of(self, part: int, dev: int) -> int | None:
+        for index, row in enumerate(self.tables):
+            if row[part] == dev:
+                return index
+        return None
+
+    def run(self) -> PlacementOutcome:
+        if self.initial and all(row.count(UNASSIGNED) == len(row) for row in self.tables):
+            self.place_all()
+        else:
+            self.place(self.gather())
+        passes = self.balance()
+        return PlacementOutcome(
+            tables=self.tables,
+            moved_at=self.moved_at,
+            parts_moved=len(self.moved_parts),
+            replicas_moved=self.replicas_moved,
+            replicas_placed=self.replicas_placed,
+            passes=passes,
+        )
+
+
+def _parents(tree: TierTree) -> list[int]:
+    parents = [0] * len(tree)
+    for node, kids in enumerate(tree.children):
+        for child in kids:
+            parents[child] = node
+    return parents

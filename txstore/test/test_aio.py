@@ -1,0 +1,204 @@
+"""
+The all-in-one: its layout on disk, and the real ``txstore-aio`` command starting, supervising
+and stopping a cluster of real processes on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txstore.aio.launcher import alive, read_pid
+from txstore.aio.layout import LayoutError, Topology, prepare
+from txstore.proxy.config import load_proxy_settings
+from txstore.ring.ringset import RingSet
+from txstore.storage.config import load_node_settings
+from txstore.test.support import console_script, free_port_block, temp_dir
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=2) as response:
+            return response.read() == b"OK\n"
+    except OSError:
+        return False
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+class LayoutTests(SynchronousTestCase):
+    def test_prepare_writes_a_loadable_cluster(self) -> None:
+        root = temp_dir(self) / "aio"
+        layout = prepare(root, Topology(nodes=4, replicas=3, part_power=8, base_port=6200), 8080, seed=3)
+        proxy = load_proxy_settings(layout.proxy_config)
+        self.assertEqual(proxy.bind_port, 8080)
+        self.assertEqual(
+            sorted((u.account, u.user, u.key, u.is_admin) for u in proxy.users),
+            [("admin", "admin", "admin", True), ("test", "tester", "testing", True),
+             ("test", "tester3", "testing3", False), ("test2", "tester2", "testing2", True)],
+        )
+        rings = RingSet.load(proxy.ring_dir, proxy.cluster.hasher, proxy.cluster.policies)
+        for ring in (rings.account, rings.container, rings.object_ring(0)):
+            self.assertEqual(ring.replica_count, 3)
+            self.assertEqual(ring.part_power, 8)
+            part, nodes = ring.get_nodes("AUTH_test", "c", "o")
+            self.assertEqual(len({n.port for n in nodes}), 3)
+            self.assertTrue(all(n.ip == "127.0.0.1" for n in nodes))
+        for number in range(1, 5):
+            node = load_node_settings(layout.node_config(number))
+            self.assertEqual(node.bind_port, 6200 + 10 * number)
+            self.assertTrue((node.devices / f"d{number}").is_dir())
+            self.assertFalse(node.mount_check)
+            self.assertEqual(node.cluster.hasher, proxy.cluster.hasher)
+        self.assertGreaterEqual(len(proxy.cluster.hasher.suffix), 32)
+
+    def test_rerun_keeps_secret_and_rings(self) -> None:
+        root = temp_dir(self) / "aio"
+        topology = Topology(nodes=3, replicas=3, part_power=6)
+        first = prepare(root, topology, 8080)
+        secret = (first.etc / "txstore.conf").read_text()
+        rings = {name: md5_of(first.etc / f"{name}.ring.gz") for name in ("account", "container", "object")}
+        second = prepare(root, topology, 9090)
+        self.assertEqual((second.etc / "txstore.conf").read_text(), secret)
+        self.assertEqual({n: md5_of(second.etc / f"{n}.ring.gz") for n in rings}, rings)
+        self.assertEqual(load_proxy_settings(second.proxy_config).bind_port, 9090)
+
+    def test_rerun_refuses_other_topology(self) -> None:
+        root = temp_dir(self) / "aio"
+        prepare(root, Topology(nodes=3, replicas=3, part_power=6), 8080)
+        err = self.assertRaises(LayoutError, prepare, root, Topology(nodes=4, replicas=3, part_power=6), 8080)
+        self.assertIn("holds a cluster of 3 nodes", str(err))
+
+    def test_too_few_nodes(self) -> None:
+        err = self.assertRaises(LayoutError, prepare, temp_dir(self) / "r", Topology(nodes=2, replicas=3), 8080)
+        self.assertIn("3 replicas need at least as many nodes", str(err))
+
+
+class LauncherTests(SynchronousTestCase):
+    """``txstore-aio`` as a user runs it."""
+
+    def setUp(self) -> None:
+        self.root = temp_dir(self) / "aio"
+        base = free_port_block(6, step=10)
+        self.proxy_port = base
+        self.args = ["--root", str(self.root), "--proxy-port", str(base), "--base-port", str(base),
+                     "--nodes", "4", "--part-power", "6"]
+        self.addCleanup(self.stop_all)
+
+    def aio(self, *extra: str, timeout: float = 90) -> subprocess.CompletedProcess:
+        return subprocess.run([console_script("txstore-aio"), *self.args, *extra],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def stop_all(self) -> None:
+        subprocess.run([console_script("txstore-aio"), "--stop", "--root", str(self.root)],
+                       capture_output=True, timeout=60)
+
+    def pids(self) -> dict[str, int]:
+        run = self.root / "run"
+        return {p.stem: read_pid(p) for p in run.glob("*.pid")} if run.exists() else {}
+
+    def ports(self) -> list[int]:
+        return [self.proxy_port] + [self.proxy_port + 10 * n for n in range(1, 5)]
+
+    def test_background_start_rerun_and_stop(self) -> None:
+        started = self.aio("--background")
+        self.assertEqual(started.returncode, 0, started.stderr)
+        self.assertIn(f"auth URL: http://127.0.0.1:{self.proxy_port}/auth/v1.0", started.stdout)
+        self.assertIn("test:tester / testing", started.stdout)
+        self.assertIn("swift -A", started.stdout)
+        self.assertTrue(all(healthy(port) for port in self.ports()))
+        pids = self.pids()
+        self.assertEqual(sorted(pids), ["node1", "node2", "node3", "node4", "proxy"])
+        self.assertTrue(all(alive(pid) for pid in pids.values()))
+
+        again = self.aio("--background")
+        self.assertEqual(again.returncode, 2)
+        self.assertIn("already running", again.stderr)
+
+        # An operator restarts one node by hand with its config, as a fault drill would.
+        node_conf = self.root / "etc" / "node2.conf"
+        os.kill(pids["node2"], signal.SIGTERM)
+        self.wait_for(lambda: not alive(pids["node2"]))
+        self.assertFalse(healthy(self.proxy_port + 20))
+        by_hand = subprocess.Popen(
+            [console_script("twistd"), "--nodaemon", f"--pidfile={self.root / 'run' / 'node2.pid'}",
+             "objectnode", "--config", str(node_conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(lambda: (by_hand.poll() is None and by_hand.kill(), by_hand.wait()))
+        self.wait_for(lambda: healthy(self.proxy_port + 20))
+
+        (self.root / "srv" / "node1" / "d1" / "marker").write_text("kept")
+        secret = (self.root / "etc" / "txstore.conf").read_text()
+        ring = md5_of(self.root / "etc" / "object.ring.gz")
+
+        stopped = subprocess.run([console_script("txstore-aio"), "--stop", "--root", str(self.root)],
+                                 capture_output=True, text=True, timeout=60)
+        self.assertEqual(stopped.returncode, 0)
+        self.assertIn("stopped", stopped.stdout)
+        self.assertEqual(by_hand.wait(timeout=30), -signal.SIGTERM)
+        self.assertFalse(any(alive(pid) for pid in pids.values()))
+        self.assertFalse(any(healthy(port) for port in self.ports()))
+
+        restarted = self.aio("--background")
+        self.assertEqual(restarted.returncode, 0, restarted.stderr)
+        self.assertEqual((self.root / "srv" / "node1" / "d1" / "marker").read_text(), "kept")
+        self.assertEqual((self.root / "etc" / "txstore.conf").read_text(), secret)
+        self.assertEqual(md5_of(self.root / "etc" / "object.ring.gz"), ring)
+        self.assertTrue(all(healthy(port) for port in self.ports()))
+
+    def test_foreground_ctrl_c_stops_everything(self) -> None:
+        launcher = subprocess.Popen([console_script("txstore-aio"), *self.args],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (launcher.poll() is None and launcher.kill(), launcher.wait()))
+        lines = []
+        for line in launcher.stdout:
+            lines.append(line)
+            if line.startswith("Stop:"):
+                break
+        self.assertIn("Ctrl-C", lines[-1])
+        pids = self.pids()
+        self.assertEqual(len(pids), 5)
+        launcher.send_signal(signal.SIGINT)
+        self.assertEqual(launcher.wait(timeout=60), 0)
+        self.assertFalse(any(alive(pid) for pid in pids.values()))
+        self.assertEqual(self.pids(), {})
+
+    def test_a_dying_node_is_reported(self) -> None:
+        launcher = subprocess.Popen([console_script("txstore-aio"), *self.args],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (launcher.poll() is None and launcher.kill(), launcher.wait()))
+        for line in launcher.stdout:
+            if line.startswith("Stop:"):
+                break
+        pids = self.pids()
+        os.kill(pids["node3"], signal.SIGKILL)
+        self.assertEqual(launcher.wait(timeout=60), 1)
+        self.assertIn("node3 exited", launcher.stderr.read())
+        self.assertFalse(any(alive(pid) for pid in pids.values()))
+
+    def test_port_in_use(self) -> None:
+        import socket
+
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", self.proxy_port + 30))
+            busy.listen()
+            result = self.aio("--background")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"port in use on 127.0.0.1: node3 {self.proxy_port + 30}", result.stderr)
+
+    def wait_for(self, predicate, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail("condition not reached in time")
+            time.sleep(0.05)

@@ -1,0 +1,130 @@
+"""
+The real ``twistd proxy`` and ``twistd objectnode`` processes: they start, answer
+/healthcheck, log in twisted.logger's format, refuse bad configuration in one line, and stop
+cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txstore.test.support import console_script, small_cluster, write_file
+
+LISTENING = re.compile(rb"(proxy|objectnode) listening on 127\.0\.0\.1:(\d+)")
+
+
+class RunningProcess:
+    """A twistd child whose output is read into a buffer; always stopped in cleanup."""
+
+    def __init__(self, case: SynchronousTestCase, args: list[str]) -> None:
+        self.output = case.mktemp()
+        with open(self.output, "wb") as sink:
+            self.process = subprocess.Popen(
+                [console_script("twistd"), "--nodaemon", "--pidfile=", *args],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        case.addCleanup(self.kill)
+
+    def text(self) -> bytes:
+        with open(self.output, "rb") as handle:
+            return handle.read()
+
+    def wait_for_port(self, timeout: float = 20.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = LISTENING.search(self.text())
+            if match:
+                return int(match.group(2))
+            if self.process.poll() is not None:
+                raise AssertionError(f"exited early:\n{self.text().decode()}")
+            time.sleep(0.05)
+        raise AssertionError(f"never listened:\n{self.text().decode()}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read()
+
+
+class ServiceProcessTests(SynchronousTestCase):
+    def run_and_stop(self, plugin: str, config: str) -> None:
+        child = RunningProcess(self, [plugin, "--config", config])
+        port = child.wait_for_port()
+        self.assertEqual(get(f"http://127.0.0.1:{port}/healthcheck"), (200, b"OK\n"))
+        child.process.send_signal(signal.SIGTERM)
+        # twistd shuts down in order, then re-raises the signal so its parent sees why it ended
+        self.assertEqual(child.process.wait(timeout=15), -signal.SIGTERM)
+        output = child.text().decode()
+        self.assertIn("Received SIGTERM, shutting down.", output)
+        self.assertIn("Server Shut Down.", output)
+        # twisted.logger's text format: time, [namespace#level], message
+        self.assertRegex(output, r"\[txstore\.common\.listener\.TCPListener#info\] " + plugin)
+        self.assertIn("Main loop terminated.", output)
+        self.assertNotIn("Traceback", output)
+
+    def test_proxy(self) -> None:
+        layout = small_cluster(self)
+        self.run_and_stop("proxy", str(layout.proxy_config))
+
+    def test_objectnode(self) -> None:
+        layout = small_cluster(self)
+        text = layout.node_config(1).read_text().replace("bind_port = 6210", "bind_port = 0")
+        config = write_file(layout.etc, "node1-anyport.conf", text)
+        self.run_and_stop("objectnode", str(config))
+
+    def test_bad_config_is_one_line_and_no_traceback(self) -> None:
+        layout = small_cluster(self)
+        config = write_file(layout.etc, "bad.conf", "[objectnode]\ndevices = /\nbind_port = 0\nmount_chek = no\n")
+        result = subprocess.run(
+            [console_script("twistd"), "--nodaemon", "--pidfile=", "objectnode", "--config", str(config)],
+            capture_output=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1)
+        output = (result.stdout + result.stderr).decode()
+        self.assertIn(f"{config}: [objectnode]: mount_chek: unknown option", output)
+        self.assertNotIn("Traceback", output)
+
+    def test_port_in_use(self) -> None:
+        layout = small_cluster(self)
+        first = RunningProcess(self, ["proxy", "--config", str(layout.proxy_config)])
+        port = first.wait_for_port()
+        text = layout.proxy_config.read_text().replace("bind_port = 0", f"bind_port = {port}")
+        config = write_file(layout.etc, "proxy-same-port.conf", text)
+        result = subprocess.run(
+            [console_script("twistd"), "--nodaemon", "--pidfile=", "proxy", "--config", str(config)],
+            capture_output=True,
+            timeout=60,
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"Couldn't listen on 127.0.0.1:{port}", (result.stdout + result.stderr).decode())
+
+
+class PluginTests(SynchronousTestCase):
+    def test_twistd_lists_both(self) -> None:
+        result = subprocess.run([console_script("twistd"), "--help"], capture_output=True, timeout=60, cwd="/")
+        self.assertEqual(result.returncode, 0)
+        self.assertRegex(result.stdout.decode(), r"\n\s+proxy\s")
+        self.assertRegex(result.stdout.decode(), r"\n\s+objectnode\s")
+
+    def test_no_init_in_plugins(self) -> None:
+        import txstore
+
+        root = os.path.dirname(os.path.dirname(txstore.__file__))
+        self.assertTrue(os.path.exists(os.path.join(root, "twisted", "plugins", "txstore_plugins.py")))
+        self.assertFalse(os.path.exists(os.path.join(root, "twisted", "plugins", "__init__.py")))
