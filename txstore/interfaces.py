@@ -44,3 +44,44 @@ class IRing(Interface):
 
     def get_more_nodes(part):
         """Handoff nodes for a partition, farthest from the primaries first."""
+
+
+class ITokenStore(Interface):
+    """
+    Where the proxy's auth keeps the tokens it has handed out.
+
+    Tokens are bearer secrets: whoever holds one is its identity until it expires. The methods
+    are synchronous, so a store lives in the proxy's memory and a token works only on the proxy
+    that issued it; a store shared between proxies would need a Deferred-returning variant.
+    """
+
+    def issue(identity, expires_at):
+        """Remember ``identity`` under a new, unguessable token until ``expires_at``; return it."""
+
+    def lookup(token, now):
+        """
+        The identity of ``token``, or None when it is unknown or expired at ``now`` (an expired
+        token is forgotten on the way).
+        """
+
+    def revoke(token):
+        """Forget ``token`` at once; unknown tokens are ignored."""
+
+
+class IAuthorizer(Interface):
+    """
+    The proxy's auth system: hands out tokens, says whose a token is, and decides whether an
+    identity may make a request. Pure decisions: the HTTP layer fetches the container ACLs and
+    turns the answers into responses.
+    """
+
+    def authenticate(headers, request_host, scheme, method="GET"):
+        """Answer a ``GET /auth/v1.0`` request: an ``AuthResult`` (status, headers, body)."""
+
+    def identify(token):
+        """The ``Identity`` behind an ``X-Auth-Token`` value, or None."""
+
+    def authorize(
+        identity, method, account, container, obj, container_read_acl, container_write_acl, referer
+    ):
+        """A ``Decision``: allowed, or denied with 401 (no identity) or 403 (not permitted)."""

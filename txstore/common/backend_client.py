@@ -61,8 +61,10 @@ class BackendClient:
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
         timeout: float | None = None,
+        query: str = "",
     ) -> BackendResponse:
-        url = f"http://{_host(host)}:{port}{quote_path(path)}"
+        """``path`` is unencoded (it is quoted here); ``query`` is sent as given, with its "?"."""
+        url = f"http://{_host(host)}:{port}{quote_path(path)}{query}"
         raw_headers = Headers({k.encode("latin-1"): [v.encode("latin-1")] for k, v in (headers or {}).items()})
         deadline = self.timeout if timeout is None else timeout
 
@@ -71,11 +73,10 @@ class BackendClient:
                 method, url, headers=raw_headers, data=body, pool=self._pool, reactor=self._reactor
             )
             content = await treq.content(response)
-            return BackendResponse(
-                response.code,
-                {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in response.headers.getAllRawHeaders()},
-                content,
-            )
+            headers = {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in response.headers.getAllRawHeaders()}
+            if not headers.get("content-encoding", "x"):
+                del headers["content-encoding"]  # left empty by the client's content decoding
+            return BackendResponse(response.code, headers, content)
 
         timed_out: list[bool] = []
 

@@ -3,12 +3,20 @@
 
 from __future__ import annotations
 
-from attrs import frozen
-from twisted.application.service import MultiService
+import time
 
+from attrs import frozen
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import DeferredList
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from txstore.common.backend_client import BackendClient
 from txstore.common.tap_support import config_options, http_service
 from txstore.proxy.config import ProxySettings, load_proxy_settings
+from txstore.proxy.context import ProxyContext
+from txstore.proxy.info_cache import InMemoryInfoCache
 from txstore.proxy.server import ProxyServer
+from txstore.proxy.tempauth import InMemoryTokenStore, TempAuth
 from txstore.ring.ringset import RingSet
 
 
@@ -27,10 +35,42 @@ def load(config_path: str) -> LoadedProxy:
 Options = config_options("/etc/txstore/proxy.conf", load, "proxy")
 
 
+class _Pools(Service):
+    """Closes the pooled backend connections when the proxy stops."""
+
+    def __init__(self, *closers) -> None:
+        self._closers = closers
+
+    def stopService(self):
+        super().stopService()
+        return DeferredList([close() for close in self._closers])
+
+
+def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxyServer, Service]:
+    settings = loaded.settings
+    client = BackendClient(reactor)
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 32
+    pool.retryAutomatically = False
+    context = ProxyContext(
+        reactor=reactor,
+        rings=loaded.rings,
+        policies=settings.cluster.policies,
+        client=client,
+        cache=InMemoryInfoCache(clock),
+        clock=clock,
+        agent=Agent(reactor, pool=pool, connectTimeout=2.0),
+    )
+    auth = TempAuth(settings.users, InMemoryTokenStore(), settings.token_life, settings.reseller_prefix, clock)
+    return ProxyServer(context, auth, clock), _Pools(pool.closeCachedConnections, client.close)
+
+
 def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     loaded: LoadedProxy = options.loaded
-    server = ProxyServer(loaded.settings, loaded.rings)
     settings = loaded.settings
-    return http_service(reactor, settings.bind_ip, settings.bind_port, server.resource(), "proxy")
+    server, pools = build_proxy(loaded, reactor)
+    top = http_service(reactor, settings.bind_ip, settings.bind_port, server.resource(), "proxy")
+    pools.setServiceParent(top)
+    return top

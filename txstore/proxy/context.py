@@ -1,0 +1,31 @@
+# -*- test-case-name: txstore.test.test_proxy -*-
+"""What every proxy controller needs, injected: rings, clients, cache, auth, clock, limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from attrs import frozen
+
+from txstore.common.backend_client import BackendClient
+from txstore.common.constraints import DEFAULT_CONSTRAINTS, Constraints
+from txstore.common.policies import PolicyCollection
+from txstore.proxy.info_cache import IInfoCache
+from txstore.ring.ringset import RingSet
+
+
+@frozen
+class ProxyContext:
+    reactor: Any
+    rings: RingSet
+    policies: PolicyCollection
+    client: BackendClient
+    cache: IInfoCache
+    clock: Callable[[], float]
+    constraints: Constraints = DEFAULT_CONSTRAINTS
+    node_timeout: float = 10.0
+    conn_timeout: float = 0.5
+    info_ttl: float = 10.0
+    account_autocreate: bool = True
+    agent: Any = None  # twisted.web Agent with a persistent pool, for streamed object GETs

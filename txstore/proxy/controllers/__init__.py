@@ -1,0 +1,1 @@
+"""The proxy's controllers: one per level of the Swift API (account, container, object)."""

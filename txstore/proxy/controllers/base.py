@@ -1,0 +1,261 @@
+# -*- test-case-name: txstore.test.test_proxy -*-
+"""
+Talking to the replicas of one partition: fan-out writes with handoffs, first-good reads,
+and the newest answer when asked (X-Newest).
+
+A replica that cannot be reached, times out, or answers 507 (its device is gone) is replaced
+by the next handoff, so a write still lands on as many nodes as the ring has replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
+
+from txstore.common.backend_client import BackendError, BackendResponse
+from txstore.common.timestamps import Timestamp
+from txstore.proxy.context import ProxyContext
+from txstore.proxy.quorum import best_status
+from txstore.ring.ring import Node, Ring
+
+log = Logger()
+
+HeadersFor = Callable[[int, Node], dict[str, str]]
+
+
+class HandoffPool:
+    """The partition's handoffs, handed out one at a time to slots whose primary failed."""
+
+    def __init__(self, ring: Ring, part: int) -> None:
+        self._more: Iterator[Node] = iter(ring.get_more_nodes(part))
+
+    def next(self) -> Node | None:
+        return next(self._more, None)
+
+
+def backend_path(node: Node, part: int, *names: str | None) -> str:
+    return "/" + "/".join([node.device_name, str(part), *[n for n in names if n is not None]])
+
+
+async def _one_slot(
+    context: ProxyContext, index: int, node: Node, handoffs: HandoffPool, part: int, method: str,
+    names: tuple[str | None, ...], headers_for: HeadersFor, body: bytes | None, query: str,
+) -> BackendResponse | None:
+    """One replica's write: its primary, else handoffs until one answers (not 507)."""
+    current: Node | None = node
+    while current is not None:
+        try:
+            response = await context.client.request(
+                method, current.ip, current.port, backend_path(current, part, *names),
+                headers_for(index, current), body, timeout=context.node_timeout, query=query,
+            )
+            if response.status != 507 and response.status < 500:
+                return response
+            log.warn("{method} to {node} answered {status}", method=method, node=_name(current), status=response.status)
+        except BackendError as err:
+            log.warn("{method} to {node} failed: {error}", method=method, node=_name(current), error=err)
+        current = handoffs.next()
+    return None
+
+
+def _name(node: Node) -> str:
+    return f"{node.ip}:{node.port}/{node.device_name}"
+
+
+async def write_to_replicas(
+    context: ProxyContext, ring: Ring, part: int, method: str, names: tuple[str | None, ...],
+    headers_for: HeadersFor, body: bytes | None = None, query: str = "",
+) -> tuple[int, list[BackendResponse]]:
+    """Send a write to every replica (handoffs for failed ones); the quorum status and answers."""
+    primaries = ring.get_part_nodes(part)
+    handoffs = HandoffPool(ring, part)
+    results = await gatherResults(
+        [
+            Deferred.fromCoroutine(
+                _one_slot(context, i, node, handoffs, part, method, names, headers_for, body, query)
+            )
+            for i, node in enumerate(primaries)
+        ],
+        consumeErrors=True,
+    )
+    answers = [r for r in results if r is not None]
+    return best_status([r.status for r in answers], len(primaries)), answers
+
+
+def response_timestamp(response: BackendResponse) -> Timestamp:
+    for name in ("x-backend-timestamp", "x-backend-put-timestamp", "x-timestamp", "x-put-timestamp"):
+        raw = response.header(name)
+        if raw:
+            try:
+                return Timestamp.parse(raw)
+            except ValueError:
+                continue
+    return Timestamp(0)
+
+
+@frozen
+class ReadResult:
+    response: BackendResponse | None
+    statuses: tuple[int, ...]
+
+
+async def read_from_replicas(
+    context: ProxyContext, ring: Ring, part: int, method: str, names: tuple[str | None, ...],
+    headers: dict[str, str], query: str = "", newest: bool = False,
+) -> ReadResult:
+    """
+    The first successful answer from the primaries then handoffs, in ring order; with
+    ``newest``, every primary is asked and the answer with the newest timestamp wins. When no
+    node succeeds, the answer is a 404 if one said so (the most authoritative failure), else
+    None (the caller answers 503).
+    """
+    primaries = ring.get_part_nodes(part)
+    statuses: list[int] = []
+    not_found: list[BackendResponse] = []
+
+    async def ask(node: Node) -> BackendResponse | None:
+        try:
+            response = await context.client.request(
+                method, node.ip, node.port, backend_path(node, part, *names), headers,
+                timeout=context.node_timeout, query=query,
+            )
+        except BackendError as err:
+            log.warn("{method} to {node} failed: {error}", method=method, node=_name(node), error=err)
+            statuses.append(503)
+            return None
+        statuses.append(response.status)
+        return response
+
+    if newest:
+        results = await gatherResults([Deferred.fromCoroutine(ask(n)) for n in primaries], consumeErrors=True)
+        answered = [r for r in results if r is not None and (r.status < 300 or r.status == 404)]
+        if not answered:
+            return ReadResult(None, tuple(statuses))
+        best = max(answered, key=response_timestamp)
+        return ReadResult(best, tuple(statuses))
+
+    handoffs = HandoffPool(ring, part)
+    candidates: list[Node] = list(primaries)
+    tried = 0
+    while candidates:
+        node = candidates.pop(0)
+        tried += 1
+        response = await ask(node)
+        if response is not None:
+            if response.status < 300 or response.status in (304, 412, 416):
+                return ReadResult(response, tuple(statuses))
+            if response.status == 404:
+                not_found.append(response)
+        if not candidates and tried < 2 * len(primaries):
+            more = handoffs.next()
+            if more is not None and len(not_found) < len(primaries):
+                candidates.append(more)
+    if not_found:
+        return ReadResult(max(not_found, key=response_timestamp), tuple(statuses))
+    return ReadResult(None, tuple(statuses))
+
+
+# --- answering the client --------------------------------------------------------------------
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length",
+               "date", "server"}
+
+
+def relay_headers(request, response: BackendResponse, hide: tuple[str, ...] = ()) -> None:
+    """Copy a backend answer's headers to the client, less hop-by-hop and backend-only ones."""
+    for name, value in response.headers.items():
+        if name in _HOP_BY_HOP or name.startswith("x-backend-") or name in hide:
+            continue
+        request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+
+
+def answer(request, status: int, body: bytes = b"", content_type: str | None = None) -> bytes:
+    request.setResponseCode(status)
+    if content_type:
+        request.setHeader(b"Content-Type", content_type.encode("latin-1"))
+    if status in (204, 304):
+        body = b""
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return b"" if request.method == b"HEAD" else body
+
+
+# --- cached info -------------------------------------------------------------------------------
+
+
+@frozen
+class ContainerInfo:
+    status: int
+    read_acl: str | None = None
+    write_acl: str | None = None
+    policy_index: int = 0
+    object_count: int = 0
+    bytes_used: int = 0
+
+    @property
+    def exists(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def _cache_key(account: str, container: str | None = None) -> str:
+    return f"container/{account}/{container}" if container is not None else f"account/{account}"
+
+
+async def container_info(context: ProxyContext, account: str, container: str) -> ContainerInfo:
+    key = _cache_key(account, container)
+    cached = context.cache.get(key)
+    if cached is not None:
+        return cached
+    ring = context.rings.container
+    part = ring.get_part(account, container)
+    result = await read_from_replicas(context, ring, part, "HEAD", (account, container), {})
+    response = result.response
+    if response is None:
+        return ContainerInfo(503)  # not cached: try again next time
+    if response.status >= 300:
+        info = ContainerInfo(response.status)
+    else:
+        policy = response.header("x-backend-storage-policy-index", "0") or "0"
+        info = ContainerInfo(
+            response.status,
+            response.header("x-container-read"),
+            response.header("x-container-write"),
+            int(policy) if policy.isdigit() else 0,
+            int(response.header("x-container-object-count", "0") or 0),
+            int(response.header("x-container-bytes-used", "0") or 0),
+        )
+    context.cache.set(key, info, context.info_ttl)
+    return info
+
+
+async def account_status(context: ProxyContext, account: str) -> int:
+    key = _cache_key(account)
+    cached = context.cache.get(key)
+    if cached is not None:
+        return cached
+    ring = context.rings.account
+    part = ring.get_part(account)
+    result = await read_from_replicas(context, ring, part, "HEAD", (account,), {})
+    if result.response is None:
+        return 503
+    status = result.response.status
+    context.cache.set(key, status, context.info_ttl)
+    return status
+
+
+def forget_info(context: ProxyContext, account: str, container: str | None = None) -> None:
+    context.cache.delete(_cache_key(account, container))
+
+
+async def create_account(context: ProxyContext, account: str, trans_id: str) -> int:
+    """Autocreate: a user's first container creates the account (as Swift's account_autocreate)."""
+    ring = context.rings.account
+    part = ring.get_part(account)
+    timestamp = Timestamp.now(context.clock).internal
+    status, _ = await write_to_replicas(
+        context, ring, part, "PUT", (account,), lambda i, n: {"X-Timestamp": timestamp, "X-Trans-Id": trans_id}
+    )
+    forget_info(context, account)
+    return status

@@ -1,0 +1,136 @@
+# -*- test-case-name: txstore.test.test_proxy -*-
+"""``/v1/<account>/<container>``: create, delete, metadata, ACLs and object listings."""
+
+from __future__ import annotations
+
+from txstore.common.constraints import check_metadata
+from txstore.common.timestamps import Timestamp
+from txstore.proxy.acl import parse_acl
+from txstore.proxy.context import ProxyContext
+from txstore.proxy.controllers.api import APIError, APIRequest
+from txstore.proxy.controllers.base import (
+    account_status,
+    answer,
+    create_account,
+    forget_info,
+    read_from_replicas,
+    relay_headers,
+    write_to_replicas,
+)
+
+PASSED_ON = ("x-container-meta-", "x-remove-container-meta-", "x-container-sysmeta-", "x-versions-",
+             "x-history-", "x-remove-versions-", "x-remove-history-", "x-container-sync-")
+ACL_HEADERS = ("x-container-read", "x-container-write")
+REMOVE_ACL_HEADERS = ("x-remove-container-read", "x-remove-container-write")
+
+
+def validate_acls(api: APIRequest) -> None:
+    """Bad ACL syntax is the client's error (400), never stored."""
+    for name in ACL_HEADERS:
+        value = api.header(name)
+        if value:
+            try:
+                parse_acl(value, write=name.endswith("write"))
+            except ValueError as err:
+                raise APIError(400, f"Invalid {name}: {err}") from None
+
+
+def _write_headers(api: APIRequest) -> dict[str, str]:
+    headers = api.passthrough(*PASSED_ON, names=ACL_HEADERS)
+    for name in REMOVE_ACL_HEADERS:
+        if api.header(name) is not None:
+            headers[name.replace("remove-", "")] = ""
+    return headers
+
+
+async def handle_container(context: ProxyContext, api: APIRequest, may_see_acls: bool) -> bytes:
+    assert api.container is not None
+    ring = context.rings.container
+    part = ring.get_part(api.account, api.container)
+    request = api.request
+    if api.method in ("GET", "HEAD"):
+        newest = (api.header("X-Newest") or "").lower() in ("true", "yes", "1")
+        headers = {"X-Trans-Id": api.trans_id}
+        accept = api.header("Accept")
+        if accept:
+            headers["Accept"] = accept
+        result = await read_from_replicas(
+            context, ring, part, api.method, (api.account, api.container), headers, api.query, newest
+        )
+        response = result.response
+        if response is None:
+            raise APIError(503, "Service Unavailable: no container server answered")
+        relay_headers(request, response, hide=() if may_see_acls else ACL_HEADERS)
+        return answer(request, response.status, response.body)
+
+    if api.method in ("PUT", "POST"):
+        if len(api.container.encode("utf-8")) > context.constraints.max_container_name_length:
+            raise APIError(400, f"Container name length exceeds {context.constraints.max_container_name_length}")
+        reason = check_metadata(api.headers(), "container", context.constraints)
+        if reason:
+            raise APIError(400, reason)
+        validate_acls(api)
+    timestamp = Timestamp.now(context.clock).internal
+    extra = _write_headers(api) if api.method in ("PUT", "POST") else {}
+
+    if api.method == "PUT":
+        policy = context.policies.default
+        name = api.header("X-Storage-Policy")
+        if name:
+            found = context.policies.by_name(name)
+            if found is None or found.deprecated:
+                raise APIError(400, f"Invalid X-Storage-Policy {name!r}")
+            policy = found
+        status = await account_status(context, api.account)
+        if status == 404 and context.account_autocreate:
+            status = await create_account(context, api.account, api.trans_id)
+        if not 200 <= status < 300:
+            raise APIError(404 if status == 404 else 503, "Account not found" if status == 404 else "Account unavailable")
+        account_ring = context.rings.account
+        account_part = account_ring.get_part(api.account)
+        account_nodes = account_ring.get_part_nodes(account_part)
+
+        def put_headers(index: int, node) -> dict[str, str]:
+            account_node = account_nodes[index % len(account_nodes)]
+            return {
+                "X-Timestamp": timestamp,
+                "X-Trans-Id": api.trans_id,
+                "X-Backend-Storage-Policy-Index": str(policy.index),
+                "X-Account-Host": f"{account_node.ip}:{account_node.port}",
+                "X-Account-Device": account_node.device_name,
+                "X-Account-Partition": str(account_part),
+                **extra,
+            }
+
+        status, answers = await write_to_replicas(context, ring, part, "PUT", (api.account, api.container), put_headers)
+    elif api.method in ("POST", "DELETE"):
+        account_ring = context.rings.account
+        account_part = account_ring.get_part(api.account)
+        account_nodes = account_ring.get_part_nodes(account_part)
+
+        def other_headers(index: int, node) -> dict[str, str]:
+            account_node = account_nodes[index % len(account_nodes)]
+            return {
+                "X-Timestamp": timestamp,
+                "X-Trans-Id": api.trans_id,
+                "X-Account-Host": f"{account_node.ip}:{account_node.port}",
+                "X-Account-Device": account_node.device_name,
+                "X-Account-Partition": str(account_part),
+                **extra,
+            }
+
+        status, answers = await write_to_replicas(
+            context, ring, part, api.method, (api.account, api.container), other_headers
+        )
+    else:
+        raise APIError(405, "Method Not Allowed", {"Allow": "DELETE, GET, HEAD, POST, PUT"})
+    forget_info(context, api.account, api.container)
+    forget_info(context, api.account)
+    body = b""
+    for reply in answers:
+        if reply.status == status:
+            body = reply.body
+            break
+    if status == 409 and api.method == "DELETE":
+        body = b"There was a conflict when trying to complete your request.\n"
+    return answer(request, status, body if status >= 400 else b"", "text/plain; charset=utf-8" if status >= 400 else None)

@@ -1,0 +1,437 @@
+# -*- test-case-name: txstore.test.test_proxy -*-
+"""
+``/v1/<account>/<container>/<object>``: objects, streamed both ways.
+
+PUT: the body goes to every replica at once, chunk by chunk as it arrives from the client;
+the client is read only while every node keeps up (each node connection is its socket's push
+producer), so the proxy holds at most a chunk or two per request whatever the object's size.
+Each node is asked first (``Expect: 100-continue``) whether it takes the body; a node that
+cannot is replaced by a handoff before any byte is sent. 201 needs a quorum of nodes that
+stored the same ETag.
+
+GET: the first replica that answers is relayed with its socket registered as the producer of
+the client's response, so a slow client slows the node's read and nothing piles up in the
+proxy. If the node fails mid-stream, the rest comes from the next replica with a Range (and
+If-Match on the ETag); if none can, the client's connection is aborted so it never mistakes
+a short body for a whole one.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.client import ResponseDone, readBody
+from twisted.web.http_headers import Headers
+
+from txstore.common.backend_client import quote_path
+from txstore.common.constraints import check_metadata
+from txstore.common.streaming import BodyIncomplete
+from txstore.common.timestamps import Timestamp
+from txstore.common.web import ResponseAborted
+from txstore.proxy.context import ProxyContext
+from txstore.proxy.controllers.api import APIError, APIRequest
+from txstore.proxy.controllers.base import (
+    ContainerInfo,
+    HandoffPool,
+    answer,
+    backend_path,
+    response_timestamp,
+    write_to_replicas,
+)
+from txstore.proxy.put_connection import NodeAnswer, PutConnection, connect_put, request_head
+from txstore.proxy.quorum import best_status, quorum_size
+from txstore.ring.ring import Node
+
+log = Logger()
+
+OBJECT_HEADERS = ("x-object-meta-", "x-object-sysmeta-", "x-object-transient-sysmeta-")
+STORED = ("content-disposition", "content-encoding", "content-language", "cache-control", "expires",
+          "x-delete-at", "x-object-manifest", "x-static-large-object")
+READ_HEADERS = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+_HIDDEN = {"connection", "keep-alive", "transfer-encoding", "date", "server", "content-length"}
+
+
+def _check_name(context: ProxyContext, api: APIRequest) -> None:
+    assert api.obj is not None
+    limit = context.constraints.max_object_name_length
+    if len(api.obj.encode("utf-8")) > limit:
+        raise APIError(400, f"Object name length of {len(api.obj.encode('utf-8'))} longer than {limit}")
+
+
+def _container_headers(context: ProxyContext, api: APIRequest) -> list[dict[str, str]]:
+    ring = context.rings.container
+    part = ring.get_part(api.account, api.container)
+    return [
+        {"X-Container-Host": f"{n.ip}:{n.port}", "X-Container-Device": n.device_name,
+         "X-Container-Partition": str(part)}
+        for n in ring.get_part_nodes(part)
+    ]
+
+
+def _delete_at(context: ProxyContext, api: APIRequest) -> dict[str, str]:
+    at, after = api.header("X-Delete-At"), api.header("X-Delete-After")
+    now = context.clock()
+    if after is not None:
+        try:
+            seconds = int(after)
+        except ValueError:
+            raise APIError(400, "Non-integer X-Delete-After") from None
+        if seconds < 0:
+            raise APIError(400, "X-Delete-After in past")
+        return {"X-Delete-At": str(int(now + seconds))}
+    if at is not None:
+        try:
+            value = int(at)
+        except ValueError:
+            raise APIError(400, "Non-integer X-Delete-At") from None
+        if value < now:
+            raise APIError(400, "X-Delete-At in past")
+        return {"X-Delete-At": str(value)}
+    return {}
+
+
+async def handle_object(context: ProxyContext, api: APIRequest, info: ContainerInfo) -> bytes:
+    _check_name(context, api)
+    if api.method in ("GET", "HEAD"):
+        return await get_object(context, api, info)
+    if api.method == "PUT":
+        return await put_object(context, api, info)
+    if api.method in ("POST", "DELETE"):
+        return await post_or_delete(context, api, info)
+    raise APIError(405, "Method Not Allowed", {"Allow": "DELETE, GET, HEAD, POST, PUT"})
+
+
+# --- POST / DELETE ---------------------------------------------------------------------------
+
+
+async def post_or_delete(context: ProxyContext, api: APIRequest, info: ContainerInfo) -> bytes:
+    ring = context.rings.object_ring(info.policy_index)
+    part = ring.get_part(api.account, api.container, api.obj)
+    timestamp = Timestamp.now(context.clock).internal
+    extra: dict[str, str] = {}
+    if api.method == "POST":
+        reason = check_metadata(api.headers(), "object", context.constraints)
+        if reason:
+            raise APIError(400, reason)
+        extra = api.passthrough(*OBJECT_HEADERS, names=STORED + ("content-type",))
+        extra.pop("X-Delete-After", None)
+        extra.update(_delete_at(context, api))
+    containers = _container_headers(context, api) if api.method == "DELETE" else []
+
+    def headers_for(index: int, node: Node) -> dict[str, str]:
+        headers = {"X-Timestamp": timestamp, "X-Trans-Id": api.trans_id,
+                   "X-Backend-Storage-Policy-Index": str(info.policy_index), **extra}
+        if containers:
+            headers.update(containers[index % len(containers)])
+        return headers
+
+    status, _ = await write_to_replicas(context, ring, part, api.method, (api.account, api.container, api.obj), headers_for)
+    return answer(api.request, status)
+
+
+# --- PUT -------------------------------------------------------------------------------------
+
+
+async def put_object(context: ProxyContext, api: APIRequest, info: ContainerInfo) -> bytes:
+    request = api.request
+    limits = context.constraints
+    length_header = api.header("Content-Length")
+    chunked = (api.header("Transfer-Encoding") or "").lower() == "chunked"
+    length: int | None = None
+    if length_header is not None and not chunked:
+        if not length_header.isdigit():
+            raise APIError(400, "Invalid Content-Length")
+        length = int(length_header)
+        if length > limits.max_file_size:
+            raise APIError(413, f"Your request is too large: over {limits.max_file_size} bytes")
+    elif not chunked:
+        raise APIError(411, "Length Required")
+    reason = check_metadata(api.headers(), "object", limits)
+    if reason:
+        raise APIError(400, reason)
+    delete_at = _delete_at(context, api)
+    if_none_match = api.header("If-None-Match")
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise APIError(400, "If-None-Match only supports *")
+
+    content_type = api.header("Content-Type")
+    if not content_type or (api.header("X-Detect-Content-Type") or "").lower() == "true":
+        content_type = mimetypes.guess_type(api.obj or "")[0] or "application/octet-stream"
+    timestamp = Timestamp.now(context.clock).internal
+    headers = {
+        **api.passthrough(*OBJECT_HEADERS, names=STORED + ("etag",)),
+        **delete_at,
+        "Content-Type": content_type,
+        "X-Timestamp": timestamp,
+        "X-Trans-Id": api.trans_id,
+        "X-Backend-Storage-Policy-Index": str(info.policy_index),
+        "Expect": "100-continue",
+    }
+    headers.pop("X-Delete-After", None)
+    if if_none_match is not None:
+        headers["If-None-Match"] = "*"
+    if chunked:
+        headers["Transfer-Encoding"] = "chunked"
+    else:
+        headers["Content-Length"] = str(length)
+
+    ring = context.rings.object_ring(info.policy_index)
+    part = ring.get_part(api.account, api.container, api.obj)
+    primaries = ring.get_part_nodes(part)
+    containers = _container_headers(context, api)
+    handoffs = HandoffPool(ring, part)
+    names = (api.account, api.container, api.obj)
+
+    async def open_slot(index: int, node: Node | None) -> PutConnection | NodeAnswer | None:
+        while node is not None:
+            head = request_head(
+                "PUT", quote_path(backend_path(node, part, *names)), f"{node.ip}:{node.port}",
+                {**headers, **containers[index % len(containers)]},
+            )
+            conn: PutConnection | None = None
+            try:
+                conn = await connect_put(context.reactor, node.ip, node.port, head, chunked, context.conn_timeout)
+                ready = conn.ready
+                ready.addTimeout(context.node_timeout, context.reactor)
+                reply = await ready
+                if reply is None:
+                    return conn
+                if reply.status < 500 and reply.status != 507:
+                    return reply  # a real answer (409, 412, ...): not the node's failure
+                log.warn("PUT to {node} refused: {status}", node=node.device_name, status=reply.status)
+            except Exception as err:  # connection refused, timeout, protocol error
+                log.warn("PUT to {ip}:{port}/{dev} failed: {error}", ip=node.ip, port=node.port,
+                         dev=node.device_name, error=err)
+                if conn is not None:
+                    conn.abort()
+            node = handoffs.next()
+        return None
+
+    slots = await gatherResults(
+        [Deferred.fromCoroutine(open_slot(i, n)) for i, n in enumerate(primaries)], consumeErrors=True
+    )
+    conns = [s for s in slots if isinstance(s, PutConnection)]
+    early = [s for s in slots if isinstance(s, NodeAnswer)]
+    quorum = quorum_size(len(primaries))
+    if len(conns) < quorum:
+        for conn in conns:
+            conn.abort()
+        status = best_status([a.status for a in early], len(primaries)) if early else 503
+        if status < 400:
+            status = 503
+        api.request.body.discard()
+        raise APIError(status, "Service Unavailable: not enough storage nodes" if status == 503 else "Precondition Failed" if status == 412 else "Conflict" if status == 409 else "Request refused")
+
+    try:
+        await _stream_body(context, api, conns, quorum, length)
+    except BaseException:
+        for conn in conns:
+            conn.abort()
+        raise
+    for conn in conns:
+        conn.finish()
+
+    async def final(conn: PutConnection) -> NodeAnswer | None:
+        waiting = conn.answer
+        waiting.addTimeout(context.node_timeout, context.reactor)
+        try:
+            return await waiting
+        except Exception as err:
+            log.warn("PUT answer lost: {error}", error=err)
+            conn.abort()
+            return None
+
+    answers = [a for a in await gatherResults([Deferred.fromCoroutine(final(c)) for c in conns]) if a is not None]
+    answers += early
+    created = [a for a in answers if a.status == 201]
+    etags = {}
+    for reply in created:
+        etag = reply.header("etag", "")
+        etags[etag] = etags.get(etag, 0) + 1
+    if etags:
+        etag, count = max(etags.items(), key=lambda item: item[1])
+        if count >= quorum:
+            request.setHeader(b"ETag", etag.encode("latin-1"))
+            request.setHeader(b"Last-Modified", Timestamp.parse(timestamp).last_modified.encode())
+            return answer(request, 201, content_type="text/html; charset=UTF-8")
+    status = best_status([a.status for a in answers], len(primaries))
+    if status == 201:
+        status = 503
+    body = next((a.body for a in answers if a.status == status), b"")
+    return answer(request, status, body, "text/plain; charset=utf-8")
+
+
+async def _stream_body(
+    context: ProxyContext, api: APIRequest, conns: list[PutConnection], quorum: int, length: int | None
+) -> None:
+    """Copy the client's body to every node, reading only while all of them keep up."""
+    limit = context.constraints.max_file_size
+    received = 0
+    while True:
+        slow = [c for c in conns if not c.writable]
+        if slow:
+            waiting = gatherResults([c.wait_writable() for c in slow])
+            waiting.addTimeout(context.node_timeout, context.reactor)
+            try:
+                await waiting
+            except Exception:
+                still = [c for c in slow if not c.writable]
+                for conn in still:
+                    log.warn("a node took no data for {timeout}s; dropped", timeout=context.node_timeout)
+                    conn.abort()
+                    conns.remove(conn)
+                if len(conns) < quorum:
+                    raise APIError(503, "Service Unavailable: storage nodes too slow") from None
+        try:
+            chunk = await api.request.body.read()
+        except BodyIncomplete as err:
+            raise APIError(499, f"Client Disconnect: {err}") from None
+        if not chunk:
+            break
+        received += len(chunk)
+        if received > limit:
+            raise APIError(413, f"Your request is too large: over {limit} bytes")
+        for conn in conns:
+            conn.write(chunk)
+    if length is not None and received != length:
+        raise APIError(499, f"Client Disconnect: {received} of {length} bytes")
+
+
+# --- GET / HEAD ------------------------------------------------------------------------------
+
+
+class _Relay(Protocol):
+    """Writes a node's body to the client, with the node's socket as the client's producer."""
+
+    def __init__(self, request, sent: list[int]) -> None:
+        self.request = request
+        self.sent = sent
+        self.done: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        self.request.registerProducer(self.transport, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.sent[0] += len(data)
+        self.request.write(data)
+
+    def connectionLost(self, reason) -> None:
+        self.request.unregisterProducer()
+        self.done.callback((reason,))  # a tuple: a bare Failure would fire the errback chain
+
+
+def _node_url(node: Node, part: int, names: tuple) -> bytes:
+    return f"http://{node.ip}:{node.port}{quote_path(backend_path(node, part, *names))}".encode("ascii")
+
+
+async def _ask(context: ProxyContext, method: str, node: Node, part: int, names: tuple, headers: dict[str, str]):
+    raw = Headers({k.encode("latin-1"): [v.encode("latin-1")] for k, v in headers.items()})
+    attempt = context.agent.request(method.encode("ascii"), _node_url(node, part, names), raw)
+    attempt.addTimeout(context.node_timeout, context.reactor)
+    return await attempt
+
+
+async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo) -> bytes:
+    request = api.request
+    ring = context.rings.object_ring(info.policy_index)
+    part = ring.get_part(api.account, api.container, api.obj)
+    names = (api.account, api.container, api.obj)
+    headers = {name: value for name, value in api.headers() if name.lower() in READ_HEADERS}
+    headers.update({"X-Trans-Id": api.trans_id, "X-Backend-Storage-Policy-Index": str(info.policy_index)})
+    primaries = list(ring.get_part_nodes(part))
+    handoffs = HandoffPool(ring, part)
+    candidates = primaries + [n for n in (handoffs.next() for _ in range(len(primaries))) if n is not None]
+    if (api.header("X-Newest") or "").lower() in ("true", "yes", "1"):
+        candidates = await _newest_first(context, primaries, part, names, headers) + candidates
+    not_found: list[tuple[Timestamp, int]] = []
+    errors = 0
+    for node in candidates:
+        try:
+            response = await _ask(context, api.method, node, part, names, headers)
+        except Exception as err:
+            log.warn("GET from {node} failed: {error}", node=node.device_name, error=err)
+            errors += 1
+            continue
+        status = response.code
+        if status in (200, 206, 304, 412, 416):
+            return await _relay(context, api, response, candidates, node, part, names, headers)
+        body = await readBody(response)
+        del body
+        if status == 404:
+            stamp = response.headers.getRawHeaders(b"x-backend-timestamp")
+            not_found.append((Timestamp.parse(stamp[0].decode()) if stamp else Timestamp(0), status))
+    if not_found:
+        return answer(request, 404, b"<html><h1>Not Found</h1><p>The resource could not be found.</p></html>" if api.method == "GET" else b"", "text/html; charset=UTF-8")
+    raise APIError(503, "Service Unavailable: no object server answered")
+
+
+async def _newest_first(context, primaries, part, names, headers) -> list[Node]:
+    async def head(node: Node):
+        try:
+            response = await _ask(context, "HEAD", node, part, names, headers)
+            await readBody(response)
+            stamp = response.headers.getRawHeaders(b"x-backend-timestamp")
+            return (Timestamp.parse(stamp[0].decode()) if stamp else Timestamp(0), response.code, node)
+        except Exception:
+            return None
+
+    results = [r for r in await gatherResults([Deferred.fromCoroutine(head(n)) for n in primaries]) if r]
+    good = [r for r in results if r[1] == 200]
+    good.sort(key=lambda r: r[0], reverse=True)
+    return [r[2] for r in good[:1]]
+
+
+async def _relay(context, api, response, candidates, node, part, names, headers) -> bytes:
+    request = api.request
+    request.setResponseCode(response.code)
+    for name, values in response.headers.getAllRawHeaders():
+        lower = name.decode("latin-1").lower()
+        if lower in _HIDDEN or lower.startswith("x-backend-"):
+            continue
+        request.responseHeaders.setRawHeaders(name, values)
+    length = response.headers.getRawHeaders(b"content-length")
+    if length:
+        request.setHeader(b"Content-Length", length[0])
+    if api.method == "HEAD" or response.code in (304, 412, 416) and not length:
+        response.deliverBody(_Discard())
+        return b""
+    sent = [0]
+    total = int(length[0]) if length else None
+    etag = (response.headers.getRawHeaders(b"etag") or [b""])[0].decode()
+    whole = response.code == 200
+    remaining = [n for n in candidates if n is not node]
+    current = response
+    while True:
+        relay = _Relay(request, sent)
+        current.deliverBody(relay)
+        (reason,) = await relay.done
+        if reason.check(ResponseDone) and (total is None or sent[0] >= total or not whole):
+            return b""
+        if not whole or total is None:
+            break
+        # Resume from another replica with exactly the bytes still missing.
+        resumed = None
+        while remaining and resumed is None:
+            other = remaining.pop(0)
+            try:
+                attempt = await _ask(context, "GET", other, part, names,
+                                     {**headers, "Range": f"bytes={sent[0]}-{total - 1}", "If-Match": etag})
+            except Exception:
+                continue
+            if attempt.code == 206:
+                resumed = attempt
+            else:
+                attempt.deliverBody(_Discard())
+        if resumed is None:
+            break
+        log.info("resuming {name} at byte {offset} from {node}", name="/".join(names), offset=sent[0], node=other.device_name)
+        current = resumed
+    raise ResponseAborted(f"object body broke off after {sent[0]} bytes and no replica could resume it")
+
+
+class _Discard(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        pass

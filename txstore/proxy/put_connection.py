@@ -1,0 +1,214 @@
+# -*- test-case-name: txstore.test.test_put_connection -*-
+"""
+One object PUT from the proxy to one storage node, as a small HTTP/1.1 client protocol.
+
+Why not twisted.web's Agent: a PUT must learn whether the node will take the body *before*
+sending it (``Expect: 100-continue``), so that a refused or full node is replaced by a handoff
+while nothing is lost yet; and the proxy must feel each node's backpressure, to read from the
+client only as fast as the slowest node takes. This protocol does both:
+
+- `ready` fires with None on ``100 Continue``, or with the node's final `NodeAnswer` if it
+  answered without inviting the body (507, 409, 412, ...).
+- `write` / `finish` send the body (chunked framing when the length is unknown); the
+  connection is its transport's push producer, so `writable` is False while the node's socket
+  buffer is full, and `wait_writable` waits for it to drain.
+- `answer` fires with the final `NodeAnswer` (its body read whole: nodes answer in one line),
+  or fails with `NodeGone` when the connection ends first.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+MAX_HEAD = 64 * 1024
+MAX_ANSWER_BODY = 64 * 1024
+
+
+class NodeGone(Exception):
+    """The node closed the connection (or broke the protocol) before answering."""
+
+
+@frozen
+class NodeAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+
+def request_head(method: str, path: str, host: str, headers: dict[str, str]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+@implementer(IPushProducer)
+class PutConnection(Protocol):
+    def __init__(self, head: bytes, chunked: bool) -> None:
+        self._head = head
+        self._chunked = chunked
+        self.ready: Deferred = Deferred()
+        self.answer: Deferred = Deferred()
+        self._buffer = b""
+        self._status: int | None = None
+        self._headers: dict[str, str] = {}
+        self._body_left: int | None = None
+        self._body = b""
+        self._paused = False
+        self._drained: Deferred | None = None
+        self._done = False
+
+    # --- connection ------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+        self.transport.write(self._head)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._done:
+            return
+        self._buffer += data
+        while not self._done:
+            if self._status is None:
+                end = self._buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self._buffer) > MAX_HEAD:
+                        self._broken("response head too large")
+                    return
+                head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
+                if not self._parse_head(head):
+                    return
+                if self._status == 100:
+                    self._status = None
+                    self._headers = {}
+                    if not self.ready.called:
+                        self.ready.callback(None)
+                    continue
+            if self._body_left is None:
+                self._body += self._buffer
+                self._buffer = b""
+                if len(self._body) > MAX_ANSWER_BODY:
+                    self._broken("answer body too large")
+                return
+            take = self._buffer[: self._body_left]
+            self._buffer = self._buffer[len(take) :]
+            self._body += take
+            self._body_left -= len(take)
+            if self._body_left == 0:
+                self._finish_answer()
+            return
+
+    def _parse_head(self, head: bytes) -> bool:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            self._broken(f"bad status line {lines[0]!r}")
+            return False
+        self._status = int(parts[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        self._headers = headers
+        if self._status == 100:
+            return True
+        length = headers.get("content-length")
+        if length is not None and length.isdigit():
+            self._body_left = int(length)
+            if self._body_left > MAX_ANSWER_BODY:
+                self._broken("answer body too large")
+                return False
+            if self._body_left == 0:
+                self._finish_answer()
+                return False
+        return True
+
+    def _finish_answer(self) -> None:
+        self._done = True
+        answer = NodeAnswer(self._status or 0, self._headers, self._body)
+        if not self.ready.called:
+            self.ready.callback(answer)
+        self.answer.callback(answer)
+        self.transport.loseConnection()
+
+    def _broken(self, why: str) -> None:
+        self._done = True
+        self.transport.abortConnection()
+        self._fail(Failure(NodeGone(why)))
+
+    def _fail(self, failure: Failure) -> None:
+        if not self.ready.called:
+            self.ready.errback(failure)
+        if not self.answer.called:
+            self.answer.errback(failure)
+        self._release()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if not self._done and self._status is not None and self._body_left is None:
+            # An answer delimited by the end of the connection.
+            self._finish_answer()
+            return
+        self._done = True
+        self._fail(Failure(NodeGone(f"connection lost: {reason.getErrorMessage()}")))
+
+    # --- body ------------------------------------------------------------------------------
+
+    def write(self, chunk: bytes) -> None:
+        if self._done or not chunk:
+            return
+        if self._chunked:
+            self.transport.writeSequence([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
+        else:
+            self.transport.write(chunk)
+
+    def finish(self) -> None:
+        if not self._done and self._chunked:
+            self.transport.write(b"0\r\n\r\n")
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self.transport.abortConnection()
+
+    @property
+    def writable(self) -> bool:
+        return not self._paused or self._done
+
+    def wait_writable(self) -> Deferred:
+        if self.writable:
+            return succeed(None)
+        if self._drained is None:
+            self._drained = Deferred()
+        return self._drained
+
+    # --- IPushProducer: the transport's backpressure ---------------------------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._release()
+
+    def stopProducing(self) -> None:
+        self._done = True
+        self._release()
+
+    def _release(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None:
+            drained.callback(None)
+
+
+def connect_put(reactor, host: str, port: int, head: bytes, chunked: bool, connect_timeout: float) -> Deferred:
+    """Connect and send the head; fires with the `PutConnection` (whose `ready` then tells)."""
+    endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=connect_timeout)
+    return connectProtocol(endpoint, PutConnection(head, chunked))

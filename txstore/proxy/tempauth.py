@@ -1,0 +1,362 @@
+# -*- test-case-name: txstore.test.test_tempauth -*-
+"""
+TempAuth: Swift's built-in auth system, as pure decisions the HTTP layer turns into responses.
+
+Users come from ``[tempauth]`` in ``proxy.conf`` (`TempAuthUser`). ``GET /auth/v1.0`` with a
+user's ``<account>:<user>`` and key hands out a bearer token that lasts ``token_life`` seconds;
+every other request is judged by `TempAuth.authorize` from the token's `Identity`, the path and
+the container's ACLs (`txstore.proxy.acl`), with Swift's rules:
+
+- accounts outside the reseller prefix (``AUTH_…``) are not ours: denied;
+- a ``.reseller_admin`` may do anything in any of our accounts, PUT and DELETE of accounts too
+  (except accounts whose name starts with ``.`` after the prefix, kept for the system);
+- an ``.admin`` owns its account: anything but PUT or DELETE of the account itself;
+- everyone else, with or without a token, gets only what the container ACLs grant.
+
+Denials are 401 when there is no identity (log in and try again) and 403 when there is one
+(logging in again will not help). Nothing here touches the reactor or the network: time comes
+from an injected ``clock`` so tests can move it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from collections.abc import Callable, Mapping
+from urllib.parse import quote, unquote, urlsplit
+
+from attrs import define, field, frozen
+from zope.interface import implementer
+
+from txstore.interfaces import IAuthorizer, ITokenStore
+from txstore.proxy.acl import EMPTY_ACL, ContainerACL, referrer_allowed
+from txstore.proxy.config import ProxySettings, TempAuthUser
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+WRITE_METHODS = frozenset({"PUT", "POST", "DELETE", "COPY"})
+ADMIN = ".admin"
+RESELLER_ADMIN = ".reseller_admin"
+
+
+@frozen
+class Identity:
+    """
+    Who a token belongs to. ``groups`` are the names container ACLs can grant to: the user
+    (``test:tester``) and its account (``test``), then ``.admin`` / ``.reseller_admin``.
+    """
+
+    account: str
+    user: str
+    groups: tuple[str, ...]
+
+    @property
+    def is_admin(self) -> bool:
+        """Owns ``account`` (a reseller admin owns its own account too)."""
+        return ADMIN in self.groups or self.is_reseller_admin
+
+    @property
+    def is_reseller_admin(self) -> bool:
+        return RESELLER_ADMIN in self.groups
+
+
+@frozen
+class AuthResult:
+    """The answer to an auth request: what to send back, and whom it was for."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    identity: Identity | None = None
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return None
+
+
+@frozen
+class Decision:
+    """
+    Whether a request may go ahead. A denial carries the status (401 or 403) and a reason for
+    the body. ``is_owner`` is Swift's "swift_owner": only an owner may see and set privileged
+    headers (``X-Container-Read``/``-Write``, sync keys); strip them from anyone else's view.
+    """
+
+    allowed: bool
+    status: int | None = None
+    reason: str = ""
+    is_owner: bool = False
+
+
+# The answer when a request carries a token that `TempAuth.identify` does not know: Swift
+# refuses it outright, even on a public container, so a client learns its token went stale.
+BAD_TOKEN = Decision(False, 401, "the token is unknown or has expired")
+
+
+@implementer(ITokenStore)
+@define
+class InMemoryTokenStore:
+    """
+    Tokens in a dict. Expired entries go when looked up, in a sweep each time the dict has
+    doubled since the last one, and, past ``max_tokens``, the entries nearest expiry (the
+    expired ones first) are dropped, so memory stays bounded whatever clients do.
+    """
+
+    max_tokens: int = 100_000
+    token_prefix: str = "AUTH_tk"
+    sweep_above: int = 1024
+    _tokens: dict[str, tuple[float, Identity]] = field(factory=dict, init=False)
+    _sweep_mark: int = field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._sweep_mark = self.sweep_above
+
+    def issue(self, identity: Identity, expires_at: float) -> str:
+        if len(self._tokens) >= self.max_tokens:
+            self._evict()
+        token = self.token_prefix + secrets.token_hex(16)
+        while token in self._tokens:  # pragma: no cover - 128 random bits
+            token = self.token_prefix + secrets.token_hex(16)
+        self._tokens[token] = (expires_at, identity)
+        return token
+
+    def lookup(self, token: str, now: float) -> Identity | None:
+        if len(self._tokens) >= self._sweep_mark:
+            self.prune(now)
+            self._sweep_mark = max(self.sweep_above, 2 * len(self._tokens))
+        entry = self._tokens.get(token)
+        if entry is None:
+            return None
+        expires_at, identity = entry
+        if now >= expires_at:
+            del self._tokens[token]
+            return None
+        return identity
+
+    def revoke(self, token: str) -> None:
+        self._tokens.pop(token, None)
+
+    def prune(self, now: float) -> int:
+        """Forget every token expired at ``now``; return how many went."""
+        expired = [t for t, (expires_at, _) in self._tokens.items() if now >= expires_at]
+        for token in expired:
+            del self._tokens[token]
+        return len(expired)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def _evict(self) -> None:
+        keep = self.max_tokens * 3 // 4
+        latest = sorted(self._tokens.items(), key=lambda item: item[1][0], reverse=True)
+        self._tokens = dict(latest[:keep])
+
+
+@implementer(IAuthorizer)
+@define
+class TempAuth:
+    """
+    Authentication (`authenticate`, `identify`) and authorization (`authorize`) for the users
+    of ``[tempauth]``.
+
+    A second login within a token's life returns the same token with its remaining life, as
+    Swift does, so clients that log in per command do not pile up tokens.
+    """
+
+    users: tuple[TempAuthUser, ...]
+    store: ITokenStore
+    token_life: int
+    reseller_prefix: str
+    clock: Callable[[], float]
+    _by_name: dict[str, TempAuthUser] = field(init=False)
+    _current: dict[str, tuple[str, float]] = field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._by_name = {f"{u.account}:{u.user}": u for u in self.users}
+
+    @classmethod
+    def from_settings(
+        cls, settings: ProxySettings, clock: Callable[[], float], store: ITokenStore | None = None
+    ) -> TempAuth:
+        prefix = _account_prefix(settings.reseller_prefix)
+        return cls(
+            users=settings.users,
+            store=store if store is not None else InMemoryTokenStore(token_prefix=prefix + "tk"),
+            token_life=settings.token_life,
+            reseller_prefix=settings.reseller_prefix,
+            clock=clock,
+        )
+
+    @property
+    def account_prefix(self) -> str:
+        """What our account names start with: ``AUTH_``."""
+        return _account_prefix(self.reseller_prefix)
+
+    # -- authentication --------------------------------------------------------------------
+
+    def authenticate(
+        self, headers: Mapping[str, str], request_host: str, scheme: str, method: str = "GET"
+    ) -> AuthResult:
+        """
+        Answer ``GET /auth/v1.0`` (also ``/auth/v1.0/`` and ``/v1.0``). Credentials come from
+        ``X-Auth-User``/``X-Auth-Key``, or ``X-Storage-User``/``X-Storage-Pass``; missing,
+        malformed or wrong ones are a 401, as in Swift. Another method is a 400, as in Swift.
+        """
+        if method.upper() != "GET":
+            return _text_result(400, "the auth endpoint answers GET only")
+        lowered = {k.lower(): v for k, v in headers.items()}
+        name = lowered.get("x-auth-user") or lowered.get("x-storage-user")
+        key = lowered.get("x-auth-key") or lowered.get("x-storage-pass")
+        if not name or not key:
+            return _unauthorized("send X-Auth-User: <account>:<user> and X-Auth-Key: <key>")
+        account, colon, user = name.partition(":")
+        if not (account and colon and user):
+            return _unauthorized("X-Auth-User must be <account>:<user>")
+        configured = self._by_name.get(name)
+        if configured is None or not hmac.compare_digest(
+            configured.key.encode("utf-8"), key.encode("utf-8")
+        ):
+            return _unauthorized("unknown user or wrong key")
+        identity = self.identity_of(configured)
+        token, expires_at, now = self._token_for(name, identity)
+        url = self.storage_url(configured, request_host, scheme)
+        body = json.dumps({"storage": {"default": "local", "local": url}}).encode("utf-8")
+        return AuthResult(
+            status=200,
+            headers=(
+                ("X-Auth-Token", token),
+                ("X-Storage-Token", token),
+                ("X-Storage-Url", url),
+                ("X-Auth-Token-Expires", str(max(0, int(expires_at - now)))),
+                ("Content-Type", "application/json; charset=utf-8"),
+            ),
+            body=body,
+            identity=identity,
+        )
+
+    def identify(self, token: str | None) -> Identity | None:
+        """
+        The identity of an ``X-Auth-Token`` (or ``X-Storage-Token``) value; None for no token
+        and for an unknown or expired one. The caller tells those apart: a request that sent a
+        token which comes back None should get `BAD_TOKEN`, not anonymous access.
+        """
+        if not token or not token.strip():
+            return None
+        return self.store.lookup(token.strip(), self.clock())
+
+    def identity_of(self, user: TempAuthUser) -> Identity:
+        groups = [f"{user.account}:{user.user}", user.account]
+        groups += [g for g in (ADMIN, RESELLER_ADMIN) if g in user.groups]
+        return Identity(self._account_id(user), f"{user.account}:{user.user}", tuple(groups))
+
+    def storage_url(self, user: TempAuthUser, request_host: str, scheme: str) -> str:
+        """The user's configured storage URL, else one on the host the client asked."""
+        if user.storage_url:
+            return user.storage_url
+        return f"{scheme}://{request_host}/v1/{quote(self.account_prefix + user.account)}"
+
+    def _account_id(self, user: TempAuthUser) -> str:
+        # As in Swift, a configured storage URL names the account the user owns.
+        if user.storage_url:
+            last = urlsplit(user.storage_url).path.rstrip("/").rsplit("/", 1)[-1]
+            if last:
+                return unquote(last)
+        return self.account_prefix + user.account
+
+    def _token_for(self, name: str, identity: Identity) -> tuple[str, float, float]:
+        now = self.clock()
+        current = self._current.get(name)
+        if current is not None:
+            token, expires_at = current
+            if now < expires_at and self.store.lookup(token, now) == identity:
+                return token, expires_at, now
+        expires_at = now + self.token_life
+        token = self.store.issue(identity, expires_at)
+        self._current[name] = (token, expires_at)
+        return token, expires_at, now
+
+    # -- authorization ---------------------------------------------------------------------
+
+    def authorize(
+        self,
+        identity: Identity | None,
+        method: str,
+        account: str,
+        container: str | None,
+        obj: str | None,
+        container_read_acl: ContainerACL | None,
+        container_write_acl: ContainerACL | None,
+        referer: str | None,
+    ) -> Decision:
+        """
+        May ``identity`` (None: no token) make this request? Pass the container's ACLs for
+        container and object requests (None when there are none). For COPY, Swift authorizes a
+        GET of the source and a PUT of the destination; do the same, each with its own ACLs.
+        """
+        method = method.upper()
+        container = container or None
+        obj = obj or None
+        prefix = self.account_prefix
+        if not account or not account.startswith(prefix) or account == prefix:
+            return _deny(identity, f"account {account!r} is not served by this auth")
+        if identity is not None:
+            if identity.is_reseller_admin and not account[len(prefix):].startswith("."):
+                return Decision(True, reason="reseller admin", is_owner=True)
+            if identity.is_admin and identity.account == account:
+                if container is not None or method not in ("PUT", "DELETE"):
+                    return Decision(True, reason="account admin", is_owner=True)
+                return _deny(identity, "only a reseller admin may create or delete accounts")
+        if method == "OPTIONS":
+            # CORS preflight carries no credentials; the proxy answers it from the container.
+            return Decision(True, reason="preflight")
+        if container is None:
+            return _deny(identity, "account requests need the account's admin")
+        if method in READ_METHODS:
+            acl = container_read_acl or EMPTY_ACL
+            if referrer_allowed(acl, referer) and (obj is not None or acl.listings):
+                return Decision(True, reason="referrer allowed by X-Container-Read")
+            if _group_granted(identity, acl):
+                return Decision(True, reason="user allowed by X-Container-Read")
+            return _deny(identity, "not allowed by X-Container-Read")
+        if obj is not None and method in WRITE_METHODS:
+            if _group_granted(identity, container_write_acl):
+                return Decision(True, reason="user allowed by X-Container-Write")
+            return _deny(identity, "not allowed by X-Container-Write")
+        return _deny(identity, f"{method} of a container needs the account's admin")
+
+
+def _account_prefix(reseller_prefix: str) -> str:
+    if not reseller_prefix or reseller_prefix.endswith("_"):
+        return reseller_prefix
+    return reseller_prefix + "_"
+
+
+def _group_granted(identity: Identity | None, acl: ContainerACL | None) -> bool:
+    """
+    Whether a group element of ``acl`` names the user or its account. TempAuth has no
+    wildcards (``acct:*``, ``*:*`` grant nothing, per Swift's docs) and the ``.admin`` style
+    groups never come from an ACL.
+    """
+    if identity is None or not acl:
+        return False
+    granted = set(acl.groups)
+    return any(g in granted for g in identity.groups if not g.startswith(".") and "*" not in g)
+
+
+def _deny(identity: Identity | None, reason: str) -> Decision:
+    return Decision(False, 401 if identity is None else 403, reason)
+
+
+def _text_result(status: int, reason: str, *extra: tuple[str, str]) -> AuthResult:
+    return AuthResult(
+        status=status,
+        headers=(("Content-Type", "text/plain; charset=utf-8"), *extra),
+        body=(reason + "\n").encode("utf-8"),
+    )
+
+
+def _unauthorized(reason: str) -> AuthResult:
+    return _text_result(401, reason, ("WWW-Authenticate", 'Swift realm="unknown"'))
