@@ -1,0 +1,217 @@
+"""
+The proxy as users meet it: a real all-in-one (``txstore-aio``) on 127.0.0.1, driven by the
+``swift`` command-line client, python-swiftclient and plain HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from swiftclient import client as swift
+from twisted.trial.unittest import SynchronousTestCase
+
+from txstore.test.support import console_script, free_port_block
+
+
+class Cluster:
+    """An all-in-one started in the background for a test class, and stopped after it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        base = free_port_block(6, step=10)
+        self.port = base
+        self.args = ["--root", str(root), "--proxy-port", str(base), "--base-port", str(base), "--part-power", "6"]
+
+    def start(self) -> None:
+        result = subprocess.run([console_script("txstore-aio"), *self.args, "--background"],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr)
+
+    def stop(self) -> None:
+        subprocess.run([console_script("txstore-aio"), "--stop", "--root", str(self.root)],
+                       capture_output=True, timeout=120)
+
+    @property
+    def auth_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/auth/v1.0"
+
+    def swift_cli(self, *args: str, user: str = "test:tester", key: str = "testing", cwd: str | None = None):
+        return subprocess.run(
+            [console_script("swift"), "-A", self.auth_url, "-U", user, "-K", key, *args],
+            capture_output=True, text=True, timeout=120, cwd=cwd,
+        )
+
+    def http(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+    def token(self, user: str = "test:tester", key: str = "testing") -> tuple[str, str]:
+        url, token = swift.get_auth(self.auth_url, user, key)
+        return url, token
+
+
+class ClusterCase(SynchronousTestCase):
+    """Each test gets a fresh all-in-one (trial has no per-class fixtures); ~2 s to start."""
+
+    cluster: Cluster
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(Path(self.mktemp()).absolute() / "aio")
+        self.addCleanup(self.cluster.stop)
+        self.cluster.start()
+
+
+class SwiftCLISessionTests(ClusterCase):
+    def test_the_whole_session(self) -> None:
+        work = self.mktemp()
+        os.makedirs(work)
+        Path(work, "FILE").write_bytes(b"the contents\n" * 1000)
+        run = lambda *a: self.cluster.swift_cli(*a, cwd=work)  # noqa: E731
+
+        stat = run("stat")
+        self.assertEqual(stat.returncode, 0, stat.stderr)
+        self.assertIn("Account: AUTH_test", stat.stdout)
+        self.assertEqual(run("list").returncode, 0)
+        upload = run("upload", "C", "FILE")
+        self.assertEqual((upload.returncode, upload.stdout.strip()), (0, "FILE"), upload.stderr)
+        self.assertIn("Objects: 1", run("stat", "C").stdout)
+        object_stat = run("stat", "C", "FILE").stdout
+        expected_etag = hashlib.md5(b"the contents\n" * 1000).hexdigest()
+        self.assertIn(f"ETag: {expected_etag}", object_stat)
+        self.assertIn("Content Length: 13000", object_stat)
+        self.assertEqual(run("list", "C").stdout.strip(), "FILE")
+        self.assertEqual(run("list").stdout.strip(), "C")
+        download = run("download", "C", "FILE", "-o", "copy")
+        self.assertEqual(download.returncode, 0, download.stderr)
+        self.assertEqual(Path(work, "copy").read_bytes(), b"the contents\n" * 1000)
+
+        self.assertEqual(run("post", "-r", ".r:*", "C").returncode, 0)
+        status, _, body = self.cluster.http("GET", "/v1/AUTH_test/C/FILE")
+        self.assertEqual((status, body), (200, b"the contents\n" * 1000))
+        self.assertEqual(run("post", "-r", "", "C").returncode, 0)
+        status, _, _ = self.cluster.http("GET", "/v1/AUTH_test/C/FILE")
+        self.assertIn(status, (401, 403))
+
+        self.assertEqual(run("delete", "C", "FILE").returncode, 0)
+        self.assertEqual(run("delete", "C").returncode, 0)
+        self.assertEqual(run("list").stdout.strip(), "")
+
+
+class APITests(ClusterCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.url, self.token = self.cluster.token()
+        self.path = "/v1/AUTH_test"
+
+    def auth(self, **extra: str) -> dict:
+        return {"X-Auth-Token": self.token, **extra}
+
+    def test_odd_names_round_trip(self) -> None:
+        swift.put_container(self.url, self.token, "odd")
+        names = ["a//b", "dir/", "x%2Fy", "\u00e9t\u00e9 \U0001f600", "n" * 1024, "<&>\"'"]
+        for name in names:
+            swift.put_object(self.url, self.token, "odd", name, contents=name.encode())
+        for name in names:
+            _, body = swift.get_object(self.url, self.token, "odd", name)
+            self.assertEqual(body, name.encode())
+        _, listing = swift.get_container(self.url, self.token, "odd")
+        self.assertEqual([o["name"] for o in listing], sorted(names, key=lambda n: n.encode()))
+        _, listing = swift.get_container(self.url, self.token, "odd", prefix="a", delimiter="/")
+        self.assertEqual(listing, [{"subdir": "a/"}])
+        self.assertRaises(swift.ClientException, swift.put_object, self.url, self.token, "odd", "n" * 1025, b"x")
+
+    def test_ranges_conditions_and_checks(self) -> None:
+        swift.put_container(self.url, self.token, "r")
+        data = bytes(range(256)) * 100
+        etag = swift.put_object(self.url, self.token, "r", "o", contents=data)
+        self.assertEqual(etag, hashlib.md5(data).hexdigest())
+        status, headers, body = self.cluster.http("GET", f"{self.path}/r/o", self.auth(Range="bytes=10-19"))
+        self.assertEqual((status, body, headers["content-range"]), (206, data[10:20], "bytes 10-19/25600"))
+        status, headers, body = self.cluster.http("GET", f"{self.path}/r/o", self.auth(**{"If-None-Match": etag}))
+        self.assertEqual(status, 304)
+        status, _, _ = self.cluster.http("PUT", f"{self.path}/r/o", self.auth(**{"If-None-Match": "*"}), b"new")
+        self.assertEqual(status, 412)
+        status, _, _ = self.cluster.http("PUT", f"{self.path}/r/o2", self.auth(ETag="0" * 32), b"data")
+        self.assertEqual(status, 422)
+        status, _, _ = self.cluster.http("GET", f"{self.path}/r/o2", self.auth())
+        self.assertEqual(status, 404)
+        status, _, body = self.cluster.http(
+            "PUT", f"{self.path}/r/o3", self.auth(**{"X-Object-Meta-Big": "v" * 257}), b"data"
+        )
+        self.assertEqual(status, 400)
+        self.assertIn(b"Metadata value longer than 256", body)
+        status, _, _ = self.cluster.http("GET", f"{self.path}/r/%FF", self.auth())
+        self.assertEqual(status, 412)
+
+    def test_every_response_has_a_trans_id(self) -> None:
+        for method, path, headers in [
+            ("GET", "/healthcheck", {}),
+            ("GET", "/info", {}),
+            ("GET", self.path, {"X-Auth-Token": "AUTH_tkbogus"}),
+            ("GET", self.path, self.auth()),
+            ("GET", "/v1/AUTH_test/nope/obj", self.auth()),
+            ("GET", "/auth/v1.0", {"X-Auth-User": "test:tester", "X-Auth-Key": "wrong"}),
+        ]:
+            status, response_headers, body = self.cluster.http(method, path, headers)
+            self.assertRegex(response_headers["x-trans-id"], r"^tx[0-9a-f]{21}-[0-9a-f]{10}$")
+            self.assertEqual(response_headers["x-openstack-request-id"], response_headers["x-trans-id"])
+            self.assertNotIn(b"<html><head><title>", body)  # never Twisted's error page
+        status, _, body = self.cluster.http("GET", "/info")
+        self.assertEqual(json.loads(body)["swift"]["max_file_size"], 5 * 1024**3 + 2)
+
+    def test_auth_rules(self) -> None:
+        status, _, _ = self.cluster.http("GET", self.path)
+        self.assertEqual(status, 401)
+        status, _, _ = self.cluster.http("GET", self.path, {"X-Auth-Token": "AUTH_tkbogus"})
+        self.assertEqual(status, 401)
+        _, other = self.cluster.token("test2:tester2", "testing2")
+        status, _, _ = self.cluster.http("GET", self.path, {"X-Auth-Token": other})
+        self.assertEqual(status, 403)
+        _, plain_user = self.cluster.token("test:tester3", "testing3")
+        swift.put_container(self.url, self.token, "acl")
+        swift.put_object(self.url, self.token, "acl", "o", contents=b"secret")
+        status, _, _ = self.cluster.http("GET", f"{self.path}/acl/o", {"X-Auth-Token": plain_user})
+        self.assertEqual(status, 403)
+        swift.post_container(self.url, self.token, "acl", {"X-Container-Read": "test:tester3"})
+        time.sleep(0.01)
+        status, _, body = self.cluster.http("GET", f"{self.path}/acl/o", {"X-Auth-Token": plain_user})
+        self.assertEqual((status, body), (200, b"secret"))
+        status, _, _ = self.cluster.http("POST", f"{self.path}/acl", self.auth(**{"X-Container-Read": ".bogus"}))
+        self.assertEqual(status, 400)
+
+
+class OneNodeDownTests(ClusterCase):
+    def test_writes_and_reads_with_a_node_stopped(self) -> None:
+        pid = int((self.cluster.root / "run" / "node2.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(200):
+            try:
+                os.kill(pid, 0)
+                time.sleep(0.05)
+            except ProcessLookupError:
+                break
+        url, token = self.cluster.token()
+        swift.put_container(url, token, "down")
+        payload = os.urandom(3 * 1024 * 1024)
+        for i in range(10):
+            swift.put_object(url, token, "down", f"o{i}", contents=payload)
+        for i in range(10):
+            _, body = swift.get_object(url, token, "down", f"o{i}")
+            self.assertEqual(body, payload)
+        _, listing = swift.get_container(url, token, "down")
+        self.assertEqual(len(listing), 10)
+        swift.delete_object(url, token, "down", "o0")
+        self.assertRaises(swift.ClientException, swift.get_object, url, token, "down", "o0")
