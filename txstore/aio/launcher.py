@@ -209,9 +209,19 @@ def banner(layout: Layout, background: bool) -> str:
         f"  users:\n{users}\n"
         f"  nodes ({layout.topology.replicas} replicas, part power {layout.topology.part_power}):\n{nodes}\n"
         f"  logs:     {layout.log}/\n"
-        f"Try it:  swift -A {proxy}/auth/v1.0 -U test:tester -K testing stat\n"
+        f"Try it:  {_swift_command()} -A {proxy}/auth/v1.0 -U test:tester -K testing stat\n"
         f"Stop:    {stop}\n"
     )
+
+
+def _swift_command() -> str:
+    """``swift`` if it is on PATH, else the one installed beside this Python (the venv's)."""
+    import shutil
+
+    beside = Path(sys.executable).with_name("swift")
+    if shutil.which("swift") or not beside.exists():
+        return "swift"
+    return str(beside)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
