@@ -40,7 +40,8 @@ def config_options(default_path: str, load: Callable[[str], Any], what: str) -> 
 
 
 def http_service(
-    reactor, bind_ip: str, bind_port: int, resource: Resource, label: str, client_timeout: float = 60.0
+    reactor, bind_ip: str, bind_port: int, resource: Resource, label: str, client_timeout: float = 60.0,
+    twisted_access_log: bool = True,
 ) -> MultiService:
     """
     A MultiService with the site listening; other services (daemons) join it later. Request
@@ -49,6 +50,8 @@ def http_service(
     top = MultiService()
     site = StreamingSite(resource, timeout=client_timeout, reactor=reactor)
     site.displayTracebacks = False
+    if not twisted_access_log:  # the server writes its own access lines (with trans ids)
+        site.log = lambda request: None
     listener = TCPListener(reactor, bind_ip, bind_port, site, label=label)
     listener.setName(label)
     listener.setServiceParent(top)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.logger import Logger
 from twisted.web.http import Request
 from twisted.web.resource import Resource
@@ -61,6 +61,16 @@ class ProxyServer:
         if path.startswith(b"/v1/"):
             return self._api(request, trans_id)
         return plain_text(request, 404, "Not Found")
+
+    async def _authorize_copy_source(self, api: APIRequest):
+        """A copy reads its source: the requester must be allowed to GET it."""
+        assert api.copy_from is not None
+        account, container, obj = api.copy_from
+        info = await container_info(self.context, account, container)
+        return self.auth.authorize(
+            api.identity, "GET", account, container, obj,
+            _acl(info.read_acl), _acl(info.write_acl, write=True), api.header("Referer"),
+        )
 
     def _log_access(self, result, request: Request, trans_id: str, started: float) -> None:
         self.access.info(
@@ -146,6 +156,11 @@ class ProxyServer:
             _discard_body(request)  # a token that identifies no one is refused, not treated as anonymous
             return plain_text(request, 401, "Unauthorized: invalid or expired token")
         api = APIRequest(request, method, account, container, obj, query, trans_id, identity)
+        try:
+            api = _as_copy(api)
+        except BadPath as err:
+            _discard_body(request)
+            return plain_text(request, err.status, err.reason)
         return self._serve(api)
 
     async def _serve(self, api: APIRequest) -> bytes:
@@ -159,6 +174,8 @@ class ProxyServer:
                 _acl(info.read_acl if info else None), _acl(info.write_acl if info else None, write=True),
                 api.header("Referer"),
             )
+            if decision.allowed and api.copy_from is not None:
+                decision = await self._authorize_copy_source(api)
             if not decision.allowed:
                 _discard_body(request)
                 return plain_text(request, decision.status, "Unauthorized" if decision.status == 401 else "Forbidden")
@@ -186,6 +203,36 @@ class ProxyServer:
             if request.startedWriting:
                 raise ResponseAborted("internal error mid-response") from None
             return plain_text(request, 500, "Internal Server Error")
+
+
+def _copy_target(value: str, what: str) -> tuple[str, str]:
+    """``/container/object`` (percent-encoded) from a Destination or X-Copy-From header."""
+    text = decode_path(value.encode("utf-8", "surrogateescape"))
+    container, _, obj = text.lstrip("/").partition("/")
+    if not container or not obj:
+        raise BadPath(412, f"{what} header must be of the form <container name>/<object name>")
+    return container, obj
+
+
+def _as_copy(api: APIRequest) -> APIRequest:
+    """COPY (to Destination) and PUT with X-Copy-From both become a PUT that copies."""
+    if api.obj is None:
+        return api
+    if api.method == "COPY":
+        destination = api.header("Destination")
+        if not destination:
+            raise BadPath(412, "Destination header required")
+        container, obj = _copy_target(destination, "Destination")
+        account = api.header("Destination-Account") or api.account
+        return evolve(api, method="PUT", account=account, container=container, obj=obj,
+                      copy_from=(api.account, api.container, api.obj))
+    if api.method == "PUT":
+        source = api.header("X-Copy-From")
+        if source:
+            container, obj = _copy_target(source, "X-Copy-From")
+            account = api.header("X-Copy-From-Account") or api.account
+            return evolve(api, copy_from=(account, container, obj))
+    return api
 
 
 def _acl(value: str | None, write: bool = False):

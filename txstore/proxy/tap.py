@@ -71,6 +71,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     loaded: LoadedProxy = options.loaded
     settings = loaded.settings
     server, pools = build_proxy(loaded, reactor)
-    top = http_service(reactor, settings.bind_ip, settings.bind_port, server.resource(), "proxy")
+    top = http_service(
+        reactor, settings.bind_ip, settings.bind_port, server.resource(), "proxy", twisted_access_log=False
+    )
     pools.setServiceParent(top)
     return top

@@ -156,6 +156,49 @@ class APITests(ClusterCase):
         status, _, _ = self.cluster.http("GET", f"{self.path}/r/%FF", self.auth())
         self.assertEqual(status, 412)
 
+    def test_copy(self) -> None:
+        swift.put_container(self.url, self.token, "src")
+        swift.put_container(self.url, self.token, "dst")
+        data = os.urandom(2 * 1024 * 1024 + 3)
+        swift.put_object(self.url, self.token, "src", "o", contents=data, content_type="x/orig",
+                         headers={"X-Object-Meta-Color": "blue"})
+        # COPY with Destination, keeping metadata and adding some
+        status, headers, _ = self.cluster.http(
+            "COPY", f"{self.path}/src/o", self.auth(Destination="/dst/copy%201", **{"X-Object-Meta-Size": "L"})
+        )
+        self.assertEqual(status, 201)
+        self.assertEqual(headers["x-copied-from"], "src/o")
+        got_headers, body = swift.get_object(self.url, self.token, "dst", "copy 1")
+        self.assertEqual(body, data)
+        self.assertEqual((got_headers["x-object-meta-color"], got_headers["x-object-meta-size"]), ("blue", "L"))
+        self.assertEqual(got_headers["content-type"], "x/orig")
+        # PUT with X-Copy-From and fresh metadata
+        status, _, _ = self.cluster.http(
+            "PUT", f"{self.path}/dst/copy2",
+            self.auth(**{"X-Copy-From": "src/o", "X-Fresh-Metadata": "true", "Content-Length": "0"}), b"",
+        )
+        self.assertEqual(status, 201)
+        got_headers, body = swift.get_object(self.url, self.token, "dst", "copy2")
+        self.assertEqual(body, data)
+        self.assertNotIn("x-object-meta-color", got_headers)
+        # the swift CLI's copy
+        result = self.cluster.swift_cli("copy", "src", "o", "-d", "/dst/copy3")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(swift.get_object(self.url, self.token, "dst", "copy3")[1], data)
+        for bad in ("nocontainer", "/c/"):
+            status, _, _ = self.cluster.http("COPY", f"{self.path}/src/o", self.auth(Destination=bad))
+            self.assertEqual(status, 412, bad)
+        status, _, _ = self.cluster.http("COPY", f"{self.path}/src/missing", self.auth(Destination="/dst/x"))
+        self.assertEqual(status, 404)
+        # a user who may write the destination but not read the source gets 403
+        _, plain_user = self.cluster.token("test:tester3", "testing3")
+        swift.post_container(self.url, self.token, "dst", {"X-Container-Write": "test:tester3"})
+        status, _, _ = self.cluster.http(
+            "PUT", f"{self.path}/dst/stolen",
+            {"X-Auth-Token": plain_user, "X-Copy-From": "src/o", "Content-Length": "0"}, b"",
+        )
+        self.assertEqual(status, 403)
+
     def test_every_response_has_a_trans_id(self) -> None:
         for method, path, headers in [
             ("GET", "/healthcheck", {}),

@@ -29,6 +29,7 @@ class APIRequest:
     query: str  # the raw query string, with its leading "?" (or empty)
     trans_id: str
     identity: Any = None
+    copy_from: tuple[str, str, str] | None = None  # (account, container, object) of a server-side copy
 
     def header(self, name: str) -> str | None:
         value = self.request.getHeader(name.encode("latin-1"))

@@ -36,6 +36,7 @@ from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.controllers.base import (
     ContainerInfo,
     HandoffPool,
+    container_info,
     answer,
     backend_path,
     response_timestamp,
@@ -136,8 +137,17 @@ async def post_or_delete(context: ProxyContext, api: APIRequest, info: Container
 
 
 async def put_object(context: ProxyContext, api: APIRequest, info: ContainerInfo) -> bytes:
-    request = api.request
     limits = context.constraints
+    reason = check_metadata(api.headers(), "object", limits)
+    if reason:
+        raise APIError(400, reason)
+    delete_at = _delete_at(context, api)
+    if_none_match = api.header("If-None-Match")
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise APIError(400, "If-None-Match only supports *")
+    if api.copy_from is not None:
+        return await _copy(context, api, info, delete_at, if_none_match is not None)
+
     length_header = api.header("Content-Length")
     chunked = (api.header("Transfer-Encoding") or "").lower() == "chunked"
     length: int | None = None
@@ -149,29 +159,144 @@ async def put_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
             raise APIError(413, f"Your request is too large: over {limits.max_file_size} bytes")
     elif not chunked:
         raise APIError(411, "Length Required")
-    reason = check_metadata(api.headers(), "object", limits)
-    if reason:
-        raise APIError(400, reason)
-    delete_at = _delete_at(context, api)
-    if_none_match = api.header("If-None-Match")
-    if if_none_match is not None and if_none_match.strip() != "*":
-        raise APIError(400, "If-None-Match only supports *")
-
     content_type = api.header("Content-Type")
     if not content_type or (api.header("X-Detect-Content-Type") or "").lower() == "true":
         content_type = mimetypes.guess_type(api.obj or "")[0] or "application/octet-stream"
-    timestamp = Timestamp.now(context.clock).internal
     headers = {
         **api.passthrough(*OBJECT_HEADERS, names=STORED + ("etag",)),
         **delete_at,
         "Content-Type": content_type,
+    }
+    headers.pop("X-Delete-After", None)
+    return await _store(context, api, info, headers, length, if_none_match is not None, api.request.body)
+
+
+async def _copy(
+    context: ProxyContext, api: APIRequest, info: ContainerInfo, delete_at: dict[str, str], if_none_match: bool
+) -> bytes:
+    """A server-side copy: the source's body streams from its nodes into the destination's."""
+    assert api.copy_from is not None
+    api.request.body.discard()
+    source_account, source_container, source_obj = api.copy_from
+    source_info = await container_info(context, source_account, source_container)
+    if not source_info.exists:
+        raise APIError(404 if source_info.status == 404 else 503, "Source container not found")
+    ring = context.rings.object_ring(source_info.policy_index)
+    part = ring.get_part(source_account, source_container, source_obj)
+    names = (source_account, source_container, source_obj)
+    read_headers = {"X-Trans-Id": api.trans_id, "X-Backend-Storage-Policy-Index": str(source_info.policy_index)}
+    nodes = list(ring.get_part_nodes(part))
+    handoffs = HandoffPool(ring, part)
+    nodes += [n for n in (handoffs.next() for _ in range(len(nodes))) if n is not None]
+    source = None
+    for node in nodes:
+        try:
+            response = await _ask(context, "GET", node, part, names, read_headers)
+        except Exception:
+            continue
+        if response.code == 200:
+            source = response
+            break
+        await readBody(response)
+    if source is None:
+        raise APIError(404, "Source object not found")
+    raw = {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in source.headers.getAllRawHeaders()}
+    length = source.length if isinstance(source.length, int) else None  # the Agent keeps it out of headers
+    fresh = (api.header("X-Fresh-Metadata") or "").lower() in ("true", "yes", "1")
+    headers: dict[str, str] = {}
+    if not fresh:
+        for name, value in raw.items():
+            if name.startswith(OBJECT_HEADERS) or name in STORED:
+                headers[name.title()] = value
+    headers.pop("X-Delete-At", None)
+    headers.update(api.passthrough(*OBJECT_HEADERS, names=STORED))
+    headers.pop("X-Delete-After", None)
+    headers.update(delete_at)
+    headers["Content-Type"] = api.header("Content-Type") or raw.get("content-type", "application/octet-stream")
+    headers["ETag"] = raw.get("etag", "")
+    reader = _ResponseReader(source)
+    try:
+        result = await _store(context, api, info, headers, length, if_none_match, reader)
+    finally:
+        reader.stop()
+    source_path = "/".join(quote_path(n) for n in (source_container, source_obj))
+    api.request.setHeader(b"X-Copied-From", source_path.encode("ascii"))
+    api.request.setHeader(b"X-Copied-From-Account", quote_path(source_account).encode("ascii"))
+    return result
+
+
+class _ResponseReader(Protocol):
+    """A backend response body read chunk by chunk, pausing the node while chunks wait."""
+
+    HIGH_WATER = 1024 * 1024
+
+    def __init__(self, response) -> None:
+        self._chunks: list[bytes] = []
+        self._queued = 0
+        self._ended = None
+        self._waiter: Deferred | None = None
+        self._paused = False
+        response.deliverBody(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._queued += len(data)
+        if self._waiter is not None:
+            self._wake()
+        elif self._queued >= self.HIGH_WATER and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def connectionLost(self, reason) -> None:
+        self._ended = reason
+        if self._waiter is not None:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        waiter.callback(None)
+
+    async def read(self) -> bytes:
+        if not self._chunks and self._ended is None:
+            self._waiter = Deferred()
+            if self._paused:
+                self._paused = False
+                self.transport.resumeProducing()
+            await self._waiter
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks, self._queued = [], 0
+            if self._paused:
+                self._paused = False
+                self.transport.resumeProducing()
+            return data
+        if self._ended is not None and not self._ended.check(ResponseDone):
+            raise APIError(503, "Service Unavailable: the copy source broke off")
+        return b""
+
+    def stop(self) -> None:
+        if self._ended is None and self.transport is not None:
+            self.transport.stopProducing()
+
+
+async def _store(
+    context: ProxyContext, api: APIRequest, info: ContainerInfo, object_headers: dict[str, str],
+    length: int | None, if_none_match: bool, source,
+) -> bytes:
+    """Stream ``source`` (anything with ``async read()``) to a quorum of the object's nodes."""
+    request = api.request
+    chunked = length is None
+    timestamp = Timestamp.now(context.clock).internal
+    headers = {
+        **object_headers,
         "X-Timestamp": timestamp,
         "X-Trans-Id": api.trans_id,
         "X-Backend-Storage-Policy-Index": str(info.policy_index),
         "Expect": "100-continue",
     }
-    headers.pop("X-Delete-After", None)
-    if if_none_match is not None:
+    if not headers.get("ETag"):
+        headers.pop("ETag", None)
+    if if_none_match:
         headers["If-None-Match"] = "*"
     if chunked:
         headers["Transfer-Encoding"] = "chunked"
@@ -222,11 +347,12 @@ async def put_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
         status = best_status([a.status for a in early], len(primaries)) if early else 503
         if status < 400:
             status = 503
-        api.request.body.discard()
+        if source is request.body:
+            request.body.discard()
         raise APIError(status, "Service Unavailable: not enough storage nodes" if status == 503 else "Precondition Failed" if status == 412 else "Conflict" if status == 409 else "Request refused")
 
     try:
-        await _stream_body(context, api, conns, quorum, length)
+        await _stream_body(context, source, conns, quorum, length)
     except BaseException:
         for conn in conns:
             conn.abort()
@@ -265,9 +391,9 @@ async def put_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
 
 
 async def _stream_body(
-    context: ProxyContext, api: APIRequest, conns: list[PutConnection], quorum: int, length: int | None
+    context: ProxyContext, source, conns: list[PutConnection], quorum: int, length: int | None
 ) -> None:
-    """Copy the client's body to every node, reading only while all of them keep up."""
+    """Copy the body to every node, reading ``source`` only while all of them keep up."""
     limit = context.constraints.max_file_size
     received = 0
     while True:
@@ -286,7 +412,7 @@ async def _stream_body(
                 if len(conns) < quorum:
                     raise APIError(503, "Service Unavailable: storage nodes too slow") from None
         try:
-            chunk = await api.request.body.read()
+            chunk = await source.read()
         except BodyIncomplete as err:
             raise APIError(499, f"Client Disconnect: {err}") from None
         if not chunk:
@@ -392,14 +518,17 @@ async def _relay(context, api, response, candidates, node, part, names, headers)
         if lower in _HIDDEN or lower.startswith("x-backend-"):
             continue
         request.responseHeaders.setRawHeaders(name, values)
-    length = response.headers.getRawHeaders(b"content-length")
-    if length:
-        request.setHeader(b"Content-Length", length[0])
-    if api.method == "HEAD" or response.code in (304, 412, 416) and not length:
+    # The Agent takes Content-Length out of the headers into ``length`` (a HEAD's stays a header).
+    header_length = response.headers.getRawHeaders(b"content-length")
+    total = response.length if isinstance(response.length, int) else None
+    if api.method == "HEAD" and header_length:
+        request.setHeader(b"Content-Length", header_length[0])
+    elif total is not None:
+        request.setHeader(b"Content-Length", b"%d" % total)
+    if api.method == "HEAD" or total == 0:
         response.deliverBody(_Discard())
         return b""
     sent = [0]
-    total = int(length[0]) if length else None
     etag = (response.headers.getRawHeaders(b"etag") or [b""])[0].decode()
     whole = response.code == 200
     remaining = [n for n in candidates if n is not node]
