@@ -145,7 +145,8 @@ async def read_from_replicas(
         tried += 1
         response = await ask(node)
         if response is not None:
-            if response.status < 300 or response.status in (304, 412, 416):
+            if response.status < 400 or (400 <= response.status < 500 and response.status != 404):
+                # success, or the client's own error (every replica would say the same)
                 return ReadResult(response, tuple(statuses))
             if response.status == 404:
                 not_found.append(response)
