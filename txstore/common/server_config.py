@@ -17,6 +17,10 @@ def listen_options(default_port: int) -> tuple[c.Option, ...]:
     )
 
 
+MAX_FILE_SIZE_OPTION = c.Option(
+    "max_file_size", c.size, 5 * 1024**3 + 2, doc="Largest object accepted, in bytes (413 above)."
+)
+
 CLUSTER_FILE_OPTIONS = (
     c.Option("txstore_conf", c.path, "txstore.conf", doc="The cluster-wide config file."),
     c.Option("ring_dir", c.path, ".", doc="Directory holding the *.ring.gz files."),

@@ -14,7 +14,12 @@ from attrs import frozen
 
 from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig
-from txstore.common.server_config import CLUSTER_FILE_OPTIONS, listen_options, load_cluster_from
+from txstore.common.server_config import (
+    CLUSTER_FILE_OPTIONS,
+    MAX_FILE_SIZE_OPTION,
+    listen_options,
+    load_cluster_from,
+)
 
 SECTION = "proxy"
 AUTH_SECTION = "tempauth"
@@ -59,7 +64,9 @@ def _user_value(raw: str, _base: Path) -> tuple[str, tuple[str, ...], str | None
 
 SCHEMA = c.Schema(
     sections=(
-        c.Section(SECTION, required=True, options=(*listen_options(8080), *CLUSTER_FILE_OPTIONS)),
+        c.Section(
+            SECTION, required=True, options=(*listen_options(8080), *CLUSTER_FILE_OPTIONS, MAX_FILE_SIZE_OPTION)
+        ),
         c.Section(
             AUTH_SECTION,
             options=(
@@ -84,6 +91,7 @@ class ProxySettings:
     users: tuple[TempAuthUser, ...]
     token_life: int
     reseller_prefix: str
+    max_file_size: int = 5 * 1024**3 + 2
 
 
 def load_proxy_settings(path: str | Path) -> ProxySettings:
@@ -106,4 +114,5 @@ def load_proxy_settings(path: str | Path) -> ProxySettings:
         users=tuple(users),
         token_life=auth.get("token_life", 86400),
         reseller_prefix=auth.get("reseller_prefix", "AUTH"),
+        max_file_size=proxy["max_file_size"],
     )

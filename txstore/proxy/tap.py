@@ -11,6 +11,7 @@ from twisted.internet.defer import DeferredList
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from txstore.common.backend_client import BackendClient
+from txstore.common.constraints import Constraints
 from txstore.common.tap_support import config_options, http_service
 from txstore.proxy.config import ProxySettings, load_proxy_settings
 from txstore.proxy.context import ProxyContext
@@ -60,6 +61,7 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         cache=InMemoryInfoCache(clock),
         clock=clock,
         agent=Agent(reactor, pool=pool, connectTimeout=2.0),
+        constraints=Constraints(max_file_size=settings.max_file_size),
     )
     auth = TempAuth(settings.users, InMemoryTokenStore(), settings.token_life, settings.reseller_prefix, clock)
     return ProxyServer(context, auth, clock), _Pools(pool.closeCachedConnections, client.close)

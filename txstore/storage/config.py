@@ -11,6 +11,7 @@ from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig
 from txstore.common.server_config import (
     CLUSTER_FILE_OPTIONS,
+    MAX_FILE_SIZE_OPTION,
     listen_options,
     load_cluster_from,
     require_directory,
@@ -33,6 +34,7 @@ SCHEMA = c.Schema(
                     True,
                     doc="Serve a device only while it is a mount point (507 otherwise).",
                 ),
+                MAX_FILE_SIZE_OPTION,
             ),
         ),
     )
@@ -48,6 +50,7 @@ class NodeSettings:
     devices: Path
     mount_check: bool
     cluster: ClusterConfig
+    max_file_size: int = 5 * 1024**3 + 2
 
 
 def load_node_settings(path: str | Path) -> NodeSettings:
@@ -62,4 +65,5 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         devices=require_directory(loaded, SECTION, "devices"),
         mount_check=node["mount_check"],
         cluster=load_cluster_from(loaded, SECTION),
+        max_file_size=node["max_file_size"],
     )

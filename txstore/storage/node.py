@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 from txstore.common.backend_client import BackendClient
+from txstore.common.constraints import Constraints
 from txstore.common.io import DeviceThreadPools
 from txstore.storage.config import NodeSettings
 from txstore.storage.diskfile import DiskFileManager
@@ -89,6 +90,7 @@ def build_node(settings: NodeSettings, reactor: Any, clock=time.time) -> tuple[N
         client=client,
         clock=clock,
         diskfiles=diskfiles,
+        constraints=Constraints(max_file_size=settings.max_file_size),
     )
     accounts = AccountServer(context)
     containers = ContainerServer(context)

@@ -97,3 +97,27 @@ class NodeSettingsTests(SynchronousTestCase):
     def test_errors(self) -> None:
         err = self.assertRaises(ConfigError, self.load, "[objectnode]\ndevices = devs\nmount_check = sometimes\n")
         self.assertIn("[objectnode]: mount_check: 'sometimes' is not a boolean", str(err))
+
+
+class SampleConfigTests(SynchronousTestCase):
+    """The documented samples in conf/ load as they are (devices pointed at a real directory)."""
+
+    def test_samples_load(self) -> None:
+        import shutil
+        from pathlib import Path
+
+        import txstore
+
+        conf = Path(txstore.__file__).resolve().parent.parent / "conf"
+        directory = temp_dir(self)
+        for name in ("txstore.conf", "proxy.conf", "objectnode.conf"):
+            shutil.copy(conf / name, directory / name)
+        proxy = load_proxy_settings(directory / "proxy.conf")
+        self.assertEqual(proxy.max_file_size, 5 * 1024**3 + 2)
+        self.assertEqual(len(proxy.users), 4)
+        self.assertEqual(proxy.cluster.policies.default.name, "gold")
+        text = (directory / "objectnode.conf").read_text().replace("devices = /srv/node", f"devices = {directory}")
+        (directory / "objectnode.conf").write_text(text)
+        node = load_node_settings(directory / "objectnode.conf")
+        self.assertTrue(node.mount_check)
+        self.assertEqual(node.max_file_size, 5 * 1024**3 + 2)
