@@ -22,6 +22,10 @@ from zope.interface import implementer
 from txstore.interfaces import IBlockingRunner
 
 
+class PoolsStopped(RuntimeError):
+    """The pools were stopped (the process is shutting down); the call did not run."""
+
+
 @implementer(IBlockingRunner)
 @define
 class DeviceThreadPools:
@@ -30,10 +34,14 @@ class DeviceThreadPools:
     reactor: Any
     threads_per_device: int = 4
     _pools: dict[str, ThreadPool] = field(factory=dict, init=False)
+    _stopped: bool = field(default=False, init=False)
 
     def run(self, key: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
         pool = self._pools.get(key)
         if pool is None:
+            if self._stopped:
+                # A late caller after shutdown must not start threads nobody will stop.
+                return fail(PoolsStopped(f"the I/O pools are stopped; not running {function!r}"))
             pool = ThreadPool(minthreads=0, maxthreads=self.threads_per_device, name=f"io-{key}")
             pool.start()
             self._pools[key] = pool
@@ -41,6 +49,7 @@ class DeviceThreadPools:
 
     def stop(self) -> None:
         """Stop every pool (waits for calls under way, so commit steps finish)."""
+        self._stopped = True
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             pool.stop()

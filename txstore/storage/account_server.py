@@ -224,7 +224,7 @@ class AccountServer:
             given = header(request, "X-Timestamp")
             create_as = (path.account, required_timestamp(request) if given is not None else now, now)
         override = true_header(request, "X-Account-Override-Deleted")
-        broker = self._db.broker(path)
+        broker = await self._db.broker(path)
         status = await self._db.run(path, broker, _record_report, report, create_as, override)
         if status == 404:
             raise HTTPError(404, "Not Found")
@@ -242,7 +242,7 @@ class AccountServer:
         timestamp = required_timestamp(request)
         ACCOUNT_METADATA.check(request, self.context)
         metadata = ACCOUNT_METADATA.updates(request, timestamp)
-        broker = self._db.broker(path)
+        broker = await self._db.broker(path)
         outcome = await self._db.run(
             path, broker, _put_account, path.account, timestamp, Timestamp.now(self.context.clock), metadata
         )
@@ -252,7 +252,7 @@ class AccountServer:
 
     async def _delete(self, request: Request, path: BackendPath) -> bytes:
         timestamp = required_timestamp(request)
-        broker = self._db.broker(path)
+        broker = await self._db.broker(path)
         outcome = await self._db.run(path, broker, _delete_account, timestamp)
         if outcome.status == 404:
             raise HTTPError(404, "Not Found", {**_DELETED, **backend_timestamps(outcome.info)})
@@ -263,7 +263,7 @@ class AccountServer:
         timestamp = required_timestamp(request)
         ACCOUNT_METADATA.check(request, self.context)
         metadata = ACCOUNT_METADATA.updates(request, timestamp)
-        broker = self._db.broker(path)
+        broker = await self._db.broker(path)
         info = await self._db.run(path, broker, _post_account, metadata)
         if _is_deleted(info):
             raise HTTPError(404, "Not Found", {**_DELETED, **backend_timestamps(info)})
@@ -276,7 +276,7 @@ class AccountServer:
             listing = without_path(params)
         else:
             fmt = format_only(request)
-        broker = self._db.broker(path)
+        broker = await self._db.broker(path)
         read = await self._db.run(path, broker, _read_account, listing, fmt, path.account)
         info = read.info
         headers = backend_timestamps(info)

@@ -263,10 +263,10 @@ class ContainerServer:
                 raise HTTPError(400, "Missing X-Size header")
             content_type = _text_header(request, "X-Content-Type")
             etag = _text_header(request, "X-Etag")
-            broker = self._db.broker(path)
+            broker = await self._db.broker(path)
             await self._db.run(path, broker, _put_row, path.obj, timestamp, size, content_type, etag, policy)
             return respond(request, 201)
-        broker = self._db.broker(path)
+        broker = await self._db.broker(path)
         await self._db.run(path, broker, _delete_row, path.obj, timestamp, policy)
         return respond(request, 204)
 
@@ -283,7 +283,7 @@ class ContainerServer:
             requested = storage_policy(request, self.context.policies).index
         CONTAINER_METADATA.check(request, self.context)
         metadata = CONTAINER_METADATA.updates(request, timestamp)
-        broker = self._db.broker(path)
+        broker = await self._db.broker(path)
         change = await self._db.run(
             path,
             broker,
@@ -309,7 +309,7 @@ class ContainerServer:
 
     async def _delete(self, request: Request, path: BackendPath) -> bytes:
         timestamp = required_timestamp(request)
-        broker = self._db.broker(path)
+        broker = await self._db.broker(path)
         change = await self._db.run(path, broker, _delete_container, timestamp)
         if change.status == 409:
             if change.info.object_count:
@@ -324,7 +324,7 @@ class ContainerServer:
         timestamp = required_timestamp(request)
         CONTAINER_METADATA.check(request, self.context)
         metadata = CONTAINER_METADATA.updates(request, timestamp)
-        broker = self._db.broker(path)
+        broker = await self._db.broker(path)
         info = await self._db.run(path, broker, _post_container, metadata)
         if _is_deleted(info):
             raise HTTPError(404, "Not Found", backend_timestamps(info))
@@ -337,7 +337,7 @@ class ContainerServer:
             listing, fmt = listing_request(request, self.context.constraints.container_listing_limit)
         else:
             fmt = format_only(request)
-        broker = self._db.broker(path)
+        broker = await self._db.broker(path)
         read = await self._db.run(path, broker, _read_container, listing, fmt, path.container)
         info = read.info
         headers = backend_timestamps(info)

@@ -238,9 +238,9 @@ class DatabaseAccess(Generic[B]):
     cache: BrokerCache[B]
     log = Logger()
 
-    def broker(self, path: BackendPath) -> B:
+    async def broker(self, path: BackendPath) -> B:
         """The (cached) broker of the database that ``path`` names; 507 if the device is not there."""
-        device_path = self.context.device_path(path.device)
+        device_path = await self.context.checked_device(path.device)
         if path.container is not None and self.kind == "containers":
             db_hash = self.context.hasher.hash_path(path.account, path.container)
         else:
@@ -269,7 +269,7 @@ class DatabaseAccess(Generic[B]):
 
     async def _quarantine(self, path: BackendPath, broker: B, reason: str) -> None:
         await self.cache.discard(broker.path)
-        device_path = self.context.device_path(path.device)
+        device_path = await self.context.checked_device(path.device)
         moved = await self.context.runner.run(
             path.device, quarantine_database, device_path, self.kind, broker.path
         )

@@ -46,8 +46,15 @@ class StorageContext:
     constraints: Constraints = DEFAULT_CONSTRAINTS
     node_timeout: float = 3.0
 
+    async def checked_device(self, device: str) -> Path:
+        """
+        `device_path` in the device's own pool: a mount check is a stat, and a dying disk can
+        hang a stat, so it must not run on the reactor thread.
+        """
+        return await self.runner.run(device, self.device_path, device)
+
     def device_path(self, device: str) -> Path:
-        """The device's directory, or HTTPError 507 when it is missing or not mounted."""
+        """The device's directory, or HTTPError 507 when it is missing or not mounted (blocks)."""
         try:
             path = self.diskfiles.device_path(device)
         except ValueError:

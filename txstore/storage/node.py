@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import Constraints
-from txstore.common.io import DeviceThreadPools
+from txstore.common.io import DeviceThreadPools, PoolsStopped
 from txstore.storage.config import NodeSettings
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
@@ -58,22 +58,36 @@ class TmpSweeper:
         self._first = True
 
     def sweep(self) -> Deferred:
+        return Deferred.fromCoroutine(self._sweep())
+
+    async def _sweep(self) -> None:
         max_age = 0.0 if self._first else TMP_MAX_AGE
         self._first = False
-        devices = [d.name for d in sorted(self._context.devices.iterdir())] if self._context.devices.is_dir() else []
-        calls = []
+        context = self._context
+        try:
+            devices = await context.runner.run("sweep", _mounted_devices, context)
+        except PoolsStopped:
+            return  # the node is stopping
         for device in devices:
-            if self._context.diskfiles.device_path(device) is None:
+            try:
+                removed = await context.runner.run(device, context.diskfiles.cleanup_tmp, device, max_age)
+            except PoolsStopped:
+                return
+            except Exception:
+                self.log.failure("sweeping tmp of {device}", device=device)
                 continue
-            d = self._context.runner.run(device, self._context.diskfiles.cleanup_tmp, device, max_age)
-            d.addCallback(self._report, device)
-            d.addErrback(lambda f, device=device: self.log.failure("sweeping tmp of {device}", f, device=device))
-            calls.append(d)
-        return DeferredList(calls)
+            self._report(removed, device)
 
     def _report(self, removed: int, device: str) -> None:
         if removed:
             self.log.info("removed {count} unfinished temp files from {device}", count=removed, device=device)
+
+
+def _mounted_devices(context: StorageContext) -> list[str]:
+    """The device names this node serves now (blocking: a directory listing and stats)."""
+    if not context.devices.is_dir():
+        return []
+    return [d.name for d in sorted(context.devices.iterdir()) if context.diskfiles.device_path(d.name) is not None]
 
 
 def build_node(settings: NodeSettings, reactor: Any, clock=time.time) -> tuple[NodeServer, MultiService]:

@@ -38,6 +38,7 @@ from txstore.storage.diskfile import (
     DiskFile,
     DiskFileConflict,
     DiskFileCorrupt,
+    DiskFileDeviceUnavailable,
     DiskFileError,
     DiskFileLockTimeout,
     DiskFileNoSpace,
@@ -145,12 +146,18 @@ class ObjectServer:
     def _run(self, path: BackendPath, function, *args):
         return self.context.runner.run(path.device, function, *args)
 
-    def _diskfile(self, request: Request, path: BackendPath) -> DiskFile:
-        self.context.device_path(path.device)
+    async def _diskfile(self, request: Request, path: BackendPath) -> DiskFile:
+        """The object's DiskFile; its device is checked (a stat) in the device's pool."""
         policy = storage_policy(request, self.context.policies)
-        return self.context.diskfiles.get_diskfile(
-            path.device, path.partition, path.account, path.container, path.obj, policy.index
-        )
+        try:
+            return await self._run(
+                path, self.context.diskfiles.get_diskfile,
+                path.device, path.partition, path.account, path.container, path.obj, policy.index,
+            )
+        except DiskFileDeviceUnavailable:
+            raise HTTPError(507, f"Insufficient Storage: device {path.device} is not available") from None
+        except ValueError:
+            raise HTTPError(400, "Invalid device") from None
 
     async def _state(self, path: BackendPath, diskfile: DiskFile) -> ObjectState:
         try:
@@ -174,7 +181,7 @@ class ObjectServer:
     async def put(self, request: Request, path: BackendPath) -> bytes:
         context = self.context
         timestamp = required_timestamp(request)
-        diskfile = self._diskfile(request, path)
+        diskfile = await self._diskfile(request, path)
         length = integer_header(request, "Content-Length")
         chunked = (header(request, "Transfer-Encoding") or "").lower() == "chunked"
         if length is None and not chunked:
@@ -306,7 +313,7 @@ class ObjectServer:
     # --- GET / HEAD ------------------------------------------------------------------------
 
     async def get(self, request: Request, path: BackendPath) -> bytes:
-        diskfile = self._diskfile(request, path)
+        diskfile = await self._diskfile(request, path)
         state = await self._state(path, diskfile)
         self._backend_timestamps(request, state)
         if not state.exists or _expired(state, self.context.clock()):
@@ -381,7 +388,7 @@ class ObjectServer:
         if reason:
             raise HTTPError(400, reason)
         _delete_at(request, self.context.clock())
-        diskfile = self._diskfile(request, path)
+        diskfile = await self._diskfile(request, path)
         state = await self._state(path, diskfile)
         if not state.exists or _expired(state, self.context.clock()):
             self._backend_timestamps(request, state)
@@ -401,7 +408,7 @@ class ObjectServer:
 
     async def delete(self, request: Request, path: BackendPath) -> bytes:
         timestamp = required_timestamp(request)
-        diskfile = self._diskfile(request, path)
+        diskfile = await self._diskfile(request, path)
         try:
             previous = await self._run(path, diskfile.delete, timestamp)
         except DiskFileConflict as err:

@@ -35,3 +35,13 @@ class DeviceThreadPoolsTests(TestCase):
         self.addCleanup(pools.stop)
         with self.assertRaises(ZeroDivisionError):
             await pools.run("d1", lambda: 1 / 0)
+
+
+class StoppedPoolsTests(TestCase):
+    async def test_no_new_threads_after_stop(self) -> None:
+        pools = DeviceThreadPools(reactor)
+        await pools.run("d1", lambda: None)
+        pools.stop()
+        with self.assertRaises(RuntimeError):
+            await pools.run("d2", lambda: None)
+        self.assertEqual(pools._pools, {})
