@@ -18,6 +18,16 @@ from twisted.web.http import Request
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+class HTTPError(Exception):
+    """Raised by handlers to answer ``status`` with a one-line ``reason`` (and headers)."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
 class ResponseAborted(Exception):
     """
     Raised by a handler that has begun a response and cannot complete it truthfully (a body

@@ -17,18 +17,9 @@ from txstore.common.constraints import DEFAULT_CONSTRAINTS, Constraints
 from txstore.common.hashing import PathHasher
 from txstore.common.policies import PolicyCollection, StoragePolicy
 from txstore.common.timestamps import Timestamp
+from txstore.common.web import HTTPError  # noqa: F401  (re-exported for the servers)
 from txstore.interfaces import IBlockingRunner
 from txstore.storage.diskfile import DiskFileManager
-
-
-class HTTPError(Exception):
-    """Raised by handlers to answer with ``status`` and a one-line ``reason``."""
-
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers or {}
 
 
 @frozen

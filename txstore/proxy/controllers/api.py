@@ -8,15 +8,10 @@ from typing import Any
 from attrs import frozen
 from twisted.web.http import Request
 
+from txstore.common.web import HTTPError
 
-class APIError(Exception):
-    """Raised by controllers to answer ``status`` with a one-line ``reason``."""
 
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers or {}
+APIError = HTTPError  # the controllers' name for it
 
 
 @frozen

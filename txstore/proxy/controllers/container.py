@@ -43,6 +43,16 @@ def _write_headers(api: APIRequest) -> dict[str, str]:
     return headers
 
 
+def _policy(context: ProxyContext, api: APIRequest):
+    name = api.header("X-Storage-Policy")
+    if not name:
+        return context.policies.default
+    found = context.policies.by_name(name)
+    if found is None or found.deprecated:
+        raise APIError(400, f"Invalid X-Storage-Policy {name!r}")
+    return found
+
+
 async def handle_container(context: ProxyContext, api: APIRequest, may_see_acls: bool) -> bytes:
     assert api.container is not None
     ring = context.rings.container
@@ -70,60 +80,34 @@ async def handle_container(context: ProxyContext, api: APIRequest, may_see_acls:
         if reason:
             raise APIError(400, reason)
         validate_acls(api)
+    if api.method not in ("PUT", "POST", "DELETE"):
+        raise APIError(405, "Method Not Allowed", {"Allow": "DELETE, GET, HEAD, POST, PUT"})
     timestamp = Timestamp.now(context.clock).internal
-    extra = _write_headers(api) if api.method in ("PUT", "POST") else {}
-
+    headers = {"X-Timestamp": timestamp, "X-Trans-Id": api.trans_id}
+    if api.method in ("PUT", "POST"):
+        headers.update(_write_headers(api))
     if api.method == "PUT":
-        policy = context.policies.default
-        name = api.header("X-Storage-Policy")
-        if name:
-            found = context.policies.by_name(name)
-            if found is None or found.deprecated:
-                raise APIError(400, f"Invalid X-Storage-Policy {name!r}")
-            policy = found
+        headers["X-Backend-Storage-Policy-Index"] = str(_policy(context, api).index)
         status = await account_status(context, api.account)
         if status == 404 and context.account_autocreate:
             status = await create_account(context, api.account, api.trans_id)
         if not 200 <= status < 300:
             raise APIError(404 if status == 404 else 503, "Account not found" if status == 404 else "Account unavailable")
-        account_ring = context.rings.account
-        account_part = account_ring.get_part(api.account)
-        account_nodes = account_ring.get_part_nodes(account_part)
+    account_ring = context.rings.account
+    account_part = account_ring.get_part(api.account)
+    account_nodes = account_ring.get_part_nodes(account_part)
 
-        def put_headers(index: int, node) -> dict[str, str]:
-            account_node = account_nodes[index % len(account_nodes)]
-            return {
-                "X-Timestamp": timestamp,
-                "X-Trans-Id": api.trans_id,
-                "X-Backend-Storage-Policy-Index": str(policy.index),
-                "X-Account-Host": f"{account_node.ip}:{account_node.port}",
-                "X-Account-Device": account_node.device_name,
-                "X-Account-Partition": str(account_part),
-                **extra,
-            }
+    def headers_for(index: int, node) -> dict[str, str]:
+        """Each container replica reports to one account replica."""
+        account_node = account_nodes[index % len(account_nodes)]
+        return {
+            **headers,
+            "X-Account-Host": f"{account_node.ip}:{account_node.port}",
+            "X-Account-Device": account_node.device_name,
+            "X-Account-Partition": str(account_part),
+        }
 
-        status, answers = await write_to_replicas(context, ring, part, "PUT", (api.account, api.container), put_headers)
-    elif api.method in ("POST", "DELETE"):
-        account_ring = context.rings.account
-        account_part = account_ring.get_part(api.account)
-        account_nodes = account_ring.get_part_nodes(account_part)
-
-        def other_headers(index: int, node) -> dict[str, str]:
-            account_node = account_nodes[index % len(account_nodes)]
-            return {
-                "X-Timestamp": timestamp,
-                "X-Trans-Id": api.trans_id,
-                "X-Account-Host": f"{account_node.ip}:{account_node.port}",
-                "X-Account-Device": account_node.device_name,
-                "X-Account-Partition": str(account_part),
-                **extra,
-            }
-
-        status, answers = await write_to_replicas(
-            context, ring, part, api.method, (api.account, api.container), other_headers
-        )
-    else:
-        raise APIError(405, "Method Not Allowed", {"Allow": "DELETE, GET, HEAD, POST, PUT"})
+    status, answers = await write_to_replicas(context, ring, part, api.method, (api.account, api.container), headers_for)
     forget_info(context, api.account, api.container)
     forget_info(context, api.account)
     body = b""
