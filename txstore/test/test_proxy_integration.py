@@ -258,3 +258,49 @@ class OneNodeDownTests(ClusterCase):
         self.assertEqual(len(listing), 10)
         swift.delete_object(url, token, "down", "o0")
         self.assertRaises(swift.ClientException, swift.get_object, url, token, "down", "o0")
+
+
+class BrokenReadTests(ClusterCase):
+    """A node that dies while its object is being downloaded."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.url, self.token = self.cluster.token()
+        swift.put_container(self.url, self.token, "big")
+        self.data = os.urandom(48 * 1024 * 1024)
+        swift.put_object(self.url, self.token, "big", "o", contents=self.data)
+        from txstore.common.cluster import load_cluster_config
+        from txstore.ring.ringset import RingSet
+
+        etc = self.cluster.root / "etc"
+        cluster = load_cluster_config(etc / "txstore.conf")
+        ring = RingSet.load(etc, cluster.hasher, cluster.policies).object_ring(0)
+        _, nodes = ring.get_nodes("AUTH_test", "big", "o")
+        self.node_names = [f"node{(n.port - self.cluster.port) // 10}" for n in nodes]  # node N: base + 10N
+
+    def kill(self, name: str) -> None:
+        os.kill(int((self.cluster.root / "run" / f"{name}.pid").read_text()), signal.SIGKILL)
+
+    def start_download(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.cluster.port, timeout=60)
+        conn.request("GET", "/v1/AUTH_test/big/o", headers={"X-Auth-Token": self.token})
+        response = conn.getresponse()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(int(response.getheader("Content-Length")), len(self.data))
+        first = response.read(1024 * 1024)
+        return conn, response, first
+
+    def test_resumes_from_another_replica(self) -> None:
+        conn, response, first = self.start_download()
+        self.kill(self.node_names[0])  # the first primary is the one serving
+        rest = response.read()
+        conn.close()
+        self.assertEqual(first + rest, self.data)
+
+    def test_aborts_when_no_replica_can_resume(self) -> None:
+        conn, response, first = self.start_download()
+        for name in self.node_names:
+            self.kill(name)
+        with self.assertRaises((http.client.IncompleteRead, ConnectionResetError)):
+            response.read()
+        conn.close()
