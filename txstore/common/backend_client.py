@@ -17,7 +17,7 @@ from urllib.parse import quote
 import treq
 from attrs import frozen
 from twisted.internet.defer import Deferred
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 
@@ -45,12 +45,16 @@ def quote_path(path: str) -> str:
 
 
 class BackendClient:
-    def __init__(self, reactor: Any, *, timeout: float = 10.0, max_per_host: int = 16) -> None:
+    def __init__(
+        self, reactor: Any, *, timeout: float = 10.0, connect_timeout: float = 2.0, max_per_host: int = 16
+    ) -> None:
         self._reactor = reactor
         self.timeout = timeout
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = max_per_host
         self._pool.retryAutomatically = False  # a replayed PUT/DELETE must be our decision
+        # A host that does not answer SYNs fails after connect_timeout, not the whole deadline.
+        self._agent = Agent(reactor, connectTimeout=connect_timeout, pool=self._pool)
 
     async def request(
         self,
@@ -70,7 +74,7 @@ class BackendClient:
 
         async def exchange() -> BackendResponse:
             response = await treq.request(
-                method, url, headers=raw_headers, data=body, pool=self._pool, reactor=self._reactor
+                method, url, headers=raw_headers, data=body, agent=self._agent, reactor=self._reactor
             )
             content = await treq.content(response)
             headers = {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in response.headers.getAllRawHeaders()}

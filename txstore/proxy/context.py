@@ -29,3 +29,4 @@ class ProxyContext:
     info_ttl: float = 10.0
     account_autocreate: bool = True
     agent: Any = None  # twisted.web Agent with a persistent pool, for streamed object GETs
+    errors: Any = None  # an ErrorLimiter: nodes that keep failing are skipped for a while

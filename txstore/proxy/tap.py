@@ -15,6 +15,7 @@ from txstore.common.constraints import Constraints
 from txstore.common.tap_support import config_options, http_service
 from txstore.proxy.config import ProxySettings, load_proxy_settings
 from txstore.proxy.context import ProxyContext
+from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
 from txstore.proxy.server import ProxyServer
 from txstore.proxy.tempauth import InMemoryTokenStore, TempAuth
@@ -62,6 +63,7 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         clock=clock,
         agent=Agent(reactor, pool=pool, connectTimeout=2.0),
         constraints=Constraints(max_file_size=settings.max_file_size),
+        errors=ErrorLimiter(clock),
     )
     auth = TempAuth(settings.users, InMemoryTokenStore(), settings.token_life, settings.reseller_prefix, clock)
     return ProxyServer(context, auth, clock), _Pools(pool.closeCachedConnections, client.close)

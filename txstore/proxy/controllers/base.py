@@ -36,6 +36,20 @@ class HandoffPool:
         return next(self._more, None)
 
 
+def usable(context: ProxyContext, node: Node) -> bool:
+    return context.errors is None or not context.errors.is_limited(node)
+
+
+def node_failed(context: ProxyContext, node: Node) -> None:
+    if context.errors is not None:
+        context.errors.error(node)
+
+
+def node_ok(context: ProxyContext, node: Node) -> None:
+    if context.errors is not None:
+        context.errors.success(node)
+
+
 def backend_path(node: Node, part: int, *names: str | None) -> str:
     return "/" + "/".join([node.device_name, str(part), *[n for n in names if n is not None]])
 
@@ -47,16 +61,21 @@ async def _one_slot(
     """One replica's write: its primary, else handoffs until one answers (not 507)."""
     current: Node | None = node
     while current is not None:
+        if not usable(context, current):
+            current = handoffs.next()
+            continue
         try:
             response = await context.client.request(
                 method, current.ip, current.port, backend_path(current, part, *names),
                 headers_for(index, current), body, timeout=context.node_timeout, query=query,
             )
             if response.status != 507 and response.status < 500:
+                node_ok(context, current)
                 return response
             log.warn("{method} to {node} answered {status}", method=method, node=_name(current), status=response.status)
         except BackendError as err:
             log.warn("{method} to {node} failed: {error}", method=method, node=_name(current), error=err)
+        node_failed(context, current)
         current = handoffs.next()
     return None
 
@@ -124,8 +143,13 @@ async def read_from_replicas(
             )
         except BackendError as err:
             log.warn("{method} to {node} failed: {error}", method=method, node=_name(node), error=err)
+            node_failed(context, node)
             statuses.append(503)
             return None
+        if response.status >= 500:
+            node_failed(context, node)
+        else:
+            node_ok(context, node)
         statuses.append(response.status)
         return response
 
@@ -138,7 +162,8 @@ async def read_from_replicas(
         return ReadResult(best, tuple(statuses))
 
     handoffs = HandoffPool(ring, part)
-    candidates: list[Node] = list(primaries)
+    # Nodes suppressed for their errors are asked last, not never: a read should still succeed.
+    candidates: list[Node] = sorted(primaries, key=lambda n: not usable(context, n))
     tried = 0
     while candidates:
         node = candidates.pop(0)

@@ -37,6 +37,9 @@ from txstore.proxy.controllers.base import (
     ContainerInfo,
     HandoffPool,
     container_info,
+    node_failed,
+    node_ok,
+    usable,
     answer,
     backend_path,
     response_timestamp,
@@ -312,6 +315,9 @@ async def _store(
 
     async def open_slot(index: int, node: Node | None) -> PutConnection | NodeAnswer | None:
         while node is not None:
+            if not usable(context, node):
+                node = handoffs.next()
+                continue
             head = request_head(
                 "PUT", quote_path(backend_path(node, part, *names)), f"{node.ip}:{node.port}",
                 {**headers, **containers[index % len(containers)]},
@@ -323,6 +329,7 @@ async def _store(
                 ready.addTimeout(context.node_timeout, context.reactor)
                 reply = await ready
                 if reply is None:
+                    node_ok(context, node)
                     return conn
                 if reply.status < 500 and reply.status != 507:
                     return reply  # a real answer (409, 412, ...): not the node's failure
@@ -332,6 +339,7 @@ async def _store(
                          dev=node.device_name, error=err)
                 if conn is not None:
                     conn.abort()
+            node_failed(context, node)
             node = handoffs.next()
         return None
 
@@ -474,14 +482,20 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
         candidates = await _newest_first(context, primaries, part, names, headers) + candidates
     not_found: list[tuple[Timestamp, int]] = []
     errors = 0
+    candidates.sort(key=lambda n: not usable(context, n))  # suppressed nodes last, not never
     for node in candidates:
         try:
             response = await _ask(context, api.method, node, part, names, headers)
         except Exception as err:
             log.warn("GET from {node} failed: {error}", node=node.device_name, error=err)
+            node_failed(context, node)
             errors += 1
             continue
         status = response.code
+        if status >= 500:
+            node_failed(context, node)
+        else:
+            node_ok(context, node)
         if status in (200, 206, 304, 412, 416):
             return await _relay(context, api, response, candidates, node, part, names, headers)
         body = await readBody(response)

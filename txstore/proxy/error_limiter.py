@@ -1,0 +1,50 @@
+# -*- test-case-name: txstore.test.test_error_limiter -*-
+"""
+Node error limiting: a node that keeps failing is skipped for a while.
+
+Without it every request pays a dead node's timeout. After ``limit`` errors (connection
+refused, timeout, 5xx, 507) a node is suppressed for ``interval`` seconds: reads and writes go
+straight to the next replica or handoff. A success clears its count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attrs import define, field
+
+
+@define
+class ErrorLimiter:
+    clock: Callable[[], float]
+    limit: int = 10
+    interval: float = 60.0
+    _errors: dict[tuple, int] = field(factory=dict, init=False)
+    _suppressed_until: dict[tuple, float] = field(factory=dict, init=False)
+
+    @staticmethod
+    def key(node) -> tuple:
+        return (node.ip, node.port, node.device_name)
+
+    def is_limited(self, node) -> bool:
+        key = self.key(node)
+        until = self._suppressed_until.get(key)
+        if until is None:
+            return False
+        if until <= self.clock():
+            del self._suppressed_until[key]
+            self._errors.pop(key, None)
+            return False
+        return True
+
+    def error(self, node) -> None:
+        key = self.key(node)
+        count = self._errors.get(key, 0) + 1
+        self._errors[key] = count
+        if count >= self.limit:
+            self._suppressed_until[key] = self.clock() + self.interval
+
+    def success(self, node) -> None:
+        key = self.key(node)
+        self._errors.pop(key, None)
+        self._suppressed_until.pop(key, None)
