@@ -9,6 +9,7 @@ Each server is an object with ``async handle(request, path) -> bytes``.
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from attrs import frozen
@@ -31,11 +32,14 @@ class NodeServer:
     containers: BackendHandler | None = None
     objects: BackendHandler | None = None
     log = Logger()
+    access = Logger(namespace="txstore.storage.access")
 
     def resource(self) -> Resource:
         return DispatchResource(self.handle)
 
     def handle(self, request: Request):
+        started = time.monotonic()
+        request.notifyFinish().addBoth(self._log_access, request, started)
         if request.path == b"/healthcheck":
             return healthcheck(request)
         try:
@@ -63,6 +67,21 @@ class NodeServer:
                 return self.accounts.handle_container_report if self.accounts else None
             return self.containers.handle if self.containers else None
         return self.accounts.handle if self.accounts else None
+
+    def _log_access(self, result, request: Request, started: float) -> None:
+        """One line per request, with the proxy's transaction id, so a request can be followed."""
+        trans_id = request.getHeader(b"x-trans-id")
+        self.access.info(
+            "{client} {method} {path} {status} {sent} {duration:.4f}s {trans_id}{aborted}",
+            client=request.getClientAddress().host if request.getClientAddress() else "-",
+            method=request.method.decode("ascii", "replace"),
+            path=request.uri.decode("latin-1"),
+            status=request.code,
+            sent=request.sentLength,
+            duration=time.monotonic() - started,
+            trans_id=trans_id.decode("latin-1") if trans_id else "-",
+            aborted="" if result is None else " (client gone)",
+        )
 
     async def _serve(self, handle, request: Request, path: BackendPath) -> bytes:
         try:

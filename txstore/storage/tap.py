@@ -33,6 +33,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     loaded: LoadedNode = options.loaded
     settings = loaded.settings
     server, services = build_node(settings, reactor)
-    top = http_service(reactor, settings.bind_ip, settings.bind_port, server.resource(), "objectnode")
+    top = http_service(
+        reactor, settings.bind_ip, settings.bind_port, server.resource(), "objectnode", twisted_access_log=False
+    )
     services.setServiceParent(top)
     return top
