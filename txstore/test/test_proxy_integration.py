@@ -199,6 +199,33 @@ class APITests(ClusterCase):
         )
         self.assertEqual(status, 403)
 
+    def test_reseller_admin_manages_accounts(self) -> None:
+        _, reseller = self.cluster.token("admin:admin", "admin")
+        status, _, _ = self.cluster.http("PUT", "/v1/AUTH_newco", {"X-Auth-Token": reseller,
+                                                                   "X-Account-Meta-Plan": "gold"})
+        self.assertIn(status, (201, 202))
+        status, headers, _ = self.cluster.http("HEAD", "/v1/AUTH_newco", {"X-Auth-Token": reseller})
+        self.assertEqual((status, headers.get("x-account-meta-plan")), (204, "gold"))
+        # an account's own admin may not create or delete accounts
+        status, _, _ = self.cluster.http("PUT", "/v1/AUTH_test", self.auth())
+        self.assertEqual(status, 403)
+        status, _, _ = self.cluster.http("DELETE", "/v1/AUTH_newco", {"X-Auth-Token": reseller})
+        self.assertEqual(status, 204)
+
+    def test_expiry_and_content_type(self) -> None:
+        swift.put_container(self.url, self.token, "exp")
+        status, _, _ = self.cluster.http("PUT", f"{self.path}/exp/page.html",
+                                         self.auth(**{"X-Delete-After": "1", "Content-Length": "2"}), b"hi")
+        self.assertEqual(status, 201)
+        headers, _ = swift.get_object(self.url, self.token, "exp", "page.html")
+        self.assertEqual(headers["content-type"], "text/html")
+        self.assertIn("x-delete-at", headers)
+        time.sleep(2.1)
+        status, _, _ = self.cluster.http("GET", f"{self.path}/exp/page.html", self.auth())
+        self.assertEqual(status, 404)
+        status, headers, _ = self.cluster.http("HEAD", f"{self.path}/exp/page.html", self.auth(**{"X-Newest": "true"}))
+        self.assertEqual(status, 404)
+
     def test_every_response_has_a_trans_id(self) -> None:
         for method, path, headers in [
             ("GET", "/healthcheck", {}),
