@@ -338,7 +338,7 @@ async def _store(
                 log.warn("PUT to {ip}:{port}/{dev} failed: {error}", ip=node.ip, port=node.port,
                          dev=node.device_name, error=err)
                 if conn is not None:
-                    conn.abort()
+                    _drop(conn)
             node_failed(context, node)
             node = handoffs.next()
         return None
@@ -351,7 +351,7 @@ async def _store(
     quorum = quorum_size(len(primaries))
     if len(conns) < quorum:
         for conn in conns:
-            conn.abort()
+            _drop(conn)
         status = best_status([a.status for a in early], len(primaries)) if early else 503
         if status < 400:
             status = 503
@@ -363,7 +363,7 @@ async def _store(
         await _stream_body(context, source, conns, quorum, length)
     except BaseException:
         for conn in conns:
-            conn.abort()
+            _drop(conn)
         raise
     for conn in conns:
         conn.finish()
@@ -398,6 +398,12 @@ async def _store(
     return answer(request, status, body, "text/plain; charset=utf-8")
 
 
+def _drop(conn: PutConnection) -> None:
+    """Abort a node's PUT whose answer nobody will wait for (so its NodeGone is not an error)."""
+    conn.answer.addErrback(lambda _failure: None)
+    conn.abort()
+
+
 async def _stream_body(
     context: ProxyContext, source, conns: list[PutConnection], quorum: int, length: int | None
 ) -> None:
@@ -407,7 +413,7 @@ async def _stream_body(
     while True:
         slow = [c for c in conns if not c.writable]
         if slow:
-            waiting = gatherResults([c.wait_writable() for c in slow])
+            waiting = gatherResults([c.wait_writable() for c in slow], consumeErrors=True)
             waiting.addTimeout(context.node_timeout, context.reactor)
             try:
                 await waiting
@@ -415,7 +421,7 @@ async def _stream_body(
                 still = [c for c in slow if not c.writable]
                 for conn in still:
                     log.warn("a node took no data for {timeout}s; dropped", timeout=context.node_timeout)
-                    conn.abort()
+                    _drop(conn)
                     conns.remove(conn)
                 if len(conns) < quorum:
                     raise APIError(503, "Service Unavailable: storage nodes too slow") from None
@@ -446,6 +452,9 @@ class _Relay(Protocol):
         self.done: Deferred = Deferred()
 
     def connectionMade(self) -> None:
+        if self.request.channel is None:  # the client went away while the node was answering
+            self.transport.stopProducing()
+            return
         self.request.registerProducer(self.transport, True)
 
     def dataReceived(self, data: bytes) -> None:
@@ -453,7 +462,8 @@ class _Relay(Protocol):
         self.request.write(data)
 
     def connectionLost(self, reason) -> None:
-        self.request.unregisterProducer()
+        if self.request.channel is not None:  # None once the client has gone
+            self.request.unregisterProducer()
         self.done.callback((reason,))  # a tuple: a bare Failure would fire the errback chain
 
 
@@ -553,6 +563,8 @@ async def _relay(context, api, response, candidates, node, part, names, headers)
         (reason,) = await relay.done
         if reason.check(ResponseDone) and (total is None or sent[0] >= total or not whole):
             return b""
+        if request.channel is None:
+            raise ResponseAborted("the client went away")  # nobody to resume for
         if not whole or total is None:
             break
         # Resume from another replica with exactly the bytes still missing.
