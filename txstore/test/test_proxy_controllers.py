@@ -970,6 +970,15 @@ class ObjectPathTests(TestCase):
                          (f"bytes={len(body) // 2}-{len(body) - 1}", hashlib.md5(body).hexdigest()))
         self.assertEqual(self.primary[2].requests, [])
 
+    async def test_get_from_a_node_that_stalls_resumes_elsewhere(self) -> None:
+        body = bytes(range(256)) * 1000
+        self.store(body)
+        self.primary[0].get_mode = "hang"  # half the body, then silence with the socket open
+        response = await self.client.get(self.url, headers=self.auth())
+        self.assertEqual(await response.content(), body)
+        (resumed,) = self.primary[1].received("GET")
+        self.assertEqual(resumed.headers["range"], f"bytes={len(body) // 2}-{len(body) - 1}")
+
     async def test_get_that_no_replica_can_resume_is_aborted(self) -> None:
         body = b"0123456789" * 10_000
         self.store(body)

@@ -21,10 +21,12 @@ from __future__ import annotations
 import mimetypes
 
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import ResponseDone, readBody
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from txstore.common.backend_client import quote_path
 from txstore.common.constraints import check_metadata
@@ -217,7 +219,7 @@ async def _copy(
     headers.update(delete_at)
     headers["Content-Type"] = api.header("Content-Type") or raw.get("content-type", "application/octet-stream")
     headers["ETag"] = raw.get("etag", "")
-    reader = _ResponseReader(source)
+    reader = _ResponseReader(source, context.reactor, context.node_timeout)
     try:
         result = await _store(context, api, info, headers, length, if_none_match, reader)
     finally:
@@ -233,7 +235,9 @@ class _ResponseReader(Protocol):
 
     HIGH_WATER = 1024 * 1024
 
-    def __init__(self, response) -> None:
+    def __init__(self, response, reactor, stall_timeout: float) -> None:
+        self._reactor = reactor
+        self._stall_timeout = stall_timeout
         self._chunks: list[bytes] = []
         self._queued = 0
         self._ended = None
@@ -261,11 +265,17 @@ class _ResponseReader(Protocol):
 
     async def read(self) -> bytes:
         if not self._chunks and self._ended is None:
-            self._waiter = Deferred()
+            waiter = self._waiter = Deferred()
             if self._paused:
                 self._paused = False
                 self.transport.resumeProducing()
-            await self._waiter
+            waiter.addTimeout(self._stall_timeout, self._reactor)
+            try:
+                await waiter
+            except Exception:
+                self._waiter = None
+                self.stop()
+                raise APIError(503, "Service Unavailable: the copy source stalled") from None
         if self._chunks:
             data = b"".join(self._chunks)
             self._chunks, self._queued = [], 0
@@ -443,25 +453,64 @@ async def _stream_body(
 # --- GET / HEAD ------------------------------------------------------------------------------
 
 
+@implementer(IPushProducer)
 class _Relay(Protocol):
-    """Writes a node's body to the client, with the node's socket as the client's producer."""
+    """
+    Writes a node's body to the client. It is the client response's producer and passes the
+    client's pause/resume to the node's socket, so a slow client slows the node. A node that
+    sends nothing for ``stall_timeout`` seconds while the client is ready is cut off (one timer
+    per response, re-armed only when it fires), and the caller resumes from another replica.
+    """
 
-    def __init__(self, request, sent: list[int]) -> None:
+    def __init__(self, request, sent: list[int], reactor, stall_timeout: float) -> None:
         self.request = request
         self.sent = sent
         self.done: Deferred = Deferred()
+        self._reactor = reactor
+        self._stall_timeout = stall_timeout
+        self._paused = False
+        self._last = reactor.seconds()
+        self._watchdog = None
 
     def connectionMade(self) -> None:
         if self.request.channel is None:  # the client went away while the node was answering
             self.transport.stopProducing()
             return
-        self.request.registerProducer(self.transport, True)
+        self.request.registerProducer(self, True)
+        self._watchdog = self._reactor.callLater(self._stall_timeout, self._check)
+
+    def _check(self) -> None:
+        now = self._reactor.seconds()
+        idle = now - self._last
+        if not self._paused and idle >= self._stall_timeout:
+            log.warn("node sent nothing for {idle:.1f}s; cutting it off", idle=idle)
+            self._watchdog = None
+            self.transport.stopProducing()
+            return
+        wait = self._stall_timeout if self._paused else self._stall_timeout - idle
+        self._watchdog = self._reactor.callLater(wait, self._check)
 
     def dataReceived(self, data: bytes) -> None:
+        self._last = self._reactor.seconds()
         self.sent[0] += len(data)
         self.request.write(data)
 
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._last = self._reactor.seconds()
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()
+
     def connectionLost(self, reason) -> None:
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog = None
         if self.request.channel is not None:  # None once the client has gone
             self.request.unregisterProducer()
         self.done.callback((reason,))  # a tuple: a bare Failure would fire the errback chain
@@ -558,7 +607,7 @@ async def _relay(context, api, response, candidates, node, part, names, headers)
     remaining = [n for n in candidates if n is not node]
     current = response
     while True:
-        relay = _Relay(request, sent)
+        relay = _Relay(request, sent, context.reactor, context.node_timeout)
         current.deliverBody(relay)
         (reason,) = await relay.done
         if reason.check(ResponseDone) and (total is None or sent[0] >= total or not whole):
