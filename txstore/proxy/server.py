@@ -66,7 +66,7 @@ class ProxyServer:
         """A copy reads its source: the requester must be allowed to GET it."""
         assert api.copy_from is not None
         account, container, obj = api.copy_from
-        info = await container_info(self.context, account, container)
+        info = await container_info(self.context, account, container, api.trans_id)
         return self.auth.authorize(
             api.identity, "GET", account, container, obj,
             _acl(info.read_acl), _acl(info.write_acl, write=True), api.header("Referer"),
@@ -168,7 +168,7 @@ class ProxyServer:
         try:
             info = None
             if api.container is not None and (api.obj is not None or api.method in ("GET", "HEAD")):
-                info = await container_info(self.context, api.account, api.container)
+                info = await container_info(self.context, api.account, api.container, api.trans_id)
             decision = self.auth.authorize(
                 api.identity, api.method, api.account, api.container, api.obj,
                 _acl(info.read_acl if info else None), _acl(info.write_acl if info else None, write=True),

@@ -241,6 +241,17 @@ class APITests(ClusterCase):
             self.assertNotIn(b"<html><head><title>", body)  # never Twisted's error page
         status, _, body = self.cluster.http("GET", "/info")
         self.assertEqual(json.loads(body)["swift"]["max_file_size"], 5 * 1024**3 + 2)
+        # the id reaches the nodes: their access lines for the work of one request carry it
+        swift.put_container(self.url, self.token, "traced")
+        status, headers, _ = self.cluster.http("PUT", f"{self.path}/traced/o", self.auth(), b"data")
+        self.assertEqual(status, 201)
+        trans_id = headers["x-trans-id"]
+        logs = self.cluster.root / "log"
+        proxy_lines = [l for l in (logs / "proxy.log").read_text().splitlines() if trans_id in l]
+        node_lines = [l for n in range(1, 5) for l in (logs / f"node{n}.log").read_text().splitlines() if trans_id in l]
+        self.assertEqual(len(proxy_lines), 1)
+        # three object PUTs, and the container row updates they caused
+        self.assertEqual(len([l for l in node_lines if " PUT /" in l and "/traced/o " in l]), 6)
 
     def test_auth_rules(self) -> None:
         status, _, _ = self.cluster.http("GET", self.path)

@@ -64,17 +64,21 @@ async def _one_slot(
         if not usable(context, current):
             current = handoffs.next()
             continue
+        headers = headers_for(index, current)
+        trans_id = headers.get("X-Trans-Id", "-")
         try:
             response = await context.client.request(
                 method, current.ip, current.port, backend_path(current, part, *names),
-                headers_for(index, current), body, timeout=context.node_timeout, query=query,
+                headers, body, timeout=context.node_timeout, query=query,
             )
             if response.status != 507 and response.status < 500:
                 node_ok(context, current)
                 return response
-            log.warn("{method} to {node} answered {status}", method=method, node=_name(current), status=response.status)
+            log.warn("{trans_id}: {method} to {node} answered {status}", trans_id=trans_id, method=method,
+                     node=_name(current), status=response.status)
         except BackendError as err:
-            log.warn("{method} to {node} failed: {error}", method=method, node=_name(current), error=err)
+            log.warn("{trans_id}: {method} to {node} failed: {error}", trans_id=trans_id, method=method,
+                     node=_name(current), error=err)
         node_failed(context, current)
         current = handoffs.next()
     return None
@@ -142,7 +146,8 @@ async def read_from_replicas(
                 timeout=context.node_timeout, query=query,
             )
         except BackendError as err:
-            log.warn("{method} to {node} failed: {error}", method=method, node=_name(node), error=err)
+            log.warn("{trans_id}: {method} to {node} failed: {error}", trans_id=headers.get("X-Trans-Id", "-"),
+                     method=method, node=_name(node), error=err)
             node_failed(context, node)
             statuses.append(503)
             return None
@@ -229,14 +234,14 @@ def _cache_key(account: str, container: str | None = None) -> str:
     return f"container/{account}/{container}" if container is not None else f"account/{account}"
 
 
-async def container_info(context: ProxyContext, account: str, container: str) -> ContainerInfo:
+async def container_info(context: ProxyContext, account: str, container: str, trans_id: str = "-") -> ContainerInfo:
     key = _cache_key(account, container)
     cached = context.cache.get(key)
     if cached is not None:
         return cached
     ring = context.rings.container
     part = ring.get_part(account, container)
-    result = await read_from_replicas(context, ring, part, "HEAD", (account, container), {})
+    result = await read_from_replicas(context, ring, part, "HEAD", (account, container), {"X-Trans-Id": trans_id})
     response = result.response
     if response is None:
         return ContainerInfo(503)  # not cached: try again next time
@@ -256,14 +261,14 @@ async def container_info(context: ProxyContext, account: str, container: str) ->
     return info
 
 
-async def account_status(context: ProxyContext, account: str) -> int:
+async def account_status(context: ProxyContext, account: str, trans_id: str = "-") -> int:
     key = _cache_key(account)
     cached = context.cache.get(key)
     if cached is not None:
         return cached
     ring = context.rings.account
     part = ring.get_part(account)
-    result = await read_from_replicas(context, ring, part, "HEAD", (account,), {})
+    result = await read_from_replicas(context, ring, part, "HEAD", (account,), {"X-Trans-Id": trans_id})
     if result.response is None:
         return 503
     status = result.response.status

@@ -88,7 +88,7 @@ async def handle_container(context: ProxyContext, api: APIRequest, may_see_acls:
         headers.update(_write_headers(api))
     if api.method == "PUT":
         headers["X-Backend-Storage-Policy-Index"] = str(_policy(context, api).index)
-        status = await account_status(context, api.account)
+        status = await account_status(context, api.account, api.trans_id)
         if status == 404 and context.account_autocreate:
             status = await create_account(context, api.account, api.trans_id)
         if not 200 <= status < 300:

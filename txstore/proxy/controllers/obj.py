@@ -183,7 +183,7 @@ async def _copy(
     assert api.copy_from is not None
     api.request.body.discard()
     source_account, source_container, source_obj = api.copy_from
-    source_info = await container_info(context, source_account, source_container)
+    source_info = await container_info(context, source_account, source_container, api.trans_id)
     if not source_info.exists:
         raise APIError(404 if source_info.status == 404 else 503, "Source container not found")
     ring = context.rings.object_ring(source_info.policy_index)
@@ -343,9 +343,10 @@ async def _store(
                     return conn
                 if reply.status < 500 and reply.status != 507:
                     return reply  # a real answer (409, 412, ...): not the node's failure
-                log.warn("PUT to {node} refused: {status}", node=node.device_name, status=reply.status)
+                log.warn("{trans_id}: PUT to {node} refused: {status}", trans_id=api.trans_id,
+                         node=node.device_name, status=reply.status)
             except Exception as err:  # connection refused, timeout, protocol error
-                log.warn("PUT to {ip}:{port}/{dev} failed: {error}", ip=node.ip, port=node.port,
+                log.warn("{trans_id}: PUT to {ip}:{port}/{dev} failed: {error}", trans_id=api.trans_id, ip=node.ip, port=node.port,
                          dev=node.device_name, error=err)
                 if conn is not None:
                     _drop(conn)
@@ -370,7 +371,7 @@ async def _store(
         raise APIError(status, "Service Unavailable: not enough storage nodes" if status == 503 else "Precondition Failed" if status == 412 else "Conflict" if status == 409 else "Request refused")
 
     try:
-        await _stream_body(context, source, conns, quorum, length)
+        await _stream_body(context, source, conns, quorum, length, api.trans_id)
     except BaseException:
         for conn in conns:
             _drop(conn)
@@ -384,7 +385,7 @@ async def _store(
         try:
             return await waiting
         except Exception as err:
-            log.warn("PUT answer lost: {error}", error=err)
+            log.warn("{trans_id}: PUT answer lost: {error}", trans_id=api.trans_id, error=err)
             conn.abort()
             return None
 
@@ -415,7 +416,8 @@ def _drop(conn: PutConnection) -> None:
 
 
 async def _stream_body(
-    context: ProxyContext, source, conns: list[PutConnection], quorum: int, length: int | None
+    context: ProxyContext, source, conns: list[PutConnection], quorum: int, length: int | None,
+    trans_id: str = "-",
 ) -> None:
     """Copy the body to every node, reading ``source`` only while all of them keep up."""
     limit = context.constraints.max_file_size
@@ -430,7 +432,8 @@ async def _stream_body(
             except Exception:
                 still = [c for c in slow if not c.writable]
                 for conn in still:
-                    log.warn("a node took no data for {timeout}s; dropped", timeout=context.node_timeout)
+                    log.warn("{trans_id}: a node took no data for {timeout}s; dropped", trans_id=trans_id,
+                             timeout=context.node_timeout)
                     _drop(conn)
                     conns.remove(conn)
                 if len(conns) < quorum:
@@ -462,7 +465,8 @@ class _Relay(Protocol):
     per response, re-armed only when it fires), and the caller resumes from another replica.
     """
 
-    def __init__(self, request, sent: list[int], reactor, stall_timeout: float) -> None:
+    def __init__(self, request, sent: list[int], reactor, stall_timeout: float, trans_id: str = "-") -> None:
+        self._trans_id = trans_id
         self.request = request
         self.sent = sent
         self.done: Deferred = Deferred()
@@ -483,7 +487,8 @@ class _Relay(Protocol):
         now = self._reactor.seconds()
         idle = now - self._last
         if not self._paused and idle >= self._stall_timeout:
-            log.warn("node sent nothing for {idle:.1f}s; cutting it off", idle=idle)
+            log.warn("{trans_id}: node sent nothing for {idle:.1f}s; cutting it off", trans_id=self._trans_id,
+                     idle=idle)
             self._watchdog = None
             self.transport.stopProducing()
             return
@@ -546,7 +551,8 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
         try:
             response = await _ask(context, api.method, node, part, names, headers)
         except Exception as err:
-            log.warn("GET from {node} failed: {error}", node=node.device_name, error=err)
+            log.warn("{trans_id}: GET from {node} failed: {error}", trans_id=api.trans_id,
+                     node=node.device_name, error=err)
             node_failed(context, node)
             errors += 1
             continue
@@ -607,7 +613,7 @@ async def _relay(context, api, response, candidates, node, part, names, headers)
     remaining = [n for n in candidates if n is not node]
     current = response
     while True:
-        relay = _Relay(request, sent, context.reactor, context.node_timeout)
+        relay = _Relay(request, sent, context.reactor, context.node_timeout, api.trans_id)
         current.deliverBody(relay)
         (reason,) = await relay.done
         if reason.check(ResponseDone) and (total is None or sent[0] >= total or not whole):
@@ -631,7 +637,8 @@ async def _relay(context, api, response, candidates, node, part, names, headers)
                 attempt.deliverBody(_Discard())
         if resumed is None:
             break
-        log.info("resuming {name} at byte {offset} from {node}", name="/".join(names), offset=sent[0], node=other.device_name)
+        log.info("{trans_id}: resuming {name} at byte {offset} from {node}", trans_id=api.trans_id,
+                 name="/".join(names), offset=sent[0], node=other.device_name)
         current = resumed
     raise ResponseAborted(f"object body broke off after {sent[0]} bytes and no replica could resume it")
 
