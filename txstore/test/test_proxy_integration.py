@@ -199,6 +199,48 @@ class APITests(ClusterCase):
         )
         self.assertEqual(status, 403)
 
+    def test_more_object_and_container_semantics(self) -> None:
+        swift.put_container(self.url, self.token, "m", headers={"X-Container-Meta-Owner": "ops"})
+        headers = swift.head_container(self.url, self.token, "m")
+        self.assertEqual(headers["x-container-meta-owner"], "ops")
+        swift.post_container(self.url, self.token, "m", {"X-Remove-Container-Meta-Owner": "x"})
+        self.assertNotIn("x-container-meta-owner", swift.head_container(self.url, self.token, "m"))
+        # chunked upload (a generator has no length)
+        pieces = [os.urandom(100_000) for _ in range(7)]
+        etag = swift.put_object(self.url, self.token, "m", "chunked", contents=iter(pieces))
+        self.assertEqual(etag, hashlib.md5(b"".join(pieces)).hexdigest())
+        self.assertEqual(swift.get_object(self.url, self.token, "m", "chunked")[1], b"".join(pieces))
+        # several ranges at once
+        status, headers, body = self.cluster.http("GET", f"{self.path}/m/chunked", self.auth(Range="bytes=0-1,5-6"))
+        self.assertEqual(status, 206)
+        self.assertTrue(headers["content-type"].startswith("multipart/byteranges"))
+        self.assertIn(b"Content-Range: bytes 5-6/700000\r\n\r\n" + b"".join(pieces)[5:7], body)
+        # a container with objects cannot be deleted
+        status, _, _ = self.cluster.http("DELETE", f"{self.path}/m", self.auth())
+        self.assertEqual(status, 409)
+        # a reseller admin copies across accounts
+        _, reseller = self.cluster.token("admin:admin", "admin")
+        url2, token2 = self.cluster.token("test2:tester2", "testing2")
+        swift.put_container(url2, token2, "inbox")
+        status, _, _ = self.cluster.http(
+            "COPY", f"{self.path}/m/chunked",
+            {"X-Auth-Token": reseller, "Destination": "/inbox/got", "Destination-Account": "AUTH_test2"},
+        )
+        self.assertEqual(status, 201)
+        self.assertEqual(swift.get_object(url2, token2, "inbox", "got")[1], b"".join(pieces))
+        status, _, _ = self.cluster.http(
+            "PUT", "/v1/AUTH_test2/inbox/got2",
+            {"X-Auth-Token": reseller, "X-Copy-From": "/m/chunked", "X-Copy-From-Account": "AUTH_test",
+             "Content-Length": "0"}, b"",
+        )
+        self.assertEqual(status, 201)
+        # but an account's admin cannot copy out of another account
+        status, _, _ = self.cluster.http(
+            "PUT", f"{self.path}/m/stolen",
+            self.auth(**{"X-Copy-From": "/inbox/got", "X-Copy-From-Account": "AUTH_test2", "Content-Length": "0"}), b"",
+        )
+        self.assertEqual(status, 403)
+
     def test_reseller_admin_manages_accounts(self) -> None:
         _, reseller = self.cluster.token("admin:admin", "admin")
         status, _, _ = self.cluster.http("PUT", "/v1/AUTH_newco", {"X-Auth-Token": reseller,
