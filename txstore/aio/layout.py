@@ -185,6 +185,10 @@ def _node_config(layout: Layout, number: int) -> str:
         f"devices = {layout.devices(number)}\n"
         "# The devices are plain directories here, not mount points.\n"
         "mount_check = false\n"
+        "\n"
+        "[container-updater]\n"
+        "# Often, so that account stats follow uploads quickly on a laptop.\n"
+        "interval = 5\n"
     )
 
 

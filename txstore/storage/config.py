@@ -18,6 +18,7 @@ from txstore.common.server_config import (
 )
 
 SECTION = "objectnode"
+UPDATER_SECTION = "container-updater"
 
 SCHEMA = c.Schema(
     sections=(
@@ -37,6 +38,14 @@ SCHEMA = c.Schema(
                 MAX_FILE_SIZE_OPTION,
             ),
         ),
+        c.Section(
+            UPDATER_SECTION,
+            doc="Pushes containers' object counts and bytes to their accounts.",
+            options=(
+                c.Option("enabled", c.boolean, True, doc="Run the container updater."),
+                c.Option("interval", c.number(1.0), 30.0, doc="Seconds between passes."),
+            ),
+        ),
     )
 )
 
@@ -51,6 +60,8 @@ class NodeSettings:
     mount_check: bool
     cluster: ClusterConfig
     max_file_size: int = 5 * 1024**3 + 2
+    container_updater_enabled: bool = True
+    container_updater_interval: float = 30.0
 
 
 def load_node_settings(path: str | Path) -> NodeSettings:
@@ -66,4 +77,6 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         mount_check=node["mount_check"],
         cluster=load_cluster_from(loaded, SECTION),
         max_file_size=node["max_file_size"],
+        container_updater_enabled=loaded.section(UPDATER_SECTION)["enabled"],
+        container_updater_interval=loaded.section(UPDATER_SECTION)["interval"],
     )

@@ -17,6 +17,9 @@ from twisted.logger import Logger
 from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import Constraints
 from txstore.common.io import DeviceThreadPools, PoolsStopped
+from txstore.daemons.container_updater import ContainerUpdater
+from txstore.daemons.periodic import PeriodicDaemon
+from txstore.ring.ringset import RingSet
 from txstore.storage.config import NodeSettings
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
@@ -90,7 +93,9 @@ def _mounted_devices(context: StorageContext) -> list[str]:
     return [d.name for d in sorted(context.devices.iterdir()) if context.diskfiles.device_path(d.name) is not None]
 
 
-def build_node(settings: NodeSettings, reactor: Any, clock=time.time) -> tuple[NodeServer, MultiService]:
+def build_node(
+    settings: NodeSettings, reactor: Any, clock=time.time, rings: RingSet | None = None
+) -> tuple[NodeServer, MultiService]:
     """The node's request handler and the services that must run beside its listener."""
     runner = DeviceThreadPools(reactor)
     client = BackendClient(reactor)
@@ -114,4 +119,8 @@ def build_node(settings: NodeSettings, reactor: Any, clock=time.time) -> tuple[N
     sweeper = TimerService(TMP_SWEEP_INTERVAL, TmpSweeper(context).sweep)
     sweeper.clock = reactor
     sweeper.setServiceParent(services)
+    if rings is not None and settings.container_updater_enabled:
+        updater = ContainerUpdater(context, rings.account)
+        PeriodicDaemon("container-updater", updater.run_pass, settings.container_updater_interval, reactor
+                       ).setServiceParent(services)
     return server, services

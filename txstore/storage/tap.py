@@ -32,7 +32,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         from twisted.internet import reactor
     loaded: LoadedNode = options.loaded
     settings = loaded.settings
-    server, services = build_node(settings, reactor)
+    server, services = build_node(settings, reactor, rings=loaded.rings)
     top = http_service(
         reactor, settings.bind_ip, settings.bind_port, server.resource(), "objectnode", twisted_access_log=False
     )

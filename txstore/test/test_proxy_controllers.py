@@ -72,8 +72,8 @@ def build_ring(path: Path, ips: list[str], ports: list[int]) -> Ring:
 
 
 def fake_rings(directory: Path, objects: Ring | None = None) -> RingSet:
-    """Account, container and object rings on made-up addresses (ports 6002, 6001, 6000)."""
-    ips = [f"10.0.0.{i}" for i in range(1, 7)]
+    """Account, container and object rings on unused loopback addresses (ports 6002, 6001, 6000)."""
+    ips = [f"127.0.1.{i}" for i in range(1, 7)]  # loopback: no test may reach another network
     account = build_ring(directory / "account.ring.gz", ips, [6002] * 6)
     container = build_ring(directory / "container.ring.gz", ips, [6001] * 6)
     if objects is None:

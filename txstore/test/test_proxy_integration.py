@@ -241,6 +241,21 @@ class APITests(ClusterCase):
         )
         self.assertEqual(status, 403)
 
+    def test_account_stats_follow_uploads(self) -> None:
+        """The container updater (every 5 s in the all-in-one) brings the account's counts up."""
+        swift.put_container(self.url, self.token, "counted")
+        for i in range(5):
+            swift.put_object(self.url, self.token, "counted", f"o{i}", contents=b"x" * 100)
+        deadline = time.monotonic() + 30
+        while True:
+            headers = swift.head_account(self.url, self.token)
+            if headers.get("x-account-object-count") == "5" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        self.assertEqual((headers["x-account-object-count"], headers["x-account-bytes-used"]), ("5", "500"))
+        _, containers = swift.get_account(self.url, self.token)
+        self.assertEqual([(c["name"], c["count"], c["bytes"]) for c in containers], [("counted", 5, 500)])
+
     def test_reseller_admin_manages_accounts(self) -> None:
         _, reseller = self.cluster.token("admin:admin", "admin")
         status, _, _ = self.cluster.http("PUT", "/v1/AUTH_newco", {"X-Auth-Token": reseller,

@@ -4,7 +4,7 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txstore.proxy.quorum import best_status, quorum_size
+from txstore.common.quorum import best_status, quorum_size
 from txstore.proxy.transaction import new_trans_id
 
 

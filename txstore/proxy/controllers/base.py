@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from txstore.common.backend_client import BackendError, BackendResponse
 from txstore.common.timestamps import Timestamp
 from txstore.proxy.context import ProxyContext
-from txstore.proxy.quorum import best_status
+from txstore.common.quorum import best_status
 from txstore.ring.ring import Node, Ring
 
 log = Logger()

@@ -48,7 +48,7 @@ from txstore.proxy.controllers.base import (
     write_to_replicas,
 )
 from txstore.proxy.put_connection import NodeAnswer, PutConnection, connect_put, request_head
-from txstore.proxy.quorum import best_status, quorum_size
+from txstore.common.quorum import best_status, quorum_size
 from txstore.ring.ring import Node
 
 log = Logger()

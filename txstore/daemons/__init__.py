@@ -1,0 +1,1 @@
+"""The consistency daemons of a storage node: Twisted services on timers."""

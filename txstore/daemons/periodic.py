@@ -1,0 +1,77 @@
+# -*- test-case-name: txstore.test.test_container_updater -*-
+"""
+A daemon that runs a pass every ``interval`` seconds inside the node process.
+
+The first pass starts after a random part of the interval, so the nodes of a cluster started
+together do not all work at once. A pass that fails is logged and the next one runs as usual:
+a LoopingCall whose function raises stops for good, so this one never lets an error reach it.
+Each pass's figures are kept for recon.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+
+class PeriodicDaemon(Service):
+    log = Logger()
+
+    def __init__(
+        self, name: str, run_pass: Callable[[], Awaitable[dict[str, Any]]], interval: float, reactor: Any,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.name = name
+        self._run_pass = run_pass
+        self.interval = interval
+        self._reactor = reactor
+        self._jitter = jitter
+        self._loop: LoopingCall | None = None
+        self._first = None
+        self._current: Deferred | None = None
+        self.last_pass: dict[str, Any] = {}
+        self.passes = 0
+
+    def startService(self) -> None:
+        super().startService()
+        self._first = self._reactor.callLater(self._jitter() * self.interval, self._start_loop)
+
+    def _start_loop(self) -> None:
+        self._first = None
+        self._loop = LoopingCall(self.run_once)
+        self._loop.clock = self._reactor
+        self._loop.start(self.interval, now=True)
+
+    def run_once(self) -> Deferred:
+        """One pass; never fails (errors are logged), so the loop goes on."""
+        self._current = Deferred.fromCoroutine(self._guarded())
+        return self._current
+
+    async def _guarded(self) -> None:
+        started = time.monotonic()
+        try:
+            figures = await self._run_pass()
+        except Exception:
+            self.log.failure("{daemon} pass failed; the next runs in {interval}s", daemon=self.name,
+                             interval=self.interval)
+            figures = {"failed": True}
+        self.passes += 1
+        self.last_pass = {**figures, "duration": time.monotonic() - started, "finished_at": time.time()}
+        self.log.info("{daemon} pass done: {figures}", daemon=self.name, figures=self.last_pass)
+
+    def stopService(self):
+        super().stopService()
+        if self._first is not None and self._first.active():
+            self._first.cancel()
+        self._first = None
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        current, self._current = self._current, None
+        return current if current is not None and not current.called else None
