@@ -189,6 +189,9 @@ def _node_config(layout: Layout, number: int) -> str:
         "[container-updater]\n"
         "# Often, so that account stats follow uploads quickly on a laptop.\n"
         "interval = 5\n"
+        "\n"
+        "[object-updater]\n"
+        "interval = 5\n"
     )
 
 

@@ -80,22 +80,10 @@ class ContainerUpdater:
         self._devices = devices
 
     async def _devices_now(self) -> list[tuple[str, Path]]:
-        """The devices to walk and their paths (listing and mount checks block: a thread)."""
-        context = self._context
-        wanted = self._devices
-
-        def mounted() -> list[tuple[str, Path]]:
-            names = wanted if wanted is not None else (
-                [d.name for d in sorted(context.devices.iterdir())] if context.devices.is_dir() else []
-            )
-            found = []
-            for name in names:
-                path = context.diskfiles.device_path(name)
-                if path is not None:
-                    found.append((name, path))
-            return found
-
-        return await context.runner.run("updater", mounted)
+        devices = await self._context.runner.run("updater", self._context.mounted_devices)
+        if self._devices is not None:
+            devices = [(name, path) for name, path in devices if name in self._devices]
+        return devices
 
     async def run_pass(self) -> dict[str, Any]:
         figures = {"checked": 0, "reported": 0, "failed": 0}

@@ -19,6 +19,7 @@ from txstore.common.server_config import (
 
 SECTION = "objectnode"
 UPDATER_SECTION = "container-updater"
+OBJECT_UPDATER_SECTION = "object-updater"
 
 SCHEMA = c.Schema(
     sections=(
@@ -46,6 +47,14 @@ SCHEMA = c.Schema(
                 c.Option("interval", c.number(1.0), 30.0, doc="Seconds between passes."),
             ),
         ),
+        c.Section(
+            OBJECT_UPDATER_SECTION,
+            doc="Replays container updates that object writes could not deliver (async pendings).",
+            options=(
+                c.Option("enabled", c.boolean, True, doc="Run the object updater."),
+                c.Option("interval", c.number(1.0), 30.0, doc="Seconds between passes."),
+            ),
+        ),
     )
 )
 
@@ -62,6 +71,8 @@ class NodeSettings:
     max_file_size: int = 5 * 1024**3 + 2
     container_updater_enabled: bool = True
     container_updater_interval: float = 30.0
+    object_updater_enabled: bool = True
+    object_updater_interval: float = 30.0
 
 
 def load_node_settings(path: str | Path) -> NodeSettings:
@@ -79,4 +90,6 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         max_file_size=node["max_file_size"],
         container_updater_enabled=loaded.section(UPDATER_SECTION)["enabled"],
         container_updater_interval=loaded.section(UPDATER_SECTION)["interval"],
+        object_updater_enabled=loaded.section(OBJECT_UPDATER_SECTION)["enabled"],
+        object_updater_interval=loaded.section(OBJECT_UPDATER_SECTION)["interval"],
     )

@@ -55,6 +55,21 @@ class StorageContext:
         return path
 
 
+    def mounted_devices(self) -> list[tuple[str, Path]]:
+        """The devices this node serves now, with their paths (blocking: list and stat)."""
+        if not self.devices.is_dir():
+            return []
+        found = []
+        for entry in sorted(self.devices.iterdir()):
+            try:
+                path = self.diskfiles.device_path(entry.name)
+            except ValueError:
+                continue
+            if path is not None:
+                found.append((entry.name, path))
+        return found
+
+
 def header(request: Request, name: str) -> str | None:
     """A request header as text; bytes that are not UTF-8 survive as surrogates (no 500)."""
     value = request.getHeader(name.encode("latin-1"))

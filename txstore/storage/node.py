@@ -18,6 +18,7 @@ from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import Constraints
 from txstore.common.io import DeviceThreadPools, PoolsStopped
 from txstore.daemons.container_updater import ContainerUpdater
+from txstore.daemons.object_updater import ObjectUpdater
 from txstore.daemons.periodic import PeriodicDaemon
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import NodeSettings
@@ -68,10 +69,10 @@ class TmpSweeper:
         self._first = False
         context = self._context
         try:
-            devices = await context.runner.run("sweep", _mounted_devices, context)
+            devices = await context.runner.run("sweep", context.mounted_devices)
         except PoolsStopped:
             return  # the node is stopping
-        for device in devices:
+        for device, _path in devices:
             try:
                 removed = await context.runner.run(device, context.diskfiles.cleanup_tmp, device, max_age)
             except PoolsStopped:
@@ -84,13 +85,6 @@ class TmpSweeper:
     def _report(self, removed: int, device: str) -> None:
         if removed:
             self.log.info("removed {count} unfinished temp files from {device}", count=removed, device=device)
-
-
-def _mounted_devices(context: StorageContext) -> list[str]:
-    """The device names this node serves now (blocking: a directory listing and stats)."""
-    if not context.devices.is_dir():
-        return []
-    return [d.name for d in sorted(context.devices.iterdir()) if context.diskfiles.device_path(d.name) is not None]
 
 
 def build_node(
@@ -122,5 +116,9 @@ def build_node(
     if rings is not None and settings.container_updater_enabled:
         updater = ContainerUpdater(context, rings.account)
         PeriodicDaemon("container-updater", updater.run_pass, settings.container_updater_interval, reactor
+                       ).setServiceParent(services)
+    if rings is not None and settings.object_updater_enabled:
+        replayer = ObjectUpdater(context, rings.container)
+        PeriodicDaemon("object-updater", replayer.run_pass, settings.object_updater_interval, reactor
                        ).setServiceParent(services)
     return server, services

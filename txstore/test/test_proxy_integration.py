@@ -355,6 +355,64 @@ class OneNodeDownTests(ClusterCase):
         self.assertRaises(swift.ClientException, swift.get_object, url, token, "down", "o0")
 
 
+class CatchUpTests(ClusterCase):
+    def test_container_replica_catches_up_after_downtime(self) -> None:
+        """Rows a stopped container server missed arrive through async pendings and the updater."""
+        from txstore.common.cluster import load_cluster_config
+        from txstore.ring.ringset import RingSet
+
+        url, token = self.cluster.token()
+        swift.put_container(url, token, "catchup")
+        etc = self.cluster.root / "etc"
+        cluster = load_cluster_config(etc / "txstore.conf")
+        ring = RingSet.load(etc, cluster.hasher, cluster.policies).container
+        part, nodes = ring.get_nodes("AUTH_test", "catchup")
+        down = nodes[0]
+        name = f"node{(down.port - self.cluster.port) // 10}"
+        pid_file = self.cluster.root / "run" / f"{name}.pid"
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(200):
+            try:
+                os.kill(pid, 0)
+                time.sleep(0.05)
+            except ProcessLookupError:
+                break
+        for i in range(20):
+            swift.put_object(url, token, "catchup", f"o{i:02d}", contents=b"x")
+        pendings = lambda: list(self.cluster.root.glob("srv/node*/d*/async_pending*/*/*"))  # noqa: E731
+        self.assertTrue(pendings(), "updates for the stopped container server were saved")
+
+        restarted = subprocess.Popen(
+            [console_script("twistd"), "--nodaemon", f"--pidfile={pid_file}", "objectnode",
+             "--config", str(etc / f"{name}.conf")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(lambda: (restarted.poll() is None and restarted.terminate(), restarted.wait()))
+        listing: list = []
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            try:
+                status, _, body = self._node_listing(down, part)
+            except OSError:
+                status, body = 0, b""
+            listing = json.loads(body) if status == 200 else []
+            if len(listing) == 20 and not pendings():
+                break
+            time.sleep(0.5)
+        self.assertEqual([o["name"] for o in listing], [f"o{i:02d}" for i in range(20)])
+        self.assertEqual(pendings(), [])
+
+    def _node_listing(self, node, part):
+        conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+        try:
+            conn.request("GET", f"/{node.device_name}/{part}/AUTH_test/catchup?format=json")
+            response = conn.getresponse()
+            return response.status, {}, response.read()
+        finally:
+            conn.close()
+
+
 class BrokenReadTests(ClusterCase):
     """A node that dies while its object is being downloaded."""
 
