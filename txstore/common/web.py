@@ -10,6 +10,7 @@ text that says why, never Twisted's HTML pages.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -107,3 +108,26 @@ def healthcheck(request: Request) -> bytes:
         request.setHeader(b"Allow", b"GET, HEAD")
         return plain_text(request, 405, "Method Not Allowed")
     return plain_text(request, 200, "OK")
+
+
+def log_access(logger: Logger, request: Request, trans_id: str, started: float) -> None:
+    """
+    Write one access line when ``request`` finishes (or its client goes away): client, method,
+    path, status, bytes sent, duration and transaction id. ``started`` is a monotonic time.
+    """
+
+    def write(result: object) -> None:
+        address = request.getClientAddress()
+        logger.info(
+            "{client} {method} {path} {status} {sent} {duration:.4f}s {trans_id}{aborted}",
+            client=getattr(address, "host", "-"),
+            method=request.method.decode("ascii", "replace"),
+            path=request.uri.decode("latin-1"),
+            status=request.code,
+            sent=request.sentLength,
+            duration=time.monotonic() - started,
+            trans_id=trans_id,
+            aborted="" if result is None else " (client gone)",
+        )
+
+    request.notifyFinish().addBoth(write)

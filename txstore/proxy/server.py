@@ -20,7 +20,7 @@ from twisted.web.resource import Resource
 
 from txstore import __version__
 from txstore.common.paths import BadPath, decode_path, split_path
-from txstore.common.web import DispatchResource, ResponseAborted, healthcheck, plain_text
+from txstore.common.web import DispatchResource, ResponseAborted, healthcheck, log_access, plain_text
 from txstore.proxy.acl import parse_acl
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.account import handle_account
@@ -49,8 +49,7 @@ class ProxyServer:
         trans_id = new_trans_id(self.clock)
         request.setHeader(b"X-Trans-Id", trans_id.encode())
         request.setHeader(b"X-Openstack-Request-Id", trans_id.encode())
-        started = time.monotonic()
-        request.notifyFinish().addBoth(self._log_access, request, trans_id, started)
+        log_access(self.access, request, trans_id, time.monotonic())
         path = request.path
         if path == b"/healthcheck":
             return healthcheck(request)
@@ -70,19 +69,6 @@ class ProxyServer:
         return self.auth.authorize(
             api.identity, "GET", account, container, obj,
             _acl(info.read_acl), _acl(info.write_acl, write=True), api.header("Referer"),
-        )
-
-    def _log_access(self, result, request: Request, trans_id: str, started: float) -> None:
-        self.access.info(
-            "{client} {method} {path} {status} {sent} {duration:.4f}s {trans_id}{aborted}",
-            client=request.getClientAddress().host if request.getClientAddress() else "-",
-            method=request.method.decode("ascii", "replace"),
-            path=request.uri.decode("latin-1"),
-            status=request.code,
-            sent=request.sentLength,
-            duration=time.monotonic() - started,
-            trans_id=trans_id,
-            aborted="" if result is None else " (client gone)",
         )
 
     # --- operational endpoints -------------------------------------------------------------

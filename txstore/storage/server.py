@@ -18,7 +18,7 @@ from twisted.web.http import Request
 from twisted.web.resource import Resource
 
 from txstore.common.paths import BackendPath, BadPath, parse_backend_path
-from txstore.common.web import DispatchResource, healthcheck, plain_text
+from txstore.common.web import DispatchResource, healthcheck, log_access, plain_text
 from txstore.storage.http_support import HTTPError
 
 
@@ -38,8 +38,8 @@ class NodeServer:
         return DispatchResource(self.handle)
 
     def handle(self, request: Request):
-        started = time.monotonic()
-        request.notifyFinish().addBoth(self._log_access, request, started)
+        trans_id = request.getHeader(b"x-trans-id")
+        log_access(self.access, request, trans_id.decode("latin-1") if trans_id else "-", time.monotonic())
         if request.path == b"/healthcheck":
             return healthcheck(request)
         try:
@@ -67,21 +67,6 @@ class NodeServer:
                 return self.accounts.handle_container_report if self.accounts else None
             return self.containers.handle if self.containers else None
         return self.accounts.handle if self.accounts else None
-
-    def _log_access(self, result, request: Request, started: float) -> None:
-        """One line per request, with the proxy's transaction id, so a request can be followed."""
-        trans_id = request.getHeader(b"x-trans-id")
-        self.access.info(
-            "{client} {method} {path} {status} {sent} {duration:.4f}s {trans_id}{aborted}",
-            client=request.getClientAddress().host if request.getClientAddress() else "-",
-            method=request.method.decode("ascii", "replace"),
-            path=request.uri.decode("latin-1"),
-            status=request.code,
-            sent=request.sentLength,
-            duration=time.monotonic() - started,
-            trans_id=trans_id.decode("latin-1") if trans_id else "-",
-            aborted="" if result is None else " (client gone)",
-        )
 
     async def _serve(self, handle, request: Request, path: BackendPath) -> bytes:
         try:
