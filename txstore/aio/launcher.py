@@ -180,10 +180,17 @@ class Cluster:
         return "\n".join(parts)
 
     def stop(self) -> None:
-        pids = {name: child.pid for name, child in self.children.items() if child.poll() is None}
-        stop_pids(pids)
-        for child in self.children.values():
-            child.wait()
+        """SIGTERM every child, reap each (a zombie still answers kill(pid, 0)), SIGKILL laggards."""
+        running = [child for child in self.children.values() if child.poll() is None]
+        for child in running:
+            child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for child in running:
+            try:
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 def banner(layout: Layout, background: bool) -> str:

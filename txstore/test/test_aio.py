@@ -169,7 +169,9 @@ class LauncherTests(SynchronousTestCase):
         pids = self.pids()
         self.assertEqual(len(pids), 5)
         launcher.send_signal(signal.SIGINT)
+        started = time.monotonic()
         self.assertEqual(launcher.wait(timeout=60), 0)
+        self.assertLess(time.monotonic() - started, 10, "an orderly stop takes seconds, not a kill timeout")
         self.assertFalse(any(alive(pid) for pid in pids.values()))
         self.assertEqual(self.pids(), {})
 
