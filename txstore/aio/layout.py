@@ -192,6 +192,9 @@ def _node_config(layout: Layout, number: int) -> str:
         "\n"
         "[object-updater]\n"
         "interval = 5\n"
+        "\n"
+        "[object-auditor]\n"
+        "interval = 60\n"
     )
 
 

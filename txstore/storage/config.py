@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attrs import frozen
+from attrs import field, frozen
 
 from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig
@@ -20,6 +20,7 @@ from txstore.common.server_config import (
 SECTION = "objectnode"
 UPDATER_SECTION = "container-updater"
 OBJECT_UPDATER_SECTION = "object-updater"
+AUDITOR_SECTION = "object-auditor"
 
 SCHEMA = c.Schema(
     sections=(
@@ -55,6 +56,17 @@ SCHEMA = c.Schema(
                 c.Option("interval", c.number(1.0), 30.0, doc="Seconds between passes."),
             ),
         ),
+        c.Section(
+            AUDITOR_SECTION,
+            doc="Re-reads every object to find bit rot, and quarantines what fails.",
+            options=(
+                c.Option("enabled", c.boolean, True, doc="Run the object auditor."),
+                c.Option("interval", c.number(1.0), 1800.0, doc="Seconds between passes."),
+                c.Option("files_per_second", c.number(0.0), 20.0, doc="Objects checked per second (0: no limit)."),
+                c.Option("bytes_per_second", c.size, 10 * 1024 * 1024, doc="Bytes read per second (0: no limit)."),
+                c.Option("zero_byte_only", c.boolean, False, doc="Check metadata and sizes only, not md5s."),
+            ),
+        ),
     )
 )
 
@@ -73,6 +85,8 @@ class NodeSettings:
     container_updater_interval: float = 30.0
     object_updater_enabled: bool = True
     object_updater_interval: float = 30.0
+    auditor: dict = field(factory=lambda: {"enabled": True, "interval": 1800.0, "files_per_second": 20.0,
+                                           "bytes_per_second": 10 * 1024 * 1024, "zero_byte_only": False})
 
 
 def load_node_settings(path: str | Path) -> NodeSettings:
@@ -92,4 +106,5 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         container_updater_interval=loaded.section(UPDATER_SECTION)["interval"],
         object_updater_enabled=loaded.section(OBJECT_UPDATER_SECTION)["enabled"],
         object_updater_interval=loaded.section(OBJECT_UPDATER_SECTION)["interval"],
+        auditor=dict(loaded.section(AUDITOR_SECTION)),
     )

@@ -699,6 +699,30 @@ class DiskFile:
         suffixes.invalidate_suffix(self.partition_path, self.suffix)
         return previous
 
+    def quarantine(self) -> Path | None:
+        """
+        Move this object's directory, every file in it, out of service to
+        ``<device>/quarantined/objects/<hash>[-n]`` (blocking), under the object's lock so no
+        write lands in it meanwhile, and invalidate its suffix so replication restores a good
+        copy from another replica. Returns where it went, or None if there was nothing.
+        """
+        if not self.hash_dir.is_dir():
+            return None
+        target_root = self.device_path / QUARANTINE_DIR / "objects"
+        target_root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            target = target_root / self.name_hash
+            n = 0
+            while target.exists():
+                n += 1
+                target = target_root / f"{self.name_hash}-{n}"
+            os.rename(self.hash_dir, target)
+            if self.manager.fsync:
+                self.manager._fsync_dir(self.hash_dir.parent)
+                self.manager._fsync_dir(target_root)
+        suffixes.invalidate_suffix(self.partition_path, self.suffix)
+        return target
+
     @contextmanager
     def _locked(self) -> Iterator[int]:
         """

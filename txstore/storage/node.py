@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import Constraints
 from txstore.common.io import DeviceThreadPools, PoolsStopped
+from txstore.daemons.auditor import ObjectAuditor
 from txstore.daemons.container_updater import ContainerUpdater
 from txstore.daemons.object_updater import ObjectUpdater
 from txstore.daemons.periodic import PeriodicDaemon

@@ -163,8 +163,18 @@ class ObjectServer:
         try:
             return await self._run(path, diskfile.read_metadata)
         except DiskFileCorrupt as err:
-            self.log.warn("corrupt object {name}: {reason}", name=diskfile.name, reason=err)
+            await self._quarantine(path, diskfile, err)
             return ObjectState()
+
+    async def _quarantine(self, path: BackendPath, diskfile: DiskFile, reason: object) -> None:
+        """Take a damaged object out of service; replication brings a good replica back."""
+        try:
+            where = await self._run(path, diskfile.quarantine)
+        except Exception as err:
+            self.log.error("could not quarantine {name}: {error}", name=diskfile.name, error=err)
+            return
+        self.log.error("quarantined {name} to {where}: {reason}", name=diskfile.name, where=str(where),
+                       reason=str(reason))
 
     @staticmethod
     def _backend_timestamps(request: Request, state: ObjectState) -> None:
@@ -375,6 +385,8 @@ class ObjectServer:
             await producer.send(parts, trailer, whole=ranges is None)
         except (CorruptBody, DiskFileError) as err:
             self.log.error("reading {name} failed ({reason}); response aborted", name=diskfile.name, reason=err)
+            if isinstance(err, (CorruptBody, DiskFileCorrupt)):
+                await self._quarantine(path, diskfile, err)
             raise ResponseAborted(str(err)) from err
         finally:
             await self._run(path, reader.close)

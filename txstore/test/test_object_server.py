@@ -381,8 +381,15 @@ class ObjectServerTests(TestCase):
         raw = bytearray(path.read_bytes())
         raw[500000] ^= 0xFF
         path.write_bytes(bytes(raw))
-        with self.assertRaises(ResponseFailed):
-            await self.call("GET", "/d1/3/a/c/rot")
         # a range read does not verify the whole body, and serves what is there
         response, got = await self.call("GET", "/d1/3/a/c/rot", {"Range": "bytes=0-9"})
         self.assertEqual(got, data[:10])
+        with self.assertRaises(ResponseFailed):
+            await self.call("GET", "/d1/3/a/c/rot")
+        # the whole read found the rot: the object left service for replication to replace
+        response, _ = await self.call("GET", "/d1/3/a/c/rot")
+        self.assertEqual(response.code, 404)
+        self.assertEqual([p for p in self.data_files() if "quarantined" not in p.parts], [])
+        quarantined = list((self.root / "d1" / "quarantined" / "objects").iterdir())
+        self.assertEqual(len(quarantined), 1)
+        self.assertEqual(len(list(quarantined[0].glob("*.data"))), 1)
