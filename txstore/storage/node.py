@@ -28,6 +28,7 @@ from txstore.storage.http_support import StorageContext
 from txstore.storage.account_server import AccountServer
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.object_server import ObjectServer
+from txstore.storage.recon import Recon
 from txstore.storage.server import NodeServer
 
 TMP_SWEEP_INTERVAL = 600.0
@@ -108,7 +109,8 @@ def build_node(
     )
     accounts = AccountServer(context)
     containers = ContainerServer(context)
-    server = NodeServer(accounts=accounts, containers=containers, objects=ObjectServer(context))
+    recon = Recon(context, settings.ring_dir)
+    server = NodeServer(accounts=accounts, containers=containers, objects=ObjectServer(context), recon=recon)
     services = MultiService()
     _Resources(runner, client, [containers.close, accounts.close]).setServiceParent(services)
     sweeper = TimerService(TMP_SWEEP_INTERVAL, TmpSweeper(context).sweep)
@@ -116,10 +118,19 @@ def build_node(
     sweeper.setServiceParent(services)
     if rings is not None and settings.container_updater_enabled:
         updater = ContainerUpdater(context, rings.account)
-        PeriodicDaemon("container-updater", updater.run_pass, settings.container_updater_interval, reactor
-                       ).setServiceParent(services)
+        recon.daemons["container-updater"] = PeriodicDaemon(
+            "container-updater", updater.run_pass, settings.container_updater_interval, reactor)
+        recon.daemons["container-updater"].setServiceParent(services)
     if rings is not None and settings.object_updater_enabled:
         replayer = ObjectUpdater(context, rings.container)
-        PeriodicDaemon("object-updater", replayer.run_pass, settings.object_updater_interval, reactor
-                       ).setServiceParent(services)
+        recon.daemons["object-updater"] = PeriodicDaemon(
+            "object-updater", replayer.run_pass, settings.object_updater_interval, reactor)
+        recon.daemons["object-updater"].setServiceParent(services)
+    audit = settings.auditor
+    if audit["enabled"]:
+        auditor = ObjectAuditor(context, zero_byte=audit["zero_byte_only"],
+                                files_per_second=audit["files_per_second"],
+                                bytes_per_second=audit["bytes_per_second"])
+        recon.daemons["object-auditor"] = PeriodicDaemon("object-auditor", auditor.run_pass, audit["interval"], reactor)
+        recon.daemons["object-auditor"].setServiceParent(services)
     return server, services

@@ -31,6 +31,7 @@ class NodeServer:
     accounts: BackendHandler | None = None
     containers: BackendHandler | None = None
     objects: BackendHandler | None = None
+    recon: object | None = None  # txstore.storage.recon.Recon
     log = Logger()
     access = Logger(namespace="txstore.storage.access")
 
@@ -42,6 +43,8 @@ class NodeServer:
         log_access(self.access, request, trans_id.decode("latin-1") if trans_id else "-", time.monotonic())
         if request.path == b"/healthcheck":
             return healthcheck(request)
+        if request.path.startswith(b"/recon/") and self.recon is not None:
+            return self.recon.handle(request)
         try:
             path = parse_backend_path(request.path)
         except BadPath as err:

@@ -147,3 +147,40 @@ class NodeIntegrationTests(SynchronousTestCase):
         while time.monotonic() < deadline and any(tmp.iterdir()):
             time.sleep(0.05)
         self.assertEqual(list(tmp.iterdir()), [], "the start-up sweep removes the orphaned temp file")
+
+
+class ReconTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        base = free_port_block(2, step=10)
+        self.layout = small_cluster(self, nodes=1, replicas=1, part_power=4, base_port=base)
+        self.port = base + 10
+        self.node = Node(self, self.layout.node_config(1), self.port, self.layout.log_file("node1"))
+        self.node.start()
+
+    def recon(self, what: str, method: str = "GET"):
+        status, headers, body = call(method, f"http://127.0.0.1:{self.port}/recon/{what}")
+        return status, json.loads(body) if status == 200 and body else body
+
+    def test_checks(self) -> None:
+        import hashlib
+
+        status, disks = self.recon("diskusage")
+        self.assertEqual(status, 200)
+        [disk] = disks
+        self.assertEqual((disk["device"], disk["mounted"]), ("d1", True))
+        self.assertGreater(disk["size"], disk["avail"])
+        self.assertEqual(self.recon("async"), (200, {"async_pending": 0}))
+        self.assertEqual(self.recon("quarantined"), (200, {"accounts": 0, "containers": 0, "objects": 0}))
+        status, sums = self.recon("ringmd5")
+        ring = self.layout.etc / "object.ring.gz"
+        self.assertEqual(sums[str(ring)], hashlib.md5(ring.read_bytes()).hexdigest())
+        self.assertEqual(set(self.recon("load")[1]), {"1m", "5m", "15m"})
+        self.assertIn("MemTotal", self.recon("mem")[1])
+        self.assertEqual(self.recon("unmounted"), (200, []))
+        self.assertIn("version", self.recon("version")[1])
+        self.assertGreater(self.recon("time")[1]["time"], 1.7e9)
+        status, daemons = self.recon("daemons")
+        self.assertEqual(set(daemons), {"container-updater", "object-updater", "object-auditor"})
+        self.assertEqual(daemons["object-updater"]["interval"], 5.0)
+        self.assertEqual(self.recon("nonsense")[0], 404)
+        self.assertEqual(self.recon("time", method="POST")[0], 405)
