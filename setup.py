@@ -43,6 +43,7 @@ setup(
         "console_scripts": [
             "txstore-aio = txstore.aio.launcher:main",
             "txstore-ring = txstore.ring.cli:main",
+            "txstore-recon = txstore.recon_cli:main",
         ],
     },
     classifiers=[

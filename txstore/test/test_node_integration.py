@@ -184,3 +184,25 @@ class ReconTests(SynchronousTestCase):
         self.assertEqual(daemons["object-updater"]["interval"], 5.0)
         self.assertEqual(self.recon("nonsense")[0], 404)
         self.assertEqual(self.recon("time", method="POST")[0], 405)
+
+    def test_txstore_recon(self) -> None:
+        import subprocess
+
+        command = [console_script("txstore-recon"), "--ring-dir", str(self.layout.etc), "--timeout", "3"]
+        result = subprocess.run(command + ["--all"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for words in ("1 nodes in the rings", "Disk usage:", "127.0.0.1:%d/d1:" % self.port, "average",
+                      "Load:", "Async pendings:", "total 0", "Quarantined:", "objects 0",
+                      "1/1 reachable nodes have the same rings", "Daemons:", "object-auditor"):
+            self.assertIn(words, result.stdout)
+        result = subprocess.run(command + ["-q", "--json"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(json.loads(result.stdout)["quarantined"][f"127.0.0.1:{self.port}"]["objects"], 0)
+        self.node.stop()
+        result = subprocess.run(command + ["-a"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"127.0.0.1:{self.port}: unreachable", result.stdout)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        result = subprocess.run([console_script("txstore-recon"), "--ring-dir", "/nonexistent", "-d"],
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("no rings", result.stderr)

@@ -1,0 +1,170 @@
+# -*- test-case-name: txstore.test.test_recon_cli -*-
+"""
+``txstore-recon``: ask every storage node named in the rings how it is doing.
+
+It reads the ring files (``--ring-dir``), asks each node's ``/recon/<what>`` in parallel with
+a timeout, and prints readable tables (or ``--json``). Unreachable nodes are listed, never a
+traceback. A plain synchronous program: a thread per node request, no reactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from txstore.common.hashing import PathHasher
+from txstore.ring.ring import Ring, RingError
+
+def nodes_of(ring_dir: Path) -> list[tuple[str, int]]:
+    """Every (ip, port) that a ring in ``ring_dir`` names, sorted."""
+    found = set()
+    for path in sorted(ring_dir.glob("*.ring.gz")):
+        ring = Ring(path, PathHasher())
+        for device in ring.devices:
+            if device is not None:
+                found.add((device.ip, device.port))
+    return sorted(found)
+
+
+def fetch(node: tuple[str, int], what: str, timeout: float) -> Any:
+    ip, port = node
+    host = f"[{ip}]" if ":" in ip else ip
+    with urllib.request.urlopen(f"http://{host}:{port}/recon/{what}", timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def gather(nodes: list[tuple[str, int]], what: str, timeout: float) -> dict[str, Any]:
+    """``{"ip:port": answer or {"error": why}}`` for every node, asked in parallel."""
+
+    def one(node):
+        try:
+            return fetch(node, what, timeout)
+        except (OSError, ValueError, urllib.error.URLError) as err:
+            return {"error": str(getattr(err, "reason", err))}
+
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(nodes)))) as pool:
+        answers = list(pool.map(one, nodes))
+    return {f"{ip}:{port}": answer for (ip, port), answer in zip(nodes, answers)}
+
+
+def _errors(results: dict[str, Any]) -> list[str]:
+    return [f"  {node}: unreachable ({a['error']})" for node, a in results.items() if isinstance(a, dict) and "error" in a]
+
+
+def report_diskusage(results: dict[str, Any]) -> list[str]:
+    lines = ["Disk usage:"]
+    percents = []
+    for node, answer in results.items():
+        if isinstance(answer, dict):
+            continue
+        for disk in answer:
+            if not disk.get("mounted"):
+                lines.append(f"  {node}/{disk['device']}: NOT MOUNTED")
+                continue
+            percent = 100.0 * disk["used"] / disk["size"] if disk["size"] else 0.0
+            percents.append(percent)
+            lines.append(f"  {node}/{disk['device']}: {percent:5.1f}% used, {disk['avail'] / 2**30:.1f} GiB free")
+    if percents:
+        lines.append(f"  lowest {min(percents):.1f}%, highest {max(percents):.1f}%, "
+                     f"average {sum(percents) / len(percents):.1f}% of {len(percents)} devices")
+        histogram = [0] * 10
+        for percent in percents:
+            histogram[min(9, int(percent // 10))] += 1
+        for bucket, count in enumerate(histogram):
+            if count:
+                lines.append(f"  {bucket * 10:3d}-{bucket * 10 + 9:3d}% {'*' * count} {count}")
+    return lines + _errors(results)
+
+
+def report_simple(title: str, results: dict[str, Any], render) -> list[str]:
+    lines = [f"{title}:"]
+    for node, answer in results.items():
+        if not (isinstance(answer, dict) and "error" in answer):
+            lines.append(f"  {node}: {render(answer)}")
+    return lines + _errors(results)
+
+
+def report_md5(results: dict[str, Any], ring_dir: Path) -> list[str]:
+    local = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in ring_dir.glob("*.ring.gz")}
+    lines = ["Ring md5s:"]
+    matched = 0
+    reachable = 0
+    for node, answer in results.items():
+        if isinstance(answer, dict) and "error" in answer:
+            continue
+        reachable += 1
+        remote = {Path(path).name: digest for path, digest in answer.items()}
+        differing = sorted(name for name, digest in local.items() if remote.get(name) != digest)
+        if differing:
+            lines.append(f"  {node}: DIFFERS for {', '.join(differing)}")
+        else:
+            matched += 1
+    lines.append(f"  {matched}/{reachable} reachable nodes have the same rings as {ring_dir}")
+    return lines + _errors(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="txstore-recon", description="Ask every node in the rings how it is.")
+    parser.add_argument("--ring-dir", type=Path, default=Path("/etc/txstore"), help="where the *.ring.gz files are")
+    parser.add_argument("-d", "--diskusage", action="store_true", help="disk usage per device, with a histogram")
+    parser.add_argument("-l", "--load", action="store_true", help="load averages")
+    parser.add_argument("-a", "--async", dest="async_", action="store_true", help="async pendings")
+    parser.add_argument("-q", "--quarantined", action="store_true", help="quarantined objects and databases")
+    parser.add_argument("-r", "--daemons", action="store_true", help="last passes of the updaters and auditor")
+    parser.add_argument("--md5", action="store_true", help="do the nodes have the same rings as --ring-dir?")
+    parser.add_argument("--all", action="store_true", help="every check")
+    parser.add_argument("--json", action="store_true", help="raw answers as JSON")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per node (default 5)")
+    args = parser.parse_args(argv)
+    wanted = {
+        "diskusage": args.diskusage, "load": args.load, "async": args.async_,
+        "quarantined": args.quarantined, "daemons": args.daemons, "ringmd5": args.md5,
+    }
+    if args.all:
+        wanted = dict.fromkeys(wanted, True)
+    if not any(wanted.values()):
+        parser.error("name at least one check (-d -l -a -q -r --md5) or --all")
+    try:
+        nodes = nodes_of(args.ring_dir)
+    except (RingError, OSError) as err:
+        print(f"txstore-recon: cannot read the rings in {args.ring_dir}: {err}", file=sys.stderr)
+        return 2
+    if not nodes:
+        print(f"txstore-recon: no rings (*.ring.gz) in {args.ring_dir}", file=sys.stderr)
+        return 2
+    results = {what: gather(nodes, what, args.timeout) for what, on in wanted.items() if on}
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    else:
+        print(f"{len(nodes)} nodes in the rings of {args.ring_dir}")
+        for what, answers in results.items():
+            if what == "diskusage":
+                lines = report_diskusage(answers)
+            elif what == "ringmd5":
+                lines = report_md5(answers, args.ring_dir)
+            elif what == "load":
+                lines = report_simple("Load", answers, lambda a: f"{a['1m']:.2f} {a['5m']:.2f} {a['15m']:.2f}")
+            elif what == "async":
+                total = sum(a["async_pending"] for a in answers.values() if "async_pending" in a)
+                lines = report_simple("Async pendings", answers, lambda a: a["async_pending"]) + [f"  total {total}"]
+            elif what == "quarantined":
+                lines = report_simple("Quarantined", answers,
+                                      lambda a: ", ".join(f"{k} {v}" for k, v in sorted(a.items())))
+            else:
+                lines = report_simple("Daemons", answers, lambda a: "; ".join(
+                    f"{name}: {d['passes']} passes, last {json.dumps(d['last_pass'], sort_keys=True)}"
+                    for name, d in sorted(a.items())))
+            print("\n".join(lines))
+    unreachable = any(isinstance(a, dict) and "error" in a for answers in results.values() for a in answers.values())
+    return 1 if unreachable else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
