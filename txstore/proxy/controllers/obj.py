@@ -44,7 +44,6 @@ from txstore.proxy.controllers.base import (
     usable,
     answer,
     backend_path,
-    response_timestamp,
     write_to_replicas,
 )
 from txstore.proxy.put_connection import NodeAnswer, PutConnection, connect_put, request_head
@@ -202,7 +201,7 @@ async def _copy(
         if response.code == 200:
             source = response
             break
-        await readBody(response)
+        await _drain(context, response)
     if source is None:
         raise APIError(404, "Source object not found")
     raw = {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in source.headers.getAllRawHeaders()}
@@ -545,7 +544,6 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
     if (api.header("X-Newest") or "").lower() in ("true", "yes", "1"):
         candidates = await _newest_first(context, primaries, part, names, headers) + candidates
     not_found: list[tuple[Timestamp, int]] = []
-    errors = 0
     candidates.sort(key=lambda n: not usable(context, n))  # suppressed nodes last, not never
     for node in candidates:
         try:
@@ -554,7 +552,6 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
             log.warn("{trans_id}: GET from {node} failed: {error}", trans_id=api.trans_id,
                      node=node.device_name, error=err)
             node_failed(context, node)
-            errors += 1
             continue
         status = response.code
         if status >= 500:
@@ -563,8 +560,9 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
             node_ok(context, node)
         if status in (200, 206, 304, 412, 416):
             return await _relay(context, api, response, candidates, node, part, names, headers)
-        body = await readBody(response)
-        del body
+        if not await _drain(context, response):
+            node_failed(context, node)
+            continue
         if status == 404:
             stamp = response.headers.getRawHeaders(b"x-backend-timestamp")
             not_found.append((Timestamp.parse(stamp[0].decode()) if stamp else Timestamp(0), status))
@@ -573,11 +571,23 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
     raise APIError(503, "Service Unavailable: no object server answered")
 
 
+async def _drain(context: ProxyContext, response) -> bool:
+    """Read and drop a (small) answer body, within node_timeout; False if the node stalled."""
+    reading = readBody(response)
+    reading.addTimeout(context.node_timeout, context.reactor)
+    try:
+        await reading
+    except Exception:
+        return False
+    return True
+
+
 async def _newest_first(context, primaries, part, names, headers) -> list[Node]:
     async def head(node: Node):
         try:
             response = await _ask(context, "HEAD", node, part, names, headers)
-            await readBody(response)
+            if not await _drain(context, response):
+                return None
             stamp = response.headers.getRawHeaders(b"x-backend-timestamp")
             return (Timestamp.parse(stamp[0].decode()) if stamp else Timestamp(0), response.code, node)
         except Exception:
