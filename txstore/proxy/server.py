@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 
-from attrs import define, evolve, field
+from attrs import define, evolve
 from twisted.logger import Logger
 from twisted.web.http import Request
 from twisted.web.resource import Resource
@@ -40,7 +40,6 @@ class ProxyServer:
     clock: object = time.time
     log = Logger()
     access = Logger(namespace="txstore.proxy.access")
-    _started: float = field(default=0.0, init=False)
 
     def resource(self) -> Resource:
         return DispatchResource(self.handle)

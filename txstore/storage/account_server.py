@@ -27,6 +27,8 @@ from txstore.common.timestamps import Timestamp
 from txstore.storage.broker_cache import DEFAULT_CAPACITY, BrokerCache
 from txstore.storage.db import AccountBroker, AccountInfo, DatabaseAlreadyExists
 from txstore.storage.db_server import (
+    post_metadata,
+    read_database,
     DatabaseAccess,
     MetadataRules,
     backend_timestamps,
@@ -43,7 +45,7 @@ from txstore.storage.http_support import (
     integer_header,
     required_timestamp,
 )
-from txstore.storage.listing import ListingFormat, ListingParams, container_entries, render_account_listing
+from txstore.storage.listing import ListingParams, container_entries, render_account_listing
 
 ACCOUNT_METADATA = MetadataRules("account")
 _ALLOW = {"Allow": "DELETE, GET, HEAD, POST, PUT"}
@@ -59,13 +61,6 @@ def _is_deleted(info: AccountInfo) -> bool:
 class _Outcome:
     status: int
     info: AccountInfo
-
-
-@frozen
-class _Read:
-    info: AccountInfo
-    metadata: dict[str, tuple[str, str]]
-    body: bytes | None
 
 
 @frozen
@@ -111,25 +106,6 @@ def _delete_account(broker: AccountBroker, timestamp: Timestamp) -> _Outcome:
         return _Outcome(404, info)
     broker.mark_deleted(timestamp)
     return _Outcome(204, broker.get_info())
-
-
-def _read_account(broker: AccountBroker, listing: ListingParams | None, fmt: ListingFormat, account: str) -> _Read:
-    info = broker.get_info()
-    if _is_deleted(info):
-        return _Read(info, {}, None)
-    metadata = broker.metadata
-    body = None
-    if listing is not None:
-        items = broker.list(**listing.as_kwargs())
-        body = render_account_listing(fmt, account, container_entries(items))
-    return _Read(info, metadata, body)
-
-
-def _post_account(broker: AccountBroker, metadata: dict[str, tuple[str, str]]) -> AccountInfo:
-    info = broker.get_info()
-    if not _is_deleted(info) and metadata:
-        broker.update_metadata(metadata)
-    return info
 
 
 def _record_report(
@@ -264,7 +240,7 @@ class AccountServer:
         ACCOUNT_METADATA.check(request, self.context)
         metadata = ACCOUNT_METADATA.updates(request, timestamp)
         broker = await self._db.broker(path)
-        info = await self._db.run(path, broker, _post_account, metadata)
+        info = await self._db.run(path, broker, post_metadata, metadata, _is_deleted)
         if _is_deleted(info):
             raise HTTPError(404, "Not Found", {**_DELETED, **backend_timestamps(info)})
         return respond(request, 204)
@@ -277,7 +253,10 @@ class AccountServer:
         else:
             fmt = format_only(request)
         broker = await self._db.broker(path)
-        read = await self._db.run(path, broker, _read_account, listing, fmt, path.account)
+        read = await self._db.run(
+            path, broker, read_database, listing, _is_deleted,
+            lambda items: render_account_listing(fmt, path.account, container_entries(items)),
+        )
         info = read.info
         headers = backend_timestamps(info)
         if _is_deleted(info):

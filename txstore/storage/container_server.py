@@ -35,6 +35,8 @@ from txstore.storage.db import (
     StoragePolicyConflict,
 )
 from txstore.storage.db_server import (
+    post_metadata,
+    read_database,
     DatabaseAccess,
     MetadataRules,
     backend_timestamps,
@@ -50,7 +52,7 @@ from txstore.storage.http_support import (
     required_timestamp,
     storage_policy,
 )
-from txstore.storage.listing import ListingFormat, ListingParams, object_entries, render_container_listing
+from txstore.storage.listing import ListingParams, object_entries, render_container_listing
 
 CONTAINER_METADATA = MetadataRules(
     "container",
@@ -80,13 +82,6 @@ class _Change:
 
     status: int
     info: ContainerInfo
-
-
-@frozen
-class _Read:
-    info: ContainerInfo
-    metadata: dict[str, tuple[str, str]]
-    body: bytes | None
 
 
 # -- broker work (runs in the device's I/O pool) -------------------------------------------------
@@ -140,27 +135,6 @@ def _delete_container(broker: ContainerBroker, timestamp: Timestamp) -> _Change:
     if not _is_deleted(info):
         return _Change(409, info)  # a PUT newer than this DELETE is stored
     return _Change(204 if was_live else 404, info)
-
-
-def _read_container(
-    broker: ContainerBroker, listing: ListingParams | None, fmt: ListingFormat, container: str
-) -> _Read:
-    info = broker.get_info()
-    if _is_deleted(info):
-        return _Read(info, {}, None)
-    metadata = broker.metadata
-    body = None
-    if listing is not None:
-        items = broker.list(**listing.as_kwargs())
-        body = render_container_listing(fmt, container, object_entries(items))
-    return _Read(info, metadata, body)
-
-
-def _post_container(broker: ContainerBroker, metadata: dict[str, tuple[str, str]]) -> ContainerInfo:
-    info = broker.get_info()
-    if not _is_deleted(info) and metadata:
-        broker.update_metadata(metadata)
-    return info
 
 
 def _put_row(
@@ -325,7 +299,7 @@ class ContainerServer:
         CONTAINER_METADATA.check(request, self.context)
         metadata = CONTAINER_METADATA.updates(request, timestamp)
         broker = await self._db.broker(path)
-        info = await self._db.run(path, broker, _post_container, metadata)
+        info = await self._db.run(path, broker, post_metadata, metadata, _is_deleted)
         if _is_deleted(info):
             raise HTTPError(404, "Not Found", backend_timestamps(info))
         return respond(request, 204)
@@ -338,7 +312,10 @@ class ContainerServer:
         else:
             fmt = format_only(request)
         broker = await self._db.broker(path)
-        read = await self._db.run(path, broker, _read_container, listing, fmt, path.container)
+        read = await self._db.run(
+            path, broker, read_database, listing, _is_deleted,
+            lambda items: render_container_listing(fmt, path.container, object_entries(items)),
+        )
         info = read.info
         headers = backend_timestamps(info)
         headers["X-Backend-Storage-Policy-Index"] = str(info.storage_policy_index)

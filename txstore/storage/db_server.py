@@ -277,3 +277,34 @@ class DatabaseAccess(Generic[B]):
             "quarantined the damaged database {db} to {target}: {reason}",
             db=str(broker.path), target=str(moved), reason=reason,
         )
+
+
+# -- broker work both servers share (runs in the device's I/O pool) ------------------------------
+
+
+@frozen
+class DatabaseRead:
+    """What a HEAD or GET needs, read in one call: info, live metadata, the rendered listing."""
+
+    info: Any
+    metadata: dict[str, tuple[str, str]]
+    body: bytes | None
+
+
+def read_database(
+    broker: Any, listing: ListingParams | None, is_deleted: Callable[[Any], bool],
+    render: Callable[[list], bytes],
+) -> DatabaseRead:
+    info = broker.get_info()
+    if is_deleted(info):
+        return DatabaseRead(info, {}, None)
+    body = render(broker.list(**listing.as_kwargs())) if listing is not None else None
+    return DatabaseRead(info, broker.metadata, body)
+
+
+def post_metadata(broker: Any, metadata: dict[str, tuple[str, str]], is_deleted: Callable[[Any], bool]) -> Any:
+    """A POST: merge the metadata unless the database is deleted; the info before it."""
+    info = broker.get_info()
+    if not is_deleted(info) and metadata:
+        broker.update_metadata(metadata)
+    return info

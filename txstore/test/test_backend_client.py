@@ -3,7 +3,7 @@
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import Site
 
 from txstore.common.backend_client import BackendClient, BackendError, BackendTimeout, quote_path
 from txstore.common.web import DispatchResource, plain_text

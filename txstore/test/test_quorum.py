@@ -1,6 +1,5 @@
 """Tests for quorum arithmetic and transaction ids."""
 
-import re
 
 from twisted.trial.unittest import SynchronousTestCase
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import ensureDeferred
+
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
