@@ -12,7 +12,6 @@ object: compare the peak for 64 MiB and 1 GiB.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import shutil
 import signal
@@ -23,16 +22,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from largeobject import get_stream, peak_rss_mib, put_stream
+
 from txstore.aio.layout import Topology, prepare
 
-CHUNK = 1024 * 1024
 
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def start_node(root: Path, port: int) -> subprocess.Popen:
@@ -58,41 +52,14 @@ def run(size: int, port: int) -> None:
     node = start_node(root, port)
     try:
         idle = peak_rss_mib(node.pid)
-        block = bytes(range(256)) * (CHUNK // 256)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        started = time.perf_counter()
-        conn.putrequest("PUT", "/d1/0/AUTH_b/c/big")
-        conn.putheader("X-Timestamp", f"{time.time():.5f}")
-        conn.putheader("Content-Type", "application/octet-stream")
-        conn.putheader("Content-Length", str(size))
-        conn.endheaders()
-        md5 = hashlib.md5()
-        sent = 0
-        while sent < size:
-            piece = block[: min(CHUNK, size - sent)]
-            conn.send(piece)
-            md5.update(piece)
-            sent += len(piece)
-        response = conn.getresponse()
-        response.read()
-        put_seconds = time.perf_counter() - started
+        headers = {"X-Timestamp": f"{time.time():.5f}", "Content-Type": "application/octet-stream"}
+        put_seconds, md5, response = put_stream(conn, "/d1/0/AUTH_b/c/big", headers, size)
         assert response.status == 201, response.status
-        assert response.getheader("ETag") == md5.hexdigest()
+        assert response.getheader("ETag") == md5
         after_put = peak_rss_mib(node.pid)
-
-        started = time.perf_counter()
-        conn.request("GET", "/d1/0/AUTH_b/c/big")
-        response = conn.getresponse()
-        check = hashlib.md5()
-        got = 0
-        while True:
-            data = response.read(CHUNK)
-            if not data:
-                break
-            check.update(data)
-            got += len(data)
-        get_seconds = time.perf_counter() - started
-        assert got == size and check.hexdigest() == md5.hexdigest()
+        get_seconds, got, check = get_stream(conn, "/d1/0/AUTH_b/c/big", {})
+        assert got == size and check == md5
         after_get = peak_rss_mib(node.pid)
         mib = size / 2**20
         print(f"{mib:8.0f} MiB  PUT {mib / put_seconds:7.1f} MiB/s  GET {mib / get_seconds:7.1f} MiB/s  "

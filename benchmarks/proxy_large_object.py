@@ -13,23 +13,16 @@ object: compare 64 MiB with 1 GiB.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-CHUNK = 1024 * 1024
+from largeobject import get_stream, peak_rss_mib, put_stream
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def script(name: str) -> str:
@@ -53,37 +46,16 @@ def main() -> None:
         token = response.getheader("X-Auth-Token")
         conn.request("PUT", "/v1/AUTH_test/bench", headers={"X-Auth-Token": token})
         conn.getresponse().read()
-        block = bytes(range(256)) * (CHUNK // 256)
+        auth = {"X-Auth-Token": token}
         for mib in args.size_mib:
-            size = mib * CHUNK
+            size = mib * 2**20
+            path = f"/v1/AUTH_test/bench/obj{mib}"
             idle = peak_rss_mib(proxy_pid)
-            started = time.perf_counter()
-            conn.putrequest("PUT", f"/v1/AUTH_test/bench/obj{mib}")
-            conn.putheader("X-Auth-Token", token)
-            conn.putheader("Content-Length", str(size))
-            conn.endheaders()
-            md5 = hashlib.md5()
-            sent = 0
-            while sent < size:
-                piece = block[: min(CHUNK, size - sent)]
-                conn.send(piece)
-                md5.update(piece)
-                sent += len(piece)
-            response = conn.getresponse()
-            response.read()
-            put_seconds = time.perf_counter() - started
+            put_seconds, md5, response = put_stream(conn, path, auth, size)
             assert response.status == 201, response.status
             after_put = peak_rss_mib(proxy_pid)
-            started = time.perf_counter()
-            conn.request("GET", f"/v1/AUTH_test/bench/obj{mib}", headers={"X-Auth-Token": token})
-            response = conn.getresponse()
-            check = hashlib.md5()
-            got = 0
-            while data := response.read(CHUNK):
-                check.update(data)
-                got += len(data)
-            get_seconds = time.perf_counter() - started
-            assert got == size and check.hexdigest() == md5.hexdigest()
+            get_seconds, got, check = get_stream(conn, path, auth)
+            assert got == size and check == md5
             after_get = peak_rss_mib(proxy_pid)
             print(f"{mib:6d} MiB  PUT {mib / put_seconds:7.1f} MiB/s  GET {mib / get_seconds:7.1f} MiB/s  "
                   f"proxy peak RSS: before {idle:.0f} MiB, after PUT {after_put:.0f} MiB, after GET {after_get:.0f} MiB")

@@ -18,9 +18,24 @@ from txstore.common.server_config import (
 )
 
 SECTION = "objectnode"
-UPDATER_SECTION = "container-updater"
-OBJECT_UPDATER_SECTION = "object-updater"
-AUDITOR_SECTION = "object-auditor"
+CONTAINER_UPDATER = "container-updater"
+OBJECT_UPDATER = "object-updater"
+OBJECT_AUDITOR = "object-auditor"
+DAEMONS = (CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR)
+
+
+def _daemon_section(name: str, doc: str, interval: float, *extra: c.Option) -> c.Section:
+    """A daemon's section: whether it runs, how often, and its own options."""
+    return c.Section(
+        name,
+        doc=doc,
+        options=(
+            c.Option("enabled", c.boolean, True, doc=f"Run the {name}."),
+            c.Option("interval", c.number(1.0), interval, doc="Seconds between passes."),
+            *extra,
+        ),
+    )
+
 
 SCHEMA = c.Schema(
     sections=(
@@ -40,35 +55,25 @@ SCHEMA = c.Schema(
                 MAX_FILE_SIZE_OPTION,
             ),
         ),
-        c.Section(
-            UPDATER_SECTION,
-            doc="Pushes containers' object counts and bytes to their accounts.",
-            options=(
-                c.Option("enabled", c.boolean, True, doc="Run the container updater."),
-                c.Option("interval", c.number(1.0), 30.0, doc="Seconds between passes."),
-            ),
-        ),
-        c.Section(
-            OBJECT_UPDATER_SECTION,
-            doc="Replays container updates that object writes could not deliver (async pendings).",
-            options=(
-                c.Option("enabled", c.boolean, True, doc="Run the object updater."),
-                c.Option("interval", c.number(1.0), 30.0, doc="Seconds between passes."),
-            ),
-        ),
-        c.Section(
-            AUDITOR_SECTION,
-            doc="Re-reads every object to find bit rot, and quarantines what fails.",
-            options=(
-                c.Option("enabled", c.boolean, True, doc="Run the object auditor."),
-                c.Option("interval", c.number(1.0), 1800.0, doc="Seconds between passes."),
-                c.Option("files_per_second", c.number(0.0), 20.0, doc="Objects checked per second (0: no limit)."),
-                c.Option("bytes_per_second", c.size, 10 * 1024 * 1024, doc="Bytes read per second (0: no limit)."),
-                c.Option("zero_byte_only", c.boolean, False, doc="Check metadata and sizes only, not md5s."),
-            ),
+        _daemon_section(CONTAINER_UPDATER, "Pushes containers' object counts and bytes to their accounts.", 30.0),
+        _daemon_section(OBJECT_UPDATER, "Replays container updates that object writes could not deliver.", 30.0),
+        _daemon_section(
+            OBJECT_AUDITOR,
+            "Re-reads every object to find bit rot, and quarantines what fails.",
+            1800.0,
+            c.Option("files_per_second", c.number(0.0), 20.0, doc="Objects checked per second (0: no limit)."),
+            c.Option("bytes_per_second", c.size, 10 * 1024 * 1024, doc="Bytes read per second (0: no limit)."),
+            c.Option("zero_byte_only", c.boolean, False, doc="Check metadata and sizes only, not md5s."),
         ),
     )
 )
+
+
+def _daemon_defaults() -> dict[str, dict]:
+    """Every daemon's options at their documented defaults (a node built without a file)."""
+    return {
+        name: {option.name: option.default for option in SCHEMA.section_for(name).options} for name in DAEMONS
+    }
 
 
 @frozen
@@ -81,12 +86,7 @@ class NodeSettings:
     mount_check: bool
     cluster: ClusterConfig
     max_file_size: int = 5 * 1024**3 + 2
-    container_updater_enabled: bool = True
-    container_updater_interval: float = 30.0
-    object_updater_enabled: bool = True
-    object_updater_interval: float = 30.0
-    auditor: dict = field(factory=lambda: {"enabled": True, "interval": 1800.0, "files_per_second": 20.0,
-                                           "bytes_per_second": 10 * 1024 * 1024, "zero_byte_only": False})
+    daemons: dict[str, dict] = field(factory=lambda: _daemon_defaults())  # section → options
 
 
 def load_node_settings(path: str | Path) -> NodeSettings:
@@ -102,9 +102,5 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         mount_check=node["mount_check"],
         cluster=load_cluster_from(loaded, SECTION),
         max_file_size=node["max_file_size"],
-        container_updater_enabled=loaded.section(UPDATER_SECTION)["enabled"],
-        container_updater_interval=loaded.section(UPDATER_SECTION)["interval"],
-        object_updater_enabled=loaded.section(OBJECT_UPDATER_SECTION)["enabled"],
-        object_updater_interval=loaded.section(OBJECT_UPDATER_SECTION)["interval"],
-        auditor=dict(loaded.section(AUDITOR_SECTION)),
+        daemons={name: dict(loaded.section(name)) for name in DAEMONS},
     )

@@ -22,7 +22,7 @@ from txstore.daemons.container_updater import ContainerUpdater
 from txstore.daemons.object_updater import ObjectUpdater
 from txstore.daemons.periodic import PeriodicDaemon
 from txstore.ring.ringset import RingSet
-from txstore.storage.config import NodeSettings
+from txstore.storage.config import CONTAINER_UPDATER, OBJECT_AUDITOR, OBJECT_UPDATER, NodeSettings
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 from txstore.storage.account_server import AccountServer
@@ -116,21 +116,18 @@ def build_node(
     sweeper = TimerService(TMP_SWEEP_INTERVAL, TmpSweeper(context).sweep)
     sweeper.clock = reactor
     sweeper.setServiceParent(services)
-    if rings is not None and settings.container_updater_enabled:
-        updater = ContainerUpdater(context, rings.account)
-        recon.daemons["container-updater"] = PeriodicDaemon(
-            "container-updater", updater.run_pass, settings.container_updater_interval, reactor)
-        recon.daemons["container-updater"].setServiceParent(services)
-    if rings is not None and settings.object_updater_enabled:
-        replayer = ObjectUpdater(context, rings.container)
-        recon.daemons["object-updater"] = PeriodicDaemon(
-            "object-updater", replayer.run_pass, settings.object_updater_interval, reactor)
-        recon.daemons["object-updater"].setServiceParent(services)
-    audit = settings.auditor
-    if audit["enabled"]:
-        auditor = ObjectAuditor(context, zero_byte=audit["zero_byte_only"],
-                                files_per_second=audit["files_per_second"],
-                                bytes_per_second=audit["bytes_per_second"])
-        recon.daemons["object-auditor"] = PeriodicDaemon("object-auditor", auditor.run_pass, audit["interval"], reactor)
-        recon.daemons["object-auditor"].setServiceParent(services)
+    options = settings.daemons
+    runs: dict[str, object] = {}
+    if rings is not None:
+        runs[CONTAINER_UPDATER] = ContainerUpdater(context, rings.account).run_pass
+        runs[OBJECT_UPDATER] = ObjectUpdater(context, rings.container).run_pass
+    audit = options[OBJECT_AUDITOR]
+    runs[OBJECT_AUDITOR] = ObjectAuditor(
+        context, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
+        bytes_per_second=audit["bytes_per_second"],
+    ).run_pass
+    for name, run_pass in runs.items():
+        if options[name]["enabled"]:
+            recon.daemons[name] = PeriodicDaemon(name, run_pass, options[name]["interval"], reactor)
+            recon.daemons[name].setServiceParent(services)
     return server, services
