@@ -740,7 +740,7 @@ class DiskFile:
                     raise DiskFileLockTimeout(f"{self.hash_dir} keeps disappearing") from None
                 continue
             try:
-                _flock_until(fd, deadline, self.hash_dir)
+                flock_until(fd, deadline, self.hash_dir)
                 try:
                     same = os.path.samestat(os.fstat(fd), os.stat(self.hash_dir))
                 except FileNotFoundError:
@@ -757,7 +757,8 @@ class DiskFile:
             os.close(fd)
 
 
-def _flock_until(fd: int, deadline: float, path: Path) -> None:
+def flock_until(fd: int, deadline: float, path: Path) -> None:
+    """Take an exclusive flock on ``fd``, polling until ``deadline`` (DiskFileLockTimeout)."""
     delay = 0.001
     while True:
         try:

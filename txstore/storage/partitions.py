@@ -1,0 +1,344 @@
+# -*- test-case-name: txstore.test.test_partitions -*-
+"""
+The object store as the replicator sees it: partitions, suffix hashes, and object directories
+described by their file names.
+
+Everything here blocks (listdir, flock, unlink) and runs in the device's thread pool.
+
+``hashes.json`` (per partition) maps each suffix to the md5 of the sorted ``<hash>/<file>``
+names it holds after cleanup. Two replicas of a partition agree on a suffix exactly when they
+hold the same files, so comparing a few hundred short strings tells the replicator which
+suffixes to look into. A suffix is re-hashed only when a write named it in ``hashes.invalid``,
+when ``hashes.json`` does not list it, or when ``hashes.json`` is missing or unreadable (it is
+rewritten atomically but not fsynced: a file lost to a crash only costs a full re-hash). Hashing
+holds the partition's ``.lock``, so the replicator and a peer's GET_HASHES never interleave.
+
+Re-hashing a suffix also cleans it, each object directory under the object's own lock: obsolete
+files go, and a tombstone older than ``reclaim_age`` goes too (with its directory), by which time
+it has reached every replica.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from attrs import frozen
+
+from txstore.common.timestamps import Timestamp
+from txstore.storage import objmeta, suffixes
+from txstore.storage.diskfile import (
+    OnDiskFile,
+    flock_until,
+    objects_dir_name,
+    parse_file_name,
+    select_files,
+)
+
+HASHES_FILE = "hashes.json"
+LOCK_FILE = ".lock"
+DEFAULT_RECLAIM_AGE = 7 * 24 * 3600.0
+_HASH = re.compile(r"^[0-9a-f]{32}$")
+_SUFFIX = re.compile(r"^[0-9a-f]{3}$")
+
+
+@frozen
+class ObjectFiles:
+    """The files of one object directory that count, by name (no file is opened)."""
+
+    name_hash: str
+    directory: Path
+    data: OnDiskFile | None = None
+    meta: OnDiskFile | None = None
+    tombstone: OnDiskFile | None = None
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(f.name for f in (self.data, self.meta, self.tombstone) if f is not None)
+
+    def offer(self) -> dict[str, str]:
+        """The timestamps a missing check offers: ``data``, ``meta``, ``ts`` (those present)."""
+        offered = {}
+        meta = self.meta if self.data is not None else None  # a .meta counts only with data
+        for key, item in (("data", self.data), ("meta", meta), ("ts", self.tombstone)):
+            if item is not None:
+                offered[key] = item.timestamp.internal
+        return offered
+
+
+def object_files(directory: Path) -> ObjectFiles | None:
+    """What ``directory`` holds by the newest-wins rules; None when nothing counts."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    selection = select_files(p for p in map(parse_file_name, names) if p is not None)
+    if selection.data is None and selection.tombstone is None:
+        return None
+    return ObjectFiles(directory.name, directory, selection.data, selection.meta, selection.tombstone)
+
+
+def list_partitions(device_path: Path, policy_index: int) -> list[int]:
+    """The partitions this device holds objects of, for one policy."""
+    try:
+        names = os.listdir(device_path / objects_dir_name(policy_index))
+    except FileNotFoundError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit() and str(int(n)) == n)
+
+
+def list_suffixes(partition_dir: Path) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(partition_dir) if _SUFFIX.match(n))
+    except FileNotFoundError:
+        return []
+
+
+def list_objects(partition_dir: Path, suffix_names: Iterable[str]) -> Iterator[ObjectFiles]:
+    """Every object of the given suffixes, in hash order."""
+    for suffix in sorted(suffix_names):
+        try:
+            hashes = sorted(n for n in os.listdir(partition_dir / suffix) if _HASH.match(n))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name_hash in hashes:
+            found = object_files(partition_dir / suffix / name_hash)
+            if found is not None:
+                yield found
+
+
+# --- locking and cleaning one object directory --------------------------------------------
+
+
+@contextmanager
+def _locked_existing(directory: Path, lock_timeout: float) -> Iterator[bool]:
+    """
+    Hold the object directory's flock (the one `DiskFile` writes under) if the directory
+    exists; yields False, holding nothing, when it does not.
+    """
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            yield False
+            return
+        try:
+            flock_until(fd, deadline, directory)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(directory))
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _rmdir_quietly(path: Path) -> bool:
+    try:
+        os.rmdir(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError as error:
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
+
+
+def clean_object_dir(directory: Path, reclaim_before: Timestamp, lock_timeout: float = 10.0) -> list[str]:
+    """
+    Remove what no longer counts (obsolete files; a tombstone older than ``reclaim_before``,
+    and then the directory if empty); returns the names of the files left, sorted.
+    """
+    with _locked_existing(directory, lock_timeout) as exists:
+        if not exists:
+            return []
+        names = os.listdir(directory)
+        parsed = [p for p in map(parse_file_name, names) if p is not None]
+        selection = select_files(parsed)
+        doomed = list(selection.obsolete)
+        if selection.tombstone is not None and selection.tombstone.timestamp < reclaim_before:
+            doomed.append(selection.tombstone)
+            if selection.meta is not None:
+                doomed.append(selection.meta)
+        for item in doomed:
+            _unlink_quietly(directory / item.name)
+        gone = {item.name for item in doomed}
+        left = sorted(n for n in names if n not in gone)
+        if not left:
+            _rmdir_quietly(directory)
+        return sorted(n for n in left if parse_file_name(n) is not None)
+
+
+def remove_if_unchanged(files: ObjectFiles, lock_timeout: float = 10.0) -> bool:
+    """
+    Remove an object directory that still holds exactly ``files`` (a handoff copy every
+    primary confirmed); a directory changed meanwhile (a new write) is left for the next pass.
+    """
+    directory = files.directory
+    with _locked_existing(directory, lock_timeout) as exists:
+        if not exists:
+            return True
+        current = object_files(directory)
+        if current is None or current.names != files.names:
+            return False
+        for name in os.listdir(directory):
+            _unlink_quietly(directory / name)
+        _rmdir_quietly(directory)
+    suffix_dir = directory.parent
+    _rmdir_quietly(suffix_dir)
+    suffixes.invalidate_suffix(suffix_dir.parent, suffix_dir.name)
+    return True
+
+
+def remove_partition_if_empty(partition_dir: Path) -> bool:
+    """Remove a partition directory holding no suffix any more (with its bookkeeping files)."""
+    if list_suffixes(partition_dir):
+        return False
+    for name in (HASHES_FILE, suffixes.HASHES_INVALID, LOCK_FILE):
+        _unlink_quietly(partition_dir / name)
+    return _rmdir_quietly(partition_dir)
+
+
+# --- suffix hashes --------------------------------------------------------------------------
+
+
+def hash_suffix(partition_dir: Path, suffix: str, reclaim_before: Timestamp, lock_timeout: float = 10.0) -> str | None:
+    """Clean the suffix and hash what is left; None (and the directory removed) when empty."""
+    suffix_dir = partition_dir / suffix
+    md5 = hashlib.md5(usedforsecurity=False)
+    found = False
+    try:
+        hashes = sorted(n for n in os.listdir(suffix_dir) if _HASH.match(n))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for name_hash in hashes:
+        for name in clean_object_dir(suffix_dir / name_hash, reclaim_before, lock_timeout):
+            md5.update(f"{name_hash}/{name}\n".encode("ascii"))
+            found = True
+    if not found:
+        _rmdir_quietly(suffix_dir)
+        return None
+    return md5.hexdigest()
+
+
+@contextmanager
+def _partition_lock(partition_dir: Path) -> Iterator[None]:
+    fd = os.open(partition_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_hashes(partition_dir: Path) -> dict[str, str] | None:
+    try:
+        loaded = json.loads((partition_dir / HASHES_FILE).read_bytes())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return None
+    hashes = loaded.get("hashes") if isinstance(loaded, dict) else None
+    if not isinstance(hashes, dict):
+        return None
+    return {k: v for k, v in hashes.items() if isinstance(k, str) and _SUFFIX.match(k) and isinstance(v, str)}
+
+
+def _write_hashes(partition_dir: Path, hashes: dict[str, str]) -> None:
+    fd, temp = tempfile.mkstemp(prefix=HASHES_FILE + ".", suffix=".tmp", dir=partition_dir)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"version": 1, "hashes": hashes}, handle, sort_keys=True)
+        os.rename(temp, partition_dir / HASHES_FILE)
+    except BaseException:
+        _unlink_quietly(Path(temp))
+        raise
+
+
+def get_hashes(
+    partition_dir: Path, reclaim_age: float = DEFAULT_RECLAIM_AGE, now: float | None = None,
+    lock_timeout: float = 10.0,
+) -> dict[str, str]:
+    """
+    The partition's ``suffix → hash``, re-hashing only what changed (see the module doc).
+    An empty dict when the partition does not exist here.
+    """
+    if not partition_dir.is_dir():
+        return {}
+    reclaim_before = Timestamp.from_seconds(max(0.0, (time.time() if now is None else now) - reclaim_age))
+    with _partition_lock(partition_dir):
+        invalid = suffixes.consume_invalid_suffixes(partition_dir)
+        stored = _read_hashes(partition_dir)
+        on_disk = set(list_suffixes(partition_dir))
+        if stored is None:
+            stale, hashes = on_disk, {}
+        else:
+            stale = (invalid | (on_disk - stored.keys())) & on_disk
+            hashes = {s: h for s, h in stored.items() if s in on_disk}
+        for suffix in sorted(stale):
+            digest = hash_suffix(partition_dir, suffix, reclaim_before, lock_timeout)
+            if digest is None:
+                hashes.pop(suffix, None)
+            else:
+                hashes[suffix] = digest
+        if stored != hashes:
+            _write_hashes(partition_dir, hashes)
+        return hashes
+
+
+# --- what an update sends -------------------------------------------------------------------
+
+
+@frozen
+class Footers:
+    """The metadata of each file of an object that counts, read for sending."""
+
+    data: dict[str, str] | None = None
+    data_length: int | None = None
+    meta: dict[str, str] | None = None
+    tombstone: dict[str, str] | None = None
+
+
+def read_footers(files: ObjectFiles) -> Footers:
+    """Read the footer of each file of ``files``; `objmeta.FooterError` when one is damaged."""
+
+    def footer(item: OnDiskFile | None) -> objmeta.Footer | None:
+        if item is None:
+            return None
+        fd = os.open(files.directory / item.name, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return objmeta.read_footer(fd)
+        finally:
+            os.close(fd)
+
+    data, meta, tomb = footer(files.data), footer(files.meta), footer(files.tombstone)
+    return Footers(
+        data=data.metadata if data else None,
+        data_length=data.body_length if data else None,
+        meta=meta.metadata if meta else None,
+        tombstone=tomb.metadata if tomb else None,
+    )
+
