@@ -13,7 +13,9 @@ Backpressure, both ways:
   fills and its transport pauses it in turn); below `LOW_WATER` it reads again.
 
 Every wait (`receive`, `drained`) has a deadline; when it passes the channel sends ERROR 408
-and closes. Any frame the protocol does not allow gets ERROR 400 and a close. A received
+and closes. Any frame the protocol does not allow (checked by the state machine when the
+session code takes it, so that frames this side sent meanwhile count) gets ERROR 400 and a
+close. A received
 ERROR, a close by the peer or a timeout all surface as `SessionFailed` from the wait.
 """
 
@@ -79,7 +81,6 @@ class FramedChannel(Protocol):
             return
         try:
             for item in self._decoder.feed(data):
-                self.machine.step(self.peer_side, item)
                 self._queue.append(item)
                 self._queued_bytes += item.size + 64
         except ProtocolError as error:
@@ -146,6 +147,12 @@ class FramedChannel(Protocol):
         if self._reading_paused and self._queued_bytes < LOW_WATER:
             self._reading_paused = False
             self.transport.resumeProducing()
+        try:
+            # Checked when taken, not when it arrived: our own frames sent in between count.
+            self.machine.step(self.peer_side, item)
+        except ProtocolError as error:
+            self.abort(400, str(error))
+            raise self._failure from None
         if item.type is FrameType.ERROR:
             self._failure = SessionFailed(item["code"], item["reason"], from_peer=True)
             self.transport.loseConnection()
