@@ -164,6 +164,8 @@ def _build_rings(layout: Layout, seed: int | None) -> None:
                     "zone": number,
                     "ip": HOST,
                     "port": topology.node_port(number),
+                    "replication_ip": HOST,
+                    "replication_port": topology.node_port(number) + 1,
                     "device": f"d{number}",
                     "weight": 100.0,
                 }
@@ -195,6 +197,13 @@ def _node_config(layout: Layout, number: int) -> str:
         "\n"
         "[object-auditor]\n"
         "interval = 60\n"
+        "\n"
+        "[replication]\n"
+        f"bind_ip = {HOST}\n"
+        f"bind_port = {layout.topology.node_port(number) + 1}\n"
+        "\n"
+        "[object-replicator]\n"
+        "interval = 10\n"
     )
 
 

@@ -21,7 +21,11 @@ SECTION = "objectnode"
 CONTAINER_UPDATER = "container-updater"
 OBJECT_UPDATER = "object-updater"
 OBJECT_AUDITOR = "object-auditor"
-DAEMONS = (CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR)
+OBJECT_REPLICATOR = "object-replicator"
+DAEMONS = (CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR, OBJECT_REPLICATOR)
+REPLICATION = "replication"
+TLS_OPTIONS = ("tls_certificate", "tls_private_key", "tls_ca")
+WEEK = 7 * 24 * 3600.0
 
 
 def _daemon_section(name: str, doc: str, interval: float, *extra: c.Option) -> c.Section:
@@ -65,15 +69,36 @@ SCHEMA = c.Schema(
             c.Option("bytes_per_second", c.size, 10 * 1024 * 1024, doc="Bytes read per second (0: no limit)."),
             c.Option("zero_byte_only", c.boolean, False, doc="Check metadata and sizes only, not md5s."),
         ),
+        c.Section(
+            REPLICATION,
+            doc="The replication listener: where peers push partitions to this node's devices.",
+            options=(
+                *listen_options(6201),
+                c.Option("sessions_per_device", c.integer(1), 4, doc="Concurrent incoming sessions per device."),
+                c.Option("node_timeout", c.number(0.1), 60.0, doc="Seconds to wait for a peer's next frame."),
+                c.Option("conn_timeout", c.number(0.1), 2.0, doc="Seconds to wait for a connection."),
+                *(c.Option(name, c.path, None, doc="TLS file (PEM); all three or none.") for name in TLS_OPTIONS),
+            ),
+        ),
+        _daemon_section(
+            OBJECT_REPLICATOR,
+            "Pushes each partition's differing suffixes to the other replicas; sends handoffs home.",
+            30.0,
+            c.Option("concurrency", c.integer(1), 1, doc="Partitions replicated at once."),
+            c.Option("reclaim_age", c.number(0.0), WEEK, doc="Seconds a tombstone is kept."),
+            c.Option("bytes_per_second", c.size, 0, doc="Bytes sent per second by all sessions (0: no limit)."),
+        ),
     )
 )
 
 
+def _section_defaults(name: str) -> dict:
+    return {option.name: option.default for option in SCHEMA.section_for(name).options}
+
+
 def _daemon_defaults() -> dict[str, dict]:
     """Every daemon's options at their documented defaults (a node built without a file)."""
-    return {
-        name: {option.name: option.default for option in SCHEMA.section_for(name).options} for name in DAEMONS
-    }
+    return {name: _section_defaults(name) for name in DAEMONS}
 
 
 @frozen
@@ -87,6 +112,7 @@ class NodeSettings:
     cluster: ClusterConfig
     max_file_size: int = 5 * 1024**3 + 2
     daemons: dict[str, dict] = field(factory=lambda: _daemon_defaults())  # section → options
+    replication: dict = field(factory=lambda: _section_defaults(REPLICATION))
 
 
 def load_node_settings(path: str | Path) -> NodeSettings:
@@ -103,4 +129,17 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         cluster=load_cluster_from(loaded, SECTION),
         max_file_size=node["max_file_size"],
         daemons={name: dict(loaded.section(name)) for name in DAEMONS},
+        replication=_replication_options(loaded),
     )
+
+
+def _replication_options(loaded: c.LoadedConfig) -> dict:
+    options = dict(loaded.section(REPLICATION))
+    given = [name for name in TLS_OPTIONS if options.get(name) is not None]
+    if given and len(given) != len(TLS_OPTIONS):
+        missing = next(name for name in TLS_OPTIONS if options.get(name) is None)
+        raise loaded.error("TLS needs tls_certificate, tls_private_key and tls_ca together", REPLICATION, missing)
+    for name in given:
+        if not options[name].is_file():
+            raise loaded.error(f"{options[name]}: no such file", REPLICATION, name)
+    return options

@@ -6,7 +6,9 @@ that start and stop with it (temp-file sweeping; the consistency daemons join he
 
 from __future__ import annotations
 
+import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import TimerService
@@ -20,9 +22,21 @@ from txstore.common.io import DeviceThreadPools, PoolsStopped
 from txstore.daemons.auditor import ObjectAuditor
 from txstore.daemons.container_updater import ContainerUpdater
 from txstore.daemons.object_updater import ObjectUpdater
+from txstore.common.listener import TCPListener
+from txstore.daemons.object_replicator import ObjectReplicator
 from txstore.daemons.periodic import PeriodicDaemon
+from txstore.replication.receiver import ReceiverFactory
+from txstore.replication.sender import BytePacer, Connector, ObjectSender
+from txstore.replication.tls import Credentials
+from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
-from txstore.storage.config import CONTAINER_UPDATER, OBJECT_AUDITOR, OBJECT_UPDATER, NodeSettings
+from txstore.storage.config import (
+    CONTAINER_UPDATER,
+    OBJECT_AUDITOR,
+    OBJECT_REPLICATOR,
+    OBJECT_UPDATER,
+    NodeSettings,
+)
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 from txstore.storage.account_server import AccountServer
@@ -89,6 +103,26 @@ class TmpSweeper:
             self.log.info("removed {count} unfinished temp files from {device}", count=removed, device=device)
 
 
+def host_addresses() -> set[str]:
+    """This host's addresses as name resolution knows them, and the loopbacks."""
+    found = {"127.0.0.1", "::1"}
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None):
+            found.add(str(info[4][0]))
+    except OSError:
+        pass
+    return found
+
+
+def local_device_matcher(bind_ip: str, bind_port: int) -> Callable[[Device], bool]:
+    """
+    Which ring devices are this node's: those listed with its backend port and its address
+    (any of the host's addresses when it listens on a wildcard).
+    """
+    addresses = {bind_ip} | (host_addresses() if bind_ip in ("0.0.0.0", "::") else set())
+    return lambda device: device.port == bind_port and device.ip in addresses
+
+
 def build_node(
     settings: NodeSettings, reactor: Any, clock=time.time, rings: RingSet | None = None
 ) -> tuple[NodeServer, MultiService]:
@@ -117,10 +151,31 @@ def build_node(
     sweeper.clock = reactor
     sweeper.setServiceParent(services)
     options = settings.daemons
+    replication = settings.replication
+    credentials = None
+    if replication["tls_certificate"] is not None:
+        credentials = Credentials.from_files(
+            replication["tls_certificate"], replication["tls_private_key"], replication["tls_ca"]
+        )
+    receiver = ReceiverFactory(
+        context, reactor, timeout=replication["node_timeout"],
+        sessions_per_device=replication["sessions_per_device"],
+        reclaim_age=options[OBJECT_REPLICATOR]["reclaim_age"],
+    )
+    listening = credentials.wrap_listening(receiver) if credentials is not None else receiver
+    TCPListener(reactor, replication["bind_ip"], replication["bind_port"], listening,
+                label="replication").setServiceParent(services)
     runs: dict[str, object] = {}
     if rings is not None:
         runs[CONTAINER_UPDATER] = ContainerUpdater(context, rings.account).run_pass
         runs[OBJECT_UPDATER] = ObjectUpdater(context, rings.container).run_pass
+        replicate = options[OBJECT_REPLICATOR]
+        connector = Connector(reactor, replication["conn_timeout"], replication["node_timeout"], credentials)
+        sender = ObjectSender(context, connector, BytePacer(reactor, replicate["bytes_per_second"]))
+        runs[OBJECT_REPLICATOR] = ObjectReplicator(
+            context, rings, local_device_matcher(settings.bind_ip, settings.bind_port), sender,
+            concurrency=replicate["concurrency"], reclaim_age=replicate["reclaim_age"],
+        ).run_pass
     audit = options[OBJECT_AUDITOR]
     runs[OBJECT_AUDITOR] = ObjectAuditor(
         context, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],

@@ -35,7 +35,10 @@ def small_cluster(case: SynchronousTestCase, *, nodes: int = 3, replicas: int = 
 
 
 def free_port_block(count: int, step: int = 1) -> int:
-    """A base port such that base, base+step, … (count ports) are free on 127.0.0.1 now."""
+    """
+    A base port such that base, base+step, … (count ports), and the port after each (a node's
+    replication port), are free on 127.0.0.1 now.
+    """
     import random
     import socket
 
@@ -44,10 +47,10 @@ def free_port_block(count: int, step: int = 1) -> int:
         base = rng.randrange(20000, 60000 - count * step)
         sockets = []
         try:
-            for i in range(count):
+            for port in sorted({base + i * step + extra for i in range(count) for extra in (0, 1)}):
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sockets.append(sock)
-                sock.bind(("127.0.0.1", base + i * step))
+                sock.bind(("127.0.0.1", port))
             return base
         except OSError:
             continue

@@ -61,15 +61,16 @@ class ThreadedMemoryReactor(MemoryReactorClock):
 
 
 class MakeServiceTests(SynchronousTestCase):
-    def check_service(self, tap, config, port: int, odd_path: str, odd_status: int) -> None:
+    def check_service(self, tap, config, port: int, odd_path: str, odd_status: int, others: tuple = ()) -> None:
         options = tap.Options()
         options.parseOptions(["--config", str(config)])
         reactor = ThreadedMemoryReactor()
         service = tap.makeService(options, reactor=reactor)
         service.privilegedStartService()
         service.startService()
-        [(bound_port, factory, _backlog, interface)] = reactor.tcpServers
+        (bound_port, factory, _backlog, interface), *rest = reactor.tcpServers
         self.assertEqual((bound_port, interface), (port, "127.0.0.1"))
+        self.assertEqual([(p, i) for p, _f, _b, i in rest], [(o, "127.0.0.1") for o in others])
         client = StubTreq(factory.resource)
         response = self.successResultOf(client.get("http://127.0.0.1/healthcheck"))
         self.assertEqual(self.successResultOf(response.content()), b"OK\n")
@@ -88,4 +89,4 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_objectnode(self) -> None:
         layout = small_cluster(self, base_port=7000)
-        self.check_service(node_tap, layout.node_config(2), 7020, "/d2/x/a", 400)
+        self.check_service(node_tap, layout.node_config(2), 7020, "/d2/x/a", 400, others=(7021,))

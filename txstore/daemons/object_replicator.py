@@ -1,0 +1,137 @@
+# -*- test-case-name: txstore.test.test_object_replicator -*-
+"""
+The object replicator: each pass, every partition of every local device is compared with the
+other places the object ring names for it, and what differs is pushed over the replication
+protocol (`txstore.replication.sender`).
+
+- A partition this device is a primary for: local ``hashes.json`` (re-hashing only what
+  changed) against each other primary's; only differing suffixes go through a missing check.
+- A partition this device is *not* a primary for (a handoff, or a partition the ring moved
+  away after a rebalance): every object is offered to every primary; when every primary ended
+  its session cleanly, the objects confirmed by all (and unchanged since) are removed here, then
+  the partition directory once empty.
+
+A peer that fails is logged and tried again next pass; it never stops the pass.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+from twisted.logger import Logger
+
+from txstore.common.io import PoolsStopped
+from txstore.replication.sender import ObjectSender
+from txstore.ring.device import Device
+from txstore.ring.ringset import RingSet
+from txstore.storage.http_support import StorageContext
+from txstore.storage.partitions import (
+    get_hashes,
+    list_objects,
+    list_partitions,
+    list_suffixes,
+    remove_if_unchanged,
+    remove_partition_if_empty,
+)
+
+
+class ObjectReplicator:
+    log = Logger()
+
+    def __init__(
+        self, context: StorageContext, rings: RingSet, is_local: Callable[[Device], bool], sender: ObjectSender,
+        *, concurrency: int = 1, reclaim_age: float = 7 * 24 * 3600.0,
+    ) -> None:
+        self.context = context
+        self.rings = rings
+        self.is_local = is_local
+        self.sender = sender
+        self.concurrency = concurrency
+        self.reclaim_age = reclaim_age
+
+    async def run_pass(self) -> dict[str, Any]:
+        stats: Counter[str] = Counter()
+        jobs = await self._jobs()
+        semaphore = DeferredSemaphore(self.concurrency)
+
+        def job(device: str, policy_index: int, partition: int) -> Deferred:
+            return Deferred.fromCoroutine(self._guarded(device, policy_index, partition, stats))
+
+        await gatherResults([semaphore.run(job, *spec) for spec in jobs], consumeErrors=True)
+        stats["partitions"] = len(jobs)
+        return dict(stats)
+
+    async def _jobs(self) -> list[tuple[str, int, int]]:
+        runner = self.context.runner
+        jobs = []
+        for device, path in await runner.run("replicator", self.context.mounted_devices):
+            for policy in self.context.policies:
+                for partition in await runner.run(device, list_partitions, path, policy.index):
+                    jobs.append((device, policy.index, partition))
+        return jobs
+
+    async def _guarded(self, device: str, policy_index: int, partition: int, stats: Counter) -> None:
+        try:
+            await self._replicate(device, policy_index, partition, stats)
+        except PoolsStopped:
+            return
+        except Exception:
+            stats["errors"] += 1
+            self.log.failure("replicating {device}/{partition} (policy {policy})", device=device,
+                             partition=partition, policy=policy_index)
+
+    async def _replicate(self, device: str, policy_index: int, partition: int, stats: Counter) -> None:
+        ring = self.rings.object_ring(policy_index)
+        if partition >= ring.partition_count:
+            self.log.warn("{device} holds partition {partition}, beyond the ring's {count}", device=device,
+                          partition=partition, count=ring.partition_count)
+            return
+        nodes = ring.get_part_nodes(partition)
+        mine = [n for n in nodes if n.device_name == device and self.is_local(n.device)]
+        partition_dir = self.context.diskfiles.partition_path(device, policy_index, partition)
+        run = self.context.runner.run
+        if mine:
+            hashes = await run(device, get_hashes, partition_dir, self.reclaim_age, self.context.clock())
+            if not hashes:
+                await run(device, remove_partition_if_empty, partition_dir)
+                return
+            for peer in nodes:
+                if peer in mine:
+                    continue
+                outcome = await self.sender.sync(peer, device, partition, policy_index, local_hashes=hashes)
+                self._count(stats, outcome)
+            return
+        stats["handoff_partitions"] += 1
+        objects = await run(device, lambda: list(list_objects(partition_dir, list_suffixes(partition_dir))))
+        if not objects:
+            await run(device, remove_partition_if_empty, partition_dir)
+            return
+        confirmed_by_all = None
+        for peer in nodes:
+            outcome = await self.sender.sync(peer, device, partition, policy_index, objects=objects)
+            self._count(stats, outcome)
+            if not outcome.ok:
+                return  # keep everything for the next pass
+            confirmed = {(f.name_hash, f.names) for f in outcome.confirmed}
+            confirmed_by_all = confirmed if confirmed_by_all is None else confirmed_by_all & confirmed
+        removed = 0
+        for files in objects:
+            if (files.name_hash, files.names) in (confirmed_by_all or set()):
+                removed += await run(device, remove_if_unchanged, files)
+        stats["handoff_objects_removed"] += removed
+        if await run(device, remove_partition_if_empty, partition_dir):
+            stats["handoff_partitions_removed"] += 1
+            self.log.info("{device}/{partition} (policy {policy}) is home: handed off and removed",
+                          device=device, partition=partition, policy=policy_index)
+
+    @staticmethod
+    def _count(stats: Counter, outcome: Any) -> None:
+        stats["sessions"] += 1
+        stats["failures"] += not outcome.ok
+        stats["suffixes_synced"] += outcome.suffixes
+        stats["objects_offered"] += outcome.offered
+        stats["updates_sent"] += outcome.updates
+        stats["bytes_sent"] += outcome.bytes_sent

@@ -1,0 +1,133 @@
+"""The object replicator's pass: four nodes' storage, replication listeners on loopback."""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from txstore.common.hashing import PathHasher
+from txstore.common.io import SynchronousRunner
+from txstore.common.policies import DEFAULT_POLICIES
+from txstore.daemons.object_replicator import ObjectReplicator
+from txstore.replication.receiver import ReceiverFactory
+from txstore.replication.sender import BytePacer, Connector, ObjectSender
+from txstore.ring.builder import RingBuilder
+from txstore.ring.ring import Ring
+from txstore.ring.ringset import RingSet
+from txstore.storage.diskfile import DiskFileManager
+from txstore.storage.http_support import StorageContext
+from txstore.storage.node import local_device_matcher
+from txstore.storage.partitions import list_partitions
+from txstore.test.support import temp_dir
+
+HASHER = PathHasher(b"", b"s")
+NOW = 1_600_000_100.0
+NODES = 4
+
+
+class FakeNode:
+    """One node: its devices, its replication listener, its replicator."""
+
+    def __init__(self, case, number: int) -> None:
+        self.number = number
+        self.device = f"d{number}"
+        self.root = temp_dir(case)
+        (self.root / self.device).mkdir()
+        self.diskfiles = DiskFileManager(self.root, False, HASHER, fsync=False)
+        self.context = StorageContext(
+            devices=self.root, mount_check=False, hasher=HASHER, policies=DEFAULT_POLICIES,
+            runner=SynchronousRunner(), client=None, clock=lambda: NOW, diskfiles=self.diskfiles,
+        )
+        self.factory = ReceiverFactory(self.context, reactor, timeout=5.0)
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        case.addCleanup(self.port.stopListening)
+        self.backend_port = 16000 + number  # never listened on: only identifies the node in the ring
+
+    def replicator(self, rings: RingSet) -> ObjectReplicator:
+        sender = ObjectSender(self.context, Connector(reactor, 2.0, 5.0), BytePacer(reactor, 0))
+        return ObjectReplicator(self.context, rings, local_device_matcher("127.0.0.1", self.backend_port), sender)
+
+    def put(self, partition: int, name: str, ts: str, body: bytes = b"body"):
+        diskfile = self.diskfiles.get_diskfile(self.device, partition, "AUTH_a", "c", name)
+        writer = diskfile.create_writer()
+        writer.write(body)
+        writer.commit({"Content-Type": "t/t"}, ts)
+        return diskfile
+
+    def state(self, partition: int, name: str):
+        return self.diskfiles.get_diskfile(self.device, partition, "AUTH_a", "c", name).read_metadata()
+
+
+class ObjectReplicatorTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.nodes = [FakeNode(self, n) for n in range(1, NODES + 1)]
+        builder = RingBuilder(3, 3, 0)
+        for node in self.nodes:
+            builder.add_dev({"region": 1, "zone": node.number, "ip": "127.0.0.1", "port": node.backend_port,
+                             "replication_ip": "127.0.0.1", "replication_port": node.port.getHost().port,
+                             "device": node.device, "weight": 100.0})
+        builder.rebalance(seed=3)
+        path = temp_dir(self) / "object.ring.gz"
+        builder.get_ring().save(path)
+        self.ring = Ring(path, HASHER)
+        self.rings = RingSet(account=self.ring, container=self.ring, objects={0: self.ring})
+
+    def node_of(self, device_name: str) -> FakeNode:
+        return next(n for n in self.nodes if n.device == device_name)
+
+    def placement(self, name: str):
+        partition = self.ring.get_part("AUTH_a", "c", name)
+        primaries = [self.node_of(n.device_name) for n in self.ring.get_part_nodes(partition)]
+        others = [n for n in self.nodes if n not in primaries]
+        return partition, primaries, others
+
+    async def test_a_primary_pushes_to_the_other_primaries(self) -> None:
+        partition, primaries, others = self.placement("obj")
+        primaries[0].put(partition, "obj", "1600000000.00000", b"x" * 300000)
+        gone = primaries[0].put(partition, "gone", "1600000000.00000")
+        gone.delete("1600000001.00000")
+        figures = await primaries[0].replicator(self.rings).run_pass()
+        self.assertEqual(figures["sessions"], 2)
+        self.assertEqual(figures["failures"], 0)
+        for node in primaries:
+            state = node.state(partition, "obj")
+            self.assertEqual((state.exists, state.metadata["ETag"]), (True, primaries[0].state(partition, "obj").metadata["ETag"]))
+            self.assertTrue(node.state(partition, "gone").deleted)
+        self.assertEqual(list_partitions(others[0].root / others[0].device, 0), [])
+        again = await primaries[0].replicator(self.rings).run_pass()
+        self.assertEqual((again["suffixes_synced"], again["updates_sent"]), (0, 0))
+
+    async def test_a_handoff_goes_home_and_is_removed(self) -> None:
+        partition, primaries, others = self.placement("lost")
+        handoff = others[0]
+        handoff.put(partition, "lost", "1600000000.00000", b"handed off")
+        primaries[1].put(partition, "lost", "1600000000.00000", b"handed off")  # one already has it
+        figures = await handoff.replicator(self.rings).run_pass()
+        self.assertEqual((figures["handoff_partitions"], figures["handoff_partitions_removed"]), (1, 1))
+        for node in primaries:
+            self.assertTrue(node.state(partition, "lost").exists)
+        self.assertEqual(list_partitions(handoff.root / handoff.device, 0), [])
+
+    async def test_a_handoff_stays_while_a_primary_is_unreachable(self) -> None:
+        partition, primaries, others = self.placement("lost")
+        handoff = others[0]
+        handoff.put(partition, "lost", "1600000000.00000")
+        await primaries[2].port.stopListening()
+        figures = await handoff.replicator(self.rings).run_pass()
+        self.assertEqual(figures["failures"], 1)
+        self.assertEqual(list_partitions(handoff.root / handoff.device, 0), [partition])
+        self.assertTrue(handoff.state(partition, "lost").exists)
+
+    async def test_a_newer_delete_on_a_peer_is_not_undone(self) -> None:
+        partition, primaries, _others = self.placement("obj")
+        for node in primaries:
+            node.put(partition, "obj", "1600000000.00000")
+        primaries[1].diskfiles.get_diskfile(primaries[1].device, partition, "AUTH_a", "c", "obj").delete(
+            "1600000005.00000")
+        await primaries[0].replicator(self.rings).run_pass()  # pushes its older copy: refused
+        self.assertTrue(primaries[1].state(partition, "obj").deleted)
+        await primaries[1].replicator(self.rings).run_pass()  # pushes the tombstone
+        for node in primaries:
+            self.assertTrue(node.state(partition, "obj").deleted)
