@@ -460,7 +460,9 @@ class Client:
         listed.usage, listed.client_cpu = meter.stop(), cpu_seconds_of_pids([os.getpid()]) - before
         listed.ops = len(listed.latencies)
         listed.note = f"{passes} passes, {listed.seconds / passes:.2f} s per pass; names listed per pass: {counts}"
-        if any(count != objects for count in counts):
+        wrong = sum(count != objects for count in counts)
+        if wrong:
+            listed.errors += wrong
             listed.error_samples.append(f"expected {objects} names per pass, got {counts}")
         results.append(listed)
         return results

@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,10 +206,11 @@ def bench_txstore(args: argparse.Namespace, plan: Plan) -> Run:
     return run
 
 
-def bench_swift(args: argparse.Namespace, plan: Plan) -> Run:
+def bench_swift(args: argparse.Namespace, plan: Plan, anchor_info: list[str] | None = None) -> Run:
+    """``anchor_info``: the anchor is already up, brought up by the caller (``--target both``)."""
     run = Run("swift")
     pidfile = Path(os.environ.get("BENCH_PIDFILE") or ANCHOR_BASE / "pids")
-    with swift_anchor(args.keep_anchor) as info:
+    with swift_anchor(args.keep_anchor) if anchor_info is None else nullcontext(anchor_info) as info:
         run.info += info + [f"load average at start: {load_average()}"]
         servers = Servers(pid_groups_from_pidfile(pidfile)) if pidfile.exists() else None
         if servers is None:
@@ -296,9 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.target == "both":
             # the anchor first, so that its XFS is mounted and txstore's temp root lands on it
-            with swift_anchor(args.keep_anchor):
+            with swift_anchor(args.keep_anchor) as anchor_info:
                 runs.append(bench_txstore(args, plan))
-                runs.append(bench_swift(args, plan))
+                runs.append(bench_swift(args, plan, anchor_info))
         elif args.target == "txstore":
             runs.append(bench_txstore(args, plan))
         else:
