@@ -43,6 +43,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,7 +232,7 @@ def _one(conn: http.client.HTTPConnection, account: Account, job: Job, path: str
 
 def _run_slot(slot: int, conns: list, account: Account, job: Job, counter, go: threading.Event, out: dict) -> None:
     payload = (bytes(range(256)) * (job.size // 256 + 1))[: job.size] if job.op == "PUT" else b""
-    latencies, errors, samples, moved = [], 0, [], 0
+    latencies, errors, reasons, moved = [], 0, {}, 0
     go.wait()
     while True:
         with counter.get_lock():
@@ -254,9 +255,9 @@ def _run_slot(slot: int, conns: list, account: Account, job: Job, counter, go: t
         moved += nbytes
         if why is not None:
             errors += 1
-            if len(samples) < 5:
-                samples.append(why)
-    out[slot] = (latencies, errors, samples, moved)
+            why = why if why in reasons or len(reasons) < 20 else "other errors"
+            reasons[why] = reasons.get(why, 0) + 1
+    out[slot] = (latencies, errors, reasons, moved)
 
 
 def _worker_main(pipe, account: Account, threads: int, counter) -> None:
@@ -319,12 +320,14 @@ class Pool:
         for pipe in self.pipes:
             pipe.send("go")
         result = Result(workload, op or job.op)
+        reasons: Counter[str] = Counter()
         for pipe in self.pipes:
-            for latencies, errors, samples, moved in self._recv(pipe):
+            for latencies, errors, slot_reasons, moved in self._recv(pipe):
                 result.latencies.extend(latencies)
                 result.errors += errors
                 result.bytes += moved
-                result.error_samples.extend(samples[: 5 - len(result.error_samples)])
+                reasons.update(slot_reasons)
+        result.error_samples = [f"{why} ×{count}" for why, count in reasons.most_common(5)]
         result.seconds = time.perf_counter() - started
         result.usage = meter.stop()
         result.client_cpu = cpu_seconds_of_pids(own) - client_before
