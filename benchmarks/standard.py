@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import BenchError, Client, Result, authenticate, render, size_label, table  # noqa: E402
-from serverstats import Servers, pid_groups_from_pidfile, pid_groups_from_run_dir  # noqa: E402
+from serverstats import Meter, Servers, pid_groups_from_pidfile, pid_groups_from_run_dir  # noqa: E402
 
 ANCHOR_SCRIPTS = Path("/work/shared/swift-anchor")
 ANCHOR_BASE = Path(os.environ.get("ANCHOR_SWIFT_BASE", "/tmp/anchor-swift"))
@@ -122,6 +122,17 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def idle(servers: Servers | None, seconds: float = 5.0) -> str:
+    """Server CPU while no request is made: background daemons, timers (ms per second)."""
+    if servers is None:
+        return "-"
+    meter = Meter(servers)
+    meter.start()
+    time.sleep(seconds)
+    usage = meter.stop()
+    return ", ".join(f"{role} {1000 * usage.cpu[role] / seconds:.0f}" for role in usage.cpu) + f" ms/s over {seconds:.0f} s"
+
+
 def run_plan(client: Client, plan: Plan, run: Run, skip_large: bool, skip_listing: bool) -> None:
     def show(results: list[Result]) -> None:
         for result in results:
@@ -194,13 +205,14 @@ def swift_anchor(keep: bool) -> Iterator[list[str]]:
 def bench_txstore(args: argparse.Namespace, plan: Plan) -> Run:
     run = Run("txstore")
     with txstore_cluster(args.nodes) as (auth_url, root, info):
-        run.info += info + [f"load average at start: {load_average()}"]
         servers = Servers(pid_groups_from_run_dir(root / "run"))
+        run.info += info + [f"load average at start: {load_average()}; servers idle: {idle(servers)}"]
         client = Client(authenticate(auth_url, args.user, args.key), servers, args.processes)
         try:
             run_plan(client, plan, run, args.skip_large, args.skip_listing)
         finally:
-            run.info.append(f"load average at end: {load_average()}; server processes alive: {', '.join(servers.alive())}")
+            run.info.append(f"load average at end: {load_average()}; servers idle: {idle(servers)}")
+            run.info.append(f"server processes alive at the end: {', '.join(servers.alive())}")
             if not servers.peaks_reset:
                 run.info.append("peak RSS could not be reset: peaks are since each process started")
     return run
@@ -211,13 +223,13 @@ def bench_swift(args: argparse.Namespace, plan: Plan, anchor_info: list[str] | N
     run = Run("swift")
     pidfile = Path(os.environ.get("BENCH_PIDFILE") or ANCHOR_BASE / "pids")
     with swift_anchor(args.keep_anchor) if anchor_info is None else nullcontext(anchor_info) as info:
-        run.info += info + [f"load average at start: {load_average()}"]
         servers = Servers(pid_groups_from_pidfile(pidfile)) if pidfile.exists() else None
+        run.info += info + [f"load average at start: {load_average()}; servers idle: {idle(servers)}"]
         if servers is None:
             run.info.append(f"no pid file {pidfile}: server CPU and RSS not measured")
         client = Client(authenticate(f"http://127.0.0.1:{ANCHOR_PORT}/auth/v1.0", args.user, args.key), servers, args.processes)
         run_plan(client, plan, run, args.skip_large, args.skip_listing)
-        run.info.append(f"load average at end: {load_average()}")
+        run.info.append(f"load average at end: {load_average()}; servers idle: {idle(servers)}")
     return run
 
 
