@@ -246,7 +246,7 @@ def _run_slot(slot: int, conns: list, account: Account, job: Job, counter, go: t
             if conns[slot] is None:
                 conns[slot] = account.connect()
             why, nbytes = _one(conns[slot], account, job, path, payload)
-        except (OSError, http.client.HTTPException) as err:
+        except Exception as err:  # noqa: BLE001 - counted and named in the table, never lost
             if conns[slot] is not None:
                 conns[slot].close()
             conns[slot] = None
@@ -319,18 +319,17 @@ class Pool:
         started = time.perf_counter()
         for pipe in self.pipes:
             pipe.send("go")
-        result = Result(workload, op or job.op)
-        reasons: Counter[str] = Counter()
-        for pipe in self.pipes:
-            for latencies, errors, slot_reasons, moved in self._recv(pipe):
-                result.latencies.extend(latencies)
-                result.errors += errors
-                result.bytes += moved
-                reasons.update(slot_reasons)
-        result.error_samples = [f"{why} ×{count}" for why, count in reasons.most_common(5)]
-        result.seconds = time.perf_counter() - started
+        reports = [self._recv(pipe) for pipe in self.pipes]
+        result = Result(workload, op or job.op, seconds=time.perf_counter() - started)
         result.usage = meter.stop()
         result.client_cpu = cpu_seconds_of_pids(own) - client_before
+        reasons: Counter[str] = Counter()
+        for latencies, errors, slot_reasons, moved in (slot for report in reports for slot in report):
+            result.latencies.extend(latencies)
+            result.errors += errors
+            result.bytes += moved
+            reasons.update(slot_reasons)
+        result.error_samples = [f"{why} ×{count}" for why, count in reasons.most_common(5)]
         result.ops = len(result.latencies)
         return result
 
@@ -443,7 +442,7 @@ class Client:
                 fill = pool.run(Job("PUT", container, "", objects, 0), self.meter(), f"fill {objects} C={fill_concurrency}", "PUT 0 B")
             finally:
                 pool.close()
-            waited = self._wait_for_count(container, objects)
+            waited = self._wait_for_count(container, objects - fill.errors)
             fill.note = f"filled in {fill.seconds:.1f} s; listing complete {waited:.1f} s later"
             results.append(fill)
         else:
