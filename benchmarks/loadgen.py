@@ -379,9 +379,9 @@ class Client:
         if status not in (201, 202):
             raise BenchError(f"PUT container {container}: {status} {body[:200]!r}")
 
-    def objects(self, size: int, count: int, concurrency: int, ops=("PUT", "GET", "HEAD", "DELETE")) -> list[Result]:
-        workload = f"{size_label(size)} × {count} C={concurrency}"
-        container = f"bench-{self.run_id}-{size}"
+    def objects(self, size: int, count: int, concurrency: int, ops=("PUT", "GET", "HEAD", "DELETE"), label: str = "") -> list[Result]:
+        workload = f"{size_label(size)} × {count} C={concurrency}{label}"
+        container = f"bench-{self.run_id}-{size}-{uuid.uuid4().hex[:6]}"
         self._create_container(container)
         pool = Pool(self.account, concurrency, self.processes)
         try:

@@ -56,6 +56,7 @@ class Plan:
     listing_limit: int
     listing_passes: int = 3
     fill_concurrency: int = 32
+    repeat: int = 1
 
 
 STANDARD = Plan(((4096, 2000), (2**20, 200)), 16, (256 * 2**20, 2**30), 100_000, 10_000)
@@ -141,8 +142,10 @@ def run_plan(client: Client, plan: Plan, run: Run, skip_large: bool, skip_listin
         run.results.extend(results)
 
     for size, count in plan.objects:
-        print(f"{run.target}: {size_label(size)} × {count} at concurrency {plan.concurrency}", flush=True)
-        show(client.objects(size, count, plan.concurrency))
+        for time_ in range(1, plan.repeat + 1):
+            label = f" #{time_}" if plan.repeat > 1 else ""
+            print(f"{run.target}: {size_label(size)} × {count} at concurrency {plan.concurrency}{label}", flush=True)
+            show(client.objects(size, count, plan.concurrency, label=label))
     if not skip_large:
         for size in plan.large:
             print(f"{run.target}: {size_label(size)} single stream", flush=True)
@@ -213,6 +216,10 @@ def bench_txstore(args: argparse.Namespace, plan: Plan) -> Run:
         finally:
             run.info.append(f"load average at end: {load_average()}; servers idle: {idle(servers)}")
             run.info.append(f"server processes alive at the end: {', '.join(servers.alive())}")
+            if any(result.errors for result in run.results):
+                kept = Path(tempfile.mkdtemp(prefix="txstore-bench-logs-"))
+                shutil.copytree(root / "log", kept / "log")
+                run.info.append(f"errors: the servers' logs are kept in {kept}/log")
             if not servers.peaks_reset:
                 run.info.append("peak RSS could not be reset: peaks are since each process started")
     return run
@@ -285,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=("txstore", "swift", "both"), default="txstore")
     parser.add_argument("--quick", action="store_true", help="object counts ÷10, 16/64 MiB large, 5,000-object listing")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the object counts (after --quick)")
+    parser.add_argument("--repeat", type=int, default=1, help="run each object workload this many times (rows #1, #2, …)")
     parser.add_argument("--skip-large", action="store_true", help="skip the single-stream large objects")
     parser.add_argument("--skip-listing", action="store_true", help="skip the container listing (and its fill)")
     parser.add_argument("--concurrency", type=int, help="instead of 16")
@@ -302,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         plan.large,
         plan.listing_objects,
         plan.listing_limit,
+        repeat=max(1, args.repeat),
     )
     print(f"standard set: {os.cpu_count()} cores, load average {load_average()}, "
           f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
