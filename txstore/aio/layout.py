@@ -204,6 +204,12 @@ def _node_config(layout: Layout, number: int) -> str:
         "\n"
         "[object-replicator]\n"
         "interval = 10\n"
+        "\n"
+        "[container-replicator]\n"
+        "interval = 10\n"
+        "\n"
+        "[account-replicator]\n"
+        "interval = 10\n"
     )
 
 

@@ -159,6 +159,11 @@ class AccountServer:
         """Close the cached brokers (when the node stops, before its I/O pools)."""
         return self._db.cache.close()
 
+    @property
+    def databases(self) -> DatabaseAccess[AccountBroker]:
+        """How this server finds and opens its databases (shared with replication)."""
+        return self._db
+
     async def handle(self, request: Request, path: BackendPath) -> bytes:
         """``/<device>/<partition>/<account>``: PUT, DELETE, POST, HEAD, GET."""
         method = request.method

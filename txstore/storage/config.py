@@ -22,7 +22,10 @@ CONTAINER_UPDATER = "container-updater"
 OBJECT_UPDATER = "object-updater"
 OBJECT_AUDITOR = "object-auditor"
 OBJECT_REPLICATOR = "object-replicator"
-DAEMONS = (CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR, OBJECT_REPLICATOR)
+CONTAINER_REPLICATOR = "container-replicator"
+ACCOUNT_REPLICATOR = "account-replicator"
+DAEMONS = (CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR, OBJECT_REPLICATOR, CONTAINER_REPLICATOR,
+           ACCOUNT_REPLICATOR)
 REPLICATION = "replication"
 TLS_OPTIONS = ("tls_certificate", "tls_private_key", "tls_ca")
 WEEK = 7 * 24 * 3600.0
@@ -87,6 +90,16 @@ SCHEMA = c.Schema(
             c.Option("concurrency", c.integer(1), 1, doc="Partitions replicated at once."),
             c.Option("reclaim_age", c.number(0.0), WEEK, doc="Seconds a tombstone is kept."),
             c.Option("bytes_per_second", c.size, 0, doc="Bytes sent per second by all sessions (0: no limit)."),
+        ),
+        *(
+            _daemon_section(
+                name,
+                f"Pushes each {kind} database to its other replicas; sends handoff databases home.",
+                30.0,
+                c.Option("concurrency", c.integer(1), 1, doc="Databases replicated at once."),
+                c.Option("reclaim_age", c.number(0.0), WEEK, doc="Seconds deleted rows and databases are kept."),
+            )
+            for name, kind in ((CONTAINER_REPLICATOR, "container"), (ACCOUNT_REPLICATOR, "account"))
         ),
     )
 )

@@ -202,6 +202,11 @@ class ContainerServer:
         """Close the cached brokers (when the node stops, before its I/O pools)."""
         return self._db.cache.close()
 
+    @property
+    def databases(self) -> DatabaseAccess[ContainerBroker]:
+        """How this server finds and opens its databases (shared with replication)."""
+        return self._db
+
     async def handle(self, request: Request, path: BackendPath) -> bytes:
         """``/<device>/<partition>/<account>/<container>``: PUT, DELETE, POST, HEAD, GET."""
         assert path.container is not None

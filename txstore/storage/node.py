@@ -23,7 +23,9 @@ from txstore.daemons.auditor import ObjectAuditor
 from txstore.daemons.container_updater import ContainerUpdater
 from txstore.daemons.object_updater import ObjectUpdater
 from txstore.common.listener import TCPListener
+from txstore.daemons.db_replicator import DatabaseReplicator
 from txstore.daemons.object_replicator import ObjectReplicator
+from txstore.replication.databases import DatabaseReceiver, DatabaseSender
 from txstore.daemons.periodic import PeriodicDaemon
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import BytePacer, Connector, ObjectSender
@@ -31,6 +33,8 @@ from txstore.replication.tls import Credentials
 from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import (
+    ACCOUNT_REPLICATOR,
+    CONTAINER_REPLICATOR,
     CONTAINER_UPDATER,
     OBJECT_AUDITOR,
     OBJECT_REPLICATOR,
@@ -161,6 +165,10 @@ def build_node(
         context, reactor, timeout=replication["node_timeout"],
         sessions_per_device=replication["sessions_per_device"],
         reclaim_age=options[OBJECT_REPLICATOR]["reclaim_age"],
+        db_handlers={
+            "container": DatabaseReceiver("container", containers.databases).serve,
+            "account": DatabaseReceiver("account", accounts.databases).serve,
+        },
     )
     listening = credentials.wrap_listening(receiver) if credentials is not None else receiver
     TCPListener(reactor, replication["bind_ip"], replication["bind_port"], listening,
@@ -172,10 +180,19 @@ def build_node(
         replicate = options[OBJECT_REPLICATOR]
         connector = Connector(reactor, replication["conn_timeout"], replication["node_timeout"], credentials)
         sender = ObjectSender(context, connector, BytePacer(reactor, replicate["bytes_per_second"]))
+        is_local = local_device_matcher(settings.bind_ip, settings.bind_port)
         runs[OBJECT_REPLICATOR] = ObjectReplicator(
-            context, rings, local_device_matcher(settings.bind_ip, settings.bind_port), sender,
-            concurrency=replicate["concurrency"], reclaim_age=replicate["reclaim_age"],
+            context, rings, is_local, sender, concurrency=replicate["concurrency"],
+            reclaim_age=replicate["reclaim_age"],
         ).run_pass
+        for name, kind, ring, db_server in (
+            (CONTAINER_REPLICATOR, "container", rings.container, containers),
+            (ACCOUNT_REPLICATOR, "account", rings.account, accounts),
+        ):
+            runs[name] = DatabaseReplicator(
+                context, ring, is_local, DatabaseSender(kind, db_server.databases, connector),
+                concurrency=options[name]["concurrency"], reclaim_age=options[name]["reclaim_age"],
+            ).run_pass
     audit = options[OBJECT_AUDITOR]
     runs[OBJECT_AUDITOR] = ObjectAuditor(
         context, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],

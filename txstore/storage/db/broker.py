@@ -156,6 +156,22 @@ def _remove_quietly(path: Path) -> None:
             pass
 
 
+def _link_into_place(tmp: Path, final: Path) -> None:
+    """Give the finished file its final name without ever replacing an existing database."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise DatabaseAlreadyExists(str(final)) from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        # No hard links here: check-then-rename leaves a small race, the best available.
+        if final.exists():
+            raise DatabaseAlreadyExists(str(final)) from None
+        os.rename(tmp, final)
+    _fsync_path(final.parent, directory=True)
+
+
 def _raise_translated(error: sqlite3.Error) -> NoReturn:
     """Raise our error for an sqlite3 one the server must react to, else the original."""
     message = str(error).lower()
@@ -339,19 +355,7 @@ class DatabaseBroker(Generic[R]):
             _remove_quietly(tmp)
 
     def _publish(self, tmp: Path, final: Path) -> None:
-        """Give the finished file its final name without ever replacing an existing database."""
-        try:
-            os.link(tmp, final)
-        except FileExistsError:
-            raise DatabaseAlreadyExists(str(final)) from None
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-                raise
-            # No hard links here: check-then-rename leaves a small race, the best available.
-            if final.exists():
-                raise DatabaseAlreadyExists(str(final)) from None
-            os.rename(tmp, final)
-        _fsync_path(final.parent, directory=True)
+        _link_into_place(tmp, final)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -569,6 +573,70 @@ class DatabaseBroker(Generic[R]):
             if kept != items:
                 conn.execute("UPDATE info SET metadata = ?", (json.dumps(kept, sort_keys=True),))
         return removed
+
+    # -- replication -------------------------------------------------------------------------
+
+    def replication_info(self) -> dict[str, Any]:
+        """
+        What a replication peer needs to compare and merge: the info row (``id``, ``hash``,
+        status timestamps, stats), ``max_row``, and the metadata with its tombstones.
+        """
+        with self._read() as conn:
+            info = self._info_row(conn)
+            info["max_row"] = self._max_row(conn)
+        info["metadata"] = json.loads(info["metadata"])
+        return info
+
+    def merge_status(self, put_timestamp: TimestampLike, delete_timestamp: TimestampLike) -> None:
+        """Take a replica's PUT and DELETE times (newest wins each; never lowered)."""
+        with self._write() as conn:
+            self._set_status(
+                conn, self._info_row(conn),
+                put_timestamp=timestamp_string(put_timestamp), delete_timestamp=timestamp_string(delete_timestamp),
+            )
+
+    def backup_to(self, target: Path) -> None:
+        """A consistent copy of the whole database in ``target`` (SQLite's online backup), fsynced."""
+        copy = sqlite3.connect(str(target), isolation_level=None)
+        try:
+            with self._connection() as conn:
+                conn.backup(copy)
+        finally:
+            copy.close()
+        _fsync_path(target)
+
+    @classmethod
+    def adopt_copy(cls, copy: Path, final: Path, peer_id: str, peer_max_row: int) -> None:
+        """
+        Make ``copy`` (a replica's whole database, received into a temp file) this node's
+        database at ``final``: checked first (ours, intact), given an id of its own and a fresh
+        sync table that says it holds the peer's rows up to ``peer_max_row``, then linked into
+        place (DatabaseAlreadyExists when a database appeared there meanwhile).
+        """
+        conn = sqlite3.connect(str(copy), isolation_level=None)
+        try:
+            (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if app_id != cls._application_id or version != SCHEMA_VERSION:
+                raise DatabaseCorrupt(f"the copy is not a {cls.__name__} database")
+            (check,) = conn.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise DatabaseCorrupt(f"the copy fails its integrity check: {check}")
+            conn.execute("BEGIN")
+            conn.execute("UPDATE info SET id = ?", (str(uuid.uuid4()),))
+            conn.execute("DELETE FROM sync_point")
+            conn.execute(
+                "INSERT INTO sync_point (remote_id, incoming, sync_point) VALUES (?, 1, ?)", (peer_id, peer_max_row)
+            )
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as e:
+            raise DatabaseCorrupt(f"the copy cannot be read: {e}") from None
+        finally:
+            conn.close()
+        _fsync_path(copy)
+        _ensure_directory(final.parent)
+        _link_into_place(copy, final)
 
     # -- replication sync points -----------------------------------------------------------
 
