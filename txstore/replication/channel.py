@@ -25,6 +25,7 @@ from collections import deque
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -68,6 +69,7 @@ class FramedChannel(Protocol):
         self._writing_paused = False
         self._drain: Deferred | None = None
         self._failure: SessionFailed | None = None
+        self._producing = False
         self.connected_at_all = False
 
     # Protocol
@@ -75,6 +77,7 @@ class FramedChannel(Protocol):
     def connectionMade(self) -> None:
         self.connected_at_all = True
         self.transport.registerProducer(self, True)
+        self._producing = True
 
     def dataReceived(self, data: bytes) -> None:
         if self._failure is not None:
@@ -92,8 +95,12 @@ class FramedChannel(Protocol):
         self._wake()
 
     def connectionLost(self, reason: Failure = None) -> None:
+        self._producing = False  # the transport let go of its producer with the connection
         if self._failure is None:
-            self._failure = SessionFailed(499, "connection closed by the peer")
+            if reason is None or reason.check(ConnectionDone):
+                self._failure = SessionFailed(499, "connection closed by the peer")
+            else:  # a reset, or TLS refusing a certificate (either side's): say which
+                self._failure = SessionFailed(499, f"connection lost: {reason.getErrorMessage()}")
         self._wake()
         self._release_drain()
 
@@ -122,7 +129,13 @@ class FramedChannel(Protocol):
         """Send END and close: the normal way for this side to finish."""
         self.send(record(FrameType.END))
         self._failure = SessionFailed(0, "session ended")
-        self.transport.loseConnection()
+        self._close()
+
+    def close(self) -> None:
+        """Close after the peer's END (nothing more to say)."""
+        if self._failure is None:
+            self._failure = SessionFailed(0, "session ended")
+        self._close()
 
     def abort(self, code: int, reason: str) -> None:
         """Send ERROR with ``reason`` (if the connection still stands) and close."""
@@ -131,7 +144,7 @@ class FramedChannel(Protocol):
             if not self.machine.closed:
                 self.machine.step(self.side, record(FrameType.ERROR, code=code, reason=reason))
                 self.transport.write(encode(record(FrameType.ERROR, code=code, reason=reason)))
-            self.transport.loseConnection()
+            self._close()
         self._wake()
         self._release_drain()
 
@@ -155,8 +168,12 @@ class FramedChannel(Protocol):
             raise self._failure from None
         if item.type is FrameType.ERROR:
             self._failure = SessionFailed(item["code"], item["reason"], from_peer=True)
-            self.transport.loseConnection()
+            self._close()
             raise self._failure
+        if self.machine.closed:
+            # The peer's END: this side sends nothing more, so it stops being the producer now
+            # (a TLS transport's loseConnection waits for that; see `_close`).
+            self._stop_being_producer()
         return item
 
     async def expect(self, *kinds: FrameType) -> Record:
@@ -179,6 +196,18 @@ class FramedChannel(Protocol):
             raise self._failure
 
     # Inside
+
+    def _stop_being_producer(self) -> None:
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+
+    def _close(self) -> None:
+        # Unregister first: TLSMemoryBIOProtocol.loseConnection does not start the TLS shutdown
+        # (nor close the socket) while a producer is registered, so the connection would stay
+        # open until the peer or the OS dropped it. Plain TCP closes either way.
+        self._stop_being_producer()
+        self.transport.loseConnection()
 
     async def _bounded(self, waiting: Deferred, what: str) -> None:
         timer = self.reactor.callLater(self.timeout, waiting.cancel)

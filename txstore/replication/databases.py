@@ -126,7 +126,7 @@ class DatabaseReceiver:
         while True:
             item = await session.receive()
             if item.type is FrameType.END:
-                session.transport.loseConnection()
+                session.close()
                 return
             if item.type is FrameType.DB_ROWS:
                 try:

@@ -185,7 +185,7 @@ class ReceiverSession(FramedChannel):
         while True:
             item = await self.receive()
             if item.type is FrameType.END:
-                self.transport.loseConnection()
+                self.close()
                 return
             if item.type is FrameType.UPDATES_END:
                 self.send(record(FrameType.END, applied=self.applied))

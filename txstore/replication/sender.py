@@ -61,7 +61,7 @@ class Connector:
     reactor: Any
     conn_timeout: float = 2.0
     timeout: float = 60.0
-    tls: Any = None  # a txstore.replication.tls.ClientCredentials, or None for plain TCP
+    tls: Any = None  # txstore.replication.tls.Credentials, or None for plain TCP
 
     async def open(self, host: str, port: int) -> FramedChannel:
         channel = FramedChannel(S, self.reactor, self.timeout)
