@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -183,3 +184,87 @@ class DowntimeDrillTests(Drill):
             if kinds != ({"ts"} if name in deleted else {"data"}):
                 return False
         return True
+
+
+PACED_SENDER = r"""
+import json, sys
+from pathlib import Path
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import react
+from txstore.common.cluster import load_cluster_config
+from txstore.common.io import DeviceThreadPools
+from txstore.replication.sender import BytePacer, Connector, ObjectSender
+from txstore.ring.ringset import RingSet
+from txstore.storage.diskfile import DiskFileManager
+from txstore.storage.http_support import StorageContext
+from txstore.storage.partitions import get_hashes
+
+etc, devices, device, partition, peer_device, rate = sys.argv[1:]
+partition, rate = int(partition), float(rate)
+
+async def main(reactor):
+    cluster = load_cluster_config(Path(etc) / "txstore.conf")
+    ring = RingSet.load(Path(etc), cluster.hasher, cluster.policies).object_ring(0)
+    peer = next(n for n in ring.get_part_nodes(partition) if n.device_name == peer_device)
+    diskfiles = DiskFileManager(Path(devices), False, cluster.hasher)
+    runner = DeviceThreadPools(reactor)
+    context = StorageContext(devices=Path(devices), mount_check=False, hasher=cluster.hasher,
+                             policies=cluster.policies, runner=runner, client=None, clock=reactor.seconds,
+                             diskfiles=diskfiles)
+    sender = ObjectSender(context, Connector(reactor, 2.0, 10.0), BytePacer(reactor, rate))
+    hashes = get_hashes(diskfiles.partition_path(device, 0, partition))
+    outcome = await sender.sync(peer, device, partition, 0, local_hashes=hashes)
+    runner.stop()
+    print(json.dumps({"ok": outcome.ok, "reason": outcome.reason, "bytes": outcome.bytes_sent}), flush=True)
+
+react(lambda reactor: ensureDeferred(main(reactor)))
+"""
+
+
+class ReceiverKilledTests(Drill):
+    def test_kill_9_mid_session(self) -> None:
+        """
+        A receiver killed (-9) in the middle of a 32 MiB object: nothing partial becomes visible,
+        the sender reports the failure, and the next replicator pass completes the sync.
+        """
+        swift.put_container(self.url, self.token, "drill")
+        ring = self.rings.object_ring(0)
+        part = ring.get_part("AUTH_test", "drill", "big")
+        receiver, source, _third = (self.node_number(n) for n in ring.get_part_nodes(part))
+        self.stop_node(receiver)
+        body = random.Random(3).randbytes(32 * 1024 * 1024)
+        swift.put_object(self.url, self.token, "drill", "big", contents=body)
+        md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
+        # Only the test's paced sender may push to the receiver: stop every other holder.
+        for number in range(1, NODES + 1):
+            if number != receiver:
+                self.stop_node(number)
+        restarted = self.start_node(receiver)
+        sender = subprocess.Popen(
+            [sys.executable, "-c", PACED_SENDER, str(self.etc), str(self.devices(source)), f"d{source}",
+             str(part), f"d{receiver}", str(8 * 1024 * 1024)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.addCleanup(lambda: (sender.poll() is None and sender.kill(), sender.wait()))
+        tmp = self.devices(receiver) / f"d{receiver}" / "tmp"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(p.stat().st_size > 4 * 1024 * 1024 for p in tmp.glob("*")):
+            time.sleep(0.1)
+        os.kill(restarted.pid, signal.SIGKILL)
+        restarted.wait()
+        out, err = sender.communicate(timeout=60)
+        result = json.loads(out.strip().splitlines()[-1])
+        self.assertFalse(result["ok"], result)
+        self.assertLess(result["bytes"], len(body))
+        self.assertNotIn(receiver, self.copies("big"), "no partial object is visible")
+        self.assertTrue(list(tmp.glob("*")), "the body in flight was still a temp file")
+
+        self.start_node(receiver)  # the start-up sweep removes the orphaned temp file
+        self.assertEqual(list(tmp.glob("*")), [])
+        for number in range(1, NODES + 1):  # the holders' replicators complete the sync
+            if number != receiver:
+                self.start_node(number)
+        deadline = time.monotonic() + 2 * 10 + 25
+        while time.monotonic() < deadline and self.copies("big").get(receiver) != ("data", md5):
+            time.sleep(1)
+        self.assertEqual(self.copies("big").get(receiver), ("data", md5))
