@@ -10,7 +10,9 @@ names it holds after cleanup. Two replicas of a partition agree on a suffix exac
 hold the same files, so comparing a few hundred short strings tells the replicator which
 suffixes to look into. A suffix is re-hashed only when a write named it in ``hashes.invalid``,
 when ``hashes.json`` does not list it, or when ``hashes.json`` is missing or unreadable (it is
-rewritten atomically but not fsynced: a file lost to a crash only costs a full re-hash). Hashing
+rewritten atomically but not fsynced: a file lost to a crash only costs a full re-hash). Once
+a day every suffix is re-hashed anyway, which catches an invalidation lost to a crash (its
+append is not fsynced) and any change made behind the node's back. Hashing
 holds the partition's ``.lock``, so the replicator and a peer's GET_HASHES never interleave.
 
 Re-hashing a suffix also cleans it, each object directory under the object's own lock: obsolete
@@ -45,6 +47,7 @@ from txstore.storage.diskfile import (
 )
 
 HASHES_FILE = "hashes.json"
+FULL_REHASH_INTERVAL = 24 * 3600.0
 LOCK_FILE = ".lock"
 DEFAULT_RECLAIM_AGE = 7 * 24 * 3600.0
 _HASH = re.compile(r"^[0-9a-f]{32}$")
@@ -256,22 +259,25 @@ def _partition_lock(partition_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _read_hashes(partition_dir: Path) -> dict[str, str] | None:
+def _read_hashes(partition_dir: Path) -> tuple[dict[str, str] | None, float]:
+    """The stored hashes (None when unreadable) and when every suffix was last hashed."""
     try:
         loaded = json.loads((partition_dir / HASHES_FILE).read_bytes())
     except (FileNotFoundError, ValueError, UnicodeDecodeError):
-        return None
+        return None, 0.0
     hashes = loaded.get("hashes") if isinstance(loaded, dict) else None
     if not isinstance(hashes, dict):
-        return None
-    return {k: v for k, v in hashes.items() if isinstance(k, str) and _SUFFIX.match(k) and isinstance(v, str)}
+        return None, 0.0
+    full_at = loaded.get("full_at")
+    full_at = float(full_at) if isinstance(full_at, (int, float)) and not isinstance(full_at, bool) else 0.0
+    return {k: v for k, v in hashes.items() if isinstance(k, str) and _SUFFIX.match(k) and isinstance(v, str)}, full_at
 
 
-def _write_hashes(partition_dir: Path, hashes: dict[str, str]) -> None:
+def _write_hashes(partition_dir: Path, hashes: dict[str, str], full_at: float) -> None:
     fd, temp = tempfile.mkstemp(prefix=HASHES_FILE + ".", suffix=".tmp", dir=partition_dir)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump({"version": 1, "hashes": hashes}, handle, sort_keys=True)
+            json.dump({"version": 1, "full_at": full_at, "hashes": hashes}, handle, sort_keys=True)
         os.rename(temp, partition_dir / HASHES_FILE)
     except BaseException:
         _unlink_quietly(Path(temp))
@@ -288,13 +294,14 @@ def get_hashes(
     """
     if not partition_dir.is_dir():
         return {}
-    reclaim_before = Timestamp.from_seconds(max(0.0, (time.time() if now is None else now) - reclaim_age))
+    now = time.time() if now is None else now
+    reclaim_before = Timestamp.from_seconds(max(0.0, now - reclaim_age))
     with _partition_lock(partition_dir):
         invalid = suffixes.consume_invalid_suffixes(partition_dir)
-        stored = _read_hashes(partition_dir)
+        stored, full_at = _read_hashes(partition_dir)
         on_disk = set(list_suffixes(partition_dir))
-        if stored is None:
-            stale, hashes = on_disk, {}
+        if stored is None or not 0 <= now - full_at < FULL_REHASH_INTERVAL:
+            stale, hashes, full_at = on_disk, {}, now
         else:
             stale = (invalid | (on_disk - stored.keys())) & on_disk
             hashes = {s: h for s, h in stored.items() if s in on_disk}
@@ -304,8 +311,8 @@ def get_hashes(
                 hashes.pop(suffix, None)
             else:
                 hashes[suffix] = digest
-        if stored != hashes:
-            _write_hashes(partition_dir, hashes)
+        if stored != hashes or full_at == now:
+            _write_hashes(partition_dir, hashes, full_at)
         return hashes
 
 

@@ -81,6 +81,13 @@ class HashesTests(SynchronousTestCase):
         self.diskfiles.invalidate_suffix("d1", 0, 5, diskfile.suffix)
         self.assertNotEqual(self.hashes(), stale)
 
+    def test_everything_is_rehashed_once_a_day(self) -> None:
+        diskfile = self.put("o1", "0000000001.00000")
+        self.hashes(now=100.0)
+        os.rename(diskfile.hash_dir / "0000000001.00000.data", diskfile.hash_dir / "0000000003.00000.data")
+        stale = self.hashes(now=100.0 + DAY - 1)
+        self.assertNotEqual(self.hashes(now=100.0 + DAY + 1), stale)
+
     def test_unreadable_hashes_file_means_full_rehash(self) -> None:
         self.put("o1", "0000000001.00000")
         good = self.hashes()
