@@ -195,6 +195,10 @@ def _node_config(layout: Layout, number: int) -> str:
         "\n"
         "[object-auditor]\n"
         "interval = 60\n"
+        "\n"
+        "[object-expirer]\n"
+        "# Short, so that objects with X-Delete-After leave listings within seconds.\n"
+        "interval = 5\n"
     )
 
 

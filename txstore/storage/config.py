@@ -21,7 +21,8 @@ SECTION = "objectnode"
 CONTAINER_UPDATER = "container-updater"
 OBJECT_UPDATER = "object-updater"
 OBJECT_AUDITOR = "object-auditor"
-DAEMONS = (CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR)
+OBJECT_EXPIRER = "object-expirer"
+DAEMONS = (CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR, OBJECT_EXPIRER)
 
 
 def _daemon_section(name: str, doc: str, interval: float, *extra: c.Option) -> c.Section:
@@ -64,6 +65,12 @@ SCHEMA = c.Schema(
             c.Option("files_per_second", c.number(0.0), 20.0, doc="Objects checked per second (0: no limit)."),
             c.Option("bytes_per_second", c.size, 10 * 1024 * 1024, doc="Bytes read per second (0: no limit)."),
             c.Option("zero_byte_only", c.boolean, False, doc="Check metadata and sizes only, not md5s."),
+        ),
+        _daemon_section(
+            OBJECT_EXPIRER,
+            "Deletes the objects of this node whose X-Delete-At has passed.",
+            300.0,
+            c.Option("objects_per_second", c.number(0.0), 50.0, doc="Queue entries handled per second (0: no limit)."),
         ),
     )
 )

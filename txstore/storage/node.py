@@ -19,10 +19,17 @@ from txstore.common.constraints import Constraints
 from txstore.common.io import DeviceThreadPools, PoolsStopped
 from txstore.daemons.auditor import ObjectAuditor
 from txstore.daemons.container_updater import ContainerUpdater
+from txstore.daemons.expirer import ObjectExpirer
 from txstore.daemons.object_updater import ObjectUpdater
 from txstore.daemons.periodic import PeriodicDaemon
 from txstore.ring.ringset import RingSet
-from txstore.storage.config import CONTAINER_UPDATER, OBJECT_AUDITOR, OBJECT_UPDATER, NodeSettings
+from txstore.storage.config import (
+    CONTAINER_UPDATER,
+    OBJECT_AUDITOR,
+    OBJECT_EXPIRER,
+    OBJECT_UPDATER,
+    NodeSettings,
+)
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 from txstore.storage.account_server import AccountServer
@@ -125,6 +132,9 @@ def build_node(
     runs[OBJECT_AUDITOR] = ObjectAuditor(
         context, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
         bytes_per_second=audit["bytes_per_second"],
+    ).run_pass
+    runs[OBJECT_EXPIRER] = ObjectExpirer(
+        context, objects_per_second=options[OBJECT_EXPIRER]["objects_per_second"]
     ).run_pass
     for name, run_pass in runs.items():
         if options[name]["enabled"]:
