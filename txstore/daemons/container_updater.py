@@ -13,7 +13,6 @@ database records what was reported; otherwise the next pass tries again.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +23,15 @@ from txstore.common.backend_client import BackendError
 from txstore.common.quorum import quorum_size
 from txstore.ring.ring import Ring
 from txstore.storage.db import ContainerBroker
+from txstore.storage.db_server import find_databases
 from txstore.storage.http_support import StorageContext
 
 log = Logger()
 
 
 def find_container_dbs(device_path: Path) -> list[Path]:
-    """Every ``containers/<part>/<suffix>/<hash>/<hash>.db`` on a device (blocking)."""
-    found = []
-    root = device_path / "containers"
-    if not root.is_dir():
-        return found
-    for part in os.scandir(root):
-        if not part.is_dir():
-            continue
-        for suffix in os.scandir(part.path):
-            if not suffix.is_dir():
-                continue
-            for hashdir in os.scandir(suffix.path):
-                db = Path(hashdir.path) / f"{hashdir.name}.db"
-                if db.is_file():
-                    found.append(db)
-    return found
+    """Every container database on a device (blocking)."""
+    return find_databases(device_path, "containers")
 
 
 def read_info(db_path: Path):

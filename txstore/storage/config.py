@@ -22,7 +22,9 @@ CONTAINER_UPDATER = "container-updater"
 OBJECT_UPDATER = "object-updater"
 OBJECT_AUDITOR = "object-auditor"
 OBJECT_EXPIRER = "object-expirer"
-DAEMONS = (CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR, OBJECT_EXPIRER)
+CONTAINER_AUDITOR = "container-auditor"
+ACCOUNT_AUDITOR = "account-auditor"
+DAEMONS = (CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR, OBJECT_EXPIRER, CONTAINER_AUDITOR, ACCOUNT_AUDITOR)
 
 
 def _daemon_section(name: str, doc: str, interval: float, *extra: c.Option) -> c.Section:
@@ -71,6 +73,16 @@ SCHEMA = c.Schema(
             "Deletes the objects of this node whose X-Delete-At has passed.",
             300.0,
             c.Option("objects_per_second", c.number(0.0), 50.0, doc="Queue entries handled per second (0: no limit)."),
+        ),
+        *(
+            _daemon_section(
+                name,
+                f"Checks every {kind} database of this node with SQLite and quarantines damaged ones.",
+                1800.0,
+                c.Option("databases_per_second", c.number(0.0), 50.0, doc="Databases checked per second (0: no limit)."),
+                c.Option("integrity_check", c.boolean, False, doc="PRAGMA integrity_check instead of quick_check."),
+            )
+            for name, kind in ((CONTAINER_AUDITOR, "container"), (ACCOUNT_AUDITOR, "account"))
         ),
     )
 )

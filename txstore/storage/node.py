@@ -19,11 +19,14 @@ from txstore.common.constraints import Constraints
 from txstore.common.io import DeviceThreadPools, PoolsStopped
 from txstore.daemons.auditor import ObjectAuditor
 from txstore.daemons.container_updater import ContainerUpdater
+from txstore.daemons.db_auditor import DatabaseAuditor
 from txstore.daemons.expirer import ObjectExpirer
 from txstore.daemons.object_updater import ObjectUpdater
 from txstore.daemons.periodic import PeriodicDaemon
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import (
+    ACCOUNT_AUDITOR,
+    CONTAINER_AUDITOR,
     CONTAINER_UPDATER,
     OBJECT_AUDITOR,
     OBJECT_EXPIRER,
@@ -33,6 +36,7 @@ from txstore.storage.config import (
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 from txstore.storage.account_server import AccountServer
+from txstore.storage.db import AccountBroker, ContainerBroker
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.object_server import ObjectServer
 from txstore.storage.recon import Recon
@@ -136,6 +140,14 @@ def build_node(
     runs[OBJECT_EXPIRER] = ObjectExpirer(
         context, objects_per_second=options[OBJECT_EXPIRER]["objects_per_second"]
     ).run_pass
+    for name, kind, broker_class, db_server in (
+        (CONTAINER_AUDITOR, "containers", ContainerBroker, containers),
+        (ACCOUNT_AUDITOR, "accounts", AccountBroker, accounts),
+    ):
+        runs[name] = DatabaseAuditor(
+            context, kind, broker_class, db_server.quarantine,
+            databases_per_second=options[name]["databases_per_second"], full_check=options[name]["integrity_check"],
+        ).run_pass
     for name, run_pass in runs.items():
         if options[name]["enabled"]:
             recon.daemons[name] = PeriodicDaemon(name, run_pass, options[name]["interval"], reactor)
