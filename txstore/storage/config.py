@@ -24,7 +24,11 @@ OBJECT_AUDITOR = "object-auditor"
 OBJECT_EXPIRER = "object-expirer"
 CONTAINER_AUDITOR = "container-auditor"
 ACCOUNT_AUDITOR = "account-auditor"
-DAEMONS = (CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR, OBJECT_EXPIRER, CONTAINER_AUDITOR, ACCOUNT_AUDITOR)
+ACCOUNT_REAPER = "account-reaper"
+DAEMONS = (
+    CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR, OBJECT_EXPIRER, CONTAINER_AUDITOR, ACCOUNT_AUDITOR,
+    ACCOUNT_REAPER,
+)
 
 
 def _daemon_section(name: str, doc: str, interval: float, *extra: c.Option) -> c.Section:
@@ -83,6 +87,15 @@ SCHEMA = c.Schema(
                 c.Option("integrity_check", c.boolean, False, doc="PRAGMA integrity_check instead of quick_check."),
             )
             for name, kind in ((CONTAINER_AUDITOR, "container"), (ACCOUNT_AUDITOR, "account"))
+        ),
+        _daemon_section(
+            ACCOUNT_REAPER,
+            "Deletes the containers and objects of deleted accounts.",
+            3600.0,
+            c.Option(
+                "delay_reaping", c.number(0.0), 0.0,
+                doc="Seconds after an account's deletion before its data is deleted.",
+            ),
         ),
     )
 )

@@ -23,9 +23,11 @@ from txstore.daemons.db_auditor import DatabaseAuditor
 from txstore.daemons.expirer import ObjectExpirer
 from txstore.daemons.object_updater import ObjectUpdater
 from txstore.daemons.periodic import PeriodicDaemon
+from txstore.daemons.reaper import AccountReaper
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import (
     ACCOUNT_AUDITOR,
+    ACCOUNT_REAPER,
     CONTAINER_AUDITOR,
     CONTAINER_UPDATER,
     OBJECT_AUDITOR,
@@ -132,6 +134,10 @@ def build_node(
     if rings is not None:
         runs[CONTAINER_UPDATER] = ContainerUpdater(context, rings.account).run_pass
         runs[OBJECT_UPDATER] = ObjectUpdater(context, rings.container).run_pass
+        runs[ACCOUNT_REAPER] = AccountReaper(
+            context, rings, bind_ip=settings.bind_ip, bind_port=settings.bind_port,
+            delay_reaping=options[ACCOUNT_REAPER]["delay_reaping"],
+        ).run_pass
     audit = options[OBJECT_AUDITOR]
     runs[OBJECT_AUDITOR] = ObjectAuditor(
         context, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
