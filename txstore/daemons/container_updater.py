@@ -8,7 +8,9 @@ would make the account database the bottleneck of every write. So the container 
 reports only when a container is created or deleted, and this daemon walks the node's
 container databases, and for each whose stats differ from what it last reported, sends the
 report to every replica of the account (from the account ring). When a majority took it, the
-database records what was reported; otherwise the next pass tries again.
+database records what was reported; otherwise the next pass tries again. The report of a
+deleted container carries ``X-Account-Override-Deleted: yes``, so that an account deleted
+meanwhile (and being reaped) still takes it.
 """
 
 from __future__ import annotations
@@ -101,6 +103,10 @@ class ContainerUpdater:
             "X-Backend-Storage-Policy-Index": str(info.storage_policy_index),
             "X-Trans-Id": f"container-updater-{info.id}",
         }
+        if info.delete_timestamp > info.put_timestamp:
+            # A container deleted in a deleted account (the reaper's work): the account must
+            # still record it, or this report would be refused on every pass.
+            headers["X-Account-Override-Deleted"] = "yes"
 
         async def one(node) -> bool:
             try:
