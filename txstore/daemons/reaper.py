@@ -33,6 +33,7 @@ container and per account, and the figures go to recon.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -105,7 +106,7 @@ class AccountReaper:
             for db_path in await context.runner.run(device, find_databases, device_path, "accounts"):
                 try:
                     info = await context.runner.run(device, read_account, db_path)
-                except DatabaseError as err:
+                except (DatabaseError, sqlite3.Error) as err:
                     log.warn("reaper cannot read {db}: {error}", db=str(db_path), error=err)
                     continue
                 if info.delete_timestamp <= info.put_timestamp:
