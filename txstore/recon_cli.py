@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-l", "--load", action="store_true", help="load averages")
     parser.add_argument("-a", "--async", dest="async_", action="store_true", help="async pendings")
     parser.add_argument("-q", "--quarantined", action="store_true", help="quarantined objects and databases")
-    parser.add_argument("-r", "--daemons", action="store_true", help="last passes of the updaters and auditor")
+    parser.add_argument("-r", "--daemons", action="store_true", help="last passes of the node's daemons")
     parser.add_argument("--md5", action="store_true", help="do the nodes have the same rings as --ring-dir?")
     parser.add_argument("--all", action="store_true", help="every check")
     parser.add_argument("--json", action="store_true", help="raw answers as JSON")

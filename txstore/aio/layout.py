@@ -210,6 +210,20 @@ def _node_config(layout: Layout, number: int) -> str:
         "\n"
         "[account-replicator]\n"
         "interval = 10\n"
+        "\n"
+        "[object-expirer]\n"
+        "# Short, so that objects with X-Delete-After leave listings within seconds.\n"
+        "interval = 5\n"
+        "\n"
+        "[container-auditor]\n"
+        "interval = 60\n"
+        "\n"
+        "[account-auditor]\n"
+        "interval = 60\n"
+        "\n"
+        "[account-reaper]\n"
+        "# Short, so that a deleted account's objects go within seconds.\n"
+        "interval = 5\n"
     )
 
 

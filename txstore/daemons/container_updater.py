@@ -8,12 +8,13 @@ would make the account database the bottleneck of every write. So the container 
 reports only when a container is created or deleted, and this daemon walks the node's
 container databases, and for each whose stats differ from what it last reported, sends the
 report to every replica of the account (from the account ring). When a majority took it, the
-database records what was reported; otherwise the next pass tries again.
+database records what was reported; otherwise the next pass tries again. The report of a
+deleted container carries ``X-Account-Override-Deleted: yes``, so that an account deleted
+meanwhile (and being reaped) still takes it.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +25,15 @@ from txstore.common.backend_client import BackendError
 from txstore.common.quorum import quorum_size
 from txstore.ring.ring import Ring
 from txstore.storage.db import ContainerBroker
+from txstore.storage.db_server import find_databases
 from txstore.storage.http_support import StorageContext
 
 log = Logger()
 
 
 def find_container_dbs(device_path: Path) -> list[Path]:
-    """Every ``containers/<part>/<suffix>/<hash>/<hash>.db`` on a device (blocking)."""
-    found = []
-    root = device_path / "containers"
-    if not root.is_dir():
-        return found
-    for part in os.scandir(root):
-        if not part.is_dir():
-            continue
-        for suffix in os.scandir(part.path):
-            if not suffix.is_dir():
-                continue
-            for hashdir in os.scandir(suffix.path):
-                db = Path(hashdir.path) / f"{hashdir.name}.db"
-                if db.is_file():
-                    found.append(db)
-    return found
+    """Every container database on a device (blocking)."""
+    return find_databases(device_path, "containers")
 
 
 def read_info(db_path: Path):
@@ -115,6 +103,10 @@ class ContainerUpdater:
             "X-Backend-Storage-Policy-Index": str(info.storage_policy_index),
             "X-Trans-Id": f"container-updater-{info.id}",
         }
+        if info.delete_timestamp > info.put_timestamp:
+            # A container deleted in a deleted account (the reaper's work): the account must
+            # still record it, or this report would be refused on every pass.
+            headers["X-Account-Override-Deleted"] = "yes"
 
         async def one(node) -> bool:
             try:

@@ -24,8 +24,14 @@ OBJECT_AUDITOR = "object-auditor"
 OBJECT_REPLICATOR = "object-replicator"
 CONTAINER_REPLICATOR = "container-replicator"
 ACCOUNT_REPLICATOR = "account-replicator"
-DAEMONS = (CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR, OBJECT_REPLICATOR, CONTAINER_REPLICATOR,
-           ACCOUNT_REPLICATOR)
+OBJECT_EXPIRER = "object-expirer"
+CONTAINER_AUDITOR = "container-auditor"
+ACCOUNT_AUDITOR = "account-auditor"
+ACCOUNT_REAPER = "account-reaper"
+DAEMONS = (
+    CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR, OBJECT_REPLICATOR, CONTAINER_REPLICATOR, ACCOUNT_REPLICATOR,
+    OBJECT_EXPIRER, CONTAINER_AUDITOR, ACCOUNT_AUDITOR, ACCOUNT_REAPER,
+)
 REPLICATION = "replication"
 TLS_OPTIONS = ("tls_certificate", "tls_private_key", "tls_ca")
 WEEK = 7 * 24 * 3600.0
@@ -91,6 +97,12 @@ SCHEMA = c.Schema(
             c.Option("reclaim_age", c.number(0.0), WEEK, doc="Seconds a tombstone is kept."),
             c.Option("bytes_per_second", c.size, 0, doc="Bytes sent per second by all sessions (0: no limit)."),
         ),
+        _daemon_section(
+            OBJECT_EXPIRER,
+            "Deletes the objects of this node whose X-Delete-At has passed.",
+            300.0,
+            c.Option("objects_per_second", c.number(0.0), 50.0, doc="Queue entries handled per second (0: no limit)."),
+        ),
         *(
             _daemon_section(
                 name,
@@ -100,6 +112,25 @@ SCHEMA = c.Schema(
                 c.Option("reclaim_age", c.number(0.0), WEEK, doc="Seconds deleted rows and databases are kept."),
             )
             for name, kind in ((CONTAINER_REPLICATOR, "container"), (ACCOUNT_REPLICATOR, "account"))
+        ),
+        *(
+            _daemon_section(
+                name,
+                f"Checks every {kind} database of this node with SQLite and quarantines damaged ones.",
+                1800.0,
+                c.Option("databases_per_second", c.number(0.0), 50.0, doc="Databases checked per second (0: no limit)."),
+                c.Option("integrity_check", c.boolean, False, doc="PRAGMA integrity_check instead of quick_check."),
+            )
+            for name, kind in ((CONTAINER_AUDITOR, "container"), (ACCOUNT_AUDITOR, "account"))
+        ),
+        _daemon_section(
+            ACCOUNT_REAPER,
+            "Deletes the containers and objects of deleted accounts.",
+            3600.0,
+            c.Option(
+                "delay_reaping", c.number(0.0), 0.0,
+                doc="Seconds after an account's deletion before its data is deleted.",
+            ),
         ),
     )
 )

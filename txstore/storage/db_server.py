@@ -54,6 +54,25 @@ def database_path(device_path: Path, kind: str, partition: int, db_hash: str) ->
     return device_path / kind / str(partition) / db_hash[-3:] / db_hash / f"{db_hash}.db"
 
 
+def find_databases(device_path: Path, kind: str) -> list[Path]:
+    """Every ``<kind>/<part>/<suffix>/<hash>/<hash>.db`` on a device (blocking)."""
+    found: list[Path] = []
+    root = device_path / kind
+    if not root.is_dir():
+        return found
+    for part in os.scandir(root):
+        if not part.is_dir():
+            continue
+        for suffix in os.scandir(part.path):
+            if not suffix.is_dir():
+                continue
+            for hashdir in os.scandir(suffix.path):
+                db = Path(hashdir.path) / f"{hashdir.name}.db"
+                if db.is_file():
+                    found.append(db)
+    return found
+
+
 def _fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -258,7 +277,7 @@ class DatabaseAccess(Generic[B]):
         except DatabaseBusy:
             raise HTTPError(503, "Service Unavailable: the database is busy") from None
         except DatabaseCorrupt as err:
-            await self._quarantine(path, broker, str(err))
+            await self.quarantine(path.device, broker.path, str(err))
             raise HTTPError(404, "Not Found") from None
         except (OSError, sqlite3.OperationalError) as err:
             if _no_space(err):
@@ -267,16 +286,19 @@ class DatabaseAccess(Generic[B]):
         except ValueError as err:
             raise HTTPError(400, str(err)) from None
 
-    async def _quarantine(self, path: BackendPath, broker: B, reason: str) -> None:
-        await self.cache.discard(broker.path)
-        device_path = await self.context.checked_device(path.device)
-        moved = await self.context.runner.run(
-            path.device, quarantine_database, device_path, self.kind, broker.path
-        )
+    async def quarantine(self, device: str, db_path: Path, reason: str) -> Path | None:
+        """
+        Take a damaged database out of service (a request found it, or an auditor): close its
+        cached broker first, so no pooled connection keeps serving the moved file.
+        """
+        await self.cache.discard(db_path)
+        device_path = await self.context.checked_device(device)
+        moved = await self.context.runner.run(device, quarantine_database, device_path, self.kind, db_path)
         self.log.error(
             "quarantined the damaged database {db} to {target}: {reason}",
-            db=str(broker.path), target=str(moved), reason=reason,
+            db=str(db_path), target=str(moved), reason=reason,
         )
+        return moved
 
 
 # -- broker work both servers share (runs in the device's I/O pool) ------------------------------

@@ -12,6 +12,7 @@ Layout, under ``<devices>/<device>/``::
     objects[-<policy>]/<part>/hashes.invalid
     tmp/                                    writes in flight
     async_pending[-<policy>]/<suffix>/<hash>-<ts>
+    expiring[-<policy>]/<bucket>/<delete_at>-<hash>   the expiry queue (see `expiring`)
 
 Every path is built from validated parts only (a device name, ints, the hex hash, timestamps):
 the object's name lives only in the metadata, so no name can reach outside the device.
@@ -50,8 +51,9 @@ from twisted.logger import Logger
 
 from txstore.common.hashing import PathHasher
 from txstore.common.timestamps import Timestamp, TimestampLike
-from txstore.storage import async_pending, objmeta, suffixes
+from txstore.storage import async_pending, expiring, objmeta, suffixes
 from txstore.storage.async_pending import AsyncPending
+from txstore.storage.expiring import ExpiringEntry
 
 DATA = ".data"
 META = ".meta"
@@ -381,6 +383,71 @@ class DiskFileManager:
             raise ValueError(f"not an async pending of this node: {path}")
         return path
 
+    # The expiry queue
+
+    def write_expiring(self, device_path: Path, entry: ExpiringEntry) -> Path:
+        """Record that an object is due at ``entry.delete_at``, durably; returns the file."""
+        target_dir = (
+            device_path / expiring.expiring_dir_name(entry.policy_index) / expiring.bucket_name(entry.delete_at)
+        )
+        target = target_dir / expiring.entry_name(entry.delete_at, entry.name_hash)
+        temp = self._write_temp(device_path, expiring.encode_entry(entry), prefix="expiring-")
+        try:
+            self._rename_into(temp, target, device_path)
+        except BaseException:
+            _unlink(temp)
+            raise
+        return target
+
+    def list_expiring(self, device: str, now: float) -> list[Path]:
+        """The queue entries of every policy on ``device`` due at ``now``, oldest first."""
+        device_path = self._require_device(device)
+        found = []
+        for entry in sorted(device_path.iterdir()):
+            if expiring.policy_of_dir(entry.name) is not None:
+                found.extend(expiring.list_due(entry, now))
+        return found
+
+    def read_expiring(self, path: Path) -> ExpiringEntry:
+        path = self._check_expiring_path(path)
+        try:
+            return expiring.decode_entry(path.read_bytes(), path.name)
+        except expiring.EntryCorrupt as error:
+            raise DiskFileCorrupt(path, str(error)) from None
+
+    def remove_expiring(self, path: Path) -> None:
+        """Remove a queue entry (done or stale), and its bucket directory once empty."""
+        path = self._check_expiring_path(path)
+        _unlink(path)
+        _remove_if_empty(path.parent)
+
+    def _check_expiring_path(self, path: Path) -> Path:
+        path = Path(path)
+        parsed = expiring.parse_entry_name(path.name)
+        ok = (
+            parsed is not None
+            and expiring.bucket_name(parsed[0]) == path.parent.name
+            and expiring.policy_of_dir(path.parent.parent.name) is not None
+            and path.parent.parent.parent.parent == self.devices
+        )
+        if not ok:
+            raise ValueError(f"not an expiry entry of this node: {path}")
+        return path
+
+    def _rename_into(self, temp: Path, target: Path, device_path: Path) -> None:
+        """Rename a finished temp file to ``target``, making its directories, and fsync them."""
+        for attempt in range(2):
+            self._make_dirs(target.parent, device_path)
+            try:
+                with _no_space_as_error():
+                    os.rename(temp, target)
+                break
+            except FileNotFoundError:
+                # A daemon removed the emptied directory meanwhile: make it again.
+                if attempt:
+                    raise
+        self._fsync_dir(target.parent)
+
     # Temp files
 
     def tmp_path(self, device_path: Path) -> Path:
@@ -511,6 +578,11 @@ class DiskFile:
     @property
     def hash_dir(self) -> Path:
         return self.partition_path / self.suffix / self.name_hash
+
+    def expiring_entry(self, delete_at: int) -> ExpiringEntry:
+        return ExpiringEntry(
+            self.account, self.container, self.obj, self.partition, self.policy_index, delete_at, self.name_hash
+        )
 
     # Reading
 
@@ -669,15 +741,24 @@ class DiskFile:
         ext: str,
         check: Callable[[ObjectState], None],
     ) -> ObjectState:
-        footer = objmeta.encode_footer(self._stamped(metadata, timestamp))
+        stamped = self._stamped(metadata, timestamp)
+        footer = objmeta.encode_footer(stamped)
         temp = self.manager._write_temp(self.device_path, footer, prefix=f"{self.name_hash}-")
-        return self._install(temp, OnDiskFile(timestamp, ext), check)
+        delete_at = expiring.delete_at_of(stamped) if ext == META else None
+        return self._install(temp, OnDiskFile(timestamp, ext), check, delete_at)
 
-    def _install(self, temp: Path, new: OnDiskFile, check: Callable[[ObjectState], None]) -> ObjectState:
+    def _install(
+        self, temp: Path, new: OnDiskFile, check: Callable[[ObjectState], None], delete_at: int | None = None
+    ) -> ObjectState:
         """
         Move a complete, fsynced temp file into the object directory, if ``check`` lets it;
         remove what it made obsolete; invalidate the suffix. The temp file is gone afterwards
         whatever happens. Returns the state before the change.
+
+        With ``delete_at`` (the new file's ``X-Delete-At``), the expiry queue entry is written
+        under the lock, after the check and before the rename: a change that is refused leaves
+        no entry, and a crash can leave an entry without its file (harmless: the expirer
+        checks the object) but never the file without its entry.
         """
         try:
             with self._locked() as dir_fd:
@@ -687,6 +768,8 @@ class DiskFile:
                 except DiskFileNotFound:
                     _remove_if_empty(self.hash_dir)
                     raise
+                if delete_at is not None:
+                    self.manager.write_expiring(self.device_path, self.expiring_entry(delete_at))
                 with _no_space_as_error():
                     os.rename(temp, self.hash_dir / new.name)
                 if self.manager.fsync:
@@ -825,7 +908,8 @@ class DiskFileWriter:
                     os.fsync(fd)
             self._close_fd()
             previous = self.diskfile._install(
-                self.temp_path, OnDiskFile(timestamp, DATA), self.diskfile._newer_than_data(timestamp)
+                self.temp_path, OnDiskFile(timestamp, DATA), self.diskfile._newer_than_data(timestamp),
+                expiring.delete_at_of(stamped),
             )
         except BaseException:
             self.abort()

@@ -19,24 +19,31 @@ from twisted.logger import Logger
 from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import Constraints
 from txstore.common.io import DeviceThreadPools, PoolsStopped
+from txstore.common.listener import TCPListener
 from txstore.daemons.auditor import ObjectAuditor
 from txstore.daemons.container_updater import ContainerUpdater
-from txstore.daemons.object_updater import ObjectUpdater
-from txstore.common.listener import TCPListener
+from txstore.daemons.db_auditor import DatabaseAuditor
 from txstore.daemons.db_replicator import DatabaseReplicator
+from txstore.daemons.expirer import ObjectExpirer
 from txstore.daemons.object_replicator import ObjectReplicator
-from txstore.replication.databases import DatabaseReceiver, DatabaseSender
+from txstore.daemons.object_updater import ObjectUpdater
 from txstore.daemons.periodic import PeriodicDaemon
+from txstore.daemons.reaper import AccountReaper
+from txstore.replication.databases import DatabaseReceiver, DatabaseSender
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import BytePacer, Connector, ObjectSender
 from txstore.replication.tls import Credentials
 from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import (
+    ACCOUNT_AUDITOR,
+    ACCOUNT_REAPER,
     ACCOUNT_REPLICATOR,
+    CONTAINER_AUDITOR,
     CONTAINER_REPLICATOR,
     CONTAINER_UPDATER,
     OBJECT_AUDITOR,
+    OBJECT_EXPIRER,
     OBJECT_REPLICATOR,
     OBJECT_UPDATER,
     NodeSettings,
@@ -44,6 +51,7 @@ from txstore.storage.config import (
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 from txstore.storage.account_server import AccountServer
+from txstore.storage.db import AccountBroker, ContainerBroker
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.object_server import ObjectServer
 from txstore.storage.recon import Recon
@@ -193,11 +201,26 @@ def build_node(
                 context, ring, is_local, DatabaseSender(kind, db_server.databases, connector),
                 concurrency=options[name]["concurrency"], reclaim_age=options[name]["reclaim_age"],
             ).run_pass
+        runs[ACCOUNT_REAPER] = AccountReaper(
+            context, rings, bind_ip=settings.bind_ip, bind_port=settings.bind_port,
+            delay_reaping=options[ACCOUNT_REAPER]["delay_reaping"],
+        ).run_pass
     audit = options[OBJECT_AUDITOR]
     runs[OBJECT_AUDITOR] = ObjectAuditor(
         context, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
         bytes_per_second=audit["bytes_per_second"],
     ).run_pass
+    runs[OBJECT_EXPIRER] = ObjectExpirer(
+        context, objects_per_second=options[OBJECT_EXPIRER]["objects_per_second"]
+    ).run_pass
+    for name, kind, broker_class, db_server in (
+        (CONTAINER_AUDITOR, "containers", ContainerBroker, containers),
+        (ACCOUNT_AUDITOR, "accounts", AccountBroker, accounts),
+    ):
+        runs[name] = DatabaseAuditor(
+            context, kind, broker_class, db_server.quarantine,
+            databases_per_second=options[name]["databases_per_second"], full_check=options[name]["integrity_check"],
+        ).run_pass
     for name, run_pass in runs.items():
         if options[name]["enabled"]:
             recon.daemons[name] = PeriodicDaemon(name, run_pass, options[name]["interval"], reactor)

@@ -5,8 +5,8 @@ health, as JSON.
 
 diskusage, load, mem, async, quarantined, ringmd5, unmounted, version, time, and the last pass
 of each daemon (``/recon/daemons``, or one by name: ``/recon/container-updater``,
-``/recon/object-updater``, ``/recon/object-auditor``). Everything that touches the disk runs in
-a thread; nothing here writes.
+``/recon/object-updater``, ``/recon/object-auditor``, ``/recon/object-expirer``, ...). Everything
+that touches the disk runs in a thread; nothing here writes.
 """
 
 from __future__ import annotations

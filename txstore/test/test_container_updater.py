@@ -79,6 +79,20 @@ class ContainerUpdaterTests(SynchronousTestCase):
         self.assertEqual(self.run_pass()["reported"], 1)
         self.assertEqual(self.client.calls[0][3]["X-Object-Count"], "1")
 
+    def test_only_a_deleted_container_overrides_a_deleted_account(self) -> None:
+        self.run_pass()
+        self.assertNotIn("X-Account-Override-Deleted", self.client.calls[0][3])
+        self.client.calls.clear()
+        broker = ContainerBroker(self.db)
+        for name, ts in (("o1", "4.00000"), ("o2", "4.00001")):
+            broker.delete_object(name, ts)
+        broker.mark_deleted("5.00000")
+        broker.close()
+        self.assertEqual(self.run_pass()["reported"], 1)
+        headers = self.client.calls[0][3]
+        self.assertEqual((headers["X-Delete-Timestamp"], headers["X-Account-Override-Deleted"]),
+                         ("0000000005.00000", "yes"))
+
     def test_without_a_majority_it_tries_again(self) -> None:
         _, nodes = self.ring.get_nodes("AUTH_a")
         self.client.failing = {nodes[0].port, nodes[1].port}

@@ -180,8 +180,10 @@ class ReconTests(SynchronousTestCase):
         self.assertIn("version", self.recon("version")[1])
         self.assertGreater(self.recon("time")[1]["time"], 1.7e9)
         status, daemons = self.recon("daemons")
-        self.assertEqual(set(daemons), {"container-updater", "object-updater", "object-auditor", "object-replicator",
-                                        "container-replicator", "account-replicator"})
+        self.assertEqual(set(daemons), {
+            "container-updater", "object-updater", "object-auditor", "object-replicator", "container-replicator",
+            "account-replicator", "object-expirer", "container-auditor", "account-auditor", "account-reaper",
+        })
         self.assertEqual(daemons["object-updater"]["interval"], 5.0)
         self.assertEqual(self.recon("nonsense")[0], 404)
         self.assertEqual(self.recon("time", method="POST")[0], 405)

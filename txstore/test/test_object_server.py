@@ -308,6 +308,8 @@ class ObjectServerTests(TestCase):
         await self.put("/d1/3/a/c/o", b"hello", **{"X-Delete-At": str(int(self.now) + 10)})
         response, _ = await self.call("GET", "/d1/3/a/c/o")
         self.assertEqual(response.code, 200)
+        [entry] = self.diskfiles.list_expiring("d1", self.now + 10)
+        self.assertEqual(self.diskfiles.read_expiring(entry).delete_at, int(self.now) + 10)
         self.now += 10
         response, _ = await self.call("GET", "/d1/3/a/c/o")
         self.assertEqual(response.code, 404)

@@ -304,6 +304,19 @@ class DatabaseBroker(Generic[R]):
         """A read transaction: several queries see one snapshot (a listing never tears)."""
         return self._transaction("BEGIN")
 
+    def check_integrity(self, full: bool = False) -> list[str]:
+        """
+        SQLite's own check of the file (``PRAGMA quick_check``, or ``integrity_check`` with
+        ``full``, which also checks that indexes match their tables): ``[]`` when sound,
+        otherwise its complaints. A file that is not one of our databases, or that SQLite
+        cannot read at all, raises ``DatabaseCorrupt`` as every call does. Blocking.
+        """
+        pragma = "integrity_check" if full else "quick_check"
+        with self._read() as conn:
+            complaints = [row[0] for row in conn.execute(f"PRAGMA {pragma}")]
+            self._info_row(conn)
+        return [] if complaints == ["ok"] else complaints
+
     def close(self) -> None:
         """Close the idle connections (calls under way keep theirs until they finish)."""
         with self._idle_lock:

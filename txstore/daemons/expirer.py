@@ -1,0 +1,112 @@
+# -*- test-case-name: txstore.test.test_expirer -*-
+"""
+The object expirer: deletes objects whose ``X-Delete-At`` has passed, on every replica.
+
+Each node works from its own expiry queue (`txstore.storage.expiring`), which the storage
+layer fills whenever it installs a ``.data`` or ``.meta`` carrying ``X-Delete-At``: client
+writes and replicated files alike. No central queue, no cross-node traffic: each replica
+expires itself. For every entry that is due, the object is checked under its own rules:
+
+- it exists and its ``X-Delete-At`` is the entry's: a tombstone is written *at the
+  X-Delete-At time*, so every replica writes the same tombstone on its own and replication
+  has nothing to reconcile; then a container update (DELETE at that timestamp) is saved as an
+  async pending, and the object updater removes the row from the listing;
+- it is already that tombstone (a crash after the delete, or the tombstone arrived by
+  replication): the container update is saved again (harmless; rows are newest-wins);
+- anything else (gone, overwritten, its X-Delete-At changed or removed by a POST, newer data
+  from a skewed clock): the entry is stale and only removed.
+
+Clients never see an expired object meanwhile: the object server answers 404 as soon as
+``X-Delete-At`` has passed. Work is paced by ``objects_per_second`` (sleeps in the device's
+thread, never on the reactor).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.logger import Logger
+
+from txstore.common.timestamps import Timestamp
+from txstore.daemons.auditor import Pacer
+from txstore.storage.diskfile import DiskFileConflict, DiskFileCorrupt, DiskFileManager
+from txstore.storage.expiring import delete_at_of
+from txstore.storage.http_support import StorageContext
+
+log = Logger()
+
+OUTCOMES = ("expired", "stale", "errors")
+
+
+def expire_entry(diskfiles: DiskFileManager, device: str, path: Path, pacer: Pacer) -> str:
+    """Handle one due entry: 'expired', 'stale' or 'errors' (blocking; paced)."""
+    try:
+        return _expire(diskfiles, device, path)
+    finally:
+        pacer.file_done()
+
+
+def _expire(diskfiles: DiskFileManager, device: str, path: Path) -> str:
+    try:
+        entry = diskfiles.read_expiring(path)
+    except FileNotFoundError:
+        return "stale"  # removed meanwhile
+    except DiskFileCorrupt as err:
+        log.warn("removing an unreadable expiry entry {path}: {error}", path=str(path), error=err)
+        diskfiles.remove_expiring(path)
+        return "stale"
+    diskfile = diskfiles.get_diskfile(
+        device, entry.partition, entry.account, entry.container, entry.obj, entry.policy_index
+    )
+    if diskfile.name_hash != entry.name_hash:
+        log.warn("expiry entry {path} names another object; removed", path=str(path))
+        diskfiles.remove_expiring(path)
+        return "stale"
+    tombstone = Timestamp.from_seconds(entry.delete_at)
+    state = diskfile.read_metadata()  # DiskFileCorrupt: kept for after the auditor's quarantine
+    if state.exists and delete_at_of(state.metadata) == entry.delete_at:
+        try:
+            diskfile.delete(tombstone)
+        except DiskFileConflict:
+            # Data newer than its own expiry time (a skewed clock): leave it to the clients.
+            diskfiles.remove_expiring(path)
+            return "stale"
+    elif state.tombstone_timestamp != tombstone:
+        diskfiles.remove_expiring(path)
+        return "stale"
+    diskfiles.write_async_pending(
+        device, entry.policy_index, "DELETE", entry.account, entry.container, entry.obj,
+        {"X-Trans-Id": f"object-expirer-{entry.delete_at}"}, tombstone,
+    )
+    diskfiles.remove_expiring(path)
+    return "expired"
+
+
+class ObjectExpirer:
+    def __init__(self, context: StorageContext, *, objects_per_second: float = 50.0,
+                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._context = context
+        self._objects_per_second = objects_per_second
+        self._monotonic = monotonic
+        self._sleep = sleep
+
+    async def run_pass(self) -> dict[str, Any]:
+        figures = {"due": 0, **dict.fromkeys(OUTCOMES, 0)}
+        context = self._context
+        pacer = Pacer(self._objects_per_second, 0, clock=self._monotonic, sleep=self._sleep)
+        for device, _path in await context.runner.run("expirer", context.mounted_devices):
+            due = await context.runner.run(device, context.diskfiles.list_expiring, device, context.clock())
+            figures["due"] += len(due)
+            for path in due:
+                try:
+                    outcome = await context.runner.run(device, expire_entry, context.diskfiles, device, path, pacer)
+                except Exception as err:
+                    log.warn("expiring {path} failed: {error}", path=str(path), error=err)
+                    outcome = "errors"
+                figures[outcome] += 1
+        if figures["expired"]:
+            log.info("expired {count} objects", count=figures["expired"])
+        return figures
