@@ -815,8 +815,10 @@ class DiskFile:
         """
         deadline = time.monotonic() + self.manager.lock_timeout
         while True:
-            self.manager._make_dirs(self.hash_dir, self.device_path)
             try:
+                # The replicator removes empty suffix and partition directories, possibly
+                # between the mkdir of a parent and of its child: then make them again.
+                self.manager._make_dirs(self.hash_dir, self.device_path)
                 fd = os.open(self.hash_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except FileNotFoundError:
                 if time.monotonic() >= deadline:

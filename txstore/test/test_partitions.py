@@ -120,3 +120,21 @@ class HashesTests(SynchronousTestCase):
         self.assertFalse(diskfile.hash_dir.exists())
         self.assertEqual(self.hashes(), {})
         self.assertTrue(remove_partition_if_empty(self.part))
+
+    def test_a_write_survives_its_parent_directory_being_reclaimed(self) -> None:
+        """The replicator may remove an empty partition between a write's mkdirs: it makes them again."""
+        real = DiskFileManager._make_dirs
+        calls = []
+
+        def racing(manager, path, root):
+            calls.append(path)
+            if len(calls) == 1:
+                real(manager, path.parent, root)
+                remove_partition_if_empty(self.part)  # a replicator pass, right in between
+                raise FileNotFoundError(path)
+            return real(manager, path, root)
+
+        self.patch(DiskFileManager, "_make_dirs", racing)
+        diskfile = self.put("o1", "0000000001.00000")
+        self.assertTrue(diskfile.read_metadata().exists)
+        self.assertGreaterEqual(len(calls), 2)
