@@ -268,3 +268,54 @@ class ReceiverKilledTests(Drill):
         while time.monotonic() < deadline and self.copies("big").get(receiver) != ("data", md5):
             time.sleep(1)
         self.assertEqual(self.copies("big").get(receiver), ("data", md5))
+
+
+class BitRotDrillTests(Drill):
+    def test_flipped_bytes_are_quarantined_and_restored(self) -> None:
+        """
+        Flip a byte in one replica's .data: no GET ever completes with the bad bytes, the
+        auditor quarantines it, txstore-recon -q shows it, and the replicator restores it.
+        """
+        swift.put_container(self.url, self.token, "drill")
+        body = random.Random(5).randbytes(256 * 1024)
+        md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
+        swift.put_object(self.url, self.token, "drill", "rot", contents=body)
+        ring = self.rings.object_ring(0)
+        part = ring.get_part("AUTH_test", "drill", "rot")
+        victim = self.node_number(ring.get_part_nodes(part)[0])  # the replica GETs ask first
+        # The victim's auditor every 2 s instead of the all-in-one's 60 s.
+        self.stop_node(victim)
+        conf = self.etc / f"node{victim}.conf"
+        conf.write_text(conf.read_text().replace("[object-auditor]\ninterval = 60", "[object-auditor]\ninterval = 2"))
+        [data] = self.devices(victim).glob(f"d{victim}/objects/{part}/*/*/*.data")
+        raw = bytearray(data.read_bytes())
+        raw[1000] ^= 0x01
+        data.write_bytes(bytes(raw))
+        self.start_node(victim)
+
+        quarantined = self.devices(victim) / f"d{victim}" / "quarantined" / "objects"
+        # The auditor alone (no GET touches the object yet) quarantines it within its first passes.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (quarantined.is_dir() and any(quarantined.iterdir())):
+            time.sleep(0.2)
+        self.assertTrue(quarantined.is_dir() and any(quarantined.iterdir()), "the auditor quarantined it")
+        # Then, until a replicator pass restores the copy, GETs never complete with wrong bytes.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.copies("rot").get(victim) != ("data", md5):
+            try:
+                _headers, got = swift.get_object(self.url, self.token, "drill", "rot")
+                self.assertEqual(hashlib.md5(got, usedforsecurity=False).hexdigest(), md5)
+            except swift.ClientException:
+                pass  # an aborted response is allowed; a complete wrong one is not
+            time.sleep(0.5)
+        self.assertTrue(any(quarantined.iterdir()), "the bad copy is in quarantine")
+        self.assertEqual(self.copies("rot").get(victim), ("data", md5), "a good copy is back")
+        recon = subprocess.run(
+            [console_script("txstore-recon"), "--ring-dir", str(self.etc), "-q", "--json"],
+            capture_output=True, text=True, timeout=60,
+        )
+        by_node = {int(address.rsplit(":", 1)[1]): counts
+                   for address, counts in json.loads(recon.stdout)["quarantined"].items()}
+        victim_port = self.cluster.port + 10 * victim
+        self.assertEqual(by_node[victim_port]["objects"], 1, recon.stdout)
+        self.assertEqual(sum(c["objects"] for p, c in by_node.items() if p != victim_port), 0)
