@@ -6,7 +6,9 @@ health, as JSON.
 diskusage, load, mem, async, quarantined, ringmd5, unmounted, version, time, and the last pass
 of each daemon (``/recon/daemons``, or one by name: ``/recon/container-updater``,
 ``/recon/object-updater``, ``/recon/object-auditor``, ``/recon/object-expirer``, ...). Everything
-that touches the disk runs in a thread; nothing here writes.
+that touches the disk runs in a thread; nothing here writes. Families group them as Swift's
+recon does: ``/recon/replication`` (``object``, ``container``, ``account``), ``/recon/auditor``,
+``/recon/updater``, ``/recon/expirer``, ``/recon/reaper``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from txstore.storage.http_support import StorageContext
 
 QUARANTINE_KINDS = ("objects", "containers", "accounts")
 
+
+#: ``/recon/<family>``: every daemon whose name ends so, keyed by the rest of its name.
+FAMILIES = {
+    "replication": "-replicator", "auditor": "-auditor", "updater": "-updater", "expirer": "-expirer",
+    "reaper": "-reaper",
+}
 
 def disk_usage(context: StorageContext) -> list[dict[str, Any]]:
     entries = []
@@ -120,6 +128,9 @@ class Recon:
             value = {name: self._daemon(d) for name, d in self.daemons.items()}
         elif what in self.daemons:
             value = self._daemon(self.daemons[what])
+        elif what in FAMILIES:
+            suffix = FAMILIES[what]
+            value = {name[: -len(suffix)]: self._daemon(d) for name, d in self.daemons.items() if name.endswith(suffix)}
         else:
             return plain_text(request, 404, f"Unknown recon check {what!r}")
         body = json.dumps(value, sort_keys=True).encode()

@@ -185,6 +185,10 @@ class ReconTests(SynchronousTestCase):
             "account-replicator", "object-expirer", "container-auditor", "account-auditor", "account-reaper",
         })
         self.assertEqual(daemons["object-updater"]["interval"], 5.0)
+        status, replication = self.recon("replication")
+        self.assertEqual(set(replication), {"object", "container", "account"})
+        self.assertEqual(replication["object"]["interval"], 10.0)
+        self.assertEqual(set(self.recon("auditor")[1]), {"object", "container", "account"})
         self.assertEqual(self.recon("nonsense")[0], 404)
         self.assertEqual(self.recon("time", method="POST")[0], 405)
 
