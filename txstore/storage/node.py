@@ -177,12 +177,15 @@ def build_node(
             concurrency=replicate["concurrency"], reclaim_age=replicate["reclaim_age"],
         ).run_pass
     audit = options[OBJECT_AUDITOR]
-    runs[OBJECT_AUDITOR] = ObjectAuditor(
-        context, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
+    auditor = ObjectAuditor(
+        context, reactor, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
         bytes_per_second=audit["bytes_per_second"],
-    ).run_pass
+    )
+    runs[OBJECT_AUDITOR] = auditor.run_pass
+    stops = {OBJECT_AUDITOR: auditor.stop}
     for name, run_pass in runs.items():
         if options[name]["enabled"]:
-            recon.daemons[name] = PeriodicDaemon(name, run_pass, options[name]["interval"], reactor)
+            recon.daemons[name] = PeriodicDaemon(name, run_pass, options[name]["interval"], reactor,
+                                                 stop_pass=stops.get(name))
             recon.daemons[name].setServiceParent(services)
     return server, services
