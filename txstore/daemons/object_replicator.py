@@ -11,7 +11,9 @@ protocol (`txstore.replication.sender`).
   its session cleanly, the objects confirmed by all (and unchanged since) are removed here, then
   the partition directory once empty.
 
-A peer that fails is logged and tried again next pass; it never stops the pass.
+A peer that fails is logged and tried again next pass; it never stops the pass. `stop` (at
+node stop) lets the sessions under way finish and starts no further partition, so a stopping
+node does not first walk every remaining partition.
 """
 
 from __future__ import annotations
@@ -51,17 +53,28 @@ class ObjectReplicator:
         self.sender = sender
         self.concurrency = concurrency
         self.reclaim_age = reclaim_age
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Start no further partition in the pass under way."""
+        self._stopping = True
 
     async def run_pass(self) -> dict[str, Any]:
+        self._stopping = False
         stats: Counter[str] = Counter()
         jobs = await self._jobs()
         semaphore = DeferredSemaphore(self.concurrency)
 
         def job(device: str, policy_index: int, partition: int) -> Deferred:
+            if self._stopping:
+                stats["skipped"] += 1
+                return Deferred.fromCoroutine(_nothing())
             return Deferred.fromCoroutine(self._guarded(device, policy_index, partition, stats))
 
         await gatherResults([semaphore.run(job, *spec) for spec in jobs], consumeErrors=True)
         stats["partitions"] = len(jobs)
+        if self._stopping:
+            stats["stopped"] = True
         return dict(stats)
 
     async def _jobs(self) -> list[tuple[str, int, int]]:
@@ -135,3 +148,7 @@ class ObjectReplicator:
         stats["objects_offered"] += outcome.offered
         stats["updates_sent"] += outcome.updates
         stats["bytes_sent"] += outcome.bytes_sent
+
+
+async def _nothing() -> None:
+    return None

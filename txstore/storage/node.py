@@ -166,23 +166,26 @@ def build_node(
     TCPListener(reactor, replication["bind_ip"], replication["bind_port"], listening,
                 label="replication").setServiceParent(services)
     runs: dict[str, object] = {}
+    stops: dict[str, Callable[[], None]] = {}  # what makes a daemon's pass end early at node stop
     if rings is not None:
         runs[CONTAINER_UPDATER] = ContainerUpdater(context, rings.account).run_pass
         runs[OBJECT_UPDATER] = ObjectUpdater(context, rings.container).run_pass
         replicate = options[OBJECT_REPLICATOR]
         connector = Connector(reactor, replication["conn_timeout"], replication["node_timeout"], credentials)
         sender = ObjectSender(context, connector, BytePacer(reactor, replicate["bytes_per_second"]))
-        runs[OBJECT_REPLICATOR] = ObjectReplicator(
+        replicator = ObjectReplicator(
             context, rings, local_device_matcher(settings.bind_ip, settings.bind_port), sender,
             concurrency=replicate["concurrency"], reclaim_age=replicate["reclaim_age"],
-        ).run_pass
+        )
+        runs[OBJECT_REPLICATOR] = replicator.run_pass
+        stops[OBJECT_REPLICATOR] = replicator.stop
     audit = options[OBJECT_AUDITOR]
     auditor = ObjectAuditor(
         context, reactor, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
         bytes_per_second=audit["bytes_per_second"],
     )
     runs[OBJECT_AUDITOR] = auditor.run_pass
-    stops = {OBJECT_AUDITOR: auditor.stop}
+    stops[OBJECT_AUDITOR] = auditor.stop
     for name, run_pass in runs.items():
         if options[name]["enabled"]:
             recon.daemons[name] = PeriodicDaemon(name, run_pass, options[name]["interval"], reactor,
