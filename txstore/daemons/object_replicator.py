@@ -12,8 +12,9 @@ protocol (`txstore.replication.sender`).
   the partition directory once empty.
 
 A peer that fails is logged and tried again next pass; it never stops the pass. `stop` (at
-node stop) lets the sessions under way finish and starts no further partition, so a stopping
-node does not first walk every remaining partition.
+node stop) aborts the sessions under way (a peer stopping at the same time may never answer;
+they would wait for their timeout) and starts no further partition, so a stopping node does
+not first walk every remaining partition.
 """
 
 from __future__ import annotations
@@ -56,8 +57,11 @@ class ObjectReplicator:
         self._stopping = False
 
     def stop(self) -> None:
-        """Start no further partition in the pass under way."""
+        """Start no further partition in the pass under way, and end the sessions under way."""
         self._stopping = True
+        abort_all = getattr(self.sender, "abort_all", None)
+        if abort_all is not None:
+            abort_all("the node is stopping")
 
     async def run_pass(self) -> dict[str, Any]:
         self._stopping = False
