@@ -174,6 +174,7 @@ class ReuseTests(SynchronousTestCase):
         self.assertFalse(conn.heard)
         conn.connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(conn.ready, NodeGone)
+        self.failureResultOf(conn.answer, NodeGone)
         self.assertFalse(conn.heard)  # lost before a byte: the pool may try a new connection
 
     def test_data_while_idle_closes(self) -> None:
