@@ -6,30 +6,43 @@ Each pass walks every object directory of the node's devices and checks the file
 (the newest data): its metadata footer must check out, its length must match, and (unless in
 zero-byte mode) the md5 of its body must equal its ETag. An object that fails is quarantined
 (`DiskFile.quarantine`): its directory leaves service, its suffix is invalidated, and the
-replicator copies a good replica back. The walk is paced (files per second, bytes per second)
-so auditing never starves client requests of the disk; the pacing sleeps happen in the
-device's thread, never on the reactor.
+replicator copies a good replica back.
+
+The walk is paced (files per second, bytes per second) so auditing never starves client
+requests of the disk. The disk work runs in the device's thread pool in small steps (a batch
+of directory names, one object's metadata, one chunk of a body), and the pacing waits happen
+between those steps on the reactor, as cancellable delays: a waiting auditor holds no pool
+thread, and `ObjectAuditor.stop` (called when the node stops) ends a pass at once instead of
+leaving a sleeping thread for the pool's shutdown to wait for.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from txstore.storage.diskfile import DiskFile, DiskFileCorrupt, DiskFileError, DiskFileNotFound
+from txstore.common.io import PoolsStopped
+from txstore.storage.diskfile import DiskFile, DiskFileCorrupt, DiskFileError, DiskFileNotFound, DiskFileReader
 from txstore.storage.http_support import StorageContext
 
 log = Logger()
 
 CHUNK = 1024 * 1024
+BATCH = 256  # object directory names listed per thread call
 _POLICY_DIR = re.compile(r"^objects(?:-(\d+))?$")
 _HASH = re.compile(r"^[0-9a-f]{32}$")
+
+
+class AuditStopped(Exception):
+    """The auditor was stopped (the node is stopping) while a pass was under way."""
 
 
 def object_dirs(device_path: Path) -> Iterator[tuple[int, int, str]]:
@@ -50,100 +63,182 @@ def object_dirs(device_path: Path) -> Iterator[tuple[int, int, str]]:
                         yield policy, int(part.name), hashdir.name
 
 
-class Pacer:
-    """Sleeps (in the calling thread) so that files and bytes stay under their rates."""
+def _next_batch(walk: Iterator[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    return list(islice(walk, BATCH))
 
-    def __init__(self, files_per_second: float, bytes_per_second: float, clock=time.monotonic, sleep=time.sleep):
+
+class Pacer:
+    """
+    Keeps files and bytes under their rates by waiting on the reactor (0: no limit). `stop`
+    cancels the wait under way; that wait and every later one raise `AuditStopped`.
+    """
+
+    def __init__(self, reactor: Any, files_per_second: float, bytes_per_second: float) -> None:
+        self._reactor = reactor
         self._files_rate = files_per_second
         self._bytes_rate = bytes_per_second
-        self._clock = clock
-        self._sleep = sleep
-        self._started = clock()
+        self._started = reactor.seconds()
         self._files = 0
         self._bytes = 0
+        self._waiting: Deferred | None = None
+        self.stopped = False
 
-    def file_done(self) -> None:
+    async def file_done(self) -> None:
         self._files += 1
-        self._wait(self._files / self._files_rate if self._files_rate else 0)
+        await self._wait(self._files / self._files_rate if self._files_rate else 0)
 
-    def bytes_read(self, count: int) -> None:
+    async def bytes_read(self, count: int) -> None:
         self._bytes += count
-        self._wait(self._bytes / self._bytes_rate if self._bytes_rate else 0)
+        await self._wait(self._bytes / self._bytes_rate if self._bytes_rate else 0)
 
-    def _wait(self, due: float) -> None:
-        ahead = due - (self._clock() - self._started)
-        if ahead > 0:
-            self._sleep(ahead)
-
-
-def audit_object(diskfile: DiskFile, zero_byte: bool, pacer: Pacer) -> str:
-    """'ok', 'gone' (deleted meanwhile or a tombstone) or 'quarantined' (blocking)."""
-    try:
-        state = diskfile.read_metadata()
-        if not state.exists:
-            return "gone"
-        if zero_byte:
-            return "ok"
-        reader = diskfile.open_reader(state)
+    async def _wait(self, due: float) -> None:
+        if self.stopped:
+            raise AuditStopped()
+        ahead = due - (self._reactor.seconds() - self._started)
+        if ahead <= 0:
+            return
+        self._waiting = deferLater(self._reactor, ahead, lambda: None)
         try:
-            offset = 0
-            while offset < reader.content_length:
-                data = reader.read(offset, CHUNK)
-                if not data:
-                    raise DiskFileCorrupt(diskfile.hash_dir, "body shorter than its Content-Length")
-                offset += len(data)
-                pacer.bytes_read(len(data))
-            if reader.etag_verified() is False:
-                raise DiskFileCorrupt(diskfile.hash_dir, "md5 of the body differs from its ETag")
+            await self._waiting
+        except CancelledError:
+            raise AuditStopped() from None
         finally:
+            self._waiting = None
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+
+class ObjectCheck:
+    """
+    One object's audit as blocking steps, each for one thread call: `start` reads the metadata
+    (and the first chunk), `step` the next chunk. Each returns the outcome ('ok', 'gone' for
+    deleted meanwhile or a tombstone, 'quarantined'), or None while body remains to read;
+    `last_read` is the size of the chunk just read. The reader is closed once there is an
+    outcome or an error; `close` closes it when the caller gives up between steps.
+    """
+
+    def __init__(self, diskfile: DiskFile, zero_byte: bool) -> None:
+        self.diskfile = diskfile
+        self.zero_byte = zero_byte
+        self.reader: DiskFileReader | None = None
+        self.offset = 0
+        self.last_read = 0
+
+    def start(self) -> str | None:
+        self.last_read = 0
+        try:
+            state = self.diskfile.read_metadata()
+            if not state.exists:
+                return "gone"
+            if self.zero_byte:
+                return "ok"
+            self.reader = self.diskfile.open_reader(state)
+        except DiskFileNotFound:
+            return "gone"
+        except DiskFileCorrupt as err:
+            return self._quarantine(err)
+        return self.step()
+
+    def step(self) -> str | None:
+        reader = self.reader
+        assert reader is not None
+        self.last_read = 0
+        try:
+            if self.offset < reader.content_length:
+                data = reader.read(self.offset, CHUNK)
+                self.last_read = len(data)
+                if not data:
+                    raise DiskFileCorrupt(self.diskfile.hash_dir, "body shorter than its Content-Length")
+                self.offset += len(data)
+                if self.offset < reader.content_length:
+                    return None
+            if reader.etag_verified() is False:
+                raise DiskFileCorrupt(self.diskfile.hash_dir, "md5 of the body differs from its ETag")
+            self.close()
+            return "ok"
+        except DiskFileCorrupt as err:
+            self.close()
+            return self._quarantine(err)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        reader, self.reader = self.reader, None
+        if reader is not None:
             reader.close()
-        return "ok"
-    except DiskFileNotFound:
-        return "gone"
-    except DiskFileCorrupt as err:
-        where = diskfile.quarantine()
-        log.error("quarantined {hash} to {where}: {reason}", hash=diskfile.name_hash, where=str(where), reason=err)
+
+    def _quarantine(self, err: DiskFileCorrupt) -> str:
+        where = self.diskfile.quarantine()
+        log.error("quarantined {hash} to {where}: {reason}", hash=self.diskfile.name_hash, where=str(where),
+                  reason=err)
         return "quarantined"
 
 
-def audit_device(context: StorageContext, device: str, device_path: Path, zero_byte: bool,
-                 files_per_second: float, bytes_per_second: float) -> dict[str, int]:
-    """A whole device, in one pool thread (blocking; paced)."""
-    figures = {"checked": 0, "quarantined": 0, "errors": 0}
-    pacer = Pacer(files_per_second, bytes_per_second)
-    for policy, partition, name_hash in object_dirs(device_path):
-        diskfile = DiskFile(
-            manager=context.diskfiles, device=device, device_path=device_path, partition=partition,
-            policy_index=policy, account="?", container="?", obj="?", name_hash=name_hash,
-        )
-        try:
-            outcome = audit_object(diskfile, zero_byte, pacer)
-        except (DiskFileError, OSError) as err:
-            log.warn("auditing {hash} on {device} failed: {error}", hash=name_hash, device=device, error=err)
-            figures["errors"] += 1
-            continue
-        figures["checked"] += outcome != "gone"
-        figures["quarantined"] += outcome == "quarantined"
-        pacer.file_done()
-    return figures
-
-
 class ObjectAuditor:
-    def __init__(self, context: StorageContext, *, zero_byte: bool = False, files_per_second: float = 20.0,
-                 bytes_per_second: float = 10 * 1024 * 1024) -> None:
+    def __init__(self, context: StorageContext, reactor: Any, *, zero_byte: bool = False,
+                 files_per_second: float = 20.0, bytes_per_second: float = 10 * 1024 * 1024) -> None:
         self._context = context
+        self._reactor = reactor
         self._zero_byte = zero_byte
         self._files_per_second = files_per_second
         self._bytes_per_second = bytes_per_second
+        self._pacer: Pacer | None = None
+
+    def stop(self) -> None:
+        """End the pass under way soon: its pacing wait is cancelled, no further step starts."""
+        if self._pacer is not None:
+            self._pacer.stop()
 
     async def run_pass(self) -> dict[str, Any]:
-        totals = {"checked": 0, "quarantined": 0, "errors": 0}
+        totals: dict[str, Any] = {"checked": 0, "quarantined": 0, "errors": 0}
         context = self._context
-        for device, device_path in await context.runner.run("auditor", context.mounted_devices):
-            figures = await context.runner.run(
-                device, audit_device, context, device, device_path, self._zero_byte,
-                self._files_per_second, self._bytes_per_second,
-            )
-            for key, value in figures.items():
-                totals[key] += value
+        pacer = self._pacer = Pacer(self._reactor, self._files_per_second, self._bytes_per_second)
+        try:
+            for device, device_path in await context.runner.run("auditor", context.mounted_devices):
+                await self._audit_device(device, device_path, pacer, totals)
+        except (AuditStopped, PoolsStopped):
+            totals["stopped"] = True
+        finally:
+            if self._pacer is pacer:
+                self._pacer = None
         return totals
+
+    async def _audit_device(self, device: str, device_path: Path, pacer: Pacer, totals: dict[str, Any]) -> None:
+        runner = self._context.runner
+        walk = object_dirs(device_path)
+        while True:
+            if pacer.stopped:
+                raise AuditStopped()
+            batch = await runner.run(device, _next_batch, walk)
+            if not batch:
+                return
+            for policy, partition, name_hash in batch:
+                if pacer.stopped:
+                    raise AuditStopped()
+                diskfile = DiskFile(
+                    manager=self._context.diskfiles, device=device, device_path=device_path, partition=partition,
+                    policy_index=policy, account="?", container="?", obj="?", name_hash=name_hash,
+                )
+                check = ObjectCheck(diskfile, self._zero_byte)
+                try:
+                    outcome = await runner.run(device, check.start)
+                    await pacer.bytes_read(check.last_read)
+                    while outcome is None:
+                        outcome = await runner.run(device, check.step)
+                        await pacer.bytes_read(check.last_read)
+                except (DiskFileError, OSError) as err:
+                    log.warn("auditing {hash} on {device} failed: {error}", hash=name_hash, device=device, error=err)
+                    totals["errors"] += 1
+                    continue
+                finally:
+                    if check.reader is not None:
+                        # Stopped between steps, so no thread is using it; closing a file
+                        # opened for reading does not wait for the disk.
+                        check.close()
+                totals["checked"] += outcome != "gone"
+                totals["quarantined"] += outcome == "quarantined"
+                await pacer.file_done()

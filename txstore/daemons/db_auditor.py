@@ -21,7 +21,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from txstore.daemons.auditor import Pacer
+from txstore.daemons.thread_pacer import ThreadPacer as Pacer
 from txstore.storage.db import DatabaseBroker, DatabaseBusy, DatabaseCorrupt, DatabaseNotFound
 from txstore.storage.db_server import find_databases
 from txstore.storage.http_support import StorageContext

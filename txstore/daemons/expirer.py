@@ -31,7 +31,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from txstore.common.timestamps import Timestamp
-from txstore.daemons.auditor import Pacer
+from txstore.daemons.thread_pacer import ThreadPacer as Pacer
 from txstore.storage.diskfile import DiskFileConflict, DiskFileCorrupt, DiskFileManager
 from txstore.storage.expiring import delete_at_of
 from txstore.storage.http_support import StorageContext

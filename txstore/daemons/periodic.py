@@ -5,7 +5,8 @@ A daemon that runs a pass every ``interval`` seconds inside the node process.
 The first pass starts after a random part of the interval, so the nodes of a cluster started
 together do not all work at once. A pass that fails is logged and the next one runs as usual:
 a LoopingCall whose function raises stops for good, so this one never lets an error reach it.
-Each pass's figures are kept for recon.
+Each pass's figures are kept for recon. At stop, the pass under way is waited for; a daemon
+whose passes are long (the auditor) gives a ``stop_pass`` that makes its pass end early.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ class PeriodicDaemon(Service):
 
     def __init__(
         self, name: str, run_pass: Callable[[], Awaitable[dict[str, Any]]], interval: float, reactor: Any,
-        jitter: Callable[[], float] = random.random,
+        jitter: Callable[[], float] = random.random, stop_pass: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self._run_pass = run_pass
         self.interval = interval
         self._reactor = reactor
         self._jitter = jitter
+        self._stop_pass = stop_pass
         self._loop: LoopingCall | None = None
         self._first = None
         self._current: Deferred | None = None
@@ -74,4 +76,6 @@ class PeriodicDaemon(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         current, self._current = self._current, None
+        if current is not None and not current.called and self._stop_pass is not None:
+            self._stop_pass()
         return current if current is not None and not current.called else None

@@ -25,8 +25,9 @@ class ProxyContext:
     clock: Callable[[], float]
     constraints: Constraints = DEFAULT_CONSTRAINTS
     node_timeout: float = 10.0
-    conn_timeout: float = 0.5
+    conn_timeout: float = 2.0  # as the backend client's; 0.5 s timed out under load
     info_ttl: float = 10.0
     account_autocreate: bool = True
     agent: Any = None  # twisted.web Agent with a persistent pool, for streamed object GETs
     errors: Any = None  # an ErrorLimiter: nodes that keep failing are skipped for a while
+    put_pool: Any = None  # a PutConnectionPool: object PUTs reuse node connections (None: one per PUT)

@@ -14,12 +14,24 @@ client only as fast as the slowest node takes. This protocol does both:
   buffer is full, and `wait_writable` waits for it to drain.
 - `answer` fires with the final `NodeAnswer` (its body read whole: nodes answer in one line),
   or fails with `NodeGone` when the connection ends first.
+
+Connections are kept for the next PUT to the same node (`PutConnectionPool`): a new TCP
+connection per replica per PUT costs a handshake and a node-side accept on every small
+object, and under load those connects are what timed out. A connection goes back to the pool
+only after a clean exchange: the whole body sent, then an HTTP/1.1 answer delimited by its
+Content-Length without ``Connection: close`` and nothing after it. Anything else (an answer
+before the body, an abort, a timeout) closes it. A pooled connection the node closed while
+it was idle can only fail before the node said anything, and nothing but the head was sent
+on it, so the pool retries once on a new connection; whatever happens then is the node's
+answer as before (a handoff replaces a node that fails).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from attrs import frozen
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
@@ -52,29 +64,58 @@ def request_head(method: str, path: str, host: str, headers: dict[str, str]) -> 
 
 @implementer(IPushProducer)
 class PutConnection(Protocol):
-    def __init__(self, head: bytes, chunked: bool) -> None:
+    def __init__(self, head: bytes, chunked: bool, pool: PutConnectionPool | None = None) -> None:
+        self._pool = pool
+        self._paused = False
+        self._drained: Deferred | None = None
+        self.connected = False
+        self.lost: Deferred = Deferred()  # fires (with None) when the connection has ended
+        self.exchanges = 0  # PUTs started on this connection
+        self._start(head, chunked)
+
+    def _start(self, head: bytes, chunked: bool) -> None:
         self._head = head
         self._chunked = chunked
         self.ready: Deferred = Deferred()
         self.answer: Deferred = Deferred()
         self._buffer = b""
         self._status: int | None = None
+        self._http11 = False
         self._headers: dict[str, str] = {}
         self._body_left: int | None = None
         self._body = b""
-        self._paused = False
-        self._drained: Deferred | None = None
         self._done = False
+        self._body_sent = False
+        self._heard = False  # any byte from the node during this exchange
+        self.exchanges += 1
+
+    def reuse(self, head: bytes, chunked: bool) -> None:
+        """Start the next PUT on this (idle, pooled) connection."""
+        self._start(head, chunked)
+        self.transport.write(head)
+
+    @property
+    def reused(self) -> bool:
+        return self.exchanges > 1
+
+    @property
+    def heard(self) -> bool:
+        """Whether the node sent anything in this exchange (a failure before that may be a stale connection)."""
+        return self._heard
 
     # --- connection ------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self.connected = True
         self.transport.registerProducer(self, True)
         self.transport.write(self._head)
 
     def dataReceived(self, data: bytes) -> None:
         if self._done:
+            if self._pool is not None and self._pool.is_idle(self):
+                self.transport.abortConnection()  # nothing may come while idle
             return
+        self._heard = True
         self._buffer += data
         while not self._done:
             if self._status is None:
@@ -113,6 +154,7 @@ class PutConnection(Protocol):
             self._broken(f"bad status line {lines[0]!r}")
             return False
         self._status = int(parts[1])
+        self._http11 = parts[0] == "HTTP/1.1"
         headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
@@ -134,10 +176,18 @@ class PutConnection(Protocol):
     def _finish_answer(self) -> None:
         self._done = True
         answer = NodeAnswer(self._status or 0, self._headers, self._body)
+        keep = (
+            self._pool is not None and self._body_sent and self._http11 and self._body_left == 0
+            and not self._buffer and "close" not in self._headers.get("connection", "").lower()
+        )
         if not self.ready.called:
             self.ready.callback(answer)
         self.answer.callback(answer)
-        self.transport.loseConnection()
+        if keep and self.connected:
+            assert self._pool is not None
+            self._pool.release(self)
+        else:
+            self.transport.loseConnection()
 
     def _broken(self, why: str) -> None:
         self._done = True
@@ -152,6 +202,11 @@ class PutConnection(Protocol):
         self._release()
 
     def connectionLost(self, reason: Failure) -> None:
+        self.connected = False
+        if self._pool is not None:
+            self._pool.forget(self)
+        if not self.lost.called:
+            self.lost.callback(None)
         if not self._done and self._status is not None and self._body_left is None:
             # An answer delimited by the end of the connection.
             self._finish_answer()
@@ -170,6 +225,8 @@ class PutConnection(Protocol):
             self.transport.write(chunk)
 
     def finish(self) -> None:
+        """The whole body has been written."""
+        self._body_sent = True
         if not self._done and self._chunked:
             self.transport.write(b"0\r\n\r\n")
 
@@ -212,3 +269,91 @@ def connect_put(reactor, host: str, port: int, head: bytes, chunked: bool, conne
     """Connect and send the head; fires with the `PutConnection` (whose `ready` then tells)."""
     endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=connect_timeout)
     return connectProtocol(endpoint, PutConnection(head, chunked))
+
+
+class PutConnectionPool:
+    """
+    Idle PUT connections per node, at most ``max_idle_per_node`` each (the rest are closed).
+    `open` takes an idle one or connects; `close` (at proxy stop) closes every idle one.
+    """
+
+    def __init__(self, reactor: Any, connect_timeout: float = 2.0, max_idle_per_node: int = 16) -> None:
+        self._reactor = reactor
+        self.connect_timeout = connect_timeout
+        self.max_idle_per_node = max_idle_per_node
+        self._idle: dict[tuple[str, int], list[PutConnection]] = {}
+        self._where: dict[PutConnection, tuple[str, int]] = {}
+        self._closed = False
+        self.connects = 0  # new connections made (for tests and figures)
+
+    async def open(self, host: str, port: int, head: bytes, chunked: bool, ready_timeout: float):
+        """
+        A connection to the node with ``head`` sent, and what its `ready` said: None (100
+        Continue: send the body) or the node's `NodeAnswer`. Fails as `ready` does (`NodeGone`,
+        a timeout, a refused connection); the connection is then closed.
+        """
+        key = (host, port)
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn.connected:
+                continue
+            conn.reuse(head, chunked)
+            try:
+                return conn, await self._ready(conn, ready_timeout)
+            except NodeGone:
+                if conn.heard:
+                    raise
+                # The node closed it while it was idle: nothing was sent but the head.
+        self.connects += 1
+        endpoint = TCP4ClientEndpoint(self._reactor, host, port, timeout=self.connect_timeout)
+        connecting = connectProtocol(endpoint, PutConnection(head, chunked, self))
+        connecting.addTimeout(self.connect_timeout + 1.0, self._reactor)
+        conn = await connecting
+        self._where[conn] = key
+        return conn, await self._ready(conn, ready_timeout)
+
+    async def _ready(self, conn: PutConnection, timeout: float) -> NodeAnswer | None:
+        ready = conn.ready
+        ready.addTimeout(timeout, self._reactor)
+        try:
+            return await ready
+        except BaseException:
+            conn.answer.addErrback(lambda _failure: None)
+            conn.abort()
+            raise
+
+    def release(self, conn: PutConnection) -> None:
+        """A connection whose exchange ended cleanly: keep it for the next PUT to its node."""
+        key = self._where.get(conn)
+        if key is None or self._closed:
+            conn.transport.loseConnection()
+            return
+        idle = self._idle.setdefault(key, [])
+        if len(idle) >= self.max_idle_per_node:
+            conn.transport.loseConnection()
+            return
+        idle.append(conn)
+
+    def is_idle(self, conn: PutConnection) -> bool:
+        key = self._where.get(conn)
+        return key is not None and conn in self._idle.get(key, ())
+
+    def forget(self, conn: PutConnection) -> None:
+        """The connection has ended."""
+        key = self._where.pop(conn, None)
+        idle = self._idle.get(key) if key is not None else None
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def close(self) -> Deferred:
+        """
+        Close the idle connections (those in use close when their PUT ends); fires when the
+        idle ones have ended.
+        """
+        self._closed = True
+        idle = [conn for conns in self._idle.values() for conn in conns]
+        self._idle = {}
+        for conn in idle:
+            conn.transport.loseConnection()
+        return DeferredList([conn.lost for conn in idle])

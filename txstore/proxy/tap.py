@@ -17,6 +17,7 @@ from txstore.proxy.config import ProxySettings, load_proxy_settings
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
+from txstore.proxy.put_connection import PutConnectionPool
 from txstore.proxy.server import ProxyServer
 from txstore.proxy.tempauth import InMemoryTokenStore, TempAuth
 from txstore.ring.ringset import RingSet
@@ -54,6 +55,7 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 32
     pool.retryAutomatically = False
+    put_pool = PutConnectionPool(reactor, connect_timeout=2.0)
     context = ProxyContext(
         reactor=reactor,
         rings=loaded.rings,
@@ -64,9 +66,10 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         agent=Agent(reactor, pool=pool, connectTimeout=2.0),
         constraints=Constraints(max_file_size=settings.max_file_size),
         errors=ErrorLimiter(clock),
+        put_pool=put_pool,
     )
     auth = TempAuth(settings.users, InMemoryTokenStore(), settings.token_life, settings.reseller_prefix, clock)
-    return ProxyServer(context, auth, clock), _Pools(pool.closeCachedConnections, client.close)
+    return ProxyServer(context, auth, clock), _Pools(pool.closeCachedConnections, client.close, put_pool.close)
 
 
 def makeService(options: Options, reactor=None) -> MultiService:

@@ -95,6 +95,12 @@ class ObjectSender:
     context: StorageContext
     connector: Connector
     pacer: BytePacer | None = None
+    _open: set = field(factory=set, init=False)  # channels of the sessions under way
+
+    def abort_all(self, reason: str = "the sender is stopping") -> None:
+        """End every session under way now (at node stop: a peer that is stopping too may never answer)."""
+        for channel in list(self._open):
+            channel.abort(503, reason)
 
     async def sync(
         self, node: Any, device: str, partition: int, policy_index: int, *,
@@ -105,6 +111,7 @@ class ObjectSender:
         channel = None
         try:
             channel = await self.connector.open(node.replication_ip, node.replication_port)
+            self._open.add(channel)
             await self._session(channel, outcome, node, device, partition, policy_index, local_hashes, objects)
             outcome.ok = True
         except SessionFailed as failure:
@@ -113,6 +120,8 @@ class ObjectSender:
             outcome.reason = f"{type(error).__name__}: {error}"
             if channel is not None:
                 channel.abort(500, "sender failed")
+        finally:
+            self._open.discard(channel)
         if not outcome.ok:
             self.log.warn(
                 "replication of {device}/{partition} (policy {policy}) to {peer} failed: {reason}",

@@ -34,6 +34,7 @@ from txstore.storage.db import (
     ContainerInfo,
     ContainerNotEmpty,
     DatabaseAlreadyExists,
+    ObjectRecord,
     StoragePolicyConflict,
 )
 from txstore.storage.db_server import (
@@ -55,6 +56,7 @@ from txstore.storage.http_support import (
     storage_policy,
 )
 from txstore.storage.listing import ListingParams, object_entries, render_container_listing
+from txstore.storage.row_batches import RowBatcher
 
 CONTAINER_METADATA = MetadataRules(
     "container",
@@ -139,14 +141,8 @@ def _delete_container(broker: ContainerBroker, timestamp: Timestamp) -> _Change:
     return _Change(204 if was_live else 404, info)
 
 
-def _put_row(
-    broker: ContainerBroker, name: str, timestamp: Timestamp, size: int, content_type: str, etag: str, policy: int
-) -> None:
-    broker.put_object(name, timestamp, size, content_type, etag, policy_index=policy)
-
-
-def _delete_row(broker: ContainerBroker, name: str, timestamp: Timestamp, policy: int) -> None:
-    broker.delete_object(name, timestamp, policy_index=policy)
+def _merge_rows(broker: ContainerBroker, records: list[ObjectRecord]) -> None:
+    broker.merge_items(records)
 
 
 # -- the HTTP side -----------------------------------------------------------------------------------
@@ -192,6 +188,7 @@ class ContainerServer:
     context: StorageContext
     cache_size: int = DEFAULT_CAPACITY
     _db: DatabaseAccess[ContainerBroker] = field(init=False)
+    _rows: RowBatcher = field(init=False)
     log = Logger()
 
     def __attrs_post_init__(self) -> None:
@@ -199,6 +196,7 @@ class ContainerServer:
         self._db = DatabaseAccess(
             self.context, "containers", lambda path, tmp: ContainerBroker(path, tmp_dir=tmp), cache
         )
+        self._rows = RowBatcher(self._commit_rows)
 
     def close(self) -> Deferred:
         """Close the cached brokers (when the node stops, before its I/O pools)."""
@@ -248,12 +246,17 @@ class ContainerServer:
                 raise HTTPError(400, "Missing X-Size header")
             content_type = _text_header(request, "X-Content-Type")
             etag = _text_header(request, "X-Etag")
-            broker = await self._db.broker(path)
-            await self._db.run(path, broker, _put_row, path.obj, timestamp, size, content_type, etag, policy)
-            return respond(request, 201)
+            record = ObjectRecord(path.obj, timestamp.internal, size, content_type, etag, False, policy)
+        else:
+            record = ObjectRecord(path.obj, timestamp.internal, 0, "", "", True, policy)
         broker = await self._db.broker(path)
-        await self._db.run(path, broker, _delete_row, path.obj, timestamp, policy)
-        return respond(request, 204)
+        await self._rows.add(broker.path, (path, broker, record))
+        return respond(request, 201 if request.method == b"PUT" else 204)
+
+    def _commit_rows(self, _key: object, rows: list[tuple[BackendPath, ContainerBroker, ObjectRecord]]) -> Deferred:
+        """One transaction for rows of one database (`RowBatcher`)."""
+        path, broker, _ = rows[0]
+        return Deferred.fromCoroutine(self._db.run(path, broker, _merge_rows, [record for _, _, record in rows]))
 
     # -- container requests ----------------------------------------------------------------
 

@@ -182,6 +182,7 @@ def build_node(
     TCPListener(reactor, replication["bind_ip"], replication["bind_port"], listening,
                 label="replication").setServiceParent(services)
     runs: dict[str, object] = {}
+    stops: dict[str, Callable[[], None]] = {}  # what makes a daemon's pass end early at node stop
     if rings is not None:
         runs[CONTAINER_UPDATER] = ContainerUpdater(context, rings.account).run_pass
         runs[OBJECT_UPDATER] = ObjectUpdater(context, rings.container).run_pass
@@ -189,10 +190,12 @@ def build_node(
         connector = Connector(reactor, replication["conn_timeout"], replication["node_timeout"], credentials)
         sender = ObjectSender(context, connector, BytePacer(reactor, replicate["bytes_per_second"]))
         is_local = local_device_matcher(settings.bind_ip, settings.bind_port)
-        runs[OBJECT_REPLICATOR] = ObjectReplicator(
+        replicator = ObjectReplicator(
             context, rings, is_local, sender, concurrency=replicate["concurrency"],
             reclaim_age=replicate["reclaim_age"],
-        ).run_pass
+        )
+        runs[OBJECT_REPLICATOR] = replicator.run_pass
+        stops[OBJECT_REPLICATOR] = replicator.stop
         for name, kind, ring, db_server in (
             (CONTAINER_REPLICATOR, "container", rings.container, containers),
             (ACCOUNT_REPLICATOR, "account", rings.account, accounts),
@@ -206,10 +209,12 @@ def build_node(
             delay_reaping=options[ACCOUNT_REAPER]["delay_reaping"],
         ).run_pass
     audit = options[OBJECT_AUDITOR]
-    runs[OBJECT_AUDITOR] = ObjectAuditor(
-        context, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
+    auditor = ObjectAuditor(
+        context, reactor, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
         bytes_per_second=audit["bytes_per_second"],
-    ).run_pass
+    )
+    runs[OBJECT_AUDITOR] = auditor.run_pass
+    stops[OBJECT_AUDITOR] = auditor.stop
     runs[OBJECT_EXPIRER] = ObjectExpirer(
         context, objects_per_second=options[OBJECT_EXPIRER]["objects_per_second"]
     ).run_pass
@@ -223,6 +228,7 @@ def build_node(
         ).run_pass
     for name, run_pass in runs.items():
         if options[name]["enabled"]:
-            recon.daemons[name] = PeriodicDaemon(name, run_pass, options[name]["interval"], reactor)
+            recon.daemons[name] = PeriodicDaemon(name, run_pass, options[name]["interval"], reactor,
+                                                 stop_pass=stops.get(name))
             recon.daemons[name].setServiceParent(services)
     return server, services

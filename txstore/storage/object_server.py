@@ -115,6 +115,45 @@ def _expired(state: ObjectState, now: float) -> bool:
         return False
 
 
+class _EtagMismatch(Exception):
+    pass
+
+
+def _put_refusal(
+    state: ObjectState, timestamp: Timestamp, if_none_match: bool, now: float
+) -> tuple[int, str, Timestamp | None] | None:
+    """Why the object's current state refuses a PUT at ``timestamp`` (status, reason, its time), if it does."""
+    current = state.timestamp or state.tombstone_timestamp
+    if current is not None and timestamp <= current:
+        return 409, f"Conflict: {current.internal} is newer or the same", current
+    if if_none_match and state.exists and not _expired(state, now):
+        return 412, "Precondition Failed: the object exists", None
+    return None
+
+
+def _open_for_put(diskfiles, path: BackendPath, policy_index: int, length: int | None, admits):
+    """
+    (blocking) The DiskFile, its state (or the DiskFileCorrupt that reading it raised), and a
+    writer when the state ``admits`` the PUT (else None).
+    """
+    diskfile = diskfiles.get_diskfile(path.device, path.partition, path.account, path.container, path.obj,
+                                      policy_index)
+    try:
+        state = diskfile.read_metadata()
+    except DiskFileCorrupt as err:
+        return diskfile, err, None
+    return diskfile, state, diskfile.create_writer(length) if admits(state) else None
+
+
+def _finish_put(writer, rest: bytes, expected_etag: str | None, metadata: dict[str, str], timestamp: Timestamp):
+    """(blocking) Write the body's last batch, check the ETag the client gave, commit."""
+    if rest:
+        writer.write(rest)
+    if expected_etag is not None and expected_etag.strip('"').lower() != writer.etag:
+        raise _EtagMismatch()
+    return writer.commit(metadata, timestamp)
+
+
 @define
 class ObjectServer:
     context: StorageContext
@@ -189,9 +228,14 @@ class ObjectServer:
     # --- PUT -------------------------------------------------------------------------------
 
     async def put(self, request: Request, path: BackendPath) -> bytes:
+        """
+        Two thread calls for a body that fits one write batch: the first opens the object,
+        reads its state and (when the state admits this PUT) creates the temp file, before
+        any byte of the body is invited, so a full device still answers 507 before ``100
+        Continue``; the last writes the rest of the body and commits (fsyncs included).
+        """
         context = self.context
         timestamp = required_timestamp(request)
-        diskfile = await self._diskfile(request, path)
         length = integer_header(request, "Content-Length")
         chunked = (header(request, "Transfer-Encoding") or "").lower() == "chunked"
         if length is None and not chunked:
@@ -205,33 +249,51 @@ class ObjectServer:
             raise HTTPError(400, reason)
         _delete_at(request, context.clock())
         expected_etag = header(request, "ETag")
-        state = await self._state(path, diskfile)
-        current = state.timestamp or state.tombstone_timestamp
-        if current is not None and timestamp <= current:
-            request.setHeader("X-Backend-Timestamp", current.internal)
-            raise HTTPError(409, f"Conflict: {current.internal} is newer or the same")
         if_none_match = header(request, "If-None-Match")
-        if if_none_match is not None:
-            if if_none_match.strip() != "*":
-                raise HTTPError(400, "If-None-Match only supports *")
-            if state.exists and not _expired(state, context.clock()):
-                raise HTTPError(412, "Precondition Failed: the object exists")
+        if if_none_match is not None and if_none_match.strip() != "*":
+            raise HTTPError(400, "If-None-Match only supports *")
+        now = context.clock()
 
-        writer = await self._run(path, diskfile.create_writer, length)
+        def admits(state: ObjectState) -> bool:
+            return _put_refusal(state, timestamp, if_none_match is not None, now) is None
+
+        policy = storage_policy(request, context.policies)
         try:
-            await self._receive(request, path, writer, length)
-            if expected_etag is not None and expected_etag.strip('"').lower() != writer.etag:
-                raise HTTPError(422, "Unprocessable Entity: the body's md5 differs from its ETag")
+            diskfile, state, writer = await self._run(
+                path, _open_for_put, context.diskfiles, path, policy.index, length, admits
+            )
+        except DiskFileDeviceUnavailable:
+            raise HTTPError(507, f"Insufficient Storage: device {path.device} is not available") from None
+        except ValueError:
+            raise HTTPError(400, "Invalid device") from None
+        committed = False
+        try:
+            if isinstance(state, DiskFileCorrupt):
+                await self._quarantine(path, diskfile, state)
+                state = ObjectState()
+            refusal = _put_refusal(state, timestamp, if_none_match is not None, now)
+            if refusal is not None:
+                status, why, current = refusal
+                if current is not None:
+                    request.setHeader("X-Backend-Timestamp", current.internal)
+                raise HTTPError(status, why)
+            if writer is None:
+                writer = await self._run(path, diskfile.create_writer, length)
+            rest = await self._receive(request, path, writer, length)
             metadata = _stored_metadata(request)
             try:
-                await self._run(path, writer.commit, metadata, timestamp)
+                await self._run(path, _finish_put, writer, rest, expected_etag, metadata, timestamp)
+                committed = True
+            except _EtagMismatch:
+                raise HTTPError(422, "Unprocessable Entity: the body's md5 differs from its ETag") from None
             except DiskFileConflict as err:
                 current = err.previous.timestamp or err.previous.tombstone_timestamp
                 if current is not None:
                     request.setHeader("X-Backend-Timestamp", current.internal)
                 raise HTTPError(409, "Conflict: a newer version arrived meanwhile") from None
         finally:
-            await self._run(path, writer.abort)
+            if writer is not None and not committed:
+                await self._run(path, writer.abort)
         await self._update_container(
             request,
             path,
@@ -247,8 +309,11 @@ class ObjectServer:
         request.setHeader("Last-Modified", timestamp.last_modified)
         return _empty(request, 201)
 
-    async def _receive(self, request: Request, path: BackendPath, writer, length: int | None) -> None:
-        """Copy the request body into ``writer`` in batches, off the reactor."""
+    async def _receive(self, request: Request, path: BackendPath, writer, length: int | None) -> bytes:
+        """
+        Copy the request body into ``writer`` in batches, off the reactor; the last batch is
+        returned unwritten, for the commit's thread call to write.
+        """
         limit = self.context.constraints.max_file_size
         batch: list[bytes] = []
         batched = 0
@@ -258,20 +323,20 @@ class ObjectServer:
                 chunk = await request.body.read()
             except BodyIncomplete as err:
                 raise HTTPError(499, f"Client Disconnect: {err}") from None
-            if chunk:
-                received += len(chunk)
-                if received > limit:
-                    raise HTTPError(413, f"Your request is too large: over {limit} bytes")
-                batch.append(chunk)
-                batched += len(chunk)
-            if batched >= WRITE_BATCH or (not chunk and batch):
+            if not chunk:
+                break
+            received += len(chunk)
+            if received > limit:
+                raise HTTPError(413, f"Your request is too large: over {limit} bytes")
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= WRITE_BATCH:
                 data = b"".join(batch)
                 batch, batched = [], 0
                 await self._run(path, writer.write, data)
-            if not chunk:
-                break
         if length is not None and received != length:
             raise HTTPError(499, f"Client Disconnect: {received} of {length} bytes")
+        return b"".join(batch)
 
     # --- container updates -----------------------------------------------------------------
 

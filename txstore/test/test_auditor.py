@@ -2,40 +2,57 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from txstore.common.hashing import PathHasher
-from txstore.common.io import SynchronousRunner
+from txstore.common.io import DeviceThreadPools, SynchronousRunner
 from txstore.common.policies import DEFAULT_POLICIES
-from txstore.daemons.auditor import ObjectAuditor, Pacer
+from txstore.daemons.auditor import CHUNK, AuditStopped, ObjectAuditor, Pacer
+from txstore.daemons.periodic import PeriodicDaemon
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 
 
+def make_objects(case, runner, count: int = 5, size: int = 10_000) -> tuple[StorageContext, dict]:
+    """A device d1 with ``count`` objects of about ``size`` bytes and one tombstone."""
+    root = Path(case.mktemp()).absolute()
+    (root / "d1").mkdir(parents=True)
+    diskfiles = DiskFileManager(root, False, PathHasher(b"", b"s"), fsync=False)
+    context = StorageContext(
+        devices=root, mount_check=False, hasher=PathHasher(b"", b"s"), policies=DEFAULT_POLICIES,
+        runner=runner, client=None, clock=lambda: 1.0, diskfiles=diskfiles,
+    )
+    objects = {}
+    for i in range(count):
+        diskfile = diskfiles.get_diskfile("d1", 7, "AUTH_a", "c", f"o{i}")
+        writer = diskfile.create_writer()
+        writer.write((b"payload %d " % i * (size // 10 + 1))[:size])
+        writer.commit({"Content-Type": "x/y"}, f"{10 + i}.00000")
+        objects[i] = diskfile
+    gone = diskfiles.get_diskfile("d1", 7, "AUTH_a", "c", "deleted")
+    gone.delete("20.00000")
+    return context, objects
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 class AuditorTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.root = Path(self.mktemp()).absolute()
-        (self.root / "d1").mkdir(parents=True)
-        self.diskfiles = DiskFileManager(self.root, False, PathHasher(b"", b"s"), fsync=False)
-        self.context = StorageContext(
-            devices=self.root, mount_check=False, hasher=PathHasher(b"", b"s"), policies=DEFAULT_POLICIES,
-            runner=SynchronousRunner(), client=None, clock=lambda: 1.0, diskfiles=self.diskfiles,
-        )
-        self.objects = {}
-        for i in range(5):
-            diskfile = self.diskfiles.get_diskfile("d1", 7, "AUTH_a", "c", f"o{i}")
-            writer = diskfile.create_writer()
-            writer.write(b"payload %d " % i * 1000)
-            writer.commit({"Content-Type": "x/y"}, f"{10 + i}.00000")
-            self.objects[i] = diskfile
-        gone = self.diskfiles.get_diskfile("d1", 7, "AUTH_a", "c", "deleted")
-        gone.delete("20.00000")
+        self.context, self.objects = make_objects(self, SynchronousRunner())
+        self.root = self.context.devices
+        self.diskfiles = self.context.diskfiles
 
     def audit(self, **options) -> dict:
-        auditor = ObjectAuditor(self.context, files_per_second=0, bytes_per_second=0, **options)
+        auditor = ObjectAuditor(self.context, Clock(), files_per_second=0, bytes_per_second=0, **options)
         return self.successResultOf(Deferred.fromCoroutine(auditor.run_pass()))
 
     def flip_a_byte(self, i: int, at: int = 100) -> Path:
@@ -73,21 +90,127 @@ class AuditorTests(SynchronousTestCase):
         self.assertEqual([p.name for p in self.quarantined()], [self.objects[3].name_hash])
 
 
+class PacingTests(SynchronousTestCase):
+    """The waits happen on the reactor (a Clock here) and `stop` ends a pass at once."""
+
+    def test_files_are_paced_on_the_clock(self) -> None:
+        context, _ = make_objects(self, SynchronousRunner())
+        clock = Clock()
+        auditor = ObjectAuditor(context, clock, files_per_second=2, bytes_per_second=0)
+        done = Deferred.fromCoroutine(auditor.run_pass())
+        clock.advance(2.9)  # 5 objects and a tombstone at 2/s: the pass ends at 3 s
+        self.assertNoResult(done)
+        clock.advance(0.1)
+        self.assertEqual(self.successResultOf(done), {"checked": 5, "quarantined": 0, "errors": 0})
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_stop_ends_a_pass_waiting_between_files(self) -> None:
+        context, _ = make_objects(self, SynchronousRunner())
+        clock = Clock()
+        auditor = ObjectAuditor(context, clock, files_per_second=1, bytes_per_second=0)
+        done = Deferred.fromCoroutine(auditor.run_pass())
+        clock.advance(1.0)
+        self.assertNoResult(done)
+        auditor.stop()
+        result = self.successResultOf(done)
+        self.assertTrue(result["stopped"])
+        self.assertIn(result["checked"], (1, 2))  # two directories seen; one may be the tombstone
+        self.assertEqual(clock.getDelayedCalls(), [])
+        # A later pass (the service started again) runs in full.
+        again = Deferred.fromCoroutine(auditor.run_pass())
+        clock.advance(6.0)
+        self.assertEqual(self.successResultOf(again), {"checked": 5, "quarantined": 0, "errors": 0})
+
+    def test_stop_inside_a_large_object_closes_its_file(self) -> None:
+        context, _ = make_objects(self, SynchronousRunner(), count=1, size=3 * CHUNK)
+        clock = Clock()
+        auditor = ObjectAuditor(context, clock, files_per_second=0, bytes_per_second=CHUNK)
+        before = open_fds()
+        done = Deferred.fromCoroutine(auditor.run_pass())
+        self.assertNoResult(done)  # the first MiB read, waiting before the second
+        self.assertEqual(open_fds(), before + 1)
+        clock.advance(1.0)
+        self.assertNoResult(done)
+        auditor.stop()
+        self.assertEqual(self.successResultOf(done)["stopped"], True)
+        self.assertEqual(open_fds(), before)
+
+    def test_byte_rate_over_a_large_object(self) -> None:
+        context, _ = make_objects(self, SynchronousRunner(), count=1, size=3 * CHUNK)
+        clock = Clock()
+        auditor = ObjectAuditor(context, clock, files_per_second=0, bytes_per_second=CHUNK)
+        done = Deferred.fromCoroutine(auditor.run_pass())
+        clock.advance(2.9)
+        self.assertNoResult(done)
+        clock.advance(0.1)
+        self.assertEqual(self.successResultOf(done)["checked"], 1)
+
+    def test_the_daemon_stops_its_pass_at_service_stop(self) -> None:
+        context, _ = make_objects(self, SynchronousRunner())
+        clock = Clock()
+        auditor = ObjectAuditor(context, clock, files_per_second=1, bytes_per_second=0)
+        daemon = PeriodicDaemon("object-auditor", auditor.run_pass, 60.0, clock, jitter=lambda: 0.0,
+                                stop_pass=auditor.stop)
+        daemon.startService()
+        clock.advance(0)
+        self.assertEqual(daemon.last_pass, {})  # waiting after the first object
+        stopping = daemon.stopService()
+        if stopping is not None:
+            self.successResultOf(stopping)
+        self.assertTrue(daemon.last_pass["stopped"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class ThreadPoolTests(TestCase):
+    """With real device pools: a waiting auditor holds no thread, and stopping is prompt."""
+
+    async def test_waits_hold_no_thread_and_stop_is_prompt(self) -> None:
+        runner = DeviceThreadPools(reactor, threads_per_device=1)
+        self.addCleanup(runner.stop)
+        context, _ = make_objects(self, runner)
+        auditor = ObjectAuditor(context, reactor, files_per_second=0.5, bytes_per_second=0)
+        done = Deferred.fromCoroutine(auditor.run_pass())
+        self.addCleanup(auditor.stop)
+        # The device's only thread is free while the auditor waits between files.
+        other = runner.run("d1", lambda: "served")
+        other.addTimeout(1.5, reactor)
+        self.assertEqual(await other, "served")
+        self.assertNoResult(done)
+        started = time.monotonic()
+        auditor.stop()
+        figures = await done
+        runner.stop()
+        self.assertTrue(figures["stopped"])
+        self.assertLess(figures["checked"], 5)
+        self.assertLess(time.monotonic() - started, 1.0)
+
+
 class PacerTests(SynchronousTestCase):
     def test_rates(self) -> None:
-        now = [0.0]
-        slept: list[float] = []
+        clock = Clock()
+        pacer = Pacer(clock, files_per_second=2, bytes_per_second=100)
+        first = Deferred.fromCoroutine(pacer.file_done())
+        self.assertNoResult(first)
+        clock.advance(0.5)
+        self.successResultOf(first)
+        second = Deferred.fromCoroutine(pacer.file_done())
+        clock.advance(0.5)
+        self.successResultOf(second)
+        bytes_wait = Deferred.fromCoroutine(pacer.bytes_read(150))  # due at 1.5 s; it is 1.0 s now
+        clock.advance(0.49)
+        self.assertNoResult(bytes_wait)
+        clock.advance(0.01)
+        self.successResultOf(bytes_wait)
+        unlimited = Pacer(clock, 0, 0)
+        self.successResultOf(Deferred.fromCoroutine(unlimited.file_done()))
+        self.successResultOf(Deferred.fromCoroutine(unlimited.bytes_read(10**9)))
+        self.assertEqual(clock.getDelayedCalls(), [])
 
-        def sleep(seconds: float) -> None:
-            slept.append(round(seconds, 3))
-            now[0] += seconds
-
-        pacer = Pacer(files_per_second=2, bytes_per_second=100, clock=lambda: now[0], sleep=sleep)
-        pacer.file_done()
-        pacer.file_done()
-        self.assertEqual(slept, [0.5, 0.5])
-        pacer.bytes_read(150)  # 150 bytes at 100/s are due at 1.5 s; it is 1.0 s now
-        self.assertEqual(slept[-1], 0.5)
-        unlimited = Pacer(0, 0, clock=lambda: 0.0, sleep=lambda s: self.fail("no sleep without limits"))
-        unlimited.file_done()
-        unlimited.bytes_read(10**9)
+    def test_stop_cancels_the_wait(self) -> None:
+        clock = Clock()
+        pacer = Pacer(clock, files_per_second=1, bytes_per_second=0)
+        waiting = Deferred.fromCoroutine(pacer.file_done())
+        pacer.stop()
+        self.failureResultOf(waiting, AuditStopped)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.failureResultOf(Deferred.fromCoroutine(pacer.bytes_read(0)), AuditStopped)

@@ -131,3 +131,29 @@ class ObjectReplicatorTests(TestCase):
         await primaries[1].replicator(self.rings).run_pass()  # pushes the tombstone
         for node in primaries:
             self.assertTrue(node.state(partition, "obj").deleted)
+
+    async def test_stop_starts_no_further_partition(self) -> None:
+        partition, primaries, _others = self.placement("obj")
+        primaries[0].put(partition, "obj", "1600000000.00000")
+        other = next(p for p in range(8) if p != partition and primaries[0].device in
+                     [n.device_name for n in self.ring.get_part_nodes(p)])
+        primaries[0].put(other, "second", "1600000000.00000")
+        replicator = primaries[0].replicator(self.rings)
+        sender = replicator.sender
+        synced: list[int] = []
+
+        class Stopping:
+            async def sync(self, peer, device, part, policy, **kwargs):
+                synced.append(part)
+                replicator.stop()  # the node stops during the first partition's first session
+                return await sender.sync(peer, device, part, policy, **kwargs)
+
+        replicator.sender = Stopping()
+        figures = await replicator.run_pass()
+        self.assertEqual((figures["partitions"], figures["skipped"], figures["stopped"]), (2, 1, True))
+        self.assertEqual(len(set(synced)), 1)
+        # The next pass (the node started again) does everything.
+        replicator.sender = sender
+        figures = await replicator.run_pass()
+        self.assertNotIn("stopped", figures)
+        self.assertEqual(figures["sessions"], 4)

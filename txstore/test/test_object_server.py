@@ -9,6 +9,7 @@ import hashlib
 import socket
 from pathlib import Path
 
+import attrs
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -95,7 +96,8 @@ class ObjectServerTests(TestCase):
             clock=lambda: self.now,
             diskfiles=self.diskfiles,
         )
-        site = StreamingSite(NodeServer(objects=ObjectServer(self.context)).resource())
+        self.objects = ObjectServer(self.context)
+        site = StreamingSite(NodeServer(objects=self.objects).resource())
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         self.pool = HTTPConnectionPool(reactor)
@@ -127,6 +129,21 @@ class ObjectServerTests(TestCase):
         return list(tmp.iterdir()) if tmp.exists() else []
 
     # --- PUT / GET / HEAD ------------------------------------------------------------------
+
+    async def test_a_small_put_takes_two_thread_calls(self) -> None:
+        calls: list[str] = []
+        pools = self.pools
+
+        class Counting:
+            def run(self, key, function, *args, **kwargs):
+                calls.append(getattr(function, "__name__", repr(function)))
+                return pools.run(key, function, *args, **kwargs)
+
+        self.objects.context = attrs.evolve(self.context, runner=Counting())
+        response, _ = await self.put("/d1/3/a/c/small", b"s" * 4096)
+        self.assertEqual(response.code, 201)
+        self.assertEqual(calls, ["_open_for_put", "_finish_put"])  # open + admit + temp file; write + commit
+        self.assertEqual(self.tmp_files(), [])
 
     async def test_put_get_head(self) -> None:
         body = b"x" * 3_000_000

@@ -49,6 +49,7 @@ from txstore.proxy.controllers.base import (
 from txstore.proxy.controllers.container import handle_container
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
+from txstore.proxy.put_connection import PutConnectionPool
 from txstore.proxy.server import ProxyServer
 from txstore.proxy.tempauth import InMemoryTokenStore, TempAuth
 from txstore.ring.builder import RingBuilder
@@ -553,9 +554,12 @@ class _NodeProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.node.connections.add(self)
+        self.node.accepted += 1
+        self.served = 0  # requests seen on this connection
 
     def dataReceived(self, data: bytes) -> None:
         if self.request is None:
+            self.served += 1
             self.buffer += data
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
@@ -579,10 +583,15 @@ class _NodeProtocol(Protocol):
                 self.node.on_body(self, self.request)
 
     def respond(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
-        lines = [f"HTTP/1.1 {status} Scripted", f"Content-Length: {len(body)}", "Connection: close"]
+        keep = self.node.keep_alive and not self.body_left
+        lines = [f"HTTP/1.1 {status} Scripted", f"Content-Length: {len(body)}"]
+        lines += [] if keep else ["Connection: close"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-        self.transport.loseConnection()
+        if keep:
+            self.request, self.buffer = None, b""  # ready for the next request
+        else:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
         self.node.connections.discard(self)
@@ -603,7 +612,9 @@ class FakeObjectNode(Factory):
 
     PUT modes: ``ok`` (100 Continue, read the body, 201 with its MD5 or ``etag``), an int (that
     status instead of 100 Continue), ``silent`` (no answer at all), ``stall`` (100 Continue,
-    then never read). GET modes: ``ok`` (200 with ``stored``, or 206 for a Range, 412 for an
+    then never read), ``close_reused`` (as ``ok`` on a new connection, but a second request on
+    a connection closes it unanswered, as a node does that timed an idle connection out just
+    then). ``keep_alive``: answers leave the connection open (else ``Connection: close``). GET modes: ``ok`` (200 with ``stored``, or 206 for a Range, 412 for an
     If-Match that does not match), ``half`` (the head and half the body, then close), ``hang``
     (the head and half the body, then nothing), ``held`` (no answer until `answer_held`), an
     int (that status).
@@ -621,6 +632,8 @@ class FakeObjectNode(Factory):
         self._closed: list[Deferred] = []
         self.held: list[tuple[_NodeProtocol, Received]] = []
         self.port = None
+        self.keep_alive = False
+        self.accepted = 0  # connections accepted
 
     def buildProtocol(self, addr) -> _NodeProtocol:
         return _NodeProtocol(self)
@@ -654,6 +667,9 @@ class FakeObjectNode(Factory):
                 proto.respond(self.put_mode, body=b"scripted refusal\n")
                 return
             if self.put_mode == "silent":
+                return
+            if self.put_mode == "close_reused" and proto.served > 1:
+                proto.transport.loseConnection()
                 return
             proto.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             if self.put_mode == "stall":
@@ -794,10 +810,13 @@ class ObjectPathTests(TestCase):
         proxy_pool = HTTPConnectionPool(reactor, persistent=True)
         proxy_pool.retryAutomatically = False
         self.addCleanup(proxy_pool.closeCachedConnections)
+        self.put_pool = PutConnectionPool(reactor, connect_timeout=2.0)
+        self.addCleanup(self.put_pool.close)
         context = ProxyContext(
             reactor=reactor, rings=self.rings, policies=DEFAULT_POLICIES, client=self.backend,
             cache=InMemoryInfoCache(time.time), clock=time.time, node_timeout=self.node_timeout,
             agent=Agent(reactor, pool=proxy_pool, connectTimeout=2.0), errors=ErrorLimiter(time.time),
+            put_pool=self.put_pool,
         )
         auth = TempAuth((TempAuthUser("test", "tester", "testing", (".admin",)),), InMemoryTokenStore(), 3600,
                         "AUTH", time.time)
@@ -925,6 +944,43 @@ class ObjectPathTests(TestCase):
         started, finished = self.primary[0].received("PUT")[0].times
         self.assertGreaterEqual(finished - started, self.node_timeout)
         self.assertEqual([n.requests for n in self.handoff], [[], [], []])
+        self.no_unhandled_errors()
+
+    async def test_puts_reuse_node_connections(self) -> None:
+        for node in self.nodes:
+            node.keep_alive = True
+        for body in (b"first" * 100, b"second" * 100):
+            response = await self.client.put(self.url, body, headers=self.auth())
+            self.assertEqual(response.code, 201)
+            await response.content()
+        self.assertEqual([n.accepted for n in self.primary], [1, 1, 1])
+        self.assertEqual([len(n.received("PUT")) for n in self.primary], [2, 2, 2])
+        self.assertEqual(self.put_pool.connects, 3)
+
+    async def test_an_early_answer_closes_the_connection(self) -> None:
+        for node in self.nodes:
+            node.keep_alive = True
+        self.primary[0].put_mode = 507
+        for _ in range(2):
+            response = await self.client.put(self.url, b"body", headers=self.auth())
+            self.assertEqual(response.code, 201)
+            await response.content()
+        # A 507 before the body: a new connection (and a handoff) each time.
+        self.assertEqual(self.primary[0].accepted, 2)
+        self.assertEqual([n.accepted for n in self.primary[1:]], [1, 1])
+        self.assertEqual(len(self.handoff[0].received("PUT")), 2)
+
+    async def test_a_pooled_connection_the_node_closed_is_retried_on_a_new_one(self) -> None:
+        for node in self.nodes:
+            node.keep_alive = True
+        self.primary[1].put_mode = "close_reused"
+        for body in (b"one" * 10, b"two" * 10):
+            response = await self.client.put(self.url, body, headers=self.auth())
+            self.assertEqual(response.code, 201)
+            await response.content()
+        self.assertEqual(self.primary[1].accepted, 2)
+        self.assertEqual([bytes(put.body) for put in self.primary[1].received("PUT")], [b"one" * 10, b"", b"two" * 10])
+        self.assertEqual([n.requests for n in self.handoff], [[], [], []])  # no handoff was needed
         self.no_unhandled_errors()
 
     async def test_put_if_none_match_refused_by_the_nodes(self) -> None:

@@ -75,3 +75,110 @@ class PutConnectionTests(SynchronousTestCase):
         conn.dataReceived(b"SSH-2.0-OpenSSH\r\n\r\n")
         self.failureResultOf(conn.ready, NodeGone)
         self.failureResultOf(conn.answer, NodeGone)
+
+
+class RecordingPool:
+    """What a PutConnection tells its pool."""
+
+    def __init__(self) -> None:
+        self.released: list[PutConnection] = []
+        self.forgotten: list[PutConnection] = []
+
+    def release(self, conn: PutConnection) -> None:
+        self.released.append(conn)
+
+    def forget(self, conn: PutConnection) -> None:
+        self.forgotten.append(conn)
+
+    def is_idle(self, conn: PutConnection) -> bool:
+        return conn in self.released
+
+
+def pooled(chunked: bool = False):
+    pool = RecordingPool()
+    head = request_head("PUT", "/d1/1/a/c/o", "n1", {"Content-Length": "5", "Expect": "100-continue"})
+    conn = PutConnection(head, chunked, pool)
+    transport = StringTransport()
+    conn.makeConnection(transport)
+    return conn, transport, pool
+
+
+class ReuseTests(SynchronousTestCase):
+    """Which exchanges leave a connection fit for the next PUT."""
+
+    def exchange(self, conn, answer: bytes) -> NodeAnswer:
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.write(b"hello")
+        conn.finish()
+        conn.dataReceived(answer)
+        return self.successResultOf(conn.answer)
+
+    def test_clean_exchange_is_kept_and_reused(self) -> None:
+        conn, transport, pool = pooled()
+        self.exchange(conn, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(pool.released, [conn])
+        self.assertFalse(transport.disconnecting)
+        transport.clear()
+        conn.reuse(b"PUT /next HTTP/1.1\r\n\r\n", True)
+        self.assertTrue(conn.reused)
+        self.assertEqual(transport.value(), b"PUT /next HTTP/1.1\r\n\r\n")
+        self.assertNoResult(conn.ready)
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertIsNone(self.successResultOf(conn.ready))
+        transport.clear()
+        conn.write(b"abc")
+        conn.finish()
+        self.assertEqual(transport.value(), b"3\r\nabc\r\n0\r\n\r\n")
+        answer = b"HTTP/1.1 201 Created\r\nETag: e\r\nContent-Length: 3\r\n\r\nok\n"
+        self.assertEqual(self.exchange_tail(conn, answer).body, b"ok\n")
+        self.assertEqual(pool.released, [conn, conn])
+
+    def exchange_tail(self, conn, answer: bytes) -> NodeAnswer:
+        conn.dataReceived(answer)
+        return self.successResultOf(conn.answer)
+
+    def test_not_kept(self) -> None:
+        cases = {
+            "connection close": b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.0": b"HTTP/1.0 201 Created\r\nContent-Length: 0\r\n\r\n",
+            "bytes after the answer": b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200",
+        }
+        for why, answer in cases.items():
+            conn, transport, pool = pooled()
+            self.exchange(conn, answer)
+            self.assertEqual(pool.released, [], why)
+            self.assertTrue(transport.disconnecting, why)
+
+    def test_answer_before_the_body_is_not_kept(self) -> None:
+        conn, transport, pool = pooled()
+        conn.dataReceived(b"HTTP/1.1 409 Conflict\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(conn.ready).status, 409)
+        self.assertEqual(pool.released, [])
+        self.assertTrue(transport.disconnecting)
+
+    def test_answer_delimited_by_the_end_is_not_kept(self) -> None:
+        conn, transport, pool = pooled()
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.finish()
+        conn.dataReceived(b"HTTP/1.1 201 Created\r\n\r\nbody")
+        conn.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(conn.answer).body, b"body")
+        self.assertEqual(pool.released, [])
+        self.assertEqual(pool.forgotten, [conn])
+        self.successResultOf(conn.lost)
+
+    def test_heard(self) -> None:
+        conn, _, pool = pooled()
+        self.exchange(conn, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        conn.reuse(b"PUT /next HTTP/1.1\r\n\r\n", False)
+        self.assertFalse(conn.heard)
+        conn.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(conn.ready, NodeGone)
+        self.failureResultOf(conn.answer, NodeGone)
+        self.assertFalse(conn.heard)  # lost before a byte: the pool may try a new connection
+
+    def test_data_while_idle_closes(self) -> None:
+        conn, transport, pool = pooled()
+        self.exchange(conn, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        conn.dataReceived(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+        self.assertTrue(transport.disconnected)

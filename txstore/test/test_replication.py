@@ -8,7 +8,7 @@ import socket
 from attrs import frozen
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
@@ -83,6 +83,36 @@ class ReplicationCase(TestCase):
             if not self.factory.sessions:
                 return
             await deferLater(reactor, 0.02, lambda: None)
+
+
+class _Silent(Protocol):
+    """A peer that accepts the connection and never says a word."""
+
+
+class AbortTests(ReplicationCase):
+    async def test_abort_all_ends_a_session_waiting_for_a_silent_peer(self) -> None:
+        connections: list[_Silent] = []
+
+        def build(_addr) -> _Silent:
+            protocol = _Silent()
+            connections.append(protocol)
+            return protocol
+
+        factory = Factory()
+        factory.buildProtocol = build
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.put(self.here, "o", "1600000000.00000")
+        syncing = self.sync(Peer("127.0.0.1", port.getHost().port, "d1"))
+        for _ in range(100):
+            if connections:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertNoResult(syncing)  # the silent peer holds it (for 5 s, its timeout)
+        self.sender.abort_all()
+        outcome = await syncing
+        self.assertFalse(outcome.ok)
+        self.assertIn("stopping", outcome.reason)
 
 
 class ObjectSessionTests(ReplicationCase):

@@ -333,10 +333,13 @@ async def _store(
             )
             conn: PutConnection | None = None
             try:
-                conn = await connect_put(context.reactor, node.ip, node.port, head, chunked, context.conn_timeout)
-                ready = conn.ready
-                ready.addTimeout(context.node_timeout, context.reactor)
-                reply = await ready
+                if context.put_pool is not None:
+                    conn, reply = await context.put_pool.open(node.ip, node.port, head, chunked, context.node_timeout)
+                else:
+                    conn = await connect_put(context.reactor, node.ip, node.port, head, chunked, context.conn_timeout)
+                    ready = conn.ready
+                    ready.addTimeout(context.node_timeout, context.reactor)
+                    reply = await ready
                 if reply is None:
                     node_ok(context, node)
                     return conn
