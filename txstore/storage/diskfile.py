@@ -819,27 +819,39 @@ class DiskFile:
                 # The replicator removes empty suffix and partition directories, possibly
                 # between the mkdir of a parent and of its child: then make them again.
                 self.manager._make_dirs(self.hash_dir, self.device_path)
-                fd = os.open(self.hash_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                fd = lock_directory(self.hash_dir, deadline)
             except FileNotFoundError:
                 if time.monotonic() >= deadline:
                     raise DiskFileLockTimeout(f"{self.hash_dir} keeps disappearing") from None
                 continue
-            try:
-                flock_until(fd, deadline, self.hash_dir)
-                try:
-                    same = os.path.samestat(os.fstat(fd), os.stat(self.hash_dir))
-                except FileNotFoundError:
-                    same = False
-            except BaseException:
-                os.close(fd)
-                raise
-            if same:
+            if fd is not None:
                 break
-            os.close(fd)
         try:
             yield fd
         finally:
             os.close(fd)
+
+
+def lock_directory(path: Path, deadline: float) -> int | None:
+    """
+    A descriptor of the directory ``path`` holding its exclusive flock (wait until ``deadline``),
+    or None when the directory was removed or replaced while we waited: the lock then guards
+    nothing, and the caller looks again. FileNotFoundError when ``path`` does not exist.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        flock_until(fd, deadline, path)
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+    except BaseException:
+        os.close(fd)
+        raise
+    if same:
+        return fd
+    os.close(fd)
+    return None
 
 
 def flock_until(fd: int, deadline: float, path: Path) -> None:

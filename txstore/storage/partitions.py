@@ -40,7 +40,7 @@ from txstore.common.timestamps import Timestamp
 from txstore.storage import objmeta, suffixes
 from txstore.storage.diskfile import (
     OnDiskFile,
-    flock_until,
+    lock_directory,
     objects_dir_name,
     parse_file_name,
     select_files,
@@ -131,22 +131,12 @@ def _locked_existing(directory: Path, lock_timeout: float) -> Iterator[bool]:
     deadline = time.monotonic() + lock_timeout
     while True:
         try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = lock_directory(directory, deadline)
         except (FileNotFoundError, NotADirectoryError):
             yield False
             return
-        try:
-            flock_until(fd, deadline, directory)
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(directory))
-            except FileNotFoundError:
-                same = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if same:
+        if fd is not None:
             break
-        os.close(fd)
     try:
         yield True
     finally:
