@@ -22,8 +22,8 @@ Why the first primary: every account replica holds the same list, so one node is
 the ring names the same one to every node without any coordination. If that device is down or
 out of the ring, nobody reaps until the ring changes; a failed pass is simply retried by the
 next one (everything here is idempotent: deleting a deleted object writes one more tombstone).
-A node recognises itself by its ``bind_ip`` (any address when it binds ``0.0.0.0``/``::``),
-``bind_port`` and the device name.
+A node recognises its devices as every daemon does (`txstore.storage.local_devices`): its
+``bind_ip`` (the host's addresses when it binds a wildcard), ``bind_port`` and the device name.
 
 Objects go one at a time (their replicas in parallel), which is the reaper's pacing: the load
 on the cluster is that of one client deleting serially. Progress and failures are logged per
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -43,6 +44,7 @@ from twisted.logger import Logger
 
 from txstore.common.backend_client import BackendError
 from txstore.common.timestamps import Timestamp
+from txstore.ring.device import Device
 from txstore.ring.ring import Node
 from txstore.ring.ringset import RingSet
 from txstore.storage.db import AccountBroker, AccountInfo, ContainerRecord, DatabaseError
@@ -52,7 +54,6 @@ from txstore.storage.http_support import StorageContext
 log = Logger()
 
 LISTING_LIMIT = 1000
-_ANY_ADDRESS = ("", "0.0.0.0", "::")
 
 
 def read_account(db_path: Path) -> AccountInfo:
@@ -78,23 +79,18 @@ def _ok(status: int) -> bool:
 
 class AccountReaper:
     def __init__(
-        self, context: StorageContext, rings: RingSet, *, bind_ip: str, bind_port: int,
+        self, context: StorageContext, rings: RingSet, is_local: Callable[[Device], bool], *,
         delay_reaping: float = 0.0, listing_limit: int = LISTING_LIMIT,
     ) -> None:
         self._context = context
         self._rings = rings
-        self._bind_ip = bind_ip
-        self._bind_port = bind_port
+        self._is_local = is_local
         self._delay = delay_reaping
         self._limit = listing_limit
 
     def is_first_primary(self, device: str, account: str) -> bool:
         first = self._rings.account.get_part_nodes(self._rings.account.get_part(account))[0]
-        return (
-            first.device_name == device
-            and first.port == self._bind_port
-            and (self._bind_ip in _ANY_ADDRESS or first.ip == self._bind_ip)
-        )
+        return first.device_name == device and self._is_local(first.device)
 
     async def run_pass(self) -> dict[str, Any]:
         figures = {

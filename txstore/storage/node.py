@@ -6,7 +6,6 @@ that start and stop with it (temp-file sweeping; the consistency daemons join he
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +32,6 @@ from txstore.replication.databases import DatabaseReceiver, DatabaseSender
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import BytePacer, Connector, ObjectSender
 from txstore.replication.tls import Credentials
-from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import (
     ACCOUNT_AUDITOR,
@@ -50,6 +48,7 @@ from txstore.storage.config import (
 )
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
+from txstore.storage.local_devices import local_device_matcher
 from txstore.storage.account_server import AccountServer
 from txstore.storage.db import AccountBroker, ContainerBroker
 from txstore.storage.container_server import ContainerServer
@@ -113,26 +112,6 @@ class TmpSweeper:
     def _report(self, removed: int, device: str) -> None:
         if removed:
             self.log.info("removed {count} unfinished temp files from {device}", count=removed, device=device)
-
-
-def host_addresses() -> set[str]:
-    """This host's addresses as name resolution knows them, and the loopbacks."""
-    found = {"127.0.0.1", "::1"}
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            found.add(str(info[4][0]))
-    except OSError:
-        pass
-    return found
-
-
-def local_device_matcher(bind_ip: str, bind_port: int) -> Callable[[Device], bool]:
-    """
-    Which ring devices are this node's: those listed with its backend port and its address
-    (any of the host's addresses when it listens on a wildcard).
-    """
-    addresses = {bind_ip} | (host_addresses() if bind_ip in ("0.0.0.0", "::") else set())
-    return lambda device: device.port == bind_port and device.ip in addresses
 
 
 def build_node(
@@ -205,7 +184,7 @@ def build_node(
                 concurrency=options[name]["concurrency"], reclaim_age=options[name]["reclaim_age"],
             ).run_pass
         runs[ACCOUNT_REAPER] = AccountReaper(
-            context, rings, bind_ip=settings.bind_ip, bind_port=settings.bind_port,
+            context, rings, is_local,
             delay_reaping=options[ACCOUNT_REAPER]["delay_reaping"],
         ).run_pass
     audit = options[OBJECT_AUDITOR]

@@ -22,7 +22,7 @@ from txstore.storage.db import ContainerBroker
 from txstore.storage.db_server import database_path
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
-from txstore.storage.node import local_device_matcher
+from txstore.storage.local_devices import local_device_matcher
 from txstore.test.support import temp_dir
 
 HASHER = PathHasher(b"", b"s")

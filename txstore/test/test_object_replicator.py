@@ -16,7 +16,7 @@ from txstore.ring.ring import Ring
 from txstore.ring.ringset import RingSet
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
-from txstore.storage.node import local_device_matcher
+from txstore.storage.local_devices import local_device_matcher
 from txstore.storage.partitions import list_partitions
 from txstore.test.support import temp_dir
 
@@ -157,3 +157,21 @@ class ObjectReplicatorTests(TestCase):
         figures = await replicator.run_pass()
         self.assertNotIn("stopped", figures)
         self.assertEqual(figures["sessions"], 4)
+
+
+class LocalDevicesTests(TestCase):
+    def device(self, ip: str, port: int = 6200):
+        from txstore.ring.device import Device
+
+        return Device(id=0, region=1, zone=1, ip=ip, port=port, device="sda", weight=1.0)
+
+    def test_bound_address_and_port(self) -> None:
+        mine = local_device_matcher("127.0.0.1", 6200)
+        self.assertTrue(mine(self.device("127.0.0.1")))
+        self.assertFalse(mine(self.device("127.0.0.1", 6210)))
+        self.assertFalse(mine(self.device("127.0.0.2")))
+
+    def test_a_wildcard_means_this_hosts_addresses_not_any(self) -> None:
+        mine = local_device_matcher("0.0.0.0", 6200)
+        self.assertTrue(mine(self.device("127.0.0.1")))
+        self.assertFalse(mine(self.device("192.0.2.77")))  # another host (TEST-NET-1, never reached)

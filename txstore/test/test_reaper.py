@@ -10,7 +10,6 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.backend_client import BackendResponse
-from txstore.common.hashing import PathHasher
 from txstore.common.io import SynchronousRunner
 from txstore.common.policies import DEFAULT_POLICIES
 from txstore.daemons.reaper import AccountReaper
@@ -18,6 +17,7 @@ from txstore.storage.db import AccountBroker
 from txstore.storage.db_server import database_path
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
+from txstore.storage.local_devices import local_device_matcher
 from txstore.test.support import temp_dir
 from txstore.test.test_proxy_controllers import HASHER, Call, FakeBackend, down, fake_rings, key
 
@@ -79,7 +79,7 @@ class ReaperTests(SynchronousTestCase):
 
     def reaper(self, node=None, **options) -> AccountReaper:
         node = node or self.first
-        return AccountReaper(self.context, self.rings, bind_ip=node.ip, bind_port=node.port,
+        return AccountReaper(self.context, self.rings, local_device_matcher(node.ip, node.port),
                              listing_limit=2, **options)
 
     def run_pass(self, reaper: AccountReaper) -> dict:
