@@ -12,8 +12,6 @@ pushes to every primary and is removed once all of them took it.
 
 from __future__ import annotations
 
-import os
-import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -28,34 +26,8 @@ from txstore.replication.databases import DatabaseSender, remove_database
 from txstore.ring.device import Device
 from txstore.ring.ring import Ring
 from txstore.storage.db import DatabaseCorrupt
+from txstore.storage.db_server import database_partition, find_databases
 from txstore.storage.http_support import StorageContext
-
-_HASH = re.compile(r"^[0-9a-f]{32}$")
-
-
-def list_databases(device_path: Path, kind_dir: str) -> list[tuple[int, Path]]:
-    """``(partition, db path)`` of every database of one kind on a device (blocks)."""
-    found = []
-    root = device_path / kind_dir
-    try:
-        partitions = [p for p in os.listdir(root) if p.isdigit()]
-    except FileNotFoundError:
-        return []
-    for partition in sorted(partitions, key=int):
-        try:
-            suffixes = os.listdir(root / partition)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for suffix in sorted(suffixes):
-            try:
-                hashes = [h for h in os.listdir(root / partition / suffix) if _HASH.match(h)]
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for db_hash in sorted(hashes):
-                path = root / partition / suffix / db_hash / f"{db_hash}.db"
-                if path.is_file():
-                    found.append((int(partition), path))
-    return found
 
 
 class DatabaseReplicator:
@@ -77,8 +49,8 @@ class DatabaseReplicator:
         runner = self.context.runner
         jobs = []
         for device, path in await runner.run("replicator", self.context.mounted_devices):
-            for partition, db_path in await runner.run(device, list_databases, path, self.sender.access.kind):
-                jobs.append((device, partition, db_path))
+            for db_path in await runner.run(device, find_databases, path, self.sender.access.kind):
+                jobs.append((device, database_partition(db_path), db_path))
         semaphore = DeferredSemaphore(self.concurrency)
 
         def job(device: str, partition: int, db_path: Path) -> Deferred:
@@ -103,7 +75,7 @@ class DatabaseReplicator:
 
     async def _replicate(self, device: str, partition: int, db_path: Path, stats: Counter) -> None:
         run = self.context.runner.run
-        broker = self.sender.broker(device, db_path)
+        broker = self.sender.access.broker_at(device, db_path)
         cutoff = Timestamp.from_seconds(max(0.0, self.context.clock() - self.reclaim_age))
         await run(device, broker.reclaim, cutoff)
         info = await run(device, broker.replication_info)

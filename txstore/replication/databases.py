@@ -119,7 +119,7 @@ class DatabaseReceiver:
         device_path = await session.run(session.context.device_path, device)
         db_path = database_path(device_path, self.access.kind, session.partition, db_hash)
         tmp_dir = device_path / "tmp"
-        broker = self.access.cache.get(device, db_path, lambda p: self.access.make_broker(p, tmp_dir))
+        broker = self.access.broker_at(device, db_path)
         state, point = await self._state(session, broker, db_path, info)
         session.send(record(FrameType.DB_STATE, state=state, sync_point=point))
         last_row = None
@@ -266,14 +266,11 @@ class DatabaseSender:
                           reason=outcome.reason)
         return outcome
 
-    def broker(self, device: str, db_path: Path) -> Any:
-        return self.access.cache.get(device, db_path, lambda p: self.access.make_broker(p, db_path.parents[4] / "tmp"))
-
     async def _session(
         self, channel: FramedChannel, outcome: DatabaseOutcome, node: Any, device: str, partition: int, db_path: Path,
     ) -> None:
         run = self.access.context.runner.run
-        broker = self.broker(device, db_path)
+        broker = self.access.broker_at(device, db_path)
         info = await run(device, broker.replication_info)
         channel.send(record(FrameType.HELLO, version=VERSION, kind=self.kind, device=node.device_name,
                             partition=partition, policy=0, frag_index=None))

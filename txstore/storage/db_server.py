@@ -54,6 +54,11 @@ def database_path(device_path: Path, kind: str, partition: int, db_hash: str) ->
     return device_path / kind / str(partition) / db_hash[-3:] / db_hash / f"{db_hash}.db"
 
 
+def database_partition(db_path: Path) -> int:
+    """The partition of a path `database_path` built."""
+    return int(db_path.parents[2].name)
+
+
 def find_databases(device_path: Path, kind: str) -> list[Path]:
     """Every ``<kind>/<part>/<suffix>/<hash>/<hash>.db`` on a device (blocking)."""
     found: list[Path] = []
@@ -61,7 +66,7 @@ def find_databases(device_path: Path, kind: str) -> list[Path]:
     if not root.is_dir():
         return found
     for part in os.scandir(root):
-        if not part.is_dir():
+        if not part.is_dir() or not part.name.isdigit():
             continue
         for suffix in os.scandir(part.path):
             if not suffix.is_dir():
@@ -265,8 +270,12 @@ class DatabaseAccess(Generic[B]):
         else:
             db_hash = self.context.hasher.hash_path(path.account)
         assert isinstance(db_hash, str)
-        db_path = database_path(device_path, self.kind, path.partition, db_hash)
-        return self.cache.get(path.device, db_path, lambda p: self.make_broker(p, device_path / "tmp"))
+        return self.broker_at(path.device, database_path(device_path, self.kind, path.partition, db_hash))
+
+    def broker_at(self, device: str, db_path: Path) -> B:
+        """The (cached) broker of the database file ``db_path`` (as `database_path` builds it)."""
+        device_path = db_path.parents[4]
+        return self.cache.get(device, db_path, lambda p: self.make_broker(p, device_path / "tmp"))
 
     async def run(self, path: BackendPath, broker: B, function: Callable[..., T], *args: Any) -> T:
         """``function(broker, *args)`` in the device's pool, with the errors above translated."""

@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 from txstore.common.hashing import PathHasher
 from txstore.common.io import SynchronousRunner
 from txstore.common.policies import DEFAULT_POLICIES
-from txstore.daemons.db_replicator import DatabaseReplicator, list_databases
+from txstore.daemons.db_replicator import DatabaseReplicator
 from txstore.replication.databases import FILE_THRESHOLD, DatabaseReceiver, DatabaseSender
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import Connector
@@ -19,7 +19,7 @@ from txstore.ring.ring import Ring
 from txstore.storage.account_server import AccountServer
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.db import ContainerBroker
-from txstore.storage.db_server import database_path
+from txstore.storage.db_server import database_path, find_databases
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 from txstore.storage.local_devices import local_device_matcher
@@ -56,7 +56,7 @@ class FakeNode:
         return database_path(self.root / self.device, "containers", partition, HASHER.hash_path("AUTH_a", name))
 
     def broker(self, partition: int, name: str = "c") -> ContainerBroker:
-        return self.sender.broker(self.device, self.db_path(partition, name))
+        return self.containers.databases.broker_at(self.device, self.db_path(partition, name))
 
     def create(self, partition: int, name: str = "c", rows: int = 0) -> ContainerBroker:
         broker = self.broker(partition, name)
@@ -191,7 +191,7 @@ class DatabaseReplicatorTests(TestCase):
         figures = await self.replicator(handoff).run_pass()
         await settle(*self.nodes)
         self.assertEqual((figures["sessions"], figures["failures"], figures["handoffs_removed"]), (3, 0, 1))
-        self.assertEqual(list_databases(handoff.root / handoff.device, "containers"), [])
+        self.assertEqual(find_databases(handoff.root / handoff.device, "containers"), [])
         for node in self.nodes:
             if node.device in primaries:
                 self.assertEqual(node.broker(partition).get_info().object_count, 5)
@@ -219,4 +219,4 @@ class DatabaseReplicatorTests(TestCase):
         )
         figures = await later.run_pass()
         self.assertEqual(figures["reclaimed_databases"], 1)
-        self.assertEqual(list_databases(primaries[1].root / primaries[1].device, "containers"), [])
+        self.assertEqual(find_databases(primaries[1].root / primaries[1].device, "containers"), [])

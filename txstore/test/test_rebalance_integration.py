@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from swiftclient import client as swift
 from twisted.logger import Logger
 
-from txstore.daemons.db_replicator import list_databases
+from txstore.storage.db_server import database_partition, find_databases
 from txstore.ring.builder import RingBuilder
 from txstore.ring.ringfile import write_atomically
 from txstore.storage.diskfile import DiskFileManager
@@ -70,7 +70,8 @@ class GrowingDrill(Drill):
         wrong = []
         for kind, ring in (("containers", self.rings.container), ("accounts", self.rings.account)):
             for number in self.node_numbers():
-                for part, path in list_databases(self.devices(number) / f"d{number}", kind):
+                for path in find_databases(self.devices(number) / f"d{number}", kind):
+                    part = database_partition(path)
                     if number not in {self.node_number(n) for n in ring.get_part_nodes(part)}:
                         wrong.append(f"node{number}:{kind}/{part}/{path.name}")
         return wrong
