@@ -70,12 +70,10 @@ class FramedChannel(Protocol):
         self._drain: Deferred | None = None
         self._failure: SessionFailed | None = None
         self._producing = False
-        self.connected_at_all = False
 
     # Protocol
 
     def connectionMade(self) -> None:
-        self.connected_at_all = True
         _no_delay(self.transport)
         self.transport.registerProducer(self, True)
         self._producing = True

@@ -178,17 +178,13 @@ class DatabaseReceiver:
         md5 = hashlib.md5(usedforsecurity=False)
         fd = await session.run(_open_new, temp)
         try:
-            received = 0
-            while True:
-                chunk = await session.receive()
-                if chunk.type is FrameType.DB_FILE_END:
-                    break
-                received += len(chunk.data)
-                if received > length:
-                    raise UpdateRefused(422, f"more than the {length} bytes announced")
-                md5.update(chunk.data)
-                await session.run(_write_all, fd, chunk.data)
-            if received != length or chunk["md5"] != md5.hexdigest():
+
+            def write(data: bytes) -> None:
+                md5.update(data)
+                _write_all(fd, data)
+
+            received, end = await session.receive_body(length, FrameType.DB_FILE_END, write, "database file")
+            if received != length or end["md5"] != md5.hexdigest():
                 raise UpdateRefused(422, f"database file: {received} of {length} bytes, or md5 mismatch")
             await session.run(os.fsync, fd)
             await session.run(os.close, fd)
@@ -256,6 +252,8 @@ class DatabaseSender:
             outcome.ok = True
         except SessionFailed as failure:
             outcome.reason = f"{failure.code} {failure.reason}" + (" (from the peer)" if failure.from_peer else "")
+            if channel is not None:
+                channel.abort(failure.code, failure.reason)  # a no-op unless raised here without closing
         except Exception as error:
             outcome.reason = f"{type(error).__name__}: {error}"
             if channel is not None:

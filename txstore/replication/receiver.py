@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -72,10 +72,6 @@ class ReceiverFactory(Factory):
     def buildProtocol(self, addr: Any) -> ReceiverSession:
         return ReceiverSession(self)
 
-    def wait_for_sessions(self) -> Deferred:
-        """Fires when every session under way has ended (at node stop)."""
-        return DeferredList(list(self.sessions))
-
 
 class ReceiverSession(FramedChannel):
     log = Logger()
@@ -97,6 +93,24 @@ class ReceiverSession(FramedChannel):
         done = Deferred.fromCoroutine(self._serve())
         self.factory.sessions.add(done)
         done.addBoth(lambda _: self.factory.sessions.discard(done))
+
+    async def receive_body(
+        self, length: int, end: FrameType, write: Callable[[bytes], Any], what: str
+    ) -> tuple[int, Record]:
+        """
+        Take DATA frames up to the ``end`` frame, handing each chunk to ``write`` (blocking, in
+        the device's pool); more than ``length`` bytes is refused (422) at once. Returns the
+        bytes received and the end record.
+        """
+        received = 0
+        while True:
+            chunk = await self.receive()
+            if chunk.type is end:
+                return received, chunk
+            received += len(chunk.data)
+            if received > length:
+                raise UpdateRefused(422, f"{what}: more than the {length} bytes announced")
+            await self.run(write, chunk.data)
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
         """Blocking work in this session's device pool."""
@@ -258,18 +272,10 @@ class ReceiverSession(FramedChannel):
         except DiskFileNoSpace as error:
             raise UpdateRefused(507, str(error)) from None
         try:
-            received = 0
-            while True:
-                chunk = await self.receive()
-                if chunk.type is FrameType.PUT_END:
-                    break
-                received += len(chunk.data)
-                if received > length:
-                    raise UpdateRefused(422, f"{item['name']}: more than the {length} bytes announced")
-                await self.run(writer.write, chunk.data)
+            received, end = await self.receive_body(length, FrameType.PUT_END, writer.write, item["name"])
             if received != length:
                 raise UpdateRefused(422, f"{item['name']}: {received} of {length} bytes")
-            if chunk["etag"] != writer.etag:
+            if end["etag"] != writer.etag:
                 raise UpdateRefused(422, f"{item['name']}: md5 {writer.etag} is not the etag sent")
             try:
                 await self.run(writer.commit, dict(item["metadata"]), timestamp)

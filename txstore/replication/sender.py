@@ -116,6 +116,8 @@ class ObjectSender:
             outcome.ok = True
         except SessionFailed as failure:
             outcome.reason = f"{failure.code} {failure.reason}" + (" (from the peer)" if failure.from_peer else "")
+            if channel is not None:
+                channel.abort(failure.code, failure.reason)  # a no-op unless raised here without closing
         except Exception as error:  # connection refused, timeouts, local disk errors
             outcome.reason = f"{type(error).__name__}: {error}"
             if channel is not None:
