@@ -26,6 +26,26 @@ def temp_dir(case: SynchronousTestCase) -> Path:
     return path
 
 
+def storage_context(case: SynchronousTestCase, device: str = "d1", clock=lambda: 1_600_000_100.0):
+    """
+    One node's storage in a temp dir holding ``device``: synchronous I/O, no fsync, no backend
+    client, a fixed clock (what replication and daemon tests build their nodes from).
+    """
+    from txstore.common.hashing import PathHasher
+    from txstore.common.io import SynchronousRunner
+    from txstore.common.policies import DEFAULT_POLICIES
+    from txstore.storage.diskfile import DiskFileManager
+    from txstore.storage.http_support import StorageContext
+
+    root = temp_dir(case)
+    (root / device).mkdir()
+    diskfiles = DiskFileManager(root, False, PathHasher(b"", b"s"), fsync=False)
+    return StorageContext(
+        devices=root, mount_check=False, hasher=diskfiles.hasher, policies=DEFAULT_POLICIES,
+        runner=SynchronousRunner(), client=None, clock=clock, diskfiles=diskfiles,
+    )
+
+
 def small_cluster(case: SynchronousTestCase, *, nodes: int = 3, replicas: int = 3, part_power: int = 6,
                   proxy_port: int = 0, base_port: int = 6200):
     """A prepared all-in-one root (configs, rings, device directories) in a temp dir."""

@@ -6,19 +6,15 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from txstore.common.hashing import PathHasher
-from txstore.common.io import SynchronousRunner
-from txstore.common.policies import DEFAULT_POLICIES
 from txstore.daemons.object_replicator import ObjectReplicator
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import BytePacer, Connector, ObjectSender
 from txstore.ring.builder import RingBuilder
 from txstore.ring.ring import Ring
 from txstore.ring.ringset import RingSet
-from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
 from txstore.storage.local_devices import local_device_matcher
 from txstore.storage.partitions import list_partitions
-from txstore.test.support import temp_dir
+from txstore.test.support import storage_context, temp_dir
 
 HASHER = PathHasher(b"", b"s")
 NOW = 1_600_000_100.0
@@ -31,13 +27,9 @@ class FakeNode:
     def __init__(self, case, number: int) -> None:
         self.number = number
         self.device = f"d{number}"
-        self.root = temp_dir(case)
-        (self.root / self.device).mkdir()
-        self.diskfiles = DiskFileManager(self.root, False, HASHER, fsync=False)
-        self.context = StorageContext(
-            devices=self.root, mount_check=False, hasher=HASHER, policies=DEFAULT_POLICIES,
-            runner=SynchronousRunner(), client=None, clock=lambda: NOW, diskfiles=self.diskfiles,
-        )
+        self.context = storage_context(case, self.device, clock=lambda: NOW)
+        self.root = self.context.devices
+        self.diskfiles = self.context.diskfiles
         self.factory = ReceiverFactory(self.context, reactor, timeout=5.0)
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         case.addCleanup(self.port.stopListening)

@@ -17,8 +17,6 @@ from twisted.logger import Logger
 from txstore.storage.db_server import database_partition, find_databases
 from txstore.ring.builder import RingBuilder
 from txstore.ring.ringfile import write_atomically
-from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.partitions import list_objects, list_partitions, list_suffixes
 from txstore.test.test_replication_integration import Drill
 
 log = Logger()
@@ -26,44 +24,6 @@ log = Logger()
 
 class GrowingDrill(Drill):
     """``Drill`` for a cluster whose number of nodes changes during the test."""
-
-    node_count = 4
-
-    def node_numbers(self) -> range:
-        return range(1, self.node_count + 1)
-
-    def copies(self, name: str) -> dict[int, tuple[str, str | None]]:
-        """node number → ("data", md5 of the body) or ("ts", None), for every node holding it."""
-        part = self.rings.object_ring(0).get_part("AUTH_test", "drill", name)
-        found = {}
-        for number in self.node_numbers():
-            manager = DiskFileManager(self.devices(number), False, self.hasher, fsync=False)
-            diskfile = manager.get_diskfile(f"d{number}", part, "AUTH_test", "drill", name)
-            state = diskfile.read_metadata()
-            if state.exists:
-                md5 = hashlib.md5(usedforsecurity=False)
-                with diskfile.open_reader(state) as reader:
-                    offset = 0
-                    while chunk := reader.read(offset, 1 << 20):
-                        md5.update(chunk)
-                        offset += len(chunk)
-                found[number] = ("data", md5.hexdigest())
-            elif state.deleted:
-                found[number] = ("ts", None)
-        return found
-
-    def misplaced(self) -> list[str]:
-        """Object directories on a device that is not one of their partition's primaries."""
-        ring = self.rings.object_ring(0)
-        wrong = []
-        for number in self.node_numbers():
-            device = self.devices(number) / f"d{number}"
-            for part in list_partitions(device, 0):
-                holders = {self.node_number(n) for n in ring.get_part_nodes(part)}
-                if number not in holders:
-                    part_dir = device / "objects" / str(part)
-                    wrong += [f"node{number}:{o.name_hash}" for o in list_objects(part_dir, list_suffixes(part_dir))]
-        return wrong
 
     def misplaced_databases(self) -> list[str]:
         """Container and account databases on a device that is not one of their primaries."""

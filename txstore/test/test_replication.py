@@ -13,16 +13,12 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from txstore.common.hashing import PathHasher
-from txstore.common.io import SynchronousRunner
-from txstore.common.policies import DEFAULT_POLICIES
 from txstore.replication.frames import FrameDecoder, FrameType, data_record, encode, record
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import Connector, ObjectSender
-from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 from txstore.storage.partitions import get_hashes, list_objects, list_suffixes
-from txstore.test.support import temp_dir
+from txstore.test.support import storage_context
 
 PART = 9
 NOW = 1_600_000_100.0
@@ -36,13 +32,7 @@ class Peer:
 
 
 def make_context(case) -> StorageContext:
-    root = temp_dir(case)
-    (root / "d1").mkdir()
-    diskfiles = DiskFileManager(root, False, PathHasher(b"", b"s"), fsync=False)
-    return StorageContext(
-        devices=root, mount_check=False, hasher=diskfiles.hasher, policies=DEFAULT_POLICIES,
-        runner=SynchronousRunner(), client=None, clock=lambda: NOW, diskfiles=diskfiles,
-    )
+    return storage_context(case, "d1", clock=lambda: NOW)
 
 
 def files_of(context: StorageContext) -> dict[str, list[str]]:

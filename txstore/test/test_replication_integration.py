@@ -29,6 +29,10 @@ NODES = 4
 
 
 class Drill(ClusterCase):
+    node_count = NODES  # a test that adds a node raises it
+
+    def node_numbers(self) -> range:
+        return range(1, self.node_count + 1)
     def setUp(self) -> None:
         super().setUp()
         self.etc = self.cluster.root / "etc"
@@ -83,7 +87,7 @@ class Drill(ClusterCase):
         """node number → ("data", md5 of the body) or ("ts", None), for every node holding it."""
         part = self.rings.object_ring(0).get_part("AUTH_test", "drill", name)
         found = {}
-        for number in range(1, NODES + 1):
+        for number in self.node_numbers():
             manager = DiskFileManager(self.devices(number), False, self.hasher, fsync=False)
             diskfile = manager.get_diskfile(f"d{number}", part, "AUTH_test", "drill", name)
             state = diskfile.read_metadata()
@@ -107,7 +111,7 @@ class Drill(ClusterCase):
         """Object directories on a device that is not one of their partition's primaries."""
         ring = self.rings.object_ring(0)
         wrong = []
-        for number in range(1, NODES + 1):
+        for number in self.node_numbers():
             device = self.devices(number) / f"d{number}"
             for part in list_partitions(device, 0):
                 holders = {self.node_number(n) for n in ring.get_part_nodes(part)}
@@ -236,7 +240,7 @@ class ReceiverKilledTests(Drill):
         swift.put_object(self.url, self.token, "drill", "big", contents=body)
         md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
         # Only the test's paced sender may push to the receiver: stop every other holder.
-        for number in range(1, NODES + 1):
+        for number in self.node_numbers():
             if number != receiver:
                 self.stop_node(number)
         restarted = self.start_node(receiver)
@@ -261,7 +265,7 @@ class ReceiverKilledTests(Drill):
 
         self.start_node(receiver)  # the start-up sweep removes the orphaned temp file
         self.assertEqual(list(tmp.glob("*")), [])
-        for number in range(1, NODES + 1):  # the holders' replicators complete the sync
+        for number in self.node_numbers():  # the holders' replicators complete the sync
             if number != receiver:
                 self.start_node(number)
         deadline = time.monotonic() + 2 * 10 + 25
