@@ -74,19 +74,18 @@ def _merge_metadata(broker: Any, metadata: dict) -> None:
 
 
 def _merge_copy(broker: Any, copy: Any, peer_id: str, peer_max_row: int) -> int:
-    """Merge every row of ``copy`` (a received whole database) into ``broker``."""
+    """Merge every row of ``copy`` (a received whole database) into ``broker``; closes ``copy``."""
     merged, point = 0, -1
-    while True:
-        rows = copy.get_items_since(point, ROWS_PER_FRAME)
-        if not rows:
-            break
-        merged += broker.merge_items(rows)
-        point = rows[-1].row_id
-    info = copy.replication_info()
+    try:
+        while rows := copy.get_items_since(point, ROWS_PER_FRAME):
+            merged += broker.merge_items(rows)
+            point = rows[-1].row_id
+        info = copy.replication_info()
+    finally:
+        copy.close()
     broker.merge_status(info["put_timestamp"], info["delete_timestamp"])
     _merge_metadata(broker, info["metadata"])
     broker.set_sync(peer_id, peer_max_row)
-    copy.close()
     return merged
 
 

@@ -98,6 +98,18 @@ class NodeSettingsTests(SynchronousTestCase):
         err = self.assertRaises(ConfigError, self.load, "[objectnode]\ndevices = devs\nmount_check = sometimes\n")
         self.assertIn("[objectnode]: mount_check: 'sometimes' is not a boolean", str(err))
 
+    def test_replication_tls_needs_all_three_files(self) -> None:
+        base = "[objectnode]\ndevices = devs\n[replication]\nbind_port = 6211\n"
+        settings = self.load(base)
+        self.assertEqual((settings.replication["bind_port"], settings.replication["tls_ca"]), (6211, None))
+        err = self.assertRaises(ConfigError, self.load, base + "tls_certificate = node.crt\n")
+        self.assertIn("[replication]: tls_private_key: TLS needs tls_certificate, tls_private_key and tls_ca", str(err))
+        err = self.assertRaises(
+            ConfigError, self.load, base + "tls_certificate = a.crt\ntls_private_key = a.key\ntls_ca = ca.crt\n"
+        )
+        self.assertIn("[replication]: tls_certificate:", str(err))
+        self.assertIn("a.crt: no such file", str(err))
+
 
 class SampleConfigTests(SynchronousTestCase):
     """The documented samples in conf/ load as they are (devices pointed at a real directory)."""
