@@ -17,7 +17,6 @@ Swift), and container reports are refused unless they carry ``X-Account-Override
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
@@ -165,10 +164,6 @@ class AccountServer:
     def databases(self) -> DatabaseAccess[AccountBroker]:
         """How this server finds and opens its databases (shared with replication)."""
         return self._db
-
-    def quarantine(self, device: str, db_path: Path, reason: str) -> Deferred:
-        """Move a damaged database out of service (the auditor's way in); fires with where."""
-        return Deferred.fromCoroutine(self._db.quarantine(device, db_path, reason))
 
     async def handle(self, request: Request, path: BackendPath) -> bytes:
         """``/<device>/<partition>/<account>``: PUT, DELETE, POST, HEAD, GET."""

@@ -18,7 +18,6 @@ Object rows are never reported one by one; the updater reports the totals.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, gatherResults
@@ -206,10 +205,6 @@ class ContainerServer:
     def databases(self) -> DatabaseAccess[ContainerBroker]:
         """How this server finds and opens its databases (shared with replication)."""
         return self._db
-
-    def quarantine(self, device: str, db_path: Path, reason: str) -> Deferred:
-        """Move a damaged database out of service (the auditor's way in); fires with where."""
-        return Deferred.fromCoroutine(self._db.quarantine(device, db_path, reason))
 
     async def handle(self, request: Request, path: BackendPath) -> bytes:
         """``/<device>/<partition>/<account>/<container>``: PUT, DELETE, POST, HEAD, GET."""

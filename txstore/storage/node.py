@@ -202,7 +202,7 @@ def build_node(
         (ACCOUNT_AUDITOR, "accounts", AccountBroker, accounts),
     ):
         runs[name] = DatabaseAuditor(
-            context, kind, broker_class, db_server.quarantine,
+            context, kind, broker_class, db_server.databases.quarantine,
             databases_per_second=options[name]["databases_per_second"], full_check=options[name]["integrity_check"],
         ).run_pass
     for name, run_pass in runs.items():

@@ -61,7 +61,7 @@ class DatabaseAuditorTests(SynchronousTestCase):
         broker, server = (ContainerBroker, self.containers) if kind == "containers" else (
             AccountBroker, AccountServer(self.context))
         options.setdefault("databases_per_second", 0)
-        return DatabaseAuditor(self.context, kind, broker, server.quarantine, sleep=self.slept.append,
+        return DatabaseAuditor(self.context, kind, broker, server.databases.quarantine, sleep=self.slept.append,
                                monotonic=lambda: 0.0, **options)
 
     def run_pass(self, auditor: DatabaseAuditor) -> dict:
