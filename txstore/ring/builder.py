@@ -46,6 +46,7 @@ from txstore.ring.ringfile import (
     devices_to_json,
     pack_file,
     unpack_file,
+    read_whole,
     write_atomically,
 )
 
@@ -415,9 +416,4 @@ class RingBuilder:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RingBuilder:
         what = f"builder file {os.fspath(path)}"
-        try:
-            with open(path, "rb") as stream:
-                data = stream.read()
-        except OSError as error:
-            raise RingError(f"cannot read {what}: {error.strerror or error}") from None
-        return cls.from_bytes(data, what)
+        return cls.from_bytes(read_whole(path, what), what)

@@ -46,6 +46,15 @@ _HEADER = struct.Struct("<8sHI")
 MAX_RING_PART_POWER = 30
 
 
+def read_whole(path: str | os.PathLike[str], what: str) -> bytes:
+    """The bytes of a ring or builder file; RingError naming ``what`` when it cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except OSError as error:
+        raise RingError(f"cannot read {what}: {error.strerror or error}") from None
+
+
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
     target = os.fspath(path)
@@ -288,9 +297,4 @@ class RingData:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RingData:
         what = f"ring file {os.fspath(path)}"
-        try:
-            with open(path, "rb") as stream:
-                data = stream.read()
-        except OSError as error:
-            raise RingError(f"cannot read {what}: {error.strerror or error}") from None
-        return cls.from_bytes(data, what)
+        return cls.from_bytes(read_whole(path, what), what)
