@@ -159,8 +159,11 @@ def run_plan(client: Client, plan: Plan, run: Run, skip_large: bool, skip_listin
 
 
 @contextmanager
-def txstore_cluster(nodes: int) -> Iterator[tuple[str, Path, list[str]]]:
-    """A fresh txstore-aio in a temp root; (auth URL, root, info lines); always stopped."""
+def txstore_cluster(nodes: int, daemons: str = "updaters") -> Iterator[tuple[str, Path, list[str]]]:
+    """
+    A fresh txstore-aio in a temp root; (auth URL, root, info lines); always stopped. By default
+    its nodes run the same background daemons as the anchor (the container and object updaters).
+    """
     aio = Path(sys.executable).with_name("txstore-aio")
     if not aio.exists():
         raise BenchError(f"no txstore-aio beside {sys.executable}: run this with txstore's venv")
@@ -169,11 +172,15 @@ def txstore_cluster(nodes: int) -> Iterator[tuple[str, Path, list[str]]]:
     root = parent / "aio"
     proxy_port, base_port = free_ports(nodes)
     command = [str(aio), "--root", str(root), "--proxy-port", str(proxy_port), "--base-port", str(base_port), "--nodes", str(nodes)]
+    daemon_set = ["--daemons", daemons]
     try:
-        started = subprocess.run([*command, "--background"], capture_output=True, text=True)
+        started = subprocess.run([*command, *daemon_set, "--background"], capture_output=True, text=True)
         if started.returncode != 0:
             raise BenchError(f"txstore-aio did not start:\n{started.stdout}{started.stderr}")
-        info = [f"data: {root} ({filesystem_of(root)})", f"proxy 127.0.0.1:{proxy_port}, {nodes} nodes, 3 replicas"]
+        info = [
+            f"data: {root} ({filesystem_of(root)})",
+            f"proxy 127.0.0.1:{proxy_port}, {nodes} nodes, 3 replicas, daemons: {daemons}",
+        ]
         yield f"http://127.0.0.1:{proxy_port}/auth/v1.0", root, info
     finally:
         stopped = subprocess.run([*command, "--stop"], capture_output=True, text=True)
@@ -207,7 +214,7 @@ def swift_anchor(keep: bool) -> Iterator[list[str]]:
 
 def bench_txstore(args: argparse.Namespace, plan: Plan) -> Run:
     run = Run("txstore")
-    with txstore_cluster(args.nodes) as (auth_url, root, info):
+    with txstore_cluster(args.nodes, "all" if args.all_daemons else "updaters") as (auth_url, root, info):
         servers = Servers(pid_groups_from_run_dir(root / "run"))
         run.info += info + [f"load average at start: {load_average()}; servers idle: {idle(servers)}"]
         client = Client(authenticate(auth_url, args.user, args.key), servers, args.processes)
@@ -298,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, help="instead of 16")
     parser.add_argument("--processes", type=int, default=4, help="load generator processes (default 4)")
     parser.add_argument("--nodes", type=int, default=4, help="txstore nodes (default 4, as the anchor)")
+    parser.add_argument(
+        "--all-daemons", action="store_true",
+        help="run every txstore daemon (replicators, auditors, ...), not only the updaters the anchor runs",
+    )
     parser.add_argument("--user", default="test:tester")
     parser.add_argument("--key", default="testing")
     parser.add_argument("--keep-anchor", action="store_true", help="leave the anchor running if this run started it")

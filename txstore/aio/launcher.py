@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from txstore.aio.layout import DEFAULT_USERS, HOST, Layout, LayoutError, Topology, prepare
+from txstore.aio.layout import DAEMON_SETS, DEFAULT_USERS, HOST, Layout, LayoutError, Topology, prepare
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -245,6 +245,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--base-port", type=int, default=6200, help="node N listens on base+10*N (default 6200: 6210, 6220, …)"
     )
     parser.add_argument("--seed", type=int, default=None, help="ring rebalance seed (for reproducible rings)")
+    parser.add_argument(
+        "--daemons", choices=DAEMON_SETS, default="all",
+        help="background daemons on the nodes: all (default), or only the container and object"
+        " updaters (what the Swift anchor runs; for benchmarks)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--background", action="store_true", help="start, print, and leave the cluster running")
     mode.add_argument("--stop", action="store_true", help="stop the cluster running from --root")
@@ -277,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         return stop_command(args.root)
     topology = Topology(args.nodes, args.replicas, args.part_power, args.base_port)
     try:
-        layout = prepare(args.root, topology, args.proxy_port, seed=args.seed)
+        layout = prepare(args.root, topology, args.proxy_port, seed=args.seed, daemons=args.daemons)
     except (LayoutError, OSError) as err:
         print(f"txstore-aio: {err}", file=sys.stderr)
         return 2

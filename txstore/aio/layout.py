@@ -112,8 +112,24 @@ def _recorded_topology(etc: Path) -> Topology | None:
         raise LayoutError(f"{record} is damaged ({err}); use a new --root") from None
 
 
-def prepare(root: Path, topology: Topology, proxy_port: int, *, seed: int | None = None) -> Layout:
-    """Create (first run) or check and refresh (later runs) everything under ``root``."""
+# ``--daemons updaters``: only what the Swift anchor runs beside its servers (benchmarks).
+UPDATERS = ("container-updater", "object-updater")
+OTHER_DAEMONS = (
+    "object-auditor", "object-replicator", "container-replicator", "account-replicator", "object-expirer",
+    "container-auditor", "account-auditor", "account-reaper",
+)
+DAEMON_SETS = ("all", "updaters")
+
+
+def prepare(
+    root: Path, topology: Topology, proxy_port: int, *, seed: int | None = None, daemons: str = "all"
+) -> Layout:
+    """
+    Create (first run) or check and refresh (later runs) everything under ``root``. ``daemons``
+    is ``all`` or ``updaters`` (the others written with ``enabled = false``).
+    """
+    if daemons not in DAEMON_SETS:
+        raise LayoutError(f"unknown daemon set {daemons!r} (known: {', '.join(DAEMON_SETS)})")
     layout = Layout(root.absolute(), topology, proxy_port)
     if topology.nodes < topology.replicas:
         raise LayoutError(f"{topology.replicas} replicas need at least as many nodes, not {topology.nodes}")
@@ -132,7 +148,7 @@ def prepare(root: Path, topology: Topology, proxy_port: int, *, seed: int | None
         )
     for number in range(1, topology.nodes + 1):
         (layout.devices(number) / f"d{number}").mkdir(parents=True, exist_ok=True)
-        _write(layout.node_config(number), _node_config(layout, number))
+        _write(layout.node_config(number), _node_config(layout, number, daemons))
     _write(layout.proxy_config, _proxy_config(layout))
     return layout
 
@@ -175,8 +191,8 @@ def _build_rings(layout: Layout, seed: int | None) -> None:
         builder.get_ring().save(layout.etc / f"{name}.ring.gz")
 
 
-def _node_config(layout: Layout, number: int) -> str:
-    return (
+def _node_config(layout: Layout, number: int, daemons: str = "all") -> str:
+    text = (
         f"# Object node {number} of the all-in-one. Written by txstore-aio on every start.\n"
         f"# Restart this node alone with: twistd -n objectnode --config {layout.node_config(number)}\n"
         "[objectnode]\n"
@@ -225,6 +241,10 @@ def _node_config(layout: Layout, number: int) -> str:
         "# Short, so that a deleted account's objects go within seconds.\n"
         "interval = 5\n"
     )
+    if daemons == "updaters":
+        for name in OTHER_DAEMONS:
+            text = text.replace(f"[{name}]\n", f"[{name}]\n# txstore-aio --daemons updaters\nenabled = false\n")
+    return text
 
 
 def _proxy_config(layout: Layout) -> str:

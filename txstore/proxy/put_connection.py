@@ -32,11 +32,12 @@ from typing import Any
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from txstore.common.connect import connect
 
 MAX_HEAD = 64 * 1024
 MAX_ANSWER_BODY = 64 * 1024
@@ -267,8 +268,7 @@ class PutConnection(Protocol):
 
 def connect_put(reactor, host: str, port: int, head: bytes, chunked: bool, connect_timeout: float) -> Deferred:
     """Connect and send the head; fires with the `PutConnection` (whose `ready` then tells)."""
-    endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=connect_timeout)
-    return connectProtocol(endpoint, PutConnection(head, chunked))
+    return connect(reactor, host, port, PutConnection(head, chunked), connect_timeout)
 
 
 class PutConnectionPool:
@@ -306,10 +306,7 @@ class PutConnectionPool:
                     raise
                 # The node closed it while it was idle: nothing was sent but the head.
         self.connects += 1
-        endpoint = TCP4ClientEndpoint(self._reactor, host, port, timeout=self.connect_timeout)
-        connecting = connectProtocol(endpoint, PutConnection(head, chunked, self))
-        connecting.addTimeout(self.connect_timeout + 1.0, self._reactor)
-        conn = await connecting
+        conn = await connect(self._reactor, host, port, PutConnection(head, chunked, self), self.connect_timeout)
         self._where[conn] = key
         return conn, await self._ready(conn, ready_timeout)
 

@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+
+from txstore.common.connect import connect
 
 from txstore.replication.channel import FramedChannel, SessionFailed
 from txstore.replication.frames import VERSION, FrameType, data_record, record
@@ -65,12 +66,8 @@ class Connector:
 
     async def open(self, host: str, port: int) -> FramedChannel:
         channel = FramedChannel(S, self.reactor, self.timeout)
-        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.conn_timeout)
-        if self.tls is not None:
-            endpoint = wrapClientTLS(self.tls.options_for(host), endpoint)
-        connecting = connectProtocol(endpoint, channel)
-        connecting.addTimeout(self.conn_timeout + 1.0, self.reactor)
-        await connecting
+        tls = self.tls.options_for(host) if self.tls is not None else None
+        await connect(self.reactor, host, port, channel, self.conn_timeout, tls)
         return channel
 
 

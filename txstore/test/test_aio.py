@@ -16,7 +16,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.aio.launcher import alive, read_pid
-from txstore.aio.layout import LayoutError, Topology, prepare
+from txstore.aio.layout import OTHER_DAEMONS, UPDATERS, LayoutError, Topology, prepare
 from txstore.proxy.config import load_proxy_settings
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import load_node_settings
@@ -77,6 +77,19 @@ class LayoutTests(SynchronousTestCase):
         prepare(root, Topology(nodes=3, replicas=3, part_power=6), 8080)
         err = self.assertRaises(LayoutError, prepare, root, Topology(nodes=4, replicas=3, part_power=6), 8080)
         self.assertIn("holds a cluster of 3 nodes", str(err))
+
+    def test_daemon_sets(self) -> None:
+        """``--daemons updaters`` leaves only the two updaters enabled; ``all`` enables every daemon."""
+        root = temp_dir(self) / "aio"
+        topology = Topology(nodes=3, replicas=3, part_power=6)
+        layout = prepare(root, topology, 8080, daemons="updaters")
+        daemons = load_node_settings(layout.node_config(1)).daemons
+        self.assertEqual(sorted(name for name, options in daemons.items() if options["enabled"]), sorted(UPDATERS))
+        self.assertEqual(len(daemons), len(UPDATERS) + len(OTHER_DAEMONS))
+        layout = prepare(root, topology, 8080)
+        self.assertTrue(all(o["enabled"] for o in load_node_settings(layout.node_config(1)).daemons.values()))
+        err = self.assertRaises(LayoutError, prepare, root, topology, 8080, daemons="some")
+        self.assertIn("unknown daemon set", str(err))
 
     def test_too_few_nodes(self) -> None:
         err = self.assertRaises(LayoutError, prepare, temp_dir(self) / "r", Topology(nodes=2, replicas=3), 8080)
