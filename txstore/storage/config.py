@@ -37,6 +37,9 @@ TLS_OPTIONS = ("tls_certificate", "tls_private_key", "tls_ca")
 WEEK = 7 * 24 * 3600.0
 
 
+# Enough for a device to work on several fsyncs at once (SSDs answer them in parallel).
+DEFAULT_THREADS_PER_DEVICE = 4
+
 def _daemon_section(name: str, doc: str, interval: float, *extra: c.Option) -> c.Section:
     """A daemon's section: whether it runs, how often, and its own options."""
     return c.Section(
@@ -66,6 +69,12 @@ SCHEMA = c.Schema(
                     doc="Serve a device only while it is a mount point (507 otherwise).",
                 ),
                 MAX_FILE_SIZE_OPTION,
+                c.Option(
+                    "threads_per_device",
+                    c.integer(1),
+                    DEFAULT_THREADS_PER_DEVICE,
+                    doc="Threads doing each device's disk I/O (opens, writes, fsyncs, SQLite).",
+                ),
             ),
         ),
         _daemon_section(CONTAINER_UPDATER, "Pushes containers' object counts and bytes to their accounts.", 30.0),
@@ -155,6 +164,7 @@ class NodeSettings:
     mount_check: bool
     cluster: ClusterConfig
     max_file_size: int = 5 * 1024**3 + 2
+    threads_per_device: int = DEFAULT_THREADS_PER_DEVICE
     daemons: dict[str, dict] = field(factory=lambda: _daemon_defaults())  # section → options
     replication: dict = field(factory=lambda: _section_defaults(REPLICATION))
 
@@ -172,6 +182,7 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         mount_check=node["mount_check"],
         cluster=load_cluster_from(loaded, SECTION),
         max_file_size=node["max_file_size"],
+        threads_per_device=node["threads_per_device"],
         daemons={name: dict(loaded.section(name)) for name in DAEMONS},
         replication=_replication_options(loaded),
     )

@@ -118,7 +118,7 @@ def build_node(
     settings: NodeSettings, reactor: Any, clock=time.time, rings: RingSet | None = None
 ) -> tuple[NodeServer, MultiService]:
     """The node's request handler and the services that must run beside its listener."""
-    runner = DeviceThreadPools(reactor)
+    runner = DeviceThreadPools(reactor, settings.threads_per_device)
     client = BackendClient(reactor)
     diskfiles = DiskFileManager(settings.devices, settings.mount_check, settings.cluster.hasher)
     context = StorageContext(

@@ -145,6 +145,41 @@ def _open_for_put(diskfiles, path: BackendPath, policy_index: int, length: int |
     return diskfile, state, diskfile.create_writer(length) if admits(state) else None
 
 
+# A GET of a body this small reads it with the metadata, in the same thread call.
+SMALL_BODY = 64 * 1024
+
+
+def _open_for_get(diskfiles, path: BackendPath, policy_index: int, small: int):
+    """
+    (blocking) The DiskFile, its state (or the DiskFileCorrupt that reading it raised), and,
+    when the object's body is at most ``small`` bytes, the whole body checked against its ETag
+    (a `CorruptBody` in place of the state when it fails), else None. One thread call for a
+    small GET instead of five (open, metadata, open the data file, read, close).
+    """
+    diskfile = diskfiles.get_diskfile(path.device, path.partition, path.account, path.container, path.obj,
+                                      policy_index)
+    try:
+        state = diskfile.read_metadata()
+    except DiskFileCorrupt as err:
+        return diskfile, err, None
+    length = state.content_length
+    if not state.exists or length is None or not 0 < length <= small:
+        return diskfile, state, None
+    try:
+        with diskfile.open_reader(state) as reader:
+            body = reader.read(0, length)
+            verified = reader.etag_verified()
+    except DiskFileNotFound:  # replaced or deleted since the metadata was read: stream as usual
+        return diskfile, state, None
+    except DiskFileCorrupt as err:
+        return diskfile, err, None
+    if len(body) != length:
+        return diskfile, CorruptBody(f"body ends at {len(body)}, before {length}"), None
+    if verified is False:
+        return diskfile, CorruptBody("md5 of the body differs from its ETag"), None
+    return diskfile, state, body
+
+
 def _finish_put(writer, rest: bytes, expected_etag: str | None, metadata: dict[str, str], timestamp: Timestamp):
     """(blocking) Write the body's last batch, check the ETag the client gave, commit."""
     if rest:
@@ -185,18 +220,22 @@ class ObjectServer:
     def _run(self, path: BackendPath, function, *args):
         return self.context.runner.run(path.device, function, *args)
 
-    async def _diskfile(self, request: Request, path: BackendPath) -> DiskFile:
-        """The object's DiskFile; its device is checked (a stat) in the device's pool."""
-        policy = storage_policy(request, self.context.policies)
+    async def _at_device(self, path: BackendPath, function, *args):
+        """``function(*args)`` in the device's pool; a missing device is a 507, a bad name a 400."""
         try:
-            return await self._run(
-                path, self.context.diskfiles.get_diskfile,
-                path.device, path.partition, path.account, path.container, path.obj, policy.index,
-            )
+            return await self._run(path, function, *args)
         except DiskFileDeviceUnavailable:
             raise HTTPError(507, f"Insufficient Storage: device {path.device} is not available") from None
         except ValueError:
             raise HTTPError(400, "Invalid device") from None
+
+    async def _diskfile(self, request: Request, path: BackendPath) -> DiskFile:
+        """The object's DiskFile; its device is checked (a stat) in the device's pool."""
+        policy = storage_policy(request, self.context.policies)
+        return await self._at_device(
+            path, self.context.diskfiles.get_diskfile,
+            path.device, path.partition, path.account, path.container, path.obj, policy.index,
+        )
 
     async def _state(self, path: BackendPath, diskfile: DiskFile) -> ObjectState:
         try:
@@ -258,14 +297,9 @@ class ObjectServer:
             return _put_refusal(state, timestamp, if_none_match is not None, now) is None
 
         policy = storage_policy(request, context.policies)
-        try:
-            diskfile, state, writer = await self._run(
-                path, _open_for_put, context.diskfiles, path, policy.index, length, admits
-            )
-        except DiskFileDeviceUnavailable:
-            raise HTTPError(507, f"Insufficient Storage: device {path.device} is not available") from None
-        except ValueError:
-            raise HTTPError(400, "Invalid device") from None
+        diskfile, state, writer = await self._at_device(
+            path, _open_for_put, context.diskfiles, path, policy.index, length, admits
+        )
         committed = False
         try:
             if isinstance(state, DiskFileCorrupt):
@@ -388,8 +422,15 @@ class ObjectServer:
     # --- GET / HEAD ------------------------------------------------------------------------
 
     async def get(self, request: Request, path: BackendPath) -> bytes:
-        diskfile = await self._diskfile(request, path)
-        state = await self._state(path, diskfile)
+        policy = storage_policy(request, self.context.policies)
+        small = SMALL_BODY if request.method == b"GET" else 0
+        diskfile, state, body = await self._at_device(
+            path, _open_for_get, self.context.diskfiles, path, policy.index, small
+        )
+        if isinstance(state, (DiskFileCorrupt, CorruptBody)):
+            # Out of service; the proxy reads another replica and replication restores this one.
+            await self._quarantine(path, diskfile, state)
+            state = ObjectState()
         self._backend_timestamps(request, state)
         if not state.exists or _expired(state, self.context.clock()):
             raise HTTPError(404, "Not Found")
@@ -441,6 +482,8 @@ class ObjectServer:
             trailer = multipart_trailer(boundary)
         if request.method == b"HEAD" or length == 0:
             return b""
+        if body is not None:
+            return b"".join(prefix + body[first:last + 1] for prefix, first, last in parts) + trailer
         try:
             reader = await self._run(path, diskfile.open_reader, state)
         except (DiskFileNotFound, DiskFileCorrupt) as err:

@@ -131,6 +131,13 @@ class ObjectServerTests(TestCase):
     # --- PUT / GET / HEAD ------------------------------------------------------------------
 
     async def test_a_small_put_takes_two_thread_calls(self) -> None:
+        calls = self.count_thread_calls()
+        response, _ = await self.put("/d1/3/a/c/small", b"s" * 4096)
+        self.assertEqual(response.code, 201)
+        self.assertEqual(calls, ["_open_for_put", "_finish_put"])  # open + admit + temp file; write + commit
+        self.assertEqual(self.tmp_files(), [])
+
+    def count_thread_calls(self) -> list[str]:
         calls: list[str] = []
         pools = self.pools
 
@@ -140,10 +147,45 @@ class ObjectServerTests(TestCase):
                 return pools.run(key, function, *args, **kwargs)
 
         self.objects.context = attrs.evolve(self.context, runner=Counting())
-        response, _ = await self.put("/d1/3/a/c/small", b"s" * 4096)
-        self.assertEqual(response.code, 201)
-        self.assertEqual(calls, ["_open_for_put", "_finish_put"])  # open + admit + temp file; write + commit
-        self.assertEqual(self.tmp_files(), [])
+        return calls
+
+    async def test_a_small_get_takes_one_thread_call(self) -> None:
+        body = bytes(range(256)) * 256  # 64 KiB: the largest body read with its metadata
+        await self.put("/d1/3/a/c/small", body, **{"X-Object-Meta-Color": "blue"})
+        calls = self.count_thread_calls()
+        response, got = await self.call("GET", "/d1/3/a/c/small")
+        self.assertEqual((response.code, got), (200, body))
+        self.assertEqual(response.headers.getRawHeaders("etag"), [hashlib.md5(body).hexdigest()])
+        self.assertEqual(response.headers.getRawHeaders("x-object-meta-color"), ["blue"])
+        response, got = await self.call("GET", "/d1/3/a/c/small", {"Range": "bytes=10-19,-5"})
+        self.assertEqual(response.code, 206)
+        self.assertIn(body[10:20], got)
+        self.assertIn(body[-5:], got)
+        response, got = await self.call("GET", "/d1/3/a/c/small", {"If-None-Match": hashlib.md5(body).hexdigest()})
+        self.assertEqual((response.code, got), (304, b""))
+        self.assertEqual(calls, ["_open_for_get"] * 3)
+        # One byte more streams through the reader as before.
+        await self.put("/d1/3/a/c/larger", body + b"!")
+        del calls[:]
+        response, got = await self.call("GET", "/d1/3/a/c/larger")
+        self.assertEqual((response.code, got), (200, body + b"!"))
+        self.assertEqual(calls[0], "_open_for_get")
+        self.assertGreater(len(calls), 1)
+
+    async def test_a_corrupt_small_body_is_quarantined_before_answering(self) -> None:
+        """The whole body is checked before a byte goes out: a 404, so the proxy reads another replica."""
+        data = b"small and rotten" * 100
+        await self.put("/d1/3/a/c/rot", data)
+        [path] = self.data_files()
+        raw = bytearray(path.read_bytes())
+        raw[7] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        response, got = await self.call("GET", "/d1/3/a/c/rot")
+        self.assertEqual(response.code, 404)
+        self.assertNotIn(bytes(raw[:len(data)]), got)
+        self.assertEqual([p for p in self.data_files() if "quarantined" not in p.parts], [])
+        self.assertEqual(len(list((self.root / "d1" / "quarantined" / "objects").iterdir())), 1)
+        self.flushLoggedErrors()
 
     async def test_put_get_head(self) -> None:
         body = b"x" * 3_000_000

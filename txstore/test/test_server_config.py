@@ -133,3 +133,6 @@ class SampleConfigTests(SynchronousTestCase):
         node = load_node_settings(directory / "objectnode.conf")
         self.assertTrue(node.mount_check)
         self.assertEqual(node.max_file_size, 5 * 1024**3 + 2)
+        self.assertEqual(node.threads_per_device, 4)
+        (directory / "objectnode.conf").write_text(text.replace("threads_per_device = 4", "threads_per_device = 12"))
+        self.assertEqual(load_node_settings(directory / "objectnode.conf").threads_per_device, 12)
