@@ -868,6 +868,10 @@ def flock_until(fd: int, deadline: float, path: Path) -> None:
             delay = min(delay * 2, 0.05)
 
 
+# A body larger than this is handed to writeback in pieces of this size as it is written.
+WRITEBACK_EVERY = 8 * 1024 * 1024
+
+
 @define
 class DiskFileWriter:
     """
@@ -883,6 +887,7 @@ class DiskFileWriter:
     bytes_written: int = 0
     _md5: Any = field(factory=lambda: hashlib.md5(usedforsecurity=False))
     _done: bool = False
+    _flushed_to: int = 0  # the body up to here has been handed to writeback
 
     @property
     def etag(self) -> str:
@@ -898,6 +903,19 @@ class DiskFileWriter:
             raise
         self._md5.update(chunk)
         self.bytes_written += len(chunk)
+        if self.bytes_written - self._flushed_to >= WRITEBACK_EVERY:
+            self._start_writeback(fd)
+
+    def _start_writeback(self, fd: int) -> None:
+        """
+        Start writing what was written since the last call to the disk, without waiting, and
+        let its pages go from the cache once written (``POSIX_FADV_DONTNEED`` does both on Linux).
+        A large upload then streams to the disk as it arrives instead of piling up gigabytes of
+        dirty pages, which the kernel throttles all writers for and the final fsync must flush.
+        """
+        start, self._flushed_to = self._flushed_to, self.bytes_written
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, start, self.bytes_written - start, os.POSIX_FADV_DONTNEED)
 
     def commit(self, metadata: Mapping[str, str], timestamp: TimestampLike) -> ObjectState:
         """

@@ -209,6 +209,30 @@ class WriteReadTests(DiskFileTestCase):
             self.assertEqual(reader.read(len(body) + 50, 100), b"")
             self.assertRaises(ValueError, reader.read, -1, 5)
 
+    def test_a_large_body_goes_to_writeback_as_it_is_written(self) -> None:
+        """Every WRITEBACK_EVERY bytes, the range written since the last time is handed over."""
+        advised: list[tuple[int, int, int]] = []
+        real = os.posix_fadvise
+
+        def record(fd: int, offset: int, length: int, advice: int) -> None:
+            advised.append((offset, length, advice))
+            real(fd, offset, length, advice)
+
+        self.patch(dfmod.os, "posix_fadvise", record)
+        self.patch(dfmod, "WRITEBACK_EVERY", 100_000)
+        df = self.diskfile()
+        body = os.urandom(350_000)
+        writer = df.create_writer(len(body))
+        for start in range(0, len(body), 60_000):
+            writer.write(body[start : start + 60_000])
+        writer.commit({"Content-Type": "application/octet-stream"}, ts(1))
+        dontneed = os.POSIX_FADV_DONTNEED
+        self.assertEqual(advised, [(0, 120_000, dontneed), (120_000, 120_000, dontneed), (240_000, 110_000, dontneed)])
+        state = df.read_metadata()
+        with df.open_reader(state) as reader:
+            self.assertEqual(reader.read(0, len(body)), body)
+            self.assertIs(reader.etag_verified(), True)
+
     def test_empty_object(self) -> None:
         df = self.diskfile()
         writer = df.create_writer(0)
