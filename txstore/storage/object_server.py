@@ -131,17 +131,24 @@ def _put_refusal(
     return None
 
 
+def _open_with_state(diskfiles, path: BackendPath, policy_index: int):
+    """(blocking) The DiskFile and its state, or the DiskFileCorrupt that reading it raised."""
+    diskfile = diskfiles.get_diskfile(path.device, path.partition, path.account, path.container, path.obj,
+                                      policy_index)
+    try:
+        return diskfile, diskfile.read_metadata()
+    except DiskFileCorrupt as err:
+        return diskfile, err
+
+
 def _open_for_put(diskfiles, path: BackendPath, policy_index: int, length: int | None, admits):
     """
     (blocking) The DiskFile, its state (or the DiskFileCorrupt that reading it raised), and a
     writer when the state ``admits`` the PUT (else None).
     """
-    diskfile = diskfiles.get_diskfile(path.device, path.partition, path.account, path.container, path.obj,
-                                      policy_index)
-    try:
-        state = diskfile.read_metadata()
-    except DiskFileCorrupt as err:
-        return diskfile, err, None
+    diskfile, state = _open_with_state(diskfiles, path, policy_index)
+    if isinstance(state, DiskFileCorrupt):
+        return diskfile, state, None
     return diskfile, state, diskfile.create_writer(length) if admits(state) else None
 
 
@@ -156,12 +163,9 @@ def _open_for_get(diskfiles, path: BackendPath, policy_index: int, small: int):
     (a `CorruptBody` in place of the state when it fails), else None. One thread call for a
     small GET instead of five (open, metadata, open the data file, read, close).
     """
-    diskfile = diskfiles.get_diskfile(path.device, path.partition, path.account, path.container, path.obj,
-                                      policy_index)
-    try:
-        state = diskfile.read_metadata()
-    except DiskFileCorrupt as err:
-        return diskfile, err, None
+    diskfile, state = _open_with_state(diskfiles, path, policy_index)
+    if isinstance(state, DiskFileCorrupt):
+        return diskfile, state, None
     length = state.content_length
     if not state.exists or length is None or not 0 < length <= small:
         return diskfile, state, None
