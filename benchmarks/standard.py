@@ -196,7 +196,7 @@ def warm_anchor_filesystem() -> None:
     # would share the disk with that, so wait until everything is written. Then let the page
     # cache forget them: 15 GiB of cached pages made the next system reclaim memory on every
     # allocation (its CPU per PUT rose by half, the one measured after it did not pay that).
-    os.sync()
+    settled = wait_for_writeback()
     image = ANCHOR_BASE / "xfs.img"
     if image.exists():
         image_fd = os.open(image, os.O_RDONLY)
@@ -205,8 +205,30 @@ def warm_anchor_filesystem() -> None:
         finally:
             os.close(image_fd)
     (srv / WARM_MARKER).write_text("the image's free space was written once (benchmarks/standard.py)\n")
-    print(f"warmed {srv}: {written / 2**30:.1f} GiB written and deleted in {time.monotonic() - started:.0f} s",
-          flush=True)
+    print(f"warmed {srv}: {written / 2**30:.1f} GiB written and deleted in {time.monotonic() - started:.0f} s"
+          f" (writeback {'done' if settled else 'still under way'})", flush=True)
+
+
+def wait_for_writeback(limit: float = 300.0) -> bool:
+    """
+    Sync until the kernel holds (almost) no dirty or in-flight pages. One ``sync`` is not
+    enough under a loop device: flushing the XFS dirties the image file on the filesystem
+    below, which then drains on its own for minutes.
+    """
+    deadline = time.monotonic() + limit
+    while True:
+        os.sync()
+        pending = 0
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                name, _, value = line.partition(":")
+                if name in ("Dirty", "Writeback"):
+                    pending += int(value.split()[0]) * 1024
+        if pending < 64 * 2**20:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1.0)
 
 
 @contextmanager
