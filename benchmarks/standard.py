@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -322,6 +323,33 @@ def bench_swift(args: argparse.Namespace, plan: Plan, anchor_info: list[str] | N
     return run
 
 
+@contextmanager
+def anchor_paused() -> Iterator[None]:
+    """
+    Stop (SIGSTOP) every anchor process while txstore is measured, continue them afterwards.
+    Idle, the anchor's 16 processes still take about 0.2 of a core (its updaters, memcached,
+    timers), which txstore's run would otherwise share the two cores with.
+    """
+    pidfile = Path(os.environ.get("BENCH_PIDFILE") or ANCHOR_BASE / "pids")
+    groups = list(pid_groups_from_pidfile(pidfile).values()) if pidfile.exists() else []
+    stopped = []
+    try:
+        for group in groups:
+            try:
+                os.killpg(group, signal.SIGSTOP)
+                stopped.append(group)
+            except OSError:
+                pass
+        print(f"swift: {len(stopped)} process groups paused while txstore runs", flush=True)
+        yield
+    finally:
+        for group in stopped:
+            try:
+                os.killpg(group, signal.SIGCONT)
+            except OSError:
+                pass
+
+
 # ------------------------------------------------------------------ side by side
 
 
@@ -405,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.target == "both":
             # the anchor first, so that its XFS is mounted and txstore's temp root lands on it
             with swift_anchor(args.keep_anchor) as anchor_info:
-                runs.append(bench_txstore(args, plan))
+                with anchor_paused():
+                    runs.append(bench_txstore(args, plan))
                 runs.append(bench_swift(args, plan, anchor_info))
         elif args.target == "txstore":
             runs.append(bench_txstore(args, plan))
