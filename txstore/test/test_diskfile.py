@@ -376,10 +376,11 @@ class WriteReadTests(DiskFileTestCase):
             events,
             [
                 ("fsync", temp),
-                ("fsync", str(dev)),
-                ("fsync", str(objects)),
-                ("fsync", str(objects / "3")),
+                # every directory made first, then their parents fsynced, deepest first
                 ("fsync", str(objects / "3" / df.suffix)),
+                ("fsync", str(objects / "3")),
+                ("fsync", str(objects)),
+                ("fsync", str(dev)),
                 ("rename", str(df.hash_dir / "1700000001.00000.data")),
                 ("fsync", str(df.hash_dir)),
             ],
