@@ -118,6 +118,15 @@ class ObjectServerTests(TestCase):
         all_headers = {"X-Timestamp": self.stamp(), "Content-Type": "text/plain", **headers}
         return await self.call("PUT", path, all_headers, data)
 
+    async def put_and_flip(self, path: str, data: bytes, offset: int) -> bytearray:
+        """PUT ``data``, then flip the bits of one byte of the stored file (bit rot); its new bytes."""
+        await self.put(path, data)
+        [stored] = self.data_files()
+        raw = bytearray(stored.read_bytes())
+        raw[offset] ^= 0xFF
+        stored.write_bytes(bytes(raw))
+        return raw
+
     def files(self) -> list[str]:
         return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
 
@@ -175,11 +184,7 @@ class ObjectServerTests(TestCase):
     async def test_a_corrupt_small_body_is_quarantined_before_answering(self) -> None:
         """The whole body is checked before a byte goes out: a 404, so the proxy reads another replica."""
         data = b"small and rotten" * 100
-        await self.put("/d1/3/a/c/rot", data)
-        [path] = self.data_files()
-        raw = bytearray(path.read_bytes())
-        raw[7] ^= 0xFF
-        path.write_bytes(bytes(raw))
+        raw = await self.put_and_flip("/d1/3/a/c/rot", data, 7)
         response, got = await self.call("GET", "/d1/3/a/c/rot")
         self.assertEqual(response.code, 404)
         self.assertNotIn(bytes(raw[:len(data)]), got)
@@ -437,11 +442,7 @@ class ObjectServerTests(TestCase):
 
     async def test_corrupt_body_is_never_served_whole(self) -> None:
         data = b"0123456789" * 100000
-        await self.put("/d1/3/a/c/rot", data)
-        [path] = self.data_files()
-        raw = bytearray(path.read_bytes())
-        raw[500000] ^= 0xFF
-        path.write_bytes(bytes(raw))
+        await self.put_and_flip("/d1/3/a/c/rot", data, 500000)
         # a range read does not verify the whole body, and serves what is there
         response, got = await self.call("GET", "/d1/3/a/c/rot", {"Range": "bytes=0-9"})
         self.assertEqual(got, data[:10])
