@@ -44,6 +44,18 @@ def quote_path(path: str) -> str:
     return quote(path.encode("utf-8"), safe="/")
 
 
+def listing_update_headers(kind: str, node: Any, partition: int) -> dict[str, str]:
+    """
+    The headers that tell a node which ``kind`` ("Container" or "Account") replica to report
+    its change to: ``X-<Kind>-Host``, ``-Device`` and ``-Partition``.
+    """
+    return {
+        f"X-{kind}-Host": f"{node.ip}:{node.port}",
+        f"X-{kind}-Device": node.device_name,
+        f"X-{kind}-Partition": str(partition),
+    }
+
+
 class BackendClient:
     def __init__(
         self, reactor: Any, *, timeout: float = 10.0, connect_timeout: float = 2.0, max_per_host: int = 16

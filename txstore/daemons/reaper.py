@@ -42,7 +42,7 @@ from urllib.parse import quote
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from txstore.common.backend_client import BackendError
+from txstore.common.backend_client import BackendError, listing_update_headers
 from txstore.common.timestamps import Timestamp
 from txstore.ring.device import Device
 from txstore.ring.ring import Node
@@ -210,41 +210,38 @@ class AccountReaper:
         part, nodes = ring.get_nodes(account, container, obj)
         timestamp = Timestamp.now(self._context.clock).internal
 
-        async def one(index: int, node: Node) -> bool:
-            row_node = container_nodes[index % len(container_nodes)]
-            headers = {
+        def headers_for(index: int) -> dict[str, str]:
+            return {
                 "X-Timestamp": timestamp,
                 "X-Trans-Id": f"account-reaper-{account}",
                 "X-Backend-Storage-Policy-Index": str(policy_index),
-                "X-Container-Host": f"{row_node.ip}:{row_node.port}",
-                "X-Container-Device": row_node.device_name,
-                "X-Container-Partition": str(container_part),
+                **listing_update_headers("Container", container_nodes[index % len(container_nodes)], container_part),
             }
-            return await self._delete(node, f"/{node.device_name}/{part}/{account}/{container}/{obj}", headers)
 
-        results = await gatherResults(
-            [Deferred.fromCoroutine(one(i, n)) for i, n in enumerate(nodes)], consumeErrors=True
-        )
-        return all(results)
+        return await self._delete_everywhere(nodes, f"{part}/{account}/{container}/{obj}", headers_for)
 
     async def _delete_container(self, account: str, container: str, part: int, nodes: list[Node]) -> bool:
         account_part, account_nodes = self._rings.account.get_nodes(account)
         timestamp = Timestamp.now(self._context.clock).internal
 
-        async def one(index: int, node: Node) -> bool:
-            account_node = account_nodes[index % len(account_nodes)]
-            headers = {
+        def headers_for(index: int) -> dict[str, str]:
+            return {
                 "X-Timestamp": timestamp,
                 "X-Trans-Id": f"account-reaper-{account}",
-                "X-Account-Host": f"{account_node.ip}:{account_node.port}",
-                "X-Account-Device": account_node.device_name,
-                "X-Account-Partition": str(account_part),
+                **listing_update_headers("Account", account_nodes[index % len(account_nodes)], account_part),
                 "X-Account-Override-Deleted": "yes",
             }
-            return await self._delete(node, f"/{node.device_name}/{part}/{account}/{container}", headers)
 
+        return await self._delete_everywhere(nodes, f"{part}/{account}/{container}", headers_for)
+
+    async def _delete_everywhere(
+        self, nodes: list[Node], path: str, headers_for: Callable[[int], dict[str, str]]
+    ) -> bool:
+        """DELETE ``/<device>/<path>`` on every node at once; True when every one succeeded."""
         results = await gatherResults(
-            [Deferred.fromCoroutine(one(i, n)) for i, n in enumerate(nodes)], consumeErrors=True
+            [Deferred.fromCoroutine(self._delete(n, f"/{n.device_name}/{path}", headers_for(i)))
+             for i, n in enumerate(nodes)],
+            consumeErrors=True,
         )
         return all(results)
 

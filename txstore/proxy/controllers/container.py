@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from txstore.common.backend_client import listing_update_headers
 from txstore.common.constraints import check_metadata
 from txstore.common.timestamps import Timestamp
 from txstore.proxy.acl import parse_acl
@@ -100,12 +101,7 @@ async def handle_container(context: ProxyContext, api: APIRequest, may_see_acls:
     def headers_for(index: int, node) -> dict[str, str]:
         """Each container replica reports to one account replica."""
         account_node = account_nodes[index % len(account_nodes)]
-        return {
-            **headers,
-            "X-Account-Host": f"{account_node.ip}:{account_node.port}",
-            "X-Account-Device": account_node.device_name,
-            "X-Account-Partition": str(account_part),
-        }
+        return {**headers, **listing_update_headers("Account", account_node, account_part)}
 
     status, answers = await write_to_replicas(context, ring, part, api.method, (api.account, api.container), headers_for)
     forget_info(context, api.account, api.container)

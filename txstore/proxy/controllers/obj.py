@@ -28,7 +28,7 @@ from twisted.web.client import ResponseDone, readBody
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from txstore.common.backend_client import quote_path
+from txstore.common.backend_client import listing_update_headers, quote_path
 from txstore.common.constraints import check_metadata
 from txstore.common.streaming import BodyIncomplete
 from txstore.common.timestamps import Timestamp
@@ -69,11 +69,7 @@ def _check_name(context: ProxyContext, api: APIRequest) -> None:
 def _container_headers(context: ProxyContext, api: APIRequest) -> list[dict[str, str]]:
     ring = context.rings.container
     part = ring.get_part(api.account, api.container)
-    return [
-        {"X-Container-Host": f"{n.ip}:{n.port}", "X-Container-Device": n.device_name,
-         "X-Container-Partition": str(part)}
-        for n in ring.get_part_nodes(part)
-    ]
+    return [listing_update_headers("Container", n, part) for n in ring.get_part_nodes(part)]
 
 
 def _delete_at(context: ProxyContext, api: APIRequest) -> dict[str, str]:
