@@ -46,6 +46,50 @@ def storage_context(case: SynchronousTestCase, device: str = "d1", clock=lambda:
     )
 
 
+class ReplicationNode:
+    """
+    A node for replication tests: one device's storage (`storage_context`) and a replication
+    listener on a free loopback port. ``backend_port`` is never listened on: it only names the
+    node in a ring (and to ``local_device_matcher``). Subclasses add servers in
+    `receiver_options`, which runs once the context exists.
+    """
+
+    backend_base = 16000
+
+    def __init__(self, case: SynchronousTestCase, number: int) -> None:
+        from twisted.internet import reactor
+
+        from txstore.replication.receiver import ReceiverFactory
+
+        self.number = number
+        self.device = f"d{number}"
+        self.context = storage_context(case, self.device)
+        self.root = self.context.devices
+        self.factory = ReceiverFactory(self.context, reactor, timeout=5.0, **self.receiver_options(case))
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        case.addCleanup(self.port.stopListening)
+        self.backend_port = self.backend_base + number
+
+    def receiver_options(self, case: SynchronousTestCase) -> dict:
+        return {}
+
+
+def replication_ring(case: SynchronousTestCase, nodes, name: str, seed: int):
+    """A ring (part power 3, 3 replicas) over ``nodes`` (`ReplicationNode`), saved in a temp dir."""
+    from txstore.ring.builder import RingBuilder
+    from txstore.ring.ring import Ring
+
+    builder = RingBuilder(3, 3, 0)
+    for node in nodes:
+        builder.add_dev({"region": 1, "zone": node.number, "ip": "127.0.0.1", "port": node.backend_port,
+                         "replication_ip": "127.0.0.1", "replication_port": node.port.getHost().port,
+                         "device": node.device, "weight": 100.0})
+    builder.rebalance(seed=seed)
+    path = temp_dir(case) / f"{name}.ring.gz"
+    builder.get_ring().save(path)
+    return Ring(path, nodes[0].context.hasher)
+
+
 def small_cluster(case: SynchronousTestCase, *, nodes: int = 3, replicas: int = 3, part_power: int = 6,
                   proxy_port: int = 0, base_port: int = 6200):
     """A prepared all-in-one root (configs, rings, device directories) in a temp dir."""

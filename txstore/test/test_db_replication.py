@@ -11,38 +11,31 @@ from txstore.common.hashing import PathHasher
 from txstore.daemons.db_replicator import DatabaseReplicator
 from txstore.replication import databases
 from txstore.replication.databases import DatabaseReceiver, DatabaseSender
-from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import Connector
-from txstore.ring.builder import RingBuilder
-from txstore.ring.ring import Ring
 from txstore.storage.account_server import AccountServer
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.db import ContainerBroker
 from txstore.storage.db_server import database_path, find_databases
 from txstore.storage.local_devices import local_device_matcher
-from txstore.test.support import storage_context, temp_dir
+from txstore.test.support import ReplicationNode, replication_ring
 
 HASHER = PathHasher(b"", b"s")
-NOW = 1_600_000_100.0
 
 
-class FakeNode:
-    def __init__(self, case, number: int) -> None:
-        self.number = number
-        self.device = f"d{number}"
-        self.context = storage_context(case, self.device, clock=lambda: NOW)
-        self.root = self.context.devices
+class FakeNode(ReplicationNode):
+    """One node: container and account servers on its device, their replication receivers, a sender."""
+
+    backend_base = 17000
+
+    def receiver_options(self, case) -> dict:
         self.containers = ContainerServer(self.context)
         self.accounts = AccountServer(self.context)
         case.addCleanup(self.containers.close)
-        self.factory = ReceiverFactory(self.context, reactor, timeout=5.0, db_handlers={
+        self.sender = DatabaseSender("container", self.containers.databases, Connector(reactor, 2.0, 5.0))
+        return {"db_handlers": {
             "container": DatabaseReceiver("container", self.containers.databases).serve,
             "account": DatabaseReceiver("account", self.accounts.databases).serve,
-        })
-        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
-        case.addCleanup(self.port.stopListening)
-        self.backend_port = 17000 + number
-        self.sender = DatabaseSender("container", self.containers.databases, Connector(reactor, 2.0, 5.0))
+        }}
 
     def db_path(self, partition: int, name: str = "c"):
         return database_path(self.root / self.device, "containers", partition, HASHER.hash_path("AUTH_a", name))
@@ -160,15 +153,7 @@ class DatabaseReplicatorTests(TestCase):
 
     def setUp(self) -> None:
         self.nodes = [FakeNode(self, n) for n in range(1, 5)]
-        builder = RingBuilder(3, 3, 0)
-        for node in self.nodes:
-            builder.add_dev({"region": 1, "zone": node.number, "ip": "127.0.0.1", "port": node.backend_port,
-                             "replication_ip": "127.0.0.1", "replication_port": node.port.getHost().port,
-                             "device": node.device, "weight": 100.0})
-        builder.rebalance(seed=5)
-        path = temp_dir(self) / "container.ring.gz"
-        builder.get_ring().save(path)
-        self.ring = Ring(path, HASHER)
+        self.ring = replication_ring(self, self.nodes, "container", seed=5)
 
     def replicator(self, node: FakeNode) -> DatabaseReplicator:
         return DatabaseReplicator(node.context, self.ring, local_device_matcher("127.0.0.1", node.backend_port),

@@ -65,13 +65,20 @@ def call(method: str, url: str, headers: dict | None = None, data: bytes | None 
         return err.code, dict(err.headers), err.read()
 
 
-class NodeIntegrationTests(SynchronousTestCase):
+class OneNodeCase(SynchronousTestCase):
+    """A one-node, one-replica cluster on disk, its node running as a real process."""
+
     def setUp(self) -> None:
         base = free_port_block(2, step=10)
         self.layout = small_cluster(self, nodes=1, replicas=1, part_power=4, base_port=base)
         self.port = base + 10
         self.node = Node(self, self.layout.node_config(1), self.port, self.layout.log_file("node1"))
         self.node.start()
+
+
+class NodeIntegrationTests(OneNodeCase):
+    def setUp(self) -> None:
+        super().setUp()
         cluster = load_cluster_config(self.layout.etc / "txstore.conf")
         self.rings = RingSet.load(self.layout.etc, cluster.hasher, cluster.policies)
         self.ts = 1_700_000_000
@@ -149,14 +156,7 @@ class NodeIntegrationTests(SynchronousTestCase):
         self.assertEqual(list(tmp.iterdir()), [], "the start-up sweep removes the orphaned temp file")
 
 
-class ReconTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        base = free_port_block(2, step=10)
-        self.layout = small_cluster(self, nodes=1, replicas=1, part_power=4, base_port=base)
-        self.port = base + 10
-        self.node = Node(self, self.layout.node_config(1), self.port, self.layout.log_file("node1"))
-        self.node.start()
-
+class ReconTests(OneNodeCase):
     def recon(self, what: str, method: str = "GET"):
         status, headers, body = call(method, f"http://127.0.0.1:{self.port}/recon/{what}")
         return status, json.loads(body) if status == 200 and body else body

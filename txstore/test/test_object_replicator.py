@@ -5,35 +5,22 @@ from __future__ import annotations
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from txstore.common.hashing import PathHasher
 from txstore.daemons.object_replicator import ObjectReplicator
-from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import BytePacer, Connector, ObjectSender
-from txstore.ring.builder import RingBuilder
-from txstore.ring.ring import Ring
 from txstore.ring.ringset import RingSet
 from txstore.storage.local_devices import local_device_matcher
 from txstore.storage.partitions import list_partitions
-from txstore.test.support import storage_context, temp_dir
+from txstore.test.support import ReplicationNode, replication_ring
 
-HASHER = PathHasher(b"", b"s")
-NOW = 1_600_000_100.0
 NODES = 4
 
 
-class FakeNode:
-    """One node: its devices, its replication listener, its replicator."""
+class FakeNode(ReplicationNode):
+    """One node: its device, its replication listener, its replicator."""
 
-    def __init__(self, case, number: int) -> None:
-        self.number = number
-        self.device = f"d{number}"
-        self.context = storage_context(case, self.device, clock=lambda: NOW)
-        self.root = self.context.devices
-        self.diskfiles = self.context.diskfiles
-        self.factory = ReceiverFactory(self.context, reactor, timeout=5.0)
-        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
-        case.addCleanup(self.port.stopListening)
-        self.backend_port = 16000 + number  # never listened on: only identifies the node in the ring
+    @property
+    def diskfiles(self):
+        return self.context.diskfiles
 
     def replicator(self, rings: RingSet) -> ObjectReplicator:
         sender = ObjectSender(self.context, Connector(reactor, 2.0, 5.0), BytePacer(reactor, 0))
@@ -55,15 +42,7 @@ class ObjectReplicatorTests(TestCase):
 
     def setUp(self) -> None:
         self.nodes = [FakeNode(self, n) for n in range(1, NODES + 1)]
-        builder = RingBuilder(3, 3, 0)
-        for node in self.nodes:
-            builder.add_dev({"region": 1, "zone": node.number, "ip": "127.0.0.1", "port": node.backend_port,
-                             "replication_ip": "127.0.0.1", "replication_port": node.port.getHost().port,
-                             "device": node.device, "weight": 100.0})
-        builder.rebalance(seed=3)
-        path = temp_dir(self) / "object.ring.gz"
-        builder.get_ring().save(path)
-        self.ring = Ring(path, HASHER)
+        self.ring = replication_ring(self, self.nodes, "object", seed=3)
         self.rings = RingSet(account=self.ring, container=self.ring, objects={0: self.ring})
 
     def node_of(self, device_name: str) -> FakeNode:
