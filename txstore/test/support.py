@@ -101,14 +101,23 @@ def small_cluster(case: SynchronousTestCase, *, nodes: int = 3, replicas: int = 
 def free_port_block(count: int, step: int = 1) -> int:
     """
     A base port such that base, base+step, … (count ports), and the port after each (a node's
-    replication port), are free on 127.0.0.1 now.
+    replication port), are free on 127.0.0.1 now. The block lies below the kernel's ephemeral
+    range: a node stopped by a test must find its ports free again when it restarts, and an
+    outgoing connection meanwhile can take any free port of that range (seen: a drill's node
+    could not restart, "Address already in use").
     """
     import random
     import socket
 
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ports:
+            ephemeral_low = int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    high = max(ephemeral_low, 12000 + count * step + 2) - count * step - 1
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - count * step)
+        base = rng.randrange(10000, high)
         sockets = []
         try:
             for port in sorted({base + i * step + extra for i in range(count) for extra in (0, 1)}):
