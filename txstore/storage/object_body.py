@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IPushProducer
 from txstore.interfaces import IBlockingRunner
 from txstore.storage.diskfile import DiskFileReader
 
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 1048576
 
 
 class CorruptBody(Exception):
@@ -60,21 +60,25 @@ class ObjectBodyProducer:
         Write each ``(prefix, first, last)`` part: the prefix bytes, then bytes first..last of
         the body; then ``trailer``. Returns False when the client went away. With ``whole``, a
         body that fails its ETag check raises `CorruptBody` before its last chunk is written.
+
+        One chunk is read ahead: while a chunk drains to the client, the next one is read (and
+        fed to the ETag check) in the device's pool, so disk, md5 and socket work overlap
+        instead of taking turns. At most two chunks are held per request, one in the transport's
+        buffer and one being read.
         """
         request = self._request
         request.registerProducer(self, True)
+        pending: Deferred | None = None
         try:
             for prefix, first, last in parts:
                 if prefix:
                     request.write(prefix)
                 offset = first
-                while offset <= last:
-                    if self._paused is not None:
-                        await self._paused
-                    if self._stopped:
-                        return False
-                    size = min(CHUNK_SIZE, last - offset + 1)
-                    data = await self._runner.run(self._device, self._reader.read, offset, size)
+                if offset <= last:
+                    pending = self._read(offset, last)
+                while pending is not None:
+                    data = await pending
+                    pending = None
                     if self._stopped:
                         return False
                     if not data:
@@ -82,9 +86,24 @@ class ObjectBodyProducer:
                     offset += len(data)
                     if whole and offset > last and self._reader.etag_verified() is False:
                         raise CorruptBody("md5 of the body differs from its ETag")
+                    if self._paused is not None:
+                        await self._paused
+                    if self._stopped:
+                        return False
+                    if offset <= last:
+                        pending = self._read(offset, last)
                     request.write(data)
             if trailer:
                 request.write(trailer)
             return True
         finally:
+            if pending is not None:
+                # The caller closes the file once this returns: let the read in flight end first.
+                try:
+                    await pending
+                except Exception:
+                    pass
             request.unregisterProducer()
+
+    def _read(self, offset: int, last: int) -> Deferred:
+        return self._runner.run(self._device, self._reader.read, offset, min(CHUNK_SIZE, last - offset + 1))

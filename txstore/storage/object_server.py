@@ -499,6 +499,10 @@ class ObjectServer:
             self.log.error("reading {name} failed ({reason}); response aborted", name=diskfile.name, reason=err)
             if isinstance(err, (CorruptBody, DiskFileCorrupt)):
                 await self._quarantine(path, diskfile, err)
+                if not request.startedWriting:
+                    # Rot found before a byte went out (a body of one chunk): a plain 404, so
+                    # the proxy reads another replica, as for a small body.
+                    raise HTTPError(404, f"Not Found: {err}") from None
             raise ResponseAborted(str(err)) from err
         finally:
             await self._run(path, reader.close)

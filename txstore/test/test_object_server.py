@@ -26,6 +26,7 @@ from txstore.common.policies import DEFAULT_POLICIES
 from txstore.common.streaming import StreamingSite
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
+from txstore.storage.object_body import CHUNK_SIZE
 from txstore.storage.object_server import ObjectServer
 from txstore.storage.server import NodeServer
 
@@ -190,6 +191,16 @@ class ObjectServerTests(TestCase):
         self.assertNotIn(bytes(raw[:len(data)]), got)
         self.assertEqual([p for p in self.data_files() if "quarantined" not in p.parts], [])
         self.assertEqual(len(list((self.root / "d1" / "quarantined" / "objects").iterdir())), 1)
+        self.flushLoggedErrors()
+
+    async def test_a_corrupt_one_chunk_body_is_a_404_too(self) -> None:
+        """Larger than the one-call read, but read in one chunk: checked before any byte goes out."""
+        data = b"one chunk, rotten" * (CHUNK_SIZE // 20)
+        raw = await self.put_and_flip("/d1/3/a/c/rot", data, len(data) - 3)
+        response, got = await self.call("GET", "/d1/3/a/c/rot")
+        self.assertEqual(response.code, 404)
+        self.assertNotIn(bytes(raw[: len(data)]), got)
+        self.assertEqual([p for p in self.data_files() if "quarantined" not in p.parts], [])
         self.flushLoggedErrors()
 
     async def test_put_get_head(self) -> None:
@@ -441,8 +452,8 @@ class ObjectServerTests(TestCase):
         self.flushLoggedErrors()
 
     async def test_corrupt_body_is_never_served_whole(self) -> None:
-        data = b"0123456789" * 100000
-        await self.put_and_flip("/d1/3/a/c/rot", data, 500000)
+        data = b"0123456789" * (CHUNK_SIZE // 4)  # two and a half chunks: the rot is found mid-response
+        await self.put_and_flip("/d1/3/a/c/rot", data, 2 * CHUNK_SIZE + 7)
         # a range read does not verify the whole body, and serves what is there
         response, got = await self.call("GET", "/d1/3/a/c/rot", {"Range": "bytes=0-9"})
         self.assertEqual(got, data[:10])
