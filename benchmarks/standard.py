@@ -298,10 +298,11 @@ def bench_txstore(args: argparse.Namespace, plan: Plan) -> Run:
         finally:
             run.info.append(f"load average at end: {load_average()}; servers idle: {idle(servers)}")
             run.info.append(f"server processes alive at the end: {', '.join(servers.alive())}")
-            if any(result.errors for result in run.results):
+            errors = any(result.errors for result in run.results)
+            if errors or args.keep_logs:
                 kept = Path(tempfile.mkdtemp(prefix="txstore-bench-logs-"))
                 shutil.copytree(root / "log", kept / "log")
-                run.info.append(f"errors: the servers' logs are kept in {kept}/log")
+                run.info.append(f"{'errors: ' if errors else ''}the servers' logs are kept in {kept}/log")
             if not servers.peaks_reset:
                 run.info.append("peak RSS could not be reset: peaks are since each process started")
     return run
@@ -419,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user", default="test:tester")
     parser.add_argument("--key", default="testing")
     parser.add_argument("--keep-anchor", action="store_true", help="leave the anchor running if this run started it")
+    parser.add_argument(
+        "--keep-logs", action="store_true",
+        help="keep txstore's server logs (access lines with each request's duration) even without errors",
+    )
     parser.add_argument("--save", type=Path, help="write every figure as JSON here")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else STANDARD

@@ -39,6 +39,15 @@ class BackendClientTests(TestCase):
         again = await self.client.request("GET", "127.0.0.1", port, "/x")
         self.assertEqual(again.status, 201)
 
+    async def test_head_and_empty_put(self) -> None:
+        """A HEAD's Content-Length is not waited for as a body; an empty PUT says Content-Length: 0."""
+        port = self.port.getHost().port
+        head = await self.client.request("HEAD", "127.0.0.1", port, "/h")
+        self.assertEqual((head.status, head.body, head.header("content-length")), (201, b"", "5"))
+        empty = await self.client.request("PUT", "127.0.0.1", port, "/e", body=b"")
+        self.assertEqual(empty.status, 201)
+        self.assertEqual(self.seen[-1], (b"PUT", b"/e", None, b""))
+
     async def test_timeout(self) -> None:
         port = self.port.getHost().port
         with self.assertRaises(BackendTimeout):
