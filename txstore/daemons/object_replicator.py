@@ -6,6 +6,10 @@ protocol (`txstore.replication.sender`).
 
 - A partition this device is a primary for: local ``hashes.json`` (re-hashing only what
   changed) against each other primary's; only differing suffixes go through a missing check.
+  The other primaries' hashes are asked for at the start of the pass, all partitions a peer
+  shares with a local device in one exchange (``SURVEY``); a session is opened only for a
+  partition whose hashes differ. A peer whose survey failed (down, or a node that predates
+  ``SURVEY``) gets a session per partition, which asks for the hashes itself, as before.
 - A partition this device is *not* a primary for (a handoff, or a partition the ring moved
   away after a rebalance): every object is offered to every primary; when every primary ended
   its session cleanly, the objects confirmed by all (and unchanged since) are removed here, then
@@ -55,6 +59,7 @@ class ObjectReplicator:
         self.concurrency = concurrency
         self.reclaim_age = reclaim_age
         self._stopping = False
+        self._surveyed: dict[tuple, dict[str, str]] = {}
 
     def stop(self) -> None:
         """Start no further partition in the pass under way, and end the sessions under way."""
@@ -67,6 +72,7 @@ class ObjectReplicator:
         self._stopping = False
         stats: Counter[str] = Counter()
         jobs = await self._jobs()
+        self._surveyed = await self._survey_peers(jobs, stats)
         semaphore = DeferredSemaphore(self.concurrency)
 
         def job(device: str, policy_index: int, partition: int) -> Deferred:
@@ -89,6 +95,42 @@ class ObjectReplicator:
                 for partition in await runner.run(device, list_partitions, path, policy.index):
                     jobs.append((device, policy.index, partition))
         return jobs
+
+    async def _survey_peers(self, jobs: list[tuple[str, int, int]], stats: Counter) -> dict[tuple, dict[str, str]]:
+        """
+        ``(peer, device, policy, partition) → the peer's suffix hashes`` for every partition a
+        local device is a primary for, one ``SURVEY`` per peer device, device and policy.
+        Missing keys mean "not surveyed": that partition gets its own session.
+        """
+        survey = getattr(self.sender, "survey", None)
+        if survey is None:
+            return {}
+        wanted: dict[tuple, list[int]] = {}
+        peers: dict[tuple, Any] = {}
+        for device, policy_index, partition in jobs:
+            ring = self.rings.object_ring(policy_index)
+            if partition >= ring.partition_count:
+                continue
+            nodes = ring.get_part_nodes(partition)
+            mine = [n for n in nodes if n.device_name == device and self.is_local(n.device)]
+            if not mine:
+                continue
+            for peer in nodes:
+                if peer not in mine:
+                    peers[_peer_key(peer)] = peer
+                    wanted.setdefault((_peer_key(peer), device, policy_index), []).append(partition)
+        surveyed: dict[tuple, dict[str, str]] = {}
+        for (key, device, policy_index), partitions in wanted.items():
+            if self._stopping:
+                break
+            found = await survey(peers[key], device, policy_index, partitions)
+            stats["surveys"] += 1
+            if found is None:
+                stats["survey_failures"] += 1
+                continue
+            for partition in partitions:
+                surveyed[(key, device, policy_index, partition)] = found.get(partition, {})
+        return surveyed
 
     async def _guarded(self, device: str, policy_index: int, partition: int, stats: Counter) -> None:
         try:
@@ -117,6 +159,10 @@ class ObjectReplicator:
                 return
             for peer in nodes:
                 if peer in mine:
+                    continue
+                remote = self._surveyed.pop((_peer_key(peer), device, policy_index, partition), None)
+                if remote is not None and all(remote.get(s) == h for s, h in hashes.items()):
+                    stats["in_sync"] += 1  # nothing of ours the peer lacks: no session
                     continue
                 outcome = await self.sender.sync(peer, device, partition, policy_index, local_hashes=hashes)
                 self._count(stats, outcome)
@@ -152,6 +198,10 @@ class ObjectReplicator:
         stats["objects_offered"] += outcome.offered
         stats["updates_sent"] += outcome.updates
         stats["bytes_sent"] += outcome.bytes_sent
+
+
+def _peer_key(node: Any) -> tuple:
+    return (node.replication_ip, node.replication_port, node.device_name)
 
 
 async def _nothing() -> None:

@@ -34,6 +34,9 @@ class FrameType(IntEnum):
     END = 0x04
     GET_HASHES = 0x10
     HASHES = 0x11
+    SURVEY = 0x12
+    SURVEYED = 0x13
+    SURVEY_END = 0x14
     OFFER = 0x20
     OFFER_END = 0x21
     WANT = 0x22
@@ -60,6 +63,9 @@ _FIELDS: dict[FrameType, dict[str, tuple[type, ...]]] = {
     FrameType.END: {},
     FrameType.GET_HASHES: {},
     FrameType.HASHES: {"hashes": (dict,)},
+    FrameType.SURVEY: {"partitions": (list,)},
+    FrameType.SURVEYED: {"hashes": (dict,)},
+    FrameType.SURVEY_END: {},
     FrameType.OFFER: {"objects": (list,)},
     FrameType.OFFER_END: {},
     FrameType.WANT: {"objects": (list,), "newer": (list,)},

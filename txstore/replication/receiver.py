@@ -38,6 +38,8 @@ from txstore.storage.partitions import get_hashes, object_files
 
 DEFAULT_SESSIONS_PER_DEVICE = 4
 KINDS_OBJECT = "object"
+SURVEY_LIMIT = 1024  # partitions one SURVEY frame may name
+SURVEYED_BYTES = 512 * 1024  # roughly what one SURVEYED frame carries (well under MAX_PAYLOAD)
 
 DbHandler = Callable[["ReceiverSession", Record], Awaitable[None]]
 
@@ -190,6 +192,7 @@ class ReceiverSession(FramedChannel):
     async def _serve_objects(self) -> None:
         handlers = {
             FrameType.GET_HASHES: self._hashes,
+            FrameType.SURVEY: self._survey,
             FrameType.OFFER: self._offer,
             FrameType.OFFER_END: self._offers_done,
             FrameType.PUT: self._put,
@@ -212,6 +215,38 @@ class ReceiverSession(FramedChannel):
     async def _hashes(self, item: Record) -> None:
         hashes = await self.run(get_hashes, self._partition_dir, self.factory.reclaim_age, self.context.clock())
         self.send(record(FrameType.HASHES, hashes=hashes))
+
+    async def _survey(self, item: Record) -> None:
+        """
+        The suffix hashes of many partitions at once (of the session's device and policy), so
+        a replicator finds the partitions that differ in one exchange instead of a session per
+        partition. Answered in SURVEYED frames of about `SURVEYED_BYTES`, then SURVEY_END.
+        """
+        partitions = item["partitions"]
+        if len(partitions) > SURVEY_LIMIT:
+            raise ProtocolError(f"SURVEY of {len(partitions)} partitions (at most {SURVEY_LIMIT})")
+        for partition in partitions:
+            if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
+                raise ProtocolError(f"not a partition: {partition!r}")
+        diskfiles, device, policy = self.context.diskfiles, self.device, self.policy_index
+        reclaim_age, now = self.factory.reclaim_age, self.context.clock()
+
+        def hash_all() -> list[tuple[int, dict[str, str]]]:
+            return [(p, get_hashes(diskfiles.partition_path(device, policy, p), reclaim_age, now)) for p in partitions]
+
+        batch: dict[str, dict[str, str]] = {}
+        size = 0
+        for partition, hashes in await self.run(hash_all):
+            entry_size = 16 + sum(len(suffix) + len(digest) + 6 for suffix, digest in hashes.items())
+            if batch and size + entry_size > SURVEYED_BYTES:
+                await self.drained()
+                self.send(record(FrameType.SURVEYED, hashes=batch))
+                batch, size = {}, 0
+            batch[str(partition)] = hashes
+            size += entry_size
+        if batch:
+            self.send(record(FrameType.SURVEYED, hashes=batch))
+        self.send(record(FrameType.SURVEY_END))
 
     async def _offer(self, item: Record) -> None:
         offers = []

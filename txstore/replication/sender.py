@@ -35,6 +35,7 @@ from txstore.storage.partitions import ObjectFiles, list_objects, read_footers
 
 CHUNK = 256 * 1024
 OFFER_BATCH = 1000
+SURVEY_LIMIT = 1024  # partitions per SURVEY frame (the receiver refuses more)
 
 
 class BytePacer:
@@ -128,6 +129,52 @@ class ObjectSender:
                 peer=f"{node.replication_ip}:{node.replication_port}/{node.device_name}", reason=outcome.reason,
             )
         return outcome
+
+    async def survey(
+        self, node: Any, device: str, policy_index: int, partitions: Sequence[int]
+    ) -> dict[int, dict[str, str]] | None:
+        """
+        ``node``'s suffix hashes of each of ``partitions`` (``{}`` for one it does not hold), in
+        one session (``SURVEY``); None when the session failed (the caller then falls back to a
+        session per partition, which also covers a peer that predates ``SURVEY``).
+        """
+        if not partitions:
+            return {}
+        channel = None
+        try:
+            channel = await self.connector.open(node.replication_ip, node.replication_port)
+            self._open.add(channel)
+            channel.send(record(FrameType.HELLO, version=VERSION, kind="object", device=node.device_name,
+                                partition=partitions[0], policy=policy_index, frag_index=None))
+            await channel.expect(FrameType.READY)
+            found: dict[int, dict[str, str]] = {}
+            for start in range(0, len(partitions), SURVEY_LIMIT):
+                channel.send(record(FrameType.SURVEY, partitions=list(partitions[start:start + SURVEY_LIMIT])))
+                while True:
+                    answer = await channel.expect(FrameType.SURVEYED, FrameType.SURVEY_END)
+                    if answer.type is FrameType.SURVEY_END:
+                        break
+                    for partition, hashes in answer["hashes"].items():
+                        if isinstance(hashes, dict):
+                            found[int(partition)] = hashes
+            channel.end()
+            return found
+        except SessionFailed as failure:
+            reason = f"{failure.code} {failure.reason}" + (" (from the peer)" if failure.from_peer else "")
+            if channel is not None:
+                channel.abort(failure.code, failure.reason)
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            if channel is not None:
+                channel.abort(500, "sender failed")
+        finally:
+            self._open.discard(channel)
+        self.log.info(
+            "survey of {count} partitions of {peer} (policy {policy}) failed: {reason}; one session each instead",
+            count=len(partitions), peer=f"{node.replication_ip}:{node.replication_port}/{node.device_name}",
+            policy=policy_index, reason=reason,
+        )
+        return None
 
     async def _session(
         self, channel: FramedChannel, outcome: SyncOutcome, node: Any, device: str, partition: int,

@@ -24,6 +24,7 @@ class State(Enum):
     OPEN = "open"
     HASHES_ASKED = "hashes asked"
     HASHED = "hashed"
+    SURVEYING = "surveying"
     OFFERING = "offering"
     OFFERED = "offered"
     UPDATING = "updating"
@@ -42,6 +43,9 @@ _TRANSITIONS: dict[tuple[State, str, FrameType], State] = {
     (State.HELLO_SENT, R, F.READY): State.OPEN,
     (State.OPEN, S, F.GET_HASHES): State.HASHES_ASKED,
     (State.HASHES_ASKED, R, F.HASHES): State.HASHED,
+    (State.OPEN, S, F.SURVEY): State.SURVEYING,
+    (State.SURVEYING, R, F.SURVEYED): State.SURVEYING,
+    (State.SURVEYING, R, F.SURVEY_END): State.OPEN,
     (State.OPEN, S, F.DB_SYNC): State.DB_ASKED,
     (State.DB_ASKED, R, F.DB_STATE): State.DB_UPDATING,
     (State.DB_UPDATING, S, F.DB_ROWS): State.DB_UPDATING,

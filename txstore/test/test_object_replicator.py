@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
@@ -68,7 +70,29 @@ class ObjectReplicatorTests(TestCase):
             self.assertTrue(node.state(partition, "gone").deleted)
         self.assertEqual(list_partitions(others[0].root / others[0].device, 0), [])
         again = await primaries[0].replicator(self.rings).run_pass()
-        self.assertEqual((again["suffixes_synced"], again["updates_sent"]), (0, 0))
+        # One survey per peer finds both in sync: no session at all.
+        self.assertEqual((again["surveys"], again["in_sync"], again.get("sessions", 0)), (2, 2, 0))
+
+    async def test_a_peer_that_cannot_be_surveyed_gets_a_session_per_partition(self) -> None:
+        partition, primaries, _others = self.placement("obj")
+        primaries[0].put(partition, "obj", "1600000000.00000")
+        await primaries[2].port.stopListening()
+        figures = await primaries[0].replicator(self.rings).run_pass()
+        self.assertEqual((figures["surveys"], figures["survey_failures"]), (2, 1))
+        self.assertEqual((figures["sessions"], figures["failures"]), (2, 1))  # tried anyway, and failed
+        self.assertTrue(primaries[1].state(partition, "obj").exists)
+
+    async def test_a_peer_that_lost_its_copy_is_refilled(self) -> None:
+        """The survey asks every pass: a peer whose device was replaced empty gets everything back."""
+        partition, primaries, _others = self.placement("obj")
+        primaries[0].put(partition, "obj", "1600000000.00000", b"keep me")
+        await primaries[0].replicator(self.rings).run_pass()
+        for path in (primaries[1].root / primaries[1].device).iterdir():
+            if path.name.startswith("objects"):
+                shutil.rmtree(path)
+        figures = await primaries[0].replicator(self.rings).run_pass()
+        self.assertEqual((figures["in_sync"], figures["sessions"], figures["updates_sent"]), (1, 1, 1))
+        self.assertTrue(primaries[1].state(partition, "obj").exists)
 
     async def test_a_handoff_goes_home_and_is_removed(self) -> None:
         partition, primaries, others = self.placement("lost")
@@ -127,7 +151,8 @@ class ObjectReplicatorTests(TestCase):
         replicator.sender = sender
         figures = await replicator.run_pass()
         self.assertNotIn("stopped", figures)
-        self.assertEqual(figures["sessions"], 4)
+        # The first partition went to both peers before the stop: only the second needs sessions.
+        self.assertEqual((figures["in_sync"], figures["sessions"]), (2, 2))
 
 
 class LocalDevicesTests(TestCase):

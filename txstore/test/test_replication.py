@@ -14,6 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from txstore.replication.frames import FrameDecoder, FrameType, data_record, encode, record
+from txstore.replication import receiver
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import Connector, ObjectSender
 from txstore.storage.http_support import StorageContext
@@ -66,6 +67,16 @@ class ReplicationCase(TestCase):
     def sync(self, peer=None, **kwargs) -> Deferred:
         kwargs.setdefault("local_hashes", None if "objects" in kwargs else self.hashes(self.here))
         return ensureDeferred(self.sender.sync(peer or self.peer, "d1", PART, 0, **kwargs))
+
+    async def connect(self) -> RawClient:
+        """A hand-driven sender's connection to the receiver."""
+        client = RawClient()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.peer.replication_port), client)
+        return client
+
+    def hello(self) -> bytes:
+        return encode(record(FrameType.HELLO, version=1, kind="object", device="d1", partition=PART, policy=0,
+                             frag_index=None))
 
     async def settle(self) -> None:
         """Let the receiver finish its side (it closes after the sender's END)."""
@@ -195,6 +206,45 @@ class ObjectSessionTests(ReplicationCase):
         self.assertEqual(list((self.there.devices / "d1" / "tmp").iterdir()), [])
 
 
+class SurveyTests(ReplicationCase):
+    async def test_many_partitions_in_one_session(self) -> None:
+        self.put(self.there, "a", "1600000000.00000")
+        self.put(self.there, "b", "1600000001.00000")
+        found = await self.sender.survey(self.peer, "d1", 0, [PART, 3, 700])
+        self.assertEqual(found, {PART: self.hashes(self.there), 3: {}, 700: {}})
+        self.assertEqual(len(found[PART]), len(list_suffixes(self.there.diskfiles.partition_path("d1", 0, PART))))
+        await self.settle()
+        self.assertEqual(self.factory.stats["sessions_ok"], 1)
+
+    async def test_a_large_answer_comes_in_several_frames(self) -> None:
+        self.patch(receiver, "SURVEYED_BYTES", 100)
+        for n in range(4):
+            self.put(self.there, f"o{n}", "1600000000.00000")
+        parts = list(range(PART - 3, PART + 3))
+        client = await self.connect()
+        client.transport.write(self.hello() + encode(record(FrameType.SURVEY, partitions=parts)))
+        await client.until(FrameType.SURVEY_END)
+        answers = [r for r in client.records if r.type is FrameType.SURVEYED]
+        self.assertGreater(len(answers), 1)
+        merged = {k: v for r in answers for k, v in r["hashes"].items()}
+        self.assertEqual(sorted(merged), sorted(str(p) for p in parts))
+        self.assertEqual(merged[str(PART)], self.hashes(self.there))
+        client.transport.loseConnection()
+
+    async def test_a_bad_survey_is_refused(self) -> None:
+        for partitions in (["9"], [-1], list(range(receiver.SURVEY_LIMIT + 1))):
+            client = await self.connect()
+            client.transport.write(
+                self.hello() + encode(record(FrameType.SURVEY, partitions=partitions))
+            )
+            await client.closed
+            self.assertEqual((client.records[-1].type, client.records[-1]["code"]), (FrameType.ERROR, 400))
+
+    async def test_a_failed_survey_is_none(self) -> None:
+        await self.port.stopListening()
+        self.assertIsNone(await self.sender.survey(self.peer, "d1", 0, [PART]))
+
+
 class RawClient(Protocol):
     """A hand-driven sender, to misbehave."""
 
@@ -223,15 +273,6 @@ class RawClient(Protocol):
 
 
 class MisbehavingSenderTests(ReplicationCase):
-    async def connect(self) -> RawClient:
-        client = RawClient()
-        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.peer.replication_port), client)
-        return client
-
-    def hello(self):
-        return encode(record(FrameType.HELLO, version=1, kind="object", device="d1", partition=PART, policy=0,
-                             frag_index=None))
-
     async def test_disconnect_mid_body_leaves_nothing(self) -> None:
         client = await self.connect()
         name_hash = self.there.hasher.hash_path("AUTH_a", "c", "half")
