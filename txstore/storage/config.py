@@ -75,6 +75,12 @@ SCHEMA = c.Schema(
                     DEFAULT_THREADS_PER_DEVICE,
                     doc="Threads doing each device's disk I/O (opens, writes, fsyncs, SQLite).",
                 ),
+                c.Option(
+                    "container_update_timeout",
+                    c.number(0.1),
+                    1.0,
+                    doc="Seconds an object write waits for its container row before leaving it to the updater.",
+                ),
             ),
         ),
         _daemon_section(CONTAINER_UPDATER, "Pushes containers' object counts and bytes to their accounts.", 30.0),
@@ -165,6 +171,7 @@ class NodeSettings:
     cluster: ClusterConfig
     max_file_size: int = 5 * 1024**3 + 2
     threads_per_device: int = DEFAULT_THREADS_PER_DEVICE
+    container_update_timeout: float = 1.0
     daemons: dict[str, dict] = field(factory=lambda: _daemon_defaults())  # section → options
     replication: dict = field(factory=lambda: _section_defaults(REPLICATION))
 
@@ -183,6 +190,7 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         cluster=load_cluster_from(loaded, SECTION),
         max_file_size=node["max_file_size"],
         threads_per_device=node["threads_per_device"],
+        container_update_timeout=node["container_update_timeout"],
         daemons={name: dict(loaded.section(name)) for name in DAEMONS},
         replication=_replication_options(loaded),
     )

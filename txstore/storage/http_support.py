@@ -36,6 +36,7 @@ class StorageContext:
     diskfiles: DiskFileManager
     constraints: Constraints = DEFAULT_CONSTRAINTS
     node_timeout: float = 3.0
+    container_update_timeout: float = 1.0  # an object write's wait for its container row
 
     async def checked_device(self, device: str) -> Path:
         """

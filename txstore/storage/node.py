@@ -131,6 +131,7 @@ def build_node(
         clock=clock,
         diskfiles=diskfiles,
         constraints=Constraints(max_file_size=settings.max_file_size),
+        container_update_timeout=settings.container_update_timeout,
     )
     accounts = AccountServer(context)
     containers = ContainerServer(context)

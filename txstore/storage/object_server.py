@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from attrs import define
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.web.http import Request
 
@@ -396,25 +397,29 @@ class ObjectServer:
         trans_id = header(request, "X-Trans-Id")
         if trans_id:
             headers["X-Trans-Id"] = trans_id
-        failed = []
-        for host, device in zip(hosts.split(","), devices.split(",")):
-            host, device = host.strip(), device.strip()
+        async def update(host: str, device: str) -> bool:
             ip, _, port = host.rpartition(":")
             row_path = f"/{device}/{partition}/{path.account}/{path.container}/{path.obj}"
             try:
                 response = await self.context.client.request(
-                    op, ip.strip("[]"), int(port), row_path, headers, timeout=self.context.node_timeout
+                    op, ip.strip("[]"), int(port), row_path, headers, timeout=self.context.container_update_timeout
                 )
                 if 200 <= response.status < 300:
-                    continue
+                    return True
                 problem = f"status {response.status}"
             except (BackendError, ValueError) as err:
                 problem = str(err)
-            failed.append(host)
             self.log.warn(
                 "container update {op} {name} to {host}/{device} failed: {problem}",
                 op=op, name=row_path, host=host, device=device, problem=problem,
             )
+            return False
+
+        # All at once, each bounded by container_update_timeout: a slow container replica
+        # delays the object's answer by that much at most; the async pending below covers it.
+        pairs = [(h.strip(), d.strip()) for h, d in zip(hosts.split(","), devices.split(","))]
+        results = await gatherResults([Deferred.fromCoroutine(update(h, d)) for h, d in pairs])
+        failed = [host for (host, _), ok in zip(pairs, results) if not ok]
         if failed:
             # One record per change: the updater finds every container replica in the ring.
             await self._run(

@@ -13,13 +13,14 @@ import attrs
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool, ResponseFailed
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from txstore.common.backend_client import BackendError, BackendResponse
+from txstore.common.backend_client import BackendClient, BackendError, BackendResponse
 from txstore.common.hashing import PathHasher
 from txstore.common.io import DeviceThreadPools
 from txstore.common.policies import DEFAULT_POLICIES
@@ -429,6 +430,25 @@ class ObjectServerTests(TestCase):
         self.assertEqual(len(pendings), 1)
         record = self.diskfiles.read_async_pending(pendings[0])
         self.assertEqual((record.op, record.account, record.container, record.obj), ("DELETE", "a", "c", "o"))
+
+    async def test_a_silent_container_replica_costs_at_most_the_update_timeout(self) -> None:
+        """The row is left to the updater (an async pending) instead of holding the client's answer."""
+        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        client = BackendClient(reactor)
+        self.addCleanup(client.close)
+        self.objects.context = attrs.evolve(self.context, client=client, container_update_timeout=0.3)
+        headers = {
+            "X-Container-Host": f"127.0.0.1:{silent.getHost().port}",
+            "X-Container-Device": "c1",
+            "X-Container-Partition": "7",
+        }
+        started = reactor.seconds()
+        response, _ = await self.put("/d1/3/a/c/o", b"hello", **headers)
+        self.assertEqual(response.code, 201)
+        self.assertLess(reactor.seconds() - started, 2.0)  # 0.3 s of waiting, not the 3 s node_timeout
+        [pending] = self.diskfiles.list_async_pendings("d1")
+        self.assertEqual(self.diskfiles.read_async_pending(pending).op, "PUT")
 
     # --- faults ----------------------------------------------------------------------------
 
