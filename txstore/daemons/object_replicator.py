@@ -6,10 +6,11 @@ protocol (`txstore.replication.sender`).
 
 - A partition this device is a primary for: local ``hashes.json`` (re-hashing only what
   changed) against each other primary's; only differing suffixes go through a missing check.
-  The other primaries' hashes are asked for at the start of the pass, all partitions a peer
-  shares with a local device in one exchange (``SURVEY``); a session is opened only for a
-  partition whose hashes differ. A peer whose survey failed (down, or a node that predates
-  ``SURVEY``) gets a session per partition, which asks for the hashes itself, as before.
+  The other primaries are asked at the start of the pass for a digest of their hashes of
+  every partition they share with a local device, in one exchange per peer (``SURVEY``); a
+  session is opened only for a partition whose digest differs from the local one. A peer
+  whose survey failed (down, or a node that predates ``SURVEY``) gets a session per
+  partition, which asks for the hashes itself, as before.
 - A partition this device is *not* a primary for (a handoff, or a partition the ring moved
   away after a rebalance): every object is offered to every primary; when every primary ended
   its session cleanly, the objects confirmed by all (and unchanged since) are removed here, then
@@ -37,6 +38,7 @@ from txstore.ring.ringset import RingSet
 from txstore.storage.http_support import StorageContext
 from txstore.storage.partitions import (
     get_hashes,
+    hashes_digest,
     list_objects,
     list_partitions,
     list_suffixes,
@@ -59,7 +61,7 @@ class ObjectReplicator:
         self.concurrency = concurrency
         self.reclaim_age = reclaim_age
         self._stopping = False
-        self._surveyed: dict[tuple, dict[str, str]] = {}
+        self._surveyed: dict[tuple, str] = {}
 
     def stop(self) -> None:
         """Start no further partition in the pass under way, and end the sessions under way."""
@@ -96,11 +98,12 @@ class ObjectReplicator:
                     jobs.append((device, policy.index, partition))
         return jobs
 
-    async def _survey_peers(self, jobs: list[tuple[str, int, int]], stats: Counter) -> dict[tuple, dict[str, str]]:
+    async def _survey_peers(self, jobs: list[tuple[str, int, int]], stats: Counter) -> dict[tuple, str]:
         """
-        ``(peer, device, policy, partition) → the peer's suffix hashes`` for every partition a
-        local device is a primary for, one ``SURVEY`` per peer device, device and policy.
-        Missing keys mean "not surveyed": that partition gets its own session.
+        ``(peer, device, policy, partition) → the peer's digest of its suffix hashes`` for
+        every partition a local device is a primary for, one ``SURVEY`` per peer device, device
+        and policy (32 bytes per partition and peer, whatever the partition holds). Missing keys
+        mean "not surveyed": that partition gets its own session.
         """
         survey = getattr(self.sender, "survey", None)
         if survey is None:
@@ -119,7 +122,7 @@ class ObjectReplicator:
                 if peer not in mine:
                     peers[_peer_key(peer)] = peer
                     wanted.setdefault((_peer_key(peer), device, policy_index), []).append(partition)
-        surveyed: dict[tuple, dict[str, str]] = {}
+        surveyed: dict[tuple, str] = {}
         for (key, device, policy_index), partitions in wanted.items():
             if self._stopping:
                 break
@@ -129,7 +132,8 @@ class ObjectReplicator:
                 stats["survey_failures"] += 1
                 continue
             for partition in partitions:
-                surveyed[(key, device, policy_index, partition)] = found.get(partition, {})
+                if partition in found:
+                    surveyed[(key, device, policy_index, partition)] = found[partition]
         return surveyed
 
     async def _guarded(self, device: str, policy_index: int, partition: int, stats: Counter) -> None:
@@ -161,8 +165,8 @@ class ObjectReplicator:
                 if peer in mine:
                     continue
                 remote = self._surveyed.pop((_peer_key(peer), device, policy_index, partition), None)
-                if remote is not None and all(remote.get(s) == h for s, h in hashes.items()):
-                    stats["in_sync"] += 1  # nothing of ours the peer lacks: no session
+                if remote == hashes_digest(hashes):
+                    stats["in_sync"] += 1  # the same suffix hashes on both: no session
                     continue
                 outcome = await self.sender.sync(peer, device, partition, policy_index, local_hashes=hashes)
                 self._count(stats, outcome)

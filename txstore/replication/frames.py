@@ -64,7 +64,7 @@ _FIELDS: dict[FrameType, dict[str, tuple[type, ...]]] = {
     FrameType.GET_HASHES: {},
     FrameType.HASHES: {"hashes": (dict,)},
     FrameType.SURVEY: {"partitions": (list,)},
-    FrameType.SURVEYED: {"hashes": (dict,)},
+    FrameType.SURVEYED: {"digests": (dict,)},
     FrameType.SURVEY_END: {},
     FrameType.OFFER: {"objects": (list,)},
     FrameType.OFFER_END: {},

@@ -34,12 +34,12 @@ from txstore.storage.diskfile import (
     DiskFileNotFound,
 )
 from txstore.storage.http_support import StorageContext
-from txstore.storage.partitions import get_hashes, object_files
+from txstore.storage.partitions import get_hashes, hashes_digest, object_files
 
 DEFAULT_SESSIONS_PER_DEVICE = 4
 KINDS_OBJECT = "object"
 SURVEY_LIMIT = 1024  # partitions one SURVEY frame may name
-SURVEYED_BYTES = 512 * 1024  # roughly what one SURVEYED frame carries (well under MAX_PAYLOAD)
+SURVEY_CHUNK = 64  # partitions hashed per thread call, and answered per SURVEYED frame
 
 DbHandler = Callable[["ReceiverSession", Record], Awaitable[None]]
 
@@ -218,9 +218,12 @@ class ReceiverSession(FramedChannel):
 
     async def _survey(self, item: Record) -> None:
         """
-        The suffix hashes of many partitions at once (of the session's device and policy), so
-        a replicator finds the partitions that differ in one exchange instead of a session per
-        partition. Answered in SURVEYED frames of about `SURVEYED_BYTES`, then SURVEY_END.
+        A digest of the suffix hashes of many partitions at once (of the session's device and
+        policy), so a replicator finds the partitions that differ in one exchange instead of a
+        session per partition. Hashed `SURVEY_CHUNK` partitions per thread call (a pool thread
+        is never held for long) and answered a SURVEYED frame per chunk (the sender sees
+        progress within its timeout), then SURVEY_END. A partition not held here has the digest
+        of no suffixes.
         """
         partitions = item["partitions"]
         if len(partitions) > SURVEY_LIMIT:
@@ -231,21 +234,16 @@ class ReceiverSession(FramedChannel):
         diskfiles, device, policy = self.context.diskfiles, self.device, self.policy_index
         reclaim_age, now = self.factory.reclaim_age, self.context.clock()
 
-        def hash_all() -> list[tuple[int, dict[str, str]]]:
-            return [(p, get_hashes(diskfiles.partition_path(device, policy, p), reclaim_age, now)) for p in partitions]
+        def digests(chunk: list[int]) -> dict[str, str]:
+            return {
+                str(p): hashes_digest(get_hashes(diskfiles.partition_path(device, policy, p), reclaim_age, now))
+                for p in chunk
+            }
 
-        batch: dict[str, dict[str, str]] = {}
-        size = 0
-        for partition, hashes in await self.run(hash_all):
-            entry_size = 16 + sum(len(suffix) + len(digest) + 6 for suffix, digest in hashes.items())
-            if batch and size + entry_size > SURVEYED_BYTES:
-                await self.drained()
-                self.send(record(FrameType.SURVEYED, hashes=batch))
-                batch, size = {}, 0
-            batch[str(partition)] = hashes
-            size += entry_size
-        if batch:
-            self.send(record(FrameType.SURVEYED, hashes=batch))
+        for start in range(0, len(partitions), SURVEY_CHUNK):
+            answer = await self.run(digests, partitions[start:start + SURVEY_CHUNK])
+            await self.drained()
+            self.send(record(FrameType.SURVEYED, digests=answer))
         self.send(record(FrameType.SURVEY_END))
 
     async def _offer(self, item: Record) -> None:

@@ -132,9 +132,9 @@ class ObjectSender:
 
     async def survey(
         self, node: Any, device: str, policy_index: int, partitions: Sequence[int]
-    ) -> dict[int, dict[str, str]] | None:
+    ) -> dict[int, str] | None:
         """
-        ``node``'s suffix hashes of each of ``partitions`` (``{}`` for one it does not hold), in
+        ``node``'s digest of its suffix hashes (`hashes_digest`) of each of ``partitions``, in
         one session (``SURVEY``); None when the session failed (the caller then falls back to a
         session per partition, which also covers a peer that predates ``SURVEY``).
         """
@@ -147,16 +147,16 @@ class ObjectSender:
             channel.send(record(FrameType.HELLO, version=VERSION, kind="object", device=node.device_name,
                                 partition=partitions[0], policy=policy_index, frag_index=None))
             await channel.expect(FrameType.READY)
-            found: dict[int, dict[str, str]] = {}
+            found: dict[int, str] = {}
             for start in range(0, len(partitions), SURVEY_LIMIT):
                 channel.send(record(FrameType.SURVEY, partitions=list(partitions[start:start + SURVEY_LIMIT])))
                 while True:
                     answer = await channel.expect(FrameType.SURVEYED, FrameType.SURVEY_END)
                     if answer.type is FrameType.SURVEY_END:
                         break
-                    for partition, hashes in answer["hashes"].items():
-                        if isinstance(hashes, dict):
-                            found[int(partition)] = hashes
+                    for partition, digest in answer["digests"].items():
+                        if isinstance(digest, str):
+                            found[int(partition)] = digest
             channel.end()
             return found
         except SessionFailed as failure:

@@ -18,7 +18,7 @@ from txstore.replication import receiver
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import Connector, ObjectSender
 from txstore.storage.http_support import StorageContext
-from txstore.storage.partitions import get_hashes, list_objects, list_suffixes
+from txstore.storage.partitions import get_hashes, hashes_digest, list_objects, list_suffixes
 from txstore.test.support import storage_context
 
 PART = 9
@@ -211,38 +211,41 @@ class SurveyTests(ReplicationCase):
         self.put(self.there, "a", "1600000000.00000")
         self.put(self.there, "b", "1600000001.00000")
         found = await self.sender.survey(self.peer, "d1", 0, [PART, 3, 700])
-        self.assertEqual(found, {PART: self.hashes(self.there), 3: {}, 700: {}})
-        self.assertEqual(len(found[PART]), len(list_suffixes(self.there.diskfiles.partition_path("d1", 0, PART))))
+        self.assertEqual(found, {PART: hashes_digest(self.hashes(self.there)), 3: hashes_digest({}),
+                                 700: hashes_digest({})})
+        self.assertNotEqual(found[PART], found[3])
         await self.settle()
         self.assertEqual(self.factory.stats["sessions_ok"], 1)
 
-    async def test_a_large_answer_comes_in_several_frames(self) -> None:
-        self.patch(receiver, "SURVEYED_BYTES", 100)
-        for n in range(4):
-            self.put(self.there, f"o{n}", "1600000000.00000")
+    async def test_answered_a_frame_per_chunk(self) -> None:
+        self.patch(receiver, "SURVEY_CHUNK", 2)
+        self.put(self.there, "o", "1600000000.00000")
         parts = list(range(PART - 3, PART + 3))
         client = await self.connect()
         client.transport.write(self.hello() + encode(record(FrameType.SURVEY, partitions=parts)))
         await client.until(FrameType.SURVEY_END)
         answers = [r for r in client.records if r.type is FrameType.SURVEYED]
-        self.assertGreater(len(answers), 1)
-        merged = {k: v for r in answers for k, v in r["hashes"].items()}
+        self.assertEqual(len(answers), 3)
+        merged = {k: v for r in answers for k, v in r["digests"].items()}
         self.assertEqual(sorted(merged), sorted(str(p) for p in parts))
-        self.assertEqual(merged[str(PART)], self.hashes(self.there))
+        self.assertEqual(merged[str(PART)], hashes_digest(self.hashes(self.there)))
         client.transport.loseConnection()
 
     async def test_a_bad_survey_is_refused(self) -> None:
         for partitions in (["9"], [-1], list(range(receiver.SURVEY_LIMIT + 1))):
             client = await self.connect()
-            client.transport.write(
-                self.hello() + encode(record(FrameType.SURVEY, partitions=partitions))
-            )
+            client.transport.write(self.hello() + encode(record(FrameType.SURVEY, partitions=partitions)))
             await client.closed
             self.assertEqual((client.records[-1].type, client.records[-1]["code"]), (FrameType.ERROR, 400))
 
     async def test_a_failed_survey_is_none(self) -> None:
         await self.port.stopListening()
         self.assertIsNone(await self.sender.survey(self.peer, "d1", 0, [PART]))
+
+    def test_the_digest_is_of_suffixes_and_hashes(self) -> None:
+        self.assertEqual(hashes_digest({"a1f": "x", "0b2": "y"}), hashes_digest({"0b2": "y", "a1f": "x"}))
+        self.assertNotEqual(hashes_digest({"a1f": "x"}), hashes_digest({"a1f": "z"}))
+        self.assertNotEqual(hashes_digest({"a1f": "x"}), hashes_digest({"a1f": "x", "0b2": "y"}))
 
 
 class RawClient(Protocol):
