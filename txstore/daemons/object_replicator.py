@@ -103,7 +103,8 @@ class ObjectReplicator:
         ``(peer, device, policy, partition) → the peer's digest of its suffix hashes`` for
         every partition a local device is a primary for, one ``SURVEY`` per peer device, device
         and policy (32 bytes per partition and peer, whatever the partition holds). Missing keys
-        mean "not surveyed": that partition gets its own session.
+        mean "not surveyed": that partition gets its own session. An answer is used once, later
+        in the same pass: a peer that loses data after answering is refilled by the next pass.
         """
         survey = getattr(self.sender, "survey", None)
         if survey is None:
@@ -111,10 +112,13 @@ class ObjectReplicator:
         wanted: dict[tuple, list[int]] = {}
         peers: dict[tuple, Any] = {}
         for device, policy_index, partition in jobs:
-            ring = self.rings.object_ring(policy_index)
-            if partition >= ring.partition_count:
-                continue
-            nodes = ring.get_part_nodes(partition)
+            try:
+                ring = self.rings.object_ring(policy_index)
+                if partition >= ring.partition_count:
+                    continue
+                nodes = ring.get_part_nodes(partition)
+            except Exception:
+                continue  # not surveyed; the partition's own job reports what is wrong
             mine = [n for n in nodes if n.device_name == device and self.is_local(n.device)]
             if not mine:
                 continue

@@ -223,7 +223,7 @@ class ReceiverSession(FramedChannel):
         session per partition. Hashed `SURVEY_CHUNK` partitions per thread call (a pool thread
         is never held for long) and answered a SURVEYED frame per chunk (the sender sees
         progress within its timeout), then SURVEY_END. A partition not held here has the digest
-        of no suffixes.
+        of no suffixes; one that could not be hashed (a disk error) is left out.
         """
         partitions = item["partitions"]
         if len(partitions) > SURVEY_LIMIT:
@@ -235,10 +235,14 @@ class ReceiverSession(FramedChannel):
         reclaim_age, now = self.factory.reclaim_age, self.context.clock()
 
         def digests(chunk: list[int]) -> dict[str, str]:
-            return {
-                str(p): hashes_digest(get_hashes(diskfiles.partition_path(device, policy, p), reclaim_age, now))
-                for p in chunk
-            }
+            answer = {}
+            for p in chunk:
+                try:
+                    hashes = get_hashes(diskfiles.partition_path(device, policy, p), reclaim_age, now)
+                except OSError:
+                    continue  # left out: the sender gives that partition a session of its own
+                answer[str(p)] = hashes_digest(hashes)
+            return answer
 
         for start in range(0, len(partitions), SURVEY_CHUNK):
             answer = await self.run(digests, partitions[start:start + SURVEY_CHUNK])

@@ -149,14 +149,17 @@ class ObjectSender:
             await channel.expect(FrameType.READY)
             found: dict[int, str] = {}
             for start in range(0, len(partitions), SURVEY_LIMIT):
-                channel.send(record(FrameType.SURVEY, partitions=list(partitions[start:start + SURVEY_LIMIT])))
-                while True:
+                asked = {str(p): p for p in partitions[start:start + SURVEY_LIMIT]}
+                channel.send(record(FrameType.SURVEY, partitions=list(asked.values())))
+                for _ in range(len(asked) + 1):  # a frame per partition at most, then SURVEY_END
                     answer = await channel.expect(FrameType.SURVEYED, FrameType.SURVEY_END)
                     if answer.type is FrameType.SURVEY_END:
                         break
                     for partition, digest in answer["digests"].items():
-                        if isinstance(digest, str):
-                            found[int(partition)] = digest
+                        if partition in asked and isinstance(digest, str):
+                            found[asked[partition]] = digest
+                else:
+                    raise SessionFailed(400, "SURVEYED frames without end")
             channel.end()
             return found
         except SessionFailed as failure:

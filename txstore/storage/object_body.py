@@ -4,10 +4,11 @@ Streaming an object's bytes to a client: a push producer that reads the next chu
 device's I/O pool only while the client keeps up.
 
 twisted.web calls `pauseProducing` when the socket's send buffer is full and `resumeProducing`
-when it drains; between the two, no read is issued, so a slow client holds at most one chunk
-in memory per request, and a disconnected one stops the reads. A whole-object read is checked
-against its ETag *before* the last chunk goes out: on a mismatch the connection is aborted,
-so no client ever receives a complete but wrong object.
+when it drains; one chunk is read ahead meanwhile and then no more, so a slow client holds at
+most two chunks in memory per request, and a disconnected one stops the reads. A whole-object
+read is checked against its ETag *before* the last chunk goes out: on a mismatch the
+connection is aborted (or, when nothing was sent yet, the object server answers 404), so no
+client ever receives a complete but wrong object.
 """
 
 from __future__ import annotations

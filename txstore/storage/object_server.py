@@ -440,6 +440,7 @@ class ObjectServer:
             # Out of service; the proxy reads another replica and replication restores this one.
             await self._quarantine(path, diskfile, state)
             state = ObjectState()
+        plain_headers = request.responseHeaders.copy()  # to answer a 404 without the object's
         self._backend_timestamps(request, state)
         if not state.exists or _expired(state, self.context.clock()):
             raise HTTPError(404, "Not Found")
@@ -501,12 +502,16 @@ class ObjectServer:
         try:
             await producer.send(parts, trailer, whole=ranges is None)
         except (CorruptBody, DiskFileError) as err:
-            self.log.error("reading {name} failed ({reason}); response aborted", name=diskfile.name, reason=err)
+            unsent = not request.startedWriting
+            self.log.error("reading {name} failed ({reason}); {outcome}", name=diskfile.name, reason=err,
+                           outcome="answered 404" if unsent else "response aborted")
             if isinstance(err, (CorruptBody, DiskFileCorrupt)):
                 await self._quarantine(path, diskfile, err)
-                if not request.startedWriting:
-                    # Rot found before a byte went out (a body of one chunk): a plain 404, so
-                    # the proxy reads another replica, as for a small body.
+                if unsent:
+                    # Rot found before a byte went out (a body of one chunk): a plain 404 with
+                    # none of the object's headers (no timestamps a proxy could take for a
+                    # tombstone's), so the proxy reads another replica, as for a small body.
+                    request.responseHeaders = plain_headers
                     raise HTTPError(404, f"Not Found: {err}") from None
             raise ResponseAborted(str(err)) from err
         finally:

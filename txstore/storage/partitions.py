@@ -326,7 +326,7 @@ def hashes_digest(hashes: dict[str, str]) -> str:
     """
     summary = hashlib.md5(usedforsecurity=False)
     for suffix in sorted(hashes):
-        summary.update(f"{suffix}:{hashes[suffix]};".encode("ascii"))
+        summary.update(f"{suffix}:{hashes[suffix]};".encode("utf-8", "surrogatepass"))
     return summary.hexdigest()
 
 

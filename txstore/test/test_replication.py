@@ -13,7 +13,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from txstore.replication.frames import FrameDecoder, FrameType, data_record, encode, record
+from txstore.replication.frames import FrameDecoder, FrameType, ProtocolError, data_record, encode, record
 from txstore.replication import receiver
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import Connector, ObjectSender
@@ -241,6 +241,18 @@ class SurveyTests(ReplicationCase):
     async def test_a_failed_survey_is_none(self) -> None:
         await self.port.stopListening()
         self.assertIsNone(await self.sender.survey(self.peer, "d1", 0, [PART]))
+        self.assertEqual(self.sender._open, set())
+
+    async def test_a_peer_that_predates_survey(self) -> None:
+        """It answers ERROR 400, as for any frame it does not know: no answer, and no channel left open."""
+        async def unknown(session, item):
+            raise ProtocolError("SURVEY has no place in an object session")
+
+        self.patch(receiver.ReceiverSession, "_survey", unknown)
+        self.assertIsNone(await self.sender.survey(self.peer, "d1", 0, [PART, 3]))
+        self.assertEqual(self.sender._open, set())
+        await self.settle()
+        self.assertEqual(self.factory.stats["sessions_failed"], 1)
 
     def test_the_digest_is_of_suffixes_and_hashes(self) -> None:
         self.assertEqual(hashes_digest({"a1f": "x", "0b2": "y"}), hashes_digest({"0b2": "y", "a1f": "x"}))
