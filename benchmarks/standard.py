@@ -442,15 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.target == "both":
             # the anchor first, so that its XFS is mounted and txstore's temp root lands on it
             with swift_anchor(args.keep_anchor) as anchor_info:
-                if args.swift_first:
-                    swift_run = bench_swift(args, plan, anchor_info)
-                    with anchor_paused():
-                        runs.append(bench_txstore(args, plan))
-                    runs.append(swift_run)
-                else:
-                    with anchor_paused():
-                        runs.append(bench_txstore(args, plan))
-                    runs.append(bench_swift(args, plan, anchor_info))
+                swift_run = bench_swift(args, plan, anchor_info) if args.swift_first else None
+                with anchor_paused():
+                    runs.append(bench_txstore(args, plan))
+                runs.append(swift_run or bench_swift(args, plan, anchor_info))
         elif args.target == "txstore":
             runs.append(bench_txstore(args, plan))
         else:

@@ -113,15 +113,12 @@ class ObjectReplicator:
         peers: dict[tuple, Any] = {}
         for device, policy_index, partition in jobs:
             try:
-                ring = self.rings.object_ring(policy_index)
-                if partition >= ring.partition_count:
-                    continue
-                nodes = ring.get_part_nodes(partition)
+                placement = self._placement(device, policy_index, partition)
             except Exception:
-                continue  # not surveyed; the partition's own job reports what is wrong
-            mine = [n for n in nodes if n.device_name == device and self.is_local(n.device)]
-            if not mine:
+                placement = None  # not surveyed; the partition's own job reports what is wrong
+            if placement is None or not placement[1]:
                 continue
+            nodes, mine = placement
             for peer in nodes:
                 if peer not in mine:
                     peers[_peer_key(peer)] = peer
@@ -150,18 +147,25 @@ class ObjectReplicator:
             self.log.failure("replicating {device}/{partition} (policy {policy})", device=device,
                              partition=partition, policy=policy_index)
 
-    async def _replicate(self, device: str, policy_index: int, partition: int, stats: Counter) -> None:
+    def _placement(self, device: str, policy_index: int, partition: int) -> tuple[list, list] | None:
+        """The partition's primaries, and those that are this local device; None beyond the ring."""
         ring = self.rings.object_ring(policy_index)
         if partition >= ring.partition_count:
-            self.log.warn("{device} holds partition {partition}, beyond the ring's {count}", device=device,
-                          partition=partition, count=ring.partition_count)
-            return
+            return None
         nodes = ring.get_part_nodes(partition)
-        mine = [n for n in nodes if n.device_name == device and self.is_local(n.device)]
+        return nodes, [n for n in nodes if n.device_name == device and self.is_local(n.device)]
+
+    async def _replicate(self, device: str, policy_index: int, partition: int, stats: Counter) -> None:
+        placement = self._placement(device, policy_index, partition)
+        if placement is None:
+            self.log.warn("{device} holds partition {partition}, beyond the ring's {count}", device=device,
+                          partition=partition, count=self.rings.object_ring(policy_index).partition_count)
+            return
+        nodes, mine = placement
         partition_dir = self.context.diskfiles.partition_path(device, policy_index, partition)
         run = self.context.runner.run
         if mine:
-            hashes = await run(device, get_hashes, partition_dir, self.reclaim_age, self.context.clock())
+            hashes, digest = await run(device, _hashes_and_digest, partition_dir, self.reclaim_age, self.context.clock())
             if not hashes:
                 await run(device, remove_partition_if_empty, partition_dir)
                 return
@@ -169,7 +173,7 @@ class ObjectReplicator:
                 if peer in mine:
                     continue
                 remote = self._surveyed.pop((_peer_key(peer), device, policy_index, partition), None)
-                if remote == hashes_digest(hashes):
+                if remote == digest:
                     stats["in_sync"] += 1  # the same suffix hashes on both: no session
                     continue
                 outcome = await self.sender.sync(peer, device, partition, policy_index, local_hashes=hashes)
@@ -206,6 +210,12 @@ class ObjectReplicator:
         stats["objects_offered"] += outcome.offered
         stats["updates_sent"] += outcome.updates
         stats["bytes_sent"] += outcome.bytes_sent
+
+
+def _hashes_and_digest(partition_dir, reclaim_age: float, now: float) -> tuple[dict[str, str], str]:
+    """(blocking) A partition's suffix hashes and their digest, in one thread call."""
+    hashes = get_hashes(partition_dir, reclaim_age, now)
+    return hashes, hashes_digest(hashes)
 
 
 def _peer_key(node: Any) -> tuple:

@@ -20,6 +20,7 @@ from attrs import field, frozen
 
 VERSION = 1
 MAX_PAYLOAD = 2 * 1024 * 1024
+SURVEY_LIMIT = 1024  # partitions one SURVEY frame may name
 HEADER = struct.Struct(">BI")
 
 

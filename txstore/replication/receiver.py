@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from txstore.common.io import PoolsStopped
 from txstore.common.timestamps import Timestamp
 from txstore.replication.channel import FramedChannel, SessionFailed
-from txstore.replication.frames import VERSION, FrameType, ProtocolError, Record, record
+from txstore.replication.frames import SURVEY_LIMIT, VERSION, FrameType, ProtocolError, Record, record
 from txstore.replication.missing import decide, parse_offer
 from txstore.replication.states import R
 from txstore.storage.diskfile import (
@@ -38,7 +38,6 @@ from txstore.storage.partitions import get_hashes, hashes_digest, object_files
 
 DEFAULT_SESSIONS_PER_DEVICE = 4
 KINDS_OBJECT = "object"
-SURVEY_LIMIT = 1024  # partitions one SURVEY frame may name
 SURVEY_CHUNK = 64  # partitions hashed per thread call, and answered per SURVEYED frame
 
 DbHandler = Callable[["ReceiverSession", Record], Awaitable[None]]

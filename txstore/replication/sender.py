@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from txstore.common.connect import connect
 
 from txstore.replication.channel import FramedChannel, SessionFailed
-from txstore.replication.frames import VERSION, FrameType, data_record, record
+from txstore.replication.frames import SURVEY_LIMIT, VERSION, FrameType, data_record, record
 from txstore.replication.states import S
 from txstore.storage.http_support import StorageContext
 from txstore.storage.objmeta import FooterError
@@ -35,7 +35,6 @@ from txstore.storage.partitions import ObjectFiles, list_objects, read_footers
 
 CHUNK = 256 * 1024
 OFFER_BATCH = 1000
-SURVEY_LIMIT = 1024  # partitions per SURVEY frame (the receiver refuses more)
 
 
 class BytePacer:

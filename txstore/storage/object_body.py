@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IPushProducer
 from txstore.interfaces import IBlockingRunner
 from txstore.storage.diskfile import DiskFileReader
 
-CHUNK_SIZE = 1048576
+CHUNK_SIZE = 1024 * 1024
 
 
 class CorruptBody(Exception):

@@ -417,10 +417,10 @@ class ObjectServer:
 
         # All at once, each bounded by container_update_timeout: a slow container replica
         # delays the object's answer by that much at most; the async pending below covers it.
-        pairs = [(h.strip(), d.strip()) for h, d in zip(hosts.split(","), devices.split(","))]
-        results = await gatherResults([Deferred.fromCoroutine(update(h, d)) for h, d in pairs])
-        failed = [host for (host, _), ok in zip(pairs, results) if not ok]
-        if failed:
+        results = await gatherResults(
+            [Deferred.fromCoroutine(update(h.strip(), d.strip())) for h, d in zip(hosts.split(","), devices.split(","))]
+        )
+        if not all(results):
             # One record per change: the updater finds every container replica in the ring.
             await self._run(
                 path,

@@ -13,7 +13,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from txstore.replication.frames import FrameDecoder, FrameType, ProtocolError, data_record, encode, record
+from txstore.replication.frames import SURVEY_LIMIT, FrameDecoder, FrameType, ProtocolError, data_record, encode, record
 from txstore.replication import receiver
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import Connector, ObjectSender
@@ -232,7 +232,7 @@ class SurveyTests(ReplicationCase):
         client.transport.loseConnection()
 
     async def test_a_bad_survey_is_refused(self) -> None:
-        for partitions in (["9"], [-1], list(range(receiver.SURVEY_LIMIT + 1))):
+        for partitions in (["9"], [-1], list(range(SURVEY_LIMIT + 1))):
             client = await self.connect()
             client.transport.write(self.hello() + encode(record(FrameType.SURVEY, partitions=partitions)))
             await client.closed
