@@ -1,0 +1,41 @@
+# -*- test-case-name: txstore.test.test_routing -*-
+"""
+Klein (werkzeug) routing that keeps Swift's names as Swift gives them.
+
+By default werkzeug merges ``//`` and redirects a missing or extra trailing ``/``; in an object
+store both are parts of names (``a//b``, ``dir/``). `swift_routes` turns that off on a Klein
+app's map and registers two converters: ``<name:...>`` for one path segment (an account, a
+container, a device) and ``<objname:...>`` for the rest of the path, slashes included, at least
+one character (so ``/v1/a/c/`` stays the container and ``/v1/a/c//`` is the object ``/``).
+
+Call it right after ``app = Klein()`` in the class body, before the first ``@app.route``:
+werkzeug reads the map's settings when each rule is added.
+"""
+
+from __future__ import annotations
+
+from klein import Klein
+from werkzeug.routing import BaseConverter
+
+
+class SegmentConverter(BaseConverter):
+    """One path segment, never empty."""
+
+    regex = "[^/]+"
+
+
+class ObjectNameConverter(BaseConverter):
+    """The rest of the path, ``/`` included; not empty."""
+
+    regex = ".+"
+    part_isolating = False
+
+
+def swift_routes(app: Klein) -> Klein:
+    url_map = app.url_map
+    url_map.merge_slashes = False
+    url_map.strict_slashes = False
+    url_map.redirect_defaults = False
+    url_map.converters["name"] = SegmentConverter
+    url_map.converters["objname"] = ObjectNameConverter
+    return app
