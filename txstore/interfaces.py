@@ -85,3 +85,48 @@ class IAuthorizer(Interface):
         identity, method, account, container, obj, container_read_acl, container_write_acl, referer
     ):
         """A ``Decision``: allowed, or denied with 401 (no identity) or 403 (not permitted)."""
+
+
+class IByteSource(Interface):
+    """
+    A body read chunk by chunk with backpressure: the reader asks for the next chunk only when
+    it can take it, and the source holds back its own producer (a client's upload, a storage
+    node's response) while nobody asks.
+    """
+
+    def read():
+        """
+        A Deferred firing with the next bytes (at least one), or ``b""`` at the end. Fails when
+        the body cannot be completed (a client that went away, a node that broke off and no
+        replica could resume). One read at a time.
+        """
+
+    def stop():
+        """Nobody will read further: release the connection or drop what still arrives."""
+
+
+class IApp(Interface):
+    """
+    One stage of the proxy's pipeline: the proxy application (the controllers) innermost, each
+    middleware wrapping the next stage.
+    """
+
+    def __call__(request):
+        """Answer a ``SwiftRequest``: a Deferred (or coroutine) firing with a ``SwiftResponse``."""
+
+
+class IMiddleware(Interface):
+    """
+    A middleware as ``proxy.conf`` names it in ``[filter:NAME]`` (``use = egg:txstore#NAME``
+    or the name of an entry point in the ``txstore.proxy_middleware`` group).
+    """
+
+    name = Attribute("The name proxy.conf uses for it (``tempauth``).")
+    options = Attribute("The ``txstore.common.config.Option``\\ s its filter section accepts.")
+
+    def build(app, settings, proxy):
+        """
+        Wrap ``app`` (the next ``IApp``): ``settings`` are the filter section's parsed options
+        (every declared one, defaults filled in); ``proxy`` is the ``ProxyServices`` (rings,
+        backend clients, clock, the ``/info`` registry). Returns the new ``IApp``.
+        """

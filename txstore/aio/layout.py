@@ -18,6 +18,7 @@ from pathlib import Path
 
 from attrs import asdict, frozen
 
+from txstore.proxy.pipeline import DEFAULT_PIPELINE
 from txstore.ring.builder import RingBuilder
 
 HOST = "127.0.0.1"
@@ -260,6 +261,11 @@ def _proxy_config(layout: Layout) -> str:
         "txstore_conf = txstore.conf\n"
         "ring_dir = .\n"
         "\n"
-        "[tempauth]\n"
+        "[pipeline:main]\n"
+        f"pipeline = {' '.join(DEFAULT_PIPELINE)}\n"
+        "\n"
+        + "".join(f"[filter:{name}]\nuse = egg:txstore#{name}\n\n" for name in dict.fromkeys(DEFAULT_PIPELINE[:-1])
+                  if name != "tempauth")
+        + "[filter:tempauth]\nuse = egg:txstore#tempauth\n"
         + users
     )

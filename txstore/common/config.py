@@ -14,7 +14,7 @@ from __future__ import annotations
 import configparser
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,37 @@ def _default(option: Option, base: Path) -> Any:
     return option.default
 
 
+def parse_section(
+    path: Path, name: str, section: Section, items: Iterable[tuple[str, str]]
+) -> dict[str, Any]:
+    """
+    Parse one section's raw ``items`` against its declaration (defaults filled in); raise
+    `ConfigError` naming the file, the section and the option on any problem.
+    """
+    base = path.parent
+    parsed: dict[str, Any] = {}
+    for option_name, raw in items:
+        declared = section.option(option_name)
+        parse = declared.parse if declared else None
+        if parse is None:
+            for pattern in section.patterns:
+                if pattern.matches(option_name):
+                    parse = pattern.parse
+                    break
+        if parse is None:
+            raise ConfigError("unknown option", path=path, section=name, option=option_name)
+        try:
+            parsed[option_name] = parse(raw.strip(), base)
+        except BadValue as err:
+            raise ConfigError(str(err), path=path, section=name, option=option_name) from None
+    for declared in section.options:
+        if declared.name not in parsed:
+            if declared.required:
+                raise ConfigError("required option is missing", path=path, section=name, option=declared.name)
+            parsed[declared.name] = _default(declared, base)
+    return parsed
+
+
 def load_config(path: str | Path, schema: Schema) -> LoadedConfig:
     """Read and check one INI file against `schema`; raise `ConfigError` on any problem."""
     path = Path(path).expanduser().absolute()
@@ -278,27 +309,7 @@ def load_config(path: str | Path, schema: Schema) -> LoadedConfig:
         if section is None:
             known = ", ".join(f"[{s.name}]" for s in schema.sections)
             raise ConfigError(f"unknown section (known: {known})", path=path, section=name)
-        parsed: dict[str, Any] = {}
-        for option_name, raw in parser.items(name):
-            declared = section.option(option_name)
-            parse = declared.parse if declared else None
-            if parse is None:
-                for pattern in section.patterns:
-                    if pattern.matches(option_name):
-                        parse = pattern.parse
-                        break
-            if parse is None:
-                raise ConfigError("unknown option", path=path, section=name, option=option_name)
-            try:
-                parsed[option_name] = parse(raw.strip(), base)
-            except BadValue as err:
-                raise ConfigError(str(err), path=path, section=name, option=option_name) from None
-        for declared in section.options:
-            if declared.name not in parsed:
-                if declared.required:
-                    raise ConfigError("required option is missing", path=path, section=name, option=declared.name)
-                parsed[declared.name] = _default(declared, base)
-        values[name] = parsed
+        values[name] = parse_section(path, name, section, parser.items(name))
     for section in schema.sections:
         if section.name not in values:
             if section.required:

@@ -33,6 +33,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, parse_qs
 from twisted.web.server import Request, Site
+from zope.interface import implementer
+
+from txstore.interfaces import IByteSource
 
 DEFAULT_HIGH_WATER = 1024 * 1024
 
@@ -41,6 +44,7 @@ class BodyIncomplete(Exception):
     """The client went away (or the connection failed) before the whole body arrived."""
 
 
+@implementer(IByteSource)
 class RequestBody:
     """The body of one request, read chunk by chunk with ``await body.read()``."""
 
@@ -90,6 +94,8 @@ class RequestBody:
         self._discarding = True
         self._queue.clear()
         self._queued = 0
+
+    stop = discard  # as an IByteSource
 
     # --- called by StreamingRequest ------------------------------------------------------
 

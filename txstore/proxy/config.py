@@ -1,14 +1,17 @@
 # -*- test-case-name: txstore.test.test_server_config -*-
 """
-``proxy.conf``: what the proxy serves on and who may use it.
+``proxy.conf``: what the proxy serves on, and its pipeline of middlewares
+(``[pipeline:main]``, ``[filter:NAME]``: `txstore.proxy.pipeline`).
 
-``[tempauth]`` follows Swift's tempauth convention so an operator's users carry over:
+``[filter:tempauth]`` follows Swift's tempauth convention so an operator's users carry over:
 ``user_<account>_<user> = <key> [.admin] [.reseller_admin] [<storage url>]``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from attrs import frozen
 
@@ -20,9 +23,9 @@ from txstore.common.server_config import (
     listen_options,
     load_cluster_from,
 )
+from txstore.proxy.pipeline import PIPELINE_SECTION, RAW_FILTER_SECTION, Stage, load_pipeline
 
 SECTION = "proxy"
-AUTH_SECTION = "tempauth"
 KNOWN_GROUPS = (".admin", ".reseller_admin")
 
 
@@ -67,18 +70,28 @@ SCHEMA = c.Schema(
         c.Section(
             SECTION, required=True, options=(*listen_options(8080), *CLUSTER_FILE_OPTIONS, MAX_FILE_SIZE_OPTION)
         ),
-        c.Section(
-            AUTH_SECTION,
-            options=(
-                c.Option("token_life", c.integer(1), 86400, doc="Seconds a token stays valid."),
-                c.Option("reseller_prefix", c.choice("AUTH"), "AUTH", doc="Account name prefix."),
-            ),
-            patterns=(
-                c.Pattern(r"user_[A-Za-z0-9.-]+_\S+", _user_value, doc="A user and its key."),
-            ),
-        ),
-    )
+        PIPELINE_SECTION,
+    ),
+    dynamic=((r"filter:.+", RAW_FILTER_SECTION),),
 )
+
+# The options of [filter:tempauth] (declared here, where its users are parsed).
+TEMPAUTH_OPTIONS = (
+    c.Option("token_life", c.integer(1), 86400, doc="Seconds a token stays valid."),
+    c.Option("reseller_prefix", c.choice("AUTH"), "AUTH", doc="Account name prefix."),
+)
+TEMPAUTH_PATTERNS = (c.Pattern(r"user_[A-Za-z0-9.-]+_\S+", _user_value, doc="A user and its key."),)
+
+
+def tempauth_users(settings: Mapping[str, Any]) -> tuple[TempAuthUser, ...]:
+    """The users of parsed ``[filter:tempauth]`` settings."""
+    users = []
+    for option, value in settings.items():
+        if option.startswith("user_"):
+            account, user = option[len("user_"):].split("_", 1)
+            key, groups, url = value
+            users.append(TempAuthUser(account, user, key, groups, url))
+    return tuple(users)
 
 
 @frozen
@@ -88,31 +101,30 @@ class ProxySettings:
     bind_port: int
     ring_dir: Path
     cluster: ClusterConfig
-    users: tuple[TempAuthUser, ...]
-    token_life: int
-    reseller_prefix: str
+    stages: tuple[Stage, ...] = ()
     max_file_size: int = 5 * 1024**3 + 2
+
+    def stage(self, use: str) -> Stage | None:
+        """The first filter of the pipeline that runs middleware ``use`` (``tempauth``)."""
+        return next((s for s in self.stages if s.middleware.name == use), None)
+
+    @property
+    def users(self) -> tuple[TempAuthUser, ...]:
+        """tempauth's users (none when the pipeline has no tempauth)."""
+        tempauth = self.stage("tempauth")
+        return tempauth_users(tempauth.settings) if tempauth else ()
 
 
 def load_proxy_settings(path: str | Path) -> ProxySettings:
     """Read ``proxy.conf`` and the cluster file it names; raise `ConfigError` when wrong."""
     loaded = c.load_config(path, SCHEMA)
     proxy = loaded.section(SECTION)
-    auth = loaded.section(AUTH_SECTION)
-    users = []
-    for option, value in auth.items():
-        if option.startswith("user_"):
-            account, user = option[len("user_"):].split("_", 1)
-            key, groups, url = value
-            users.append(TempAuthUser(account, user, key, groups, url))
     return ProxySettings(
         path=loaded.path,
         bind_ip=proxy["bind_ip"],
         bind_port=proxy["bind_port"],
         ring_dir=proxy["ring_dir"],
         cluster=load_cluster_from(loaded, SECTION),
-        users=tuple(users),
-        token_life=auth.get("token_life", 86400),
-        reseller_prefix=auth.get("reseller_prefix", "AUTH"),
+        stages=load_pipeline(loaded),
         max_file_size=proxy["max_file_size"],
     )

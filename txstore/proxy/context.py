@@ -31,3 +31,19 @@ class ProxyContext:
     agent: Any = None  # twisted.web Agent with a persistent pool, for streamed object GETs
     errors: Any = None  # an ErrorLimiter: nodes that keep failing are skipped for a while
     put_pool: Any = None  # a PutConnectionPool: object PUTs reuse node connections (None: one per PUT)
+
+
+@frozen
+class ProxyServices:
+    """What a middleware is built with: the controllers' context and the ``/info`` registry."""
+
+    context: ProxyContext
+    info: Any  # txstore.proxy.info.InfoRegistry
+
+    @property
+    def reactor(self) -> Any:
+        return self.context.reactor
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.context.clock

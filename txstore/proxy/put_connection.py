@@ -60,7 +60,7 @@ class NodeAnswer:
 def request_head(method: str, path: str, host: str, headers: dict[str, str]) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")  # values hold bytes as Latin-1
 
 
 @implementer(IPushProducer)

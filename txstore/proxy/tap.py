@@ -19,7 +19,6 @@ from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
 from txstore.proxy.put_connection import PutConnectionPool
 from txstore.proxy.server import ProxyServer
-from txstore.proxy.tempauth import InMemoryTokenStore, TempAuth
 from txstore.ring.ringset import RingSet
 
 
@@ -68,8 +67,7 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         errors=ErrorLimiter(clock),
         put_pool=put_pool,
     )
-    auth = TempAuth(settings.users, InMemoryTokenStore(), settings.token_life, settings.reseller_prefix, clock)
-    return ProxyServer(context, auth, clock), _Pools(pool.closeCachedConnections, client.close, put_pool.close)
+    return ProxyServer(context, settings.stages), _Pools(pool.closeCachedConnections, client.close, put_pool.close)
 
 
 def makeService(options: Options, reactor=None) -> MultiService:

@@ -2,7 +2,7 @@
 """
 TempAuth: Swift's built-in auth system, as pure decisions the HTTP layer turns into responses.
 
-Users come from ``[tempauth]`` in ``proxy.conf`` (`TempAuthUser`). ``GET /auth/v1.0`` with a
+Users come from ``[filter:tempauth]`` in ``proxy.conf`` (`TempAuthUser`). ``GET /auth/v1.0`` with a
 user's ``<account>:<user>`` and key hands out a bearer token that lasts ``token_life`` seconds;
 every other request is judged by `TempAuth.authorize` from the token's `Identity`, the path and
 the container's ACLs (`txstore.proxy.acl`), with Swift's rules:
@@ -24,6 +24,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from attrs import define, field, frozen
@@ -31,7 +32,7 @@ from zope.interface import implementer
 
 from txstore.interfaces import IAuthorizer, ITokenStore
 from txstore.proxy.acl import EMPTY_ACL, ContainerACL, referrer_allowed
-from txstore.proxy.config import ProxySettings, TempAuthUser
+from txstore.proxy.config import TempAuthUser, tempauth_users
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 WRITE_METHODS = frozenset({"PUT", "POST", "DELETE", "COPY"})
@@ -178,15 +179,16 @@ class TempAuth:
         self._by_name = {f"{u.account}:{u.user}": u for u in self.users}
 
     @classmethod
-    def from_settings(
-        cls, settings: ProxySettings, clock: Callable[[], float], store: ITokenStore | None = None
+    def from_filter(
+        cls, settings: Mapping[str, Any], clock: Callable[[], float], store: ITokenStore | None = None
     ) -> TempAuth:
-        prefix = _account_prefix(settings.reseller_prefix)
+        """From the parsed options of ``[filter:tempauth]`` (`txstore.proxy.config`)."""
+        prefix = _account_prefix(settings["reseller_prefix"])
         return cls(
-            users=settings.users,
+            users=tempauth_users(settings),
             store=store if store is not None else InMemoryTokenStore(token_prefix=prefix + "tk"),
-            token_life=settings.token_life,
-            reseller_prefix=settings.reseller_prefix,
+            token_life=settings["token_life"],
+            reseller_prefix=settings["reseller_prefix"],
             clock=clock,
         )
 

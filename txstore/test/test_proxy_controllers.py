@@ -28,17 +28,17 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http_headers import Headers
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
-from twisted.web.test.requesthelper import DummyRequest
 
 from txstore.common.backend_client import BackendError, BackendResponse, BackendTimeout
 from txstore.common.hashing import PathHasher
 from txstore.common.policies import DEFAULT_POLICIES
 from txstore.common.streaming import StreamingSite
-from txstore.proxy.config import TempAuthUser
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.account import handle_account
 from txstore.proxy.controllers.api import APIError, APIRequest
+from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
 from txstore.proxy.controllers.base import (
     ContainerInfo,
     account_status,
@@ -50,8 +50,7 @@ from txstore.proxy.controllers.container import handle_container
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
 from txstore.proxy.put_connection import PutConnectionPool
-from txstore.proxy.server import ProxyServer
-from txstore.proxy.tempauth import InMemoryTokenStore, TempAuth
+from txstore.proxy.server import ProxyServer, stages_from
 from txstore.ring.builder import RingBuilder
 from txstore.ring.ring import Node, Ring
 from txstore.ring.ringset import RingSet
@@ -177,23 +176,27 @@ class ControllerCase(SynchronousTestCase):
         self.assertEqual((len(self.aprimary), len(self.ahandoff)), (3, 3))
 
     def api(self, method: str, container: str | None = "c", headers: dict[str, str] | None = None,
-            query: str = "") -> APIRequest:
-        request = DummyRequest([])
-        request.method = method.encode("ascii")
-        for name, value in (headers or {}).items():
-            request.requestHeaders.setRawHeaders(name.encode("latin-1"), [value.encode("latin-1")])
-        return APIRequest(request, method, ACCOUNT, container, None, query, "tx-test")
+            query: str = "", owner: bool = True) -> APIRequest:
+        path = f"/v1/{ACCOUNT}" + (f"/{container}" if container else "")
+        request = SwiftRequest(method, path, HeaderMap(headers or {}), query.lstrip("?"), trans_id="tx-test")
+        return APIRequest(request, ACCOUNT, container, None, owner)
+
+    @staticmethod
+    def answered(response: SwiftResponse):
+        """(status, headers as twisted's Headers, body) of a controller's response."""
+        headers = Headers()
+        for name, value in response.headers.items():
+            headers.setRawHeaders(name.encode("latin-1"), [value.encode("latin-1")])
+        return response.status, headers, response.body
 
     def container(self, method: str, headers: dict[str, str] | None = None, owner: bool = True):
         """handle_container's (status, response headers, body) as the client would get them."""
-        api = self.api(method, headers=headers)
-        body = self.successResultOf(Deferred.fromCoroutine(handle_container(self.context, api, owner)))
-        return api.request.responseCode, api.request.responseHeaders, body
+        api = self.api(method, headers=headers, owner=owner)
+        return self.answered(self.successResultOf(Deferred.fromCoroutine(handle_container(self.context, api))))
 
     def account(self, method: str, headers: dict[str, str] | None = None, query: str = ""):
         api = self.api(method, container=None, headers=headers, query=query)
-        body = self.successResultOf(Deferred.fromCoroutine(handle_account(self.context, api)))
-        return api.request.responseCode, api.request.responseHeaders, body
+        return self.answered(self.successResultOf(Deferred.fromCoroutine(handle_account(self.context, api))))
 
     def refused(self, coroutine) -> APIError:
         return self.failureResultOf(Deferred.fromCoroutine(coroutine), APIError).value
@@ -335,7 +338,7 @@ class ReadTests(ControllerCase):
 
     def test_no_answer_anywhere_is_unavailable(self) -> None:
         self.backend.default = down
-        error = self.refused(handle_container(self.context, self.api("GET"), True))
+        error = self.refused(handle_container(self.context, self.api("GET")))
         self.assertEqual(error.status, 503)
         self.assertEqual(self.backend.asked(), [*self.cprimary, *self.chandoff])
 
@@ -469,14 +472,14 @@ class ContainerPutTests(ControllerCase):
     def test_account_that_cannot_be_created(self) -> None:
         for node in [*self.aprimary, *self.ahandoff]:
             self.backend.nodes[node] = lambda call: reply(404)(call) if call.method == "HEAD" else down(call)
-        error = self.refused(handle_container(self.context, self.api("PUT"), True))
+        error = self.refused(handle_container(self.context, self.api("PUT")))
         self.assertEqual(error.status, 503)
         self.assertEqual([n for n in self.backend.asked() if n in self.cprimary + self.chandoff], [])
 
     def test_no_autocreate(self) -> None:
         self.context = evolve(self.context, account_autocreate=False)
         self.backend.default = reply(404)
-        error = self.refused(handle_container(self.context, self.api("PUT"), True))
+        error = self.refused(handle_container(self.context, self.api("PUT")))
         self.assertEqual(error.status, 404)
         self.assertEqual(self.backend.asked("PUT"), [])
 
@@ -484,7 +487,7 @@ class ContainerPutTests(ControllerCase):
         for name, value in (("X-Container-Read", ".xyz"), ("X-Container-Write", ".r:*"),
                             ("X-Container-Read", "a b")):
             for method in ("PUT", "POST"):
-                error = self.refused(handle_container(self.context, self.api(method, headers={name: value}), True))
+                error = self.refused(handle_container(self.context, self.api(method, headers={name: value})))
                 self.assertEqual(error.status, 400)
                 self.assertIn(name.lower(), error.reason)
         self.assertEqual(self.backend.calls, [])
@@ -818,11 +821,8 @@ class ObjectPathTests(TestCase):
             agent=Agent(reactor, pool=proxy_pool, connectTimeout=2.0), errors=ErrorLimiter(time.time),
             put_pool=self.put_pool,
         )
-        auth = TempAuth((TempAuthUser("test", "tester", "testing", (".admin",)),), InMemoryTokenStore(), 3600,
-                        "AUTH", time.time)
-        self.token = auth.authenticate({"X-Auth-User": "test:tester", "X-Auth-Key": "testing"}, "h", "http") \
-            .header("X-Auth-Token")
-        site = _TrackingSite(ProxyServer(context, auth, time.time).resource())
+        stages = stages_from({"tempauth": {"user_test_tester": "testing .admin"}})
+        site = _TrackingSite(ProxyServer(context, stages).resource())
         site.noisy = False
         listening = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
@@ -833,6 +833,10 @@ class ObjectPathTests(TestCase):
         client_pool = HTTPConnectionPool(reactor, persistent=False)
         self.client = treq.client.HTTPClient(Agent(reactor, pool=client_pool))
         self.addCleanup(client_pool.closeCachedConnections)
+        login = await self.client.get(f"http://127.0.0.1:{self.proxy_port}/auth/v1.0",
+                                      headers={"X-Auth-User": "test:tester", "X-Auth-Key": "testing"})
+        await login.content()
+        self.token = login.headers.getRawHeaders(b"x-auth-token")[0].decode()
 
     def auth(self, **headers: str) -> dict[str, str]:
         return {"X-Auth-Token": self.token, **{k.replace("_", "-"): v for k, v in headers.items()}}

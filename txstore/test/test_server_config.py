@@ -28,7 +28,8 @@ class ProxySettingsTests(SynchronousTestCase):
             """
             [proxy]
             bind_port = 0
-            [tempauth]
+            [filter:tempauth]
+            use = egg:txstore#tempauth
             token_life = 60
             user_admin_admin = admin .admin .reseller_admin
             user_test_tester = testing .admin
@@ -36,7 +37,7 @@ class ProxySettingsTests(SynchronousTestCase):
             user_test2_tester_2 = k http://127.0.0.1:8080/v1/AUTH_test2
             """
         )
-        self.assertEqual(settings.token_life, 60)
+        self.assertEqual(settings.stage("tempauth").settings["token_life"], 60)
         self.assertEqual(
             settings.users,
             (
@@ -56,10 +57,14 @@ class ProxySettingsTests(SynchronousTestCase):
             ("[proxy]\nbind_port = 99999\n", f"{conf}: [proxy]: bind_port: 99999 is above the maximum 65535"),
             ("[proxy]\nbind_ip = 0.0.0.x\n", f"{conf}: [proxy]: bind_ip: '0.0.0.x' is not an IP address"),
             ("[proxy]\nworkerz = 2\n", f"{conf}: [proxy]: workerz: unknown option"),
-            ("[tempauth]\n", f"{conf}: [proxy]: required section is missing"),
-            ("[proxy]\n[tempauth]\nuser_a_b = k .root\n", f"{conf}: [tempauth]: user_a_b: unknown group '.root' (known: .admin, .reseller_admin)"),
-            ("[proxy]\n[tempauth]\nuser_a_b =\n", f"{conf}: [tempauth]: user_a_b: needs a key: <key> [.admin] [.reseller_admin] [<storage url>]"),
-            ("[proxy]\n[tempauth]\nusr_a_b = k\n", f"{conf}: [tempauth]: usr_a_b: unknown option"),
+            ("[filter:tempauth]\n", f"{conf}: [proxy]: required section is missing"),
+            ("[proxy]\n[tempauth]\n", f"{conf}: [tempauth]: unknown section (known: [proxy], [pipeline:main])"),
+            ("[proxy]\n[filter:tempauth]\nuse = egg:txstore#tempauth\nuser_a_b = k .root\n",
+             f"{conf}: [filter:tempauth]: user_a_b: unknown group '.root' (known: .admin, .reseller_admin)"),
+            ("[proxy]\n[filter:tempauth]\nuse = egg:txstore#tempauth\nuser_a_b =\n",
+             f"{conf}: [filter:tempauth]: user_a_b: needs a key: <key> [.admin] [.reseller_admin] [<storage url>]"),
+            ("[proxy]\n[filter:tempauth]\nuse = egg:txstore#tempauth\nusr_a_b = k\n",
+             f"{conf}: [filter:tempauth]: usr_a_b: unknown option"),
             (
                 "[proxy]\ntxstore_conf = missing.conf\n",
                 f"{conf}: [proxy]: txstore_conf: {self.dir / 'missing.conf'}: no such file",

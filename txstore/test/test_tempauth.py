@@ -433,14 +433,10 @@ def make_login(auth: TempAuth, user: str, key: str) -> str:
 
 
 class FromSettingsTests(SynchronousTestCase):
-    def test_from_settings(self) -> None:
-        class Settings:
-            users = USERS
-            token_life = 60
-            reseller_prefix = "AUTH"
-
+    def test_from_filter(self) -> None:
+        settings = {"token_life": 60, "reseller_prefix": "AUTH", "user_test_tester": ("testing", (".admin",), None)}
         clock = Clock()
-        auth = TempAuth.from_settings(Settings(), clock.seconds)
+        auth = TempAuth.from_filter(settings, clock.seconds)
         token = make_login(auth, "test:tester", "testing")
         self.assertRegex(token, TOKEN)
         clock.advance(60)

@@ -7,6 +7,7 @@ from txstore.common.constraints import check_metadata
 from txstore.common.timestamps import Timestamp
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
+from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.proxy.controllers.base import (
     answer,
     forget_info,
@@ -18,12 +19,11 @@ from txstore.proxy.controllers.base import (
 META = ("x-account-meta-", "x-remove-account-meta-", "x-account-sysmeta-")
 
 
-async def handle_account(context: ProxyContext, api: APIRequest) -> bytes:
+async def handle_account(context: ProxyContext, api: APIRequest) -> SwiftResponse:
     ring = context.rings.account
     part = ring.get_part(api.account)
-    request = api.request
     if api.method in ("GET", "HEAD"):
-        newest = (api.header("X-Newest") or "").lower() in ("true", "yes", "1")
+        newest = api.flag("X-Newest")
         headers = {"X-Trans-Id": api.trans_id}
         accept = api.header("Accept")
         if accept:
@@ -34,20 +34,21 @@ async def handle_account(context: ProxyContext, api: APIRequest) -> bytes:
             raise APIError(503, "Service Unavailable: no account server answered")
         if response.status == 404 and context.account_autocreate and response.header("x-account-status") != "Deleted":
             # An account that was never written looks empty, as Swift's autocreate shows it.
-            request.setHeader(b"X-Account-Container-Count", b"0")
-            request.setHeader(b"X-Account-Object-Count", b"0")
-            request.setHeader(b"X-Account-Bytes-Used", b"0")
-            request.setHeader(b"X-Timestamp", Timestamp.now(context.clock).normal.encode())
+            headers = HeaderMap({
+                "X-Account-Container-Count": "0", "X-Account-Object-Count": "0", "X-Account-Bytes-Used": "0",
+                "X-Timestamp": Timestamp.now(context.clock).normal,
+            })
             if api.method == "GET" and not _wants_structured(api):
-                return answer(request, 204, content_type="text/plain; charset=utf-8")
+                return answer(api, 204, content_type="text/plain; charset=utf-8", headers=headers)
             body = b"[]" if "json" in _format(api) else (
                 b'<?xml version="1.0" encoding="UTF-8"?>\n<account name="%s"></account>' % api.account.encode()
                 if "xml" in _format(api) else b"")
             ctype = ("application/json; charset=utf-8" if "json" in _format(api) else
                      "application/xml; charset=utf-8" if "xml" in _format(api) else "text/plain; charset=utf-8")
-            return answer(request, 200 if body else 204, body, ctype)
-        relay_headers(request, response)
-        return answer(request, response.status, response.body)
+            return answer(api, 200 if body else 204, body, ctype, headers)
+        headers = HeaderMap()
+        relay_headers(headers, response)
+        return answer(api, response.status, response.body, headers=headers)
     if api.method == "POST":
         reason = check_metadata(api.headers(), "account", context.constraints)
         if reason:
@@ -65,7 +66,7 @@ async def handle_account(context: ProxyContext, api: APIRequest) -> bytes:
             )
             status = 204 if 200 <= status < 300 else status
         forget_info(context, api.account)
-        return answer(request, status)
+        return answer(api, status)
     if api.method in ("PUT", "DELETE"):
         timestamp = Timestamp.now(context.clock).internal
         extra = api.passthrough(*META) if api.method == "PUT" else {}
@@ -74,7 +75,7 @@ async def handle_account(context: ProxyContext, api: APIRequest) -> bytes:
             lambda i, n: {"X-Timestamp": timestamp, "X-Trans-Id": api.trans_id, **extra},
         )
         forget_info(context, api.account)
-        return answer(request, status)
+        return answer(api, status)
     raise APIError(405, "Method Not Allowed", {"Allow": "DELETE, GET, HEAD, POST, PUT"})
 
 

@@ -18,6 +18,8 @@ from twisted.logger import Logger
 from txstore.common.backend_client import BackendError, BackendResponse
 from txstore.common.timestamps import Timestamp
 from txstore.proxy.context import ProxyContext
+from txstore.proxy.controllers.api import APIRequest
+from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.common.quorum import best_status
 from txstore.ring.ring import Node, Ring
 
@@ -195,22 +197,24 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
                "date", "server"}
 
 
-def relay_headers(request, response: BackendResponse, hide: tuple[str, ...] = ()) -> None:
-    """Copy a backend answer's headers to the client, less hop-by-hop and backend-only ones."""
+def relay_headers(headers: HeaderMap, response: BackendResponse, hide: tuple[str, ...] = ()) -> None:
+    """Copy a backend answer's headers for the client, less hop-by-hop and backend-only ones."""
     for name, value in response.headers.items():
         if name in _HOP_BY_HOP or name.startswith("x-backend-") or name in hide:
             continue
-        request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+        headers[name] = value
 
 
-def answer(request, status: int, body: bytes = b"", content_type: str | None = None) -> bytes:
-    request.setResponseCode(status)
+def answer(api: APIRequest, status: int, body: bytes = b"", content_type: str | None = None,
+           headers: HeaderMap | None = None) -> SwiftResponse:
+    """A whole answer; a HEAD's carries the length its GET's body would have."""
+    headers = headers if headers is not None else HeaderMap()
     if content_type:
-        request.setHeader(b"Content-Type", content_type.encode("latin-1"))
+        headers["Content-Type"] = content_type
     if status in (204, 304):
         body = b""
-    request.setHeader(b"Content-Length", b"%d" % len(body))
-    return b"" if request.method == b"HEAD" else body
+    headers["Content-Length"] = str(len(body))
+    return SwiftResponse(status, headers, b"" if api.method == "HEAD" else body)
 
 
 # --- cached info -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from txstore.common.timestamps import Timestamp
 from txstore.proxy.acl import parse_acl
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
+from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.proxy.controllers.base import (
     account_status,
     answer,
@@ -54,13 +55,12 @@ def _policy(context: ProxyContext, api: APIRequest):
     return found
 
 
-async def handle_container(context: ProxyContext, api: APIRequest, may_see_acls: bool) -> bytes:
+async def handle_container(context: ProxyContext, api: APIRequest) -> SwiftResponse:
     assert api.container is not None
     ring = context.rings.container
     part = ring.get_part(api.account, api.container)
-    request = api.request
     if api.method in ("GET", "HEAD"):
-        newest = (api.header("X-Newest") or "").lower() in ("true", "yes", "1")
+        newest = api.flag("X-Newest")
         headers = {"X-Trans-Id": api.trans_id}
         accept = api.header("Accept")
         if accept:
@@ -71,8 +71,9 @@ async def handle_container(context: ProxyContext, api: APIRequest, may_see_acls:
         response = result.response
         if response is None:
             raise APIError(503, "Service Unavailable: no container server answered")
-        relay_headers(request, response, hide=() if may_see_acls else ACL_HEADERS)
-        return answer(request, response.status, response.body)
+        headers = HeaderMap()
+        relay_headers(headers, response, hide=() if api.is_owner else ACL_HEADERS)
+        return answer(api, response.status, response.body, headers=headers)
 
     if api.method in ("PUT", "POST"):
         if len(api.container.encode("utf-8")) > context.constraints.max_container_name_length:
@@ -113,4 +114,4 @@ async def handle_container(context: ProxyContext, api: APIRequest, may_see_acls:
             break
     if status == 409 and api.method == "DELETE":
         body = b"There was a conflict when trying to complete your request.\n"
-    return answer(request, status, body if status >= 400 else b"", "text/plain; charset=utf-8" if status >= 400 else None)
+    return answer(api, status, body if status >= 400 else b"", "text/plain; charset=utf-8" if status >= 400 else None)

@@ -1,0 +1,13 @@
+"""
+txstore's own proxy middlewares, one module each; `BUILTIN` is what ``egg:txstore#NAME`` names.
+Third-party middlewares register in the ``txstore.proxy_middleware`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from txstore.middleware import catch_errors, copy, gatekeeper, healthcheck, proxy_logging, tempauth
+
+BUILTIN = {
+    module.middleware.name: module.middleware
+    for module in (catch_errors, gatekeeper, healthcheck, proxy_logging, tempauth, copy)
+}

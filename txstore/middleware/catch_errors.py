@@ -1,0 +1,69 @@
+# -*- test-case-name: txstore.test.test_middleware -*-
+"""
+catch_errors, the outermost stage: gives each request its transaction id (on every response
+and every log line of its work) and turns any failure below into a 500 that names the id,
+never a traceback. A body that fails mid-way aborts the connection instead (the status is out).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from txstore.common.web import ResponseAborted
+from txstore.interfaces import IByteSource
+from txstore.middleware.base import Middleware
+from txstore.proxy.messages import SwiftRequest, SwiftResponse
+from txstore.proxy.transaction import new_trans_id
+
+
+class CatchErrors:
+    log = Logger()
+
+    def __init__(self, app, clock) -> None:
+        self.app = app
+        self.clock = clock
+
+    async def __call__(self, request: SwiftRequest) -> SwiftResponse:
+        trans_id = request.trans_id = new_trans_id(self.clock)
+        try:
+            response = await self.app(request)
+        except (CancelledError, ResponseAborted):
+            raise
+        except Exception:
+            self.log.failure("{trans_id}: {method} {path} failed", trans_id=trans_id, method=request.method,
+                             path=request.path)
+            request.discard_body()
+            response = SwiftResponse.text(500, f"Internal Server Error (transaction {trans_id})")
+        response.headers["X-Trans-Id"] = trans_id
+        response.headers["X-Openstack-Request-Id"] = trans_id
+        if response.streamed:
+            response.body = _Guarded(response.body, trans_id)
+        return response
+
+
+@implementer(IByteSource)
+class _Guarded:
+    """A body whose unexpected failure is logged and becomes an abort (the status is sent)."""
+
+    log = Logger()
+
+    def __init__(self, source, trans_id: str) -> None:
+        self._source = source
+        self._trans_id = trans_id
+
+    def read(self) -> Deferred:
+        def failed(failure):
+            if not failure.check(ResponseAborted, CancelledError):
+                self.log.failure("{trans_id}: response body failed", failure, trans_id=self._trans_id)
+                raise ResponseAborted("internal error mid-response")
+            return failure
+
+        return self._source.read().addErrback(failed)
+
+    def stop(self) -> None:
+        self._source.stop()
+
+
+middleware = Middleware("catch_errors", lambda app, settings, proxy: CatchErrors(app, proxy.clock))

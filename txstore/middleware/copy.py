@@ -1,0 +1,121 @@
+# -*- test-case-name: txstore.test.test_middleware -*-
+"""
+copy: server-side copy, ``COPY`` with ``Destination`` (and ``Destination-Account``) and ``PUT``
+with ``X-Copy-From`` (and ``X-Copy-From-Account``).
+
+The source is read with a sub-request GET down the pipeline (so the requester must be allowed
+to read it, and the read has the GET path's error limiting and resume), and the request becomes
+a PUT of the destination whose body is the source's body, streamed: the copy holds no more of
+the object than a GET or a PUT does. The destination gets the source's metadata unless
+``X-Fresh-Metadata: true``, with the request's own headers on top; the response says where the
+copy came from (``X-Copied-From``, ``-Account``, ``-Last-Modified``).
+"""
+
+from __future__ import annotations
+
+from txstore.common.backend_client import quote_path
+from txstore.common.paths import BadPath, decode_path
+from txstore.middleware.base import Middleware
+from txstore.proxy import subrequest
+from txstore.proxy.controllers.obj import OBJECT_HEADERS, STORED
+from txstore.proxy.messages import SwiftRequest, SwiftResponse
+
+SOURCE = "COPY"
+CONSUMED = ("destination", "destination-account", "x-copy-from", "x-copy-from-account", "transfer-encoding")
+
+
+class Copy:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, request: SwiftRequest) -> SwiftResponse:
+        if request.method not in ("COPY", "PUT"):
+            return await self.app(request)
+        if request.method == "PUT" and not request.header("X-Copy-From"):
+            return await self.app(request)
+        try:
+            version, account, container, obj = request.split(1, 4)
+        except BadPath:
+            return await self.app(request)  # the application answers a bad path
+        if version != "v1" or obj is None:
+            return await self.app(request)
+        try:
+            source, destination = _endpoints(request, account, container, obj)
+        except BadPath as err:
+            request.discard_body()
+            return SwiftResponse.text(err.status, err.reason)
+        request.discard_body()  # a copy's own body, if any, is not used
+        return await self._copy(request, source, destination)
+
+    async def _copy(self, request: SwiftRequest, source: tuple[str, str, str],
+                    destination: tuple[str, str, str]) -> SwiftResponse:
+        source_path = "/v1/" + "/".join(source)
+        read = subrequest.make(request, "GET", source_path, source=SOURCE)
+        got = await self.app(read)
+        if got.status != 200:
+            got.discard_body()
+            if got.status == 404:
+                return SwiftResponse.text(404, "Not Found: the copy source does not exist")
+            return SwiftResponse.text(got.status, f"Copy source: {got.status}")
+        headers = request.headers
+        for name in list(headers):
+            if name.lower() in CONSUMED:
+                del headers[name]
+        if not request.flag("X-Fresh-Metadata"):
+            for name, value in got.headers.items():
+                lower = name.lower()
+                if (lower.startswith(OBJECT_HEADERS) or lower in STORED) and lower != "x-delete-at":
+                    headers.setdefault(name, value)
+        if not headers.get("Content-Type"):
+            headers["Content-Type"] = got.headers.get("Content-Type", "application/octet-stream")
+        headers.pop("X-Detect-Content-Type")
+        headers["ETag"] = got.headers.get("ETag", "")
+        length = got.headers.get("Content-Length")
+        if length is None:
+            headers["Transfer-Encoding"] = "chunked"
+        else:
+            headers["Content-Length"] = length
+        request.method = "PUT"
+        request.path = quote_path("/v1/" + "/".join(destination))
+        request.body = got.body
+        response = await self.app(request)
+        if response.status == 201:
+            response.headers["X-Copied-From"] = quote_path("/".join(source[1:]))
+            response.headers["X-Copied-From-Account"] = quote_path(source[0])
+            modified = got.headers.get("Last-Modified")
+            if modified:
+                response.headers["X-Copied-From-Last-Modified"] = modified
+        else:
+            got.discard_body()
+        return response
+
+
+def _target(value: str, what: str) -> tuple[str, str]:
+    """``/container/object`` (percent-encoded) from a Destination or X-Copy-From header."""
+    text = decode_path(value.encode("latin-1"))
+    container, _, obj = text.lstrip("/").partition("/")
+    if not container or not obj:
+        raise BadPath(412, f"{what} header must be of the form <container name>/<object name>")
+    return container, obj
+
+
+def _account(request: SwiftRequest, name: str, default: str) -> str:
+    value = request.header(name)
+    return decode_path(value.encode("latin-1")) if value else default
+
+
+def _endpoints(request: SwiftRequest, account: str, container: str, obj: str):
+    """(source, destination) as (account, container, object), from the request's headers."""
+    if request.method == "COPY":
+        destination = request.header("Destination")
+        if not destination:
+            raise BadPath(412, "Destination header required")
+        dest_container, dest_obj = _target(destination, "Destination")
+        dest_account = _account(request, "Destination-Account", account)
+        return (account, container, obj), (dest_account, dest_container, dest_obj)
+    source_container, source_obj = _target(request.header("X-Copy-From") or "", "X-Copy-From")
+    source_account = _account(request, "X-Copy-From-Account", account)
+    return (source_account, source_container, source_obj), (account, container, obj)
+
+
+middleware = Middleware("copy", lambda app, settings, proxy: Copy(app))

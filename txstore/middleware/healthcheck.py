@@ -1,0 +1,25 @@
+# -*- test-case-name: txstore.test.test_middleware -*-
+"""healthcheck: ``GET /healthcheck`` answers 200 ``OK`` while the proxy serves (load balancers)."""
+
+from __future__ import annotations
+
+from txstore.middleware.base import Middleware
+from txstore.proxy.messages import SwiftRequest, SwiftResponse
+
+PATH = "/healthcheck"
+
+
+class Healthcheck:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, request: SwiftRequest) -> SwiftResponse:
+        if request.path != PATH:
+            return await self.app(request)
+        request.discard_body()
+        if request.method not in ("GET", "HEAD"):
+            return SwiftResponse.text(405, "Method Not Allowed", {"Allow": "GET, HEAD"})
+        return SwiftResponse.text(200, "OK")
+
+
+middleware = Middleware("healthcheck", lambda app, settings, proxy: Healthcheck(app))

@@ -1,0 +1,93 @@
+# -*- test-case-name: txstore.test.test_middleware -*-
+"""
+proxy_logging: one access line per request, written when its response body has gone out (or
+stopped): client, method, path, status, bytes sent, duration, transaction id, and for a
+sub-request the middleware that made it (``swift.source``).
+
+As in Swift it appears twice in the pipeline: the outer one logs what clients asked, the inner
+one (just before the application) the sub-requests that middlewares make; a request the outer
+one logs is not logged again by the inner one.
+"""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from txstore.interfaces import IByteSource
+from txstore.middleware.base import Middleware
+from txstore.proxy.messages import SwiftRequest, SwiftResponse
+
+LOGGED = "swift.proxy_access_log_made"
+
+
+class ProxyLogging:
+    access = Logger(namespace="txstore.proxy.access")
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, request: SwiftRequest) -> SwiftResponse:
+        if request.environ.get(LOGGED):
+            return await self.app(request)
+        request.environ[LOGGED] = True
+        started = time.monotonic()
+        try:
+            response = await self.app(request)
+        except BaseException:
+            self._write(request, None, 0, started, " (failed)")
+            raise
+        if response.streamed:
+            response.body = _Counted(response.body, lambda sent, note: self._write(
+                request, response.status, sent, started, note))
+        else:
+            self._write(request, response.status, 0 if request.method == "HEAD" else len(response.body), started, "")
+        return response
+
+    def _write(self, request: SwiftRequest, status: int | None, sent: int, started: float, note: str) -> None:
+        source = request.environ.get("swift.source")
+        self.access.info(
+            "{client} {method} {path} {status} {sent} {duration:.4f}s {trans_id}{source}{note}",
+            client=request.client_ip, method=request.method, path=request.uri,
+            status="-" if status is None else status, sent=sent, duration=time.monotonic() - started,
+            trans_id=request.trans_id, source=f" {source}" if source else "", note=note,
+        )
+
+
+@implementer(IByteSource)
+class _Counted:
+    """Counts the bytes read from a body and reports once, at its end or when it stops."""
+
+    def __init__(self, source, report) -> None:
+        self._source = source
+        self._report = report
+        self._sent = 0
+        self._done = False
+
+    def read(self) -> Deferred:
+        def counted(data: bytes) -> bytes:
+            self._sent += len(data)
+            if not data:
+                self._finish("")
+            return data
+
+        def failed(failure):
+            self._finish(" (body broke off)")
+            return failure
+
+        return self._source.read().addCallbacks(counted, failed)
+
+    def stop(self) -> None:
+        self._finish(" (client gone)")
+        self._source.stop()
+
+    def _finish(self, note: str) -> None:
+        if not self._done:
+            self._done = True
+            self._report(self._sent, note)
+
+
+middleware = Middleware("proxy_logging", lambda app, settings, proxy: ProxyLogging(app))

@@ -1,0 +1,310 @@
+# -*- test-case-name: txstore.test.test_proxy_controllers -*-
+"""
+Object GET and HEAD: the first replica that answers is relayed as the response's body source.
+
+The source (`ObjectBody`) queues what the node sends and pauses the node's socket once
+``HIGH_WATER`` bytes wait, so a slow reader (the client, through the edge; a copy's
+destination) slows the node and the proxy holds at most that much per request. A node that
+sends nothing for ``node_timeout`` while a reader waits is cut off. If a node fails mid-body,
+the rest comes from the next replica with a Range (and If-Match on the ETag); if none can, the
+read fails with `ResponseAborted`, so the client's connection is aborted and it never takes a
+short body for a whole one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.client import ResponseDone, ResponseNeverReceived, readBody
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from txstore.common.backend_client import quote_path
+from txstore.common.timestamps import Timestamp
+from txstore.common.web import ResponseAborted
+from txstore.interfaces import IByteSource
+from txstore.proxy.context import ProxyContext
+from txstore.proxy.controllers.api import APIError, APIRequest
+from txstore.proxy.controllers.base import ContainerInfo, HandoffPool, backend_path, node_failed, node_ok, usable
+from txstore.proxy.messages import HeaderMap, SwiftResponse
+from txstore.ring.ring import Node
+
+log = Logger()
+
+READ_HEADERS = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+_HIDDEN = {"connection", "keep-alive", "transfer-encoding", "date", "server", "content-length"}
+NOT_FOUND_PAGE = b"<html><h1>Not Found</h1><p>The resource could not be found.</p></html>"
+
+
+def _node_url(node: Node, part: int, names: tuple) -> bytes:
+    return f"http://{node.ip}:{node.port}{quote_path(backend_path(node, part, *names))}".encode("ascii")
+
+
+async def ask(context: ProxyContext, method: str, node: Node, part: int, names: tuple, headers: dict[str, str]):
+    """One request to one object node, answered (headers in) within node_timeout."""
+    raw = Headers({k.encode("latin-1"): [v.encode("latin-1")] for k, v in headers.items()})
+    attempt = context.agent.request(method.encode("ascii"), _node_url(node, part, names), raw)
+    timed_out: list[bool] = []
+
+    def on_timeout(result, _timeout):
+        timed_out.append(True)
+        return result
+
+    attempt.addTimeout(context.node_timeout, context.reactor, onTimeoutCancel=on_timeout)
+    try:
+        return await attempt
+    except ResponseNeverReceived as err:
+        # The Agent wraps a cancellation; one that is not our timeout is the client's hang-up.
+        if not timed_out and any(reason.check(CancelledError) for reason in err.reasons):
+            raise CancelledError() from None
+        raise
+
+
+async def drain(context: ProxyContext, response) -> bool:
+    """Read and drop a (small) answer body, within node_timeout; False if the node stalled."""
+    reading = readBody(response)
+    reading.addTimeout(context.node_timeout, context.reactor)
+    try:
+        await reading
+    except Exception:
+        return False
+    return True
+
+
+async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo) -> SwiftResponse:
+    ring = context.rings.object_ring(info.policy_index)
+    part = ring.get_part(api.account, api.container, api.obj)
+    names = (api.account, api.container, api.obj)
+    headers = {name: value for name, value in api.headers() if name.lower() in READ_HEADERS}
+    headers.update({"X-Trans-Id": api.trans_id, "X-Backend-Storage-Policy-Index": str(info.policy_index)})
+    primaries = list(ring.get_part_nodes(part))
+    handoffs = HandoffPool(ring, part)
+    candidates = primaries + [n for n in (handoffs.next() for _ in range(len(primaries))) if n is not None]
+    if api.flag("X-Newest"):
+        candidates = await _newest_first(context, primaries, part, names, headers) + candidates
+    not_found = False
+    candidates.sort(key=lambda n: not usable(context, n))  # suppressed nodes last, not never
+    for node in candidates:
+        try:
+            response = await ask(context, api.method, node, part, names, headers)
+        except CancelledError:
+            raise  # the client went away: no other replica is asked
+        except Exception as err:
+            log.warn("{trans_id}: GET from {node} failed: {error}", trans_id=api.trans_id,
+                     node=node.device_name, error=err)
+            node_failed(context, node)
+            continue
+        status = response.code
+        if status >= 500:
+            node_failed(context, node)
+        else:
+            node_ok(context, node)
+        if status in (200, 206, 304, 412, 416):
+            return _relay(context, api, response, [n for n in candidates if n is not node], part, names, headers)
+        if not await drain(context, response):
+            node_failed(context, node)
+            continue
+        not_found = not_found or status == 404
+    if not_found:
+        body = NOT_FOUND_PAGE if api.method == "GET" else b""
+        return SwiftResponse(404, HeaderMap({"Content-Type": "text/html; charset=UTF-8",
+                                             "Content-Length": str(len(NOT_FOUND_PAGE))}), body)
+    raise APIError(503, "Service Unavailable: no object server answered")
+
+
+async def _newest_first(context, primaries, part, names, headers) -> list[Node]:
+    async def head(node: Node):
+        try:
+            response = await ask(context, "HEAD", node, part, names, headers)
+            if not await drain(context, response):
+                return None
+            stamp = response.headers.getRawHeaders(b"x-backend-timestamp")
+            return (Timestamp.parse(stamp[0].decode()) if stamp else Timestamp(0), response.code, node)
+        except CancelledError:
+            raise
+        except Exception:
+            return None
+
+    results = [r for r in await gatherResults([Deferred.fromCoroutine(head(n)) for n in primaries]) if r]
+    good = [r for r in results if r[1] == 200]
+    good.sort(key=lambda r: r[0], reverse=True)
+    return [r[2] for r in good[:1]]
+
+
+def _relay(context, api, response, others: list[Node], part, names, headers) -> SwiftResponse:
+    out = HeaderMap()
+    for name, values in response.headers.getAllRawHeaders():
+        lower = name.decode("latin-1").lower()
+        if lower in _HIDDEN or lower.startswith("x-backend-"):
+            continue
+        out[name.decode("latin-1")] = ",".join(v.decode("latin-1") for v in values)
+    # The Agent takes Content-Length out of the headers into ``length`` (a HEAD's stays a header).
+    header_length = response.headers.getRawHeaders(b"content-length")
+    total = response.length if isinstance(response.length, int) else None
+    if api.method == "HEAD" and header_length:
+        out["Content-Length"] = header_length[0].decode("latin-1")
+    elif total is not None:
+        out["Content-Length"] = str(total)
+    if api.method == "HEAD" or total == 0:
+        response.deliverBody(_Discard())
+        return SwiftResponse(response.code, out, b"")
+    etag = out.get("ETag", "")
+
+    async def resume(offset: int):
+        """The bytes from ``offset`` on, from another replica (None when none can)."""
+        while others:
+            other = others.pop(0)
+            try:
+                attempt = await ask(context, "GET", other, part, names,
+                                    {**headers, "Range": f"bytes={offset}-{total - 1}", "If-Match": etag})
+            except CancelledError:
+                raise
+            except Exception:
+                continue
+            if attempt.code == 206:
+                log.info("{trans_id}: resuming {name} at byte {offset} from {node}", trans_id=api.trans_id,
+                         name="/".join(names), offset=offset, node=other.device_name)
+                return attempt
+            attempt.deliverBody(_Discard())
+        return None
+
+    whole = response.code == 200 and total is not None
+    body = ObjectBody(response, context.reactor, context.node_timeout, total if whole else None,
+                      resume if whole else None, api.trans_id)
+    return SwiftResponse(response.code, out, body)
+
+
+@implementer(IByteSource)
+class ObjectBody:
+    """A storage node's response body, read with backpressure; resumed elsewhere if it breaks."""
+
+    HIGH_WATER = 512 * 1024
+
+    def __init__(
+        self, response, reactor, stall_timeout: float, total: int | None,
+        resume: Callable[[int], Awaitable] | None, trans_id: str = "-",
+    ) -> None:
+        self._reactor = reactor
+        self._stall_timeout = stall_timeout
+        self._total = total
+        self._resume = resume
+        self._trans_id = trans_id
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self.delivered = 0  # bytes handed to the reader
+        self._stream: _NodeStream | None = None
+        self._stopped = False
+        self._attach(response)
+
+    def _attach(self, response) -> None:
+        self._stream = _NodeStream(self)
+        response.deliverBody(self._stream)
+
+    # --- IByteSource -------------------------------------------------------------------------
+
+    def read(self) -> Deferred:
+        return Deferred.fromCoroutine(self._read())
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._queue.clear()
+        self._queued = 0
+        if self._stream is not None:
+            self._stream.stop()
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def _read(self) -> bytes:
+        while True:
+            stream = self._stream
+            assert stream is not None
+            if self._queue:
+                data = b"".join(self._queue)
+                self._queue.clear()
+                self._queued = 0
+                stream.resume()
+                self.delivered += len(data)
+                return data
+            if stream.ended is None:
+                if not await stream.wait(self._stall_timeout):
+                    log.warn("{trans_id}: node sent nothing for {timeout}s; cutting it off",
+                             trans_id=self._trans_id, timeout=self._stall_timeout)
+                    stream.stop()
+                    await stream.wait(self._stall_timeout)
+                continue
+            complete = stream.ended.check(ResponseDone) is not None
+            if complete and (self._total is None or self.delivered >= self._total):
+                return b""
+            if self._stopped or self._resume is None or self._total is None:
+                raise ResponseAborted(f"object body broke off after {self.delivered} bytes")
+            resumed = await self._resume(self.delivered)
+            if resumed is None:
+                raise ResponseAborted(
+                    f"object body broke off after {self.delivered} bytes and no replica could resume it")
+            self._attach(resumed)
+
+    def _feed(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        if self._queued >= self.HIGH_WATER and self._stream is not None:
+            self._stream.pause()
+
+
+class _NodeStream(Protocol):
+    """One node response's bytes into an `ObjectBody`, pausing the node while they wait."""
+
+    def __init__(self, body: ObjectBody) -> None:
+        self._body = body
+        self._paused = False
+        self._waiter: Deferred | None = None
+        self.ended = None  # the Failure connectionLost gave (ResponseDone when complete)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._body._feed(data)
+        self._wake()
+
+    def connectionLost(self, reason) -> None:
+        self.ended = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.callback(True)
+
+    async def wait(self, timeout: float) -> bool:
+        """Until data or the end arrives: True, or False after ``timeout`` seconds of silence."""
+        self.resume()
+        waiter = self._waiter = Deferred()
+        waiter.addTimeout(timeout, self._body._reactor, onTimeoutCancel=lambda _r, _t: False)
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+
+    def pause(self) -> None:
+        if not self._paused and self.ended is None and self.transport is not None:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def resume(self) -> None:
+        if self._paused and self.ended is None:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def stop(self) -> None:
+        if self.ended is None and self.transport is not None:
+            self.transport.stopProducing()
+
+
+class _Discard(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        pass

@@ -1,0 +1,211 @@
+# -*- test-case-name: txstore.test.test_proxy_messages -*-
+"""
+The proxy's request and response values: what every middleware and the proxy application
+see instead of twisted's ``Request``.
+
+Header names are matched without case and values are ``str`` holding the bytes as Latin-1
+(one character per byte, as WSGI has them): nothing is lost between the client, the
+middlewares and the storage nodes, and lengths count bytes as Swift's limits do. Bodies are
+`IByteSource`\\ s: the request's is the client's upload, read with backpressure; a response's
+is ``bytes`` or a source the HTTP edge pumps to the client only while the client keeps up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, succeed
+from zope.interface import implementer
+
+from txstore.common.paths import BadPath, decode_path, split_path
+from txstore.interfaces import IByteSource
+
+TRUE_VALUES = frozenset({"true", "yes", "1", "on", "t", "y"})
+
+
+class HeaderMap:
+    """Headers by name, without regard to case, keeping the spelling they were set with."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        self._items: dict[str, tuple[str, str]] = {}
+        self.update(items)
+
+    def update(self, items: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+        pairs = items.items() if isinstance(items, (Mapping, HeaderMap)) else items
+        for name, value in pairs:
+            self[name] = value
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        item = self._items.get(name.lower())
+        return default if item is None else item[1]
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()][1]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._items[name.lower()] = (name, str(value))
+
+    def setdefault(self, name: str, value: str) -> str:
+        if name.lower() not in self._items:
+            self[name] = value
+        return self[name]
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name.lower()]
+
+    def pop(self, name: str, default: str | None = None) -> str | None:
+        item = self._items.pop(name.lower(), None)
+        return default if item is None else item[1]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items.values())
+
+    def with_prefix(self, *prefixes: str) -> dict[str, str]:
+        """The headers whose names start with one of ``prefixes`` (lower case)."""
+        return {name: value for key, (name, value) in self._items.items() if key.startswith(prefixes)}
+
+    def remove_prefix(self, *prefixes: str) -> list[str]:
+        """Drop the headers whose names start with one of ``prefixes`` (lower case)."""
+        gone = [key for key in self._items if key.startswith(prefixes)]
+        for key in gone:
+            del self._items[key]
+        return gone
+
+    def copy(self) -> HeaderMap:
+        copied = HeaderMap()
+        copied._items = dict(self._items)
+        return copied
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HeaderMap):
+            return NotImplemented
+        return {k: v for k, (_, v) in self._items.items()} == {k: v for k, (_, v) in other._items.items()}
+
+    def __repr__(self) -> str:
+        return f"HeaderMap({dict(self._items.values())!r})"
+
+
+@implementer(IByteSource)
+class BytesSource:
+    """A body that is already in memory (a JSON manifest, a rendered listing)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self) -> Deferred:
+        data, self._data = self._data, b""
+        return succeed(data)
+
+    def stop(self) -> None:
+        self._data = b""
+
+
+EMPTY_BODY = b""
+
+
+@define
+class SwiftRequest:
+    """
+    One request as the pipeline sees it. Middlewares may change any field on the way in
+    (a rewritten path, a removed header); a sub-request is a new value (`subrequest.make`).
+
+    ``path`` is the raw path as sent (still percent-encoded); ``query`` the raw query string
+    without its ``?``. ``environ`` carries what middlewares tell each other, under Swift's
+    names where Swift has one (``swift.source``, ``swift.authorize``).
+    """
+
+    method: str
+    path: str
+    headers: HeaderMap = field(factory=HeaderMap)
+    query: str = ""
+    body: Any = field(factory=lambda: BytesSource(b""))  # IByteSource
+    environ: dict[str, Any] = field(factory=dict)
+    trans_id: str = "-"
+    client_ip: str = "-"
+    host: str = "localhost"
+    scheme: str = "http"
+    identity: Any = None  # set by the auth middleware: who is asking (None: anonymous)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+    def flag(self, name: str) -> bool:
+        """A header whose value means yes (``X-Newest: true``)."""
+        return (self.headers.get(name) or "").strip().lower() in TRUE_VALUES
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query's parameters, decoded (the last one wins when a name repeats)."""
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+    def split(self, minimum: int = 1, maximum: int = 4) -> list[str | None]:
+        """The decoded path's segments (`split_path`); raises `BadPath` with Swift's status."""
+        return split_path(self.decoded_path, minimum, maximum)
+
+    @property
+    def decoded_path(self) -> str:
+        """The path percent-decoded as UTF-8; `BadPath` (412) for invalid UTF-8 or NUL."""
+        return decode_path(self.path.encode("latin-1"))
+
+    @property
+    def uri(self) -> str:
+        return self.path + ("?" + self.query if self.query else "")
+
+    def discard_body(self) -> None:
+        """The answer does not need the body: drop whatever of it arrives."""
+        self.body.stop()
+
+
+@define
+class SwiftResponse:
+    """
+    What the pipeline answers. ``body`` is bytes or an `IByteSource`; for a source the
+    ``Content-Length`` header, when set, is what the client is promised (a HEAD sets it with an
+    empty body). Twisted picks the reason phrase from the status.
+    """
+
+    status: int
+    headers: HeaderMap = field(factory=HeaderMap)
+    body: Any = EMPTY_BODY  # bytes | IByteSource
+
+    @classmethod
+    def text(cls, status: int, reason: str, headers: Mapping[str, str] | None = None) -> SwiftResponse:
+        """A short plain-text answer that says why (never an HTML error page)."""
+        data = reason.encode("utf-8")
+        if data and not data.endswith(b"\n"):
+            data += b"\n"
+        response = cls(status, HeaderMap(headers or {}), data)
+        response.headers["Content-Type"] = "text/plain; charset=utf-8"
+        return response
+
+    @classmethod
+    def empty(cls, status: int, headers: Mapping[str, str] | None = None) -> SwiftResponse:
+        return cls(status, HeaderMap(headers or {}), b"")
+
+    @property
+    def streamed(self) -> bool:
+        return not isinstance(self.body, bytes)
+
+    def discard_body(self) -> None:
+        """Nobody will read this body (a middleware replaced it): release what it holds."""
+        if self.streamed:
+            self.body.stop()
+        self.body = b""
+
+
+def bad_path_response(err: BadPath) -> SwiftResponse:
+    return SwiftResponse.text(err.status, err.reason)

@@ -1,0 +1,153 @@
+"""
+The proxy's HTTP edge: twisted requests become `SwiftRequest`s with every byte of the path,
+and `SwiftResponse`s are rendered whole or pumped with backpressure; a body that breaks off
+aborts the connection.
+"""
+
+from __future__ import annotations
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+from zope.interface import implementer
+
+from txstore.common.streaming import StreamingSite
+from txstore.common.web import ResponseAborted
+from txstore.interfaces import IByteSource
+from txstore.proxy.edge import ProxyEdge, _Pump
+from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
+from txstore.test.test_middleware import Chunks
+
+
+@implementer(IByteSource)
+class HeldChunks:
+    """A body whose reads wait until the test answers them."""
+
+    def __init__(self) -> None:
+        self.reads: list[Deferred] = []
+        self.stopped = False
+
+    def read(self) -> Deferred:
+        waiting: Deferred = Deferred()
+        self.reads.append(waiting)
+        return waiting
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class FakeRequest:
+    """What _Pump uses of twisted's Request."""
+
+    def __init__(self) -> None:
+        self.channel = object()
+        self.producer = None
+        self.written: list[bytes] = []
+        self.sentLength = 0
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        assert streaming and self.producer is None
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+class PumpTests(SynchronousTestCase):
+    def test_reads_only_while_the_client_takes_more(self) -> None:
+        request, source = FakeRequest(), HeldChunks()
+        pump = _Pump(request, source)
+        done = Deferred.fromCoroutine(pump.run())
+        self.assertIs(request.producer, pump)
+        source.reads[0].callback(b"one")
+        pump.pauseProducing()  # the client's socket is full
+        source.reads[1].callback(b"two")
+        self.assertEqual((request.written, len(source.reads)), ([b"one", b"two"], 2))  # no third read while paused
+        pump.resumeProducing()
+        self.assertEqual(len(source.reads), 3)
+        source.reads[2].callback(b"")
+        self.assertEqual((self.successResultOf(done), request.producer, source.stopped), (True, None, False))
+
+    def test_a_client_that_goes_stops_the_source(self) -> None:
+        request, source = FakeRequest(), HeldChunks()
+        pump = _Pump(request, source)
+        done = Deferred.fromCoroutine(pump.run())
+        pump.pauseProducing()
+        source.reads[0].callback(b"one")
+        pump.stopProducing()
+        self.assertEqual((self.successResultOf(done), source.stopped, len(source.reads)), (False, True, 1))
+
+    def test_a_broken_body_is_reported(self) -> None:
+        request, source = FakeRequest(), HeldChunks()
+        done = Deferred.fromCoroutine(_Pump(request, source).run())
+        source.reads[0].errback(ResponseAborted("node gone"))
+        self.assertEqual((self.successResultOf(done), source.stopped), (False, True))
+
+
+class EdgeTests(TestCase):
+    """The edge on a loopback socket, in front of a scripted pipeline."""
+
+    def setUp(self) -> None:
+        self.seen: list[SwiftRequest] = []
+        self.bodies: list[bytes] = []
+        self.answer = lambda request: SwiftResponse.text(200, "hello")
+
+        async def pipeline(request: SwiftRequest) -> SwiftResponse:
+            self.seen.append(request)
+            self.bodies.append(b"")
+            while chunk := await request.body.read():
+                self.bodies[-1] += chunk
+            return self.answer(request)
+
+        site = StreamingSite(ProxyEdge(pipeline).resource())
+        site.noisy = False
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        self.base = f"http://127.0.0.1:{listening.getHost().port}"
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        self.client = treq.client.HTTPClient(Agent(reactor, pool=pool))
+
+    async def test_request_values(self) -> None:
+        response = await self.client.put(self.base + "/v1/AUTH_a/c//o%2Fx/?multipart-manifest=put",
+                                         data=b"body", headers={"X-Object-Meta-Color": "bl\xe9u".encode("latin-1")})
+        self.assertEqual((response.code, await response.content()), (200, b"hello\n"))
+        [request] = self.seen
+        self.assertEqual((request.method, request.path, request.query, request.client_ip),
+                         ("PUT", "/v1/AUTH_a/c//o%2Fx/", "multipart-manifest=put", "127.0.0.1"))
+        self.assertEqual(request.headers["x-object-meta-color"], "bl\xe9u")  # bytes kept, as Latin-1
+        self.assertEqual(self.bodies, [b"body"])
+
+    async def test_a_path_klein_cannot_decode_still_reaches_the_pipeline(self) -> None:
+        response = await self.client.get(self.base + "/v1/AUTH_a/c/%FF")
+        await response.content()
+        self.assertEqual((response.code, self.seen[0].path), (200, "/v1/AUTH_a/c/%FF"))
+
+    async def test_whole_and_head_responses(self) -> None:
+        self.answer = lambda request: SwiftResponse(
+            202, HeaderMap({"Content-Length": "10", "X-Thing": "1"} if request.method == "HEAD" else {"X-Thing": "1"}),
+            b"" if request.method == "HEAD" else b"0123456789")
+        response = await self.client.get(self.base + "/x")
+        self.assertEqual((response.code, await response.content(), response.length), (202, b"0123456789", 10))
+        response = await self.client.head(self.base + "/x")
+        self.assertEqual((response.code, response.headers.getRawHeaders(b"content-length"),
+                          response.headers.getRawHeaders(b"x-thing")), (202, [b"10"], [b"1"]))
+
+    async def test_streamed_body(self) -> None:
+        chunks = [bytes([i]) * 65536 for i in range(40)]
+        self.answer = lambda request: SwiftResponse(200, HeaderMap({"Content-Length": str(40 * 65536)}), Chunks(chunks))
+        response = await self.client.get(self.base + "/big")
+        self.assertEqual(await response.content(), b"".join(chunks))
+
+    async def test_a_body_that_breaks_off_aborts_the_connection(self) -> None:
+        source = Chunks([b"x" * 1000], ResponseAborted("no replica could resume"))
+        self.answer = lambda request: SwiftResponse(200, HeaderMap({"Content-Length": "5000"}), source)
+        with self.assertRaises(Exception):  # never a short body taken for a whole one
+            response = await self.client.get(self.base + "/broken")
+            await response.content()
+        self.assertTrue(source.stopped)
