@@ -1,25 +1,40 @@
-# -*- test-case-name: txstore.test.test_node_server -*-
+# -*- test-case-name: txstore.test.test_node_routing -*-
 """
 The storage node's backend HTTP front: ``/<device>/<partition>/<account>[/<c>[/<o>]]``.
 
-It decodes and checks the path once, hands the request to the account, container or object
-server by how deep the path goes, and turns their `HTTPError`s into short plain-text answers.
-Each server is an object with ``async handle(request, path) -> bytes``.
+A Klein app routes ``/healthcheck``, ``/recon/...`` and the three backend path shapes to
+methods. werkzeug's match is only a first sort: it sees the path after Twisted has
+percent-decoded each segment, with leading slashes dropped, and takes ``/healthcheck/`` for
+``/healthcheck``. So every route checks the raw path again, and the backend route takes the
+level and the names from `parse_backend_path` (one decode of the raw path, Swift's error
+statuses), then hands the request to the account, container or object server. A path no route
+takes, or that Klein would refuse (not UTF-8 once decoded), is decided on the raw path alone,
+as the routes would. Each server is an object with ``async handle(request, path) -> bytes``;
+its `HTTPError`s become short plain-text answers.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from attrs import frozen
+from klein import Klein
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import Request
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from werkzeug.exceptions import HTTPException
 
 from txstore.common.paths import BackendPath, BadPath, parse_backend_path
-from txstore.common.web import DispatchResource, healthcheck, log_access, plain_text
+from txstore.common.routing import swift_routes
+from txstore.common.web import ResponseAborted, healthcheck, log_access, plain_text
 from txstore.storage.http_support import HTTPError
+
+Answer = bytes | Deferred[bytes]
 
 
 class BackendHandler(Protocol):
@@ -34,17 +49,52 @@ class NodeServer:
     recon: object | None = None  # txstore.storage.recon.Recon
     log = Logger()
     access = Logger(namespace="txstore.storage.access")
+    app = swift_routes(Klein())
 
     def resource(self) -> Resource:
-        return DispatchResource(self.handle)
+        return _NodeRoot(self, self.app.resource())
 
-    def handle(self, request: Request):
-        trans_id = request.getHeader(b"x-trans-id")
-        log_access(self.access, request, trans_id.decode("latin-1") if trans_id else "-", time.monotonic())
+    @app.route("/healthcheck")
+    def serve_healthcheck(self, request: Request) -> Answer:
+        if request.path != b"/healthcheck":  # werkzeug also takes //healthcheck, /healthcheck/
+            return self.serve_backend(request)
+        return healthcheck(request)
+
+    @app.route("/recon/")
+    @app.route("/recon/<objname:_check>")
+    def serve_recon(self, request: Request, _check: str = "") -> Answer:
+        if self.recon is None or not request.path.startswith(b"/recon/"):
+            return self.serve_backend(request)
+        return self._answer(request, self.recon.handle)  # type: ignore[attr-defined]
+
+    @app.route("/<name:device>/<name:partition>/<name:account>", endpoint="account")
+    @app.route("/<name:device>/<name:partition>/<name:account>/", endpoint="account/")
+    @app.route("/<name:device>/<name:partition>/<name:account>/<name:container>", endpoint="container")
+    @app.route("/<name:device>/<name:partition>/<name:account>/<name:container>/", endpoint="container/")
+    @app.route("/<name:device>/<name:partition>/<name:account>/<name:container>/<objname:obj>", endpoint="object")
+    def serve_backend(self, request: Request, **_segments: str) -> Answer:
+        """The level and the names are `parse_backend_path`'s, not werkzeug's (see the module)."""
+        return self._answer(request, self._backend)
+
+    @app.handle_errors(HTTPException)
+    def _unmatched(self, request: Request, _failure: Failure) -> Answer:
+        # werkzeug's NotFound. No rule limits methods and swift_routes turns redirects off, so
+        # MethodNotAllowed and RequestRedirect should not happen; if they did, they come here too.
+        return self.not_routed(request)
+
+    def not_routed(self, request: Request) -> Answer:
+        """What no route takes, or Klein cannot route: the raw path decides, in the routes' order."""
         if request.path == b"/healthcheck":
             return healthcheck(request)
-        if request.path.startswith(b"/recon/") and self.recon is not None:
-            return self.recon.handle(request)
+        if request.path.startswith(b"/recon/"):
+            return self.serve_recon(request)
+        return self.serve_backend(request)
+
+    def _log_access(self, request: Request) -> None:
+        trans_id = request.getHeader(b"x-trans-id")
+        log_access(self.access, request, trans_id.decode("latin-1") if trans_id else "-", time.monotonic())
+
+    def _backend(self, request: Request) -> bytes | Awaitable[bytes]:
         try:
             path = parse_backend_path(request.path)
         except BadPath as err:
@@ -78,3 +128,87 @@ class NodeServer:
             for name, value in err.headers.items():
                 request.setHeader(name, value)
             return plain_text(request, err.status, err.reason)
+
+    def _answer(self, request: Request, handler: Callable[[Request], bytes | Awaitable[bytes]]) -> Answer:
+        """
+        ``handler``'s body, for Klein (or `_NodeRoot`) to write and finish the request with. An
+        error is a logged plain-text 500, or, once the response has begun, a dropped connection;
+        `ResponseAborted` aborts the connection. After that, or once the client is gone, the
+        Deferred never fires: the request is not written to or finished again.
+
+        The Deferred is not the handler's. Klein cancels what a route returns when the client
+        goes away, and a node's handlers run to their end, as they always have: an object PUT's
+        fsync, rename and container updates must never be cut short. Cancelling this Deferred
+        (it has no canceller) only tells Klein to stop waiting.
+        """
+        try:
+            result = handler(request)
+        except Exception:
+            self.log.failure("unhandled error for {method} {path}", method=request.method, path=request.path)
+            return plain_text(request, 500, "Internal Server Error")
+        if isinstance(result, bytes):
+            return result
+        answer: Deferred[bytes] = Deferred()
+        lost: list[bool] = []
+        request.notifyFinish().addErrback(lambda _f: lost.append(True))
+
+        def done(body: bytes) -> None:
+            if not lost:
+                answer.callback(body)
+
+        def fail(failure: Failure) -> None:
+            if failure.check(ResponseAborted):
+                if not lost and request.channel is not None:
+                    request.channel.transport.abortConnection()
+                return
+            self.log.failure(
+                "unhandled error for {method} {path}", failure, method=request.method, path=request.path
+            )
+            if not lost and not request.startedWriting:
+                answer.callback(plain_text(request, 500, "Internal Server Error"))
+            elif not lost:
+                request.loseConnection()
+
+        ensureDeferred(result).addCallbacks(done, fail)  # type: ignore[arg-type]
+        return answer
+
+
+class _NodeRoot(Resource):
+    """
+    The node's root: writes the access log, then hands the request to the Klein resource, unless
+    Klein would refuse it with its own 400 (a host or a decoded path that is not UTF-8): that
+    request gets what the node answers without a route (a path's 412 from `parse_backend_path`).
+    """
+
+    isLeaf = True
+
+    def __init__(self, node: NodeServer, routed: Resource) -> None:
+        super().__init__()
+        self._node = node
+        self._routed = routed
+
+    def render(self, request: Request) -> bytes | int:
+        self._node._log_access(request)
+        if _klein_routes(request):
+            return self._routed.render(request)
+        answer = self._node.not_routed(request)
+        if isinstance(answer, bytes):
+            return answer
+        answer.addCallback(_finish, request)
+        return NOT_DONE_YET
+
+
+def _klein_routes(request: Request) -> bool:
+    """Whether Klein routes ``request`` (it decodes the host and the unquoted path as UTF-8)."""
+    try:
+        request.getRequestHostname().decode("utf-8")
+        b"/".join(request.postpath).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _finish(body: bytes, request: Request) -> None:
+    if body:
+        request.write(body)
+    request.finish()
