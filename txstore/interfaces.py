@@ -130,3 +130,33 @@ class IMiddleware(Interface):
         (every declared one, defaults filled in); ``proxy`` is the ``ProxyServices`` (rings,
         backend clients, clock, the ``/info`` registry). Returns the new ``IApp``.
         """
+
+
+class IBackendClient(Interface):
+    """
+    How a txstore process talks to storage nodes: one owner of the connection pools for the
+    three kinds of exchange. Paths are unencoded (``/<device>/<partition>/<account>/…``);
+    header values hold bytes as Latin-1. ``txstore.common.backend_client.BackendClient`` is the
+    real one; the tests' ``FakeBackend`` the in-memory one.
+    """
+
+    def request(method, host, port, path, headers=None, body=None, timeout=None, query=""):
+        """A small exchange read whole: a ``BackendResponse``; fails with ``BackendError``."""
+
+    def stream(method, host, port, path, headers, timeout=None):
+        """
+        An object GET or HEAD: a ``StreamedResponse`` once the headers are in (its body is
+        delivered later, with backpressure). Fails with ``BackendError``, or ``CancelledError``
+        when the caller cancelled it.
+        """
+
+    def put(host, port, path, headers, timeout=None):
+        """
+        An object PUT asked with ``Expect: 100-continue``: (connection, None) when the node
+        invites the body, (connection, ``NodeAnswer``) when it answered at once. The
+        connection has ``write``, ``finish``, ``abort``, ``writable``, ``wait_writable`` and
+        the ``answer`` Deferred.
+        """
+
+    def close():
+        """Close every pooled connection; a Deferred that fires once they are closed."""

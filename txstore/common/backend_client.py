@@ -1,12 +1,21 @@
 # -*- test-case-name: txstore.test.test_backend_client -*-
 """
-HTTP between txstore processes (proxy → node, node → node) for small requests: container and
-account updates, HEADs, listings.
+HTTP between txstore processes (proxy → node, node → node): one client (`IBackendClient`)
+for the three kinds of exchange, owning every connection pool.
+
+- `request`: small requests read whole (container and account updates, HEADs, listings);
+  connect, send and the whole response together must finish within ``timeout`` seconds or
+  the request fails with `BackendTimeout`.
+- `stream`: an object GET or HEAD whose headers arrive within ``timeout``; the body is then
+  delivered to a protocol that may pause the node's socket (the proxy's `ObjectBody`).
+- `put`: an object PUT that asks first (``Expect: 100-continue``) and streams its body to the
+  node with the node's backpressure (`txstore.common.put_connection`, framed by h11).
 
 Connections are persistent and pooled (a new TCP connection per request is where Swift loses
-time), and every request has a deadline: connect, send and the whole response together must
-finish within ``timeout`` seconds or the request fails with `BackendTimeout`. Bodies here are
-small and read whole; object bodies stream through their own code paths.
+time): `request` and `stream` share twisted's pool, `put` keeps its own (a PUT connection is
+reused only after a clean exchange). A cancelled `stream` (the client went away) fails with
+`CancelledError`, not the Agent's wrapping of it, so callers stop instead of trying another
+node.
 """
 
 from __future__ import annotations
@@ -16,9 +25,13 @@ from urllib.parse import quote
 
 import treq
 from attrs import frozen
-from twisted.internet.defer import Deferred
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived, readBody
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from txstore.common.put_connection import PutConnectionPool, PutRequest
+from txstore.interfaces import IBackendClient
 
 
 class BackendError(Exception):
@@ -56,9 +69,52 @@ def listing_update_headers(kind: str, node: Any, partition: int) -> dict[str, st
     }
 
 
+@frozen
+class StreamedResponse:
+    """
+    A node's answer whose body is still to come. ``length`` is the body's (for a HEAD, the
+    length its GET would have); ``headers`` are lower-cased, without Content-Length.
+    """
+
+    status: int
+    headers: dict[str, str]
+    length: int | None
+    _response: Any  # twisted.web's IResponse
+
+    @classmethod
+    def of(cls, method: str, response: Any) -> StreamedResponse:
+        headers: dict[str, str] = {}
+        for name, values in response.headers.getAllRawHeaders():
+            headers[name.decode("latin-1").lower()] = ",".join(v.decode("latin-1") for v in values)
+        length = response.length if isinstance(response.length, int) else None
+        declared = headers.pop("content-length", None)
+        if method == "HEAD":  # the Agent leaves a HEAD's Content-Length in the headers
+            length = int(declared) if declared and declared.isdigit() else None
+        return cls(response.code, headers, length, response)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+    def deliver(self, protocol: Any) -> None:
+        """Hand the body to ``protocol`` (twisted's ``deliverBody``); its transport pauses the node."""
+        self._response.deliverBody(protocol)
+
+    async def discard(self, reactor: Any, timeout: float) -> bool:
+        """Read and drop a small body within ``timeout``; False if the node stalled or broke off."""
+        reading = readBody(self._response)
+        reading.addTimeout(timeout, reactor)
+        try:
+            await reading
+        except Exception:
+            return False
+        return True
+
+
+@implementer(IBackendClient)
 class BackendClient:
     def __init__(
-        self, reactor: Any, *, timeout: float = 10.0, connect_timeout: float = 2.0, max_per_host: int = 16
+        self, reactor: Any, *, timeout: float = 10.0, connect_timeout: float = 2.0, max_per_host: int = 16,
+        max_idle_puts_per_node: int = 16,
     ) -> None:
         self._reactor = reactor
         self.timeout = timeout
@@ -67,6 +123,8 @@ class BackendClient:
         self._pool.retryAutomatically = False  # a replayed PUT/DELETE must be our decision
         # A host that does not answer SYNs fails after connect_timeout, not the whole deadline.
         self._agent = Agent(reactor, connectTimeout=connect_timeout, pool=self._pool)
+        self.puts = PutConnectionPool(reactor, connect_timeout=connect_timeout,
+                                      max_idle_per_node=max_idle_puts_per_node)
 
     async def request(
         self,
@@ -109,9 +167,51 @@ class BackendClient:
                 raise BackendTimeout(f"{method} {host}:{port}{path}: no answer within {deadline}s") from None
             raise BackendError(f"{method} {host}:{port}{path}: {err}") from err
 
+    async def stream(
+        self, method: str, host: str, port: int, path: str, headers: dict[str, str], timeout: float | None = None,
+    ) -> StreamedResponse:
+        """``method`` (GET or HEAD) of ``path`` (unencoded): the answer once its headers are in."""
+        url = f"http://{_host(host)}:{port}{quote_path(path)}".encode("ascii")
+        raw_headers = Headers({k.encode("latin-1"): [v.encode("latin-1")] for k, v in headers.items()})
+        attempt = self._agent.request(method.encode("ascii"), url, raw_headers)
+        timed_out: list[bool] = []
+
+        def on_timeout(result: object, _timeout: float) -> object:
+            timed_out.append(True)
+            return result
+
+        deadline = self.timeout if timeout is None else timeout
+        attempt.addTimeout(deadline, self._reactor, onTimeoutCancel=on_timeout)
+        try:
+            response = await attempt
+        except ResponseNeverReceived as err:
+            # The Agent wraps a cancellation; one that is not our deadline is the caller's.
+            if not timed_out and any(reason.check(CancelledError) for reason in err.reasons):
+                raise CancelledError() from None
+            if timed_out:
+                raise BackendTimeout(f"{method} {host}:{port}{path}: no answer within {deadline}s") from None
+            raise BackendError(f"{method} {host}:{port}{path}: {err}") from err
+        except CancelledError:
+            raise
+        except Exception as err:
+            raise BackendError(f"{method} {host}:{port}{path}: {err}") from err
+        return StreamedResponse.of(method, response)
+
+    async def put(
+        self, host: str, port: int, path: str, headers: dict[str, str], timeout: float | None = None,
+    ):
+        """
+        Open an object PUT of ``path`` (unencoded) with ``Expect: 100-continue``: (the
+        connection, None) when the node invites the body, or (the connection, its `NodeAnswer`)
+        when it answered at once (507, 409, 412). Fails when the node cannot be reached or says
+        nothing within ``timeout``.
+        """
+        request = PutRequest.of(quote_path(path), f"{_host(host)}:{port}", headers)
+        return await self.puts.open(host, port, request, self.timeout if timeout is None else timeout)
+
     def close(self) -> Deferred:
         """Close the pooled connections (tests, and at service stop)."""
-        return self._pool.closeCachedConnections()
+        return DeferredList([self._pool.closeCachedConnections(), self.puts.close()])
 
 
 def _host(host: str) -> str:

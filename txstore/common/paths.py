@@ -69,6 +69,6 @@ def parse_backend_path(raw: bytes) -> BackendPath:
     assert device is not None and partition is not None and account is not None
     if device in (".", ".."):
         raise BadPath(400, "Invalid device")
-    if not partition.isdigit() or len(partition) > 10:
+    if not (partition.isascii() and partition.isdigit()) or len(partition) > 10:  # "²" is a digit to isdigit
         raise BadPath(400, "Invalid partition")
     return BackendPath(device, int(partition), account, container, obj)

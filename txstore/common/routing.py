@@ -39,3 +39,13 @@ def swift_routes(app: Klein) -> Klein:
     url_map.converters["name"] = SegmentConverter
     url_map.converters["objname"] = ObjectNameConverter
     return app
+
+
+def klein_can_route(request) -> bool:
+    """Whether Klein routes a twisted request: it decodes the Host and the unquoted path as UTF-8."""
+    try:
+        request.getRequestHostname().decode("utf-8")
+        b"/".join(request.postpath).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

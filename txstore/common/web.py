@@ -1,11 +1,8 @@
 # -*- test-case-name: txstore.test.test_web -*-
 """
-HTTP plumbing shared by the proxy and the storage node.
-
-Both servers see paths in which ``//``, a trailing ``/`` and ``%2F`` are meaningful parts of
-object names, so neither uses a routing library that normalises paths: the root resource is a
-leaf that receives the raw request path and dispatches itself. Error bodies are short plain
-text that says why, never Twisted's HTML pages.
+HTTP plumbing shared by the proxy and the storage node: errors as short plain text that says
+why (never Twisted's HTML pages), a handler's answer settled onto the request (`settle`), the
+healthcheck and the access line.
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.web.http import Request
 from twisted.web.resource import Resource
@@ -51,12 +48,58 @@ def plain_text(request: Request, code: int, body: str | bytes) -> bytes:
     return b"" if request.method == b"HEAD" else data
 
 
+def settle(request: Request, handler: Handler, log: Logger) -> bytes | Deferred:
+    """
+    ``handler(request)``'s body: bytes at once, or a Deferred of them for the caller to write
+    and finish the request with. An error is a logged plain-text 500, or, once the response has
+    begun, a dropped connection; `ResponseAborted` aborts the connection. After that, or once
+    the client is gone, the Deferred never fires: the request is not written to again.
+
+    The Deferred is not the handler's and has no canceller: cancelling it (Klein does when the
+    client goes away) stops the waiting, not the handler, whose commit steps (fsync, rename,
+    container updates) must never be cut short.
+    """
+    try:
+        result = handler(request)
+    except Exception:
+        log.failure("unhandled error for {method} {path}", method=request.method, path=request.path)
+        return plain_text(request, 500, "Internal Server Error")
+    if isinstance(result, bytes):
+        return result
+    answer: Deferred = Deferred()
+    lost: list[bool] = []
+    request.notifyFinish().addErrback(lambda _f: lost.append(True))
+
+    def done(body: bytes) -> None:
+        if not lost:
+            answer.callback(body)
+
+    def fail(failure) -> None:
+        if failure.check(ResponseAborted):
+            if not lost and request.channel is not None:
+                request.channel.transport.abortConnection()
+            return
+        log.failure("unhandled error for {method} {path}", failure, method=request.method, path=request.path)
+        if not lost and not request.startedWriting:
+            answer.callback(plain_text(request, 500, "Internal Server Error"))
+        elif not lost:
+            request.loseConnection()
+
+    ensureDeferred(result).addCallbacks(done, fail)  # type: ignore[arg-type]
+    return answer
+
+
+def finish_with(body: bytes, request: Request) -> None:
+    """Write ``body`` (if any) and finish: the callback for `settle`'s Deferred."""
+    if body:
+        request.write(body)
+    request.finish()
+
+
 class DispatchResource(Resource):
     """
-    A leaf resource that hands every request to ``handler(request)``.
-
-    The handler returns the body as bytes, or an awaitable of bytes. Anything it raises becomes a
-    logged 500 with a one-line body; a client that went away is not written to.
+    A leaf resource that hands every request to ``handler(request)`` (`settle`): a small
+    server for tests and tools that need no routing.
     """
 
     isLeaf = True
@@ -67,38 +110,10 @@ class DispatchResource(Resource):
         self._handler = handler
 
     def render(self, request: Request) -> bytes | int:
-        try:
-            result = self._handler(request)
-        except Exception:
-            self.log.failure("unhandled error for {method} {path}", method=request.method, path=request.path)
-            return plain_text(request, 500, "Internal Server Error")
-        if isinstance(result, bytes):
-            return result
-        finished = ensureDeferred(result)  # type: ignore[arg-type]
-        lost: list[bool] = []
-        request.notifyFinish().addErrback(lambda _f: lost.append(True))
-
-        def write(body: bytes) -> None:
-            if lost:
-                return
-            if body:
-                request.write(body)
-            request.finish()
-
-        def fail(failure) -> None:
-            if failure.check(ResponseAborted):
-                if not lost and request.channel is not None:
-                    request.channel.transport.abortConnection()
-                return
-            self.log.failure(
-                "unhandled error for {method} {path}", failure, method=request.method, path=request.path
-            )
-            if not lost and not request.startedWriting:
-                write(plain_text(request, 500, "Internal Server Error"))
-            elif not lost:
-                request.loseConnection()
-
-        finished.addCallbacks(write, fail)
+        answer = settle(request, self._handler, self.log)
+        if isinstance(answer, bytes):
+            return answer
+        answer.addCallback(finish_with, request)
         return NOT_DONE_YET
 
 

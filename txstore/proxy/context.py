@@ -1,5 +1,5 @@
 # -*- test-case-name: txstore.test.test_proxy -*-
-"""What every proxy controller needs, injected: rings, clients, cache, auth, clock, limits."""
+"""What every proxy controller needs, injected: rings, the backend client, cache, clock, limits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 from attrs import frozen
 
-from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import DEFAULT_CONSTRAINTS, Constraints
 from txstore.common.policies import PolicyCollection
 from txstore.proxy.info_cache import IInfoCache
@@ -20,17 +19,14 @@ class ProxyContext:
     reactor: Any
     rings: RingSet
     policies: PolicyCollection
-    client: BackendClient
+    client: Any  # IBackendClient: small requests, streamed GETs, 100-continue PUTs, and their pools
     cache: IInfoCache
     clock: Callable[[], float]
     constraints: Constraints = DEFAULT_CONSTRAINTS
     node_timeout: float = 10.0
-    conn_timeout: float = 2.0  # as the backend client's; 0.5 s timed out under load
     info_ttl: float = 10.0
     account_autocreate: bool = True
-    agent: Any = None  # twisted.web Agent with a persistent pool, for streamed object GETs
     errors: Any = None  # an ErrorLimiter: nodes that keep failing are skipped for a while
-    put_pool: Any = None  # a PutConnectionPool: object PUTs reuse node connections (None: one per PUT)
 
 
 @frozen

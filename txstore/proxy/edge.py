@@ -12,8 +12,9 @@ pipeline's work (Klein cancels the handler's Deferred) and stops the body source
 
 Every path goes to the pipeline: middlewares answer some (``/healthcheck``, ``/auth/v1.0``, S3
 paths) and the proxy application routes the rest (`txstore.proxy.application`). Klein cannot
-route a path that is not UTF-8 once percent-decoded; such a request skips the Klein map and
-still goes through the pipeline, so the client gets Swift's 412 from the application.
+route a path that is not UTF-8 once percent-decoded (nor a request whose Host is not); such a
+request skips the Klein map and still goes through the pipeline, so the client gets Swift's
+412 from the application.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from klein import Klein
-from txstore.common.routing import swift_routes
+from txstore.common.routing import klein_can_route, swift_routes
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
 
 log = Logger()
@@ -88,13 +89,11 @@ class _EdgeResource(Resource):
         self._routed = routed
 
     def render(self, request):
-        try:
-            b"/".join(request.postpath).decode("utf-8")
-        except UnicodeDecodeError:
-            served = ensureDeferred(self._edge.serve(request))
-            served.addErrback(lambda failure: self._edge.unexpected(request, failure))
-            return NOT_DONE_YET
-        return self._routed.render(request)
+        if klein_can_route(request):
+            return self._routed.render(request)
+        served = ensureDeferred(self._edge.serve(request))
+        served.addErrback(lambda failure: self._edge.unexpected(request, failure))
+        return NOT_DONE_YET
 
 
 def to_swift_request(request) -> SwiftRequest:

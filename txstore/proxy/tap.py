@@ -8,7 +8,6 @@ import time
 from attrs import frozen
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import DeferredList
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import Constraints
@@ -17,7 +16,6 @@ from txstore.proxy.config import ProxySettings, load_proxy_settings
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
-from txstore.proxy.put_connection import PutConnectionPool
 from txstore.proxy.server import ProxyServer
 from txstore.ring.ringset import RingSet
 
@@ -50,11 +48,7 @@ class _Pools(Service):
 
 def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxyServer, Service]:
     settings = loaded.settings
-    client = BackendClient(reactor)
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 32
-    pool.retryAutomatically = False
-    put_pool = PutConnectionPool(reactor, connect_timeout=2.0)
+    client = BackendClient(reactor, max_per_host=32)
     context = ProxyContext(
         reactor=reactor,
         rings=loaded.rings,
@@ -62,12 +56,10 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         client=client,
         cache=InMemoryInfoCache(clock),
         clock=clock,
-        agent=Agent(reactor, pool=pool, connectTimeout=2.0),
         constraints=Constraints(max_file_size=settings.max_file_size),
         errors=ErrorLimiter(clock),
-        put_pool=put_pool,
     )
-    return ProxyServer(context, settings.stages), _Pools(pool.closeCachedConnections, client.close, put_pool.close)
+    return ProxyServer(context, settings.stages), _Pools(client.close)
 
 
 def makeService(options: Options, reactor=None) -> MultiService:

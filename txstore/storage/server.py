@@ -21,7 +21,7 @@ from typing import Protocol
 
 from attrs import frozen
 from klein import Klein
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import Request
@@ -30,8 +30,8 @@ from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import HTTPException
 
 from txstore.common.paths import BackendPath, BadPath, parse_backend_path
-from txstore.common.routing import swift_routes
-from txstore.common.web import ResponseAborted, healthcheck, log_access, plain_text
+from txstore.common.routing import klein_can_route, swift_routes
+from txstore.common.web import finish_with, healthcheck, log_access, plain_text, settle
 from txstore.storage.http_support import HTTPError
 
 Answer = bytes | Deferred[bytes]
@@ -130,47 +130,8 @@ class NodeServer:
             return plain_text(request, err.status, err.reason)
 
     def _answer(self, request: Request, handler: Callable[[Request], bytes | Awaitable[bytes]]) -> Answer:
-        """
-        ``handler``'s body, for Klein (or `_NodeRoot`) to write and finish the request with. An
-        error is a logged plain-text 500, or, once the response has begun, a dropped connection;
-        `ResponseAborted` aborts the connection. After that, or once the client is gone, the
-        Deferred never fires: the request is not written to or finished again.
-
-        The Deferred is not the handler's. Klein cancels what a route returns when the client
-        goes away, and a node's handlers run to their end, as they always have: an object PUT's
-        fsync, rename and container updates must never be cut short. Cancelling this Deferred
-        (it has no canceller) only tells Klein to stop waiting.
-        """
-        try:
-            result = handler(request)
-        except Exception:
-            self.log.failure("unhandled error for {method} {path}", method=request.method, path=request.path)
-            return plain_text(request, 500, "Internal Server Error")
-        if isinstance(result, bytes):
-            return result
-        answer: Deferred[bytes] = Deferred()
-        lost: list[bool] = []
-        request.notifyFinish().addErrback(lambda _f: lost.append(True))
-
-        def done(body: bytes) -> None:
-            if not lost:
-                answer.callback(body)
-
-        def fail(failure: Failure) -> None:
-            if failure.check(ResponseAborted):
-                if not lost and request.channel is not None:
-                    request.channel.transport.abortConnection()
-                return
-            self.log.failure(
-                "unhandled error for {method} {path}", failure, method=request.method, path=request.path
-            )
-            if not lost and not request.startedWriting:
-                answer.callback(plain_text(request, 500, "Internal Server Error"))
-            elif not lost:
-                request.loseConnection()
-
-        ensureDeferred(result).addCallbacks(done, fail)  # type: ignore[arg-type]
-        return answer
+        """``handler``'s body for Klein to write (`settle`: never cancelled, errors as plain text)."""
+        return settle(request, handler, self.log)
 
 
 class _NodeRoot(Resource):
@@ -189,26 +150,10 @@ class _NodeRoot(Resource):
 
     def render(self, request: Request) -> bytes | int:
         self._node._log_access(request)
-        if _klein_routes(request):
+        if klein_can_route(request):
             return self._routed.render(request)
         answer = self._node.not_routed(request)
         if isinstance(answer, bytes):
             return answer
-        answer.addCallback(_finish, request)
+        answer.addCallback(finish_with, request)
         return NOT_DONE_YET
-
-
-def _klein_routes(request: Request) -> bool:
-    """Whether Klein routes ``request`` (it decodes the host and the unquoted path as UTF-8)."""
-    try:
-        request.getRequestHostname().decode("utf-8")
-        b"/".join(request.postpath).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _finish(body: bytes, request: Request) -> None:
-    if body:
-        request.write(body)
-    request.finish()

@@ -21,6 +21,7 @@ from txstore.common.paths import BackendPath
 from txstore.common.streaming import StreamingSite
 from txstore.common.web import ResponseAborted, plain_text
 from txstore.storage.http_support import HTTPError
+from txstore.storage import server
 from txstore.storage.server import NodeServer
 
 
@@ -223,9 +224,16 @@ class RefusedPathTests(RoutingTestCase):
         self.assertPlainText(self.call(b"/../1/a"), 400, b"Invalid device\n")
         self.assertEqual((self.calls, self.recon.paths), ([], []))
 
+    def test_a_partition_of_non_ascii_digits_is_refused(self) -> None:
+        # "²" passes str.isdigit() but not int()
+        self.assertPlainText(self.call(b"/dev/%C2%B2/a"), 400, b"Invalid partition\n")
+
     def test_an_error_before_any_handler_is_a_plain_500(self) -> None:
-        # "²" passes str.isdigit() but not int(): parse_backend_path raises ValueError.
-        self.assertPlainText(self.call(b"/dev/%C2%B2/a"), 500, b"Internal Server Error\n")
+        def broken(raw: bytes):
+            raise ValueError("a bug in path parsing")
+
+        self.patch(server, "parse_backend_path", broken)
+        self.assertPlainText(self.call(b"/dev/1/a"), 500, b"Internal Server Error\n")
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
 

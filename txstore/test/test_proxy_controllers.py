@@ -31,7 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
-from txstore.common.backend_client import BackendError, BackendResponse, BackendTimeout
+from txstore.common.backend_client import BackendClient, BackendError, BackendResponse, BackendTimeout
 from txstore.common.hashing import PathHasher
 from txstore.common.policies import DEFAULT_POLICIES
 from txstore.common.streaming import StreamingSite
@@ -49,11 +49,15 @@ from txstore.proxy.controllers.base import (
 from txstore.proxy.controllers.container import handle_container
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
-from txstore.proxy.put_connection import PutConnectionPool
+from txstore.proxy.application import ProxyApplication
+from txstore.proxy.info import InfoRegistry
 from txstore.proxy.server import ProxyServer, stages_from
+from txstore.common.web import ResponseAborted
+from txstore.test.test_middleware import Chunks
 from txstore.ring.builder import RingBuilder
 from txstore.ring.ring import Node, Ring
 from txstore.ring.ringset import RingSet
+from txstore.test.backend_fake import Call, Cut, FakeBackend, down, reply, slow, usual  # noqa: F401 (others import them here)
 from txstore.test.support import temp_dir
 
 HASHER = PathHasher(b"", b"s")
@@ -83,70 +87,6 @@ def fake_rings(directory: Path, objects: Ring | None = None) -> RingSet:
 
 def key(node: Node) -> str:
     return f"{node.ip}:{node.port}/{node.device_name}"
-
-
-# --- the in-memory backend ---------------------------------------------------------------------
-
-
-@frozen
-class Call:
-    method: str
-    node: str  # ip:port/device
-    path: str
-    headers: dict[str, str]
-    body: bytes | None
-    query: str
-
-
-Behaviour = Callable[[Call], "BackendResponse | BaseException"]
-
-
-def reply(status: int, body: bytes = b"", **headers: str) -> Behaviour:
-    """A node answering ``status`` (header names with ``_`` for ``-``)."""
-    response = BackendResponse(status, {k.replace("_", "-").lower(): v for k, v in headers.items()}, body)
-    return lambda call: response
-
-
-def down(call: Call) -> BaseException:
-    return BackendError(f"{call.method} {call.node}: connection refused")
-
-
-def slow(call: Call) -> BaseException:
-    return BackendTimeout(f"{call.method} {call.node}: no answer within 10s")
-
-
-def usual(call: Call) -> BackendResponse:
-    """What a healthy account or container server answers."""
-    status = {"PUT": 201, "POST": 204, "DELETE": 204, "HEAD": 204, "GET": 200}[call.method]
-    return BackendResponse(status, {"x-backend-timestamp": "0000000001.00000"}, b"")
-
-
-class FakeBackend:
-    """A `BackendClient` whose nodes answer as scripted in ``nodes`` (by ``ip:port/device``)."""
-
-    def __init__(self) -> None:
-        self.calls: list[Call] = []
-        self.nodes: dict[str, Behaviour] = {}
-        self.default: Behaviour = usual
-
-    async def request(
-        self, method: str, host: str, port: int, path: str, headers: dict[str, str] | None = None,
-        body: bytes | None = None, timeout: float | None = None, query: str = "",
-    ) -> BackendResponse:
-        device = path.split("/")[1]
-        call = Call(method, f"{host}:{port}/{device}", path, dict(headers or {}), body, query)
-        self.calls.append(call)
-        outcome = self.nodes.get(call.node, self.default)(call)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    def asked(self, method: str | None = None) -> list[str]:
-        """The nodes asked, in order (only for ``method`` if given)."""
-        return [c.node for c in self.calls if method is None or c.method == method]
-
-    def to(self, node: str) -> list[Call]:
-        return [c for c in self.calls if c.node == node]
 
 
 class ControllerCase(SynchronousTestCase):
@@ -537,6 +477,95 @@ class ErrorLimitingTests(ControllerCase):
 # --- scripted object nodes on 127.0.0.1 ---------------------------------------------------------
 
 
+class ObjectControllerTests(ControllerCase):
+    """The object controller on a Clock, against the in-memory backend (objects included)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.app = ProxyApplication(self.context, InfoRegistry())
+        ring = self.rings.object_ring(0)
+        self.opart = ring.get_part(ACCOUNT, "c", "o")
+        self.oprimary = [key(n) for n in ring.get_part_nodes(self.opart)]
+        self.ohandoff = [key(n) for n in ring.get_more_nodes(self.opart)]
+
+    def call(self, method: str, headers: dict[str, str] | None = None, body=None) -> SwiftResponse:
+        request = SwiftRequest(method, f"/v1/{ACCOUNT}/c/o", HeaderMap(headers or {}), trans_id="tx-obj",
+                               **({"body": body} if body is not None else {}))
+        return self.successResultOf(Deferred.fromCoroutine(self.app(request)))
+
+    def read_all(self, response: SwiftResponse) -> bytes:
+        if not response.streamed:
+            return response.body
+        data = b""
+        while chunk := self.successResultOf(response.body.read()):
+            data += chunk
+        return data
+
+    def test_put_streams_the_body_to_every_primary(self) -> None:
+        body = b"x" * 200_000
+        response = self.call("PUT", {"Content-Length": str(len(body))}, Chunks([body[:70_000], body[70_000:]]))
+        self.assertEqual((response.status, response.headers["ETag"]), (201, hashlib.md5(body).hexdigest()))
+        puts = [c for c in self.backend.calls if c.method == "PUT"]
+        self.assertEqual([c.node for c in puts], self.oprimary)
+        self.assertEqual({bytes(c.received) for c in puts}, {body})
+        self.assertEqual(len({c.headers["X-Timestamp"] for c in puts}), 1)
+        self.assertEqual([c.headers["X-Container-Device"] for c in puts],
+                         [n.device_name for n in self.rings.container.get_part_nodes(self.cpart)])
+
+    def test_put_to_a_full_node_uses_a_handoff(self) -> None:
+        self.backend.nodes[self.oprimary[1]] = reply(507)
+        response = self.call("PUT", {"Content-Length": "4"}, Chunks([b"data"]))
+        self.assertEqual(response.status, 201)
+        self.assertEqual(sorted(self.backend.asked("PUT")), sorted([*self.oprimary, self.ohandoff[0]]))
+        stored = {c.node for c in self.backend.calls if c.method == "PUT" and bytes(c.received) == b"data"}
+        self.assertEqual(stored, {self.oprimary[0], self.oprimary[2], self.ohandoff[0]})
+
+    def test_put_without_a_quorum_reads_no_body(self) -> None:
+        for node in self.oprimary[:2] + self.ohandoff:
+            self.backend.nodes[node] = down
+        upload = Chunks([b"data"])
+        response = self.call("PUT", {"Content-Length": "4"}, upload)
+        self.assertEqual(response.status, 503)
+        self.assertEqual((upload.chunks, upload.stopped), ([b"data"], True))
+
+    def test_get_from_the_next_replica_when_one_fails(self) -> None:
+        self.backend.nodes[self.oprimary[0]] = reply(503)
+        self.backend.default = lambda call: BackendResponse(200, {"etag": "e", "content-length": "5"}, b"hello")
+        response = self.call("GET")
+        self.assertEqual((response.status, response.headers["Content-Length"], self.read_all(response)), (200, "5", b"hello"))
+        self.assertEqual(self.backend.asked("GET")[-2:], self.oprimary[:2])
+
+    def test_get_resumes_a_broken_body_elsewhere(self) -> None:
+        body = bytes(range(256)) * 1000
+        whole = BackendResponse(200, {"etag": "e"}, body)
+        self.backend.default = lambda call: whole
+        self.backend.nodes[self.oprimary[0]] = lambda call: Cut(whole, 100_000)
+
+        def ranged(call):
+            first = int(call.headers["Range"].removeprefix("bytes=").split("-")[0])
+            return BackendResponse(206, {"etag": "e"}, body[first:])
+
+        self.backend.nodes[self.oprimary[1]] = ranged
+        response = self.call("GET")
+        self.assertEqual(self.read_all(response), body)
+        resumed = self.backend.to(self.oprimary[1])[-1]
+        self.assertEqual((resumed.headers["Range"], resumed.headers["If-Match"]), (f"bytes=100000-{len(body) - 1}", "e"))
+
+    def test_get_that_no_replica_can_resume_fails(self) -> None:
+        whole = BackendResponse(200, {"etag": "e"}, b"z" * 1000)
+        self.backend.default = lambda call: Cut(whole, 10) if call.method == "GET" else whole
+        response = self.call("GET")
+        self.assertEqual(self.successResultOf(response.body.read()), b"z" * 10)
+        self.failureResultOf(response.body.read(), ResponseAborted)
+
+    def test_head_and_not_found(self) -> None:
+        self.backend.default = lambda call: BackendResponse(200, {"etag": "e", "content-length": "1234"}, b"")
+        response = self.call("HEAD")
+        self.assertEqual((response.status, response.headers["Content-Length"], response.body), (200, "1234", b""))
+        self.backend.default = reply(404)
+        self.assertEqual(self.call("GET").status, 404)
+
+
 @frozen
 class Received:
     """One request as a fake node saw it; ``body`` grows as the body arrives."""
@@ -783,6 +812,15 @@ class _RawClient(Protocol):
         self.done.callback(self.got)
 
 
+class _ObjectsOverLoopback:
+    """Account and container requests in memory; object GETs and PUTs to the scripted nodes."""
+
+    def __init__(self, fake: FakeBackend, real: BackendClient) -> None:
+        self.request = fake.request
+        self.stream = real.stream
+        self.put = real.put
+
+
 class ObjectPathTests(TestCase):
     """The real ProxyServer on 127.0.0.1, six scripted object nodes, treq as the client."""
 
@@ -810,16 +848,13 @@ class ObjectPathTests(TestCase):
             for n in containers.get_part_nodes(cpart)
         ]
         self.backend = FakeBackend()  # the account and container servers
-        proxy_pool = HTTPConnectionPool(reactor, persistent=True)
-        proxy_pool.retryAutomatically = False
-        self.addCleanup(proxy_pool.closeCachedConnections)
-        self.put_pool = PutConnectionPool(reactor, connect_timeout=2.0)
-        self.addCleanup(self.put_pool.close)
+        real = BackendClient(reactor, max_per_host=32)  # the object nodes, over loopback
+        self.addCleanup(real.close)
+        self.put_pool = real.puts
         context = ProxyContext(
-            reactor=reactor, rings=self.rings, policies=DEFAULT_POLICIES, client=self.backend,
+            reactor=reactor, rings=self.rings, policies=DEFAULT_POLICIES, client=_ObjectsOverLoopback(self.backend, real),
             cache=InMemoryInfoCache(time.time), clock=time.time, node_timeout=self.node_timeout,
-            agent=Agent(reactor, pool=proxy_pool, connectTimeout=2.0), errors=ErrorLimiter(time.time),
-            put_pool=self.put_pool,
+            errors=ErrorLimiter(time.time),
         )
         stages = stages_from({"tempauth": {"user_test_tester": "testing .admin"}})
         site = _TrackingSite(ProxyServer(context, stages).resource())

@@ -128,6 +128,11 @@ class EdgeTests(TestCase):
         await response.content()
         self.assertEqual((response.code, self.seen[0].path), (200, "/v1/AUTH_a/c/%FF"))
 
+    async def test_a_host_klein_cannot_decode_still_reaches_the_pipeline(self) -> None:
+        response = await self.client.get(self.base + "/healthcheck", headers={b"Host": b"caf\xe9"})
+        await response.content()
+        self.assertEqual((response.code, self.seen[0].host), (200, "caf\xe9"))
+
     async def test_whole_and_head_responses(self) -> None:
         self.answer = lambda request: SwiftResponse(
             202, HeaderMap({"Content-Length": "10", "X-Thing": "1"} if request.method == "HEAD" else {"X-Thing": "1"}),

@@ -1,16 +1,20 @@
-"""Tests for txstore.proxy.put_connection on an in-memory transport."""
+"""Tests for txstore.common.put_connection on an in-memory transport."""
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from txstore.proxy.put_connection import NodeAnswer, NodeGone, PutConnection, request_head
+from txstore.common.put_connection import NodeAnswer, NodeGone, PutConnection, PutRequest
+
+
+def request(chunked: bool = False, target: str = "/d1/1/a/c/o") -> PutRequest:
+    framing = {"Transfer-Encoding": "chunked"} if chunked else {"Content-Length": "5"}
+    return PutRequest.of(target, "n1", {**framing, "Expect": "100-continue"})
 
 
 def connected(chunked: bool = False):
-    head = request_head("PUT", "/d1/1/a/c/o", "n1", {"Content-Length": "5", "Expect": "100-continue"})
-    conn = PutConnection(head, chunked)
+    conn = PutConnection(request(chunked))
     transport = StringTransport()
     conn.makeConnection(transport)
     return conn, transport
@@ -70,6 +74,14 @@ class PutConnectionTests(SynchronousTestCase):
         conn.connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(conn.answer, NodeGone)
 
+    def test_a_body_shorter_than_declared_is_never_finished(self) -> None:
+        conn, transport = connected()
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.write(b"hel")
+        conn.finish()  # the node must not take 3 bytes for the object
+        self.assertTrue(transport.disconnected)
+        self.failureResultOf(conn.answer, NodeGone)
+
     def test_garbage(self) -> None:
         conn, transport = connected()
         conn.dataReceived(b"SSH-2.0-OpenSSH\r\n\r\n")
@@ -96,8 +108,7 @@ class RecordingPool:
 
 def pooled(chunked: bool = False):
     pool = RecordingPool()
-    head = request_head("PUT", "/d1/1/a/c/o", "n1", {"Content-Length": "5", "Expect": "100-continue"})
-    conn = PutConnection(head, chunked, pool)
+    conn = PutConnection(request(chunked), pool)
     transport = StringTransport()
     conn.makeConnection(transport)
     return conn, transport, pool
@@ -119,9 +130,10 @@ class ReuseTests(SynchronousTestCase):
         self.assertEqual(pool.released, [conn])
         self.assertFalse(transport.disconnecting)
         transport.clear()
-        conn.reuse(b"PUT /next HTTP/1.1\r\n\r\n", True)
+        conn.reuse(request(True, "/next"))
         self.assertTrue(conn.reused)
-        self.assertEqual(transport.value(), b"PUT /next HTTP/1.1\r\n\r\n")
+        self.assertEqual(transport.value(),
+                         b"PUT /next HTTP/1.1\r\nHost: n1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
         self.assertNoResult(conn.ready)
         conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.assertIsNone(self.successResultOf(conn.ready))
@@ -159,6 +171,7 @@ class ReuseTests(SynchronousTestCase):
     def test_answer_delimited_by_the_end_is_not_kept(self) -> None:
         conn, transport, pool = pooled()
         conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.write(b"hello")
         conn.finish()
         conn.dataReceived(b"HTTP/1.1 201 Created\r\n\r\nbody")
         conn.connectionLost(Failure(ConnectionDone()))
@@ -167,10 +180,20 @@ class ReuseTests(SynchronousTestCase):
         self.assertEqual(pool.forgotten, [conn])
         self.successResultOf(conn.lost)
 
+    def test_answer_delimited_by_the_end_after_the_transport_stopped_its_producer(self) -> None:
+        conn, transport, pool = pooled()
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.write(b"hello")
+        conn.finish()
+        conn.dataReceived(b"HTTP/1.0 201 Created\r\n\r\nbody")
+        conn.stopProducing()  # what a TCP transport does just before connectionLost
+        conn.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(conn.answer), NodeAnswer(201, {}, b"body"))
+
     def test_heard(self) -> None:
         conn, _, pool = pooled()
         self.exchange(conn, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
-        conn.reuse(b"PUT /next HTTP/1.1\r\n\r\n", False)
+        conn.reuse(request(False, "/next"))
         self.assertFalse(conn.heard)
         conn.connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(conn.ready, NodeGone)

@@ -19,11 +19,10 @@ from collections.abc import Awaitable, Callable
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import ResponseDone, ResponseNeverReceived, readBody
-from twisted.web.http_headers import Headers
+from twisted.web.client import ResponseDone
 from zope.interface import implementer
 
-from txstore.common.backend_client import quote_path
+from txstore.common.backend_client import StreamedResponse
 from txstore.common.timestamps import Timestamp
 from txstore.common.web import ResponseAborted
 from txstore.interfaces import IByteSource
@@ -40,39 +39,15 @@ _HIDDEN = {"connection", "keep-alive", "transfer-encoding", "date", "server", "c
 NOT_FOUND_PAGE = b"<html><h1>Not Found</h1><p>The resource could not be found.</p></html>"
 
 
-def _node_url(node: Node, part: int, names: tuple) -> bytes:
-    return f"http://{node.ip}:{node.port}{quote_path(backend_path(node, part, *names))}".encode("ascii")
-
-
 async def ask(context: ProxyContext, method: str, node: Node, part: int, names: tuple, headers: dict[str, str]):
     """One request to one object node, answered (headers in) within node_timeout."""
-    raw = Headers({k.encode("latin-1"): [v.encode("latin-1")] for k, v in headers.items()})
-    attempt = context.agent.request(method.encode("ascii"), _node_url(node, part, names), raw)
-    timed_out: list[bool] = []
-
-    def on_timeout(result, _timeout):
-        timed_out.append(True)
-        return result
-
-    attempt.addTimeout(context.node_timeout, context.reactor, onTimeoutCancel=on_timeout)
-    try:
-        return await attempt
-    except ResponseNeverReceived as err:
-        # The Agent wraps a cancellation; one that is not our timeout is the client's hang-up.
-        if not timed_out and any(reason.check(CancelledError) for reason in err.reasons):
-            raise CancelledError() from None
-        raise
+    return await context.client.stream(method, node.ip, node.port, backend_path(node, part, *names), headers,
+                                       timeout=context.node_timeout)
 
 
-async def drain(context: ProxyContext, response) -> bool:
+async def drain(context: ProxyContext, response: StreamedResponse) -> bool:
     """Read and drop a (small) answer body, within node_timeout; False if the node stalled."""
-    reading = readBody(response)
-    reading.addTimeout(context.node_timeout, context.reactor)
-    try:
-        await reading
-    except Exception:
-        return False
-    return True
+    return await response.discard(context.reactor, context.node_timeout)
 
 
 async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo) -> SwiftResponse:
@@ -98,7 +73,7 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
                      node=node.device_name, error=err)
             node_failed(context, node)
             continue
-        status = response.code
+        status = response.status
         if status >= 500:
             node_failed(context, node)
         else:
@@ -122,8 +97,8 @@ async def _newest_first(context, primaries, part, names, headers) -> list[Node]:
             response = await ask(context, "HEAD", node, part, names, headers)
             if not await drain(context, response):
                 return None
-            stamp = response.headers.getRawHeaders(b"x-backend-timestamp")
-            return (Timestamp.parse(stamp[0].decode()) if stamp else Timestamp(0), response.code, node)
+            stamp = response.header("x-backend-timestamp")
+            return (Timestamp.parse(stamp) if stamp else Timestamp(0), response.status, node)
         except CancelledError:
             raise
         except Exception:
@@ -135,23 +110,15 @@ async def _newest_first(context, primaries, part, names, headers) -> list[Node]:
     return [r[2] for r in good[:1]]
 
 
-def _relay(context, api, response, others: list[Node], part, names, headers) -> SwiftResponse:
-    out = HeaderMap()
-    for name, values in response.headers.getAllRawHeaders():
-        lower = name.decode("latin-1").lower()
-        if lower in _HIDDEN or lower.startswith("x-backend-"):
-            continue
-        out[name.decode("latin-1")] = ",".join(v.decode("latin-1") for v in values)
-    # The Agent takes Content-Length out of the headers into ``length`` (a HEAD's stays a header).
-    header_length = response.headers.getRawHeaders(b"content-length")
-    total = response.length if isinstance(response.length, int) else None
-    if api.method == "HEAD" and header_length:
-        out["Content-Length"] = header_length[0].decode("latin-1")
-    elif total is not None:
+def _relay(context, api, response: StreamedResponse, others: list[Node], part, names, headers) -> SwiftResponse:
+    out = HeaderMap({name: value for name, value in response.headers.items()
+                     if name not in _HIDDEN and not name.startswith("x-backend-")})
+    total = response.length
+    if total is not None:
         out["Content-Length"] = str(total)
     if api.method == "HEAD" or total == 0:
-        response.deliverBody(_Discard())
-        return SwiftResponse(response.code, out, b"")
+        response.deliver(_Discard())
+        return SwiftResponse(response.status, out, b"")
     etag = out.get("ETag", "")
 
     async def resume(offset: int):
@@ -165,17 +132,17 @@ def _relay(context, api, response, others: list[Node], part, names, headers) -> 
                 raise
             except Exception:
                 continue
-            if attempt.code == 206:
+            if attempt.status == 206:
                 log.info("{trans_id}: resuming {name} at byte {offset} from {node}", trans_id=api.trans_id,
                          name="/".join(names), offset=offset, node=other.device_name)
                 return attempt
-            attempt.deliverBody(_Discard())
+            attempt.deliver(_Discard())
         return None
 
-    whole = response.code == 200 and total is not None
+    whole = response.status == 200 and total is not None
     body = ObjectBody(response, context.reactor, context.node_timeout, total if whole else None,
                       resume if whole else None, api.trans_id)
-    return SwiftResponse(response.code, out, body)
+    return SwiftResponse(response.status, out, body)
 
 
 @implementer(IByteSource)
@@ -200,9 +167,9 @@ class ObjectBody:
         self._stopped = False
         self._attach(response)
 
-    def _attach(self, response) -> None:
+    def _attach(self, response: StreamedResponse) -> None:
         self._stream = _NodeStream(self)
-        response.deliverBody(self._stream)
+        response.deliver(self._stream)
 
     # --- IByteSource -------------------------------------------------------------------------
 

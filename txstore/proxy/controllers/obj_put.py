@@ -15,7 +15,6 @@ import mimetypes
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from txstore.common.backend_client import quote_path
 from txstore.common.constraints import check_metadata
 from txstore.common.quorum import best_status, quorum_size
 from txstore.common.streaming import BodyIncomplete
@@ -34,7 +33,7 @@ from txstore.proxy.controllers.base import (
 )
 from txstore.proxy.controllers.obj import OBJECT_HEADERS, STORED, container_headers, delete_at_header
 from txstore.proxy.messages import HeaderMap, SwiftResponse
-from txstore.proxy.put_connection import NodeAnswer, PutConnection, connect_put, request_head
+from txstore.common.put_connection import NodeAnswer, PutConnection
 from txstore.ring.ring import Node
 
 log = Logger()
@@ -107,19 +106,11 @@ async def store(
             if not usable(context, node):
                 node = handoffs.next()
                 continue
-            head = request_head(
-                "PUT", quote_path(backend_path(node, part, *names)), f"{node.ip}:{node.port}",
-                {**headers, **containers[index % len(containers)]},
-            )
-            conn: PutConnection | None = None
             try:
-                if context.put_pool is not None:
-                    conn, reply = await context.put_pool.open(node.ip, node.port, head, chunked, context.node_timeout)
-                else:
-                    conn = await connect_put(context.reactor, node.ip, node.port, head, chunked, context.conn_timeout)
-                    ready = conn.ready
-                    ready.addTimeout(context.node_timeout, context.reactor)
-                    reply = await ready
+                conn, reply = await context.client.put(
+                    node.ip, node.port, backend_path(node, part, *names),
+                    {**headers, **containers[index % len(containers)]}, timeout=context.node_timeout,
+                )
                 if reply is None:
                     node_ok(context, node)
                     return conn
@@ -127,11 +118,9 @@ async def store(
                     return reply  # a real answer (409, 412, ...): not the node's failure
                 log.warn("{trans_id}: PUT to {node} refused: {status}", trans_id=api.trans_id,
                          node=node.device_name, status=reply.status)
-            except Exception as err:  # connection refused, timeout, protocol error
-                log.warn("{trans_id}: PUT to {ip}:{port}/{dev} failed: {error}", trans_id=api.trans_id, ip=node.ip, port=node.port,
-                         dev=node.device_name, error=err)
-                if conn is not None:
-                    _drop(conn)
+            except Exception as err:  # connection refused, timeout, protocol error (the connection is closed)
+                log.warn("{trans_id}: PUT to {ip}:{port}/{dev} failed: {error}", trans_id=api.trans_id, ip=node.ip,
+                         port=node.port, dev=node.device_name, error=err)
             node_failed(context, node)
             node = handoffs.next()
         return None
@@ -139,7 +128,7 @@ async def store(
     slots = await gatherResults(
         [Deferred.fromCoroutine(open_slot(i, n)) for i, n in enumerate(primaries)], consumeErrors=True
     )
-    conns = [s for s in slots if isinstance(s, PutConnection)]
+    conns = [s for s in slots if s is not None and not isinstance(s, NodeAnswer)]  # connections that took the body
     early = [s for s in slots if isinstance(s, NodeAnswer)]
     quorum = quorum_size(len(primaries))
     if len(conns) < quorum:
