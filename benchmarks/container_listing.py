@@ -28,8 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from txstore.common.listing_format import JSON, render_container_listing  # noqa: E402
 from txstore.storage.db import ContainerBroker, ObjectRecord  # noqa: E402
-from txstore.storage.listing import JSON, object_entries, render_container_listing  # noqa: E402
+from txstore.storage.listing import object_entries  # noqa: E402
 
 
 def names_for(size: int) -> list[str]:

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.http import Request
 
+from txstore.common.listing_format import render_account_listing
 from txstore.common.paths import BackendPath
 from txstore.common.timestamps import Timestamp
 from txstore.storage.broker_cache import DEFAULT_CAPACITY, BrokerCache
@@ -46,7 +47,7 @@ from txstore.storage.http_support import (
     integer_header,
     required_timestamp,
 )
-from txstore.storage.listing import ListingParams, container_entries, render_account_listing
+from txstore.storage.listing import ListingParams, container_entries
 
 ACCOUNT_METADATA = MetadataRules("account")
 _ALLOW = {"Allow": "DELETE, GET, HEAD, POST, PUT"}

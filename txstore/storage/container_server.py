@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.web.http import Request
 
 from txstore.common.backend_client import BackendError
+from txstore.common.listing_format import render_container_listing
 from txstore.common.paths import BackendPath
 from txstore.common.timestamps import Timestamp
 from txstore.storage.broker_cache import DEFAULT_CAPACITY, BrokerCache
@@ -54,7 +55,7 @@ from txstore.storage.http_support import (
     required_timestamp,
     storage_policy,
 )
-from txstore.storage.listing import ListingParams, object_entries, render_container_listing
+from txstore.storage.listing import ListingParams, object_entries
 from txstore.storage.row_batches import RowBatcher
 
 CONTAINER_METADATA = MetadataRules(

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.web.http import Request
 
 from txstore.common.constraints import check_metadata
+from txstore.common.listing_format import ListingError, ListingFormat, listing_format
 from txstore.common.paths import BackendPath
 from txstore.common.timestamps import Timestamp
 from txstore.storage.broker_cache import BrokerCache
@@ -39,7 +40,7 @@ from txstore.storage.db import (
     DatabaseNotFound,
 )
 from txstore.storage.http_support import HTTPError, StorageContext, header, request_headers
-from txstore.storage.listing import ListingError, ListingFormat, ListingParams, listing_format, parse_listing_params
+from txstore.storage.listing import ListingParams, parse_listing_params
 
 QUARANTINE_DIR = "quarantined"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

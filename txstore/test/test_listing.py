@@ -1,4 +1,4 @@
-"""Tests for txstore.storage.listing."""
+"""Tests for txstore.storage.listing (parameters, entries) and txstore.common.listing_format."""
 
 from __future__ import annotations
 
@@ -10,25 +10,27 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from txstore.common.timestamps import Timestamp
-from txstore.storage.db import ContainerRecord, ObjectRecord, Subdir
-from txstore.storage.listing import (
+from txstore.common.listing_format import (
     JSON,
     PLAIN,
     TEXT_XML,
     XML,
     ListingError,
-    ListingParams,
-    _listing_time,
-    container_entries,
     listing_format,
     negotiate_format,
-    object_entries,
-    parse_listing_params,
     render_account_listing,
     render_container_listing,
     xml_attribute,
     xml_text,
+)
+from txstore.common.timestamps import Timestamp
+from txstore.storage.db import ContainerRecord, ObjectRecord, Subdir
+from txstore.storage.listing import (
+    ListingParams,
+    _listing_time,
+    container_entries,
+    object_entries,
+    parse_listing_params,
 )
 
 ODD_NAMES = ["a//b", "dir/", "%2F", "\U0001f600", "<&>\"'", "tab\there", "cr\rlf\n", " spaced "]
@@ -111,6 +113,7 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(negotiate_format(b"plain", "application/json"), PLAIN)
         self.assertEqual(negotiate_format("yaml", "application/json"), PLAIN, "Swift answers unknown formats in plain")
         self.assertEqual(listing_format(args(format="json"), "text/xml"), JSON)
+        self.assertEqual(self.assertRaises(ListingError, listing_format, args(format=b"\xff"), None).status, 400)
 
     def test_no_preference(self) -> None:
         self.assertEqual(negotiate_format(None, None), PLAIN)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from xml.etree import ElementTree
+
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from txstore.common.constraints import Constraints
+from txstore.common.listing_format import XML, render_container_listing
 from txstore.common.web import ResponseAborted
 from txstore.interfaces import IByteSource
 from txstore.middleware.catch_errors import CatchErrors
 from txstore.middleware.copy import Copy
 from txstore.middleware.gatekeeper import Gatekeeper
 from txstore.middleware.healthcheck import Healthcheck
+from txstore.middleware.listing_formats import ListingFormats, max_listing_bytes
 from txstore.middleware.proxy_logging import ProxyLogging
 from txstore.proxy import subrequest
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
@@ -240,3 +246,198 @@ class CopyTests(Case):
         self.assertEqual(response.status, 403)
         self.assertNotIn("X-Copied-From", response.headers)
         self.assertTrue(self.source.stopped)
+
+
+CONTAINER_ENTRIES = [
+    {"name": "a<&>\"'\t\n\r", "hash": "d41d8", "bytes": 12, "content_type": "text/plain; x=<&>",
+     "last_modified": "2023-11-14T22:13:20.123450"},
+    {"subdir": "dir<&>/"},
+    {"name": "\U0001f600", "hash": "e1", "bytes": 0, "content_type": "application/octet-stream",
+     "last_modified": "2023-11-14T22:13:21.000000"},
+]
+ACCOUNT_ENTRIES = [{"name": "c&", "count": 3, "bytes": 30, "last_modified": "2023-11-14T22:13:20.123450"},
+                   {"subdir": "x/"}]
+
+
+def json_answer(entries, *, status: int = 200, streamed: bool = False, **headers: str) -> SwiftResponse:
+    """A listing as the application answers it when asked for JSON."""
+    data = json.dumps(entries).encode("ascii")
+    response = SwiftResponse(status, HeaderMap({"Content-Type": "application/json; charset=utf-8",
+                                                "Content-Length": str(len(data)), "X-Container-Object-Count": "3",
+                                                **headers}), data)
+    if streamed:
+        response.body = Chunks([data[:7], data[7:]])
+    return response
+
+
+def head_answer(request: SwiftRequest) -> SwiftResponse:
+    """A HEAD as a node answers it (through a controller): 204, the format's type, no body."""
+    return SwiftResponse(204, HeaderMap({"Content-Type": "application/json; charset=utf-8", "Content-Length": "0",
+                                         "X-Container-Object-Count": "3"}), b"")
+
+
+class ListingFormatsTests(Case):
+    def setUp(self) -> None:
+        self.entries: list = CONTAINER_ENTRIES
+        self.inner = InnerApp(lambda r: head_answer(r) if r.method == "HEAD" else json_answer(self.entries))
+        self.app = ListingFormats(self.inner, max_listing_bytes(Constraints()))
+
+    def get(self, path: str = "/v1/AUTH_a/c", query: str = "", method: str = "GET", **headers: str) -> SwiftResponse:
+        return self.call(self.app, SwiftRequest(method, path, HeaderMap(headers), query=query))
+
+    def assertListing(self, response: SwiftResponse, status: int, content_type: str, body: bytes) -> None:
+        self.assertEqual((response.status, response.headers.get("Content-Type"), response.body,
+                          response.headers.get("Content-Length")),
+                         (status, content_type, body, str(len(body))))
+
+    def test_each_format_from_the_format_parameter(self) -> None:
+        plain = "a<&>\"'\t\n\r\ndir<&>/\n\U0001f600\n".encode()
+        cases = {"plain": ("text/plain; charset=utf-8", plain),
+                 "json": ("application/json; charset=utf-8", json.dumps(CONTAINER_ENTRIES).encode()),
+                 "XML": ("application/xml; charset=utf-8", render_container_listing(XML, "c", CONTAINER_ENTRIES))}
+        for value, (content_type, body) in cases.items():
+            response = self.get(query=f"format={value}", Accept="text/xml")  # format= wins over Accept
+            self.assertListing(response, 200, content_type, body)
+            self.assertEqual(response.headers["X-Container-Object-Count"], "3")  # the answer's own headers stay
+            self.assertNotIn("Vary", response.headers)  # format= decided, not Accept
+            asked = self.inner.requests[-1]
+            self.assertEqual((asked.query, asked.header("Accept")), ("format=json", "application/json"))
+
+    def test_each_format_from_accept(self) -> None:
+        cases = {"application/json": "application/json", "application/xml": "application/xml",
+                 "text/xml": "text/xml", "text/plain": "text/plain", "*/*": "text/plain",
+                 "text/html, application/json;q=0.5": "application/json",
+                 "application/json;q=0.5, text/xml": "text/xml"}
+        for accept, media_type in cases.items():
+            response = self.get(Accept=accept)
+            self.assertEqual((response.status, response.headers["Content-Type"], response.headers["Vary"]),
+                             (200, f"{media_type}; charset=utf-8", "Accept"), accept)
+            self.assertEqual(self.inner.requests[-1].header("Accept"), "application/json")
+        self.assertTrue(self.get(Accept="text/xml").body.startswith(
+            b'<?xml version="1.0" encoding="UTF-8"?>\n<container name="c"><object>'))
+        self.assertEqual(self.get().headers["Content-Type"], "text/plain; charset=utf-8")  # neither: plain
+
+    def test_nothing_acceptable_is_a_406_with_a_reason(self) -> None:
+        upload = Chunks([b"ignored"])
+        response = self.call(self.app, SwiftRequest("GET", "/v1/AUTH_a/c", HeaderMap({"Accept": "text/html"}),
+                                                    body=upload))
+        self.assertEqual((response.status, response.body),
+                         (406, b"Not Acceptable: the listing is available as text/plain, application/json, "
+                               b"application/xml or text/xml\n"))
+        self.assertEqual(self.get(method="HEAD", Accept="image/*;q=1, text/*;q=0").status, 406)
+        self.assertEqual((self.get(Accept="json").status, self.get(Accept="json").body), (400, b"Invalid Accept header\n"))
+        self.assertEqual(self.get(query="format=%FF").body, b'"format" parameter not valid UTF-8\n')
+        self.assertEqual(self.inner.requests, [])  # refused here, before the application
+        self.assertTrue(upload.stopped)
+
+    def test_an_unknown_format_value_means_plain(self) -> None:
+        for query in ("format=yaml", "format=%20", "format=json&format=csv"):
+            response = self.get(query=query, Accept="application/json")
+            self.assertEqual((response.status, response.headers["Content-Type"]), (200, "text/plain; charset=utf-8"),
+                             query)
+
+    def test_an_empty_plain_listing_is_a_204(self) -> None:
+        self.entries = []
+        self.assertListing(self.get(), 204, "text/plain; charset=utf-8", b"")
+        self.assertListing(self.get(query="format=json"), 200, "application/json; charset=utf-8", b"[]")
+        self.assertListing(self.get(query="format=xml"), 200, "application/xml; charset=utf-8",
+                           b'<?xml version="1.0" encoding="UTF-8"?>\n<container name="c"></container>')
+
+    def test_xml_escapes_odd_names_as_the_nodes_do(self) -> None:
+        response = self.get("/v1/AUTH_a/c%3C%26%3E%22%09", query="format=xml")
+        self.assertEqual(response.body.decode(), (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<container name="c&lt;&amp;&gt;&quot;&#9;">'
+            "<object><name>a&lt;&amp;&gt;\"'\t\n&#13;</name><hash>d41d8</hash><bytes>12</bytes>"
+            "<content_type>text/plain; x=&lt;&amp;&gt;</content_type>"
+            "<last_modified>2023-11-14T22:13:20.123450</last_modified></object>"
+            '<subdir name="dir&lt;&amp;&gt;/"><name>dir&lt;&amp;&gt;/</name></subdir>'
+            "<object><name>\U0001f600</name><hash>e1</hash><bytes>0</bytes>"
+            "<content_type>application/octet-stream</content_type>"
+            "<last_modified>2023-11-14T22:13:21.000000</last_modified></object></container>"))
+        root = ElementTree.fromstring(response.body)
+        self.assertEqual((root.get("name"), [child.findtext("name") for child in root]),
+                         ("c<&>\"\t", ["a<&>\"'\t\n\r", "dir<&>/", "\U0001f600"]))
+
+    def test_account_listings_and_subdirs(self) -> None:
+        self.entries = ACCOUNT_ENTRIES
+        self.assertEqual(self.get("/v1/AUTH_%C3%A9").body, b"c&\nx/\n")
+        self.assertEqual(self.get("/v1/AUTH_%C3%A9/", query="format=xml").body.decode(), (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<account name="AUTH_\u00e9"><container><name>c&amp;</name>'
+            "<count>3</count><bytes>30</bytes><last_modified>2023-11-14T22:13:20.123450</last_modified></container>"
+            '<subdir name="x/"><name>x/</name></subdir></account>'))
+
+    def test_head_gets_the_content_type_of_the_format(self) -> None:
+        for accept, content_type in (("text/xml", "text/xml"), ("application/json", "application/json"),
+                                     ("", "text/plain")):
+            response = self.get(method="HEAD", Accept=accept)
+            self.assertEqual((response.status, response.headers["Content-Type"], response.body,
+                              response.headers["Content-Length"], response.headers["X-Container-Object-Count"]),
+                             (204, f"{content_type}; charset=utf-8", b"", "0", "3"))
+        self.inner.answer = lambda r: json_answer([], status=200)  # a HEAD answered 200 with a JSON length
+        response = self.get("/v1/AUTH_a", method="HEAD", query="format=xml")
+        self.assertEqual((response.status, response.headers["Content-Type"], response.headers.get("Content-Length")),
+                         (200, "application/xml; charset=utf-8", None))  # the JSON's length is not the XML's
+
+    def test_other_answers_pass_untouched(self) -> None:
+        answers = [SwiftResponse.text(404, "Not Found"), SwiftResponse.text(401, "Unauthorized"),
+                   json_answer(CONTAINER_ENTRIES, status=503), json_answer(CONTAINER_ENTRIES, status=202),
+                   SwiftResponse.text(200, "a document, not JSON"),  # as staticweb would answer
+                   json_answer(CONTAINER_ENTRIES, **{"Content-Type": "text/plain"}),  # JSON, but not sent as JSON
+                   json_answer({"not": "a list"}), json_answer([["not", "objects"]]), json_answer([{"bytes": 1}]),
+                   json_answer(CONTAINER_ENTRIES, **{"Content-Length": str(max_listing_bytes(Constraints()) + 1)})]
+        for answer in answers:
+            expected = (answer.status, answer.headers.copy(), answer.body)
+            self.inner.answer = lambda r: answer
+            response = self.get(query="format=xml")
+            self.assertEqual((response.status, response.headers, response.body), expected)
+
+    def test_other_query_parameters_are_kept_byte_for_byte(self) -> None:
+        query = "limit=2&marker=a%2Fb&format=xml&prefix=%E2%9C%93+x&%66ormat=plain&delimiter=/&&end_marker&r=%ff"
+        request = SwiftRequest("GET", "/v1/AUTH_a/c", query=query)
+        response = self.call(self.app, request)
+        self.assertEqual(response.headers["Content-Type"], "text/plain; charset=utf-8")  # the last format= wins
+        self.assertEqual(self.inner.requests[0].query,
+                         "limit=2&marker=a%2Fb&prefix=%E2%9C%93+x&delimiter=/&&end_marker&r=%ff&format=json")
+        self.assertEqual(request.query, query)  # the client's request is as it came (proxy_logging logs it)
+        self.get(query="limit=1")
+        self.assertEqual(self.inner.requests[1].query, "limit=1&format=json")
+
+    def test_objects_and_writes_pass_untouched(self) -> None:
+        requests = [SwiftRequest("GET", "/v1/AUTH_a/c/o", HeaderMap({"Accept": "text/html"}), query="format=xml"),
+                    SwiftRequest("HEAD", "/v1/AUTH_a/c//", query="format=xml"),
+                    SwiftRequest("PUT", "/v1/AUTH_a/c", HeaderMap({"Accept": "text/xml"}), query="format=xml"),
+                    SwiftRequest("POST", "/v1/AUTH_a", query="format=plain"),
+                    SwiftRequest("GET", "/info", query="format=xml"), SwiftRequest("GET", "/v1//c"),
+                    SwiftRequest("GET", "/v2/AUTH_a/c", HeaderMap({"Accept": "text/html"}))]
+        for request in requests:
+            expected = (request.query, request.headers.copy())
+            response = self.call(self.app, request)
+            asked = self.inner.requests[-1]
+            self.assertEqual((asked.query, asked.headers), expected, request)
+            self.assertEqual(response.headers["Content-Type"], "application/json; charset=utf-8", request)
+            self.assertNotIn("Vary", response.headers)
+
+    def test_a_streamed_listing_is_read_from_its_source(self) -> None:
+        self.inner.answer = lambda r: json_answer(CONTAINER_ENTRIES, streamed=True)
+        response = self.get()
+        self.assertListing(response, 200, "text/plain; charset=utf-8", "a<&>\"'\t\n\r\ndir<&>/\n\U0001f600\n".encode())
+        self.inner.answer = lambda r: json_answer(CONTAINER_ENTRIES, streamed=True, **{"Vary": "Origin"})
+        response = self.get(query="format=json")  # JSON passes as it came, its source unread
+        self.assertEqual(read_all(self, response.body), json.dumps(CONTAINER_ENTRIES).encode())
+        response = self.get(Accept="application/json")
+        self.assertEqual(response.headers["Vary"], "Origin, Accept")
+
+    def test_a_body_that_breaks_off_fails_the_request(self) -> None:
+        body = Chunks([b'[{"name": '], ResponseAborted("node gone"))
+        self.inner.answer = lambda r: SwiftResponse(200, HeaderMap({"Content-Type": "application/json",
+                                                                    "Content-Length": "100"}), body)
+        self.failureResultOf(Deferred.fromCoroutine(self.app(SwiftRequest("GET", "/v1/AUTH_a/c"))), ResponseAborted)
+        self.assertTrue(body.stopped)
+
+    def test_sub_requests_asking_for_json_get_json(self) -> None:
+        data = b'[{"name": "o",   "hash": "h", "bytes": 1, "content_type": "x", "last_modified": "t"}]'
+        self.inner.answer = lambda r: SwiftResponse(200, HeaderMap({"Content-Type": "application/json; charset=utf-8",
+                                                                    "Content-Length": str(len(data))}), data)
+        parent = SwiftRequest("GET", "/v1/AUTH_a/c/o", HeaderMap({"Accept": "text/xml"}))
+        response = self.call(self.app, subrequest.make(parent, "GET", "/v1/AUTH_a/c", source="VW", query="format=json"))
+        self.assertListing(response, 200, "application/json; charset=utf-8", data)

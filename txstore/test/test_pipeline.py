@@ -2,7 +2,7 @@
 The proxy pipeline: proxy.conf's [pipeline:main] and [filter:NAME] sections, third-party
 middlewares through entry points, the order stages run in, /info, and the seam itself: a
 middleware that runs before auth, sees the response before the client, replaces its body and
-makes sub-requests.
+makes sub-requests; and listing_formats over the application, as the default pipeline has it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from txstore.common.backend_client import BackendResponse
 from txstore.common.config import ConfigError
 from txstore.common.policies import DEFAULT_POLICIES
 from txstore.middleware.base import Middleware
@@ -44,6 +45,9 @@ class PipelineConfigTests(SynchronousTestCase):
 
     def test_default_pipeline(self) -> None:
         settings = self.load("")
+        # Swift's order: listing_formats right after the outer proxy_logging (and [cache])
+        self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
+                                                "listing_formats", "tempauth", "copy", "proxy_logging"])
         self.assertEqual(self.names(settings), list(DEFAULT_PIPELINE[:-1]))
         self.assertEqual(settings.users, ())
 
@@ -83,7 +87,7 @@ class PipelineConfigTests(SynchronousTestCase):
              f"{conf}: [pipeline:main]: pipeline: the pipeline names 'healthcheck' but there is no [filter:healthcheck] section"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
              f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: catch_errors, copy, gatekeeper, "
-             "healthcheck, proxy_logging, tempauth)"),
+             "healthcheck, listing_formats, proxy_logging, tempauth)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
              f"{conf}: [filter:x]: use: no middleware 'egg:elsewhere#nothing_here': not txstore's and no entry point "
              "'nothing_here' in the txstore.proxy_middleware group"),
@@ -255,3 +259,57 @@ class SeamTests(SynchronousTestCase):
         self.assertNotIn("strict_cors_mode", info["swift"])
         self.assertEqual(info["swift"]["policies"], [{"aliases": "Policy-0", "default": True, "name": "Policy-0"}])
         self.assertEqual(self.call("POST", "/info").status, 405)
+
+
+class ListingFormatsInThePipelineTests(SynchronousTestCase):
+    """listing_formats in the default pipeline, over the proxy application and scripted nodes."""
+
+    def setUp(self) -> None:
+        clock = Clock()
+        clock.advance(NOW)
+        self.backend = FakeBackend()
+        context = ProxyContext(
+            reactor=clock, rings=fake_rings(temp_dir(self)), policies=DEFAULT_POLICIES, client=self.backend,
+            cache=InMemoryInfoCache(clock.seconds), clock=clock.seconds, errors=ErrorLimiter(clock.seconds),
+        )
+        self.server = ProxyServer(context, stages_from({"tempauth": {"user_test_tester": "testing .admin"}}))
+        token = self.call("GET", "/auth/v1.0", {"X-Auth-User": "test:tester", "X-Auth-Key": "testing"})
+        self.token = token.headers["X-Auth-Token"]
+
+    def call(self, method: str, path: str, headers: dict[str, str] | None = None, query: str = "") -> SwiftResponse:
+        request = SwiftRequest(method, path, HeaderMap(headers or {}), query=query)
+        return self.successResultOf(Deferred.fromCoroutine(self.server.pipeline(request)))
+
+    def test_an_autocreated_account_is_listed_in_the_clients_format(self) -> None:
+        self.backend.default = lambda call: BackendResponse(404, {}, b"")  # no account database anywhere
+        auth = {"X-Auth-Token": self.token}
+        cases = [
+            ("GET", {}, "", 204, "text/plain", b""),
+            ("GET", {}, "format=json", 200, "application/json", b"[]"),
+            ("GET", {"Accept": "text/xml"}, "", 200, "text/xml",
+             b'<?xml version="1.0" encoding="UTF-8"?>\n<account name="AUTH_test"></account>'),
+            ("HEAD", {"Accept": "application/xml"}, "", 204, "application/xml", b""),
+        ]
+        for method, headers, query, status, media_type, body in cases:
+            response = self.call(method, f"/v1/{ACCOUNT}", {**auth, **headers}, query)
+            self.assertEqual((response.status, response.headers["Content-Type"], response.body,
+                              response.headers["X-Account-Container-Count"]),
+                             (status, f"{media_type}; charset=utf-8", body, "0"), (method, headers, query))
+            asked = self.backend.calls[-1]
+            self.assertEqual((asked.query, asked.headers["Accept"]), ("?format=json", "application/json"))
+
+    def test_the_nodes_are_asked_for_json(self) -> None:
+        listing = json.dumps([{"name": "o", "hash": "h", "bytes": 1, "content_type": "text/plain",
+                               "last_modified": "2023-11-14T22:13:20.000000"}, {"subdir": "d/"}]).encode()
+
+        def node(call):
+            if call.method == "GET" and call.path.endswith("/c"):
+                return BackendResponse(200, {"content-type": "application/json; charset=utf-8",
+                                             "content-length": str(len(listing))}, listing)
+            return BackendResponse(204, {"x-backend-storage-policy-index": "0"}, b"")
+
+        self.backend.default = node
+        response = self.call("GET", f"/v1/{ACCOUNT}/c", {"X-Auth-Token": self.token}, "prefix=o&limit=5")
+        self.assertEqual((response.status, response.headers["Content-Type"], response.body),
+                         (200, "text/plain; charset=utf-8", b"o\nd/\n"))
+        self.assertEqual(self.backend.calls[-1].query, "?prefix=o&limit=5&format=json")

@@ -256,6 +256,31 @@ class APITests(ClusterCase):
         _, containers = swift.get_account(self.url, self.token)
         self.assertEqual([(c["name"], c["count"], c["bytes"]) for c in containers], [("counted", 5, 500)])
 
+    def test_listings_in_each_format(self) -> None:
+        # before anything is written the account is autocreated: an empty listing in any format
+        status, headers, body = self.cluster.http("GET", self.path, self.auth())
+        self.assertEqual((status, headers["content-type"], body), (204, "text/plain; charset=utf-8", b""))
+        status, headers, body = self.cluster.http("GET", self.path + "?format=xml", self.auth())
+        self.assertEqual((status, body), (200, b'<?xml version="1.0" encoding="UTF-8"?>\n<account name="AUTH_test"></account>'))
+        swift.put_container(self.url, self.token, "fmt")
+        swift.put_object(self.url, self.token, "fmt", "a<&>", contents=b"x")
+        swift.put_object(self.url, self.token, "fmt", "d/o", contents=b"y")
+        container = f"{self.path}/fmt"
+        status, headers, body = self.cluster.http("GET", container, self.auth())
+        self.assertEqual((status, headers["content-type"], body), (200, "text/plain; charset=utf-8", b"a<&>\nd/o\n"))
+        status, headers, body = self.cluster.http("GET", container + "?delimiter=/", self.auth(Accept="text/xml"))
+        self.assertEqual((status, headers["content-type"], headers["vary"]), (200, "text/xml; charset=utf-8", "Accept"))
+        self.assertIn(b"<name>a&lt;&amp;&gt;</name>", body)
+        self.assertTrue(body.endswith(b'<subdir name="d/"><name>d/</name></subdir></container>'))
+        status, headers, body = self.cluster.http("GET", container + "?format=json&prefix=d", self.auth())
+        self.assertEqual([entry["name"] for entry in json.loads(body)], ["d/o"])
+        status, headers, body = self.cluster.http("GET", container, self.auth(Accept="image/png"))
+        self.assertEqual(status, 406)
+        status, headers, _ = self.cluster.http("HEAD", container, self.auth(Accept="application/xml"))
+        self.assertEqual((status, headers["content-type"]), (204, "application/xml; charset=utf-8"))
+        status, headers, body = self.cluster.http("GET", self.path + "?format=plain", self.auth())
+        self.assertEqual((status, body), (200, b"fmt\n"))
+
     def test_reseller_admin_manages_accounts(self) -> None:
         _, reseller = self.cluster.token("admin:admin", "admin")
         status, _, _ = self.cluster.http("PUT", "/v1/AUTH_newco", {"X-Auth-Token": reseller,

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy -*-
+# -*- test-case-name: txstore.test.test_proxy_controllers -*-
 """``/v1/<account>``: stats, metadata and container listings of an account."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from txstore.proxy.controllers.base import (
 )
 
 META = ("x-account-meta-", "x-remove-account-meta-", "x-account-sysmeta-")
+JSON_TYPE = "application/json; charset=utf-8"
 
 
 async def handle_account(context: ProxyContext, api: APIRequest) -> SwiftResponse:
@@ -38,14 +39,11 @@ async def handle_account(context: ProxyContext, api: APIRequest) -> SwiftRespons
                 "X-Account-Container-Count": "0", "X-Account-Object-Count": "0", "X-Account-Bytes-Used": "0",
                 "X-Timestamp": Timestamp.now(context.clock).normal,
             })
-            if api.method == "GET" and not _wants_structured(api):
-                return answer(api, 204, content_type="text/plain; charset=utf-8", headers=headers)
-            body = b"[]" if "json" in _format(api) else (
-                b'<?xml version="1.0" encoding="UTF-8"?>\n<account name="%s"></account>' % api.account.encode()
-                if "xml" in _format(api) else b"")
-            ctype = ("application/json; charset=utf-8" if "json" in _format(api) else
-                     "application/xml; charset=utf-8" if "xml" in _format(api) else "text/plain; charset=utf-8")
-            return answer(api, 200 if body else 204, body, ctype, headers)
+            # In JSON, as the nodes are asked for it: the listing_formats middleware renders
+            # the client's format. A HEAD answers 204, as a node does for an account.
+            if api.method == "HEAD":
+                return answer(api, 204, content_type=JSON_TYPE, headers=headers)
+            return answer(api, 200, b"[]", JSON_TYPE, headers)
         headers = HeaderMap()
         relay_headers(headers, response)
         return answer(api, response.status, response.body, headers=headers)
@@ -78,20 +76,3 @@ async def handle_account(context: ProxyContext, api: APIRequest) -> SwiftRespons
         return answer(api, status)
     raise APIError(405, "Method Not Allowed", {"Allow": "DELETE, GET, HEAD, POST, PUT"})
 
-
-def _format(api: APIRequest) -> str:
-    query = api.query.lower()
-    if "format=json" in query:
-        return "json"
-    if "format=xml" in query:
-        return "xml"
-    accept = (api.header("Accept") or "").lower()
-    if "json" in accept:
-        return "json"
-    if "xml" in accept:
-        return "xml"
-    return "plain"
-
-
-def _wants_structured(api: APIRequest) -> bool:
-    return _format(api) != "plain"
