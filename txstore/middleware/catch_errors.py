@@ -12,12 +12,13 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txstore.common.web import ResponseAborted
-from txstore.interfaces import IByteSource
+from txstore.interfaces import IApp, IByteSource
 from txstore.middleware.base import Middleware
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 from txstore.proxy.transaction import new_trans_id
 
 
+@implementer(IApp)
 class CatchErrors:
     log = Logger()
 

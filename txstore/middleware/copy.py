@@ -13,8 +13,11 @@ copy came from (``X-Copied-From``, ``-Account``, ``-Last-Modified``).
 
 from __future__ import annotations
 
+from zope.interface import implementer
+
 from txstore.common.backend_client import quote_path
 from txstore.common.paths import BadPath, decode_path
+from txstore.interfaces import IApp
 from txstore.middleware.base import Middleware
 from txstore.proxy import subrequest
 from txstore.proxy.controllers.obj import OBJECT_HEADERS, STORED
@@ -24,6 +27,7 @@ SOURCE = "COPY"
 CONSUMED = ("destination", "destination-account", "x-copy-from", "x-copy-from-account", "transfer-encoding")
 
 
+@implementer(IApp)
 class Copy:
     def __init__(self, app) -> None:
         self.app = app

@@ -10,6 +10,9 @@ read them freely; that is what they are for.
 
 from __future__ import annotations
 
+from zope.interface import implementer
+
+from txstore.interfaces import IApp
 from txstore.middleware.base import Middleware
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 
@@ -17,6 +20,7 @@ RESERVED = ("x-backend-", "x-account-sysmeta-", "x-container-sysmeta-", "x-objec
             "x-object-transient-sysmeta-")
 
 
+@implementer(IApp)
 class Gatekeeper:
     def __init__(self, app) -> None:
         self.app = app

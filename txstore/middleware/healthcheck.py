@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+from zope.interface import implementer
+
+from txstore.interfaces import IApp
 from txstore.middleware.base import Middleware
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 
 PATH = "/healthcheck"
 
 
+@implementer(IApp)
 class Healthcheck:
     def __init__(self, app) -> None:
         self.app = app

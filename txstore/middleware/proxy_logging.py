@@ -17,13 +17,14 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from txstore.interfaces import IByteSource
+from txstore.interfaces import IApp, IByteSource
 from txstore.middleware.base import Middleware
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 
 LOGGED = "swift.proxy_access_log_made"
 
 
+@implementer(IApp)
 class ProxyLogging:
     access = Logger(namespace="txstore.proxy.access")
 

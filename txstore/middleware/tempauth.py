@@ -12,6 +12,9 @@ way (``swift.authorize_override``, as tempurl will).
 
 from __future__ import annotations
 
+from zope.interface import implementer
+
+from txstore.interfaces import IApp
 from txstore.middleware.base import Middleware
 from txstore.proxy.acl import parse_acl
 from txstore.proxy.config import TEMPAUTH_OPTIONS, TEMPAUTH_PATTERNS
@@ -23,6 +26,7 @@ AUTHORIZE = "swift.authorize"
 OVERRIDE = "swift.authorize_override"
 
 
+@implementer(IApp)
 class TempAuthMiddleware:
     def __init__(self, app, auth: TempAuth) -> None:
         self.app = app

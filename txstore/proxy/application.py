@@ -18,12 +18,15 @@ import json
 
 from klein import Klein
 from twisted.logger import Logger
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
+
+from zope.interface import implementer
 
 from txstore import __version__
 from txstore.common.paths import BadPath
 from txstore.common.routing import swift_routes
 from txstore.common.web import HTTPError
+from txstore.interfaces import IApp
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.account import handle_account
 from txstore.proxy.controllers.api import APIError, APIRequest
@@ -39,6 +42,7 @@ AUTHORIZE = "swift.authorize"
 ALLOW = {"Allow": "DELETE, GET, HEAD, POST, PUT"}
 
 
+@implementer(IApp)
 class ProxyApplication:
     """The controllers behind Klein routes; an `IApp`."""
 
@@ -75,6 +79,8 @@ class ProxyApplication:
             path = request.decoded_path
             if path.startswith("/v1/") or path == "/v1":
                 request.split(2, 4)  # Swift's answers for malformed API paths
+            if path.startswith("//"):
+                raise NotFound()  # werkzeug would drop the leading slashes and route //v1/a as /v1/a
             adapter = self.app.url_map.bind("proxy", path_info=path)
             endpoint, names = adapter.match(method=request.method)
             return await self.app.execute_endpoint(endpoint, request, **names)

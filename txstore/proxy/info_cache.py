@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy -*-
+# -*- test-case-name: txstore.test.test_proxy_controllers -*-
 """
 Account and container info cached in the proxy for a few seconds.
 

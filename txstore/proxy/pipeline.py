@@ -41,7 +41,15 @@ DEFAULT_PIPELINE = (
 )
 # As Swift's proxy does, these run even when an operator's pipeline leaves them out: without
 # catch_errors a failure could leak a traceback, without gatekeeper clients could write sysmeta.
-REQUIRED = ("catch_errors", "gatekeeper")
+# Each goes right after the last of the filters named with it that the pipeline has (else first).
+# listing_formats: without it a client asking for XML would get the nodes' JSON; copy: COPY
+# and X-Copy-From are part of the core API.
+REQUIRED = (
+    ("catch_errors", ()),
+    ("gatekeeper", ("catch_errors",)),
+    ("listing_formats", ("catch_errors", "gatekeeper", "healthcheck", "proxy_logging")),
+    ("copy", ("catch_errors", "gatekeeper", "healthcheck", "proxy_logging", "listing_formats", "tempauth")),
+)
 
 PIPELINE_SECTION = c.Section("pipeline:main", options=(
     c.Option("pipeline", c.nonempty_string, doc="The filters in order, then proxy-server."),
@@ -106,16 +114,12 @@ def load_pipeline(loaded: c.LoadedConfig) -> tuple[Stage, ...]:
     else:
         names = DEFAULT_PIPELINE
     names = names[:-1]
-    if "catch_errors" not in names:
-        names = ("catch_errors", *names)
-    if "gatekeeper" not in names:
-        at = names.index("catch_errors") + 1
-        names = (*names[:at], "gatekeeper", *names[at:])
+    names = with_required(names)
     stages = []
     for name in names:
         raw = filters.get(name)
         if raw is None:
-            if declared and name not in REQUIRED:
+            if declared and name not in dict(REQUIRED):
                 raise loaded.error(f"the pipeline names {name!r} but there is no [filter:{name}] section",
                                    PIPELINE_SECTION.name, "pipeline")
             raw = {"use": f"egg:txstore#{name}"}
@@ -134,6 +138,15 @@ def load_pipeline(loaded: c.LoadedConfig) -> tuple[Stage, ...]:
         raise loaded.error("this filter is not in the pipeline (remove it or add it to [pipeline:main])",
                            f"filter:{unused[0]}")
     return tuple(stages)
+
+
+def with_required(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` with every `REQUIRED` filter it lacks put in where Swift puts it."""
+    for required, after in REQUIRED:
+        if required not in names:
+            at = max((names.index(n) + 1 for n in after if n in names), default=0)
+            names = (*names[:at], required, *names[at:])
+    return names
 
 
 def build_pipeline(stages: tuple[Stage, ...], app, proxy) -> Any:

@@ -16,7 +16,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.backend_client import BackendResponse
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
 from txstore.common.config import ConfigError
+from txstore.interfaces import IApp
+from txstore.proxy.application import ProxyApplication
 from txstore.common.policies import DEFAULT_POLICIES
 from txstore.middleware.base import Middleware
 from txstore.proxy import subrequest
@@ -60,8 +65,18 @@ class PipelineConfigTests(SynchronousTestCase):
             [filter:copy]
             use = egg:txstore#copy
             """)
-        # as Swift's proxy, catch_errors and gatekeeper go in first when left out
-        self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "copy"])
+        # as Swift's proxy, the required filters go in where Swift puts them when left out
+        self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "listing_formats", "copy"])
+        settings = self.load("""
+            [pipeline:main]
+            pipeline = proxy_logging tempauth proxy_logging proxy-server
+            [filter:proxy_logging]
+            use = egg:txstore#proxy_logging
+            [filter:tempauth]
+            use = egg:txstore#tempauth
+            """)
+        self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "proxy_logging", "listing_formats",
+                                                "tempauth", "copy", "proxy_logging"])
 
     def test_a_filter_section_names_its_middleware(self) -> None:
         settings = self.load("""
@@ -72,7 +87,7 @@ class PipelineConfigTests(SynchronousTestCase):
             token_life = 60
             user_test_tester = testing .admin
             """)
-        stage = settings.stages[2]
+        stage = settings.stages[self.names(settings).index("auth")]
         self.assertEqual((stage.name, stage.middleware.name, stage.settings["token_life"]), ("auth", "tempauth", 60))
         self.assertEqual([u.user for u in settings.users], ["tester"])
 
@@ -136,13 +151,13 @@ class PipelineConfigTests(SynchronousTestCase):
             use = egg:stamp_middleware#stamp
             word = howdy
             """)
-        stage = settings.stages[2]
+        stage = settings.stages[self.names(settings).index("stamp")]
         self.assertEqual((stage.middleware.name, dict(stage.settings)), ("stamp", {"word": "howdy"}))
 
         async def app(request):
             return SwiftResponse.text(200, "inner")
 
-        wrapped = build_pipeline(settings.stages[2:], app, None)
+        wrapped = build_pipeline((stage,), app, None)
         response = self.successResultOf(Deferred.fromCoroutine(wrapped(SwiftRequest("GET", "/"))))
         self.assertEqual(response.headers["X-Stamp"], "howdy")
 
@@ -174,6 +189,7 @@ class PipelineConfigTests(SynchronousTestCase):
 # --- the seam, in memory ---------------------------------------------------------------------
 
 
+@implementer(IApp)
 class _Seam:
     """
     A test middleware that must sit before tempauth: on requests carrying ``X-Seam``, it makes
@@ -251,6 +267,32 @@ class SeamTests(SynchronousTestCase):
         stranger = self.token("test:other", "x")  # no ACL grants this user anything
         report = json.loads(self.body(self.call("GET", f"/v1/{ACCOUNT}/c", {"X-Seam": "1", "X-Auth-Token": stranger})))
         self.assertEqual((report["system"], report["as_client"], report["inner"]), (204, 403, 403))
+
+    def test_every_stage_is_an_app(self) -> None:
+        stage, names = self.server.pipeline, []
+        while True:
+            self.assertTrue(verifyObject(IApp, stage))
+            names.append(type(stage).__name__)
+            if not hasattr(stage, "app") or isinstance(stage, ProxyApplication):
+                break
+            stage = stage.app
+        self.assertEqual(names[0], "CatchErrors")
+        self.assertEqual(names[-1], "ProxyApplication")
+
+    def test_paths_route_as_swift_routes_them(self) -> None:
+        owner = {"X-Auth-Token": self.token("test:tester", "testing")}
+        cases = [
+            (f"//v1/{ACCOUNT}", 404),  # not the account: werkzeug alone would drop the slashes
+            (f"/v1//{ACCOUNT}", 400),
+            ("/v1", 400),
+            ("/nowhere", 404),
+            (f"/v1/{ACCOUNT}/", 200),
+            (f"/v1/{ACCOUNT}/%FF", 412),
+        ]
+        for path, status in cases:
+            self.assertEqual(self.call("GET", path, owner).status, status, path)
+        self.call("HEAD", f"/v1/{ACCOUNT}/c/", owner)
+        self.assertEqual(self.backend.calls[-1].path.split("/", 3)[3], f"{ACCOUNT}/c")  # the container
 
     def test_info_lists_what_is_built_and_nothing_else(self) -> None:
         info = json.loads(self.call("GET", "/info").body)
