@@ -29,7 +29,6 @@ setup(
         "pyeclib>=1.6.1",
         "service-identity>=24.1.0",
         "pyopenssl>=24.2.1",
-        "h11>=0.14",
     ],
     extras_require={
         "client": ["python-swiftclient>=4.4.0"],

@@ -9,7 +9,7 @@ for the three kinds of exchange, owning every connection pool.
 - `stream`: an object GET or HEAD whose headers arrive within ``timeout``; the body is then
   delivered to a protocol that may pause the node's socket (the proxy's `ObjectBody`).
 - `put`: an object PUT that asks first (``Expect: 100-continue``) and streams its body to the
-  node with the node's backpressure (`txstore.common.put_connection`, framed by h11).
+  node with the node's backpressure (`txstore.common.put_connection`).
 
 Connections are persistent and pooled (a new TCP connection per request is where Swift loses
 time): `request` and `stream` share twisted's pool, `put` keeps its own (a PUT connection is

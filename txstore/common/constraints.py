@@ -56,8 +56,8 @@ def check_metadata(
         key = name[len(prefix):]
         if not key:
             return "Metadata name cannot be empty"
-        key_size = len(key.encode("utf-8"))
-        value_size = len(value.encode("utf-8"))
+        key_size = len(key.encode("utf-8", "surrogateescape"))
+        value_size = len(value.encode("utf-8", "surrogateescape"))
         if key_size > limits.max_meta_name_length:
             return f"Metadata name too long: {name}; max {limits.max_meta_name_length}"
         if value_size > limits.max_meta_value_length:

@@ -41,6 +41,25 @@ def swift_routes(app: Klein) -> Klein:
     return app
 
 
+class Routes:
+    """
+    A Klein app's routes matched on a path directly (its map bound once) and its endpoints called
+    on whatever the routes take: a request value (the proxy application) or a twisted request
+    served without ``KleinResource``, whose own work per request costs more than the match.
+    """
+
+    def __init__(self, bound: Klein) -> None:
+        self._klein = bound  # the app as bound to its instance (``self.app``)
+        self._adapter = bound.url_map.bind("localhost")
+
+    def match(self, path: str, method: str) -> tuple[str, dict]:
+        """(endpoint, names) for a decoded path; werkzeug's NotFound when no route takes it."""
+        return self._adapter.match(path, method=method)
+
+    def call(self, endpoint: str, request, **names):
+        return self._klein.execute_endpoint(endpoint, request, **names)
+
+
 def klein_can_route(request) -> bool:
     """Whether Klein routes a twisted request: it decodes the Host and the unquoted path as UTF-8."""
     try:

@@ -55,7 +55,9 @@ class TempAuthMiddleware:
         )
 
     def _authenticate(self, request: SwiftRequest) -> SwiftResponse:
-        headers = {name.lower(): value for name, value in request.headers.items()}
+        # credentials are text: read the header bytes as UTF-8, as a user's key in proxy.conf is
+        headers = {name.lower(): value.encode("latin-1").decode("utf-8", "surrogateescape")
+                   for name, value in request.headers.items()}
         result = self.auth.authenticate(headers, request.host, request.scheme, request.method)
         response = SwiftResponse(result.status, HeaderMap(result.headers), result.body)
         response.headers.setdefault("Content-Type", "text/plain; charset=utf-8")

@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from txstore import __version__
 from txstore.common.paths import BadPath
-from txstore.common.routing import swift_routes
+from txstore.common.routing import Routes, swift_routes
 from txstore.common.web import HTTPError
 from txstore.interfaces import IApp
 from txstore.proxy.context import ProxyContext
@@ -40,6 +40,10 @@ from txstore.proxy.messages import SwiftRequest, SwiftResponse, bad_path_respons
 
 AUTHORIZE = "swift.authorize"
 ALLOW = {"Allow": "DELETE, GET, HEAD, POST, PUT"}
+# The constraints /info lists under "swift", by their Swift names.
+LIMITS = ("max_file_size", "max_meta_name_length", "max_meta_value_length", "max_meta_count",
+          "max_meta_overall_size", "max_header_size", "max_object_name_length", "container_listing_limit",
+          "account_listing_limit", "max_account_name_length", "max_container_name_length")
 
 
 @implementer(IApp)
@@ -56,23 +60,14 @@ class ProxyApplication:
         info.register(
             "swift",
             version=f"txstore-{__version__}",
-            max_file_size=limits.max_file_size,
-            max_meta_name_length=limits.max_meta_name_length,
-            max_meta_value_length=limits.max_meta_value_length,
-            max_meta_count=limits.max_meta_count,
-            max_meta_overall_size=limits.max_meta_overall_size,
-            max_header_size=limits.max_header_size,
-            max_object_name_length=limits.max_object_name_length,
-            container_listing_limit=limits.container_listing_limit,
-            account_listing_limit=limits.account_listing_limit,
-            max_account_name_length=limits.max_account_name_length,
-            max_container_name_length=limits.max_container_name_length,
+            **{name: getattr(limits, name) for name in LIMITS},
             account_autocreate=context.account_autocreate,
             policies=[
                 {"name": p.name, "aliases": ", ".join(p.all_names), **({"default": True} if p.is_default else {})}
                 for p in context.policies if not p.deprecated
             ],
         )
+        self._routes = Routes(self.app)
 
     async def __call__(self, request: SwiftRequest) -> SwiftResponse:
         try:
@@ -81,9 +76,8 @@ class ProxyApplication:
                 request.split(2, 4)  # Swift's answers for malformed API paths
             if path.startswith("//"):
                 raise NotFound()  # werkzeug would drop the leading slashes and route //v1/a as /v1/a
-            adapter = self.app.url_map.bind("proxy", path_info=path)
-            endpoint, names = adapter.match(method=request.method)
-            return await self.app.execute_endpoint(endpoint, request, **names)
+            endpoint, names = self._routes.match(path, request.method)
+            return await self._routes.call(endpoint, request, **names)
         except BadPath as err:
             request.discard_body()
             return bad_path_response(err)

@@ -558,6 +558,16 @@ class ObjectControllerTests(ControllerCase):
         self.assertEqual(self.successResultOf(response.body.read()), b"z" * 10)
         self.failureResultOf(response.body.read(), ResponseAborted)
 
+    def test_metadata_limits_count_the_bytes_sent(self) -> None:
+        def header(chars: int) -> str:  # "é" × chars as the client sends it: UTF-8, seen as Latin-1
+            return ("é" * chars).encode("utf-8").decode("latin-1")
+
+        self.assertEqual(self.call("POST", {"X-Object-Meta-A": header(128)}).status, 204)
+        posted = [c for c in self.backend.calls if c.method == "POST"][0]
+        self.assertEqual(posted.headers["X-Object-Meta-A"].encode("latin-1"), ("é" * 128).encode("utf-8"))
+        response = self.call("POST", {"X-Object-Meta-A": header(129)})  # 258 bytes: over 256
+        self.assertEqual((response.status, response.body), (400, b"Metadata value longer than 256: X-Object-Meta-A\n"))
+
     def test_head_and_not_found(self) -> None:
         self.backend.default = lambda call: BackendResponse(200, {"etag": "e", "content-length": "1234"}, b"")
         response = self.call("HEAD")

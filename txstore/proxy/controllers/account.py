@@ -48,7 +48,7 @@ async def handle_account(context: ProxyContext, api: APIRequest) -> SwiftRespons
         relay_headers(headers, response)
         return answer(api, response.status, response.body, headers=headers)
     if api.method == "POST":
-        reason = check_metadata(api.headers(), "account", context.constraints)
+        reason = check_metadata(api.text_headers(), "account", context.constraints)
         if reason:
             raise APIError(400, reason)
         timestamp = Timestamp.now(context.clock).internal

@@ -45,6 +45,10 @@ class APIRequest:
     def headers(self) -> list[tuple[str, str]]:
         return self.request.headers.items()
 
+    def text_headers(self) -> list[tuple[str, str]]:
+        """The headers with their values read as UTF-8 (bytes that are not survive as surrogates)."""
+        return [(name, value.encode("latin-1").decode("utf-8", "surrogateescape")) for name, value in self.headers()]
+
     def passthrough(self, *prefixes: str, names: tuple[str, ...] = ()) -> dict[str, str]:
         """The client's headers that start with one of ``prefixes`` or are in ``names``."""
         lowered = tuple(p.lower() for p in prefixes)

@@ -78,7 +78,7 @@ async def handle_container(context: ProxyContext, api: APIRequest) -> SwiftRespo
     if api.method in ("PUT", "POST"):
         if len(api.container.encode("utf-8")) > context.constraints.max_container_name_length:
             raise APIError(400, f"Container name length exceeds {context.constraints.max_container_name_length}")
-        reason = check_metadata(api.headers(), "container", context.constraints)
+        reason = check_metadata(api.text_headers(), "container", context.constraints)
         if reason:
             raise APIError(400, reason)
         validate_acls(api)

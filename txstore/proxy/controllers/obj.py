@@ -65,7 +65,7 @@ async def post_or_delete(context: ProxyContext, api: APIRequest, info: Container
     timestamp = Timestamp.now(context.clock).internal
     extra: dict[str, str] = {}
     if api.method == "POST":
-        reason = check_metadata(api.headers(), "object", context.constraints)
+        reason = check_metadata(api.text_headers(), "object", context.constraints)
         if reason:
             raise APIError(400, reason)
         extra = api.passthrough(*OBJECT_HEADERS, names=STORED + ("content-type",))

@@ -41,7 +41,7 @@ log = Logger()
 
 async def put_object(context: ProxyContext, api: APIRequest, info: ContainerInfo) -> SwiftResponse:
     limits = context.constraints
-    reason = check_metadata(api.headers(), "object", limits)
+    reason = check_metadata(api.text_headers(), "object", limits)
     if reason:
         raise APIError(400, reason)
     delete_at = delete_at_header(context, api)
