@@ -219,7 +219,7 @@ class TempAuth:
             return _unauthorized("X-Auth-User must be <account>:<user>")
         configured = self._by_name.get(name)
         if configured is None or not hmac.compare_digest(
-            configured.key.encode("utf-8"), key.encode("utf-8")
+            configured.key.encode("utf-8"), key.encode("utf-8", "surrogateescape")
         ):
             return _unauthorized("unknown user or wrong key")
         identity = self.identity_of(configured)

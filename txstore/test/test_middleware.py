@@ -19,6 +19,7 @@ from txstore.middleware.copy import Copy
 from txstore.middleware.gatekeeper import Gatekeeper
 from txstore.middleware.healthcheck import Healthcheck
 from txstore.middleware.listing_formats import ListingFormats, max_listing_bytes
+from txstore.middleware import tempauth
 from txstore.middleware.proxy_logging import ProxyLogging
 from txstore.proxy import subrequest
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
@@ -274,6 +275,49 @@ def head_answer(request: SwiftRequest) -> SwiftResponse:
     """A HEAD as a node answers it (through a controller): 204, the format's type, no body."""
     return SwiftResponse(204, HeaderMap({"Content-Type": "application/json; charset=utf-8", "Content-Length": "0",
                                          "X-Container-Object-Count": "3"}), b"")
+
+
+class TempAuthTests(Case):
+    def setUp(self) -> None:
+        self.inner = InnerApp()
+        settings = {"token_life": 60, "reseller_prefix": "AUTH",
+                    "user_test_tester": ("clé", (".admin",), None)}  # proxy.conf is UTF-8 text
+        self.auth = tempauth.middleware.build(self.inner, settings, _Services())
+
+    def login(self, key: bytes) -> SwiftResponse:
+        # header values reach the pipeline as Latin-1 strings of the bytes sent
+        return self.call(self.auth, SwiftRequest("GET", "/auth/v1.0", HeaderMap(
+            {"X-Auth-User": "test:tester", "X-Auth-Key": key.decode("latin-1")})))
+
+    def test_a_key_is_the_utf8_text_the_client_sent(self) -> None:
+        self.assertEqual(self.login("clé".encode("utf-8")).status, 200)
+        self.assertEqual(self.login("clé".encode("latin-1")).status, 401)
+        self.assertEqual(self.inner.requests, [])  # the auth endpoint is answered by tempauth itself
+
+    def test_a_token_that_names_no_one_is_refused_at_once(self) -> None:
+        body = Chunks([b"upload"])
+        response = self.call(self.auth, SwiftRequest("PUT", "/v1/AUTH_test/c/o", HeaderMap({"X-Auth-Token": "AUTH_tkstale"}),
+                                                     body=body))
+        self.assertEqual((response.status, body.stopped, self.inner.requests), (401, True, []))
+
+    def test_it_leaves_an_authorizer_unless_overridden(self) -> None:
+        self.call(self.auth, SwiftRequest("GET", "/v1/AUTH_test/c"))
+        self.assertIn("swift.authorize", self.inner.requests[0].environ)
+        request = SwiftRequest("GET", "/v1/AUTH_test/c")
+        request.environ["swift.authorize_override"] = True
+        self.call(self.auth, request)
+        self.assertNotIn("swift.authorize", self.inner.requests[1].environ)
+
+
+class _Services:
+    """What tempauth takes from ProxyServices."""
+
+    clock = staticmethod(lambda: 1_700_000_000.0)
+
+    def __init__(self) -> None:
+        from txstore.proxy.info import InfoRegistry
+
+        self.info = InfoRegistry()
 
 
 class ListingFormatsTests(Case):

@@ -4,7 +4,7 @@ Object GET and HEAD: the first replica that answers is relayed as the response's
 
 The source (`ObjectBody`) queues what the node sends and pauses the node's socket once
 ``HIGH_WATER`` bytes wait, so a slow reader (the client, through the edge; a copy's
-destination) slows the node and the proxy holds at most that much per request. A node that
+destination) slows the node and the proxy holds about that much per request. A node that
 sends nothing for ``node_timeout`` while a reader waits is cut off. If a node fails mid-body,
 the rest comes from the next replica with a Range (and If-Match on the ETag); if none can, the
 read fails with `ResponseAborted`, so the client's connection is aborted and it never takes a
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import ResponseDone
@@ -149,7 +149,7 @@ def _relay(context, api, response: StreamedResponse, others: list[Node], part, n
 class ObjectBody:
     """A storage node's response body, read with backpressure; resumed elsewhere if it breaks."""
 
-    HIGH_WATER = 512 * 1024
+    HIGH_WATER = 128 * 1024  # two socket reads: a slow reader pauses the node almost at once
 
     def __init__(
         self, response, reactor, stall_timeout: float, total: int | None,
@@ -174,7 +174,18 @@ class ObjectBody:
     # --- IByteSource -------------------------------------------------------------------------
 
     def read(self) -> Deferred:
+        if self._queue:  # the common case, without a coroutine
+            return succeed(self._take())
         return Deferred.fromCoroutine(self._read())
+
+    def _take(self) -> bytes:
+        """The oldest piece the node sent, as it came (no copy); the node resumes once few wait."""
+        data = self._queue.popleft()
+        self._queued -= len(data)
+        if self._queued < self.HIGH_WATER and self._stream is not None:
+            self._stream.resume()
+        self.delivered += len(data)
+        return data
 
     def stop(self) -> None:
         if self._stopped:
@@ -192,12 +203,7 @@ class ObjectBody:
             stream = self._stream
             assert stream is not None
             if self._queue:
-                data = b"".join(self._queue)
-                self._queue.clear()
-                self._queued = 0
-                stream.resume()
-                self.delivered += len(data)
-                return data
+                return self._take()
             if stream.ended is None:
                 if not await stream.wait(self._stall_timeout):
                     log.warn("{trans_id}: node sent nothing for {timeout}s; cutting it off",
@@ -232,30 +238,47 @@ class _NodeStream(Protocol):
         self._body = body
         self._paused = False
         self._waiter: Deferred | None = None
+        self._timeout = 0.0
+        self._since = 0.0  # the last sign of life: data, or a reader starting to wait
+        self._watchdog = None  # one timer per silence, not one per wait (a wait per socket read)
         self.ended = None  # the Failure connectionLost gave (ResponseDone when complete)
 
     def dataReceived(self, data: bytes) -> None:
+        self._since = self._body._reactor.seconds()
         self._body._feed(data)
-        self._wake()
+        self._wake(True)
 
     def connectionLost(self, reason) -> None:
         self.ended = reason
-        self._wake()
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog = None
+        self._wake(True)
 
-    def _wake(self) -> None:
+    def _wake(self, result: bool) -> None:
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            waiter.callback(True)
+            waiter.callback(result)
 
-    async def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float) -> Deferred:
         """Until data or the end arrives: True, or False after ``timeout`` seconds of silence."""
         self.resume()
-        waiter = self._waiter = Deferred()
-        waiter.addTimeout(timeout, self._body._reactor, onTimeoutCancel=lambda _r, _t: False)
-        try:
-            return await waiter
-        finally:
-            self._waiter = None
+        self._waiter = Deferred()
+        self._timeout = timeout
+        self._since = self._body._reactor.seconds()
+        if self._watchdog is None:
+            self._watchdog = self._body._reactor.callLater(timeout, self._check)
+        return self._waiter
+
+    def _check(self) -> None:
+        self._watchdog = None
+        if self._waiter is None or self.ended is not None:
+            return  # nobody waits: the next wait arms the timer again
+        silent = self._body._reactor.seconds() - self._since
+        if silent >= self._timeout:
+            self._wake(False)
+        else:
+            self._watchdog = self._body._reactor.callLater(self._timeout - silent, self._check)
 
     def pause(self) -> None:
         if not self._paused and self.ended is None and self.transport is not None:
@@ -268,6 +291,9 @@ class _NodeStream(Protocol):
             self.transport.resumeProducing()
 
     def stop(self) -> None:
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog = None
         if self.ended is None and self.transport is not None:
             self.transport.stopProducing()
 
