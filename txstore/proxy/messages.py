@@ -139,6 +139,8 @@ class SwiftRequest:
     host: str = "localhost"
     scheme: str = "http"
     identity: Any = None  # set by the auth middleware: who is asking (None: anonymous)
+    # Each stage asks for the decoded path; it is decoded once per value of ``path``.
+    _decoded: tuple[str, str | BadPath] | None = field(default=None, init=False, repr=False, eq=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name, default)
@@ -159,7 +161,12 @@ class SwiftRequest:
     @property
     def decoded_path(self) -> str:
         """The path percent-decoded as UTF-8; `BadPath` (412) for invalid UTF-8 or NUL."""
-        return decode_path(self.path.encode("latin-1"))
+        cached = self._decoded
+        if cached is None or cached[0] is not self.path:  # a middleware may have rewritten it
+            cached = self._decoded = (self.path, _decode_or_error(self.path))
+        if isinstance(cached[1], BadPath):
+            raise cached[1]
+        return cached[1]
 
     @property
     def uri(self) -> str:
@@ -205,6 +212,13 @@ class SwiftResponse:
         if self.streamed:
             self.body.stop()
         self.body = b""
+
+
+def _decode_or_error(path: str) -> str | BadPath:
+    try:
+        return decode_path(path.encode("latin-1"))
+    except BadPath as err:
+        return err
 
 
 def bad_path_response(err: BadPath) -> SwiftResponse:
