@@ -38,6 +38,11 @@ NO_BODY_STATUSES = (204, 304)
 # the nodes' commit (fsync, rename, container updates) must not be torn by a client's hang-up;
 # one whose body is cut short fails on its own (the body's read fails).
 READS = (b"GET", b"HEAD")
+# What a client's connection may hold unsent before the pump pauses. Twisted's 64 KiB, the
+# size of one socket read, paused it after every piece (a pause, a resume and a read through
+# the body's layers per 64 KiB); at 256 KiB a streamed response holds at most that plus the
+# body source's own queue.
+STREAM_BUFFER = 256 * 1024
 
 
 class ProxyEdge(Resource):
@@ -130,6 +135,9 @@ async def render(request, response: SwiftResponse) -> None:
         response.body.stop()
         request.finish()
         return
+    transport = request.channel.transport
+    if getattr(transport, "bufferSize", STREAM_BUFFER) < STREAM_BUFFER:
+        transport.bufferSize = STREAM_BUFFER
     pump = _Pump(request, response.body)
     if await pump.run():
         request.finish()

@@ -174,9 +174,19 @@ class ObjectBody:
     # --- IByteSource -------------------------------------------------------------------------
 
     def read(self) -> Deferred:
-        if self._queue:  # the common case, without a coroutine
+        # The common cases take no coroutine: a piece is queued, or the next one is awaited
+        # (once per socket read while the reader keeps up); the end, a break or a stall do.
+        if self._queue:
             return succeed(self._take())
+        stream = self._stream
+        if stream is not None and stream.ended is None and not self._stopped:
+            return stream.wait(self._stall_timeout).addCallback(self._woken)
         return Deferred.fromCoroutine(self._read())
+
+    def _woken(self, alive: bool):
+        if alive and self._queue:
+            return self._take()
+        return Deferred.fromCoroutine(self._read(stalled=not alive))
 
     def _take(self) -> bytes:
         """The oldest piece the node sent, as it came (no copy); the node resumes once few wait."""
@@ -198,18 +208,20 @@ class ObjectBody:
 
     # --- reading -----------------------------------------------------------------------------
 
-    async def _read(self) -> bytes:
+    async def _read(self, stalled: bool = False) -> bytes:
         while True:
             stream = self._stream
             assert stream is not None
+            if stalled:
+                stalled = False
+                log.warn("{trans_id}: node sent nothing for {timeout}s; cutting it off",
+                         trans_id=self._trans_id, timeout=self._stall_timeout)
+                stream.stop()
+                await stream.wait(self._stall_timeout)  # until its connection has ended
             if self._queue:
                 return self._take()
             if stream.ended is None:
-                if not await stream.wait(self._stall_timeout):
-                    log.warn("{trans_id}: node sent nothing for {timeout}s; cutting it off",
-                             trans_id=self._trans_id, timeout=self._stall_timeout)
-                    stream.stop()
-                    await stream.wait(self._stall_timeout)
+                stalled = not await stream.wait(self._stall_timeout)
                 continue
             complete = stream.ended.check(ResponseDone) is not None
             if complete and (self._total is None or self.delivered >= self._total):
