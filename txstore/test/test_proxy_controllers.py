@@ -552,11 +552,21 @@ class ObjectControllerTests(ControllerCase):
         self.assertEqual((resumed.headers["Range"], resumed.headers["If-Match"]), (f"bytes=100000-{len(body) - 1}", "e"))
 
     def test_get_that_no_replica_can_resume_fails(self) -> None:
-        whole = BackendResponse(200, {"etag": "e"}, b"z" * 1000)
+        whole = BackendResponse(200, {"etag": "e"}, b"z" * 100_000)  # streamed: past WHOLE_BELOW
         self.backend.default = lambda call: Cut(whole, 10) if call.method == "GET" else whole
         response = self.call("GET")
         self.assertEqual(self.successResultOf(response.body.read()), b"z" * 10)
         self.failureResultOf(response.body.read(), ResponseAborted)
+
+    def test_a_small_body_is_answered_whole_or_not_at_all(self) -> None:
+        whole = BackendResponse(200, {"etag": "e"}, b"z" * 1000)
+        self.backend.nodes[self.oprimary[0]] = lambda call: Cut(whole, 10)
+        self.backend.default = lambda call: BackendResponse(206, {"etag": "e"}, b"z" * 990)
+        response = self.call("GET")  # resumed from the next replica before anything went out
+        self.assertEqual((response.status, response.body), (200, b"z" * 1000))
+        self.backend.default = lambda call: Cut(whole, 10) if call.method == "GET" else whole
+        response = self.call("GET")  # no replica can: a clear 503, not a broken response
+        self.assertEqual(response.status, 503)
 
     def test_metadata_limits_count_the_bytes_sent(self) -> None:
         def header(chars: int) -> str:  # "é" × chars as the client sends it: UTF-8, seen as Latin-1

@@ -36,6 +36,8 @@ log = Logger()
 
 READ_HEADERS = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
 _HIDDEN = {"connection", "keep-alive", "transfer-encoding", "date", "server", "content-length"}
+# Bodies up to this size are read whole and answered as bytes (one socket read's worth).
+WHOLE_BELOW = 64 * 1024
 NOT_FOUND_PAGE = b"<html><h1>Not Found</h1><p>The resource could not be found.</p></html>"
 
 
@@ -79,7 +81,8 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
         else:
             node_ok(context, node)
         if status in (200, 206, 304, 412, 416):
-            return _relay(context, api, response, [n for n in candidates if n is not node], part, names, headers)
+            relayed = _relay(context, api, response, [n for n in candidates if n is not node], part, names, headers)
+            return await relayed if not isinstance(relayed, SwiftResponse) else relayed
         if not await drain(context, response):
             node_failed(context, node)
             continue
@@ -142,7 +145,33 @@ def _relay(context, api, response: StreamedResponse, others: list[Node], part, n
     whole = response.status == 200 and total is not None
     body = ObjectBody(response, context.reactor, context.node_timeout, total if whole else None,
                       resume if whole else None, api.trans_id)
+    if total is not None and total <= WHOLE_BELOW:
+        return _whole(response.status, out, body)
     return SwiftResponse(response.status, out, body)
+
+
+async def _read_whole(body: ObjectBody) -> bytes:
+    pieces = []
+    while piece := await body.read():
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+def _whole(status: int, headers: HeaderMap, body: ObjectBody):
+    """
+    A small body read whole before the answer (resumed from another replica if its node breaks
+    off): it goes out as bytes, without the pump and the source's layers, and a node that fails
+    mid-way is never a broken response. A coroutine, awaited by `get_object`'s caller.
+    """
+
+    async def read() -> SwiftResponse:
+        try:
+            data = await _read_whole(body)
+        except ResponseAborted as err:
+            raise APIError(503, f"Service Unavailable: {err}") from None
+        return SwiftResponse(status, headers, data)
+
+    return read()
 
 
 @implementer(IByteSource)
