@@ -81,7 +81,7 @@ class Copy:
             headers["Content-Length"] = length
         request.method = "PUT"
         request.path = quote_path("/v1/" + "/".join(destination))
-        request.body = got.body
+        request.body = got.body_source()  # small sources arrive whole, as bytes
         response = await self.app(request)
         if response.status == 201:
             response.headers["X-Copied-From"] = quote_path("/".join(source[1:]))

@@ -207,6 +207,10 @@ class SwiftResponse:
     def streamed(self) -> bool:
         return not isinstance(self.body, bytes)
 
+    def body_source(self):
+        """The body as an `IByteSource`, whole or streamed (to feed it to another request)."""
+        return self.body if self.streamed else BytesSource(self.body)
+
     def discard_body(self) -> None:
         """Nobody will read this body (a middleware replaced it): release what it holds."""
         if self.streamed:

@@ -206,6 +206,16 @@ class CopyTests(Case):
                           response.headers["X-Copied-From-Last-Modified"]),
                          (201, "c/src%20obj", "AUTH_a", "Tue, 14 Nov 2023 22:13:20 GMT"))
 
+    def test_a_source_answered_whole_is_copied(self) -> None:
+        def answer(request: SwiftRequest):
+            if request.method == "GET":
+                return SwiftResponse(200, HeaderMap(self.SOURCE_HEADERS), b"source")  # bytes, not a stream
+            self.put_body = read_all(self, request.body)
+            return SwiftResponse.empty(201)
+
+        response = self.call(Copy(InnerApp(answer)), SwiftRequest("COPY", "/v1/AUTH_a/c/o", HeaderMap({"Destination": "d/o"})))
+        self.assertEqual((response.status, self.put_body), (201, b"source"))
+
     def test_put_with_copy_from_and_fresh_metadata(self) -> None:
         request = SwiftRequest("PUT", "/v1/AUTH_a/d/o", HeaderMap({
             "X-Copy-From": "c/src", "X-Copy-From-Account": "AUTH_a", "X-Fresh-Metadata": "true",

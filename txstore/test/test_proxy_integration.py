@@ -181,6 +181,11 @@ class APITests(ClusterCase):
         got_headers, body = swift.get_object(self.url, self.token, "dst", "copy2")
         self.assertEqual(body, data)
         self.assertNotIn("x-object-meta-color", got_headers)
+        # a small object (answered whole by the source's GET) copies too
+        swift.put_object(self.url, self.token, "src", "small", contents=b"tiny body")
+        status, _, _ = self.cluster.http("COPY", f"{self.path}/src/small", self.auth(Destination="/dst/small"))
+        self.assertEqual(status, 201)
+        self.assertEqual(swift.get_object(self.url, self.token, "dst", "small")[1], b"tiny body")
         # the swift CLI's copy
         result = self.cluster.swift_cli("copy", "src", "o", "-d", "/dst/copy3")
         self.assertEqual(result.returncode, 0, result.stderr)
