@@ -22,7 +22,7 @@ from txstore.middleware.listing_formats import ListingFormats, max_listing_bytes
 from txstore.middleware import tempauth
 from txstore.middleware.proxy_logging import ProxyLogging
 from txstore.proxy import subrequest
-from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
+from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
 
 
 class InnerApp:

@@ -17,7 +17,6 @@ import gc
 import hashlib
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import treq
@@ -31,7 +30,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
-from txstore.common.backend_client import BackendClient, BackendError, BackendResponse, BackendTimeout
+from txstore.common.backend_client import BackendClient, BackendResponse
 from txstore.common.hashing import PathHasher
 from txstore.common.policies import DEFAULT_POLICIES
 from txstore.common.streaming import StreamingSite

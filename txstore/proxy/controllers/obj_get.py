@@ -81,8 +81,7 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
         else:
             node_ok(context, node)
         if status in (200, 206, 304, 412, 416):
-            relayed = _relay(context, api, response, [n for n in candidates if n is not node], part, names, headers)
-            return await relayed if not isinstance(relayed, SwiftResponse) else relayed
+            return await _relay(context, api, response, [n for n in candidates if n is not node], part, names, headers)
         if not await drain(context, response):
             node_failed(context, node)
             continue
@@ -113,7 +112,7 @@ async def _newest_first(context, primaries, part, names, headers) -> list[Node]:
     return [r[2] for r in good[:1]]
 
 
-def _relay(context, api, response: StreamedResponse, others: list[Node], part, names, headers) -> SwiftResponse:
+async def _relay(context, api, response: StreamedResponse, others: list[Node], part, names, headers) -> SwiftResponse:
     out = HeaderMap({name: value for name, value in response.headers.items()
                      if name not in _HIDDEN and not name.startswith("x-backend-")})
     total = response.length
@@ -145,33 +144,20 @@ def _relay(context, api, response: StreamedResponse, others: list[Node], part, n
     whole = response.status == 200 and total is not None
     body = ObjectBody(response, context.reactor, context.node_timeout, total if whole else None,
                       resume if whole else None, api.trans_id)
-    if total is not None and total <= WHOLE_BELOW:
-        return _whole(response.status, out, body)
-    return SwiftResponse(response.status, out, body)
-
-
-async def _read_whole(body: ObjectBody) -> bytes:
+    if total is None or total > WHOLE_BELOW:
+        return SwiftResponse(response.status, out, body)
+    # A small body is read whole before the answer (resumed from another replica if its node
+    # breaks off): it goes out as bytes, without the pump and the source's layers, and a node
+    # failing mid-way is a 503, never a broken response.
     pieces = []
-    while piece := await body.read():
-        pieces.append(piece)
-    return b"".join(pieces)
-
-
-def _whole(status: int, headers: HeaderMap, body: ObjectBody):
-    """
-    A small body read whole before the answer (resumed from another replica if its node breaks
-    off): it goes out as bytes, without the pump and the source's layers, and a node that fails
-    mid-way is never a broken response. A coroutine, awaited by `get_object`'s caller.
-    """
-
-    async def read() -> SwiftResponse:
-        try:
-            data = await _read_whole(body)
-        except ResponseAborted as err:
-            raise APIError(503, f"Service Unavailable: {err}") from None
-        return SwiftResponse(status, headers, data)
-
-    return read()
+    try:
+        while piece := await body.read():
+            pieces.append(piece)
+    except ResponseAborted as err:
+        raise APIError(503, f"Service Unavailable: {err}") from None
+    finally:
+        body.stop()  # nothing once the whole body is in; the node's connection else
+    return SwiftResponse(response.status, out, b"".join(pieces))
 
 
 @implementer(IByteSource)
