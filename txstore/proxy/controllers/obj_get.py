@@ -14,7 +14,8 @@ short body for a whole one.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from itertools import chain, islice
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.internet.protocol import Protocol
@@ -28,7 +29,7 @@ from txstore.common.web import ResponseAborted
 from txstore.interfaces import IByteSource
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
-from txstore.proxy.controllers.base import ContainerInfo, HandoffPool, backend_path, node_failed, node_ok, usable
+from txstore.proxy.controllers.base import ContainerInfo, backend_path, node_failed, node_ok, usable
 from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.ring.ring import Node
 
@@ -58,13 +59,12 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
     names = (api.account, api.container, api.obj)
     headers = {name: value for name, value in api.headers() if name.lower() in READ_HEADERS}
     headers.update({"X-Trans-Id": api.trans_id, "X-Backend-Storage-Policy-Index": str(info.policy_index)})
-    primaries = list(ring.get_part_nodes(part))
-    handoffs = HandoffPool(ring, part)
-    candidates = primaries + [n for n in (handoffs.next() for _ in range(len(primaries))) if n is not None]
+    primaries = ring.get_part_nodes(part)
+    candidates = _read_order(context, primaries, ring.get_more_nodes(part))
     if api.flag("X-Newest"):
-        candidates = await _newest_first(context, primaries, part, names, headers) + candidates
+        newest = await _newest_first(context, primaries, part, names, headers)
+        candidates = chain(newest, (n for n in candidates if n not in newest))
     not_found = False
-    candidates.sort(key=lambda n: not usable(context, n))  # suppressed nodes last, not never
     for node in candidates:
         try:
             response = await ask(context, api.method, node, part, names, headers)
@@ -81,7 +81,7 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
         else:
             node_ok(context, node)
         if status in (200, 206, 304, 412, 416):
-            return await _relay(context, api, response, [n for n in candidates if n is not node], part, names, headers)
+            return await _relay(context, api, response, candidates, part, names, headers)
         if not await drain(context, response):
             node_failed(context, node)
             continue
@@ -91,6 +91,20 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
         return SwiftResponse(404, HeaderMap({"Content-Type": "text/html; charset=UTF-8",
                                              "Content-Length": str(len(NOT_FOUND_PAGE))}), body)
     raise APIError(503, "Service Unavailable: no object server answered")
+
+
+def _read_order(context: ProxyContext, primaries: list[Node], handoffs: Iterator[Node]) -> Iterator[Node]:
+    """
+    The nodes to read from, in order: the primaries, then as many handoffs, those the error
+    limiter suppresses last (not never). Lazy: a read the first primary answers walks no handoff.
+    """
+    suppressed = []
+    for node in chain(primaries, islice(handoffs, len(primaries))):
+        if usable(context, node):
+            yield node
+        else:
+            suppressed.append(node)
+    yield from suppressed
 
 
 async def _newest_first(context, primaries, part, names, headers) -> list[Node]:
@@ -112,7 +126,7 @@ async def _newest_first(context, primaries, part, names, headers) -> list[Node]:
     return [r[2] for r in good[:1]]
 
 
-async def _relay(context, api, response: StreamedResponse, others: list[Node], part, names, headers) -> SwiftResponse:
+async def _relay(context, api, response: StreamedResponse, others: Iterator[Node], part, names, headers) -> SwiftResponse:
     out = HeaderMap({name: value for name, value in response.headers.items()
                      if name not in _HIDDEN and not name.startswith("x-backend-")})
     total = response.length
@@ -125,8 +139,7 @@ async def _relay(context, api, response: StreamedResponse, others: list[Node], p
 
     async def resume(offset: int):
         """The bytes from ``offset`` on, from another replica (None when none can)."""
-        while others:
-            other = others.pop(0)
+        for other in others:
             try:
                 attempt = await ask(context, "GET", other, part, names,
                                     {**headers, "Range": f"bytes={offset}-{total - 1}", "If-Match": etag})
