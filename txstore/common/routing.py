@@ -46,18 +46,26 @@ class Routes:
     A Klein app's routes matched on a path directly (its map bound once) and its endpoints called
     on whatever the routes take: a request value (the proxy application) or a twisted request
     served without ``KleinResource``, whose own work per request costs more than the match.
+
+    An endpoint is called as the method it decorates (Klein keeps it as ``__original__``), not
+    through Klein's executor, which wraps every coroutine in a Deferred of its own: the proxy
+    application awaits its routes' coroutines itself (8 µs of a 4 KiB GET's 220 in memory).
     """
 
     def __init__(self, bound: Klein) -> None:
-        self._klein = bound  # the app as bound to its instance (``self.app``)
         self._adapter = bound.url_map.bind("localhost")
+        instance = bound._instance  # noqa: SLF001  (Klein's binding; no public name for it)
+        self._endpoints = {
+            name: getattr(handler, "__original__", handler).__get__(instance)
+            for name, handler in bound.endpoints.items()
+        }
 
     def match(self, path: str, method: str) -> tuple[str, dict]:
         """(endpoint, names) for a decoded path; werkzeug's NotFound when no route takes it."""
         return self._adapter.match(path, method=method)
 
     def call(self, endpoint: str, request, **names):
-        return self._klein.execute_endpoint(endpoint, request, **names)
+        return self._endpoints[endpoint](request, **names)
 
 
 def klein_can_route(request) -> bool:
