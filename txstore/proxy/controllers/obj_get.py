@@ -35,7 +35,10 @@ from txstore.ring.ring import Node
 
 log = Logger()
 
-READ_HEADERS = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+READ_HEADERS = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
+                # set by middlewares (gatekeeper strips X-Backend-* from clients): where the ETag
+                # that conditionals compare is, and metadata under which a Range is ignored (slo)
+                "x-backend-etag-is-at", "x-backend-ignore-range-if-metadata-present")
 _HIDDEN = {"connection", "keep-alive", "transfer-encoding", "date", "server", "content-length"}
 # Bodies up to this size are read whole and answered as bytes (one socket read's worth).
 WHOLE_BELOW = 64 * 1024
