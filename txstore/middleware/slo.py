@@ -260,14 +260,12 @@ class StaticLargeObjects:
         response = await self.app(request)
         if not is_slo(response):
             return response
-        etag = response.headers.get(SLO_ETAG)
         for name in HIDDEN:
             response.headers.pop(name)
         raw = request.params.get("format") == "raw"
-        if request.method == "HEAD" or response.status != 200:
-            return response
-        response.headers["Content-Type"] = "application/json; charset=utf-8"
-        if not raw:
+        if not raw:  # the stored form, as JSON; raw keeps the object's own Content-Type
+            response.headers["Content-Type"] = "application/json; charset=utf-8"
+        if request.method == "HEAD" or response.status != 200 or not raw:
             return response
         try:
             entries = parse_stored(await read_whole(response, self.max_size))
@@ -277,8 +275,6 @@ class StaticLargeObjects:
         response.body = body
         response.headers["Content-Length"] = str(len(body))
         response.headers["ETag"] = md5(body, usedforsecurity=False).hexdigest()
-        if etag is not None:
-            response.headers.pop("X-Object-Sysmeta-Slo-Etag")
         return response
 
     async def _put_manifest(self, request: SwiftRequest, account: str, container: str, obj: str) -> SwiftResponse:
@@ -532,7 +528,7 @@ def _entry_problem(entry: Any) -> str | None:
     if not isinstance(path, str):
         return "expected keys to include path"
     container, _, obj = path.lstrip("/").partition("/")
-    if not container or not obj or not path.startswith("/"):
+    if not container or not obj:
         return "path does not refer to an object. Path must be of the form /container/object."
     entry["path"] = "/" + path.lstrip("/")
     etag = entry.get("etag")

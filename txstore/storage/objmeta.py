@@ -43,8 +43,9 @@ TRAILER_SIZE = TRAILER.size
 MAX_JSON_SIZE = 1 << 20
 _TAIL_READ = 8192
 
-# Keys that belong to the bytes of a .data file: a .meta (POST) never replaces them.
-_DATA_BOUND = frozenset({"name", "content-length", "etag"})
+# Keys that belong to the bytes of a .data file: a .meta (POST) never replaces them. A static
+# large object's manifest stays one whatever a POST says (as in Swift).
+_DATA_BOUND = frozenset({"name", "content-length", "etag", "x-static-large-object"})
 _DATA_BOUND_PREFIXES = ("x-object-sysmeta-",)
 
 
@@ -155,7 +156,8 @@ def merge_metadata(data: Mapping[str, str], meta: Mapping[str, str]) -> dict[str
 
     A POST replaces all the mutable metadata (user metadata, X-Delete-At, X-Timestamp, …), so
     the data file's mutable keys are dropped, not merged; what describes the bytes (`name`,
-    ``Content-Length``, ``ETag``, ``X-Object-Sysmeta-*``) always comes from the .data.
+    ``Content-Length``, ``ETag``, ``X-Static-Large-Object``, ``X-Object-Sysmeta-*``) always comes
+    from the .data.
     ``Content-Type`` is replaced only when the POST carried one.
     """
     meta_has_type = any(k.lower() == "content-type" for k in meta)

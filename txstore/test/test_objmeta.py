@@ -206,7 +206,7 @@ class MergeTests(SynchronousTestCase):
 
     def test_body_keys_never_come_from_a_post(self) -> None:
         meta = {"ETag": "forged", "content-length": "999", "X-Object-Sysmeta-Kept": "forged",
-                "X-Object-Sysmeta-New": "forged", "Name": "/x/y/z"}
+                "X-Object-Sysmeta-New": "forged", "Name": "/x/y/z", "X-Static-Large-Object": "forged"}
         merged = merge_metadata(self.data, meta)
         self.assertEqual(merged["ETag"], "etag")
         self.assertEqual(merged["Content-Length"], "5")
@@ -219,6 +219,7 @@ class MergeTests(SynchronousTestCase):
     def test_data_bound(self) -> None:
         self.assertTrue(objmeta.is_data_bound("ETAG"))
         self.assertTrue(objmeta.is_data_bound("x-object-sysmeta-ec-frag-index"))
+        self.assertTrue(objmeta.is_data_bound("X-Static-Large-Object"))  # a POST cannot unmake a manifest
         self.assertFalse(objmeta.is_data_bound("X-Object-Transient-Sysmeta-Crypto"))
         self.assertFalse(objmeta.is_data_bound("X-Object-Meta-Etag"))
         self.assertFalse(objmeta.is_data_bound("Content-Type"))
