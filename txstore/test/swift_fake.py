@@ -4,12 +4,17 @@ middlewares that compose objects (large objects, symlinks, versions) on a `Clock
 
 It answers as the proxy application and the storage nodes do together, for what those
 middlewares rely on: PUT (with ETag checked), GET and HEAD (conditionals, a single Range, the
-two ``X-Backend-*`` headers a middleware may set), POST of metadata and DELETE. Every request
-it receives is recorded in ``calls``.
+two ``X-Backend-*`` headers a middleware may set, the Range one naming one or several
+metadata, comma-separated, as slo and dlo together send it; a 304, 412 or 416 carries the
+object's headers, as a node's does), POST of metadata (which replaces what a POST replaces) and DELETE;
+and container listings (GET of ``/v1/a/c`` with ``prefix``, ``marker``, ``end_marker`` and
+``limit``, in JSON, sorted by name as Swift sorts them, by their UTF-8 bytes). A container
+exists once it was PUT or holds an object. Every request it receives is recorded in ``calls``.
 """
 
 from __future__ import annotations
 
+import json
 from hashlib import md5
 
 from attrs import define, field
@@ -17,12 +22,17 @@ from zope.interface import implementer
 
 from txstore.common.conditionals import evaluate
 from txstore.common.http_ranges import Unsatisfiable, content_range, parse_range
+from txstore.common.paths import BadPath
 from txstore.common.timestamps import Timestamp
 from txstore.interfaces import IApp
 from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
 
 KEPT = ("content-type", "x-object-meta-", "x-object-sysmeta-", "x-static-large-object", "x-object-manifest",
         "x-symlink-", "content-disposition", "content-encoding")
+# What a POST replaces (the rest describes the bytes and stays); Content-Type only when given.
+POSTED = ("x-object-meta-", "x-object-transient-sysmeta-", "x-object-manifest", "content-disposition",
+          "content-encoding")
+LISTING_LIMIT = 10000
 
 
 @define
@@ -46,6 +56,7 @@ class Call:
 @define
 class MemorySwift:
     objects: dict[str, Stored] = field(factory=dict)
+    containers: set[str] = field(factory=set)
     calls: list[Call] = field(factory=list)
     now: float = 1_700_000_000.0
 
@@ -57,6 +68,43 @@ class MemorySwift:
                                     Timestamp.from_seconds(self.now))
         return etag
 
+    def _container_exists(self, path: str) -> bool:
+        return path in self.containers or any(name.startswith(path + "/") for name in self.objects)
+
+    def _container(self, request: SwiftRequest, path: str) -> SwiftResponse:
+        if request.method == "PUT":
+            created = path not in self.containers
+            self.containers.add(path)
+            return SwiftResponse.empty(201 if created else 202)
+        if not self._container_exists(path):
+            return SwiftResponse.text(404, "Not Found")
+        if request.method not in ("GET", "HEAD"):
+            return SwiftResponse.text(405, "Method Not Allowed")
+        params = request.params
+        prefix, marker, end = params.get("prefix", ""), params.get("marker", ""), params.get("end_marker")
+        limit = min(int(params.get("limit") or LISTING_LIMIT), LISTING_LIMIT)
+        listed = []
+        for name in sorted((p[len(path) + 1:] for p in self.objects if p.startswith(path + "/")),
+                           key=lambda n: n.encode("utf-8", "surrogatepass")):
+            key = name.encode("utf-8", "surrogatepass")
+            if not name.startswith(prefix) or key <= marker.encode("utf-8", "surrogatepass"):
+                continue
+            if end is not None and key >= end.encode("utf-8", "surrogatepass"):
+                break
+            if len(listed) == limit:
+                break
+            stored = self.objects[f"{path}/{name}"]
+            listed.append({"name": name, "bytes": len(stored.body), "hash": stored.etag,
+                           "content_type": stored.headers.get("Content-Type"),
+                           "last_modified": stored.timestamp.isoformat})
+        headers = {"Content-Type": "application/json; charset=utf-8", "X-Container-Object-Count": str(len(listed))}
+        if params.get("format") != "json":
+            body = "".join(entry["name"] + "\n" for entry in listed).encode("utf-8")
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+        else:
+            body = json.dumps(listed).encode("utf-8")
+        return SwiftResponse(200, HeaderMap(headers), b"" if request.method == "HEAD" else body)
+
     async def __call__(self, request: SwiftRequest) -> SwiftResponse:
         path = request.decoded_path
         self.calls.append(Call(request.method, path, request.query, dict(request.headers.items()),
@@ -64,6 +112,12 @@ class MemorySwift:
         body = b""
         while chunk := await request.body.read():
             body += chunk
+        try:
+            _version, account, container, obj = request.split(1, 4)
+        except BadPath as err:
+            return SwiftResponse.text(err.status, err.reason)
+        if container is not None and obj is None:
+            return self._container(request, f"/v1/{account}/{container}")
         method = request.method
         if method == "PUT":
             etag = md5(body).hexdigest()
@@ -85,9 +139,10 @@ class MemorySwift:
         if stored is None:
             return SwiftResponse.text(404, "Not Found")
         if method == "POST":
+            posted = POSTED + (("content-type",) if "Content-Type" in request.headers else ())
             kept = HeaderMap({name: value for name, value in stored.headers.items()
-                              if not name.lower().startswith("x-object-meta-")})
-            kept.update((n, v) for n, v in request.headers.items() if n.lower().startswith("x-object-meta-"))
+                              if not name.lower().startswith(posted)})
+            kept.update((n, v) for n, v in request.headers.items() if n.lower().startswith(posted))
             stored.headers = kept
             return SwiftResponse.empty(202)
         headers = stored.headers.copy()
@@ -101,14 +156,15 @@ class MemorySwift:
         status = evaluate(method, etag=compared, last_modified=int(stored.timestamp.seconds),
                           if_match=request.header("If-Match"), if_none_match=request.header("If-None-Match"))
         if status != 200:
-            return SwiftResponse.empty(status, {"ETag": stored.etag})
+            return SwiftResponse.empty(status, headers)
         data = stored.body
-        ignore = request.header("X-Backend-Ignore-Range-If-Metadata-Present")
-        ranged = request.header("Range") if not (ignore and ignore in stored.headers) else None
+        ignore = (request.header("X-Backend-Ignore-Range-If-Metadata-Present") or "").split(",")
+        ignored = any(name.strip() and name.strip() in stored.headers for name in ignore)
         try:
-            ranges = parse_range(ranged, len(data))
+            ranges = parse_range(None if ignored else request.header("Range"), len(data))
         except Unsatisfiable:
-            return SwiftResponse.text(416, "Requested Range Not Satisfiable")
+            headers["Content-Range"] = f"bytes */{len(data)}"
+            return SwiftResponse(416, headers, b"Requested Range Not Satisfiable\n")
         if ranges is not None and len(ranges) == 1:
             first, last = ranges[0]
             headers["Content-Range"] = content_range(first, last, len(data))
