@@ -52,7 +52,8 @@ class PipelineConfigTests(SynchronousTestCase):
         settings = self.load("")
         # Swift's order: listing_formats right after the outer proxy_logging (and [cache])
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
-                                                "listing_formats", "tempauth", "copy", "slo", "proxy_logging"])
+                                                "listing_formats", "tempauth", "copy", "slo", "dlo",
+                                                "proxy_logging"])
         self.assertEqual(self.names(settings), list(DEFAULT_PIPELINE[:-1]))
         self.assertEqual(settings.users, ())
 
@@ -101,8 +102,8 @@ class PipelineConfigTests(SynchronousTestCase):
             ("[pipeline:main]\npipeline = healthcheck proxy-server\n",
              f"{conf}: [pipeline:main]: pipeline: the pipeline names 'healthcheck' but there is no [filter:healthcheck] section"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
-             f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: catch_errors, copy, gatekeeper, "
-             "healthcheck, listing_formats, proxy_logging, slo, tempauth)"),
+             f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: catch_errors, copy, dlo, "
+             "gatekeeper, healthcheck, listing_formats, proxy_logging, slo, tempauth)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
              f"{conf}: [filter:x]: use: no middleware 'egg:elsewhere#nothing_here': not txstore's and no entry point "
              "'nothing_here' in the txstore.proxy_middleware group"),
@@ -296,7 +297,8 @@ class SeamTests(SynchronousTestCase):
 
     def test_info_lists_what_is_built_and_nothing_else(self) -> None:
         info = json.loads(self.call("GET", "/info").body)
-        self.assertEqual(sorted(info), ["slo", "swift", "tempauth"])
+        self.assertEqual(sorted(info), ["dlo", "slo", "swift", "tempauth"])
+        self.assertEqual(info["dlo"], {"max_segments": 10000})
         self.assertEqual(info["tempauth"], {})  # account ACLs are not built: not claimed
         self.assertNotIn("strict_cors_mode", info["swift"])
         self.assertEqual(info["swift"]["policies"], [{"aliases": "Policy-0", "default": True, "name": "Policy-0"}])
