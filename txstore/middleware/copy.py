@@ -9,6 +9,11 @@ a PUT of the destination whose body is the source's body, streamed: the copy hol
 the object than a GET or a PUT does. The destination gets the source's metadata unless
 ``X-Fresh-Metadata: true``, with the request's own headers on top; the response says where the
 copy came from (``X-Copied-From``, ``-Account``, ``-Last-Modified``).
+
+A large object's source is read as a client reads it: its bytes, which the copy stores as a
+plain object (the source's ``X-Object-Manifest`` and ``X-Static-Large-Object`` are not copied,
+nor its ETag, which is not the md5 of those bytes). With ``?multipart-manifest=get`` the source
+is read with it, so a dynamic large object's manifest is copied, ``X-Object-Manifest`` included.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from txstore.proxy.messages import SwiftRequest, SwiftResponse
 
 SOURCE = "COPY"
 CONSUMED = ("destination", "destination-account", "x-copy-from", "x-copy-from-account", "transfer-encoding")
+# What makes a source a large object: a copy of its bytes is a plain object.
+LARGE = ("x-object-manifest", "x-static-large-object")
 
 
 @implementer(IApp)
@@ -54,7 +61,9 @@ class Copy:
     async def _copy(self, request: SwiftRequest, source: tuple[str, str, str],
                     destination: tuple[str, str, str]) -> SwiftResponse:
         source_path = "/v1/" + "/".join(source)
-        read = subrequest.make(request, "GET", source_path, source=SOURCE)
+        manifest = request.params.get("multipart-manifest") == "get"
+        read = subrequest.make(request, "GET", source_path, source=SOURCE,
+                               query="multipart-manifest=get" if manifest else "")
         got = await self.app(read)
         if got.status != 200:
             got.discard_body()
@@ -68,12 +77,15 @@ class Copy:
         if not request.flag("X-Fresh-Metadata"):
             for name, value in got.headers.items():
                 lower = name.lower()
-                if (lower.startswith(OBJECT_HEADERS) or lower in STORED) and lower != "x-delete-at":
+                if (lower.startswith(OBJECT_HEADERS) or lower in STORED) and lower not in ("x-delete-at", *LARGE):
                     headers.setdefault(name, value)
+        if manifest and "X-Object-Manifest" in got.headers:  # a DLO's manifest copied is a manifest
+            headers.setdefault("X-Object-Manifest", got.headers["X-Object-Manifest"])
         if not headers.get("Content-Type"):
             headers["Content-Type"] = got.headers.get("Content-Type", "application/octet-stream")
         headers.pop("X-Detect-Content-Type")
-        headers["ETag"] = got.headers.get("ETag", "")
+        if manifest or not any(name in got.headers for name in LARGE):
+            headers["ETag"] = got.headers.get("ETag", "")
         length = got.headers.get("Content-Length")
         if length is None:
             headers["Transfer-Encoding"] = "chunked"

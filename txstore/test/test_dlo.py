@@ -2,18 +2,22 @@
 The dlo middleware over an in-memory store (`MemorySwift`): manifests written and changed,
 large objects read whole, by range and by several ranges across segment boundaries, from
 listings of many pages and of more than ``max_segments``, conditionals on the large object's
-ETag, segments changed or unreadable, the manifest itself, and reads as the requester.
+ETag, segments changed or unreadable, the manifest itself, reads as the requester, and copies.
 """
 
 from __future__ import annotations
 
+import json
 from hashlib import md5
 
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.web import ResponseAborted
+from txstore.middleware.copy import Copy
 from txstore.middleware.dlo import DynamicLargeObjects
+from txstore.middleware.slo import StaticLargeObjects
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
 from txstore.test.swift_fake import MemorySwift
 
@@ -330,3 +334,44 @@ class TooManySegmentsTests(Case):
         self.assertEqual(response.headers["Content-Length"], str(len(whole)))
         self.assertEqual(self.read(response), whole)
 
+
+class CopyTests(Case):
+    def setUp(self) -> None:
+        super().setUp()
+        slo = StaticLargeObjects(self.dlo, {"max_manifest_segments": 10, "max_manifest_size": 4096,
+                                            "yield_frequency": 10, "concurrency": 2}, Clock())
+        self.app = Copy(slo)  # as the default pipeline has them
+        self.whole = self.add_segments("big/", 5, 7, 3)
+        self.manifest(**{"X-Object-Meta-Color": "blue"})
+
+    def test_a_copy_of_a_dlo_is_a_plain_object_of_its_bytes(self) -> None:
+        response = self.call("COPY", f"{C}/m", Destination="c/copy")
+        self.assertEqual(response.status, 201)
+        copied = self.store.objects[f"{C}/copy"]
+        self.assertEqual(copied.body, self.whole)
+        self.assertNotIn("X-Object-Manifest", copied.headers)
+        self.assertEqual(copied.headers["X-Object-Meta-Color"], "blue")
+        [put] = [call for call in self.store.calls if call.method == "PUT" and call.path == f"{C}/copy"]
+        self.assertNotIn("ETag", put.headers)  # the large object's is not the md5 of its bytes
+        self.assertEqual(self.call("PUT", f"{C}/copy2", **{"X-Copy-From": "c/m"}).status, 201)
+        self.assertEqual(self.store.objects[f"{C}/copy2"].body, self.whole)
+
+    def test_multipart_manifest_get_copies_the_manifest(self) -> None:
+        response = self.call("COPY", f"{C}/m", query="multipart-manifest=get", Destination="c/m2")
+        self.assertEqual(response.status, 201)
+        copied = self.store.objects[f"{C}/m2"]
+        self.assertEqual((copied.body, copied.headers["X-Object-Manifest"]), (b"", "segs/big/"))
+        self.assertEqual(self.read(self.call("GET", f"{C}/m2")), self.whole)
+        self.call("PUT", f"{C}/m3", query="multipart-manifest=get",
+                  **{"X-Copy-From": "c/m", "X-Fresh-Metadata": "true"})
+        self.assertEqual(self.store.objects[f"{C}/m3"].headers["X-Object-Manifest"], "segs/big/")
+
+    def test_a_copy_of_an_slo_is_a_plain_object_of_its_bytes(self) -> None:
+        segments = [{"path": f"/segs/big/{i:02d}", "etag": hexmd5(self.segments[f"big/{i:02d}"])} for i in range(3)]
+        self.assertEqual(self.call("PUT", f"{C}/s", json.dumps(segments).encode(), "multipart-manifest=put").status,
+                         201)
+        self.assertEqual(self.call("COPY", f"{C}/s", Destination="c/scopy").status, 201)
+        copied = self.store.objects[f"{C}/scopy"]
+        self.assertEqual(copied.body, self.whole)
+        self.assertNotIn("X-Static-Large-Object", copied.headers)
+        self.assertEqual(self.read(self.call("GET", f"{C}/scopy")), self.whole)
