@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from txstore.common import config
 from txstore.aio.layout import DAEMON_SETS, DEFAULT_USERS, HOST, Layout, LayoutError, Topology, prepare
 
 START_TIMEOUT = 30.0
@@ -250,6 +251,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="background daemons on the nodes: all (default), or only the container and object"
         " updaters (what the Swift anchor runs; for benchmarks)",
     )
+    parser.add_argument(
+        "--max-file-size", type=_size, default=None,
+        help="the largest object the proxy and nodes accept (like 2MiB; default 5 GiB + 2), to try"
+        " large objects on a small disk",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--background", action="store_true", help="start, print, and leave the cluster running")
     mode.add_argument("--stop", action="store_true", help="stop the cluster running from --root")
@@ -263,6 +269,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 1 <= args.base_port <= 65535 - 10 * args.nodes:
         parser.error("--base-port leaves no room for the nodes' ports")
     return args
+
+
+def _size(raw: str) -> int:
+    try:
+        return config.size(raw, Path("."))
+    except config.BadValue as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def stop_command(root: Path) -> int:
@@ -282,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         return stop_command(args.root)
     topology = Topology(args.nodes, args.replicas, args.part_power, args.base_port)
     try:
-        layout = prepare(args.root, topology, args.proxy_port, seed=args.seed, daemons=args.daemons)
+        layout = prepare(args.root, topology, args.proxy_port, seed=args.seed, daemons=args.daemons,
+                         max_file_size=args.max_file_size)
     except (LayoutError, OSError) as err:
         print(f"txstore-aio: {err}", file=sys.stderr)
         return 2

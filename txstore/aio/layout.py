@@ -53,6 +53,7 @@ class Layout:
     root: Path
     topology: Topology
     proxy_port: int
+    max_file_size: int | None = None  # the largest object, on the proxy and every node (None: the default)
 
     @property
     def etc(self) -> Path:
@@ -123,7 +124,8 @@ DAEMON_SETS = ("all", "updaters")
 
 
 def prepare(
-    root: Path, topology: Topology, proxy_port: int, *, seed: int | None = None, daemons: str = "all"
+    root: Path, topology: Topology, proxy_port: int, *, seed: int | None = None, daemons: str = "all",
+    max_file_size: int | None = None,
 ) -> Layout:
     """
     Create (first run) or check and refresh (later runs) everything under ``root``. ``daemons``
@@ -131,7 +133,7 @@ def prepare(
     """
     if daemons not in DAEMON_SETS:
         raise LayoutError(f"unknown daemon set {daemons!r} (known: {', '.join(DAEMON_SETS)})")
-    layout = Layout(root.absolute(), topology, proxy_port)
+    layout = Layout(root.absolute(), topology, proxy_port, max_file_size)
     if topology.nodes < topology.replicas:
         raise LayoutError(f"{topology.replicas} replicas need at least as many nodes, not {topology.nodes}")
     for directory in (layout.etc, layout.run, layout.log):
@@ -204,7 +206,8 @@ def _node_config(layout: Layout, number: int, daemons: str = "all") -> str:
         f"devices = {layout.devices(number)}\n"
         "# The devices are plain directories here, not mount points.\n"
         "mount_check = false\n"
-        "\n"
+        + _max_file_size(layout)
+        + "\n"
         "[container-updater]\n"
         "# Often, so that account stats follow uploads quickly on a laptop.\n"
         "interval = 5\n"
@@ -248,6 +251,12 @@ def _node_config(layout: Layout, number: int, daemons: str = "all") -> str:
     return text
 
 
+def _max_file_size(layout: Layout) -> str:
+    if layout.max_file_size is None:
+        return ""
+    return f"# txstore-aio --max-file-size\nmax_file_size = {layout.max_file_size}\n"
+
+
 def _proxy_config(layout: Layout) -> str:
     users = "".join(
         f"user_{account}_{user} = {key}{''.join(' ' + g for g in groups)}\n"
@@ -260,7 +269,8 @@ def _proxy_config(layout: Layout) -> str:
         f"bind_port = {layout.proxy_port}\n"
         "txstore_conf = txstore.conf\n"
         "ring_dir = .\n"
-        "\n"
+        + _max_file_size(layout)
+        + "\n"
         "[pipeline:main]\n"
         f"pipeline = {' '.join(DEFAULT_PIPELINE)}\n"
         "\n"

@@ -91,6 +91,13 @@ class LayoutTests(SynchronousTestCase):
         err = self.assertRaises(LayoutError, prepare, root, topology, 8080, daemons="some")
         self.assertIn("unknown daemon set", str(err))
 
+    def test_max_file_size_on_the_proxy_and_every_node(self) -> None:
+        topology = Topology(nodes=3, replicas=3, part_power=6)
+        layout = prepare(temp_dir(self) / "aio", topology, 8080, max_file_size=2 * 1024 * 1024)
+        self.assertEqual(load_proxy_settings(layout.proxy_config).max_file_size, 2 * 1024 * 1024)
+        for number in range(1, 4):
+            self.assertEqual(load_node_settings(layout.node_config(number)).max_file_size, 2 * 1024 * 1024)
+
     def test_too_few_nodes(self) -> None:
         err = self.assertRaises(LayoutError, prepare, temp_dir(self) / "r", Topology(nodes=2, replicas=3), 8080)
         self.assertIn("3 replicas need at least as many nodes", str(err))
