@@ -13,7 +13,9 @@ copy came from (``X-Copied-From``, ``-Account``, ``-Last-Modified``).
 A large object's source is read as a client reads it: its bytes, which the copy stores as a
 plain object (the source's ``X-Object-Manifest`` and ``X-Static-Large-Object`` are not copied,
 nor its ETag, which is not the md5 of those bytes). With ``?multipart-manifest=get`` the source
-is read with it, so a dynamic large object's manifest is copied, ``X-Object-Manifest`` included.
+is read with it, so a dynamic large object's manifest is copied, ``X-Object-Manifest`` included,
+and a static one's is read in its raw form and stored with ``?multipart-manifest=put`` (its
+segments checked again, as the requester).
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ class Copy:
                     destination: tuple[str, str, str]) -> SwiftResponse:
         source_path = "/v1/" + "/".join(source)
         manifest = request.params.get("multipart-manifest") == "get"
+        # A static manifest is read in the form a manifest PUT takes, and stored with one.
         read = subrequest.make(request, "GET", source_path, source=SOURCE,
-                               query="multipart-manifest=get" if manifest else "")
+                               query="multipart-manifest=get&format=raw" if manifest else "")
         got = await self.app(read)
         if got.status != 200:
             got.discard_body()
@@ -84,7 +87,11 @@ class Copy:
         if not headers.get("Content-Type"):
             headers["Content-Type"] = got.headers.get("Content-Type", "application/octet-stream")
         headers.pop("X-Detect-Content-Type")
-        if manifest or not any(name in got.headers for name in LARGE):
+        static_manifest = manifest and "X-Static-Large-Object" in got.headers
+        if static_manifest:
+            request.query = "multipart-manifest=put"  # slo checks the segments and stores it again
+            headers.pop("ETag")  # a manifest PUT's ETag would be the large object's
+        elif manifest or not any(name in got.headers for name in LARGE):
             headers["ETag"] = got.headers.get("ETag", "")
         length = got.headers.get("Content-Length")
         if length is None:

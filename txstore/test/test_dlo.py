@@ -375,3 +375,17 @@ class CopyTests(Case):
         self.assertEqual(copied.body, self.whole)
         self.assertNotIn("X-Static-Large-Object", copied.headers)
         self.assertEqual(self.read(self.call("GET", f"{C}/scopy")), self.whole)
+
+    def test_multipart_manifest_get_copies_an_slo_manifest_as_a_manifest(self) -> None:
+        segments = [{"path": f"/segs/big/{i:02d}", "etag": hexmd5(self.segments[f"big/{i:02d}"])} for i in range(3)]
+        stored = self.call("PUT", f"{C}/s", json.dumps(segments).encode(), "multipart-manifest=put")
+        checks = lambda: [c for c in self.store.calls if c.method == "HEAD" and c.path.endswith("/segs/big/00")]  # noqa: E731
+        before = len(checks())
+        response = self.call("COPY", f"{C}/s", query="multipart-manifest=get", Destination="c/s2")
+        self.assertEqual(response.status, 201, response.body)
+        self.assertEqual(response.headers["ETag"], stored.headers["ETag"])  # the large object's
+        copied = self.store.objects[f"{C}/s2"]
+        self.assertEqual(copied.headers["X-Static-Large-Object"], "True")
+        self.assertEqual(copied.body, self.store.objects[f"{C}/s"].body)  # the stored form again
+        self.assertEqual(self.read(self.call("GET", f"{C}/s2")), self.whole)
+        self.assertEqual(len(checks()), before + 1)  # the segments were checked again

@@ -228,3 +228,9 @@ class SLOTests(SynchronousTestCase):
         self.assertTrue(result.startswith(b"\r\n\r\nResponse Status: 201 Created\n"), result)
         self.assertIn(b"\nEtag: ", result)
         self.assertEqual(self.successResultOf(response.body.read()), b"")
+
+    def test_a_resized_first_segment_is_a_conflict(self) -> None:
+        self.put_manifest("m", [{"path": "/c/a"}, self.segment("b")])  # no etag pinned
+        self.store.put(f"{C}/a", b"a" * 9)
+        response = self.call("GET", f"{C}/m")
+        self.assertEqual(response.status, 409, response.body)
