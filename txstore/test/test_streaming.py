@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,7 +18,8 @@ class Harness:
 
     def __init__(self, handler, high_water: int = 1024) -> None:
         StreamingRequest.high_water = high_water
-        self.site = StreamingSite(DispatchResource(handler))
+        # A Clock, not the global reactor: the channels' idle timers must not outlive the test.
+        self.site = StreamingSite(DispatchResource(handler), reactor=Clock())
         self.channel = self.site.buildProtocol(None)
         self.transport = StringTransport()
         self.channel.makeConnection(self.transport)
