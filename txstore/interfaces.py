@@ -8,6 +8,7 @@ An implementation states what it provides with ``@implementer``; tests check con
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import IPushProducer
 from zope.interface import Attribute, Interface
 
 
@@ -103,6 +104,24 @@ class IByteSource(Interface):
 
     def stop():
         """Nobody will read further: release the connection or drop what still arrives."""
+
+
+class IResponseBody(IPushProducer):
+    """
+    A storage node's response body too big to hold (an object's bytes): written to the client
+    as it is read. The node's HTTP edge registers it as the push producer of the client's
+    connection, so it reads on only while the client keeps up.
+    """
+
+    def write_to(consumer):
+        """
+        Write the body to ``consumer`` (an ``IConsumer`` this body is the producer of). A
+        Deferred firing with True once all of it went out, or False when ``stopProducing``
+        ended it (the client went away; stopped before ``write_to``, nothing is written and
+        what the body holds is let go). It fails with ``HTTPError`` only while nothing was
+        written (the edge answers that instead), and with ``ResponseAborted`` once the body
+        has begun and cannot complete truthfully.
+        """
 
 
 class IApp(Interface):

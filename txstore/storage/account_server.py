@@ -42,6 +42,7 @@ from txstore.storage.db_server import (
 )
 from txstore.storage.http_support import (
     HTTPError,
+    NodeResponse,
     StorageContext,
     header,
     integer_header,
@@ -166,7 +167,7 @@ class AccountServer:
         """How this server finds and opens its databases (shared with replication)."""
         return self._db
 
-    async def handle(self, request: Request, path: BackendPath) -> bytes:
+    async def handle(self, request: Request, path: BackendPath) -> NodeResponse:
         """``/<device>/<partition>/<account>``: PUT, DELETE, POST, HEAD, GET."""
         method = request.method
         if method == b"PUT":
@@ -179,7 +180,7 @@ class AccountServer:
             return await self._get(request, path)
         raise HTTPError(405, "Method Not Allowed", _ALLOW)
 
-    async def handle_container_report(self, request: Request, path: BackendPath) -> bytes:
+    async def handle_container_report(self, request: Request, path: BackendPath) -> NodeResponse:
         """
         ``PUT /<device>/<partition>/<account>/<container>`` from a container server or updater:
         record the container's state. 201 (204 when it reports a deletion); 404 when there is
@@ -211,7 +212,7 @@ class AccountServer:
         status = await self._db.run(path, broker, _record_report, report, create_as, override)
         if status == 404:
             raise HTTPError(404, "Not Found")
-        return respond(request, status)
+        return respond(status)
 
     # -- account requests ------------------------------------------------------------------
 
@@ -220,7 +221,7 @@ class AccountServer:
         if len(path.account.encode("utf-8")) > limit:
             raise HTTPError(400, f"Account name longer than {limit} bytes")
 
-    async def _put(self, request: Request, path: BackendPath) -> bytes:
+    async def _put(self, request: Request, path: BackendPath) -> NodeResponse:
         self._check_account_name(path)
         timestamp = required_timestamp(request)
         ACCOUNT_METADATA.check(request, self.context)
@@ -231,18 +232,18 @@ class AccountServer:
         )
         if outcome.status == 403:
             raise HTTPError(403, "Forbidden: recently deleted", {**_DELETED, **backend_timestamps(outcome.info)})
-        return respond(request, outcome.status)
+        return respond(outcome.status)
 
-    async def _delete(self, request: Request, path: BackendPath) -> bytes:
+    async def _delete(self, request: Request, path: BackendPath) -> NodeResponse:
         timestamp = required_timestamp(request)
         broker = await self._db.broker(path)
         outcome = await self._db.run(path, broker, _delete_account, timestamp)
         if outcome.status == 404:
             raise HTTPError(404, "Not Found", {**_DELETED, **backend_timestamps(outcome.info)})
         # A DELETE older than the newest PUT changes nothing, and the account stays live.
-        return respond(request, 204, _DELETED if _is_deleted(outcome.info) else {})
+        return respond(204, _DELETED if _is_deleted(outcome.info) else {})
 
-    async def _post(self, request: Request, path: BackendPath) -> bytes:
+    async def _post(self, request: Request, path: BackendPath) -> NodeResponse:
         timestamp = required_timestamp(request)
         ACCOUNT_METADATA.check(request, self.context)
         metadata = ACCOUNT_METADATA.updates(request, timestamp)
@@ -250,9 +251,9 @@ class AccountServer:
         info = await self._db.run(path, broker, post_metadata, metadata, _is_deleted)
         if _is_deleted(info):
             raise HTTPError(404, "Not Found", {**_DELETED, **backend_timestamps(info)})
-        return respond(request, 204)
+        return respond(204)
 
-    async def _get(self, request: Request, path: BackendPath) -> bytes:
+    async def _get(self, request: Request, path: BackendPath) -> NodeResponse:
         listing: ListingParams | None = None
         if request.method == b"GET":
             params, fmt = listing_request(request, self.context.constraints.account_listing_limit)
@@ -280,5 +281,5 @@ class AccountServer:
         for name, (value, _ts) in read.metadata.items():
             headers[name] = value
         if read.body is None or (fmt.name == "plain" and not read.body):
-            return respond(request, 204, headers, content_type=fmt.content_type)
-        return respond(request, 200, headers, read.body, fmt.content_type)
+            return respond(204, headers, content_type=fmt.content_type)
+        return respond(200, headers, read.body, fmt.content_type)

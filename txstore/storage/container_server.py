@@ -49,6 +49,7 @@ from txstore.storage.db_server import (
 )
 from txstore.storage.http_support import (
     HTTPError,
+    NodeResponse,
     StorageContext,
     header,
     integer_header,
@@ -207,7 +208,7 @@ class ContainerServer:
         """How this server finds and opens its databases (shared with replication)."""
         return self._db
 
-    async def handle(self, request: Request, path: BackendPath) -> bytes:
+    async def handle(self, request: Request, path: BackendPath) -> NodeResponse:
         """``/<device>/<partition>/<account>/<container>``: PUT, DELETE, POST, HEAD, GET."""
         assert path.container is not None
         method = request.method
@@ -221,7 +222,7 @@ class ContainerServer:
             return await self._get(request, path)
         raise HTTPError(405, "Method Not Allowed", _ALLOW)
 
-    async def handle_object_row(self, request: Request, path: BackendPath) -> bytes:
+    async def handle_object_row(self, request: Request, path: BackendPath) -> NodeResponse:
         """
         ``PUT|DELETE /<device>/<partition>/<account>/<container>/<object>`` from an object
         server: record the object's new state (X-Timestamp, and for PUT X-Size, X-Content-Type,
@@ -247,7 +248,7 @@ class ContainerServer:
             record = ObjectRecord(path.obj, timestamp.internal, 0, "", "", True, policy)
         broker = await self._db.broker(path)
         await self._rows.add(broker.path, (path, broker, record))
-        return respond(request, 201 if request.method == b"PUT" else 204)
+        return respond(201 if request.method == b"PUT" else 204)
 
     def _commit_rows(self, _key: object, rows: list[tuple[BackendPath, ContainerBroker, ObjectRecord]]) -> Deferred:
         """One transaction for rows of one database (`RowBatcher`)."""
@@ -256,7 +257,7 @@ class ContainerServer:
 
     # -- container requests ----------------------------------------------------------------
 
-    async def _put(self, request: Request, path: BackendPath) -> bytes:
+    async def _put(self, request: Request, path: BackendPath) -> NodeResponse:
         assert path.container is not None
         limit = self.context.constraints.max_container_name_length
         if len(path.container.encode("utf-8")) > limit:
@@ -289,9 +290,9 @@ class ContainerServer:
                 )
             raise HTTPError(409, "Conflict: a newer DELETE is stored", backend_timestamps(change.info))
         await self._report_to_account(request, path, change.info)
-        return respond(request, change.status)
+        return respond(change.status)
 
-    async def _delete(self, request: Request, path: BackendPath) -> bytes:
+    async def _delete(self, request: Request, path: BackendPath) -> NodeResponse:
         timestamp = required_timestamp(request)
         broker = await self._db.broker(path)
         change = await self._db.run(path, broker, _delete_container, timestamp)
@@ -302,9 +303,9 @@ class ContainerServer:
         await self._report_to_account(request, path, change.info)
         if change.status == 404:
             raise HTTPError(404, "Not Found", backend_timestamps(change.info))
-        return respond(request, 204)
+        return respond(204)
 
-    async def _post(self, request: Request, path: BackendPath) -> bytes:
+    async def _post(self, request: Request, path: BackendPath) -> NodeResponse:
         timestamp = required_timestamp(request)
         CONTAINER_METADATA.check(request, self.context)
         metadata = CONTAINER_METADATA.updates(request, timestamp)
@@ -312,9 +313,9 @@ class ContainerServer:
         info = await self._db.run(path, broker, post_metadata, metadata, _is_deleted)
         if _is_deleted(info):
             raise HTTPError(404, "Not Found", backend_timestamps(info))
-        return respond(request, 204)
+        return respond(204)
 
-    async def _get(self, request: Request, path: BackendPath) -> bytes:
+    async def _get(self, request: Request, path: BackendPath) -> NodeResponse:
         assert path.container is not None
         listing: ListingParams | None = None
         if request.method == b"GET":
@@ -346,8 +347,8 @@ class ContainerServer:
         for name, (value, _ts) in read.metadata.items():
             headers[name] = value
         if read.body is None or (fmt.name == "plain" and not read.body):
-            return respond(request, 204, headers, content_type=fmt.content_type)
-        return respond(request, 200, headers, read.body, fmt.content_type)
+            return respond(204, headers, content_type=fmt.content_type)
+        return respond(200, headers, read.body, fmt.content_type)
 
     # -- the account report ----------------------------------------------------------------
 

@@ -9,7 +9,8 @@ reactor thread, then one plain function makes all the broker calls in a pool thr
 renders the listing there too: a 10,000-row JSON page is as costly to render as to read. The
 reactor then writes the answer. The function returns an HTTP status instead of raising for
 the outcomes a client must see (404, 409). Errors of the database itself are turned into
-HTTP errors here, the same way for both servers.
+HTTP errors here, the same way for both servers. Answers are `NodeResponse` values (`respond`),
+which the node's edge writes.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from txstore.storage.db import (
     DatabaseCorrupt,
     DatabaseNotFound,
 )
-from txstore.storage.http_support import HTTPError, StorageContext, header, request_headers
+from txstore.storage.http_support import HTTPError, NodeResponse, StorageContext, header, request_headers
 from txstore.storage.listing import ListingParams, parse_listing_params
 
 QUARANTINE_DIR = "quarantined"
@@ -220,23 +221,19 @@ def without_path(params: ListingParams) -> ListingParams:
 
 
 def respond(
-    request: Request,
     status: int,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
     body: bytes = b"",
     content_type: str | None = None,
-) -> bytes:
-    """Set status and headers and return the body; a 204 carries neither body nor length."""
-    request.setResponseCode(status)
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    for name, value in items:
-        request.setHeader(name, value)
+) -> NodeResponse:
+    """An answer with ``headers``, then its type and length; a 204 carries neither body nor length."""
+    items = dict(headers.items() if isinstance(headers, Mapping) else headers)
     if content_type is not None:
-        request.setHeader("Content-Type", content_type)
+        items["Content-Type"] = content_type
     if status == 204:
-        return b""
-    request.setHeader("Content-Length", str(len(body)))
-    return b"" if request.method == b"HEAD" else body
+        return NodeResponse(status, items)
+    items["Content-Length"] = str(len(body))
+    return NodeResponse(status, items, body)
 
 
 def _no_space(err: BaseException) -> bool:

@@ -1,15 +1,16 @@
 # -*- test-case-name: txstore.test.test_node_server -*-
 """
 What the object, container and account servers of a node share: the context they run in,
-and the small request helpers that turn bad input into a clear 4xx.
+the small request helpers that turn bad input into a clear 4xx, and what a handler answers
+(`NodeResponse`, which the node's edge, ``txstore.storage.edge``, writes to the client).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.web.http import Request
 
 from txstore.common.backend_client import BackendClient
@@ -18,8 +19,35 @@ from txstore.common.hashing import PathHasher
 from txstore.common.policies import PolicyCollection, StoragePolicy
 from txstore.common.timestamps import Timestamp
 from txstore.common.web import HTTPError  # noqa: F401  (re-exported for the servers)
-from txstore.interfaces import IBlockingRunner
+from txstore.interfaces import IBlockingRunner, IResponseBody
 from txstore.storage.diskfile import DiskFileManager
+
+ResponseHeaders = Mapping[str | bytes, str | bytes]
+TEXT_PLAIN = b"text/plain; charset=utf-8"
+
+
+@frozen
+class NodeResponse:
+    """
+    A node handler's answer. ``headers`` go out as given, in their order (a name set twice,
+    in any case, keeps its first place and its last value, as twisted's headers do), with
+    ``Content-Length`` among them: the edge adds none, so a HEAD's is the GET's and a 204 may
+    have none. ``body`` is bytes, or an `IResponseBody` the edge streams; a HEAD's body is
+    never written.
+    """
+
+    status: int
+    headers: ResponseHeaders = field(factory=dict)
+    body: bytes | IResponseBody = b""
+
+
+def plain_text(status: int, text: str | bytes, headers: ResponseHeaders | None = None) -> NodeResponse:
+    """A short plain-text answer (one line, newline-terminated) after ``headers``, if any."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    first = headers if headers is not None else {}
+    return NodeResponse(status, {**first, b"Content-Type": TEXT_PLAIN, b"Content-Length": b"%d" % len(data)}, data)
 
 
 @frozen

@@ -1,47 +1,69 @@
-# -*- test-case-name: txstore.test.test_object_server -*-
+# -*- test-case-name: txstore.test.test_object_body,txstore.test.test_object_server -*-
 """
-Streaming an object's bytes to a client: a push producer that reads the next chunk through the
-device's I/O pool only while the client keeps up.
+An object's bytes as a response body (`IResponseBody`): a push producer that reads the next
+chunk through the device's I/O pool only while the client keeps up.
 
-twisted.web calls `pauseProducing` when the socket's send buffer is full and `resumeProducing`
-when it drains; one chunk is read ahead meanwhile and then no more, so a slow client holds at
-most two chunks in memory per request, and a disconnected one stops the reads. A whole-object
-read is checked against its ETag *before* the last chunk goes out: on a mismatch the
-connection is aborted (or, when nothing was sent yet, the object server answers 404), so no
-client ever receives a complete but wrong object.
+The node's edge registers the body as the producer of the client's connection and has it write
+to the request (`ObjectBody.write_to`). twisted.web calls `pauseProducing` when the socket's send
+buffer is full and `resumeProducing` when it drains; one chunk is read ahead meanwhile and then
+no more, so a slow client holds at most two chunks in memory per request, and a disconnected
+one stops the reads. A whole-object read is checked against its ETag *before* the last chunk
+goes out. A read that fails (a body that fails its check or ends early, a disk error) is handed
+to ``failed``, the object server's, which quarantines a damaged object and says what the
+failure becomes: a 404 while nothing was sent, else an aborted connection; so no client ever
+receives a complete but wrong object.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Sequence
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
-from twisted.web.http import Request
+from twisted.internet.interfaces import IConsumer
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
-from txstore.interfaces import IBlockingRunner
-from txstore.storage.diskfile import DiskFileReader
+from txstore.interfaces import IBlockingRunner, IResponseBody
+from txstore.storage.diskfile import DiskFileError, DiskFileReader
 
 CHUNK_SIZE = 1024 * 1024
+
+# (the read's error, whether any byte was written) -> the exception the body fails with
+ReadFailed = Callable[[Exception, bool], Awaitable[Exception]]
 
 
 class CorruptBody(Exception):
     """The bytes read do not match the stored ETag."""
 
 
-@implementer(IPushProducer)
-class ObjectBodyProducer:
-    log = Logger()
+@implementer(IResponseBody)
+class ObjectBody:
+    """
+    Bytes of an open object, as ``parts``: each ``(prefix, first, last)`` is the prefix bytes,
+    then bytes first..last of the object; then ``trailer`` (a multipart answer's closing
+    boundary). With ``whole``, the one part is the whole object and is checked against its
+    ETag. The reader is closed once the body is written, or let go.
+    """
 
-    def __init__(self, request: Request, runner: IBlockingRunner, device: str, reader: DiskFileReader) -> None:
-        self._request = request
+    def __init__(
+        self,
+        runner: IBlockingRunner,
+        device: str,
+        reader: DiskFileReader,
+        parts: Sequence[tuple[bytes, int, int]],
+        failed: ReadFailed,
+        trailer: bytes = b"",
+        whole: bool = False,
+    ) -> None:
         self._runner = runner
         self._device = device
         self._reader = reader
+        self._parts = parts
+        self._failed = failed
+        self._trailer = trailer
+        self._whole = whole
         self._paused: Deferred | None = None
         self._stopped = False
+        self._started = False  # a byte was written
 
     def pauseProducing(self) -> None:
         if self._paused is None:
@@ -56,24 +78,36 @@ class ObjectBodyProducer:
         self._stopped = True
         self.resumeProducing()
 
-    async def send(self, parts: Iterable[tuple[bytes, int, int]], trailer: bytes = b"", whole: bool = False) -> bool:
+    def write_to(self, consumer: IConsumer) -> Deferred[bool]:
+        return Deferred.fromCoroutine(self._write_to(consumer))
+
+    async def _write_to(self, consumer: IConsumer) -> bool:
+        try:
+            return await self._send(consumer)
+        except (CorruptBody, DiskFileError) as err:
+            raise await self._failed(err, self._started) from err
+        finally:
+            await self._runner.run(self._device, self._reader.close)
+
+    async def _send(self, consumer: IConsumer) -> bool:
         """
-        Write each ``(prefix, first, last)`` part: the prefix bytes, then bytes first..last of
-        the body; then ``trailer``. Returns False when the client went away. With ``whole``, a
-        body that fails its ETag check raises `CorruptBody` before its last chunk is written.
+        Write the parts and the trailer; False when stopped first. A body that fails its ETag
+        check raises `CorruptBody` before its last chunk is written.
 
         One chunk is read ahead: while a chunk drains to the client, the next one is read (and
         fed to the ETag check) in the device's pool, so disk, md5 and socket work overlap
         instead of taking turns. At most two chunks are held per request, one in the transport's
         buffer and one being read.
         """
-        request = self._request
-        request.registerProducer(self, True)
         pending: Deferred | None = None
+        whole = self._whole
         try:
-            for prefix, first, last in parts:
+            for prefix, first, last in self._parts:
+                if self._stopped:
+                    return False
                 if prefix:
-                    request.write(prefix)
+                    self._started = True
+                    consumer.write(prefix)
                 offset = first
                 if offset <= last:
                     pending = self._read(offset, last)
@@ -93,18 +127,18 @@ class ObjectBodyProducer:
                         return False
                     if offset <= last:
                         pending = self._read(offset, last)
-                    request.write(data)
-            if trailer:
-                request.write(trailer)
+                    self._started = True
+                    consumer.write(data)
+            if self._trailer:
+                consumer.write(self._trailer)
             return True
         finally:
             if pending is not None:
-                # The caller closes the file once this returns: let the read in flight end first.
+                # The reader is closed once this returns: let the read in flight end first.
                 try:
                     await pending
                 except Exception:
                     pass
-            request.unregisterProducer()
 
     def _read(self, offset: int, last: int) -> Deferred:
         return self._runner.run(self._device, self._reader.read, offset, min(CHUNK_SIZE, last - offset + 1))

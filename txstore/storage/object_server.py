@@ -2,17 +2,19 @@
 """
 The object server of a storage node: PUT, GET, HEAD, POST and DELETE of one object replica.
 
-Translation only: HTTP in, `DiskFile` calls (through the device's I/O pool) out. The body of a
-PUT streams from the socket into the temp file in batches, never held whole; the commit steps
-(fsync, rename, container update) run to the end even if the client goes away after sending
-the body. After a PUT or DELETE the container server named by the caller (``X-Container-Host``,
-``-Device``, ``-Partition``) gets the new row; when it cannot be reached the update is written
-to ``async_pending`` for the updater to replay.
+Translation only: HTTP in, `DiskFile` calls (through the device's I/O pool) out, and a
+`NodeResponse` back for the node's edge to write (a large GET's body as an `ObjectBody`, which
+the edge streams). The body of a PUT streams from the socket into the temp file in batches,
+never held whole; the commit steps (fsync, rename, container update) run to the end even if the
+client goes away after sending the body. After a PUT or DELETE the container server named by
+the caller (``X-Container-Host``, ``-Device``, ``-Partition``) gets the new row; when it cannot
+be reached the update is written to ``async_pending`` for the updater to replay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 from attrs import define
 from twisted.internet.defer import Deferred, gatherResults
@@ -40,7 +42,6 @@ from txstore.storage.diskfile import (
     DiskFileConflict,
     DiskFileCorrupt,
     DiskFileDeviceUnavailable,
-    DiskFileError,
     DiskFileLockTimeout,
     DiskFileNoSpace,
     DiskFileNotFound,
@@ -48,6 +49,7 @@ from txstore.storage.diskfile import (
 )
 from txstore.storage.http_support import (
     HTTPError,
+    NodeResponse,
     StorageContext,
     header,
     integer_header,
@@ -55,7 +57,7 @@ from txstore.storage.http_support import (
     required_timestamp,
     storage_policy,
 )
-from txstore.storage.object_body import CorruptBody, ObjectBodyProducer
+from txstore.storage.object_body import CorruptBody, ObjectBody
 
 WRITE_BATCH = 1024 * 1024
 
@@ -199,7 +201,7 @@ class ObjectServer:
     context: StorageContext
     log = Logger()
 
-    async def handle(self, request: Request, path: BackendPath) -> bytes:
+    async def handle(self, request: Request, path: BackendPath) -> NodeResponse:
         method = request.method.decode("ascii", "replace")
         handler = {
             "PUT": self.put,
@@ -260,18 +262,21 @@ class ObjectServer:
                        reason=str(reason))
 
     @staticmethod
-    def _backend_timestamps(request: Request, state: ObjectState) -> None:
+    def _backend_timestamps(state: ObjectState) -> dict[str, str]:
+        """The headers that let a proxy pick the newest replica, a 404's included."""
+        headers = {}
         newest = state.newest_timestamp
         if newest is not None:
-            request.setHeader("X-Backend-Timestamp", newest.internal)
+            headers["X-Backend-Timestamp"] = newest.internal
         if state.timestamp is not None:
-            request.setHeader("X-Backend-Data-Timestamp", state.timestamp.internal)
+            headers["X-Backend-Data-Timestamp"] = state.timestamp.internal
         if state.deleted and not state.exists:
-            request.setHeader("X-Backend-Delete-Timestamp", state.tombstone_timestamp.internal)
+            headers["X-Backend-Delete-Timestamp"] = state.tombstone_timestamp.internal
+        return headers
 
     # --- PUT -------------------------------------------------------------------------------
 
-    async def put(self, request: Request, path: BackendPath) -> bytes:
+    async def put(self, request: Request, path: BackendPath) -> NodeResponse:
         """
         Two thread calls for a body that fits one write batch: the first opens the object,
         reads its state and (when the state admits this PUT) creates the temp file, before
@@ -313,9 +318,7 @@ class ObjectServer:
             refusal = _put_refusal(state, timestamp, if_none_match is not None, now)
             if refusal is not None:
                 status, why, current = refusal
-                if current is not None:
-                    request.setHeader("X-Backend-Timestamp", current.internal)
-                raise HTTPError(status, why)
+                raise HTTPError(status, why, {"X-Backend-Timestamp": current.internal} if current is not None else {})
             if writer is None:
                 writer = await self._run(path, diskfile.create_writer, length)
             rest = await self._receive(request, path, writer, length)
@@ -327,9 +330,8 @@ class ObjectServer:
                 raise HTTPError(422, "Unprocessable Entity: the body's md5 differs from its ETag") from None
             except DiskFileConflict as err:
                 current = err.previous.timestamp or err.previous.tombstone_timestamp
-                if current is not None:
-                    request.setHeader("X-Backend-Timestamp", current.internal)
-                raise HTTPError(409, "Conflict: a newer version arrived meanwhile") from None
+                headers = {"X-Backend-Timestamp": current.internal} if current is not None else {}
+                raise HTTPError(409, "Conflict: a newer version arrived meanwhile", headers) from None
         finally:
             if writer is not None and not committed:
                 await self._run(path, writer.abort)
@@ -344,9 +346,7 @@ class ObjectServer:
                 "X-Etag": writer.etag,
             },
         )
-        request.setHeader("ETag", writer.etag)
-        request.setHeader("Last-Modified", timestamp.last_modified)
-        return _empty(request, 201)
+        return _empty(201, {"ETag": writer.etag, "Last-Modified": timestamp.last_modified})
 
     async def _receive(self, request: Request, path: BackendPath, writer, length: int | None) -> bytes:
         """
@@ -430,7 +430,7 @@ class ObjectServer:
 
     # --- GET / HEAD ------------------------------------------------------------------------
 
-    async def get(self, request: Request, path: BackendPath) -> bytes:
+    async def get(self, request: Request, path: BackendPath) -> NodeResponse:
         policy = storage_policy(request, self.context.policies)
         small = SMALL_BODY if request.method == b"GET" else 0
         diskfile, state, body = await self._at_device(
@@ -440,21 +440,20 @@ class ObjectServer:
             # Out of service; the proxy reads another replica and replication restores this one.
             await self._quarantine(path, diskfile, state)
             state = ObjectState()
-        plain_headers = request.responseHeaders.copy()  # to answer a 404 without the object's
-        self._backend_timestamps(request, state)
+        headers = self._backend_timestamps(state)
         if not state.exists or _expired(state, self.context.clock()):
-            raise HTTPError(404, "Not Found")
+            raise HTTPError(404, "Not Found", headers)
         metadata = state.metadata
         etag = metadata.get("ETag", "")
         assert state.timestamp is not None and state.content_length is not None
         newest = state.meta_timestamp or state.timestamp
         for name, value in metadata.items():
             if name in _STORED_LOWER.values() or name.lower().startswith(_META_PREFIXES):
-                request.setHeader(name, value)
-        request.setHeader("ETag", etag)
-        request.setHeader("Last-Modified", newest.last_modified)
-        request.setHeader("X-Timestamp", newest.normal)
-        request.setHeader("Accept-Ranges", "bytes")
+                headers[name] = value
+        headers["ETag"] = etag
+        headers["Last-Modified"] = newest.last_modified
+        headers["X-Timestamp"] = newest.normal
+        headers["Accept-Ranges"] = "bytes"
         method = request.method.decode("ascii")
         status = evaluate(
             method,
@@ -466,61 +465,66 @@ class ObjectServer:
             if_unmodified_since=header(request, "If-Unmodified-Since"),
         )
         if status != 200:
-            return _empty(request, status)
+            return _empty(status, headers)
         length = state.content_length
         try:
             ranges = parse_range(header(request, "Range"), length)
         except Unsatisfiable:
-            raise HTTPError(416, "Requested Range Not Satisfiable", {"Content-Range": f"bytes */{length}"}) from None
+            headers["Content-Range"] = f"bytes */{length}"
+            raise HTTPError(416, "Requested Range Not Satisfiable", headers) from None
         content_type = metadata.get("Content-Type", "application/octet-stream")
         if ranges is None:
-            request.setResponseCode(200)
-            request.setHeader("Content-Length", str(length))
+            status = 200
+            headers["Content-Length"] = str(length)
             parts, trailer = [(b"", 0, length - 1)], b""
         elif len(ranges) == 1:
             first, last = ranges[0]
-            request.setResponseCode(206)
-            request.setHeader("Content-Range", content_range(first, last, length))
-            request.setHeader("Content-Length", str(last - first + 1))
+            status = 206
+            headers["Content-Range"] = content_range(first, last, length)
+            headers["Content-Length"] = str(last - first + 1)
             parts, trailer = [(b"", first, last)], b""
         else:
             boundary = new_boundary()
-            request.setResponseCode(206)
-            request.setHeader("Content-Type", f"multipart/byteranges;boundary={boundary}")
-            request.setHeader("Content-Length", str(multipart_length(ranges, length, content_type, boundary)))
+            status = 206
+            headers["Content-Type"] = f"multipart/byteranges;boundary={boundary}"
+            headers["Content-Length"] = str(multipart_length(ranges, length, content_type, boundary))
             parts = list(multipart_parts(ranges, length, content_type, boundary))
             trailer = multipart_trailer(boundary)
         if request.method == b"HEAD" or length == 0:
-            return b""
+            return NodeResponse(status, headers)
         if body is not None:
-            return b"".join(prefix + body[first:last + 1] for prefix, first, last in parts) + trailer
+            return NodeResponse(
+                status, headers, b"".join(prefix + body[first:last + 1] for prefix, first, last in parts) + trailer
+            )
         try:
             reader = await self._run(path, diskfile.open_reader, state)
         except (DiskFileNotFound, DiskFileCorrupt) as err:
-            raise HTTPError(404, f"Not Found: {err}") from None
-        producer = ObjectBodyProducer(request, self.context.runner, path.device, reader)
-        try:
-            await producer.send(parts, trailer, whole=ranges is None)
-        except (CorruptBody, DiskFileError) as err:
-            unsent = not request.startedWriting
-            self.log.error("reading {name} failed ({reason}); {outcome}", name=diskfile.name, reason=err,
-                           outcome="answered 404" if unsent else "response aborted")
-            if isinstance(err, (CorruptBody, DiskFileCorrupt)):
-                await self._quarantine(path, diskfile, err)
-                if unsent:
-                    # Rot found before a byte went out (a body of one chunk): a plain 404 with
-                    # none of the object's headers (no timestamps a proxy could take for a
-                    # tombstone's), so the proxy reads another replica, as for a small body.
-                    request.responseHeaders = plain_headers
-                    raise HTTPError(404, f"Not Found: {err}") from None
-            raise ResponseAborted(str(err)) from err
-        finally:
-            await self._run(path, reader.close)
-        return b""
+            raise HTTPError(404, f"Not Found: {err}", headers) from None
+        failed = partial(self._read_failed, path, diskfile)
+        stream = ObjectBody(self.context.runner, path.device, reader, parts, failed, trailer, whole=ranges is None)
+        return NodeResponse(status, headers, stream)
+
+    async def _read_failed(self, path: BackendPath, diskfile: DiskFile, err: Exception, started: bool) -> Exception:
+        """
+        What a streamed body's failed read becomes (`ObjectBody`): a damaged object is
+        quarantined, and answered 404 when no byte went out yet (a body of one chunk); else the
+        response is aborted.
+        """
+        damaged = isinstance(err, (CorruptBody, DiskFileCorrupt))
+        self.log.error("reading {name} failed ({reason}); {outcome}", name=diskfile.name, reason=err,
+                       outcome="answered 404" if damaged and not started else "response aborted")
+        if damaged:
+            await self._quarantine(path, diskfile, err)
+            if not started:
+                # Rot found before a byte went out: a plain 404 with none of the object's
+                # headers (no timestamps a proxy could take for a tombstone's), so the proxy
+                # reads another replica, as for a small body.
+                return HTTPError(404, f"Not Found: {err}")
+        return ResponseAborted(str(err))
 
     # --- POST ------------------------------------------------------------------------------
 
-    async def post(self, request: Request, path: BackendPath) -> bytes:
+    async def post(self, request: Request, path: BackendPath) -> NodeResponse:
         timestamp = required_timestamp(request)
         reason = check_metadata(request_headers(request), "object", self.context.constraints)
         if reason:
@@ -529,8 +533,7 @@ class ObjectServer:
         diskfile = await self._diskfile(request, path)
         state = await self._state(path, diskfile)
         if not state.exists or _expired(state, self.context.clock()):
-            self._backend_timestamps(request, state)
-            raise HTTPError(404, "Not Found")
+            raise HTTPError(404, "Not Found", self._backend_timestamps(state))
         metadata = _stored_metadata(request, _POST_STORED)
         try:
             await self._run(path, diskfile.write_metadata, metadata, timestamp)
@@ -540,11 +543,11 @@ class ObjectServer:
             newest = err.previous.meta_timestamp or err.previous.timestamp
             headers = {"X-Backend-Timestamp": newest.internal} if newest else {}
             raise HTTPError(409, "Conflict: a newer change is stored", headers) from None
-        return _empty(request, 202)
+        return _empty(202)
 
     # --- DELETE ----------------------------------------------------------------------------
 
-    async def delete(self, request: Request, path: BackendPath) -> bytes:
+    async def delete(self, request: Request, path: BackendPath) -> NodeResponse:
         timestamp = required_timestamp(request)
         diskfile = await self._diskfile(request, path)
         try:
@@ -555,14 +558,14 @@ class ObjectServer:
             raise HTTPError(409, "Conflict: a newer version is stored", headers) from None
         await self._update_container(request, path, "DELETE", timestamp, {})
         if not previous.exists or _expired(previous, self.context.clock()):
-            self._backend_timestamps(request, previous)
-            raise HTTPError(404, "Not Found")
-        return _empty(request, 204)
+            raise HTTPError(404, "Not Found", self._backend_timestamps(previous))
+        return _empty(204)
 
 
-def _empty(request: Request, status: int) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader("Content-Length", "0")
-    return b""
+def _empty(status: int, headers: dict[str, str] | None = None) -> NodeResponse:
+    """An answer without a body (its ``Content-Length: 0`` after ``headers``)."""
+    headers = headers if headers is not None else {}
+    headers["Content-Length"] = "0"
+    return NodeResponse(status, headers)
 
 

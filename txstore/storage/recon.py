@@ -23,11 +23,11 @@ from typing import Any
 from twisted.web.http import Request
 
 from txstore import __version__
-from txstore.common.web import plain_text
 from txstore.storage.diskfile import QUARANTINE_DIR
-from txstore.storage.http_support import StorageContext
+from txstore.storage.http_support import NodeResponse, StorageContext, plain_text
 
 QUARANTINE_KINDS = ("objects", "containers", "accounts")
+JSON = b"application/json; charset=utf-8"
 
 
 #: ``/recon/<family>``: every daemon whose name ends so, keyed by the rest of its name.
@@ -99,9 +99,9 @@ class Recon:
         self._ring_dir = ring_dir
         self.daemons: dict[str, Any] = daemons if daemons is not None else {}
 
-    async def handle(self, request: Request) -> bytes:
+    async def handle(self, request: Request) -> NodeResponse:
         if request.method not in (b"GET", b"HEAD"):
-            return plain_text(request, 405, "Method Not Allowed")
+            return plain_text(405, "Method Not Allowed")
         what = request.path[len(b"/recon/"):].decode("ascii", "replace")
         run = self._context.runner.run
         context = self._context
@@ -132,11 +132,9 @@ class Recon:
             suffix = FAMILIES[what]
             value = {name[: -len(suffix)]: self._daemon(d) for name, d in self.daemons.items() if name.endswith(suffix)}
         else:
-            return plain_text(request, 404, f"Unknown recon check {what!r}")
+            return plain_text(404, f"Unknown recon check {what!r}")
         body = json.dumps(value, sort_keys=True).encode()
-        request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-        request.setHeader(b"Content-Length", b"%d" % len(body))
-        return b"" if request.method == b"HEAD" else body
+        return NodeResponse(200, {b"Content-Type": JSON, b"Content-Length": b"%d" % len(body)}, body)
 
     @staticmethod
     def _daemon(daemon: Any) -> dict[str, Any]:

@@ -9,19 +9,19 @@ percent-decoded each segment, with leading slashes dropped, and takes ``/healthc
 level and the names from `parse_backend_path` (one decode of the raw path, Swift's error
 statuses), then hands the request to the account, container or object server. A path no route
 takes, or that Klein would refuse (not UTF-8 once decoded), is decided on the raw path alone,
-as the routes would. Each server is an object with ``async handle(request, path) -> bytes``;
-its `HTTPError`s become short plain-text answers.
+as the routes would. Each server is an object with ``async handle(request, path) ->
+NodeResponse``; the node's edge (``txstore.storage.edge``) writes what it answers, and its
+errors (`HTTPError`) as short plain text.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Protocol
 
 from attrs import frozen
 from klein import Klein
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.http import Request
 from twisted.web.resource import Resource
@@ -30,14 +30,26 @@ from werkzeug.exceptions import HTTPException
 
 from txstore.common.paths import BackendPath, BadPath, parse_backend_path
 from txstore.common.routing import Routes, klein_can_route, swift_routes
-from txstore.common.web import finish_with, healthcheck, log_access, plain_text, settle
-from txstore.storage.http_support import HTTPError
+from txstore.common.web import log_access
+from txstore.storage.edge import serve
+from txstore.storage.http_support import NodeResponse, plain_text
 
-Answer = bytes | Deferred[bytes]
+Answer = NodeResponse | Awaitable[NodeResponse]
+
+HEALTHY = plain_text(200, "OK")
+HEALTHCHECK_METHODS = plain_text(405, "Method Not Allowed", {b"Allow": b"GET, HEAD"})
+NOT_FOUND = plain_text(404, "Not Found")
+
+
+def healthcheck(request: Request) -> NodeResponse:
+    """``/healthcheck``: 200 ``OK`` while the process serves, for load balancers and launchers."""
+    if request.method not in (b"GET", b"HEAD"):
+        return HEALTHCHECK_METHODS
+    return HEALTHY
 
 
 class BackendHandler(Protocol):
-    async def handle(self, request: Request, path: BackendPath) -> bytes: ...
+    async def handle(self, request: Request, path: BackendPath) -> NodeResponse: ...
 
 
 @frozen
@@ -64,7 +76,7 @@ class NodeServer:
     def serve_recon(self, request: Request, _check: str = "") -> Answer:
         if self.recon is None or not request.path.startswith(b"/recon/"):
             return self.serve_backend(request)
-        return self._answer(request, self.recon.handle)  # type: ignore[attr-defined]
+        return self.recon.handle(request)  # type: ignore[attr-defined]
 
     @app.route("/<name:device>/<name:partition>/<name:account>", endpoint="account")
     @app.route("/<name:device>/<name:partition>/<name:account>/", endpoint="account/")
@@ -73,7 +85,7 @@ class NodeServer:
     @app.route("/<name:device>/<name:partition>/<name:account>/<name:container>/<objname:obj>", endpoint="object")
     def serve_backend(self, request: Request, **_segments: str) -> Answer:
         """The level and the names are `parse_backend_path`'s, not werkzeug's (see the module)."""
-        return self._answer(request, self._backend)
+        return self._backend(request)
 
     def not_routed(self, request: Request) -> Answer:
         """What no route takes, or Klein cannot route: the raw path decides, in the routes' order."""
@@ -87,15 +99,15 @@ class NodeServer:
         trans_id = request.getHeader(b"x-trans-id")
         log_access(self.access, request, trans_id.decode("latin-1") if trans_id else "-", time.monotonic())
 
-    def _backend(self, request: Request) -> bytes | Awaitable[bytes]:
+    def _backend(self, request: Request) -> Answer:
         try:
             path = parse_backend_path(request.path)
         except BadPath as err:
-            return plain_text(request, err.status, err.reason)
+            return plain_text(err.status, err.reason)
         handle = self._route(request, path)
         if handle is None:
-            return plain_text(request, 404, "Not Found")
-        return self._serve(handle, request, path)
+            return NOT_FOUND
+        return handle(request, path)
 
     def _route(self, request: Request, path: BackendPath):
         """
@@ -114,27 +126,15 @@ class NodeServer:
             return self.containers.handle if self.containers else None
         return self.accounts.handle if self.accounts else None
 
-    async def _serve(self, handle, request: Request, path: BackendPath) -> bytes:
-        try:
-            return await handle(request, path)
-        except HTTPError as err:
-            for name, value in err.headers.items():
-                request.setHeader(name, value)
-            return plain_text(request, err.status, err.reason)
-
-    def _answer(self, request: Request, handler: Callable[[Request], bytes | Awaitable[bytes]]) -> Answer:
-        """``handler``'s body for Klein to write (`settle`: never cancelled, errors as plain text)."""
-        return settle(request, handler, self.log)
-
 
 class _NodeRoot(Resource):
     """
     The node's root: writes the access log, then serves the request on the Klein app's routes
     (`Routes`: the map matched directly, without ``KleinResource``, which cost the node about
-    60 µs a request, as much as all the rest of a small request's routing). A request no route
-    takes, or that Klein's routing could not decode (a host or a decoded path that is not
-    UTF-8), gets what the node answers without a route (a path's 412 from
-    `parse_backend_path`).
+    60 µs a request, as much as all the rest of a small request's routing), through the edge
+    (`serve`: never cancelled, errors as plain text). A request no route takes, or that Klein's
+    routing could not decode (a host or a decoded path that is not UTF-8), gets what the node
+    answers without a route (a path's 412 from `parse_backend_path`).
     """
 
     isLeaf = True
@@ -144,12 +144,9 @@ class _NodeRoot(Resource):
         self._node = node
         self._routes = Routes(node.app)
 
-    def render(self, request: Request) -> bytes | int:
+    def render(self, request: Request) -> int:
         self._node._log_access(request)
-        answer = self._route(request)
-        if isinstance(answer, bytes):
-            return answer
-        answer.addCallback(finish_with, request)
+        serve(request, self._route, self._node.log)
         return NOT_DONE_YET
 
     def _route(self, request: Request) -> Answer:

@@ -6,7 +6,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
 from txstore.common.backend_client import BackendClient, BackendError, BackendTimeout, quote_path
-from txstore.common.web import DispatchResource, plain_text
+from txstore.storage.edge import DispatchResource
+from txstore.storage.http_support import plain_text
 
 
 class BackendClientTests(TestCase):
@@ -19,8 +20,7 @@ class BackendClientTests(TestCase):
             if request.path == b"/hang":
                 self.hanging.append(request)
                 return Deferred()
-            request.setHeader(b"X-Echo", b"yes")
-            return plain_text(request, 201, "made")
+            return plain_text(201, "made", {b"X-Echo": b"yes"})
 
         site = Site(DispatchResource(handler))
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")

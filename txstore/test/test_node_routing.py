@@ -16,11 +16,13 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from txstore.common.paths import BackendPath
 from txstore.common.streaming import StreamingSite
-from txstore.common.web import ResponseAborted, plain_text
-from txstore.storage.http_support import HTTPError
+from txstore.common.web import ResponseAborted
+from txstore.interfaces import IResponseBody
+from txstore.storage.http_support import HTTPError, NodeResponse, plain_text
 from txstore.storage import server
 from txstore.storage.server import NodeServer
 
@@ -32,27 +34,51 @@ class FakeServer:
     name: str
     calls: list[tuple[str, BackendPath]]
 
-    async def handle(self, request, path: BackendPath) -> bytes:
+    async def handle(self, request, path: BackendPath) -> NodeResponse:
         return self._record("handle", request, path)
 
-    async def handle_object_row(self, request, path: BackendPath) -> bytes:
+    async def handle_object_row(self, request, path: BackendPath) -> NodeResponse:
         return self._record("handle_object_row", request, path)
 
-    async def handle_container_report(self, request, path: BackendPath) -> bytes:
+    async def handle_container_report(self, request, path: BackendPath) -> NodeResponse:
         return self._record("handle_container_report", request, path)
 
-    def _record(self, method: str, request, path: BackendPath) -> bytes:
+    def _record(self, method: str, request, path: BackendPath) -> NodeResponse:
         self.calls.append((f"{self.name}.{method}", path))
-        return plain_text(request, 200, f"{self.name}.{method}")
+        return plain_text(200, f"{self.name}.{method}")
 
 
 @define
 class FakeRecon:
     paths: list[bytes] = field(factory=list)
 
-    async def handle(self, request) -> bytes:
+    async def handle(self, request) -> NodeResponse:
         self.paths.append(request.path)
-        return plain_text(request, 200, "recon")
+        return plain_text(200, "recon")
+
+
+@implementer(IResponseBody)
+class BreakingBody:
+    """A streamed body that writes ``partial``, then fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+    async def _write_to(self, consumer) -> bool:
+        consumer.write(b"partial")
+        raise self.error
+
+    def write_to(self, consumer) -> Deferred:
+        return Deferred.fromCoroutine(self._write_to(consumer))
 
 
 @frozen
@@ -268,12 +294,11 @@ class ControlledServer:
     fail_with: Exception | None = None
     fail_after_writing: bool = False
 
-    async def handle(self, request, path: BackendPath) -> bytes:
+    async def handle(self, request, path: BackendPath) -> NodeResponse:
         self.steps.append("start")
         if self.fail_with is not None:
-            if self.fail_after_writing:
-                request.setResponseCode(200)
-                request.write(b"partial")
+            if self.fail_after_writing:  # the response begins, then breaks off
+                return NodeResponse(200, {"Content-Length": "100"}, BreakingBody(self.fail_with))
             raise self.fail_with
         body = b""
         while chunk := await request.body.read():
@@ -281,7 +306,7 @@ class ControlledServer:
         self.steps.append(f"body {body!r}")
         await self.commit
         self.steps.append("committed")
-        return plain_text(request, 201, "Created")
+        return plain_text(201, "Created")
 
 
 class HandlerTests(SynchronousTestCase):

@@ -10,7 +10,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.streaming import BodyIncomplete, StreamingRequest, StreamingSite
-from txstore.common.web import DispatchResource, plain_text
+from txstore.storage.edge import DispatchResource
+from txstore.storage.http_support import plain_text
 
 
 class Harness:
@@ -45,7 +46,7 @@ class StreamingTests(SynchronousTestCase):
                 if not chunk:
                     break
                 seen.append(chunk)
-            return plain_text(request, 201, "got %d" % request.body.received)
+            return plain_text(201, "got %d" % request.body.received)
 
         h = Harness(handler)
         h.send(b"PUT /a/b%2Fc?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n")
@@ -64,7 +65,7 @@ class StreamingTests(SynchronousTestCase):
             body = b""
             while chunk := await request.body.read():
                 body += chunk
-            return plain_text(request, 200, body or b"empty")
+            return plain_text(200, body or b"empty")
 
         h = Harness(handler)
         h.send(b"PUT /1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -79,7 +80,7 @@ class StreamingTests(SynchronousTestCase):
             self.assertIsNone(request.body.length)
             while chunk := await request.body.read():
                 received.append(chunk)
-            return plain_text(request, 201, "ok")
+            return plain_text(201, "ok")
 
         h = Harness(handler)
         h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
@@ -90,7 +91,7 @@ class StreamingTests(SynchronousTestCase):
 
     def test_continue_only_when_the_body_is_read(self) -> None:
         async def refuse(request):
-            return plain_text(request, 401, "Unauthorized")
+            return plain_text(401, "Unauthorized")
 
         h = Harness(refuse)
         h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
@@ -103,7 +104,7 @@ class StreamingTests(SynchronousTestCase):
         async def accept(request):
             while await request.body.read():
                 pass
-            return plain_text(request, 201, "ok")
+            return plain_text(201, "ok")
 
         h = Harness(accept)
         h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
@@ -113,7 +114,7 @@ class StreamingTests(SynchronousTestCase):
 
     def test_early_answer_with_whole_body_in_one_read(self) -> None:
         def refuse(request):
-            return plain_text(request, 413, "too big")
+            return plain_text(413, "too big")
 
         h = Harness(refuse)
         h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n")
@@ -168,7 +169,7 @@ class StreamingTests(SynchronousTestCase):
 
         def handler(request):
             seen.append(self.successResultOf(request.body.read()))
-            return plain_text(request, 200, "ok")
+            return plain_text(200, "ok")
 
         h = Harness(handler)
         h.send(b"GET /x?y=2 HTTP/1.1\r\nHost: h\r\n\r\n")
