@@ -8,8 +8,12 @@ two ``X-Backend-*`` headers a middleware may set, the Range one naming one or se
 metadata, comma-separated, as slo and dlo together send it; a 304, 412 or 416 carries the
 object's headers, as a node's does), POST of metadata (which replaces what a POST replaces) and DELETE;
 and container listings (GET of ``/v1/a/c`` with ``prefix``, ``marker``, ``end_marker`` and
-``limit``, in JSON, sorted by name as Swift sorts them, by their UTF-8 bytes). A container
-exists once it was PUT or holds an object. Every request it receives is recorded in ``calls``.
+``limit``, in JSON, sorted by name as Swift sorts them, by their UTF-8 bytes). A row lists what
+a node's container update should carry: the object's stored
+``X-Object-Sysmeta-Container-Update-Override-Etag`` as its ``hash`` (verbatim, parameters and
+all) and ``-Override-Size`` as its ``bytes``, when it has them, and its Content-Type as a POST
+left it. A container exists once it was PUT or holds an object. Every request it receives is
+recorded in ``calls``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ KEPT = ("content-type", "x-object-meta-", "x-object-sysmeta-", "x-static-large-o
 POSTED = ("x-object-meta-", "x-object-transient-sysmeta-", "x-object-manifest", "content-disposition",
           "content-encoding")
 LISTING_LIMIT = 10000
+OVERRIDE_ETAG = "X-Object-Sysmeta-Container-Update-Override-Etag"
+OVERRIDE_SIZE = "X-Object-Sysmeta-Container-Update-Override-Size"
 
 
 @define
@@ -94,7 +100,8 @@ class MemorySwift:
             if len(listed) == limit:
                 break
             stored = self.objects[f"{path}/{name}"]
-            listed.append({"name": name, "bytes": len(stored.body), "hash": stored.etag,
+            listed.append({"name": name, "bytes": int(stored.headers.get(OVERRIDE_SIZE, len(stored.body))),
+                           "hash": stored.headers.get(OVERRIDE_ETAG, stored.etag),
                            "content_type": stored.headers.get("Content-Type"),
                            "last_modified": stored.timestamp.isoformat})
         headers = {"Content-Type": "application/json; charset=utf-8", "X-Container-Object-Count": str(len(listed))}
@@ -103,6 +110,7 @@ class MemorySwift:
             headers["Content-Type"] = "text/plain; charset=utf-8"
         else:
             body = json.dumps(listed).encode("utf-8")
+        headers["Content-Length"] = str(len(body))
         return SwiftResponse(200, HeaderMap(headers), b"" if request.method == "HEAD" else body)
 
     async def __call__(self, request: SwiftRequest) -> SwiftResponse:
