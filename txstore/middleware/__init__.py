@@ -6,10 +6,12 @@ Third-party middlewares register in the ``txstore.proxy_middleware`` entry-point
 from __future__ import annotations
 
 from txstore.middleware import (
-    catch_errors, copy, dlo, gatekeeper, healthcheck, listing_formats, proxy_logging, slo, tempauth,
+    catch_errors, copy, dlo, gatekeeper, healthcheck, listing_formats, proxy_logging, slo, symlink,
+    tempauth,
 )
 
 BUILTIN = {
     module.middleware.name: module.middleware
-    for module in (catch_errors, gatekeeper, healthcheck, proxy_logging, listing_formats, tempauth, copy, slo, dlo)
+    for module in (catch_errors, gatekeeper, healthcheck, proxy_logging, listing_formats, tempauth, copy, slo, dlo,
+                   symlink)
 }

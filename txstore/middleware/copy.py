@@ -16,6 +16,11 @@ nor its ETag, which is not the md5 of those bytes). With ``?multipart-manifest=g
 is read with it, so a dynamic large object's manifest is copied, ``X-Object-Manifest`` included,
 and a static one's is read in its raw form and stored with ``?multipart-manifest=put`` (its
 segments checked again, as the requester).
+
+A symlink's source is read through it (the target's bytes are copied); with ``?symlink=get``
+the link itself is read, and its ``X-Symlink-*`` headers make the copy a link to the same target
+(the symlink middleware checks it as any link PUT; the request's own headers, such as
+``X-Symlink-Target-Account``, on top).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ SOURCE = "COPY"
 CONSUMED = ("destination", "destination-account", "x-copy-from", "x-copy-from-account", "transfer-encoding")
 # What makes a source a large object: a copy of its bytes is a plain object.
 LARGE = ("x-object-manifest", "x-static-large-object")
+# What a link read with ?symlink=get says of its target (the symlink middleware's headers).
+LINK = "x-symlink-"
 
 
 @implementer(IApp)
@@ -64,9 +71,12 @@ class Copy:
                     destination: tuple[str, str, str]) -> SwiftResponse:
         source_path = "/v1/" + "/".join(source)
         manifest = request.params.get("multipart-manifest") == "get"
-        # A static manifest is read in the form a manifest PUT takes, and stored with one.
-        read = subrequest.make(request, "GET", source_path, source=SOURCE,
-                               query="multipart-manifest=get&format=raw" if manifest else "")
+        link = request.params.get("symlink") == "get"
+        # A static manifest is read in the form a manifest PUT takes, and stored with one; a
+        # link with ?symlink=get is read itself (X-Symlink-* headers) and stored as a link.
+        query = "&".join([*(["multipart-manifest=get&format=raw"] if manifest else []),
+                          *(["symlink=get"] if link else [])])
+        read = subrequest.make(request, "GET", source_path, source=SOURCE, query=query)
         got = await self.app(read)
         if got.status != 200:
             got.discard_body()
@@ -80,7 +90,8 @@ class Copy:
         if not request.flag("X-Fresh-Metadata"):
             for name, value in got.headers.items():
                 lower = name.lower()
-                if (lower.startswith(OBJECT_HEADERS) or lower in STORED) and lower not in ("x-delete-at", *LARGE):
+                if ((lower.startswith(OBJECT_HEADERS) or lower in STORED or (link and lower.startswith(LINK)))
+                        and lower not in ("x-delete-at", *LARGE)):
                     headers.setdefault(name, value)
         if manifest and "X-Object-Manifest" in got.headers:  # a DLO's manifest copied is a manifest
             headers.setdefault("X-Object-Manifest", got.headers["X-Object-Manifest"])
