@@ -40,9 +40,10 @@ in the account of the request (the link's), as in Swift.
 A POST is applied to the object it names (a node cannot know whether it is a link), and when
 that is a link the answer is ``307 Temporary Redirect`` with ``Location`` of the target (and
 ``X-Symlink-Target-Etag`` of a static link). The POST's answer does not say what the object is
-(a Swift object server answers a POST with the object's system metadata; ours does not yet), so
-a successful POST is followed by a HEAD of the object by the middleware itself (system, not the
-requester: Swift's 307 tells a POSTer as much). A POST with ``X-Symlink-Target`` is a 400.
+(a Swift object server answers a POST with the object's system metadata; ours does not, nor does
+the proxy's POST relay it), so a successful POST is followed by a HEAD of the object by the
+middleware itself (system, not the requester: Swift's 307 tells a POSTer as much), unless the
+answer did carry the link's system metadata. A POST with ``X-Symlink-Target`` is a 400.
 
 COPY and ``X-Copy-From`` of a link copy its target (copy reads the source with a GET, which is
 followed); with ``?symlink=get`` copy reads the link itself and the copy is a link PUT with the
