@@ -257,6 +257,10 @@ def _max_file_size(layout: Layout) -> str:
     return f"# txstore-aio --max-file-size\nmax_file_size = {layout.max_file_size}\n"
 
 
+# Options the all-in-one sets in its proxy's filters (others keep their defaults).
+FILTER_OPTIONS = {"versioned_writes": "allow_versioned_writes = true\n"}
+
+
 def _proxy_config(layout: Layout) -> str:
     users = "".join(
         f"user_{account}_{user} = {key}{''.join(' ' + g for g in groups)}\n"
@@ -274,8 +278,8 @@ def _proxy_config(layout: Layout) -> str:
         "[pipeline:main]\n"
         f"pipeline = {' '.join(DEFAULT_PIPELINE)}\n"
         "\n"
-        + "".join(f"[filter:{name}]\nuse = egg:txstore#{name}\n\n" for name in dict.fromkeys(DEFAULT_PIPELINE[:-1])
-                  if name != "tempauth")
+        + "".join(f"[filter:{name}]\nuse = egg:txstore#{name}\n{FILTER_OPTIONS.get(name, '')}\n"
+                  for name in dict.fromkeys(DEFAULT_PIPELINE[:-1]) if name != "tempauth")
         + "[filter:tempauth]\nuse = egg:txstore#tempauth\n"
         + users
     )

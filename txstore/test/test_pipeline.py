@@ -53,7 +53,7 @@ class PipelineConfigTests(SynchronousTestCase):
         # Swift's order: listing_formats right after the outer proxy_logging (and [cache])
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
                                                 "listing_formats", "tempauth", "copy", "slo", "dlo",
-                                                "symlink", "proxy_logging"])
+                                                "versioned_writes", "symlink", "proxy_logging"])
         self.assertEqual(self.names(settings), list(DEFAULT_PIPELINE[:-1]))
         self.assertEqual(settings.users, ())
 
@@ -103,7 +103,7 @@ class PipelineConfigTests(SynchronousTestCase):
              f"{conf}: [pipeline:main]: pipeline: the pipeline names 'healthcheck' but there is no [filter:healthcheck] section"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
              f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: catch_errors, copy, dlo, "
-             "gatekeeper, healthcheck, listing_formats, proxy_logging, slo, symlink, tempauth)"),
+             "gatekeeper, healthcheck, listing_formats, proxy_logging, slo, symlink, tempauth, versioned_writes)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
              f"{conf}: [filter:x]: use: no middleware 'egg:elsewhere#nothing_here': not txstore's and no entry point "
              "'nothing_here' in the txstore.proxy_middleware group"),

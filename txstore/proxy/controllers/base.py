@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
@@ -228,10 +228,19 @@ class ContainerInfo:
     policy_index: int = 0
     object_count: int = 0
     bytes_used: int = 0
+    # Swift's container_info ``sysmeta``: ``X-Container-Sysmeta-<name>`` as ``<name>`` (lower
+    # case), what middlewares keep on the container (versioned_writes' location and mode).
+    sysmeta: dict[str, str] = field(factory=dict, hash=False)
+    # Swift's ``versions``: a location stored as plain ``X-Versions-Location`` metadata (before
+    # versioned_writes kept it in sysmeta), which versioned_writes still honours.
+    versions: str | None = None
 
     @property
     def exists(self) -> bool:
         return 200 <= self.status < 300
+
+
+SYSMETA = "x-container-sysmeta-"
 
 
 def _cache_key(account: str, container: str | None = None) -> str:
@@ -260,6 +269,8 @@ async def container_info(context: ProxyContext, account: str, container: str, tr
             int(policy) if policy.isdigit() else 0,
             int(response.header("x-container-object-count", "0") or 0),
             int(response.header("x-container-bytes-used", "0") or 0),
+            {name[len(SYSMETA):]: value for name, value in response.headers.items() if name.startswith(SYSMETA)},
+            response.header("x-versions-location") or None,
         )
     context.cache.set(key, info, context.info_ttl)
     return info

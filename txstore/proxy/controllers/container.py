@@ -24,6 +24,10 @@ PASSED_ON = ("x-container-meta-", "x-remove-container-meta-", "x-container-sysme
              "x-history-", "x-remove-versions-", "x-remove-history-", "x-container-sync-")
 ACL_HEADERS = ("x-container-read", "x-container-write")
 REMOVE_ACL_HEADERS = ("x-remove-container-read", "x-remove-container-write")
+# Versioning's locations are the versioned_writes middleware's to take (into container sysmeta);
+# one that reaches the controller was taken by no one: refused, never stored and ignored. Empty
+# values pass on: they clear what containers stored before versioned_writes existed.
+VERSIONING_HEADERS = ("x-versions-location", "x-history-location")
 
 
 def validate_acls(api: APIRequest) -> None:
@@ -82,6 +86,8 @@ async def handle_container(context: ProxyContext, api: APIRequest) -> SwiftRespo
         if reason:
             raise APIError(400, reason)
         validate_acls(api)
+        if any(api.header(name) for name in VERSIONING_HEADERS):
+            raise APIError(412, "Versioned Writes is disabled")
     if api.method not in ("PUT", "POST", "DELETE"):
         raise APIError(405, "Method Not Allowed", {"Allow": "DELETE, GET, HEAD, POST, PUT"})
     timestamp = Timestamp.now(context.clock).internal
