@@ -357,6 +357,13 @@ class InfoCacheTests(ControllerCase):
         info = self.successResultOf(Deferred.fromCoroutine(container_info(self.context, ACCOUNT, "c")))
         self.assertEqual((info.read_acl, self.backend.asked("HEAD")), ("test:tester", self.cprimary[:1]))
 
+    def test_sysmeta_and_the_plain_location_are_kept(self) -> None:
+        self.backend.default = reply(204, x_container_sysmeta_versions_location="arch",
+                                     x_container_sysmeta_versions_mode="history", x_versions_location="old")
+        info = self.successResultOf(Deferred.fromCoroutine(container_info(self.context, ACCOUNT, "c")))
+        self.assertEqual((info.sysmeta, info.versions),
+                         ({"versions-location": "arch", "versions-mode": "history"}, "old"))
+
     def test_expires(self) -> None:
         self.backend.default = reply(404)
         for _ in range(2):
@@ -434,6 +441,18 @@ class ContainerPutTests(ControllerCase):
         self.assertEqual(status, 204)
         self.assertEqual({(c.headers["X-Container-Read"], c.headers["x-container-write"]) for c in self.backend.calls},
                          {(".r:*,.rlistings", "")})
+
+    def test_a_versioning_location_no_middleware_took_is_refused(self) -> None:
+        # versioned_writes takes them into sysmeta; one that reaches the controller is refused,
+        # not stored and ignored. An empty one (clearing older plain metadata) passes on.
+        for name in ("X-Versions-Location", "X-History-Location"):
+            for method in ("PUT", "POST"):
+                error = self.refused(handle_container(self.context, self.api(method, headers={name: "archive"})))
+                self.assertEqual((error.status, error.reason), (412, "Versioned Writes is disabled"))
+        self.assertEqual(self.backend.calls, [])
+        status, _, _ = self.container("POST", {"X-Versions-Location": "", "X-History-Location": ""})
+        self.assertEqual(status, 204)
+        self.assertEqual({c.headers["X-Versions-Location"] for c in self.backend.calls}, {""})
 
     def test_account_post_autocreates(self) -> None:
         for node in self.aprimary:
