@@ -11,6 +11,10 @@ for the three kinds of exchange, owning every connection pool.
 - `put`: an object PUT that asks first (``Expect: 100-continue``) and streams its body to the
   node with the node's backpressure (`txstore.common.put_connection`).
 
+A path that names a reserved name (one holding NUL, `txstore.common.paths`) was admitted by
+whoever sends it (the proxy for a middleware's request, a node for its own updates), so the
+client says so to the next node: ``X-Backend-Allow-Reserved-Names: true`` goes with it.
+
 Connections are persistent and pooled (a new TCP connection per request is where Swift loses
 time): `request` and `stream` share twisted's pool, `put` keeps its own (a PUT connection is
 reused only after a clean exchange). A cancelled `stream` (the client went away) fails with
@@ -30,6 +34,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived,
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from txstore.common.paths import ALLOW_RESERVED, RESERVED
 from txstore.common.put_connection import PutConnectionPool, PutRequest
 from txstore.interfaces import IBackendClient
 
@@ -55,6 +60,13 @@ class BackendResponse:
 def quote_path(path: str) -> str:
     """Percent-encode a path for the wire; ``/`` stays as the separator."""
     return quote(path.encode("utf-8"), safe="/")
+
+
+def with_reserved(path: str, headers: dict[str, str] | None) -> dict[str, str]:
+    """``headers``, saying the path may name reserved names when it does."""
+    if RESERVED not in path:
+        return headers or {}
+    return {**(headers or {}), ALLOW_RESERVED: "true"}
 
 
 def listing_update_headers(kind: str, node: Any, partition: int) -> dict[str, str]:
@@ -139,7 +151,8 @@ class BackendClient:
     ) -> BackendResponse:
         """``path`` is unencoded (it is quoted here); ``query`` is sent as given, with its "?"."""
         url = f"http://{_host(host)}:{port}{quote_path(path)}{query}"
-        raw_headers = Headers({k.encode("latin-1"): [v.encode("latin-1")] for k, v in (headers or {}).items()})
+        headers = with_reserved(path, headers)
+        raw_headers = Headers({k.encode("latin-1"): [v.encode("latin-1")] for k, v in headers.items()})
         deadline = self.timeout if timeout is None else timeout
 
         async def exchange() -> BackendResponse:
@@ -172,6 +185,7 @@ class BackendClient:
     ) -> StreamedResponse:
         """``method`` (GET or HEAD) of ``path`` (unencoded): the answer once its headers are in."""
         url = f"http://{_host(host)}:{port}{quote_path(path)}".encode("ascii")
+        headers = with_reserved(path, headers)
         raw_headers = Headers({k.encode("latin-1"): [v.encode("latin-1")] for k, v in headers.items()})
         attempt = self._agent.request(method.encode("ascii"), url, raw_headers)
         timed_out: list[bool] = []
@@ -206,7 +220,7 @@ class BackendClient:
         when it answered at once (507, 409, 412). Fails when the node cannot be reached or says
         nothing within ``timeout``.
         """
-        request = PutRequest.of(quote_path(path), f"{_host(host)}:{port}", headers)
+        request = PutRequest.of(quote_path(path), f"{_host(host)}:{port}", with_reserved(path, headers))
         return await self.puts.open(host, port, request, self.timeout if timeout is None else timeout)
 
     def close(self) -> Deferred:

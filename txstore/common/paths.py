@@ -6,6 +6,14 @@ Twisted hands us the raw, still percent-encoded path. Object names keep every by
 sent (``a//b``, ``dir/``, an encoded ``%2F``), so paths are split only as far as their fixed
 segments go: the object name is the rest, whatever slashes it holds. Invalid UTF-8 or a NUL
 answers 412 and ``..``-style or empty fixed segments 400, as Swift does.
+
+Reserved names. As in Swift, a name holding NUL (``\\x00``) is txstore's own: a middleware's
+hidden containers and objects (object versioning's ``\\x00versions\\x00<container>``) are named
+with `reserved_name` so that no client can name them. A client's path with a NUL is refused
+(412); a request that carries ``X-Backend-Allow-Reserved-Names: true`` (which the gatekeeper
+takes out of every client request, so only a middleware below it can have set it) may name
+them, through the proxy and on the storage nodes, and its listings show them; every other
+listing hides names that begin with NUL.
 """
 
 from __future__ import annotations
@@ -15,6 +23,10 @@ from urllib.parse import unquote_to_bytes
 from attrs import frozen
 
 
+RESERVED = "\x00"
+ALLOW_RESERVED = "X-Backend-Allow-Reserved-Names"
+
+
 class BadPath(ValueError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -22,16 +34,39 @@ class BadPath(ValueError):
         self.reason = reason
 
 
-def decode_path(raw: bytes) -> str:
-    """Percent-decode and UTF-8-decode a raw path; BadPath(412) for invalid UTF-8 or NUL."""
+def decode_path(raw: bytes, allow_reserved: bool = False) -> str:
+    """
+    Percent-decode and UTF-8-decode a raw path; BadPath(412) for invalid UTF-8, or for a NUL
+    unless ``allow_reserved`` (a middleware's request for a reserved name).
+    """
     decoded = unquote_to_bytes(raw)
     try:
         text = decoded.decode("utf-8")
     except UnicodeDecodeError:
         raise BadPath(412, "Invalid UTF8 or contains NULL") from None
-    if "\x00" in text:
+    if not allow_reserved and RESERVED in text:
         raise BadPath(412, "Invalid UTF8 or contains NULL")
     return text
+
+
+def reserved_name(*parts: str) -> str:
+    """A name no client can give: ``\\x00`` before each part (``\\x00versions\\x00c``)."""
+    if not parts:
+        raise ValueError("a reserved name needs at least one part")
+    if any(RESERVED in part for part in parts):
+        raise ValueError("a reserved name's parts cannot hold NUL")
+    return RESERVED + RESERVED.join(parts)
+
+
+def split_reserved_name(name: str) -> list[str]:
+    """The parts of a `reserved_name`; ValueError for a name that is not one."""
+    if not name.startswith(RESERVED):
+        raise ValueError(f"not a reserved name: {name!r}")
+    return name[1:].split(RESERVED)
+
+
+def is_reserved(name: str) -> bool:
+    return name.startswith(RESERVED)
 
 
 def split_path(path: str, minimum: int, maximum: int) -> list[str | None]:
@@ -64,10 +99,11 @@ class BackendPath:
     obj: str | None = None
 
 
-def parse_backend_path(raw: bytes) -> BackendPath:
-    device, partition, account, container, obj = split_path(decode_path(raw), 3, 5)
+def parse_backend_path(raw: bytes, allow_reserved: bool = False) -> BackendPath:
+    """A node's request path; its names may be reserved ones only with ``allow_reserved``."""
+    device, partition, account, container, obj = split_path(decode_path(raw, allow_reserved), 3, 5)
     assert device is not None and partition is not None and account is not None
-    if device in (".", ".."):
+    if device in (".", "..") or RESERVED in device:
         raise BadPath(400, "Invalid device")
     if not (partition.isascii() and partition.isdigit()) or len(partition) > 10:  # "²" is a digit to isdigit
         raise BadPath(400, "Invalid partition")

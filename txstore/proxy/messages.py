@@ -20,7 +20,7 @@ from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from txstore.common.paths import BadPath, decode_path, split_path
+from txstore.common.paths import ALLOW_RESERVED, BadPath, decode_path, split_path
 from txstore.interfaces import IByteSource
 
 TRUE_VALUES = frozenset({"true", "yes", "1", "on", "t", "y"})
@@ -140,7 +140,7 @@ class SwiftRequest:
     scheme: str = "http"
     identity: Any = None  # set by the auth middleware: who is asking (None: anonymous)
     # Each stage asks for the decoded path; it is decoded once per value of ``path``.
-    _decoded: tuple[str, str | BadPath] | None = field(default=None, init=False, repr=False, eq=False)
+    _decoded: tuple[str, bool, str | BadPath] | None = field(default=None, init=False, repr=False, eq=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name, default)
@@ -159,14 +159,24 @@ class SwiftRequest:
         return split_path(self.decoded_path, minimum, maximum)
 
     @property
+    def allow_reserved(self) -> bool:
+        """Whether this request may name reserved names (``X-Backend-Allow-Reserved-Names: true``)."""
+        return self.flag(ALLOW_RESERVED)
+
+    @property
     def decoded_path(self) -> str:
-        """The path percent-decoded as UTF-8; `BadPath` (412) for invalid UTF-8 or NUL."""
+        """
+        The path percent-decoded as UTF-8; `BadPath` (412) for invalid UTF-8, or for a NUL
+        unless the request may name reserved names (`allow_reserved`).
+        """
         cached = self._decoded
-        if cached is None or cached[0] is not self.path:  # a middleware may have rewritten it
-            cached = self._decoded = (self.path, _decode_or_error(self.path))
-        if isinstance(cached[1], BadPath):
-            raise cached[1]
-        return cached[1]
+        allow = self.allow_reserved
+        # a middleware may have rewritten the path, or allowed reserved names
+        if cached is None or cached[0] is not self.path or cached[1] != allow:
+            cached = self._decoded = (self.path, allow, _decode_or_error(self.path, allow))
+        if isinstance(cached[2], BadPath):
+            raise cached[2]
+        return cached[2]
 
     @property
     def uri(self) -> str:
@@ -218,9 +228,9 @@ class SwiftResponse:
         self.body = b""
 
 
-def _decode_or_error(path: str) -> str | BadPath:
+def _decode_or_error(path: str, allow_reserved: bool) -> str | BadPath:
     try:
-        return decode_path(path.encode("latin-1"))
+        return decode_path(path.encode("latin-1"), allow_reserved)
     except BadPath as err:
         return err
 

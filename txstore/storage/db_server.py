@@ -29,7 +29,7 @@ from twisted.web.http import Request
 
 from txstore.common.constraints import check_metadata
 from txstore.common.listing_format import ListingError, ListingFormat, listing_format
-from txstore.common.paths import BackendPath
+from txstore.common.paths import ALLOW_RESERVED, BackendPath
 from txstore.common.timestamps import Timestamp
 from txstore.storage.broker_cache import BrokerCache
 from txstore.storage.db import (
@@ -204,6 +204,8 @@ def listing_request(request: Request, max_limit: int) -> tuple[ListingParams, Li
         fmt = listing_format(request.args, header(request, "Accept"))
     except ListingError as err:
         raise HTTPError(err.status, err.reason) from None
+    if true_header(request, ALLOW_RESERVED):
+        params = evolve(params, allow_reserved=True)
     return params, fmt
 
 

@@ -46,9 +46,11 @@ class ListingParams:
     delimiter: str = ""
     path: str | None = None
     reverse: bool = False
+    allow_reserved: bool = False  # list reserved names too (X-Backend-Allow-Reserved-Names)
 
     def as_kwargs(self) -> dict[str, Any]:
         return {
+            "allow_reserved": self.allow_reserved,
             "limit": self.limit,
             "marker": self.marker,
             "end_marker": self.end_marker,

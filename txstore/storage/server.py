@@ -101,7 +101,7 @@ class NodeServer:
 
     def _backend(self, request: Request) -> Answer:
         try:
-            path = parse_backend_path(request.path)
+            path = parse_backend_path(request.path, _allows_reserved(request))
         except BadPath as err:
             return plain_text(err.status, err.reason)
         handle = self._route(request, path)
@@ -125,6 +125,12 @@ class NodeServer:
                 return self.accounts.handle_container_report if self.accounts else None
             return self.containers.handle if self.containers else None
         return self.accounts.handle if self.accounts else None
+
+
+def _allows_reserved(request: Request) -> bool:
+    """``X-Backend-Allow-Reserved-Names: true``: the sender admitted the path's reserved names."""
+    value = request.getHeader(b"x-backend-allow-reserved-names")
+    return value is not None and value.strip().lower() in (b"true", b"1", b"yes", b"on", b"t", b"y")
 
 
 class _NodeRoot(Resource):

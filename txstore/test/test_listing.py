@@ -62,7 +62,8 @@ class ParamsTests(SynchronousTestCase):
         self.assertEqual(params, ListingParams(5, "m", "x", "p", "/", "dir", True))
         self.assertEqual(
             params.as_kwargs(),
-            {"limit": 5, "marker": "m", "end_marker": "x", "prefix": "p", "delimiter": "/", "reverse": True, "path": "dir"},
+            {"limit": 5, "marker": "m", "end_marker": "x", "prefix": "p", "delimiter": "/", "reverse": True, "path": "dir",
+             "allow_reserved": False},
         )
 
     def test_str_keys_and_last_value(self) -> None:

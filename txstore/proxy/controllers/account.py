@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from txstore.common.constraints import check_metadata
+from txstore.common.paths import ALLOW_RESERVED
 from txstore.common.timestamps import Timestamp
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
@@ -29,6 +30,8 @@ async def handle_account(context: ProxyContext, api: APIRequest) -> SwiftRespons
         accept = api.header("Accept")
         if accept:
             headers["Accept"] = accept
+        if api.request.allow_reserved:  # a middleware's listing, reserved names included
+            headers[ALLOW_RESERVED] = "true"
         result = await read_from_replicas(context, ring, part, api.method, (api.account,), headers, api.query, newest)
         response = result.response
         if response is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from txstore.common.backend_client import listing_update_headers
 from txstore.common.constraints import check_metadata
+from txstore.common.paths import ALLOW_RESERVED
 from txstore.common.timestamps import Timestamp
 from txstore.proxy.acl import parse_acl
 from txstore.proxy.context import ProxyContext
@@ -69,6 +70,8 @@ async def handle_container(context: ProxyContext, api: APIRequest) -> SwiftRespo
         accept = api.header("Accept")
         if accept:
             headers["Accept"] = accept
+        if api.request.allow_reserved:  # a middleware's listing, reserved names included
+            headers[ALLOW_RESERVED] = "true"
         result = await read_from_replicas(
             context, ring, part, api.method, (api.account, api.container), headers, api.query, newest
         )

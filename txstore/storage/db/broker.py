@@ -51,6 +51,7 @@ DEFAULT_TIMEOUT = 10.0
 ZERO_TIMESTAMP = Timestamp(0).internal
 ZERO_HASH = "0" * 32
 _INTERNAL_FORM = re.compile(r"\d{10}\.\d{5}(?:_[0-9a-f]{16})?")
+_FIRST_UNRESERVED = b"\x01"  # every name below it begins with NUL: a reserved name
 _CHUNK = 500  # names per "IN (...)" lookup: well under SQLite's variable limit
 
 
@@ -92,13 +93,15 @@ def timestamp_string(value: TimestampLike) -> str:
 
 
 def check_name(name: str | bytes) -> str:
-    """A row name as stored: valid UTF-8, not empty, no NUL (SQLite text must not hold NULs)."""
+    """
+    A row name as stored: valid UTF-8, not empty. It may hold NUL: reserved names
+    (`txstore.common.paths`) begin with one. Python binds a ``str`` with its length, so SQLite
+    keeps the whole of it and BINARY comparisons (memcmp) order it as the bytes do.
+    """
     if isinstance(name, bytes):
         name = name.decode("utf-8")
     if not isinstance(name, str) or not name:
         raise ValueError(f"a name must be a non-empty string, not {name!r}")
-    if "\x00" in name:
-        raise ValueError("a name must not contain NUL")
     name.encode("utf-8")  # lone surrogates cannot be stored
     return name
 
@@ -681,13 +684,15 @@ class DatabaseBroker(Generic[R]):
         delimiter: str = "",
         reverse: bool = False,
         path: str | None = None,
+        allow_reserved: bool = True,
     ) -> list[R | Subdir]:
         """
         A page of live rows with Swift's semantics: names strictly between ``marker`` and
         ``end_marker`` (their roles swap when ``reverse``), starting with ``prefix``; with a
         ``delimiter``, names that go on past it (after the prefix) roll up into one ``Subdir``
         each, which counts towards ``limit``. ``path=X`` lists only the direct children of
-        ``X/``.
+        ``X/``. Without ``allow_reserved``, reserved names (beginning with NUL, which sort
+        first) are left out: the walk starts past them.
 
         Every step is an index seek: after a subdir the next query starts just past all of its
         names, so a roll-up costs one query however many rows it hides.
@@ -701,7 +706,8 @@ class DatabaseBroker(Generic[R]):
         if limit == 0:
             return []
         with self._read() as conn:
-            return self._walk(conn, limit, marker, end_marker, prefix, delimiter, reverse, only_children)
+            return self._walk(conn, limit, marker, end_marker, prefix, delimiter, reverse, only_children,
+                              allow_reserved)
 
     def _walk(
         self,
@@ -713,11 +719,14 @@ class DatabaseBroker(Generic[R]):
         delimiter: str,
         reverse: bool,
         only_children: bool,
+        allow_reserved: bool = True,
     ) -> list[R | Subdir]:
         # The range still to walk, as (bound, inclusive?) at each end.
         low, high = (end_marker, marker) if reverse else (marker, end_marker)
         lower: tuple[bytes, bool] | None = (low.encode("utf-8"), False) if low else None
         upper: tuple[bytes, bool] | None = (high.encode("utf-8"), False) if high else None
+        if not allow_reserved and (lower is None or lower[0] < _FIRST_UNRESERVED):
+            lower = (_FIRST_UNRESERVED, True)
         if prefix:
             encoded = prefix.encode("utf-8")
             if lower is None or lower[0] < encoded:
