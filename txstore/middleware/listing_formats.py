@@ -109,10 +109,14 @@ class ListingFormats:
         except ListingError as err:
             request.discard_body()
             return SwiftResponse.text(err.status, err.reason)
+        # What the client asked, for a middleware below that answers one format only (object_versioning)
+        request.environ["swift.listing_asked"] = (request.query, request.header("Accept"))
         headers = request.headers.copy()
         headers["Accept"] = JSON.media_type
         varies = not any(_is_format(piece) for piece in request.query.split("&"))
         response = await self.app(evolve(request, query=json_query(request.query), headers=headers))
+        if request.environ.get("swift.format_listing") is False:
+            return response  # a middleware below answered in its own format (object_versioning's JSON)
         if response.status not in (200, 204) or _media_type(response) != JSON.media_type:
             return response
         if varies:

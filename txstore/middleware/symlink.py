@@ -75,12 +75,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txstore.common import config as c
-from txstore.common.paths import BadPath, decode_path
+from txstore.common.paths import ALLOW_RESERVED, BadPath, decode_path
 from txstore.interfaces import IApp
 from txstore.middleware.base import Middleware
 from txstore.middleware.listing_formats import max_listing_bytes
 from txstore.proxy import subrequest
-from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
+from txstore.proxy.messages import TRUE_VALUES, BytesSource, HeaderMap, SwiftRequest, SwiftResponse
 
 log = Logger()
 
@@ -103,6 +103,10 @@ SLO = "X-Static-Large-Object"
 SLO_ETAG = "X-Object-Sysmeta-Slo-Etag"
 SLO_SIZE = "X-Object-Sysmeta-Slo-Size"
 IGNORE_RANGE = "X-Backend-Ignore-Range-If-Metadata-Present"
+# Set by a middleware that writes links itself (object versioning): the link does not count
+# towards symloop_max, and it may be followed into a reserved name, as the middleware (system).
+SYSMETA_SYMLOOP_EXTEND = "X-Object-Sysmeta-Symloop-Extend"
+SYSMETA_ALLOW_RESERVED = "X-Object-Sysmeta-Allow-Reserved-Names"
 EMPTY_ETAG = md5(b"", usedforsecurity=False).hexdigest()
 DEFAULT_CONTENT_TYPE = "application/symlink"
 
@@ -249,14 +253,20 @@ class Symlinks:
                 return plain(409, LINKS_DIFFER, _located(location))
             if links >= self.symloop_max:
                 return plain(409, f"Too many levels of symbolic links, maximum allowed is {self.symloop_max}")
-            links += 1
+            if not _true(headers.get(SYSMETA_SYMLOOP_EXTEND)):
+                links += 1
             stored_account = headers.get(SYSMETA_ACCOUNT)
             if stored_account:
                 account = unquote(stored_account)
             path = f"/v1/{account}/{unquote(target)}"
             location = quoted(path)
-            read = subrequest.make(request, request.method, path, source=SOURCE, headers=request.headers,
-                                   system=bool(request.environ.get(subrequest.OVERRIDE)))
+            reserved = _true(headers.get(SYSMETA_ALLOW_RESERVED))
+            read_headers = request.headers
+            if reserved:  # a middleware's link into a reserved name: it checked the requester
+                read_headers = read_headers.copy()
+                read_headers[ALLOW_RESERVED] = "true"
+            read = subrequest.make(request, request.method, path, source=SOURCE, headers=read_headers,
+                                   system=reserved or bool(request.environ.get(subrequest.OVERRIDE)))
             response = await self.app(read)
             expected, follow_dynamic = static, True
         final = normalize_etag(response.headers.get("ETag"))
@@ -362,7 +372,8 @@ class Symlinks:
         found = response.headers
         if SYSMETA_TARGET not in found:
             # A node's POST answer does not say what the object is: ask, as the middleware.
-            head = subrequest.make(request, "HEAD", request.decoded_path, source=SOURCE, system=True)
+            head = subrequest.make(request, "HEAD", request.decoded_path, source=SOURCE, system=True,
+                                   headers={ALLOW_RESERVED: "true"} if request.allow_reserved else None)
             looked = await self.app(head)
             looked.discard_body()
             if looked.status // 100 != 2 or SYSMETA_TARGET not in looked.headers:
@@ -404,6 +415,10 @@ class Symlinks:
         response.body = body
         response.headers["Content-Length"] = str(len(body))
         return response
+
+
+def _true(value: str | None) -> bool:
+    return (value or "").strip().lower() in TRUE_VALUES
 
 
 def _located(location: str | None) -> dict[str, str]:
