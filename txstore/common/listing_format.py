@@ -64,10 +64,11 @@ _BY_FORMAT_PARAM = {"plain": PLAIN, "json": JSON, "xml": XML}
 QueryArgs = Mapping[Union[str, bytes], Sequence[Union[str, bytes]]]
 
 
-def query_value(args: QueryArgs, name: str) -> str | None:
+def query_value(args: QueryArgs, name: str, allow_reserved: bool = False) -> str | None:
     """
     The last value given for ``name`` (as WebOb does), decoded; 400 if not UTF-8 or if it
-    holds NUL. ``args`` as Twisted's ``request.args`` has them (bytes keys and values), or str.
+    holds NUL (unless ``allow_reserved``: a middleware's listing of reserved names). ``args``
+    as Twisted's ``request.args`` has them (bytes keys and values), or str.
     """
     values = args.get(name)
     if values is None:
@@ -80,7 +81,7 @@ def query_value(args: QueryArgs, name: str) -> str | None:
         text.encode("utf-8")  # a str with lone surrogates did not come from UTF-8
     except UnicodeError:
         raise ListingError(400, f'"{name}" parameter not valid UTF-8') from None
-    if "\x00" in text:
+    if "\x00" in text and not allow_reserved:
         raise ListingError(400, f'"{name}" parameter must not contain NUL')
     return text
 

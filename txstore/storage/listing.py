@@ -61,11 +61,13 @@ class ListingParams:
         }
 
 
-def parse_listing_params(args: QueryArgs, *, max_limit: int = LISTING_LIMIT) -> ListingParams:
+def parse_listing_params(args: QueryArgs, *, max_limit: int = LISTING_LIMIT,
+                         allow_reserved: bool = False) -> ListingParams:
     """
     Check the listing parameters of a query (Twisted's ``request.args`` works as it is: bytes
     keys and values; str works too). Raises ListingError with 400 or 412 (see the module
     docstring). ``path`` is passed through; account servers may ignore it, as Swift does.
+    With ``allow_reserved`` the names may hold NUL and the listing shows reserved names.
     """
     limit = max_limit
     given = query_value(args, "limit")
@@ -81,12 +83,13 @@ def parse_listing_params(args: QueryArgs, *, max_limit: int = LISTING_LIMIT) -> 
     reverse = (query_value(args, "reverse") or "").strip().lower() in _TRUE
     return ListingParams(
         limit=limit,
-        marker=query_value(args, "marker") or "",
-        end_marker=query_value(args, "end_marker") or "",
-        prefix=query_value(args, "prefix") or "",
+        marker=query_value(args, "marker", allow_reserved) or "",
+        end_marker=query_value(args, "end_marker", allow_reserved) or "",
+        prefix=query_value(args, "prefix", allow_reserved) or "",
         delimiter=delimiter,
         path=query_value(args, "path"),
         reverse=reverse,
+        allow_reserved=allow_reserved,
     )
 
 

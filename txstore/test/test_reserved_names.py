@@ -175,6 +175,10 @@ class ContainerNodeTests(SynchronousTestCase):
         self.assertEqual(self.request("GET", "/sda/1/a/c").body, b"visible\n")
         shown = self.request("GET", "/sda/1/a/c?format=json", ALLOW)
         self.assertEqual([e["name"] for e in json.loads(shown.body)], ["\x00o\x001", "visible"])
+        # parameters may name them too, once allowed
+        self.assertEqual(self.request("GET", "/sda/1/a/c?format=json&prefix=%00o").status, 400)
+        shown = self.request("GET", "/sda/1/a/c?format=json&prefix=%00o&marker=%00o%000", ALLOW)
+        self.assertEqual([e["name"] for e in json.loads(shown.body)], ["\x00o\x001"])
         # counted either way: the bytes are the container's
         self.assertEqual(hidden.header("X-Container-Object-Count"), "2")
 
