@@ -21,9 +21,14 @@ A symlink's source is read through it (the target's bytes are copied); with ``?s
 the link itself is read, and its ``X-Symlink-*`` headers make the copy a link to the same target
 (the symlink middleware checks it as any link PUT; the request's own headers, such as
 ``X-Symlink-Target-Account``, on top).
+
+``?version-id=`` (object versioning) reads that version of the source; the copy is a new object
+(the destination's PUT goes without it).
 """
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 from zope.interface import implementer
 
@@ -74,8 +79,10 @@ class Copy:
         link = request.params.get("symlink") == "get"
         # A static manifest is read in the form a manifest PUT takes, and stored with one; a
         # link with ?symlink=get is read itself (X-Symlink-* headers) and stored as a link.
+        version = request.params.get("version-id")
         query = "&".join([*(["multipart-manifest=get&format=raw"] if manifest else []),
-                          *(["symlink=get"] if link else [])])
+                          *(["symlink=get"] if link else []),
+                          *([f"version-id={quote(version, safe='')}"] if version else [])])
         read = subrequest.make(request, "GET", source_path, source=SOURCE, query=query)
         got = await self.app(read)
         if got.status != 200:
@@ -111,6 +118,8 @@ class Copy:
             headers["Content-Length"] = length
         request.method = "PUT"
         request.path = quote_path("/v1/" + "/".join(destination))
+        if version:  # the version read is the source's; the copy is a new object (version)
+            request.query = "&".join(p for p in request.query.split("&") if p.partition("=")[0] != "version-id")
         request.body = got.body_source()  # small sources arrive whole, as bytes
         response = await self.app(request)
         if response.status == 201:
