@@ -258,7 +258,7 @@ def _max_file_size(layout: Layout) -> str:
 
 
 # Options the all-in-one sets in its proxy's filters (others keep their defaults).
-FILTER_OPTIONS = {"versioned_writes": "allow_versioned_writes = true\n"}
+FILTER_OPTIONS = {"versioned_writes": "allow_versioned_writes = true\nallow_object_versioning = true\n"}
 
 
 def _proxy_config(layout: Layout) -> str:
