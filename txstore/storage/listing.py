@@ -12,8 +12,8 @@ Parameter errors follow Swift, and carry the status the caller answers with (`Li
 
 - 400: a parameter that is not valid UTF-8 (or holds NUL); ``limit`` that is not a number
   (Swift ignores a non-numeric limit; we say what is wrong instead).
-- 412: ``limit`` above 10000 ("Maximum limit is 10000"); a ``delimiter`` longer than one
-  character or above U+00FE ("Bad delimiter").
+- 412: ``limit`` above 10000 ("Maximum limit is 10000"); in account listings, a ``delimiter``
+  longer than one character or above U+00FE ("Bad delimiter").
 """
 
 from __future__ import annotations
@@ -62,12 +62,14 @@ class ListingParams:
 
 
 def parse_listing_params(args: QueryArgs, *, max_limit: int = LISTING_LIMIT,
-                         allow_reserved: bool = False) -> ListingParams:
+                         allow_reserved: bool = False, long_delimiters: bool = False) -> ListingParams:
     """
     Check the listing parameters of a query (Twisted's ``request.args`` works as it is: bytes
     keys and values; str works too). Raises ListingError with 400 or 412 (see the module
     docstring). ``path`` is passed through; account servers may ignore it, as Swift does.
-    With ``allow_reserved`` the names may hold NUL and the listing shows reserved names.
+    With ``allow_reserved`` the names may hold NUL and the listing shows reserved names. With
+    ``long_delimiters`` (container listings, as Swift's today: its functional tests list with
+    ``-&``) a delimiter may be any string.
     """
     limit = max_limit
     given = query_value(args, "limit")
@@ -78,7 +80,7 @@ def parse_listing_params(args: QueryArgs, *, max_limit: int = LISTING_LIMIT,
         if limit > max_limit:
             raise ListingError(412, f"Maximum limit is {max_limit}")
     delimiter = query_value(args, "delimiter") or ""
-    if delimiter and (len(delimiter) > 1 or ord(delimiter) > 254):
+    if delimiter and not long_delimiters and (len(delimiter) > 1 or ord(delimiter) > 254):
         raise ListingError(412, "Bad delimiter")
     reverse = (query_value(args, "reverse") or "").strip().lower() in _TRUE
     return ListingParams(

@@ -93,6 +93,7 @@ class ParamsTests(SynchronousTestCase):
     def test_delimiter(self) -> None:
         self.assertEqual(parse_listing_params(args(delimiter="é")).delimiter, "é")
         self.assertEqual(self.assertListingError(412, args(delimiter="ab")).reason, "Bad delimiter")
+        self.assertEqual(parse_listing_params(args(delimiter="-&"), long_delimiters=True).delimiter, "-&")
         self.assertListingError(412, args(delimiter="\u0100"))
         self.assertListingError(412, args(delimiter="\U0001f600"))
 
