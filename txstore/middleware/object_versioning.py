@@ -636,7 +636,9 @@ class ObjectVersioning:
         size = sent.get(SLO_SIZE) or (length if length and length.isdigit() and "Transfer-Encoding" not in sent
                                       else str(counted.count))
         content_type = (sent.get("Content-Type") or "application/octet-stream").partition(";")[0].strip()
-        etag = (put.headers.get("ETag") or "").strip('"')
+        # A static link kept as a version: the link to it records its target's ETag, which is
+        # what the symlink middleware compares at each static link it follows.
+        etag = (sent.get(LINK_ETAG) or put.headers.get("ETag") or "").strip('"')
         return await self._link(request, info, account, name, etag, size, content_type, version)
 
     async def _link(self, request: SwiftRequest, info: VersioningInfo, account: str, name: str, etag: str,

@@ -310,6 +310,21 @@ class WriteTests(Case):
         self.assertEqual(self.request("DELETE", f"{C}/o").status, 204)
         self.assertEqual(len(self.versions()), 1)
 
+    def test_links_are_versioned_as_links(self) -> None:
+        target_etag = md5(b"data").hexdigest()
+        self.request("PUT", f"/v1/{A}/plain", b"")
+        self.store.containers.add(f"/v1/{A}/plain")
+        self.store.put(f"/v1/{A}/plain/t", b"data", **{"Content-Type": "text/t"})
+        self.put("dynamic", b"", X_Symlink_Target="plain/t")
+        self.assertEqual(self.request("GET", f"{C}/dynamic").body, b"data")
+        self.put("static", b"", X_Symlink_Target="plain/t", X_Symlink_Target_Etag=target_etag)
+        got = self.request("GET", f"{C}/static")
+        self.assertEqual((got.status, got.body), (200, b"data"))
+        link = self.store.objects[f"{C}/static"].headers
+        self.assertEqual(link["X-Object-Sysmeta-Symlink-Target-Etag"], target_etag)
+        self.assertEqual([(i["name"], i["bytes"], i["content_type"]) for i in self.versions()],
+                         [("dynamic", 0, "application/symlink"), ("static", 0, "text/t")])
+
     def test_bad_etag_is_the_clients_error(self) -> None:
         response = self.request("PUT", f"{C}/o", b"one", ETag="a" * 32)
         self.assertEqual(response.status, 422)
