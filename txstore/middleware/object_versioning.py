@@ -496,10 +496,11 @@ class ObjectVersioning:
         if not isinstance(listing, list) or not any(isinstance(i, dict) and "name" in i for i in listing):
             return response
         names = [item["name"] for item in listing if isinstance(item, dict) and "name" in item]
+        # the hidden containers of this page's names: from just before the first one's to past the last's
+        first = versions_container_name(min(names))
         query = "&".join(f"{k}={quote(v.encode('utf-8'), safe='')}" for k, v in {
-            "format": "json", "prefix": versions_container_name(""),
-            "marker": versions_container_name(min(names)) if names else "",
-            "end_marker": versions_container_name(max(names)) + "\x00" if names else ""}.items())
+            "format": "json", "prefix": versions_container_name(""), "marker": first[:-1] if len(first) > 1 else "",
+            "end_marker": versions_container_name(max(names)) + "\x00"}.items())
         got = await self.app(self._sub(request, "GET", f"/v1/{account}", query=query,
                                        headers={ALLOW_RESERVED: "true"}))
         if got.status != 200:
