@@ -602,10 +602,9 @@ class ObjectVersioning:
         except ValueError:
             name = version_object(obj, self._version_id())
         headers = {key: value for key, value in got.headers.items() if not key.lower().startswith(NOT_COPIED)}
-        for key, value in got.headers.items():  # a link kept as a version stays a link
+        for key, value in got.headers.items():  # a link (read with ?symlink=get) kept as a version stays a link
             if key.lower().startswith("x-symlink-"):
-                headers[key.replace("X-Symlink-", "X-Object-Sysmeta-Symlink-", 1) if key.startswith("X-Symlink-")
-                        else "x-object-sysmeta-symlink-" + key[len("x-symlink-"):]] = value
+                headers["X-Object-Sysmeta-Symlink-" + key[len("x-symlink-"):]] = value
         if "Content-Length" not in got.headers:
             headers["Transfer-Encoding"] = "chunked"
         put = await self.app(self._sub(request, "PUT", f"/v1/{account}/{info.versions_container}/{name}",

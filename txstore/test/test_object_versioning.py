@@ -277,6 +277,19 @@ class WriteTests(Case):
         old = self.request("GET", f"{C}/o", query=f"version-id={listed[1]['version_id']}")
         self.assertEqual(old.body, b"plain")
 
+    def test_an_unversioned_link_is_kept_as_a_link(self) -> None:
+        self.enable(False)
+        self.store.put(f"{C}/t", b"target")
+        self.assertIsNone(self.put("l", b"", X_Symlink_Target="c/t"))
+        self.enable(True)
+        self.put("l", b"new")
+        old = self.versions()[1]
+        self.assertEqual(old["version_id"] != "null", True)
+        got = self.request("GET", f"{C}/l", query=f"version-id={old['version_id']}")
+        self.assertEqual(got.body, b"target")
+        link = self.request("HEAD", f"{C}/l", query=f"version-id={old['version_id']}&symlink=get")
+        self.assertEqual(link.headers["X-Symlink-Target"], "c/t")
+
     def test_delete_writes_a_marker(self) -> None:
         v1 = self.put("o", b"one")
         deleted = self.request("DELETE", f"{C}/o")
