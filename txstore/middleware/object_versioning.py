@@ -49,14 +49,14 @@ it; it reads its containers' system metadata through the proxy's container info 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from hashlib import md5
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from txstore.common import config as c
 from txstore.common.listing_format import JSON
 from txstore.common.paths import ALLOW_RESERVED, RESERVED, BadPath, reserved_name, split_reserved_name
 from txstore.common.timestamps import Timestamp
@@ -625,7 +625,6 @@ class ObjectVersioning:
         counted = CountedSource(request.body)
         put_request = self._sub(request, "PUT", f"/v1/{account}/{info.versions_container}/{name}",
                                 headers=headers, body=counted)
-        put_request.environ.update({k: v for k, v in request.environ.items() if k.startswith("txstore.")})
         put = await self.app(put_request)
         put.discard_body()
         if put.status == 404:
