@@ -102,7 +102,6 @@ class Case(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.store = VersionedStore()
-        self.infos: list[str] = []
         self.versioned = VersionedWrites(self.below(self.store), enabled=self.enabled, container_info=self.info,
                                          clock=self.clock, max_file_size=1 << 20, max_listing_bytes=1 << 20)
         self.app = Copy(self.versioned)
@@ -117,7 +116,6 @@ class Case(SynchronousTestCase):
         return self.store.now + 0.5
 
     async def info(self, request: SwiftRequest, account: str, container: str) -> ContainerInfo:
-        self.infos.append(f"/v1/{account}/{container}")
         return self.store.info(f"/v1/{account}/{container}")
 
     def authorize(self, request: SwiftRequest, account, container, obj, info) -> Decision:
