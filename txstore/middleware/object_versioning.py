@@ -297,6 +297,7 @@ class ObjectVersioning:
         if info.legacy:
             raise Refused(plain(400, "Cannot enable object versioning on a container that is already using the "
                                      "legacy versioned writes feature."))
+        self._authorize(request, info, account, container, None)
         enabled = true(request.headers.pop(CLIENT_ENABLED))
         request.headers[SYSMETA_ENABLED] = "True" if enabled else "False"
         created = None
@@ -321,20 +322,29 @@ class ObjectVersioning:
         return response
 
     async def _delete_container(self, request: SwiftRequest, account: str, container: str) -> SwiftResponse:
+        """
+        Refused (409) while the hidden container holds anything; the hidden container goes once
+        the container itself is gone (so a container that is not empty keeps its versioning).
+        """
         info = await self._info(request, account, container)
-        if info.versions_container:
-            path = f"/v1/{account}/{info.versions_container}"
-            head = await self.app(self._sub(request, "HEAD", path))
-            head.discard_body()
-            if head.status // 100 == 2 and int(head.headers.get("X-Container-Object-Count") or 0) > 0:
-                raise Refused(plain(409, "Delete all versions before deleting container."))
-            if head.status // 100 != 2 and head.status != 404:
-                raise Refused(plain(500, "Error deleting versioned container"))
+        if not info.versions_container:
+            return await self.app(request)
+        self._authorize(request, info, account, container, None)
+        path = f"/v1/{account}/{info.versions_container}"
+        head = await self.app(self._sub(request, "HEAD", path))
+        head.discard_body()
+        if head.status // 100 == 2 and int(head.headers.get("X-Container-Object-Count") or 0) > 0:
+            raise Refused(plain(409, "Delete all versions before deleting container."))
+        if head.status // 100 != 2 and head.status != 404:
+            raise Refused(plain(500, "Error deleting versioned container"))
+        response = await self.app(request)
+        if response.status // 100 == 2 and head.status != 404:
             gone = await self.app(self._sub(request, "DELETE", path))
             gone.discard_body()
             if gone.status // 100 != 2 and gone.status != 404:
+                response.discard_body()
                 raise Refused(plain(500, "Error deleting versioned container"))
-        return await self.app(request)
+        return response
 
     async def _edit_listing(self, request: SwiftRequest, response: SwiftResponse, account: str, container: str,
                             location: str) -> SwiftResponse:
@@ -572,9 +582,9 @@ class ObjectVersioning:
                     response.headers["X-Symlink-Target"] = (
                         quote(f"{container}/{obj}".encode("utf-8")) + f"?version-id={version.internal}")
 
-    def _authorize_write(self, request: SwiftRequest, info: VersioningInfo, account: str, container: str,
-                         obj: str) -> None:
-        """Whether the requester may write here, before anything is written as the middleware."""
+    def _authorize(self, request: SwiftRequest, info: VersioningInfo, account: str, container: str,
+                   obj: str | None) -> None:
+        """Whether the requester may do this, before the middleware does anything on its own behalf."""
         authorize = request.environ.get(subrequest.AUTHORIZE)
         if authorize is None or request.environ.get(subrequest.OVERRIDE):
             return
@@ -585,7 +595,7 @@ class ObjectVersioning:
     async def _copy_current(self, request: SwiftRequest, info: VersioningInfo, account: str, container: str,
                             obj: str) -> None:
         """The object there now, if it is not a link to a version (written unversioned), kept as one."""
-        self._authorize_write(request, info, account, container, obj)
+        self._authorize(request, info, account, container, obj)
         got = await self.app(self._sub(request, "GET", f"/v1/{account}/{container}/{obj}", query="symlink=get",
                                        headers={"X-Newest": "true"}))
         if got.status == 404:

@@ -22,6 +22,7 @@ from txstore.middleware.object_versioning import (
 from txstore.middleware.symlink import Symlinks
 from txstore.proxy.controllers.base import ContainerInfo
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
+from txstore.proxy.tempauth import Decision
 from txstore.common.timestamps import Timestamp
 from txstore.test.swift_fake import MemorySwift
 
@@ -224,6 +225,35 @@ class EnableTests(Case):
         self.assertEqual(self.versions(), [])
         self.assertEqual(self.request("DELETE", C).status, 204)
         self.assertNotIn(V, self.store.containers)
+
+    def test_a_non_empty_container_keeps_its_versioning(self) -> None:
+        self.enable()
+        self.enable(False)
+        self.put("o", b"plain")  # not versioned: the hidden container stays empty
+        self.assertEqual(self.request("DELETE", C).status, 409)  # the container's own answer
+        self.assertIn(V, self.store.containers)
+        self.request("DELETE", f"{C}/o")
+        self.assertEqual(self.request("DELETE", C).status, 204)
+        self.assertNotIn(V, self.store.containers)
+
+    def test_nothing_is_done_for_whom_the_authorizer_refuses(self) -> None:
+        def refuse(request, account, container, obj, info):
+            return Decision(False, 403)
+
+        request = SwiftRequest("POST", C, HeaderMap({"X-Versions-Enabled": "true"}))
+        request.environ["swift.authorize"] = refuse
+        self.assertEqual(run(self.app, request).status, 403)
+        self.assertNotIn(V, self.store.containers)
+        self.enable()
+        for method in ("PUT", "DELETE"):
+            request = SwiftRequest(method, f"{C}/o", HeaderMap({"Content-Length": "1"}), "", BytesSource(b"x"))
+            request.environ["swift.authorize"] = refuse
+            self.assertEqual(run(self.app, request).status, 403)
+        self.assertEqual([call.method for call in self.store.calls if call.path.startswith(V + "/")], [])
+        request = SwiftRequest("DELETE", C)
+        request.environ["swift.authorize"] = refuse
+        self.assertEqual(run(self.app, request).status, 403)
+        self.assertIn(V, self.store.containers)
 
     def test_bytes_used_counts_versions(self) -> None:
         self.enable()
