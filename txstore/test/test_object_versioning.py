@@ -24,7 +24,7 @@ from txstore.proxy.controllers.base import ContainerInfo
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
 from txstore.proxy.tempauth import Decision
 from txstore.common.timestamps import Timestamp
-from txstore.test.swift_fake import MemorySwift
+from txstore.test.swift_fake import Call, MemorySwift
 
 A = "AUTH_test"
 C = f"/v1/{A}/c"
@@ -105,8 +105,28 @@ class VersionedSwift(MemorySwift):
             return SwiftResponse(204, headers, b"")
         return SwiftResponse(200, headers, body)  # a node's JSON listing, empty or not
 
+    def _account(self, request: SwiftRequest, account: str) -> SwiftResponse:
+        params = request.params
+        prefix, marker, end = params.get("prefix", ""), params.get("marker", ""), params.get("end_marker", "")
+        rows = []
+        for path in sorted(self.containers, key=lambda p: p.encode("utf-8")):
+            name = path[len(f"/v1/{account}/"):]
+            if (not path.startswith(f"/v1/{account}/") or not name.startswith(prefix) or name <= marker
+                    or (end and name >= end) or (name.startswith(RESERVED) and not request.allow_reserved)):
+                continue
+            objects = self._rows(path)
+            rows.append({"name": name, "count": len(objects), "bytes": sum(len(s.body) for _n, s in objects),
+                         "last_modified": "2023-11-14T22:13:20.000000"})
+        body = json.dumps(rows).encode()
+        return SwiftResponse(200, HeaderMap({"Content-Type": "application/json; charset=utf-8",
+                                             "Content-Length": str(len(body))}), body)
+
     async def __call__(self, request: SwiftRequest) -> SwiftResponse:
         parts = request.split(1, 4)
+        if parts[2] is None and request.method == "GET":
+            self.calls.append(Call(request.method, request.decoded_path, request.query, dict(request.headers.items()),
+                                   request.environ.get("swift.source")))
+            return self._account(request, parts[1])
         if request.method == "PUT" and parts[3] is not None and f"/v1/{parts[1]}/{parts[2]}" not in self.containers:
             request.discard_body()
             return SwiftResponse.text(404, "Not Found")
@@ -255,6 +275,21 @@ class EnableTests(Case):
         self.assertEqual(run(self.app, request).status, 403)
         self.assertIn(V, self.store.containers)
 
+    def test_account_listing_counts_the_hidden_containers_bytes(self) -> None:
+        self.enable()
+        self.put("o", b"12345")
+        self.put("o", b"123")
+        self.store.containers.update({f"/v1/{A}/a", f"/v1/{A}/d"})
+        response = self.request("GET", f"/v1/{A}", query="format=json")
+        self.assertEqual([(row["name"], row["bytes"]) for row in json.loads(response.body)],
+                         [("a", 0), ("c", 8), ("d", 0)])
+        self.assertEqual(response.headers["Content-Length"], str(len(response.body)))
+        # a listing that allows reserved names is a middleware's: as it is
+        request = SwiftRequest("GET", f"/v1/{A}", HeaderMap({ALLOW_RESERVED: "true"}), "format=json")
+        rows = json.loads(run(self.app, request).body)
+        self.assertEqual([(row["name"], row["bytes"]) for row in rows], [(V.rsplit("/", 1)[1], 8), ("a", 0),
+                                                                          ("c", 0), ("d", 0)])
+
     def test_bytes_used_counts_versions(self) -> None:
         self.enable()
         self.put("o", b"12345")
@@ -367,6 +402,17 @@ class WriteTests(Case):
         self.assertEqual(link["X-Object-Sysmeta-Symlink-Target-Etag"], target_etag)
         self.assertEqual([(i["name"], i["bytes"], i["content_type"]) for i in self.versions()],
                          [("dynamic", 0, "application/symlink"), ("static", 0, "text/t")])
+
+    def test_version_links_do_not_count_towards_symloop_max(self) -> None:
+        self.app = Copy(ObjectVersioning(Symlinks(self.store, 1, 1 << 20), self.lookup, lambda i: "gold", self.clock))
+        self.store.containers.add(f"/v1/{A}/plain")
+        self.store.put(f"/v1/{A}/plain/t", b"data")
+        # the client's link, kept as a version: the version's link is not one of the client's
+        self.put("l", b"", X_Symlink_Target="plain/t")
+        got = self.request("GET", f"{C}/l")
+        self.assertEqual((got.status, got.body), (200, b"data"))
+        self.assertEqual(self.request("PUT", f"/v1/{A}/plain/l2", X_Symlink_Target="c/l").status, 201)
+        self.assertEqual(self.request("GET", f"/v1/{A}/plain/l2").status, 409)  # two links of the client's
 
     def test_bad_etag_is_the_clients_error(self) -> None:
         response = self.request("PUT", f"{C}/o", b"one", ETag="a" * 32)
