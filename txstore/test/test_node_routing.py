@@ -255,7 +255,7 @@ class RefusedPathTests(RoutingTestCase):
         self.assertPlainText(self.call(b"/dev/%C2%B2/a"), 400, b"Invalid partition\n")
 
     def test_an_error_before_any_handler_is_a_plain_500(self) -> None:
-        def broken(raw: bytes):
+        def broken(raw: bytes, allow_reserved: bool = False):
             raise ValueError("a bug in path parsing")
 
         self.patch(server, "parse_backend_path", broken)
