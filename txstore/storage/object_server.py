@@ -122,6 +122,38 @@ class _EtagMismatch(Exception):
     pass
 
 
+# Stored with a PUT by a proxy middleware (an SLO's size, a symlink's target) to say what the
+# container's row shows instead of the stored bytes' own: ``…-Override-Etag`` becomes the row's
+# X-Etag, ``…-Size`` its X-Size, ``…-Content-Type`` its X-Content-Type (as Swift's do).
+_OVERRIDE_PREFIX = "x-object-sysmeta-container-update-override-"
+
+
+def _row_headers(metadata: Mapping[str, str], size: int, etag: str) -> dict[str, str]:
+    """What a container row says about the object whose stored ``metadata`` this is."""
+    row = {"X-Size": str(size), "X-Content-Type": metadata.get("Content-Type", ""), "X-Etag": etag}
+    for name, value in metadata.items():
+        lower = name.lower()
+        if lower.startswith(_OVERRIDE_PREFIX) and len(lower) > len(_OVERRIDE_PREFIX):
+            row["X-" + _canonical(lower[len(_OVERRIDE_PREFIX):])] = value
+    return row
+
+
+def _metadata_value(metadata: Mapping[str, str], name: str) -> str | None:
+    """The stored value of metadata ``name``, whatever its case."""
+    value = metadata.get(name)
+    if value is not None:
+        return value
+    lower = name.lower()
+    for key, value in metadata.items():
+        if key.lower() == lower:
+            return value
+    return None
+
+
+def _named_list(raw: str | None) -> list[str]:
+    return [name.strip() for name in (raw or "").split(",") if name.strip()]
+
+
 def _put_refusal(
     state: ObjectState, timestamp: Timestamp, if_none_match: bool, now: float
 ) -> tuple[int, str, Timestamp | None] | None:
@@ -336,15 +368,7 @@ class ObjectServer:
             if writer is not None and not committed:
                 await self._run(path, writer.abort)
         await self._update_container(
-            request,
-            path,
-            "PUT",
-            timestamp,
-            {
-                "X-Size": str(writer.bytes_written),
-                "X-Content-Type": metadata["Content-Type"],
-                "X-Etag": writer.etag,
-            },
+            request, path, "PUT", timestamp, _row_headers(metadata, writer.bytes_written, writer.etag)
         )
         return _empty(201, {"ETag": writer.etag, "Last-Modified": timestamp.last_modified})
 
@@ -455,9 +479,17 @@ class ObjectServer:
         headers["X-Timestamp"] = newest.normal
         headers["Accept-Ranges"] = "bytes"
         method = request.method.decode("ascii")
+        # A proxy middleware may ask for conditionals against another stored value (an SLO's
+        # own ETag in its sysmeta): the first of the names the object has, else the ETag.
+        compared = etag
+        for name in _named_list(header(request, "X-Backend-Etag-Is-At")):
+            value = _metadata_value(metadata, name)
+            if value is not None:
+                compared = value
+                break
         status = evaluate(
             method,
-            etag=etag,
+            etag=compared,
             last_modified=newest.ceil_seconds,
             if_match=header(request, "If-Match"),
             if_none_match=header(request, "If-None-Match"),
@@ -467,8 +499,14 @@ class ObjectServer:
         if status != 200:
             return _empty(status, headers)
         length = state.content_length
+        wanted = header(request, "Range")
+        # A manifest's range means the large object's bytes, not the manifest's: the proxy
+        # middleware asks for the whole manifest when the object is one.
+        ignore = _named_list(header(request, "X-Backend-Ignore-Range-If-Metadata-Present"))
+        if wanted is not None and any(_metadata_value(metadata, name) is not None for name in ignore):
+            wanted = None
         try:
-            ranges = parse_range(header(request, "Range"), length)
+            ranges = parse_range(wanted, length)
         except Unsatisfiable:
             headers["Content-Range"] = f"bytes */{length}"
             raise HTTPError(416, "Requested Range Not Satisfiable", headers) from None
@@ -543,6 +581,12 @@ class ObjectServer:
             newest = err.previous.meta_timestamp or err.previous.timestamp
             headers = {"X-Backend-Timestamp": newest.internal} if newest else {}
             raise HTTPError(409, "Conflict: a newer change is stored", headers) from None
+        if "Content-Type" in metadata:
+            # The container's row shows the content type: it changes with it (at the POST's
+            # time, so a replica's older row loses), the rest of the row as the PUT made it.
+            row = _row_headers(state.metadata, state.content_length or 0, state.metadata.get("ETag", ""))
+            row["X-Content-Type"] = metadata["Content-Type"]
+            await self._update_container(request, path, "PUT", timestamp, row)
         return _empty(202)
 
     # --- DELETE ----------------------------------------------------------------------------

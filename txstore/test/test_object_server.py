@@ -433,6 +433,65 @@ class ObjectServerTests(TestCase):
         record = self.diskfiles.read_async_pending(pendings[0])
         self.assertEqual((record.op, record.account, record.container, record.obj), ("DELETE", "a", "c", "o"))
 
+    async def test_container_row_overrides(self) -> None:
+        """A middleware's Container-Update-Override sysmeta is what the row says, on PUT and POST."""
+        where = {"X-Container-Host": "127.0.0.1:6211", "X-Container-Device": "c1", "X-Container-Partition": "7"}
+        manifest_md5 = hashlib.md5(b"[]").hexdigest()
+        response, _ = await self.put("/d1/3/a/c/big", b"[]", **where, **{
+            "X-Object-Sysmeta-Container-Update-Override-Etag": f"{manifest_md5}; slo_etag=abc",
+            "X-Object-Sysmeta-Container-Update-Override-Size": "5000000",
+        })
+        self.assertEqual(response.code, 201)
+        self.assertEqual(response.headers.getRawHeaders("etag"), [manifest_md5])
+        sent = self.containers.calls[-1][4]
+        self.assertEqual((sent["X-Etag"], sent["X-Size"], sent["X-Content-Type"]),
+                         (f"{manifest_md5}; slo_etag=abc", "5000000", "text/plain"))
+        # A POST without a content type leaves the row alone ...
+        calls = len(self.containers.calls)
+        response, _ = await self.call("POST", "/d1/3/a/c/big", {"X-Timestamp": self.stamp(), **where})
+        self.assertEqual((response.code, len(self.containers.calls)), (202, calls))
+        # ... one with a content type sends the row again, overrides kept, at the POST's time.
+        stamp = self.stamp()
+        response, _ = await self.call("POST", "/d1/3/a/c/big", {"X-Timestamp": stamp, "Content-Type": "x/y", **where})
+        self.assertEqual(response.code, 202)
+        method, _, _, path, sent = self.containers.calls[-1]
+        self.assertEqual((method, path, sent["X-Timestamp"]), ("PUT", "/c1/7/a/c/big", stamp))
+        self.assertEqual((sent["X-Etag"], sent["X-Size"], sent["X-Content-Type"]),
+                         (f"{manifest_md5}; slo_etag=abc", "5000000", "x/y"))
+        # An overridden content type wins over the stored one (a symlink's target's).
+        await self.put("/d1/3/a/c/link", b"", **where, **{
+            "X-Object-Sysmeta-Container-Update-Override-Content-Type": "image/png"})
+        self.assertEqual(self.containers.calls[-1][4]["X-Content-Type"], "image/png")
+
+    async def test_etag_is_at_and_ignored_ranges(self) -> None:
+        """What a manifest's GET needs: conditionals on another stored value, the whole body for a range."""
+        data = b"0123456789"
+        md5 = hashlib.md5(data).hexdigest()
+        await self.put("/d1/3/a/c/m", data, **{"X-Object-Sysmeta-Slo-Etag": "largeetag", "X-Static-Large-Object": "True"})
+        await self.put("/d1/3/a/c/plain", data)
+        at = {"X-Backend-Etag-Is-At": "X-Object-Sysmeta-Missing, x-object-sysmeta-slo-etag"}
+        for headers, status in [
+            ({**at, "If-Match": '"largeetag"'}, 200),
+            ({**at, "If-Match": md5}, 412),
+            ({**at, "If-None-Match": "largeetag"}, 304),
+            ({**at, "If-None-Match": md5}, 200),
+            ({"If-Match": md5}, 200),
+        ]:
+            response, body = await self.call("GET", "/d1/3/a/c/m", headers)
+            self.assertEqual(response.code, status, headers)
+            # The answer's ETag is the stored bytes' own whatever was compared.
+            self.assertEqual(response.headers.getRawHeaders("etag"), [md5])
+        # No named value stored: the object's ETag is compared.
+        response, _ = await self.call("GET", "/d1/3/a/c/plain", {**at, "If-Match": md5})
+        self.assertEqual(response.code, 200)
+        ignore = {"X-Backend-Ignore-Range-If-Metadata-Present": "X-Object-Manifest, x-static-large-object",
+                  "Range": "bytes=2-3"}
+        response, body = await self.call("GET", "/d1/3/a/c/m", ignore)
+        self.assertEqual((response.code, body), (200, data))
+        self.assertIsNone(response.headers.getRawHeaders("content-range"))
+        response, body = await self.call("GET", "/d1/3/a/c/plain", ignore)
+        self.assertEqual((response.code, body), (206, b"23"))
+
     async def test_a_silent_container_replica_costs_at_most_the_update_timeout(self) -> None:
         """The row is left to the updater (an async pending) instead of holding the client's answer."""
         ports = []

@@ -71,7 +71,9 @@ async def post_or_delete(context: ProxyContext, api: APIRequest, info: Container
         extra = api.passthrough(*OBJECT_HEADERS, names=STORED + ("content-type",))
         extra.pop("X-Delete-After", None)
         extra.update(delete_at_header(context, api))
-    containers = container_headers(context, api) if api.method == "DELETE" else []
+    # A DELETE removes the container's row; a POST that changes the content type changes it
+    # (the object server sends the row only then).
+    containers = container_headers(context, api)
 
     def headers_for(index: int, node: Node) -> dict[str, str]:
         headers = {"X-Timestamp": timestamp, "X-Trans-Id": api.trans_id,
