@@ -26,6 +26,8 @@ from the body's `IByteSource` when it is streamed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 from attrs import evolve
@@ -56,6 +58,52 @@ def max_listing_bytes(limits: Constraints) -> int:
     """
     entries = max(limits.container_listing_limit, limits.account_listing_limit)
     return entries * limits.max_object_name_length * 2
+
+
+def etag_params(value: str) -> tuple[str, list[tuple[str, str]]]:
+    """
+    A listing row's ``hash`` as its md5 and its parameters in order: a node lists what a
+    middleware asked it to (``<md5>; slo_etag=…; symlink_target=…``), and the middleware that
+    wrote a parameter moves it into its own key of a JSON listing.
+    """
+    etag, *rest = value.split(";")
+    params = []
+    for piece in rest:
+        key, _, item = piece.strip().partition("=")
+        if key:
+            params.append((key.strip().lower(), item.strip()))
+    return etag.strip(), params
+
+
+async def edit_json_listing(
+    response: SwiftResponse, max_bytes: int, needle: bytes, edit: Callable[[dict[str, Any]], None]
+) -> SwiftResponse:
+    """
+    ``response`` with ``edit`` applied to each row of its JSON container listing, when the body
+    holds ``needle`` (most listings have no row to edit and pass unparsed). Anything that is
+    not a JSON listing of at most ``max_bytes`` passes as it came.
+    """
+    length = response.headers.get("Content-Length") or ""
+    if (response.status != 200 or _media_type(response) != JSON.media_type
+            or not (length.isascii() and length.isdigit()) or int(length) > max_bytes):
+        return response
+    data = await _read_whole(response)
+    response.body = data
+    if needle not in data:
+        return response
+    try:
+        listing = json.loads(data)
+    except (ValueError, RecursionError):
+        return response
+    if not isinstance(listing, list):
+        return response
+    for entry in listing:
+        if isinstance(entry, dict) and isinstance(entry.get("hash"), str):
+            edit(entry)
+    body = json.dumps(listing).encode("ascii")
+    response.body = body
+    response.headers["Content-Length"] = str(len(body))
+    return response
 
 
 def _raw(query: str) -> bytes:

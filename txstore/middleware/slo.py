@@ -41,10 +41,12 @@ from txstore.common import config as c
 from txstore.common.http_ranges import (
     Unsatisfiable, content_range, multipart_parts, multipart_trailer, new_boundary, parse_range,
 )
+from txstore.common.constraints import DEFAULT_CONSTRAINTS
 from txstore.common.paths import BadPath
 from txstore.common.timestamps import parse_http_date
 from txstore.interfaces import IApp, IByteSource
 from txstore.middleware.base import Middleware
+from txstore.middleware.listing_formats import edit_json_listing, etag_params, max_listing_bytes
 from txstore.middleware.segments import Piece, SegmentedBody, SegmentError, SegmentRead
 from txstore.proxy import subrequest
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
@@ -102,8 +104,10 @@ def segment_length(entry: dict) -> int:
 
 @implementer(IApp)
 class StaticLargeObjects:
-    def __init__(self, app, settings: dict[str, Any], reactor) -> None:
+    def __init__(self, app, settings: dict[str, Any], reactor,
+                 listing_bytes: int = max_listing_bytes(DEFAULT_CONSTRAINTS)) -> None:
         self.app = app
+        self.listing_bytes = listing_bytes
         self.max_segments = settings["max_manifest_segments"]
         self.max_size = settings["max_manifest_size"]
         self.yield_frequency = settings["yield_frequency"]
@@ -115,7 +119,12 @@ class StaticLargeObjects:
             version, account, container, obj = request.split(1, 4)
         except BadPath:
             return await self.app(request)
-        if version != "v1" or obj is None:
+        if version != "v1" or account is None or container is None:
+            return await self.app(request)
+        if obj is None:
+            if request.method == "GET":
+                response = await self.app(request)
+                return await edit_json_listing(response, self.listing_bytes, b"slo_etag=", _show_slo_etag)
             return await self.app(request)
         manifest = request.params.get("multipart-manifest")
         method = request.method
@@ -601,6 +610,16 @@ async def read_whole(response: SwiftResponse, limit: int) -> bytes:
     return await read_source(response.body, limit)
 
 
+def _show_slo_etag(entry: dict[str, Any]) -> None:
+    """A manifest's listing row: the large object's ETag out of ``hash`` into ``slo_etag``, quoted."""
+    etag, params = etag_params(entry["hash"])
+    slo_etag = next((value for key, value in params if key == "slo_etag"), None)
+    if slo_etag is None:
+        return
+    entry["slo_etag"] = f'"{slo_etag}"'
+    entry["hash"] = etag + "".join(f"; {key}={value}" for key, value in params if key != "slo_etag")
+
+
 def _iso(http_date: str | None) -> str | None:
     """A Last-Modified date as a listing's ``last_modified`` (what Swift's manifests keep)."""
     seconds = parse_http_date(http_date) if http_date else None
@@ -690,7 +709,7 @@ def _build(app, settings, proxy) -> StaticLargeObjects:
     proxy.info.register("slo", max_manifest_segments=settings["max_manifest_segments"],
                         max_manifest_size=settings["max_manifest_size"],
                         yield_frequency=settings["yield_frequency"], min_segment_size=1)
-    return StaticLargeObjects(app, settings, proxy.reactor)
+    return StaticLargeObjects(app, settings, proxy.reactor, max_listing_bytes(proxy.context.constraints))
 
 
 middleware = Middleware("slo", _build, options=OPTIONS)

@@ -65,7 +65,6 @@ in ``hash`` for whoever above knows them.
 
 from __future__ import annotations
 
-import json
 from hashlib import md5
 from http import HTTPStatus
 from typing import Any
@@ -78,7 +77,7 @@ from txstore.common import config as c
 from txstore.common.paths import ALLOW_RESERVED, BadPath, decode_path
 from txstore.interfaces import IApp
 from txstore.middleware.base import Middleware
-from txstore.middleware.listing_formats import max_listing_bytes
+from txstore.middleware.listing_formats import edit_json_listing, etag_params, max_listing_bytes
 from txstore.proxy import subrequest
 from txstore.proxy.messages import TRUE_VALUES, BytesSource, HeaderMap, SwiftRequest, SwiftResponse
 
@@ -163,17 +162,6 @@ def parse_account(value: str) -> str:
 
 def quoted(name: str) -> str:
     return quote(name.encode("utf-8"), safe="/")
-
-
-def etag_params(value: str) -> tuple[str, list[tuple[str, str]]]:
-    """``md5; key=value; ...`` (a listing row's hash) as the md5 and the parameters in order."""
-    etag, *rest = value.split(";")
-    params = []
-    for piece in rest:
-        key, _, item = piece.strip().partition("=")
-        if key:
-            params.append((key.strip().lower(), item.strip()))
-    return etag.strip(), params
 
 
 def add_ignore_range(headers: HeaderMap, name: str) -> None:
@@ -393,28 +381,8 @@ class Symlinks:
     async def _listing(self, request: SwiftRequest, account: str) -> SwiftResponse:
         """A JSON listing's link rows: the target out of ``hash`` into ``symlink_*`` keys."""
         response = await self.app(request)
-        content_type = (response.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
-        length = response.headers.get("Content-Length") or ""
-        if (response.status != 200 or content_type != "application/json" or not length.isdigit()
-                or int(length) > self.max_listing_bytes):
-            return response
-        data = await _read_whole(response)
-        response.body = data
-        if b"symlink_target=" not in data:
-            return response
-        try:
-            listing = json.loads(data)
-        except ValueError:
-            return response
-        if not isinstance(listing, list):
-            return response
-        for entry in listing:
-            if isinstance(entry, dict) and isinstance(entry.get("hash"), str):
-                _show_target(entry, account)
-        body = json.dumps(listing).encode("ascii")
-        response.body = body
-        response.headers["Content-Length"] = str(len(body))
-        return response
+        return await edit_json_listing(response, self.max_listing_bytes, b"symlink_target=",
+                                       lambda entry: _show_target(entry, account))
 
 
 def _true(value: str | None) -> bool:
@@ -447,19 +415,6 @@ def _show_target(entry: dict[str, Any], account: str) -> None:
             kept.append((key, value))
     entry["hash"] = etag + "".join(f"; {key}={value}" for key, value in kept)
     entry["symlink_path"] = f"/v1/{named.get('symlink_target_account') or quoted(account)}/{target}"
-
-
-async def _read_whole(response: SwiftResponse) -> bytes:
-    if not response.streamed:
-        return response.body
-    source, chunks = response.body, []
-    try:
-        while chunk := await source.read():
-            chunks.append(chunk)
-    except BaseException:
-        source.stop()
-        raise
-    return b"".join(chunks)
 
 
 def _build(app, settings: dict[str, Any], proxy) -> Symlinks:

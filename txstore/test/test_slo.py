@@ -234,3 +234,20 @@ class SLOTests(SynchronousTestCase):
         self.store.put(f"{C}/a", b"a" * 9)
         response = self.call("GET", f"{C}/m")
         self.assertEqual(response.status, 409, response.body)
+
+    def test_a_manifest_row_shows_its_large_object(self) -> None:
+        """The node lists the override ETag verbatim; the JSON row splits ``slo_etag`` out, quoted."""
+        response = self.put_manifest("m", [self.segment("a"), self.segment("b")])
+        slo_etag = response.headers["ETag"]
+        self.store.put(f"{C}/params", b"x", **{"X-Object-Sysmeta-Container-Update-Override-Etag": "abc; other=1"})
+        listing = self.call("GET", C, query="format=json")
+        rows = {row["name"]: row for row in json.loads(self.read(listing))}
+        self.assertEqual(int(listing.headers["Content-Length"]), len(listing.body))
+        manifest_md5 = self.store.objects[f"{C}/m"].etag
+        self.assertEqual((rows["m"]["hash"], rows["m"]["slo_etag"], rows["m"]["bytes"]), (manifest_md5, slo_etag, 12))
+        self.assertEqual(rows["params"]["hash"], "abc; other=1")
+        self.assertNotIn("slo_etag", rows["params"])
+        self.assertNotIn("slo_etag", rows["a"])
+        # Anything else passes as it came.
+        self.assertEqual(self.call("GET", f"{C}x", query="format=json").status, 404)
+        self.assertEqual(self.read(self.call("GET", C)).split(b"\n")[0], b"a")
