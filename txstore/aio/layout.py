@@ -23,6 +23,8 @@ from txstore.ring.builder import RingBuilder
 
 HOST = "127.0.0.1"
 RING_NAMES = ("account", "container", "object")
+# a second, two-replica policy as Swift's all-in-one has (clients choose it with X-Storage-Policy)
+SECOND_POLICY = ("silver", "object-1", 2)
 
 DEFAULT_USERS = (
     # (account, user, key, groups) as Swift's all-in-one has them
@@ -168,14 +170,21 @@ def _write_cluster_config(layout: Layout) -> None:
         "[storage-policy:0]\n"
         "name = gold\n"
         "default = yes\n"
+        "policy_type = replication\n"
+        "\n"
+        "[storage-policy:1]\n"
+        f"name = {SECOND_POLICY[0]}\n"
         "policy_type = replication\n",
     )
 
 
 def _build_rings(layout: Layout, seed: int | None) -> None:
     topology = layout.topology
-    for name in RING_NAMES:
-        builder = RingBuilder(topology.part_power, topology.replicas, 1)
+    _, second_ring, second_replicas = SECOND_POLICY
+    rings = [(name, topology.replicas) for name in RING_NAMES]
+    rings.append((second_ring, min(second_replicas, topology.replicas)))
+    for name, count in rings:
+        builder = RingBuilder(topology.part_power, count, 1)
         for number in range(1, topology.nodes + 1):
             builder.add_dev(
                 {

@@ -53,6 +53,11 @@ class LayoutTests(SynchronousTestCase):
             part, nodes = ring.get_nodes("AUTH_test", "c", "o")
             self.assertEqual(len({n.port for n in nodes}), 3)
             self.assertTrue(all(n.ip == "127.0.0.1" for n in nodes))
+        # a second policy, two replicas, as Swift's all-in-one has (cross-policy symlinks, versions)
+        self.assertEqual([(p.index, p.name, p.is_default) for p in proxy.cluster.policies],
+                         [(0, "gold", True), (1, "silver", False)])
+        self.assertEqual(rings.object_ring(1).replica_count, 2)
+        self.assertEqual(len({n.port for n in rings.object_ring(1).get_nodes("AUTH_test", "c", "o")[1]}), 2)
         for number in range(1, 5):
             node = load_node_settings(layout.node_config(number))
             self.assertEqual(node.bind_port, 6200 + 10 * number)

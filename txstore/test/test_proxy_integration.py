@@ -247,6 +247,19 @@ class APITests(ClusterCase):
         )
         self.assertEqual(status, 403)
 
+    def test_a_container_in_the_second_policy(self) -> None:
+        swift.put_container(self.url, self.token, "two", headers={"X-Storage-Policy": "silver"})
+        self.assertEqual(swift.head_container(self.url, self.token, "two")["x-storage-policy"], "silver")
+        swift.put_object(self.url, self.token, "two", "o", b"two replicas")
+        self.assertEqual(swift.get_object(self.url, self.token, "two", "o")[1], b"two replicas")
+        self.assertEqual([o["name"] for o in swift.get_container(self.url, self.token, "two")[1]], ["o"])
+        # the object's files are on the two nodes policy 1's ring names, in its own directory
+        found = {path.relative_to(self.cluster.root).parts[1]
+                 for path in self.cluster.root.glob("srv/node*/d*/objects-1/**/*.data")}
+        self.assertEqual(len(found), 2)
+        status, _, _ = self.cluster.http("PUT", f"{self.path}/three", self.auth(**{"X-Storage-Policy": "bronze"}))
+        self.assertEqual(status, 400)
+
     def test_account_stats_follow_uploads(self) -> None:
         """The container updater (every 5 s in the all-in-one) brings the account's counts up."""
         swift.put_container(self.url, self.token, "counted")
