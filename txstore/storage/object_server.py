@@ -573,6 +573,9 @@ class ObjectServer:
         if not state.exists or _expired(state, self.context.clock()):
             raise HTTPError(404, "Not Found", self._backend_timestamps(state))
         metadata = _stored_metadata(request, _POST_STORED)
+        retyped = "Content-Type" in metadata
+        if not retyped and (kept := _metadata_value(state.metadata, "Content-Type")) is not None:
+            metadata["Content-Type"] = kept  # a POST without one keeps the type a POST before set
         try:
             await self._run(path, diskfile.write_metadata, metadata, timestamp)
         except DiskFileNotFound:
@@ -581,7 +584,7 @@ class ObjectServer:
             newest = err.previous.meta_timestamp or err.previous.timestamp
             headers = {"X-Backend-Timestamp": newest.internal} if newest else {}
             raise HTTPError(409, "Conflict: a newer change is stored", headers) from None
-        if "Content-Type" in metadata:
+        if retyped:
             # The container's row shows the content type: it changes with it (at the POST's
             # time, so a replica's older row loses), the rest of the row as the PUT made it.
             row = _row_headers(state.metadata, state.content_length or 0, state.metadata.get("ETag", ""))

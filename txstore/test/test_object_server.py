@@ -458,6 +458,13 @@ class ObjectServerTests(TestCase):
         self.assertEqual((method, path, sent["X-Timestamp"]), ("PUT", "/c1/7/a/c/big", stamp))
         self.assertEqual((sent["X-Etag"], sent["X-Size"], sent["X-Content-Type"]),
                          (f"{manifest_md5}; slo_etag=abc", "5000000", "x/y"))
+        # ... and a POST after it without one keeps that type (the row is left alone again).
+        calls = len(self.containers.calls)
+        response, _ = await self.call("POST", "/d1/3/a/c/big", {"X-Timestamp": self.stamp(), "X-Object-Meta-A": "1"})
+        self.assertEqual((response.code, len(self.containers.calls)), (202, calls))
+        response, _ = await self.call("HEAD", "/d1/3/a/c/big", {})
+        self.assertEqual((response.headers.getRawHeaders("content-type"), response.headers.getRawHeaders("x-object-meta-a")),
+                         (["x/y"], ["1"]))
         # An overridden content type wins over the stored one (a symlink's target's).
         await self.put("/d1/3/a/c/link", b"", **where, **{
             "X-Object-Sysmeta-Container-Update-Override-Content-Type": "image/png"})
