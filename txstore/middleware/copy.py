@@ -22,8 +22,9 @@ the link itself is read, and its ``X-Symlink-*`` headers make the copy a link to
 (the symlink middleware checks it as any link PUT; the request's own headers, such as
 ``X-Symlink-Target-Account``, on top).
 
-``?version-id=`` (object versioning) reads that version of the source; the copy is a new object
-(the destination's PUT goes without it).
+``?version-id=`` (object versioning) reads that version of the source, ``?part-number=`` that
+segment of a static large object; the copy is a new, whole object (the destination's PUT goes
+without either).
 """
 
 from __future__ import annotations
@@ -80,12 +81,14 @@ class Copy:
         # A static manifest is read in the form a manifest PUT takes, and stored with one; a
         # link with ?symlink=get is read itself (X-Symlink-* headers) and stored as a link.
         version = request.params.get("version-id")
+        part = request.params.get("part-number")
         query = "&".join([*(["multipart-manifest=get&format=raw"] if manifest else []),
                           *(["symlink=get"] if link else []),
-                          *([f"version-id={quote(version, safe='')}"] if version else [])])
+                          *([f"version-id={quote(version, safe='')}"] if version else []),
+                          *([f"part-number={quote(part, safe='')}"] if part is not None else [])])
         read = subrequest.make(request, "GET", source_path, source=SOURCE, query=query)
         got = await self.app(read)
-        if got.status != 200:
+        if got.status != 200 and not (part is not None and got.status == 206):
             got.discard_body()
             if got.status == 404:
                 return SwiftResponse.text(404, "Not Found: the copy source does not exist")
@@ -118,8 +121,9 @@ class Copy:
             headers["Content-Length"] = length
         request.method = "PUT"
         request.path = quote_path("/v1/" + "/".join(destination))
-        if version:  # the version read is the source's; the copy is a new object (version)
-            request.query = "&".join(p for p in request.query.split("&") if p.partition("=")[0] != "version-id")
+        # the version and the part read are the source's; the copy is a new, whole object
+        request.query = "&".join(p for p in request.query.split("&")
+                                 if p.partition("=")[0] not in ("version-id", "part-number"))
         request.body = got.body_source()  # small sources arrive whole, as bytes
         response = await self.app(request)
         if response.status == 201:

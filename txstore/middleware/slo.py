@@ -67,6 +67,8 @@ BAD_REQUEST = "Bad Request\nThe server could not comply with the request since i
 TOO_SMALL = "Too small; each segment must be at least 1 byte."
 RESERVED = ("X-Static-Large-Object is a reserved header. To create a static large object add query "
             "param multipart-manifest=put.")
+BAD_PART = b"Part number must be an integer greater than 0"
+UNSATISFIABLE_PART = b"The requested part number is not satisfiable"
 HIDDEN = tuple(name.lower() for name in (SLO_ETAG, SLO_SIZE, LISTING_ETAG, LISTING_SIZE))
 
 OPTIONS = (
@@ -147,20 +149,37 @@ class StaticLargeObjects:
     # --- GET and HEAD of the large object -------------------------------------------------------
 
     async def _get(self, request: SwiftRequest, account: str) -> SwiftResponse:
+        head = request.method == "HEAD"
+        part = request.params.get("part-number")
+        if part is not None and not (part.isdigit() and int(part) > 0):
+            request.discard_body()
+            return _bare(400, b"" if head else BAD_PART)
         request.headers[ETAG_IS_AT] = SLO_ETAG
         request.headers[IGNORE_RANGE] = SLO
-        response = await self.app(request)
+        if part is not None and head:
+            request.method = "GET"  # a part's place is in the manifest: read it, answer as a HEAD
+            try:
+                response = await self.app(request)
+            finally:
+                request.method = "HEAD"
+        else:
+            response = await self.app(request)
         if not is_slo(response):
+            if part is not None and head:
+                response.discard_body()  # the headers are the HEAD's; ?part-number is for SLOs
             return response
         etag = response.headers.get(SLO_ETAG)
         size = response.headers.get(SLO_SIZE)
         for name in HIDDEN:
             response.headers.pop(name)
+        if "ETag" in response.headers:  # the manifest's own, as the client may ask for it by
+            response.headers["X-Manifest-Etag"] = response.headers["ETag"].strip('"')
         if etag is not None:
             response.headers["ETag"] = f'"{etag}"'
         if response.status != 200:
+            response.discard_body()
             return response  # 304 or 412, decided on the large object's ETag
-        if request.method == "HEAD":
+        if head and part is None:
             if size is not None:
                 response.headers["Content-Length"] = size
             return response
@@ -173,6 +192,8 @@ class StaticLargeObjects:
         total = int(size) if size is not None else sum(segment_length(e) for e in entries)
         headers = response.headers
         headers["Accept-Ranges"] = "bytes"
+        if part is not None:
+            return await self._part(request, account, entries, int(part), total, headers, head)
         try:
             ranges = parse_range(request.header("Range"), total)
         except Unsatisfiable:
@@ -199,6 +220,11 @@ class StaticLargeObjects:
             for part, first, last in multipart_parts(ranges, total, content_type, boundary):
                 length += len(part) + last - first + 1
             headers["Content-Length"] = str(length)
+        return await self._segmented(request, status, headers, pieces)
+
+    async def _segmented(self, request: SwiftRequest, status: int, headers: HeaderMap,
+                         pieces: AsyncIterator[Piece]) -> SwiftResponse:
+        """The answer that streams ``pieces``, once the first segment has answered (or a 409)."""
         body = SegmentedBody(pieces, self._fetcher(request), request.trans_id)
         try:
             await body.prime()
@@ -206,6 +232,21 @@ class StaticLargeObjects:
             body.stop()
             return SwiftResponse.text(409, f"Conflict: {err}")
         return SwiftResponse(status, headers, body)
+
+    async def _part(self, request: SwiftRequest, account: str, entries: list[dict], number: int, total: int,
+              headers, head: bool) -> SwiftResponse:
+        """``?part-number=N``: the bytes of the manifest's Nth segment, as a range of the whole."""
+        headers["X-Parts-Count"] = str(len(entries))
+        if number > len(entries):
+            headers["Content-Range"] = f"bytes */{total}"
+            return _bare(416, b"" if head else UNSATISFIABLE_PART, headers)
+        first = sum(segment_length(entry) for entry in entries[:number - 1])
+        last = first + segment_length(entries[number - 1]) - 1
+        headers["Content-Range"] = content_range(first, last, total)
+        headers["Content-Length"] = str(last - first + 1)
+        if head:
+            return SwiftResponse(206, headers, b"")
+        return await self._segmented(request, 206, headers, self._pieces(request, account, entries, first, last, 0))
 
     def _fetcher(self, request: SwiftRequest) -> Callable[[SegmentRead], Awaitable[SwiftResponse]]:
         def fetch(piece: SegmentRead) -> Awaitable[SwiftResponse]:
@@ -429,8 +470,10 @@ class StaticLargeObjects:
         deleted = not_found = 0
         errors: list[list[str]] = []
         manifest_path = f"/v1/{account}/{container}/{obj}"
+        version = request.params.get("version-id")  # object versioning: that version's manifest
+        version_query = f"version-id={quote(version, safe='')}" if version else ""
         try:
-            targets = await self._deletion_list(request, account, manifest_path, 0)
+            targets = await self._deletion_list(request, account, manifest_path, 0, version_query)
         except ManifestError as err:
             if err.status == 404:
                 return SwiftResponse.text(404, "Not Found")
@@ -438,8 +481,8 @@ class StaticLargeObjects:
             targets = []
         limit = DeferredSemaphore(self.concurrency)
 
-        async def delete(path: str) -> int:
-            gone = subrequest.make(request, "DELETE", path, source=SOURCE)
+        async def delete(path: str, query: str = "") -> int:
+            gone = subrequest.make(request, "DELETE", path, source=SOURCE, query=query)
             response = await limit.run(lambda: Deferred.fromCoroutine(self.app(gone)))
             response.discard_body()
             return response.status
@@ -447,7 +490,7 @@ class StaticLargeObjects:
         if not errors:
             statuses = await gatherResults([Deferred.fromCoroutine(delete(p)) for p in targets[:-1]],
                                            consumeErrors=True)
-            statuses.append(await delete(targets[-1]))  # the manifest last: a failure leaves it to retry
+            statuses.append(await delete(targets[-1], version_query))  # the manifest last: a failure leaves it to retry
             for path, status in zip(targets, statuses):
                 if status // 100 == 2:
                     deleted += 1
@@ -464,9 +507,11 @@ class StaticLargeObjects:
             "Content-Type": "application/json; charset=utf-8" if accept_json else "text/plain; charset=utf-8",
             "Content-Length": str(len(body))}), body)
 
-    async def _deletion_list(self, request: SwiftRequest, account: str, path: str, depth: int) -> list[str]:
+    async def _deletion_list(self, request: SwiftRequest, account: str, path: str, depth: int,
+                             version_query: str = "") -> list[str]:
         """Every segment of the manifest at ``path`` (nested manifests' too), then the manifest."""
-        read = subrequest.make(request, "GET", path, source=SOURCE, query="multipart-manifest=get")
+        query = "&".join(["multipart-manifest=get", *([version_query] if version_query else [])])
+        read = subrequest.make(request, "GET", path, source=SOURCE, query=query)
         response = await self.app(read)
         if response.status == 404:
             response.discard_body()
@@ -639,6 +684,14 @@ def _result_text(result: dict, accept_json: bool) -> bytes:
     lines.append("Errors:")
     lines.extend(f"{path}, {reason}" for path, reason in result["Errors"])
     return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _bare(status: int, body: bytes, headers: HeaderMap | None = None) -> SwiftResponse:
+    """An answer whose body is exactly ``body`` (Swift's part-number refusals have no newline)."""
+    headers = headers if headers is not None else HeaderMap()
+    headers["Content-Type"] = "text/plain; charset=utf-8"
+    headers["Content-Length"] = str(len(body))
+    return SwiftResponse(status, headers, body)
 
 
 def _refusal(err: ManifestError, accept_json: bool) -> SwiftResponse:

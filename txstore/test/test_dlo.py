@@ -376,6 +376,17 @@ class CopyTests(Case):
         self.assertNotIn("X-Static-Large-Object", copied.headers)
         self.assertEqual(self.read(self.call("GET", f"{C}/scopy")), self.whole)
 
+    def test_a_part_number_copies_that_segment_of_an_slo(self) -> None:
+        segments = [{"path": f"/segs/big/{i:02d}", "etag": hexmd5(self.segments[f"big/{i:02d}"])} for i in range(3)]
+        self.call("PUT", f"{C}/s", json.dumps(segments).encode(), "multipart-manifest=put")
+        self.assertEqual(self.call("COPY", f"{C}/s", query="part-number=2", Destination="c/p2").status, 201)
+        self.assertEqual(self.store.objects[f"{C}/p2"].body, self.segments["big/01"])
+        self.assertEqual(self.call("PUT", f"{C}/p3", query="part-number=3", **{"X-Copy-From": "c/s"}).status, 201)
+        self.assertEqual(self.store.objects[f"{C}/p3"].body, self.segments["big/02"])
+        [put] = [call for call in self.store.calls if call.method == "PUT" and call.path == f"{C}/p3"]
+        self.assertEqual(put.query, "")  # the copy is a whole object
+        self.assertEqual(self.call("COPY", f"{C}/s", query="part-number=4", Destination="c/p4").status, 416)
+
     def test_multipart_manifest_get_copies_an_slo_manifest_as_a_manifest(self) -> None:
         segments = [{"path": f"/segs/big/{i:02d}", "etag": hexmd5(self.segments[f"big/{i:02d}"])} for i in range(3)]
         stored = self.call("PUT", f"{C}/s", json.dumps(segments).encode(), "multipart-manifest=put")

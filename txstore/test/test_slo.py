@@ -121,6 +121,41 @@ class SLOTests(SynchronousTestCase):
         gets = [c for c in self.store.calls if c.method == "GET" and c.source == "SLO"]
         self.assertEqual([c.headers.get("If-Match") for c in gets], [self.etags[n] for n in "abc"])
 
+    def test_the_manifests_own_etag_is_shown_beside_the_large_objects(self) -> None:
+        self.put_manifest("m", [self.segment("a"), self.segment("b")])
+        manifest_etag = self.store.objects[f"{C}/m"].etag
+        for method in ("GET", "HEAD"):
+            response = self.call(method, f"{C}/m")
+            self.assertEqual(response.headers["X-Manifest-Etag"], manifest_etag)
+            self.assertNotEqual(response.headers["ETag"], f'"{manifest_etag}"')
+
+    def test_a_part_number_reads_one_segment_as_a_range_of_the_whole(self) -> None:
+        self.put_manifest("m", [self.segment("a"), self.segment("b"), self.segment("c")])
+        whole_etag = self.call("HEAD", f"{C}/m").headers["ETag"]
+        for number, (body, content_range) in enumerate(
+                [(b"aaaaa", "bytes 0-4/15"), (b"bbbbbbb", "bytes 5-11/15"), (b"ccc", "bytes 12-14/15")], 1):
+            for method in ("GET", "HEAD"):
+                response = self.call(method, f"{C}/m", query=f"part-number={number}", Range="bytes=0-0")
+                self.assertEqual(response.status, 206)
+                self.assertEqual((response.headers["Content-Range"], response.headers["Content-Length"],
+                                  response.headers["X-Parts-Count"], response.headers["ETag"]),
+                                 (content_range, str(len(body)), "3", whole_etag))
+                self.assertEqual(self.read(response), body if method == "GET" else b"")
+        # past the last part: 416 with the whole's size; not a positive integer: 400
+        for method, text in (("GET", b"The requested part number is not satisfiable"), ("HEAD", b"")):
+            response = self.call(method, f"{C}/m", query="part-number=4")
+            self.assertEqual((response.status, response.body, response.headers["Content-Range"],
+                              response.headers["X-Parts-Count"], response.headers["Content-Length"]),
+                             (416, text, "bytes */15", "3", str(len(text))))
+        for bad in ("0", "-1", "x", ""):
+            response = self.call("GET", f"{C}/m", query=f"part-number={bad}")
+            self.assertEqual((response.status, response.body),
+                             (400, b"Part number must be an integer greater than 0"))
+        # an object that is not a manifest is read whole, a HEAD as a HEAD
+        self.assertEqual(self.read(self.call("GET", f"{C}/a", query="part-number=2")), b"aaaaa")
+        head = self.call("HEAD", f"{C}/a", query="part-number=1")
+        self.assertEqual((head.status, head.headers["Content-Length"], self.read(head)), (200, "5", b""))
+
     def test_ranges_across_segment_boundaries(self) -> None:
         self.put_manifest("m", [self.segment("a"), self.segment("b"), self.segment("c")])
         whole = b"aaaaabbbbbbbccc"
@@ -193,6 +228,17 @@ class SLOTests(SynchronousTestCase):
             "Number Deleted": 2, "Number Not Found": 1, "Response Body": "", "Response Status": "200 OK",
             "Errors": []})
         self.assertEqual(sorted(self.store.objects), [f"{C}/c"])
+
+    def test_a_versions_delete_reads_and_deletes_that_version_of_the_manifest(self) -> None:
+        self.put_manifest("m", [self.segment("a")])
+        self.store.calls.clear()
+        response = self.call("DELETE", f"{C}/m", query="multipart-manifest=delete&version-id=1.5",
+                             Accept="application/json")
+        self.assertEqual(json.loads(response.body)["Number Deleted"], 2)
+        # the segments are not versions; the manifest's read and its delete name the version
+        self.assertEqual([(c.method, c.path, c.query) for c in self.store.calls], [
+            ("GET", f"{C}/m", "multipart-manifest=get&version-id=1.5"), ("DELETE", f"{C}/a", ""),
+            ("DELETE", f"{C}/m", "version-id=1.5")])
 
     def test_clients_cannot_forge_a_large_object(self) -> None:
         response = self.call("PUT", f"{C}/x", b"[]", **{"X-Static-Large-Object": "True"})
