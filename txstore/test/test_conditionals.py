@@ -34,7 +34,12 @@ class EvaluateTests(SynchronousTestCase):
         self.check(412, if_unmodified_since=EARLIER)
         self.check(200, if_unmodified_since=SAME)
 
-    def test_precedence(self) -> None:
-        self.check(200, if_match="abc", if_unmodified_since=EARLIER)  # If-Match wins
-        self.check(200, if_none_match="xyz", if_modified_since=SAME)  # If-None-Match wins
+    def test_every_condition_counts(self) -> None:
+        # as Swift: a matching ETag does not excuse a modification (RFC 9110 would answer 200)
+        self.check(412, if_match="abc", if_unmodified_since=EARLIER)
+        self.check(200, if_match="abc", if_unmodified_since=SAME)
+        self.check(304, if_none_match="xyz", if_modified_since=SAME)
+        self.check(200, if_none_match="xyz", if_modified_since=EARLIER)
+        # the first that fails answers
         self.check(412, if_match="xyz", if_none_match="abc")
+        self.check(412, if_none_match="abc", if_unmodified_since=EARLIER)
