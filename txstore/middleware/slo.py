@@ -61,7 +61,7 @@ LISTING_ETAG = "X-Object-Sysmeta-Container-Update-Override-Etag"
 LISTING_SIZE = "X-Object-Sysmeta-Container-Update-Override-Size"
 ETAG_IS_AT = "X-Backend-Etag-Is-At"
 IGNORE_RANGE = "X-Backend-Ignore-Range-If-Metadata-Present"
-MAX_DEPTH = 10  # manifests within manifests
+MAX_DEPTH = 10  # manifests one read may go through, the large object's own included (Swift's)
 PUT_KEYS = frozenset({"path", "etag", "size_bytes", "range"})
 BAD_REQUEST = "Bad Request\nThe server could not comply with the request since it is either malformed or otherwise incorrect."
 TOO_SMALL = "Too small; each segment must be at least 1 byte."
@@ -281,7 +281,7 @@ class StaticLargeObjects:
             base = int(entry["range"].partition("-")[0]) if entry.get("range") else 0
             path = f"/v1/{account}{entry['name']}"
             if entry.get("sub_slo"):
-                if depth >= MAX_DEPTH:
+                if depth + 1 >= MAX_DEPTH:
                     raise SegmentError(f"manifests nest more than {MAX_DEPTH} deep at {path}")
                 inner = await self._sub_manifest(request, path, entry.get("hash"))
                 async for piece in self._pieces(request, account, inner, base + low, base + high, depth + 1):
@@ -529,7 +529,7 @@ class StaticLargeObjects:
             if "data" in entry:
                 continue
             segment = f"/v1/{account}{entry['name']}"
-            if entry.get("sub_slo") and depth < MAX_DEPTH:
+            if entry.get("sub_slo") and depth + 1 < MAX_DEPTH:
                 paths.extend(await self._deletion_list(request, account, segment, depth + 1))
             else:
                 paths.append(segment)

@@ -22,9 +22,9 @@ from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest
 
 AUTHORIZE = "swift.authorize"
 OVERRIDE = "swift.authorize_override"
-# What a sub-request inherits from its parent: the credentials, so an auth middleware below
-# the caller judges it as it judged the parent.
-CREDENTIALS = ("X-Auth-Token", "X-Storage-Token")
+# What a sub-request inherits from its parent: the credentials and the referrer (a container's
+# ``.r:`` ACL), so an auth middleware below the caller judges it as it judged the parent.
+CREDENTIALS = ("X-Auth-Token", "X-Storage-Token", "Referer")
 
 
 def make(

@@ -269,6 +269,14 @@ class SeamTests(SynchronousTestCase):
         report = json.loads(self.body(self.call("GET", f"/v1/{ACCOUNT}/c", {"X-Seam": "1", "X-Auth-Token": stranger})))
         self.assertEqual((report["system"], report["as_client"], report["inner"]), (204, 403, 403))
 
+    def test_a_sub_request_is_judged_as_its_parent(self) -> None:
+        parent = SwiftRequest("GET", "/v1/AUTH_a/c/o", HeaderMap({
+            "X-Auth-Token": "t", "Referer": "http://www.example.com/", "Range": "bytes=0-1"}), environ={})
+        as_client = subrequest.make(parent, "GET", "/v1/AUTH_a/segs/1", source="SLO")
+        self.assertEqual(dict(as_client.headers.items()), {"X-Auth-Token": "t", "Referer": "http://www.example.com/"})
+        system = subrequest.make(parent, "GET", "/v1/AUTH_a/segs/1", source="SLO", system=True)
+        self.assertEqual(dict(system.headers.items()), {})
+
     def test_every_stage_is_an_app(self) -> None:
         stage, names = self.server.pipeline, []
         while True:

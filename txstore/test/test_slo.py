@@ -188,6 +188,15 @@ class SLOTests(SynchronousTestCase):
         self.assertEqual(self.read(self.call("GET", f"{C}/outer")), b"<<aaabbbbbbbccc")
         self.assertEqual(self.read(self.call("GET", f"{C}/outer", Range="bytes=4-9")), b"abbbbb")
 
+    def test_a_read_goes_through_at_most_ten_manifests(self) -> None:
+        self.put_manifest("m1", [self.segment("a")])
+        for depth in range(2, 12):
+            self.assertEqual(self.put_manifest(f"m{depth}", [{"path": f"/c/m{depth - 1}"}]).status, 201)
+        self.assertEqual(self.read(self.call("GET", f"{C}/m10")), b"aaaaa")
+        response = self.call("GET", f"{C}/m11")
+        self.assertEqual(response.status, 409)
+        self.assertIn(b"nest more than 10 deep", response.body)
+
     def test_a_segment_changed_since_the_manifest_breaks_the_read(self) -> None:
         self.put_manifest("m", [self.segment("a"), self.segment("b")])
         self.store.put(f"{C}/b", b"B" * 7)  # same size, other bytes
