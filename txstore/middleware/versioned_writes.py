@@ -52,8 +52,9 @@ symlink ...``): a large object's manifest is archived and restored as the manife
 are not copied), and a symlink is read with ``?symlink=get`` and written back as the link.
 The archive of a large object holds the whole current object only when it is a plain one.
 
-``allow_object_versioning = true`` asks, as in Swift, for the newer object_versioning middleware
-inside this same filter; until txstore has it the option is refused when the config is loaded.
+``allow_object_versioning = true`` builds, as in Swift, the newer object_versioning middleware
+(``X-Versions-Enabled``, `txstore.middleware.object_versioning`) inside this same filter, below
+this one.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class VersionedWrites:
         if version != "v1" or account is None or container is None:
             return await self.app(request)
         if obj is None:
-            return await self._container(request)
+            return await self._container(request, account, container)
         if self.enabled and request.method in ("PUT", "DELETE"):
             try:
                 return await self._object(request, account, container, obj)
@@ -175,9 +176,11 @@ class VersionedWrites:
 
     # --- the container's setting ---------------------------------------------------------------
 
-    async def _container(self, request: SwiftRequest) -> SwiftResponse:
+    async def _container(self, request: SwiftRequest, account: str, container: str) -> SwiftResponse:
         if request.method in ("PUT", "POST"):
             refusal = self._translate(request)
+            if refusal is None and request.headers.get(SYSMETA_LOCATION):
+                refusal = await self._not_versioned_already(request, account, container)
             if refusal is not None:
                 request.discard_body()
                 return refusal
@@ -189,6 +192,15 @@ class VersionedWrites:
             headers.pop(VERSIONS)
             headers[HISTORY if headers.get(SYSMETA_MODE) == "history" else VERSIONS] = location
         return response
+
+    async def _not_versioned_already(self, request: SwiftRequest, account: str,
+                                     container: str) -> SwiftResponse | None:
+        """A container with object versioning (X-Versions-Enabled) takes no location (Swift's 400)."""
+        info = await self.container_info(request, account, container)
+        if info.exists and info.sysmeta.get("versions-container"):
+            return SwiftResponse.text(400, "Cannot set a versions location on a container that is already using "
+                                           "object versioning (X-Versions-Enabled).")
+        return None
 
     def _translate(self, request: SwiftRequest) -> SwiftResponse | None:
         """The client's headers as the container's sysmeta (Swift's ``container_request``)."""

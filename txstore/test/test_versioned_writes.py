@@ -220,6 +220,16 @@ class ContainerSettingTests(Case):
         self.set_location("X-Versions-Location", "", **{"X-History-Location": "h"})
         self.assertEqual(self.call("HEAD", C).headers.get("X-History-Location"), "h")
 
+    def test_a_container_with_object_versioning_takes_no_location(self) -> None:
+        self.store.metadata[C] = HeaderMap({"X-Container-Sysmeta-Versions-Container": "%00versions%00c",
+                                            "X-Container-Sysmeta-Versions-Enabled": "True"})
+        for method in ("POST", "PUT"):
+            response = self.call(method, C, **{"X-History-Location": "v"})
+            self.assertEqual(response.status, 400)
+            self.assertIn(b"already using object versioning", response.body)
+        self.assertNotIn("X-Container-Sysmeta-Versions-Location", self.store.metadata[C])
+        self.set_location("X-Versions-Location", "")  # removing one is not refused
+
     def test_a_location_with_a_slash_is_refused(self) -> None:
         response = self.call("POST", C, **{"X-Versions-Location": "v/x"})
         self.assertEqual((response.status, response.body), (412, b"Container name cannot contain slashes\n"))
