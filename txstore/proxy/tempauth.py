@@ -11,6 +11,9 @@ the container's ACLs (`txstore.proxy.acl`), with Swift's rules:
 - a ``.reseller_admin`` may do anything in any of our accounts, PUT and DELETE of accounts too
   (except accounts whose name starts with ``.`` after the prefix, kept for the system);
 - an ``.admin`` owns its account: anything but PUT or DELETE of the account itself;
+- a user the account's ACL (`txstore.proxy.account_acl`) names gets its level there: ``admin``
+  as an owner, ``read-write`` anything in its containers and reads of the account,
+  ``read-only`` reads;
 - everyone else, with or without a token, gets only what the container ACLs grant.
 
 Denials are 401 when there is no identity (log in and try again) and 403 when there is one
@@ -31,6 +34,7 @@ from attrs import define, field, frozen
 from zope.interface import implementer
 
 from txstore.interfaces import IAuthorizer, ITokenStore
+from txstore.proxy.account_acl import AccountACL
 from txstore.proxy.acl import EMPTY_ACL, ContainerACL, referrer_allowed
 from txstore.proxy.config import TempAuthUser, tempauth_users
 
@@ -292,11 +296,13 @@ class TempAuth:
         container_read_acl: ContainerACL | None,
         container_write_acl: ContainerACL | None,
         referer: str | None,
+        account_acl: AccountACL | None = None,
     ) -> Decision:
         """
         May ``identity`` (None: no token) make this request? Pass the container's ACLs for
-        container and object requests (None when there are none). For COPY, Swift authorizes a
-        GET of the source and a PUT of the destination; do the same, each with its own ACLs.
+        container and object requests (None when there are none), and the account's ACL when
+        it has one. For COPY, Swift authorizes a GET of the source and a PUT of the destination;
+        do the same, each with its own ACLs.
         """
         method = method.upper()
         container = container or None
@@ -311,6 +317,15 @@ class TempAuth:
                 if container is not None or method not in ("PUT", "DELETE"):
                     return Decision(True, reason="account admin", is_owner=True)
                 return _deny(identity, "only a reseller admin may create or delete accounts")
+            level = account_acl.level(identity.groups) if account_acl is not None else None
+            if level == "admin":
+                if container is not None or method not in ("PUT", "DELETE"):
+                    return Decision(True, reason="admin by X-Account-Access-Control", is_owner=True)
+                return _deny(identity, "only a reseller admin may create or delete accounts")
+            if level == "read-write" and (container is not None or method in READ_METHODS):
+                return Decision(True, reason="read-write by X-Account-Access-Control")
+            if level == "read-only" and method in READ_METHODS:
+                return Decision(True, reason="read-only by X-Account-Access-Control")
         if method == "OPTIONS":
             # CORS preflight carries no credentials; the proxy answers it from the container.
             return Decision(True, reason="preflight")

@@ -22,6 +22,7 @@ from txstore.middleware.listing_formats import ListingFormats, max_listing_bytes
 from txstore.middleware import tempauth
 from txstore.middleware.proxy_logging import ProxyLogging
 from txstore.proxy import subrequest
+from txstore.proxy.controllers.base import AccountInfo
 from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
 
 
@@ -317,6 +318,92 @@ class TempAuthTests(Case):
         request.environ["swift.authorize_override"] = True
         self.call(self.auth, request)
         self.assertNotIn("swift.authorize", self.inner.requests[1].environ)
+
+
+class AccountACLTests(Case):
+    """tempauth's part in account ACLs: the header checked and stored, the ACL looked up and shown."""
+
+    def setUp(self) -> None:
+        self.stored: dict[str, str] = {}
+        self.lookups: list[str] = []
+
+        def answer(request: SwiftRequest) -> SwiftResponse:
+            # as the application: the authorizer decides once the path is known
+            decision = request.environ["swift.authorize"](request, "AUTH_test", None, None, None)
+            if not decision.allowed:
+                return SwiftResponse.empty(decision.status)
+            if request.method in ("PUT", "POST"):
+                if "X-Account-Sysmeta-Core-Access-Control" in request.headers:
+                    self.stored["acl"] = request.headers["X-Account-Sysmeta-Core-Access-Control"]
+                return SwiftResponse.empty(204)
+            headers = {"X-Account-Container-Count": "0"}
+            if self.stored.get("acl"):
+                headers["X-Account-Sysmeta-Core-Access-Control"] = self.stored["acl"]
+            return SwiftResponse.empty(204, headers)
+
+        self.inner = InnerApp(answer)
+        settings = {"token_life": 60, "reseller_prefix": "AUTH", "user_test_tester": ("k", (".admin",), None),
+                    "user_test_other": ("k", (), None), "user_test2_alien": ("k", (), None)}
+
+        async def account_info(request: SwiftRequest, account: str) -> AccountInfo:
+            self.lookups.append(account)
+            return AccountInfo(204, {"core-access-control": self.stored["acl"]} if self.stored.get("acl") else {})
+
+        built = tempauth.middleware.build(self.inner, settings, _Services())
+        self.auth = tempauth.TempAuthMiddleware(self.inner, built.auth, account_info)
+        self.tokens = {user: self.login(user) for user in ("test:tester", "test:other", "test2:alien")}
+
+    def login(self, user: str) -> str:
+        response = self.call(self.auth, SwiftRequest("GET", "/auth/v1.0", HeaderMap({"X-Auth-User": user,
+                                                                                      "X-Auth-Key": "k"})))
+        return response.headers["X-Auth-Token"]
+
+    def request(self, user: str, method: str, path: str, **headers: str) -> SwiftResponse:
+        request = SwiftRequest(method, path, HeaderMap({"X-Auth-Token": self.tokens[user], **headers}))
+        return self.call(self.auth, request)
+
+    def test_the_header_is_checked_and_stored_as_sysmeta(self) -> None:
+        response = self.request("test:tester", "POST", "/v1/AUTH_test", **{
+            "X-Account-Access-Control": '{"read-only": ["test:other"], "admin": []}'})
+        self.assertEqual(response.status, 204)
+        self.assertEqual(self.stored["acl"], '{"admin":[],"read-only":["test:other"]}')
+        self.assertNotIn("X-Account-Access-Control", self.inner.requests[-1].headers)
+        for value, reason in [("[]", "Syntax error in input ('[]')"), ("{", "Syntax error in input ('{')"),
+                              ('{"owner": []}', 'Key "owner" not recognized'),
+                              ('{"admin": "x"}', 'Value for key "admin" must be a list'),
+                              ('{"read-write": [1]}', 'Elements of "read-write" list must be strings')]:
+            response = self.request("test:tester", "POST", "/v1/AUTH_test", **{"X-Account-Access-Control": value})
+            self.assertEqual((response.status, response.body), (400, f"{reason}\n".encode()))
+        self.assertEqual(self.stored["acl"], '{"admin":[],"read-only":["test:other"]}')  # unchanged
+        for empty in ("{}", "", '{"admin": []}'):
+            self.request("test:tester", "POST", "/v1/AUTH_test", **{"X-Account-Access-Control": empty})
+            self.assertEqual(self.stored["acl"], "")  # removed
+
+    def test_owners_see_it_others_do_not(self) -> None:
+        self.stored["acl"] = '{"read-only":["test:other"]}'
+        owner = self.request("test:tester", "HEAD", "/v1/AUTH_test")
+        self.assertEqual(owner.headers.get("X-Account-Access-Control"), '{"read-only":["test:other"]}')
+        self.assertNotIn("X-Account-Sysmeta-Core-Access-Control", owner.headers)
+        self.assertEqual(self.lookups, [])  # an owner needs no lookup
+        other = self.request("test:other", "HEAD", "/v1/AUTH_test")
+        self.assertNotIn("X-Account-Access-Control", other.headers)
+        self.assertNotIn("X-Account-Sysmeta-Core-Access-Control", other.headers)
+        self.assertEqual(self.lookups, ["AUTH_test"])
+
+    def test_the_authorizer_judges_by_the_accounts_acl(self) -> None:
+        self.stored["acl"] = '{"read-write":["test:other"],"admin":["test2:alien"]}'
+        reads = self.inner.requests
+        self.request("test:other", "GET", "/v1/AUTH_test/c")
+        decision = reads[-1].environ["swift.authorize"](reads[-1], "AUTH_test", "c", None, None)
+        self.assertEqual((decision.allowed, decision.is_owner), (True, False))
+        decision = reads[-1].environ["swift.authorize"](reads[-1], "AUTH_test", None, None, None)
+        self.assertTrue(decision.allowed)  # GET of the account
+        self.request("test:other", "POST", "/v1/AUTH_test")
+        decision = reads[-1].environ["swift.authorize"](reads[-1], "AUTH_test", None, None, None)
+        self.assertEqual((decision.allowed, decision.status), (False, 403))  # no account metadata
+        self.request("test2:alien", "POST", "/v1/AUTH_test", **{"X-Account-Access-Control": "{}"})
+        decision = reads[-1].environ["swift.authorize"](reads[-1], "AUTH_test", None, None, None)
+        self.assertEqual((decision.allowed, decision.is_owner), (True, True))  # an admin may set ACLs
 
 
 class _Services:

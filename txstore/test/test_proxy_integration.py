@@ -374,6 +374,37 @@ class APITests(ClusterCase):
         status, _, _ = self.cluster.http("POST", f"{self.path}/acl", self.auth(**{"X-Container-Read": ".bogus"}))
         self.assertEqual(status, 400)
 
+    def test_account_acls(self) -> None:
+        url2, owner = self.cluster.token("test2:tester2", "testing2")
+        _, reader = self.cluster.token("test:tester3", "testing3")
+        swift.put_container(url2, owner, "shared")
+        swift.put_object(url2, owner, "shared", "o", b"for readers")
+        as_reader = {"X-Auth-Token": reader}
+        self.assertEqual(self.cluster.http("GET", "/v1/AUTH_test2/shared/o", as_reader)[0], 403)
+        # the owner grants read-only with the swift CLI; only owners see the ACL
+        posted = self.cluster.swift_cli("post", "-H", 'X-Account-Access-Control: {"read-only": ["test:tester3"]}',
+                                        user="test2:tester2", key="testing2")
+        self.assertEqual(posted.returncode, 0, posted.stderr)
+        self.assertEqual(swift.head_account(url2, owner)["x-account-access-control"], '{"read-only":["test:tester3"]}')
+        status, headers, body = self.cluster.http("GET", "/v1/AUTH_test2?format=json", as_reader)
+        self.assertEqual((status, [c["name"] for c in json.loads(body)]), (200, ["shared"]))
+        self.assertNotIn("x-account-access-control", headers)
+        self.assertEqual(self.cluster.http("GET", "/v1/AUTH_test2/shared/o", as_reader)[2], b"for readers")
+        self.assertEqual(self.cluster.http("PUT", "/v1/AUTH_test2/shared/new", as_reader, b"x")[0], 403)
+        # read-write: objects and containers, not the account's metadata
+        swift.post_account(url2, owner, {"X-Account-Access-Control": '{"read-write": ["test:tester3"]}'})
+        self.assertEqual(self.cluster.http("PUT", "/v1/AUTH_test2/shared/new", as_reader, b"x")[0], 201)
+        self.assertEqual(self.cluster.http("PUT", "/v1/AUTH_test2/made-by-reader", as_reader)[0], 201)
+        self.assertEqual(self.cluster.http("POST", "/v1/AUTH_test2", {**as_reader, "X-Account-Meta-A": "1"})[0], 403)
+        # a bad ACL is refused with the reason; an empty one removes it
+        status, _, body = self.cluster.http("POST", "/v1/AUTH_test2", {"X-Auth-Token": owner,
+                                                                       "X-Account-Access-Control": '{"owner": []}'})
+        self.assertEqual((status, body), (400, b'Key "owner" not recognized\n'))
+        swift.post_account(url2, owner, {"X-Account-Access-Control": "{}"})
+        self.assertNotIn("x-account-access-control", swift.head_account(url2, owner))
+        self.assertEqual(self.cluster.http("GET", "/v1/AUTH_test2/shared/o", as_reader)[0], 403)
+        self.assertTrue(json.loads(self.cluster.http("GET", "/info", {})[2])["tempauth"]["account_acls"])
+
 
 class OneNodeDownTests(ClusterCase):
     def test_writes_and_reads_with_a_node_stopped(self) -> None:

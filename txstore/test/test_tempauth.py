@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from txstore.interfaces import IAuthorizer, ITokenStore
+from txstore.proxy.account_acl import stored_account_acl
 from txstore.proxy.acl import parse_acl
 from txstore.proxy.config import TempAuthUser
 from txstore.proxy.tempauth import (
@@ -395,6 +396,34 @@ class AuthorizeTests(SynchronousTestCase):
             if not ok:
                 failures.append(f"{row!r} -> {decision!r}")
         self.assertEqual(failures, [])
+
+    def test_account_acl_levels(self) -> None:
+        acl = stored_account_acl('{"admin":["test:tester3"],"read-write":["test2"],"read-only":["test:ro"]}')
+        reader = identity("test", "ro")
+        # (who, method, container, object, expected): the levels over AUTH_test
+        rows = [
+            (TESTER3, "POST", None, None, OWNER), (TESTER3, "GET", None, None, OWNER),
+            (TESTER3, "DELETE", "c", "o", OWNER), (TESTER3, "PUT", None, None, 403),
+            (TESTER3, "DELETE", None, None, 403),
+            (TESTER2, "GET", None, None, ALLOW), (TESTER2, "HEAD", None, None, ALLOW),
+            (TESTER2, "POST", None, None, 403), (TESTER2, "PUT", "c", None, ALLOW),
+            (TESTER2, "DELETE", "c", None, ALLOW), (TESTER2, "POST", "c", None, ALLOW),
+            (TESTER2, "PUT", "c", "o", ALLOW), (TESTER2, "GET", "c", "o", ALLOW),
+            (reader, "GET", None, None, ALLOW), (reader, "GET", "c", None, ALLOW),
+            (reader, "HEAD", "c", "o", ALLOW), (reader, "PUT", "c", "o", 403), (reader, "POST", "c", None, 403),
+            (identity("test", "nobody"), "GET", "c", "o", 403), (ANON, "GET", "c", "o", 401),
+        ]
+        failures = []
+        for who, method, container, obj, expected in rows:
+            decision = self.auth.authorize(who, method, "AUTH_test", container, obj, None, None, None, acl)
+            outcome = ((OWNER if decision.is_owner else ALLOW) if decision.allowed else decision.status)
+            if outcome != expected:
+                failures.append((who and who.user, method, container, obj, outcome, expected))
+        self.assertEqual(failures, [])
+        # an ACL names users and accounts, never tempauth's special groups; a bad stored one grants nothing
+        self.assertIsNone(stored_account_acl('{"admin":[]}'))
+        self.assertIsNone(stored_account_acl("not json"))
+        self.assertIsNone(stored_account_acl('{"admin":[".admin"]}').level((".admin",)))
 
     def test_empty_names_are_none(self) -> None:
         """An empty container or object in the path means the level above, as None does."""

@@ -234,6 +234,9 @@ class ContainerInfo:
     # Swift's ``versions``: a location stored as plain ``X-Versions-Location`` metadata (before
     # versioned_writes kept it in sysmeta), which versioned_writes still honours.
     versions: str | None = None
+    # Swift's container_info ``meta``: ``X-Container-Meta-<name>`` as ``<name>`` (lower case),
+    # the user metadata middlewares act on (tempurl's keys).
+    meta: dict[str, str] = field(factory=dict, hash=False)
 
     @property
     def exists(self) -> bool:
@@ -241,6 +244,7 @@ class ContainerInfo:
 
 
 SYSMETA = "x-container-sysmeta-"
+META = "x-container-meta-"
 
 
 def _cache_key(account: str, container: str | None = None) -> str:
@@ -271,12 +275,31 @@ async def container_info(context: ProxyContext, account: str, container: str, tr
             int(response.header("x-container-bytes-used", "0") or 0),
             {name[len(SYSMETA):]: value for name, value in response.headers.items() if name.startswith(SYSMETA)},
             response.header("x-versions-location") or None,
+            {name[len(META):]: value for name, value in response.headers.items() if name.startswith(META)},
         )
     context.cache.set(key, info, context.info_ttl)
     return info
 
 
-async def account_status(context: ProxyContext, account: str, trans_id: str = "-") -> int:
+@frozen
+class AccountInfo:
+    status: int
+    # ``X-Account-Sysmeta-<name>`` as ``<name>`` (lower case): what middlewares keep on the
+    # account (tempauth's account ACL, ``core-access-control``).
+    sysmeta: dict[str, str] = field(factory=dict, hash=False)
+    # ``X-Account-Meta-<name>`` as ``<name>`` (lower case): user metadata (tempurl's keys).
+    meta: dict[str, str] = field(factory=dict, hash=False)
+
+    @property
+    def exists(self) -> bool:
+        return 200 <= self.status < 300
+
+
+ACCOUNT_SYSMETA = "x-account-sysmeta-"
+ACCOUNT_META = "x-account-meta-"
+
+
+async def account_info(context: ProxyContext, account: str, trans_id: str = "-") -> AccountInfo:
     key = _cache_key(account)
     cached = context.cache.get(key)
     if cached is not None:
@@ -284,11 +307,22 @@ async def account_status(context: ProxyContext, account: str, trans_id: str = "-
     ring = context.rings.account
     part = ring.get_part(account)
     result = await read_from_replicas(context, ring, part, "HEAD", (account,), {"X-Trans-Id": trans_id})
-    if result.response is None:
-        return 503
-    status = result.response.status
-    context.cache.set(key, status, context.info_ttl)
-    return status
+    response = result.response
+    if response is None:
+        return AccountInfo(503)  # not cached: try again next time
+    sysmeta, meta = {}, {}
+    if response.status < 300:
+        sysmeta = {name[len(ACCOUNT_SYSMETA):]: value for name, value in response.headers.items()
+                   if name.startswith(ACCOUNT_SYSMETA)}
+        meta = {name[len(ACCOUNT_META):]: value for name, value in response.headers.items()
+                if name.startswith(ACCOUNT_META)}
+    info = AccountInfo(response.status, sysmeta, meta)
+    context.cache.set(key, info, context.info_ttl)
+    return info
+
+
+async def account_status(context: ProxyContext, account: str, trans_id: str = "-") -> int:
+    return (await account_info(context, account, trans_id)).status
 
 
 def forget_info(context: ProxyContext, account: str, container: str | None = None) -> None:
