@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from txstore.middleware import (
     catch_errors, copy, dlo, gatekeeper, healthcheck, listing_formats, proxy_logging, slo, symlink,
-    tempauth, versioned_writes,
+    tempauth, tempurl, versioned_writes,
 )
 
 BUILTIN = {
     module.middleware.name: module.middleware
-    for module in (catch_errors, gatekeeper, healthcheck, proxy_logging, listing_formats, tempauth, copy, slo, dlo,
-                   versioned_writes, symlink)
+    for module in (catch_errors, gatekeeper, healthcheck, proxy_logging, listing_formats, tempurl, tempauth, copy, slo,
+                   dlo, versioned_writes, symlink)
 }

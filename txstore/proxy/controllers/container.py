@@ -24,6 +24,8 @@ from txstore.proxy.controllers.base import (
 PASSED_ON = ("x-container-meta-", "x-remove-container-meta-", "x-container-sysmeta-", "x-versions-",
              "x-history-", "x-remove-versions-", "x-remove-history-", "x-container-sync-")
 ACL_HEADERS = ("x-container-read", "x-container-write")
+# Shown to the account's owner only, as Swift's swift_owner_headers: the ACLs and tempurl's keys.
+OWNER_HEADERS = (*ACL_HEADERS, "x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
 REMOVE_ACL_HEADERS = ("x-remove-container-read", "x-remove-container-write")
 # Versioning's locations are the versioned_writes middleware's to take (into container sysmeta);
 # one that reaches the controller was taken by no one: refused, never stored and ignored. Empty
@@ -79,7 +81,7 @@ async def handle_container(context: ProxyContext, api: APIRequest) -> SwiftRespo
         if response is None:
             raise APIError(503, "Service Unavailable: no container server answered")
         headers = HeaderMap()
-        relay_headers(headers, response, hide=() if api.is_owner else ACL_HEADERS)
+        relay_headers(headers, response, hide=() if api.is_owner else OWNER_HEADERS)
         return answer(api, response.status, response.body, headers=headers)
 
     if api.method in ("PUT", "POST"):
