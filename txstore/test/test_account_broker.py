@@ -129,7 +129,9 @@ class AccountTests(SynchronousTestCase):
     def test_delete_and_recreate(self) -> None:
         b = self.broker
         b.put_container("c", ts(200), ts(0), 1, 1)
+        b.update_metadata({"X-Account-Sysmeta-Core-Access-Control": ('{"admin":["x"]}', ts(250))})
         b.mark_deleted(ts(300))  # allowed while containers remain: the reaper empties it
+        self.assertEqual(b.get_metadata(), {})  # an account made again does not inherit its ACL
         self.assertTrue(b.is_status_deleted())
         self.assertFalse(b.is_deleted())
         b.put_container("c", ts(200), ts(301), 0, 0)

@@ -570,6 +570,15 @@ class ContainerStateTests(SynchronousTestCase):
         self.assertFalse(b.update_put_timestamp(ts(400)), "already live")
         self.assertEqual(b.get_info().status_changed_at, Timestamp.parse(ts(300)))
 
+    def test_delete_clears_older_metadata(self) -> None:
+        b = self.broker
+        b.update_metadata({"X-Container-Read": ("test2", ts(150)), "X-Container-Meta-Late": ("yes", ts(250))})
+        b.mark_deleted(ts(200))
+        self.assertEqual(b.get_metadata(), {"X-Container-Meta-Late": ("yes", ts(250))})
+        self.assertEqual(b.get_metadata(include_tombstones=True)["X-Container-Read"], ("", ts(200)))
+        b.update_put_timestamp(ts(300))  # created again: without the old ACL
+        self.assertNotIn("X-Container-Read", b.get_metadata())
+
     def test_stale_delete_keeps_container(self) -> None:
         self.broker.mark_deleted(ts(50))
         self.assertFalse(self.broker.is_deleted())

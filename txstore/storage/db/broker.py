@@ -436,6 +436,24 @@ class DatabaseBroker(Generic[R]):
         ts = timestamp_string(timestamp)
         with self._write() as conn:
             self._set_status(conn, self._info_row(conn), delete_timestamp=ts)
+            self._clear_metadata(conn, ts)
+
+    @staticmethod
+    def _clear_metadata(conn, ts: str) -> None:
+        """
+        A DELETE removes the metadata older than it (as tombstones, so replicas merge it): a
+        database created again under the same name starts without the old one's ACLs, keys
+        or settings, as Swift's does. Metadata written after the DELETE stays.
+        """
+        (text,) = conn.execute("SELECT metadata FROM info").fetchone()
+        current: dict[str, list[str]] = json.loads(text)
+        changed = False
+        for name, (value, stamp) in current.items():
+            if value and ts > stamp:
+                current[name] = ["", ts]
+                changed = True
+        if changed:
+            conn.execute("UPDATE info SET metadata = ?", (json.dumps(current, sort_keys=True),))
 
     # -- metadata --------------------------------------------------------------------------
 

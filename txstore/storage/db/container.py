@@ -283,6 +283,7 @@ class ContainerBroker(DatabaseBroker[ObjectRecord]):
             if info["object_count"]:
                 raise ContainerNotEmpty(f"{info['object_count']} objects remain")
             self._set_status(conn, info, delete_timestamp=ts)
+            self._clear_metadata(conn, ts)
 
     def set_reported(
         self,
