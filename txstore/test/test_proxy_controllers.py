@@ -323,6 +323,26 @@ class ReadTests(ControllerCase):
         _, headers, _ = self.container("HEAD", owner=True)
         self.assertEqual(headers.getRawHeaders(b"x-container-read"), [b".r:*"])
 
+    def test_tempurl_keys_only_for_the_owner(self) -> None:
+        # Swift's swift_owner_headers: shown to the owner only, set by the owner only
+        self.backend.default = reply(204, x_container_meta_temp_url_key="k", x_container_meta_temp_url_key_2="k2",
+                                     x_container_meta_a="b", x_account_meta_temp_url_key="ak")
+        for owner, shown in ((False, None), (True, [b"k"])):
+            _, headers, _ = self.container("HEAD", owner=owner)
+            self.assertEqual(headers.getRawHeaders(b"x-container-meta-temp-url-key"), shown)
+            self.assertEqual(headers.getRawHeaders(b"x-container-meta-temp-url-key-2"), shown and [b"k2"])
+            self.assertEqual(headers.getRawHeaders(b"x-container-meta-a"), [b"b"])
+            api = self.api("HEAD", container=None, owner=owner)
+            response = self.successResultOf(Deferred.fromCoroutine(handle_account(self.context, api)))
+            self.assertEqual(response.headers.get("x-account-meta-temp-url-key"), shown and "ak")
+        self.backend.default = reply(204)
+        for owner in (False, True):
+            self.backend.calls.clear()
+            self.container("POST", {"X-Container-Meta-Temp-URL-Key": "new", "X-Container-Meta-A": "c"}, owner=owner)
+            sent = {k.lower(): v for k, v in self.backend.calls[0].headers.items()}
+            self.assertEqual(sent.get("x-container-meta-temp-url-key"), "new" if owner else None)
+            self.assertEqual(sent["x-container-meta-a"], "c")
+
     def test_account_of_which_all_replicas_say_not_found(self) -> None:
         self.backend.default = reply(404)
         status, headers, body = self.account("GET", query="?format=json")

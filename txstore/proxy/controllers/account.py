@@ -19,6 +19,8 @@ from txstore.proxy.controllers.base import (
 
 META = ("x-account-meta-", "x-remove-account-meta-", "x-account-sysmeta-")
 JSON_TYPE = "application/json; charset=utf-8"
+# Shown to and set by the account's owner only (Swift's swift_owner_headers): tempurl's keys.
+OWNER_HEADERS = ("x-account-meta-temp-url-key", "x-account-meta-temp-url-key-2")
 
 
 async def handle_account(context: ProxyContext, api: APIRequest) -> SwiftResponse:
@@ -48,7 +50,7 @@ async def handle_account(context: ProxyContext, api: APIRequest) -> SwiftRespons
                 return answer(api, 204, content_type=JSON_TYPE, headers=headers)
             return answer(api, 200, b"[]", JSON_TYPE, headers)
         headers = HeaderMap()
-        relay_headers(headers, response)
+        relay_headers(headers, response, hide=() if api.is_owner else OWNER_HEADERS)
         return answer(api, response.status, response.body, headers=headers)
     if api.method == "POST":
         reason = check_metadata(api.text_headers(), "account", context.constraints)

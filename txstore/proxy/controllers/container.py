@@ -25,7 +25,8 @@ PASSED_ON = ("x-container-meta-", "x-remove-container-meta-", "x-container-sysme
              "x-history-", "x-remove-versions-", "x-remove-history-", "x-container-sync-")
 ACL_HEADERS = ("x-container-read", "x-container-write")
 # Shown to the account's owner only, as Swift's swift_owner_headers: the ACLs and tempurl's keys.
-OWNER_HEADERS = (*ACL_HEADERS, "x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
+TEMPURL_KEYS = ("x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
+OWNER_HEADERS = (*ACL_HEADERS, *TEMPURL_KEYS)
 REMOVE_ACL_HEADERS = ("x-remove-container-read", "x-remove-container-write")
 # Versioning's locations are the versioned_writes middleware's to take (into container sysmeta);
 # one that reaches the controller was taken by no one: refused, never stored and ignored. Empty
@@ -46,6 +47,9 @@ def validate_acls(api: APIRequest) -> None:
 
 def _write_headers(api: APIRequest) -> dict[str, str]:
     headers = api.passthrough(*PASSED_ON, names=ACL_HEADERS)
+    if not api.is_owner:  # as Swift: only the owner sets tempurl's keys (an ACL's writer may not)
+        for name in [n for n in headers if n.lower() in TEMPURL_KEYS]:
+            del headers[name]
     for name in REMOVE_ACL_HEADERS:
         if api.header(name) is not None:
             headers[name.replace("remove-", "")] = ""
