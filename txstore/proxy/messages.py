@@ -36,7 +36,7 @@ class HeaderMap:
         self.update(items)
 
     def update(self, items: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
-        pairs = items.items() if isinstance(items, (Mapping, HeaderMap)) else items
+        pairs = items.items() if type(items) is dict or isinstance(items, (Mapping, HeaderMap)) else items
         for name, value in pairs:
             self[name] = value
 
@@ -114,6 +114,59 @@ class BytesSource:
         self._data = b""
 
 
+@implementer(IByteSource)
+class WatchedSource:
+    """
+    A body passed on unchanged by a middleware that only watches it: how many bytes were read
+    and how the reading ended (proxy_logging's access line, catch_errors' abort). A subclass
+    says what it does in `ended`, `failed` and `stopped`.
+
+    Any reader may read through it. The edge, the reader of every client's body, reads the
+    innermost source directly instead (`unwatched`) and tells the watchers once at the end, so
+    a chunk costs one read however many middlewares watch the body.
+    """
+
+    def __init__(self, source) -> None:
+        self.source = source
+        self._sent = 0
+
+    def read(self) -> Deferred:
+        return self.source.read().addCallbacks(self._read, self._failed)
+
+    def _read(self, data: bytes) -> bytes:
+        if data:
+            self._sent += len(data)
+        else:
+            self.ended(self._sent)
+        return data
+
+    def _failed(self, failure):
+        return self.failed(failure, self._sent)
+
+    def stop(self) -> None:
+        self.stopped(self._sent)
+        self.source.stop()
+
+    def ended(self, sent: int) -> None:
+        """The whole body was read: ``sent`` bytes."""
+
+    def failed(self, failure, sent: int):
+        """A read failed after ``sent`` bytes: return the failure to pass on (or raise another)."""
+        return failure
+
+    def stopped(self, sent: int) -> None:
+        """The reader stopped after ``sent`` bytes (the client went, or it needs no more)."""
+
+
+def unwatched(source) -> tuple[Any, list[WatchedSource]]:
+    """The source under every `WatchedSource` wrapping ``source``, and those, outermost first."""
+    watchers = []
+    while isinstance(source, WatchedSource):
+        watchers.append(source)
+        source = source.source
+    return source, watchers
+
+
 EMPTY_BODY = b""
 
 
@@ -139,8 +192,12 @@ class SwiftRequest:
     host: str = "localhost"
     scheme: str = "http"
     identity: Any = None  # set by the auth middleware: who is asking (None: anonymous)
-    # Each stage asks for the decoded path; it is decoded once per value of ``path``.
-    _decoded: tuple[str, bool, str | BadPath] | None = field(default=None, init=False, repr=False, eq=False)
+    # Every stage asks for the decoded path, its segments and the query's parameters; each is
+    # worked out once per value of ``path`` (and of X-Backend-Allow-Reserved-Names) or ``query``:
+    # (path, that header's value, the decoded path or its BadPath, splits by (minimum, maximum)).
+    _decoded: tuple[str, str | None, str | BadPath, dict] | None = field(default=None, init=False, repr=False,
+                                                                          eq=False)
+    _params: tuple[str, dict[str, str]] | None = field(default=None, init=False, repr=False, eq=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name, default)
@@ -151,12 +208,30 @@ class SwiftRequest:
 
     @property
     def params(self) -> dict[str, str]:
-        """The query's parameters, decoded (the last one wins when a name repeats)."""
-        return dict(parse_qsl(self.query, keep_blank_values=True))
+        """The query's parameters, decoded (the last one wins when a name repeats); a new dict each time."""
+        cached = self._params
+        if cached is None or cached[0] is not self.query:
+            query = self.query
+            cached = self._params = (query, dict(parse_qsl(query, keep_blank_values=True)) if query else {})
+        return dict(cached[1])
 
     def split(self, minimum: int = 1, maximum: int = 4) -> list[str | None]:
         """The decoded path's segments (`split_path`); raises `BadPath` with Swift's status."""
-        return split_path(self.decoded_path, minimum, maximum)
+        decoding = self._decoding()
+        splits = decoding[3]
+        segments = splits.get((minimum, maximum))
+        if segments is None:
+            path = decoding[2]
+            if isinstance(path, BadPath):
+                raise path
+            try:
+                segments = split_path(path, minimum, maximum)
+            except BadPath as err:
+                segments = err
+            splits[minimum, maximum] = segments
+        if isinstance(segments, BadPath):
+            raise segments
+        return list(segments)
 
     @property
     def allow_reserved(self) -> bool:
@@ -169,14 +244,19 @@ class SwiftRequest:
         The path percent-decoded as UTF-8; `BadPath` (412) for invalid UTF-8, or for a NUL
         unless the request may name reserved names (`allow_reserved`).
         """
+        path = self._decoding()[2]
+        if isinstance(path, BadPath):
+            raise path
+        return path
+
+    def _decoding(self) -> tuple[str, str | None, str | BadPath, dict]:
         cached = self._decoded
-        allow = self.allow_reserved
+        allow = self.headers.get(ALLOW_RESERVED)
         # a middleware may have rewritten the path, or allowed reserved names
         if cached is None or cached[0] is not self.path or cached[1] != allow:
-            cached = self._decoded = (self.path, allow, _decode_or_error(self.path, allow))
-        if isinstance(cached[2], BadPath):
-            raise cached[2]
-        return cached[2]
+            allowed = (allow or "").strip().lower() in TRUE_VALUES
+            cached = self._decoded = (self.path, allow, _decode_or_error(self.path, allowed), {})
+        return cached
 
     @property
     def uri(self) -> str:
