@@ -7,14 +7,14 @@ never a traceback. A body that fails mid-way aborts the connection instead (the 
 
 from __future__ import annotations
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from txstore.common.web import ResponseAborted
-from txstore.interfaces import IApp, IByteSource
+from txstore.interfaces import IApp
 from txstore.middleware.base import Middleware
-from txstore.proxy.messages import SwiftRequest, SwiftResponse
+from txstore.proxy.messages import SwiftRequest, SwiftResponse, WatchedSource
 from txstore.proxy.transaction import new_trans_id
 
 
@@ -44,27 +44,20 @@ class CatchErrors:
         return response
 
 
-@implementer(IByteSource)
-class _Guarded:
+class _Guarded(WatchedSource):
     """A body whose unexpected failure is logged and becomes an abort (the status is sent)."""
 
     log = Logger()
 
     def __init__(self, source, trans_id: str) -> None:
-        self._source = source
+        super().__init__(source)
         self._trans_id = trans_id
 
-    def read(self) -> Deferred:
-        def failed(failure):
-            if not failure.check(ResponseAborted, CancelledError):
-                self.log.failure("{trans_id}: response body failed", failure, trans_id=self._trans_id)
-                raise ResponseAborted("internal error mid-response")
-            return failure
-
-        return self._source.read().addErrback(failed)
-
-    def stop(self) -> None:
-        self._source.stop()
+    def failed(self, failure, sent: int):
+        if not failure.check(ResponseAborted, CancelledError):
+            self.log.failure("{trans_id}: response body failed", failure, trans_id=self._trans_id)
+            raise ResponseAborted("internal error mid-response")
+        return failure
 
 
 middleware = Middleware("catch_errors", lambda app, settings, proxy: CatchErrors(app, proxy.clock))

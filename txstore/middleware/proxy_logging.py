@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import time
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from txstore.interfaces import IApp, IByteSource
+from txstore.interfaces import IApp
 from txstore.middleware.base import Middleware
-from txstore.proxy.messages import SwiftRequest, SwiftResponse
+from txstore.proxy.messages import SwiftRequest, SwiftResponse, WatchedSource
 
 LOGGED = "swift.proxy_access_log_made"
 
@@ -58,37 +57,28 @@ class ProxyLogging:
         )
 
 
-@implementer(IByteSource)
-class _Counted:
-    """Counts the bytes read from a body and reports once, at its end or when it stops."""
+class _Counted(WatchedSource):
+    """Reports the bytes read from a body once, at its end or when it stops."""
 
     def __init__(self, source, report) -> None:
-        self._source = source
+        super().__init__(source)
         self._report = report
-        self._sent = 0
         self._done = False
 
-    def read(self) -> Deferred:
-        def counted(data: bytes) -> bytes:
-            self._sent += len(data)
-            if not data:
-                self._finish("")
-            return data
+    def ended(self, sent: int) -> None:
+        self._finish(sent, "")
 
-        def failed(failure):
-            self._finish(" (body broke off)")
-            return failure
+    def failed(self, failure, sent: int):
+        self._finish(sent, " (body broke off)")
+        return failure
 
-        return self._source.read().addCallbacks(counted, failed)
+    def stopped(self, sent: int) -> None:
+        self._finish(sent, " (client gone)")
 
-    def stop(self) -> None:
-        self._finish(" (client gone)")
-        self._source.stop()
-
-    def _finish(self, note: str) -> None:
+    def _finish(self, sent: int, note: str) -> None:
         if not self._done:
             self._done = True
-            self._report(self._sent, note)
+            self._report(sent, note)
 
 
 middleware = Middleware("proxy_logging", lambda app, settings, proxy: ProxyLogging(app))

@@ -29,7 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
+from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse, unwatched
 
 log = Logger()
 
@@ -90,7 +90,8 @@ def to_swift_request(request) -> SwiftRequest:
     """What the pipeline sees of a twisted request: values only, the body as a byte source."""
     headers = HeaderMap()
     for name, values in request.requestHeaders.getAllRawHeaders():
-        headers[name.decode("latin-1")] = ",".join(v.decode("latin-1") for v in values)
+        value = values[0] if len(values) == 1 else b",".join(values)
+        headers[name.decode("latin-1")] = value.decode("latin-1")
     uri = request.uri.decode("latin-1")
     path, _, query = uri.partition("?")
     body = getattr(request, "body", None)
@@ -148,11 +149,16 @@ async def render(request, response: SwiftResponse) -> None:
 
 @implementer(IPushProducer)
 class _Pump:
-    """Reads the body source only while the client's connection takes more."""
+    """
+    Reads the body source only while the client's connection takes more. The middlewares that
+    only watch the body (`WatchedSource`: the access line, the abort on a failure) are told at
+    the end; the chunks are read from the source under them, one read each.
+    """
 
     def __init__(self, request, source) -> None:
         self._request = request
-        self._source = source
+        self._source, self._watchers = unwatched(source)
+        self._sent = 0
         self._paused = False
         self._resume: Deferred | None = None
         self._stopped = False
@@ -160,6 +166,7 @@ class _Pump:
     async def run(self) -> bool:
         """True once the whole body went out; False when it broke off or the client went."""
         request = self._request
+        source = self._source
         request.registerProducer(self, True)
         try:
             while not self._stopped:
@@ -168,22 +175,40 @@ class _Pump:
                     await self._resume
                     continue
                 try:
-                    chunk = await self._source.read()
-                except Exception as err:
+                    chunk = await source.read()
+                except Exception:
+                    failure = self._failed(Failure())
                     log.warn("response body broke off after {sent} bytes: {error}", sent=request.sentLength,
-                             error=err)
-                    self._source.stop()
+                             error=failure.value)
+                    self._stop_source()
                     return False
                 if not chunk:
+                    for watcher in reversed(self._watchers):  # innermost first, as their callbacks run
+                        watcher.ended(self._sent)
                     return True
+                self._sent += len(chunk)
                 if self._stopped:
                     break
                 request.write(chunk)
-            self._source.stop()
+            self._stop_source()
             return False
         finally:
             if request.channel is not None:
                 request.unregisterProducer()
+
+    def _failed(self, failure: Failure) -> Failure:
+        """The failure as the watchers pass it on, innermost first (catch_errors makes it an abort)."""
+        for watcher in reversed(self._watchers):
+            try:
+                failure = watcher.failed(failure, self._sent)
+            except BaseException:
+                failure = Failure()
+        return failure
+
+    def _stop_source(self) -> None:
+        for watcher in self._watchers:  # outermost first, as their stop() calls run
+            watcher.stopped(self._sent)
+        self._source.stop()
 
     def pauseProducing(self) -> None:
         self._paused = True

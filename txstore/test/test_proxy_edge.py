@@ -17,7 +17,7 @@ from txstore.common.streaming import StreamingSite
 from txstore.common.web import ResponseAborted
 from txstore.interfaces import IByteSource
 from txstore.proxy.edge import ProxyEdge, _Pump
-from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
+from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse, WatchedSource, unwatched
 from txstore.test.test_middleware import Chunks
 
 
@@ -87,6 +87,81 @@ class PumpTests(SynchronousTestCase):
         done = Deferred.fromCoroutine(_Pump(request, source).run())
         source.reads[0].errback(ResponseAborted("node gone"))
         self.assertEqual((self.successResultOf(done), source.stopped), (False, True))
+
+
+class Watcher(WatchedSource):
+    """Records what it is told, and what a failure became."""
+
+    def __init__(self, source, told: list, turn_into: Exception | None = None) -> None:
+        super().__init__(source)
+        self.told = told
+        self.turn_into = turn_into
+
+    def ended(self, sent: int) -> None:
+        self.told.append((self, "ended", sent))
+
+    def failed(self, failure, sent: int):
+        self.told.append((self, "failed", sent, failure.value))
+        if self.turn_into is not None:
+            raise self.turn_into
+        return failure
+
+    def stopped(self, sent: int) -> None:
+        self.told.append((self, "stopped", sent))
+
+
+class WatchedPumpTests(SynchronousTestCase):
+    """The middlewares that only watch a body are told at its end; each chunk is one read of the source."""
+
+    def setUp(self) -> None:
+        self.told: list = []
+        self.source = HeldChunks()
+        self.inner = Watcher(self.source, self.told)
+        self.outer = Watcher(self.inner, self.told, turn_into=ResponseAborted("internal error"))
+        self.request = FakeRequest()
+        self.pump = _Pump(self.request, self.outer)
+        self.done = Deferred.fromCoroutine(self.pump.run())
+
+    def test_the_end_is_told_innermost_first(self) -> None:
+        self.source.reads[0].callback(b"one")
+        self.source.reads[1].callback(b"three")
+        self.assertEqual(self.told, [])  # nothing per chunk
+        self.source.reads[2].callback(b"")
+        self.assertTrue(self.successResultOf(self.done))
+        self.assertEqual(self.told, [(self.inner, "ended", 8), (self.outer, "ended", 8)])
+        self.assertEqual((self.request.written, len(self.source.reads), self.source.stopped),
+                         ([b"one", b"three"], 3, False))
+
+    def test_a_failure_passes_through_each_as_its_errback_would(self) -> None:
+        self.source.reads[0].callback(b"one")
+        broken = RuntimeError("bug")
+        self.source.reads[1].errback(broken)
+        self.assertFalse(self.successResultOf(self.done))
+        self.assertEqual(self.told[:2], [(self.inner, "failed", 3, broken), (self.outer, "failed", 3, broken)])
+        # then the source is stopped, each watcher told outermost first
+        self.assertEqual(self.told[2:], [(self.outer, "stopped", 3), (self.inner, "stopped", 3)])
+        self.assertTrue(self.source.stopped)
+
+    def test_a_client_that_goes_is_told_with_what_went_out(self) -> None:
+        self.pump.pauseProducing()
+        self.source.reads[0].callback(b"one")
+        self.pump.stopProducing()
+        self.assertFalse(self.successResultOf(self.done))
+        self.assertEqual(self.told, [(self.outer, "stopped", 3), (self.inner, "stopped", 3)])
+        self.assertTrue(self.source.stopped)
+
+    def test_other_readers_read_through_the_watchers(self) -> None:
+        told: list = []
+        source = HeldChunks()
+        watched = Watcher(Watcher(source, told), told)
+        first = watched.read()
+        source.reads[0].callback(b"abc")
+        self.assertEqual(self.successResultOf(first), b"abc")
+        end = watched.read()
+        source.reads[1].callback(b"")
+        self.assertEqual(self.successResultOf(end), b"")
+        self.assertEqual([(what, sent) for _, what, sent in told], [("ended", 3), ("ended", 3)])
+        self.assertEqual(unwatched(watched), (source, [watched, watched.source]))
 
 
 class EdgeTests(TestCase):
