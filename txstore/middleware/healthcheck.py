@@ -17,9 +17,13 @@ class Healthcheck:
     def __init__(self, app) -> None:
         self.app = app
 
-    async def __call__(self, request: SwiftRequest) -> SwiftResponse:
+    def __call__(self, request: SwiftRequest):
+        # Any other path is the next stage's call itself: no coroutine of its own per request.
         if request.path != PATH:
-            return await self.app(request)
+            return self.app(request)
+        return self._answer(request)
+
+    async def _answer(self, request: SwiftRequest) -> SwiftResponse:
         request.discard_body()
         if request.method not in ("GET", "HEAD"):
             return SwiftResponse.text(405, "Method Not Allowed", {"Allow": "GET, HEAD"})

@@ -142,16 +142,20 @@ class ListingFormats:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, request: SwiftRequest) -> SwiftResponse:
+    def __call__(self, request: SwiftRequest):
+        # What is not a listing is the next stage's call itself: no coroutine of its own.
         if request.method not in ("GET", "HEAD"):
-            return await self.app(request)
+            return self.app(request)
         try:
             version, account, container, obj = request.split(2, 4)
         except BadPath:
-            return await self.app(request)  # the application answers a bad path
+            return self.app(request)  # the application answers a bad path
         if version != "v1" or obj is not None:
-            return await self.app(request)
+            return self.app(request)
         assert account is not None
+        return self._listing(request, account, container)
+
+    async def _listing(self, request: SwiftRequest, account: str, container: str | None) -> SwiftResponse:
         try:
             fmt = requested_format(request)
         except ListingError as err:
