@@ -1132,6 +1132,16 @@ class ObjectPathTests(TestCase):
         (resumed,) = self.primary[1].received("GET")
         self.assertEqual(resumed.headers["range"], f"bytes={len(body) // 2}-{len(body) - 1}")
 
+    async def test_a_small_body_from_a_node_that_stalls_is_resumed_elsewhere(self) -> None:
+        body = bytes(range(256)) * 100  # read whole before the answer (one wait for its end)
+        self.store(body)
+        self.primary[0].get_mode = "hang"
+        response = await self.client.get(self.url, headers=self.auth())
+        self.assertEqual((response.code, response.length), (200, len(body)))
+        self.assertEqual(await response.content(), body)
+        (resumed,) = self.primary[1].received("GET")
+        self.assertEqual(resumed.headers["range"], f"bytes={len(body) // 2}-{len(body) - 1}")
+
     async def test_get_that_no_replica_can_resume_is_aborted(self) -> None:
         body = b"0123456789" * 10_000
         self.store(body)

@@ -167,6 +167,7 @@ async def _relay(context, api, response: StreamedResponse, others: Iterator[Node
     # failing mid-way is a 503, never a broken response.
     pieces = []
     try:
+        await body.settle()  # one wait for the whole answer, not one per piece and one for the end
         while piece := await body.read():
             pieces.append(piece)
     except ResponseAborted as err:
@@ -196,6 +197,7 @@ class ObjectBody:
         self.delivered = 0  # bytes handed to the reader
         self._stream: _NodeStream | None = None
         self._stopped = False
+        self._stalled = False  # `settle` found the node silent: the next read cuts it off
         self._attach(response)
 
     def _attach(self, response: StreamedResponse) -> None:
@@ -207,12 +209,29 @@ class ObjectBody:
     def read(self) -> Deferred:
         # The common cases take no coroutine: a piece is queued, or the next one is awaited
         # (once per socket read while the reader keeps up); the end, a break or a stall do.
+        if self._stalled:
+            self._stalled = False
+            return Deferred.fromCoroutine(self._read(stalled=True))
         if self._queue:
             return succeed(self._take())
         stream = self._stream
         if stream is not None and stream.ended is None and not self._stopped:
             return stream.wait(self._stall_timeout).addCallback(self._woken)
         return Deferred.fromCoroutine(self._read())
+
+    def settle(self) -> Deferred:
+        """
+        Fires once the node's answer has ended (or the node went silent for the stall timeout),
+        however many pieces it came in: for a small body read whole, whose reads then find
+        everything queued. What went wrong is for the reads to find (a cut-off, a resume).
+        """
+        stream = self._stream
+        if stream is None or stream.ended is not None or self._stopped:
+            return succeed(None)
+        return stream.wait(self._stall_timeout, until_end=True).addCallback(self._settled)
+
+    def _settled(self, alive: bool) -> None:
+        self._stalled = not alive
 
     def _woken(self, alive: bool):
         if alive and self._queue:
@@ -284,12 +303,14 @@ class _NodeStream(Protocol):
         self._timeout = 0.0
         self._since = 0.0  # the last sign of life: data, or a reader starting to wait
         self._watchdog = None  # one timer per silence, not one per wait (a wait per socket read)
+        self._until_end = False  # the waiter wants the end, not each piece
         self.ended = None  # the Failure connectionLost gave (ResponseDone when complete)
 
     def dataReceived(self, data: bytes) -> None:
         self._since = self._body._reactor.seconds()
         self._body._feed(data)
-        self._wake(True)
+        if not self._until_end:
+            self._wake(True)
 
     def connectionLost(self, reason) -> None:
         self.ended = reason
@@ -303,9 +324,13 @@ class _NodeStream(Protocol):
         if waiter is not None:
             waiter.callback(result)
 
-    def wait(self, timeout: float) -> Deferred:
-        """Until data or the end arrives: True, or False after ``timeout`` seconds of silence."""
+    def wait(self, timeout: float, until_end: bool = False) -> Deferred:
+        """
+        Until data (unless ``until_end``) or the end arrives: True, or False after ``timeout``
+        seconds of silence.
+        """
         self.resume()
+        self._until_end = until_end
         self._waiter = Deferred()
         self._timeout = timeout
         self._since = self._body._reactor.seconds()
