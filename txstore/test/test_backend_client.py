@@ -2,10 +2,12 @@
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import URI
+from twisted.web.error import SchemeNotSupported
 from twisted.web.server import Site
 
-from txstore.common.backend_client import BackendClient, BackendError, BackendTimeout, quote_path
+from txstore.common.backend_client import BackendClient, BackendError, BackendTimeout, NodeEndpoints, quote_path
 from txstore.storage.edge import DispatchResource
 from txstore.storage.http_support import plain_text
 
@@ -61,3 +63,18 @@ class BackendClientTests(TestCase):
 
     def test_quote_path(self) -> None:
         self.assertEqual(quote_path("/a b/%2F/\u00e9"), "/a%20b/%252F/%C3%A9")
+
+
+class NodeEndpointsTests(SynchronousTestCase):
+    def test_one_endpoint_per_node_with_the_connect_timeout(self) -> None:
+        endpoints = NodeEndpoints(reactor, 2.5)
+        first = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:6210/d1/1/a/c/o"))
+        again = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:6210/d1/2/a/c/p"))
+        other = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:6220/d2/1/a/c/o"))
+        self.assertIs(first, again)
+        self.assertIsNot(first, other)
+        self.assertEqual((first._hostText, first._port, first._timeout), ("127.0.0.1", 6210, 2.5))
+
+    def test_plain_http_only(self) -> None:
+        endpoints = NodeEndpoints(reactor, 2.0)
+        self.assertRaises(SchemeNotSupported, endpoints.endpointForURI, URI.fromBytes(b"https://127.0.0.1:6210/x"))
