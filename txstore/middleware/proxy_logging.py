@@ -51,10 +51,29 @@ class ProxyLogging:
         source = request.environ.get("swift.source")
         self.access.info(
             "{client} {method} {path} {status} {sent} {duration:.4f}s {trans_id}{source}{note}",
-            client=request.client_ip, method=request.method, path=request.uri,
+            client=request.client_ip, method=request.method, path=_revealed(request.uri),
             status="-" if status is None else status, sent=sent, duration=time.monotonic() - started,
             trans_id=request.trans_id, source=f" {source}" if source else "", note=note,
         )
+
+
+# Query parameters that are credentials: only their first 16 characters are logged, as Swift
+# logs them, so an access log cannot be replayed as a temp URL.
+SENSITIVE = ("temp_url_sig",)
+REVEALED = 16
+
+
+def _revealed(uri: str) -> str:
+    path, mark, query = uri.partition("?")
+    if not mark or not any(name in query for name in SENSITIVE):
+        return uri
+    params = []
+    for param in query.split("&"):
+        name, equals, value = param.partition("=")
+        if equals and name in SENSITIVE and len(value) > REVEALED:
+            param = f"{name}={value[:REVEALED]}..."
+        params.append(param)
+    return f"{path}?{'&'.join(params)}"
 
 
 class _Counted(WatchedSource):

@@ -142,6 +142,13 @@ class ProxyLoggingTests(Case):
         self.assertEqual((line["client"], line["method"], line["path"], line["status"], line["sent"], line["trans_id"]),
                          ("10.0.0.9", "GET", "/v1/a/c/o?x=1", 200, 7, "tx1"))
 
+    def test_a_temp_url_signature_is_logged_cut_short(self) -> None:
+        signature = "sha256:" + "A" * 43
+        request = SwiftRequest("GET", "/v1/a/c/o", query=f"temp_url_sig={signature}&temp_url_expires=9&x=1")
+        self.call(ProxyLogging(InnerApp()), request)
+        [line] = self.lines
+        self.assertEqual(line["path"], "/v1/a/c/o?temp_url_sig=sha256:AAAAAAAAA...&temp_url_expires=9&x=1")
+
     def test_sub_requests_are_logged_with_their_source(self) -> None:
         inner = InnerApp()
         logging = ProxyLogging(inner)
