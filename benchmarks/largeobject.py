@@ -1,22 +1,13 @@
-"""What the large-object benchmarks share: a streamed PUT, a streamed GET, peak RSS of a pid."""
+"""What the large-object benchmarks share: a streamed PUT, a streamed GET."""
 
 from __future__ import annotations
 
 import hashlib
 import http.client
 import time
-from pathlib import Path
 
 CHUNK = 1024 * 1024
 _BLOCK = bytes(range(256)) * (CHUNK // 256)
-
-
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM of a process: the most resident memory it has had."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def put_stream(conn: http.client.HTTPConnection, path: str, headers: dict[str, str], size: int):

@@ -22,7 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from largeobject import get_stream, peak_rss_mib, put_stream
+from largeobject import get_stream, put_stream
+from serverstats import peak_rss_mib
 
 from txstore.aio.layout import Topology, prepare
 

@@ -20,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from largeobject import get_stream, peak_rss_mib, put_stream
+from largeobject import get_stream, put_stream
+from serverstats import peak_rss_mib
 
 
 

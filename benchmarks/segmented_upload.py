@@ -37,22 +37,22 @@ import json
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import Account, BenchError, authenticate, render  # noqa: E402
-from serverstats import ROLES, Meter, Servers, pid_groups_from_pidfile, pid_groups_from_run_dir  # noqa: E402
+from serverstats import (  # noqa: E402
+    ROLES, Meter, Servers, paused, peak_rss_mib, pid_groups_from_pidfile, pid_groups_from_run_dir,
+)
 from standard import (  # noqa: E402
     ANCHOR_BASE,
     ANCHOR_PORT,
@@ -154,26 +154,6 @@ def head(account: Account, path: str) -> tuple[int, dict[str, str]]:
         conn.close()
 
 
-@contextmanager
-def paused(groups: list[int]) -> Iterator[None]:
-    """SIGSTOP these process groups for the duration; always SIGCONT them afterwards."""
-    stopped = []
-    try:
-        for group in groups:
-            try:
-                os.killpg(group, signal.SIGSTOP)
-                stopped.append(group)
-            except OSError:
-                pass
-        yield
-    finally:
-        for group in stopped:
-            try:
-                os.killpg(group, signal.SIGCONT)
-            except OSError:
-                pass
-
-
 class Cli:
     """The swift CLI, one process per command, authenticated by -A/-U/-K only."""
 
@@ -210,7 +190,7 @@ def measure(system: System, action) -> Transfer:
     seconds, client_cpu, _ = action()
     usage = meter.stop()
     members = proxy.members()["proxy"]
-    peaks = [proxy_peak(pid) for pid in members]
+    peaks = [peak_rss_mib(pid) for pid in members]
     transfer = Transfer(
         seconds=seconds,
         mb_per_s=float("nan"),
@@ -220,16 +200,6 @@ def measure(system: System, action) -> Transfer:
         client_cpu_s=round(client_cpu, 2),
     )
     return transfer
-
-
-def proxy_peak(pid: str) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def one_round(system: System, others: list[System], cli: Cli, args: argparse.Namespace, number: int,

@@ -22,6 +22,9 @@ Standard library only: this also runs from the anchor's machine setup.
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +81,8 @@ def cpu_seconds_of_pids(pids: list[int]) -> float:
     return total
 
 
-def _hwm_mib(pid: int | str) -> float:
+def peak_rss_mib(pid: int | str) -> float:
+    """VmHWM of a process: the most resident memory it has had (0 once it is gone)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -137,7 +141,7 @@ class Servers:
                     self.peaks_reset = False
 
     def peak_rss(self) -> dict[str, float]:
-        return {role: sum(_hwm_mib(pid) for pid in pids) for role, pids in self.members().items()}
+        return {role: sum(peak_rss_mib(pid) for pid in pids) for role, pids in self.members().items()}
 
     def alive(self) -> list[str]:
         """Names whose group leader is gone (a crash during a run must not go unnoticed)."""
@@ -164,3 +168,23 @@ class Meter:
             cpu={role: after[role] - self._before.get(role, 0.0) for role in ROLES},
             peak_rss=self.servers.peak_rss(),
         )
+
+
+@contextmanager
+def paused(groups: list[int]) -> Iterator[list[int]]:
+    """SIGSTOP these process groups for the duration (yields those stopped); always SIGCONT them."""
+    stopped = []
+    try:
+        for group in groups:
+            try:
+                os.killpg(group, signal.SIGSTOP)
+                stopped.append(group)
+            except OSError:
+                pass
+        yield stopped
+    finally:
+        for group in stopped:
+            try:
+                os.killpg(group, signal.SIGCONT)
+            except OSError:
+                pass

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import BenchError, Client, Result, authenticate, render, size_label, table  # noqa: E402
-from serverstats import Meter, Servers, pid_groups_from_pidfile, pid_groups_from_run_dir  # noqa: E402
+from serverstats import Meter, Servers, paused, pid_groups_from_pidfile, pid_groups_from_run_dir  # noqa: E402
 
 ANCHOR_SCRIPTS = Path("/work/shared/swift-anchor")
 ANCHOR_BASE = Path(os.environ.get("ANCHOR_SWIFT_BASE", "/tmp/anchor-swift"))
@@ -333,22 +332,9 @@ def anchor_paused() -> Iterator[None]:
     """
     pidfile = Path(os.environ.get("BENCH_PIDFILE") or ANCHOR_BASE / "pids")
     groups = list(pid_groups_from_pidfile(pidfile).values()) if pidfile.exists() else []
-    stopped = []
-    try:
-        for group in groups:
-            try:
-                os.killpg(group, signal.SIGSTOP)
-                stopped.append(group)
-            except OSError:
-                pass
+    with paused(groups) as stopped:
         print(f"swift: {len(stopped)} process groups paused while txstore runs", flush=True)
         yield
-    finally:
-        for group in stopped:
-            try:
-                os.killpg(group, signal.SIGCONT)
-            except OSError:
-                pass
 
 
 # ------------------------------------------------------------------ side by side
