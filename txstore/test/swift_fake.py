@@ -180,3 +180,13 @@ class MemorySwift:
             return SwiftResponse(206, headers, b"" if method == "HEAD" else data[first:last + 1])
         headers["Content-Length"] = str(len(data))
         return SwiftResponse(200, headers, b"" if method == "HEAD" else data)
+
+
+def read_body(case, response) -> bytes:
+    """A middleware's answer read whole: bytes as they are, a streamed body read to its end."""
+    if not response.streamed:
+        return response.body
+    data = []
+    while piece := case.successResultOf(response.body.read()):
+        data.append(piece)
+    return b"".join(data)

@@ -19,7 +19,7 @@ from txstore.middleware.copy import Copy
 from txstore.middleware.dlo import DynamicLargeObjects
 from txstore.middleware.slo import StaticLargeObjects
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
-from txstore.test.swift_fake import MemorySwift
+from txstore.test.swift_fake import MemorySwift, read_body
 
 A = "/v1/AUTH_a"
 C = f"{A}/c"
@@ -57,12 +57,7 @@ class Case(SynchronousTestCase):
         return self.successResultOf(ensureDeferred(self.app(request)))
 
     def read(self, response: SwiftResponse) -> bytes:
-        if not response.streamed:
-            return response.body
-        data = b""
-        while piece := self.successResultOf(response.body.read()):
-            data += piece
-        return data
+        return read_body(self, response)
 
     def manifest(self, name: str = "m", target: str = "segs/big/", body: bytes = b"", **headers: str) -> SwiftResponse:
         return self.call("PUT", f"{C}/{name}", body, **{"X-Object-Manifest": target, **headers})

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from txstore.common.web import ResponseAborted
 from txstore.middleware.slo import StaticLargeObjects
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
-from txstore.test.swift_fake import MemorySwift
+from txstore.test.swift_fake import MemorySwift, read_body
 
 C = "/v1/AUTH_a/c"
 SETTINGS = {"max_manifest_segments": 10, "max_manifest_size": 4096, "yield_frequency": 10, "concurrency": 2}
@@ -42,14 +42,7 @@ class SLOTests(SynchronousTestCase):
         return self.successResultOf(done)
 
     def read(self, response: SwiftResponse) -> bytes:
-        if not response.streamed:
-            return response.body
-        data = b""
-        while True:
-            piece = self.successResultOf(response.body.read())
-            if not piece:
-                return data
-            data += piece
+        return read_body(self, response)
 
     def put_manifest(self, name: str, segments: list[dict], **headers: str) -> SwiftResponse:
         return self.call("PUT", f"{C}/{name}", json.dumps(segments).encode(), "multipart-manifest=put", **headers)

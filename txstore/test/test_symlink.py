@@ -20,7 +20,7 @@ from txstore.middleware.gatekeeper import Gatekeeper
 from txstore.middleware.slo import StaticLargeObjects
 from txstore.middleware.symlink import EMPTY_ETAG, Symlinks
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
-from txstore.test.swift_fake import MemorySwift
+from txstore.test.swift_fake import MemorySwift, read_body
 
 A = "/v1/AUTH_a"
 TC = f"{A}/tc"
@@ -67,12 +67,7 @@ class Case(SynchronousTestCase):
         return self.successResultOf(ensureDeferred(self.app(request)))
 
     def read(self, response: SwiftResponse) -> bytes:
-        if not response.streamed:
-            return response.body
-        data = b""
-        while piece := self.successResultOf(response.body.read()):
-            data += piece
-        return data
+        return read_body(self, response)
 
     def link(self, name: str, target: str = "tc/t", status: int = 201, **headers: str) -> SwiftResponse:
         response = self.call("PUT", f"{LC}/{name}", **{"X-Symlink-Target": target, **headers})

@@ -26,7 +26,7 @@ from txstore.proxy import subrequest
 from txstore.proxy.info import InfoRegistry
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
 from txstore.proxy.tempauth import Decision
-from txstore.test.swift_fake import MemorySwift
+from txstore.test.swift_fake import MemorySwift, read_body
 
 NOW = 1_800_000_000
 LATER = NOW + 3600
@@ -127,12 +127,7 @@ class Case(SynchronousTestCase):
         return self.successResultOf(ensureDeferred(self.app(request)))
 
     def read(self, response: SwiftResponse) -> bytes:
-        if not response.streamed:
-            return response.body
-        data = b""
-        while piece := self.successResultOf(response.body.read()):
-            data += piece
-        return data
+        return read_body(self, response)
 
     def params(self, method: str, path: str = OBJ, key: bytes = KEY, digest: str = "sha256",
                expires: int = LATER, **extra: str) -> dict:

@@ -25,7 +25,7 @@ from txstore.proxy.controllers.base import ContainerInfo
 from txstore.proxy.info import InfoRegistry
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
 from txstore.proxy.tempauth import Decision
-from txstore.test.swift_fake import MemorySwift
+from txstore.test.swift_fake import MemorySwift, read_body
 
 A = "/v1/AUTH_a"
 C = f"{A}/c"
@@ -132,12 +132,7 @@ class Case(SynchronousTestCase):
         return self.successResultOf(ensureDeferred(self.app(request)))
 
     def read(self, response: SwiftResponse) -> bytes:
-        if not response.streamed:
-            return response.body
-        data = b""
-        while piece := self.successResultOf(response.body.read()):
-            data += piece
-        return data
+        return read_body(self, response)
 
     def put(self, path: str, body: bytes, status: int = 201, **headers: str) -> SwiftResponse:
         response = self.call("PUT", path, body, **headers)
