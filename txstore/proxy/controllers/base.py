@@ -247,6 +247,11 @@ SYSMETA = "x-container-sysmeta-"
 META = "x-container-meta-"
 
 
+def _named(response: BackendResponse, prefix: str) -> dict[str, str]:
+    """The headers under ``prefix`` (lower case), by the rest of their names: info's sysmeta, meta."""
+    return {name[len(prefix):]: value for name, value in response.headers.items() if name.startswith(prefix)}
+
+
 def _cache_key(account: str, container: str | None = None) -> str:
     return f"container/{account}/{container}" if container is not None else f"account/{account}"
 
@@ -273,9 +278,9 @@ async def container_info(context: ProxyContext, account: str, container: str, tr
             int(policy) if policy.isdigit() else 0,
             int(response.header("x-container-object-count", "0") or 0),
             int(response.header("x-container-bytes-used", "0") or 0),
-            {name[len(SYSMETA):]: value for name, value in response.headers.items() if name.startswith(SYSMETA)},
+            _named(response, SYSMETA),
             response.header("x-versions-location") or None,
-            {name[len(META):]: value for name, value in response.headers.items() if name.startswith(META)},
+            _named(response, META),
         )
     context.cache.set(key, info, context.info_ttl)
     return info
@@ -310,13 +315,10 @@ async def account_info(context: ProxyContext, account: str, trans_id: str = "-")
     response = result.response
     if response is None:
         return AccountInfo(503)  # not cached: try again next time
-    sysmeta, meta = {}, {}
     if response.status < 300:
-        sysmeta = {name[len(ACCOUNT_SYSMETA):]: value for name, value in response.headers.items()
-                   if name.startswith(ACCOUNT_SYSMETA)}
-        meta = {name[len(ACCOUNT_META):]: value for name, value in response.headers.items()
-                if name.startswith(ACCOUNT_META)}
-    info = AccountInfo(response.status, sysmeta, meta)
+        info = AccountInfo(response.status, _named(response, ACCOUNT_SYSMETA), _named(response, ACCOUNT_META))
+    else:
+        info = AccountInfo(response.status)
     context.cache.set(key, info, context.info_ttl)
     return info
 
