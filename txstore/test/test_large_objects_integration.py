@@ -70,6 +70,14 @@ class SegmentedUploadTests(ClusterCase):
         status, _, _ = self.cluster.http("GET", "/v1/AUTH_test/C/big.bin",
                                          {"X-Auth-Token": token, "If-None-Match": etag})
         self.assertEqual(status, 304)
+        # ?part-number=: one segment of the whole, as S3's part reads take it (5 parts of 1 MiB, then the rest)
+        status, headers, body = self.cluster.http("GET", "/v1/AUTH_test/C/big.bin?part-number=2",
+                                                  {"X-Auth-Token": token})
+        self.assertEqual((status, headers["content-range"], headers["x-parts-count"], headers["etag"]),
+                         (206, "bytes 1048576-2097151/5000000", "5", etag))
+        self.assertEqual(body, self.data[1048576:2097152])
+        self.assertEqual(self.cluster.http("HEAD", "/v1/AUTH_test/C/big.bin?part-number=6",
+                                           {"X-Auth-Token": token})[0], 416)
         # a client cannot forge a manifest
         status, _, body = self.cluster.http("PUT", "/v1/AUTH_test/C/forged", {
             "X-Auth-Token": token, "X-Static-Large-Object": "True", "Content-Length": "2"}, b"[]")
