@@ -77,6 +77,8 @@ DISALLOWED_INCOMING = ("x-object-manifest", "x-symlink-target", "x-copy-from")
 INVALID = b"401 Unauthorized: Temp URL invalid\n"
 ISO8601 = "%Y-%m-%dT%H:%M:%SZ"
 REMOTE_USER = ".wsgi.tempurl"
+# What a signed request's URL held, for staticweb's listing links (they carry the same signature).
+INFO = "txstore.tempurl_info"
 ACCOUNT_SCOPE, CONTAINER_SCOPE = "account", "container"
 B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 CONTENT_GENERATOR = "X-Backend-Content-Generator"
@@ -236,6 +238,7 @@ class TempURL:
         expires = parse_expires(expires_text) if expires_text is not None else 0
         if not sig or expires < self.clock():
             return self._invalid(request)
+        given = sig
         try:
             digest, sig = parse_signature(sig)
         except (ValueError, binascii.Error):
@@ -277,6 +280,8 @@ class TempURL:
         request.environ[subrequest.OVERRIDE] = True
         request.environ[subrequest.AUTHORIZE] = Scope(account, container if scope == CONTAINER_SCOPE else None)
         request.environ["REMOTE_USER"] = REMOTE_USER
+        request.environ[INFO] = {"sig": given, "expires": expires_text or "", "prefix": prefix,
+                                 "ip_range": ip_range, "inline": inline}
         kept: dict[str, str] = {"temp_url_sig": sig, "temp_url_expires": expires_text or ""}
         if prefix is not None:
             kept["temp_url_prefix"] = prefix

@@ -89,7 +89,9 @@ class MemorySwift:
         params = request.params
         prefix, marker, end = params.get("prefix", ""), params.get("marker", ""), params.get("end_marker")
         limit = min(int(params.get("limit") or LISTING_LIMIT), LISTING_LIMIT)
+        delimiter = params.get("delimiter") or ""
         listed = []
+        subdirs = set()
         for name in sorted((p[len(path) + 1:] for p in self.objects if p.startswith(path + "/")),
                            key=lambda n: n.encode("utf-8", "surrogatepass")):
             key = name.encode("utf-8", "surrogatepass")
@@ -99,6 +101,13 @@ class MemorySwift:
                 break
             if len(listed) == limit:
                 break
+            cut = name.find(delimiter, len(prefix)) if delimiter else -1
+            if cut >= 0:  # rolled up into a subdir entry, once
+                subdir = name[:cut + len(delimiter)]
+                if subdir not in subdirs:
+                    subdirs.add(subdir)
+                    listed.append({"subdir": subdir})
+                continue
             stored = self.objects[f"{path}/{name}"]
             listed.append({"name": name, "bytes": int(stored.headers.get(OVERRIDE_SIZE, len(stored.body))),
                            "hash": stored.headers.get(OVERRIDE_ETAG, stored.etag),
@@ -106,7 +115,7 @@ class MemorySwift:
                            "last_modified": stored.timestamp.isoformat})
         headers = {"Content-Type": "application/json; charset=utf-8", "X-Container-Object-Count": str(len(listed))}
         if params.get("format") != "json":
-            body = "".join(entry["name"] + "\n" for entry in listed).encode("utf-8")
+            body = "".join(entry.get("name", entry.get("subdir")) + "\n" for entry in listed).encode("utf-8")
             headers["Content-Type"] = "text/plain; charset=utf-8"
         else:
             body = json.dumps(listed).encode("utf-8")
