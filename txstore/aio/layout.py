@@ -266,8 +266,10 @@ def _max_file_size(layout: Layout) -> str:
     return f"# txstore-aio --max-file-size\nmax_file_size = {layout.max_file_size}\n"
 
 
-# Options the all-in-one sets in its proxy's filters (others keep their defaults).
-FILTER_OPTIONS = {"versioned_writes": "allow_versioned_writes = true\nallow_object_versioning = true\n"}
+# Options the all-in-one sets in its proxy's filters (others keep their defaults). domain_remap:
+# Swift's all-in-one of the functional tests serves example.net (their test.conf's storage_domain).
+FILTER_OPTIONS = {"versioned_writes": "allow_versioned_writes = true\nallow_object_versioning = true\n",
+                  "domain_remap": "storage_domain = example.net\n"}
 
 
 def _proxy_config(layout: Layout) -> str:

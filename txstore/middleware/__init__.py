@@ -6,12 +6,12 @@ Third-party middlewares register in the ``txstore.proxy_middleware`` entry-point
 from __future__ import annotations
 
 from txstore.middleware import (
-    catch_errors, copy, dlo, gatekeeper, healthcheck, listing_formats, proxy_logging, slo, staticweb, symlink,
-    tempauth, tempurl, versioned_writes,
+    catch_errors, copy, dlo, domain_remap, gatekeeper, healthcheck, listing_formats, proxy_logging, slo,
+    staticweb, symlink, tempauth, tempurl, versioned_writes,
 )
 
 BUILTIN = {
     module.middleware.name: module.middleware
-    for module in (catch_errors, gatekeeper, healthcheck, proxy_logging, listing_formats, tempurl, tempauth, staticweb,
-                   copy, slo, dlo, versioned_writes, symlink)
+    for module in (catch_errors, gatekeeper, healthcheck, proxy_logging, domain_remap, listing_formats, tempurl,
+                   tempauth, staticweb, copy, slo, dlo, versioned_writes, symlink)
 }
