@@ -134,6 +134,9 @@ def _store_account_acl(request: SwiftRequest) -> SwiftResponse | None:
 def _build(app, settings, proxy) -> TempAuthMiddleware:
     auth = TempAuth.from_filter(settings, proxy.clock)
     proxy.info.register("tempauth", account_acls=True)
+    provided = getattr(proxy, "provided", None)
+    if provided is not None:
+        provided["tempauth"] = auth  # s3api, above it, takes its users as S3 credentials
 
     def info(request: SwiftRequest, account: str):
         return account_info(proxy.context, account, request.trans_id)

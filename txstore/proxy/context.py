@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from txstore.common.constraints import DEFAULT_CONSTRAINTS, Constraints
 from txstore.common.policies import PolicyCollection
@@ -31,10 +31,15 @@ class ProxyContext:
 
 @frozen
 class ProxyServices:
-    """What a middleware is built with: the controllers' context and the ``/info`` registry."""
+    """
+    What a middleware is built with: the controllers' context, the ``/info`` registry, and what
+    the middlewares built before it (those below it) ``provided`` for the ones above (tempauth
+    its `TempAuth`, whose users s3api takes as S3 credentials).
+    """
 
     context: ProxyContext
     info: Any  # txstore.proxy.info.InfoRegistry
+    provided: dict[str, Any] = field(factory=dict)
 
     @property
     def reactor(self) -> Any:

@@ -1,0 +1,65 @@
+# -*- test-case-name: txstore.test.test_s3_auth -*-
+"""
+Where S3 access keys come from: an `ICredentialSource` maps an access key to its secret, the
+account it works in, and who it is for the authorizer that judges its Swift requests.
+
+The default is tempauth's users, as Swift's s3api with tempauth: access key
+``<account>:<user>``, secret the user's key, account ``AUTH_<account>``, and every request
+judged by tempauth's own rules (owner, ACLs) for that user. Another source (a key file, a
+keystone-style service) plugs in by providing the same two methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from attrs import frozen
+
+from txstore.proxy.acl import parse_acl
+
+
+@frozen
+class S3User:
+    """An access key's owner: ``secret`` signs, ``account`` holds the buckets, ``identity`` is judged."""
+
+    access_key: str
+    secret: str
+    account: str
+    identity: Any
+
+
+class ICredentialSource(Protocol):
+    def lookup(self, access_key: str) -> S3User | None:
+        """The user of ``access_key``, None when there is none."""
+
+    def authorize(self, user: S3User, request, account: str, container: str | None, obj: str | None, info) -> Any:
+        """A ``Decision`` for a Swift request made for ``user`` (``info``: the container's, or None)."""
+
+
+class TempAuthCredentials:
+    """tempauth's users (`txstore.proxy.tempauth.TempAuth`) as S3 credentials."""
+
+    def __init__(self, auth) -> None:
+        self.auth = auth
+        self._users = {f"{u.account}:{u.user}": u for u in auth.users}
+
+    def lookup(self, access_key: str) -> S3User | None:
+        user = self._users.get(access_key)
+        if user is None:
+            return None
+        identity = self.auth.identity_of(user)
+        return S3User(access_key, user.key, identity.account, identity)
+
+    def authorize(self, user: S3User, request, account: str, container: str | None, obj: str | None, info) -> Any:
+        return self.auth.authorize(user.identity, request.method, account, container, obj,
+                                   _acl(info.read_acl if info else None), _acl(info.write_acl if info else None, True),
+                                   request.header("Referer"))
+
+
+def _acl(value: str | None, write: bool = False):
+    if not value:
+        return None
+    try:
+        return parse_acl(value, write=write)
+    except ValueError:
+        return None

@@ -1,0 +1,254 @@
+# -*- test-case-name: txstore.test.test_s3_middleware -*-
+"""
+Object operations over Swift objects: GET and HEAD (ranges, conditionals, ``response-*``
+overrides), PUT (streamed; Content-MD5 and the V4 payload hash checked as the body passes),
+DELETE, CopyObject (``x-amz-copy-source`` as Swift's ``X-Copy-From``), the canned ACL.
+User metadata ``x-amz-meta-<name>`` is Swift's ``X-Object-Meta-<name>``, so either API sees
+what the other wrote.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, unquote
+
+from txstore.proxy.messages import HeaderMap, SwiftResponse
+from txstore.s3 import xmlio as xml
+from txstore.s3.bucket import check_canned_acl
+from txstore.s3.auth import BodyMismatch, decode_md5
+from txstore.s3.calls import S3Call, swift_error, xml_response
+from txstore.s3.errors import S3Error
+from txstore.s3.listing import iso_from_http, private_acl, quoted_etag
+
+# Headers a Swift object answer carries that S3 answers carry too, as they are.
+RELAYED = ("content-type", "content-length", "content-range", "content-encoding", "content-disposition",
+           "content-language", "cache-control", "expires", "last-modified", "accept-ranges")
+# What a PUT may set on the object besides its metadata (Swift stores these too).
+STORED = ("Content-Type", "Content-Encoding", "Content-Disposition", "Content-Language", "Cache-Control",
+          "Expires")
+CONDITIONALS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
+OVERRIDES = {"response-content-type": "Content-Type", "response-content-language": "Content-Language",
+             "response-expires": "Expires", "response-cache-control": "Cache-Control",
+             "response-content-disposition": "Content-Disposition",
+             "response-content-encoding": "Content-Encoding"}
+META, AMZ_META = "x-object-meta-", "x-amz-meta-"
+COPY_CONDITIONALS = {"x-amz-copy-source-if-match": "If-Match", "x-amz-copy-source-if-none-match": "If-None-Match",
+                     "x-amz-copy-source-if-modified-since": "If-Modified-Since",
+                     "x-amz-copy-source-if-unmodified-since": "If-Unmodified-Since"}
+REFUSED_HEADERS = {
+    "x-amz-server-side-encryption": "server-side encryption",
+    "x-amz-server-side-encryption-customer-algorithm": "server-side encryption",
+    "x-amz-tagging": "object tagging",
+    "x-amz-website-redirect-location": "website redirects",
+    "x-amz-object-lock-mode": "object lock",
+    "x-amz-object-lock-retain-until-date": "object lock",
+    "x-amz-object-lock-legal-hold": "object lock",
+}
+
+
+def s3_headers(swift: HeaderMap) -> HeaderMap:
+    """The S3 answer's headers from a Swift object answer's."""
+    headers = HeaderMap()
+    for name, value in swift.items():
+        lowered = name.lower()
+        if lowered in RELAYED:
+            headers[name] = value
+        elif lowered == "etag":
+            headers["ETag"] = quoted_etag(value)
+        elif lowered.startswith(META):
+            headers[AMZ_META + name[len(META):].lower()] = value
+    return headers
+
+
+def _check_version(call: S3Call) -> None:
+    version = call.params.get("versionId")
+    if version is not None and version != "null":
+        raise S3Error("NoSuchVersion", VersionId=version, Key=call.key)
+
+
+async def _missing(call: S3Call, response: SwiftResponse) -> S3Error:
+    """A Swift 404 of an object: NoSuchBucket when the container is missing, else NoSuchKey."""
+    response.discard_body()
+    bucket = await call.swift("HEAD", call.bucket)
+    bucket.discard_body()
+    if bucket.status == 404:
+        return S3Error("NoSuchBucket", BucketName=call.bucket)
+    return S3Error("NoSuchKey", Key=call.key)
+
+
+async def get(call: S3Call):
+    _check_version(call)
+    request = call.request
+    headers = {name: request.header(name) for name in ("Range", *CONDITIONALS) if request.header(name) is not None}
+    response = await call.swift(request.method, call.bucket, call.key, headers=headers)
+    if response.status in (200, 206):
+        answer = SwiftResponse(response.status, s3_headers(response.headers), response.body)
+        if request.method == "GET":
+            for param, header in OVERRIDES.items():
+                if param in call.params:
+                    answer.headers[header] = call.params[param]
+        return answer
+    if response.status == 304:
+        response.discard_body()
+        return SwiftResponse(304, s3_headers(response.headers))
+    if response.status == 404:
+        raise await _missing(call, response)
+    raise swift_error(response, key=True)
+
+
+def _metadata(call: S3Call) -> dict[str, str]:
+    found = {}
+    for name, value in call.request.headers.items():
+        if name.lower().startswith(AMZ_META):
+            found["X-Object-Meta-" + name[len(AMZ_META):]] = value
+    return found
+
+
+def _refuse_unbuilt(call: S3Call) -> None:
+    for name, what in REFUSED_HEADERS.items():
+        if name in call.request.headers:
+            raise S3Error("NotImplemented", f"{name}: {what} is not implemented")
+    storage_class = call.request.header("x-amz-storage-class")
+    if storage_class is not None and storage_class != "STANDARD":
+        raise S3Error("InvalidStorageClass", "The storage class you specified is not valid", status=400,
+                      StorageClassRequested=storage_class)
+    check_canned_acl(call)
+
+
+async def put(call: S3Call):
+    request = call.request
+    if "x-amz-copy-source" in request.headers:
+        return await copy(call)
+    _refuse_unbuilt(call)
+    chunked = (request.header("Transfer-Encoding") or "").lower() == "chunked"
+    length = request.header("Content-Length")
+    if length is None and not chunked:
+        raise S3Error("MissingContentLength")
+    headers = {name: request.header(name) for name in STORED if request.header(name) is not None}
+    headers.update(_metadata(call))
+    if chunked:
+        headers["Transfer-Encoding"] = "chunked"
+    else:
+        headers["Content-Length"] = length
+    md5 = request.header("Content-MD5")
+    if md5 is not None:
+        headers["ETag"] = decode_md5(md5).hex()
+    body = call.checked if call.checked is not None else request.body
+    try:
+        response = await call.swift("PUT", call.bucket, call.key, headers=headers, body=body)
+    except BodyMismatch:  # a stage below let the failed read through: the same answer
+        raise call.checked.failed from None
+    if call.checked is not None and call.checked.failed is not None:
+        response.discard_body()  # the PUT failed (a cut-off body): nothing was stored
+        raise call.checked.failed
+    if response.status == 201:
+        response.discard_body()
+        answer = xml_response(200, b"", {"ETag": quoted_etag(response.headers.get("ETag"))})
+        del answer.headers["Content-Type"]
+        for name, value in request.headers.with_prefix("x-amz-checksum-").items():
+            answer.headers[name] = value  # verified on the way in (auth.CheckedBody)
+        return answer
+    if response.status == 404:
+        response.discard_body()
+        raise S3Error("NoSuchBucket", BucketName=call.bucket)
+    raise swift_error(response, key=True)
+
+
+async def delete(call: S3Call):
+    _check_version(call)
+    response = await call.swift("DELETE", call.bucket, call.key)
+    if response.status // 100 == 2:
+        response.discard_body()
+        return xml_response(204, b"")
+    if response.status == 404:
+        error = await _missing(call, response)
+        if error.code == "NoSuchBucket":
+            raise error
+        return xml_response(204, b"")  # deleting what is not there succeeds, as in S3
+    raise swift_error(response, key=True)
+
+
+def _copy_source(value: str) -> tuple[str, str, str | None]:
+    """(bucket, key, versionId) of ``x-amz-copy-source`` (``[/]bucket/key[?versionId=…]``)."""
+    path, _, query = value.partition("?")
+    version = None
+    if query:
+        name, _, version = query.partition("=")
+        if name != "versionId":
+            version = None
+    path = unquote(path).lstrip("/")
+    bucket, slash, key = path.partition("/")
+    if not (bucket and slash and key):
+        raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+                      ArgumentName="x-amz-copy-source", ArgumentValue=value)
+    return bucket, key, version
+
+
+async def copy(call: S3Call):
+    request = call.request
+    _refuse_unbuilt(call)
+    if "x-amz-copy-source-range" in request.headers:
+        raise S3Error("InvalidArgument", "x-amz-copy-source-range is only for UploadPartCopy",
+                      ArgumentName="x-amz-copy-source-range")
+    bucket, key, version = _copy_source(request.header("x-amz-copy-source"))
+    if version not in (None, "null"):
+        raise S3Error("NoSuchVersion", VersionId=version, Key=key)
+    directive = (request.header("x-amz-metadata-directive") or "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
+                      ArgumentValue=directive)
+    if (bucket, key) == (call.bucket, call.key) and directive == "COPY":
+        raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to "
+                                        "itself without changing the object's metadata, storage class, website "
+                                        "redirect location or encryption attributes.")
+    request.discard_body()
+    conditions = {header: request.header(name) for name, header in COPY_CONDITIONALS.items()
+                  if request.header(name) is not None}
+    source = await call.swift("HEAD", bucket, key, headers=conditions)
+    source.discard_body()
+    if source.status in (304, 412):
+        raise S3Error("PreconditionFailed")
+    if source.status == 404:
+        missing = await call.swift("HEAD", bucket)
+        missing.discard_body()
+        raise S3Error("NoSuchBucket", BucketName=bucket) if missing.status == 404 else S3Error("NoSuchKey", Key=key)
+    if source.status // 100 != 2:
+        raise swift_error(source, key=True)
+    headers = {"X-Copy-From": quote(f"/{bucket}/{key}"), "Content-Length": "0"}
+    if directive == "REPLACE":
+        headers["X-Fresh-Metadata"] = "true"
+        headers.update({name: request.header(name) for name in STORED if request.header(name) is not None})
+        headers.update(_metadata(call))
+    response = await call.swift("PUT", call.bucket, call.key, headers=headers)
+    response.discard_body()
+    if response.status != 201:
+        if response.status == 404:
+            raise S3Error("NoSuchBucket", BucketName=call.bucket)
+        raise swift_error(response, key=True)
+    root = xml.Element("CopyObjectResult")
+    xml.sub(root, "LastModified", iso_from_http(response.headers.get("Last-Modified")))
+    xml.sub(root, "ETag", quoted_etag(response.headers.get("ETag")))
+    return xml_response(200, xml.dumps(root))
+
+
+async def acl(call: S3Call):
+    response = await call.swift("HEAD", call.bucket, call.key)
+    if response.status // 100 != 2:
+        if response.status == 404:
+            raise await _missing(call, response)
+        raise swift_error(response, key=True)
+    response.discard_body()
+    return xml_response(200, private_acl(call.user.access_key))
+
+
+async def put_acl(call: S3Call):
+    check_canned_acl(call)
+    body = await call.read_body()
+    if body.strip():
+        raise S3Error("NotImplemented", "ACL documents are not implemented (only the canned private ACL is)")
+    response = await call.swift("HEAD", call.bucket, call.key)
+    if response.status // 100 != 2:
+        if response.status == 404:
+            raise await _missing(call, response)
+        raise swift_error(response, key=True)
+    response.discard_body()
+    return xml_response(200, b"")
