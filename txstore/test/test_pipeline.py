@@ -52,7 +52,7 @@ class PipelineConfigTests(SynchronousTestCase):
         settings = self.load("")
         # Swift's order: listing_formats right after the outer proxy_logging (and [cache])
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
-                                                "domain_remap", "listing_formats", "tempurl", "tempauth",
+                                                "domain_remap", "listing_formats", "tempurl", "s3api", "tempauth",
                                                 "staticweb", "copy", "slo", "dlo",
                                                 "versioned_writes", "symlink", "proxy_logging"])
         self.assertEqual(self.names(settings), list(DEFAULT_PIPELINE[:-1]))
@@ -104,8 +104,8 @@ class PipelineConfigTests(SynchronousTestCase):
              f"{conf}: [pipeline:main]: pipeline: the pipeline names 'healthcheck' but there is no [filter:healthcheck] section"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
              f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: catch_errors, copy, dlo, "
-             "domain_remap, gatekeeper, healthcheck, listing_formats, proxy_logging, slo, staticweb, symlink, "
-             "tempauth, tempurl, versioned_writes)"),
+             "domain_remap, gatekeeper, healthcheck, listing_formats, proxy_logging, s3api, slo, staticweb, "
+             "symlink, tempauth, tempurl, versioned_writes)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
              f"{conf}: [filter:x]: use: no middleware 'egg:elsewhere#nothing_here': not txstore's and no entry point "
              "'nothing_here' in the txstore.proxy_middleware group"),
@@ -307,8 +307,11 @@ class SeamTests(SynchronousTestCase):
 
     def test_info_lists_what_is_built_and_nothing_else(self) -> None:
         info = json.loads(self.call("GET", "/info").body)
-        self.assertEqual(sorted(info), ["dlo", "domain_remap", "slo", "staticweb", "swift", "symlink", "tempauth",
-                                        "tempurl"])
+        self.assertEqual(sorted(info), ["dlo", "domain_remap", "s3api", "slo", "staticweb", "swift", "symlink",
+                                        "tempauth", "tempurl"])
+        self.assertEqual(info["s3api"], {"allow_multipart_uploads": False, "location": "us-east-1",
+                                         "max_bucket_listing": 1000, "max_multi_delete_objects": 1000,
+                                         "s3_acl": False})
         self.assertEqual(info["dlo"], {"max_segments": 10000})
         self.assertEqual(info["symlink"], {"symloop_max": 2, "static_links": True})
         self.assertEqual(info["tempauth"], {"account_acls": True})
