@@ -76,6 +76,12 @@ SCHEMA = c.Schema(
                     doc="Threads doing each device's disk I/O (opens, writes, fsyncs, SQLite).",
                 ),
                 c.Option(
+                    "direct_writes",
+                    c.boolean,
+                    True,
+                    doc="Write bodies of 16 MiB and more with O_DIRECT, past the page cache.",
+                ),
+                c.Option(
                     "container_update_timeout",
                     c.number(0.1),
                     1.0,
@@ -171,6 +177,7 @@ class NodeSettings:
     cluster: ClusterConfig
     max_file_size: int = 5 * 1024**3 + 2
     threads_per_device: int = DEFAULT_THREADS_PER_DEVICE
+    direct_writes: bool = True
     container_update_timeout: float = 1.0
     daemons: dict[str, dict] = field(factory=lambda: _daemon_defaults())  # section → options
     replication: dict = field(factory=lambda: _section_defaults(REPLICATION))
@@ -190,6 +197,7 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         cluster=load_cluster_from(loaded, SECTION),
         max_file_size=node["max_file_size"],
         threads_per_device=node["threads_per_device"],
+        direct_writes=node["direct_writes"],
         container_update_timeout=node["container_update_timeout"],
         daemons={name: dict(loaded.section(name)) for name in DAEMONS},
         replication=_replication_options(loaded),

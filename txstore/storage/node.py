@@ -120,7 +120,9 @@ def build_node(
     """The node's request handler and the services that must run beside its listener."""
     runner = DeviceThreadPools(reactor, settings.threads_per_device)
     client = BackendClient(reactor)
-    diskfiles = DiskFileManager(settings.devices, settings.mount_check, settings.cluster.hasher)
+    diskfiles = DiskFileManager(
+        settings.devices, settings.mount_check, settings.cluster.hasher, direct_writes=settings.direct_writes
+    )
     context = StorageContext(
         devices=settings.devices,
         mount_check=settings.mount_check,

@@ -219,10 +219,10 @@ def _open_for_get(diskfiles, path: BackendPath, policy_index: int, small: int):
     return diskfile, state, body
 
 
-def _finish_put(writer, rest: bytes, expected_etag: str | None, metadata: dict[str, str], timestamp: Timestamp):
+def _finish_put(writer, rest: list[bytes], expected_etag: str | None, metadata: dict[str, str], timestamp: Timestamp):
     """(blocking) Write the body's last batch, check the ETag the client gave, commit."""
     if rest:
-        writer.write(rest)
+        writer.write_many(rest)
     if expected_etag is not None and expected_etag.strip('"').lower() != writer.etag:
         raise _EtagMismatch()
     return writer.commit(metadata, timestamp)
@@ -372,34 +372,45 @@ class ObjectServer:
         )
         return _empty(201, {"ETag": writer.etag, "Last-Modified": timestamp.last_modified})
 
-    async def _receive(self, request: Request, path: BackendPath, writer, length: int | None) -> bytes:
+    async def _receive(self, request: Request, path: BackendPath, writer, length: int | None) -> list[bytes]:
         """
-        Copy the request body into ``writer`` in batches, off the reactor; the last batch is
-        returned unwritten, for the commit's thread call to write.
+        Copy the request body into ``writer`` in batches of the chunks as received (not joined:
+        the writer takes them as they are), off the reactor; one batch is written while the
+        next arrives. The last batch is returned unwritten, for the commit's thread call.
         """
         limit = self.context.constraints.max_file_size
         batch: list[bytes] = []
         batched = 0
         received = 0
-        while True:
-            try:
-                chunk = await request.body.read()
-            except BodyIncomplete as err:
-                raise HTTPError(499, f"Client Disconnect: {err}") from None
-            if not chunk:
-                break
-            received += len(chunk)
-            if received > limit:
-                raise HTTPError(413, f"Your request is too large: over {limit} bytes")
-            batch.append(chunk)
-            batched += len(chunk)
-            if batched >= WRITE_BATCH:
-                data = b"".join(batch)
-                batch, batched = [], 0
-                await self._run(path, writer.write, data)
+        writing: Deferred | None = None
+        try:
+            while True:
+                try:
+                    chunk = await request.body.read()
+                except BodyIncomplete as err:
+                    raise HTTPError(499, f"Client Disconnect: {err}") from None
+                if not chunk:
+                    break
+                received += len(chunk)
+                if received > limit:
+                    raise HTTPError(413, f"Your request is too large: over {limit} bytes")
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= WRITE_BATCH:
+                    if writing is not None:
+                        await writing  # one batch in the pool at a time, in order
+                    writing = self._run(path, writer.write_many, batch)
+                    batch, batched = [], 0
+            if writing is not None:
+                await writing
+        except BaseException:
+            if writing is not None and not writing.called:
+                # The writer is aborted after this: never while its thread still writes.
+                await writing.addErrback(lambda _: None)
+            raise
         if length is not None and received != length:
             raise HTTPError(499, f"Client Disconnect: {received} of {length} bytes")
-        return b"".join(batch)
+        return batch
 
     # --- container updates -----------------------------------------------------------------
 

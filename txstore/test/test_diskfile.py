@@ -4,9 +4,11 @@ Tests for txstore.storage.diskfile: what is on disk after every write, failure a
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
+import mmap
 import os
 import random
 import signal
@@ -17,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from txstore.common.hashing import PathHasher
 from txstore.common.timestamps import Timestamp
@@ -209,29 +211,98 @@ class WriteReadTests(DiskFileTestCase):
             self.assertEqual(reader.read(len(body) + 50, 100), b"")
             self.assertRaises(ValueError, reader.read, -1, 5)
 
-    def test_a_large_body_goes_to_writeback_as_it_is_written(self) -> None:
-        """Every WRITEBACK_EVERY bytes, the range written since the last time is handed over."""
-        advised: list[tuple[int, int, int]] = []
+    def _record_writeback(self, sync_file_range_result: int | None) -> list[tuple]:
+        """Record fadvise and sync_file_range calls (the latter answering as told, or absent)."""
+        calls: list[tuple] = []
         real = os.posix_fadvise
 
-        def record(fd: int, offset: int, length: int, advice: int) -> None:
-            advised.append((offset, length, advice))
+        def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+            calls.append(("fadvise", offset, length, advice))
             real(fd, offset, length, advice)
 
-        self.patch(dfmod.os, "posix_fadvise", record)
+        def sync_file_range(fd: int, offset: int, length: int, flags: int) -> int:
+            calls.append(("sfr", offset, length, flags))
+            if sync_file_range_result:
+                ctypes.set_errno(sync_file_range_result)
+                return -1
+            return 0
+
+        self.patch(dfmod.os, "posix_fadvise", fadvise)
+        self.patch(dfmod, "_sync_file_range", None if sync_file_range_result is None else sync_file_range)
         self.patch(dfmod, "WRITEBACK_EVERY", 100_000)
+        return calls
+
+    def _write_in_pieces(self) -> None:
         df = self.diskfile()
         body = os.urandom(350_000)
         writer = df.create_writer(len(body))
         for start in range(0, len(body), 60_000):
             writer.write(body[start : start + 60_000])
         writer.commit({"Content-Type": "application/octet-stream"}, ts(1))
-        dontneed = os.POSIX_FADV_DONTNEED
-        self.assertEqual(advised, [(0, 120_000, dontneed), (120_000, 120_000, dontneed), (240_000, 110_000, dontneed)])
         state = df.read_metadata()
         with df.open_reader(state) as reader:
             self.assertEqual(reader.read(0, len(body)), body)
             self.assertIs(reader.etag_verified(), True)
+
+    def test_a_large_body_streams_to_the_disk_as_it_is_written(self) -> None:
+        """
+        Every WRITEBACK_EVERY bytes, the piece written since the last time is started and the
+        piece before it waited for and dropped from the cache: two pieces dirty at most.
+        """
+        calls = self._record_writeback(0)
+        self._write_in_pieces()
+        write, wait_all = 2, 1 | 2 | 4
+        dontneed = os.POSIX_FADV_DONTNEED
+        self.assertEqual(calls, [
+            ("sfr", 0, 120_000, write),
+            ("sfr", 120_000, 120_000, write), ("sfr", 0, 120_000, wait_all), ("fadvise", 0, 120_000, dontneed),
+            ("sfr", 240_000, 110_000, write), ("sfr", 120_000, 120_000, wait_all),
+            ("fadvise", 120_000, 120_000, dontneed),
+        ])
+
+    def test_the_real_sync_file_range_streams_a_body(self) -> None:
+        """The libc binding itself, on this system's filesystem: the body reads back whole."""
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("sync_file_range is Linux's")
+        self.assertIsNotNone(dfmod._sync_file_range)
+        self.patch(dfmod, "WRITEBACK_EVERY", 100_000)
+        self._write_in_pieces()
+
+    def test_without_sync_file_range_writeback_is_advised(self) -> None:
+        """Where the call does not exist (not Linux), every piece is handed to fadvise."""
+        calls = self._record_writeback(None)
+        self._write_in_pieces()
+        dontneed = os.POSIX_FADV_DONTNEED
+        self.assertEqual(calls, [
+            ("fadvise", 0, 120_000, dontneed), ("fadvise", 120_000, 120_000, dontneed),
+            ("fadvise", 240_000, 110_000, dontneed),
+        ])
+
+    def test_sync_file_range_unsupported_by_the_file_falls_back_to_fadvise(self) -> None:
+        calls = self._record_writeback(errno.EINVAL)
+        self._write_in_pieces()
+        dontneed = os.POSIX_FADV_DONTNEED
+        self.assertEqual(calls, [
+            ("sfr", 0, 120_000, 2), ("fadvise", 0, 120_000, dontneed),
+            ("fadvise", 120_000, 120_000, dontneed), ("fadvise", 240_000, 110_000, dontneed),
+        ])
+
+    def test_a_failed_writeback_fails_the_write_and_leaves_no_temp_file(self) -> None:
+        self._record_writeback(errno.EIO)
+        df = self.diskfile()
+        writer = df.create_writer(None)
+        writer.write(b"x" * 60_000)
+        error = self.assertRaises(OSError, writer.write, b"x" * 60_000)
+        self.assertEqual(error.errno, errno.EIO)
+        self.assertFalse(writer.temp_path.exists())
+
+    def test_a_full_disk_at_writeback_is_no_space(self) -> None:
+        self._record_writeback(errno.ENOSPC)
+        df = self.diskfile()
+        writer = df.create_writer(None)
+        writer.write(b"x" * 60_000)
+        self.assertRaises(dfmod.DiskFileNoSpace, writer.write, b"x" * 60_000)
+        self.assertFalse(writer.temp_path.exists())
 
     def test_empty_object(self) -> None:
         df = self.diskfile()
@@ -1021,3 +1092,110 @@ class FsyncTests(WriteReadTests, ChangeTests):
     """The same behaviour with fsync on (as in production)."""
 
     fsync = True
+
+
+class DirectWriteTests(DiskFileTestCase):
+    """Large bodies of known length go to the disk with O_DIRECT through an aligned stage."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        if not dfmod._O_DIRECT:
+            raise SkipTest("no O_DIRECT on this platform")
+        probe = self.devices / "sda" / "probe"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | dfmod._O_DIRECT, 0o600)
+            try:
+                block = mmap.mmap(-1, dfmod.DIRECT_ALIGN)
+                os.write(fd, block)
+            finally:
+                os.close(fd)
+                probe.unlink()
+        except OSError as error:
+            raise SkipTest(f"this filesystem refuses O_DIRECT: {error}")
+        self.patch(dfmod, "DIRECT_WRITE_MIN", 64 * 1024)
+        self.patch(dfmod, "DIRECT_CHUNK", 16 * 1024)
+        self.writes: list[tuple[int, bool]] = []
+        real_write = os.write
+
+        def write(fd: int, data) -> int:
+            direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & dfmod._O_DIRECT)
+            written = real_write(fd, data)
+            self.writes.append((written, direct))
+            return written
+
+        self.patch(dfmod.os, "write", write)
+
+    def put_in_pieces(self, body: bytes, hint: int | None, piece: int = 10_000, obj: str = "o") -> ObjectState:
+        df = self.diskfile(obj)
+        writer = df.create_writer(hint)
+        for start in range(0, len(body), piece):
+            writer.write_many([body[start : start + piece // 2], body[start + piece // 2 : start + piece]])
+        writer.commit({"Content-Type": "application/octet-stream"}, ts(1))
+        state = df.read_metadata()
+        self.assertEqual(self.read_all(df), body)
+        self.assertEqual(state.metadata["ETag"], hashlib.md5(body).hexdigest())
+        with df.open_reader(state) as reader:
+            reader.read(0, state.content_length)
+            self.assertIs(reader.etag_verified(), True)
+        return state
+
+    def test_a_large_body_is_written_directly_in_aligned_pieces(self) -> None:
+        body = os.urandom(100_003)
+        self.put_in_pieces(body, len(body))
+        direct = [length for length, is_direct in self.writes if is_direct]
+        self.assertEqual(direct, [16 * 1024] * 6)  # 98,304 bytes; the tail of 1,699 is under one block
+        cached = [length for length, is_direct in self.writes if not is_direct]
+        self.assertEqual(sum(direct) + cached[0], len(body))  # the unaligned tail, then the footer
+        self.assertLess(cached[0], dfmod.DIRECT_ALIGN)
+        self.assertEqual(self.tmp_files(), [])
+
+    def test_small_and_unknown_length_bodies_use_the_page_cache(self) -> None:
+        for hint in (None, 1000, 64 * 1024 - 1):
+            self.writes.clear()
+            self.put_in_pieces(os.urandom(70_000), hint, obj=f"o{hint}")
+            self.assertFalse(any(is_direct for _, is_direct in self.writes), hint)
+
+    def test_direct_writes_can_be_turned_off(self) -> None:
+        self.manager = DiskFileManager(self.devices, False, HASHER, fsync=False, direct_writes=False)
+        self.put_in_pieces(os.urandom(100_000), 100_000)
+        self.assertFalse(any(is_direct for _, is_direct in self.writes))
+
+    def test_a_filesystem_refusing_the_first_direct_write_gets_the_page_cache(self) -> None:
+        patched_write = dfmod.os.write
+
+        def refuse_direct(fd: int, data) -> int:
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & dfmod._O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return patched_write(fd, data)
+
+        self.patch(dfmod.os, "write", refuse_direct)
+        self.put_in_pieces(os.urandom(100_000), 100_000)
+        # Also when the first direct write would be the commit's (a body under one stage).
+        self.patch(dfmod, "DIRECT_CHUNK", 1024 * 1024)
+        self.put_in_pieces(os.urandom(100_000), 100_000, obj="whole")
+
+    def test_a_direct_write_failing_later_fails_the_upload(self) -> None:
+        patched_write = dfmod.os.write
+        calls = []
+
+        def fail_second(fd: int, data) -> int:
+            calls.append(len(data))
+            if len(calls) == 2:
+                raise OSError(errno.EIO, "Input/output error")
+            return patched_write(fd, data)
+
+        self.patch(dfmod.os, "write", fail_second)
+        df = self.diskfile()
+        writer = df.create_writer(100_000)
+        writer.write(b"x" * 16 * 1024)
+        error = self.assertRaises(OSError, writer.write, b"x" * 16 * 1024)
+        self.assertEqual(error.errno, errno.EIO)
+        self.assertEqual(self.tmp_files(), [])
+
+    def test_abort_mid_body_leaves_nothing(self) -> None:
+        df = self.diskfile()
+        writer = df.create_writer(100_000)
+        writer.write(os.urandom(40_000))
+        writer.abort()
+        self.assertEqual(self.tmp_files(), [])
+        self.assertEqual(self.files(df), [])

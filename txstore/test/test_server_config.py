@@ -141,3 +141,6 @@ class SampleConfigTests(SynchronousTestCase):
         self.assertEqual(node.threads_per_device, 4)
         (directory / "objectnode.conf").write_text(text.replace("threads_per_device = 4", "threads_per_device = 12"))
         self.assertEqual(load_node_settings(directory / "objectnode.conf").threads_per_device, 12)
+        self.assertIs(node.direct_writes, True)
+        (directory / "objectnode.conf").write_text(text.replace("direct_writes = true", "direct_writes = false"))
+        self.assertIs(load_node_settings(directory / "objectnode.conf").direct_writes, False)
