@@ -28,3 +28,19 @@ class Middleware:
 
     def build(self, app, settings, proxy):
         return self.factory(app, dict(settings), proxy)
+
+
+class CachedContainers:
+    """
+    The proxy's cached container info (`txstore.proxy.controllers.base.container_info`), as a
+    callable ``(request, account, container) -> Awaitable[ContainerInfo]`` a middleware is given
+    (tests give a fake).
+    """
+
+    def __init__(self, context) -> None:
+        self.context = context
+
+    async def __call__(self, request, account: str, container: str):
+        from txstore.proxy.controllers.base import container_info  # the middlewares import the proxy late
+
+        return await container_info(self.context, account, container, request.trans_id)

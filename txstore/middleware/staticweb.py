@@ -40,7 +40,7 @@ from txstore.common import config as c
 from txstore.common.paths import BadPath
 from txstore.interfaces import IApp
 from txstore.middleware import tempurl
-from txstore.middleware.base import Middleware
+from txstore.middleware.base import CachedContainers, Middleware
 from txstore.proxy import subrequest
 from txstore.proxy.messages import TRUE_VALUES, HeaderMap, SwiftRequest, SwiftResponse
 
@@ -374,18 +374,6 @@ async def _read_whole(response: SwiftResponse) -> bytes:
         response.body.stop()
         raise
     return b"".join(chunks)
-
-
-class CachedContainers:
-    """The proxy's cached container info (`txstore.proxy.controllers.base.container_info`)."""
-
-    def __init__(self, context) -> None:
-        self.context = context
-
-    async def __call__(self, request: SwiftRequest, account: str, container: str):
-        from txstore.proxy.controllers.base import container_info
-
-        return await container_info(self.context, account, container, request.trans_id)
 
 
 def _build(app, settings: dict[str, Any], proxy) -> StaticWeb:

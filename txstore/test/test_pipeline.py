@@ -53,7 +53,8 @@ class PipelineConfigTests(SynchronousTestCase):
         # Swift's order: listing_formats right after the outer proxy_logging (and [cache])
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
                                                 "domain_remap", "listing_formats", "tempurl", "s3api", "tempauth",
-                                                "staticweb", "copy", "slo", "dlo",
+                                                "staticweb", "copy", "container_quotas", "account_quotas", "slo",
+                                                "dlo",
                                                 "versioned_writes", "symlink", "proxy_logging"])
         self.assertEqual(self.names(settings), list(DEFAULT_PIPELINE[:-1]))
         self.assertEqual(settings.users, ())
@@ -103,9 +104,9 @@ class PipelineConfigTests(SynchronousTestCase):
             ("[pipeline:main]\npipeline = healthcheck proxy-server\n",
              f"{conf}: [pipeline:main]: pipeline: the pipeline names 'healthcheck' but there is no [filter:healthcheck] section"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
-             f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: catch_errors, copy, dlo, "
-             "domain_remap, gatekeeper, healthcheck, listing_formats, proxy_logging, s3api, slo, staticweb, "
-             "symlink, tempauth, tempurl, versioned_writes)"),
+             f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: account_quotas, "
+             "catch_errors, container_quotas, copy, dlo, domain_remap, gatekeeper, healthcheck, listing_formats, "
+             "proxy_logging, s3api, slo, staticweb, symlink, tempauth, tempurl, versioned_writes)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
              f"{conf}: [filter:x]: use: no middleware 'egg:elsewhere#nothing_here': not txstore's and no entry point "
              "'nothing_here' in the txstore.proxy_middleware group"),
@@ -307,8 +308,8 @@ class SeamTests(SynchronousTestCase):
 
     def test_info_lists_what_is_built_and_nothing_else(self) -> None:
         info = json.loads(self.call("GET", "/info").body)
-        self.assertEqual(sorted(info), ["dlo", "domain_remap", "s3api", "slo", "staticweb", "swift", "symlink",
-                                        "tempauth", "tempurl"])
+        self.assertEqual(sorted(info), ["account_quotas", "container_quotas", "dlo", "domain_remap", "s3api", "slo",
+                                        "staticweb", "swift", "symlink", "tempauth", "tempurl"])
         self.assertEqual(info["s3api"], {"allow_multipart_uploads": False, "location": "us-east-1",
                                          "max_bucket_listing": 1000, "max_multi_delete_objects": 1000,
                                          "s3_acl": False})

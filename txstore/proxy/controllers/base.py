@@ -294,6 +294,9 @@ class AccountInfo:
     sysmeta: dict[str, str] = field(factory=dict, hash=False)
     # ``X-Account-Meta-<name>`` as ``<name>`` (lower case): user metadata (tempurl's keys).
     meta: dict[str, str] = field(factory=dict, hash=False)
+    # usage, as the account's databases last reported it (account_quotas)
+    bytes_used: int = 0
+    object_count: int = 0
 
     @property
     def exists(self) -> bool:
@@ -316,11 +319,18 @@ async def account_info(context: ProxyContext, account: str, trans_id: str = "-")
     if response is None:
         return AccountInfo(503)  # not cached: try again next time
     if response.status < 300:
-        info = AccountInfo(response.status, _named(response, ACCOUNT_SYSMETA), _named(response, ACCOUNT_META))
+        info = AccountInfo(response.status, _named(response, ACCOUNT_SYSMETA), _named(response, ACCOUNT_META),
+                           _count(response.header("x-account-bytes-used")),
+                           _count(response.header("x-account-object-count")))
     else:
         info = AccountInfo(response.status)
     context.cache.set(key, info, context.info_ttl)
     return info
+
+
+def _count(value: str | None) -> int:
+    value = (value or "").strip()
+    return int(value) if value.isdigit() else 0
 
 
 async def account_status(context: ProxyContext, account: str, trans_id: str = "-") -> int:
