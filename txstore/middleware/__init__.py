@@ -9,7 +9,7 @@ from txstore.middleware import (
     account_quotas, catch_errors, container_quotas, copy, dlo, domain_remap, gatekeeper, healthcheck,
     listing_formats, proxy_logging, slo, staticweb, symlink, tempauth, tempurl, versioned_writes,
 )
-from txstore.s3 import middleware as s3api  # the S3 API is a package of its own (txstore/s3/)
+from txstore.middleware import s3api  # the S3 API: the filter of its own package, txstore/s3/
 
 BUILTIN = {
     module.middleware.name: module.middleware

@@ -162,7 +162,7 @@ def _v4_query(request, params: dict[str, str], now: float, location: str, max_sk
     if expires < 0:
         raise S3Error(error, "X-Amz-Expires must be non-negative")
     if expires > MAX_PRESIGNED_EXPIRES:
-        raise S3Error(error, "X-Amz-Expires must be less than a week (in seconds) that is 604800")
+        raise S3Error(error, "X-Amz-Expires must be less than 604800 seconds")
     if now > signed_at + expires:
         raise S3Error("AccessDenied", "Request has expired", XAmzExpires=expires,
                       Expires=strftime("%Y-%m-%dT%H:%M:%SZ", gmtime(signed_at + expires)),
@@ -208,7 +208,9 @@ def _v2_query(request, params: dict[str, str], now: float, bucket_in_host: str |
     try:
         expires = int(expires_text)
     except ValueError:
-        raise S3Error("AccessDenied", "Expires must be a number of seconds since the epoch") from None
+        expires = -1
+    if not 0 <= expires < 2**32:
+        raise S3Error("AccessDenied", f"Invalid date (should be seconds since epoch): {expires_text}")
     if now > expires:
         raise S3Error("AccessDenied", "Request has expired", Expires=strftime("%Y-%m-%dT%H:%M:%SZ", gmtime(expires)),
                       ServerTime=strftime("%Y-%m-%dT%H:%M:%SZ", gmtime(now)))

@@ -31,18 +31,26 @@ async def require_bucket(call: S3Call) -> None:
         raise swift_error(response, bucket=True)
 
 
-def check_canned_acl(call: S3Call) -> None:
-    """Only the canned ``private`` ACL is built; asking for any other is refused, not ignored."""
-    acl = call.request.header("x-amz-acl")
-    if acl is not None and acl.strip() != "private":
-        raise S3Error("NotImplemented", f"x-amz-acl: {acl} is not implemented (only private is)")
+# The canned ACLs a bucket can have, as the container ACLs that grant the same (Swift's s3api
+# without s3_acl does the same): private clears them, public-read lets anyone read and list.
+BUCKET_ACLS = {"private": {"X-Container-Read": "", "X-Container-Write": ""},
+               "public-read": {"X-Container-Read": ".r:*,.rlistings"}}
+PUBLIC = ".r:*"
+
+
+def check_canned_acl(call: S3Call, allowed: tuple[str, ...] = ("private",)) -> str | None:
+    """The canned ACL asked for; any not built (grants, or a canned one not in ``allowed``) refused."""
     grants = [name for name in call.request.headers if name.lower().startswith("x-amz-grant-")]
     if grants:
         raise S3Error("NotImplemented", f"{grants[0]} is not implemented")
+    acl = call.request.header("x-amz-acl")
+    if acl is not None and acl.strip() not in allowed:
+        raise S3Error("NotImplemented", f"x-amz-acl: {acl} is not implemented (only {', '.join(allowed)})")
+    return acl.strip() if acl is not None else None
 
 
 async def create(call: S3Call):
-    check_canned_acl(call)
+    canned = check_canned_acl(call, tuple(BUCKET_ACLS))
     body = await call.read_body()
     if body.strip():
         try:
@@ -54,7 +62,8 @@ async def create(call: S3Call):
         constraint = xml.text_of(config, "LocationConstraint")
         if constraint and constraint != call.settings.location:
             raise S3Error("InvalidLocationConstraint", LocationConstraint=constraint)
-    response = await call.swift("PUT", call.bucket)
+    headers = {name: value for name, value in BUCKET_ACLS.get(canned or "", {}).items() if value}
+    response = await call.swift("PUT", call.bucket, headers=headers)
     response.discard_body()
     if response.status == 201:
         return xml_response(200, b"", {"Location": f"/{call.bucket}"})
@@ -90,16 +99,25 @@ async def versioning(call: S3Call):
 
 
 async def acl(call: S3Call):
-    await require_bucket(call)
-    return xml_response(200, private_acl(call.user.access_key))
+    response = await call.swift("HEAD", call.bucket)
+    response.discard_body()
+    if response.status // 100 != 2:
+        raise swift_error(response, bucket=True)
+    readers = [e.strip() for e in (response.headers.get("X-Container-Read") or "").split(",")]
+    return xml_response(200, private_acl(call.user.access_key, public_read=PUBLIC in readers))
 
 
 async def put_acl(call: S3Call):
-    check_canned_acl(call)
-    body = await call.read_body()
-    if body.strip():
-        raise S3Error("NotImplemented", "ACL documents are not implemented (only the canned private ACL is)")
     await require_bucket(call)
+    canned = check_canned_acl(call, tuple(BUCKET_ACLS))
+    body = await call.read_body()
+    if body.strip() or canned is None:
+        raise S3Error("NotImplemented", "ACL documents are not implemented (only the canned ACLs "
+                                        f"{', '.join(BUCKET_ACLS)} are)")
+    response = await call.swift("POST", call.bucket, headers=BUCKET_ACLS[canned])
+    response.discard_body()
+    if response.status // 100 != 2:
+        raise swift_error(response, bucket=True)
     return xml_response(200, b"")
 
 
@@ -307,6 +325,8 @@ def _parse_delete(body: bytes, maximum: int) -> tuple[bool, list[tuple[str, str 
         key = xml.text_of(element, "Key")
         if key is None:
             raise S3Error("MalformedXML")
+        if not key:
+            raise S3Error("UserKeyMustBeSpecified")
         objects.append((key, xml.text_of(element, "VersionId")))
     if not objects or len(objects) > maximum:
         raise S3Error("MalformedXML")

@@ -80,8 +80,10 @@ class S3Call:
         sub = subrequest.make(self.request, method, self.path(container, obj), source=SOURCE,
                               headers=dict(headers.items()) if isinstance(headers, HeaderMap) else headers,
                               query=query, body=body, system=True)
-        # system=True sets swift.authorize_override, so tempauth installs none; ours judges this user
+        # system=True sets swift.authorize_override, so tempauth installs none; ours judges this user,
+        # and the identity tells the stages below (staticweb) that a user, not a browser, asks
         sub.environ[subrequest.AUTHORIZE] = self.authorize
+        sub.identity = self.user.identity
         return await self.app(sub)
 
     async def read_body(self, limit: int | None = None) -> bytes:

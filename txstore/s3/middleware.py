@@ -24,7 +24,6 @@ from zope.interface import implementer
 
 from txstore.common import config as c
 from txstore.interfaces import IApp
-from txstore.middleware.base import Middleware
 from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
 from txstore.s3 import bucket, obj, service
 from txstore.s3.auth import CheckedBody, expectations, signed_by
@@ -56,6 +55,7 @@ HANDLERS: dict[str, Callable] = {
     "object.put_acl": obj.put_acl,
 }
 SIGNED = "s3api.signed"
+ABSOLUTE_FORM = ("http://", "https://")
 
 
 def _domains(raw: str, _base: Any) -> tuple[str, ...]:
@@ -88,12 +88,16 @@ class S3Api:
     def __call__(self, request: SwiftRequest):
         host_bucket = bucket_in_host(request.host, self.settings.storage_domains) \
             if self.settings.storage_domains else None
+        sent_path = request.path
+        if sent_path.startswith(ABSOLUTE_FORM):  # GET http://host/bucket/key HTTP/1.1: sign the path
+            request.path = "/" + sent_path.split("/", 3)[3] if sent_path.count("/") >= 3 else "/"
         try:
             signed = signed_by(request, now=self.clock(), location=self.settings.location,
                                max_skew=self.settings.allowable_clock_skew, bucket_in_host=host_bucket)
         except S3Error as err:
             return self._failed(request, err, host_bucket)
         if signed is None:
+            request.path = sent_path
             return self.app(request)
         return self._serve(request, signed, host_bucket)
 
@@ -165,7 +169,8 @@ def settings_of(settings: dict[str, Any], max_object_name_length: int = 1024) ->
                       max_object_name_length=max_object_name_length)
 
 
-def _build(app, settings: dict[str, Any], proxy) -> S3Api:
+def build(app, settings: dict[str, Any], proxy) -> S3Api:
+    """The filter (`txstore.middleware.s3api`): tempauth's users as the credentials."""
     s3 = settings_of(settings, proxy.context.constraints.max_object_name_length)
     auth = getattr(proxy, "provided", {}).get("tempauth")
     if auth is None:
@@ -175,5 +180,3 @@ def _build(app, settings: dict[str, Any], proxy) -> S3Api:
                         allow_multipart_uploads=False, location=s3.location)
     return S3Api(app, s3, TempAuthCredentials(auth) if auth is not None else None, proxy.clock, proxy.reactor)
 
-
-middleware = Middleware("s3api", _build, options=OPTIONS)

@@ -9,7 +9,8 @@ what the other wrote.
 
 from __future__ import annotations
 
-from urllib.parse import quote, unquote
+from email.utils import formatdate
+from urllib.parse import parse_qsl, quote, unquote
 
 from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.s3 import xmlio as xml
@@ -21,10 +22,14 @@ from txstore.s3.listing import iso_from_http, private_acl, quoted_etag
 
 # Headers a Swift object answer carries that S3 answers carry too, as they are.
 RELAYED = ("content-type", "content-length", "content-range", "content-encoding", "content-disposition",
-           "content-language", "cache-control", "expires", "last-modified", "accept-ranges")
-# What a PUT may set on the object besides its metadata (Swift stores these too).
+           "content-language", "cache-control", "expires", "last-modified", "accept-ranges", "x-robots-tag")
+# What a PUT may set on the object besides its metadata (Swift stores these too); X-Delete-At and
+# X-Delete-After are Swift's expiry, which Swift's s3api passes through too.
 STORED = ("Content-Type", "Content-Encoding", "Content-Disposition", "Content-Language", "Cache-Control",
-          "Expires")
+          "Expires", "X-Robots-Tag")
+EXPIRY = ("X-Delete-At", "X-Delete-After")
+# HTTP token characters (RFC 9110): a metadata name with others cannot be a header name.
+TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 CONDITIONALS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
 OVERRIDES = {"response-content-type": "Content-Type", "response-content-language": "Content-Language",
              "response-expires": "Expires", "response-cache-control": "Cache-Control",
@@ -56,6 +61,9 @@ def s3_headers(swift: HeaderMap) -> HeaderMap:
             headers["ETag"] = quoted_etag(value)
         elif lowered.startswith(META):
             headers[AMZ_META + name[len(META):].lower()] = value
+        elif lowered == "x-delete-at" and value.isdigit():
+            expiry = formatdate(int(value), usegmt=True)
+            headers["x-amz-expiration"] = f'expiry-date="{expiry}", rule-id="swift-object-expiration"'
     return headers
 
 
@@ -98,7 +106,7 @@ async def get(call: S3Call):
 def _metadata(call: S3Call) -> dict[str, str]:
     found = {}
     for name, value in call.request.headers.items():
-        if name.lower().startswith(AMZ_META):
+        if name.lower().startswith(AMZ_META) and TOKEN.issuperset(name):
             found["X-Object-Meta-" + name[len(AMZ_META):]] = value
     return found
 
@@ -123,8 +131,9 @@ async def put(call: S3Call):
     length = request.header("Content-Length")
     if length is None and not chunked:
         raise S3Error("MissingContentLength")
-    headers = {name: request.header(name) for name in STORED if request.header(name) is not None}
+    headers = {name: request.header(name) for name in (*STORED, *EXPIRY) if request.header(name) is not None}
     headers.update(_metadata(call))
+    headers.update(_put_conditions(call))
     if chunked:
         headers["Transfer-Encoding"] = "chunked"
     else:
@@ -153,6 +162,21 @@ async def put(call: S3Call):
     raise swift_error(response, key=True)
 
 
+def _put_conditions(call: S3Call) -> dict[str, str]:
+    """A PUT may be conditional on nothing existing (``If-None-Match: *``) only, as in S3."""
+    found = {}
+    for name in CONDITIONALS:
+        value = call.request.header(name)
+        if value is None:
+            continue
+        if name == "If-None-Match" and value.strip() == "*":
+            found[name] = "*"
+        else:
+            raise S3Error("NotImplemented", f"{name} on a PUT is not implemented (If-None-Match: * is)",
+                          headers={"Allow": "GET, HEAD, PUT, DELETE"})
+    return found
+
+
 async def delete(call: S3Call):
     _check_version(call)
     response = await call.swift("DELETE", call.bucket, call.key)
@@ -170,11 +194,11 @@ async def delete(call: S3Call):
 def _copy_source(value: str) -> tuple[str, str, str | None]:
     """(bucket, key, versionId) of ``x-amz-copy-source`` (``[/]bucket/key[?versionId=…]``)."""
     path, _, query = value.partition("?")
-    version = None
-    if query:
-        name, _, version = query.partition("=")
-        if name != "versionId":
-            version = None
+    params = parse_qsl(query, keep_blank_values=True) if query else []
+    if any(name != "versionId" for name, _ in params):
+        raise S3Error("InvalidArgument", "Unsupported copy source parameter.", ArgumentName="x-amz-copy-source",
+                      ArgumentValue=value)
+    version = dict(params).get("versionId")
     path = unquote(path).lstrip("/")
     bucket, slash, key = path.partition("/")
     if not (bucket and slash and key):

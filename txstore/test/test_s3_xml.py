@@ -61,7 +61,7 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual([e.text for e in parsed], ["b", "<&>\"", "5"])
 
     def test_dates_and_etags(self) -> None:
-        self.assertEqual(iso_from_swift("2024-05-01T12:34:56.123456"), "2024-05-01T12:34:56.123Z")
+        self.assertEqual(iso_from_swift("2024-05-01T12:34:56.123456"), "2024-05-01T12:34:57.000Z")
         self.assertEqual(iso_from_swift("2024-05-01T12:34:56"), "2024-05-01T12:34:56.000Z")
         self.assertEqual(iso_from_http("Wed, 01 May 2024 12:34:56 GMT"), "2024-05-01T12:34:56.000Z")
         self.assertEqual((quoted_etag("abc"), quoted_etag('"abc-2"')), ('"abc"', '"abc-2"'))
