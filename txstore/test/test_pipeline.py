@@ -52,7 +52,8 @@ class PipelineConfigTests(SynchronousTestCase):
         settings = self.load("")
         # Swift's order: listing_formats right after the outer proxy_logging (and [cache])
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
-                                                "domain_remap", "listing_formats", "tempurl", "s3api", "tempauth",
+                                                "domain_remap", "cors", "listing_formats", "tempurl", "s3api",
+                                                "tempauth",
                                                 "staticweb", "copy", "container_quotas", "account_quotas", "slo",
                                                 "dlo",
                                                 "versioned_writes", "symlink", "proxy_logging"])
@@ -105,8 +106,8 @@ class PipelineConfigTests(SynchronousTestCase):
              f"{conf}: [pipeline:main]: pipeline: the pipeline names 'healthcheck' but there is no [filter:healthcheck] section"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
              f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: account_quotas, "
-             "catch_errors, container_quotas, copy, dlo, domain_remap, gatekeeper, healthcheck, listing_formats, "
-             "proxy_logging, s3api, slo, staticweb, symlink, tempauth, tempurl, versioned_writes)"),
+             "catch_errors, container_quotas, copy, cors, dlo, domain_remap, gatekeeper, healthcheck, "
+             "listing_formats, proxy_logging, s3api, slo, staticweb, symlink, tempauth, tempurl, versioned_writes)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
              f"{conf}: [filter:x]: use: no middleware 'egg:elsewhere#nothing_here': not txstore's and no entry point "
              "'nothing_here' in the txstore.proxy_middleware group"),
@@ -316,7 +317,7 @@ class SeamTests(SynchronousTestCase):
         self.assertEqual(info["dlo"], {"max_segments": 10000})
         self.assertEqual(info["symlink"], {"symloop_max": 2, "static_links": True})
         self.assertEqual(info["tempauth"], {"account_acls": True})
-        self.assertNotIn("strict_cors_mode", info["swift"])
+        self.assertIs(info["swift"]["strict_cors_mode"], True)
         self.assertEqual(info["swift"]["policies"], [{"aliases": "Policy-0", "default": True, "name": "Policy-0"}])
         self.assertEqual(self.call("POST", "/info").status, 405)
 
