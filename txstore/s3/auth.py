@@ -158,7 +158,9 @@ def _v4_query(request, params: dict[str, str], now: float, location: str, max_sk
     try:
         expires = int(params["X-Amz-Expires"])
     except ValueError:
-        raise S3Error(error, "X-Amz-Expires should be a number") from None
+        expires = 2**63
+    if expires >= 2**63:  # beyond a signed 64-bit number, as AWS's parser
+        raise S3Error(error, "X-Amz-Expires should be a number")
     if expires < 0:
         raise S3Error(error, "X-Amz-Expires must be non-negative")
     if expires > MAX_PRESIGNED_EXPIRES:

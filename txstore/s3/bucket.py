@@ -93,6 +93,12 @@ async def location(call: S3Call):
     return xml_response(200, xml.dumps(root))
 
 
+async def object_lock(call: S3Call):
+    await require_bucket(call)
+    raise S3Error("ObjectLockConfigurationNotFoundError", "Object Lock configuration does not exist for this bucket",
+                  status=404, BucketName=call.bucket)
+
+
 async def versioning(call: S3Call):
     await require_bucket(call)
     return xml_response(200, xml.dumps(xml.Element("VersioningConfiguration")))
@@ -272,7 +278,7 @@ async def list_versions(call: S3Call):
         xml.sub(root, "NextKeyMarker", encode(_name(entries[-1])))
         xml.sub(root, "NextVersionIdMarker", "null")
     xml.sub(root, "MaxKeys", limit)
-    if delimiter:
+    if "delimiter" in params:
         xml.sub(root, "Delimiter", encode(delimiter))
     if encoding:
         xml.sub(root, "EncodingType", "url")

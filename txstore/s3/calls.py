@@ -22,6 +22,7 @@ from txstore.s3.errors import S3Error
 
 SOURCE = "S3"
 BODY_TIMEOUT = 60.0  # seconds a small request body (XML) may take to arrive
+DRAIN_LIMIT = 256 * 1024 * 1024  # bytes of an oversized small body read and dropped before answering
 
 
 @define
@@ -94,19 +95,30 @@ class S3Call:
 
 
 async def read_whole(source, limit: int, reactor=None, too_big: S3Error | None = None) -> bytes:
-    """Every byte of ``source`` up to ``limit`` (then ``too_big``); each read bounded in time."""
+    """
+    Every byte of ``source`` up to ``limit``, each read bounded in time. Past it, up to
+    `DRAIN_LIMIT` more is read and dropped (so the client hears ``too_big`` rather than a
+    broken pipe); beyond that the connection is let go.
+    """
     data = bytearray()
+    seen = 0
     while True:
         reading = ensureDeferred(_read(source))
         if reactor is not None:
             reading.addTimeout(BODY_TIMEOUT, reactor)
         chunk = await reading
         if not chunk:
+            if seen > limit:
+                raise too_big or S3Error("EntityTooLarge")
             return bytes(data)
-        data += chunk
-        if len(data) > limit:
+        seen += len(chunk)
+        if seen <= limit:
+            data += chunk
+        elif seen > limit + DRAIN_LIMIT:
             source.stop()
             raise too_big or S3Error("EntityTooLarge")
+        else:
+            data = bytearray()
 
 
 async def _read(source) -> bytes:

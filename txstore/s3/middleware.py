@@ -41,6 +41,7 @@ HANDLERS: dict[str, Callable] = {
     "bucket.delete": bucket.delete,
     "bucket.location": bucket.location,
     "bucket.versioning": bucket.versioning,
+    "bucket.object_lock": bucket.object_lock,
     "bucket.versions": bucket.list_versions,
     "bucket.acl": bucket.acl,
     "bucket.put_acl": bucket.put_acl,

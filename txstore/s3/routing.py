@@ -91,6 +91,10 @@ def _refuse(params: dict[str, str], allowed: frozenset[str] = frozenset()) -> No
 def _bucket_operation(method: str, params: dict[str, str]) -> str:
     if method in ("GET", "HEAD") and "uploads" in params:
         return "bucket.uploads"
+    if "object-lock" in params:
+        if method == "GET":
+            return "bucket.object_lock"
+        raise S3Error("NotImplemented", "The requested resource is not implemented")
     _refuse(params)
     if method == "GET":
         for name in ("location", "versioning", "versions", "acl"):
