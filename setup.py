@@ -33,6 +33,7 @@ setup(
     extras_require={
         "client": ["python-swiftclient>=4.4.0"],
         "test": [
+            "boto3>=1.26",  # the S3 API's tests sign with botocore and drive a cluster with boto3
             "hypothesis>=6.100",
             "python-swiftclient>=4.4.0",
             "setuptools>=65",

@@ -1,0 +1,125 @@
+"""
+The S3 API on a real all-in-one (``txstore-aio``), driven by boto3: what S3 writes Swift reads
+and back, byte for byte with its metadata (python-swiftclient on the other side); Signature V4
+in the header and presigned, Signature V2; an upload whose body does not match its
+``x-amz-content-sha256`` stores nothing; errors as S3 XML; what is not built refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+
+import boto3
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+from swiftclient import client as swift
+
+from txstore.test.test_proxy_integration import ClusterCase
+
+
+class S3Tests(ClusterCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.endpoint = f"http://127.0.0.1:{self.cluster.port}"
+
+    def client(self, access: str = "test:tester", secret: str = "testing", version: str = "s3v4"):
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
+                          region_name="us-east-1",
+                          config=Config(s3={"addressing_style": "path"}, signature_version=version,
+                                        retries={"max_attempts": 1}, connect_timeout=10, read_timeout=60))
+        self.addCleanup(s3.close)
+        return s3
+
+    def code(self, call, *args, **kwargs) -> tuple[int, str]:
+        with self.assertRaises(ClientError) as caught:
+            call(*args, **kwargs)
+        response = caught.exception.response
+        return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
+
+    def test_round_trip_between_s3_and_swift(self) -> None:
+        s3 = self.client()
+        s3.create_bucket(Bucket="shared")
+        data = os.urandom(5 * 1024 * 1024 + 17)
+        put = s3.put_object(Bucket="shared", Key="from s3/é.bin", Body=data, Metadata={"color": "blue"},
+                            ContentType="application/x-test")
+        self.assertEqual(put["ETag"], '"%s"' % hashlib.md5(data).hexdigest())
+        url, token = self.cluster.token()
+        headers, body = swift.get_object(url, token, "shared", "from s3/é.bin")
+        self.assertEqual(body, data)
+        self.assertEqual((headers["x-object-meta-color"], headers["content-type"]), ("blue", "application/x-test"))
+        more = os.urandom(1024 * 1024 + 3)
+        swift.put_object(url, token, "shared", "from swift", contents=more, headers={"X-Object-Meta-Shape": "round"})
+        got = s3.get_object(Bucket="shared", Key="from swift")
+        # twisted.web writes header names capitalised (X-Amz-Meta-Shape), so botocore's keys are too
+        self.assertEqual((got["Body"].read(), {k.lower(): v for k, v in got["Metadata"].items()}),
+                         (more, {"shape": "round"}))
+        self.assertEqual(s3.get_object(Bucket="shared", Key="from swift", Range="bytes=10-19")["Body"].read(),
+                         more[10:20])
+        listed = s3.list_objects_v2(Bucket="shared")
+        self.assertEqual([(o["Key"], o["Size"]) for o in listed["Contents"]],
+                         [("from s3/é.bin", len(data)), ("from swift", len(more))])
+        self.assertEqual([c["name"] for c in swift.get_account(url, token)[1]], ["shared"])
+        s3.delete_object(Bucket="shared", Key="from swift")
+        self.assertEqual(self.code(s3.delete_bucket, Bucket="shared"), (409, "BucketNotEmpty"))
+        self.assertEqual([o["name"] for o in swift.get_container(url, token, "shared")[1]], ["from s3/é.bin"])
+
+    def test_signature_forms(self) -> None:
+        s3 = self.client()
+        s3.create_bucket(Bucket="forms")
+        s3.put_object(Bucket="forms", Key="k", Body=b"value")
+        v2 = self.client(version="s3")
+        self.assertEqual(v2.get_object(Bucket="forms", Key="k")["Body"].read(), b"value")
+        v2.put_object(Bucket="forms", Key="v2", Body=b"by v2")
+        presigned = s3.generate_presigned_url("get_object", Params={"Bucket": "forms", "Key": "v2"}, ExpiresIn=60)
+        with urllib.request.urlopen(presigned, timeout=30) as response:
+            self.assertEqual(response.read(), b"by v2")
+        try:
+            urllib.request.urlopen(presigned.replace("X-Amz-Expires=60", "X-Amz-Expires=61"), timeout=30)
+        except urllib.error.HTTPError as err:
+            self.assertEqual(err.code, 403)
+            self.assertIn(b"<Code>SignatureDoesNotMatch</Code>", err.read())
+        else:
+            self.fail("a changed presigned URL was accepted")
+        self.assertEqual(self.code(self.client(secret="wrong").list_buckets), (403, "SignatureDoesNotMatch"))
+        self.assertEqual(self.code(self.client(access="no:body").list_buckets), (403, "InvalidAccessKeyId"))
+        # tester3 owns nothing in AUTH_test
+        self.assertEqual(self.code(self.client("test:tester3", "testing3").list_objects, Bucket="forms"),
+                         (403, "AccessDenied"))
+
+    def test_a_body_that_does_not_match_its_hash_is_not_stored(self) -> None:
+        s3 = self.client()
+        s3.create_bucket(Bucket="checked")
+        signed = AWSRequest(method="PUT", url=f"{self.endpoint}/checked/k", data=b"promised body")
+        S3SigV4Auth(Credentials("test:tester", "testing"), "s3", "us-east-1").add_auth(signed)
+        connection = http.client.HTTPConnection("127.0.0.1", self.cluster.port, timeout=30)
+        self.addCleanup(connection.close)
+        connection.request("PUT", "/checked/k", body=b"another body!", headers=dict(signed.headers.items()))
+        response = connection.getresponse()
+        body = response.read()
+        self.assertEqual(response.status, 400, body)
+        self.assertIn(b"<Code>XAmzContentSHA256Mismatch</Code>", body)
+        self.assertEqual(self.code(s3.head_object, Bucket="checked", Key="k")[0], 404)
+        url, token = self.cluster.token()
+        self.assertEqual(swift.get_container(url, token, "checked")[1], [])
+
+    def test_errors_and_refusals(self) -> None:
+        s3 = self.client()
+        self.assertEqual(self.code(s3.list_objects, Bucket="nothing"), (404, "NoSuchBucket"))
+        s3.create_bucket(Bucket="errors")
+        self.assertEqual(self.code(s3.get_object, Bucket="errors", Key="nothing"), (404, "NoSuchKey"))
+        self.assertEqual(self.code(s3.create_bucket, Bucket="errors"), (409, "BucketAlreadyOwnedByYou"))
+        self.assertEqual(self.code(s3.put_bucket_versioning, Bucket="errors",
+                                   VersioningConfiguration={"Status": "Enabled"}), (501, "NotImplemented"))
+        self.assertEqual(self.code(s3.create_multipart_upload, Bucket="errors", Key="big"), (501, "NotImplemented"))
+        self.assertEqual(self.code(s3.put_object, Bucket="errors", Key="k", Body=b"x", ACL="public-read"),
+                         (501, "NotImplemented"))
+        self.assertEqual(self.code(s3.put_object, Bucket="errors", Key="k", Body=b"x",
+                                   ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg=="), (400, "BadDigest"))
+        self.assertEqual(s3.list_objects(Bucket="errors").get("Contents"), None)
