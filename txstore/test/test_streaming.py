@@ -9,6 +9,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from txstore.common import streaming
 from txstore.common.streaming import BodyIncomplete, StreamingRequest, StreamingSite
 from txstore.storage.edge import DispatchResource
 from txstore.storage.http_support import plain_text
@@ -88,6 +89,39 @@ class StreamingTests(SynchronousTestCase):
         h.send(b"2\r\nde\r\n0\r\n\r\n")
         self.assertEqual(received, [b"abc", b"de"])
         self.assertIn(b"201 Created", h.output())
+
+    def test_large_bodies_are_read_in_larger_pieces_while_they_arrive(self) -> None:
+        """The transport's read size grows for a large or chunked body, and is restored after."""
+        sizes = []
+
+        async def handler(request):
+            sizes.append(h.transport.bufferSize)
+            while await request.body.read():
+                pass
+            return plain_text(201, "ok")
+
+        h = Harness(handler)
+        h.transport.bufferSize = 65536  # as a TCP transport has
+        h.send(b"PUT /big HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % streaming.LARGE_BODY)
+        self.assertEqual(sizes, [streaming.BODY_READ_SIZE])
+        h.send(b"x" * streaming.LARGE_BODY)
+        self.assertEqual(h.transport.bufferSize, 65536)
+        h.send(b"PUT /small HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
+        h.send(b"PUT /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        self.assertEqual(sizes[1:], [65536, streaming.BODY_READ_SIZE])
+        h.send(b"0\r\n\r\n")
+        self.assertEqual(h.transport.bufferSize, 65536)
+        self.assertEqual(h.output().count(b"201 Created"), 3)
+
+    def test_an_early_answer_restores_the_read_size(self) -> None:
+        async def handler(request):
+            return plain_text(413, "too large")
+
+        h = Harness(handler)
+        h.transport.bufferSize = 65536
+        h.send(b"PUT /big HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % (10 * streaming.LARGE_BODY))
+        self.assertIn(b"413", h.output())
+        self.assertEqual(h.transport.bufferSize, 65536)
 
     def test_continue_only_when_the_body_is_read(self) -> None:
         async def refuse(request):
