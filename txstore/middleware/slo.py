@@ -388,7 +388,9 @@ class StaticLargeObjects:
         headers[SLO] = "True"
         headers[SLO_ETAG] = slo_etag
         headers[SLO_SIZE] = str(total)
-        headers[LISTING_ETAG] = f"{manifest_etag}; slo_etag={slo_etag}"
+        # parameters a middleware above put on the listing's ETag (s3api's s3_etag) are kept
+        kept = "".join(f"; {p.strip()}" for p in (headers.get(LISTING_ETAG) or "").split(";")[1:] if p.strip())
+        headers[LISTING_ETAG] = f"{manifest_etag}; slo_etag={slo_etag}{kept}"
         headers[LISTING_SIZE] = str(total)
         request.body = BytesSource(body)
         response = await self.app(request)

@@ -81,6 +81,8 @@ async def delete(call: S3Call):
     response = await call.swift("DELETE", call.bucket)
     response.discard_body()
     if response.status // 100 == 2:
+        segments = await call.swift("DELETE", call.bucket + "+segments")  # multipart's, when empty
+        segments.discard_body()
         return xml_response(204, b"")
     raise swift_error(response, bucket=True)
 
@@ -127,25 +129,6 @@ async def put_acl(call: S3Call):
     return xml_response(200, b"")
 
 
-async def uploads(call: S3Call):
-    """No multipart upload can be in progress yet: an empty listing of an existing bucket."""
-    await require_bucket(call)
-    params = call.params
-    root = xml.Element("ListMultipartUploadsResult")
-    xml.sub(root, "Bucket", call.bucket)
-    xml.sub(root, "KeyMarker", params.get("key-marker", ""))
-    xml.sub(root, "UploadIdMarker", params.get("upload-id-marker", ""))
-    xml.sub(root, "NextKeyMarker", "")
-    xml.sub(root, "NextUploadIdMarker", "")
-    if "prefix" in params:
-        xml.sub(root, "Prefix", params["prefix"])
-    if "delimiter" in params:
-        xml.sub(root, "Delimiter", params["delimiter"])
-    xml.sub(root, "MaxUploads", params.get("max-uploads", "1000"))
-    xml.sub(root, "IsTruncated", "false")
-    return xml_response(200, xml.dumps(root))
-
-
 # -- listings -------------------------------------------------------------------------------
 
 
@@ -187,6 +170,16 @@ async def _entries(call: S3Call, marker: str, prefix: str, delimiter: str, limit
         raise swift_error(response, bucket=True)
     entries = await json_of(response)
     return entries[:limit], len(entries) > limit
+
+
+def listed_etag(entry: dict) -> str:
+    """A listing row's ETag: S3's for a completed multipart upload (``; s3_etag=`` in its hash)."""
+    etag, *params = (entry.get("hash") or "").split(";")
+    for param in params:
+        name, _, value = param.strip().partition("=")
+        if name == "s3_etag":
+            return quoted_etag(value)
+    return quoted_etag(etag)
 
 
 def _name(entry: dict) -> str:
@@ -242,7 +235,7 @@ async def list_objects(call: S3Call, version: int = 1):
             contents = xml.sub(root, "Contents")
             xml.sub(contents, "Key", encode(entry["name"]))
             xml.sub(contents, "LastModified", iso_from_swift(entry.get("last_modified")))
-            xml.sub(contents, "ETag", quoted_etag(entry.get("hash")))
+            xml.sub(contents, "ETag", listed_etag(entry))
             xml.sub(contents, "Size", entry.get("bytes", 0))
             if with_owner:
                 owner(contents, call.user.access_key)
@@ -290,7 +283,7 @@ async def list_versions(call: S3Call):
             xml.sub(version, "VersionId", "null")
             xml.sub(version, "IsLatest", "true")
             xml.sub(version, "LastModified", iso_from_swift(entry.get("last_modified")))
-            xml.sub(version, "ETag", quoted_etag(entry.get("hash")))
+            xml.sub(version, "ETag", listed_etag(entry))
             xml.sub(version, "Size", entry.get("bytes", 0))
             owner(version, call.user.access_key)
             xml.sub(version, "StorageClass", "STANDARD")

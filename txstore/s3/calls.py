@@ -35,6 +35,7 @@ class S3Settings:
     dns_compliant_bucket_names: bool = True
     max_xml_body: int = 1024 * 1024 + 64 * 1024
     max_object_name_length: int = 1024
+    min_segment_size: int = 5 * 1024 * 1024
 
 
 @define

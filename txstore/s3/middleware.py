@@ -25,7 +25,7 @@ from zope.interface import implementer
 from txstore.common import config as c
 from txstore.interfaces import IApp
 from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
-from txstore.s3 import bucket, obj, service
+from txstore.s3 import bucket, multipart, obj, service
 from txstore.s3.auth import CheckedBody, expectations, signed_by
 from txstore.s3.calls import S3Call, S3Settings
 from txstore.s3.credentials import TempAuthCredentials
@@ -45,7 +45,12 @@ HANDLERS: dict[str, Callable] = {
     "bucket.versions": bucket.list_versions,
     "bucket.acl": bucket.acl,
     "bucket.put_acl": bucket.put_acl,
-    "bucket.uploads": bucket.uploads,
+    "multipart.list_uploads": multipart.list_uploads,
+    "multipart.create": multipart.create,
+    "multipart.upload_part": multipart.upload_part,
+    "multipart.list_parts": multipart.list_parts,
+    "multipart.complete": multipart.complete,
+    "multipart.abort": multipart.abort,
     "bucket.list": bucket.list_objects,
     "bucket.list_v2": bucket.list_objects_v2,
     "bucket.multi_delete": bucket.multi_delete,
@@ -74,6 +79,8 @@ OPTIONS = (
     c.Option("max_bucket_listing", c.integer(1), 1000, doc="Most keys one ListObjects answer holds."),
     c.Option("dns_compliant_bucket_names", c.boolean, True,
              doc="Bucket names follow AWS's DNS rules (lower case, 3-63 characters)."),
+    c.Option("min_segment_size", c.integer(1), 5 * 1024 * 1024,
+             doc="Least size of a multipart upload's parts but the last (AWS: 5 MiB)."),
 )
 
 
@@ -167,6 +174,7 @@ def settings_of(settings: dict[str, Any], max_object_name_length: int = 1024) ->
                       allowable_clock_skew=settings["allowable_clock_skew"],
                       max_bucket_listing=settings["max_bucket_listing"],
                       dns_compliant_bucket_names=settings["dns_compliant_bucket_names"],
+                      min_segment_size=settings["min_segment_size"],
                       max_object_name_length=max_object_name_length)
 
 
@@ -178,6 +186,8 @@ def build(app, settings: dict[str, Any], proxy) -> S3Api:
         log.warn("s3api: no tempauth below it in the pipeline: every S3 request is refused (InvalidAccessKeyId)")
     proxy.info.register("s3api", max_bucket_listing=s3.max_bucket_listing,
                         max_multi_delete_objects=s3.max_multi_delete_objects, s3_acl=False,
-                        allow_multipart_uploads=False, location=s3.location)
+                        allow_multipart_uploads=True, min_segment_size=s3.min_segment_size,
+                        max_upload_part_num=multipart.MAX_PART_NUMBER, max_parts_listing=1000,
+                        location=s3.location)
     return S3Api(app, s3, TempAuthCredentials(auth) if auth is not None else None, proxy.clock, proxy.reactor)
 

@@ -36,6 +36,7 @@ OVERRIDES = {"response-content-type": "Content-Type", "response-content-language
              "response-content-disposition": "Content-Disposition",
              "response-content-encoding": "Content-Encoding"}
 META, AMZ_META = "x-object-meta-", "x-amz-meta-"
+MULTIPART_ETAG = "x-object-sysmeta-s3api-etag"  # a completed multipart upload's (txstore.s3.multipart)
 COPY_CONDITIONALS = {"x-amz-copy-source-if-match": "If-Match", "x-amz-copy-source-if-none-match": "If-None-Match",
                      "x-amz-copy-source-if-modified-since": "If-Modified-Since",
                      "x-amz-copy-source-if-unmodified-since": "If-Unmodified-Since"}
@@ -58,6 +59,8 @@ def s3_headers(swift: HeaderMap) -> HeaderMap:
         if lowered in RELAYED:
             headers[name] = value
         elif lowered == "etag":
+            headers.setdefault("ETag", quoted_etag(value))
+        elif lowered == MULTIPART_ETAG:
             headers["ETag"] = quoted_etag(value)
         elif lowered.startswith(META):
             headers[AMZ_META + name[len(META):].lower()] = value
@@ -103,7 +106,7 @@ async def get(call: S3Call):
     raise swift_error(response, key=True)
 
 
-def _metadata(call: S3Call) -> dict[str, str]:
+def metadata(call: S3Call) -> dict[str, str]:
     found = {}
     for name, value in call.request.headers.items():
         if name.lower().startswith(AMZ_META) and TOKEN.issuperset(name):
@@ -123,17 +126,23 @@ def _refuse_unbuilt(call: S3Call) -> None:
 
 
 async def put(call: S3Call):
-    request = call.request
-    if "x-amz-copy-source" in request.headers:
+    if "x-amz-copy-source" in call.request.headers:
         return await copy(call)
     _refuse_unbuilt(call)
+    request = call.request
+    headers = {name: request.header(name) for name in (*STORED, *EXPIRY) if request.header(name) is not None}
+    headers.update(metadata(call))
+    headers.update(_put_conditions(call))
+    return await put_body(call, call.bucket, call.key, headers)
+
+
+async def put_body(call: S3Call, container: str, obj: str, headers: dict[str, str]):
+    """The client's body streamed to ``container/obj`` (an object or a part), its digests checked."""
+    request = call.request
     chunked = (request.header("Transfer-Encoding") or "").lower() == "chunked"
     length = request.header("Content-Length")
     if length is None and not chunked:
         raise S3Error("MissingContentLength")
-    headers = {name: request.header(name) for name in (*STORED, *EXPIRY) if request.header(name) is not None}
-    headers.update(_metadata(call))
-    headers.update(_put_conditions(call))
     if chunked:
         headers["Transfer-Encoding"] = "chunked"
     else:
@@ -143,7 +152,7 @@ async def put(call: S3Call):
         headers["ETag"] = decode_md5(md5).hex()
     body = call.checked if call.checked is not None else request.body
     try:
-        response = await call.swift("PUT", call.bucket, call.key, headers=headers, body=body)
+        response = await call.swift("PUT", container, obj, headers=headers, body=body)
     except BodyMismatch:  # a stage below let the failed read through: the same answer
         raise call.checked.failed from None
     if call.checked is not None and call.checked.failed is not None:
@@ -179,7 +188,12 @@ def _put_conditions(call: S3Call) -> dict[str, str]:
 
 async def delete(call: S3Call):
     _check_version(call)
-    response = await call.swift("DELETE", call.bucket, call.key)
+    query = ""
+    head = await call.swift("HEAD", call.bucket, call.key, query="multipart-manifest=get")
+    head.discard_body()
+    if (head.headers.get("X-Static-Large-Object") or "").lower() == "true":
+        query = "multipart-manifest=delete"  # a completed multipart upload: its parts go with it
+    response = await call.swift("DELETE", call.bucket, call.key, query=query)
     if response.status // 100 == 2:
         response.discard_body()
         return xml_response(204, b"")
@@ -241,7 +255,7 @@ async def copy(call: S3Call):
     if directive == "REPLACE":
         headers["X-Fresh-Metadata"] = "true"
         headers.update({name: request.header(name) for name in STORED if request.header(name) is not None})
-        headers.update(_metadata(call))
+        headers.update(metadata(call))
     response = await call.swift("PUT", call.bucket, call.key, headers=headers)
     response.discard_body()
     if response.status != 201:

@@ -89,8 +89,8 @@ def _refuse(params: dict[str, str], allowed: frozenset[str] = frozenset()) -> No
 
 
 def _bucket_operation(method: str, params: dict[str, str]) -> str:
-    if method in ("GET", "HEAD") and "uploads" in params:
-        return "bucket.uploads"
+    if method == "GET" and "uploads" in params:
+        return "multipart.list_uploads"
     if "object-lock" in params:
         if method == "GET":
             return "bucket.object_lock"
@@ -121,12 +121,20 @@ def _bucket_operation(method: str, params: dict[str, str]) -> str:
     raise S3Error("MethodNotAllowed", ResourceType="BUCKET", Method=method)
 
 
+MULTIPART = {("POST", "uploads"): "multipart.create", ("PUT", "uploadId"): "multipart.upload_part",
+             ("GET", "uploadId"): "multipart.list_parts", ("POST", "uploadId"): "multipart.complete",
+             ("DELETE", "uploadId"): "multipart.abort"}
+
+
 def _object_operation(method: str, params: dict[str, str]) -> str:
-    if "uploadId" in params or "uploads" in params:
-        if method == "DELETE" or (method in ("GET", "PUT") and "uploadId" in params) or \
-                (method == "POST" and "uploadId" in params):
-            raise S3Error("NoSuchUpload", UploadId=params.get("uploadId"))
-        raise S3Error("NotImplemented", "multipart uploads are not implemented")
+    for name in ("uploadId", "uploads"):
+        if name in params:
+            found = MULTIPART.get((method, name))
+            if found is None:
+                raise S3Error("MethodNotAllowed", ResourceType="UPLOAD", Method=method)
+            return found
+    if "partNumber" in params:
+        raise S3Error("NotImplemented", "reading one part (GET ?partNumber) is not implemented")
     _refuse(params)
     if "acl" in params:
         if method == "GET":

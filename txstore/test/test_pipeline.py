@@ -311,9 +311,10 @@ class SeamTests(SynchronousTestCase):
         info = json.loads(self.call("GET", "/info").body)
         self.assertEqual(sorted(info), ["account_quotas", "container_quotas", "dlo", "domain_remap", "s3api", "slo",
                                         "staticweb", "swift", "symlink", "tempauth", "tempurl"])
-        self.assertEqual(info["s3api"], {"allow_multipart_uploads": False, "location": "us-east-1",
+        self.assertEqual(info["s3api"], {"allow_multipart_uploads": True, "location": "us-east-1",
                                          "max_bucket_listing": 1000, "max_multi_delete_objects": 1000,
-                                         "s3_acl": False})
+                                         "max_parts_listing": 1000, "max_upload_part_num": 10000,
+                                         "min_segment_size": 5242880, "s3_acl": False})
         self.assertEqual(info["dlo"], {"max_segments": 10000})
         self.assertEqual(info["symlink"], {"symloop_max": 2, "static_links": True})
         self.assertEqual(info["tempauth"], {"account_acls": True})

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 
 import boto3
+import boto3.s3.transfer
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
@@ -109,6 +110,37 @@ class S3Tests(ClusterCase):
         url, token = self.cluster.token()
         self.assertEqual(swift.get_container(url, token, "checked")[1], [])
 
+    def test_multipart_upload_is_a_static_large_object(self) -> None:
+        s3 = self.client()
+        s3.create_bucket(Bucket="parts")
+        data = os.urandom(12 * 1024 * 1024 + 5)
+        path = os.path.join(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(data)
+        transfer = boto3.s3.transfer.TransferConfig(multipart_threshold=5 * 1024 * 1024,
+                                                    multipart_chunksize=5 * 1024 * 1024, max_concurrency=2)
+        s3.upload_file(path, "parts", "big.bin", ExtraArgs={"Metadata": {"kind": "mpu"}}, Config=transfer)
+        head = s3.head_object(Bucket="parts", Key="big.bin")
+        digests = b"".join(hashlib.md5(data[i:i + 5 * 1024 * 1024]).digest() for i in range(0, len(data), 5 << 20))
+        self.assertEqual(head["ETag"], '"%s-3"' % hashlib.md5(digests).hexdigest())
+        self.assertEqual(head["ContentLength"], len(data))
+        self.assertEqual(s3.list_objects_v2(Bucket="parts")["Contents"][0]["ETag"], head["ETag"])
+        url, token = self.cluster.token()
+        headers, body = swift.get_object(url, token, "parts", "big.bin")
+        self.assertEqual((body == data, headers["x-static-large-object"], headers["x-object-meta-kind"]),
+                         (True, "True", "mpu"))
+        self.assertEqual(s3.get_object(Bucket="parts", Key="big.bin", Range="bytes=5242879-5242880")["Body"].read(),
+                         data[5242879:5242881])
+        # an aborted upload leaves nothing; deleting the object over S3 takes its parts
+        upload = s3.create_multipart_upload(Bucket="parts", Key="gone")["UploadId"]
+        s3.upload_part(Bucket="parts", Key="gone", UploadId=upload, PartNumber=1, Body=b"x")
+        self.assertEqual([u["UploadId"] for u in s3.list_multipart_uploads(Bucket="parts")["Uploads"]], [upload])
+        s3.abort_multipart_upload(Bucket="parts", Key="gone", UploadId=upload)
+        self.assertEqual(self.code(s3.list_parts, Bucket="parts", Key="gone", UploadId=upload), (404, "NoSuchUpload"))
+        s3.delete_object(Bucket="parts", Key="big.bin")
+        self.assertEqual(swift.get_container(url, token, "parts+segments")[1], [])
+        self.assertEqual([b["Name"] for b in s3.list_buckets()["Buckets"]], ["parts"])
+
     def test_errors_and_refusals(self) -> None:
         s3 = self.client()
         self.assertEqual(self.code(s3.list_objects, Bucket="nothing"), (404, "NoSuchBucket"))
@@ -117,7 +149,6 @@ class S3Tests(ClusterCase):
         self.assertEqual(self.code(s3.create_bucket, Bucket="errors"), (409, "BucketAlreadyOwnedByYou"))
         self.assertEqual(self.code(s3.put_bucket_versioning, Bucket="errors",
                                    VersioningConfiguration={"Status": "Enabled"}), (501, "NotImplemented"))
-        self.assertEqual(self.code(s3.create_multipart_upload, Bucket="errors", Key="big"), (501, "NotImplemented"))
         self.assertEqual(self.code(s3.put_object, Bucket="errors", Key="k", Body=b"x", ACL="public-read"),
                          (501, "NotImplemented"))
         self.assertEqual(self.code(s3.put_object, Bucket="errors", Key="k", Body=b"x",
