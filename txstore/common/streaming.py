@@ -263,8 +263,30 @@ class StreamingRequest(Request):
         super().connectionLost(reason)
 
 
+def quote_raw_target(line: bytes) -> bytes:
+    """
+    A request line whose target carries raw bytes outside ASCII (UTF-8 names sent unquoted, as
+    Swift accepts them), with each such byte percent-encoded: the same path and query once
+    unquoted, and a line twisted.web's strict parser accepts (it answers 400 otherwise).
+    Anything else malformed is left for that parser to refuse.
+    """
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[1].isascii():
+        return line
+    target = b"".join(b"%%%02X" % byte if byte >= 0x80 else bytes((byte,)) for byte in parts[1])
+    return b" ".join((parts[0], target, parts[2]))
+
+
 class StreamingChannel(HTTPChannel):
-    """An HTTPChannel that leaves ``100 Continue`` to the request and survives early answers."""
+    """
+    An HTTPChannel that leaves ``100 Continue`` to the request, survives early answers, and
+    takes request targets with raw UTF-8 in them (`quote_raw_target`).
+    """
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._HTTPChannel__first_line and not line.isascii():  # the request line
+            line = quote_raw_target(line)
+        super().lineReceived(line)
 
     def _send100Continue(self) -> None:
         if not self.requests:

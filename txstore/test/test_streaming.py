@@ -123,6 +123,32 @@ class StreamingTests(SynchronousTestCase):
         self.assertIn(b"413", h.output())
         self.assertEqual(h.transport.bufferSize, 65536)
 
+    def test_a_raw_utf8_target_is_taken_as_its_quoted_form(self) -> None:
+        """Swift takes unquoted UTF-8 names; twisted.web alone would answer 400."""
+        seen = []
+
+        async def handler(request):
+            seen.append((request.path, request.args))
+            return plain_text(200, "ok")
+
+        h = Harness(handler)
+        h.send("GET /v1/a/c/\u00e9t\u00e9?prefix=\u20ac HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        self.assertEqual(seen, [(b"/v1/a/c/%C3%A9t%C3%A9", {b"prefix": ["\u20ac".encode()]})])
+        self.assertIn(b"200 OK", h.output())
+        # A header line with the same bytes is not the request line: left as it is.
+        h.send("GET /x HTTP/1.1\r\nHost: h\r\nX-Object-Meta-A: \u00e9\r\n\r\n".encode())
+        self.assertEqual(seen[1], (b"/x", {}))
+        # What is malformed for another reason is still refused.
+        h2 = Harness(handler)
+        h2.send("GET /\u00e9 x HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        self.assertIn(b"400", h2.output())
+        self.assertEqual(len(seen), 2)
+
+    def test_quote_raw_target(self) -> None:
+        self.assertEqual(streaming.quote_raw_target(b"GET /a HTTP/1.1"), b"GET /a HTTP/1.1")
+        self.assertEqual(streaming.quote_raw_target(b"PUT /\xff%20 HTTP/1.1"), b"PUT /%FF%20 HTTP/1.1")
+        self.assertEqual(streaming.quote_raw_target(b"GET /\xff"), b"GET /\xff")
+
     def test_continue_only_when_the_body_is_read(self) -> None:
         async def refuse(request):
             return plain_text(401, "Unauthorized")
