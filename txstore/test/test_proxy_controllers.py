@@ -800,6 +800,9 @@ class FakeObjectNode(Factory):
     def on_body(self, proto: _NodeProtocol, request: Received) -> None:
         request.times.append(time.monotonic())
         if request.method == "PUT":
+            if self.put_mode == "late_conflict":  # a newer version was stored meanwhile
+                proto.respond(409, {"X-Backend-Timestamp": "9999999999.00000"})
+                return
             etag = self.etag or hashlib.md5(bytes(request.body)).hexdigest()
             proto.respond(201, {"ETag": etag})
 
@@ -1079,6 +1082,25 @@ class ObjectPathTests(TestCase):
         self.assertEqual([bytes(put.body) for put in self.primary[1].received("PUT")], [b"one" * 10, b"", b"two" * 10])
         self.assertEqual([n.requests for n in self.handoff], [[], [], []])  # no handoff was needed
         self.no_unhandled_errors()
+
+    async def test_put_older_than_a_stored_version_is_accepted_and_sends_nothing(self) -> None:
+        """A node holding a newer version answers 409: Swift's 202, and no body goes anywhere."""
+        self.primary[1].put_mode = 409
+        got = await self.raw(
+            f"PUT /v1/{ACCOUNT}/c/o HTTP/1.1\r\nHost: proxy\r\nX-Auth-Token: {self.token}\r\n"
+            "Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        self.assertTrue(got.startswith(b"HTTP/1.1 202 "), got)
+        for node in self.primary:
+            self.assertEqual([bytes(put.body) for put in node.received("PUT")], [b""])
+        self.assertEqual([n.requests for n in self.handoff], [[], [], []])
+
+    async def test_put_overtaken_while_its_body_streamed_is_accepted(self) -> None:
+        for node in self.primary[:2]:
+            node.put_mode = "late_conflict"
+        response = await self.client.put(self.url, b"late " * 1000, headers=self.auth())
+        self.assertEqual(response.code, 202)
+        self.assertIn(b"newer version", await response.content())
 
     async def test_put_if_none_match_refused_by_the_nodes(self) -> None:
         for node in self.primary:

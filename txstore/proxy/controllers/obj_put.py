@@ -131,6 +131,13 @@ async def store(
     conns = [s for s in slots if s is not None and not isinstance(s, NodeAnswer)]  # connections that took the body
     early = [s for s in slots if isinstance(s, NodeAnswer)]
     quorum = quorum_size(len(primaries))
+    if any(a.status == 409 for a in early) and not any(a.status == 412 for a in early):
+        # A node already holds a newer (or the same) version: this write has lost before it
+        # began, and Swift answers it 202, sending no body anywhere.
+        for conn in conns:
+            _drop(conn)
+        source.stop()
+        return _superseded(api)
     if len(conns) < quorum:
         for conn in conns:
             _drop(conn)
@@ -175,8 +182,16 @@ async def store(
     status = best_status([a.status for a in answers], len(primaries))
     if status == 201:
         status = 503
+    if status == 409:
+        return _superseded(api)  # a newer version arrived while the body streamed
     body = next((a.body for a in answers if a.status == status), b"")
     return answer(api, status, body, "text/plain; charset=utf-8")
+
+
+def _superseded(api: APIRequest) -> SwiftResponse:
+    """What a PUT older than the stored version gets: Swift's 202 (the newer one stays)."""
+    return answer(api, 202, b"Accepted: a newer version of this object is already stored.\n",
+                  "text/plain; charset=utf-8")
 
 
 def _drop(conn: PutConnection) -> None:
