@@ -33,8 +33,8 @@ from txstore.s3 import xmlio as xml
 from txstore.s3.bucket import check_canned_acl, require_bucket
 from txstore.s3.calls import S3Call, json_of, swift_error, xml_response
 from txstore.s3.errors import S3Error
-from txstore.s3.listing import iso_from_swift, owner, quoted_etag
-from txstore.s3.obj import STORED, metadata, put_body
+from txstore.s3.listing import iso_from_http, iso_from_swift, owner, quoted_etag
+from txstore.s3.obj import COPY_CONDITIONALS, STORED, copy_source, metadata, put_body, put_conditions
 
 SEGMENTS_SUFFIX = "+segments"
 S3_ETAG = "X-Object-Sysmeta-S3api-Etag"
@@ -110,9 +110,64 @@ async def upload_part(call: S3Call):
     number = _part_number(call)
     upload_id = _upload_id(call)
     await _marker(call, upload_id)
+    part = f"{call.key}/{upload_id}/{number}"
     if "x-amz-copy-source" in call.request.headers:
-        raise S3Error("NotImplemented", "UploadPartCopy is not implemented")
-    return await put_body(call, segments_of(call.bucket), f"{call.key}/{upload_id}/{number}", {})
+        return await copy_part(call, part)
+    return await put_body(call, segments_of(call.bucket), part, {})
+
+
+RANGE_FORM = ("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are "
+              "the zero-based offsets of the first and last bytes to copy")
+
+
+def _copy_range(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    unit, _, span = value.strip().partition("=")
+    first, dash, last = span.partition("-")
+    if unit != "bytes" or not dash or not first.isdigit() or not last.isdigit() or int(first) > int(last):
+        raise S3Error("InvalidArgument", RANGE_FORM, ArgumentName="x-amz-copy-source-range", ArgumentValue=value)
+    return int(first), int(last)
+
+
+async def copy_part(call: S3Call, part: str):
+    """UploadPartCopy: the source (or its range) read by a GET and streamed into the part."""
+    request = call.request
+    bucket, key, version = copy_source(request.header("x-amz-copy-source"))
+    if version not in (None, "null"):
+        raise S3Error("NoSuchVersion", VersionId=version, Key=key)
+    span = _copy_range(request.header("x-amz-copy-source-range"))
+    request.discard_body()
+    headers = {header: request.header(name) for name, header in COPY_CONDITIONALS.items()
+               if request.header(name) is not None}
+    if span is not None:
+        headers["Range"] = f"bytes={span[0]}-{span[1]}"
+    source = await call.swift("GET", bucket, key, headers=headers)
+    if source.status in (304, 412):
+        source.discard_body()
+        raise S3Error("PreconditionFailed")
+    if source.status == 416:
+        source.discard_body()
+        raise S3Error("InvalidRequest", "Range specified is not valid for source object")
+    if source.status == 404:
+        source.discard_body()
+        missing = await call.swift("HEAD", bucket)
+        missing.discard_body()
+        raise S3Error("NoSuchBucket", BucketName=bucket) if missing.status == 404 else S3Error("NoSuchKey", Key=key)
+    if source.status not in (200, 206) or (span is not None and source.status != 206):
+        raise swift_error(source, key=True)
+    length = source.headers.get("Content-Length")
+    put_headers = {"Content-Length": length} if length is not None else {"Transfer-Encoding": "chunked"}
+    response = await call.swift("PUT", segments_of(call.bucket), part, headers=put_headers,
+                                body=source.body_source())
+    response.discard_body()
+    if response.status != 201:
+        source.discard_body()
+        raise swift_error(response, key=True)
+    root = xml.Element("CopyPartResult")
+    xml.sub(root, "LastModified", iso_from_http(response.headers.get("Last-Modified")))
+    xml.sub(root, "ETag", quoted_etag(response.headers.get("ETag")))
+    return xml_response(200, xml.dumps(root))
 
 
 async def _parts(call: S3Call, upload_id: str, after: int = 0, limit: int | None = None) -> list[dict]:
@@ -181,7 +236,9 @@ async def abort(call: S3Call):
         response.discard_body()
     response = await call.swift("DELETE", segments_of(call.bucket), f"{call.key}/{upload_id}")
     response.discard_body()
-    return xml_response(204, b"")
+    answer = xml_response(204, b"")
+    answer.headers["Content-Type"] = "text/html; charset=UTF-8"  # as Swift's s3api answers it
+    return answer
 
 
 def _parse_complete(body: bytes) -> list[tuple[int, str]]:
@@ -205,6 +262,7 @@ def _parse_complete(body: bytes) -> list[tuple[int, str]]:
 async def complete(call: S3Call):
     upload_id = _upload_id(call)
     marker = await _marker(call, upload_id)
+    conditions = put_conditions(call)
     listed = _parse_complete(await call.read_body())
     numbers = [number for number, _etag in listed]
     if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
@@ -222,26 +280,41 @@ async def complete(call: S3Call):
             raise S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed object size.",
                           status=400, ProposedSize=part["bytes"], MinSizeAllowed=call.settings.min_segment_size,
                           PartNumber=number, ETag=etag)
+        digests.append(bytes.fromhex(etag))
+        if part["bytes"] == 0 and len(listed) > 1:
+            continue  # a zero-byte last part adds nothing (slo takes no empty segment)
         manifest.append({"path": f"/{segments_of(call.bucket)}/{part['name']}", "etag": etag,
                          "size_bytes": part["bytes"]})
-        digests.append(bytes.fromhex(etag))
     s3_etag = f"{md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(listed)}"
     headers = {name: value for name, value in marker.items()
                if name.lower().startswith("x-object-meta-") or name.lower() in ("content-type", "content-encoding",
                                                                                 "content-disposition",
                                                                                 "content-language", "cache-control",
                                                                                 "expires")}
-    body = json.dumps(manifest).encode("utf-8")
-    headers.update({S3_ETAG: s3_etag, LISTING_ETAG: f"{s3_etag}; s3_etag={s3_etag}",
-                    "Content-Length": str(len(body))})
-    response = await call.swift("PUT", call.bucket, call.key, headers=headers, query="multipart-manifest=put",
-                                body=BytesSource(body))
+    headers.update(conditions)
+    if len(listed) == 1 and uploaded[listed[0][0]]["bytes"] == 0:
+        # one empty part: an empty object (slo takes no empty segment), with S3's ETag still
+        body, query = b"", ""
+        headers[LISTING_ETAG] = f"{md5(b'', usedforsecurity=False).hexdigest()}; s3_etag={s3_etag}"
+    else:
+        body, query = json.dumps(manifest).encode("utf-8"), "multipart-manifest=put"
+        headers[LISTING_ETAG] = f"{s3_etag}; s3_etag={s3_etag}"
+    headers.update({S3_ETAG: s3_etag, "Content-Length": str(len(body))})
+    response = await call.swift("PUT", call.bucket, call.key, headers=headers, query=query, body=BytesSource(body))
     reason = response.body.decode("utf-8", "replace") if isinstance(response.body, bytes) else ""
     response.discard_body()
+    if response.status == 412:
+        raise S3Error("PreconditionFailed")
     if response.status != 201:
         if response.status == 400:
             raise S3Error("InvalidPart", reason.strip() or None, UploadId=upload_id)
         raise swift_error(response, key=True)
+    used = {entry["path"] for entry in manifest} if query else set()
+    for number, _etag in listed:  # parts the object does not use (empty ones), then the marker
+        name = uploaded[number]["name"]
+        if f"/{segments_of(call.bucket)}/{name}" not in used:
+            gone = await call.swift("DELETE", segments_of(call.bucket), name)
+            gone.discard_body()
     gone = await call.swift("DELETE", segments_of(call.bucket), f"{call.key}/{upload_id}")
     gone.discard_body()
     root = xml.Element("CompleteMultipartUploadResult")

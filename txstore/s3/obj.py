@@ -90,9 +90,20 @@ async def get(call: S3Call):
     _check_version(call)
     request = call.request
     headers = {name: request.header(name) for name in ("Range", *CONDITIONALS) if request.header(name) is not None}
-    response = await call.swift(request.method, call.bucket, call.key, headers=headers)
+    query = ""
+    if "partNumber" in call.params:  # one part of a multipart upload: slo's ?part-number=
+        number = call.params["partNumber"]
+        if not number.isdigit() or not 1 <= int(number) <= 10000:
+            raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
+                          ArgumentName="partNumber", ArgumentValue=number)
+        if "Range" in headers:
+            raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
+        query = f"part-number={number}"
+    response = await call.swift(request.method, call.bucket, call.key, headers=headers, query=query)
     if response.status in (200, 206):
         answer = SwiftResponse(response.status, s3_headers(response.headers), response.body)
+        if "X-Parts-Count" in response.headers:
+            answer.headers["x-amz-mp-parts-count"] = response.headers["X-Parts-Count"]
         if request.method == "GET":
             for param, header in OVERRIDES.items():
                 if param in call.params:
@@ -132,7 +143,7 @@ async def put(call: S3Call):
     request = call.request
     headers = {name: request.header(name) for name in (*STORED, *EXPIRY) if request.header(name) is not None}
     headers.update(metadata(call))
-    headers.update(_put_conditions(call))
+    headers.update(put_conditions(call))
     return await put_body(call, call.bucket, call.key, headers)
 
 
@@ -171,7 +182,7 @@ async def put_body(call: S3Call, container: str, obj: str, headers: dict[str, st
     raise swift_error(response, key=True)
 
 
-def _put_conditions(call: S3Call) -> dict[str, str]:
+def put_conditions(call: S3Call) -> dict[str, str]:
     """A PUT may be conditional on nothing existing (``If-None-Match: *``) only, as in S3."""
     found = {}
     for name in CONDITIONALS:
@@ -205,7 +216,7 @@ async def delete(call: S3Call):
     raise swift_error(response, key=True)
 
 
-def _copy_source(value: str) -> tuple[str, str, str | None]:
+def copy_source(value: str) -> tuple[str, str, str | None]:
     """(bucket, key, versionId) of ``x-amz-copy-source`` (``[/]bucket/key[?versionId=…]``)."""
     path, _, query = value.partition("?")
     params = parse_qsl(query, keep_blank_values=True) if query else []
@@ -227,7 +238,7 @@ async def copy(call: S3Call):
     if "x-amz-copy-source-range" in request.headers:
         raise S3Error("InvalidArgument", "x-amz-copy-source-range is only for UploadPartCopy",
                       ArgumentName="x-amz-copy-source-range")
-    bucket, key, version = _copy_source(request.header("x-amz-copy-source"))
+    bucket, key, version = copy_source(request.header("x-amz-copy-source"))
     if version not in (None, "null"):
         raise S3Error("NoSuchVersion", VersionId=version, Key=key)
     directive = (request.header("x-amz-metadata-directive") or "COPY").upper()

@@ -133,9 +133,7 @@ def _object_operation(method: str, params: dict[str, str]) -> str:
             if found is None:
                 raise S3Error("MethodNotAllowed", ResourceType="UPLOAD", Method=method)
             return found
-    if "partNumber" in params:
-        raise S3Error("NotImplemented", "reading one part (GET ?partNumber) is not implemented")
-    _refuse(params)
+    _refuse(params, frozenset({"partNumber"}) if method in ("GET", "HEAD") else frozenset())
     if "acl" in params:
         if method == "GET":
             return "object.acl"
