@@ -51,6 +51,8 @@ class Signed:
     check: Callable[[str], bool]
     version: int  # 2 or 4
     payload_sha256: str | None = None  # hex the body must hash to (V4 only); None: not signed
+    # an aws-chunked upload (STREAMING-AWS4-HMAC-SHA256-PAYLOAD): (x-amz-date, credential, seed signature)
+    streaming: tuple[str, sigv4.Credential, str] | None = None
 
 
 def signed_by(request, *, now: float, location: str, max_skew: float,
@@ -86,14 +88,16 @@ def _check_scope(credential: sigv4.Credential, amz_date: str, location: str, err
                              "This endpoint belongs to \"s3\".")
 
 
-def _payload_hash(request) -> str:
+def _payload_hash(request, streaming: bool = False) -> str:
     value = request.header("x-amz-content-sha256")
     if value is None:
         raise S3Error("InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
+    if value == sigv4.STREAMING_PAYLOAD and streaming:
+        return value
     if value.startswith("STREAMING-"):
-        raise S3Error("NotImplemented", f"x-amz-content-sha256: {value} (aws-chunked uploads) is not implemented; "
-                                        "send the payload's sha256 or UNSIGNED-PAYLOAD",
-                      headers={"x-amz-content-sha256": value})
+        raise S3Error("NotImplemented", f"x-amz-content-sha256: {value} is not implemented (aws-chunked uploads "
+                                        "with trailers); send STREAMING-AWS4-HMAC-SHA256-PAYLOAD, the payload's "
+                                        "sha256 or UNSIGNED-PAYLOAD", headers={"x-amz-content-sha256": value})
     if value != sigv4.UNSIGNED_PAYLOAD and not HEX64.match(value):
         raise S3Error("InvalidArgument", "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, "
                                          "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, or a valid sha256 value.",
@@ -132,8 +136,11 @@ def _v4_header(request, authorization: str, now: float, location: str, max_skew:
         raise S3Error("AccessDenied", NEEDS_DATE)
     _check_skew(signed_at, now, max_skew)
     _check_scope(parsed.credential, amz_date, location, "AuthorizationHeaderMalformed")
-    payload = _payload_hash(request)
+    payload = _payload_hash(request, streaming=True)
     check = _v4_checker(request, parsed.credential, amz_date, parsed.signed_headers, payload, parsed.signature)
+    if payload == sigv4.STREAMING_PAYLOAD:
+        return Signed(parsed.credential.access_key, check, 4,
+                      streaming=(amz_date, parsed.credential, parsed.signature.lower()))
     return Signed(parsed.credential.access_key, check, 4, None if payload == sigv4.UNSIGNED_PAYLOAD else payload.lower())
 
 

@@ -51,6 +51,7 @@ class S3Call:
     settings: S3Settings
     reactor: Any = None
     checked: Any = None  # the CheckedBody of an upload with a promised digest
+    chunks: Any = None  # the SignedChunks of an aws-chunked upload
     params: dict[str, str] = field(factory=dict)
 
     @property

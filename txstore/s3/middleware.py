@@ -25,9 +25,10 @@ from zope.interface import implementer
 from txstore.common import config as c
 from txstore.interfaces import IApp
 from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
-from txstore.s3 import bucket, multipart, obj, service
+from txstore.s3 import bucket, multipart, obj, service, sigv4
 from txstore.s3.auth import CheckedBody, expectations, signed_by
 from txstore.s3.calls import S3Call, S3Settings
+from txstore.s3.chunked import SignedChunks
 from txstore.s3.credentials import TempAuthCredentials
 from txstore.s3.errors import S3Error
 from txstore.s3.routing import bucket_in_host, locate, operation, valid_bucket
@@ -138,11 +139,36 @@ class S3Api:
         request.environ[SIGNED] = signed
         call = S3Call(request, self.app, self.credentials, user, name, key, self.settings, self.reactor,
                       params=request.params)
+        if signed.streaming is not None:
+            call.chunks = _decode_chunks(request, signed, user.secret, key)
         if request.method == "PUT" and key is not None and "x-amz-copy-source" not in request.headers:
             promised = expectations(request, signed)
-            if promised:
+            if promised or call.chunks is not None:
                 call.checked = CheckedBody(request.body, promised)
         return call
+
+
+def _decode_chunks(request: SwiftRequest, signed, secret: str, key: str | None) -> SignedChunks:
+    """An aws-chunked upload: its body becomes the decoded, chunk-verified bytes."""
+    if request.method != "PUT" or key is None:
+        raise S3Error("InvalidRequest", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD is for object and part uploads")
+    decoded = request.header("x-amz-decoded-content-length")
+    if decoded is None or not decoded.isdigit():
+        raise S3Error("MissingContentLength", "aws-chunked uploads need x-amz-decoded-content-length")
+    amz_date, credential, seed = signed.streaming
+    chunks = SignedChunks(request.body, sigv4.signing_key(secret, credential.date, credential.region,
+                                                         credential.service),
+                          amz_date, credential.scope, seed, int(decoded))
+    request.body = chunks
+    request.headers["Content-Length"] = decoded
+    request.headers.pop("Transfer-Encoding")
+    encodings = [e.strip() for e in (request.header("Content-Encoding") or "").split(",")
+                 if e.strip() and e.strip().lower() != "aws-chunked"]
+    if encodings:
+        request.headers["Content-Encoding"] = ", ".join(encodings)
+    else:
+        request.headers.pop("Content-Encoding")
+    return chunks
 
 
 def _resource(request: SwiftRequest, host_bucket: str | None) -> str:

@@ -165,10 +165,11 @@ async def put_body(call: S3Call, container: str, obj: str, headers: dict[str, st
     try:
         response = await call.swift("PUT", container, obj, headers=headers, body=body)
     except BodyMismatch:  # a stage below let the failed read through: the same answer
-        raise call.checked.failed from None
-    if call.checked is not None and call.checked.failed is not None:
+        raise _body_failure(call) from None
+    failure = _body_failure(call)
+    if failure is not None:
         response.discard_body()  # the PUT failed (a cut-off body): nothing was stored
-        raise call.checked.failed
+        raise failure
     if response.status == 201:
         response.discard_body()
         answer = xml_response(200, b"", {"ETag": quoted_etag(response.headers.get("ETag"))})
@@ -180,6 +181,14 @@ async def put_body(call: S3Call, container: str, obj: str, headers: dict[str, st
         response.discard_body()
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
     raise swift_error(response, key=True)
+
+
+def _body_failure(call: S3Call) -> S3Error | None:
+    """Why the upload's body was refused as it streamed (a digest, a chunk's signature), if it was."""
+    for watcher in (call.chunks, call.checked):
+        if watcher is not None and watcher.failed is not None:
+            return watcher.failed
+    return None
 
 
 def put_conditions(call: S3Call) -> dict[str, str]:

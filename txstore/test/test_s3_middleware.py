@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import time
 from urllib.parse import quote, urlsplit
@@ -127,7 +128,7 @@ async def _call(app, request):
 class AuthTests(Case):
     def test_unsigned_requests_pass_untouched(self) -> None:
         request = SwiftRequest("GET", "/v1/AUTH_test", HeaderMap({"X-Auth-Token": "t"}), trans_id="tx")
-        self.app(request)
+        self.successResultOf(ensureDeferred(self.app(request)))
         self.assertEqual(self.passed, ["/v1/AUTH_test"])
 
     def test_each_signature_form(self) -> None:
@@ -305,3 +306,55 @@ class ObjectTests(Case):
 
     def test_key_too_long(self) -> None:
         self.assertEqual(self.error(self.call("PUT", "/bucket/" + "k" * 1025, b"x")), (400, "KeyTooLongError"))
+
+
+class ChunkedUploadTests(Case):
+    """aws-chunked uploads through the middleware, signed with the chunk signature chain."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.put_bucket()
+
+    def request(self, data: bytes, tamper: bool = False, chunk: int = 4) -> SwiftRequest:
+        from time import gmtime, strftime
+
+        from txstore.s3 import sigv4
+        from txstore.s3.chunked import chunk_string_to_sign
+
+        amz_date = strftime("%Y%m%dT%H%M%SZ", gmtime())
+        scope = sigv4.scope(amz_date[:8], "us-east-1", "s3")
+        pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)] + [b""]
+        encoded_length = sum(len(b"%x;chunk-signature=" % len(p)) + 64 + 4 + len(p) for p in pieces)
+        headers = HeaderMap({"Host": "127.0.0.1:8080", "x-amz-date": amz_date, "Content-Encoding": "aws-chunked",
+                             "x-amz-content-sha256": sigv4.STREAMING_PAYLOAD, "Content-Length": str(encoded_length),
+                             "x-amz-decoded-content-length": str(len(data))})
+        signed = ("content-encoding", "content-length", "host", "x-amz-content-sha256", "x-amz-date",
+                  "x-amz-decoded-content-length")
+        canonical = sigv4.canonical_request("PUT", "/bucket/chunked", "", headers, signed, sigv4.STREAMING_PAYLOAD)
+        seed = sigv4.signature("testing", amz_date[:8], "us-east-1", "s3",
+                               sigv4.string_to_sign(amz_date, scope, canonical))
+        headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential=test:tester/{scope}, "
+                                    f"SignedHeaders={';'.join(signed)}, Signature={seed}")
+        key = sigv4.signing_key("testing", amz_date[:8], "us-east-1", "s3")
+        body, previous = b"", seed
+        for piece in pieces:
+            sent = piece.replace(b"x", b"y") if tamper else piece
+            signature = hmac.new(key, chunk_string_to_sign(amz_date, scope, previous,
+                                                           hashlib.sha256(piece).hexdigest()),
+                                 hashlib.sha256).hexdigest()
+            body += b"%x;chunk-signature=%s\r\n%s\r\n" % (len(piece), signature.encode(), sent)
+            previous = signature
+        return SwiftRequest("PUT", "/bucket/chunked", headers, "", BytesSource(body), trans_id="txabc",
+                            host="127.0.0.1:8080")
+
+    def test_chunks_are_decoded_and_verified(self) -> None:
+        response = self.successResultOf(ensureDeferred(_call(self.app, self.request(b"x" * 10 + b"end"))))
+        self.assertEqual(response.status, 200, self.read(response))
+        stored = self.store.objects["/v1/AUTH_test/bucket/chunked"]
+        self.assertEqual(stored.body, b"x" * 10 + b"end")
+        self.assertNotIn("Content-Encoding", stored.headers)
+
+    def test_a_tampered_chunk_stores_nothing(self) -> None:
+        response = self.successResultOf(ensureDeferred(_call(self.app, self.request(b"x" * 10, tamper=True))))
+        self.assertEqual(self.error(response), (403, "SignatureDoesNotMatch"))
+        self.assertEqual(self.store.objects, {})

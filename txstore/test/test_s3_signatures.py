@@ -161,8 +161,10 @@ class SignedByTests(SynchronousTestCase):
                                                                          "eu-west-1"))
         self.assertEqual(self.error(self.v4_header(**{"x-amz-date": "yesterday"})).code, "AccessDenied")
         self.assertEqual(self.error(self.v4_header(**{"x-amz-content-sha256": "nothex"})).code, "InvalidArgument")
-        err = self.error(self.v4_header(**{"x-amz-content-sha256": sigv4.STREAMING_PAYLOAD}))
+        err = self.error(self.v4_header(**{"x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"}))
         self.assertEqual((err.code, err.status), ("NotImplemented", 501))
+        streaming = self.signed(self.v4_header(**{"x-amz-content-sha256": sigv4.STREAMING_PAYLOAD}))
+        self.assertEqual((streaming.payload_sha256, streaming.streaming[0]), (None, "20130524T000000Z"))
         self.assertIsNone(self.signed(self.v4_header(**{"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})).payload_sha256)
         req = self.v4_header()
         del req.headers["x-amz-content-sha256"]
