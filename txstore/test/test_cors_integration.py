@@ -2,17 +2,47 @@
 CORS on a real all-in-one (``txstore-aio``): a container's allowed origins set with the ``swift``
 command-line client; curl sends what a browser sends (a preflight ``OPTIONS`` without a token,
 then the request with ``Origin``): allowed and refused preflights, the headers on answers in
-strict mode, a temporary URL fetched across origins.
+strict mode, a temporary URL fetched across origins. Then a real browser (Debian's headless
+Chromium, when installed) runs a page of another origin that reads a temporary URL, writes an
+object with a token (a preflight first) and is refused a container that allows no origin.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
+import shutil
 import subprocess
+import threading
+
+from unittest import SkipTest
 
 from swiftclient import client as swift
 
 from txstore.test.test_proxy_integration import ClusterCase
+
+BROWSER = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+PAGE = """<html><body><pre id="out">not run</pre><script>
+async function run() {
+  const out = [];
+  try {
+    const r = await fetch(%(tempurl)s);
+    out.push("tempurl " + r.status + " " + (await r.text()) + " color=" + r.headers.get("X-Object-Meta-Public-Color"));
+  } catch (e) { out.push("tempurl blocked"); }
+  try {
+    const r = await fetch(%(proxy)s + "/v1/AUTH_test/web/from-page",
+                          {method: "PUT", headers: {"X-Auth-Token": %(token)s}, body: "written by a page"});
+    out.push("put " + r.status);
+  } catch (e) { out.push("put blocked"); }
+  try {
+    const r = await fetch(%(proxy)s + "/v1/AUTH_test/closed/o", {headers: {"X-Auth-Token": %(token)s}});
+    out.push("closed " + r.status);
+  } catch (e) { out.push("closed blocked"); }
+  document.getElementById("out").textContent = out.join("|");
+}
+run();
+</script></body></html>
+"""
 
 
 class CORSTests(ClusterCase):
@@ -69,3 +99,44 @@ class CORSTests(ClusterCase):
         status, headers = self.curl("GET", made.stdout.strip(), "Origin: http://app.example")
         self.assertEqual(status, 200)
         self.assertEqual(headers["access-control-allow-origin"], "http://app.example")
+
+    def test_a_page_of_another_origin_in_a_browser(self) -> None:
+        if BROWSER is None:
+            raise SkipTest("no chromium-headless-shell or chromium (apt-get install chromium-headless-shell)")
+        url, token = self.cluster.token()
+        proxy = f"http://127.0.0.1:{self.cluster.port}"
+        page = {}
+
+        class Page(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = page["html"].encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        origin = f"http://127.0.0.1:{server.server_address[1]}"  # another port: another origin
+
+        swift.put_container(url, token, "web", {"X-Container-Meta-Access-Control-Allow-Origin": origin})
+        swift.put_container(url, token, "closed")
+        swift.put_object(url, token, "web", "hello", contents=b"hello",
+                         headers={"X-Object-Meta-Public-Color": "red"})  # what a temp URL's answer keeps
+        swift.put_object(url, token, "closed", "o", contents=b"secret")
+        self.assertEqual(self.cluster.swift_cli("post", "-m", "Temp-URL-Key:k").returncode, 0)
+        made = self.cluster.swift_cli("tempurl", "GET", "3600", f"{proxy}/v1/AUTH_test/web/hello", "k")
+        page["html"] = PAGE % {"tempurl": json.dumps(made.stdout.strip()), "proxy": json.dumps(proxy),
+                               "token": json.dumps(token)}
+
+        shown = subprocess.run([BROWSER, "--no-sandbox", "--disable-gpu", "--dump-dom", "--virtual-time-budget=10000",
+                                f"{origin}/page.html"], capture_output=True, timeout=120)
+        results = shown.stdout.decode().partition('<pre id="out">')[2].partition("</pre>")[0].split("|")
+        self.assertEqual(results, ["tempurl 200 hello color=red", "put 201", "closed blocked"], shown.stderr[-2000:])
+        self.assertEqual(swift.get_object(url, token, "web", "from-page")[1], b"written by a page")
