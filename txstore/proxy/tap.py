@@ -17,6 +17,7 @@ from txstore.proxy.context import ProxyContext
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
 from txstore.proxy.server import ProxyServer
+from txstore.ring.reloader import RingReloader
 from txstore.ring.ringset import RingSet
 
 
@@ -28,7 +29,7 @@ class LoadedProxy:
 
 def load(config_path: str) -> LoadedProxy:
     settings = load_proxy_settings(config_path)
-    rings = RingSet.load(settings.ring_dir, settings.cluster.hasher, settings.cluster.policies)
+    rings = RingSet.load(settings.ring_dir, settings.cluster.hasher, settings.cluster.policies, auto_reload=False)
     return LoadedProxy(settings, rings)
 
 
@@ -72,4 +73,5 @@ def makeService(options: Options, reactor=None) -> MultiService:
         reactor, settings.bind_ip, settings.bind_port, server.resource(), "proxy", twisted_access_log=False
     )
     pools.setServiceParent(top)
+    RingReloader(loaded.rings.all(), reactor).setServiceParent(top)
     return top

@@ -113,6 +113,9 @@ class Ring:
     hasher: PathHasher
     reload_interval: float = field(default=15.0, kw_only=True)
     clock: Callable[[], float] = field(default=time.monotonic, kw_only=True)
+    # Check the file on access (tools, tests). Servers turn this off and let a
+    # `txstore.ring.reloader.RingReloader` check it in a thread instead of on the reactor.
+    auto_reload: bool = field(default=True, kw_only=True)
     _data: RingData = field(init=False)
     _identity: tuple[int, int, int] = field(init=False)
     _next_check: float = field(init=False)
@@ -148,27 +151,41 @@ class Ring:
         ]
 
     def _check_reload(self) -> None:
+        if not self.auto_reload:
+            return
         now = self.clock()
         if now < self._next_check:
             return
         self._next_check = now + self.reload_interval
+        self.install(self.read_if_changed())
+
+    def read_if_changed(self) -> tuple[RingData, tuple[int, int, int]] | None:
+        """
+        (blocking) The file's table if the file changed since the loaded one was read; None if
+        it did not, or if it does not load (logged: the loaded table stays in service).
+        """
         try:
             identity = _file_identity(os.stat(self.path))
         except OSError as error:
             self.log.warn("Cannot stat ring file {path}: {error}", path=self.path, error=error)
-            return
+            return None
         if identity == self._identity:
-            return
+            return None
         try:
-            data, identity = self._read()
+            return self._read()
         except RingError as error:
             self.log.error(
                 "Keeping the loaded ring: {path} does not load: {error}",
                 path=self.path,
                 error=str(error),
             )
+            return None
+
+    def install(self, loaded: tuple[RingData, tuple[int, int, int]] | None) -> None:
+        """Serve the table `read_if_changed` returned (nothing if it returned None)."""
+        if loaded is None or loaded[1] == self._identity:
             return
-        self._install(data, identity)
+        self._install(*loaded)
         self.log.info("Reloaded ring {path}", path=self.path)
 
     def reload(self) -> None:

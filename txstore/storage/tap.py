@@ -7,6 +7,7 @@ from attrs import frozen
 from twisted.application.service import MultiService
 
 from txstore.common.tap_support import config_options, http_service
+from txstore.ring.reloader import RingReloader
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import NodeSettings, load_node_settings
 from txstore.storage.node import build_node
@@ -20,7 +21,7 @@ class LoadedNode:
 
 def load(config_path: str) -> LoadedNode:
     settings = load_node_settings(config_path)
-    rings = RingSet.load(settings.ring_dir, settings.cluster.hasher, settings.cluster.policies)
+    rings = RingSet.load(settings.ring_dir, settings.cluster.hasher, settings.cluster.policies, auto_reload=False)
     return LoadedNode(settings, rings)
 
 
@@ -37,4 +38,5 @@ def makeService(options: Options, reactor=None) -> MultiService:
         reactor, settings.bind_ip, settings.bind_port, server.resource(), "objectnode", twisted_access_log=False
     )
     services.setServiceParent(top)
+    RingReloader(loaded.rings.all(), reactor).setServiceParent(top)
     return top

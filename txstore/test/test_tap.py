@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from treq.testing import StubTreq
 
 from txstore.proxy import tap as proxy_tap
+from txstore.ring.reloader import RingReloader
 from txstore.storage import tap as node_tap
 from txstore.test.support import small_cluster, temp_dir, write_file
 
@@ -66,6 +67,10 @@ class MakeServiceTests(SynchronousTestCase):
         options.parseOptions(["--config", str(config)])
         reactor = ThreadedMemoryReactor()
         service = tap.makeService(options, reactor=reactor)
+        # The rings are reloaded by a service, off the reactor thread, never on access.
+        (reloader,) = [child for child in service if isinstance(child, RingReloader)]
+        self.assertEqual(len(reloader._rings), len(options.loaded.rings.all()))
+        self.assertEqual({ring.auto_reload for ring in options.loaded.rings.all()}, {False})
         service.privilegedStartService()
         service.startService()
         (bound_port, factory, _backlog, interface), *rest = reactor.tcpServers
