@@ -203,6 +203,13 @@ class DatabaseReceiver:
             await session.run(_remove_files, temp)
 
 
+def _read_hashed(fd: int, md5: Any, length: int, offset: int) -> bytes:
+    """(blocking) ``length`` bytes at ``offset``, added to ``md5`` in the same thread call."""
+    chunk = os.pread(fd, length, offset)
+    md5.update(chunk)
+    return chunk
+
+
 def _open_new(path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -311,10 +318,9 @@ class DatabaseSender:
                 md5 = hashlib.md5(usedforsecurity=False)
                 offset = 0
                 while offset < length:
-                    chunk = await run(device, os.pread, fd, min(CHUNK, length - offset), offset)
+                    chunk = await run(device, _read_hashed, fd, md5, min(CHUNK, length - offset), offset)
                     if not chunk:
                         raise SessionFailed(500, "the snapshot ended early")
-                    md5.update(chunk)
                     await channel.drained()
                     channel.send(data_record(chunk))
                     offset += len(chunk)
