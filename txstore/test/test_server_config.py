@@ -79,6 +79,27 @@ class ProxySettingsTests(SynchronousTestCase):
         self.assertIn(f"{self.dir / 'txstore.conf'}: [txstore-hash]: hash_path_suffix: missing hash path secret", str(err))
 
 
+class ErasureCodingRefusedTests(SynchronousTestCase):
+    """Until EC is built, a server does not start with an EC policy (it would store replicas)."""
+
+    def test_proxy_and_node_refuse_an_ec_policy(self) -> None:
+        directory = temp_dir(self)
+        (directory / "devs").mkdir()
+        write_file(directory, "txstore.conf", CLUSTER_CONF + (
+            "\n[storage-policy:0]\nname = gold\ndefault = yes\n"
+            "\n[storage-policy:1]\nname = ec42\npolicy_type = erasure_coding\n"
+            "ec_type = liberasurecode_rs_vand\nec_num_data_fragments = 4\nec_num_parity_fragments = 2\n"
+        ))
+        proxy = write_file(directory, "proxy.conf", "[proxy]\n")
+        node = write_file(directory, "objectnode.conf", "[objectnode]\ndevices = devs\n")
+        for load, path in ((load_proxy_settings, proxy), (load_node_settings, node)):
+            err = self.assertRaises(ConfigError, load, path)
+            self.assertEqual(str(err), (
+                f"{directory / 'txstore.conf'}: [storage-policy:1] (ec42) is erasure_coding, which this"
+                " version cannot store yet: servers refuse to start with it (make it replication, or remove it)"
+            ))
+
+
 class NodeSettingsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.dir = temp_dir(self)
