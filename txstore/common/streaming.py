@@ -283,10 +283,30 @@ class StreamingChannel(HTTPChannel):
     takes request targets with raw UTF-8 in them (`quote_raw_target`).
     """
 
+    # The longest request line or header line taken: Swift's max_header_size (its eventlet
+    # server's limit for both), 8192 bytes, against twisted.web's 16384.
+    MAX_LENGTH = 8192
+
     def lineReceived(self, line: bytes) -> None:
         if self._HTTPChannel__first_line and not line.isascii():  # the request line
             line = quote_raw_target(line)
         super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        A line over MAX_LENGTH: answered as Swift answers it (414 for the request line, 400
+        for a header line) with the reason, then closed; twisted.web would close in silence.
+        """
+        if self._HTTPChannel__first_line:
+            status, reason = b"414 Request URI Too Long", b"the request line is over %d bytes" % self.MAX_LENGTH
+        else:
+            status, reason = b"400 Bad Request", b"Header Line Too Long: a header line is over %d bytes" % self.MAX_LENGTH
+        body = reason + b"\n"
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+        )
+        self.loseConnection()
 
     def _send100Continue(self) -> None:
         if not self.requests:

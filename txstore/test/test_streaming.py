@@ -144,6 +144,24 @@ class StreamingTests(SynchronousTestCase):
         self.assertIn(b"400", h2.output())
         self.assertEqual(len(seen), 2)
 
+    def test_overlong_lines_are_answered_with_their_reason(self) -> None:
+        """Swift's limits (8192 bytes a line): 414 for the request line, 400 for a header."""
+        async def handler(request):
+            return plain_text(200, "ok")
+
+        h = Harness(handler)
+        h.send(b"GET /" + b"x" * 8200 + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(h.output().startswith(b"HTTP/1.1 414 Request URI Too Long\r\n"), h.output()[:80])
+        self.assertTrue(h.output().endswith(b"the request line is over 8192 bytes\n"))
+        self.assertTrue(h.transport.disconnecting)
+        h = Harness(handler)
+        h.send(b"GET / HTTP/1.1\r\nHost: h\r\nX-Object-Meta-Big: " + b"v" * 8200 + b"\r\n\r\n")
+        self.assertTrue(h.output().startswith(b"HTTP/1.1 400 Bad Request\r\n"), h.output()[:80])
+        self.assertIn(b"Header Line Too Long", h.output())
+        h = Harness(handler)
+        h.send(b"GET /" + b"x" * 8000 + b" HTTP/1.1\r\nHost: h\r\nX-Fine: " + b"v" * 8000 + b"\r\n\r\n")
+        self.assertIn(b"200 OK", h.output())
+
     def test_quote_raw_target(self) -> None:
         self.assertEqual(streaming.quote_raw_target(b"GET /a HTTP/1.1"), b"GET /a HTTP/1.1")
         self.assertEqual(streaming.quote_raw_target(b"PUT /\xff%20 HTTP/1.1"), b"PUT /%FF%20 HTTP/1.1")
