@@ -3,8 +3,8 @@
 Node error limiting: a node that keeps failing is skipped for a while.
 
 Without it every request pays a dead node's timeout. After ``limit`` errors (connection
-refused, timeout, 5xx, 507) a node is suppressed for ``interval`` seconds: reads and writes go
-straight to the next replica or handoff. A success clears its count.
+refused, 5xx, 507), or one timeout, a node is suppressed for ``interval`` seconds: reads and
+writes go straight to the next replica or handoff. A success clears its count.
 """
 
 from __future__ import annotations
@@ -43,6 +43,15 @@ class ErrorLimiter:
         self._errors[key] = count
         if count >= self.limit:
             self._suppressed_until[key] = self.clock() + self.interval
+
+    def limit_now(self, node) -> None:
+        """
+        Suppress ``node`` at once: it timed out. A node that stopped answering (a stopped
+        process, a hung disk) would otherwise cost ``limit`` more requests the whole timeout.
+        """
+        key = self.key(node)
+        self._errors[key] = max(self._errors.get(key, 0), self.limit)
+        self._suppressed_until[key] = self.clock() + self.interval
 
     def success(self, node) -> None:
         key = self.key(node)

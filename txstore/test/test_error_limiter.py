@@ -39,3 +39,12 @@ class ErrorLimiterTests(SynchronousTestCase):
         limiter.success(node)
         limiter.error(node)
         self.assertFalse(limiter.is_limited(node))
+
+    def test_limit_now_suppresses_at_once_for_the_interval(self) -> None:
+        clock = Clock()
+        limiter = ErrorLimiter(clock.seconds, limit=10, interval=60)
+        node = FakeNode()
+        limiter.limit_now(node)
+        self.assertTrue(limiter.is_limited(node))
+        clock.advance(60)
+        self.assertFalse(limiter.is_limited(node))

@@ -1003,6 +1003,21 @@ class ObjectPathTests(TestCase):
         self.assertEqual(bytes(self.primary[2].received("PUT")[0].body), b"")
         self.no_unhandled_errors()
 
+    async def test_a_node_that_timed_out_is_skipped_at_once(self) -> None:
+        """One timeout error-limits the node: the next PUT does not wait for it again."""
+        self.primary[2].put_mode = "silent"
+        response = await self.client.put(self.url, b"first " * 1000, headers=self.auth())
+        self.assertEqual(response.code, 201)
+        await response.content()
+        started = time.monotonic()
+        response = await self.client.put(self.url, b"second " * 1000, headers=self.auth())
+        self.assertEqual(response.code, 201)
+        await response.content()
+        self.assertLess(time.monotonic() - started, self.node_timeout)
+        self.assertEqual(len(self.primary[2].received("PUT")), 1)  # not asked the second time
+        self.assertEqual(len(self.handoff[0].received("PUT")), 2)
+        self.no_unhandled_errors()
+
     async def test_put_without_enough_nodes_does_not_read_the_body(self) -> None:
         for node in [self.primary[0], self.primary[2], *self.handoff]:
             await node.refuse()

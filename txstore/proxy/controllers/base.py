@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from attrs import field, frozen
+from twisted.internet import defer
+from twisted.internet import error as internet_error
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from txstore.common.backend_client import BackendError, BackendResponse
+from txstore.common.backend_client import BackendError, BackendResponse, BackendTimeout
 from txstore.common.timestamps import Timestamp
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIRequest
@@ -42,9 +44,17 @@ def usable(context: ProxyContext, node: Node) -> bool:
     return context.errors is None or not context.errors.is_limited(node)
 
 
-def node_failed(context: ProxyContext, node: Node) -> None:
+def node_failed(context: ProxyContext, node: Node, error: BaseException | None = None) -> None:
+    """Count a failure of ``node``; a timeout (``error``) suppresses it at once."""
     if context.errors is not None:
-        context.errors.error(node)
+        if error is not None and is_timeout(error):
+            context.errors.limit_now(node)
+        else:
+            context.errors.error(node)
+
+
+def is_timeout(error: BaseException) -> bool:
+    return isinstance(error, (BackendTimeout, defer.TimeoutError, internet_error.TimeoutError, TimeoutError))
 
 
 def node_ok(context: ProxyContext, node: Node) -> None:
@@ -81,6 +91,9 @@ async def _one_slot(
         except BackendError as err:
             log.warn("{trans_id}: {method} to {node} failed: {error}", trans_id=trans_id, method=method,
                      node=_name(current), error=err)
+            node_failed(context, current, err)
+            current = handoffs.next()
+            continue
         node_failed(context, current)
         current = handoffs.next()
     return None
@@ -150,7 +163,7 @@ async def read_from_replicas(
         except BackendError as err:
             log.warn("{trans_id}: {method} to {node} failed: {error}", trans_id=headers.get("X-Trans-Id", "-"),
                      method=method, node=_name(node), error=err)
-            node_failed(context, node)
+            node_failed(context, node, err)
             statuses.append(503)
             return None
         if response.status >= 500:

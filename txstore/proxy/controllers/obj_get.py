@@ -76,7 +76,7 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
         except Exception as err:
             log.warn("{trans_id}: GET from {node} failed: {error}", trans_id=api.trans_id,
                      node=node.device_name, error=err)
-            node_failed(context, node)
+            node_failed(context, node, err)
             continue
         status = response.status
         if status >= 500:

@@ -121,6 +121,9 @@ async def store(
             except Exception as err:  # connection refused, timeout, protocol error (the connection is closed)
                 log.warn("{trans_id}: PUT to {ip}:{port}/{dev} failed: {error}", trans_id=api.trans_id, ip=node.ip,
                          port=node.port, dev=node.device_name, error=err)
+                node_failed(context, node, err)
+                node = handoffs.next()
+                continue
             node_failed(context, node)
             node = handoffs.next()
         return None
