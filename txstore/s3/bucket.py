@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 
 from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 
-from txstore.s3 import xmlio as xml
+from txstore.s3 import versioning, xmlio as xml
 from txstore.s3.auth import decode_md5, expectations
 from txstore.s3.calls import S3Call, json_of, swift_error, xml_response
 from txstore.s3.errors import S3Error
@@ -99,11 +99,6 @@ async def object_lock(call: S3Call):
     await require_bucket(call)
     raise S3Error("ObjectLockConfigurationNotFoundError", "Object Lock configuration does not exist for this bucket",
                   status=404, BucketName=call.bucket)
-
-
-async def versioning(call: S3Call):
-    await require_bucket(call)
-    return xml_response(200, xml.dumps(xml.Element("VersioningConfiguration")))
 
 
 async def acl(call: S3Call):
@@ -261,7 +256,12 @@ async def list_versions(call: S3Call):
     prefix, delimiter = params.get("prefix", ""), params.get("delimiter", "")
     limit = _max_keys(call, "max-keys")
     marker = params.get("key-marker", "")
-    entries, truncated = await _entries(call, marker, prefix, delimiter, limit)
+    versioned = await versioning.bucket_state(call) is not None
+    if versioned and limit:
+        entries, truncated = await versioning.versions_page(call, prefix, delimiter, marker,
+                                                            params.get("version-id-marker", ""), limit)
+    else:
+        entries, truncated = await _entries(call, marker, prefix, delimiter, limit)
     root = xml.Element("ListVersionsResult")
     xml.sub(root, "Name", call.bucket)
     xml.sub(root, "Prefix", encode(prefix))
@@ -269,7 +269,7 @@ async def list_versions(call: S3Call):
     xml.sub(root, "VersionIdMarker", params.get("version-id-marker", ""))
     if truncated and entries:
         xml.sub(root, "NextKeyMarker", encode(_name(entries[-1])))
-        xml.sub(root, "NextVersionIdMarker", "null")
+        xml.sub(root, "NextVersionIdMarker", entries[-1].get("version_id") or "null")
     xml.sub(root, "MaxKeys", limit)
     if "delimiter" in params:
         xml.sub(root, "Delimiter", encode(delimiter))
@@ -277,15 +277,19 @@ async def list_versions(call: S3Call):
         xml.sub(root, "EncodingType", "url")
     xml.sub(root, "IsTruncated", "true" if truncated else "false")
     for entry in entries:
-        if "subdir" not in entry:
-            version = xml.sub(root, "Version")
-            xml.sub(version, "Key", encode(entry["name"]))
-            xml.sub(version, "VersionId", "null")
-            xml.sub(version, "IsLatest", "true")
-            xml.sub(version, "LastModified", iso_from_swift(entry.get("last_modified")))
+        if "subdir" in entry:
+            continue
+        marker_row = entry.get("content_type") == versioning.MARKER_TYPE
+        version = xml.sub(root, "DeleteMarker" if marker_row else "Version")
+        xml.sub(version, "Key", encode(entry["name"]))
+        xml.sub(version, "VersionId", entry.get("version_id") or "null")
+        xml.sub(version, "IsLatest", "true" if entry.get("is_latest", True) else "false")
+        xml.sub(version, "LastModified", iso_from_swift(entry.get("last_modified")))
+        if not marker_row:
             xml.sub(version, "ETag", listed_etag(entry))
             xml.sub(version, "Size", entry.get("bytes", 0))
-            owner(version, call.user.access_key)
+        owner(version, call.user.access_key)
+        if not marker_row:
             xml.sub(version, "StorageClass", "STANDARD")
     for entry in entries:
         if "subdir" in entry:
@@ -341,11 +345,9 @@ async def multi_delete(call: S3Call):
     gate = DeferredSemaphore(DELETE_CONCURRENCY)
 
     async def delete_one(key: str, version: str | None) -> tuple[str, str | None, S3Error | None]:
-        if version not in (None, "null"):
-            return key, version, S3Error("NoSuchVersion")
         if len(key.encode("utf-8")) > call.settings.max_object_name_length:
             return key, version, S3Error("KeyTooLongError")
-        response = await call.swift("DELETE", call.bucket, key)
+        response = await call.swift("DELETE", call.bucket, key, query=versioning.version_query(version))
         response.discard_body()
         if response.status // 100 == 2 or response.status == 404:
             return key, version, None

@@ -25,7 +25,7 @@ from zope.interface import implementer
 from txstore.common import config as c
 from txstore.interfaces import IApp
 from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
-from txstore.s3 import bucket, multipart, obj, service, sigv4
+from txstore.s3 import bucket, multipart, obj, service, sigv4, versioning
 from txstore.s3.auth import CheckedBody, expectations, signed_by
 from txstore.s3.calls import S3Call, S3Settings
 from txstore.s3.chunked import SignedChunks
@@ -41,7 +41,8 @@ HANDLERS: dict[str, Callable] = {
     "bucket.head": bucket.head,
     "bucket.delete": bucket.delete,
     "bucket.location": bucket.location,
-    "bucket.versioning": bucket.versioning,
+    "bucket.versioning": versioning.get_config,
+    "bucket.put_versioning": versioning.put_config,
     "bucket.object_lock": bucket.object_lock,
     "bucket.versions": bucket.list_versions,
     "bucket.acl": bucket.acl,

@@ -34,6 +34,7 @@ from txstore.s3.bucket import check_canned_acl, require_bucket
 from txstore.s3.calls import S3Call, json_of, swift_error, xml_response
 from txstore.s3.errors import S3Error
 from txstore.s3.listing import iso_from_http, iso_from_swift, owner, quoted_etag
+from txstore.s3.versioning import version_query
 from txstore.s3.obj import COPY_CONDITIONALS, STORED, copy_source, metadata, put_body, put_conditions
 
 SEGMENTS_SUFFIX = "+segments"
@@ -134,15 +135,13 @@ async def copy_part(call: S3Call, part: str):
     """UploadPartCopy: the source (or its range) read by a GET and streamed into the part."""
     request = call.request
     bucket, key, version = copy_source(request.header("x-amz-copy-source"))
-    if version not in (None, "null"):
-        raise S3Error("NoSuchVersion", VersionId=version, Key=key)
     span = _copy_range(request.header("x-amz-copy-source-range"))
     request.discard_body()
     headers = {header: request.header(name) for name, header in COPY_CONDITIONALS.items()
                if request.header(name) is not None}
     if span is not None:
         headers["Range"] = f"bytes={span[0]}-{span[1]}"
-    source = await call.swift("GET", bucket, key, headers=headers)
+    source = await call.swift("GET", bucket, key, headers=headers, query=version_query(version))
     if source.status in (304, 412):
         source.discard_body()
         raise S3Error("PreconditionFailed")

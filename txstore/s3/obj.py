@@ -19,6 +19,7 @@ from txstore.s3.auth import BodyMismatch, decode_md5
 from txstore.s3.calls import S3Call, swift_error, xml_response
 from txstore.s3.errors import S3Error
 from txstore.s3.listing import iso_from_http, private_acl, quoted_etag
+from txstore.s3.versioning import MARKER_TYPE, VERSION_ID, version_query
 
 # Headers a Swift object answer carries that S3 answers carry too, as they are.
 RELAYED = ("content-type", "content-length", "content-range", "content-encoding", "content-disposition",
@@ -64,16 +65,21 @@ def s3_headers(swift: HeaderMap) -> HeaderMap:
             headers["ETag"] = quoted_etag(value)
         elif lowered.startswith(META):
             headers[AMZ_META + name[len(META):].lower()] = value
+        elif lowered == "x-object-version-id":
+            headers["x-amz-version-id"] = value
         elif lowered == "x-delete-at" and value.isdigit():
             expiry = formatdate(int(value), usegmt=True)
             headers["x-amz-expiration"] = f'expiry-date="{expiry}", rule-id="swift-object-expiration"'
     return headers
 
 
-def _check_version(call: S3Call) -> None:
+def _version(call: S3Call) -> str:
+    """Swift's query for the request's ``versionId`` (object versioning), "" for the current one."""
     version = call.params.get("versionId")
-    if version is not None and version != "null":
-        raise S3Error("NoSuchVersion", VersionId=version, Key=call.key)
+    if version is not None and not version:
+        raise S3Error("InvalidArgument", "Version id cannot be the empty string", ArgumentName="versionId",
+                      ArgumentValue="")
+    return version_query(version)
 
 
 async def _missing(call: S3Call, response: SwiftResponse) -> S3Error:
@@ -87,7 +93,7 @@ async def _missing(call: S3Call, response: SwiftResponse) -> S3Error:
 
 
 async def get(call: S3Call):
-    _check_version(call)
+    version = _version(call)
     request = call.request
     headers = {name: request.header(name) for name in ("Range", *CONDITIONALS) if request.header(name) is not None}
     query = ""
@@ -99,6 +105,7 @@ async def get(call: S3Call):
         if "Range" in headers:
             raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
         query = f"part-number={number}"
+    query = "&".join(q for q in (query, version) if q)
     response = await call.swift(request.method, call.bucket, call.key, headers=headers, query=query)
     if response.status in (200, 206):
         answer = SwiftResponse(response.status, s3_headers(response.headers), response.body)
@@ -113,7 +120,19 @@ async def get(call: S3Call):
         response.discard_body()
         return SwiftResponse(304, s3_headers(response.headers))
     if response.status == 404:
+        if version and (response.headers.get("Content-Type") or "") == MARKER_TYPE:
+            response.discard_body()  # a delete marker asked for by its id
+            raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.",
+                          headers={"x-amz-delete-marker": "true", "x-amz-version-id": call.params["versionId"]},
+                          ResourceType="DeleteMarker", Method=request.method)
+        if version:
+            response.discard_body()
+            raise S3Error("NoSuchVersion", VersionId=call.params["versionId"], Key=call.key)
         raise await _missing(call, response)
+    if response.status == 400 and version:
+        response.discard_body()
+        raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName="versionId",
+                      ArgumentValue=call.params["versionId"])
     raise swift_error(response, key=True)
 
 
@@ -173,7 +192,9 @@ async def put_body(call: S3Call, container: str, obj: str, headers: dict[str, st
     if response.status == 201:
         response.discard_body()
         answer = xml_response(200, b"", {"ETag": quoted_etag(response.headers.get("ETag"))})
-        del answer.headers["Content-Type"]
+        answer.headers["Content-Type"] = "text/html; charset=UTF-8"  # as Swift's s3api answers it
+        if VERSION_ID in response.headers:
+            answer.headers["x-amz-version-id"] = response.headers[VERSION_ID]
         for name, value in request.headers.with_prefix("x-amz-checksum-").items():
             answer.headers[name] = value  # verified on the way in (auth.CheckedBody)
         return answer
@@ -207,21 +228,32 @@ def put_conditions(call: S3Call) -> dict[str, str]:
 
 
 async def delete(call: S3Call):
-    _check_version(call)
-    query = ""
-    head = await call.swift("HEAD", call.bucket, call.key, query="multipart-manifest=get")
-    head.discard_body()
-    if (head.headers.get("X-Static-Large-Object") or "").lower() == "true":
-        query = "multipart-manifest=delete"  # a completed multipart upload: its parts go with it
+    version = _version(call)
+    query = version
+    if not version:
+        head = await call.swift("HEAD", call.bucket, call.key, query="multipart-manifest=get")
+        head.discard_body()
+        if (head.headers.get("X-Static-Large-Object") or "").lower() == "true" and VERSION_ID not in head.headers:
+            query = "multipart-manifest=delete"  # a completed multipart upload: its parts go with it
     response = await call.swift("DELETE", call.bucket, call.key, query=query)
+    answer = xml_response(204, b"")
+    if version:
+        answer.headers["x-amz-version-id"] = call.params["versionId"]
+    elif VERSION_ID in response.headers:  # versioned: the delete marker written
+        answer.headers["x-amz-version-id"] = response.headers[VERSION_ID]
+        answer.headers["x-amz-delete-marker"] = "true"
     if response.status // 100 == 2:
         response.discard_body()
-        return xml_response(204, b"")
+        return answer
     if response.status == 404:
         error = await _missing(call, response)
         if error.code == "NoSuchBucket":
             raise error
-        return xml_response(204, b"")  # deleting what is not there succeeds, as in S3
+        return answer  # deleting what is not there succeeds, as in S3
+    if response.status == 400 and version:
+        response.discard_body()
+        raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName="versionId",
+                      ArgumentValue=call.params["versionId"])
     raise swift_error(response, key=True)
 
 
@@ -248,20 +280,18 @@ async def copy(call: S3Call):
         raise S3Error("InvalidArgument", "x-amz-copy-source-range is only for UploadPartCopy",
                       ArgumentName="x-amz-copy-source-range")
     bucket, key, version = copy_source(request.header("x-amz-copy-source"))
-    if version not in (None, "null"):
-        raise S3Error("NoSuchVersion", VersionId=version, Key=key)
     directive = (request.header("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
                       ArgumentValue=directive)
-    if (bucket, key) == (call.bucket, call.key) and directive == "COPY":
+    if (bucket, key) == (call.bucket, call.key) and directive == "COPY" and version is None:
         raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to "
                                         "itself without changing the object's metadata, storage class, website "
                                         "redirect location or encryption attributes.")
     request.discard_body()
     conditions = {header: request.header(name) for name, header in COPY_CONDITIONALS.items()
                   if request.header(name) is not None}
-    source = await call.swift("HEAD", bucket, key, headers=conditions)
+    source = await call.swift("HEAD", bucket, key, headers=conditions, query=version_query(version))
     source.discard_body()
     if source.status in (304, 412):
         raise S3Error("PreconditionFailed")
@@ -276,16 +306,21 @@ async def copy(call: S3Call):
         headers["X-Fresh-Metadata"] = "true"
         headers.update({name: request.header(name) for name in STORED if request.header(name) is not None})
         headers.update(metadata(call))
-    response = await call.swift("PUT", call.bucket, call.key, headers=headers)
+    response = await call.swift("PUT", call.bucket, call.key, headers=headers, query=version_query(version))
     response.discard_body()
     if response.status != 201:
         if response.status == 404:
             raise S3Error("NoSuchBucket", BucketName=call.bucket)
         raise swift_error(response, key=True)
     root = xml.Element("CopyObjectResult")
+    copied_headers = {}
+    if version is not None:
+        copied_headers["x-amz-copy-source-version-id"] = version
+    if VERSION_ID in response.headers:
+        copied_headers["x-amz-version-id"] = response.headers[VERSION_ID]
     xml.sub(root, "LastModified", iso_from_http(response.headers.get("Last-Modified")))
     xml.sub(root, "ETag", quoted_etag(response.headers.get("ETag")))
-    return xml_response(200, xml.dumps(root))
+    return xml_response(200, xml.dumps(root), copied_headers)
 
 
 async def acl(call: S3Call):

@@ -112,7 +112,7 @@ def _bucket_operation(method: str, params: dict[str, str]) -> str:
         if "acl" in params:
             return "bucket.put_acl"
         if "versioning" in params:
-            raise S3Error("NotImplemented", "bucket versioning is not implemented")
+            return "bucket.put_versioning"
         return "bucket.create"
     if method == "DELETE":
         return "bucket.delete"

@@ -141,14 +141,39 @@ class S3Tests(ClusterCase):
         self.assertEqual(swift.get_container(url, token, "parts+segments")[1], [])
         self.assertEqual([b["Name"] for b in s3.list_buckets()["Buckets"]], ["parts"])
 
+    def test_bucket_versioning(self) -> None:
+        s3 = self.client()
+        s3.create_bucket(Bucket="kept")
+        self.assertNotIn("Status", s3.get_bucket_versioning(Bucket="kept"))
+        s3.put_bucket_versioning(Bucket="kept", VersioningConfiguration={"Status": "Enabled"})
+        self.assertEqual(s3.get_bucket_versioning(Bucket="kept")["Status"], "Enabled")
+        first = s3.put_object(Bucket="kept", Key="k", Body=b"one")["VersionId"]
+        second = s3.put_object(Bucket="kept", Key="k", Body=b"two")["VersionId"]
+        self.assertEqual(s3.get_object(Bucket="kept", Key="k")["Body"].read(), b"two")
+        self.assertEqual(s3.get_object(Bucket="kept", Key="k", VersionId=first)["Body"].read(), b"one")
+        deleted = s3.delete_object(Bucket="kept", Key="k")
+        self.assertTrue(deleted["DeleteMarker"])
+        self.assertEqual(self.code(s3.get_object, Bucket="kept", Key="k"), (404, "NoSuchKey"))
+        listed = s3.list_object_versions(Bucket="kept")
+        self.assertEqual([(v["VersionId"], v["IsLatest"]) for v in listed["Versions"]],
+                         [(second, False), (first, False)])
+        self.assertEqual([(m["VersionId"], m["IsLatest"]) for m in listed["DeleteMarkers"]],
+                         [(deleted["VersionId"], True)])
+        for version in (second, first, deleted["VersionId"]):
+            s3.delete_object(Bucket="kept", Key="k", VersionId=version)
+        self.assertNotIn("Versions", s3.list_object_versions(Bucket="kept"))
+        s3.put_bucket_versioning(Bucket="kept", VersioningConfiguration={"Status": "Suspended"})
+        self.assertEqual(s3.get_bucket_versioning(Bucket="kept")["Status"], "Suspended")
+        s3.delete_bucket(Bucket="kept")
+
     def test_errors_and_refusals(self) -> None:
         s3 = self.client()
         self.assertEqual(self.code(s3.list_objects, Bucket="nothing"), (404, "NoSuchBucket"))
         s3.create_bucket(Bucket="errors")
         self.assertEqual(self.code(s3.get_object, Bucket="errors", Key="nothing"), (404, "NoSuchKey"))
         self.assertEqual(self.code(s3.create_bucket, Bucket="errors"), (409, "BucketAlreadyOwnedByYou"))
-        self.assertEqual(self.code(s3.put_bucket_versioning, Bucket="errors",
-                                   VersioningConfiguration={"Status": "Enabled"}), (501, "NotImplemented"))
+        self.assertEqual(self.code(s3.put_bucket_lifecycle_configuration, Bucket="errors",
+                                   LifecycleConfiguration={"Rules": []}), (501, "NotImplemented"))
         self.assertEqual(self.code(s3.put_object, Bucket="errors", Key="k", Body=b"x", ACL="public-read"),
                          (501, "NotImplemented"))
         self.assertEqual(self.code(s3.put_object, Bucket="errors", Key="k", Body=b"x",

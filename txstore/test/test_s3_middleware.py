@@ -227,7 +227,7 @@ class BucketTests(Case):
 
     def test_not_built_is_refused(self) -> None:
         self.put_bucket()
-        for method, path in (("PUT", "/bucket?versioning"), ("GET", "/bucket?lifecycle"),
+        for method, path in (("PUT", "/bucket?replication"), ("GET", "/bucket?lifecycle"),
                              ("PUT", "/bucket?policy"), ("PUT", "/bucket/k?partNumber=1"),
                              ("PUT", "/bucket/k?tagging")):
             self.assertEqual(self.error(self.call(method, path)), (501, "NotImplemented"), path)
