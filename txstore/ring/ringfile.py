@@ -55,14 +55,19 @@ def read_whole(path: str | os.PathLike[str], what: str) -> bytes:
         raise RingError(f"cannot read {what}: {error.strerror or error}") from None
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
+def write_atomically(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    """
+    Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix.
+    The file gets ``mode``: rings and builders are readable by the service users that run the
+    servers (0644, as Swift's are), where mkstemp alone would leave them 0600.
+    """
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     handle, temp_path = tempfile.mkstemp(
         prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory
     )
     try:
+        os.fchmod(handle, mode)
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()

@@ -275,6 +275,14 @@ class RingDataTests(SynchronousTestCase):
             RingData.load(temp_dir(self) / "nope.ring.gz")
         self.assertIn("cannot read", str(caught.exception))
 
+    def test_ring_and_builder_files_are_readable_by_every_user(self) -> None:
+        """0644 as Swift's: the servers often run as another user than the operator's tools."""
+        directory = temp_dir(self)
+        small_ring().save(directory / "object.ring.gz")
+        write_atomically(directory / "x.builder", b"data")
+        for name in ("object.ring.gz", "x.builder"):
+            self.assertEqual(os.stat(directory / name).st_mode & 0o777, 0o644, name)
+
     def test_write_atomically_cleans_up(self) -> None:
         directory = temp_dir(self)
         target = directory / "x"
