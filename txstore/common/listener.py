@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from attrs import define, field
 from twisted.application.service import Service
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -27,7 +28,12 @@ class TCPListener(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self._listening = self.reactor.listenTCP(self.port, self.factory, interface=self.interface)
+        try:
+            self._listening = self.reactor.listenTCP(self.port, self.factory, interface=self.interface)
+        except CannotListenError as error:
+            # One line for the operator (twistd would print a traceback): the process exits 1.
+            reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+            raise SystemExit(f"{self.label}: cannot listen on {self.interface}:{self.port}: {reason}") from None
         address = self._listening.getHost()
         self.log.info(
             "{label} listening on {host}:{port}", label=self.label, host=address.host, port=address.port

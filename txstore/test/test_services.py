@@ -114,7 +114,9 @@ class ServiceProcessTests(SynchronousTestCase):
             timeout=60,
         )
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn(f"Couldn't listen on 127.0.0.1:{port}", (result.stdout + result.stderr).decode())
+        output = (result.stdout + result.stderr).decode()
+        self.assertIn(f"proxy: cannot listen on 127.0.0.1:{port}: Address already in use", output)
+        self.assertNotIn("Traceback", output)
 
 
 class PluginTests(SynchronousTestCase):
