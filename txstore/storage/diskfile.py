@@ -197,7 +197,7 @@ class FileSelection:
 def select_files(files: Iterable[OnDiskFile]) -> FileSelection:
     """
     Apply the newest-wins rules to the files of one object directory (replication policy:
-    fragment archives are left alone for the EC policy's own rules).
+    fragment archives are left alone for the EC policy's own rules, `select_ec_files`).
     """
     mine = [f for f in files if f.frag_index is None]
     data, meta, tomb = (
@@ -215,6 +215,64 @@ def select_files(files: Iterable[OnDiskFile]) -> FileSelection:
     if winner is not None and winner is tomb:
         return FileSelection(None, meta, tomb, obsolete)
     return FileSelection(winner, meta, None, obsolete)
+
+
+def _readonly_fragments(value: Mapping[int, OnDiskFile]) -> Mapping[int, OnDiskFile]:
+    return MappingProxyType(dict(value))
+
+
+@frozen
+class ECFileSelection:
+    """
+    The files of an erasure-coded object's directory that count: the fragment archives of its
+    newest durable version (a handoff may hold several indexes), the newer ones still waiting
+    for their commit, and what a cleanup may remove.
+    """
+
+    durable_timestamp: Timestamp | None = None
+    fragments: Mapping[int, OnDiskFile] = field(factory=dict, converter=_readonly_fragments)
+    non_durable: tuple[OnDiskFile, ...] = ()
+    meta: OnDiskFile | None = None
+    tombstone: OnDiskFile | None = None
+    obsolete: tuple[OnDiskFile, ...] = ()
+
+
+def select_ec_files(files: Iterable[OnDiskFile]) -> ECFileSelection:
+    """
+    The rules for an EC policy's object directory (Swift's):
+
+    - A fragment archive is written as ``<ts>#<index>.data`` and renamed ``<ts>#<index>#d.data``
+      once the proxy has seen enough nodes store theirs (the second phase of an EC PUT): a
+      version is *durable* at a timestamp when any of its archives there is marked so, and
+      then every archive at that timestamp counts (the others' marks are on their way).
+    - The newest durable version wins, unless a tombstone is as new or newer (deleted).
+    - Archives newer than the winner that are not durable are kept: their commit may still
+      come, and until it does they are never served. Older ones, durable or not, are obsolete.
+    - A .meta newer than the winner applies, as for replicated objects.
+    """
+    files = list(files)
+    data = [f for f in files if f.ext == DATA and f.frag_index is not None]
+    tomb = max((f for f in files if f.ext == TOMBSTONE), key=_by_time, default=None)
+    meta = max((f for f in files if f.ext == META), key=_by_time, default=None)
+    durable_ts = max((f.timestamp for f in data if f.durable), default=None)
+    if tomb is not None and (durable_ts is None or tomb.timestamp >= durable_ts):
+        winner_ts: Timestamp | None = tomb.timestamp
+        fragments: dict[int, OnDiskFile] = {}
+        durable_ts = None
+    else:
+        tomb = None
+        winner_ts = durable_ts
+        fragments = {}
+        for f in sorted((f for f in data if f.timestamp == durable_ts), key=lambda f: not f.durable):
+            fragments.setdefault(f.frag_index, f)  # a marked archive over an unmarked twin
+    non_durable = tuple(sorted(
+        (f for f in data if not f.durable and (winner_ts is None or f.timestamp > winner_ts)), key=_by_time
+    ))
+    if meta is not None and winner_ts is not None and meta.timestamp <= winner_ts:
+        meta = None
+    keep = {*fragments.values(), *non_durable, tomb, meta} - {None}
+    obsolete = tuple(sorted((f for f in files if f not in keep), key=_by_time))
+    return ECFileSelection(durable_ts, fragments, non_durable, meta, tomb, obsolete)
 
 
 def _by_time(item: OnDiskFile) -> Timestamp:

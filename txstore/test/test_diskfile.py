@@ -1199,3 +1199,65 @@ class DirectWriteTests(DiskFileTestCase):
         writer.abort()
         self.assertEqual(self.tmp_files(), [])
         self.assertEqual(self.files(df), [])
+
+
+class ECRulesTests(SynchronousTestCase):
+    """select_ec_files: which fragment archives of an EC object count (pure: file names only)."""
+
+    def select(self, *names: str):
+        files = []
+        for name in names:
+            stamp, _, rest = name.partition(":")  # "<n>:<suffix>", n seconds after 1700000000
+            parsed = parse_file_name(f"{ts(int(stamp)).internal}{rest}")
+            self.assertIsNotNone(parsed, name)
+            files.append(parsed)
+        return dfmod.select_ec_files(files)
+
+    def short(self, items) -> list[str]:
+        """Names as `select` takes them: ``<n>:<what follows the timestamp>``."""
+        return [f"{int(f.timestamp.seconds) - 1_700_000_000}:{f.name[len(f.timestamp.internal):]}" for f in items]
+
+    def test_the_newest_durable_version_wins_with_all_its_archives(self) -> None:
+        chosen = self.select("1:#0#d.data", "2:#0#d.data", "2:#3.data", "3:#0.data")
+        self.assertEqual(chosen.durable_timestamp, ts(2))
+        self.assertEqual(sorted(chosen.fragments), [0, 3])  # a handoff holding two indexes
+        self.assertEqual(self.short(chosen.non_durable), ["3:#0.data"])  # its commit may still come
+        self.assertEqual(self.short(chosen.obsolete), ["1:#0#d.data"])
+        self.assertIsNone(chosen.tombstone)
+
+    def test_nothing_durable_yet_is_never_served_and_never_removed(self) -> None:
+        chosen = self.select("1:#2.data", "2:#2.data")
+        self.assertIsNone(chosen.durable_timestamp)
+        self.assertEqual(dict(chosen.fragments), {})
+        self.assertEqual(self.short(chosen.non_durable), ["1:#2.data", "2:#2.data"])
+        self.assertEqual(chosen.obsolete, ())
+
+    def test_a_marked_archive_wins_over_its_unmarked_twin(self) -> None:
+        chosen = self.select("5:#1.data", "5:#1#d.data")
+        self.assertTrue(chosen.fragments[1].durable)
+        self.assertEqual(self.short(chosen.obsolete), ["5:#1.data"])
+
+    def test_tombstones(self) -> None:
+        chosen = self.select("1:#0#d.data", "2:.ts", "3:#0.data")
+        self.assertEqual((chosen.durable_timestamp, dict(chosen.fragments)), (None, {}))
+        self.assertEqual(chosen.tombstone.timestamp, ts(2))
+        self.assertEqual(self.short(chosen.non_durable), ["3:#0.data"])
+        self.assertEqual(self.short(chosen.obsolete), ["1:#0#d.data"])
+        tie = self.select("2:#0#d.data", "2:.ts")  # a tombstone wins a tie, as for replicas
+        self.assertEqual((tie.tombstone.timestamp, self.short(tie.obsolete)), (ts(2), ["2:#0#d.data"]))
+        newer = self.select("1:.ts", "2:#4#d.data")
+        self.assertEqual((newer.tombstone, sorted(newer.fragments)), (None, [4]))
+        self.assertEqual(self.short(newer.obsolete), ["1:.ts"])
+
+    def test_meta_applies_when_newer_than_the_winner(self) -> None:
+        chosen = self.select("2:#0#d.data", "1:.meta", "3:.meta", "4:.meta")
+        self.assertEqual(chosen.meta.timestamp, ts(4))
+        self.assertEqual(self.short(chosen.obsolete), ["1:.meta", "3:.meta"])
+        orphan = self.select("3:.meta")  # before its data arrives (replication): kept
+        self.assertEqual((orphan.meta.timestamp, orphan.obsolete), (ts(3), ()))
+
+    def test_replicated_files_and_fragment_archives_do_not_mix(self) -> None:
+        """The replication rules leave fragment archives alone; the EC rules drop whole .data files."""
+        files = [parse_file_name(f"{ts(1).internal}#0#d.data"), parse_file_name(f"{ts(2).internal}.data")]
+        self.assertEqual(dfmod.select_files(files).data, files[1])
+        self.assertEqual(dfmod.select_ec_files(files).obsolete, (files[1],))
