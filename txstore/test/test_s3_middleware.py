@@ -358,3 +358,72 @@ class ChunkedUploadTests(Case):
         response = self.successResultOf(ensureDeferred(_call(self.app, self.request(b"x" * 10, tamper=True))))
         self.assertEqual(self.error(response), (403, "SignatureDoesNotMatch"))
         self.assertEqual(self.store.objects, {})
+
+
+class MultipartTests(Case):
+    """Multipart uploads over MemorySwift behind the real slo middleware (parts of 5 bytes and up)."""
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        from txstore.middleware.slo import StaticLargeObjects
+
+        super().setUp()
+        settings = {"max_manifest_segments": 10, "max_manifest_size": 4096, "yield_frequency": 10,
+                    "concurrency": 2}
+        below = Authorizing(StaticLargeObjects(self.store, settings, Clock()))
+        self.app.app = below
+        self.app.settings.min_segment_size = 5
+        self.put_bucket()
+
+    def create(self, key: str = "big") -> str:
+        response = self.call("POST", f"/bucket/{key}?uploads", headers={"x-amz-meta-kind": "mpu",
+                                                                        "Content-Type": "text/x-parts"})
+        self.assertEqual(response.status, 200)
+        return fromstring(self.read(response)).find(f"{NS}UploadId").text
+
+    def part(self, upload: str, number: int, data: bytes, key: str = "big") -> str:
+        response = self.call("PUT", f"/bucket/{key}?partNumber={number}&uploadId={upload}", data)
+        self.assertEqual(response.status, 200, self.read(response))
+        return response.headers["ETag"]
+
+    def complete(self, upload: str, parts: list[tuple[int, str]], key: str = "big") -> SwiftResponse:
+        body = "<CompleteMultipartUpload>" + "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>" for n, e in parts) + \
+            "</CompleteMultipartUpload>"
+        return self.call("POST", f"/bucket/{key}?uploadId={upload}", body.encode())
+
+    def test_upload_list_complete_read_delete(self) -> None:
+        upload = self.create()
+        first, second = self.part(upload, 1, b"hello"), self.part(upload, 2, b" world")
+        root = fromstring(self.read(self.call("GET", f"/bucket/big?uploadId={upload}")))
+        self.assertEqual([(p.find(f"{NS}PartNumber").text, p.find(f"{NS}ETag").text)
+                          for p in root.iter(f"{NS}Part")], [("1", first), ("2", second)])
+        root = fromstring(self.read(self.call("GET", "/bucket?uploads")))
+        self.assertEqual([u.find(f"{NS}UploadId").text for u in root.iter(f"{NS}Upload")], [upload])
+        self.assertEqual(self.error(self.complete(upload, [(2, second), (1, first)])), (400, "InvalidPartOrder"))
+        self.assertEqual(self.error(self.complete(upload, [(1, first), (2, '"0000"')])), (400, "InvalidPart"))
+        response = self.complete(upload, [(1, first), (2, second)])
+        self.assertEqual(response.status, 200, self.read(response))
+        digests = hashlib.md5(b"hello").digest() + hashlib.md5(b" world").digest()
+        etag = '"%s-2"' % hashlib.md5(digests).hexdigest()
+        self.assertEqual(fromstring(self.read(response)).find(f"{NS}ETag").text, etag)
+        got = self.call("GET", "/bucket/big")
+        self.assertEqual((self.read(got), got.headers["ETag"], got.headers["x-amz-meta-kind"]),
+                         (b"hello world", etag, "mpu"))
+        self.assertEqual(got.headers["Content-Type"], "text/x-parts")
+        self.assertEqual(self.read(self.call("GET", "/bucket/big?partNumber=2")), b" world")
+        self.assertEqual(self.error(self.call("GET", f"/bucket/big?uploadId={upload}")), (404, "NoSuchUpload"))
+        self.assertEqual(self.call("DELETE", "/bucket/big").status, 204)
+        self.assertEqual(sorted(self.store.objects), [])
+
+    def test_small_parts_and_abort(self) -> None:
+        upload = self.create()
+        small, last = self.part(upload, 1, b"abc"), self.part(upload, 2, b"defgh")
+        self.assertEqual(self.error(self.complete(upload, [(1, small), (2, last)])), (400, "EntityTooSmall"))
+        self.assertEqual(self.call("DELETE", f"/bucket/big?uploadId={upload}").status, 204)
+        self.assertEqual(sorted(self.store.objects), [])
+        self.assertEqual(self.error(self.call("PUT", f"/bucket/big?partNumber=1&uploadId={upload}", b"x")),
+                         (404, "NoSuchUpload"))
+        self.assertEqual(self.error(self.call("PUT", "/bucket/big?partNumber=10001&uploadId=u1", b"x")),
+                         (400, "InvalidArgument"))
