@@ -52,6 +52,7 @@ class S3Call:
     reactor: Any = None
     checked: Any = None  # the CheckedBody of an upload with a promised digest
     chunks: Any = None  # the SignedChunks of an aws-chunked upload
+    grants: Any = None  # what the credential source looked up for its authorizer (an account ACL)
     params: dict[str, str] = field(factory=dict)
 
     @property
@@ -66,7 +67,7 @@ class S3Call:
         return f"/{self.bucket}" + (f"/{self.key}" if self.key is not None else "")
 
     def authorize(self, request: SwiftRequest, account: str, container: str | None, obj: str | None, info):
-        return self.credentials.authorize(self.user, request, account, container, obj, info)
+        return self.credentials.authorize(self.user, request, account, container, obj, info, self.grants)
 
     def path(self, container: str | None = None, obj: str | None = None) -> str:
         path = f"/v1/{self.account}"

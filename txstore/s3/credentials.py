@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from attrs import frozen
 
+from txstore.proxy.account_acl import SYSMETA_NAME, stored_account_acl
 from txstore.proxy.acl import parse_acl
 
 
@@ -32,16 +33,33 @@ class ICredentialSource(Protocol):
     def lookup(self, access_key: str) -> S3User | None:
         """The user of ``access_key``, None when there is none."""
 
-    def authorize(self, user: S3User, request, account: str, container: str | None, obj: str | None, info) -> Any:
+    async def grants(self, user: S3User, request) -> Any:
+        """What the authorizer needs looked up once per request (tempauth: the account's ACL)."""
+
+    def authorize(self, user: S3User, request, account: str, container: str | None, obj: str | None, info,
+                  grants: Any = None) -> Any:
         """A ``Decision`` for a Swift request made for ``user`` (``info``: the container's, or None)."""
 
 
 class TempAuthCredentials:
-    """tempauth's users (`txstore.proxy.tempauth.TempAuth`) as S3 credentials."""
+    """
+    tempauth's users (`txstore.proxy.tempauth.TempAuth`) as S3 credentials, judged as tempauth
+    judges them, the account's ACL (``X-Account-Access-Control``) included for a user who does
+    not own the account (looked up once per request through ``account_info``, cached as
+    tempauth's is).
+    """
 
-    def __init__(self, auth) -> None:
+    def __init__(self, auth, account_info=None) -> None:
         self.auth = auth
+        self.account_info = account_info  # (request, account) -> Awaitable[AccountInfo], or None
         self._users = {f"{u.account}:{u.user}": u for u in auth.users}
+
+    async def grants(self, user: S3User, request) -> Any:
+        identity = user.identity
+        if self.account_info is None or identity.is_reseller_admin or identity.is_admin:
+            return None
+        info = await self.account_info(request, user.account)
+        return stored_account_acl(info.sysmeta.get(SYSMETA_NAME))
 
     def lookup(self, access_key: str) -> S3User | None:
         user = self._users.get(access_key)
@@ -50,10 +68,11 @@ class TempAuthCredentials:
         identity = self.auth.identity_of(user)
         return S3User(access_key, user.key, identity.account, identity)
 
-    def authorize(self, user: S3User, request, account: str, container: str | None, obj: str | None, info) -> Any:
+    def authorize(self, user: S3User, request, account: str, container: str | None, obj: str | None, info,
+                  grants: Any = None) -> Any:
         return self.auth.authorize(user.identity, request.method, account, container, obj,
                                    _acl(info.read_acl if info else None), _acl(info.write_acl if info else None, True),
-                                   request.header("Referer"))
+                                   request.header("Referer"), grants)
 
 
 def _acl(value: str | None, write: bool = False):

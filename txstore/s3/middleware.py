@@ -118,6 +118,7 @@ class S3Api:
     async def _serve(self, request: SwiftRequest, signed, host_bucket: str | None) -> SwiftResponse:
         try:
             call = self._call(request, signed, host_bucket)
+            call.grants = await self.credentials.grants(call.user, request)
             response = await HANDLERS[operation(request.method, call.bucket, call.key, call.params)](call)
         except S3Error as err:
             request.discard_body()
@@ -216,5 +217,11 @@ def build(app, settings: dict[str, Any], proxy) -> S3Api:
                         allow_multipart_uploads=True, min_segment_size=s3.min_segment_size,
                         max_upload_part_num=multipart.MAX_PART_NUMBER, max_parts_listing=1000,
                         location=s3.location)
-    return S3Api(app, s3, TempAuthCredentials(auth) if auth is not None else None, proxy.clock, proxy.reactor)
+    from txstore.proxy.controllers.base import account_info  # the proxy's cached account info
+
+    def info(request: SwiftRequest, account: str):
+        return account_info(proxy.context, account, request.trans_id)
+
+    credentials = TempAuthCredentials(auth, info) if auth is not None else None
+    return S3Api(app, s3, credentials, proxy.clock, proxy.reactor)
 

@@ -155,6 +155,23 @@ class AuthTests(Case):
                          (403, "AccessDenied"))
         self.assertEqual(self.store.containers, set())
 
+    def test_the_accounts_acl_grants_as_for_swift(self) -> None:
+        from types import SimpleNamespace
+
+        self.put_bucket()
+        self.store.put("/v1/AUTH_test/bucket/o", b"shared")
+        acl = json.dumps({"read-only": ["test:tester3"]})
+
+        async def account_info(request, account):
+            return SimpleNamespace(sysmeta={"core-access-control": acl})
+
+        self.app.credentials.account_info = account_info
+        as_tester3 = {"access": "test:tester3", "key": "testing3"}
+        self.assertEqual(self.read(self.call("GET", "/bucket/o", **as_tester3)), b"shared")
+        self.assertEqual(self.error(self.call("PUT", "/bucket/p", b"x", **as_tester3)), (403, "AccessDenied"))
+        acl = json.dumps({"read-write": ["test:tester3"]})
+        self.assertEqual(self.call("PUT", "/bucket/p", b"x", **as_tester3).status, 200)
+
     def test_head_errors_have_no_body(self) -> None:
         response = self.call("HEAD", "/nothing")
         self.assertEqual((response.status, response.body), (404, b""))
