@@ -27,6 +27,7 @@ setup(
         "zope.interface>=6.0",
         "attrs>=23.1.0",
         "pyeclib>=1.6.1",
+        "prometheus_client>=0.20.0",
         "service-identity>=24.1.0",
         "pyopenssl>=24.2.1",
     ],

@@ -27,8 +27,9 @@ LOGGED = "swift.proxy_access_log_made"
 class ProxyLogging:
     access = Logger(namespace="txstore.proxy.access")
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, metrics=None) -> None:
         self.app = app
+        self.metrics = metrics  # a ServerMetrics (the proxy's /metrics), or None
 
     async def __call__(self, request: SwiftRequest) -> SwiftResponse:
         if request.environ.get(LOGGED):
@@ -49,12 +50,17 @@ class ProxyLogging:
 
     def _write(self, request: SwiftRequest, status: int | None, sent: int, started: float, note: str) -> None:
         source = request.environ.get("swift.source")
+        duration = time.monotonic() - started
         self.access.info(
             "{client} {method} {path} {status} {sent} {duration:.4f}s {trans_id}{source}{note}",
             client=request.client_ip, method=request.method, path=_revealed(request.uri),
-            status="-" if status is None else status, sent=sent, duration=time.monotonic() - started,
+            status="-" if status is None else status, sent=sent, duration=duration,
             trans_id=request.trans_id, source=f" {source}" if source else "", note=note,
         )
+        if self.metrics is not None:
+            length = request.header("Content-Length")
+            received = int(length) if length is not None and length.isdigit() else 0
+            self.metrics.observe(request.method, status, duration, sent, received, source=source or "")
 
 
 # Query parameters that are credentials: only their first 16 characters are logged, as Swift
@@ -100,4 +106,4 @@ class _Counted(WatchedSource):
             self._report(sent, note)
 
 
-middleware = Middleware("proxy_logging", lambda app, settings, proxy: ProxyLogging(app))
+middleware = Middleware("proxy_logging", lambda app, settings, proxy: ProxyLogging(app, proxy.context.metrics))

@@ -27,6 +27,7 @@ class ProxyContext:
     info_ttl: float = 10.0
     account_autocreate: bool = True
     errors: Any = None  # an ErrorLimiter: nodes that keep failing are skipped for a while
+    metrics: Any = None  # a txstore.common.metrics.ServerMetrics: served at /metrics, fed by proxy_logging
 
 
 @frozen

@@ -50,14 +50,17 @@ class ProxyEdge(Resource):
 
     isLeaf = True
 
-    def __init__(self, pipeline) -> None:
+    def __init__(self, pipeline, metrics=None) -> None:
         super().__init__()
         self.pipeline = pipeline
+        self.metrics = metrics  # a ServerMetrics served at /metrics (before the pipeline: no token)
 
     def resource(self) -> Resource:
         return self
 
-    def render(self, request) -> int:
+    def render(self, request) -> int | bytes:
+        if self.metrics is not None and request.path == b"/metrics":
+            return self.metrics.resource().render(request)
         served = ensureDeferred(self.serve(request))
         served.addErrback(self._unexpected, request)
         if request.method in READS:

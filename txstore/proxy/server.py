@@ -29,7 +29,7 @@ class ProxyServer:
         self.pipeline = build_pipeline(stages, self.application, ProxyServices(context, self.info))
 
     def resource(self) -> Resource:
-        return ProxyEdge(self.pipeline).resource()
+        return ProxyEdge(self.pipeline, self.context.metrics).resource()
 
 
 def stages_from(filters: dict[str, dict[str, str]], pipeline: str | None = None) -> tuple[Stage, ...]:

@@ -11,6 +11,7 @@ from twisted.internet.defer import DeferredList
 
 from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import Constraints
+from txstore.common.metrics import proxy_metrics
 from txstore.common.tap_support import config_options, http_service
 from txstore.proxy.config import ProxySettings, load_proxy_settings
 from txstore.proxy.context import ProxyContext
@@ -59,6 +60,7 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         clock=clock,
         constraints=Constraints(max_file_size=settings.max_file_size),
         errors=ErrorLimiter(clock),
+        metrics=proxy_metrics(),
     )
     return ProxyServer(context, settings.stages), _Pools(client.close)
 

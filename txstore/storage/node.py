@@ -19,6 +19,7 @@ from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import Constraints
 from txstore.common.io import DeviceThreadPools, PoolsStopped
 from txstore.common.listener import TCPListener
+from txstore.common.metrics import node_metrics
 from txstore.daemons.auditor import ObjectAuditor
 from txstore.daemons.container_updater import ContainerUpdater
 from txstore.daemons.db_auditor import DatabaseAuditor
@@ -138,7 +139,10 @@ def build_node(
     accounts = AccountServer(context)
     containers = ContainerServer(context)
     recon = Recon(context, settings.ring_dir)
-    server = NodeServer(accounts=accounts, containers=containers, objects=ObjectServer(context), recon=recon)
+    server = NodeServer(
+        accounts=accounts, containers=containers, objects=ObjectServer(context), recon=recon,
+        metrics=node_metrics(),
+    )
     services = MultiService()
     _Resources(runner, client, [containers.close, accounts.close]).setServiceParent(services)
     sweeper = TimerService(TMP_SWEEP_INTERVAL, TmpSweeper(context).sweep)

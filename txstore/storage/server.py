@@ -28,6 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import HTTPException
 
+from txstore.common.metrics import ServerMetrics
 from txstore.common.paths import BackendPath, BadPath, parse_backend_path
 from txstore.common.routing import Routes, klein_can_route, swift_routes
 from txstore.common.web import log_access
@@ -58,6 +59,7 @@ class NodeServer:
     containers: BackendHandler | None = None
     objects: BackendHandler | None = None
     recon: object | None = None  # txstore.storage.recon.Recon
+    metrics: ServerMetrics | None = None  # served at /metrics, fed by every request's end
     log = Logger()
     access = Logger(namespace="txstore.storage.access")
     app = swift_routes(Klein())
@@ -97,7 +99,18 @@ class NodeServer:
 
     def _log_access(self, request: Request) -> None:
         trans_id = request.getHeader(b"x-trans-id")
-        log_access(self.access, request, trans_id.decode("latin-1") if trans_id else "-", time.monotonic())
+        started = time.monotonic()
+        log_access(self.access, request, trans_id.decode("latin-1") if trans_id else "-", started)
+        if self.metrics is not None:
+            request.notifyFinish().addBoth(self._observe, request, started)
+
+    def _observe(self, result: object, request: Request, started: float) -> None:
+        body = getattr(request, "body", None)
+        self.metrics.observe(  # type: ignore[union-attr]
+            request.method.decode("ascii", "replace"), request.code if result is None else None,
+            time.monotonic() - started, request.sentLength, getattr(body, "received", 0),
+            server=_server_of(request),
+        )
 
     def _backend(self, request: Request) -> Answer:
         try:
@@ -127,6 +140,21 @@ class NodeServer:
         return self.accounts.handle if self.accounts else None
 
 
+def _server_of(request: Request) -> str:
+    """Which server a request went to, for the metrics (by its path's shape, as routed)."""
+    path = request.path
+    if not path.startswith(b"/") or path.startswith((b"/recon/", b"/healthcheck")):
+        return "other"
+    depth = path.rstrip(b"/").count(b"/")
+    if depth >= 5:
+        if request.getHeader(b"x-backend-server-type") == b"container":
+            return "container"  # an object's row
+        return "object"
+    if depth == 4:
+        return "account" if request.getHeader(b"x-put-timestamp") is not None else "container"
+    return "account" if depth == 3 else "other"
+
+
 def _allows_reserved(request: Request) -> bool:
     """``X-Backend-Allow-Reserved-Names: true``: the sender admitted the path's reserved names."""
     value = request.getHeader(b"x-backend-allow-reserved-names")
@@ -150,7 +178,10 @@ class _NodeRoot(Resource):
         self._node = node
         self._routes = Routes(node.app)
 
-    def render(self, request: Request) -> int:
+    def render(self, request: Request) -> int | bytes:
+        metrics = self._node.metrics
+        if metrics is not None and request.path == b"/metrics":
+            return metrics.resource().render(request)  # scrapes are neither logged nor counted
         self._node._log_access(request)
         serve(request, self._route, self._node.log)
         return NOT_DONE_YET

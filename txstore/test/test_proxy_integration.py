@@ -406,6 +406,42 @@ class APITests(ClusterCase):
         self.assertTrue(json.loads(self.cluster.http("GET", "/info", {})[2])["tempauth"]["account_acls"])
 
 
+class MetricsTests(ClusterCase):
+    def test_proxy_and_nodes_serve_prometheus_metrics(self) -> None:
+        """Every process answers /metrics without a token; a PUT is counted once per process that served it."""
+        url, token = self.cluster.token()
+        swift.put_container(url, token, "m")
+        swift.put_object(url, token, "m", "o", b"x" * 5000)
+
+        def scrape(port: int) -> dict[str, float]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("GET", "/metrics")
+                response = conn.getresponse()
+                self.assertEqual(response.status, 200)
+                text = response.read().decode()
+            finally:
+                conn.close()
+            self.assertIn("process_resident_memory_bytes", text)
+            samples = {}
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    name, _, value = line.rpartition(" ")
+                    samples[name] = float(value)
+            return samples
+
+        proxy = scrape(self.cluster.port)
+        self.assertEqual(proxy['txstore_requests_total{method="PUT",source="",status="2xx"}'], 2.0)
+        self.assertEqual(proxy['txstore_request_bytes_total{method="PUT",source="",status="2xx"}'], 5000.0)
+        self.assertGreaterEqual(proxy['txstore_request_duration_seconds_count{method="PUT",source="",status="2xx"}'], 2)
+        object_puts = 0.0
+        for node in range(1, 5):
+            samples = scrape(self.cluster.port + 10 * node)
+            object_puts += samples.get('txstore_requests_total{method="PUT",server="object",status="2xx"}', 0.0)
+        self.assertEqual(object_puts, 3.0)  # one per replica
+        self.assertEqual(scrape(self.cluster.port)['txstore_requests_total{method="PUT",source="",status="2xx"}'], 2.0)
+
+
 class OneNodeDownTests(ClusterCase):
     def test_writes_and_reads_with_a_node_stopped(self) -> None:
         pid = int((self.cluster.root / "run" / "node2.pid").read_text())

@@ -1,0 +1,77 @@
+"""Tests for txstore.common.metrics and the /metrics routes of the proxy and node edges."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from treq.testing import StubTreq
+from twisted.trial.unittest import SynchronousTestCase
+
+from txstore.common.metrics import node_metrics, proxy_metrics, status_class
+from txstore.proxy.edge import ProxyEdge
+from txstore.proxy.messages import SwiftResponse
+from txstore.storage.server import NodeServer
+
+
+def samples(metrics) -> dict[str, float]:
+    found = {}
+    for line in generate_latest(metrics.registry).decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
+
+
+class ServerMetricsTests(SynchronousTestCase):
+    def test_observe_counts_times_and_bytes(self) -> None:
+        metrics = proxy_metrics()
+        metrics.observe("GET", 200, 0.003, 1000, 0)
+        metrics.observe("GET", 206, 0.2, 10, 0, source="SLO")
+        metrics.observe("PUT", None, 1.5, 0, 700)
+        found = samples(metrics)
+        self.assertEqual(found['txstore_requests_total{method="GET",source="",status="2xx"}'], 1)
+        self.assertEqual(found['txstore_requests_total{method="GET",source="SLO",status="2xx"}'], 1)
+        self.assertEqual(found['txstore_response_bytes_total{method="GET",source="",status="2xx"}'], 1000)
+        self.assertEqual(found['txstore_request_bytes_total{method="PUT",source="",status="none"}'], 700)
+        self.assertEqual(found['txstore_request_duration_seconds_bucket{le="0.005",method="GET",source="",status="2xx"}'], 1)
+        self.assertEqual(found['txstore_request_duration_seconds_bucket{le="2.5",method="PUT",source="",status="none"}'], 1)
+        self.assertIn("process_cpu_seconds_total", found)
+
+    def test_status_class(self) -> None:
+        self.assertEqual([status_class(s) for s in (None, 0, 100, 201, 304, 404, 503)],
+                         ["none", "none", "1xx", "2xx", "3xx", "4xx", "5xx"])
+
+
+class RouteTests(SynchronousTestCase):
+    def test_the_proxy_serves_metrics_before_its_pipeline(self) -> None:
+        seen = []
+
+        async def pipeline(request):
+            seen.append(request.path)
+            return SwiftResponse.text(401, "Unauthorized")
+
+        metrics = proxy_metrics()
+        metrics.observe("HEAD", 204, 0.001, 0, 0)
+        client = StubTreq(ProxyEdge(pipeline, metrics).resource())
+        response = self.successResultOf(client.get("http://proxy/metrics"))
+        self.assertEqual(response.code, 200)
+        self.assertIn(b'txstore_requests_total{method="HEAD",source="",status="2xx"} 1.0',
+                      self.successResultOf(response.content()))
+        self.assertEqual(seen, [])  # no token asked: the pipeline never saw it
+        response = self.successResultOf(client.get("http://proxy/v1/AUTH_x"))
+        self.assertEqual(response.code, 401)
+        self.assertEqual(len(seen), 1)
+        without = StubTreq(ProxyEdge(pipeline).resource())  # no metrics: /metrics is a path like any
+        self.assertEqual(self.successResultOf(without.get("http://proxy/metrics")).code, 401)
+
+    def test_a_node_counts_what_it_answers_by_server(self) -> None:
+        metrics = node_metrics()
+        client = StubTreq(NodeServer(metrics=metrics).resource())
+        self.assertEqual(self.successResultOf(client.get("http://node/healthcheck")).code, 200)
+        self.assertEqual(self.successResultOf(client.put("http://node/d1/3/a/c/o", b"abc")).code, 404)  # no servers
+        found = samples(metrics)
+        self.assertEqual(found['txstore_requests_total{method="GET",server="other",status="2xx"}'], 1)
+        self.assertEqual(found['txstore_requests_total{method="PUT",server="object",status="4xx"}'], 1)
+        response = self.successResultOf(client.get("http://node/metrics"))
+        self.assertIn(b"txstore_request_duration_seconds_bucket", self.successResultOf(response.content()))
+        self.assertNotIn('txstore_requests_total{method="GET",server="other",status="2xx"} 2.0',
+                         generate_latest(metrics.registry).decode())  # scrapes are not counted
