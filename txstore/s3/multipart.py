@@ -35,7 +35,9 @@ from txstore.s3.calls import S3Call, json_of, swift_error, xml_response
 from txstore.s3.errors import S3Error
 from txstore.s3.listing import iso_from_http, iso_from_swift, owner, quoted_etag
 from txstore.s3.versioning import version_query
-from txstore.s3.obj import COPY_CONDITIONALS, STORED, copy_source, metadata, put_body, put_conditions
+from txstore.s3.obj import (
+    COPY_CONDITIONALS, ETAG_IS_AT, MULTIPART_ETAG_HEADER, STORED, copy_source, metadata, put_body, put_conditions,
+)
 
 SEGMENTS_SUFFIX = "+segments"
 S3_ETAG = "X-Object-Sysmeta-S3api-Etag"
@@ -139,6 +141,8 @@ async def copy_part(call: S3Call, part: str):
     request.discard_body()
     headers = {header: request.header(name) for name, header in COPY_CONDITIONALS.items()
                if request.header(name) is not None}
+    if headers:
+        headers[ETAG_IS_AT] = MULTIPART_ETAG_HEADER  # a multipart source's conditions are on S3's ETag
     if span is not None:
         headers["Range"] = f"bytes={span[0]}-{span[1]}"
     source = await call.swift("GET", bucket, key, headers=headers, query=version_query(version))

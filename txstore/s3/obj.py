@@ -38,6 +38,8 @@ OVERRIDES = {"response-content-type": "Content-Type", "response-content-language
              "response-content-encoding": "Content-Encoding"}
 META, AMZ_META = "x-object-meta-", "x-amz-meta-"
 MULTIPART_ETAG = "x-object-sysmeta-s3api-etag"  # a completed multipart upload's (txstore.s3.multipart)
+MULTIPART_ETAG_HEADER = "X-Object-Sysmeta-S3api-Etag"
+ETAG_IS_AT = "X-Backend-Etag-Is-At"
 COPY_CONDITIONALS = {"x-amz-copy-source-if-match": "If-Match", "x-amz-copy-source-if-none-match": "If-None-Match",
                      "x-amz-copy-source-if-modified-since": "If-Modified-Since",
                      "x-amz-copy-source-if-unmodified-since": "If-Unmodified-Since"}
@@ -96,6 +98,8 @@ async def get(call: S3Call):
     version = _version(call)
     request = call.request
     headers = {name: request.header(name) for name in ("Range", *CONDITIONALS) if request.header(name) is not None}
+    if any(name in headers for name in CONDITIONALS):  # a multipart upload's conditions are on S3's ETag
+        headers[ETAG_IS_AT] = MULTIPART_ETAG_HEADER
     query = ""
     if "partNumber" in call.params:  # one part of a multipart upload: slo's ?part-number=
         number = call.params["partNumber"]
@@ -291,6 +295,8 @@ async def copy(call: S3Call):
     request.discard_body()
     conditions = {header: request.header(name) for name, header in COPY_CONDITIONALS.items()
                   if request.header(name) is not None}
+    if conditions:
+        conditions[ETAG_IS_AT] = MULTIPART_ETAG_HEADER
     source = await call.swift("HEAD", bucket, key, headers=conditions, query=version_query(version))
     source.discard_body()
     if source.status in (304, 412):

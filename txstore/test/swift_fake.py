@@ -167,9 +167,10 @@ class MemorySwift:
         headers["Last-Modified"] = stored.timestamp.last_modified
         headers["X-Timestamp"] = stored.timestamp.normal
         compared = stored.etag
-        at = request.header("X-Backend-Etag-Is-At")
-        if at and at in stored.headers:
-            compared = stored.headers[at]
+        for at in (request.header("X-Backend-Etag-Is-At") or "").split(","):  # the first the object has
+            if at.strip() and at.strip() in stored.headers:
+                compared = stored.headers[at.strip()]
+                break
         status = evaluate(method, etag=compared, last_modified=int(stored.timestamp.seconds),
                           if_match=request.header("If-Match"), if_none_match=request.header("If-None-Match"))
         if status != 200:

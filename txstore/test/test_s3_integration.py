@@ -1,5 +1,6 @@
 """
-The S3 API on a real all-in-one (``txstore-aio``), driven by boto3: what S3 writes Swift reads
+The S3 API on a real all-in-one (``txstore-aio``), driven by boto3 and the aws CLI (when
+installed: ``aws s3 sync`` both ways, a multipart upload among them): what S3 writes Swift reads
 and back, byte for byte with its metadata (python-swiftclient on the other side); Signature V4
 in the header and presigned, Signature V2; an upload whose body does not match its
 ``x-amz-content-sha256`` stores nothing; errors as S3 XML; what is not built refused.
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -20,6 +24,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from pathlib import Path
+from unittest import SkipTest
 from swiftclient import client as swift
 
 from txstore.test.test_proxy_integration import ClusterCase
@@ -165,6 +171,41 @@ class S3Tests(ClusterCase):
         s3.put_bucket_versioning(Bucket="kept", VersioningConfiguration={"Status": "Suspended"})
         self.assertEqual(s3.get_bucket_versioning(Bucket="kept")["Status"], "Suspended")
         s3.delete_bucket(Bucket="kept")
+
+    def test_the_aws_cli(self) -> None:
+        aws = shutil.which("aws")
+        if aws is None:
+            raise SkipTest("the aws CLI is not installed")
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "test:tester", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
+               "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+
+        def run(*args: str) -> str:
+            done = subprocess.run([aws, "--endpoint-url", self.endpoint, *args], env=env, capture_output=True,
+                                  text=True, timeout=300)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            return done.stdout
+
+        source, back = Path(self.mktemp()), Path(self.mktemp())
+        (source / "sub").mkdir(parents=True)
+        (source / "a.txt").write_bytes(b"hello\n")
+        (source / "sub" / "b.txt").write_bytes(b"deep\n")
+        big = os.urandom(9 * 1024 * 1024 + 1)  # past the CLI's 8 MiB threshold: a multipart upload
+        (source / "big.bin").write_bytes(big)
+        run("s3", "mb", "s3://cli")
+        run("s3", "sync", str(source), "s3://cli/dir")
+        listed = run("s3", "ls", "--recursive", "s3://cli")
+        self.assertEqual([line.split()[-1] for line in listed.splitlines()],
+                         ["dir/a.txt", "dir/big.bin", "dir/sub/b.txt"])
+        head = json.loads(run("s3api", "head-object", "--bucket", "cli", "--key", "dir/big.bin"))
+        self.assertTrue(head["ETag"].endswith('-2"'), head["ETag"])
+        run("s3", "sync", "s3://cli/dir", str(back))
+        self.assertEqual((back / "big.bin").read_bytes(), big)
+        self.assertEqual((back / "sub" / "b.txt").read_bytes(), b"deep\n")
+        self.assertEqual(run("s3", "sync", str(source), "s3://cli/dir").strip(), "")  # nothing changed
+        run("s3", "rm", "--recursive", "s3://cli")
+        run("s3", "rb", "s3://cli")
+        self.assertEqual(json.loads(run("s3api", "list-buckets")).get("Buckets"), [])
 
     def test_errors_and_refusals(self) -> None:
         s3 = self.client()

@@ -429,6 +429,12 @@ class MultipartTests(Case):
         self.assertEqual((self.read(got), got.headers["ETag"], got.headers["x-amz-meta-kind"]),
                          (b"hello world", etag, "mpu"))
         self.assertEqual(got.headers["Content-Type"], "text/x-parts")
+        # conditions compare S3's ETag (what a client got from HEAD), as a ranged download's If-Match
+        self.assertEqual(self.read(self.call("GET", "/bucket/big", headers={"If-Match": etag,
+                                                                           "Range": "bytes=0-4"})), b"hello")
+        self.assertEqual(self.error(self.call("GET", "/bucket/big", headers={"If-Match": first})),
+                         (412, "PreconditionFailed"))
+        self.assertEqual(self.call("HEAD", "/bucket/big", headers={"If-None-Match": etag}).status, 304)
         self.assertEqual(self.read(self.call("GET", "/bucket/big?partNumber=2")), b" world")
         self.assertEqual(self.error(self.call("GET", f"/bucket/big?uploadId={upload}")), (404, "NoSuchUpload"))
         self.assertEqual(self.call("DELETE", "/bucket/big").status, 204)
