@@ -253,11 +253,24 @@ def _read(path: Path) -> configparser.ConfigParser:
             f"option appears twice (line {err.lineno})", path=path, section=err.section, option=err.option
         ) from None
     except configparser.MissingSectionHeaderError as err:
-        raise ConfigError(f"line {err.lineno} comes before any [section]", path=path) from None
+        raise ConfigError(_before_any_section(err.lineno, err.line), path=path) from None
     except configparser.ParsingError as err:
+        headers = [lineno for lineno, line in err.errors if line.strip("'\"").lstrip().startswith("[")]
+        if headers:
+            raise ConfigError(
+                f"line {headers[0]} is not a [section] header: the closing ] is missing", path=path
+            ) from None
         lines = ", ".join(str(lineno) for lineno, _ in err.errors)
-        raise ConfigError(f"cannot parse line {lines}", path=path) from None
+        raise ConfigError(f"cannot parse line {lines} (neither a [section] nor name = value)", path=path) from None
     return parser
+
+
+def _before_any_section(lineno: int, line: str) -> str:
+    """What to say about a line before the first section: often a header missing its ``]``."""
+    text = line.strip()
+    if text.startswith("[") and not text.endswith("]"):
+        return f"line {lineno}: {text!r} is not a [section] header: the closing ] is missing"
+    return f"line {lineno} comes before any [section]: {text!r}"
 
 
 def _default(option: Option, base: Path) -> Any:

@@ -115,6 +115,10 @@ class LoadConfigTests(SynchronousTestCase):
 
     def test_syntax_errors(self) -> None:
         self.assertIn("comes before any [section]", str(self.error("name = n\n")))
+        self.assertIn("line 1: '[objectnode' is not a [section] header: the closing ] is missing",
+                      str(self.error("[objectnode\nname = n\n")))
+        self.assertIn("line 3 is not a [section] header: the closing ] is missing",
+                      str(self.error("[a]\nname = n\n[b\nx = 1\n")))
         self.assertIn("option appears twice", str(self.error("[main]\nname = n\nname = m\n")))
         self.assertIn("section appears twice", str(self.error("[main]\nname = n\n[main]\n")))
         self.assertIn("cannot parse line", str(self.error("[main]\nname = n\njunk\n")))
