@@ -14,7 +14,9 @@ resident memory and open files. Collection is in memory only: a scrape never tou
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest,
+)
 from twisted.web.resource import Resource
 
 # Seconds: a cached HEAD (below a millisecond) to a large upload (minutes).
@@ -46,6 +48,19 @@ class ServerMetrics:
         self.received = Counter(
             "txstore_request_bytes", "Body bytes received.", self.labels, registry=self.registry
         )
+        self._daemon: _DaemonMetrics | None = None  # made at a node's first daemon pass
+
+    def daemon_pass(self, daemon: str, figures: dict, duration: float, failed: bool) -> None:
+        """A daemon's pass ended: its result, how long it took, and its whole-number figures."""
+        if self._daemon is None:
+            self._daemon = _DaemonMetrics(self.registry)
+        self._daemon.passes.labels(daemon, "failed" if failed else "done").inc()
+        self._daemon.duration.labels(daemon).set(duration)
+        if not failed:
+            self._daemon.last_success.labels(daemon).set_to_current_time()
+            for name, value in figures.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._daemon.figures.labels(daemon, name).set(value)
 
     def observe(self, method: str, status: int | None, seconds: float, sent: int, received: int, **labels: str) -> None:
         values = (method, status_class(status), *(labels.get(name, "") for name in self.labels[2:]))
@@ -70,6 +85,19 @@ class _MetricsPage(Resource):
     def render_GET(self, request) -> bytes:
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
         return generate_latest(self._registry)
+
+
+class _DaemonMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.passes = Counter("txstore_daemon_passes", "Daemon passes ended, by result.", ("daemon", "result"),
+                              registry=registry)
+        self.duration = Gauge("txstore_daemon_pass_duration_seconds", "How long the last pass took.", ("daemon",),
+                              registry=registry)
+        self.last_success = Gauge("txstore_daemon_last_success_timestamp_seconds",
+                                  "When the last pass that did not fail ended (Unix time).", ("daemon",),
+                                  registry=registry)
+        self.figures = Gauge("txstore_daemon_pass_figure", "The last successful pass's figures (items, failures...).",
+                             ("daemon", "figure"), registry=registry)
 
 
 def proxy_metrics() -> ServerMetrics:

@@ -28,6 +28,7 @@ class PeriodicDaemon(Service):
     def __init__(
         self, name: str, run_pass: Callable[[], Awaitable[dict[str, Any]]], interval: float, reactor: Any,
         jitter: Callable[[], float] = random.random, stop_pass: Callable[[], None] | None = None,
+        metrics: Any = None,
     ) -> None:
         self.name = name
         self._run_pass = run_pass
@@ -35,6 +36,7 @@ class PeriodicDaemon(Service):
         self._reactor = reactor
         self._jitter = jitter
         self._stop_pass = stop_pass
+        self._metrics = metrics  # a ServerMetrics: each pass's result, duration and figures
         self._loop: LoopingCall | None = None
         self._first = None
         self._current: Deferred | None = None
@@ -58,15 +60,22 @@ class PeriodicDaemon(Service):
 
     async def _guarded(self) -> None:
         started = time.monotonic()
+        failed = False
         try:
             figures = await self._run_pass()
         except Exception:
             self.log.failure("{daemon} pass failed; the next runs in {interval}s", daemon=self.name,
                              interval=self.interval)
             figures = {"failed": True}
+            failed = True
+        duration = time.monotonic() - started
         self.passes += 1
-        self.last_pass = {**figures, "duration": time.monotonic() - started, "finished_at": time.time()}
-        self.log.info("{daemon} pass done: {figures}", daemon=self.name, figures=self.last_pass)
+        self.last_pass = {**figures, "duration": duration, "finished_at": time.time()}
+        if not failed:
+            self.log.info("{daemon} pass done in {duration:.2f}s: {figures}", daemon=self.name,
+                          duration=duration, figures=describe(figures))
+        if self._metrics is not None:
+            self._metrics.daemon_pass(self.name, figures, duration, failed)
 
     def stopService(self):
         super().stopService()
@@ -79,3 +88,19 @@ class PeriodicDaemon(Service):
         if current is not None and not current.called and self._stop_pass is not None:
             self._stop_pass()
         return current if current is not None and not current.called else None
+
+
+def describe(figures: dict[str, Any]) -> str:
+    """A pass's figures as one line for people: ``objects 12, failures 0, devices (d1 3, d2 9)``."""
+    parts = []
+    for name, value in figures.items():
+        label = name.replace("_", " ")
+        if isinstance(value, dict):
+            parts.append(f"{label} ({describe(value)})" if value else f"{label} (none)")
+        elif isinstance(value, float):
+            parts.append(f"{label} {value:.2f}")
+        elif isinstance(value, (list, tuple)):
+            parts.append(f"{label} {len(value)}")
+        else:
+            parts.append(f"{label} {value}")
+    return ", ".join(parts) if parts else "nothing to do"

@@ -215,6 +215,6 @@ def build_node(
     for name, run_pass in runs.items():
         if options[name]["enabled"]:
             recon.daemons[name] = PeriodicDaemon(name, run_pass, options[name]["interval"], reactor,
-                                                 stop_pass=stops.get(name))
+                                                 stop_pass=stops.get(name), metrics=server.metrics)
             recon.daemons[name].setServiceParent(services)
     return server, services

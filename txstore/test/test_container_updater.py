@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client import generate_latest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.backend_client import BackendError, BackendResponse
 from txstore.common.hashing import PathHasher
 from txstore.common.io import SynchronousRunner
+from txstore.common.metrics import node_metrics
 from txstore.common.policies import DEFAULT_POLICIES
 from txstore.daemons.container_updater import ContainerUpdater, read_info
 from txstore.daemons.periodic import PeriodicDaemon
@@ -131,3 +134,34 @@ class PeriodicDaemonTests(SynchronousTestCase):
         daemon.stopService()
         clock.advance(100)
         self.assertEqual(len(runs), 3)
+
+    def test_a_pass_is_one_readable_line_and_its_metrics(self) -> None:
+        clock = Clock()
+        metrics = node_metrics()
+        lines: list[str] = []
+        observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        outcomes = [{"objects": 12, "failures": 0, "per_device": {"d1": 3, "d2": 9}, "rate": 1.5}, None]
+
+        async def run_pass() -> dict:
+            figures = outcomes.pop(0)
+            if figures is None:
+                raise RuntimeError("a bad pass")
+            return figures
+
+        daemon = PeriodicDaemon("object-updater", run_pass, 10.0, clock, jitter=lambda: 0.0, metrics=metrics)
+        daemon.startService()
+        self.addCleanup(daemon.stopService)
+        clock.advance(0)
+        done = [line for line in lines if "pass done" in line]
+        self.assertEqual(len(done), 1)
+        self.assertRegex(done[0], r"^object-updater pass done in \d+\.\d\ds: objects 12, failures 0, "
+                                  r"per device \(d1 3, d2 9\), rate 1\.50$")
+        clock.advance(10)
+        self.flushLoggedErrors(RuntimeError)
+        text = generate_latest(metrics.registry).decode()
+        self.assertIn('txstore_daemon_passes_total{daemon="object-updater",result="done"} 1.0', text)
+        self.assertIn('txstore_daemon_passes_total{daemon="object-updater",result="failed"} 1.0', text)
+        self.assertIn('txstore_daemon_pass_figure{daemon="object-updater",figure="objects"} 12.0', text)
+        self.assertIn('txstore_daemon_last_success_timestamp_seconds{daemon="object-updater"}', text)
