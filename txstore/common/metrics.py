@@ -14,9 +14,12 @@ resident memory and open files. Collection is in memory only: a scrape never tou
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 from twisted.web.resource import Resource
 
 # Seconds: a cached HEAD (below a millisecond) to a large upload (minutes).
@@ -49,6 +52,18 @@ class ServerMetrics:
             "txstore_request_bytes", "Body bytes received.", self.labels, registry=self.registry
         )
         self._daemon: _DaemonMetrics | None = None  # made at a node's first daemon pass
+        self._backend: Counter | None = None  # made at a proxy's first backend failure
+
+    def backend_failure(self, node: str, kind: str) -> None:
+        """A proxy's request to ``node`` (``ip:port/device``) failed: ``timeout``, ``error`` or ``status``."""
+        if self._backend is None:
+            self._backend = Counter("txstore_backend_failures", "Requests to nodes that failed, by node and kind.",
+                                    ("node", "kind"), registry=self.registry)
+        self._backend.labels(node, kind).inc()
+
+    def watch_error_limiter(self, limiter: Any) -> None:
+        """Report how many nodes ``limiter`` (an ErrorLimiter) skips right now, at each scrape."""
+        self.registry.register(_LimitedNodes(limiter))
 
     def daemon_pass(self, daemon: str, figures: dict, duration: float, failed: bool) -> None:
         """A daemon's pass ended: its result, how long it took, and its whole-number figures."""
@@ -85,6 +100,18 @@ class _MetricsPage(Resource):
     def render_GET(self, request) -> bytes:
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
         return generate_latest(self._registry)
+
+
+class _LimitedNodes:
+    """A collector: the nodes an error limiter skips at the moment of the scrape."""
+
+    def __init__(self, limiter: Any) -> None:
+        self._limiter = limiter
+
+    def collect(self):
+        family = GaugeMetricFamily("txstore_error_limited_nodes", "Nodes skipped now after errors or a timeout.")
+        family.add_metric([], self._limiter.limited_count())
+        yield family
 
 
 class _DaemonMetrics:

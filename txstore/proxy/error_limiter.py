@@ -53,6 +53,11 @@ class ErrorLimiter:
         self._errors[key] = max(self._errors.get(key, 0), self.limit)
         self._suppressed_until[key] = self.clock() + self.interval
 
+    def limited_count(self) -> int:
+        """How many nodes are skipped now (for the metrics)."""
+        now = self.clock()
+        return sum(1 for until in self._suppressed_until.values() if until > now)
+
     def success(self, node) -> None:
         key = self.key(node)
         self._errors.pop(key, None)

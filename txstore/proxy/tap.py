@@ -62,6 +62,7 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         errors=ErrorLimiter(clock),
         metrics=proxy_metrics(),
     )
+    context.metrics.watch_error_limiter(context.errors)
     return ProxyServer(context, settings.stages), _Pools(client.close)
 
 

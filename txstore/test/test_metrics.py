@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from prometheus_client import generate_latest
 from treq.testing import StubTreq
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from txstore.common.backend_client import BackendError, BackendTimeout
 from txstore.common.metrics import node_metrics, proxy_metrics, status_class
+from txstore.proxy.controllers.base import node_failed
+from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.edge import ProxyEdge
 from txstore.proxy.messages import SwiftResponse
+from txstore.ring.device import Device
+from txstore.ring.ring import Node
 from txstore.storage.server import NodeServer
 
 
@@ -75,3 +83,22 @@ class RouteTests(SynchronousTestCase):
         self.assertIn(b"txstore_request_duration_seconds_bucket", self.successResultOf(response.content()))
         self.assertNotIn('txstore_requests_total{method="GET",server="other",status="2xx"} 2.0',
                          generate_latest(metrics.registry).decode())  # scrapes are not counted
+
+
+class BackendMetricsTests(SynchronousTestCase):
+    def test_node_failures_by_kind_and_the_limited_nodes_now(self) -> None:
+        clock = Clock()
+        limiter = ErrorLimiter(clock.seconds, limit=10, interval=60)
+        metrics = proxy_metrics()
+        metrics.watch_error_limiter(limiter)
+        context = SimpleNamespace(errors=limiter, metrics=metrics)
+        node = Node(Device(id=1, region=1, zone=1, ip="10.0.0.1", port=6210, device="d1", weight=1.0))
+        node_failed(context, node, BackendTimeout("no answer"))
+        node_failed(context, node, BackendError("refused"))
+        node_failed(context, node)  # a 5xx or 507
+        found = samples(metrics)
+        for kind in ("timeout", "error", "status"):
+            self.assertEqual(found[f'txstore_backend_failures_total{{kind="{kind}",node="10.0.0.1:6210/d1"}}'], 1)
+        self.assertEqual(found["txstore_error_limited_nodes"], 1)  # the timeout limited it at once
+        clock.advance(60)
+        self.assertEqual(samples(metrics)["txstore_error_limited_nodes"], 0)

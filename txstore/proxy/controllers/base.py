@@ -46,11 +46,15 @@ def usable(context: ProxyContext, node: Node) -> bool:
 
 def node_failed(context: ProxyContext, node: Node, error: BaseException | None = None) -> None:
     """Count a failure of ``node``; a timeout (``error``) suppresses it at once."""
+    timed_out = error is not None and is_timeout(error)
     if context.errors is not None:
-        if error is not None and is_timeout(error):
+        if timed_out:
             context.errors.limit_now(node)
         else:
             context.errors.error(node)
+    if context.metrics is not None:
+        kind = "timeout" if timed_out else "error" if error is not None else "status"
+        context.metrics.backend_failure(f"{node.ip}:{node.port}/{node.device_name}", kind)
 
 
 def is_timeout(error: BaseException) -> bool:
