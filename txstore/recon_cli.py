@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from txstore.common.hashing import PathHasher
+from txstore.daemons.periodic import describe
 from txstore.ring.ring import Ring, RingError
 
 def nodes_of(ring_dir: Path) -> list[tuple[str, int]]:
@@ -110,6 +112,68 @@ def report_md5(results: dict[str, Any], ring_dir: Path) -> list[str]:
     return lines + _errors(results)
 
 
+def _reachable(results: dict[str, Any]) -> dict[str, Any]:
+    return {node: a for node, a in results.items() if not (isinstance(a, dict) and "error" in a)}
+
+
+def report_total(title: str, results: dict[str, Any], key: str) -> list[str]:
+    """One count per node and their sum, which says how many nodes it covers (never a bare 0)."""
+    answered = _reachable(results)
+    lines = [f"{title}:"] + [f"  {node}: {a[key]}" for node, a in answered.items()]
+    if not answered:
+        lines.append(f"  total unknown: none of the {len(results)} nodes answered")
+    else:
+        total = sum(a[key] for a in answered.values())
+        partial = f" (of {len(answered)} reachable nodes out of {len(results)})" if len(answered) < len(results) else ""
+        lines.append(f"  total {total}{partial}")
+    return lines + _errors(results)
+
+
+def report_daemons(results: dict[str, Any], now: float) -> list[str]:
+    """A table: node, daemon, passes, when the last pass ended, how long it took, its figures."""
+    rows = []
+    for node, answer in _reachable(results).items():
+        for name, daemon in sorted(answer.items()):
+            last = daemon.get("last_pass") or {}
+            finished = last.get("finished_at")
+            ago = f"{now - finished:.0f}s ago" if finished else "not yet"
+            took = f"{last['duration']:.2f}s" if "duration" in last else "-"
+            figures = {k: v for k, v in last.items() if k not in ("duration", "finished_at")}
+            state = "FAILED" if figures.pop("failed", False) else describe(figures) if finished else ""
+            rows.append((node, name, str(daemon.get("passes", 0)), ago, took, state))
+    return ["Daemons:"] + _table(("node", "daemon", "passes", "last pass", "took", "figures"), rows) + _errors(results)
+
+
+def report_unmounted(results: dict[str, Any]) -> list[str]:
+    lines = ["Unmounted devices:"]
+    for node, answer in _reachable(results).items():
+        lines += [f"  {node}/{disk['device']}: NOT MOUNTED" for disk in answer]
+    if len(lines) == 1:
+        lines.append(f"  none on the {len(_reachable(results))} reachable nodes")
+    return lines + _errors(results)
+
+
+def report_time(results: dict[str, Any], now: float) -> list[str]:
+    """Each node's clock against this host's: timestamps decide which write wins."""
+    return report_simple("Clock offsets (node - here, while asking)", results, lambda a: f"{a['time'] - now:+.3f}s")
+
+
+def report_mem(results: dict[str, Any]) -> list[str]:
+    def render(a: dict[str, int]) -> str:
+        total, available = a.get("MemTotal", 0), a.get("MemAvailable", 0)
+        return f"{available / 2**30:.1f} GiB available of {total / 2**30:.1f} GiB" if total else "unknown"
+
+    return report_simple("Memory", results, render)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    if not rows:
+        return ["  (nothing to show)"]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    render = lambda row: "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()  # noqa: E731
+    return [render(header)] + [render(row) for row in rows]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="txstore-recon", description="Ask every node in the rings how it is.")
     parser.add_argument("--ring-dir", type=Path, default=Path("/etc/txstore"), help="where the *.ring.gz files are")
@@ -119,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quarantined", action="store_true", help="quarantined objects and databases")
     parser.add_argument("-r", "--daemons", action="store_true", help="last passes of the node's daemons")
     parser.add_argument("--md5", action="store_true", help="do the nodes have the same rings as --ring-dir?")
+    parser.add_argument("-u", "--unmounted", action="store_true", help="devices that are not mounted")
+    parser.add_argument("-m", "--mem", action="store_true", help="memory available on each node")
+    parser.add_argument("-T", "--time", action="store_true", help="each node's clock against this host's")
+    parser.add_argument("--version", dest="version", action="store_true", help="the txstore version each node runs")
     parser.add_argument("--all", action="store_true", help="every check")
     parser.add_argument("--json", action="store_true", help="raw answers as JSON")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per node (default 5)")
@@ -126,11 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {
         "diskusage": args.diskusage, "load": args.load, "async": args.async_,
         "quarantined": args.quarantined, "daemons": args.daemons, "ringmd5": args.md5,
+        "unmounted": args.unmounted, "mem": args.mem, "time": args.time, "version": args.version,
     }
     if args.all:
         wanted = dict.fromkeys(wanted, True)
     if not any(wanted.values()):
-        parser.error("name at least one check (-d -l -a -q -r --md5) or --all")
+        parser.error("name at least one check (-d -l -a -q -r -u -m -T --md5 --version) or --all")
     try:
         nodes = nodes_of(args.ring_dir)
     except (RingError, OSError) as err:
@@ -152,15 +221,20 @@ def main(argv: list[str] | None = None) -> int:
             elif what == "load":
                 lines = report_simple("Load", answers, lambda a: f"{a['1m']:.2f} {a['5m']:.2f} {a['15m']:.2f}")
             elif what == "async":
-                total = sum(a["async_pending"] for a in answers.values() if "async_pending" in a)
-                lines = report_simple("Async pendings", answers, lambda a: a["async_pending"]) + [f"  total {total}"]
+                lines = report_total("Async pendings", answers, "async_pending")
             elif what == "quarantined":
                 lines = report_simple("Quarantined", answers,
                                       lambda a: ", ".join(f"{k} {v}" for k, v in sorted(a.items())))
+            elif what == "unmounted":
+                lines = report_unmounted(answers)
+            elif what == "mem":
+                lines = report_mem(answers)
+            elif what == "time":
+                lines = report_time(answers, time.time())
+            elif what == "version":
+                lines = report_simple("Versions", answers, lambda a: a["version"])
             else:
-                lines = report_simple("Daemons", answers, lambda a: "; ".join(
-                    f"{name}: {d['passes']} passes, last {json.dumps(d['last_pass'], sort_keys=True)}"
-                    for name, d in sorted(a.items())))
+                lines = report_daemons(answers, time.time())
             print("\n".join(lines))
     unreachable = any(isinstance(a, dict) and "error" in a for answers in results.values() for a in answers.values())
     return 1 if unreachable else 0

@@ -200,14 +200,19 @@ class ReconTests(OneNodeCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         for words in ("1 nodes in the rings", "Disk usage:", "127.0.0.1:%d/d1:" % self.port, "average",
                       "Load:", "Async pendings:", "total 0", "Quarantined:", "objects 0",
-                      "1/1 reachable nodes have the same rings", "Daemons:", "object-auditor"):
+                      "1/1 reachable nodes have the same rings", "Daemons:", "object-auditor",
+                      "Unmounted devices:", "Memory:", "GiB available of", "Clock offsets", "Versions:"):
             self.assertIn(words, result.stdout)
+        # The daemons are a table, not JSON.
+        self.assertRegex(result.stdout, r"\n  node +daemon +passes +last pass +took +figures\n")
+        self.assertNotIn('{"', result.stdout)
         result = subprocess.run(command + ["-q", "--json"], capture_output=True, text=True, timeout=60)
         self.assertEqual(json.loads(result.stdout)["quarantined"][f"127.0.0.1:{self.port}"]["objects"], 0)
         self.node.stop()
         result = subprocess.run(command + ["-a"], capture_output=True, text=True, timeout=60)
         self.assertEqual(result.returncode, 1)
         self.assertIn(f"127.0.0.1:{self.port}: unreachable", result.stdout)
+        self.assertIn("total unknown: none of the 1 nodes answered", result.stdout)  # never "total 0"
         self.assertNotIn("Traceback", result.stdout + result.stderr)
         result = subprocess.run([console_script("txstore-recon"), "--ring-dir", "/nonexistent", "-d"],
                                 capture_output=True, text=True, timeout=60)
