@@ -31,7 +31,7 @@ import treq
 from attrs import frozen
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived, readBody
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived, _HTTP11ClientFactory, readBody
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
@@ -152,6 +152,13 @@ class NodeEndpoints:
 
 
 @implementer(IBackendClient)
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """Twisted's per-connection HTTP client factory, without its "Starting/Stopping factory" lines
+    (two per backend connection: most of an idle cluster's log)."""
+
+    noisy = False
+
+
 class BackendClient:
     def __init__(
         self, reactor: Any, *, timeout: float = 10.0, connect_timeout: float = 2.0, max_per_host: int = 16,
@@ -160,6 +167,7 @@ class BackendClient:
         self._reactor = reactor
         self.timeout = timeout
         self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool._factory = _QuietClientFactory  # no two log lines per backend connection
         self._pool.maxPersistentPerHost = max_per_host
         self._pool.retryAutomatically = False  # a replayed PUT/DELETE must be our decision
         # A host that does not answer SYNs fails after connect_timeout, not the whole deadline.

@@ -2,6 +2,7 @@
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import URI
 from twisted.web.error import SchemeNotSupported
@@ -40,6 +41,14 @@ class BackendClientTests(TestCase):
         self.assertEqual(self.seen, [(b"PUT", b"/d1/1/a/c/%C3%A9%20x%25/y", b"1.00000", b"body")])
         again = await self.client.request("GET", "127.0.0.1", port, "/x")
         self.assertEqual(again.status, 201)
+
+    async def test_connections_are_not_logged(self) -> None:
+        """Twisted's client factory logs two lines per connection; a busy node's log was mostly those."""
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        await self.client.request("GET", "127.0.0.1", self.port.getHost().port, "/x")  # a new connection
+        self.assertEqual([e for e in events if "factory" in formatEvent(e)], [])
 
     async def test_head_and_empty_put(self) -> None:
         """A HEAD's Content-Length is not waited for as a body; an empty PUT says Content-Length: 0."""
