@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
+from urllib.parse import quote
 
 from attrs import define
 
@@ -57,7 +58,9 @@ usage: txstore-ring BUILDER create <part_power> <replicas> <min_part_hours>
 
 Commands may be spelt with - or _ (set_weight). rebalance and write-ring write the ring
 file next to the builder: object.builder -> object.ring.gz. get-nodes hashes names with
-[txstore-hash] hash_path_prefix / hash_path_suffix from --txstore-conf (default: none).
+[txstore-hash] hash_path_prefix / hash_path_suffix from --txstore-conf (default: the
+txstore.conf beside the ring, else /etc/txstore/txstore.conf; none found is an error) and prints
+a curl line for each node.
 
 Exit status: 0 done; 1 warning: nothing to do or nothing changed (e.g. rebalance could
 move no partition because of min_part_hours); 2 error: bad usage or input, unreadable
@@ -114,6 +117,24 @@ def parse_overload(text: str) -> float:
 
 def _duration(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(seconds)))
+
+
+DEFAULT_TXSTORE_CONF = "/etc/txstore/txstore.conf"
+
+
+def _find_txstore_conf(ring_path: str) -> str:
+    """
+    The cluster file whose secret names hash with: beside the ring, else the default one. A
+    partition worked out without the secret would be wrong, so none found is an error.
+    """
+    candidates = [os.path.join(os.path.dirname(os.path.abspath(ring_path)), "txstore.conf"), DEFAULT_TXSTORE_CONF]
+    for candidate in candidates:
+        if os.path.exists(candidate):
+            return candidate
+    raise CommandError(
+        "get-nodes needs the cluster's hash secret ([txstore-hash] in txstore.conf): pass --txstore-conf PATH"
+        f" (there is none at {' or '.join(candidates)})"
+    )
 
 
 def load_hasher(conf_path: str | None) -> PathHasher:
@@ -453,8 +474,8 @@ class RingCommand:
                 names.append(arg)
         if not 1 <= len(names) <= 3:
             raise _usage("get-nodes takes ACCOUNT [CONTAINER [OBJECT]]")
-        hasher = load_hasher(conf_path)
         data = self._load_ring_data(path)
+        hasher = load_hasher(conf_path if conf_path is not None else _find_txstore_conf(path))
         account = names[0]
         container = names[1] if len(names) > 1 else None
         obj = names[2] if len(names) > 2 else None
@@ -486,6 +507,17 @@ class RingCommand:
                 )
             )
         self._table(rows)
+        self.say("")
+        names_path = "/".join(quote(name, safe="") for name in names)
+        for node in primary_nodes(data, part):
+            self.say(f'curl -g -I -XHEAD "http://{format_ip(node.ip)}:{node.port}/{node.device_name}/{part}/{names_path}"')
+        for node in handoff_nodes(data, part):
+            if node.handoff_index is not None and node.handoff_index >= handoffs:
+                break
+            self.say(f'curl -g -I -XHEAD "http://{format_ip(node.ip)}:{node.port}/{node.device_name}/{part}/{names_path}"'
+                     "  # handoff")
+        if len(names) == 3:
+            self.say("(for an object of a policy other than 0, add -H \"X-Backend-Storage-Policy-Index: N\")")
         return EXIT_OK
 
     @staticmethod

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from txstore.common.hashing import PathHasher
 from txstore.ring.builder import RingBuilder
+from txstore.ring import cli
 from txstore.ring.cli import EXIT_ERROR, EXIT_OK, EXIT_WARNING, main, parse_overload, ring_path_for
 from txstore.ring.errors import RingError
 from txstore.ring.ring import Ring, RingData
@@ -303,14 +304,34 @@ class RingCliTests(SynchronousTestCase):
         handoff = next(ring.get_more_nodes(part))
         self.assertIn(f"{handoff.ip}:{handoff.port}/{handoff.device_name}  handoff 0", out)
 
-    def test_get_nodes_default_hash_and_builder(self) -> None:
+    def test_get_nodes_reads_the_secret_beside_the_ring_or_refuses(self) -> None:
+        """A partition hashed without the cluster's secret would be wrong: never print one."""
         self.make()
         self.ok(self.builder, "rebalance")
-        part = PathHasher().partition(6, "AUTH_test")
+        self.patch(cli, "DEFAULT_TXSTORE_CONF", str(self.directory / "etc-txstore.conf"))
+        error = self.fails(EXIT_ERROR, self.ring, "get-nodes", "AUTH_test")
+        self.assertIn("get-nodes needs the cluster's hash secret", error)
+        self.assertIn(str(self.directory / "txstore.conf"), error)
+        write_file(self.directory, "txstore.conf", "[txstore-hash]\nhash_path_suffix = suf\n")
+        part = PathHasher(b"", b"suf").partition(6, "AUTH_test")
         self.assertIn(f"Partition\t{part}\n", self.ok(self.ring, "get-nodes", "AUTH_test"))
         self.assertIn(f"Partition\t{part}\n", self.ok(self.builder, "get-nodes", "AUTH_test"))
         out = self.ok(self.ring, "get-nodes", "--handoffs", "0", "AUTH_test", "c")
         self.assertNotIn("handoff", out)
+
+    def test_get_nodes_prints_a_curl_line_per_node(self) -> None:
+        self.make()
+        self.ok(self.builder, "rebalance")
+        conf = write_file(self.directory, "txstore.conf", "[txstore-hash]\nhash_path_suffix = suf\n")
+        out = self.ok(self.ring, "get-nodes", "--handoffs", "1", "AUTH_test", "c", "o b")
+        ring = Ring(self.ring, PathHasher(b"", b"suf"))
+        part, nodes = ring.get_nodes("AUTH_test", "c", "o b")
+        for node in nodes:
+            self.assertIn(
+                f'curl -g -I -XHEAD "http://{node.ip}:{node.port}/{node.device_name}/{part}/AUTH_test/c/o%20b"\n', out
+            )
+        self.assertEqual(out.count("  # handoff"), 1)
+        self.assertTrue(conf.exists())
 
     def test_get_nodes_errors(self) -> None:
         self.make()
@@ -387,6 +408,7 @@ class ConsoleScriptTests(SynchronousTestCase):
         self.assertEqual(added.returncode, 0, added.stderr)
         rebalanced = run(builder, "rebalance", "--seed", "1")
         self.assertEqual(rebalanced.returncode, 0, rebalanced.stderr)
+        write_file(directory, "txstore.conf", "[txstore-hash]\nhash_path_suffix = s\n")  # the secret beside the ring
         nodes = run(str(directory / "account.ring.gz"), "get-nodes", "AUTH_test")
         self.assertEqual(nodes.returncode, 0, nodes.stderr)
         self.assertIn("127.0.0.1:6202/sdb", nodes.stdout)
