@@ -64,11 +64,12 @@ _BY_FORMAT_PARAM = {"plain": PLAIN, "json": JSON, "xml": XML}
 QueryArgs = Mapping[Union[str, bytes], Sequence[Union[str, bytes]]]
 
 
-def query_value(args: QueryArgs, name: str, allow_reserved: bool = False) -> str | None:
+def query_value(args: QueryArgs, name: str, allow_nul: bool = False) -> str | None:
     """
     The last value given for ``name`` (as WebOb does), decoded; 400 if not UTF-8 or if it
-    holds NUL (unless ``allow_reserved``: a middleware's listing of reserved names). ``args``
-    as Twisted's ``request.args`` has them (bytes keys and values), or str.
+    holds NUL (unless ``allow_nul``: a marker or prefix, or a middleware's listing of
+    reserved names). ``args`` as Twisted's ``request.args`` has them (bytes keys and values),
+    or str.
     """
     values = args.get(name)
     if values is None:
@@ -81,7 +82,7 @@ def query_value(args: QueryArgs, name: str, allow_reserved: bool = False) -> str
         text.encode("utf-8")  # a str with lone surrogates did not come from UTF-8
     except UnicodeError:
         raise ListingError(400, f'"{name}" parameter not valid UTF-8') from None
-    if "\x00" in text and not allow_reserved:
+    if "\x00" in text and not allow_nul:
         raise ListingError(400, f'"{name}" parameter must not contain NUL')
     return text
 
@@ -185,7 +186,8 @@ def _plain(entries: Iterable[Mapping[str, Any]]) -> bytes:
     ).encode("utf-8")
 
 
-def _xml(root: str, element: str, fields: Sequence[str], name: str, entries: Iterable[Mapping[str, Any]]) -> bytes:
+def _xml(root: str, element: str, fields: Sequence[str], name: str, entries: Iterable[Mapping[str, Any]],
+         optional: Sequence[str] = ()) -> bytes:
     parts = [_XML_DECLARATION, f"<{root} name={xml_attribute(name)}>"]
     for entry in entries:
         if "subdir" in entry:
@@ -194,6 +196,7 @@ def _xml(root: str, element: str, fields: Sequence[str], name: str, entries: Ite
         else:
             parts.append(f"<{element}>")
             parts.extend(f"<{key}>{xml_text(entry[key])}</{key}>" for key in fields)
+            parts.extend(f"<{key}>{xml_text(entry[key])}</{key}>" for key in optional if key in entry)
             parts.append(f"</{element}>")
     parts.append(f"</{root}>")
     return "".join(parts).encode("utf-8")
@@ -214,9 +217,13 @@ def render_container_listing(fmt: ListingFormat, container: str, entries: Sequen
 
 
 def render_account_listing(fmt: ListingFormat, account: str, entries: Sequence[Mapping[str, Any]]) -> bytes:
-    """The body of an account GET (same rules as ``render_container_listing``)."""
+    """
+    The body of an account GET (same rules as ``render_container_listing``); XML has a
+    ``storage_policy`` element where the entry has one, as Swift's.
+    """
     if fmt.name == "json":
         return json.dumps(list(entries)).encode("ascii")
     if fmt.name == "xml":
-        return _xml("account", "container", ("name", "count", "bytes", "last_modified"), account, entries)
+        fields = ("name", "count", "bytes", "last_modified")
+        return _xml("account", "container", fields, account, entries, optional=("storage_policy",))
     return _plain(entries)

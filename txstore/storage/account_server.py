@@ -216,6 +216,10 @@ class AccountServer:
 
     # -- account requests ------------------------------------------------------------------
 
+    def _policy_name(self, index: int) -> str | None:
+        policy = self.context.policies.by_index(index)
+        return None if policy is None else policy.name
+
     def _check_account_name(self, path: BackendPath) -> None:
         limit = self.context.constraints.max_account_name_length
         if len(path.account.encode("utf-8")) > limit:
@@ -263,7 +267,7 @@ class AccountServer:
         broker = await self._db.broker(path)
         read = await self._db.run(
             path, broker, read_database, listing, _is_deleted,
-            lambda items: render_account_listing(fmt, path.account, container_entries(items)),
+            lambda items: render_account_listing(fmt, path.account, container_entries(items, self._policy_name)),
         )
         info = read.info
         headers = backend_timestamps(info)

@@ -319,8 +319,7 @@ class ContainerServer:
         assert path.container is not None
         listing: ListingParams | None = None
         if request.method == b"GET":
-            listing, fmt = listing_request(request, self.context.constraints.container_listing_limit,
-                                           long_delimiters=True)
+            listing, fmt = listing_request(request, self.context.constraints.container_listing_limit)
         else:
             fmt = format_only(request)
         broker = await self._db.broker(path)

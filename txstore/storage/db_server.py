@@ -197,13 +197,11 @@ def backend_timestamps(info: ContainerInfo | AccountInfo) -> dict[str, str]:
     }
 
 
-def listing_request(request: Request, max_limit: int,
-                    long_delimiters: bool = False) -> tuple[ListingParams, ListingFormat]:
+def listing_request(request: Request, max_limit: int) -> tuple[ListingParams, ListingFormat]:
     """The checked listing parameters and output format of a GET."""
     try:
         params = parse_listing_params(request.args, max_limit=max_limit,
-                                      allow_reserved=true_header(request, ALLOW_RESERVED),
-                                      long_delimiters=long_delimiters)
+                                      allow_reserved=true_header(request, ALLOW_RESERVED))
         fmt = listing_format(request.args, header(request, "Accept"))
     except ListingError as err:
         raise HTTPError(err.status, err.reason) from None

@@ -10,17 +10,22 @@ proxy asks it for JSON.
 
 Parameter errors follow Swift, and carry the status the caller answers with (`ListingError`):
 
-- 400: a parameter that is not valid UTF-8 (or holds NUL); ``limit`` that is not a number
-  (Swift ignores a non-numeric limit; we say what is wrong instead).
-- 412: ``limit`` above 10000 ("Maximum limit is 10000"); in account listings, a ``delimiter``
-  longer than one character or above U+00FE ("Bad delimiter").
+- 400: a parameter that is not valid UTF-8; NUL in ``delimiter`` or ``path`` (in ``marker``,
+  ``end_marker`` and ``prefix`` it is allowed, as Swift allows it: ``marker=name%00`` is how a
+  client lists from ``name`` inclusive, and reserved names stay hidden whatever the bounds);
+  ``limit`` that is not a whole number (Swift ignores a non-numeric limit; we say what is
+  wrong instead). A whole number may be written with a zero fraction (``5000.0``), as
+  Swift's functional tests send it.
+- 412: ``limit`` above 10000 ("Maximum limit is 10000").
+
+A delimiter may be any string, in account and container listings alike, as in Swift.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from attrs import frozen
@@ -31,7 +36,7 @@ from txstore.storage.db.account import ContainerRecord
 from txstore.storage.db.broker import LISTING_LIMIT, Subdir
 from txstore.storage.db.container import ObjectRecord
 
-_DIGITS = re.compile(r"[0-9]+")
+_WHOLE_NUMBER = re.compile(r"([0-9]+)(?:\.0*)?")
 _TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 
 
@@ -62,32 +67,29 @@ class ListingParams:
 
 
 def parse_listing_params(args: QueryArgs, *, max_limit: int = LISTING_LIMIT,
-                         allow_reserved: bool = False, long_delimiters: bool = False) -> ListingParams:
+                         allow_reserved: bool = False) -> ListingParams:
     """
     Check the listing parameters of a query (Twisted's ``request.args`` works as it is: bytes
     keys and values; str works too). Raises ListingError with 400 or 412 (see the module
     docstring). ``path`` is passed through; account servers may ignore it, as Swift does.
-    With ``allow_reserved`` the names may hold NUL and the listing shows reserved names. With
-    ``long_delimiters`` (container listings, as Swift's today: its functional tests list with
-    ``-&``) a delimiter may be any string.
+    With ``allow_reserved`` the listing shows reserved names.
     """
     limit = max_limit
     given = query_value(args, "limit")
     if given:
-        if not _DIGITS.fullmatch(given):
+        whole = _WHOLE_NUMBER.fullmatch(given)
+        if whole is None:
             raise ListingError(400, "limit must be a non-negative integer")
-        limit = int(given)
+        limit = int(whole.group(1))
         if limit > max_limit:
             raise ListingError(412, f"Maximum limit is {max_limit}")
-    delimiter = query_value(args, "delimiter") or ""
-    if delimiter and not long_delimiters and (len(delimiter) > 1 or ord(delimiter) > 254):
-        raise ListingError(412, "Bad delimiter")
+    delimiter = query_value(args, "delimiter", allow_reserved) or ""
     reverse = (query_value(args, "reverse") or "").strip().lower() in _TRUE
     return ListingParams(
         limit=limit,
-        marker=query_value(args, "marker", allow_reserved) or "",
-        end_marker=query_value(args, "end_marker", allow_reserved) or "",
-        prefix=query_value(args, "prefix", allow_reserved) or "",
+        marker=query_value(args, "marker", allow_nul=True) or "",
+        end_marker=query_value(args, "end_marker", allow_nul=True) or "",
+        prefix=query_value(args, "prefix", allow_nul=True) or "",
         delimiter=delimiter,
         path=query_value(args, "path"),
         reverse=reverse,
@@ -125,19 +127,27 @@ def object_entries(items: Iterable[ObjectRecord | Subdir]) -> list[dict[str, Any
     return entries
 
 
-def container_entries(items: Iterable[ContainerRecord | Subdir]) -> list[dict[str, Any]]:
-    """An account listing as JSON-shaped entries; ``last_modified`` is the container's PUT."""
+def container_entries(
+    items: Iterable[ContainerRecord | Subdir], policy_name: Callable[[int], str | None] = lambda index: None
+) -> list[dict[str, Any]]:
+    """
+    An account listing as JSON-shaped entries; ``last_modified`` is the container's PUT, and
+    ``storage_policy`` its policy's name, as Swift lists them (left out, as Swift leaves it,
+    when ``policy_name`` does not know the index: clients must cope with its absence).
+    """
     entries: list[dict[str, Any]] = []
     for item in items:
         if isinstance(item, Subdir):
             entries.append({"subdir": item.name})
         else:
-            entries.append(
-                {
-                    "name": item.name,
-                    "count": item.object_count,
-                    "bytes": item.bytes_used,
-                    "last_modified": _listing_time(item.put_timestamp),
-                }
-            )
+            entry = {
+                "name": item.name,
+                "count": item.object_count,
+                "bytes": item.bytes_used,
+                "last_modified": _listing_time(item.put_timestamp),
+            }
+            name = policy_name(item.storage_policy_index)
+            if name is not None:
+                entry["storage_policy"] = name
+            entries.append(entry)
     return entries

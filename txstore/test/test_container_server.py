@@ -781,7 +781,8 @@ class AccountReportTests(ContainerServerTestCase):
         listing = http(self, account_node, "GET", "/sdb/7/a?format=json").json()
         self.assertEqual(
             listing,
-            [{"name": "c", "count": 1, "bytes": 11, "last_modified": Timestamp.parse(ts(3)).isoformat}],
+            [{"name": "c", "count": 1, "bytes": 11, "last_modified": Timestamp.parse(ts(3)).isoformat,
+              "storage_policy": "gold"}],
         )
         self.request("DELETE", "/sda/1/a/c/o", {"X-Timestamp": ts(4)})
         self.request("DELETE", "/sda/1/a/c", {"X-Timestamp": ts(5), **self.account_headers})
