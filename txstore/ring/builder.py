@@ -22,7 +22,7 @@ import os
 import random
 import time
 from array import array
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from attrs import define, evolve, field, frozen
@@ -246,7 +246,9 @@ class RingBuilder:
 
     # -- rebalancing -----------------------------------------------------------------------
 
-    def rebalance(self, seed: int | None = None, now: float | None = None) -> RebalanceResult:
+    def rebalance(
+        self, seed: int | None = None, now: float | None = None, progress: Callable[[str], None] | None = None
+    ) -> RebalanceResult:
         """
         Move replicas so devices hold parts in proportion to their weight, spread over
         failure domains, moving as little as possible (see ``txstore.ring.placement``).
@@ -274,6 +276,7 @@ class RingBuilder:
             tables=tables,
             moved_at=array("d", self._moved_at),
             initial=initial,
+            **({"progress": progress} if progress is not None else {}),
         )
         outcome = placer.run()
         self._tables = [array("i", row) for row in outcome.tables]

@@ -16,6 +16,7 @@ import configparser
 import datetime
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 from urllib.parse import quote
@@ -120,6 +121,8 @@ def _duration(seconds: float) -> str:
 
 
 DEFAULT_TXSTORE_CONF = "/etc/txstore/txstore.conf"
+# A rebalance running longer than this shows each phase as it ends, on stderr.
+PROGRESS_AFTER = 1.0
 
 
 def _find_txstore_conf(ring_path: str) -> str:
@@ -313,10 +316,20 @@ class RingCommand:
                 raise _usage(f"rebalance takes [--seed N], not {arg!r}")
         builder = self._load(path)
         first = not builder.has_table
-        result = builder.rebalance(seed=seed)
+        started = time.monotonic()
+
+        def progress(message: str) -> None:
+            # Only once the run is long enough for someone to wonder (a small ring is instant).
+            elapsed = time.monotonic() - started
+            if elapsed >= PROGRESS_AFTER:
+                self.err.write(f"  {elapsed:6.1f}s  {message}\n")
+                self.err.flush()
+
+        result = builder.rebalance(seed=seed, progress=progress)
         builder.save(path)
         ring_path = self._write_ring(builder, path)
-        summary = f"Balance is now {result.balance:.2f}. Dispersion is now {result.dispersion:.2f}"
+        summary = (f"Balance is now {result.balance:.2f}. Dispersion is now {result.dispersion:.2f}"
+                   f" ({result.elapsed:.1f}s)")
         if first:
             self.say(
                 f"Placed {result.replicas_placed} replicas of {builder.partition_count} "

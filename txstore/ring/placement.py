@@ -54,7 +54,7 @@ import math
 import random
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from attrs import define, field
 
@@ -94,6 +94,8 @@ class Placer:
     tables: list[list[int]]
     moved_at: array
     initial: bool
+    #: Told what each phase did, as it ends (``txstore-ring rebalance`` shows it on long runs).
+    progress: Callable[[str], None] = field(default=lambda _message: None, kw_only=True)
     tree: TierTree = field(init=False)
     target: list[float] = field(init=False)
     cap: list[int] = field(init=False)
@@ -405,6 +407,7 @@ class Placer:
             if not moved:
                 break
             passes += 1
+            self.progress(f"balance pass {passes}: {moved} replicas moved")
         return passes
 
     def _balance_pass(self, dev_parts: dict[int, list[int]]) -> int:
@@ -577,8 +580,12 @@ class Placer:
     def run(self) -> PlacementOutcome:
         if self.initial and all(row.count(UNASSIGNED) == len(row) for row in self.tables):
             self.place_all()
+            self.progress(f"placed {self.replicas_placed} replicas")
         else:
-            self.place(self.gather())
+            pending = self.gather()
+            self.progress(f"{sum(map(len, pending.values()))} replicas of {len(pending)} partitions to place again")
+            self.place(pending)
+            self.progress(f"placed {self.replicas_placed} replicas, moved {self.replicas_moved}")
         passes = self.balance()
         return PlacementOutcome(
             tables=self.tables,

@@ -712,3 +712,18 @@ class PropertyTests(SynchronousTestCase):
         self.assertLessEqual(result.replicas_moved, 1.5 * fair + 2 * len(devs), (result, fair))
         self.assertLessEqual(result.replicas_moved, 3 * fair + 16, (result, fair))
         self.assertGreaterEqual(builder.part_counts().get(new, 0), fair - 2)
+
+
+class ProgressTests(SynchronousTestCase):
+    def test_each_phase_is_told_as_it_ends(self) -> None:
+        builder = make(grid(1, 3, 2, 2))
+        told: list[str] = []
+        result = builder.rebalance(seed=1, progress=told.append)
+        self.assertEqual(told[0], f"placed {result.replicas_placed} replicas")
+        self.assertTrue(all(m.startswith("balance pass ") for m in told[1:]), told)
+        builder.add_dev(dev(1, 1, 9, "new", 300.0))
+        told.clear()
+        result = builder.rebalance(seed=2, progress=told.append)
+        self.assertRegex(told[0], r"^\d+ replicas of \d+ partitions to place again$")
+        self.assertRegex(told[1], r"^placed \d+ replicas, moved \d+$")
+        self.assertEqual(len([m for m in told if m.startswith("balance pass")]), result.passes)

@@ -132,6 +132,18 @@ class RingCliTests(SynchronousTestCase):
         self.assertEqual(ring.replica_count, 3)
         self.assertEqual([list(row) for row in ring.replica2part2dev], self.load().get_table())
 
+    def test_a_long_rebalance_shows_its_phases_and_its_time(self) -> None:
+        self.make()
+        self.patch(cli, "PROGRESS_AFTER", 0.0)  # every run counts as long
+        status, out, err = self.cli(self.builder, "rebalance", "--seed", "3")
+        self.assertEqual(status, EXIT_OK, err)
+        self.assertRegex(err, r"^  +\d+\.\ds  placed 192 replicas\n")
+        self.assertRegex(out, r"Balance is now \d+\.\d\d\. Dispersion is now \d+\.\d\d \(\d+\.\ds\)")
+        self.patch(cli, "PROGRESS_AFTER", 3600.0)  # a short run says nothing on stderr
+        self.ok(self.builder, "add", "r1z3-10.0.0.9:6200/sdz", "100")
+        self.ok(self.builder, "pretend-min-part-hours-passed")
+        self.ok(self.builder, "rebalance", "--seed", "4")
+
     def test_rebalance_seed_is_deterministic(self) -> None:
         self.make()
         self.ok(self.builder, "rebalance", "--seed=9")
