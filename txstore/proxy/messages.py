@@ -281,10 +281,11 @@ class SwiftResponse:
 
     @classmethod
     def text(cls, status: int, reason: str, headers: Mapping[str, str] | None = None) -> SwiftResponse:
-        """A short plain-text answer that says why (never an HTML error page)."""
+        """
+        A short plain-text answer that says why (never an HTML error page). The reason is the
+        whole body, with no newline added: Swift's clients and tests compare bodies exactly.
+        """
         data = reason.encode("utf-8")
-        if data and not data.endswith(b"\n"):
-            data += b"\n"
         response = cls(status, HeaderMap(headers or {}), data)
         response.headers["Content-Type"] = "text/plain; charset=utf-8"
         return response

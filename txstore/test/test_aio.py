@@ -26,7 +26,7 @@ from txstore.test.support import console_script, free_port_block, temp_dir
 def healthy(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=2) as response:
-            return response.read() == b"OK\n"
+            return response.read().strip() == b"OK"
     except OSError:
         return False
 

@@ -75,7 +75,7 @@ class ManifestTests(Case):
         for value in ("segs", "segs/", "/big", "segs//big", "segs/big?x", "segs/a&b"):
             response = self.manifest(target=value)
             self.assertEqual(response.status, 400, value)
-            self.assertEqual(response.body, b"X-Object-Manifest must be in the format container/prefix\n")
+            self.assertEqual(response.body, b"X-Object-Manifest must be in the format container/prefix")
         self.assertNotIn(f"{C}/m", self.store.objects)
         self.store.put(f"{C}/plain", b"x")
         self.assertEqual(self.call("POST", f"{C}/plain", **{"X-Object-Manifest": "nope"}).status, 400)

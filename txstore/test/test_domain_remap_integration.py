@@ -54,5 +54,5 @@ class DomainRemapTests(ClusterCase):
         self.assertTrue(head.startswith("HTTP/1.1 404"), head)
         head, body = self.curl("x.site.AUTH_test.example.net", "/o", "-X", "PUT", "--data-binary", "B", *auth)
         self.assertTrue(head.startswith("HTTP/1.1 400"), head)
-        self.assertEqual(body, "Bad domain in host header\n")
+        self.assertEqual(body, "Bad domain in host header")
         self.assertEqual([o["name"] for o in swift.get_container(url, token, "site")[1]], ["docs/a.txt"])

@@ -88,7 +88,7 @@ class CatchErrorsTests(Case):
         body = Chunks([b"upload"])
         response = self.call(CatchErrors(InnerApp(boom), lambda: 0), SwiftRequest("PUT", "/x", body=body))
         trans_id = response.headers["X-Trans-Id"]
-        self.assertEqual((response.status, response.body), (500, f"Internal Server Error (transaction {trans_id})\n".encode()))
+        self.assertEqual((response.status, response.body), (500, f"Internal Server Error (transaction {trans_id})".encode()))
         self.assertTrue(body.stopped)  # the upload is not read on
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
@@ -118,10 +118,10 @@ class HealthcheckTests(Case):
         inner = InnerApp()
         app = Healthcheck(inner)
         response = self.call(app, SwiftRequest("GET", "/healthcheck"))
-        self.assertEqual((response.status, response.body), (200, b"OK\n"))
+        self.assertEqual((response.status, response.body), (200, b"OK"))
         response = self.call(app, SwiftRequest("POST", "/healthcheck"))
         self.assertEqual((response.status, response.headers["Allow"]), (405, "GET, HEAD"))
-        self.assertEqual(self.call(app, SwiftRequest("GET", "/healthcheck/x")).body, b"inner\n")
+        self.assertEqual(self.call(app, SwiftRequest("GET", "/healthcheck/x")).body, b"inner")
         self.assertEqual(len(inner.requests), 1)
 
 
@@ -236,11 +236,11 @@ class CopyTests(Case):
 
     def test_refusals(self) -> None:
         cases = [
-            (SwiftRequest("COPY", "/v1/AUTH_a/c/o"), 412, b"Destination header required\n"),
+            (SwiftRequest("COPY", "/v1/AUTH_a/c/o"), 412, b"Destination header required"),
             (SwiftRequest("COPY", "/v1/AUTH_a/c/o", HeaderMap({"Destination": "nocontainer"})), 412,
-             b"Destination header must be of the form <container name>/<object name>\n"),
+             b"Destination header must be of the form <container name>/<object name>"),
             (SwiftRequest("PUT", "/v1/AUTH_a/c/o", HeaderMap({"X-Copy-From": "c/missing"})), 404,
-             b"Not Found: the copy source does not exist\n"),
+             b"Not Found: the copy source does not exist"),
         ]
         for request, status, body in cases:
             response = self.call(self.copy, request)
@@ -380,7 +380,7 @@ class AccountACLTests(Case):
                               ('{"admin": "x"}', 'Value for key "admin" must be a list'),
                               ('{"read-write": [1]}', 'Elements of "read-write" list must be strings')]:
             response = self.request("test:tester", "POST", "/v1/AUTH_test", **{"X-Account-Access-Control": value})
-            self.assertEqual((response.status, response.body), (400, f"{reason}\n".encode()))
+            self.assertEqual((response.status, response.body), (400, f"{reason}".encode()))
         self.assertEqual(self.stored["acl"], '{"admin":[],"read-only":["test:other"]}')  # unchanged
         for empty in ("{}", "", '{"admin": []}'):
             self.request("test:tester", "POST", "/v1/AUTH_test", **{"X-Account-Access-Control": empty})
@@ -471,10 +471,10 @@ class ListingFormatsTests(Case):
                                                     body=upload))
         self.assertEqual((response.status, response.body),
                          (406, b"Not Acceptable: the listing is available as text/plain, application/json, "
-                               b"application/xml or text/xml\n"))
+                               b"application/xml or text/xml"))
         self.assertEqual(self.get(method="HEAD", Accept="image/*;q=1, text/*;q=0").status, 406)
-        self.assertEqual((self.get(Accept="json").status, self.get(Accept="json").body), (400, b"Invalid Accept header\n"))
-        self.assertEqual(self.get(query="format=%FF").body, b'"format" parameter not valid UTF-8\n')
+        self.assertEqual((self.get(Accept="json").status, self.get(Accept="json").body), (400, b"Invalid Accept header"))
+        self.assertEqual(self.get(query="format=%FF").body, b'"format" parameter not valid UTF-8')
         self.assertEqual(self.inner.requests, [])  # refused here, before the application
         self.assertTrue(upload.stopped)
 

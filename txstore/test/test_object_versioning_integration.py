@@ -113,7 +113,7 @@ class ObjectVersioningTests(ClusterCase):
         # clients cannot name it, with or without the backend header (the gatekeeper's)
         for headers in ({}, {"X-Backend-Allow-Reserved-Names": "true"}):
             status, _, body = self.cluster.http("GET", "/v1/AUTH_test/%00versions%00c", {**auth, **headers})
-            self.assertEqual((status, body), (412, b"Invalid UTF8 or contains NULL\n"))
+            self.assertEqual((status, body), (412, b"Invalid UTF8 or contains NULL"))
         # it is not listed, but its bytes are the container's and the account's (once the
         # container updater, every 5 s in the all-in-one, has reported both containers)
         head = swift.head_container(self.url, self.token, "c")

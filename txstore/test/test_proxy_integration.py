@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 from swiftclient import client as swift
 from twisted.trial.unittest import SynchronousTestCase
@@ -399,11 +400,43 @@ class APITests(ClusterCase):
         # a bad ACL is refused with the reason; an empty one removes it
         status, _, body = self.cluster.http("POST", "/v1/AUTH_test2", {"X-Auth-Token": owner,
                                                                        "X-Account-Access-Control": '{"owner": []}'})
-        self.assertEqual((status, body), (400, b'Key "owner" not recognized\n'))
+        self.assertEqual((status, body), (400, b'Key "owner" not recognized'))
         swift.post_account(url2, owner, {"X-Account-Access-Control": "{}"})
         self.assertNotIn("x-account-access-control", swift.head_account(url2, owner))
         self.assertEqual(self.cluster.http("GET", "/v1/AUTH_test2/shared/o", as_reader)[0], 403)
         self.assertTrue(json.loads(self.cluster.http("GET", "/info", {})[2])["tempauth"]["account_acls"])
+
+
+class SwiftSuiteRulesTests(ClusterCase):
+    """Rules Swift's own functional suite checks (issue 20), each through a real client."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.url, self.token = self.cluster.token()
+        self.path = "/v1/AUTH_test"
+
+    def auth(self, **extra: str) -> dict:
+        return {"X-Auth-Token": self.token, **extra}
+
+    def test_account_listing_as_swift_lists_it(self) -> None:
+        swift.put_container(self.url, self.token, "b1")
+        swift.put_container(self.url, self.token, "b2", headers={"X-Storage-Policy": "silver"})
+        swift.put_container(self.url, self.token, "t-&x")
+        _, containers = swift.get_account(self.url, self.token)
+        self.assertEqual([(c["name"], c["storage_policy"]) for c in containers],
+                         [("b1", "gold"), ("b2", "silver"), ("t-&x", "gold")])
+        status, _, body = self.cluster.http("GET", self.path + "?format=xml", self.auth())
+        root = ElementTree.fromstring(body)
+        self.assertEqual([c.findtext("storage_policy") for c in root], ["gold", "silver", "gold"])
+        # multi-character delimiters, NUL in a marker for an inclusive bound, a limit of 2.0
+        _, containers = swift.get_account(self.url, self.token, delimiter="-&")
+        self.assertEqual([c.get("name", c.get("subdir")) for c in containers], ["b1", "b2", "t-&"])
+        _, containers = swift.get_account(self.url, self.token, marker="b1\x00")
+        self.assertEqual([c["name"] for c in containers], ["b2", "t-&x"])
+        status, _, body = self.cluster.http("GET", self.path + "?limit=2.0", self.auth())
+        self.assertEqual((status, body), (200, b"b1\nb2\n"))
+        status, _, body = self.cluster.http("GET", self.path + "?limit=2.5", self.auth())
+        self.assertEqual((status, body.strip()), (400, b"limit must be a non-negative integer"))  # the node's
 
 
 class MetricsTests(ClusterCase):

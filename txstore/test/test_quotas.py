@@ -115,9 +115,9 @@ class ContainerQuotaTests(Case):
         for method in ("POST", "PUT"):
             for value in ("ten", "-1", "1.5", "0x10"):
                 response = self.call(method, f"{A}/c", **{"X-Container-Meta-Quota-Bytes": value})
-                self.assertEqual((response.status, response.body), (400, b"Invalid bytes quota.\n"))
+                self.assertEqual((response.status, response.body), (400, b"Invalid bytes quota."))
                 response = self.call(method, f"{A}/c", **{"X-Container-Meta-Quota-Count": value})
-                self.assertEqual((response.status, response.body), (400, b"Invalid count quota.\n"))
+                self.assertEqual((response.status, response.body), (400, b"Invalid count quota."))
         self.assertEqual(self.store.calls, [])
 
     def test_good_values_and_removal_go_down(self) -> None:
@@ -128,7 +128,7 @@ class ContainerQuotaTests(Case):
     def test_bytes_quota(self) -> None:
         self.usage.container_meta["c"] = {"quota-bytes": "10"}
         response = self.call("PUT", f"{A}/c/o", b"01234567890")
-        self.assertEqual((response.status, response.body), (413, b"Upload exceeds quota.\n"))
+        self.assertEqual((response.status, response.body), (413, b"Upload exceeds quota."))
         self.assertNotIn(f"{A}/c/o", self.store.objects)
         self.assertEqual(self.call("PUT", f"{A}/c/o", b"0123456789").status, 201)
         self.assertEqual(self.call("PUT", f"{A}/c/p", b"x").status, 413)
@@ -157,7 +157,7 @@ class ContainerQuotaTests(Case):
         self.usage.container_meta["c"] = {"quota-count": "0"}
         self.assertEqual(self.call("PUT", f"{A}/c/o", b"x", identity=None).status, 401)
         response = self.call("PUT", f"{A}/c/o", b"x", identity=READER)
-        self.assertEqual((response.status, response.body), (403, b"Forbidden\n"))
+        self.assertEqual((response.status, response.body), (403, b"Forbidden"))
 
     def test_copies_are_uploads(self) -> None:
         self.store.put(f"{A}/other/src", b"0123456789AB")
@@ -238,7 +238,7 @@ class AccountQuotaTests(Case):
         self.usage.account_sysmeta["quota-bytes"] = "20"  # the newer header wins over the older one
         self.assertEqual(self.call("PUT", f"{A}/c/p", b"1234").status, 201)
         response = self.call("PUT", f"{A}/c/q", b"123456789")
-        self.assertEqual((response.status, response.body), (413, b"Upload exceeds quota.\n"))
+        self.assertEqual((response.status, response.body), (413, b"Upload exceeds quota."))
         self.assertNotIn(f"{A}/c/q", self.store.objects)
 
     def test_count_quota(self) -> None:

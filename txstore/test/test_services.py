@@ -64,7 +64,8 @@ class ServiceProcessTests(SynchronousTestCase):
     def run_and_stop(self, plugin: str, config: str) -> None:
         child = RunningProcess(self, [plugin, "--config", config])
         port = child.wait_for_port()
-        self.assertEqual(get(f"http://127.0.0.1:{port}/healthcheck"), (200, b"OK\n"))
+        status, body = get(f"http://127.0.0.1:{port}/healthcheck")
+        self.assertEqual((status, body.strip()), (200, b"OK"))
         child.process.send_signal(signal.SIGTERM)
         # twistd shuts down in order, then re-raises the signal so its parent sees why it ended
         self.assertEqual(child.process.wait(timeout=15), -signal.SIGTERM)

@@ -84,9 +84,9 @@ class VersioningTests(ClusterCase):
         status, _, body = self.cluster.http("PUT", "/v1/AUTH_test/both",
                                             {**auth, "X-Versions-Location": "a", "X-History-Location": "b"})
         self.assertEqual((status, body), (400, b"Only one of x-versions-location or x-history-location may be "
-                                               b"specified\n"))
+                                               b"specified"))
         status, _, body = self.cluster.http("PUT", "/v1/AUTH_test/slash", {**auth, "X-Versions-Location": "a/b"})
-        self.assertEqual((status, body), (412, b"Container name cannot contain slashes\n"))
+        self.assertEqual((status, body), (412, b"Container name cannot contain slashes"))
         # a user who may not write the versioned container versions nothing
         swift.put_container(self.url, self.token, "private-archive")
         swift.put_container(self.url, self.token, "shared", headers={"X-Versions-Location": "private-archive",
