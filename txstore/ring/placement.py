@@ -352,7 +352,8 @@ class Placer:
             counts = self._part_counts(part, pending[part])
             for node in self.floored:
                 reserved[node] += max(0, floor[node] - counts.get(node, 0))
-        for part in order:
+        tenth = max(1, len(order) // 10)
+        for done, part in enumerate(order, 1):
             rows = pending[part]
             counts = self._part_counts(part, rows)
             for index in rows:
@@ -360,6 +361,8 @@ class Placer:
                 dev = self._choose(part, counts)
                 self._set(part, index, dev, origin)
                 self._count_in(dev, counts)
+            if done % tenth == 0 and done < len(order):
+                self.progress(f"placing: {done} of {len(order)} partitions")
         self.reserved = [0] * len(self.tree)
 
     def _count_in(self, dev: int, counts: dict[int, int]) -> None:
@@ -380,13 +383,16 @@ class Placer:
         tables = self.tables
         for node in self.floored:
             self.reserved[node] = self.floor[node] * count
-        for part in order:
+        tenth = max(1, count // 10)
+        for done, part in enumerate(order, 1):
             counts: dict[int, int] = {}
             for index in range(self.replicas):
                 dev = self._choose(part, counts)
                 tables[index][part] = dev
                 self._add(dev, 1)
                 self._count_in(dev, counts)
+            if done % tenth == 0 and done < count:
+                self.progress(f"placing: {done} of {count} partitions")
         self.reserved = [0] * len(self.tree)
         self.replicas_placed += self.replicas * count
 

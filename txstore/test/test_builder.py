@@ -719,11 +719,13 @@ class ProgressTests(SynchronousTestCase):
         builder = make(grid(1, 3, 2, 2))
         told: list[str] = []
         result = builder.rebalance(seed=1, progress=told.append)
-        self.assertEqual(told[0], f"placed {result.replicas_placed} replicas")
-        self.assertTrue(all(m.startswith("balance pass ") for m in told[1:]), told)
+        self.assertEqual(told[:10], [f"placing: {n * 25} of 256 partitions" for n in range(1, 11)])
+        self.assertEqual(told[10], f"placed {result.replicas_placed} replicas")
+        self.assertTrue(all(m.startswith("balance pass ") for m in told[11:]), told)
         builder.add_dev(dev(1, 1, 9, "new", 300.0))
         told.clear()
         result = builder.rebalance(seed=2, progress=told.append)
         self.assertRegex(told[0], r"^\d+ replicas of \d+ partitions to place again$")
+        told = [m for m in told if not m.startswith("placing: ")]
         self.assertRegex(told[1], r"^placed \d+ replicas, moved \d+$")
         self.assertEqual(len([m for m in told if m.startswith("balance pass")]), result.passes)
