@@ -52,8 +52,8 @@ class PipelineConfigTests(SynchronousTestCase):
         settings = self.load("")
         # Swift's order: listing_formats right after the outer proxy_logging (and [cache])
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
-                                                "domain_remap", "cors", "listing_formats", "tempurl", "s3api",
-                                                "tempauth",
+                                                "domain_remap", "cors", "listing_formats", "tempurl", "formpost",
+                                                "s3api", "tempauth",
                                                 "staticweb", "copy", "container_quotas", "account_quotas", "slo",
                                                 "dlo",
                                                 "versioned_writes", "symlink", "proxy_logging"])
@@ -106,8 +106,9 @@ class PipelineConfigTests(SynchronousTestCase):
              f"{conf}: [pipeline:main]: pipeline: the pipeline names 'healthcheck' but there is no [filter:healthcheck] section"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
              f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: account_quotas, "
-             "catch_errors, container_quotas, copy, cors, dlo, domain_remap, gatekeeper, healthcheck, "
-             "listing_formats, proxy_logging, s3api, slo, staticweb, symlink, tempauth, tempurl, versioned_writes)"),
+             "catch_errors, container_quotas, copy, cors, dlo, domain_remap, formpost, gatekeeper, "
+             "healthcheck, listing_formats, proxy_logging, s3api, slo, staticweb, symlink, tempauth, tempurl, "
+             "versioned_writes)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
              f"{conf}: [filter:x]: use: no middleware 'egg:elsewhere#nothing_here': not txstore's and no entry point "
              "'nothing_here' in the txstore.proxy_middleware group"),
@@ -309,8 +310,10 @@ class SeamTests(SynchronousTestCase):
 
     def test_info_lists_what_is_built_and_nothing_else(self) -> None:
         info = json.loads(self.call("GET", "/info").body)
-        self.assertEqual(sorted(info), ["account_quotas", "container_quotas", "dlo", "domain_remap", "s3api", "slo",
-                                        "staticweb", "swift", "symlink", "tempauth", "tempurl"])
+        self.assertEqual(sorted(info), ["account_quotas", "container_quotas", "dlo", "domain_remap", "formpost",
+                                        "s3api", "slo", "staticweb", "swift", "symlink", "tempauth", "tempurl"])
+        self.assertEqual(info["formpost"], {"allowed_digests": ["sha1", "sha256", "sha512"],
+                                            "deprecated_digests": ["sha1"]})
         self.assertEqual(info["s3api"], {"allow_multipart_uploads": True, "location": "us-east-1",
                                          "max_bucket_listing": 1000, "max_multi_delete_objects": 1000,
                                          "max_parts_listing": 1000, "max_upload_part_num": 10000,
