@@ -25,11 +25,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from txstore.common.io import PoolsStopped
+from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.diskfile import DiskFile, DiskFileCorrupt, DiskFileError, DiskFileNotFound, DiskFileReader
 from txstore.storage.http_support import StorageContext
 
@@ -39,10 +38,6 @@ CHUNK = 1024 * 1024
 BATCH = 256  # object directory names listed per thread call
 _POLICY_DIR = re.compile(r"^objects(?:-(\d+))?$")
 _HASH = re.compile(r"^[0-9a-f]{32}$")
-
-
-class AuditStopped(Exception):
-    """The auditor was stopped (the node is stopping) while a pass was under way."""
 
 
 def object_dirs(device_path: Path) -> Iterator[tuple[int, int, str]]:
@@ -65,50 +60,6 @@ def object_dirs(device_path: Path) -> Iterator[tuple[int, int, str]]:
 
 def _next_batch(walk: Iterator[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     return list(islice(walk, BATCH))
-
-
-class Pacer:
-    """
-    Keeps files and bytes under their rates by waiting on the reactor (0: no limit). `stop`
-    cancels the wait under way; that wait and every later one raise `AuditStopped`.
-    """
-
-    def __init__(self, reactor: Any, files_per_second: float, bytes_per_second: float) -> None:
-        self._reactor = reactor
-        self._files_rate = files_per_second
-        self._bytes_rate = bytes_per_second
-        self._started = reactor.seconds()
-        self._files = 0
-        self._bytes = 0
-        self._waiting: Deferred | None = None
-        self.stopped = False
-
-    async def file_done(self) -> None:
-        self._files += 1
-        await self._wait(self._files / self._files_rate if self._files_rate else 0)
-
-    async def bytes_read(self, count: int) -> None:
-        self._bytes += count
-        await self._wait(self._bytes / self._bytes_rate if self._bytes_rate else 0)
-
-    async def _wait(self, due: float) -> None:
-        if self.stopped:
-            raise AuditStopped()
-        ahead = due - (self._reactor.seconds() - self._started)
-        if ahead <= 0:
-            return
-        self._waiting = deferLater(self._reactor, ahead, lambda: None)
-        try:
-            await self._waiting
-        except CancelledError:
-            raise AuditStopped() from None
-        finally:
-            self._waiting = None
-
-    def stop(self) -> None:
-        self.stopped = True
-        if self._waiting is not None:
-            self._waiting.cancel()
 
 
 class ObjectCheck:
@@ -200,7 +151,7 @@ class ObjectAuditor:
         try:
             for device, device_path in await context.runner.run("auditor", context.mounted_devices):
                 await self._audit_device(device, device_path, pacer, totals)
-        except (AuditStopped, PoolsStopped):
+        except (PassStopped, PoolsStopped):
             totals["stopped"] = True
         finally:
             if self._pacer is pacer:
@@ -212,13 +163,13 @@ class ObjectAuditor:
         walk = object_dirs(device_path)
         while True:
             if pacer.stopped:
-                raise AuditStopped()
+                raise PassStopped()
             batch = await runner.run(device, _next_batch, walk)
             if not batch:
                 return
             for policy, partition, name_hash in batch:
                 if pacer.stopped:
-                    raise AuditStopped()
+                    raise PassStopped()
                 diskfile = DiskFile(
                     manager=self._context.diskfiles, device=device, device_path=device_path, partition=partition,
                     policy_index=policy, account="?", container="?", obj="?", name_hash=name_hash,

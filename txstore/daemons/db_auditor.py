@@ -14,14 +14,13 @@ thread).
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
 
-from txstore.daemons.thread_pacer import ThreadPacer as Pacer
+from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.db import DatabaseBroker, DatabaseBusy, DatabaseCorrupt, DatabaseNotFound
 from txstore.storage.db_server import find_databases
 from txstore.storage.http_support import StorageContext
@@ -31,7 +30,7 @@ log = Logger()
 Quarantine = Callable[[str, Path, str], Awaitable[Any]]  # (device, db path, reason)
 
 
-def check_database(make_broker: Callable[[Path], DatabaseBroker], db_path: Path, full: bool, pacer: Pacer) -> list[str]:
+def check_database(make_broker: Callable[[Path], DatabaseBroker], db_path: Path, full: bool) -> list[str]:
     """What is wrong with one database ([] for nothing); DatabaseNotFound if it went (blocking)."""
     broker = make_broker(db_path)
     try:
@@ -40,41 +39,53 @@ def check_database(make_broker: Callable[[Path], DatabaseBroker], db_path: Path,
         return [str(err)]
     finally:
         broker.close()
-        pacer.file_done()
 
 
 class DatabaseAuditor:
     def __init__(
-        self, context: StorageContext, kind: str, make_broker: Callable[[Path], DatabaseBroker],
+        self, context: StorageContext, reactor: Any, kind: str, make_broker: Callable[[Path], DatabaseBroker],
         quarantine: Quarantine, *, databases_per_second: float = 50.0, full_check: bool = False,
-        monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._context = context
+        self._reactor = reactor
         self._kind = kind  # "containers" or "accounts"
         self._make_broker = make_broker
         self._quarantine = quarantine
         self._rate = databases_per_second
         self._full = full_check
-        self._monotonic = monotonic
-        self._sleep = sleep
+        self._pacer: Pacer | None = None
+
+    def stop(self) -> None:
+        """End the pass under way at its next wait (the node is stopping)."""
+        if self._pacer is not None:
+            self._pacer.stop()
 
     async def run_pass(self) -> dict[str, Any]:
-        figures = {"checked": 0, "passed": 0, "quarantined": 0, "errors": 0}
+        figures: dict[str, Any] = {"checked": 0, "passed": 0, "quarantined": 0, "errors": 0}
+        self._pacer = Pacer(self._reactor, self._rate, 0)
+        try:
+            await self._audit(figures, self._pacer)
+        except PassStopped:
+            figures["stopped"] = True
+        finally:
+            self._pacer = None
+        return figures
+
+    async def _audit(self, figures: dict[str, Any], pacer: Pacer) -> None:
         context = self._context
-        pacer = Pacer(self._rate, 0, clock=self._monotonic, sleep=self._sleep)
         for device, device_path in await context.runner.run("auditor", context.mounted_devices):
             for db_path in await context.runner.run(device, find_databases, device_path, self._kind):
                 try:
-                    problems = await context.runner.run(
-                        device, check_database, self._make_broker, db_path, self._full, pacer
-                    )
+                    problems = await context.runner.run(device, check_database, self._make_broker, db_path, self._full)
                 except DatabaseNotFound:
                     continue  # removed or quarantined meanwhile
                 except (DatabaseBusy, sqlite3.Error, OSError) as err:
                     log.warn("auditing {db} failed: {error}", db=str(db_path), error=err)
                     figures["errors"] += 1
+                    await pacer.file_done()
                     continue
                 figures["checked"] += 1
+                await pacer.file_done()
                 if not problems:
                     figures["passed"] += 1
                     continue
@@ -85,4 +96,3 @@ class DatabaseAuditor:
                     figures["errors"] += 1
                     continue
                 figures["quarantined"] += 1
-        return figures

@@ -23,15 +23,13 @@ thread, never on the reactor).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
 
 from txstore.common.timestamps import Timestamp
-from txstore.daemons.thread_pacer import ThreadPacer as Pacer
+from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.diskfile import DiskFileConflict, DiskFileCorrupt, DiskFileManager
 from txstore.storage.expiring import delete_at_of
 from txstore.storage.http_support import StorageContext
@@ -41,15 +39,8 @@ log = Logger()
 OUTCOMES = ("expired", "stale", "errors")
 
 
-def expire_entry(diskfiles: DiskFileManager, device: str, path: Path, pacer: Pacer) -> str:
-    """Handle one due entry: 'expired', 'stale' or 'errors' (blocking; paced)."""
-    try:
-        return _expire(diskfiles, device, path)
-    finally:
-        pacer.file_done()
-
-
-def _expire(diskfiles: DiskFileManager, device: str, path: Path) -> str:
+def expire_entry(diskfiles: DiskFileManager, device: str, path: Path) -> str:
+    """Handle one due entry: 'expired', 'stale' or 'errors' (blocking; the caller paces)."""
     try:
         entry = diskfiles.read_expiring(path)
     except FileNotFoundError:
@@ -86,27 +77,37 @@ def _expire(diskfiles: DiskFileManager, device: str, path: Path) -> str:
 
 
 class ObjectExpirer:
-    def __init__(self, context: StorageContext, *, objects_per_second: float = 50.0,
-                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, context: StorageContext, reactor: Any, *, objects_per_second: float = 50.0) -> None:
         self._context = context
+        self._reactor = reactor
         self._objects_per_second = objects_per_second
-        self._monotonic = monotonic
-        self._sleep = sleep
+        self._pacer: Pacer | None = None
+
+    def stop(self) -> None:
+        """End the pass under way at its next wait (the node is stopping)."""
+        if self._pacer is not None:
+            self._pacer.stop()
 
     async def run_pass(self) -> dict[str, Any]:
         figures = {"due": 0, **dict.fromkeys(OUTCOMES, 0)}
         context = self._context
-        pacer = Pacer(self._objects_per_second, 0, clock=self._monotonic, sleep=self._sleep)
-        for device, _path in await context.runner.run("expirer", context.mounted_devices):
-            due = await context.runner.run(device, context.diskfiles.list_expiring, device, context.clock())
-            figures["due"] += len(due)
-            for path in due:
-                try:
-                    outcome = await context.runner.run(device, expire_entry, context.diskfiles, device, path, pacer)
-                except Exception as err:
-                    log.warn("expiring {path} failed: {error}", path=str(path), error=err)
-                    outcome = "errors"
-                figures[outcome] += 1
+        pacer = self._pacer = Pacer(self._reactor, self._objects_per_second, 0)
+        try:
+            for device, _path in await context.runner.run("expirer", context.mounted_devices):
+                due = await context.runner.run(device, context.diskfiles.list_expiring, device, context.clock())
+                figures["due"] += len(due)
+                for path in due:
+                    try:
+                        outcome = await context.runner.run(device, expire_entry, context.diskfiles, device, path)
+                    except Exception as err:
+                        log.warn("expiring {path} failed: {error}", path=str(path), error=err)
+                        outcome = "errors"
+                    figures[outcome] += 1
+                    await pacer.file_done()
+        except PassStopped:
+            figures["stopped"] = True
+        finally:
+            self._pacer = None
         if figures["expired"]:
             log.info("expired {count} objects", count=figures["expired"])
         return figures

@@ -201,17 +201,19 @@ def build_node(
     )
     runs[OBJECT_AUDITOR] = auditor.run_pass
     stops[OBJECT_AUDITOR] = auditor.stop
-    runs[OBJECT_EXPIRER] = ObjectExpirer(
-        context, objects_per_second=options[OBJECT_EXPIRER]["objects_per_second"]
-    ).run_pass
+    expirer = ObjectExpirer(context, reactor, objects_per_second=options[OBJECT_EXPIRER]["objects_per_second"])
+    runs[OBJECT_EXPIRER] = expirer.run_pass
+    stops[OBJECT_EXPIRER] = expirer.stop
     for name, kind, broker_class, db_server in (
         (CONTAINER_AUDITOR, "containers", ContainerBroker, containers),
         (ACCOUNT_AUDITOR, "accounts", AccountBroker, accounts),
     ):
-        runs[name] = DatabaseAuditor(
-            context, kind, broker_class, db_server.databases.quarantine,
+        db_auditor = DatabaseAuditor(
+            context, reactor, kind, broker_class, db_server.databases.quarantine,
             databases_per_second=options[name]["databases_per_second"], full_check=options[name]["integrity_check"],
-        ).run_pass
+        )
+        runs[name] = db_auditor.run_pass
+        stops[name] = db_auditor.stop
     for name, run_pass in runs.items():
         if options[name]["enabled"]:
             recon.daemons[name] = PeriodicDaemon(name, run_pass, options[name]["interval"], reactor,

@@ -14,7 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from txstore.common.hashing import PathHasher
 from txstore.common.io import DeviceThreadPools, SynchronousRunner
 from txstore.common.policies import DEFAULT_POLICIES
-from txstore.daemons.auditor import CHUNK, AuditStopped, ObjectAuditor, Pacer
+from txstore.daemons.auditor import CHUNK, ObjectAuditor
+from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.daemons.periodic import PeriodicDaemon
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
@@ -211,6 +212,6 @@ class PacerTests(SynchronousTestCase):
         pacer = Pacer(clock, files_per_second=1, bytes_per_second=0)
         waiting = Deferred.fromCoroutine(pacer.file_done())
         pacer.stop()
-        self.failureResultOf(waiting, AuditStopped)
+        self.failureResultOf(waiting, PassStopped)
         self.assertEqual(clock.getDelayedCalls(), [])
-        self.failureResultOf(Deferred.fromCoroutine(pacer.bytes_read(0)), AuditStopped)
+        self.failureResultOf(Deferred.fromCoroutine(pacer.bytes_read(0)), PassStopped)

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.hashing import PathHasher
@@ -55,14 +56,13 @@ class DatabaseAuditorTests(SynchronousTestCase):
             )
             broker.close()
             self.dbs[name] = (device, db)
-        self.slept: list[float] = []
+        self.clock = Clock()
 
     def auditor(self, kind: str = "containers", **options) -> DatabaseAuditor:
         broker, server = (ContainerBroker, self.containers) if kind == "containers" else (
             AccountBroker, AccountServer(self.context))
         options.setdefault("databases_per_second", 0)
-        return DatabaseAuditor(self.context, kind, broker, server.databases.quarantine, sleep=self.slept.append,
-                               monotonic=lambda: 0.0, **options)
+        return DatabaseAuditor(self.context, self.clock, kind, broker, server.databases.quarantine, **options)
 
     def run_pass(self, auditor: DatabaseAuditor) -> dict:
         return self.successResultOf(Deferred.fromCoroutine(auditor.run_pass()))
@@ -111,6 +111,16 @@ class DatabaseAuditorTests(SynchronousTestCase):
         self.assertEqual(self.quarantined("d2", "accounts"), [db.parent.name])
         self.assertEqual(self.quarantined("d2"), [])
 
-    def test_paced(self) -> None:
-        self.run_pass(self.auditor(databases_per_second=4))
-        self.assertEqual(self.slept, [0.25, 0.5, 0.75])
+    def test_paced_on_the_reactor(self) -> None:
+        passing = Deferred.fromCoroutine(self.auditor(databases_per_second=4).run_pass())
+        self.clock.advance(0.5)
+        self.assertNoResult(passing)  # 3 databases at 4 a second: the last waits until 0.75 s
+        self.clock.advance(0.25)
+        self.assertEqual(self.successResultOf(passing)["checked"], 3)
+
+    def test_stop_ends_a_pass_at_its_next_wait(self) -> None:
+        auditor = self.auditor(databases_per_second=1)
+        passing = Deferred.fromCoroutine(auditor.run_pass())
+        auditor.stop()
+        figures = self.successResultOf(passing)
+        self.assertEqual((figures["checked"], figures["stopped"]), (1, True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.hashing import PathHasher
@@ -103,8 +104,8 @@ class ExpirerTests(SynchronousTestCase):
             devices=self.root, mount_check=False, hasher=hasher, policies=DEFAULT_POLICIES,
             runner=SynchronousRunner(), client=None, clock=lambda: self.now[0], diskfiles=self.diskfiles,
         )
-        self.slept: list[float] = []
-        self.expirer = ObjectExpirer(self.context, objects_per_second=0, sleep=self.slept.append)
+        self.clock = Clock()
+        self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=0)
 
     def put(self, device: str, name: str, timestamp: str, **metadata: str) -> DiskFile:
         diskfile = self.diskfiles.get_diskfile(device, 3, "AUTH_a", "c", name)
@@ -182,8 +183,21 @@ class ExpirerTests(SynchronousTestCase):
     def test_paced(self) -> None:
         for i in range(3):
             self.put("d1", f"o{i}", "1700000000.00000", **{"X-Delete-At": str(DUE)})
-        self.expirer = ObjectExpirer(self.context, objects_per_second=2, monotonic=lambda: 0.0,
-                                     sleep=self.slept.append)
+        self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=2)
         self.now[0] = DUE
-        self.assertEqual(self.run_pass()["expired"], 3)
-        self.assertEqual(self.slept, [0.5, 1.0, 1.5])
+        passing = Deferred.fromCoroutine(self.expirer.run_pass())
+        self.assertNoResult(passing)  # waiting on the reactor after the first, not sleeping in a thread
+        self.clock.advance(1.0)
+        self.assertNoResult(passing)
+        self.clock.advance(0.5)
+        self.assertEqual(self.successResultOf(passing)["expired"], 3)  # 3 objects at 2 a second: 1.5 s
+
+    def test_stop_ends_a_pass_at_its_next_wait(self) -> None:
+        for i in range(3):
+            self.put("d1", f"o{i}", "1700000000.00000", **{"X-Delete-At": str(DUE)})
+        self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=1)
+        self.now[0] = DUE
+        passing = Deferred.fromCoroutine(self.expirer.run_pass())
+        self.expirer.stop()
+        figures = self.successResultOf(passing)
+        self.assertEqual((figures["expired"], figures["stopped"]), (1, True))
