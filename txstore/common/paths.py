@@ -88,6 +88,30 @@ def split_path(path: str, minimum: int, maximum: int) -> list[str | None]:
     return [*segments, *([None] * (maximum - len(segments)))]
 
 
+def split_api_path(path: str) -> tuple[str, str, str | None, str | None]:
+    """
+    A client's decoded path as the proxy application takes it: ``(version, account,
+    container, obj)``, container and object None when absent (a trailing ``/`` adds nothing).
+    Swift's proxy answers for the others, and so do we, since clients tell them apart:
+
+    - 404 when a segment before the last is empty (``/v1//c/o``, ``/v1/a//o``, ``/``): no
+      such resource;
+    - 412 "Bad URL" when there is no account (``/v1``, ``/v1/``, ``/info asdf``);
+    - 400 "Invalid path" for an API version other than ``v1``.
+    """
+    if not path.startswith("/"):
+        raise BadPath(404, "Not Found")
+    segments = path[1:].split("/", 3)
+    if "" in segments[:-1] or segments[0] == "":
+        raise BadPath(404, "Not Found")
+    version, account, container, obj = [*segments, *([None] * (4 - len(segments)))]
+    if not account:
+        raise BadPath(412, "Bad URL")
+    if version != "v1":
+        raise BadPath(400, "Invalid path")
+    return version, account, container or None, obj or None
+
+
 @frozen
 class BackendPath:
     """``/<device>/<partition>/<account>[/<container>[/<object>]]`` on a storage node."""

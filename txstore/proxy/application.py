@@ -18,12 +18,12 @@ import json
 
 from klein import Klein
 from twisted.logger import Logger
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException
 
 from zope.interface import implementer
 
 from txstore import __version__
-from txstore.common.paths import BadPath
+from txstore.common.paths import BadPath, split_api_path
 from txstore.common.routing import Routes, swift_routes
 from txstore.common.web import HTTPError
 from txstore.interfaces import IApp
@@ -48,7 +48,7 @@ LIMITS = ("max_file_size", "max_meta_name_length", "max_meta_value_length", "max
 
 def api_endpoint(segments: list[str | None]) -> tuple[str, dict[str, str]]:
     """
-    The route of a ``/v1/...`` path from its `split_path` segments, without werkzeug's match
+    The route of a ``/v1/...`` path from its `split_api_path` segments, without werkzeug's match
     (a tenth of a small request's routing): the three API routes differ only in how many names
     the path has. ``test_application`` checks that both always agree.
     """
@@ -86,14 +86,12 @@ class ProxyApplication:
     async def __call__(self, request: SwiftRequest) -> SwiftResponse:
         try:
             path = request.decoded_path
-            if path.startswith("/v1/") or path == "/v1":
-                # Swift's answers for malformed API paths; a well-formed one names its route
-                # by the segments it has (`api_endpoint`: what werkzeug's match would say).
-                endpoint, names = api_endpoint(request.split(2, 4))
-            elif path.startswith("//"):
-                raise NotFound()  # werkzeug would drop the leading slashes and route //v1/a as /v1/a
-            else:
+            if path == "/info":
                 endpoint, names = self._routes.match(path, request.method)
+            else:
+                # Swift's answers for malformed API paths (`split_api_path`); a well-formed one
+                # names its route by the segments it has (what werkzeug's match would say).
+                endpoint, names = api_endpoint(list(split_api_path(path)))
             return await self._routes.call(endpoint, request, **names)
         except BadPath as err:
             request.discard_body()

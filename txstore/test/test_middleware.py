@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 from xml.etree import ElementTree
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -91,6 +92,22 @@ class CatchErrorsTests(Case):
         self.assertEqual((response.status, response.body), (500, f"Internal Server Error (transaction {trans_id})".encode()))
         self.assertTrue(body.stopped)  # the upload is not read on
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_every_401_carries_swifts_challenge(self) -> None:
+        """``Swift realm="<account>"``, quoted so a hostile account name cannot forge headers."""
+        refuse = CatchErrors(InnerApp(lambda r: SwiftResponse.text(401, "Unauthorized")), lambda: 0)
+        hax = 'AUTH_haxx"\nContent-Length: 5\n\n<b>x'
+        for path, realm in [("/v1/AUTH_test/c/o", "AUTH_test"), ("/v1/" + quote(hax), quote(hax)),
+                            ("/v1/caf%C3%A9", "caf%C3%A9"), ("/auth/v1.0", "unknown"), ("/v1.0", "unknown"),
+                            ("/v1/%FF", "unknown"), ("/", "unknown")]:
+            response = self.call(refuse, SwiftRequest("GET", path))
+            self.assertEqual(response.headers["WWW-Authenticate"], f'Swift realm="{realm}"', path)
+        # a stage's own challenge is kept; other statuses get none
+        own = SwiftResponse(401, HeaderMap({"WWW-Authenticate": 'Swift realm="mine"'}))
+        response = self.call(CatchErrors(InnerApp(lambda r: own), lambda: 0), SwiftRequest("GET", "/v1/a"))
+        self.assertEqual(response.headers["WWW-Authenticate"], 'Swift realm="mine"')
+        response = self.call(CatchErrors(InnerApp(), lambda: 0), SwiftRequest("GET", "/v1/a"))
+        self.assertNotIn("WWW-Authenticate", response.headers)
 
     def test_a_body_that_fails_midway_becomes_an_abort(self) -> None:
         source = Chunks([b"first"], ValueError("disk gone"))

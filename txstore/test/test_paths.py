@@ -2,7 +2,7 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txstore.common.paths import BackendPath, BadPath, decode_path, parse_backend_path, split_path
+from txstore.common.paths import BackendPath, BadPath, decode_path, parse_backend_path, split_api_path, split_path
 
 
 class SplitPathTests(SynchronousTestCase):
@@ -20,6 +20,32 @@ class SplitPathTests(SynchronousTestCase):
         for bad in ("", "a/c", "/", "//c", "/a//o"):
             err = self.assertRaises(BadPath, split_path, bad, 1, 3)
             self.assertEqual(err.status, 400)
+
+
+class SplitAPIPathTests(SynchronousTestCase):
+    """The proxy's paths, with Swift's statuses: clients tell a missing account from a bad path."""
+
+    def test_routes(self) -> None:
+        cases = {
+            "/v1/a": ("v1", "a", None, None),
+            "/v1/a/": ("v1", "a", None, None),
+            "/v1/a/c/": ("v1", "a", "c", None),
+            "/v1/a/c//": ("v1", "a", "c", "/"),
+            "/v1/a/c/x//y/": ("v1", "a", "c", "x//y/"),
+        }
+        for path, expected in cases.items():
+            self.assertEqual(split_api_path(path), expected, path)
+
+    def test_refusals(self) -> None:
+        cases = {
+            "/v1//c/o": 404, "/v1/a//o": 404, "/v1///o": 404, "/v1/a//": 404, "/": 404, "//v1/a": 404, "": 404,
+            "/v1": 412, "/v1/": 412, "/info asdf": 412, "/anything": 412,
+            "/v2/a": 400, "/v1.0/a/c": 400, "/info/x": 400,
+        }
+        for path, status in cases.items():
+            err = self.assertRaises(BadPath, split_api_path, path)
+            self.assertEqual(err.status, status, path)
+        self.assertEqual(self.assertRaises(BadPath, split_api_path, "/v1").reason, "Bad URL")
 
 
 class DecodeTests(SynchronousTestCase):

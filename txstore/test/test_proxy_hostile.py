@@ -91,8 +91,9 @@ class HostileRequestTests(ClusterCase):
             ("DELETE", "/v1/AUTH_test/keep", [], b"", 409),
             ("GET", o, [("X-Auth-Token", "AUTH_tkforged")], b"", 401),
             ("PATCH", o, [], b"", 405),
-            ("GET", "/v1/", [], b"", 400),
-            ("GET", "/v2/AUTH_test", [], b"", 404),
+            ("GET", "/v1/", [], b"", 412),  # Swift's "Bad URL"
+            ("GET", "/v1//c/o", [], b"", 404),
+            ("GET", "/v2/AUTH_test", [], b"", 400),
             ("PUT", o, [("Content-Length", "3"), ("X-Object-Meta-Ok", "x" * 8000)], b"abc", 400),
         ]
         for method, path, headers, body, expected in cases:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 from xml.etree import ElementTree
 
 from swiftclient import client as swift
@@ -437,6 +438,26 @@ class SwiftSuiteRulesTests(ClusterCase):
         self.assertEqual((status, body), (200, b"b1\nb2\n"))
         status, _, body = self.cluster.http("GET", self.path + "?limit=2.5", self.auth())
         self.assertEqual((status, body.strip()), (400, b"limit must be a non-negative integer"))  # the node's
+
+
+    def test_bad_paths_and_the_401_challenge(self) -> None:
+        for method, path, status, body in [
+            ("GET", "/v1//testc/testo", 404, None), ("GET", "/v1/testa//testo", 404, None),
+            ("GET", "/v1///testo", 404, None), ("PUT", "/v1", 412, b"Bad URL"), ("GET", "/v1/", 412, b"Bad URL"),
+            ("GET", "/info%20asdf", 412, b"Bad URL"), ("GET", "/v2/AUTH_test", 400, None),
+            ("PUT", "/v1/AUTH_test/%FF", 412, b"Invalid UTF8 or contains NULL"),
+        ]:
+            got, headers, got_body = self.cluster.http(method, path, self.auth())
+            self.assertEqual(got, status, path)
+            self.assertIn("x-trans-id", headers)
+            if body is not None:
+                self.assertEqual(got_body, body, path)
+        hax = 'AUTH_haxx"\nContent-Length: 13\n\n<b>Hello World'
+        status, headers, body = self.cluster.http("GET", "/v1/" + quote(hax))
+        self.assertEqual((status, headers["www-authenticate"]), (401, f'Swift realm="{quote(hax)}"'))
+        self.assertNotIn(b"<b>", body)
+        status, headers, _ = self.cluster.http("GET", self.path, {"X-Auth-Token": "AUTH_tkforged"})
+        self.assertEqual((status, headers["www-authenticate"]), (401, 'Swift realm="AUTH_test"'))
 
 
 class MetricsTests(ClusterCase):
