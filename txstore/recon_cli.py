@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_recon_cli -*-
+# -*- test-case-name: txstore.test.test_node_integration -*-
 """
 ``txstore-recon``: ask every storage node named in the rings how it is doing.
 

@@ -306,11 +306,6 @@ class PutConnection(Protocol):
             drained.callback(None)
 
 
-def connect_put(reactor, host: str, port: int, request: PutRequest, connect_timeout: float) -> Deferred:
-    """Connect and send the head; fires with the `PutConnection` (whose `ready` then tells)."""
-    return connect(reactor, host, port, PutConnection(request), connect_timeout)
-
-
 class PutConnectionPool:
     """
     Idle PUT connections per node, at most ``max_idle_per_node`` each (the rest are closed).

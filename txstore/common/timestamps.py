@@ -94,9 +94,6 @@ class Timestamp:
             return f"{self.normal}_{self.offset:016x}"
         return self.normal
 
-    def with_offset(self, offset: int) -> Timestamp:
-        return Timestamp(self.ticks, offset)
-
     def next_offset(self) -> Timestamp:
         """The same time, ordered just after this one."""
         return Timestamp(self.ticks, self.offset + 1)

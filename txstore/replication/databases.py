@@ -43,7 +43,6 @@ from txstore.storage.db_server import DatabaseAccess, database_path, quarantine_
 
 ROWS_PER_FRAME = 500
 FILE_THRESHOLD = 50_000
-KIND_DIRS = {"container": "containers", "account": "accounts"}
 _HASH = re.compile(r"^[0-9a-f]{32}$")
 IN_SYNC, BEHIND, MISSING = "in_sync", "behind", "missing"
 

@@ -234,12 +234,6 @@ class RingBuilder:
         self.version += 1
         return dev
 
-    def set_dev_meta(self, dev_id: int, meta: str) -> Device:
-        dev = evolve(self.get_dev(dev_id), meta=meta)
-        self._devs[dev_id] = dev
-        self.version += 1
-        return dev
-
     def search_devs(self, search: Any) -> list[Device]:
         """The devices a ``DeviceSearch`` (or anything with ``matches``) selects."""
         return [dev for dev in self._devs if dev is not None and search.matches(dev)]

@@ -27,8 +27,10 @@ from typing import Any
 
 from attrs import define, field, frozen
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from txstore.common.hashing import PathHasher
+from txstore.interfaces import IRing
 from txstore.ring.device import Device
 from txstore.ring.errors import RingError
 from txstore.ring.ringfile import RingData
@@ -100,6 +102,7 @@ def _file_identity(stat: os.stat_result) -> tuple[int, int, int]:
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
+@implementer(IRing)
 @define
 class Ring:
     """

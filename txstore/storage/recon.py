@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_recon -*-
+# -*- test-case-name: txstore.test.test_node_integration -*-
 """
 ``GET /recon/<what>``: what operators (and ``txstore-recon``) ask a storage node about its
 health, as JSON.

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from txstore.common.hashing import PathHasher
+from txstore.interfaces import IRing
 from txstore.ring.builder import RingBuilder
 from txstore.ring.device import Device, DeviceSearch, normalize_ip, parse_device_spec
 from txstore.ring.errors import RingError
@@ -301,6 +303,9 @@ class RingTests(SynchronousTestCase):
         self.clock = Clock()
         self.hasher = PathHasher(b"pre", b"suf")
         self.ring = Ring(self.path, self.hasher, reload_interval=15.0, clock=self.clock.seconds)
+
+    def test_provides_iring(self) -> None:
+        verifyObject(IRing, self.ring)
 
     def test_properties(self) -> None:
         ring = self.ring
