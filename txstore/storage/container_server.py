@@ -38,7 +38,6 @@ from txstore.storage.db import (
     StoragePolicyConflict,
 )
 from txstore.storage.db_server import (
-    post_metadata,
     read_database,
     DatabaseAccess,
     MetadataRules,
@@ -46,6 +45,7 @@ from txstore.storage.db_server import (
     format_only,
     listing_request,
     respond,
+    true_header,
 )
 from txstore.storage.http_support import (
     HTTPError,
@@ -125,6 +125,23 @@ def _put_container(
     if metadata:
         broker.update_metadata(metadata)
     return _Change(status, info)
+
+
+def _post_container(
+    broker: ContainerBroker, timestamp: Timestamp, metadata: dict[str, tuple[str, str]], touch: bool
+) -> ContainerInfo:
+    """
+    A POST: the metadata, and the POST's time as the container's put timestamp (its
+    ``Last-Modified``, as in Swift) unless ``touch`` is off; nothing for a deleted container.
+    The info before it.
+    """
+    info = broker.get_info()
+    if not _is_deleted(info):
+        if touch:
+            broker.update_put_timestamp(timestamp)
+        if metadata:
+            broker.update_metadata(metadata)
+    return info
 
 
 def _delete_container(broker: ContainerBroker, timestamp: Timestamp) -> _Change:
@@ -309,8 +326,9 @@ class ContainerServer:
         timestamp = required_timestamp(request)
         CONTAINER_METADATA.check(request, self.context)
         metadata = CONTAINER_METADATA.updates(request, timestamp)
+        touch = not true_header(request, "X-Backend-No-Timestamp-Update")
         broker = await self._db.broker(path)
-        info = await self._db.run(path, broker, post_metadata, metadata, _is_deleted)
+        info = await self._db.run(path, broker, _post_container, timestamp, metadata, touch)
         if _is_deleted(info):
             raise HTTPError(404, "Not Found", backend_timestamps(info))
         return respond(204)

@@ -399,6 +399,18 @@ class MetadataTests(ContainerServerTestCase):
         self.request("POST", "/sda/1/a/c", {"X-Timestamp": ts(3), "X-Container-Meta-Color": "green"})
         self.assertEqual(self.request("HEAD", "/sda/1/a/c").header("X-Container-Meta-Color"), "red")
 
+    def test_post_is_the_last_modification(self) -> None:
+        """As Swift's: a POST moves the put timestamp (``Last-Modified``), unless told not to."""
+        self.put(offset=0)
+        self.request("POST", "/sda/1/a/c", {"X-Timestamp": ts(5), "X-Container-Meta-A": "1"})
+        head = self.request("HEAD", "/sda/1/a/c")
+        self.assertEqual((head.header("X-Put-Timestamp"), head.header("Last-Modified")),
+                         (ts(5), Timestamp.parse(ts(5)).last_modified))
+        self.request("POST", "/sda/1/a/c", {"X-Timestamp": ts(9), "X-Backend-No-Timestamp-Update": "true"})
+        self.request("POST", "/sda/1/a/c", {"X-Timestamp": ts(3)})  # older: changes nothing
+        self.assertEqual(self.request("HEAD", "/sda/1/a/c").header("X-Put-Timestamp"), ts(5))
+        self.assertEqual(self.request("HEAD", "/sda/1/a/c").header("X-Timestamp"), Timestamp.from_seconds(NOW).normal)
+
     def test_non_ascii_value_round_trips(self) -> None:
         self.put(X_Container_Meta_Pet="\N{SNAKE} caf\N{LATIN SMALL LETTER E WITH ACUTE}")
         head = self.request("HEAD", "/sda/1/a/c")

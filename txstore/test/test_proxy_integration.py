@@ -460,6 +460,18 @@ class SwiftSuiteRulesTests(ClusterCase):
         self.assertEqual((status, headers["www-authenticate"]), (401, 'Swift realm="AUTH_test"'))
 
 
+    def test_container_post_is_its_last_modification(self) -> None:
+        swift.put_container(self.url, self.token, "lm")
+        first = swift.head_container(self.url, self.token, "lm")["last-modified"]
+        time.sleep(1.1)  # Last-Modified counts seconds
+        swift.post_container(self.url, self.token, "lm", {"X-Container-Meta-Japan": "mitaka"})
+        second = swift.head_container(self.url, self.token, "lm")["last-modified"]
+        self.assertNotEqual(first, second)
+        time.sleep(1.1)
+        swift.put_object(self.url, self.token, "lm", "o", b"aaaaa")
+        self.assertEqual(swift.head_container(self.url, self.token, "lm")["last-modified"], second)
+
+
 class MetricsTests(ClusterCase):
     def test_proxy_and_nodes_serve_prometheus_metrics(self) -> None:
         """Every process answers /metrics without a token; a PUT is counted once per process that served it."""
