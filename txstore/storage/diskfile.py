@@ -57,6 +57,7 @@ from txstore.common.hashing import PathHasher
 from txstore.common.timestamps import Timestamp, TimestampLike
 from txstore.storage import async_pending, expiring, objmeta, suffixes
 from txstore.storage.async_pending import AsyncPending
+from txstore.storage.durable_queue import DurableQueue, QueueLayout
 from txstore.storage.expiring import ExpiringEntry
 
 DATA = ".data"
@@ -313,6 +314,20 @@ class ObjectState:
 NOT_FOUND = ObjectState()
 
 
+def _async_group(name: str) -> str | None:
+    parsed = async_pending.parse_pending_name(name)
+    return parsed[0][-3:] if parsed is not None else None
+
+
+def _expiry_group(name: str) -> str | None:
+    parsed = expiring.parse_entry_name(name)
+    return expiring.bucket_name(parsed[0]) if parsed is not None else None
+
+
+ASYNC_PENDINGS = QueueLayout("async pending", async_pending.policy_of_dir, _async_group)
+EXPIRY_QUEUE = QueueLayout("expiry entry", expiring.policy_of_dir, _expiry_group)
+
+
 @define
 class DiskFileManager:
     """The object storage of one node's devices: where files go and how they get there."""
@@ -326,6 +341,13 @@ class DiskFileManager:
     # Large bodies bypass the page cache (`DiskFileWriter`); off, every body goes through it.
     direct_writes: bool = field(default=True, kw_only=True)
     lock_timeout: float = field(default=10.0, kw_only=True)
+    # The device's two durable queues (`txstore.storage.durable_queue`).
+    async_pendings: DurableQueue = field(init=False)
+    expiry_queue: DurableQueue = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.async_pendings = DurableQueue(self, ASYNC_PENDINGS)
+        self.expiry_queue = DurableQueue(self, EXPIRY_QUEUE)
 
     def device_path(self, device: str) -> Path | None:
         """The device's directory, or None when it cannot be used (the server answers 507)."""
@@ -396,88 +418,51 @@ class DiskFileManager:
         pending = AsyncPending(op, account, container, obj, headers, timestamp, policy_index)
         device_path = self._require_device(device)
         name_hash = self.hasher.hash_path(account, container, obj)
-        target_dir = device_path / async_pending.async_dir_name(policy_index) / name_hash[-3:]
-        temp = self._write_temp(device_path, async_pending.encode_pending(pending))
-        try:
-            for attempt in range(2):
-                self._make_dirs(target_dir, device_path)
-                try:
-                    os.rename(temp, target_dir / async_pending.pending_name(name_hash, timestamp))
-                    break
-                except FileNotFoundError:
-                    # The updater removed the emptied suffix directory meanwhile: make it again.
-                    if attempt:
-                        raise
-            self._fsync_dir(target_dir)
-        except BaseException:
-            _unlink(temp)
-            raise
-        return target_dir / async_pending.pending_name(name_hash, timestamp)
+        target = (
+            device_path / async_pending.async_dir_name(policy_index) / name_hash[-3:]
+            / async_pending.pending_name(name_hash, timestamp)
+        )
+        return self.async_pendings.put(device_path, target, async_pending.encode_pending(pending), "tmp-")
 
     def list_async_pendings(self, device: str, policy_index: int | None = None) -> list[Path]:
         """Pending files of one policy (or of all, with None), oldest first per object."""
         device_path = self._require_device(device)
-        if policy_index is not None:
-            return async_pending.list_pendings(device_path / async_pending.async_dir_name(policy_index))
         found = []
-        for entry in sorted(device_path.iterdir()):
-            if async_pending.policy_of_dir(entry.name) is not None:
-                found.extend(async_pending.list_pendings(entry))
+        for directory in self.async_pendings.dirs(device_path, policy_index):
+            found.extend(async_pending.list_pendings(directory))
         return found
 
     def read_async_pending(self, path: Path) -> AsyncPending:
-        self._check_pending_path(path)
+        path = self.async_pendings.check(path)
         try:
-            return async_pending.decode_pending(Path(path).read_bytes())
+            return async_pending.decode_pending(path.read_bytes())
         except async_pending.PendingCorrupt as error:
-            raise DiskFileCorrupt(Path(path), str(error)) from None
+            raise DiskFileCorrupt(path, str(error)) from None
 
     def remove_async_pending(self, path: Path) -> None:
         """Remove a pending once sent (or superseded); its suffix directory too once empty."""
-        path = self._check_pending_path(path)
-        _unlink(path)
-        _remove_if_empty(path.parent)
-
-    def _check_pending_path(self, path: Path) -> Path:
-        path = Path(path)
-        parsed = async_pending.parse_pending_name(path.name)
-        ok = (
-            parsed is not None
-            and parsed[0][-3:] == path.parent.name
-            and async_pending.policy_of_dir(path.parent.parent.name) is not None
-            and path.parent.parent.parent.parent == self.devices
-        )
-        if not ok:
-            raise ValueError(f"not an async pending of this node: {path}")
-        return path
+        self.async_pendings.remove(path)
 
     # The expiry queue
 
     def write_expiring(self, device_path: Path, entry: ExpiringEntry) -> Path:
         """Record that an object is due at ``entry.delete_at``, durably; returns the file."""
-        target_dir = (
+        target = (
             device_path / expiring.expiring_dir_name(entry.policy_index) / expiring.bucket_name(entry.delete_at)
+            / expiring.entry_name(entry.delete_at, entry.name_hash)
         )
-        target = target_dir / expiring.entry_name(entry.delete_at, entry.name_hash)
-        temp = self._write_temp(device_path, expiring.encode_entry(entry), prefix="expiring-")
-        try:
-            self._rename_into(temp, target, device_path)
-        except BaseException:
-            _unlink(temp)
-            raise
-        return target
+        return self.expiry_queue.put(device_path, target, expiring.encode_entry(entry), "expiring-")
 
     def list_expiring(self, device: str, now: float) -> list[Path]:
         """The queue entries of every policy on ``device`` due at ``now``, oldest first."""
         device_path = self._require_device(device)
         found = []
-        for entry in sorted(device_path.iterdir()):
-            if expiring.policy_of_dir(entry.name) is not None:
-                found.extend(expiring.list_due(entry, now))
+        for directory in self.expiry_queue.dirs(device_path):
+            found.extend(expiring.list_due(directory, now))
         return found
 
     def read_expiring(self, path: Path) -> ExpiringEntry:
-        path = self._check_expiring_path(path)
+        path = self.expiry_queue.check(path)
         try:
             return expiring.decode_entry(path.read_bytes(), path.name)
         except expiring.EntryCorrupt as error:
@@ -485,22 +470,7 @@ class DiskFileManager:
 
     def remove_expiring(self, path: Path) -> None:
         """Remove a queue entry (done or stale), and its bucket directory once empty."""
-        path = self._check_expiring_path(path)
-        _unlink(path)
-        _remove_if_empty(path.parent)
-
-    def _check_expiring_path(self, path: Path) -> Path:
-        path = Path(path)
-        parsed = expiring.parse_entry_name(path.name)
-        ok = (
-            parsed is not None
-            and expiring.bucket_name(parsed[0]) == path.parent.name
-            and expiring.policy_of_dir(path.parent.parent.name) is not None
-            and path.parent.parent.parent.parent == self.devices
-        )
-        if not ok:
-            raise ValueError(f"not an expiry entry of this node: {path}")
-        return path
+        self.expiry_queue.remove(path)
 
     def _rename_into(self, temp: Path, target: Path, device_path: Path) -> None:
         """Rename a finished temp file to ``target``, making its directories, and fsync them."""

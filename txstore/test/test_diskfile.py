@@ -1071,6 +1071,19 @@ class AsyncPendingTests(DiskFileTestCase):
         path.write_bytes(b"\x80\x04pickle")
         self.assertRaises(DiskFileCorrupt, self.manager.read_async_pending, path)
 
+    def test_the_two_queues_keep_to_their_own_records(self) -> None:
+        """An expiry entry is not an async pending, and neither sits in the other's group."""
+        pending = self.manager.write_async_pending("sda", 0, "PUT", "a", "c", "o", {}, ts(1))
+        df = self.diskfile()
+        entry = self.manager.write_expiring(df.device_path, df.expiring_entry(1_700_003_600))
+        self.assertRaises(ValueError, self.manager.remove_expiring, pending)
+        self.assertRaises(ValueError, self.manager.remove_async_pending, entry)
+        misplaced = entry.parent.parent / "0000000000" / entry.name  # a bucket that is not its hour
+        self.assertRaises(ValueError, self.manager.read_expiring, misplaced)
+        self.manager.remove_expiring(entry)
+        self.assertFalse(entry.parent.exists())  # the emptied hour goes with its last entry
+        self.assertEqual(self.manager.read_async_pending(pending).obj, "o")
+
     def test_suffix_dir_removed_meanwhile(self) -> None:
         """The updater removing an emptied suffix directory between mkdir and rename."""
         real_rename = os.rename
