@@ -126,6 +126,8 @@ async def render(request, response: SwiftResponse) -> None:
     request.setResponseCode(response.status)
     for name, value in response.headers.items():
         request.responseHeaders.setRawHeaders(name.encode("latin-1"), [value.encode("latin-1")])
+    if _asks_keep_alive(request):
+        request.setHeader(b"Connection", b"keep-alive")
     head = request.method == b"HEAD"
     if not response.streamed:
         body = b"" if response.status in NO_BODY_STATUSES else response.body
@@ -228,6 +230,19 @@ class _Pump:
         waiter, self._resume = self._resume, None
         if waiter is not None:
             waiter.callback(None)
+
+
+def _asks_keep_alive(request) -> bool:
+    """
+    An HTTP/1.1 request that says ``Connection: keep-alive``: Swift's server says it back (its
+    functional tests check it), and twisted keeps such a connection open. An HTTP/1.0 one is
+    closed whatever it asks, so it is not told otherwise.
+    """
+    if request.clientproto != b"HTTP/1.1":
+        return False
+    tokens = {token.strip().lower() for value in request.requestHeaders.getRawHeaders(b"Connection", [])
+              for token in value.split(b",")}
+    return b"keep-alive" in tokens and b"close" not in tokens
 
 
 def _gone(request) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
@@ -223,6 +225,38 @@ class EdgeTests(TestCase):
         self.answer = lambda request: SwiftResponse(200, HeaderMap({"Content-Length": str(40 * 65536)}), Chunks(chunks))
         response = await self.client.get(self.base + "/big")
         self.assertEqual(await response.content(), b"".join(chunks))
+
+    async def raw(self, data: bytes) -> bytes:
+        """What the edge answers to ``data`` sent as it is, until it closes the connection."""
+        received = Deferred()
+
+        class Raw(Protocol):
+            def connectionMade(self) -> None:
+                self.got = b""
+                self.transport.write(data)
+
+            def dataReceived(self, chunk: bytes) -> None:
+                self.got += chunk
+
+            def connectionLost(self, reason=None) -> None:
+                received.callback(self.got)
+
+        port = int(self.base.rsplit(":", 1)[1])
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Raw())
+        return await received.addTimeout(10, reactor)
+
+    async def test_keep_alive_is_said_back(self) -> None:
+        """As Swift's server: an HTTP/1.1 ``Connection: keep-alive`` is answered in kind."""
+        got = await self.raw(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: Keep-Alive\r\n\r\n"
+                             b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+                             b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n")
+        first, second, third = got.split(b"HTTP/1.1 200 OK")[1:]
+        self.assertIn(b"\r\nConnection: keep-alive\r\n", first)
+        self.assertNotIn(b"onnection:", second)
+        self.assertNotIn(b"keep-alive", third)
+        got = await self.raw(b"GET /d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")  # 1.0: closed anyway
+        self.assertTrue(got.startswith(b"HTTP/1.0 200 OK"), got)
+        self.assertNotIn(b"keep-alive", got)
 
     async def test_a_body_that_breaks_off_aborts_the_connection(self) -> None:
         source = Chunks([b"x" * 1000], ResponseAborted("no replica could resume"))
