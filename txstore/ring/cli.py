@@ -12,6 +12,7 @@ Errors are one line on stderr, never a traceback. See ``USAGE`` for the exit sta
 
 from __future__ import annotations
 
+import argparse
 import configparser
 import datetime
 import os
@@ -177,12 +178,14 @@ class RingCommand:
         if not args or args[0] in ("-h", "--help", "help"):
             (self.out if args else self.err).write(USAGE)
             return EXIT_OK if args else EXIT_ERROR
-        path, command, rest = args[0], (args[1] if len(args) > 1 else "list"), args[2:]
-        command = command.replace("_", "-")
-        handler = self.COMMANDS.get(command)
-        if handler is None:
-            raise _usage(f"unknown command {command!r}")
-        return handler(self, path, rest)
+        if len(args) == 1:
+            args.append("list")
+        args[1] = args[1].replace("_", "-")  # set_weight as swift-ring-builder spells it
+        parser = _parser()
+        if args[1] not in parser.commands:
+            raise _usage(f"unknown command {args[1]!r}")
+        options = parser.parse_args(args)
+        return options.handler(self, options.file, options)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -208,12 +211,8 @@ class RingCommand:
 
     # -- commands --------------------------------------------------------------------------
 
-    def create(self, path: str, args: list[str]) -> int:
-        if len(args) != 3:
-            raise _usage("create takes <part_power> <replicas> <min_part_hours>")
-        part_power = _int(args[0], "part_power")
-        replicas = _int(args[1], "replicas")
-        hours = _int(args[2], "min_part_hours")
+    def create(self, path: str, options: argparse.Namespace) -> int:
+        part_power, replicas, hours = options.part_power, options.replicas, options.min_part_hours
         if os.path.exists(path):
             raise CommandError(f"{path} already exists; remove it first to start over")
         builder = RingBuilder(part_power, replicas, hours)
@@ -224,8 +223,9 @@ class RingCommand:
         )
         return EXIT_OK
 
-    def add(self, path: str, args: list[str]) -> int:
-        if not args or len(args) % 2:
+    def add(self, path: str, options: argparse.Namespace) -> int:
+        args = options.pairs
+        if len(args) % 2:
             raise _usage("add takes pairs of <device> <weight>")
         builder = self._load(path)
         added: list[Device] = []
@@ -242,12 +242,10 @@ class RingCommand:
             )
         return EXIT_OK
 
-    def remove(self, path: str, args: list[str]) -> int:
-        if not args:
-            raise _usage("remove takes <search> [<search> ...]")
+    def remove(self, path: str, options: argparse.Namespace) -> int:
         builder = self._load(path)
         removed = []
-        for text in args:
+        for text in options.searches:
             for dev in self._select(builder, text):
                 if builder.devs[dev.id] is not None:
                     removed.append(builder.remove_dev(dev.id))
@@ -257,8 +255,9 @@ class RingCommand:
         self.say("Run rebalance to move its partitions and write the ring.")
         return EXIT_OK
 
-    def set_weight(self, path: str, args: list[str]) -> int:
-        if not args or len(args) % 2:
+    def set_weight(self, path: str, options: argparse.Namespace) -> int:
+        args = options.pairs
+        if len(args) % 2:
             raise _usage("set-weight takes pairs of <search> <weight>")
         builder = self._load(path)
         changed = []
@@ -273,47 +272,32 @@ class RingCommand:
             )
         return EXIT_OK
 
-    def set_overload(self, path: str, args: list[str]) -> int:
-        if len(args) != 1:
-            raise _usage("set-overload takes <overload>")
+    def set_overload(self, path: str, options: argparse.Namespace) -> int:
         builder = self._load(path)
         old = builder.overload
-        builder.set_overload(parse_overload(args[0]))
+        builder.set_overload(parse_overload(options.overload))
         builder.save(path)
         self.say(
             f"Overload {old * 100:.2f}% -> {builder.overload * 100:.2f}% ({builder.overload:.6f})"
         )
         return EXIT_OK
 
-    def set_min_part_hours(self, path: str, args: list[str]) -> int:
-        if len(args) != 1:
-            raise _usage("set-min-part-hours takes <hours>")
+    def set_min_part_hours(self, path: str, options: argparse.Namespace) -> int:
         builder = self._load(path)
-        builder.set_min_part_hours(_int(args[0], "min_part_hours"))
+        builder.set_min_part_hours(options.hours)
         builder.save(path)
         self.say(f"min_part_hours is now {builder.min_part_hours}")
         return EXIT_OK
 
-    def pretend_min_part_hours_passed(self, path: str, args: list[str]) -> int:
-        if args:
-            raise _usage("pretend-min-part-hours-passed takes no arguments")
+    def pretend_min_part_hours_passed(self, path: str, options: argparse.Namespace) -> int:
         builder = self._load(path)
         builder.pretend_min_part_hours_passed()
         builder.save(path)
         self.say("Every partition may move at the next rebalance.")
         return EXIT_OK
 
-    def rebalance(self, path: str, args: list[str]) -> int:
-        seed = None
-        rest = list(args)
-        while rest:
-            arg = rest.pop(0)
-            if arg in ("--seed", "-s") and rest:
-                seed = _int(rest.pop(0), "seed")
-            elif arg.startswith("--seed="):
-                seed = _int(arg.split("=", 1)[1], "seed")
-            else:
-                raise _usage(f"rebalance takes [--seed N], not {arg!r}")
+    def rebalance(self, path: str, options: argparse.Namespace) -> int:
+        seed = options.seed
         builder = self._load(path)
         first = not builder.has_table
         started = time.monotonic()
@@ -354,17 +338,13 @@ class RingCommand:
         self.say(f"Wrote {ring_path} (seed {result.seed}, {result.elapsed:.2f}s)")
         return EXIT_OK
 
-    def write_ring(self, path: str, args: list[str]) -> int:
-        if args:
-            raise _usage("write-ring takes no arguments")
+    def write_ring(self, path: str, options: argparse.Namespace) -> int:
         builder = self._load(path)
         ring_path = self._write_ring(builder, path)
         self.say(f"Wrote {ring_path}")
         return EXIT_OK
 
-    def list_devices(self, path: str, args: list[str]) -> int:
-        if args:
-            raise _usage("list takes no arguments")
+    def list_devices(self, path: str, options: argparse.Namespace) -> int:
         builder = self._load(path)
         devs = [dev for dev in builder.devs if dev is not None]
         report = builder.dispersion_report(with_tiers=False)
@@ -434,9 +414,7 @@ class RingCommand:
         self._table(rows)
         return EXIT_OK
 
-    def dispersion(self, path: str, args: list[str]) -> int:
-        if args:
-            raise _usage("dispersion takes no arguments")
+    def dispersion(self, path: str, options: argparse.Namespace) -> int:
         builder = self._load(path)
         if not builder.has_table:
             raise CommandError(f"{path} has not been rebalanced yet: no dispersion to show")
@@ -466,25 +444,10 @@ class RingCommand:
         self._table(rows)
         return EXIT_OK
 
-    def get_nodes(self, path: str, args: list[str]) -> int:
-        conf_path = None
-        handoffs: int | None = None
-        names: list[str] = []
-        rest = list(args)
-        while rest:
-            arg = rest.pop(0)
-            if arg == "--txstore-conf" and rest:
-                conf_path = rest.pop(0)
-            elif arg.startswith("--txstore-conf="):
-                conf_path = arg.split("=", 1)[1]
-            elif arg == "--handoffs" and rest:
-                handoffs = _int(rest.pop(0), "handoffs")
-            elif arg.startswith("--handoffs="):
-                handoffs = _int(arg.split("=", 1)[1], "handoffs")
-            elif arg.startswith("--") and arg != "--":
-                raise _usage(f"get-nodes: unknown option {arg!r}")
-            else:
-                names.append(arg)
+    def get_nodes(self, path: str, options: argparse.Namespace) -> int:
+        conf_path = options.txstore_conf
+        handoffs: int | None = options.handoffs
+        names: list[str] = options.names
         if not 1 <= len(names) <= 3:
             raise _usage("get-nodes takes ACCOUNT [CONTAINER [OBJECT]]")
         data = self._load_ring_data(path)
@@ -554,21 +517,60 @@ class RingCommand:
             cells = [cell.rjust(width) for cell, width in zip(row, widths)]
             self.say("  ".join(cells).rstrip())
 
-    COMMANDS: dict[str, Callable[..., int]] = {
-        "create": create,
-        "add": add,
-        "remove": remove,
-        "set-weight": set_weight,
-        "set-overload": set_overload,
-        "set-min-part-hours": set_min_part_hours,
-        "pretend-min-part-hours-passed": pretend_min_part_hours_passed,
-        "rebalance": rebalance,
-        "write-ring": write_ring,
-        "list": list_devices,
-        "dispersion": dispersion,
-        "get-nodes": get_nodes,
-    }
 
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with txstore-ring's errors: one line, exit status 2, never argparse's own exit."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _usage(message)
+
+
+def _whole(what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, not {text!r}") from None
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    """``FILE COMMAND [arguments]``: each command a sub-parser bound to its `RingCommand` method."""
+    parser = _Parser(prog="txstore-ring", add_help=False)
+    parser.add_argument("file")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
+
+    parser.commands = []  # type: ignore[attr-defined]
+
+    def command(name: str, handler: Callable[..., int]) -> argparse.ArgumentParser:
+        parser.commands.append(name)  # type: ignore[attr-defined]
+        sub = commands.add_parser(name, add_help=False)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    create = command("create", RingCommand.create)
+    create.add_argument("part_power", type=_whole("part_power"))
+    create.add_argument("replicas", type=_whole("replicas"))
+    create.add_argument("min_part_hours", type=_whole("min_part_hours"))
+    command("add", RingCommand.add).add_argument("pairs", nargs="+", metavar="DEVICE WEIGHT")
+    command("remove", RingCommand.remove).add_argument("searches", nargs="+", metavar="SEARCH")
+    command("set-weight", RingCommand.set_weight).add_argument("pairs", nargs="+", metavar="SEARCH WEIGHT")
+    command("set-overload", RingCommand.set_overload).add_argument("overload")
+    command("set-min-part-hours", RingCommand.set_min_part_hours).add_argument("hours", type=_whole("min_part_hours"))
+    command("pretend-min-part-hours-passed", RingCommand.pretend_min_part_hours_passed)
+    command("rebalance", RingCommand.rebalance).add_argument("--seed", "-s", type=_whole("seed"))
+    command("write-ring", RingCommand.write_ring)
+    command("list", RingCommand.list_devices)
+    command("dispersion", RingCommand.dispersion)
+    get_nodes = command("get-nodes", RingCommand.get_nodes)
+    get_nodes.add_argument("--txstore-conf")
+    get_nodes.add_argument("--handoffs", type=_whole("handoffs"))
+    get_nodes.add_argument("names", nargs="*", metavar="NAME")
+    return parser
 
 def main(
     argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
