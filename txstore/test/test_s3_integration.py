@@ -147,6 +147,28 @@ class S3Tests(ClusterCase):
         self.assertEqual(swift.get_container(url, token, "parts+segments")[1], [])
         self.assertEqual([b["Name"] for b in s3.list_buckets()["Buckets"]], ["parts"])
 
+    def test_a_100_mib_multipart_transfer(self) -> None:
+        """boto3's own transfer (8 MiB parts, 4 threads) of 100 MiB up and down, md5 compared."""
+        s3 = self.client()
+        s3.create_bucket(Bucket="large")
+        path, back = Path(self.mktemp()), Path(self.mktemp())
+        digest = hashlib.md5()
+        with path.open("wb") as f:
+            for _ in range(100):
+                piece = os.urandom(1024 * 1024)
+                digest.update(piece)
+                f.write(piece)
+        transfer = boto3.s3.transfer.TransferConfig(multipart_chunksize=8 * 1024 * 1024, max_concurrency=4)
+        s3.upload_file(str(path), "large", "100MiB", Config=transfer)
+        head = s3.head_object(Bucket="large", Key="100MiB")
+        self.assertEqual((head["ContentLength"], head["ETag"][-4:]), (100 * 1024 * 1024, '-13"'))
+        s3.download_file("large", "100MiB", str(back), Config=transfer)
+        got = hashlib.md5()
+        with back.open("rb") as f:
+            while piece := f.read(1024 * 1024):
+                got.update(piece)
+        self.assertEqual(got.hexdigest(), digest.hexdigest())
+
     def test_bucket_versioning(self) -> None:
         s3 = self.client()
         s3.create_bucket(Bucket="kept")
