@@ -47,6 +47,10 @@ class DeviceThreadPools:
             self._pools[key] = pool
         return deferToThreadPool(self.reactor, pool, function, *args, **kwargs)
 
+    def load(self) -> dict[str, tuple[int, int]]:
+        """Per pool: calls waiting for a thread, and threads at work (for the metrics)."""
+        return {key: (pool.q.qsize(), len(pool.working)) for key, pool in list(self._pools.items())}
+
     def stop(self) -> None:
         """Stop every pool (waits for calls under way, so commit steps finish)."""
         self._stopped = True

@@ -65,6 +65,10 @@ class ServerMetrics:
         """Report how many nodes ``limiter`` (an ErrorLimiter) skips right now, at each scrape."""
         self.registry.register(_LimitedNodes(limiter))
 
+    def watch(self, collector: Any) -> None:
+        """Add a collector (an object with ``collect()`` yielding metric families) to the page."""
+        self.registry.register(collector)
+
     def daemon_pass(self, daemon: str, figures: dict, duration: float, failed: bool) -> None:
         """A daemon's pass ended: its result, how long it took, and its whole-number figures."""
         if self._daemon is None:
@@ -112,6 +116,50 @@ class _LimitedNodes:
         family = GaugeMetricFamily("txstore_error_limited_nodes", "Nodes skipped now after errors or a timeout.")
         family.add_metric([], self._limiter.limited_count())
         yield family
+
+
+class DeviceGauges:
+    """
+    A node's per-device figures that cost disk reads (sizes, queued async pendings,
+    quarantines): the node gathers them in a thread every so often (`update`), and a scrape
+    serves the last ones from memory. The device thread pools' queues are read at the scrape.
+    """
+
+    def __init__(self, pools: Any = None) -> None:
+        self._pools = pools  # a DeviceThreadPools (``load()``), or None
+        self._devices: list[dict[str, Any]] = []
+
+    def update(self, devices: list[dict[str, Any]]) -> None:
+        """``[{"device", "mounted", "size", "avail", "used", "async_pending", "quarantined": {kind: n}}]``."""
+        self._devices = devices
+
+    def collect(self):
+        mounted = GaugeMetricFamily("txstore_device_mounted", "1 if the device is mounted (else 507s).", labels=["device"])
+        size = GaugeMetricFamily("txstore_device_size_bytes", "The device's filesystem size.", labels=["device"])
+        avail = GaugeMetricFamily("txstore_device_available_bytes", "Space left for writes.", labels=["device"])
+        used = GaugeMetricFamily("txstore_device_used_bytes", "Space in use.", labels=["device"])
+        pending = GaugeMetricFamily("txstore_device_async_pendings", "Container updates waiting for the updater.",
+                                    labels=["device"])
+        quarantined = GaugeMetricFamily("txstore_device_quarantined", "Items quarantined, by kind.",
+                                        labels=["device", "kind"])
+        for device in self._devices:
+            name = device["device"]
+            mounted.add_metric([name], 1 if device.get("mounted") else 0)
+            if device.get("mounted"):
+                size.add_metric([name], device["size"])
+                avail.add_metric([name], device["avail"])
+                used.add_metric([name], device["used"])
+                pending.add_metric([name], device.get("async_pending", 0))
+                for kind, count in device.get("quarantined", {}).items():
+                    quarantined.add_metric([name, kind], count)
+        yield from (mounted, size, avail, used, pending, quarantined)
+        if self._pools is not None:
+            queued = GaugeMetricFamily("txstore_io_queued", "Disk calls waiting for a thread, by pool.", labels=["pool"])
+            busy = GaugeMetricFamily("txstore_io_busy_threads", "Threads doing disk calls, by pool.", labels=["pool"])
+            for pool, (waiting, working) in sorted(self._pools.load().items()):
+                queued.add_metric([pool], waiting)
+                busy.add_metric([pool], working)
+            yield from (queued, busy)
 
 
 class _DaemonMetrics:

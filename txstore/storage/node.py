@@ -19,7 +19,7 @@ from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import Constraints
 from txstore.common.io import DeviceThreadPools, PoolsStopped
 from txstore.common.listener import TCPListener
-from txstore.common.metrics import node_metrics
+from txstore.common.metrics import DeviceGauges, node_metrics
 from txstore.daemons.auditor import ObjectAuditor
 from txstore.daemons.container_updater import ContainerUpdater
 from txstore.daemons.db_auditor import DatabaseAuditor
@@ -54,11 +54,14 @@ from txstore.storage.account_server import AccountServer
 from txstore.storage.db import AccountBroker, ContainerBroker
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.object_server import ObjectServer
-from txstore.storage.recon import Recon
+from txstore.storage.recon import Recon, device_figures
 from txstore.storage.server import NodeServer
 
 TMP_SWEEP_INTERVAL = 600.0
 TMP_MAX_AGE = 3600.0
+# How often the devices' figures for /metrics (usage, queued async pendings, quarantines) are
+# gathered, in a thread: they cost directory listings, so never at the scrape.
+DEVICE_FIGURES_INTERVAL = 30.0
 
 
 class _Resources(Service):
@@ -74,6 +77,27 @@ class _Resources(Service):
         closing = DeferredList([close() for close in self._closers] + [self._client.close()])
         closing.addBoth(lambda _: self._runner.stop())
         return closing
+
+
+class DeviceFigures:
+    """Gathers each device's figures in a thread (`device_figures`) and hands them to the metrics."""
+
+    log = Logger()
+
+    def __init__(self, context: StorageContext, gauges: DeviceGauges) -> None:
+        self._context = context
+        self._gauges = gauges
+
+    def gather(self) -> Deferred:
+        return Deferred.fromCoroutine(self._gather())
+
+    async def _gather(self) -> None:
+        try:
+            self._gauges.update(await self._context.runner.run("recon", device_figures, self._context))
+        except PoolsStopped:
+            return  # the node is stopping
+        except Exception:
+            self.log.failure("gathering the devices' figures for the metrics")
 
 
 class TmpSweeper:
@@ -148,6 +172,11 @@ def build_node(
     sweeper = TimerService(TMP_SWEEP_INTERVAL, TmpSweeper(context).sweep)
     sweeper.clock = reactor
     sweeper.setServiceParent(services)
+    gauges = DeviceGauges(runner)
+    server.metrics.watch(gauges)  # type: ignore[union-attr]
+    figures = TimerService(DEVICE_FIGURES_INTERVAL, DeviceFigures(context, gauges).gather)
+    figures.clock = reactor
+    figures.setServiceParent(services)
     options = settings.daemons
     replication = settings.replication
     credentials = None

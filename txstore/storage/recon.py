@@ -82,6 +82,21 @@ def count_quarantined(context: StorageContext) -> dict[str, int]:
     return counts
 
 
+def device_figures(context: StorageContext) -> list[dict[str, Any]]:
+    """(blocking) Each device's usage, queued async pendings and quarantines: for the metrics."""
+    devices = disk_usage(context)
+    for record in devices:
+        if not record["mounted"]:
+            continue
+        device = record["device"]
+        record["async_pending"] = len(context.diskfiles.list_async_pendings(device))
+        path = context.devices / device / QUARANTINE_DIR
+        record["quarantined"] = {
+            kind: sum(1 for _ in (path / kind).iterdir()) if (path / kind).is_dir() else 0 for kind in QUARANTINE_KINDS
+        }
+    return devices
+
+
 def ring_md5s(ring_dir: Path) -> dict[str, str]:
     sums = {}
     for ring in sorted(ring_dir.glob("*.ring.gz")):

@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.backend_client import BackendError, BackendTimeout
-from txstore.common.metrics import node_metrics, proxy_metrics, status_class
+from txstore.common.metrics import DeviceGauges, node_metrics, proxy_metrics, status_class
 from txstore.proxy.controllers.base import node_failed
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.edge import ProxyEdge
@@ -102,3 +102,27 @@ class BackendMetricsTests(SynchronousTestCase):
         self.assertEqual(found["txstore_error_limited_nodes"], 1)  # the timeout limited it at once
         clock.advance(60)
         self.assertEqual(samples(metrics)["txstore_error_limited_nodes"], 0)
+
+
+class DeviceGaugesTests(SynchronousTestCase):
+    def test_the_last_figures_and_the_pools_at_each_scrape(self) -> None:
+        class Pools:
+            def load(self):
+                return {"d1": (3, 4), "recon": (0, 1)}
+
+        metrics = node_metrics()
+        gauges = DeviceGauges(Pools())
+        metrics.watch(gauges)
+        gauges.update([
+            {"device": "d1", "mounted": True, "size": 1000, "avail": 600, "used": 400, "async_pending": 2,
+             "quarantined": {"objects": 1, "containers": 0}},
+            {"device": "d2", "mounted": False},
+        ])
+        found = samples(metrics)
+        self.assertEqual(found['txstore_device_mounted{device="d2"}'], 0)
+        self.assertEqual(found['txstore_device_available_bytes{device="d1"}'], 600)
+        self.assertEqual(found['txstore_device_async_pendings{device="d1"}'], 2)
+        self.assertEqual(found['txstore_device_quarantined{device="d1",kind="objects"}'], 1)
+        self.assertNotIn('txstore_device_size_bytes{device="d2"}', found)
+        self.assertEqual(found['txstore_io_queued{pool="d1"}'], 3)
+        self.assertEqual(found['txstore_io_busy_threads{pool="d1"}'], 4)

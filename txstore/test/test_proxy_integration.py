@@ -505,6 +505,12 @@ class MetricsTests(ClusterCase):
             samples = scrape(self.cluster.port + 10 * node)
             object_puts += samples.get('txstore_requests_total{method="PUT",server="object",status="2xx"}', 0.0)
         self.assertEqual(object_puts, 3.0)  # one per replica
+        node = scrape(self.cluster.port + 10)  # per device (gathered at the node's start), and the pools
+        self.assertEqual(node['txstore_device_mounted{device="d1"}'], 1.0)
+        self.assertGreater(node['txstore_device_size_bytes{device="d1"}'], 0)
+        self.assertEqual(node['txstore_device_async_pendings{device="d1"}'], 0.0)
+        self.assertEqual(node['txstore_device_quarantined{device="d1",kind="objects"}'], 0.0)
+        self.assertIn('txstore_io_queued{pool="d1"}', node)
         self.assertEqual(scrape(self.cluster.port)['txstore_requests_total{method="PUT",source="",status="2xx"}'], 2.0)
 
 
