@@ -46,6 +46,7 @@ setup(
             "txstore-aio = txstore.aio.launcher:main",
             "txstore-ring = txstore.ring.cli:main",
             "txstore-recon = txstore.recon_cli:main",
+            "txstore-object-info = txstore.object_info:main",
         ],
     },
     classifiers=[

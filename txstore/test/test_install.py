@@ -49,7 +49,7 @@ class NormalInstallTests(SynchronousTestCase):
         installed = Path(purelib)
         self.assertTrue((installed / "twisted" / "plugins" / "txstore_plugins.py").exists())
         self.assertFalse((installed / "twisted" / "plugins" / "__init__.py").exists())
-        for script in ("txstore-aio", "txstore-ring", "txstore-recon"):
+        for script in ("txstore-aio", "txstore-ring", "txstore-recon", "txstore-object-info"):
             self.assertTrue((env_dir / "bin" / script).exists(), script)
 
         where = subprocess.run(
