@@ -18,6 +18,7 @@ from twisted.internet.defer import ensureDeferred
 
 from txstore.proxy import subrequest
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
+from txstore.s3.auth import expectations
 from txstore.s3.errors import S3Error
 
 SOURCE = "S3"
@@ -91,10 +92,20 @@ class S3Call:
         return await self.app(sub)
 
     async def read_body(self, limit: int | None = None) -> bytes:
-        """The client's (small, XML) body, refused past ``limit`` bytes, within `BODY_TIMEOUT`."""
+        """
+        The client's (small, XML) body, refused past ``limit`` bytes, within `BODY_TIMEOUT`, and
+        checked against what the client promised of it (V4's sha256, Content-MD5, checksums).
+        """
         limit = limit or self.settings.max_xml_body
-        return await read_whole(self.request.body, limit, self.reactor, S3Error("MalformedXML", "the body is too "
+        body = await read_whole(self.request.body, limit, self.reactor, S3Error("MalformedXML", "the body is too "
                                                                                 "large"))
+        signed = self.request.environ.get("s3api.signed")
+        for expectation in expectations(self.request, signed) if signed is not None else ():
+            hashed = expectation.factory()
+            hashed.update(body)
+            if hashed.digest() != expectation.digest:
+                raise S3Error(expectation.error)
+        return body
 
 
 async def read_whole(source, limit: int, reactor=None, too_big: S3Error | None = None) -> bytes:

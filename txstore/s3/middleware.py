@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -123,6 +124,13 @@ class S3Api:
         except S3Error as err:
             request.discard_body()
             response = error_response(request, err, _resource(request, host_bucket))
+        except CancelledError:
+            raise  # the client went away: nothing to answer
+        except Exception:
+            log.failure("{trans_id}: S3 {method} {path} failed", trans_id=request.trans_id, method=request.method,
+                        path=request.path)
+            request.discard_body()
+            response = error_response(request, S3Error("InternalError"), _resource(request, host_bucket))
         response.headers["x-amz-request-id"] = request.trans_id
         response.headers["x-amz-id-2"] = request.trans_id
         return response

@@ -242,6 +242,21 @@ class BucketTests(Case):
                          (400, "BadDigest"))
         self.assertEqual(self.error(self.call("POST", "/bucket?delete", body)), (400, "InvalidRequest"))
 
+    def test_xml_bodies_are_checked_against_their_promises(self) -> None:
+        body = b"<CreateBucketConfiguration><LocationConstraint>us-east-1</LocationConstraint>" \
+               b"</CreateBucketConfiguration>"
+        bad = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+        self.assertEqual(self.error(self.call("PUT", "/checked", body, {"Content-MD5": bad})), (400, "BadDigest"))
+        self.assertEqual(self.store.containers, set())
+
+    def test_a_failure_below_is_an_s3_internal_error(self) -> None:
+        def broken(request):
+            raise RuntimeError("boom")
+
+        self.app.app = broken
+        self.assertEqual(self.error(self.call("GET", "/")), (500, "InternalError"))
+        self.flushLoggedErrors(RuntimeError)
+
     def test_not_built_is_refused(self) -> None:
         self.put_bucket()
         for method, path in (("PUT", "/bucket?replication"), ("GET", "/bucket?lifecycle"),
