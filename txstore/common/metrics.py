@@ -45,6 +45,10 @@ class ServerMetrics:
             "txstore_request_duration_seconds", "From the request's headers to its response's end.",
             self.labels, buckets=DURATION_BUCKETS, registry=self.registry,
         )
+        self.ttfb = Histogram(
+            "txstore_request_ttfb_seconds", "From the request's headers to its response's head.",
+            self.labels, buckets=DURATION_BUCKETS, registry=self.registry,
+        )
         self.sent = Counter(
             "txstore_response_bytes", "Body bytes sent.", self.labels, registry=self.registry
         )
@@ -53,6 +57,11 @@ class ServerMetrics:
         )
         self._daemon: _DaemonMetrics | None = None  # made at a node's first daemon pass
         self._backend: Counter | None = None  # made at a proxy's first backend failure
+
+    def first_byte(self, method: str, status: int | None, seconds: float, **labels: str) -> None:
+        """The time from a request's headers to its answer's head (what a client waits for)."""
+        values = (method, status_class(status), *(labels.get(name, "") for name in self.labels[2:]))
+        self.ttfb.labels(*values).observe(seconds)
 
     def backend_failure(self, node: str, kind: str) -> None:
         """A proxy's request to ``node`` (``ip:port/device``) failed: ``timeout``, ``error`` or ``status``."""

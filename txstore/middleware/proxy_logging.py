@@ -41,6 +41,9 @@ class ProxyLogging:
         except BaseException:
             self._write(request, None, 0, started, " (failed)")
             raise
+        if self.metrics is not None:  # the answer's head is ready: its time to first byte
+            self.metrics.first_byte(request.method, response.status, time.monotonic() - started,
+                                    source=request.environ.get("swift.source") or "")
         if response.streamed:
             response.body = _Counted(response.body, lambda sent, note: self._write(
                 request, response.status, sent, started, note))

@@ -500,6 +500,7 @@ class MetricsTests(ClusterCase):
         self.assertEqual(proxy['txstore_requests_total{method="PUT",source="",status="2xx"}'], 2.0)
         self.assertEqual(proxy['txstore_request_bytes_total{method="PUT",source="",status="2xx"}'], 5000.0)
         self.assertGreaterEqual(proxy['txstore_request_duration_seconds_count{method="PUT",source="",status="2xx"}'], 2)
+        self.assertGreaterEqual(proxy['txstore_request_ttfb_seconds_count{method="PUT",source="",status="2xx"}'], 2)
         object_puts = 0.0
         for node in range(1, 5):
             samples = scrape(self.cluster.port + 10 * node)
