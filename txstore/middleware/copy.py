@@ -25,6 +25,12 @@ the link itself is read, and its ``X-Symlink-*`` headers make the copy a link to
 ``?version-id=`` (object versioning) reads that version of the source, ``?part-number=`` that
 segment of a static large object; the copy is a new, whole object (the destination's PUT goes
 without either).
+
+A ``Range`` and the conditional headers (``If-Match``, ``If-None-Match``,
+``If-Modified-Since``, ``If-Unmodified-Since``) apply to the source, as in Swift: a copy with
+``Range: bytes=100-200`` stores those 101 bytes (without the source's ETag, which is not
+theirs), and a source that fails a condition is that answer (304, 412, 416). The destination's
+PUT goes without them.
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ from txstore.proxy.controllers.obj import OBJECT_HEADERS, STORED
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 
 SOURCE = "COPY"
-CONSUMED = ("destination", "destination-account", "x-copy-from", "x-copy-from-account", "transfer-encoding")
+# The headers that ask about the source: sent with its GET, not with the destination's PUT.
+SOURCE_CONDITIONS = ("Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
+CONSUMED = ("destination", "destination-account", "x-copy-from", "x-copy-from-account", "transfer-encoding",
+            *(name.lower() for name in SOURCE_CONDITIONS))
 # What makes a source a large object: a copy of its bytes is a plain object.
 LARGE = ("x-object-manifest", "x-static-large-object")
 # What a link read with ?symlink=get says of its target (the symlink middleware's headers).
@@ -90,9 +99,10 @@ class Copy:
                           *(["symlink=get"] if link else []),
                           *([f"version-id={quote(version, safe='')}"] if version else []),
                           *([f"part-number={quote(part, safe='')}"] if part is not None else [])])
-        read = subrequest.make(request, "GET", source_path, source=SOURCE, query=query)
+        conditions = {name: value for name in SOURCE_CONDITIONS if (value := request.header(name)) is not None}
+        read = subrequest.make(request, "GET", source_path, source=SOURCE, query=query, headers=conditions)
         got = await self.app(read)
-        if got.status != 200 and not (part is not None and got.status == 206):
+        if got.status != 200 and not ((part is not None or "Range" in conditions) and got.status == 206):
             got.discard_body()
             if got.status == 404:
                 return SwiftResponse.text(404, "Not Found: the copy source does not exist")
@@ -116,8 +126,8 @@ class Copy:
         if static_manifest:
             request.query = "multipart-manifest=put"  # slo checks the segments and stores it again
             headers.pop("ETag")  # a manifest PUT's ETag would be the large object's
-        elif manifest or not any(name in got.headers for name in LARGE):
-            headers["ETag"] = got.headers.get("ETag", "")
+        elif got.status == 200 and (manifest or not any(name in got.headers for name in LARGE)):
+            headers["ETag"] = got.headers.get("ETag", "")  # a part's (206) is not its bytes' md5
         length = got.headers.get("Content-Length")
         if length is None:
             headers["Transfer-Encoding"] = "chunked"

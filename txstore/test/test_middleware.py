@@ -231,6 +231,33 @@ class CopyTests(Case):
                           response.headers["X-Copied-From-Last-Modified"]),
                          (201, "c/src%20obj", "AUTH_a", "Tue, 14 Nov 2023 22:13:20 GMT"))
 
+    def test_range_and_conditions_apply_to_the_source(self) -> None:
+        """As Swift's: a ranged copy stores that part, without the whole object's ETag."""
+        def answer(request: SwiftRequest):
+            if request.method == "GET":
+                if request.header("If-Match") == "other":
+                    return SwiftResponse.text(412, "Precondition Failed")
+                return SwiftResponse(206, HeaderMap({**self.SOURCE_HEADERS, "Content-Length": "2",
+                                                     "Content-Range": "bytes 1-2/6"}), b"ou")
+            self.put_body = read_all(self, request.body)
+            return SwiftResponse.empty(201)
+
+        inner = InnerApp(answer)
+        request = SwiftRequest("COPY", "/v1/AUTH_a/c/o", HeaderMap({
+            "Destination": "d/o", "Range": "bytes=1-2", "If-Modified-Since": "Tue, 14 Nov 2023 22:13:20 GMT"}))
+        response = self.call(Copy(inner), request)
+        read, write = inner.requests
+        self.assertEqual((read.header("Range"), read.header("If-Modified-Since")),
+                         ("bytes=1-2", "Tue, 14 Nov 2023 22:13:20 GMT"))
+        self.assertEqual((response.status, self.put_body), (201, b"ou"))
+        self.assertEqual([write.header(name) for name in ("Range", "If-Modified-Since", "ETag", "Content-Length")],
+                         [None, None, None, "2"])
+        # a source that fails a condition is that answer, and nothing is written
+        inner = InnerApp(answer)
+        request = SwiftRequest("PUT", "/v1/AUTH_a/d/o", HeaderMap({"X-Copy-From": "c/o", "If-Match": "other"}))
+        self.assertEqual(self.call(Copy(inner), request).status, 412)
+        self.assertEqual([r.method for r in inner.requests], ["GET"])
+
     def test_a_source_answered_whole_is_copied(self) -> None:
         def answer(request: SwiftRequest):
             if request.method == "GET":
