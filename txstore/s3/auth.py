@@ -25,7 +25,7 @@ import zlib
 from calendar import timegm
 from collections.abc import Callable
 from email.utils import parsedate_tz, mktime_tz
-from time import gmtime, strftime, strptime
+from time import gmtime, strftime
 
 from attrs import define, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -233,12 +233,20 @@ def _v2_query(request, params: dict[str, str], now: float, bucket_in_host: str |
 
 
 def _amz_date(value: str | None) -> float | None:
+    """``20130524T000000Z`` (by hand: strptime costs a quarter of a request's checks), else an HTTP date."""
     if not value:
         return None
-    try:
-        return float(timegm(strptime(value, AMZ_DATE)))
-    except ValueError:
-        return _http_date(value)
+    if len(value) == 16 and value[8] == "T" and value[15] == "Z" and value[:8].isdigit() and value[9:15].isdigit():
+        try:
+            moment = (int(value[:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]), int(value[11:13]),
+                      int(value[13:15]))
+            if not (1 <= moment[1] <= 12 and 1 <= moment[2] <= 31 and moment[3] < 24 and moment[4] < 60
+                    and moment[5] < 61):
+                return None
+            return float(timegm((*moment, 0, 0, 0)))
+        except (ValueError, OverflowError):
+            return None
+    return _http_date(value)
 
 
 def _http_date(value: str | None) -> float | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from functools import lru_cache
 from urllib.parse import quote, unquote_to_bytes
 
 from attrs import frozen
@@ -86,7 +87,9 @@ def string_to_sign(amz_date: str, credential_scope: str, request: bytes) -> byte
     return "\n".join((ALGORITHM, amz_date, credential_scope, hashlib.sha256(request).hexdigest())).encode("ascii")
 
 
+@lru_cache(maxsize=1024)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The day's key (four HMACs): the same for every request a user signs that day, so kept."""
     key = ("AWS4" + secret).encode("utf-8")
     for part in (date, region, service, TERMINATOR):
         key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
