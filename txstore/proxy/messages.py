@@ -284,10 +284,11 @@ class SwiftResponse:
         """
         A short plain-text answer that says why (never an HTML error page). The reason is the
         whole body, with no newline added: Swift's clients and tests compare bodies exactly.
+        ``headers`` may label it otherwise where Swift does (``text/html``).
         """
         data = reason.encode("utf-8")
         response = cls(status, HeaderMap(headers or {}), data)
-        response.headers["Content-Type"] = "text/plain; charset=utf-8"
+        response.headers.setdefault("Content-Type", "text/plain; charset=utf-8")
         return response
 
     @classmethod

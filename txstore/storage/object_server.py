@@ -607,7 +607,10 @@ class ObjectServer:
 
     async def delete(self, request: Request, path: BackendPath) -> NodeResponse:
         timestamp = required_timestamp(request)
+        if_delete_at = _if_delete_at(request)
         diskfile = await self._diskfile(request, path)
+        if if_delete_at is not None:
+            await self._check_if_delete_at(path, diskfile, timestamp, if_delete_at)
         try:
             previous = await self._run(path, diskfile.delete, timestamp)
         except DiskFileConflict as err:
@@ -618,6 +621,39 @@ class ObjectServer:
         if not previous.exists or _expired(previous, self.context.clock()):
             raise HTTPError(404, "Not Found", self._backend_timestamps(previous))
         return _empty(204)
+
+
+    async def _check_if_delete_at(self, path: BackendPath, diskfile: DiskFile, timestamp: Timestamp,
+                                  expected: int) -> None:
+        """
+        ``X-If-Delete-At``, as Swift's object server: delete only the object whose
+        ``X-Delete-At`` is that (404 when there is no object, 409 when a newer one is stored,
+        412 when its ``X-Delete-At`` is another or none). Checked before the tombstone, not
+        under it, as in Swift.
+        """
+        state = await self._state(path, diskfile)
+        current = state.timestamp or state.tombstone_timestamp
+        if current is None:
+            raise HTTPError(404, "Not Found")
+        if current >= timestamp:
+            raise HTTPError(409, "Conflict: a newer version is stored", {"X-Backend-Timestamp": current.internal})
+        stored = state.metadata.get("X-Delete-At") if state.exists else None
+        try:
+            matches = stored is not None and int(stored) == expected
+        except ValueError:
+            matches = False
+        if not matches:
+            raise HTTPError(412, "X-If-Delete-At and X-Delete-At do not match")
+
+
+def _if_delete_at(request: Request) -> int | None:
+    raw = header(request, "X-If-Delete-At")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise HTTPError(400, "Bad X-If-Delete-At header value") from None
 
 
 def _empty(status: int, headers: dict[str, str] | None = None) -> NodeResponse:

@@ -382,6 +382,25 @@ class ObjectServerTests(TestCase):
         self.assertEqual(self.data_files(), [])
         self.assertEqual(len(list(self.root.rglob("*.ts"))), 1)
 
+    async def test_delete_if_delete_at(self) -> None:
+        """As Swift's: only the object whose X-Delete-At is the one named is deleted."""
+        at = str(int(self.now) + 100)
+        response, _ = await self.call("DELETE", "/d1/3/a/c/o", {"X-Timestamp": self.stamp(), "X-If-Delete-At": at})
+        self.assertEqual(response.code, 404)  # nothing there: no tombstone either
+        self.assertEqual(list(self.root.rglob("*.ts")), [])
+        await self.put("/d1/3/a/c/o", b"hello", **{"X-Delete-At": at})
+        for value, status in (("bad", 400), (str(int(at) + 1), 412)):
+            response, body = await self.call("DELETE", "/d1/3/a/c/o", {"X-Timestamp": self.stamp(),
+                                                                       "X-If-Delete-At": value})
+            self.assertEqual(response.code, status, value)
+        self.assertEqual(body, b"X-If-Delete-At and X-Delete-At do not match\n")
+        response, _ = await self.call("DELETE", "/d1/3/a/c/o", {"X-Timestamp": "1.00000", "X-If-Delete-At": at})
+        self.assertEqual(response.code, 409)
+        self.assertEqual(len(self.data_files()), 1)
+        response, _ = await self.call("DELETE", "/d1/3/a/c/o", {"X-Timestamp": self.stamp(), "X-If-Delete-At": at})
+        self.assertEqual(response.code, 204)
+        self.assertEqual(self.data_files(), [])
+
     async def test_expiry(self) -> None:
         await self.put("/d1/3/a/c/o", b"hello", **{"X-Delete-At": str(int(self.now) + 10)})
         response, _ = await self.call("GET", "/d1/3/a/c/o")

@@ -323,6 +323,37 @@ class ReadTests(ControllerCase):
         _, headers, _ = self.container("HEAD", owner=True)
         self.assertEqual(headers.getRawHeaders(b"x-container-read"), [b".r:*"])
 
+    def test_a_put_names_a_policy_only_when_asked_to(self) -> None:
+        """So a re-PUT without X-Storage-Policy leaves a container of another policy in it (202)."""
+        self.backend.default = reply(201)
+        for headers, sent in (({}, None), ({"X-Storage-Policy": "Policy-0"}, "0")):
+            self.backend.calls.clear()
+            self.container("PUT", headers)
+            puts = [c for c in self.backend.calls if c.method == "PUT"]
+            self.assertEqual({c.headers.get("X-Backend-Storage-Policy-Index") for c in puts}, {sent}, headers)
+        self.assertEqual(self.refused(handle_container(self.context, self.api("PUT", headers={
+            "X-Storage-Policy": "bronze"}))).status, 400)
+
+    def test_acls_and_sync_only_from_and_for_the_owner(self) -> None:
+        """Swift's swift_owner_headers: a writer who is not the owner can neither set nor see them."""
+        self.backend.default = reply(204, x_container_sync_key="secret", x_container_sync_to="//r/c/AUTH_b/c",
+                                     x_container_write="jdoe", x_container_meta_a="b")
+        for owner in (False, True):
+            _, headers, _ = self.container("HEAD", owner=owner)
+            for name, value in ((b"x-container-sync-key", b"secret"), (b"x-container-sync-to", b"//r/c/AUTH_b/c"),
+                                (b"x-container-write", b"jdoe")):
+                self.assertEqual(headers.getRawHeaders(name), [value] if owner else None, (name, owner))
+            self.assertEqual(headers.getRawHeaders(b"x-container-meta-a"), [b"b"])
+        self.backend.default = reply(204)
+        for owner in (False, True):
+            self.backend.calls.clear()
+            self.container("POST", {"X-Container-Read": "frank", "X-Remove-Container-Write": "x",
+                                    "X-Container-Sync-Key": "new", "X-Container-Meta-A": "c"}, owner=owner)
+            sent = {k.lower(): v for k, v in self.backend.calls[0].headers.items()}
+            self.assertEqual([sent.get(n) for n in ("x-container-read", "x-container-write", "x-container-sync-key")],
+                             ["frank", "", "new"] if owner else [None, None, None])
+            self.assertEqual(sent["x-container-meta-a"], "c")
+
     def test_tempurl_keys_only_for_the_owner(self) -> None:
         # Swift's swift_owner_headers: shown to the owner only, set by the owner only
         self.backend.default = reply(204, x_container_meta_temp_url_key="k", x_container_meta_temp_url_key_2="k2",
@@ -615,6 +646,23 @@ class ObjectControllerTests(ControllerCase):
         self.assertEqual(posted.headers["X-Object-Meta-A"].encode("latin-1"), ("é" * 128).encode("utf-8"))
         response = self.call("POST", {"X-Object-Meta-A": header(129)})  # 258 bytes: over 256
         self.assertEqual((response.status, response.body), (400, b"Metadata value longer than 256: X-Object-Meta-A"))
+
+    def test_delete_if_delete_at_and_delete_at_limits(self) -> None:
+        """As Swift's proxy: a bad X-If-Delete-At is 400, a far X-Delete-At is stored as 9999999999."""
+        self.backend.default = reply(204)
+        response = self.call("DELETE", {"X-If-Delete-At": "bad"})
+        self.assertEqual((response.status, response.body), (400, b"Bad X-If-Delete-At header value"))
+        self.assertEqual([c for c in self.backend.calls if c.method == "DELETE"], [])
+        response = self.call("DELETE", {"X-If-Delete-At": "1700000100"})
+        self.assertEqual((response.status, response.headers["Content-Type"]), (204, "text/html; charset=UTF-8"))
+        deletes = [c for c in self.backend.calls if c.method == "DELETE"]
+        self.assertEqual({c.headers.get("X-If-Delete-At") for c in deletes}, {"1700000100"})
+        self.backend.default = reply(202)
+        for headers in ({"X-Delete-At": "1" * 100}, {"X-Delete-After": str(10**12)}):
+            self.backend.calls.clear()
+            self.assertEqual(self.call("POST", headers).status, 202)
+            posts = [c for c in self.backend.calls if c.method == "POST"]
+            self.assertEqual({c.headers["X-Delete-At"] for c in posts}, {"9999999999"}, headers)
 
     def test_head_and_not_found(self) -> None:
         self.backend.default = lambda call: BackendResponse(200, {"etag": "e", "content-length": "1234"}, b"")

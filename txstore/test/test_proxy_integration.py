@@ -472,6 +472,58 @@ class SwiftSuiteRulesTests(ClusterCase):
         self.assertEqual(swift.head_container(self.url, self.token, "lm")["last-modified"], second)
 
 
+    def test_object_and_container_rules(self) -> None:
+        swift.put_container(self.url, self.token, "c")
+        data = bytes(range(256)) * 4
+        swift.put_object(self.url, self.token, "c", "src", data)
+        # a ranged copy stores that part
+        status, _, _ = self.cluster.http("COPY", f"{self.path}/c/src",
+                                         self.auth(Destination="/c/part", Range="bytes=100-200"))
+        self.assertEqual(status, 201)
+        headers, body = swift.get_object(self.url, self.token, "c", "part")
+        self.assertEqual((body, headers["etag"]), (data[100:201], hashlib.md5(data[100:201]).hexdigest()))
+        # X-Delete-At: far future is "never" (stored as 9999999999); X-If-Delete-At is checked
+        status, _, _ = self.cluster.http("PUT", f"{self.path}/c/far", self.auth(**{"X-Delete-At": "1" * 100}), b"x")
+        self.assertEqual(status, 201)
+        self.assertEqual(swift.head_object(self.url, self.token, "c", "far")["x-delete-at"], "9999999999")
+        status, _, body = self.cluster.http("DELETE", f"{self.path}/c/far", self.auth(**{"X-If-Delete-At": "bad"}))
+        self.assertEqual((status, body), (400, b"Bad X-If-Delete-At header value"))
+        status, _, _ = self.cluster.http("DELETE", f"{self.path}/c/far", self.auth(**{"X-If-Delete-At": "9999999998"}))
+        self.assertEqual(status, 412)
+        status, headers, _ = self.cluster.http("DELETE", f"{self.path}/c/far",
+                                               self.auth(**{"X-If-Delete-At": "9999999999"}))
+        self.assertEqual((status, headers["content-type"]), (204, "text/html; charset=UTF-8"))
+        # Swift's words and label for a long container name
+        status, headers, body = self.cluster.http("PUT", f"{self.path}/{'X' * 2048}", self.auth())
+        self.assertEqual((status, headers["content-type"], body),
+                         (400, "text/html; charset=UTF-8", b"Container name length of 2048 longer than 256"))
+        # a re-PUT without X-Storage-Policy leaves a container in its policy
+        swift.put_container(self.url, self.token, "two", headers={"X-Storage-Policy": "silver"})
+        status, _, _ = self.cluster.http("PUT", f"{self.path}/two", self.auth())
+        self.assertEqual(status, 202)
+        self.assertEqual(swift.head_container(self.url, self.token, "two")["x-storage-policy"], "silver")
+        # keep-alive is said back
+        status, headers, _ = self.cluster.http("GET", f"{self.path}/c/src", self.auth(Connection="keep-alive"))
+        self.assertEqual((status, headers["connection"]), (200, "keep-alive"))
+
+    def test_owner_headers_are_the_owners(self) -> None:
+        _, other = self.cluster.token("test:tester3", "testing3")
+        swift.put_container(self.url, self.token, "c", headers={"X-Container-Read": "jdoe",
+                                                                 "X-Container-Sync-Key": "secret"})
+        swift.post_account(self.url, self.token, {"X-Account-Access-Control": '{"read-write": ["test:tester3"]}'})
+        status, headers, _ = self.cluster.http("HEAD", f"{self.path}/c", {"X-Auth-Token": other})
+        self.assertEqual(status, 204)
+        self.assertNotIn("x-container-sync-key", headers)
+        self.assertNotIn("x-container-read", headers)
+        status, _, _ = self.cluster.http("POST", f"{self.path}/c", {
+            "X-Auth-Token": other, "X-Container-Read": "frank", "X-Container-Sync-Key": "mine",
+            "X-Container-Meta-Test": "v"})
+        self.assertEqual(status, 204)
+        headers = swift.head_container(self.url, self.token, "c")
+        self.assertEqual([headers.get(n) for n in ("x-container-read", "x-container-sync-key", "x-container-meta-test")],
+                         ["jdoe", "secret", "v"])
+
+
 class MetricsTests(ClusterCase):
     def test_proxy_and_nodes_serve_prometheus_metrics(self) -> None:
         """Every process answers /metrics without a token; a PUT is counted once per process that served it."""

@@ -24,10 +24,14 @@ from txstore.proxy.controllers.base import (
 PASSED_ON = ("x-container-meta-", "x-remove-container-meta-", "x-container-sysmeta-", "x-versions-",
              "x-history-", "x-remove-versions-", "x-remove-history-", "x-container-sync-")
 ACL_HEADERS = ("x-container-read", "x-container-write")
-# Shown to the account's owner only, as Swift's swift_owner_headers: the ACLs and tempurl's keys.
+# Shown to and set by the account's owner only, as Swift's swift_owner_headers: the ACLs,
+# container sync's target and key, and tempurl's keys. A non-owner's (a container ACL's writer,
+# an account ACL's read-write user) are dropped from its request, as Swift drops them.
 TEMPURL_KEYS = ("x-container-meta-temp-url-key", "x-container-meta-temp-url-key-2")
-OWNER_HEADERS = (*ACL_HEADERS, *TEMPURL_KEYS)
+SYNC_HEADERS = ("x-container-sync-key", "x-container-sync-to")
+OWNER_HEADERS = (*ACL_HEADERS, *SYNC_HEADERS, *TEMPURL_KEYS)
 REMOVE_ACL_HEADERS = ("x-remove-container-read", "x-remove-container-write")
+SWIFT_HTML = {"Content-Type": "text/html; charset=UTF-8"}  # how Swift labels some answers
 # Versioning's locations are the versioned_writes middleware's to take (into container sysmeta);
 # one that reaches the controller was taken by no one: refused, never stored and ignored. Empty
 # values pass on: they clear what containers stored before versioned_writes existed.
@@ -47,12 +51,13 @@ def validate_acls(api: APIRequest) -> None:
 
 def _write_headers(api: APIRequest) -> dict[str, str]:
     headers = api.passthrough(*PASSED_ON, names=ACL_HEADERS)
-    if not api.is_owner:  # as Swift: only the owner sets tempurl's keys (an ACL's writer may not)
-        for name in [n for n in headers if n.lower() in TEMPURL_KEYS]:
-            del headers[name]
     for name in REMOVE_ACL_HEADERS:
         if api.header(name) is not None:
             headers[name.replace("remove-", "")] = ""
+    if not api.is_owner:  # as Swift: only the owner sets them, or removes them
+        for name in [n for n in headers if n.lower() in OWNER_HEADERS
+                     or n.lower().replace("x-remove-", "x-", 1) in OWNER_HEADERS]:
+            del headers[name]
     return headers
 
 
@@ -89,8 +94,10 @@ async def handle_container(context: ProxyContext, api: APIRequest) -> SwiftRespo
         return answer(api, response.status, response.body, headers=headers)
 
     if api.method in ("PUT", "POST"):
-        if len(api.container.encode("utf-8")) > context.constraints.max_container_name_length:
-            raise APIError(400, f"Container name length exceeds {context.constraints.max_container_name_length}")
+        length, limit = len(api.container.encode("utf-8")), context.constraints.max_container_name_length
+        if length > limit:
+            # Swift's words, and its label: clients check both
+            raise APIError(400, f"Container name length of {length} longer than {limit}", SWIFT_HTML)
         reason = check_metadata(api.text_headers(), "container", context.constraints)
         if reason:
             raise APIError(400, reason)
@@ -104,7 +111,12 @@ async def handle_container(context: ProxyContext, api: APIRequest) -> SwiftRespo
     if api.method in ("PUT", "POST"):
         headers.update(_write_headers(api))
     if api.method == "PUT":
-        headers["X-Backend-Storage-Policy-Index"] = str(_policy(context, api).index)
+        policy = _policy(context, api)
+        if api.header("X-Storage-Policy"):
+            # Only a policy asked for is sent: without one, the nodes create a new container
+            # in the default policy and leave an existing one in its own, as Swift's do (a
+            # re-PUT of a container of another policy is 202, not a conflict).
+            headers["X-Backend-Storage-Policy-Index"] = str(policy.index)
         status = await account_status(context, api.account, api.trans_id)
         if status == 404 and context.account_autocreate:
             status = await create_account(context, api.account, api.trans_id)

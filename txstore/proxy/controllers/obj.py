@@ -34,6 +34,11 @@ def container_headers(context: ProxyContext, api: APIRequest) -> list[dict[str, 
     return [listing_update_headers("Container", n, part) for n in ring.get_part_nodes(part)]
 
 
+# The latest X-Delete-At there is: a later one (``1`` * 100) means never, and is stored as
+# this, as Swift stores it (ten digits, so expiry queues sort by time).
+LATEST_DELETE_AT = 9_999_999_999
+
+
 def delete_at_header(context: ProxyContext, api: APIRequest) -> dict[str, str]:
     at, after = api.header("X-Delete-At"), api.header("X-Delete-After")
     now = context.clock()
@@ -44,7 +49,7 @@ def delete_at_header(context: ProxyContext, api: APIRequest) -> dict[str, str]:
             raise APIError(400, "Non-integer X-Delete-After") from None
         if seconds < 0:
             raise APIError(400, "X-Delete-After in past")
-        return {"X-Delete-At": str(int(now + seconds))}
+        return {"X-Delete-At": str(min(int(now + seconds), LATEST_DELETE_AT))}
     if at is not None:
         try:
             value = int(at)
@@ -52,8 +57,19 @@ def delete_at_header(context: ProxyContext, api: APIRequest) -> dict[str, str]:
             raise APIError(400, "Non-integer X-Delete-At") from None
         if value < now:
             raise APIError(400, "X-Delete-At in past")
-        return {"X-Delete-At": str(value)}
+        return {"X-Delete-At": str(min(value, LATEST_DELETE_AT))}
     return {}
+
+
+def if_delete_at_header(api: APIRequest) -> dict[str, str]:
+    """A DELETE's ``X-If-Delete-At`` (delete only while the object's X-Delete-At is that), checked."""
+    value = api.header("X-If-Delete-At")
+    if value is None:
+        return {}
+    try:
+        return {"X-If-Delete-At": str(int(value))}
+    except ValueError:
+        raise APIError(400, "Bad X-If-Delete-At header value") from None
 
 
 # --- POST / DELETE ---------------------------------------------------------------------------
@@ -71,6 +87,8 @@ async def post_or_delete(context: ProxyContext, api: APIRequest, info: Container
         extra = api.passthrough(*OBJECT_HEADERS, names=STORED + ("content-type",))
         extra.pop("X-Delete-After", None)
         extra.update(delete_at_header(context, api))
+    else:
+        extra = if_delete_at_header(api)
     # A DELETE removes the container's row; a POST that changes the content type changes it
     # (the object server sends the row only then).
     containers = container_headers(context, api)
@@ -83,6 +101,7 @@ async def post_or_delete(context: ProxyContext, api: APIRequest, info: Container
         return headers
 
     status, _ = await write_to_replicas(context, ring, part, api.method, (api.account, api.container, api.obj), headers_for)
-    return answer(api, status)
+    # Swift labels these bodiless answers text/html, and its clients' tests check the label
+    return answer(api, status, content_type="text/html; charset=UTF-8")
 
 
