@@ -1,6 +1,7 @@
 """
-The S3 API on a real all-in-one (``txstore-aio``), driven by boto3 and the aws CLI (when
-installed: ``aws s3 sync`` both ways, a multipart upload among them): what S3 writes Swift reads
+The S3 API on a real all-in-one (``txstore-aio``), driven by boto3, and by the aws CLI and
+rclone's s3 backend when they are installed (``aws s3 sync``, ``rclone sync``/``check``, a
+multipart upload among them): what S3 writes Swift reads
 and back, byte for byte with its metadata (python-swiftclient on the other side); Signature V4
 in the header and presigned, Signature V2; an upload whose body does not match its
 ``x-amz-content-sha256`` stores nothing; errors as S3 XML; what is not built refused.
@@ -228,6 +229,35 @@ class S3Tests(ClusterCase):
         run("s3", "rm", "--recursive", "s3://cli")
         run("s3", "rb", "s3://cli")
         self.assertEqual(json.loads(run("s3api", "list-buckets")).get("Buckets"), [])
+
+    def test_rclone(self) -> None:
+        rclone = shutil.which("rclone")
+        if rclone is None:
+            raise SkipTest("rclone is not installed")
+        env = {name: value for name, value in os.environ.items() if name != "AWS_CA_BUNDLE"}
+        env.update({"RCLONE_CONFIG": os.devnull, "RCLONE_CONFIG_TX_TYPE": "s3", "RCLONE_CONFIG_TX_PROVIDER": "Other",
+                    "RCLONE_CONFIG_TX_ACCESS_KEY_ID": "test:tester", "RCLONE_CONFIG_TX_SECRET_ACCESS_KEY": "testing",
+                    "RCLONE_CONFIG_TX_ENDPOINT": self.endpoint, "RCLONE_CONFIG_TX_REGION": "us-east-1"})
+
+        def run(*args: str) -> str:
+            done = subprocess.run([rclone, *args], env=env, capture_output=True, text=True, timeout=300)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            return done.stdout + done.stderr
+
+        source = Path(self.mktemp())
+        (source / "sub").mkdir(parents=True)
+        (source / "a.txt").write_bytes(b"hello\n")
+        (source / "sub" / "b.txt").write_bytes(b"deep\n")
+        (source / "big.bin").write_bytes(os.urandom(11 * 1024 * 1024))  # 3 parts of 5 MiB
+        run("mkdir", "tx:rclone")
+        run("sync", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M", str(source), "tx:rclone/dir")
+        self.assertIn("0 differences found", run("check", str(source), "tx:rclone/dir"))
+        self.assertIn("0 differences found", run("check", "--download", str(source), "tx:rclone/dir"))
+        (source / "a.txt").write_bytes(b"changed\n")
+        run("sync", str(source), "tx:rclone/dir")
+        self.assertEqual(self.client().get_object(Bucket="rclone", Key="dir/a.txt")["Body"].read(), b"changed\n")
+        run("purge", "tx:rclone")
+        self.assertEqual(self.client().list_buckets()["Buckets"], [])
 
     def test_errors_and_refusals(self) -> None:
         s3 = self.client()
