@@ -76,5 +76,5 @@ def makeService(options: Options, reactor=None) -> MultiService:
         reactor, settings.bind_ip, settings.bind_port, server.resource(), "proxy", twisted_access_log=False
     )
     pools.setServiceParent(top)
-    RingReloader(loaded.rings.all(), reactor).setServiceParent(top)
+    RingReloader(loaded.rings.all(), reactor, on_sighup=True).setServiceParent(top)
     return top

@@ -7,11 +7,13 @@ read and a parse when the file changed). In a server that would be a stat, and n
 read and parse of several megabytes, in the middle of serving requests, on the reactor thread.
 Servers load their rings with ``auto_reload=False`` and run a `RingReloader`: every interval it
 checks each ring's file in a thread (`Ring.read_if_changed`) and installs a changed table on
-the reactor thread (`Ring.install`), between requests.
+the reactor thread (`Ring.install`), between requests. A SIGHUP makes it check at once (the
+operator's "reload": connections are not touched).
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,7 +33,7 @@ class RingReloader(Service):
 
     def __init__(
         self, rings: Iterable[Ring], reactor: Any, interval: float = 15.0,
-        run_in_thread: Callable[[Callable[[], Any]], Deferred] | None = None,
+        run_in_thread: Callable[[Callable[[], Any]], Deferred] | None = None, *, on_sighup: bool = False,
     ) -> None:
         self._rings = list(rings)
         self._reactor = reactor
@@ -41,15 +43,31 @@ class RingReloader(Service):
         )
         self._loop: LoopingCall | None = None
         self._pass: Deferred | None = None
+        self._on_sighup = on_sighup
+        self._previous_handler: Any = None
 
     def startService(self) -> None:
         super().startService()
         self._loop = LoopingCall(self.check)
         self._loop.clock = self._reactor
         self._loop.start(self.interval, now=False)
+        if self._on_sighup:
+            # An operator's SIGHUP checks the rings now (it would otherwise end the process).
+            self._previous_handler = signal.signal(signal.SIGHUP, self._sighup)
+
+    def _sighup(self, _signum: int, _frame: Any) -> None:
+        self.log.info("SIGHUP: checking the ring files now")
+        self._reactor.callFromThread(self._check_now)
+
+    def _check_now(self) -> None:
+        if self._pass is None or self._pass.called:
+            self.check()
 
     def stopService(self) -> Deferred | None:
         super().stopService()
+        if self._on_sighup and self._previous_handler is not None:
+            signal.signal(signal.SIGHUP, self._previous_handler)
+            self._previous_handler = None
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         if self._pass is not None and not self._pass.called:

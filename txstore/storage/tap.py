@@ -38,5 +38,5 @@ def makeService(options: Options, reactor=None) -> MultiService:
         reactor, settings.bind_ip, settings.bind_port, server.resource(), "objectnode", twisted_access_log=False
     )
     services.setServiceParent(top)
-    RingReloader(loaded.rings.all(), reactor).setServiceParent(top)
+    RingReloader(loaded.rings.all(), reactor, on_sighup=True).setServiceParent(top)
     return top

@@ -103,6 +103,27 @@ class ServiceProcessTests(SynchronousTestCase):
         self.assertIn(f"{config}: [objectnode]: mount_chek: unknown option", output)
         self.assertNotIn("Traceback", output)
 
+    def test_sighup_reloads_the_rings_and_keeps_serving(self) -> None:
+        """Without a handler SIGHUP would end the process; it checks the ring files now instead."""
+        layout = small_cluster(self)
+        child = RunningProcess(self, ["objectnode", "--config", str(layout.node_config(1))])
+        port = child.wait_for_port()
+        ring = layout.etc / "object.ring.gz"
+        data = ring.read_bytes()
+        time.sleep(0.01)
+        temp = layout.etc / "object.ring.gz.new"
+        temp.write_bytes(data)  # the same table, a new file: what an operator's copy looks like
+        os.replace(temp, ring)
+        child.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10  # well under the 15 s reload interval
+        while b"Reloaded ring" not in child.text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        output = child.text().decode()
+        self.assertIn("SIGHUP: checking the ring files now", output)
+        self.assertIn(f"Reloaded ring {ring}", output)
+        self.assertIsNone(child.process.poll())
+        self.assertEqual(get(f"http://127.0.0.1:{port}/healthcheck")[0], 200)
+
     def test_port_in_use(self) -> None:
         layout = small_cluster(self)
         first = RunningProcess(self, ["proxy", "--config", str(layout.proxy_config)])

@@ -90,7 +90,7 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_proxy(self) -> None:
         layout = small_cluster(self, proxy_port=8123)
-        self.check_service(proxy_tap, layout.proxy_config, 8123, "/nothing/here", 404)
+        self.check_service(proxy_tap, layout.proxy_config, 8123, "/nothing/here", 400)  # not an API version
 
     def test_objectnode(self) -> None:
         layout = small_cluster(self, base_port=7000)
