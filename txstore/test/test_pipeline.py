@@ -52,8 +52,8 @@ class PipelineConfigTests(SynchronousTestCase):
         settings = self.load("")
         # Swift's order: listing_formats right after the outer proxy_logging (and [cache])
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
-                                                "domain_remap", "cors", "listing_formats", "tempurl", "formpost",
-                                                "s3api", "tempauth",
+                                                "domain_remap", "cors", "listing_formats", "bulk", "tempurl",
+                                                "formpost", "s3api", "tempauth",
                                                 "staticweb", "copy", "container_quotas", "account_quotas", "slo",
                                                 "dlo",
                                                 "versioned_writes", "symlink", "proxy_logging"])
@@ -106,7 +106,7 @@ class PipelineConfigTests(SynchronousTestCase):
              f"{conf}: [pipeline:main]: pipeline: the pipeline names 'healthcheck' but there is no [filter:healthcheck] section"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
              f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: account_quotas, "
-             "catch_errors, container_quotas, copy, cors, dlo, domain_remap, formpost, gatekeeper, "
+             "bulk, catch_errors, container_quotas, copy, cors, dlo, domain_remap, formpost, gatekeeper, "
              "healthcheck, listing_formats, proxy_logging, s3api, slo, staticweb, symlink, tempauth, tempurl, "
              "versioned_writes)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
@@ -310,8 +310,10 @@ class SeamTests(SynchronousTestCase):
 
     def test_info_lists_what_is_built_and_nothing_else(self) -> None:
         info = json.loads(self.call("GET", "/info").body)
-        self.assertEqual(sorted(info), ["account_quotas", "container_quotas", "dlo", "domain_remap", "formpost",
-                                        "s3api", "slo", "staticweb", "swift", "symlink", "tempauth", "tempurl"])
+        self.assertEqual(sorted(info), ["account_quotas", "bulk_delete", "bulk_upload", "container_quotas", "dlo",
+                                        "domain_remap", "formpost", "s3api", "slo", "staticweb", "swift", "symlink",
+                                        "tempauth", "tempurl"])
+        self.assertEqual(info["bulk_delete"], {"max_deletes_per_request": 10000, "max_failed_deletes": 1000})
         self.assertEqual(info["formpost"], {"allowed_digests": ["sha1", "sha256", "sha512"],
                                             "deprecated_digests": ["sha1"]})
         self.assertEqual(info["s3api"], {"allow_multipart_uploads": True, "location": "us-east-1",
