@@ -11,25 +11,36 @@ one logs is not logged again by the inner one.
 
 from __future__ import annotations
 
+import json
 import time
+from urllib.parse import quote
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from txstore.common import config as c
 from txstore.interfaces import IApp
 from txstore.middleware.base import Middleware
 from txstore.proxy.messages import SwiftRequest, SwiftResponse, WatchedSource
 
 LOGGED = "swift.proxy_access_log_made"
+# Query parameters that are credentials: only their first 16 characters are logged, as Swift
+# logs them, so an access log cannot be replayed as a temp URL (tokens alike).
+SENSITIVE = ("temp_url_sig",)
+REVEALED = 16
 
 
 @implementer(IApp)
 class ProxyLogging:
     access = Logger(namespace="txstore.proxy.access")
 
-    def __init__(self, app, metrics=None) -> None:
+    def __init__(self, app, metrics=None, template: str | None = None, as_json: bool = False,
+                 reveal: int = REVEALED) -> None:
         self.app = app
         self.metrics = metrics  # a ServerMetrics (the proxy's /metrics), or None
+        self.template = template  # Swift's log_msg_template; None: txstore's compact line
+        self.as_json = as_json  # one JSON object of every field per line
+        self.reveal = reveal  # characters of a token or a signature that are logged
 
     async def __call__(self, request: SwiftRequest) -> SwiftResponse:
         if request.environ.get(LOGGED):
@@ -41,46 +52,113 @@ class ProxyLogging:
         except BaseException:
             self._write(request, None, 0, started, " (failed)")
             raise
+        ttfb = time.monotonic() - started
         if self.metrics is not None:  # the answer's head is ready: its time to first byte
-            self.metrics.first_byte(request.method, response.status, time.monotonic() - started,
+            self.metrics.first_byte(request.method, response.status, ttfb,
                                     source=request.environ.get("swift.source") or "")
         if response.streamed:
             response.body = _Counted(response.body, lambda sent, note: self._write(
-                request, response.status, sent, started, note))
+                request, response.status, sent, started, note, ttfb))
         else:
-            self._write(request, response.status, 0 if request.method == "HEAD" else len(response.body), started, "")
+            sent = 0 if request.method == "HEAD" else len(response.body)
+            self._write(request, response.status, sent, started, "", ttfb)
         return response
 
-    def _write(self, request: SwiftRequest, status: int | None, sent: int, started: float, note: str) -> None:
+    def _write(self, request: SwiftRequest, status: int | None, sent: int, started: float, note: str,
+               ttfb: float | None = None) -> None:
         source = request.environ.get("swift.source")
         duration = time.monotonic() - started
-        self.access.info(
-            "{client} {method} {path} {status} {sent} {duration:.4f}s {trans_id}{source}{note}",
-            client=request.client_ip, method=request.method, path=_revealed(request.uri),
-            status="-" if status is None else status, sent=sent, duration=duration,
-            trans_id=request.trans_id, source=f" {source}" if source else "", note=note,
-        )
+        if self.template is not None or self.as_json:
+            fields = access_fields(request, status, sent, duration, ttfb, note, self.reveal)
+            line = json.dumps(fields, sort_keys=True) if self.as_json else self.template.format_map(fields)
+            self.access.info("{line}", line=line)
+        else:
+            self.access.info(
+                "{client} {method} {path} {status} {sent} {duration:.4f}s {trans_id}{source}{note}",
+                client=request.client_ip, method=request.method, path=_revealed(request.uri, self.reveal),
+                status="-" if status is None else status, sent=sent, duration=duration,
+                trans_id=request.trans_id, source=f" {source}" if source else "", note=note,
+            )
         if self.metrics is not None:
             length = request.header("Content-Length")
             received = int(length) if length is not None and length.isdigit() else 0
             self.metrics.observe(request.method, status, duration, sent, received, source=source or "")
 
 
-# Query parameters that are credentials: only their first 16 characters are logged, as Swift
-# logs them, so an access log cannot be replayed as a temp URL.
-SENSITIVE = ("temp_url_sig",)
-REVEALED = 16
+# The fields a log_msg_template may name, Swift's proxy_logging names (a subset).
+FIELDS = (
+    "client_ip", "remote_addr", "datetime", "start_time", "end_time", "method", "path", "protocol",
+    "status_int", "referer", "user_agent", "auth_token", "bytes_recvd", "bytes_sent", "client_etag",
+    "transaction_id", "request_time", "ttfb", "source", "log_info",
+)
 
 
-def _revealed(uri: str) -> str:
+def access_fields(request: SwiftRequest, status: int | None, sent: int, duration: float, ttfb: float | None,
+                  note: str, reveal: int = REVEALED) -> dict[str, str]:
+    """One request's access-log fields, as text ('-' for what is not known), Swift's names."""
+    now = time.time()
+    forwarded = (request.header("X-Forwarded-For") or "").split(",")[0].strip()
+    length = request.header("Content-Length")
+    token = request.header("X-Auth-Token") or request.header("X-Storage-Token") or ""
+
+    def text(value: str | None) -> str:
+        return quote(value, safe="/:@=,;!$&'()*+~") if value else "-"
+
+    return {
+        "client_ip": forwarded or request.client_ip,
+        "remote_addr": request.client_ip,
+        "datetime": time.strftime("%d/%b/%Y/%H/%M/%S", time.gmtime(now)),
+        "start_time": f"{now - duration:.9f}",
+        "end_time": f"{now:.9f}",
+        "method": request.method,
+        "path": text(_revealed(request.uri, reveal)),
+        "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+        "status_int": "-" if status is None else str(status),
+        "referer": text(request.header("Referer")),
+        "user_agent": text(request.header("User-Agent")),
+        "auth_token": f"{token[:reveal]}..." if len(token) > reveal else token or "-",
+        "bytes_recvd": length if length is not None and length.isdigit() else "0",
+        "bytes_sent": str(sent),
+        "client_etag": text(request.header("ETag")),
+        "transaction_id": request.trans_id,
+        "request_time": f"{duration:.4f}",
+        "ttfb": "-" if ttfb is None else f"{ttfb:.4f}",
+        "source": request.environ.get("swift.source") or "-",
+        "log_info": note.strip(" ()") or "-",
+    }
+
+
+def template(raw: str, base) -> str:
+    """A log_msg_template: Swift's field names in braces, checked when the config is loaded."""
+    sample = dict.fromkeys(FIELDS, "-")
+    try:
+        raw.format_map(sample)
+    except KeyError as error:
+        raise c.BadValue(f"unknown field {{{error.args[0]}}} (known: {' '.join(FIELDS)})") from None
+    except (ValueError, IndexError) as error:
+        raise c.BadValue(f"not a template: {error}") from None
+    return raw
+
+
+OPTIONS = (
+    c.Option("log_msg_template", template, None,
+             doc="The access line, Swift's field names in braces (default: txstore's compact line)."),
+    c.Option("access_log_format", c.choice("text", "json"), "text",
+             doc="json: one JSON object of every field per line instead."),
+    c.Option("reveal_sensitive_prefix", c.integer(0, 64), REVEALED,
+             doc="Characters of a token or a temp URL signature that are logged."),
+)
+
+
+def _revealed(uri: str, reveal: int = REVEALED) -> str:
     path, mark, query = uri.partition("?")
     if not mark or not any(name in query for name in SENSITIVE):
         return uri
     params = []
     for param in query.split("&"):
         name, equals, value = param.partition("=")
-        if equals and name in SENSITIVE and len(value) > REVEALED:
-            param = f"{name}={value[:REVEALED]}..."
+        if equals and name in SENSITIVE and len(value) > reveal:
+            param = f"{name}={value[:reveal]}..."
         params.append(param)
     return f"{path}?{'&'.join(params)}"
 
@@ -109,4 +187,9 @@ class _Counted(WatchedSource):
             self._report(sent, note)
 
 
-middleware = Middleware("proxy_logging", lambda app, settings, proxy: ProxyLogging(app, proxy.context.metrics))
+def _build(app, settings, proxy) -> ProxyLogging:
+    return ProxyLogging(app, proxy.context.metrics, settings["log_msg_template"],
+                        settings["access_log_format"] == "json", settings["reveal_sensitive_prefix"])
+
+
+middleware = Middleware("proxy_logging", _build, options=OPTIONS)

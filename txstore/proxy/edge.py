@@ -115,6 +115,7 @@ def to_swift_request(request) -> SwiftRequest:
         client_ip=getattr(address, "host", "-"),
         host=host,
         scheme="https" if request.isSecure() else "http",
+        environ={"SERVER_PROTOCOL": request.clientproto.decode("latin-1")},
     )
 
 

@@ -21,7 +21,8 @@ from txstore.middleware.gatekeeper import Gatekeeper
 from txstore.middleware.healthcheck import Healthcheck
 from txstore.middleware.listing_formats import ListingFormats, max_listing_bytes
 from txstore.middleware import tempauth
-from txstore.middleware.proxy_logging import ProxyLogging
+from txstore.common import config as c
+from txstore.middleware.proxy_logging import FIELDS, ProxyLogging, template
 from txstore.proxy import subrequest
 from txstore.proxy.controllers.base import AccountInfo
 from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
@@ -184,6 +185,35 @@ class ProxyLoggingTests(Case):
         response.body.stop()
         [line] = self.lines
         self.assertEqual((line["sent"], line["note"]), (3, " (client gone)"))
+
+
+    def test_swifts_template_fields(self) -> None:
+        template = ("{client_ip} {remote_addr} {method} {path} {protocol} {status_int} {referer} {user_agent}"
+                    " {auth_token} {bytes_recvd} {bytes_sent} {client_etag} {transaction_id} {source} {log_info}")
+        logging = ProxyLogging(InnerApp(lambda r: SwiftResponse(201, body=b"ok")), template=template)
+        request = SwiftRequest(
+            "PUT", "/v1/a/c/o b", trans_id="tx3", client_ip="10.0.0.1",
+            headers=HeaderMap({"X-Forwarded-For": "192.0.2.7, 10.0.0.1", "User-Agent": "curl/8 x",
+                               "X-Auth-Token": "AUTH_tk" + "0" * 30, "Content-Length": "5", "ETag": "abc"}),
+        )
+        self.call(logging, request)
+        [line] = self.lines
+        self.assertEqual(line["line"], "192.0.2.7 10.0.0.1 PUT /v1/a/c/o%20b HTTP/1.1 201 - curl/8%20x"
+                                       " AUTH_tk000000000... 5 2 abc tx3 - -")
+
+    def test_json_lines_carry_every_field(self) -> None:
+        logging = ProxyLogging(InnerApp(lambda r: SwiftResponse(200, body=b"abc")), as_json=True)
+        self.call(logging, SwiftRequest("GET", "/v1/a/c/o", trans_id="tx4"))
+        [line] = self.lines
+        fields = json.loads(line["line"])
+        self.assertEqual(set(fields), set(FIELDS))
+        self.assertEqual((fields["method"], fields["status_int"], fields["bytes_sent"]), ("GET", "200", "3"))
+        self.assertNotEqual(fields["ttfb"], "-")
+
+    def test_a_template_with_an_unknown_field_is_refused_at_load(self) -> None:
+        self.assertRaises(c.BadValue, template, "{client_ip} {nonsense}", None)
+        self.assertRaises(c.BadValue, template, "{client_ip", None)
+        self.assertEqual(template("{method} {path}", None), "{method} {path}")
 
 
 class CopyTests(Case):
