@@ -8,7 +8,7 @@ one clear 4xx whichever layer refuses, and nothing over a limit is ever stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from attrs import frozen
 
@@ -68,4 +68,26 @@ def check_metadata(
             return f"Too many metadata items; max {limits.max_meta_count}"
         if total > limits.max_meta_overall_size:
             return f"Total metadata too large; max {limits.max_meta_overall_size}"
+    return None
+
+
+def check_stored_metadata(items: Mapping[str, str], kind: str, limits: Constraints = DEFAULT_CONSTRAINTS) -> str | None:
+    """
+    The reason a container's or account's whole user metadata, once a request's items are
+    merged into what is stored, breaks the count or total size limits (for a 400), or None.
+    Per request limits are `check_metadata`'s; these are Swift's on the stored total, so that
+    many small POSTs cannot pile up more than one may send. Removed (empty) items do not count.
+    """
+    prefix = META_PREFIXES[kind]
+    count = 0
+    total = 0
+    for name, value in items.items():
+        if not value or not name.lower().startswith(prefix):
+            continue
+        count += 1
+        total += len(name[len(prefix):].encode("utf-8", "surrogateescape")) + len(value.encode("utf-8", "surrogateescape"))
+    if count > limits.max_meta_count:
+        return f"Too many metadata items; max {limits.max_meta_count}"
+    if total > limits.max_meta_overall_size:
+        return f"Total metadata too large; max {limits.max_meta_overall_size}"
     return None

@@ -32,6 +32,7 @@ from txstore.storage.db_server import (
     post_metadata,
     read_database,
     DatabaseAccess,
+    MetadataCheck,
     MetadataRules,
     backend_timestamps,
     format_only,
@@ -87,6 +88,7 @@ def _put_account(
     timestamp: Timestamp,
     created_at: Timestamp,
     metadata: dict[str, tuple[str, str]],
+    check: MetadataCheck | None = None,
 ) -> _Outcome:
     try:
         broker.initialize(account, timestamp, created_at=created_at)
@@ -99,7 +101,7 @@ def _put_account(
         broker.update_put_timestamp(timestamp)
         status = 202
     if metadata:
-        broker.update_metadata(metadata)
+        broker.update_metadata(metadata, check)
     return _Outcome(status, broker.get_info())
 
 
@@ -232,7 +234,8 @@ class AccountServer:
         metadata = ACCOUNT_METADATA.updates(request, timestamp)
         broker = await self._db.broker(path)
         outcome = await self._db.run(
-            path, broker, _put_account, path.account, timestamp, Timestamp.now(self.context.clock), metadata
+            path, broker, _put_account, path.account, timestamp, Timestamp.now(self.context.clock), metadata,
+            ACCOUNT_METADATA.stored_limits(self.context),
         )
         if outcome.status == 403:
             raise HTTPError(403, "Forbidden: recently deleted", {**_DELETED, **backend_timestamps(outcome.info)})
@@ -252,7 +255,8 @@ class AccountServer:
         ACCOUNT_METADATA.check(request, self.context)
         metadata = ACCOUNT_METADATA.updates(request, timestamp)
         broker = await self._db.broker(path)
-        info = await self._db.run(path, broker, post_metadata, metadata, _is_deleted)
+        info = await self._db.run(path, broker, post_metadata, metadata, _is_deleted,
+                                  ACCOUNT_METADATA.stored_limits(self.context))
         if _is_deleted(info):
             raise HTTPError(404, "Not Found", {**_DELETED, **backend_timestamps(info)})
         return respond(204)

@@ -40,6 +40,7 @@ from txstore.storage.db import (
 from txstore.storage.db_server import (
     read_database,
     DatabaseAccess,
+    MetadataCheck,
     MetadataRules,
     backend_timestamps,
     format_only,
@@ -101,6 +102,7 @@ def _put_container(
     default_policy: int,
     created_at: Timestamp,
     metadata: dict[str, tuple[str, str]],
+    check: MetadataCheck | None = None,
 ) -> _Change:
     try:
         broker.initialize(
@@ -123,24 +125,25 @@ def _put_container(
     if _is_deleted(info):
         return _Change(409, info)  # a DELETE newer than this PUT is stored
     if metadata:
-        broker.update_metadata(metadata)
+        broker.update_metadata(metadata, check)
     return _Change(status, info)
 
 
 def _post_container(
-    broker: ContainerBroker, timestamp: Timestamp, metadata: dict[str, tuple[str, str]], touch: bool
+    broker: ContainerBroker, timestamp: Timestamp, metadata: dict[str, tuple[str, str]], touch: bool,
+    check: MetadataCheck | None = None,
 ) -> ContainerInfo:
     """
     A POST: the metadata, and the POST's time as the container's put timestamp (its
     ``Last-Modified``, as in Swift) unless ``touch`` is off; nothing for a deleted container.
-    The info before it.
+    The info before it. Metadata that ``check`` refuses changes nothing.
     """
     info = broker.get_info()
     if not _is_deleted(info):
+        if metadata:
+            broker.update_metadata(metadata, check)
         if touch:
             broker.update_put_timestamp(timestamp)
-        if metadata:
-            broker.update_metadata(metadata)
     return info
 
 
@@ -297,6 +300,7 @@ class ContainerServer:
             self.context.policies.default.index,
             Timestamp.now(self.context.clock),
             metadata,
+            CONTAINER_METADATA.stored_limits(self.context),
         )
         if change.status == 409:
             if requested is not None and requested != change.info.storage_policy_index:
@@ -328,7 +332,8 @@ class ContainerServer:
         metadata = CONTAINER_METADATA.updates(request, timestamp)
         touch = not true_header(request, "X-Backend-No-Timestamp-Update")
         broker = await self._db.broker(path)
-        info = await self._db.run(path, broker, _post_container, timestamp, metadata, touch)
+        info = await self._db.run(path, broker, _post_container, timestamp, metadata, touch,
+                                  CONTAINER_METADATA.stored_limits(self.context))
         if _is_deleted(info):
             raise HTTPError(404, "Not Found", backend_timestamps(info))
         return respond(204)

@@ -20,6 +20,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -27,7 +28,7 @@ from attrs import define, evolve, frozen
 from twisted.logger import Logger
 from twisted.web.http import Request
 
-from txstore.common.constraints import check_metadata
+from txstore.common.constraints import check_metadata, check_stored_metadata
 from txstore.common.listing_format import ListingError, ListingFormat, listing_format
 from txstore.common.paths import ALLOW_RESERVED, BackendPath
 from txstore.common.timestamps import Timestamp
@@ -39,9 +40,12 @@ from txstore.storage.db import (
     DatabaseBusy,
     DatabaseCorrupt,
     DatabaseNotFound,
+    MetadataLimitExceeded,
 )
 from txstore.storage.http_support import HTTPError, NodeResponse, StorageContext, header, request_headers
 from txstore.storage.listing import ListingParams, parse_listing_params
+
+MetadataCheck = Callable[[dict[str, str]], str | None]  # the merged live items → a refusal's reason
 
 QUARANTINE_DIR = "quarantined"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -165,6 +169,10 @@ class MetadataRules:
             if stored is not None:
                 values[stored] = (value.strip(), timestamp.internal)
         return {**removals, **values}
+
+    def stored_limits(self, context: StorageContext) -> MetadataCheck:
+        """What ``update_metadata`` checks a client's merged metadata with (Swift's totals)."""
+        return partial(check_stored_metadata, kind=self.kind, limits=context.constraints)
 
     def check(self, request: Request, context: StorageContext) -> None:
         """
@@ -291,6 +299,8 @@ class DatabaseAccess(Generic[B]):
             if _no_space(err):
                 raise HTTPError(507, f"Insufficient Storage: {err}") from None
             raise
+        except MetadataLimitExceeded as err:
+            raise HTTPError(400, err.reason) from None
         except ValueError as err:
             raise HTTPError(400, str(err)) from None
 
@@ -332,9 +342,10 @@ def read_database(
     return DatabaseRead(info, broker.metadata, body)
 
 
-def post_metadata(broker: Any, metadata: dict[str, tuple[str, str]], is_deleted: Callable[[Any], bool]) -> Any:
+def post_metadata(broker: Any, metadata: dict[str, tuple[str, str]], is_deleted: Callable[[Any], bool],
+                  check: MetadataCheck | None = None) -> Any:
     """A POST: merge the metadata unless the database is deleted; the info before it."""
     info = broker.get_info()
     if not is_deleted(info) and metadata:
-        broker.update_metadata(metadata)
+        broker.update_metadata(metadata, check)
     return info

@@ -156,6 +156,24 @@ class MetadataTests(AccountServerTestCase):
         headers = {f"X-Account-Meta-K{i}": "v" * 250 for i in range(17)}
         answer = self.request("POST", "/sda/1/a", {"X-Timestamp": ts(1), **headers})
         self.assertEqual((answer.status, answer.body), (400, b"Total metadata too large; max 4096\n"))
+        # Swift's limits hold for the stored total too: POSTs that each pass cannot pile up more
+        for i in range(4):
+            headers = {f"X-Account-Meta-P{i}-{j}": "v" * 250 for j in range(5)}  # 5 x 254 bytes each
+            answer = self.request("POST", "/sda/1/a", {"X-Timestamp": ts(1 + i), **headers})
+        self.assertEqual((answer.status, answer.body), (400, b"Total metadata too large; max 4096\n"))
+        stored = [h for h in self.request("HEAD", "/sda/1/a").headers.getAllRawHeaders()
+                  if h[0].lower().startswith(b"x-account-meta-")]
+        self.assertEqual(len(stored), 15)  # the refused POST stored nothing
+        answer = self.request("POST", "/sda/1/a", {"X-Timestamp": ts(5), **{f"X-Account-Meta-P0-{j}": "" for j in range(5)},
+                                                   **{f"X-Account-Meta-Q{j}": "v" for j in range(5)}})
+        self.assertEqual(answer.status, 204)  # what a POST removes makes room for what it adds
+        for i in range(10):
+            self.request("POST", "/sda/1/a", {"X-Timestamp": ts(6), f"X-Account-Meta-N{i}": "1"})
+        answer = self.request("POST", "/sda/1/a", {"X-Timestamp": ts(7), **{f"X-Account-Meta-M{i}": "1" for i in range(80)}})
+        self.assertEqual((answer.status, answer.body), (400, b"Too many metadata items; max 90\n"))
+        self.request("POST", "/sda/1/a", {"X-Timestamp": ts(8), **{f"X-Account-Meta-{n}": "" for n in
+                                                                   [*(f"P1-{j}" for j in range(5)), *(f"P2-{j}" for j in range(5)),
+                                                                    *(f"Q{j}" for j in range(5)), *(f"N{i}" for i in range(10))]}})
         answer = self.request("POST", "/sda/1/a", {"X-Timestamp": ts(1), "X-Account-Meta-Bad": b"\xc3("})
         self.assertEqual(answer.status, 400)
         self.assertEqual(len([h for h in self.request("HEAD", "/sda/1/a").headers.getAllRawHeaders()

@@ -653,6 +653,21 @@ class MetadataTests(SynchronousTestCase):
         (text,) = conn.execute("SELECT metadata FROM info").fetchone()
         self.assertEqual(json.loads(text), {"X-Container-Meta-Ünïcode": ["välue", ts(2)]})
 
+    def test_a_check_sees_the_merged_items_and_may_refuse_them(self) -> None:
+        self.broker.update_metadata({"A": ("1", ts(1)), "B": ("2", ts(1))})
+        seen = []
+
+        def check(items):
+            seen.append(items)
+            return "too many" if len(items) > 2 else None
+
+        error = self.assertRaises(broker_module.MetadataLimitExceeded, self.broker.update_metadata,
+                                  {"C": ("3", ts(2))}, check)
+        self.assertEqual((error.reason, seen[-1]), ("too many", {"A": "1", "B": "2", "C": "3"}))
+        self.assertEqual(set(self.broker.metadata), {"A", "B"})  # nothing written
+        self.assertTrue(self.broker.update_metadata({"A": ("", ts(3)), "C": ("3", ts(3))}, check))  # a removal frees room
+        self.assertEqual(set(self.broker.metadata), {"B", "C"})
+
     def test_bad_metadata_refused(self) -> None:
         self.assertRaises(ValueError, self.broker.update_metadata, {"": ("x", ts(1))})
         self.assertRaises(ValueError, self.broker.update_metadata, {"k": (None, ts(1))})

@@ -441,6 +441,17 @@ class MetadataTests(ContainerServerTestCase):
             "POST", "/sda/1/a/c", {"X-Timestamp": ts(2), "X-Container-Meta-" + "n" * 128: "v" * 256}
         )
         self.assertEqual(answer.status, 204)
+        # and for the stored total (Swift's test_POST_bad_metadata3): 384 + 14 x 260 = 4024 bytes
+        answer = self.request("POST", "/sda/1/a/c", {"X-Timestamp": ts(3), **{
+            f"X-Container-Meta-{i:04d}": "k" * 256 for i in range(14)}})
+        self.assertEqual(answer.status, 204)
+        before = self.request("HEAD", "/sda/1/a/c").header("X-Put-Timestamp")
+        answer = self.request("POST", "/sda/1/a/c", {"X-Timestamp": ts(4), "X-Container-Meta-K": "x" * 72})
+        self.assertEqual((answer.status, answer.body), (400, b"Total metadata too large; max 4096\n"))
+        head = self.request("HEAD", "/sda/1/a/c")
+        self.assertEqual((head.header("X-Container-Meta-K"), head.header("X-Put-Timestamp")), (None, before))
+        answer = self.request("POST", "/sda/1/a/c", {"X-Timestamp": ts(5), "X-Container-Meta-K": "x" * 71})
+        self.assertEqual(answer.status, 204)
 
     def test_post_to_missing_or_deleted(self) -> None:
         self.assertEqual(self.request("POST", "/sda/1/a/c", {"X-Timestamp": ts()}).status, 404)

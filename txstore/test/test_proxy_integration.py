@@ -524,6 +524,26 @@ class SwiftSuiteRulesTests(ClusterCase):
                          ["jdoe", "secret", "v"])
 
 
+    def test_metadata_limits_hold_for_the_stored_total(self) -> None:
+        """Issue 20: POSTs that each pass the limits cannot pile up more (90 items, 4096 bytes)."""
+        swift.put_container(self.url, self.token, "meta")
+        refused = []
+        for target in ("container", "account"):
+            for i in range(12):
+                headers = {f"X-{target.title()}-Meta-P{i}-{j}": "v" for j in range(30)}
+                try:
+                    if target == "container":
+                        swift.post_container(self.url, self.token, "meta", headers)
+                    else:
+                        swift.post_account(self.url, self.token, headers)
+                except swift.ClientException as err:
+                    refused.append((target, i, err.http_status))
+            stored = (swift.head_container(self.url, self.token, "meta") if target == "container"
+                      else swift.head_account(self.url, self.token))
+            self.assertEqual(len([n for n in stored if n.startswith(f"x-{target}-meta-")]), 90, target)
+        self.assertEqual(refused, [(t, i, 400) for t in ("container", "account") for i in range(3, 12)])
+
+
 class MetricsTests(ClusterCase):
     def test_proxy_and_nodes_serve_prometheus_metrics(self) -> None:
         """Every process answers /metrics without a token; a PUT is counted once per process that served it."""

@@ -15,6 +15,7 @@ from txstore.storage.db.broker import (
     DatabaseError,
     DatabaseNotFound,
     LISTING_LIMIT,
+    MetadataLimitExceeded,
     Subdir,
 )
 from txstore.storage.db.container import (
@@ -39,6 +40,7 @@ __all__ = [
     "DatabaseError",
     "DatabaseNotFound",
     "LISTING_LIMIT",
+    "MetadataLimitExceeded",
     "ObjectRecord",
     "StoragePolicyConflict",
     "Subdir",

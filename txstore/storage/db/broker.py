@@ -35,7 +35,7 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
@@ -73,6 +73,14 @@ class DatabaseCorrupt(DatabaseError):
 
 class DatabaseBusy(DatabaseError):
     """The database stayed locked longer than the busy timeout (the server answers 503)."""
+
+
+class MetadataLimitExceeded(DatabaseError):
+    """``update_metadata``'s check refused the merged metadata; nothing was written (400)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @frozen
@@ -457,12 +465,15 @@ class DatabaseBroker(Generic[R]):
 
     # -- metadata --------------------------------------------------------------------------
 
-    def update_metadata(self, updates: Mapping[str, tuple[str, TimestampLike]]) -> bool:
+    def update_metadata(self, updates: Mapping[str, tuple[str, TimestampLike]],
+                        check: Callable[[dict[str, str]], str | None] | None = None) -> bool:
         """
         Merge ``{name: (value, timestamp)}``: per name the newest timestamp wins, and an empty
         value is a removal kept as a tombstone so that replicas merge it too. Equal timestamps
         keep the larger value, so replicas agree whatever order updates arrive in.
-        Returns whether anything changed.
+        ``check`` (a client's request; replication merges whatever replicas hold) sees the
+        merged live items and may refuse them with a reason: MetadataLimitExceeded, and nothing
+        is written. Returns whether anything changed.
         """
         incoming: dict[str, list[str]] = {}
         for name, (value, ts) in updates.items():
@@ -480,6 +491,10 @@ class DatabaseBroker(Generic[R]):
                 if old is None or (ts, value) > (old[1], old[0]):
                     current[name] = [value, ts]
                     changed = True
+            if changed and check is not None:
+                reason = check({name: value for name, (value, _ts) in current.items() if value})
+                if reason is not None:
+                    raise MetadataLimitExceeded(reason)
             if changed:
                 conn.execute("UPDATE info SET metadata = ?", (json.dumps(current, sort_keys=True),))
         return changed
