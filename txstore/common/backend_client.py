@@ -65,6 +65,16 @@ def quote_path(path: str) -> str:
     return quote(path.encode("utf-8"), safe="/")
 
 
+def text_to_wire(value: str) -> str:
+    """
+    A storage node's header text as this client sends header values: a ``str`` holding the
+    wire's bytes as Latin-1 (the proxy's convention, as WSGI's). Nodes read headers as UTF-8
+    text (bytes that are not UTF-8 kept as surrogates); what a node passes on (a container
+    update's ``X-Content-Type: text/é``) must go out as the bytes the client sent.
+    """
+    return value.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
 def with_reserved(path: str, headers: dict[str, str] | None) -> dict[str, str]:
     """``headers``, saying the path may name reserved names when it does."""
     if RESERVED not in path:

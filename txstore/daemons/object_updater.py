@@ -7,6 +7,8 @@ pending (``async_pending[-N]/<suffix>/<hash>-<timestamp>``). Each pass sends eve
 row to all the replicas of its container, as the container ring names them now, and removes
 the record once every replica took it (rows are newest-wins, so sending one twice is
 harmless, and no replica is left without it while container replication does not exist yet).
+A record that cannot be sent is counted as failed and the pass goes on to the next: one bad
+record never stops the pendings behind it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from txstore.common.backend_client import BackendError
+from txstore.common.backend_client import BackendError, text_to_wire
 from txstore.ring.ring import Ring
 from txstore.storage.http_support import StorageContext
 
@@ -38,10 +40,12 @@ class ObjectUpdater:
             pendings = await context.runner.run(device, context.diskfiles.list_async_pendings, device)
             for pending in pendings:
                 figures["pending"] += 1
-                if await self._deliver(device, pending):
-                    figures["delivered"] += 1
-                else:
-                    figures["failed"] += 1
+                try:
+                    delivered = await self._deliver(device, pending)
+                except Exception:
+                    log.failure("replaying the async pending {path} failed", path=str(pending))
+                    delivered = False
+                figures["delivered" if delivered else "failed"] += 1
         return figures
 
     async def _deliver(self, device: str, pending: Path) -> bool:
@@ -54,7 +58,7 @@ class ObjectUpdater:
             log.warn("unreadable async pending {path}: {error}", path=str(pending), error=err)
             return False
         part, nodes = self._ring.get_nodes(record.account, record.container)
-        headers = {k: v for k, v in record.headers.items() if k.lower() not in _NOT_FORWARDED}
+        headers = {k: _replayed(v) for k, v in record.headers.items() if k.lower() not in _NOT_FORWARDED}
         headers.update({
             "X-Timestamp": record.timestamp.internal,
             "X-Backend-Storage-Policy-Index": str(record.policy_index),
@@ -68,7 +72,7 @@ class ObjectUpdater:
                     f"/{node.device_name}/{part}/{record.account}/{record.container}/{record.obj}",
                     headers, timeout=context.node_timeout,
                 )
-            except BackendError as err:
+            except (BackendError, ValueError) as err:  # ValueError: a header the client cannot send
                 log.warn("replaying {op} {name} to {node} failed: {error}", op=record.op, name=record.obj,
                          node=node.device_name, error=err)
                 return False
@@ -79,3 +83,16 @@ class ObjectUpdater:
             return False
         await context.runner.run(device, context.diskfiles.remove_async_pending, pending)
         return True
+
+
+def _replayed(value: str) -> str:
+    """
+    A pending's header value in wire form. Object servers now save them so (`text_to_wire`);
+    records saved before kept the node's text (``text/é`` as U+00E9), which no container server
+    takes: such a value (not Latin-1, or Latin-1 whose bytes are not UTF-8) is sent as its UTF-8.
+    """
+    try:
+        value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return text_to_wire(value)
+    return value

@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.web.http import Request
 
-from txstore.common.backend_client import BackendError
+from txstore.common.backend_client import BackendError, text_to_wire
 from txstore.common.conditionals import evaluate
 from txstore.common.constraints import check_metadata
 from txstore.common.http_ranges import (
@@ -432,6 +432,9 @@ class ObjectServer:
         trans_id = header(request, "X-Trans-Id")
         if trans_id:
             headers["X-Trans-Id"] = trans_id
+        # In wire form, as the backend client sends values and as the async pending keeps
+        # them: a content type of "text/é" reaches the container as the client's bytes.
+        headers = {name: text_to_wire(value) for name, value in headers.items()}
         async def update(host: str, device: str) -> bool:
             ip, _, port = host.rpartition(":")
             row_path = f"/{device}/{partition}/{path.account}/{path.container}/{path.obj}"

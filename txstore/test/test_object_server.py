@@ -452,6 +452,19 @@ class ObjectServerTests(TestCase):
         record = self.diskfiles.read_async_pending(pendings[0])
         self.assertEqual((record.op, record.account, record.container, record.obj), ("DELETE", "a", "c", "o"))
 
+    async def test_container_update_carries_the_clients_bytes(self) -> None:
+        """Issue 20: ``Content-Type: text/é€`` reached no listing (the update could not be sent)."""
+        where = {"X-Container-Host": "127.0.0.1:6211", "X-Container-Device": "c1", "X-Container-Partition": "7"}
+        response, _ = await self.put("/d1/3/a/c/o", b"hi", **where, **{"Content-Type": "text/\u00e9\u20ac".encode()})
+        self.assertEqual(response.code, 201)
+        sent = self.containers.calls[-1][4]
+        self.assertEqual(sent["X-Content-Type"].encode("latin-1"), "text/\u00e9\u20ac".encode())  # wire form
+        self.containers.fail = True
+        await self.put("/d1/3/a/c/p", b"hi", **where, **{"Content-Type": "text/\u00e9".encode()})
+        [pending] = self.diskfiles.list_async_pendings("d1")
+        record = self.diskfiles.read_async_pending(pending)
+        self.assertEqual(record.headers["X-Content-Type"].encode("latin-1"), "text/\u00e9".encode())
+
     async def test_container_row_overrides(self) -> None:
         """A middleware's Container-Update-Override sysmeta is what the row says, on PUT and POST."""
         where = {"X-Container-Host": "127.0.0.1:6211", "X-Container-Device": "c1", "X-Container-Partition": "7"}

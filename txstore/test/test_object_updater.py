@@ -64,3 +64,32 @@ class ObjectUpdaterTests(SynchronousTestCase):
         self.client.failing = set()
         self.assertEqual(self.run_pass()["delivered"], 1)
         self.assertEqual(self.diskfiles.list_async_pendings("d1"), [])
+
+    def test_old_records_of_node_text_are_sent_as_utf8_and_one_bad_record_stops_nothing(self) -> None:
+        """Issue 20: pendings saved with ``text/é€`` as text crashed every pass at that record."""
+        self.diskfiles.remove_async_pending(self.diskfiles.list_async_pendings("d1")[0])
+        for obj, content_type in (("a", "text/\u00e9\u20ac"), ("b", "text/\u00e9"),
+                                  ("c", "text/\u00c3\u00a9")):  # c: wire form ("text/é" as bytes)
+            self.diskfiles.write_async_pending("d1", 0, "PUT", "AUTH_a", "c", obj,
+                                               {"X-Size": "1", "X-Etag": "e", "X-Content-Type": content_type},
+                                               Timestamp.parse("5.00000"))
+        self.assertEqual(self.run_pass(), {"pending": 3, "delivered": 3, "failed": 0})
+        sent = {path.rsplit("/", 1)[1]: headers["X-Content-Type"].encode("latin-1").decode("utf-8")
+                for _, _, path, headers in self.client.calls}
+        self.assertEqual(sent, {"a": "text/\u00e9\u20ac", "b": "text/\u00e9", "c": "text/\u00e9"})
+
+    def test_a_record_that_fails_oddly_is_counted_and_the_pass_goes_on(self) -> None:
+        self.diskfiles.write_async_pending("d1", 0, "PUT", "AUTH_a", "c", "second", {"X-Size": "1"},
+                                           Timestamp.parse("6.00000"))
+        calls = []
+
+        async def odd(method, host, port, path, headers=None, body=None, timeout=None, query=""):
+            calls.append(path)
+            if path.endswith("/c/second"):
+                raise RuntimeError("something unexpected")
+            return await RecordingClient.request(self.client, method, host, port, path, headers)
+
+        self.client.request = odd
+        figures = self.run_pass()
+        self.assertEqual((figures["pending"], figures["delivered"], figures["failed"]), (2, 1, 1))
+        self.assertEqual(len(self.flushLoggedErrors()), 1)  # logged once, as a failure

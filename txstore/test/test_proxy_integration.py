@@ -544,6 +544,20 @@ class SwiftSuiteRulesTests(ClusterCase):
         self.assertEqual(refused, [(t, i, 400) for t in ("container", "account") for i in range(3, 12)])
 
 
+    def test_a_non_ascii_content_type_reaches_the_listing(self) -> None:
+        """Issue 20: the object was stored but never listed (the container update failed)."""
+        swift.put_container(self.url, self.token, "types")
+        for name, content_type in (("e", "text/\u00e9"), ("euro", "text/\u00e9\u20ac")):
+            status, _, _ = self.cluster.http("PUT", f"{self.path}/types/{name}",
+                                             self.auth(**{"Content-Type": content_type.encode().decode("latin-1")}), b"x")
+            self.assertEqual(status, 201)
+        _, listing = swift.get_container(self.url, self.token, "types")
+        self.assertEqual([(o["name"], o["content_type"]) for o in listing],
+                         [("e", "text/\u00e9"), ("euro", "text/\u00e9\u20ac")])
+        logs = "".join(p.read_text() for p in (self.cluster.root / "log").glob("node*.log"))
+        self.assertNotIn("UnicodeEncodeError", logs)
+
+
 class MetricsTests(ClusterCase):
     def test_proxy_and_nodes_serve_prometheus_metrics(self) -> None:
         """Every process answers /metrics without a token; a PUT is counted once per process that served it."""
