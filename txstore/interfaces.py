@@ -179,3 +179,21 @@ class IBackendClient(Interface):
 
     def close():
         """Close every pooled connection; a Deferred that fires once they are closed."""
+
+
+class IRateCounters(Interface):
+    """
+    The rate limiter's shared state: integer counters by key (ratelimit's running times), held
+    in the proxy's memory or in memcached so that several proxies limit together. Every method
+    returns a Deferred; an implementation that cannot reach its store fails it (the limiter
+    then lets the request through, as Swift's does).
+    """
+
+    def incr(key, delta, ttl):
+        """Add ``delta`` to ``key`` (created at ``delta`` when missing, kept ``ttl`` s): the new value."""
+
+    def decr(key, delta, ttl):
+        """Take ``delta`` from ``key`` (not below 0): the new value."""
+
+    def set(key, value, ttl):
+        """Set ``key`` to ``value`` for ``ttl`` seconds."""

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from txstore.middleware import (
     account_quotas, bulk, catch_errors, container_quotas, copy, cors, dlo, domain_remap, formpost, gatekeeper,
-    healthcheck, listing_formats, proxy_logging, slo, staticweb, symlink, tempauth, tempurl, versioned_writes,
+    healthcheck, listing_formats, proxy_logging, ratelimit, slo, staticweb, symlink, tempauth, tempurl,
+    versioned_writes,
 )
 from txstore.middleware import s3api  # the S3 API: the filter of its own package, txstore/s3/
 
 BUILTIN = {
     module.middleware.name: module.middleware
     for module in (catch_errors, gatekeeper, healthcheck, proxy_logging, domain_remap, cors, listing_formats, bulk,
-                   tempurl, formpost, s3api, tempauth, staticweb, copy, container_quotas, account_quotas, slo, dlo,
-                   versioned_writes, symlink)
+                   tempurl, formpost, ratelimit, s3api, tempauth, staticweb, copy, container_quotas, account_quotas,
+                   slo, dlo, versioned_writes, symlink)
 }

@@ -3,7 +3,7 @@
 The proxy's middleware pipeline, configured as Swift operators know it::
 
     [pipeline:main]
-    pipeline = catch_errors gatekeeper healthcheck proxy_logging domain_remap cors listing_formats bulk tempurl formpost s3api tempauth staticweb copy container_quotas account_quotas slo dlo versioned_writes symlink proxy_logging proxy-server
+    pipeline = catch_errors gatekeeper healthcheck proxy_logging domain_remap cors listing_formats bulk tempurl formpost ratelimit s3api tempauth staticweb copy container_quotas account_quotas slo dlo versioned_writes symlink proxy_logging proxy-server
 
     [filter:tempauth]
     use = egg:txstore#tempauth
@@ -37,8 +37,8 @@ ENTRY_POINT_GROUP = "txstore.proxy_middleware"
 APP_NAME = "proxy-server"
 DEFAULT_PIPELINE = (
     "catch_errors", "gatekeeper", "healthcheck", "proxy_logging", "domain_remap", "cors", "listing_formats",
-    "bulk", "tempurl", "formpost", "s3api", "tempauth", "staticweb", "copy", "container_quotas", "account_quotas",
-    "slo", "dlo", "versioned_writes", "symlink", "proxy_logging", APP_NAME,
+    "bulk", "tempurl", "formpost", "ratelimit", "s3api", "tempauth", "staticweb", "copy", "container_quotas",
+    "account_quotas", "slo", "dlo", "versioned_writes", "symlink", "proxy_logging", APP_NAME,
 )
 # As Swift's proxy does, these run even when an operator's pipeline leaves them out: without
 # catch_errors a failure could leak a traceback, without gatekeeper clients could write sysmeta.

@@ -53,7 +53,7 @@ class PipelineConfigTests(SynchronousTestCase):
         # Swift's order: listing_formats right after the outer proxy_logging (and [cache])
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
                                                 "domain_remap", "cors", "listing_formats", "bulk", "tempurl",
-                                                "formpost", "s3api", "tempauth",
+                                                "formpost", "ratelimit", "s3api", "tempauth",
                                                 "staticweb", "copy", "container_quotas", "account_quotas", "slo",
                                                 "dlo",
                                                 "versioned_writes", "symlink", "proxy_logging"])
@@ -107,8 +107,8 @@ class PipelineConfigTests(SynchronousTestCase):
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
              f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: account_quotas, "
              "bulk, catch_errors, container_quotas, copy, cors, dlo, domain_remap, formpost, gatekeeper, "
-             "healthcheck, listing_formats, proxy_logging, s3api, slo, staticweb, symlink, tempauth, tempurl, "
-             "versioned_writes)"),
+             "healthcheck, listing_formats, proxy_logging, ratelimit, s3api, slo, staticweb, symlink, tempauth, "
+             "tempurl, versioned_writes)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
              f"{conf}: [filter:x]: use: no middleware 'egg:elsewhere#nothing_here': not txstore's and no entry point "
              "'nothing_here' in the txstore.proxy_middleware group"),
@@ -311,9 +311,11 @@ class SeamTests(SynchronousTestCase):
     def test_info_lists_what_is_built_and_nothing_else(self) -> None:
         info = json.loads(self.call("GET", "/info").body)
         self.assertEqual(sorted(info), ["account_quotas", "bulk_delete", "bulk_upload", "container_quotas", "dlo",
-                                        "domain_remap", "formpost", "s3api", "slo", "staticweb", "swift", "symlink",
-                                        "tempauth", "tempurl"])
+                                        "domain_remap", "formpost", "ratelimit", "s3api", "slo", "staticweb", "swift",
+                                        "symlink", "tempauth", "tempurl"])
         self.assertEqual(info["bulk_delete"], {"max_deletes_per_request": 10000, "max_failed_deletes": 1000})
+        self.assertEqual(info["ratelimit"], {"account_ratelimit": 0.0, "max_sleep_time_seconds": 60.0,
+                                             "container_ratelimits": [], "container_listing_ratelimits": []})
         self.assertEqual(info["formpost"], {"allowed_digests": ["sha1", "sha256", "sha512"],
                                             "deprecated_digests": ["sha1"]})
         self.assertEqual(info["s3api"], {"allow_multipart_uploads": True, "location": "us-east-1",
