@@ -72,6 +72,7 @@ STORED_HEADERS = (
     "X-Delete-At",
     "X-Object-Manifest",
     "X-Static-Large-Object",
+    "X-Robots-Tag",  # Swift's object servers keep it too (for staticweb and S3 sites)
 )
 _STORED_LOWER = {name.lower(): name for name in STORED_HEADERS}
 _META_PREFIXES = ("x-object-meta-", "x-object-sysmeta-", "x-object-transient-sysmeta-")

@@ -323,6 +323,12 @@ class APITests(ClusterCase):
         headers, _ = swift.get_object(self.url, self.token, "exp", "page.html")
         self.assertEqual(headers["content-type"], "text/html")
         self.assertIn("x-delete-at", headers)
+        # The headers an object keeps besides its metadata, X-Robots-Tag among them (as Swift).
+        kept = {"Content-Disposition": "inline", "Content-Language": "fr", "Cache-Control": "no-cache",
+                "X-Robots-Tag": "noindex, nofollow"}
+        swift.put_object(self.url, self.token, "exp", "kept", b"x", headers=kept)
+        headers = swift.head_object(self.url, self.token, "exp", "kept")
+        self.assertEqual({name: headers.get(name.lower()) for name in kept}, kept)
         time.sleep(2.1)
         status, _, _ = self.cluster.http("GET", f"{self.path}/exp/page.html", self.auth())
         self.assertEqual(status, 404)

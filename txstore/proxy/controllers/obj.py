@@ -18,7 +18,7 @@ from txstore.ring.ring import Node
 
 OBJECT_HEADERS = ("x-object-meta-", "x-object-sysmeta-", "x-object-transient-sysmeta-")
 STORED = ("content-disposition", "content-encoding", "content-language", "cache-control", "expires",
-          "x-delete-at", "x-object-manifest", "x-static-large-object")
+          "x-delete-at", "x-object-manifest", "x-static-large-object", "x-robots-tag")
 
 
 def check_name(context: ProxyContext, api: APIRequest) -> None:
