@@ -151,8 +151,34 @@ def with_required(names: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+# Query parameters of the bulk filter: without it, a write carrying them is refused rather than
+# taken as the plain PUT/POST/DELETE it looks like (issue 20: DELETE /v1/<account>?bulk-delete
+# by a reseller admin deleted the account).
+BULK_PARAMS = ("extract-archive", "bulk-delete")
+
+
+class WithoutBulk:
+    """Innermost when the pipeline has no bulk filter: refuses writes naming bulk's parameters (501)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __call__(self, request):
+        if (request.method in ("PUT", "POST", "DELETE") and any(p in request.query for p in BULK_PARAMS)
+                and any(p in request.params for p in BULK_PARAMS)):
+            from twisted.internet.defer import succeed
+
+            from txstore.proxy.messages import SwiftResponse
+
+            request.discard_body()
+            return succeed(SwiftResponse.text(501, "Not Implemented: the bulk filter is not in this proxy's pipeline"))
+        return self.app(request)
+
+
 def build_pipeline(stages: tuple[Stage, ...], app, proxy) -> Any:
     """Wrap ``app`` in every stage, innermost last: the result is what the edge calls."""
+    if not any(getattr(stage.middleware, "name", None) == "bulk" for stage in stages):
+        app = WithoutBulk(app)
     for stage in reversed(stages):
         app = stage.middleware.build(app, stage.settings, proxy)
     return app

@@ -350,3 +350,20 @@ class HeartbeatTests(SynchronousTestCase):
             "bulk_upload": {"max_containers_per_extraction": 10000, "max_failed_extractions": 1000},
             "bulk_delete": {"max_deletes_per_request": 10000, "max_failed_deletes": 1000}})
 
+
+
+class WithoutBulkTests(SynchronousTestCase):
+    def test_a_pipeline_without_bulk_refuses_its_writes(self) -> None:
+        """Issue 20: DELETE /v1/<account>?bulk-delete must never reach the account as a DELETE."""
+        from txstore.proxy.pipeline import build_pipeline
+
+        store = MemorySwift()
+        store.put(f"{A}/c/o", b"kept")
+        app = build_pipeline((), store, None)
+        for method, path, query in (("DELETE", A, "bulk-delete"), ("POST", A, "bulk-delete"),
+                                    ("PUT", f"{A}/c", "extract-archive=tar"), ("DELETE", f"{A}/c/o", "bulk-delete=1")):
+            response = self.successResultOf(app(SwiftRequest(method, path, HeaderMap(), query=query)))
+            self.assertEqual(response.status, 501, (method, query))
+        self.assertEqual(store.calls, [])
+        request = SwiftRequest("GET", f"{A}/c/o", HeaderMap(), query="bulk-delete")
+        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(app(request))).status, 200)
