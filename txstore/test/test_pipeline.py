@@ -52,8 +52,8 @@ class PipelineConfigTests(SynchronousTestCase):
         settings = self.load("")
         # Swift's order: listing_formats right after the outer proxy_logging (and [cache])
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
-                                                "domain_remap", "cors", "listing_formats", "bulk", "tempurl",
-                                                "formpost", "ratelimit", "s3api", "tempauth",
+                                                "domain_remap", "cors", "etag_quoter", "listing_formats", "bulk",
+                                                "tempurl", "formpost", "ratelimit", "crossdomain", "s3api", "tempauth",
                                                 "staticweb", "copy", "container_quotas", "account_quotas", "slo",
                                                 "dlo",
                                                 "versioned_writes", "symlink", "proxy_logging"])
@@ -106,9 +106,9 @@ class PipelineConfigTests(SynchronousTestCase):
              f"{conf}: [pipeline:main]: pipeline: the pipeline names 'healthcheck' but there is no [filter:healthcheck] section"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
              f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: account_quotas, "
-             "bulk, catch_errors, container_quotas, copy, cors, dlo, domain_remap, formpost, gatekeeper, "
-             "healthcheck, listing_formats, proxy_logging, ratelimit, s3api, slo, staticweb, symlink, tempauth, "
-             "tempurl, versioned_writes)"),
+             "bulk, catch_errors, container_quotas, copy, cors, crossdomain, dlo, domain_remap, etag_quoter, "
+             "formpost, gatekeeper, healthcheck, listing_formats, name_check, proxy_logging, ratelimit, s3api, slo, "
+             "staticweb, symlink, tempauth, tempurl, versioned_writes)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
              f"{conf}: [filter:x]: use: no middleware 'egg:elsewhere#nothing_here': not txstore's and no entry point "
              "'nothing_here' in the txstore.proxy_middleware group"),
@@ -310,10 +310,13 @@ class SeamTests(SynchronousTestCase):
 
     def test_info_lists_what_is_built_and_nothing_else(self) -> None:
         info = json.loads(self.call("GET", "/info").body)
-        self.assertEqual(sorted(info), ["account_quotas", "bulk_delete", "bulk_upload", "container_quotas", "dlo",
-                                        "domain_remap", "formpost", "ratelimit", "s3api", "slo", "staticweb", "swift",
-                                        "symlink", "tempauth", "tempurl"])
+        self.assertEqual(sorted(info), ["account_quotas", "bulk_delete", "bulk_upload", "container_quotas",
+                                        "crossdomain", "dlo", "domain_remap", "etag_quoter", "formpost", "ratelimit",
+                                        "s3api", "slo", "staticweb", "swift", "symlink", "tempauth", "tempurl"])
         self.assertEqual(info["bulk_delete"], {"max_deletes_per_request": 10000, "max_failed_deletes": 1000})
+        self.assertEqual(info["etag_quoter"], {"enable_by_default": False})
+        self.assertEqual(info["crossdomain"],
+                         {"cross_domain_policy": '<allow-access-from domain="*" secure="false" />'})
         self.assertEqual(info["ratelimit"], {"account_ratelimit": 0.0, "max_sleep_time_seconds": 60.0,
                                              "container_ratelimits": [], "container_listing_ratelimits": []})
         self.assertEqual(info["formpost"], {"allowed_digests": ["sha1", "sha256", "sha512"],
