@@ -44,7 +44,9 @@ def check_metadata(
     The reason the user metadata in ``headers`` breaks the limits (for a 400), or None.
 
     Sizes count UTF-8 bytes of the name after the prefix and of the value, as Swift does;
-    ``X-Remove-*-Meta-*`` headers are not metadata and are not counted.
+    ``X-Remove-*-Meta-*`` headers are not metadata and are not counted. A name or value that is
+    not valid UTF-8 (its bytes kept as surrogates) or holds NUL is refused, as in Swift: stored,
+    it could not be sent back.
     """
     prefix = META_PREFIXES[kind]
     count = 0
@@ -56,6 +58,8 @@ def check_metadata(
         key = name[len(prefix):]
         if not key:
             return "Metadata name cannot be empty"
+        if not (_valid_text(key) and _valid_text(value)):
+            return "Metadata must be valid UTF-8"
         key_size = len(key.encode("utf-8", "surrogateescape"))
         value_size = len(value.encode("utf-8", "surrogateescape"))
         if key_size > limits.max_meta_name_length:
@@ -69,6 +73,17 @@ def check_metadata(
         if total > limits.max_meta_overall_size:
             return f"Total metadata too large; max {limits.max_meta_overall_size}"
     return None
+
+
+def _valid_text(text: str) -> bool:
+    """Text that came from valid UTF-8 (no surrogates, which stand for bytes that were not), without NUL."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_stored_metadata(items: Mapping[str, str], kind: str, limits: Constraints = DEFAULT_CONSTRAINTS) -> str | None:

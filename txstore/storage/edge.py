@@ -68,6 +68,15 @@ def serve(request: Request, handler: Handler, log: Logger) -> None:
     render(request, answer, log)
 
 
+def _wire(value: str | bytes) -> bytes:
+    """
+    A header as the bytes it came as: nodes read headers as UTF-8 text with bytes that are not
+    UTF-8 kept as surrogates, and send them back the same way (twisted's strict UTF-8 would
+    fail on those, and a stored value would answer 500 forever).
+    """
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+
+
 def render(request: Request, response: NodeResponse, log: Logger) -> None:
     """Write ``response`` onto ``request`` and finish it (or start streaming its body)."""
     body = response.body
@@ -81,8 +90,8 @@ def render(request: Request, response: NodeResponse, log: Logger) -> None:
     try:
         request.setResponseCode(response.status)
         for name, value in response.headers.items():
-            request.setHeader(name, value)
-    except Exception:  # a value twisted cannot encode: a 500 on what was set
+            request.setHeader(_wire(name), _wire(value))
+    except Exception:  # a value twisted refuses (a line break): a 500 on what was set
         log.failure("unhandled error for {method} {path}", method=request.method, path=request.path)
         if before is not None:
             _let_go(body, request, log)

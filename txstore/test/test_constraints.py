@@ -30,3 +30,12 @@ class CheckMetadataTests(SynchronousTestCase):
         self.assertIsNone(check_metadata([("X-Object-Meta-n", "v" * 300)], "container"))
         self.assertIsNotNone(check_metadata([("x-container-meta-n", "v" * 300)], "container"))
         self.assertIsNone(check_metadata([("X-Remove-Container-Meta-n", "v" * 300), ("Content-Type", "x" * 999)], "container"))
+
+    def test_metadata_must_be_valid_utf8(self) -> None:
+        """As Swift: bytes that are not UTF-8 (read as surrogates) or NUL, in a name or a value, are a 400."""
+        truncated = "\u00e9".encode()[:1].decode("utf-8", "surrogateescape")  # a value cut mid-character
+        for name, value in [("X-Object-Meta-n", "ok" + truncated), ("X-Object-Meta-" + truncated, "v"),
+                            ("X-Object-Meta-n", "a\x00b")]:
+            self.assertEqual(check_metadata([(name, value)], "object"), "Metadata must be valid UTF-8")
+        self.assertIsNone(check_metadata([("X-Object-Meta-n", "\u00e9\u20ac\U0001f600")], "object"))
+        self.assertIsNone(check_metadata([("Content-Type", truncated)], "object"))  # not metadata

@@ -138,11 +138,18 @@ class WholeBodyTests(EdgeTestCase):
         waiting.callback(None)
         self.assertTrue(connection.output().endswith(b"\r\n\r\nmade\n"))
 
-    def test_a_header_twisted_cannot_encode_is_a_logged_500(self) -> None:
-        head, body = head_and_body(self.serve(NodeResponse(200, {"X-Good": "1", "X-Bad": "\udcff"}, b"x")).output())
-        self.assertEqual(head[0], b"HTTP/1.1 500 Internal Server Error")
-        self.assertEqual(body, b"Internal Server Error\n")
-        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 1)
+    def test_headers_go_out_as_the_bytes_they_came_as(self) -> None:
+        """Bytes that are not UTF-8 (kept as surrogates) are sent back as they came: no 500."""
+        answer = NodeResponse(200, {"X-Good": "caf\u00e9", "X-Raw": "text/\udcff"}, b"x")
+        head, body = head_and_body(self.serve(answer).output())
+        self.assertEqual(head[0], b"HTTP/1.1 200 OK")
+        self.assertIn(b"X-Good: caf\xc3\xa9", head)
+        self.assertIn(b"X-Raw: text/\xff", head)
+
+    def test_a_line_break_in_a_header_cannot_make_another(self) -> None:
+        head, body = head_and_body(self.serve(NodeResponse(200, {"X-Bad": "a\r\nX-Injected: 1"}, b"x")).output())
+        self.assertEqual(head[0], b"HTTP/1.1 200 OK")
+        self.assertFalse([line for line in head if line.startswith(b"X-Injected")])
 
 
 class ErrorTests(EdgeTestCase):

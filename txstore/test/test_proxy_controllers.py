@@ -664,6 +664,17 @@ class ObjectControllerTests(ControllerCase):
             posts = [c for c in self.backend.calls if c.method == "POST"]
             self.assertEqual({c.headers["X-Delete-At"] for c in posts}, {"9999999999"}, headers)
 
+    def test_a_content_type_that_is_not_utf8_is_refused(self) -> None:
+        """Issue 20: stored, such an object could never be listed or read (every node a 500)."""
+        self.backend.default = reply(202)
+        for method, value in (("PUT", "text/\xff"), ("POST", "text/\xc3"), ("PUT", "a\x00b")):
+            self.backend.calls.clear()
+            response = self.call(method, {"Content-Type": value, "Content-Length": "0"}, Chunks([]))
+            self.assertEqual((response.status, response.body), (400, b"Invalid Content-Type"), (method, value))
+            self.assertEqual([c for c in self.backend.calls if c.method in ("PUT", "POST")], [])
+        response = self.call("POST", {"Content-Type": "text/\u00e9\u20ac".encode().decode("latin-1")})
+        self.assertEqual(response.status, 202)  # valid UTF-8, as the wire carries it
+
     def test_head_and_not_found(self) -> None:
         self.backend.default = lambda call: BackendResponse(200, {"etag": "e", "content-length": "1234"}, b"")
         response = self.call("HEAD")

@@ -34,6 +34,22 @@ def container_headers(context: ProxyContext, api: APIRequest) -> list[dict[str, 
     return [listing_update_headers("Container", n, part) for n in ring.get_part_nodes(part)]
 
 
+def check_content_type(api: APIRequest) -> None:
+    """
+    A ``Content-Type`` that is not valid UTF-8 (or holds NUL) is a 400 "Invalid Content-Type",
+    as in Swift: stored, it could not be listed nor sent back.
+    """
+    value = api.header("Content-Type")
+    if value is None:
+        return
+    try:
+        text = value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise APIError(400, "Invalid Content-Type") from None
+    if "\x00" in text:
+        raise APIError(400, "Invalid Content-Type")
+
+
 # The latest X-Delete-At there is: a later one (``1`` * 100) means never, and is stored as
 # this, as Swift stores it (ten digits, so expiry queues sort by time).
 LATEST_DELETE_AT = 9_999_999_999
@@ -84,6 +100,7 @@ async def post_or_delete(context: ProxyContext, api: APIRequest, info: Container
         reason = check_metadata(api.text_headers(), "object", context.constraints)
         if reason:
             raise APIError(400, reason)
+        check_content_type(api)
         extra = api.passthrough(*OBJECT_HEADERS, names=STORED + ("content-type",))
         extra.pop("X-Delete-After", None)
         extra.update(delete_at_header(context, api))

@@ -31,7 +31,13 @@ from txstore.proxy.controllers.base import (
     node_ok,
     usable,
 )
-from txstore.proxy.controllers.obj import OBJECT_HEADERS, STORED, container_headers, delete_at_header
+from txstore.proxy.controllers.obj import (
+    OBJECT_HEADERS,
+    STORED,
+    check_content_type,
+    container_headers,
+    delete_at_header,
+)
 from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.common.put_connection import NodeAnswer, PutConnection
 from txstore.ring.ring import Node
@@ -44,6 +50,7 @@ async def put_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
     reason = check_metadata(api.text_headers(), "object", limits)
     if reason:
         raise APIError(400, reason)
+    check_content_type(api)
     delete_at = delete_at_header(context, api)
     if_none_match = api.header("If-None-Match")
     if if_none_match is not None and if_none_match.strip() != "*":
