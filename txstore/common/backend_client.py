@@ -161,7 +161,6 @@ class NodeEndpoints:
         return endpoint
 
 
-@implementer(IBackendClient)
 class _QuietClientFactory(_HTTP11ClientFactory):
     """Twisted's per-connection HTTP client factory, without its "Starting/Stopping factory" lines
     (two per backend connection: most of an idle cluster's log)."""
@@ -169,6 +168,7 @@ class _QuietClientFactory(_HTTP11ClientFactory):
     noisy = False
 
 
+@implementer(IBackendClient)
 class BackendClient:
     def __init__(
         self, reactor: Any, *, timeout: float = 10.0, connect_timeout: float = 2.0, max_per_host: int = 16,
