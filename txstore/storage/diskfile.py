@@ -29,6 +29,12 @@ the winner is a .data, replaces its mutable metadata. Everything older is obsole
 by the change that made it so. Changes of one object are serialised by an ``flock`` on its
 directory, under which the new file's timestamp is checked against what is there: a write that
 is not newer is refused with `DiskFileConflict`, so concurrent writers always leave the newest.
+
+Erasure-coded policies (`DiskFileManager.ec_policies`): an object is fragment archives, written
+``<ts>#<index>.data`` and renamed ``<ts>#<index>#d.data`` by `DiskFile.mark_durable` (the second
+phase of an EC PUT); reads and cleanups follow `select_ec_files` instead, so an archive whose
+mark never came (a crash, a failed PUT) is kept but never served. Tombstones and .meta files
+are the same as for replicas.
 """
 
 from __future__ import annotations
@@ -299,6 +305,8 @@ class ObjectState:
     metadata: Mapping[str, str] = field(factory=dict, converter=_readonly)
     content_length: int | None = None
     data_path: Path | None = None
+    # EC policies: the index of the fragment archive ``data_path`` is (None for replicas).
+    frag_index: int | None = None
 
     @property
     def deleted(self) -> bool:
@@ -341,6 +349,8 @@ class DiskFileManager:
     # Large bodies bypass the page cache (`DiskFileWriter`); off, every body goes through it.
     direct_writes: bool = field(default=True, kw_only=True)
     lock_timeout: float = field(default=10.0, kw_only=True)
+    # The indexes of the erasure-coded policies: their objects are fragment archives.
+    ec_policies: frozenset[int] = field(factory=frozenset, converter=frozenset, kw_only=True)
     # The device's two durable queues (`txstore.storage.durable_queue`).
     async_pendings: DurableQueue = field(init=False)
     expiry_queue: DurableQueue = field(init=False)
@@ -389,6 +399,7 @@ class DiskFileManager:
             container=container,
             obj=obj,
             name_hash=name_hash,
+            ec=policy_index in self.ec_policies,
         )
 
     def partition_path(self, device: str, policy_index: int, partition: int) -> Path:
@@ -605,6 +616,8 @@ class DiskFile:
     container: str
     obj: str
     name_hash: str
+    # An erasure-coded policy's object: fragment archives, `select_ec_files`.
+    ec: bool = False
 
     @property
     def name(self) -> str:
@@ -637,11 +650,18 @@ class DiskFile:
             return []
         return [parsed for parsed in map(parse_file_name, names) if parsed is not None]
 
-    def read_metadata(self) -> ObjectState:
-        """The object's state; DiskFileCorrupt when a file that counts does not check out."""
+    def read_metadata(self, frag_index: int | None = None) -> ObjectState:
+        """
+        The object's state; DiskFileCorrupt when a file that counts does not check out. For an
+        EC object, the state of fragment archive ``frag_index`` of the newest durable version
+        (not found when this node holds no such archive), or with None the one it holds (a
+        marked archive first, then the lowest index); archives not yet durable never count.
+        """
+        if frag_index is not None:
+            self._check_frag_index(frag_index)
         for _ in range(_READ_RETRIES):
             try:
-                return self._state_of(select_files(self.list_files()))
+                return self._state_of(self._select(self.list_files()), frag_index=frag_index)
             except FileNotFoundError:
                 # A concurrent change cleaned up a file we had listed: look again.
                 continue
@@ -666,7 +686,28 @@ class DiskFile:
             raise DiskFileCorrupt(path, f"{footer.body_length} unexpected bytes before the metadata")
         return footer
 
-    def _state_of(self, selection: FileSelection, *, tolerant: bool = False) -> ObjectState:
+    def _select(self, files: Iterable[OnDiskFile]) -> FileSelection | ECFileSelection:
+        """This object's rules: `select_ec_files` for an EC policy, else `select_files`."""
+        return select_ec_files(files) if self.ec else select_files(files)
+
+    def _check_frag_index(self, frag_index: int | None) -> None:
+        if not self.ec:
+            raise ValueError(f"{self.name}: a fragment index for a replicated policy")
+        _check_index(frag_index, "fragment index")
+
+    def _state_of(
+        self, selection: FileSelection | ECFileSelection, *, tolerant: bool = False, frag_index: int | None = None
+    ) -> ObjectState:
+        if isinstance(selection, ECFileSelection):
+            chosen = None
+            if frag_index is not None:
+                chosen = selection.fragments.get(frag_index)
+            elif selection.fragments:
+                chosen = min(selection.fragments.values(), key=lambda f: (not f.durable, f.frag_index))
+            if chosen is None and selection.tombstone is None:
+                return NOT_FOUND
+            selection = FileSelection(chosen, selection.meta, selection.tombstone)
+
         def footer(item: OnDiskFile) -> objmeta.Footer | None:
             try:
                 return self._read_footer(item)
@@ -697,6 +738,7 @@ class DiskFile:
             metadata=metadata,
             content_length=data.body_length if data else None,
             data_path=self.hash_dir / selection.data.name,
+            frag_index=selection.data.frag_index,
         )
 
     def open_reader(self, state: ObjectState) -> DiskFileReader:
@@ -717,8 +759,14 @@ class DiskFile:
 
     # Writing
 
-    def create_writer(self, size_hint: int | None = None) -> DiskFileWriter:
-        """A temp file for a PUT's body, with ``size_hint`` bytes reserved when known."""
+    def create_writer(self, size_hint: int | None = None, *, frag_index: int | None = None) -> DiskFileWriter:
+        """
+        A temp file for a PUT's body, with ``size_hint`` bytes reserved when known. An EC
+        object's writer needs the ``frag_index`` of the archive it writes (and a replicated
+        one's none): it commits ``<ts>#<frag_index>.data``, not durable until `mark_durable`.
+        """
+        if self.ec or frag_index is not None:
+            self._check_frag_index(frag_index)
         fd, path = self.manager._open_temp(self.device_path, f"{self.name_hash}-")
         try:
             if size_hint:
@@ -733,7 +781,7 @@ class DiskFile:
             os.close(fd)
             _unlink(path)
             raise
-        writer = DiskFileWriter(self, path, fd, allocated=bool(size_hint))
+        writer = DiskFileWriter(self, path, fd, allocated=bool(size_hint), frag_index=frag_index)
         if size_hint is not None and size_hint >= DIRECT_WRITE_MIN and self.manager.direct_writes:
             writer._start_direct()
         return writer
@@ -809,7 +857,7 @@ class DiskFile:
         """
         try:
             with self._locked() as dir_fd:
-                previous = self._state_of(select_files(self.list_files()), tolerant=True)
+                previous = self._state_of(self._select(self.list_files()), tolerant=True)
                 try:
                     check(previous)
                 except DiskFileNotFound:
@@ -821,13 +869,51 @@ class DiskFile:
                     os.rename(temp, self.hash_dir / new.name)
                 if self.manager.fsync:
                     os.fsync(dir_fd)
-                for item in select_files(self.list_files()).obsolete:
-                    _unlink(self.hash_dir / item.name)
+                self._remove_obsolete()
         except BaseException:
             _unlink(temp)
             raise
         suffixes.invalidate_suffix(self.partition_path, self.suffix)
         return previous
+
+    def _remove_obsolete(self) -> None:
+        """(under the lock) Remove what the rules call obsolete."""
+        for item in self._select(self.list_files()).obsolete:
+            _unlink(self.hash_dir / item.name)
+
+    def mark_durable(self, timestamp: TimestampLike, frag_index: int) -> ObjectState:
+        """
+        The second phase of an EC PUT: rename ``<ts>#<index>.data`` to ``<ts>#<index>#d.data``
+        (atomic; the directory fsynced), under the object's lock, then remove what that made
+        obsolete and invalidate the suffix. Marking an archive already marked changes nothing.
+        DiskFileConflict when a newer durable version or a tombstone as new or newer is there
+        (the archive is obsolete, or soon will be); DiskFileNotFound when the archive is not.
+        Returns the state of that archive once durable (its metadata: the container update).
+        """
+        timestamp = Timestamp.parse(timestamp)
+        self._check_frag_index(frag_index)
+        pending = OnDiskFile(timestamp, DATA, frag_index)
+        durable = OnDiskFile(timestamp, DATA, frag_index, durable=True)
+        if not self.hash_dir.is_dir():
+            raise DiskFileNotFound(f"{self.name}: no archive {pending.name}")
+        with self._locked() as dir_fd:
+            files = self.list_files()
+            selection = select_ec_files(files)
+            previous = self._state_of(selection, tolerant=True)
+            current = previous.tombstone_timestamp or previous.timestamp
+            if current is not None and (current > timestamp or previous.deleted and current == timestamp):
+                raise DiskFileConflict(f"{timestamp.internal} is older than {current.internal}", previous)
+            if durable not in files:
+                if pending not in files:
+                    _remove_if_empty(self.hash_dir)
+                    raise DiskFileNotFound(f"{self.name}: no archive {pending.name}")
+                os.rename(self.hash_dir / pending.name, self.hash_dir / durable.name)
+                if self.manager.fsync:
+                    os.fsync(dir_fd)
+                self._remove_obsolete()
+            state = self._state_of(select_ec_files(self.list_files()), frag_index=frag_index)
+        suffixes.invalidate_suffix(self.partition_path, self.suffix)
+        return state
 
     def quarantine(self) -> Path | None:
         """
@@ -970,6 +1056,7 @@ class DiskFileWriter:
     _stage: mmap.mmap | None = None  # direct writes: the aligned buffer the body goes through
     _staged: int = 0  # bytes of the body in the stage, not yet written
     _direct_written: int = 0  # bytes of the body written with O_DIRECT
+    frag_index: int | None = field(default=None, kw_only=True)  # EC: the archive written
 
     @property
     def etag(self) -> str:
@@ -1114,7 +1201,7 @@ class DiskFileWriter:
     def commit(self, metadata: Mapping[str, str], timestamp: TimestampLike) -> ObjectState:
         """
         Make the body written so far the object at ``timestamp``: footer, fsync, rename to
-        ``<ts>.data``, fsync the directory, clean up, invalidate the suffix. The writer fills
+        ``<ts>.data`` (an EC archive: ``<ts>#<index>.data``, not durable), fsync the directory, clean up, invalidate the suffix. The writer fills
         in ``name``, ``X-Timestamp``, ``Content-Length`` and ``ETag``; a ``Content-Length`` or
         ``ETag`` given that disagrees with what was written is a ValueError. DiskFileConflict
         when ``timestamp`` is not newer than the stored data or tombstone. Returns the state
@@ -1135,7 +1222,7 @@ class DiskFileWriter:
                     os.fsync(fd)
             self._close_fd()
             previous = self.diskfile._install(
-                self.temp_path, OnDiskFile(timestamp, DATA), self.diskfile._newer_than_data(timestamp),
+                self.temp_path, OnDiskFile(timestamp, DATA, self.frag_index), self.diskfile._newer_than_data(timestamp),
                 expiring.delete_at_of(stamped),
             )
         except BaseException:

@@ -20,6 +20,7 @@ from txstore.common.constraints import Constraints
 from txstore.common.io import DeviceThreadPools, PoolsStopped
 from txstore.common.listener import TCPListener
 from txstore.common.metrics import DeviceGauges, node_metrics
+from txstore.common.policies import ERASURE_CODING
 from txstore.daemons.auditor import ObjectAuditor
 from txstore.daemons.container_updater import ContainerUpdater
 from txstore.daemons.db_auditor import DatabaseAuditor
@@ -146,7 +147,8 @@ def build_node(
     runner = DeviceThreadPools(reactor, settings.threads_per_device)
     client = BackendClient(reactor)
     diskfiles = DiskFileManager(
-        settings.devices, settings.mount_check, settings.cluster.hasher, direct_writes=settings.direct_writes
+        settings.devices, settings.mount_check, settings.cluster.hasher, direct_writes=settings.direct_writes,
+        ec_policies=frozenset(p.index for p in settings.cluster.policies if p.policy_type == ERASURE_CODING),
     )
     context = StorageContext(
         devices=settings.devices,

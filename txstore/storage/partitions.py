@@ -7,7 +7,8 @@ Everything here blocks (listdir, flock, unlink) and runs in the device's thread 
 
 ``hashes.json`` (per partition) maps each suffix to the md5 of the sorted ``<hash>/<file>``
 names it holds after cleanup. Two replicas of a partition agree on a suffix exactly when they
-hold the same files, so comparing a few hundred short strings tells the replicator which
+hold the same files (an EC fragment archive's name carries its index and durable mark, so two
+nodes holding different fragments, or one not yet durable, never agree), so comparing a few hundred short strings tells the replicator which
 suffixes to look into. A suffix is re-hashed only when a write named it in ``hashes.invalid``,
 when ``hashes.json`` does not list it, or when ``hashes.json`` is missing or unreadable (it is
 rewritten atomically but not fsynced: a file lost to a crash only costs a full re-hash). Once
@@ -17,7 +18,8 @@ holds the partition's ``.lock``, so the replicator and a peer's GET_HASHES never
 
 Re-hashing a suffix also cleans it, each object directory under the object's own lock: obsolete
 files go, and a tombstone older than ``reclaim_age`` goes too (with its directory), by which time
-it has reached every replica.
+it has reached every replica. A directory holding fragment archives follows the EC rules
+(`select_ec_files`), and an archive still not durable after ``reclaim_age`` goes as well.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from txstore.storage.diskfile import (
     lock_directory,
     objects_dir_name,
     parse_file_name,
+    select_ec_files,
     select_files,
 )
 
@@ -172,8 +175,16 @@ def clean_object_dir(directory: Path, reclaim_before: Timestamp, lock_timeout: f
             return []
         names = os.listdir(directory)
         parsed = [p for p in map(parse_file_name, names) if p is not None]
-        selection = select_files(parsed)
-        doomed = list(selection.obsolete)
+        if any(p.frag_index is not None for p in parsed):
+            # An EC object's directory (fragment archives are only ever written to one).
+            ec = select_ec_files(parsed)
+            doomed = list(ec.obsolete)
+            # An archive whose durable mark never came within reclaim_age never will.
+            doomed.extend(f for f in ec.non_durable if f.timestamp < reclaim_before)
+            selection = ec
+        else:
+            selection = select_files(parsed)
+            doomed = list(selection.obsolete)
         if selection.tombstone is not None and selection.tombstone.timestamp < reclaim_before:
             doomed.append(selection.tombstone)
             if selection.meta is not None:

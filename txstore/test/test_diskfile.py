@@ -1274,3 +1274,276 @@ class ECRulesTests(SynchronousTestCase):
         files = [parse_file_name(f"{ts(1).internal}#0#d.data"), parse_file_name(f"{ts(2).internal}.data")]
         self.assertEqual(dfmod.select_files(files).data, files[1])
         self.assertEqual(dfmod.select_ec_files(files).obsolete, (files[1],))
+
+
+EC = 2  # the erasure-coded policy of these tests
+
+
+class ECDiskFileTests(DiskFileTestCase):
+    """An EC policy's objects: fragment archives, written, marked durable, read and cleaned up."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.manager = DiskFileManager(self.devices, False, HASHER, fsync=self.fsync, ec_policies={EC})
+
+    def ec(self, obj: str = "o") -> DiskFile:
+        return self.diskfile(obj, policy_index=EC)
+
+    def put_archive(self, df: DiskFile, body: bytes, when: Timestamp, index: int, **metadata: str) -> ObjectState:
+        with df.create_writer(len(body), frag_index=index) as writer:
+            writer.write(body)
+            return writer.commit({"Content-Type": "text/plain", **metadata}, when)
+
+    def test_the_policy_decides_the_rules(self) -> None:
+        self.assertTrue(self.ec().ec)
+        self.assertFalse(self.diskfile().ec)
+        self.assertFalse(DiskFileManager(self.devices, False, HASHER).get_diskfile("sda", 1, "a", "c", "o", EC).ec)
+
+    def test_a_fragment_index_is_required_for_ec_and_refused_for_replicas(self) -> None:
+        self.assertRaises(ValueError, self.ec().create_writer, 3)
+        self.assertRaises(ValueError, self.ec().create_writer, 3, frag_index=-1)
+        self.assertRaises(ValueError, self.diskfile().create_writer, 3, frag_index=0)
+        self.assertRaises(ValueError, self.diskfile().read_metadata, 0)
+        self.assertRaises(ValueError, self.diskfile().mark_durable, ts(1), 0)
+        self.assertEqual(self.tmp_files(), [])
+
+    def test_an_archive_is_served_only_once_durable(self) -> None:
+        df = self.ec()
+        previous = self.put_archive(df, b"frag-3", ts(1), 3)
+        self.assertEqual(previous, ObjectState())
+        self.assertEqual(self.files(df), ["1700000001.00000#3.data"])
+        self.assertEqual(df.read_metadata(), ObjectState())
+        self.assertEqual(df.read_metadata(3), ObjectState())
+        self.assertRaises(DiskFileNotFound, df.open_reader, df.read_metadata())
+        durable = df.mark_durable(ts(1), 3)
+        self.assertEqual(self.files(df), ["1700000001.00000#3#d.data"])
+        self.assertEqual((durable.exists, durable.frag_index, durable.timestamp), (True, 3, ts(1)))
+        self.assertEqual(durable.metadata["Content-Type"], "text/plain")
+        state = df.read_metadata()
+        self.assertEqual((state.frag_index, state.content_length, state.metadata["ETag"]),
+                         (3, 6, hashlib.md5(b"frag-3").hexdigest()))
+        self.assertEqual(self.read_all(df), b"frag-3")
+        self.assertEqual(df.read_metadata(3), state)
+        self.assertEqual(df.read_metadata(4), ObjectState())  # not held here
+        self.assertEqual(df.mark_durable(ts(1), 3), durable)  # again: nothing changes
+        self.assertEqual(self.files(df), ["1700000001.00000#3#d.data"])
+        self.assertEqual(self.tmp_files(), [])
+
+    def test_a_handoff_holding_several_archives(self) -> None:
+        df = self.ec()
+        for index in (4, 1):
+            self.put_archive(df, b"frag-%d" % index, ts(1), index)
+        df.mark_durable(ts(1), 4)
+        # The version is durable: both archives count; the marked one is served by default.
+        self.assertEqual(df.read_metadata().frag_index, 4)
+        self.assertEqual(df.read_metadata(1).frag_index, 1)
+        with df.open_reader(df.read_metadata(1)) as reader:
+            self.assertEqual(reader.read(0, 100), b"frag-1")
+        df.mark_durable(ts(1), 1)
+        self.assertEqual(self.files(df), ["1700000001.00000#1#d.data", "1700000001.00000#4#d.data"])
+        self.assertEqual(df.read_metadata().frag_index, 1)  # both marked: the lowest index
+
+    def test_a_newer_version_replaces_the_old_only_when_durable(self) -> None:
+        df = self.ec()
+        self.put_archive(df, b"old", ts(1), 0)
+        df.mark_durable(ts(1), 0)
+        self.put_archive(df, b"new", ts(2), 0)
+        self.assertEqual(self.files(df), ["1700000001.00000#0#d.data", "1700000002.00000#0.data"])
+        self.assertEqual(self.read_all(df), b"old")  # the new one's commit may never come
+        df.mark_durable(ts(2), 0)
+        self.assertEqual(self.files(df), ["1700000002.00000#0#d.data"])
+        self.assertEqual(self.read_all(df), b"new")
+
+    def test_changes_not_newer_than_the_durable_version_conflict(self) -> None:
+        df = self.ec()
+        self.put_archive(df, b"v2", ts(2), 0)
+        df.mark_durable(ts(2), 0)
+        self.assertRaises(DiskFileConflict, self.put_archive, df, b"v1", ts(1), 0)
+        self.assertRaises(DiskFileConflict, self.put_archive, df, b"v2", ts(2), 1)
+        self.assertRaises(DiskFileConflict, df.mark_durable, ts(1), 0)
+        self.assertRaises(DiskFileNotFound, df.mark_durable, ts(3), 0)
+        self.assertEqual(self.files(df), ["1700000002.00000#0#d.data"])
+        self.assertEqual(self.tmp_files(), [])
+
+    def test_mark_durable_of_nothing_is_not_found_and_leaves_no_directory(self) -> None:
+        df = self.ec()
+        self.assertRaises(DiskFileNotFound, df.mark_durable, ts(1), 0)
+        self.assertFalse(df.hash_dir.exists())
+        self.put_archive(df, b"x", ts(1), 0)
+        self.assertRaises(DiskFileNotFound, df.mark_durable, ts(1), 1)  # another index
+        self.assertEqual(self.files(df), ["1700000001.00000#0.data"])
+
+    def test_tombstones_and_meta_as_for_replicas(self) -> None:
+        df = self.ec()
+        self.put_archive(df, b"x", ts(1), 2, **{"X-Object-Meta-Color": "blue"})
+        df.mark_durable(ts(1), 2)
+        df.write_metadata({"X-Object-Meta-Color": "red"}, ts(2))
+        state = df.read_metadata()
+        self.assertEqual((state.meta_timestamp, state.metadata["X-Object-Meta-Color"], state.frag_index),
+                         (ts(2), "red", 2))
+        self.assertEqual(self.files(df), ["1700000001.00000#2#d.data", "1700000002.00000.meta"])
+        previous = df.delete(ts(3))
+        self.assertTrue(previous.exists)
+        self.assertEqual(self.files(df), ["1700000003.00000.ts"])
+        state = df.read_metadata()
+        self.assertEqual((state.exists, state.tombstone_timestamp), (False, ts(3)))
+        self.assertRaises(DiskFileNotFound, df.write_metadata, {}, ts(4))
+
+    def test_post_to_a_non_durable_object_is_not_found(self) -> None:
+        df = self.ec()
+        self.put_archive(df, b"x", ts(1), 0)
+        self.assertRaises(DiskFileNotFound, df.write_metadata, {}, ts(2))
+        self.assertEqual(self.files(df), ["1700000001.00000#0.data"])
+
+    def test_a_newer_tombstone_wins_over_the_durable_mark(self) -> None:
+        """A DELETE between the write and the mark: the archive goes, and the mark conflicts."""
+        df = self.ec()
+        self.put_archive(df, b"x", ts(1), 0)
+        df.delete(ts(2))
+        self.assertEqual(self.files(df), ["1700000002.00000.ts"])
+        with self.assertRaises(DiskFileConflict) as caught:
+            df.mark_durable(ts(1), 0)
+        self.assertEqual(caught.exception.previous.tombstone_timestamp, ts(2))
+        self.assertRaises(DiskFileConflict, df.mark_durable, ts(2), 0)  # a tie: the tombstone wins
+        self.assertEqual(self.files(df), ["1700000002.00000.ts"])
+        # An archive newer than the tombstone is kept, and becomes the object once marked.
+        self.put_archive(df, b"y", ts(3), 0)
+        self.assertEqual(df.read_metadata().tombstone_timestamp, ts(2))
+        df.mark_durable(ts(3), 0)
+        self.assertEqual(self.files(df), ["1700000003.00000#0#d.data"])
+        self.assertEqual(self.read_all(df), b"y")
+
+    def test_a_tombstone_racing_the_mark(self) -> None:
+        """The mark and a newer DELETE at once, under the lock: either order leaves only the tombstone."""
+        for round_ in range(6):
+            df = self.ec(f"o{round_}")
+            self.put_archive(df, b"x", ts(1), 0)
+            barrier = threading.Barrier(2)
+            results: list = [None, None]
+
+            def mark() -> None:
+                barrier.wait()
+                try:
+                    results[0] = df.mark_durable(ts(1), 0).exists
+                except DiskFileError as error:
+                    results[0] = type(error)
+
+            def delete() -> None:
+                barrier.wait()
+                results[1] = df.delete(ts(2)).exists
+
+            threads = [threading.Thread(target=mark), threading.Thread(target=delete)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            # Marked first: the DELETE saw the object; else the mark saw the tombstone.
+            self.assertIn(results, ([True, True], [DiskFileConflict, False]))
+            self.assertEqual(self.files(df), ["1700000002.00000.ts"])
+            self.assertEqual(df.read_metadata().tombstone_timestamp, ts(2))
+
+    def test_crash_between_the_write_and_the_mark(self) -> None:
+        """A node killed (SIGKILL) after the archive's commit, before its mark: never served."""
+        script = textwrap.dedent(
+            f"""
+            import os, signal
+            from pathlib import Path
+            from txstore.common.hashing import PathHasher
+            from txstore.storage.diskfile import DiskFileManager
+            manager = DiskFileManager(Path({str(self.devices)!r}), False, PathHasher(b"pre", b"suf"),
+                                      ec_policies={{{EC}}})
+            df = manager.get_diskfile("sda", 17, "AUTH_test", "c", "o", {EC})
+            for n, index in ((1, 0), (2, 0)):
+                writer = df.create_writer(5, frag_index=index)
+                writer.write(b"arch%d" % n)
+                writer.commit({{}}, "170000000%d.00000" % n)
+                if n == 1:
+                    df.mark_durable("1700000001.00000", 0)
+            os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+        self.assertEqual(result.returncode, -signal.SIGKILL, result.stderr)
+        df = self.ec()
+        self.assertEqual(self.files(df), ["1700000001.00000#0#d.data", "1700000002.00000#0.data"])
+        self.assertEqual(df.read_metadata().timestamp, ts(1))
+        self.assertEqual(self.read_all(df), b"arch1")
+        self.assertEqual(df.read_metadata(0).timestamp, ts(1))
+        # A later change keeps the orphan (its mark may still come) and still never serves it.
+        df.write_metadata({"X-Object-Meta-A": "b"}, ts(3))
+        self.assertEqual(self.read_all(df), b"arch1")
+        self.assertIn("1700000002.00000#0.data", self.files(df))
+
+    def test_replicated_objects_ignore_fragment_archives(self) -> None:
+        """A replicated policy's rules are unchanged, even next to an EC policy on the same node."""
+        df = self.diskfile()
+        self.put(df, b"whole", ts(1))
+        self.assertEqual(self.files(df), ["1700000001.00000.data"])
+        self.assertIsNone(df.read_metadata().frag_index)
+        self.assertEqual(self.read_all(df), b"whole")
+
+
+class ECSuffixHashTests(DiskFileTestCase):
+    """Suffix hashes of an EC partition tell fragment indexes and durable marks apart."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        (self.devices / "sdb").mkdir()
+        self.manager = DiskFileManager(self.devices, False, HASHER, fsync=False, ec_policies={EC})
+
+    def archive(self, device: str, index: int, when: Timestamp, durable: bool = True) -> DiskFile:
+        df = self.manager.get_diskfile(device, 17, "AUTH_test", "c", "o", EC)
+        with df.create_writer(1, frag_index=index) as writer:
+            writer.write(b"x")
+            writer.commit({}, when)
+        if durable:
+            df.mark_durable(when, index)
+        return df
+
+    def hashes(self, device: str, now: float = 1_700_000_100.0) -> dict[str, str]:
+        from txstore.storage.partitions import get_hashes
+
+        return get_hashes(self.manager.partition_path(device, EC, 17), now=now)
+
+    def test_different_fragments_never_look_in_sync(self) -> None:
+        self.archive("sda", 0, ts(1))
+        self.archive("sdb", 1, ts(1))
+        self.assertNotEqual(self.hashes("sda"), self.hashes("sdb"))
+
+    def test_the_durable_mark_is_part_of_the_hash(self) -> None:
+        self.archive("sda", 0, ts(1))
+        df = self.archive("sdb", 0, ts(1), durable=False)
+        self.assertNotEqual(self.hashes("sda"), self.hashes("sdb"))
+        df.mark_durable(ts(1), 0)
+        self.assertEqual(self.hashes("sda"), self.hashes("sdb"))
+
+    def test_the_hash_pass_cleans_by_the_ec_rules(self) -> None:
+        df = self.archive("sda", 0, ts(1))
+        self.archive("sda", 0, ts(2), durable=False)
+        older = df.hash_dir / OnDiskFile(ts(0), DATA, 0, durable=True).name
+        older.write_bytes(b"left by a crash")
+        self.hashes("sda")
+        self.assertEqual(self.files(df), ["1700000001.00000#0#d.data", "1700000002.00000#0.data"])
+        # A mark that never came within reclaim_age: the orphan goes, the durable version stays.
+        self.hashes("sda", now=1_700_000_000.0 + 8 * 24 * 3600)
+        self.assertEqual(self.files(df), ["1700000001.00000#0#d.data"])
+
+
+class ECFsyncTests(ECDiskFileTests):
+    """The same, with fsync on; and the mark is made durable by an fsync of the directory."""
+
+    fsync = True
+
+    def test_the_mark_fsyncs_the_directory(self) -> None:
+        df = self.ec()
+        self.put_archive(df, b"x", ts(1), 0)
+        synced: list[bool] = []
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            synced.append(os.path.samestat(os.fstat(fd), os.stat(df.hash_dir)))
+            real_fsync(fd)
+
+        self.patch(os, "fsync", fsync)
+        df.mark_durable(ts(1), 0)
+        self.assertIn(True, synced)
