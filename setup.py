@@ -19,7 +19,7 @@ setup(
     python_requires=">=3.11",
     package_dir={"": "."},
     packages=[*find_packages(include=["txstore", "txstore.*"]), "twisted.plugins"],
-    package_data={"twisted.plugins": ["txstore_plugins.py"]},
+    package_data={"twisted.plugins": ["txstore_plugins.py"], "txstore.middleware": ["console_page.html"]},
     install_requires=[
         "twisted[tls]>=24.7.0",
         "treq>=24.9.1",

@@ -14,6 +14,7 @@ resident memory and open files. Collection is in memory only: a scrape never tou
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prometheus_client import (
@@ -22,6 +23,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from twisted.web.resource import Resource
 
+# The console's charts: requests per minute over the last hour, kept in memory.
+HISTORY_MINUTES = 60
 # Seconds: a cached HEAD (below a millisecond) to a large upload (minutes).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0)
 
@@ -56,6 +59,7 @@ class ServerMetrics:
             "txstore_request_bytes", "Body bytes received.", self.labels, registry=self.registry
         )
         self._daemon: _DaemonMetrics | None = None  # made at a node's first daemon pass
+        self._history: dict[int, tuple[int, float, int]] = {}  # minute -> requests, seconds, errors
         self._backend: Counter | None = None  # made at a proxy's first backend failure
 
     def first_byte(self, method: str, status: int | None, seconds: float, **labels: str) -> None:
@@ -90,7 +94,24 @@ class ServerMetrics:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._daemon.figures.labels(daemon, name).set(value)
 
+    def recent(self, now: float | None = None) -> list[dict[str, float]]:
+        """The last hour's requests minute by minute (the console's charts): oldest first."""
+        now = time.time() if now is None else now
+        minute = int(now // 60)
+        return [{"minute": m * 60, "requests": self._history.get(m, (0, 0.0, 0))[0],
+                 "seconds": self._history.get(m, (0, 0.0, 0))[1], "errors": self._history.get(m, (0, 0.0, 0))[2]}
+                for m in range(minute - HISTORY_MINUTES + 1, minute + 1)]
+
+    def _remember(self, seconds: float, status: int | None) -> None:
+        minute = int(time.time() // 60)
+        count, total, errors = self._history.get(minute, (0, 0.0, 0))
+        self._history[minute] = (count + 1, total + seconds, errors + (status is None or status >= 500))
+        for old in [m for m in self._history if m <= minute - HISTORY_MINUTES]:
+            del self._history[old]
+
     def observe(self, method: str, status: int | None, seconds: float, sent: int, received: int, **labels: str) -> None:
+        if not labels.get("source"):  # clients' requests only (sub-requests are part of them)
+            self._remember(seconds, status)
         values = (method, status_class(status), *(labels.get(name, "") for name in self.labels[2:]))
         self.requests.labels(*values).inc()
         self.duration.labels(*values).observe(seconds)

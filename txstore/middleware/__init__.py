@@ -6,7 +6,7 @@ Third-party middlewares register in the ``txstore.proxy_middleware`` entry-point
 from __future__ import annotations
 
 from txstore.middleware import (
-    account_quotas, bulk, catch_errors, container_quotas, copy, cors, crossdomain, dlo, domain_remap, etag_quoter,
+    account_quotas, bulk, catch_errors, console, container_quotas, copy, cors, crossdomain, dlo, domain_remap, etag_quoter,
     formpost, gatekeeper, healthcheck, listing_formats, name_check, proxy_logging, ratelimit, slo, staticweb, symlink,
     tempauth, tempurl, versioned_writes,
 )
@@ -15,6 +15,6 @@ from txstore.middleware import s3api  # the S3 API: the filter of its own packag
 BUILTIN = {
     module.middleware.name: module.middleware
     for module in (catch_errors, gatekeeper, name_check, healthcheck, proxy_logging, domain_remap, cors, etag_quoter,
-                   listing_formats, bulk, tempurl, formpost, ratelimit, crossdomain, s3api, tempauth, staticweb, copy,
+                   listing_formats, bulk, tempurl, formpost, ratelimit, crossdomain, s3api, tempauth, console, staticweb, copy,
                    container_quotas, account_quotas, slo, dlo, versioned_writes, symlink)
 }

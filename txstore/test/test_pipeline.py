@@ -54,7 +54,7 @@ class PipelineConfigTests(SynchronousTestCase):
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
                                                 "domain_remap", "cors", "etag_quoter", "listing_formats", "bulk",
                                                 "tempurl", "formpost", "ratelimit", "crossdomain", "s3api", "tempauth",
-                                                "staticweb", "copy", "container_quotas", "account_quotas", "slo",
+                                                "console", "staticweb", "copy", "container_quotas", "account_quotas", "slo",
                                                 "dlo",
                                                 "versioned_writes", "symlink", "proxy_logging"])
         self.assertEqual(self.names(settings), list(DEFAULT_PIPELINE[:-1]))
@@ -106,7 +106,7 @@ class PipelineConfigTests(SynchronousTestCase):
              f"{conf}: [pipeline:main]: pipeline: the pipeline names 'healthcheck' but there is no [filter:healthcheck] section"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
              f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: account_quotas, "
-             "bulk, catch_errors, container_quotas, copy, cors, crossdomain, dlo, domain_remap, etag_quoter, "
+             "bulk, catch_errors, console, container_quotas, copy, cors, crossdomain, dlo, domain_remap, etag_quoter, "
              "formpost, gatekeeper, healthcheck, listing_formats, name_check, proxy_logging, ratelimit, s3api, slo, "
              "staticweb, symlink, tempauth, tempurl, versioned_writes)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
