@@ -44,9 +44,10 @@ def check_metadata(
     The reason the user metadata in ``headers`` breaks the limits (for a 400), or None.
 
     Sizes count UTF-8 bytes of the name after the prefix and of the value, as Swift does;
-    ``X-Remove-*-Meta-*`` headers are not metadata and are not counted. A name or value that is
-    not valid UTF-8 (its bytes kept as surrogates) or holds NUL is refused, as in Swift: stored,
-    it could not be sent back.
+    ``X-Remove-*-Meta-*`` headers are not metadata and are not counted. For accounts and
+    containers a name or value that is not valid UTF-8 (its bytes kept as surrogates) or holds
+    NUL is refused, as in Swift (their databases hold text); an object's metadata is stored and
+    sent back byte for byte, whatever the bytes, as Swift's is.
     """
     prefix = META_PREFIXES[kind]
     count = 0
@@ -58,7 +59,7 @@ def check_metadata(
         key = name[len(prefix):]
         if not key:
             return "Metadata name cannot be empty"
-        if not (_valid_text(key) and _valid_text(value)):
+        if kind != "object" and not (_valid_text(key) and _valid_text(value)):
             return "Metadata must be valid UTF-8"
         key_size = len(key.encode("utf-8", "surrogateescape"))
         value_size = len(value.encode("utf-8", "surrogateescape"))

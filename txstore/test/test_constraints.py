@@ -32,10 +32,15 @@ class CheckMetadataTests(SynchronousTestCase):
         self.assertIsNone(check_metadata([("X-Remove-Container-Meta-n", "v" * 300), ("Content-Type", "x" * 999)], "container"))
 
     def test_metadata_must_be_valid_utf8(self) -> None:
-        """As Swift: bytes that are not UTF-8 (read as surrogates) or NUL, in a name or a value, are a 400."""
+        """
+        As Swift: for accounts and containers, bytes that are not UTF-8 (read as surrogates) or
+        NUL, in a name or a value, are a 400; an object's metadata is any bytes.
+        """
         truncated = "\u00e9".encode()[:1].decode("utf-8", "surrogateescape")  # a value cut mid-character
-        for name, value in [("X-Object-Meta-n", "ok" + truncated), ("X-Object-Meta-" + truncated, "v"),
-                            ("X-Object-Meta-n", "a\x00b")]:
-            self.assertEqual(check_metadata([(name, value)], "object"), "Metadata must be valid UTF-8")
-        self.assertIsNone(check_metadata([("X-Object-Meta-n", "\u00e9\u20ac\U0001f600")], "object"))
-        self.assertIsNone(check_metadata([("Content-Type", truncated)], "object"))  # not metadata
+        for kind in ("account", "container"):
+            prefix = f"X-{kind.title()}-Meta-"
+            for name, value in [(prefix + "n", "ok" + truncated), (prefix + truncated, "v"), (prefix + "n", "a\x00b")]:
+                self.assertEqual(check_metadata([(name, value)], kind), "Metadata must be valid UTF-8")
+            self.assertIsNone(check_metadata([(prefix + "n", "\u00e9\u20ac\U0001f600")], kind))
+            self.assertIsNone(check_metadata([("Content-Type", truncated)], kind))  # not metadata
+        self.assertIsNone(check_metadata([("X-Object-Meta-n", "ok" + truncated)], "object"))

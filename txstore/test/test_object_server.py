@@ -465,6 +465,18 @@ class ObjectServerTests(TestCase):
         record = self.diskfiles.read_async_pending(pending)
         self.assertEqual(record.headers["X-Content-Type"].encode("latin-1"), "text/\u00e9".encode())
 
+    async def test_metadata_bytes_that_are_not_utf8_round_trip(self) -> None:
+        """As Swift's: an object's metadata is stored and sent back byte for byte (no 500)."""
+        response, _ = await self.put("/d1/3/a/c/o", b"hi", **{"X-Object-Meta-Cut": b"ok\xc3", "X-Object-Meta-Ok": b"\xc3\xa9"})
+        self.assertEqual(response.code, 201)
+        response, _ = await self.call("HEAD", "/d1/3/a/c/o")
+        self.assertEqual((response.code, response.headers.getRawHeaders(b"x-object-meta-cut"),
+                          response.headers.getRawHeaders(b"x-object-meta-ok")), (200, [b"ok\xc3"], [b"\xc3\xa9"]))
+        response, _ = await self.call("POST", "/d1/3/a/c/o", {"X-Timestamp": self.stamp(), "X-Object-Meta-Cut": b"\xff"})
+        self.assertEqual(response.code, 202)
+        response, body = await self.call("GET", "/d1/3/a/c/o")
+        self.assertEqual((response.code, body, response.headers.getRawHeaders(b"x-object-meta-cut")), (200, b"hi", [b"\xff"]))
+
     async def test_container_row_overrides(self) -> None:
         """A middleware's Container-Update-Override sysmeta is what the row says, on PUT and POST."""
         where = {"X-Container-Host": "127.0.0.1:6211", "X-Container-Device": "c1", "X-Container-Partition": "7"}
