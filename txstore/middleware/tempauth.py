@@ -133,7 +133,8 @@ def _store_account_acl(request: SwiftRequest) -> SwiftResponse | None:
 
 
 def _build(app, settings, proxy) -> TempAuthMiddleware:
-    auth = TempAuth.from_filter(settings, proxy.clock)
+    signed = settings.get("token_store") == "signed"  # its key comes from the cluster's secret
+    auth = TempAuth.from_filter(settings, proxy.clock, hasher=proxy.context.rings.account.hasher if signed else None)
     proxy.info.register("tempauth", account_acls=True)
     provided = getattr(proxy, "provided", None)
     if provided is not None:

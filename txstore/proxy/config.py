@@ -79,6 +79,9 @@ SCHEMA = c.Schema(
 TEMPAUTH_OPTIONS = (
     c.Option("token_life", c.integer(1), 86400, doc="Seconds a token stays valid."),
     c.Option("reseller_prefix", c.choice("AUTH"), "AUTH", doc="Account name prefix."),
+    c.Option("token_store", c.choice("memory", "signed"), "memory",
+             doc="memory: tokens known to the proxy that issued them; signed: tokens that carry their"
+                 " identity, signed with a key derived from the cluster secret, valid on every proxy."),
 )
 TEMPAUTH_PATTERNS = (c.Pattern(r"user_[A-Za-z0-9.-]+_\S+", _user_value, doc="A user and its key."),)
 

@@ -23,6 +23,8 @@ from an injected ``clock`` so tests can move it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 import secrets
@@ -160,6 +162,59 @@ class InMemoryTokenStore:
         self._tokens = dict(latest[:keep])
 
 
+@implementer(ITokenStore)
+@define
+class SignedTokenStore:
+    """
+    Tokens that carry their identity and expiry, signed with a key every proxy of the cluster
+    derives from the cluster's hash secret: any proxy (or worker) validates a token another
+    issued, with no shared store and nothing to lose at a restart. A token is the prefix, the
+    identity and expiry as base64url JSON, a dot, and 32 characters of HMAC-SHA256 over both.
+
+    What a signature cannot do: forget a token before it expires. `revoke` forgets it on this
+    proxy only (kept until its expiry); a user's groups changed in the config apply to its
+    next token, not to those already out (as with any bearer token).
+    """
+
+    key: bytes
+    token_prefix: str = "AUTH_tk"
+    _revoked: dict[str, float] = field(factory=dict, init=False)
+
+    @classmethod
+    def for_cluster(cls, hasher: Any, token_prefix: str = "AUTH_tk") -> SignedTokenStore:
+        """The store whose key every proxy of the cluster with ``hasher``'s secret derives alike."""
+        secret = hasher.prefix + b"\0" + hasher.suffix
+        return cls(hmac.new(secret, b"txstore tempauth token key v1", hashlib.sha256).digest(), token_prefix)
+
+    def issue(self, identity: Identity, expires_at: float) -> str:
+        claims = {"a": identity.account, "u": identity.user, "g": list(identity.groups), "e": int(expires_at),
+                  "n": secrets.token_hex(8)}
+        body = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=").decode()
+        return f"{self.token_prefix}{body}.{self._mac(body)}"
+
+    def lookup(self, token: str, now: float) -> Identity | None:
+        if not token.startswith(self.token_prefix) or token in self._revoked:
+            return None
+        body, dot, mac = token[len(self.token_prefix):].rpartition(".")
+        if not dot or not hmac.compare_digest(mac, self._mac(body)):
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            identity = Identity(claims["a"], claims["u"], tuple(claims["g"]))
+            expires_at = float(claims["e"])
+        except (ValueError, KeyError, TypeError):
+            return None  # signed by us, so never expected; refused all the same
+        return identity if now < expires_at else None
+
+    def revoke(self, token: str) -> None:
+        if self.lookup(token, 0.0) is not None:
+            self._revoked[token] = 0.0
+
+    def _mac(self, body: str) -> str:
+        digest = hmac.new(self.key, (self.token_prefix + body).encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode()[:32]
+
+
 @implementer(IAuthorizer)
 @define
 class TempAuth:
@@ -184,10 +239,18 @@ class TempAuth:
 
     @classmethod
     def from_filter(
-        cls, settings: Mapping[str, Any], clock: Callable[[], float], store: ITokenStore | None = None
+        cls, settings: Mapping[str, Any], clock: Callable[[], float], store: ITokenStore | None = None,
+        hasher: Any = None,
     ) -> TempAuth:
-        """From the parsed options of ``[filter:tempauth]`` (`txstore.proxy.config`)."""
+        """
+        From the parsed options of ``[filter:tempauth]`` (`txstore.proxy.config`); ``hasher``
+        (the cluster's secret) is what ``token_store = signed`` derives its key from.
+        """
         prefix = _account_prefix(settings["reseller_prefix"])
+        if store is None and settings.get("token_store") == "signed":
+            if hasher is None:
+                raise ValueError("token_store = signed needs the cluster's hash secret")
+            store = SignedTokenStore.for_cluster(hasher, token_prefix=prefix + "tk")
         return cls(
             users=tempauth_users(settings),
             store=store if store is not None else InMemoryTokenStore(token_prefix=prefix + "tk"),

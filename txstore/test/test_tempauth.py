@@ -471,3 +471,53 @@ class FromSettingsTests(SynchronousTestCase):
         clock.advance(60)
         self.assertIsNone(auth.identify(token))
         self.assertEqual(auth.account_prefix, "AUTH_")
+
+
+class SignedTokenTests(SynchronousTestCase):
+    """Tokens any proxy of the cluster validates: signed with a key from the cluster secret."""
+
+    def setUp(self) -> None:
+        from txstore.common.hashing import PathHasher
+        from txstore.proxy.tempauth import SignedTokenStore
+
+        self.store_class = SignedTokenStore
+        self.one = SignedTokenStore.for_cluster(PathHasher(b"pre", b"suf"))
+        self.other_proxy = SignedTokenStore.for_cluster(PathHasher(b"pre", b"suf"))
+        self.identity = Identity("AUTH_test", "test:tester", ("test:tester", "test", ".admin"))
+
+    def test_a_token_from_one_proxy_works_on_another_until_it_expires(self) -> None:
+        token = self.one.issue(self.identity, 1000.0)
+        self.assertTrue(token.startswith("AUTH_tk"))
+        self.assertEqual(self.other_proxy.lookup(token, 999.0), self.identity)
+        self.assertIsNone(self.other_proxy.lookup(token, 1000.0))
+        self.assertNotEqual(self.one.issue(self.identity, 1000.0), token)  # each one unguessable
+
+    def test_another_cluster_secret_or_a_changed_token_is_refused(self) -> None:
+        from txstore.common.hashing import PathHasher
+
+        token = self.one.issue(self.identity, 1000.0)
+        elsewhere = self.store_class.for_cluster(PathHasher(b"pre", b"other"))
+        self.assertIsNone(elsewhere.lookup(token, 0.0))
+        body, _, mac = token.partition(".")
+        forged = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac
+        self.assertIsNone(self.one.lookup(forged, 0.0))
+        for junk in ("", "AUTH_tk", "AUTH_tk.", "AUTH_tkabc", "nonsense." + mac):
+            self.assertIsNone(self.one.lookup(junk, 0.0), junk)
+
+    def test_revoke_is_per_proxy(self) -> None:
+        token = self.one.issue(self.identity, 1000.0)
+        self.one.revoke(token)
+        self.assertIsNone(self.one.lookup(token, 0.0))
+        self.assertEqual(self.other_proxy.lookup(token, 0.0), self.identity)
+
+    def test_chosen_in_the_filter(self) -> None:
+        from txstore.common.hashing import PathHasher
+
+        settings = {"token_life": 60, "reseller_prefix": "AUTH", "token_store": "signed",
+                    "user_test_tester": ("testing", (".admin",), None)}
+        first = TempAuth.from_filter(settings, lambda: 0.0, hasher=PathHasher(b"", b"s"))
+        second = TempAuth.from_filter(settings, lambda: 0.0, hasher=PathHasher(b"", b"s"))
+        result = first.authenticate({"X-Auth-User": "test:tester", "X-Auth-Key": "testing"}, "h", "http")
+        token = result.header("X-Auth-Token")
+        self.assertEqual(second.identify(token).user, "test:tester")  # a second proxy knows it
+        self.assertRaises(ValueError, TempAuth.from_filter, settings, lambda: 0.0)
