@@ -189,8 +189,11 @@ class IRateCounters(Interface):
     then lets the request through, as Swift's does).
     """
 
-    def incr(key, delta, ttl):
-        """Add ``delta`` to ``key`` (created at ``delta`` when missing, kept ``ttl`` s): the new value."""
+    def incr(key, delta, ttl, initial=None):
+        """
+        Add ``delta`` to ``key``: the new value. A missing key is created (atomically, whoever
+        else asks at once) at ``initial``, or ``delta`` when None, and kept ``ttl`` seconds.
+        """
 
     def decr(key, delta, ttl):
         """Take ``delta`` from ``key`` (not below 0): the new value."""

@@ -140,9 +140,11 @@ class MemoryCounters:
             self._sweep_at = max(1024, 2 * len(self._values))
         return value
 
-    def incr(self, key: str, delta: int, ttl: float) -> Deferred:
+    def incr(self, key: str, delta: int, ttl: float, initial: int | None = None) -> Deferred:
         now = self.clock()
-        return succeed(self._store(key, (self._current(key, now) or 0) + delta, now, ttl))
+        current = self._current(key, now)
+        value = (delta if initial is None else initial) if current is None else current + delta
+        return succeed(self._store(key, value, now, ttl))
 
     def decr(self, key: str, delta: int, ttl: float) -> Deferred:
         now = self.clock()
@@ -185,15 +187,16 @@ class MemcachedCounters:
             return await self._protocol(server)
         return protocol
 
-    async def _incr(self, key: str, delta: int, ttl: float) -> int:
+    async def _incr(self, key: str, delta: int, ttl: float, initial: int | None) -> int:
         server, name = self._key(key)
         protocol = await self._protocol(server)
+        start = delta if initial is None else initial
         for _ in range(3):
             value = await protocol.increment(name, delta)
             if value is not False:
                 return int(value)
-            if await protocol.add(name, b"%d" % delta, expireTime=int(ttl) + 1):
-                return delta
+            if await protocol.add(name, b"%d" % start, expireTime=int(ttl) + 1):  # only one of several adds
+                return start
         raise RuntimeError("memcached: the counter kept appearing and vanishing")
 
     async def _decr(self, key: str, delta: int) -> int:
@@ -207,8 +210,8 @@ class MemcachedCounters:
         protocol = await self._protocol(server)
         await protocol.set(name, b"%d" % value, expireTime=int(ttl) + 1)
 
-    def incr(self, key: str, delta: int, ttl: float) -> Deferred:
-        return Deferred.fromCoroutine(self._incr(key, delta, ttl))
+    def incr(self, key: str, delta: int, ttl: float, initial: int | None = None) -> Deferred:
+        return Deferred.fromCoroutine(self._incr(key, delta, ttl, initial))
 
     def decr(self, key: str, delta: int, ttl: float) -> Deferred:
         return Deferred.fromCoroutine(self._decr(key, delta))
@@ -336,7 +339,9 @@ class RateLimit:
         """Seconds the next request of ``key`` waits (Swift's running-time arithmetic)."""
         now = int(round(self.reactor.seconds() * self.accuracy))
         per_request = int(round(self.accuracy / rate))
-        running = await self.counters.incr(key, per_request, self.ttl)
+        # A new key starts at now (created atomically: requests arriving together over several
+        # proxies queue up behind the first instead of each resetting it, as Swift's would).
+        running = await self.counters.incr(key, per_request, self.ttl, now + per_request)
         wait = 0
         if now - running > self.buffer * self.accuracy:
             await self.counters.set(key, now + per_request, self.ttl)

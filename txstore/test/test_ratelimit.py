@@ -169,7 +169,7 @@ class LimiterTests(Case):
 
     def test_counters_that_fail_let_requests_through(self) -> None:
         class Broken:
-            def incr(self, key, delta, ttl):
+            def incr(self, key, delta, ttl, initial=None):
                 return fail(ConnectionRefusedError())
 
         self.build(account_ratelimit=1.0)
@@ -200,6 +200,9 @@ class CountersConformance:
         self.assertEqual(await self.counters.decr(key + "-missing", 1, 60), 0)
         other = key + "/other"
         self.assertEqual(await self.counters.incr(other, 3, 60), 3)  # keys apart
+        fresh = key + "/fresh"
+        self.assertEqual(await self.counters.incr(fresh, 3, 60, 1000), 1000)  # created at initial
+        self.assertEqual(await self.counters.incr(fresh, 3, 60, 1000), 1003)
 
 
 class MemoryCountersTests(CountersConformance, TestCase):
