@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.error import CannotListenError
@@ -23,11 +26,20 @@ class TCPListener(Service):
     port: int
     factory: Factory
     label: str = "http"
+    adopt_fd: int | None = None  # a listening socket made by a supervising process (proxy workers)
     _listening: IListeningPort | None = field(default=None, init=False)
     log = Logger()
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
+        if self.adopt_fd is not None:
+            family = socket.AF_INET6 if ":" in self.interface else socket.AF_INET
+            self._listening = self.reactor.adoptStreamPort(self.adopt_fd, family, self.factory)
+            os.close(self.adopt_fd)  # the port holds its own copy
+            address = self._listening.getHost()
+            self.log.info("{label} worker serving {host}:{port}", label=self.label, host=address.host,
+                          port=address.port)
+            return
         try:
             self._listening = self.reactor.listenTCP(self.port, self.factory, interface=self.interface)
         except CannotListenError as error:

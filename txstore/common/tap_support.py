@@ -41,7 +41,7 @@ def config_options(default_path: str, load: Callable[[str], Any], what: str) -> 
 
 def http_service(
     reactor, bind_ip: str, bind_port: int, resource: Resource, label: str, client_timeout: float = 60.0,
-    twisted_access_log: bool = True,
+    twisted_access_log: bool = True, adopt_fd: int | None = None,
 ) -> MultiService:
     """
     A MultiService with the site listening; other services (daemons) join it later. Request
@@ -52,7 +52,7 @@ def http_service(
     site.displayTracebacks = False
     if not twisted_access_log:  # the server writes its own access lines (with trans ids)
         site.log = lambda request: None
-    listener = TCPListener(reactor, bind_ip, bind_port, site, label=label)
+    listener = TCPListener(reactor, bind_ip, bind_port, site, label=label, adopt_fd=adopt_fd)
     listener.setName(label)
     listener.setServiceParent(top)
     return top

@@ -68,7 +68,11 @@ def _user_value(raw: str, _base: Path) -> tuple[str, tuple[str, ...], str | None
 SCHEMA = c.Schema(
     sections=(
         c.Section(
-            SECTION, required=True, options=(*listen_options(8080), *CLUSTER_FILE_OPTIONS, MAX_FILE_SIZE_OPTION)
+            SECTION, required=True, options=(
+                *listen_options(8080), *CLUSTER_FILE_OPTIONS, MAX_FILE_SIZE_OPTION,
+                c.Option("workers", c.integer(1, 64), 1,
+                         doc="Proxy processes sharing the listening socket (1: this process serves)."),
+            ),
         ),
         PIPELINE_SECTION,
     ),
@@ -106,6 +110,7 @@ class ProxySettings:
     cluster: ClusterConfig
     stages: tuple[Stage, ...] = ()
     max_file_size: int = 5 * 1024**3 + 2
+    workers: int = 1
 
     def stage(self, use: str) -> Stage | None:
         """The first filter of the pipeline that runs middleware ``use`` (``tempauth``)."""
@@ -130,4 +135,5 @@ def load_proxy_settings(path: str | Path) -> ProxySettings:
         cluster=load_cluster_from(loaded, SECTION),
         stages=load_pipeline(loaded),
         max_file_size=proxy["max_file_size"],
+        workers=proxy["workers"],
     )

@@ -18,6 +18,7 @@ from txstore.proxy.context import ProxyContext
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
 from txstore.proxy.server import ProxyServer
+from txstore.proxy.workers import WorkerSupervisor
 from txstore.ring.reloader import RingReloader
 from txstore.ring.ringset import RingSet
 
@@ -34,7 +35,9 @@ def load(config_path: str) -> LoadedProxy:
     return LoadedProxy(settings, rings)
 
 
-Options = config_options("/etc/txstore/proxy.conf", load, "proxy")
+class Options(config_options("/etc/txstore/proxy.conf", load, "proxy")):
+    # Given by a supervising proxy (`txstore.proxy.workers`) to its workers: serve this socket.
+    optParameters = [["listen-fd", None, None, "Serve the listening socket on this descriptor (workers).", int]]
 
 
 class _Pools(Service):
@@ -71,9 +74,16 @@ def makeService(options: Options, reactor=None) -> MultiService:
         from twisted.internet import reactor
     loaded: LoadedProxy = options.loaded
     settings = loaded.settings
+    listen_fd = options["listen-fd"]
+    if settings.workers > 1 and listen_fd is None:
+        top = MultiService()  # the supervisor: the workers serve
+        WorkerSupervisor(reactor, settings.bind_ip, settings.bind_port, str(settings.path),
+                         settings.workers).setServiceParent(top)
+        return top
     server, pools = build_proxy(loaded, reactor)
     top = http_service(
-        reactor, settings.bind_ip, settings.bind_port, server.resource(), "proxy", twisted_access_log=False
+        reactor, settings.bind_ip, settings.bind_port, server.resource(), "proxy", twisted_access_log=False,
+        adopt_fd=listen_fd,
     )
     pools.setServiceParent(top)
     RingReloader(loaded.rings.all(), reactor, on_sighup=True).setServiceParent(top)

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -123,6 +124,61 @@ class ServiceProcessTests(SynchronousTestCase):
         self.assertIn(f"Reloaded ring {ring}", output)
         self.assertIsNone(child.process.poll())
         self.assertEqual(get(f"http://127.0.0.1:{port}/healthcheck")[0], 200)
+
+    def test_proxy_workers_share_the_socket_and_come_back(self) -> None:
+        """workers = 2: two children serve the port; one killed is replaced; SIGTERM ends all."""
+        layout = small_cluster(self)
+        text = layout.proxy_config.read_text().replace("[proxy]\n", "[proxy]\nworkers = 2\n", 1)
+        text = text.replace("use = egg:txstore#tempauth\n", "use = egg:txstore#tempauth\ntoken_store = signed\n", 1)
+        config = write_file(layout.etc, "proxy-workers.conf", text)
+        supervisor = RunningProcess(self, ["proxy", "--config", str(config)])
+        port = supervisor.wait_for_port()
+
+        def children() -> list[int]:
+            found = subprocess.run(["pgrep", "-P", str(supervisor.process.pid)], capture_output=True, text=True)
+            return sorted(int(pid) for pid in found.stdout.split())
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if len(children()) == 2 and supervisor.text().count(b"proxy worker serving") >= 2:
+                break
+            time.sleep(0.1)
+        first = children()
+        self.assertEqual(len(first), 2, supervisor.text().decode()[-3000:])
+        for _ in range(20):
+            self.assertEqual(get(f"http://127.0.0.1:{port}/healthcheck")[0], 200)
+        # A signed token from one worker is good on both (no nodes run here: past auth is a 503).
+        login = urllib.request.Request(f"http://127.0.0.1:{port}/auth/v1.0",
+                                       headers={"X-Auth-User": "test:tester", "X-Auth-Key": "testing"})
+        with urllib.request.urlopen(login, timeout=10) as answer:
+            token = answer.headers["X-Auth-Token"]
+        statuses = set()
+        for _ in range(6):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/AUTH_test/c", method="HEAD",
+                                             headers={"X-Auth-Token": token})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    statuses.add(answer.status)
+            except urllib.error.HTTPError as error:
+                statuses.add(error.code)
+        self.assertNotIn(401, statuses)
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = children()
+            if len(now) == 2 and first[0] not in now and supervisor.text().count(b"proxy worker serving") >= 3:
+                break
+            time.sleep(0.2)
+        now = children()
+        self.assertEqual((len(now), first[0] in now), (2, False), (first, now, supervisor.text().decode()[-2000:]))
+        self.assertIn(b"starting another", supervisor.text())
+        self.assertEqual(get(f"http://127.0.0.1:{port}/healthcheck")[0], 200)
+        remaining = children()
+        supervisor.process.send_signal(signal.SIGTERM)
+        supervisor.process.wait(timeout=30)
+        for pid in remaining:
+            self.assertFalse(os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read().lower(),
+                             pid)
 
     def test_port_in_use(self) -> None:
         layout = small_cluster(self)
