@@ -256,6 +256,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the largest object the proxy and nodes accept (like 2MiB; default 5 GiB + 2), to try"
         " large objects on a small disk",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="proxy processes on the proxy's port (default 1; 2 uses both cores of a laptop)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--background", action="store_true", help="start, print, and leave the cluster running")
     mode.add_argument("--stop", action="store_true", help="stop the cluster running from --root")
@@ -264,6 +268,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--proxy-port must be between 1 and 65535")
     if args.nodes < 1 or args.replicas < 1:
         parser.error("--nodes and --replicas must be at least 1")
+    if not 1 <= args.workers <= 64:
+        parser.error("--workers must be between 1 and 64")
     if not 1 <= args.part_power <= 24:
         parser.error("--part-power must be between 1 and 24")
     if not 1 <= args.base_port <= 65535 - 10 * args.nodes:
@@ -296,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     topology = Topology(args.nodes, args.replicas, args.part_power, args.base_port)
     try:
         layout = prepare(args.root, topology, args.proxy_port, seed=args.seed, daemons=args.daemons,
-                         max_file_size=args.max_file_size)
+                         max_file_size=args.max_file_size, proxy_workers=args.workers)
     except (LayoutError, OSError) as err:
         print(f"txstore-aio: {err}", file=sys.stderr)
         return 2

@@ -56,6 +56,7 @@ class Layout:
     topology: Topology
     proxy_port: int
     max_file_size: int | None = None  # the largest object, on the proxy and every node (None: the default)
+    proxy_workers: int = 1  # proxy processes on the proxy's port (more: tokens are signed)
 
     @property
     def etc(self) -> Path:
@@ -127,7 +128,7 @@ DAEMON_SETS = ("all", "updaters")
 
 def prepare(
     root: Path, topology: Topology, proxy_port: int, *, seed: int | None = None, daemons: str = "all",
-    max_file_size: int | None = None,
+    max_file_size: int | None = None, proxy_workers: int = 1,
 ) -> Layout:
     """
     Create (first run) or check and refresh (later runs) everything under ``root``. ``daemons``
@@ -135,7 +136,7 @@ def prepare(
     """
     if daemons not in DAEMON_SETS:
         raise LayoutError(f"unknown daemon set {daemons!r} (known: {', '.join(DAEMON_SETS)})")
-    layout = Layout(root.absolute(), topology, proxy_port, max_file_size)
+    layout = Layout(root.absolute(), topology, proxy_port, max_file_size, proxy_workers)
     if topology.nodes < topology.replicas:
         raise LayoutError(f"{topology.replicas} replicas need at least as many nodes, not {topology.nodes}")
     for directory in (layout.etc, layout.run, layout.log):
@@ -285,6 +286,7 @@ def _proxy_config(layout: Layout) -> str:
         "txstore_conf = txstore.conf\n"
         "ring_dir = .\n"
         + _max_file_size(layout)
+        + (f"# txstore-aio --workers\nworkers = {layout.proxy_workers}\n" if layout.proxy_workers > 1 else "")
         + "\n"
         "[pipeline:main]\n"
         f"pipeline = {' '.join(DEFAULT_PIPELINE)}\n"
@@ -292,5 +294,6 @@ def _proxy_config(layout: Layout) -> str:
         + "".join(f"[filter:{name}]\nuse = egg:txstore#{name}\n{FILTER_OPTIONS.get(name, '')}\n"
                   for name in dict.fromkeys(DEFAULT_PIPELINE[:-1]) if name != "tempauth")
         + "[filter:tempauth]\nuse = egg:txstore#tempauth\n"
+        + ("token_store = signed\n" if layout.proxy_workers > 1 else "")  # a token good on every worker
         + users
     )

@@ -103,6 +103,14 @@ class LayoutTests(SynchronousTestCase):
         for number in range(1, 4):
             self.assertEqual(load_node_settings(layout.node_config(number)).max_file_size, 2 * 1024 * 1024)
 
+    def test_workers_with_signed_tokens(self) -> None:
+        topology = Topology(nodes=3, replicas=3, part_power=6)
+        layout = prepare(temp_dir(self) / "aio", topology, 8080, proxy_workers=2)
+        settings = load_proxy_settings(layout.proxy_config)
+        self.assertEqual((settings.workers, settings.stage("tempauth").settings["token_store"]), (2, "signed"))
+        single = load_proxy_settings(prepare(temp_dir(self) / "aio", topology, 8080).proxy_config)
+        self.assertEqual((single.workers, single.stage("tempauth").settings["token_store"]), (1, "memory"))
+
     def test_too_few_nodes(self) -> None:
         err = self.assertRaises(LayoutError, prepare, temp_dir(self) / "r", Topology(nodes=2, replicas=3), 8080)
         self.assertIn("3 replicas need at least as many nodes", str(err))

@@ -551,3 +551,4 @@ class FakeServices:
 class FakeLayout:
     max_file_size = None
     proxy_port = 8080
+    proxy_workers = 1
