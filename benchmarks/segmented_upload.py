@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swift-first", action="store_true", help="with --target both, Swift goes first each round")
     parser.add_argument("--no-pause", action="store_true", help="do not SIGSTOP the other system during a transfer")
     parser.add_argument("--nodes", type=int, default=4, help="txstore nodes (default 4, as the anchor)")
+    parser.add_argument("--proxy-workers", type=int, default=1,
+                        help="txstore proxy processes (default 1; the anchor runs 2)")
     parser.add_argument("--swift-cli", type=Path, default=Path(sys.executable).with_name("swift"),
                         help="the client for both targets (default: the swift beside this Python)")
     parser.add_argument("--tmp", type=Path, help="where the source file and downloads go (default: the system's temp dir)")
@@ -380,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise BenchError(f"no anchor pids in {pidfile}: its proxy's RSS cannot be read")
                 swift = System("swift", f"http://127.0.0.1:{ANCHOR_PORT}/auth/v1.0", groups, anchor_info)
             if args.target in ("txstore", "both"):
-                auth_url, root, info = stack.enter_context(txstore_cluster(args.nodes))
+                auth_url, root, info = stack.enter_context(txstore_cluster(args.nodes, workers=args.proxy_workers))
                 txstore = System("txstore", auth_url, pid_groups_from_run_dir(root / "run"), info)
                 systems.append(txstore)
             if args.target in ("swift", "both"):

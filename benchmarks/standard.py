@@ -232,7 +232,7 @@ def wait_for_writeback(limit: float = 300.0) -> bool:
 
 
 @contextmanager
-def txstore_cluster(nodes: int, daemons: str = "updaters") -> Iterator[tuple[str, Path, list[str]]]:
+def txstore_cluster(nodes: int, daemons: str = "updaters", workers: int = 1) -> Iterator[tuple[str, Path, list[str]]]:
     """
     A fresh txstore-aio in a temp root; (auth URL, root, info lines); always stopped. By default
     its nodes run the same background daemons as the anchor (the container and object updaters).
@@ -246,14 +246,15 @@ def txstore_cluster(nodes: int, daemons: str = "updaters") -> Iterator[tuple[str
     root = parent / "aio"
     proxy_port, base_port = free_ports(nodes)
     command = [str(aio), "--root", str(root), "--proxy-port", str(proxy_port), "--base-port", str(base_port), "--nodes", str(nodes)]
-    daemon_set = ["--daemons", daemons]
+    daemon_set = ["--daemons", daemons, "--workers", str(workers)]
     try:
         started = subprocess.run([*command, *daemon_set, "--background"], capture_output=True, text=True)
         if started.returncode != 0:
             raise BenchError(f"txstore-aio did not start:\n{started.stdout}{started.stderr}")
         info = [
             f"data: {root} ({filesystem_of(root)})",
-            f"proxy 127.0.0.1:{proxy_port}, {nodes} nodes, 3 replicas, daemons: {daemons}",
+            f"proxy 127.0.0.1:{proxy_port} ({workers} worker{'s' if workers > 1 else ''}), {nodes} nodes, 3 replicas,"
+            f" daemons: {daemons}",
         ]
         yield f"http://127.0.0.1:{proxy_port}/auth/v1.0", root, info
     finally:
@@ -288,7 +289,9 @@ def swift_anchor(keep: bool) -> Iterator[list[str]]:
 
 def bench_txstore(args: argparse.Namespace, plan: Plan) -> Run:
     run = Run("txstore")
-    with txstore_cluster(args.nodes, "all" if args.all_daemons else "updaters") as (auth_url, root, info):
+    with txstore_cluster(args.nodes, "all" if args.all_daemons else "updaters", args.proxy_workers) as (
+        auth_url, root, info
+    ):
         servers = Servers(pid_groups_from_run_dir(root / "run"))
         run.info += info + [f"load average at start: {load_average()}; servers idle: {idle(servers)}"]
         client = Client(authenticate(auth_url, args.user, args.key), servers, args.processes)
@@ -395,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, help="instead of 16")
     parser.add_argument("--processes", type=int, default=4, help="load generator processes (default 4)")
     parser.add_argument("--nodes", type=int, default=4, help="txstore nodes (default 4, as the anchor)")
+    parser.add_argument("--proxy-workers", type=int, default=1,
+                        help="txstore proxy processes (default 1; the anchor runs 2)")
     parser.add_argument(
         "--all-daemons", action="store_true",
         help="run every txstore daemon (replicators, auditors, ...), not only the updaters the anchor runs",
