@@ -60,6 +60,7 @@ class ServerMetrics:
         )
         self._daemon: _DaemonMetrics | None = None  # made at a node's first daemon pass
         self._history: dict[int, tuple[int, float, int]] = {}  # minute -> requests, seconds, errors
+        self.statsd: Any = None  # a txstore.common.statsd.StatsdClient, when configured
         self._backend: Counter | None = None  # made at a proxy's first backend failure
 
     def first_byte(self, method: str, status: int | None, seconds: float, **labels: str) -> None:
@@ -77,6 +78,21 @@ class ServerMetrics:
     def watch_error_limiter(self, limiter: Any) -> None:
         """Report how many nodes ``limiter`` (an ErrorLimiter) skips right now, at each scrape."""
         self.registry.register(_LimitedNodes(limiter))
+
+    def statsd_request(self, name: str, method: str, status: int | None, seconds: float,
+                       ttfb: float | None = None, transferred: int = 0) -> None:
+        """
+        With a StatsD client (`statsd`), one request's Swift metrics under ``name`` (``proxy-server.object``,
+        ``object-server``): ``<name>.<method>.<status>.timing`` (ms), ``.first-byte.timing``, ``.xfer``.
+        """
+        if self.statsd is None:
+            return
+        base = f"{name}.{method}.{status if status else 'none'}"
+        self.statsd.timing(f"{base}.timing", seconds * 1000)
+        if ttfb is not None:
+            self.statsd.timing(f"{base}.first-byte.timing", ttfb * 1000)
+        if transferred:
+            self.statsd.update_stats(f"{base}.xfer", transferred)
 
     def watch(self, collector: Any) -> None:
         """Add a collector (an object with ``collect()`` yielding metric families) to the page."""

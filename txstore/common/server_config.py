@@ -18,6 +18,23 @@ def listen_options(default_port: int) -> tuple[c.Option, ...]:
     )
 
 
+# StatsD (Swift's option names): off while log_statsd_host is empty.
+STATSD_OPTIONS = (
+    c.Option("log_statsd_host", c.string, "", doc="StatsD server to send Swift's metrics to (empty: none)."),
+    c.Option("log_statsd_port", c.port, 8125, doc="Its UDP port."),
+    c.Option("log_statsd_metric_prefix", c.string, "", doc="Put before every metric name."),
+    c.Option("log_statsd_default_sample_rate", c.number(0.0, 1.0), 1.0, doc="Share of the events sent."),
+)
+
+
+def statsd_settings(section) -> dict | None:
+    """The StatsD options of a parsed section, or None when StatsD is off."""
+    if not section["log_statsd_host"]:
+        return None
+    return {"host": section["log_statsd_host"], "port": section["log_statsd_port"],
+            "prefix": section["log_statsd_metric_prefix"], "sample_rate": section["log_statsd_default_sample_rate"]}
+
+
 MAX_FILE_SIZE_OPTION = c.Option(
     "max_file_size", c.size, 5 * 1024**3 + 2, doc="Largest object accepted, in bytes (413 above)."
 )

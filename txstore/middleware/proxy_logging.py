@@ -83,6 +83,9 @@ class ProxyLogging:
             length = request.header("Content-Length")
             received = int(length) if length is not None and length.isdigit() else 0
             self.metrics.observe(request.method, status, duration, sent, received, source=source or "")
+            if self.metrics.statsd is not None and not source:
+                self.metrics.statsd_request(f"proxy-server.{_kind(request)}", request.method, status, duration,
+                                            ttfb, sent + received)
 
 
 # The fields a log_msg_template may name, Swift's proxy_logging names (a subset).
@@ -148,6 +151,16 @@ OPTIONS = (
     c.Option("reveal_sensitive_prefix", c.integer(0, 64), REVEALED,
              doc="Characters of a token or a temp URL signature that are logged."),
 )
+
+
+def _kind(request: SwiftRequest) -> str:
+    """Swift's StatsD type of a request: account, container or object (else the path's first name)."""
+    parts = request.path.split("/")  # "", "v1", account, container, object...
+    if len(parts) > 2 and parts[1] in ("v1", "v1.0") and parts[2]:
+        if len(parts) > 4 and "/".join(parts[4:]):
+            return "object"
+        return "container" if len(parts) > 3 and parts[3] else "account"
+    return (parts[1] if len(parts) > 1 else "") or "root"
 
 
 def _revealed(uri: str, reveal: int = REVEALED) -> str:

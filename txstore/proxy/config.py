@@ -20,7 +20,9 @@ from txstore.common.cluster import ClusterConfig
 from txstore.common.server_config import (
     CLUSTER_FILE_OPTIONS,
     MAX_FILE_SIZE_OPTION,
+    STATSD_OPTIONS,
     listen_options,
+    statsd_settings,
     load_cluster_from,
 )
 from txstore.proxy.pipeline import PIPELINE_SECTION, RAW_FILTER_SECTION, Stage, load_pipeline
@@ -72,6 +74,7 @@ SCHEMA = c.Schema(
                 *listen_options(8080), *CLUSTER_FILE_OPTIONS, MAX_FILE_SIZE_OPTION,
                 c.Option("workers", c.integer(1, 64), 1,
                          doc="Proxy processes sharing the listening socket (1: this process serves)."),
+                *STATSD_OPTIONS,
             ),
         ),
         PIPELINE_SECTION,
@@ -111,6 +114,7 @@ class ProxySettings:
     stages: tuple[Stage, ...] = ()
     max_file_size: int = 5 * 1024**3 + 2
     workers: int = 1
+    statsd: dict | None = None  # host, port, prefix, sample_rate (None: no StatsD)
 
     def stage(self, use: str) -> Stage | None:
         """The first filter of the pipeline that runs middleware ``use`` (``tempauth``)."""
@@ -136,4 +140,5 @@ def load_proxy_settings(path: str | Path) -> ProxySettings:
         stages=load_pipeline(loaded),
         max_file_size=proxy["max_file_size"],
         workers=proxy["workers"],
+        statsd=statsd_settings(proxy),
     )

@@ -12,6 +12,7 @@ from twisted.internet.defer import DeferredList
 from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import Constraints
 from txstore.common.metrics import proxy_metrics
+from txstore.common.statsd import StatsdClient
 from txstore.common.tap_support import config_options, http_service
 from txstore.proxy.config import ProxySettings, load_proxy_settings
 from txstore.proxy.context import ProxyContext
@@ -66,7 +67,11 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         metrics=proxy_metrics(),
     )
     context.metrics.watch_error_limiter(context.errors)
-    return ProxyServer(context, settings.stages), _Pools(client.close)
+    closers = [client.close]
+    if settings.statsd is not None:
+        context.metrics.statsd = StatsdClient(reactor, **settings.statsd)
+        closers.append(context.metrics.statsd.close)
+    return ProxyServer(context, settings.stages), _Pools(*closers)
 
 
 def makeService(options: Options, reactor=None) -> MultiService:

@@ -12,7 +12,9 @@ from txstore.common.cluster import ClusterConfig
 from txstore.common.server_config import (
     CLUSTER_FILE_OPTIONS,
     MAX_FILE_SIZE_OPTION,
+    STATSD_OPTIONS,
     listen_options,
+    statsd_settings,
     load_cluster_from,
     require_directory,
 )
@@ -69,6 +71,7 @@ SCHEMA = c.Schema(
                     doc="Serve a device only while it is a mount point (507 otherwise).",
                 ),
                 MAX_FILE_SIZE_OPTION,
+                *STATSD_OPTIONS,
                 c.Option(
                     "threads_per_device",
                     c.integer(1),
@@ -179,6 +182,7 @@ class NodeSettings:
     threads_per_device: int = DEFAULT_THREADS_PER_DEVICE
     direct_writes: bool = True
     container_update_timeout: float = 1.0
+    statsd: dict | None = None  # host, port, prefix, sample_rate (None: no StatsD)
     daemons: dict[str, dict] = field(factory=lambda: _daemon_defaults())  # section → options
     replication: dict = field(factory=lambda: _section_defaults(REPLICATION))
 
@@ -198,6 +202,7 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         max_file_size=node["max_file_size"],
         threads_per_device=node["threads_per_device"],
         direct_writes=node["direct_writes"],
+        statsd=statsd_settings(node),
         container_update_timeout=node["container_update_timeout"],
         daemons={name: dict(loaded.section(name)) for name in DAEMONS},
         replication=_replication_options(loaded),

@@ -20,6 +20,7 @@ from txstore.common.constraints import Constraints
 from txstore.common.io import DeviceThreadPools, PoolsStopped
 from txstore.common.listener import TCPListener
 from txstore.common.metrics import DeviceGauges, node_metrics
+from txstore.common.statsd import StatsdClient
 from txstore.common.policies import ERASURE_CODING
 from txstore.daemons.auditor import ObjectAuditor
 from txstore.daemons.container_updater import ContainerUpdater
@@ -176,6 +177,8 @@ def build_node(
     sweeper.setServiceParent(services)
     gauges = DeviceGauges(runner)
     server.metrics.watch(gauges)  # type: ignore[union-attr]
+    if settings.statsd is not None:
+        server.metrics.statsd = StatsdClient(reactor, **settings.statsd)  # type: ignore[union-attr]
     figures = TimerService(DEVICE_FIGURES_INTERVAL, DeviceFigures(context, gauges).gather)
     figures.clock = reactor
     figures.setServiceParent(services)

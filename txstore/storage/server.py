@@ -106,11 +106,16 @@ class NodeServer:
 
     def _observe(self, result: object, request: Request, started: float) -> None:
         body = getattr(request, "body", None)
+        method = request.method.decode("ascii", "replace")
+        status, seconds, server = request.code if result is None else None, time.monotonic() - started, _server_of(request)
+        received = getattr(body, "received", 0)
         self.metrics.observe(  # type: ignore[union-attr]
-            request.method.decode("ascii", "replace"), request.code if result is None else None,
-            time.monotonic() - started, request.sentLength, getattr(body, "received", 0),
-            server=_server_of(request),
+            method, status, seconds, request.sentLength, received, server=server,
         )
+        if self.metrics.statsd is not None and server != "other":  # type: ignore[union-attr]
+            self.metrics.statsd.timing(f"{server}-server.{method}.timing", seconds * 1000)  # type: ignore[union-attr]
+            if status is not None and status >= 500:
+                self.metrics.statsd.increment(f"{server}-server.{method}.errors")  # type: ignore[union-attr]
 
     def _backend(self, request: Request) -> Answer:
         try:

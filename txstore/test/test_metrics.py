@@ -7,14 +7,15 @@ from types import SimpleNamespace
 from prometheus_client import generate_latest
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from txstore.common.backend_client import BackendError, BackendTimeout
 from txstore.common.metrics import DeviceGauges, node_metrics, proxy_metrics, status_class
 from txstore.proxy.controllers.base import node_failed
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.edge import ProxyEdge
-from txstore.proxy.messages import SwiftResponse
+from txstore.proxy.messages import SwiftRequest, SwiftResponse
 from txstore.ring.device import Device
 from txstore.ring.ring import Node
 from txstore.storage.server import NodeServer
@@ -126,3 +127,54 @@ class DeviceGaugesTests(SynchronousTestCase):
         self.assertNotIn('txstore_device_size_bytes{device="d2"}', found)
         self.assertEqual(found['txstore_io_queued{pool="d1"}'], 3)
         self.assertEqual(found['txstore_io_busy_threads{pool="d1"}'], 4)
+
+
+class StatsdTests(TestCase):
+    """Swift's StatsD names, over real UDP on 127.0.0.1."""
+
+    async def test_a_requests_metrics_reach_a_statsd_server(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.protocol import DatagramProtocol
+
+        from txstore.common.statsd import StatsdClient
+
+        got: list[bytes] = []
+        arrived = Deferred()
+
+        class Receiver(DatagramProtocol):
+            def datagramReceived(self, data, address):
+                got.append(data)
+                if len(got) == 3 and not arrived.called:
+                    arrived.callback(None)
+
+        port = reactor.listenUDP(0, Receiver(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = StatsdClient(reactor, "127.0.0.1", port.getHost().port, prefix="tx")
+        self.addCleanup(client.close)
+        metrics = proxy_metrics()
+        metrics.statsd = client
+        metrics.statsd_request("proxy-server.object", "GET", 200, 0.25, ttfb=0.01, transferred=1234)
+        arrived.addTimeout(10, reactor)
+        await arrived
+        self.assertEqual(sorted(got), [b"tx.proxy-server.object.GET.200.first-byte.timing:10.000|ms",
+                                       b"tx.proxy-server.object.GET.200.timing:250.000|ms",
+                                       b"tx.proxy-server.object.GET.200.xfer:1234|c"])
+
+    def test_sampling_and_the_request_type(self) -> None:
+        from txstore.common.statsd import StatsdClient
+
+        class UDPOnly:
+            def listenUDP(self, port, protocol, interface):
+                return SimpleNamespace(stopListening=lambda: None)
+
+        from txstore.middleware.proxy_logging import _kind
+
+        sent = []
+        client = StatsdClient(UDPOnly(), "127.0.0.1", 8125, sample_rate=0.5, rng=iter([0.7, 0.2]).__next__)
+        client._protocol.transport = SimpleNamespace(write=lambda data, address: sent.append(data))
+        client.increment("a")
+        client.increment("b")
+        self.assertEqual(sent, [b"b:1|c|@0.5"])  # the first was not drawn
+        kinds = [_kind(SwiftRequest("GET", p)) for p in
+                 ("/v1/AUTH_a", "/v1/AUTH_a/", "/v1/AUTH_a/c", "/v1/AUTH_a/c/", "/v1/AUTH_a/c/o/x", "/auth/v1.0", "/")]
+        self.assertEqual(kinds, ["account", "account", "container", "container", "object", "auth", "root"])
