@@ -305,8 +305,10 @@ class ObjectState:
     metadata: Mapping[str, str] = field(factory=dict, converter=_readonly)
     content_length: int | None = None
     data_path: Path | None = None
-    # EC policies: the index of the fragment archive ``data_path`` is (None for replicas).
+    # EC policies: the index of the fragment archive ``data_path`` is (None for replicas), and
+    # the indexes of every archive of that durable version this node holds (a handoff: several).
     frag_index: int | None = None
+    fragments: tuple[int, ...] = ()
 
     @property
     def deleted(self) -> bool:
@@ -706,7 +708,10 @@ class DiskFile:
                 chosen = min(selection.fragments.values(), key=lambda f: (not f.durable, f.frag_index))
             if chosen is None and selection.tombstone is None:
                 return NOT_FOUND
+            held = tuple(sorted(selection.fragments))
             selection = FileSelection(chosen, selection.meta, selection.tombstone)
+        else:
+            held = ()
 
         def footer(item: OnDiskFile) -> objmeta.Footer | None:
             try:
@@ -739,6 +744,7 @@ class DiskFile:
             content_length=data.body_length if data else None,
             data_path=self.hash_dir / selection.data.name,
             frag_index=selection.data.frag_index,
+            fragments=held,
         )
 
     def open_reader(self, state: ObjectState) -> DiskFileReader:
@@ -814,9 +820,11 @@ class DiskFile:
         timestamp = Timestamp.parse(timestamp)
         return self._write_small(metadata or {}, timestamp, TOMBSTONE, self._newer_than_data(timestamp))
 
-    def _newer_than_data(self, timestamp: Timestamp) -> Callable[[ObjectState], None]:
+    def _newer_than_data(self, timestamp: Timestamp, frag_index: int | None = None) -> Callable[[ObjectState], None]:
         def check(previous: ObjectState) -> None:
             current = previous.timestamp or previous.tombstone_timestamp
+            if frag_index is not None and previous.exists and current == timestamp and frag_index not in previous.fragments:
+                return  # another archive of the durable version (a handoff may hold several)
             if current is not None and timestamp <= current:
                 raise DiskFileConflict(f"{timestamp.internal} is not newer than {current.internal}", previous)
 
@@ -1222,7 +1230,8 @@ class DiskFileWriter:
                     os.fsync(fd)
             self._close_fd()
             previous = self.diskfile._install(
-                self.temp_path, OnDiskFile(timestamp, DATA, self.frag_index), self.diskfile._newer_than_data(timestamp),
+                self.temp_path, OnDiskFile(timestamp, DATA, self.frag_index),
+                self.diskfile._newer_than_data(timestamp, self.frag_index),
                 expiring.delete_at_of(stamped),
             )
         except BaseException:

@@ -9,6 +9,12 @@ never held whole; the commit steps (fsync, rename, container update) run to the 
 client goes away after sending the body. After a PUT or DELETE the container server named by
 the caller (``X-Container-Host``, ``-Device``, ``-Partition``) gets the new row; when it cannot
 be reached the update is written to ``async_pending`` for the updater to replay.
+
+An erasure-coded policy's PUT stores fragment archive ``X-Object-Sysmeta-Ec-Frag-Index``, not
+durable and not in the container yet; a POST with ``X-Backend-Ec-Durable: <timestamp>`` and
+``X-Backend-Fragment-Index`` marks it durable and sends the container update (the object's
+length and ETag from its EC sysmeta). GET and HEAD serve a durable archive only
+(docs/backend-api.rst, docs/erasure-coding.rst).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from txstore.common.http_ranges import (
     parse_range,
 )
 from txstore.common.paths import BackendPath
+from txstore.common.policies import ERASURE_CODING, StoragePolicy
 from txstore.common.streaming import BodyIncomplete
 from txstore.common.timestamps import Timestamp
 from txstore.common.web import ResponseAborted
@@ -155,11 +162,57 @@ def _named_list(raw: str | None) -> list[str]:
     return [name.strip() for name in (raw or "").split(",") if name.strip()]
 
 
+# EC: the fragment archive a PUT stores (and GET/HEAD answer), the archive a request asks for,
+# and the whole object's length and ETag, which a container row shows instead of the archive's.
+FRAG_INDEX = "X-Object-Sysmeta-Ec-Frag-Index"
+BACKEND_FRAG_INDEX = "X-Backend-Fragment-Index"
+EC_DURABLE = "X-Backend-Ec-Durable"
+EC_CONTENT_LENGTH = "X-Object-Sysmeta-Ec-Content-Length"
+EC_ETAG = "X-Object-Sysmeta-Ec-Etag"
+
+
+def _is_ec(policy: StoragePolicy) -> bool:
+    return policy.policy_type == ERASURE_CODING
+
+
+def _frag_index(request: Request, policy: StoragePolicy, name: str, required: bool) -> int | None:
+    """Header ``name`` as a fragment index of ``policy`` (0 to k+m-1); 400 when it is not one."""
+    raw = header(request, name)
+    if raw is None:
+        if required:
+            raise HTTPError(400, f"Missing {name} header (the policy is erasure-coded)")
+        return None
+    try:
+        index = int(raw)
+    except ValueError:
+        index = -1
+    limit = policy.ec.fragments if policy.ec is not None else None
+    if index < 0 or str(index) != raw.strip() or (limit is not None and index >= limit):
+        raise HTTPError(400, f"Invalid {name} header: {raw!r}")
+    return index
+
+
+def _object_size_etag(metadata: Mapping[str, str], size: int, etag: str) -> tuple[int, str]:
+    """The object's length and ETag: an EC archive's metadata says the whole object's."""
+    ec_length = _metadata_value(metadata, EC_CONTENT_LENGTH)
+    ec_etag = _metadata_value(metadata, EC_ETAG)
+    if ec_length is not None and ec_length.isdigit():
+        size = int(ec_length)
+    if ec_etag is not None:
+        etag = ec_etag
+    return size, etag
+
+
 def _put_refusal(
-    state: ObjectState, timestamp: Timestamp, if_none_match: bool, now: float
+    state: ObjectState, timestamp: Timestamp, if_none_match: bool, now: float, frag_index: int | None = None
 ) -> tuple[int, str, Timestamp | None] | None:
-    """Why the object's current state refuses a PUT at ``timestamp`` (status, reason, its time), if it does."""
+    """
+    Why the object's current state refuses a PUT at ``timestamp`` (status, reason, its time), if
+    it does. An EC archive of the durable version, of an index not held yet, is not refused.
+    """
     current = state.timestamp or state.tombstone_timestamp
+    if frag_index is not None and current == timestamp and state.exists and frag_index not in state.fragments:
+        return None
     if current is not None and timestamp <= current:
         return 409, f"Conflict: {current.internal} is newer or the same", current
     if if_none_match and state.exists and not _expired(state, now):
@@ -167,39 +220,46 @@ def _put_refusal(
     return None
 
 
-def _open_with_state(diskfiles, path: BackendPath, policy_index: int):
-    """(blocking) The DiskFile and its state, or the DiskFileCorrupt that reading it raised."""
+def _open_with_state(diskfiles, path: BackendPath, policy_index: int, frag_index: int | None = None):
+    """
+    (blocking) The DiskFile and its state (for an EC policy, of archive ``frag_index`` or of
+    the one held), or the DiskFileCorrupt that reading it raised.
+    """
     diskfile = diskfiles.get_diskfile(path.device, path.partition, path.account, path.container, path.obj,
                                       policy_index)
     try:
-        return diskfile, diskfile.read_metadata()
+        return diskfile, diskfile.read_metadata(frag_index)
     except DiskFileCorrupt as err:
         return diskfile, err
 
 
-def _open_for_put(diskfiles, path: BackendPath, policy_index: int, length: int | None, admits):
+def _open_for_put(diskfiles, path: BackendPath, policy_index: int, length: int | None, admits,
+                  frag_index: int | None = None):
     """
     (blocking) The DiskFile, its state (or the DiskFileCorrupt that reading it raised), and a
-    writer when the state ``admits`` the PUT (else None).
+    writer (of archive ``frag_index`` for an EC policy) when the state ``admits`` the PUT
+    (else None).
     """
     diskfile, state = _open_with_state(diskfiles, path, policy_index)
     if isinstance(state, DiskFileCorrupt):
         return diskfile, state, None
-    return diskfile, state, diskfile.create_writer(length) if admits(state) else None
+    if not admits(state):
+        return diskfile, state, None
+    return diskfile, state, diskfile.create_writer(length, frag_index=frag_index)
 
 
 # A GET of a body this small reads it with the metadata, in the same thread call.
 SMALL_BODY = 64 * 1024
 
 
-def _open_for_get(diskfiles, path: BackendPath, policy_index: int, small: int):
+def _open_for_get(diskfiles, path: BackendPath, policy_index: int, small: int, frag_index: int | None = None):
     """
     (blocking) The DiskFile, its state (or the DiskFileCorrupt that reading it raised), and,
     when the object's body is at most ``small`` bytes, the whole body checked against its ETag
     (a `CorruptBody` in place of the state when it fails), else None. One thread call for a
     small GET instead of five (open, metadata, open the data file, read, close).
     """
-    diskfile, state = _open_with_state(diskfiles, path, policy_index)
+    diskfile, state = _open_with_state(diskfiles, path, policy_index, frag_index)
     if isinstance(state, DiskFileCorrupt):
         return diskfile, state, None
     length = state.content_length
@@ -336,24 +396,26 @@ class ObjectServer:
             raise HTTPError(400, "If-None-Match only supports *")
         now = context.clock()
 
-        def admits(state: ObjectState) -> bool:
-            return _put_refusal(state, timestamp, if_none_match is not None, now) is None
-
         policy = storage_policy(request, context.policies)
+        # EC: this node stores one fragment archive, not durable until the proxy says so.
+        frag_index = _frag_index(request, policy, FRAG_INDEX, required=True) if _is_ec(policy) else None
+
+        def admits(state: ObjectState) -> bool:
+            return _put_refusal(state, timestamp, if_none_match is not None, now, frag_index) is None
         diskfile, state, writer = await self._at_device(
-            path, _open_for_put, context.diskfiles, path, policy.index, length, admits
+            path, _open_for_put, context.diskfiles, path, policy.index, length, admits, frag_index
         )
         committed = False
         try:
             if isinstance(state, DiskFileCorrupt):
                 await self._quarantine(path, diskfile, state)
                 state = ObjectState()
-            refusal = _put_refusal(state, timestamp, if_none_match is not None, now)
+            refusal = _put_refusal(state, timestamp, if_none_match is not None, now, frag_index)
             if refusal is not None:
                 status, why, current = refusal
                 raise HTTPError(status, why, {"X-Backend-Timestamp": current.internal} if current is not None else {})
             if writer is None:
-                writer = await self._run(path, diskfile.create_writer, length)
+                writer = await self._run(path, partial(diskfile.create_writer, length, frag_index=frag_index))
             rest = await self._receive(request, path, writer, length)
             metadata = _stored_metadata(request)
             try:
@@ -368,6 +430,9 @@ class ObjectServer:
         finally:
             if writer is not None and not committed:
                 await self._run(path, writer.abort)
+        if frag_index is not None:
+            # Not in listings before it is durable: the container hears of it then.
+            return _empty(201, {"ETag": writer.etag, "Last-Modified": timestamp.last_modified})
         await self._update_container(
             request, path, "PUT", timestamp, _row_headers(metadata, writer.bytes_written, writer.etag)
         )
@@ -471,9 +536,10 @@ class ObjectServer:
 
     async def get(self, request: Request, path: BackendPath) -> NodeResponse:
         policy = storage_policy(request, self.context.policies)
+        frag_index = _frag_index(request, policy, BACKEND_FRAG_INDEX, required=False) if _is_ec(policy) else None
         small = SMALL_BODY if request.method == b"GET" else 0
         diskfile, state, body = await self._at_device(
-            path, _open_for_get, self.context.diskfiles, path, policy.index, small
+            path, _open_for_get, self.context.diskfiles, path, policy.index, small, frag_index
         )
         if isinstance(state, (DiskFileCorrupt, CorruptBody)):
             # Out of service; the proxy reads another replica and replication restores this one.
@@ -490,6 +556,10 @@ class ObjectServer:
             if name in _STORED_LOWER.values() or name.lower().startswith(_META_PREFIXES):
                 headers[name] = value
         headers["ETag"] = etag
+        if state.frag_index is not None:
+            # The archive served (a handoff may hold several), of a durable version.
+            headers[FRAG_INDEX] = str(state.frag_index)
+            headers["X-Backend-Durable-Timestamp"] = state.timestamp.internal
         headers["Last-Modified"] = newest.last_modified
         headers["X-Timestamp"] = newest.normal
         headers["Accept-Ranges"] = "bytes"
@@ -578,6 +648,8 @@ class ObjectServer:
     # --- POST ------------------------------------------------------------------------------
 
     async def post(self, request: Request, path: BackendPath) -> NodeResponse:
+        if header(request, EC_DURABLE) is not None:
+            return await self.mark_durable(request, path)
         timestamp = required_timestamp(request)
         reason = check_metadata(request_headers(request), "object", self.context.constraints)
         if reason:
@@ -602,9 +674,39 @@ class ObjectServer:
         if retyped:
             # The container's row shows the content type: it changes with it (at the POST's
             # time, so a replica's older row loses), the rest of the row as the PUT made it.
-            row = _row_headers(state.metadata, state.content_length or 0, state.metadata.get("ETag", ""))
+            size, etag = _object_size_etag(state.metadata, state.content_length or 0, state.metadata.get("ETag", ""))
+            row = _row_headers(state.metadata, size, etag)
             row["X-Content-Type"] = metadata["Content-Type"]
             await self._update_container(request, path, "PUT", timestamp, row)
+        return _empty(202)
+
+    async def mark_durable(self, request: Request, path: BackendPath) -> NodeResponse:
+        """
+        The second phase of an EC PUT: ``X-Backend-Ec-Durable: <timestamp>`` and
+        ``X-Backend-Fragment-Index: N`` mark archive N of that PUT durable (202), and only then
+        the container hears of the object (its own length and ETag, from the EC sysmeta). 404
+        when this node does not hold the archive, 409 when a newer version or a tombstone is
+        there (it never will be served), 400 for a replicated policy.
+        """
+        policy = storage_policy(request, self.context.policies)
+        if not _is_ec(policy):
+            raise HTTPError(400, f"{EC_DURABLE} for a policy that is not erasure-coded")
+        timestamp = required_timestamp(request, EC_DURABLE)
+        frag_index = _frag_index(request, policy, BACKEND_FRAG_INDEX, required=True)
+        diskfile = await self._diskfile(request, path)
+        try:
+            state = await self._run(path, diskfile.mark_durable, timestamp, frag_index)
+        except DiskFileNotFound:
+            raise HTTPError(404, "Not Found: no such fragment archive") from None
+        except DiskFileConflict as err:
+            current = err.previous.tombstone_timestamp or err.previous.timestamp
+            headers = {"X-Backend-Timestamp": current.internal} if current else {}
+            raise HTTPError(409, "Conflict: a newer version or tombstone is stored", headers) from None
+        except DiskFileCorrupt as err:
+            await self._quarantine(path, diskfile, err)
+            raise HTTPError(404, "Not Found: the fragment archive was damaged") from None
+        size, etag = _object_size_etag(state.metadata, state.content_length or 0, state.metadata.get("ETag", ""))
+        await self._update_container(request, path, "PUT", timestamp, _row_headers(state.metadata, size, etag))
         return _empty(202)
 
     # --- DELETE ----------------------------------------------------------------------------

@@ -1359,11 +1359,21 @@ class ECDiskFileTests(DiskFileTestCase):
         self.put_archive(df, b"v2", ts(2), 0)
         df.mark_durable(ts(2), 0)
         self.assertRaises(DiskFileConflict, self.put_archive, df, b"v1", ts(1), 0)
-        self.assertRaises(DiskFileConflict, self.put_archive, df, b"v2", ts(2), 1)
+        self.assertRaises(DiskFileConflict, self.put_archive, df, b"v2", ts(2), 0)  # held already
         self.assertRaises(DiskFileConflict, df.mark_durable, ts(1), 0)
         self.assertRaises(DiskFileNotFound, df.mark_durable, ts(3), 0)
         self.assertEqual(self.files(df), ["1700000002.00000#0#d.data"])
         self.assertEqual(self.tmp_files(), [])
+        # Another archive of the durable version is welcome (a handoff may hold several).
+        self.put_archive(df, b"v2-1", ts(2), 1)
+        self.assertEqual(df.read_metadata().fragments, (0, 1))
+        self.assertEqual(df.read_metadata(1).frag_index, 1)
+        self.assertRaises(DiskFileConflict, self.put_archive, df, b"v2-1", ts(2), 1)
+        # Not after a tombstone of the same time, though.
+        other = self.ec("other")
+        other.delete(ts(2))
+        self.assertRaises(DiskFileConflict, self.put_archive, other, b"x", ts(2), 0)
+        self.assertEqual(self.files(other), ["1700000002.00000.ts"])
 
     def test_mark_durable_of_nothing_is_not_found_and_leaves_no_directory(self) -> None:
         df = self.ec()

@@ -23,7 +23,7 @@ from zope.interface import implementer
 from txstore.common.backend_client import BackendClient, BackendError, BackendResponse
 from txstore.common.hashing import PathHasher
 from txstore.common.io import DeviceThreadPools
-from txstore.common.policies import DEFAULT_POLICIES
+from txstore.common.policies import DEFAULT_POLICIES, ERASURE_CODING, ECParameters, PolicyCollection, StoragePolicy
 from txstore.common.streaming import StreamingSite
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
@@ -602,3 +602,185 @@ class ObjectServerTests(TestCase):
         quarantined = list((self.root / "d1" / "quarantined" / "objects").iterdir())
         self.assertEqual(len(quarantined), 1)
         self.assertEqual(len(list(quarantined[0].glob("*.data"))), 1)
+
+
+# A replicated default and an EC 2+1 policy, as a node serving both sees them.
+EC_POLICIES = PolicyCollection((
+    StoragePolicy(0, "gold", is_default=True),
+    StoragePolicy(2, "ec21", ERASURE_CODING, ec=ECParameters("liberasurecode_rs_vand", 2, 1)),
+))
+EC = {"X-Backend-Storage-Policy-Index": "2"}
+WHERE = {"X-Container-Host": "127.0.0.1:6211", "X-Container-Device": "c1", "X-Container-Partition": "7"}
+
+
+class ECObjectServerTests(TestCase):
+    """The object server of an EC policy: fragment archives, the durable mark, what is served."""
+
+    timeout = 60
+    stamp = ObjectServerTests.stamp
+    call = ObjectServerTests.call
+    files = ObjectServerTests.files
+    tmp_files = ObjectServerTests.tmp_files
+
+    def setUp(self) -> None:
+        ObjectServerTests.setUp(self)
+        self.diskfiles = DiskFileManager(self.root, False, PathHasher(b"", b"suffix"), ec_policies={2})
+        self.objects.context = attrs.evolve(self.context, policies=EC_POLICIES, diskfiles=self.diskfiles)
+
+    async def put_archive(self, path: str, body: bytes, index: int | str | None, **headers: str):
+        """PUT fragment archive ``index`` of an object whose whole body is 1000 bytes."""
+        all_headers = {
+            "X-Timestamp": self.stamp(), "Content-Type": "text/plain", **EC, **WHERE,
+            "X-Object-Sysmeta-Ec-Content-Length": "1000", "X-Object-Sysmeta-Ec-Etag": "e" * 32, **headers,
+        }
+        if index is not None:
+            all_headers["X-Object-Sysmeta-Ec-Frag-Index"] = str(index)
+        response, _ = await self.call("PUT", path, all_headers, body)
+        return response, all_headers["X-Timestamp"]
+
+    async def durable(self, path: str, when: str, index: int | str | None, **headers: str):
+        all_headers = {"X-Backend-Ec-Durable": when, **EC, **WHERE, **headers}
+        if index is not None:
+            all_headers["X-Backend-Fragment-Index"] = str(index)
+        response, body = await self.call("POST", path, all_headers)
+        return response
+
+    def object_files(self) -> list[str]:
+        """The files in the EC policy's object directories (d1/objects-2/<part>/<suffix>/<hash>/)."""
+        return [f.rsplit("/", 1)[1] for f in self.files() if f.startswith("d1/objects-2/") and f.count("/") == 5]
+
+    async def test_an_archive_is_stored_non_durable_and_not_listed(self) -> None:
+        response, when = await self.put_archive("/d1/3/a/c/o", b"fragment-3", 2)
+        self.assertEqual(response.code, 201)
+        self.assertEqual(response.headers.getRawHeaders("etag"), [hashlib.md5(b"fragment-3").hexdigest()])
+        self.assertEqual(self.object_files(), [f"{when}#2.data"])
+        self.assertEqual(self.containers.calls, [])  # listed only once durable
+        for method in ("GET", "HEAD"):
+            response, _ = await self.call(method, "/d1/3/a/c/o", EC)
+            self.assertEqual(response.code, 404, method)
+        response, _ = await self.call("POST", "/d1/3/a/c/o", {"X-Timestamp": self.stamp(), **EC})
+        self.assertEqual(response.code, 404)
+
+    async def test_a_put_without_a_valid_fragment_index_is_a_400(self) -> None:
+        for index in (None, "", "x", "-1", "3", "01", "1.0"):
+            response, _ = await self.put_archive("/d1/3/a/c/o", b"fragment", index)
+            self.assertEqual(response.code, 400, index)
+        self.assertEqual(self.object_files(), [])
+        self.assertEqual(self.tmp_files(), [])
+
+    async def test_the_durable_mark_serves_the_archive_and_lists_the_object(self) -> None:
+        response, when = await self.put_archive("/d1/3/a/c/o", b"fragment-1", 1, **{"X-Object-Meta-Color": "blue"})
+        response = await self.durable("/d1/3/a/c/o", when, 1, **{"X-Trans-Id": "tx9"})
+        self.assertEqual(response.code, 202)
+        self.assertEqual(self.object_files(), [f"{when}#1#d.data"])
+        [(method, host, port, row_path, sent)] = self.containers.calls
+        self.assertEqual((method, host, port, row_path), ("PUT", "127.0.0.1", 6211, "/c1/7/a/c/o"))
+        # The whole object's length and ETag, not the archive's.
+        self.assertEqual((sent["X-Size"], sent["X-Etag"], sent["X-Content-Type"]), ("1000", "e" * 32, "text/plain"))
+        self.assertEqual((sent["X-Timestamp"], sent["X-Backend-Storage-Policy-Index"], sent["X-Trans-Id"]),
+                         (when, "2", "tx9"))
+        response, got = await self.call("GET", "/d1/3/a/c/o", EC)
+        self.assertEqual((response.code, got), (200, b"fragment-1"))
+        headers = response.headers
+        self.assertEqual(headers.getRawHeaders("x-object-sysmeta-ec-frag-index"), ["1"])
+        self.assertEqual(headers.getRawHeaders("x-object-sysmeta-ec-content-length"), ["1000"])
+        self.assertEqual(headers.getRawHeaders("x-backend-durable-timestamp"), [when])
+        self.assertEqual(headers.getRawHeaders("x-object-meta-color"), ["blue"])
+        self.assertEqual(headers.getRawHeaders("etag"), [hashlib.md5(b"fragment-1").hexdigest()])
+        response, got = await self.call("HEAD", "/d1/3/a/c/o", EC)
+        self.assertEqual((response.code, response.headers.getRawHeaders("content-length")), (200, ["10"]))
+        # Marking it again changes nothing on disk (the row is sent again: it is idempotent).
+        self.assertEqual((await self.durable("/d1/3/a/c/o", when, 1)).code, 202)
+        self.assertEqual(self.object_files(), [f"{when}#1#d.data"])
+
+    async def test_a_given_fragment_index_is_served(self) -> None:
+        """A handoff may hold several archives of one object: X-Backend-Fragment-Index picks one."""
+        when = self.stamp()
+        for index in (0, 2):
+            response, _ = await self.put_archive("/d1/3/a/c/o", b"archive-%d" % index, index, **{"X-Timestamp": when})
+            self.assertEqual(response.code, 201)
+            self.assertEqual((await self.durable("/d1/3/a/c/o", when, index)).code, 202)
+        for index in (0, 2):
+            response, got = await self.call("GET", "/d1/3/a/c/o", {**EC, "X-Backend-Fragment-Index": str(index)})
+            self.assertEqual((response.code, got), (200, b"archive-%d" % index))
+            self.assertEqual(response.headers.getRawHeaders("x-object-sysmeta-ec-frag-index"), [str(index)])
+        response, _ = await self.call("GET", "/d1/3/a/c/o", {**EC, "X-Backend-Fragment-Index": "1"})
+        self.assertEqual(response.code, 404)
+        response, _ = await self.call("GET", "/d1/3/a/c/o", {**EC, "X-Backend-Fragment-Index": "x"})
+        self.assertEqual(response.code, 400)
+        response, got = await self.call("GET", "/d1/3/a/c/o", EC)
+        self.assertEqual((response.code, got), (200, b"archive-0"))
+
+    async def test_the_durable_mark_refused(self) -> None:
+        response = await self.durable("/d1/3/a/c/o", self.stamp(), 0)
+        self.assertEqual(response.code, 404)  # no such archive
+        _, when = await self.put_archive("/d1/3/a/c/o", b"fragment", 0)
+        self.assertEqual((await self.durable("/d1/3/a/c/o", when, 1)).code, 404)  # another index
+        self.assertEqual((await self.durable("/d1/3/a/c/o", when, None)).code, 400)
+        self.assertEqual((await self.durable("/d1/3/a/c/o", when, 5)).code, 400)
+        self.assertEqual((await self.durable("/d1/3/a/c/o", "soon", 0)).code, 400)
+        replicated = await self.durable("/d1/3/a/c/o", when, 0, **{"X-Backend-Storage-Policy-Index": "0"})
+        self.assertEqual(replicated.code, 400)
+        self.assertEqual(self.object_files(), [f"{when}#0.data"])
+        self.assertEqual(self.containers.calls, [])
+
+    async def test_a_newer_delete_wins_over_the_mark(self) -> None:
+        _, when = await self.put_archive("/d1/3/a/c/o", b"fragment", 0)
+        deleted_at = self.stamp()
+        response, _ = await self.call("DELETE", "/d1/3/a/c/o", {"X-Timestamp": deleted_at, **EC})
+        self.assertEqual(response.code, 404)  # nothing durable was there
+        response = await self.durable("/d1/3/a/c/o", when, 0)
+        self.assertEqual(response.code, 409)
+        self.assertEqual(response.headers.getRawHeaders("x-backend-timestamp"), [deleted_at])
+        self.assertEqual(self.object_files(), [f"{deleted_at}.ts"])
+        self.assertEqual(self.containers.calls, [])  # the object never shows in a listing
+        response, _ = await self.call("GET", "/d1/3/a/c/o", EC)
+        self.assertEqual(response.code, 404)
+        self.assertEqual(response.headers.getRawHeaders("x-backend-delete-timestamp"), [deleted_at])
+
+    async def test_a_newer_version_is_served_only_once_durable(self) -> None:
+        """The proxy's second phase never came for the newer PUT (a crash): the older one is served."""
+        _, old = await self.put_archive("/d1/3/a/c/o", b"old", 0)
+        await self.durable("/d1/3/a/c/o", old, 0)
+        _, new = await self.put_archive("/d1/3/a/c/o", b"new", 0)
+        response, got = await self.call("GET", "/d1/3/a/c/o", EC)
+        self.assertEqual((response.code, got), (200, b"old"))
+        self.assertEqual(self.object_files(), [f"{old}#0#d.data", f"{new}#0.data"])
+        response, _ = await self.put_archive("/d1/3/a/c/o", b"older", 0, **{"X-Timestamp": old})
+        self.assertEqual(response.code, 409)
+        await self.durable("/d1/3/a/c/o", new, 0)
+        response, got = await self.call("GET", "/d1/3/a/c/o", EC)
+        self.assertEqual((response.code, got), (200, b"new"))
+        self.assertEqual(self.object_files(), [f"{new}#0#d.data"])
+
+    async def test_a_failed_container_update_is_kept_for_the_updater(self) -> None:
+        _, when = await self.put_archive("/d1/3/a/c/o", b"fragment", 0)
+        self.containers.fail = True
+        self.assertEqual((await self.durable("/d1/3/a/c/o", when, 0)).code, 202)
+        [pending] = self.diskfiles.list_async_pendings("d1", 2)
+        record = self.diskfiles.read_async_pending(pending)
+        self.assertEqual((record.op, record.headers["X-Size"], record.headers["X-Etag"]), ("PUT", "1000", "e" * 32))
+
+    async def test_a_post_and_delete_of_a_durable_object(self) -> None:
+        _, when = await self.put_archive("/d1/3/a/c/o", b"fragment", 0)
+        await self.durable("/d1/3/a/c/o", when, 0)
+        response, _ = await self.call("POST", "/d1/3/a/c/o",
+                                      {"X-Timestamp": self.stamp(), "Content-Type": "text/html", **EC, **WHERE})
+        self.assertEqual(response.code, 202)
+        sent = self.containers.calls[-1][4]
+        self.assertEqual((sent["X-Size"], sent["X-Etag"], sent["X-Content-Type"]), ("1000", "e" * 32, "text/html"))
+        response, _ = await self.call("DELETE", "/d1/3/a/c/o", {"X-Timestamp": self.stamp(), **EC, **WHERE})
+        self.assertEqual(response.code, 204)
+        self.assertEqual(self.containers.calls[-1][0], "DELETE")
+        self.assertEqual([f.rsplit(".", 1)[1] for f in self.object_files()], ["ts"])
+
+    async def test_replicated_policies_are_unchanged_beside_an_ec_one(self) -> None:
+        when = self.stamp()
+        headers = {"X-Timestamp": when, "Content-Type": "text/plain", **WHERE,
+                   "X-Object-Sysmeta-Ec-Frag-Index": "1"}  # no meaning for a replicated policy
+        response, _ = await self.call("PUT", "/d1/3/a/c/o", headers, b"whole")
+        self.assertEqual(response.code, 201)
+        self.assertEqual(self.containers.calls[-1][4]["X-Size"], "5")  # listed at once
+        self.assertIn("d1/objects/3", [f.rsplit("/", 3)[0] for f in self.files() if f.endswith(f"{when}.data")])
+        response, got = await self.call("GET", "/d1/3/a/c/o", {"X-Backend-Fragment-Index": "2"})
+        self.assertEqual((response.code, got), (200, b"whole"))
