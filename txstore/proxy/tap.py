@@ -19,7 +19,7 @@ from txstore.proxy.context import ProxyContext
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
 from txstore.proxy.server import ProxyServer
-from txstore.proxy.workers import WorkerSupervisor
+from txstore.proxy.workers import ParentWatch, WorkerSupervisor
 from txstore.ring.reloader import RingReloader
 from txstore.ring.ringset import RingSet
 
@@ -91,5 +91,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         adopt_fd=listen_fd,
     )
     pools.setServiceParent(top)
+    if listen_fd is not None:
+        ParentWatch(reactor).setServiceParent(top)  # a worker ends with its supervisor
     RingReloader(loaded.rings.all(), reactor, on_sighup=True).setServiceParent(top)
     return top

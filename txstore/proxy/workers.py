@@ -129,3 +129,27 @@ def _signal(worker: _Worker, name: str) -> None:
         worker.transport.signalProcess(name)
     except Exception:  # already gone
         pass
+
+
+class ParentWatch(Service):
+    """
+    In a worker: its stdin is a pipe from the supervisor, so EOF there means the supervisor is
+    gone (even killed with SIGKILL); the worker then stops rather than serve on as an orphan.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        from twisted.internet.protocol import Protocol
+        from twisted.internet.stdio import StandardIO
+
+        reactor = self._reactor
+
+        class _Stdin(Protocol):
+            def connectionLost(self, reason=None) -> None:
+                if reactor.running:
+                    reactor.stop()
+
+        StandardIO(_Stdin(), reactor=reactor)
