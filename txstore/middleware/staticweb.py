@@ -41,6 +41,7 @@ from txstore.common.paths import BadPath
 from txstore.interfaces import IApp
 from txstore.middleware import tempurl
 from txstore.middleware.base import CachedContainers, Middleware
+from txstore.middleware.object_versioning import read_whole
 from txstore.proxy import subrequest
 from txstore.proxy.messages import TRUE_VALUES, HeaderMap, SwiftRequest, SwiftResponse
 
@@ -222,7 +223,7 @@ class Page:
         if not _success(listed.status):
             listed.discard_body()
             return False
-        return bool(_entries(await _read_whole(listed)))
+        return bool(_entries(await read_whole(listed)))
 
     async def _error(self, response: SwiftResponse) -> SwiftResponse:
         """The container's page for this error (``<status><Web-Error>``) with the error's status, else the error."""
@@ -249,7 +250,7 @@ class Page:
         listed = await self._get(self.root, query=urlencode(query))
         if not _success(listed.status):
             return await self._error(listed)
-        entries = _entries(await _read_whole(listed))
+        entries = _entries(await read_whole(listed))
         if prefix and not entries:
             return await self._error(SwiftResponse.text(404, "Not Found"))
         body = self._render(prefix, entries).encode("utf-8")
@@ -360,20 +361,6 @@ def _entries(data: bytes) -> list[dict]:
     except ValueError:
         return []
     return [entry for entry in listing if isinstance(entry, dict)] if isinstance(listing, list) else []
-
-
-async def _read_whole(response: SwiftResponse) -> bytes:
-    """A listing's body (bounded by the listing limit), read to its end."""
-    if not response.streamed:
-        return response.body
-    chunks = []
-    try:
-        while chunk := await response.body.read():
-            chunks.append(chunk)
-    except BaseException:
-        response.body.stop()
-        raise
-    return b"".join(chunks)
 
 
 def _build(app, settings: dict[str, Any], proxy) -> StaticWeb:
