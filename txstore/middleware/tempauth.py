@@ -31,7 +31,7 @@ from txstore.proxy.account_acl import (
     parse_account_acl,
     stored_account_acl,
 )
-from txstore.proxy.acl import InvalidACL, parse_acl
+from txstore.proxy.acl import InvalidACL, stored_acl
 from txstore.proxy.controllers.base import account_info
 from txstore.proxy.config import TEMPAUTH_OPTIONS, TEMPAUTH_PATTERNS
 from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
@@ -91,7 +91,7 @@ class TempAuthMiddleware:
         """The application's call, once it knows the container's ACLs (``info``)."""
         decision = self.auth.authorize(
             request.identity, request.method, account, container, obj,
-            _acl(info.read_acl if info else None), _acl(info.write_acl if info else None, write=True),
+            stored_acl(info.read_acl if info else None), stored_acl(info.write_acl if info else None, write=True),
             request.header("Referer"), request.environ.get(ACCOUNT_ACL),
         )
         request.environ[OWNER] = decision.allowed and decision.is_owner
@@ -110,15 +110,6 @@ class TempAuthMiddleware:
         response.headers.setdefault("Content-Type", "text/plain; charset=utf-8")
         return response
 
-
-def _acl(value: str | None, write: bool = False):
-    """A stored ACL; one that no longer parses grants nothing."""
-    if not value:
-        return None
-    try:
-        return parse_acl(value, write=write)
-    except ValueError:
-        return None
 
 
 def _store_account_acl(request: SwiftRequest) -> SwiftResponse | None:

@@ -189,3 +189,14 @@ def _group(item: str) -> str:
         if any(c.isspace() for c in part):
             raise InvalidACL(f"ACL element {item!r} has a space inside a name")
     return ":".join(parts)
+
+
+def stored_acl(value: str | None, *, write: bool = False) -> ContainerACL | None:
+    """A container's stored ACL header, parsed; None when absent, and one that no longer parses grants nothing."""
+    if not value:
+        return None
+    try:
+        return parse_acl(value, write=write)
+    except ValueError:
+        return None
+

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from attrs import frozen
 
 from txstore.proxy.account_acl import SYSMETA_NAME, stored_account_acl
-from txstore.proxy.acl import parse_acl
+from txstore.proxy.acl import stored_acl
 
 
 @frozen
@@ -71,14 +71,7 @@ class TempAuthCredentials:
     def authorize(self, user: S3User, request, account: str, container: str | None, obj: str | None, info,
                   grants: Any = None) -> Any:
         return self.auth.authorize(user.identity, request.method, account, container, obj,
-                                   _acl(info.read_acl if info else None), _acl(info.write_acl if info else None, True),
+                                   stored_acl(info.read_acl if info else None),
+                                   stored_acl(info.write_acl if info else None, write=True),
                                    request.header("Referer"), grants)
 
-
-def _acl(value: str | None, write: bool = False):
-    if not value:
-        return None
-    try:
-        return parse_acl(value, write=write)
-    except ValueError:
-        return None
