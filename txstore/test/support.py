@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import textwrap
 from pathlib import Path
 
@@ -141,3 +143,36 @@ def console_script(name: str) -> str:
     if not path.exists():
         raise RuntimeError(f"{name} is not installed beside {sys.executable}; pip install -e . first")
     return str(path)
+
+
+# A headless Chromium from Debian's packages, for the tests that load a page (None: they skip).
+BROWSER = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+NO_BROWSER = "no chromium-headless-shell or chromium (apt-get install chromium-headless-shell)"
+
+
+def serve_pages(case, page_for) -> str:
+    """
+    An HTTP server on 127.0.0.1 (another origin than the proxy) answering each GET with the
+    HTML ``page_for(path)`` returns; stopped at the test's end. Returns its origin.
+    """
+    import http.server
+    import threading
+
+    class Pages(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = page_for(self.path).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    case.addCleanup(server.server_close)
+    case.addCleanup(server.shutdown)
+    return f"http://127.0.0.1:{server.server_address[1]}"
+

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -21,9 +20,8 @@ from txstore.middleware.console import Console
 from txstore.proxy.cluster_status import ClusterStatus
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 from txstore.ring.device import Device
+from txstore.test.support import BROWSER, NO_BROWSER
 from txstore.test.test_proxy_integration import ClusterCase
-
-BROWSER = shutil.which("chromium-headless-shell") or shutil.which("chromium")
 
 
 class FakeRing:
@@ -138,7 +136,7 @@ class ConsoleInABrowserTests(ClusterCase):
 
     def test_the_page_shows_the_nodes_and_one_stopped(self) -> None:
         if BROWSER is None:
-            raise SkipTest("no chromium-headless-shell or chromium (apt-get install chromium-headless-shell)")
+            raise SkipTest(NO_BROWSER)
         _, token = self.cluster.token("admin:admin", "admin")
         url = f"http://127.0.0.1:{self.cluster.port}/console#token={token}"
         dom, log = self.dump(url)

@@ -9,19 +9,16 @@ object with a token (a preflight first) and is refused a container that allows n
 
 from __future__ import annotations
 
-import http.server
 import json
-import shutil
 import subprocess
-import threading
 
 from unittest import SkipTest
 
 from swiftclient import client as swift
 
+from txstore.test.support import BROWSER, NO_BROWSER, serve_pages
 from txstore.test.test_proxy_integration import ClusterCase
 
-BROWSER = shutil.which("chromium-headless-shell") or shutil.which("chromium")
 PAGE = """<html><body><pre id="out">not run</pre><script>
 async function run() {
   const out = [];
@@ -102,28 +99,11 @@ class CORSTests(ClusterCase):
 
     def test_a_page_of_another_origin_in_a_browser(self) -> None:
         if BROWSER is None:
-            raise SkipTest("no chromium-headless-shell or chromium (apt-get install chromium-headless-shell)")
+            raise SkipTest(NO_BROWSER)
         url, token = self.cluster.token()
         proxy = f"http://127.0.0.1:{self.cluster.port}"
         page = {}
-
-        class Page(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = page["html"].encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
-        origin = f"http://127.0.0.1:{server.server_address[1]}"  # another port: another origin
+        origin = serve_pages(self, lambda path: page["html"])  # another port: another origin
 
         swift.put_container(url, token, "web", {"X-Container-Meta-Access-Control-Allow-Origin": origin})
         swift.put_container(url, token, "closed")

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import json
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 from unittest import SkipTest
@@ -24,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from swiftclient import client as swift
 
-from txstore.test.test_cors_integration import BROWSER
+from txstore.test.support import BROWSER, NO_BROWSER, serve_pages
 from txstore.test.test_proxy_integration import ClusterCase
 
 KEY = "form-key"
@@ -149,31 +147,17 @@ class FormPostTests(ClusterCase):
 
     def test_a_form_submitted_by_a_browser(self) -> None:
         if BROWSER is None:
-            raise SkipTest("no chromium-headless-shell or chromium (apt-get install chromium-headless-shell)")
+            raise SkipTest(NO_BROWSER)
         landed: list[dict] = []
         page = {}
 
-        class Site(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.startswith("/done"):
-                    landed.append(parse_qs(urlsplit(self.path).query, keep_blank_values=True))
-                    body = f"<html><body><pre id='out'>{json.dumps(landed[-1])}</pre></body></html>".encode()
-                else:
-                    body = page["html"].encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def site(path: str) -> str:
+            if path.startswith("/done"):
+                landed.append(parse_qs(urlsplit(path).query, keep_blank_values=True))
+                return f"<html><body><pre id='out'>{json.dumps(landed[-1])}</pre></body></html>"
+            return page["html"]
 
-            def log_message(self, *args) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Site)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
-        origin = f"http://127.0.0.1:{server.server_address[1]}"
+        origin = serve_pages(self, site)
         path = "/v1/AUTH_test/up/browser/"
         redirect = f"{origin}/done"
         expires = int(time.time()) + 600

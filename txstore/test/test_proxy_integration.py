@@ -113,7 +113,9 @@ class SwiftCLISessionTests(ClusterCase):
         self.assertEqual(run("list").stdout.strip(), "")
 
 
-class APITests(ClusterCase):
+class LoggedInCase(ClusterCase):
+    """A fresh all-in-one and test:tester's storage URL and token."""
+
     def setUp(self) -> None:
         super().setUp()
         self.url, self.token = self.cluster.token()
@@ -121,6 +123,9 @@ class APITests(ClusterCase):
 
     def auth(self, **extra: str) -> dict:
         return {"X-Auth-Token": self.token, **extra}
+
+
+class APITests(LoggedInCase):
 
     def test_odd_names_round_trip(self) -> None:
         swift.put_container(self.url, self.token, "odd")
@@ -414,16 +419,8 @@ class APITests(ClusterCase):
         self.assertTrue(json.loads(self.cluster.http("GET", "/info", {})[2])["tempauth"]["account_acls"])
 
 
-class SwiftSuiteRulesTests(ClusterCase):
+class SwiftSuiteRulesTests(LoggedInCase):
     """Rules Swift's own functional suite checks (issue 20), each through a real client."""
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.url, self.token = self.cluster.token()
-        self.path = "/v1/AUTH_test"
-
-    def auth(self, **extra: str) -> dict:
-        return {"X-Auth-Token": self.token, **extra}
 
     def test_account_listing_as_swift_lists_it(self) -> None:
         swift.put_container(self.url, self.token, "b1")
