@@ -179,13 +179,18 @@ def _name(entry: dict) -> str:
     return entry.get("subdir") if "subdir" in entry else entry["name"]
 
 
-async def list_objects(call: S3Call, version: int = 1):
-    params = call.params
+def _key_encoder(params: dict[str, str]):
+    """How a listing writes keys: as they are, or URL-encoded with ``encoding-type=url`` (else a 400)."""
     encoding = params.get("encoding-type")
     if encoding is not None and encoding != "url":
         raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
                       ArgumentName="encoding-type", ArgumentValue=encoding)
-    encode = (lambda text: quote(text, safe="/")) if encoding else (lambda text: text)
+    return (lambda text: quote(text, safe="/")) if encoding else (lambda text: text)
+
+
+async def list_objects(call: S3Call, version: int = 1):
+    params = call.params
+    encode = _key_encoder(params)
     prefix, delimiter = params.get("prefix", ""), params.get("delimiter", "")
     limit = _max_keys(call)
     if version == 2:
@@ -219,7 +224,7 @@ async def list_objects(call: S3Call, version: int = 1):
     xml.sub(root, "MaxKeys", limit)
     if delimiter:
         xml.sub(root, "Delimiter", encode(delimiter))
-    if encoding:
+    if "encoding-type" in params:
         xml.sub(root, "EncodingType", "url")
     xml.sub(root, "IsTruncated", "true" if truncated else "false")
     with_owner = version == 1 or params.get("fetch-owner", "").lower() in TRUE
@@ -246,11 +251,7 @@ async def list_objects_v2(call: S3Call):
 async def list_versions(call: S3Call):
     """An unversioned bucket's objects, each its only version, ``null``, as AWS lists them."""
     params = call.params
-    encoding = params.get("encoding-type")
-    if encoding is not None and encoding != "url":
-        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
-                      ArgumentName="encoding-type", ArgumentValue=encoding)
-    encode = (lambda text: quote(text, safe="/")) if encoding else (lambda text: text)
+    encode = _key_encoder(params)
     prefix, delimiter = params.get("prefix", ""), params.get("delimiter", "")
     limit = _max_keys(call, "max-keys")
     marker = params.get("key-marker", "")
@@ -271,7 +272,7 @@ async def list_versions(call: S3Call):
     xml.sub(root, "MaxKeys", limit)
     if "delimiter" in params:
         xml.sub(root, "Delimiter", encode(delimiter))
-    if encoding:
+    if "encoding-type" in params:
         xml.sub(root, "EncodingType", "url")
     xml.sub(root, "IsTruncated", "true" if truncated else "false")
     for entry in entries:

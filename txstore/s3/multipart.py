@@ -173,25 +173,31 @@ async def copy_part(call: S3Call, part: str):
     return xml_response(200, xml.dumps(root))
 
 
-async def _parts(call: S3Call, upload_id: str, after: int = 0, limit: int | None = None) -> list[dict]:
-    """The uploaded parts (listing rows with ``number``) after part ``after``, in order."""
-    prefix = f"{call.key}/{upload_id}/"
-    found: list[dict] = []
+async def _segment_rows(call: S3Call, prefix: str):
+    """The bucket's segments container's listing rows under ``prefix``, page by page (none if it is missing)."""
     marker = ""
     while True:
         query = urlencode({"format": "json", "prefix": prefix, "marker": marker, "limit": PAGE})
         response = await call.swift("GET", segments_of(call.bucket), query=query)
         if response.status != 200:
             response.discard_body()
-            break
+            return
         page = await json_of(response)
         for entry in page:
-            tail = entry["name"][len(prefix):]
-            if tail.isdigit() and int(tail) > after:
-                found.append({**entry, "number": int(tail)})
+            yield entry
         if len(page) < PAGE:
-            break
+            return
         marker = page[-1]["name"]
+
+
+async def _parts(call: S3Call, upload_id: str, after: int = 0, limit: int | None = None) -> list[dict]:
+    """The uploaded parts (listing rows with ``number``) after part ``after``, in order."""
+    prefix = f"{call.key}/{upload_id}/"
+    found: list[dict] = []
+    async for entry in _segment_rows(call, prefix):
+        tail = entry["name"][len(prefix):]
+        if tail.isdigit() and int(tail) > after:
+            found.append({**entry, "number": int(tail)})
     found.sort(key=lambda e: e["number"])
     return found if limit is None else found[:limit + 1]
 
@@ -342,29 +348,18 @@ async def list_uploads(call: S3Call):
         raise S3Error("InvalidArgument", "max-uploads must not be negative", ArgumentName="max-uploads")
     uploads: list[tuple[str, str, dict]] = []
     prefixes: list[str] = []
-    marker = ""
-    while True:
-        query = urlencode({"format": "json", "prefix": prefix, "marker": marker, "limit": PAGE})
-        response = await call.swift("GET", segments_of(call.bucket), query=query)
-        if response.status != 200:
-            response.discard_body()
-            break
-        page = await json_of(response)
-        for entry in page:
-            key, _, upload_id = entry["name"].rpartition("/")
-            if not key or upload_id.isdigit() or not upload_id.startswith("u"):
-                continue
-            if key_marker and ((key, upload_id) <= (key_marker, id_marker) if id_marker else key <= key_marker):
-                continue
-            if delimiter and delimiter in key[len(prefix):]:
-                common = key[:len(prefix) + key[len(prefix):].index(delimiter) + len(delimiter)]
-                if common not in prefixes:
-                    prefixes.append(common)
-                continue
-            uploads.append((key, upload_id, entry))
-        if len(page) < PAGE:
-            break
-        marker = page[-1]["name"]
+    async for entry in _segment_rows(call, prefix):
+        key, _, upload_id = entry["name"].rpartition("/")
+        if not key or upload_id.isdigit() or not upload_id.startswith("u"):
+            continue
+        if key_marker and ((key, upload_id) <= (key_marker, id_marker) if id_marker else key <= key_marker):
+            continue
+        if delimiter and delimiter in key[len(prefix):]:
+            common = key[:len(prefix) + key[len(prefix):].index(delimiter) + len(delimiter)]
+            if common not in prefixes:
+                prefixes.append(common)
+            continue
+        uploads.append((key, upload_id, entry))
     uploads.sort(key=lambda u: (u[0], u[2].get("last_modified", "")))
     truncated = len(uploads) > maximum
     uploads = uploads[:maximum]
