@@ -31,7 +31,7 @@ What `serve` guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
