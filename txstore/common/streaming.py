@@ -175,6 +175,9 @@ class StreamingRequest(Request):
         self._streaming = False
         self._continue_expected = False
         self._read_size: int | None = None  # the transport's own, while a large body is read
+        # A chunked body's trailer fields (lower-case names), known once the body has ended:
+        # where a sender puts what it learns only from the body (an EC PUT's object ETag).
+        self.trailers: dict[str, str] = {}
 
     def gotLength(self, length: int | None) -> None:
         if length == 0:
@@ -316,12 +319,25 @@ class StreamingChannel(HTTPChannel):
             super()._send100Continue()
 
     def allContentReceived(self) -> None:
+        fields = getattr(self._transferDecoder, "_trailerHeaders", None)  # twisted.web keeps, never parses, them
+        if fields and self.requests:
+            self.requests[-1].trailers = parse_trailers(fields)
         if not self.requests:
             # The response went out before the body ended and the connection is closing.
             self.length = 0
             self._transferDecoder = None
             return
         super().allContentReceived()
+
+
+def parse_trailers(lines) -> dict[str, str]:
+    """A chunked body's trailer lines (``name: value``, bounded by twisted.web) as a dict."""
+    fields = {}
+    for line in lines:
+        name, sep, value = bytes(line).partition(b":")
+        if sep and name.strip():
+            fields[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return fields
 
 
 class StreamingSite(Site):

@@ -90,6 +90,21 @@ class StreamingTests(SynchronousTestCase):
         self.assertEqual(received, [b"abc", b"de"])
         self.assertIn(b"201 Created", h.output())
 
+    def test_trailers_are_known_when_the_body_ends(self) -> None:
+        seen = []
+
+        async def handler(request):
+            while await request.body.read():
+                self.assertEqual(request.trailers, {})
+            seen.append(dict(request.trailers))
+            return plain_text(201, "ok")
+
+        h = Harness(handler)
+        h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        h.send(b"0\r\nX-Object-Sysmeta-Ec-Etag: 900150983cd24fb0d6963f7d28e17f72\r\nBad line\r\n\r\n")
+        self.assertEqual(seen, [{"x-object-sysmeta-ec-etag": "900150983cd24fb0d6963f7d28e17f72"}])
+        self.assertIn(b"201 Created", h.output())
+
     def test_large_bodies_are_read_in_larger_pieces_while_they_arrive(self) -> None:
         """The transport's read size grows for a large or chunked body, and is restored after."""
         sizes = []
