@@ -16,6 +16,10 @@ protocol (`txstore.replication.sender`).
   its session cleanly, the objects confirmed by all (and unchanged since) are removed here, then
   the partition directory once empty.
 
+Erasure-coded policies are not replicated here: their nodes hold different fragment archives,
+so pushing one node's files to another would spread the wrong archive (the reconstructor,
+`txstore.daemons.reconstructor`, keeps them). Their partitions are not even listed.
+
 A peer that fails is logged and tried again next pass; it never stops the pass. `stop` (at
 node stop) aborts the sessions under way (a peer stopping at the same time may never answer;
 they would wait for their timeout) and starts no further partition, so a stopping node does
@@ -94,6 +98,8 @@ class ObjectReplicator:
         jobs = []
         for device, path in await runner.run("replicator", self.context.mounted_devices):
             for policy in self.context.policies:
+                if policy.index in self.context.diskfiles.ec_policies:
+                    continue  # fragment archives: the reconstructor's
                 for partition in await runner.run(device, list_partitions, path, policy.index):
                     jobs.append((device, policy.index, partition))
         return jobs

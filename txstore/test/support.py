@@ -28,10 +28,12 @@ def temp_dir(case: SynchronousTestCase) -> Path:
     return path
 
 
-def storage_context(case: SynchronousTestCase, device: str = "d1", clock=lambda: 1_600_000_100.0):
+def storage_context(case: SynchronousTestCase, device: str = "d1", clock=lambda: 1_600_000_100.0,
+                    policies=None, runner=None):
     """
-    One node's storage in a temp dir holding ``device``: synchronous I/O, no fsync, no backend
-    client, a fixed clock (what replication and daemon tests build their nodes from).
+    One node's storage in a temp dir holding ``device``: synchronous I/O (unless ``runner``),
+    no fsync, no backend client, a fixed clock (what replication and daemon tests build their
+    nodes from); ``policies`` (a PolicyCollection) for EC ones, whose objects are archives.
     """
     from txstore.common.hashing import PathHasher
     from txstore.common.io import SynchronousRunner
@@ -41,10 +43,14 @@ def storage_context(case: SynchronousTestCase, device: str = "d1", clock=lambda:
 
     root = temp_dir(case)
     (root / device).mkdir()
-    diskfiles = DiskFileManager(root, False, PathHasher(b"", b"s"), fsync=False)
+    from txstore.common.policies import ERASURE_CODING
+
+    policies = DEFAULT_POLICIES if policies is None else policies
+    ec = frozenset(p.index for p in policies if p.policy_type == ERASURE_CODING)
+    diskfiles = DiskFileManager(root, False, PathHasher(b"", b"s"), fsync=False, ec_policies=ec)
     return StorageContext(
-        devices=root, mount_check=False, hasher=diskfiles.hasher, policies=DEFAULT_POLICIES,
-        runner=SynchronousRunner(), client=None, clock=clock, diskfiles=diskfiles,
+        devices=root, mount_check=False, hasher=diskfiles.hasher, policies=policies,
+        runner=SynchronousRunner() if runner is None else runner, client=None, clock=clock, diskfiles=diskfiles,
     )
 
 
@@ -58,14 +64,14 @@ class ReplicationNode:
 
     backend_base = 16000
 
-    def __init__(self, case: SynchronousTestCase, number: int) -> None:
+    def __init__(self, case: SynchronousTestCase, number: int, policies=None) -> None:
         from twisted.internet import reactor
 
         from txstore.replication.receiver import ReceiverFactory
 
         self.number = number
         self.device = f"d{number}"
-        self.context = storage_context(case, self.device)
+        self.context = storage_context(case, self.device, policies=policies, runner=self.runner(case))
         self.root = self.context.devices
         self.factory = ReceiverFactory(self.context, reactor, timeout=5.0, **self.receiver_options(case))
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
@@ -74,6 +80,10 @@ class ReplicationNode:
 
     def receiver_options(self, case: SynchronousTestCase) -> dict:
         return {}
+
+    def runner(self, case: SynchronousTestCase):
+        """The node's blocking runner: None for synchronous I/O."""
+        return None
 
 
 def replication_ring(case: SynchronousTestCase, nodes, name: str, seed: int):

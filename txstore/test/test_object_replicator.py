@@ -155,6 +155,40 @@ class ObjectReplicatorTests(TestCase):
         self.assertEqual((figures["in_sync"], figures["sessions"]), (2, 2))
 
 
+class ErasureCodedPoliciesTests(TestCase):
+    """The replicator leaves an EC policy's partitions alone: its nodes hold different archives."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        from txstore.common.policies import ERASURE_CODING, ECParameters, PolicyCollection, StoragePolicy
+
+        policies = PolicyCollection((
+            StoragePolicy(0, "gold", is_default=True),
+            StoragePolicy(2, "ec21", ERASURE_CODING, ec=ECParameters("liberasurecode_rs_vand", 2, 1)),
+        ))
+        self.nodes = [FakeNode(self, n, policies) for n in range(1, NODES + 1)]
+        self.ring = replication_ring(self, self.nodes, "object", seed=3)
+        self.rings = RingSet(account=self.ring, container=self.ring, objects={0: self.ring, 2: self.ring})
+
+    async def test_an_ec_archive_is_not_replicated(self) -> None:
+        partition = self.ring.get_part("AUTH_a", "c", "ec")
+        primaries = [next(n for n in self.nodes if n.device == d.device_name)
+                     for d in self.ring.get_part_nodes(partition)]
+        diskfile = primaries[0].diskfiles.get_diskfile(primaries[0].device, partition, "AUTH_a", "c", "ec", 2)
+        writer = diskfile.create_writer(frag_index=0)
+        writer.write(b"archive 0")
+        writer.commit({"Content-Type": "t/t", "X-Object-Sysmeta-Ec-Frag-Index": "0"}, "1600000000.00000")
+        diskfile.mark_durable("1600000000.00000", 0)
+        primaries[0].put(partition, "replica", "1600000000.00000")  # policy 0, for contrast
+        figures = await primaries[0].replicator(self.rings).run_pass()
+        self.assertEqual((figures["partitions"], figures["sessions"], figures["failures"]), (1, 2, 0))
+        for node in primaries[1:]:
+            self.assertTrue(node.state(partition, "replica").exists)
+            self.assertEqual(list_partitions(node.root / node.device, 2), [])
+        self.assertEqual(list_partitions(primaries[0].root / primaries[0].device, 2), [partition])
+
+
 class LocalDevicesTests(TestCase):
     def device(self, ip: str, port: int = 6200):
         from txstore.ring.device import Device
