@@ -260,14 +260,20 @@ class PutConnection(Protocol):
         else:
             self.transport.write(chunk)
 
-    def finish(self) -> None:
-        """The whole body has been written."""
+    def finish(self, trailers: dict[str, str] | None = None) -> None:
+        """
+        The whole body has been written. ``trailers`` (a chunked body's only) are fields known
+        once the body is: an EC archive's object ETag and length.
+        """
         if self._length is not None and self._written != self._length and not self._done:
             self._broken(f"body incomplete: {self._written} of {self._length} bytes")  # never a short object
             return
+        if trailers and not self._chunked:
+            raise ValueError("trailer fields need a chunked body")
         self._body_sent = True
         if not self._done and self._chunked:
-            self.transport.write(b"0\r\n\r\n")
+            fields = "".join(f"{name}: {value}\r\n" for name, value in (trailers or {}).items())
+            self.transport.write(b"0\r\n" + fields.encode("latin-1") + b"\r\n")
 
     def abort(self) -> None:
         if not self._done:

@@ -28,6 +28,7 @@ class ProxyContext:
     account_autocreate: bool = True
     errors: Any = None  # an ErrorLimiter: nodes that keep failing are skipped for a while
     metrics: Any = None  # a txstore.common.metrics.ServerMetrics: served at /metrics, fed by proxy_logging
+    ec: Any = None  # a txstore.ec.service.ECService: the EC policies' codecs and their thread pool
 
 
 @frozen

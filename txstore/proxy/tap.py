@@ -14,6 +14,7 @@ from txstore.common.constraints import Constraints
 from txstore.common.metrics import proxy_metrics
 from txstore.common.statsd import StatsdClient
 from txstore.common.tap_support import config_options, http_service
+from txstore.ec.service import ECService
 from txstore.proxy.config import ProxySettings, load_proxy_settings
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.error_limiter import ErrorLimiter
@@ -65,6 +66,7 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         constraints=Constraints(max_file_size=settings.max_file_size),
         errors=ErrorLimiter(clock),
         metrics=proxy_metrics(),
+        ec=ECService(reactor),
     )
     context.metrics.watch_error_limiter(context.errors)
     closers = [client.close]

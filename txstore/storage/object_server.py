@@ -175,6 +175,16 @@ def _is_ec(policy: StoragePolicy) -> bool:
     return policy.policy_type == ERASURE_CODING
 
 
+def _footer_metadata(request: Request) -> dict[str, str]:
+    """
+    An EC PUT's EC sysmeta sent as trailer fields after the archive (the object's ETag and
+    length, which the proxy knows only once the whole body has passed); nothing else is taken
+    from trailers.
+    """
+    fields = getattr(request, "trailers", {})
+    return {_canonical(name): value for name, value in fields.items() if name.startswith("x-object-sysmeta-ec-")}
+
+
 def _frag_index(request: Request, policy: StoragePolicy, name: str, required: bool) -> int | None:
     """Header ``name`` as a fragment index of ``policy`` (0 to k+m-1); 400 when it is not one."""
     raw = header(request, name)
@@ -418,6 +428,8 @@ class ObjectServer:
                 writer = await self._run(path, partial(diskfile.create_writer, length, frag_index=frag_index))
             rest = await self._receive(request, path, writer, length)
             metadata = _stored_metadata(request)
+            if frag_index is not None:
+                metadata.update(_footer_metadata(request))
             try:
                 await self._run(path, _finish_put, writer, rest, expected_etag, metadata, timestamp)
                 committed = True

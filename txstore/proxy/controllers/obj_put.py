@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import mimetypes
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import gatherResults
 from twisted.logger import Logger
 
 from txstore.common.constraints import check_metadata
@@ -22,15 +22,7 @@ from txstore.common.timestamps import Timestamp
 from txstore.common.web import ResponseAborted
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
-from txstore.proxy.controllers.base import (
-    ContainerInfo,
-    HandoffPool,
-    answer,
-    backend_path,
-    node_failed,
-    node_ok,
-    usable,
-)
+from txstore.proxy.controllers.base import ContainerInfo, answer
 from txstore.proxy.controllers.obj import (
     OBJECT_HEADERS,
     STORED,
@@ -40,7 +32,7 @@ from txstore.proxy.controllers.obj import (
 )
 from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.common.put_connection import NodeAnswer, PutConnection
-from txstore.ring.ring import Node
+from txstore.proxy.controllers.put_slots import Slot, drop, final_answers, open_slots, refusal, superseded
 
 log = Logger()
 
@@ -105,80 +97,25 @@ async def store(
     part = ring.get_part(api.account, api.container, api.obj)
     primaries = ring.get_part_nodes(part)
     containers = container_headers(context, api)
-    handoffs = HandoffPool(ring, part)
-    names = (api.account, api.container, api.obj)
-
-    async def open_slot(index: int, node: Node | None) -> PutConnection | NodeAnswer | None:
-        while node is not None:
-            if not usable(context, node):
-                node = handoffs.next()
-                continue
-            try:
-                conn, reply = await context.client.put(
-                    node.ip, node.port, backend_path(node, part, *names),
-                    {**headers, **containers[index % len(containers)]}, timeout=context.node_timeout,
-                )
-                if reply is None:
-                    node_ok(context, node)
-                    return conn
-                if reply.status < 500 and reply.status != 507:
-                    return reply  # a real answer (409, 412, ...): not the node's failure
-                log.warn("{trans_id}: PUT to {node} refused: {status}", trans_id=api.trans_id,
-                         node=node.device_name, status=reply.status)
-            except Exception as err:  # connection refused, timeout, protocol error (the connection is closed)
-                log.warn("{trans_id}: PUT to {ip}:{port}/{dev} failed: {error}", trans_id=api.trans_id, ip=node.ip,
-                         port=node.port, dev=node.device_name, error=err)
-                node_failed(context, node, err)
-                node = handoffs.next()
-                continue
-            node_failed(context, node)
-            node = handoffs.next()
-        return None
-
-    slots = await gatherResults(
-        [Deferred.fromCoroutine(open_slot(i, n)) for i, n in enumerate(primaries)], consumeErrors=True
-    )
-    conns = [s for s in slots if s is not None and not isinstance(s, NodeAnswer)]  # connections that took the body
-    early = [s for s in slots if isinstance(s, NodeAnswer)]
     quorum = quorum_size(len(primaries))
-    if any(a.status == 409 for a in early) and not any(a.status == 412 for a in early):
-        # A node already holds a newer (or the same) version: this write has lost before it
-        # began, and Swift answers it 202, sending no body anywhere.
-        for conn in conns:
-            _drop(conn)
-        source.stop()
-        return _superseded(api)
-    if len(conns) < quorum:
-        for conn in conns:
-            _drop(conn)
-        status = best_status([a.status for a in early], len(primaries)) if early else 503
-        if status < 400:
-            status = 503
-        source.stop()
-        raise APIError(status, "Service Unavailable: not enough storage nodes" if status == 503 else "Precondition Failed" if status == 412 else "Conflict" if status == 409 else "Request refused")
+    slots = await open_slots(context, api, ring, part, lambda index: {**headers, **containers[index % len(containers)]})
+    conns = [slot.conn for slot in slots if isinstance(slot, Slot)]
+    refused = refusal(api, slots, quorum, source)
+    if refused is not None:
+        return refused
 
     try:
         await _stream_body(context, source, conns, quorum, length, api.trans_id)
     except BaseException:
         source.stop()
         for conn in conns:
-            _drop(conn)
+            drop(conn)
         raise
     for conn in conns:
         conn.finish()
 
-    async def final(conn: PutConnection) -> NodeAnswer | None:
-        waiting = conn.answer
-        waiting.addTimeout(context.node_timeout, context.reactor)
-        try:
-            return await waiting
-        except Exception as err:
-            log.warn("{trans_id}: PUT answer lost: {error}", trans_id=api.trans_id, error=err)
-            conn.abort()
-            return None
-
-    answers = [a for a in await gatherResults([Deferred.fromCoroutine(final(c)) for c in conns]) if a is not None]
-    answers += early
+    answers = [a for a in await final_answers(context, api, conns) if a is not None]
+    answers += [slot for slot in slots if isinstance(slot, NodeAnswer)]
     created = [a for a in answers if a.status == 201]
     etags = {}
     for reply in created:
@@ -193,21 +130,9 @@ async def store(
     if status == 201:
         status = 503
     if status == 409:
-        return _superseded(api)  # a newer version arrived while the body streamed
+        return superseded(api)  # a newer version arrived while the body streamed
     body = next((a.body for a in answers if a.status == status), b"")
     return answer(api, status, body, "text/plain; charset=utf-8")
-
-
-def _superseded(api: APIRequest) -> SwiftResponse:
-    """What a PUT older than the stored version gets: Swift's 202 (the newer one stays)."""
-    return answer(api, 202, b"Accepted: a newer version of this object is already stored.\n",
-                  "text/plain; charset=utf-8")
-
-
-def _drop(conn: PutConnection) -> None:
-    """Abort a node's PUT whose answer nobody will wait for (so its NodeGone is not an error)."""
-    conn.answer.addErrback(lambda _failure: None)
-    conn.abort()
 
 
 async def _stream_body(
@@ -229,7 +154,7 @@ async def _stream_body(
                 for conn in still:
                     log.warn("{trans_id}: a node took no data for {timeout}s; dropped", trans_id=trans_id,
                              timeout=context.node_timeout)
-                    _drop(conn)
+                    drop(conn)
                     conns.remove(conn)
                 if len(conns) < quorum:
                     raise APIError(503, "Service Unavailable: storage nodes too slow") from None

@@ -1,0 +1,131 @@
+# -*- test-case-name: txstore.test.test_proxy_controllers -*-
+"""
+What every object PUT does before and after its body, replicated or erasure-coded: open one
+connection per ring slot (the primary, or a handoff for one that fails or refuses) that invites
+the body with ``100 Continue``; decide from the nodes' first answers whether the PUT goes on;
+collect their final answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
+
+from txstore.common.put_connection import NodeAnswer, PutConnection
+from txstore.common.quorum import best_status
+from txstore.proxy.context import ProxyContext
+from txstore.proxy.controllers.api import APIError, APIRequest
+from txstore.proxy.controllers.base import HandoffPool, answer, backend_path, node_failed, node_ok, usable
+from txstore.proxy.messages import SwiftResponse
+from txstore.ring.ring import Node
+
+log = Logger()
+
+
+@frozen
+class Slot:
+    """A node that invited a PUT's body: the ring's index it stands for, and the connection."""
+
+    index: int
+    node: Node
+    conn: PutConnection
+
+
+async def open_slots(
+    context: ProxyContext, api: APIRequest, ring, part: int, headers_for: Callable[[int], dict[str, str]],
+) -> list[Slot | NodeAnswer | None]:
+    """
+    For each of the part's primaries, a node that invites the body (``Expect: 100-continue``):
+    the primary, else the next handoff; a node's real answer instead (409, 412, ...); or None
+    when no node was left. ``headers_for(index)`` are the PUT's headers for the index's slot.
+    """
+    handoffs = HandoffPool(ring, part)
+    names = (api.account, api.container, api.obj)
+
+    async def open_slot(index: int, node: Node | None) -> Slot | NodeAnswer | None:
+        while node is not None:
+            if not usable(context, node):
+                node = handoffs.next()
+                continue
+            try:
+                conn, reply = await context.client.put(
+                    node.ip, node.port, backend_path(node, part, *names), headers_for(index),
+                    timeout=context.node_timeout,
+                )
+                if reply is None:
+                    node_ok(context, node)
+                    return Slot(index, node, conn)
+                if reply.status < 500 and reply.status != 507:
+                    return reply  # a real answer (409, 412, ...): not the node's failure
+                log.warn("{trans_id}: PUT to {node} refused: {status}", trans_id=api.trans_id,
+                         node=node.device_name, status=reply.status)
+            except Exception as err:  # connection refused, timeout, protocol error (the connection is closed)
+                log.warn("{trans_id}: PUT to {ip}:{port}/{dev} failed: {error}", trans_id=api.trans_id, ip=node.ip,
+                         port=node.port, dev=node.device_name, error=err)
+                node_failed(context, node, err)
+                node = handoffs.next()
+                continue
+            node_failed(context, node)
+            node = handoffs.next()
+        return None
+
+    return await gatherResults(
+        [Deferred.fromCoroutine(open_slot(i, n)) for i, n in enumerate(ring.get_part_nodes(part))], consumeErrors=True
+    )
+
+
+def refusal(api: APIRequest, slots: list[Slot | NodeAnswer | None], quorum: int, source) -> SwiftResponse | None:
+    """
+    What the PUT is answered before any body byte is sent, if the nodes' first answers decide
+    it (the connections then dropped, the source stopped): a newer version already stored
+    (Swift's 202), or fewer than ``quorum`` nodes inviting the body (their best refusal, or 503).
+    """
+    conns = [slot.conn for slot in slots if isinstance(slot, Slot)]
+    early = [slot for slot in slots if isinstance(slot, NodeAnswer)]
+    if any(a.status == 409 for a in early) and not any(a.status == 412 for a in early):
+        # A node already holds a newer (or the same) version: this write has lost before it
+        # began, and Swift answers it 202, sending no body anywhere.
+        for conn in conns:
+            drop(conn)
+        source.stop()
+        return superseded(api)
+    if len(conns) >= quorum:
+        return None
+    for conn in conns:
+        drop(conn)
+    status = best_status([a.status for a in early], len(slots)) if early else 503
+    if status < 400:
+        status = 503
+    source.stop()
+    raise APIError(status, "Service Unavailable: not enough storage nodes" if status == 503 else "Precondition Failed" if status == 412 else "Conflict" if status == 409 else "Request refused")
+
+
+def superseded(api: APIRequest) -> SwiftResponse:
+    """What a PUT older than the stored version gets: Swift's 202 (the newer one stays)."""
+    return answer(api, 202, b"Accepted: a newer version of this object is already stored.\n",
+                  "text/plain; charset=utf-8")
+
+
+def drop(conn: PutConnection) -> None:
+    """Abort a node's PUT whose answer nobody will wait for (so its NodeGone is not an error)."""
+    conn.answer.addErrback(lambda _failure: None)
+    conn.abort()
+
+
+async def final_answers(context: ProxyContext, api: APIRequest, conns: list[PutConnection]) -> list[NodeAnswer | None]:
+    """Each node's answer once its body was sent (None for a node that did not answer in time)."""
+
+    async def final(conn: PutConnection) -> NodeAnswer | None:
+        waiting = conn.answer
+        waiting.addTimeout(context.node_timeout, context.reactor)
+        try:
+            return await waiting
+        except Exception as err:
+            log.warn("{trans_id}: PUT answer lost: {error}", trans_id=api.trans_id, error=err)
+            conn.abort()
+            return None
+
+    return await gatherResults([Deferred.fromCoroutine(final(c)) for c in conns])
