@@ -8,6 +8,12 @@ zero-byte mode) the md5 of its body must equal its ETag. An object that fails is
 (`DiskFile.quarantine`): its directory leaves service, its suffix is invalidated, and the
 replicator copies a good replica back.
 
+An erasure-coded object's directory may hold several fragment archives of its durable version
+(a handoff does): each is checked in turn against its own ETag (the archive's md5), not only
+the one `DiskFile.read_metadata` would serve, and one rotten archive quarantines the directory;
+the reconstructor then rebuilds what this node should hold from the other nodes' archives.
+Archives still waiting for their durable mark are never served, and not audited.
+
 The walk is paced (files per second, bytes per second) so auditing never starves client
 requests of the disk. The disk work runs in the device's thread pool in small steps (a batch
 of directory names, one object's metadata, one chunk of a body), and the pacing waits happen
@@ -68,7 +74,8 @@ class ObjectCheck:
     (and the first chunk), `step` the next chunk. Each returns the outcome ('ok', 'gone' for
     deleted meanwhile or a tombstone, 'quarantined'), or None while body remains to read;
     `last_read` is the size of the chunk just read. The reader is closed once there is an
-    outcome or an error; `close` closes it when the caller gives up between steps.
+    outcome or an error; `close` closes it when the caller gives up between steps. An EC
+    directory's archives are checked one after the other (``_archives``: those still to check).
     """
 
     def __init__(self, diskfile: DiskFile, zero_byte: bool) -> None:
@@ -77,6 +84,7 @@ class ObjectCheck:
         self.reader: DiskFileReader | None = None
         self.offset = 0
         self.last_read = 0
+        self._archives: list[int] = []
 
     def start(self) -> str | None:
         self.last_read = 0
@@ -84,7 +92,10 @@ class ObjectCheck:
             state = self.diskfile.read_metadata()
             if not state.exists:
                 return "gone"
+            self._archives = [i for i in state.fragments if i != state.frag_index]
             if self.zero_byte:
+                for index in self._archives:
+                    self.diskfile.read_metadata(index)  # each archive's footer and length check out
                 return "ok"
             self.reader = self.diskfile.open_reader(state)
         except DiskFileNotFound:
@@ -107,9 +118,19 @@ class ObjectCheck:
                 if self.offset < reader.content_length:
                     return None
             if reader.etag_verified() is False:
-                raise DiskFileCorrupt(self.diskfile.hash_dir, "md5 of the body differs from its ETag")
+                raise DiskFileCorrupt(reader.state.data_path or self.diskfile.hash_dir,
+                                      "md5 of the body differs from its ETag")
             self.close()
+            while self._archives:
+                state = self.diskfile.read_metadata(self._archives.pop(0))
+                if state.exists:  # (an archive removed meanwhile is not this pass's concern)
+                    self.offset = 0
+                    self.reader = self.diskfile.open_reader(state)
+                    return None
             return "ok"
+        except DiskFileNotFound:
+            self.close()
+            return "ok"  # the next archive went meanwhile (a newer version replaced this one)
         except DiskFileCorrupt as err:
             self.close()
             return self._quarantine(err)
@@ -173,6 +194,7 @@ class ObjectAuditor:
                 diskfile = DiskFile(
                     manager=self._context.diskfiles, device=device, device_path=device_path, partition=partition,
                     policy_index=policy, account="?", container="?", obj="?", name_hash=name_hash,
+                    ec=policy in self._context.diskfiles.ec_policies,
                 )
                 check = ObjectCheck(diskfile, self._zero_byte)
                 try:

@@ -91,6 +91,55 @@ class AuditorTests(SynchronousTestCase):
         self.assertEqual([p.name for p in self.quarantined()], [self.objects[3].name_hash])
 
 
+class ErasureCodedAuditTests(SynchronousTestCase):
+    """Every archive an EC directory holds is checked against its own md5, not only the one served."""
+
+    def setUp(self) -> None:
+        root = Path(self.mktemp()).absolute()
+        (root / "d1").mkdir(parents=True)
+        self.diskfiles = DiskFileManager(root, False, PathHasher(b"", b"s"), fsync=False, ec_policies={2})
+        self.context = StorageContext(
+            devices=root, mount_check=False, hasher=PathHasher(b"", b"s"), policies=DEFAULT_POLICIES,
+            runner=SynchronousRunner(), client=None, clock=lambda: 1.0, diskfiles=self.diskfiles,
+        )
+        # A handoff's directory: archives 0 and 1 of one durable version, 0 the one served.
+        self.diskfile = self.diskfiles.get_diskfile("d1", 7, "AUTH_a", "c", "ec", 2)
+        for index in (0, 1):
+            writer = self.diskfile.create_writer(frag_index=index)
+            writer.write(b"archive %d " % index * 5000)
+            metadata = {"Content-Type": "x/y", "X-Object-Sysmeta-Ec-Frag-Index": str(index)}
+            writer.commit(metadata, "1600000010.00000")
+            self.diskfile.mark_durable("1600000010.00000", index)
+        self.root = root
+
+    def audit(self, **options) -> dict:
+        auditor = ObjectAuditor(self.context, Clock(), files_per_second=0, bytes_per_second=0, **options)
+        return self.successResultOf(Deferred.fromCoroutine(auditor.run_pass()))
+
+    def archive(self, index: int) -> Path:
+        return self.diskfile.hash_dir / f"1600000010.00000#{index}#d.data"
+
+    def test_clean_archives_pass(self) -> None:
+        self.assertEqual(self.diskfile.read_metadata().frag_index, 0)
+        self.assertEqual(self.audit(), {"checked": 1, "quarantined": 0, "errors": 0})
+        self.assertTrue(self.archive(1).exists())
+
+    def test_a_rotten_archive_that_is_not_the_one_served_is_quarantined(self) -> None:
+        raw = bytearray(self.archive(1).read_bytes())
+        raw[4321] ^= 0x10
+        self.archive(1).write_bytes(bytes(raw))
+        self.assertEqual(self.audit(), {"checked": 1, "quarantined": 1, "errors": 0})
+        [moved] = (self.root / "d1" / "quarantined" / "objects").iterdir()
+        self.assertEqual(sorted(p.name for p in moved.iterdir()),
+                         ["1600000010.00000#0#d.data", "1600000010.00000#1#d.data"])
+        self.assertFalse(self.diskfile.hash_dir.exists())
+
+    def test_zero_byte_mode_checks_every_archives_footer(self) -> None:
+        self.archive(1).write_bytes(self.archive(1).read_bytes()[:100])
+        self.assertEqual(self.audit(zero_byte=True)["quarantined"], 1)
+        self.assertFalse(self.diskfile.hash_dir.exists())
+
+
 class PacingTests(SynchronousTestCase):
     """The waits happen on the reactor (a Clock here) and `stop` ends a pass at once."""
 
