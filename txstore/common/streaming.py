@@ -282,8 +282,9 @@ def quote_raw_target(line: bytes) -> bytes:
 
 class StreamingChannel(HTTPChannel):
     """
-    An HTTPChannel that leaves ``100 Continue`` to the request, survives early answers, and
-    takes request targets with raw UTF-8 in them (`quote_raw_target`).
+    An HTTPChannel that leaves ``100 Continue`` to the request, survives early answers, takes
+    request targets with raw UTF-8 in them (`quote_raw_target`), and answers a transfer coding
+    it does not implement with 501.
     """
 
     # The longest request line or header line taken: Swift's max_header_size (its eventlet
@@ -304,6 +305,27 @@ class StreamingChannel(HTTPChannel):
             status, reason = b"414 Request URI Too Long", b"the request line is over %d bytes" % self.MAX_LENGTH
         else:
             status, reason = b"400 Bad Request", b"Header Line Too Long: a header line is over %d bytes" % self.MAX_LENGTH
+        self._answer_and_close(status, reason)
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        """
+        A transfer coding before ``chunked`` (``gzip, chunked``) is one we do not implement:
+        501 Not Implemented, as Swift answers it (and RFC 9112 section 6.1 asks), where
+        twisted.web answers 400. A body whose length cannot be known (``gzip`` alone) stays 400.
+        """
+        if header == b"Transfer-Encoding":
+            codings = [coding.strip().lower() for coding in data.split(b",")]
+            if len(codings) > 1 and codings[-1] == b"chunked":
+                self._answer_and_close(
+                    b"501 Not Implemented",
+                    b"Unsupported Transfer-Coding header value specified in Transfer-Encoding header",
+                )
+                self.length = None
+                return False
+        return super()._maybeChooseTransferDecoder(header, data)
+
+    def _answer_and_close(self, status: bytes, reason: bytes) -> None:
+        """A plain-text answer from the channel itself, before any request is rendered."""
         body = reason + b"\n"
         self.transport.write(
             b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import socket
+import subprocess
 
 from swiftclient import client as swift
 
@@ -128,4 +129,20 @@ class HostileRequestTests(ClusterCase):
             # without a valid token nothing can be stored, whatever the request says
             status = self.request(method, path, headers, b"", auth=False)
             self.assertTrue(status is None or status < 500, (method, path, headers, status))
+        self.assertEqual(self.stored(), before)
+
+    def test_a_transfer_coding_we_do_not_implement_is_501_through_curl(self) -> None:
+        """
+        Swift's testBadHeaders: curl sends ``Transfer-Encoding: gzip,chunked`` (its body
+        chunked) and gets 501 Not Implemented with the reason, as from Swift; nothing is stored.
+        """
+        before = self.stored()
+        done = subprocess.run(
+            ["curl", "-s", "-D", "-", "-X", "PUT", "-H", f"X-Auth-Token: {self.token}",
+             "-H", "Transfer-Encoding: gzip,chunked", "--data-binary", "abc",
+             f"http://127.0.0.1:{self.cluster.port}/v1/AUTH_test/keep/o"],
+            capture_output=True, timeout=60,
+        )
+        self.assertTrue(done.stdout.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), done.stdout[:200])
+        self.assertIn(b"Unsupported Transfer-Coding", done.stdout)
         self.assertEqual(self.stored(), before)

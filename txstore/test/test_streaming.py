@@ -177,6 +177,29 @@ class StreamingTests(SynchronousTestCase):
         h.send(b"GET /" + b"x" * 8000 + b" HTTP/1.1\r\nHost: h\r\nX-Fine: " + b"v" * 8000 + b"\r\n\r\n")
         self.assertIn(b"200 OK", h.output())
 
+    def test_a_transfer_coding_we_do_not_implement_is_501(self) -> None:
+        """Swift's answers: 501 to ``gzip, chunked`` (before any handler runs), 400 to ``gzip``."""
+        seen = []
+
+        async def handler(request):
+            seen.append(request)
+            return plain_text(201, "ok")
+
+        for coding in (b"gzip,chunked", b"gzip, Chunked", b"chunked, chunked"):
+            h = Harness(handler)
+            h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: " + coding + b"\r\nX-After: 1\r\n\r\n3\r\nabc\r\n")
+            self.assertTrue(h.output().startswith(b"HTTP/1.1 501 Not Implemented\r\n"), (coding, h.output()[:80]))
+            self.assertTrue(h.output().endswith(b"Unsupported Transfer-Coding header value specified in Transfer-Encoding header\n"))
+            self.assertEqual(h.output().count(b"HTTP/1.1"), 1)
+            self.assertTrue(h.transport.disconnecting)
+        h = Harness(handler)
+        h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\nabc")
+        self.assertTrue(h.output().startswith(b"HTTP/1.1 400 Bad Request\r\n"), h.output()[:80])
+        self.assertEqual(seen, [])
+        h = Harness(handler)
+        h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        self.assertIn(b"201 Created", h.output())
+
     def test_quote_raw_target(self) -> None:
         self.assertEqual(streaming.quote_raw_target(b"GET /a HTTP/1.1"), b"GET /a HTTP/1.1")
         self.assertEqual(streaming.quote_raw_target(b"PUT /\xff%20 HTTP/1.1"), b"PUT /%FF%20 HTTP/1.1")
