@@ -25,6 +25,14 @@ HOST = "127.0.0.1"
 RING_NAMES = ("account", "container", "object")
 # a second, two-replica policy as Swift's all-in-one has (clients choose it with X-Storage-Policy)
 SECOND_POLICY = ("silver", "object-1", 2)
+# and an erasure-coded one, so both kinds are tried by default: 4+2 (Swift's usual) where six
+# nodes can each hold a fragment, else 2+1 (three fragments on the default four nodes)
+EC_POLICY = ("ec", "object-2", "liberasurecode_rs_vand")
+
+
+def ec_fragments(nodes: int) -> tuple[int, int]:
+    """The all-in-one's EC policy: (data, parity) fragments for a cluster of ``nodes`` nodes."""
+    return (4, 2) if nodes >= 6 else (2, 1)
 
 DEFAULT_USERS = (
     # (account, user, key, groups) as Swift's all-in-one has them
@@ -160,6 +168,7 @@ def prepare(
 
 
 def _write_cluster_config(layout: Layout) -> None:
+    data, parity = ec_fragments(layout.topology.nodes)
     _write(
         layout.etc / "txstore.conf",
         "# Cluster-wide settings, the same on every host. Written by txstore-aio.\n"
@@ -175,7 +184,14 @@ def _write_cluster_config(layout: Layout) -> None:
         "\n"
         "[storage-policy:1]\n"
         f"name = {SECOND_POLICY[0]}\n"
-        "policy_type = replication\n",
+        "policy_type = replication\n"
+        "\n"
+        "[storage-policy:2]\n"
+        f"name = {EC_POLICY[0]}\n"
+        "policy_type = erasure_coding\n"
+        f"ec_type = {EC_POLICY[2]}\n"
+        f"ec_num_data_fragments = {data}\n"
+        f"ec_num_parity_fragments = {parity}\n",
     )
 
 
@@ -184,6 +200,7 @@ def _build_rings(layout: Layout, seed: int | None) -> None:
     _, second_ring, second_replicas = SECOND_POLICY
     rings = [(name, topology.replicas) for name in RING_NAMES]
     rings.append((second_ring, min(second_replicas, topology.replicas)))
+    rings.append((EC_POLICY[1], sum(ec_fragments(topology.nodes))))
     for name, count in rings:
         builder = RingBuilder(topology.part_power, count, 1)
         for number in range(1, topology.nodes + 1):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig, load_cluster_config
-from txstore.common.policies import ERASURE_CODING
 from txstore.common.config import ConfigError, LoadedConfig
 
 
@@ -54,15 +53,6 @@ def load_cluster_from(loaded: LoadedConfig, section: str) -> ClusterConfig:
         if err.message == "no such file":
             raise loaded.error(f"{cluster_path}: no such file", section, "txstore_conf") from None
         raise
-    for policy in cluster.policies:
-        if policy.policy_type == ERASURE_CODING:
-            # Storing its objects as whole replicas would silently cost 3x where the operator
-            # asked for 1.5x, and the fragments a later version writes would not match them.
-            raise ConfigError(
-                f"[storage-policy:{policy.index}] ({policy.name}) is erasure_coding, which this version"
-                " cannot store yet: servers refuse to start with it (make it replication, or remove it)",
-                path=cluster_path,
-            )
     return cluster
 
 

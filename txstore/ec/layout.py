@@ -25,9 +25,12 @@ class ArchiveLayout:
     last_fragment_size: int  # of the last segment's (equal to fragment_size when it is whole)
 
     @classmethod
-    def of(cls, codec, object_length: int) -> ArchiveLayout:
-        """The layout of an object of ``object_length`` bytes under ``codec`` (an `ECCodec`)."""
-        size = codec.segment_size
+    def of(cls, codec, object_length: int, segment_size: int | None = None) -> ArchiveLayout:
+        """
+        The layout of an object of ``object_length`` bytes under ``codec`` (an `ECCodec`), cut
+        in ``segment_size`` segments (the codec's unless the object was stored with another).
+        """
+        size = segment_size or codec.segment_size
         whole = codec.fragment_size(size)
         last_length = object_length - (segment_count(object_length, size) - 1) * size
         return cls(object_length, size, whole, whole if last_length == size else codec.fragment_size(last_length))

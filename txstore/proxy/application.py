@@ -33,6 +33,7 @@ from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.controllers.base import ContainerInfo, container_info
 from txstore.proxy.controllers.container import handle_container
 from txstore.proxy.controllers.obj import check_name, post_or_delete
+from txstore.proxy.controllers.ec_get import get_ec_object
 from txstore.proxy.controllers.obj_get import get_object
 from txstore.proxy.controllers.obj_put import put_object
 from txstore.proxy.info import InfoRegistry
@@ -149,6 +150,9 @@ class ProxyApplication:
             raise APIError(404, "Not Found: no such container")
         check_name(self.context, api)
         if api.method in ("GET", "HEAD"):
+            policy = self.context.policies.by_index(info.policy_index)
+            if policy is not None and policy.ec is not None:
+                return await get_ec_object(self.context, api, info, policy)
             return await get_object(self.context, api, info)
         if api.method == "PUT":
             return await put_object(self.context, api, info)

@@ -16,7 +16,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.aio.launcher import alive, read_pid
-from txstore.aio.layout import OTHER_DAEMONS, UPDATERS, LayoutError, Topology, prepare
+from txstore.aio.layout import ec_fragments, OTHER_DAEMONS, UPDATERS, LayoutError, Topology, prepare
 from txstore.proxy.config import load_proxy_settings
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import load_node_settings
@@ -54,10 +54,16 @@ class LayoutTests(SynchronousTestCase):
             self.assertEqual(len({n.port for n in nodes}), 3)
             self.assertTrue(all(n.ip == "127.0.0.1" for n in nodes))
         # a second policy, two replicas, as Swift's all-in-one has (cross-policy symlinks, versions)
+        # and an erasure-coded one: 2+1 on four nodes (4+2 from six), one fragment per node
         self.assertEqual([(p.index, p.name, p.is_default) for p in proxy.cluster.policies],
-                         [(0, "gold", True), (1, "silver", False)])
+                         [(0, "gold", True), (1, "silver", False), (2, "ec", False)])
         self.assertEqual(rings.object_ring(1).replica_count, 2)
         self.assertEqual(len({n.port for n in rings.object_ring(1).get_nodes("AUTH_test", "c", "o")[1]}), 2)
+        ec = proxy.cluster.policies.by_name("ec").ec
+        self.assertEqual((ec.ec_type, ec.num_data_fragments, ec.num_parity_fragments),
+                         ("liberasurecode_rs_vand", 2, 1))
+        self.assertEqual(len({n.port for n in rings.object_ring(2).get_nodes("AUTH_test", "c", "o")[1]}), 3)
+        self.assertEqual(ec_fragments(6), (4, 2))
         for number in range(1, 5):
             node = load_node_settings(layout.node_config(number))
             self.assertEqual(node.bind_port, 6200 + 10 * number)

@@ -25,12 +25,12 @@ from txstore.test.support import console_script, free_port_block
 class Cluster:
     """An all-in-one started in the background for a test class, and stopped after it."""
 
-    def __init__(self, root: Path, *extra: str) -> None:
+    def __init__(self, root: Path, *extra: str, nodes: int = 4) -> None:
         self.root = root
-        base = free_port_block(6, step=10)
+        base = free_port_block(nodes + 2, step=10)
         self.port = base
         self.args = ["--root", str(root), "--proxy-port", str(base), "--base-port", str(base), "--part-power", "6",
-                     *extra]
+                     "--nodes", str(nodes), *extra]
 
     def start(self) -> None:
         result = subprocess.run([console_script("txstore-aio"), *self.args, "--background"],

@@ -79,10 +79,10 @@ class ProxySettingsTests(SynchronousTestCase):
         self.assertIn(f"{self.dir / 'txstore.conf'}: [txstore-hash]: hash_path_suffix: missing hash path secret", str(err))
 
 
-class ErasureCodingRefusedTests(SynchronousTestCase):
-    """Until EC is built, a server does not start with an EC policy (it would store replicas)."""
+class ErasureCodingPolicyTests(SynchronousTestCase):
+    """The proxy and the nodes start with an EC policy and know its parameters."""
 
-    def test_proxy_and_node_refuse_an_ec_policy(self) -> None:
+    def test_proxy_and_node_take_an_ec_policy(self) -> None:
         directory = temp_dir(self)
         (directory / "devs").mkdir()
         write_file(directory, "txstore.conf", CLUSTER_CONF + (
@@ -93,11 +93,8 @@ class ErasureCodingRefusedTests(SynchronousTestCase):
         proxy = write_file(directory, "proxy.conf", "[proxy]\n")
         node = write_file(directory, "objectnode.conf", "[objectnode]\ndevices = devs\n")
         for load, path in ((load_proxy_settings, proxy), (load_node_settings, node)):
-            err = self.assertRaises(ConfigError, load, path)
-            self.assertEqual(str(err), (
-                f"{directory / 'txstore.conf'}: [storage-policy:1] (ec42) is erasure_coding, which this"
-                " version cannot store yet: servers refuse to start with it (make it replication, or remove it)"
-            ))
+            policy = load(path).cluster.policies.by_name("ec42")
+            self.assertEqual((policy.ec.num_data_fragments, policy.ec.num_parity_fragments), (4, 2))
 
 
 class NodeSettingsTests(SynchronousTestCase):

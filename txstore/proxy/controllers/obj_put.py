@@ -32,6 +32,7 @@ from txstore.proxy.controllers.obj import (
 )
 from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.common.put_connection import NodeAnswer, PutConnection
+from txstore.proxy.controllers.ec_put import store_ec
 from txstore.proxy.controllers.put_slots import Slot, drop, final_answers, open_slots, refusal, superseded
 
 log = Logger()
@@ -75,6 +76,9 @@ async def store(
     length: int | None, if_none_match: bool, source,
 ) -> SwiftResponse:
     """Stream ``source`` (an `IByteSource`) to a quorum of the object's nodes."""
+    policy = context.policies.by_index(info.policy_index)
+    if policy is not None and policy.ec is not None:
+        return await store_ec(context, api, info, policy, object_headers, length, if_none_match, source)
     chunked = length is None
     timestamp = Timestamp.now(context.clock).internal
     headers = {

@@ -1,0 +1,216 @@
+# -*- test-case-name: txstore.test.test_ec_proxy -*-
+"""
+An erasure-coded object's PUT: the body is cut into segments, each segment encoded (in the EC
+pool) into ``k + m`` fragments, and fragment *i* streamed to the node of ring index *i* (a
+handoff where the primary fails), so each node stores one fragment archive.
+
+The source is read only while every node keeps up, and one segment is encoded while the
+previous one's fragments are written, so a PUT holds about two segments whatever the object's
+size. The whole object's ETag and length, known only once the body has passed, go to every
+node as trailer fields after its archive (``X-Object-Sysmeta-Ec-Etag``, ``-Ec-Content-Length``).
+
+Two phases, as in Swift: a node stores its archive not durable; once ``durable_quorum`` nodes
+(*k* + 1 for Reed-Solomon) have theirs, each is asked to mark it durable (a backend POST, after
+which the node tells the container). The client gets 201 only when ``durable_quorum`` archives
+are durable, so a half-written object is never served: nodes serve durable archives only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
+
+from txstore.common.quorum import best_status
+from txstore.common.streaming import BodyIncomplete
+from txstore.common.timestamps import Timestamp
+from txstore.common.web import ResponseAborted
+from txstore.ec.codec import ECCodec
+from txstore.ec.layout import SegmentCutter
+from txstore.proxy.context import ProxyContext
+from txstore.proxy.controllers.api import APIError, APIRequest
+from txstore.proxy.controllers.base import ContainerInfo, answer, backend_path, node_failed
+from txstore.proxy.controllers.obj import container_headers
+from txstore.proxy.controllers.put_slots import Slot, drop, final_answers, open_slots, refusal, superseded
+from txstore.proxy.messages import HeaderMap, SwiftResponse
+
+log = Logger()
+
+FRAG_INDEX = "X-Object-Sysmeta-Ec-Frag-Index"
+EC_ETAG = "X-Object-Sysmeta-Ec-Etag"
+EC_CONTENT_LENGTH = "X-Object-Sysmeta-Ec-Content-Length"
+EC_SEGMENT_SIZE = "X-Object-Sysmeta-Ec-Segment-Size"
+EC_SCHEME = "X-Object-Sysmeta-Ec-Scheme"
+
+
+async def store_ec(
+    context: ProxyContext, api: APIRequest, info: ContainerInfo, policy, object_headers: dict[str, str],
+    length: int | None, if_none_match: bool, source,
+) -> SwiftResponse:
+    """Stream ``source`` (an `IByteSource`) as fragment archives to the policy's nodes."""
+    if context.ec is None:
+        source.stop()
+        raise APIError(503, "Service Unavailable: this proxy has no erasure-coding support")
+    codec = context.ec.codec(policy)
+    ring = context.rings.object_ring(info.policy_index)
+    if ring.replica_count != codec.k + codec.m:
+        source.stop()
+        log.error("ring {ring} has {n} replicas, policy {name} needs {want}", ring=policy.ring_name,
+                  n=ring.replica_count, name=policy.name, want=codec.k + codec.m)
+        raise APIError(503, "Service Unavailable: the policy's ring does not match its fragments")
+    timestamp = Timestamp.now(context.clock).internal
+    headers = {name: value for name, value in object_headers.items() if name.lower() != "etag"}
+    expected_etag = (object_headers.get("ETag") or "").strip('"').lower() or None
+    headers.update({
+        "X-Timestamp": timestamp,
+        "X-Trans-Id": api.trans_id,
+        "X-Backend-Storage-Policy-Index": str(info.policy_index),
+        "Expect": "100-continue",
+        # Always chunked: the archive is followed by trailer fields (the object's ETag).
+        "Transfer-Encoding": "chunked",
+        EC_SCHEME: f"{policy.ec.ec_type} {codec.k}+{codec.m}",
+        EC_SEGMENT_SIZE: str(codec.segment_size),
+    })
+    if length is not None:
+        headers[EC_CONTENT_LENGTH] = str(length)
+    if if_none_match:
+        headers["If-None-Match"] = "*"
+    part = ring.get_part(api.account, api.container, api.obj)
+    containers = container_headers(context, api)
+    quorum = codec.durable_quorum
+    slots = await open_slots(context, api, ring, part, lambda index: {**headers, FRAG_INDEX: str(index)})
+    live = [slot for slot in slots if isinstance(slot, Slot)]
+    refused = refusal(api, slots, quorum, source)
+    if refused is not None:
+        return refused
+
+    try:
+        etag, received = await _stream_fragments(context, codec, source, live, quorum, length, api.trans_id)
+        if expected_etag is not None and expected_etag != etag:
+            raise APIError(422, "Unprocessable Entity: the body's md5 differs from its ETag")
+    except BaseException:
+        source.stop()
+        for slot in live:
+            drop(slot.conn)
+        raise
+    for slot in live:
+        slot.conn.finish({EC_ETAG: etag, EC_CONTENT_LENGTH: str(received)})
+    answers = await final_answers(context, api, [slot.conn for slot in live])
+    stored = [slot for slot, reply in zip(live, answers) if reply is not None and reply.status == 201]
+    if len(stored) < quorum:
+        replies = [reply for reply in answers if reply is not None]
+        statuses = [reply.status for reply in replies]
+        if 409 in statuses:
+            return superseded(api)  # a newer version arrived while the body streamed
+        status = best_status(statuses, len(slots))
+        status = 503 if status < 400 else status
+        body = next((reply.body for reply in replies if reply.status == status), b"")
+        return answer(api, status, body or b"Service Unavailable: too few fragment archives stored\n",
+                      "text/plain; charset=utf-8")
+
+    # Phase two: every node holding an archive marks it durable and lists the object.
+    async def commit(slot: Slot) -> int:
+        node = slot.node
+        commit_headers = {
+            "X-Backend-Ec-Durable": timestamp,
+            "X-Backend-Fragment-Index": str(slot.index),
+            "X-Trans-Id": api.trans_id,
+            "X-Backend-Storage-Policy-Index": str(info.policy_index),
+            **containers[slot.index % len(containers)],
+        }
+        try:
+            response = await context.client.request(
+                "POST", node.ip, node.port, backend_path(node, part, api.account, api.container, api.obj),
+                commit_headers, None, timeout=context.node_timeout,
+            )
+        except Exception as err:
+            log.warn("{trans_id}: durable mark on {node} failed: {error}", trans_id=api.trans_id,
+                     node=node.device_name, error=err)
+            node_failed(context, node, err)
+            return 503
+        return response.status
+
+    statuses = await gatherResults([Deferred.fromCoroutine(commit(slot)) for slot in stored])
+    if sum(1 for status in statuses if status == 202) < quorum:
+        if 409 in statuses:
+            return superseded(api)  # a DELETE or newer PUT came between the two phases
+        return answer(api, 503, b"Service Unavailable: too few fragment archives made durable\n",
+                      "text/plain; charset=utf-8")
+    created = HeaderMap({"ETag": etag, "Last-Modified": Timestamp.parse(timestamp).last_modified})
+    return answer(api, 201, content_type="text/html; charset=UTF-8", headers=created)
+
+
+def _encode(codec: ECCodec, md5, segment: bytes) -> list[bytes]:
+    """(blocking, in the EC pool) The segment's fragments; its bytes added to the object's md5."""
+    md5.update(segment)
+    return codec.encode(segment)
+
+
+async def _stream_fragments(
+    context: ProxyContext, codec: ECCodec, source, live: list[Slot], quorum: int, length: int | None,
+    trans_id: str,
+) -> tuple[str, int]:
+    """
+    Read the body, encode it segment by segment, and write fragment *i* of each segment to
+    the slot of index *i*; the object's md5 and length. One segment is encoded while the
+    previous one's fragments are written; a node that takes nothing for ``node_timeout`` is
+    dropped, and fewer than ``quorum`` nodes left is a 503.
+    """
+    limit = context.constraints.max_file_size
+    cutter = SegmentCutter(codec.segment_size)
+    md5 = hashlib.md5()
+    received = 0
+    encoding: Deferred | None = None
+
+    async def send(pending: Deferred) -> None:
+        fragments = await pending
+        await _wait_writable(context, live, quorum, trans_id)
+        for slot in live:
+            slot.conn.write(fragments[slot.index])
+
+    while True:
+        try:
+            chunk = await source.read()
+        except BodyIncomplete as err:
+            raise APIError(499, f"Client Disconnect: {err}") from None
+        except ResponseAborted as err:  # a copy's source that broke off and could not resume
+            raise APIError(503, f"Service Unavailable: the source broke off: {err}") from None
+        if not chunk:
+            break
+        received += len(chunk)
+        if received > limit:
+            raise APIError(413, f"Your request is too large: over {limit} bytes")
+        for segment in cutter.feed(chunk):
+            if encoding is not None:
+                await send(encoding)
+            encoding = context.ec.run(_encode, codec, md5, segment)
+    if length is not None and received != length:
+        if encoding is not None:
+            await encoding.addErrback(lambda _: None)
+        raise APIError(499, f"Client Disconnect: {received} of {length} bytes")
+    last = cutter.finish()
+    if encoding is not None:
+        await send(encoding)
+    if last is not None:
+        await send(context.ec.run(_encode, codec, md5, last))
+    return md5.hexdigest(), received
+
+
+async def _wait_writable(context: ProxyContext, live: list[Slot], quorum: int, trans_id: str) -> None:
+    """Until every node can take more; a node silent for ``node_timeout`` is dropped."""
+    slow = [slot for slot in live if not slot.conn.writable]
+    if not slow:
+        return
+    waiting = gatherResults([slot.conn.wait_writable() for slot in slow], consumeErrors=True)
+    waiting.addTimeout(context.node_timeout, context.reactor)
+    try:
+        await waiting
+    except Exception:
+        for slot in [slot for slot in slow if not slot.conn.writable]:
+            log.warn("{trans_id}: the node of fragment {index} took no data for {timeout}s; dropped",
+                     trans_id=trans_id, index=slot.index, timeout=context.node_timeout)
+            drop(slot.conn)
+            live.remove(slot)
+        if len(live) < quorum:
+            raise APIError(503, "Service Unavailable: storage nodes too slow") from None
