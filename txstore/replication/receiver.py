@@ -9,12 +9,20 @@ runs in the device's thread pool, through the same `DiskFile` paths a client wri
 replicated object becomes visible only by the final rename of a complete, fsynced file; a
 failure or a disconnect in the middle of a body removes the temp file. Container and account
 databases are served by handlers registered per kind (``db_handlers``).
+
+An erasure-coded policy's session names in HELLO the ``frag_index`` of the archive this device
+holds (or is to hold) for the partition: hashes are that archive's view (`ec_hashes_for`),
+offers are weighed against that archive, and a PUT writes archive ``frag_index`` and marks it
+durable at once (only durable versions are offered). A session of an EC policy without an
+index, or of a replicated one with one, is refused (400): whole replicas must never land in an
+EC partition, nor archives in a replicated one.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -34,9 +42,10 @@ from txstore.storage.diskfile import (
     DiskFileNotFound,
 )
 from txstore.storage.http_support import StorageContext
-from txstore.storage.partitions import get_hashes, hashes_digest, object_files
+from txstore.storage.partitions import ec_hashes_for, ec_object_files, get_hashes, hashes_digest, object_files
 
 DEFAULT_SESSIONS_PER_DEVICE = 4
+FRAG_INDEX = "X-Object-Sysmeta-Ec-Frag-Index"  # an EC archive's index, in its metadata
 KINDS_OBJECT = "object"
 SURVEY_CHUNK = 64  # partitions hashed per thread call, and answered per SURVEYED frame
 
@@ -83,6 +92,7 @@ class ReceiverSession(FramedChannel):
         self.device: str | None = None
         self.partition: int | None = None
         self.policy_index = 0
+        self.frag_index: int | None = None  # an EC policy's session: the archive of this device
         self.applied = 0
 
     @property
@@ -171,6 +181,9 @@ class ReceiverSession(FramedChannel):
             raise UpdateRefused(400, "partition and policy must not be negative")
         if kind == KINDS_OBJECT and self.context.policies.by_index(hello["policy"]) is None:
             raise UpdateRefused(400, f"unknown storage policy {hello['policy']}")
+        frag_index = hello.get("frag_index")
+        if kind == KINDS_OBJECT:
+            frag_index = self._check_frag_index(hello["policy"], frag_index)
         device = hello["device"]
         try:
             path = await self.context.runner.run(device, self.context.diskfiles.device_path, device)
@@ -181,6 +194,21 @@ class ReceiverSession(FramedChannel):
         if self.factory.active[device] >= self.factory.sessions_per_device:
             raise UpdateRefused(503, f"device {device} already runs {self.factory.sessions_per_device} sessions")
         self.device, self.partition, self.policy_index = device, hello["partition"], hello["policy"]
+        self.frag_index = frag_index if kind == KINDS_OBJECT else None
+
+    def _check_frag_index(self, policy_index: int, frag_index: Any) -> int | None:
+        """HELLO's ``frag_index``: an archive of an EC policy, None for a replicated one."""
+        policy = self.context.policies.by_index(policy_index)
+        ec = policy_index in self.context.diskfiles.ec_policies
+        if not ec:
+            if frag_index is not None:
+                raise UpdateRefused(400, f"a fragment index for the replicated policy {policy_index}")
+            return None
+        fragments = policy.ec.fragments if policy is not None and policy.ec is not None else 0
+        if not isinstance(frag_index, int) or isinstance(frag_index, bool) or not 0 <= frag_index < fragments:
+            raise UpdateRefused(400, f"policy {policy_index} is erasure-coded: a session names its fragment index"
+                                     f" (0 to {fragments - 1}), not {frag_index!r}")
+        return frag_index
 
     # --- objects ---------------------------------------------------------------------------
 
@@ -212,7 +240,13 @@ class ReceiverSession(FramedChannel):
             await handler(item)
 
     async def _hashes(self, item: Record) -> None:
-        hashes = await self.run(get_hashes, self._partition_dir, self.factory.reclaim_age, self.context.clock())
+        if self.frag_index is not None:
+            found = await self.run(partial(
+                get_hashes, self._partition_dir, self.factory.reclaim_age, self.context.clock(), ec=True,
+            ))
+            hashes = ec_hashes_for(found, self.frag_index)
+        else:
+            hashes = await self.run(get_hashes, self._partition_dir, self.factory.reclaim_age, self.context.clock())
         self.send(record(FrameType.HASHES, hashes=hashes))
 
     async def _survey(self, item: Record) -> None:
@@ -225,6 +259,8 @@ class ReceiverSession(FramedChannel):
         of no suffixes; one that could not be hashed (a disk error) is left out.
         """
         partitions = item["partitions"]
+        if self.frag_index is not None:
+            raise ProtocolError("SURVEY is for replicated policies")
         if len(partitions) > SURVEY_LIMIT:
             raise ProtocolError(f"SURVEY of {len(partitions)} partitions (at most {SURVEY_LIMIT})")
         for partition in partitions:
@@ -263,7 +299,11 @@ class ReceiverSession(FramedChannel):
     def _decide_all(self, offers: list) -> tuple[list, list]:
         wanted, newer = [], []
         for name_hash, offered in offers:
-            local = object_files(self._partition_dir / name_hash[-3:] / name_hash)
+            directory = self._partition_dir / name_hash[-3:] / name_hash
+            if self.frag_index is not None:
+                local = ec_object_files(directory, self.frag_index)
+            else:
+                local = object_files(directory)
             parts, holds_newer = decide(offered, local)
             if parts:
                 wanted.append([name_hash, parts])
@@ -302,9 +342,13 @@ class ReceiverSession(FramedChannel):
         length = item["length"]
         if length < 0:
             raise ProtocolError("negative length")
+        metadata = dict(item["metadata"])
+        if self.frag_index is not None and metadata.get(FRAG_INDEX) != str(self.frag_index):
+            raise UpdateRefused(422, f"{item['name']}: archive {metadata.get(FRAG_INDEX)!r} sent for"
+                                     f" archive {self.frag_index}")
         diskfile = await self.run(self._diskfile, item)
         try:
-            writer = await self.run(diskfile.create_writer, length)
+            writer = await self.run(partial(diskfile.create_writer, length, frag_index=self.frag_index))
         except DiskFileNoSpace as error:
             raise UpdateRefused(507, str(error)) from None
         try:
@@ -314,16 +358,22 @@ class ReceiverSession(FramedChannel):
             if end["etag"] != writer.etag:
                 raise UpdateRefused(422, f"{item['name']}: md5 {writer.etag} is not the etag sent")
             try:
-                await self.run(writer.commit, dict(item["metadata"]), timestamp)
+                await self.run(writer.commit, metadata, timestamp)
                 self.applied += 1
             except DiskFileConflict:
-                pass  # a newer write got here first
+                pass  # a newer write got here first (or, EC, this archive is held: marked below)
             except DiskFileNoSpace as error:
                 raise UpdateRefused(507, str(error)) from None
             except (TypeError, ValueError) as error:
                 raise UpdateRefused(422, f"{item['name']}: {error}") from None
         finally:
             await self.context.runner.run(self.device, writer.abort)
+        if self.frag_index is not None:
+            # Only durable versions are offered: the archive is durable here as soon as it is.
+            try:
+                await self.run(diskfile.mark_durable, timestamp, self.frag_index)
+            except (DiskFileConflict, DiskFileNotFound):
+                pass  # a newer version or a tombstone came meanwhile
 
     async def _post(self, item: Record) -> None:
         timestamp = self._timestamp(item)

@@ -11,16 +11,21 @@ Bodies are read in `CHUNK` pieces in the device's thread pool (where their md5 i
 too) and sent one frame at a time after `FramedChannel.drained`, optionally paced to a byte
 rate shared by every session of the replicator. A local copy whose md5 does not match its ETag
 is quarantined and the session ends with an ERROR: corrupt bytes never complete a PUT.
+
+For an erasure-coded policy (the reconstructor's sessions) ``frag_index`` names the peer's
+archive in HELLO, the local objects are listed as archive ``local_frag_index`` sees them
+(`list_ec_objects`), and ``put_source``, when given, produces the body of each ``data`` the
+peer wants instead of the local file: the reconstructor's rebuild of the peer's archive.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -31,7 +36,7 @@ from txstore.replication.frames import SURVEY_LIMIT, VERSION, FrameType, data_re
 from txstore.replication.states import S
 from txstore.storage.http_support import StorageContext
 from txstore.storage.objmeta import FooterError
-from txstore.storage.partitions import ObjectFiles, list_objects, read_footers
+from txstore.storage.partitions import ObjectFiles, list_ec_objects, list_objects, read_footers
 
 CHUNK = 256 * 1024
 OFFER_BATCH = 1000
@@ -85,6 +90,21 @@ class SyncOutcome:
     confirmed: list[ObjectFiles] = field(factory=list)
 
 
+#: Sends one wanted ``data`` in place of the local file (PUT, DATA frames, PUT_END), given the
+#: channel, the outcome to count in, the local files, their footers and the frame's ``hash`` and
+#: ``name``; False when it could not (the object is then not confirmed).
+PutSource = Callable[[FramedChannel, SyncOutcome, ObjectFiles, Any, dict], Awaitable[bool]]
+
+
+@frozen
+class _SessionOptions:
+    """What an EC session changes (all None for replication)."""
+
+    frag_index: int | None = None
+    local_frag_index: int | None = None
+    put_source: PutSource | None = None
+
+
 @define
 class ObjectSender:
     log = Logger()
@@ -102,14 +122,17 @@ class ObjectSender:
     async def sync(
         self, node: Any, device: str, partition: int, policy_index: int, *,
         local_hashes: dict[str, str] | None = None, objects: Sequence[ObjectFiles] | None = None,
+        frag_index: int | None = None, local_frag_index: int | None = None, put_source: PutSource | None = None,
     ) -> SyncOutcome:
         """One session with ``node`` (a ring Node) for the local ``device``'s partition."""
         outcome = SyncOutcome()
         channel = None
+        session = _SessionOptions(frag_index, local_frag_index, put_source)
         try:
             channel = await self.connector.open(node.replication_ip, node.replication_port)
             self._open.add(channel)
-            await self._session(channel, outcome, node, device, partition, policy_index, local_hashes, objects)
+            await self._session(channel, outcome, node, device, partition, policy_index, local_hashes, objects,
+                                session)
             outcome.ok = True
         except SessionFailed as failure:
             outcome.reason = f"{failure.code} {failure.reason}" + (" (from the peer)" if failure.from_peer else "")
@@ -181,9 +204,10 @@ class ObjectSender:
     async def _session(
         self, channel: FramedChannel, outcome: SyncOutcome, node: Any, device: str, partition: int,
         policy_index: int, local_hashes: dict[str, str] | None, objects: Sequence[ObjectFiles] | None,
+        session: _SessionOptions,
     ) -> None:
         channel.send(record(FrameType.HELLO, version=VERSION, kind="object", device=node.device_name,
-                            partition=partition, policy=policy_index, frag_index=None))
+                            partition=partition, policy=policy_index, frag_index=session.frag_index))
         await channel.expect(FrameType.READY)
         if objects is None:
             channel.send(record(FrameType.GET_HASHES))
@@ -194,9 +218,15 @@ class ObjectSender:
                 channel.end()
                 return
             partition_dir = self.context.diskfiles.partition_path(device, policy_index, partition)
-            objects = await self.context.runner.run(
-                device, lambda: list(list_objects(partition_dir, differing))
-            )
+            local_index = session.local_frag_index
+            if local_index is not None:
+                objects = await self.context.runner.run(
+                    device, lambda: list(list_ec_objects(partition_dir, differing, local_index))
+                )
+            else:
+                objects = await self.context.runner.run(
+                    device, lambda: list(list_objects(partition_dir, differing))
+                )
         wanted, newer = await self._missing_check(channel, objects)
         outcome.offered = len(objects)
         outcome.peer_newer = newer
@@ -205,7 +235,7 @@ class ObjectSender:
             if not parts:
                 outcome.confirmed.append(files)
                 continue
-            if await self._send_updates(channel, outcome, files, parts, device, partition, policy_index):
+            if await self._send_updates(channel, outcome, files, parts, device, partition, policy_index, session):
                 outcome.confirmed.append(files)
         channel.send(record(FrameType.UPDATES_END))
         await channel.expect(FrameType.END)
@@ -230,7 +260,7 @@ class ObjectSender:
 
     async def _send_updates(
         self, channel: FramedChannel, outcome: SyncOutcome, files: ObjectFiles, parts: list[str], device: str,
-        partition: int, policy_index: int,
+        partition: int, policy_index: int, session: _SessionOptions,
     ) -> bool:
         """Send what the peer wants of one object; False when the local copy changed meanwhile."""
         run = self.context.runner.run
@@ -248,7 +278,10 @@ class ObjectSender:
                                 metadata=footers.tombstone))
             outcome.updates += 1
         if "data" in parts and files.data is not None:
-            if not await self._send_put(channel, outcome, files, footers, common, device, partition, policy_index):
+            if session.put_source is not None:
+                if not await session.put_source(channel, outcome, files, footers, common):
+                    return False
+            elif not await self._send_put(channel, outcome, files, footers, common, device, partition, policy_index):
                 return False
         if "meta" in parts and files.meta is not None and footers.meta is not None:
             await channel.drained()

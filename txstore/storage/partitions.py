@@ -16,6 +16,13 @@ a day every suffix is re-hashed anyway, which catches an invalidation lost to a 
 append is not fsynced) and any change made behind the node's back. Hashing
 holds the partition's ``.lock``, so the replicator and a peer's GET_HASHES never interleave.
 
+An erasure-coded policy's partition (``get_hashes(..., ec=True)``) is hashed per fragment
+index instead (`hash_ec_suffix`): each suffix maps to ``{"": md5 of its tombstones and .meta
+files, "<index>": md5 of the timestamps (and durable marks) of its archives of that index}``,
+with the index left out of what is hashed, so the primary holding archive *i* and the one
+holding archive *j* agree on a suffix exactly when they hold the same versions (Swift's
+reconstructor compares its hashes so). Only the reconstructor and its sessions read them.
+
 Re-hashing a suffix also cleans it, each object directory under the object's own lock: obsolete
 files go, and a tombstone older than ``reclaim_age`` goes too (with its directory), by which time
 it has reached every replica. A directory holding fragment archives follows the EC rules
@@ -35,6 +42,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from attrs import frozen
 
@@ -91,6 +99,52 @@ def object_files(directory: Path) -> ObjectFiles | None:
     if selection.data is None and selection.tombstone is None:
         return None
     return ObjectFiles(directory.name, directory, selection.data, selection.meta, selection.tombstone)
+
+
+def ec_object_files(directory: Path, frag_index: int) -> ObjectFiles | None:
+    """
+    What an EC object's ``directory`` holds as archive ``frag_index`` sees it: ``data`` the
+    archive of that index of the newest durable version (None when not held here), its .meta,
+    or the tombstone that wins; None when none of these is there.
+    """
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    selection = select_ec_files(p for p in map(parse_file_name, names) if p is not None)
+    data = selection.fragments.get(frag_index)
+    if data is None and selection.tombstone is None:
+        return None
+    return ObjectFiles(directory.name, directory, data, selection.meta if data is not None else None,
+                       selection.tombstone)
+
+
+def ec_archive_indexes(directory: Path) -> tuple[int, ...]:
+    """The indexes of the archives of the newest durable version held in ``directory``."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return ()
+    return tuple(sorted(select_ec_files(p for p in map(parse_file_name, names) if p is not None).fragments))
+
+
+def list_object_dirs(partition_dir: Path, suffix_names: Iterable[str]) -> Iterator[Path]:
+    """Every object directory of the given suffixes, in hash order."""
+    for suffix in sorted(suffix_names):
+        try:
+            hashes = sorted(n for n in os.listdir(partition_dir / suffix) if _HASH.match(n))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name_hash in hashes:
+            yield partition_dir / suffix / name_hash
+
+
+def list_ec_objects(partition_dir: Path, suffix_names: Iterable[str], frag_index: int) -> Iterator[ObjectFiles]:
+    """Every EC object of the given suffixes as archive ``frag_index`` sees it (`ec_object_files`)."""
+    for directory in list_object_dirs(partition_dir, suffix_names):
+        found = ec_object_files(directory, frag_index)
+        if found is not None:
+            yield found
 
 
 def list_partitions(device_path: Path, policy_index: int) -> list[int]:
@@ -219,6 +273,35 @@ def remove_if_unchanged(files: ObjectFiles, lock_timeout: float = 10.0) -> bool:
     return True
 
 
+def remove_ec_if_unchanged(files: ObjectFiles, frag_index: int, lock_timeout: float = 10.0) -> bool:
+    """
+    Remove what ``files`` (`ec_object_files` of ``frag_index``) names, if the directory still
+    holds it: the archive (a handoff's, once its primary has it), and the .meta and tombstone
+    too, with the directory, once no archive of any index is left in it (a handoff may hold
+    several; their metadata stays with them).
+    """
+    directory = files.directory
+    with _locked_existing(directory, lock_timeout) as exists:
+        if not exists:
+            return True
+        current = ec_object_files(directory, frag_index)
+        if current is None or current.names != files.names:
+            return False
+        if files.data is not None:
+            _unlink_quietly(directory / files.data.name)
+        names = os.listdir(directory)
+        if any(parsed is not None and parsed.frag_index is not None for parsed in map(parse_file_name, names)):
+            removed_all = False
+        else:
+            for name in names:
+                _unlink_quietly(directory / name)
+            removed_all = _rmdir_quietly(directory)
+    if removed_all:
+        _rmdir_quietly(directory.parent)
+    suffixes.invalidate_suffix(directory.parent.parent, directory.parent.name)
+    return True
+
+
 def remove_partition_if_empty(partition_dir: Path) -> bool:
     """Remove a partition directory holding no suffix any more (with its bookkeeping files)."""
     if list_suffixes(partition_dir):
@@ -250,6 +333,43 @@ def hash_suffix(partition_dir: Path, suffix: str, reclaim_before: Timestamp, loc
     return md5.hexdigest()
 
 
+def hash_ec_suffix(
+    partition_dir: Path, suffix: str, reclaim_before: Timestamp, lock_timeout: float = 10.0
+) -> dict[str, str] | None:
+    """
+    Clean an EC partition's suffix and hash what is left per fragment index (see the module
+    doc); None (and the directory removed) when empty.
+    """
+    suffix_dir = partition_dir / suffix
+    md5s: dict[str, Any] = {}
+    try:
+        hashes = sorted(n for n in os.listdir(suffix_dir) if _HASH.match(n))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for name_hash in hashes:
+        for name in clean_object_dir(suffix_dir / name_hash, reclaim_before, lock_timeout):
+            parsed = parse_file_name(name)
+            if parsed is None:
+                continue
+            if parsed.frag_index is None:
+                key, line = "", name
+            else:
+                key, line = str(parsed.frag_index), f"{parsed.timestamp.internal}{'#d' if parsed.durable else ''}"
+            md5s.setdefault(key, hashlib.md5(usedforsecurity=False)).update(f"{name_hash}/{line}\n".encode("ascii"))
+    if not md5s:
+        _rmdir_quietly(suffix_dir)
+        return None
+    return {key: md5.hexdigest() for key, md5 in md5s.items()}
+
+
+def ec_hashes_for(hashes: dict[str, dict[str, str]], frag_index: int) -> dict[str, str]:
+    """
+    An EC partition's hashes as archive ``frag_index`` sees them (``suffix → hash``): equal
+    on the primaries of two indexes exactly when their suffixes hold the same versions.
+    """
+    return {suffix: f"{h.get('', '')}/{h.get(str(frag_index), '')}" for suffix, h in hashes.items()}
+
+
 @contextmanager
 def _partition_lock(partition_dir: Path) -> Iterator[None]:
     fd = os.open(partition_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -260,8 +380,16 @@ def _partition_lock(partition_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _read_hashes(partition_dir: Path) -> tuple[dict[str, str] | None, float]:
-    """The stored hashes (None when unreadable) and when every suffix was last hashed."""
+def _is_ec_hash(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _read_hashes(partition_dir: Path, ec: bool = False) -> tuple[dict[str, Any] | None, float]:
+    """
+    The stored hashes (None when unreadable) and when every suffix was last hashed. A value
+    of the other kind (an EC partition's per-index dict, or a plain string) is left out: that
+    suffix is hashed again.
+    """
     try:
         loaded = json.loads((partition_dir / HASHES_FILE).read_bytes())
     except (FileNotFoundError, ValueError, UnicodeDecodeError):
@@ -271,10 +399,13 @@ def _read_hashes(partition_dir: Path) -> tuple[dict[str, str] | None, float]:
         return None, 0.0
     full_at = loaded.get("full_at")
     full_at = float(full_at) if isinstance(full_at, (int, float)) and not isinstance(full_at, bool) else 0.0
-    return {k: v for k, v in hashes.items() if isinstance(k, str) and _SUFFIX.match(k) and isinstance(v, str)}, full_at
+    return {
+        k: v for k, v in hashes.items()
+        if isinstance(k, str) and _SUFFIX.match(k) and (_is_ec_hash(v) if ec else isinstance(v, str))
+    }, full_at
 
 
-def _write_hashes(partition_dir: Path, hashes: dict[str, str], full_at: float) -> None:
+def _write_hashes(partition_dir: Path, hashes: dict[str, Any], full_at: float) -> None:
     fd, temp = tempfile.mkstemp(prefix=HASHES_FILE + ".", suffix=".tmp", dir=partition_dir)
     try:
         with os.fdopen(fd, "w") as handle:
@@ -287,11 +418,12 @@ def _write_hashes(partition_dir: Path, hashes: dict[str, str], full_at: float) -
 
 def get_hashes(
     partition_dir: Path, reclaim_age: float = DEFAULT_RECLAIM_AGE, now: float | None = None,
-    lock_timeout: float = 10.0,
-) -> dict[str, str]:
+    lock_timeout: float = 10.0, ec: bool = False,
+) -> dict[str, Any]:
     """
     The partition's ``suffix → hash``, re-hashing only what changed (see the module doc).
-    An empty dict when the partition does not exist here.
+    An empty dict when the partition does not exist here. With ``ec`` (an EC policy's
+    partition), ``suffix → {index or "": hash}`` (`hash_ec_suffix`).
     """
     if not partition_dir.is_dir():
         return {}
@@ -299,7 +431,7 @@ def get_hashes(
     reclaim_before = Timestamp.from_seconds(max(0.0, now - reclaim_age))
     with _partition_lock(partition_dir):
         invalid = suffixes.consume_invalid_suffixes(partition_dir)
-        stored, full_at = _read_hashes(partition_dir)
+        stored, full_at = _read_hashes(partition_dir, ec)
         on_disk = set(list_suffixes(partition_dir))
         if stored is None or not 0 <= now - full_at < FULL_REHASH_INTERVAL:
             stale, hashes, full_at = on_disk, {}, now
@@ -307,7 +439,8 @@ def get_hashes(
             stale = (invalid | (on_disk - stored.keys())) & on_disk
             hashes = {s: h for s, h in stored.items() if s in on_disk}
         for suffix in sorted(stale):
-            digest = hash_suffix(partition_dir, suffix, reclaim_before, lock_timeout)
+            hasher = hash_ec_suffix if ec else hash_suffix
+            digest = hasher(partition_dir, suffix, reclaim_before, lock_timeout)
             if digest is None:
                 hashes.pop(suffix, None)
             else:
