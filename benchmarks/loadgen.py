@@ -365,17 +365,19 @@ def size_label(size: int) -> str:
 class Client:
     """One target cluster: an account, the server processes to meter, how to load it."""
 
-    def __init__(self, account: Account, servers: Servers | None, processes: int = 4) -> None:
+    def __init__(self, account: Account, servers: Servers | None, processes: int = 4, policy: str | None = None) -> None:
         self.account = account
         self.servers = servers
         self.processes = processes
+        self.policy = policy  # the storage policy of the containers it makes (None: the default)
         self.run_id = uuid.uuid4().hex[:8]
 
     def meter(self) -> Meter:
         return Meter(self.servers)
 
     def _create_container(self, container: str) -> None:
-        status, _, body = request(self.account, "PUT", self.account.path(container))
+        headers = {"X-Storage-Policy": self.policy} if self.policy else None
+        status, _, body = request(self.account, "PUT", self.account.path(container), headers)
         if status not in (201, 202):
             raise BenchError(f"PUT container {container}: {status} {body[:200]!r}")
 

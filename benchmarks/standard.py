@@ -6,6 +6,7 @@ or both one after the other with a table side by side.
     python benchmarks/standard.py --target swift            # the anchor (start.sh if not up)
     python benchmarks/standard.py --target both --quick     # both, small sizes, side by side
     python benchmarks/standard.py --target both --skip-large --skip-listing --save out.json
+    python benchmarks/standard.py --target both --skip-listing --nodes 8 --policy ec --swift-policy ec42
 
 The set: PUT, GET, HEAD, DELETE of 4 KiB × 2000 and 1 MiB × 200 at concurrency 16; one
 256 MiB and one 1 GiB object single stream up and down; a container of 100,000 objects
@@ -293,8 +294,9 @@ def bench_txstore(args: argparse.Namespace, plan: Plan) -> Run:
         auth_url, root, info
     ):
         servers = Servers(pid_groups_from_run_dir(root / "run"))
-        run.info += info + [f"load average at start: {load_average()}; servers idle: {idle(servers)}"]
-        client = Client(authenticate(auth_url, args.user, args.key), servers, args.processes)
+        run.info += info + [f"storage policy: {args.policy or 'the default'}",
+                            f"load average at start: {load_average()}; servers idle: {idle(servers)}"]
+        client = Client(authenticate(auth_url, args.user, args.key), servers, args.processes, args.policy)
         try:
             run_plan(client, plan, run, args.skip_large, args.skip_listing)
         finally:
@@ -317,10 +319,12 @@ def bench_swift(args: argparse.Namespace, plan: Plan, anchor_info: list[str] | N
     with swift_anchor(args.keep_anchor) if anchor_info is None else nullcontext(anchor_info) as info:
         warm_anchor_filesystem()
         servers = Servers(pid_groups_from_pidfile(pidfile)) if pidfile.exists() else None
-        run.info += info + [f"load average at start: {load_average()}; servers idle: {idle(servers)}"]
+        run.info += info + [f"storage policy: {args.swift_policy or 'the default'}",
+                            f"load average at start: {load_average()}; servers idle: {idle(servers)}"]
         if servers is None:
             run.info.append(f"no pid file {pidfile}: server CPU and RSS not measured")
-        client = Client(authenticate(f"http://127.0.0.1:{ANCHOR_PORT}/auth/v1.0", args.user, args.key), servers, args.processes)
+        client = Client(authenticate(f"http://127.0.0.1:{ANCHOR_PORT}/auth/v1.0", args.user, args.key), servers,
+                        args.processes, args.swift_policy)
         run_plan(client, plan, run, args.skip_large, args.skip_listing)
         run.info.append(f"load average at end: {load_average()}; servers idle: {idle(servers)}")
     return run
@@ -398,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, help="instead of 16")
     parser.add_argument("--processes", type=int, default=4, help="load generator processes (default 4)")
     parser.add_argument("--nodes", type=int, default=4, help="txstore nodes (default 4, as the anchor)")
+    parser.add_argument("--policy", help="txstore's storage policy for the containers (e.g. ec: 4+2 with --nodes 8)")
+    parser.add_argument("--swift-policy", help="the anchor's storage policy for the containers (e.g. ec42)")
     parser.add_argument("--proxy-workers", type=int, default=1,
                         help="txstore proxy processes (default 1; the anchor runs 2)")
     parser.add_argument(
