@@ -70,6 +70,28 @@ class ECCase(SynchronousTestCase):
             time.sleep(0.05)
         self.fail(f"node {number} did not stop")
 
+    def start_node(self, number: int) -> None:
+        """Start a stopped node again by hand, as an operator would (stopped with the cluster)."""
+        config = self.cluster.root / "etc" / f"node{number}.conf"
+        process = subprocess.Popen(
+            [console_script("twistd"), "--nodaemon", f"--pidfile={self.cluster.root / 'run' / f'node{number}.pid'}",
+             "objectnode", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(lambda: (process.poll() is None and process.kill(), process.wait()))
+        deadline = time.monotonic() + 60
+        port = self.cluster.port + 10 * number
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/healthcheck")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+            finally:
+                conn.close()
+        self.fail(f"node {number} did not start")
+
     def get(self, name: str, **headers: str):
         return self.cluster.http("GET", f"/v1/AUTH_test/ec/{name}", {"X-Auth-Token": self.token, **headers})
 
@@ -147,6 +169,34 @@ class ECObjectTests(ECCase):
         archives = self.archives("o")
         self.assertEqual(len([n for n in handoffs if archives.get(n)]), 2)
         self.assertEqual(sum(len(files) for files in archives.values()), 6)
+
+    def test_archives_of_two_versions_are_never_decoded_together(self) -> None:
+        """A primary that missed the newest version still holds the old one: the newest is served."""
+        _, primaries, _ = self.placement("o")
+        old, new = os.urandom(SEGMENT + 1000), os.urandom(SEGMENT + 2000)
+        swift.put_object(self.url, self.token, "ec", "o", old)
+        self.stop_node(primaries[1])
+        swift.put_object(self.url, self.token, "ec", "o", new)
+        self.start_node(primaries[1])
+        for _ in range(3):
+            self.assertEqual(swift.get_object(self.url, self.token, "ec", "o")[1], new)
+        status, _, got = self.get("o", Range=f"bytes={SEGMENT - 5}-{SEGMENT + 5}")
+        self.assertEqual((status, got), (206, new[SEGMENT - 5:SEGMENT + 6]))
+
+    def test_an_archive_that_breaks_off_mid_body_is_replaced(self) -> None:
+        body = os.urandom(40 * SEGMENT + 11)
+        swift.put_object(self.url, self.token, "ec", "o", body)
+        _, primaries, _ = self.placement("o")
+        conn = http.client.HTTPConnection("127.0.0.1", self.cluster.port, timeout=60)
+        conn.request("GET", "/v1/AUTH_test/ec/o", headers={"X-Auth-Token": self.token})
+        response = conn.getresponse()
+        got = response.read(2 * SEGMENT)
+        self.stop_node(primaries[0])  # the first archive the proxy reads from
+        while piece := response.read(SEGMENT):
+            got += piece
+        conn.close()
+        self.assertEqual((response.status, len(got)), (200, len(body)))
+        self.assertTrue(got == body)
 
     def test_a_large_object_streams_in_bounded_memory(self) -> None:
         size = 192 * SEGMENT + 5
