@@ -875,7 +875,11 @@ class DiskFile:
                     self.manager.write_expiring(self.device_path, self.expiring_entry(delete_at))
                 with _no_space_as_error():
                     os.rename(temp, self.hash_dir / new.name)
-                if self.manager.fsync:
+                # An EC archive not durable yet needs no directory fsync: nobody was told it
+                # is stored, and the durable mark's rename is followed by one, which makes the
+                # final name durable (the file's bytes were fsynced before this rename).
+                pending_archive = new.frag_index is not None and not new.durable
+                if self.manager.fsync and not pending_archive:
                     os.fsync(dir_fd)
                 self._remove_obsolete()
         except BaseException:
@@ -1209,7 +1213,9 @@ class DiskFileWriter:
     def commit(self, metadata: Mapping[str, str], timestamp: TimestampLike) -> ObjectState:
         """
         Make the body written so far the object at ``timestamp``: footer, fsync, rename to
-        ``<ts>.data`` (an EC archive: ``<ts>#<index>.data``, not durable), fsync the directory, clean up, invalidate the suffix. The writer fills
+        ``<ts>.data`` (an EC archive: ``<ts>#<index>.data``, not durable, whose directory is
+        fsynced by the durable mark instead), fsync the directory, clean up, invalidate the
+        suffix. The writer fills
         in ``name``, ``X-Timestamp``, ``Content-Length`` and ``ETag``; a ``Content-Length`` or
         ``ETag`` given that disagrees with what was written is a ValueError. DiskFileConflict
         when ``timestamp`` is not newer than the stored data or tombstone. Returns the state

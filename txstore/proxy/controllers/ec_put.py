@@ -22,7 +22,7 @@ import hashlib
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from txstore.common.quorum import best_status
+from txstore.common.quorum import best_status, quorum_size
 from txstore.common.streaming import BodyIncomplete
 from txstore.common.timestamps import Timestamp
 from txstore.common.web import ResponseAborted
@@ -109,7 +109,11 @@ async def store_ec(
         return answer(api, status, body or b"Service Unavailable: too few fragment archives stored\n",
                       "text/plain; charset=utf-8")
 
-    # Phase two: every node holding an archive marks it durable and lists the object.
+    # Phase two: every node holding an archive marks it durable; some of them list the object.
+    # Not all k + m: each container replica needs one update, and enough nodes send them that
+    # a quorum of container replicas hears of the object even when as many nodes fail as the
+    # PUT tolerates (the container replicator brings the others along), as Swift counts them.
+    updates = max(len(containers), quorum_size(len(containers)) + len(slots) - quorum)
     async def commit(slot: Slot) -> int:
         node = slot.node
         commit_headers = {
@@ -117,7 +121,7 @@ async def store_ec(
             "X-Backend-Fragment-Index": str(slot.index),
             "X-Trans-Id": api.trans_id,
             "X-Backend-Storage-Policy-Index": str(info.policy_index),
-            **containers[slot.index % len(containers)],
+            **(containers[slot.index % len(containers)] if slot.index < updates else {}),
         }
         try:
             response = await context.client.request(
