@@ -53,6 +53,7 @@ class TempAuthCredentials:
         self.auth = auth
         self.account_info = account_info  # (request, account) -> Awaitable[AccountInfo], or None
         self._users = {f"{u.account}:{u.user}": u for u in auth.users}
+        self._found: dict[str, S3User] = {}  # tempauth's users are fixed by its config: each made once
 
     async def grants(self, user: S3User, request) -> Any:
         identity = user.identity
@@ -62,11 +63,15 @@ class TempAuthCredentials:
         return stored_account_acl(info.sysmeta.get(SYSMETA_NAME))
 
     def lookup(self, access_key: str) -> S3User | None:
+        found = self._found.get(access_key)
+        if found is not None:
+            return found
         user = self._users.get(access_key)
         if user is None:
             return None
         identity = self.auth.identity_of(user)
-        return S3User(access_key, user.key, identity.account, identity)
+        found = self._found[access_key] = S3User(access_key, user.key, identity.account, identity)
+        return found
 
     def authorize(self, user: S3User, request, account: str, container: str | None, obj: str | None, info,
                   grants: Any = None) -> Any:
