@@ -11,7 +11,8 @@ and each segment read with sub-requests that carry the client's identity and cre
 Before answering, the listing is read page by page (container GETs with ``format=json``,
 ``prefix``, ``marker``) to sum the segments' sizes (the Content-Length) and take the large
 object's ETag, the quoted md5 of the segments' ETags in order, as Swift answers; conditional
-requests and ranges are decided on those. One page is held at a time: of each page the survey
+requests and a range are decided on those (a request for several ranges gets the whole object,
+200, as from Swift's dlo). One page is held at a time: of each page the survey
 keeps its marker, where it starts in the object and a digest of what it listed, and the body
 lists the pages again as the read gets to them, each checked against its digest, so the bytes
 sent are those of the listing the headers promised; a listing changed in between breaks the
@@ -47,9 +48,7 @@ from zope.interface import implementer
 
 from txstore.common import config as c
 from txstore.common.conditionals import evaluate
-from txstore.common.http_ranges import (
-    Unsatisfiable, content_range, multipart_length, multipart_parts, multipart_trailer, new_boundary, parse_range,
-)
+from txstore.common.http_ranges import Unsatisfiable, content_range, parse_range
 from txstore.common.paths import BadPath
 from txstore.common.timestamps import parse_http_date
 from txstore.interfaces import IApp
@@ -338,8 +337,11 @@ class DynamicLargeObjects:
                 return SwiftResponse(200, headers, BytesSource(b""))  # no Content-Length to claim
             return await self._answer(request, 200, headers, listing.everything())
         total = survey.total
+        wanted = request.header("Range")
+        if wanted and "," in wanted.partition("=")[2]:
+            wanted = None  # several ranges: Swift's dlo serves the whole object (200), as do we
         try:
-            ranges = parse_range(request.header("Range"), total)
+            ranges = parse_range(wanted, total)
         except Unsatisfiable:
             return SwiftResponse.text(416, "Requested Range Not Satisfiable",
                                       {"Content-Range": f"bytes */{total}", "Accept-Ranges": "bytes"})
@@ -347,19 +349,12 @@ class DynamicLargeObjects:
             status = 200
             headers["Content-Length"] = str(total)
             pieces = listing.pieces(survey, 0, total - 1)
-        elif len(ranges) == 1:
+        else:
             status = 206
             first, last = ranges[0]
             headers["Content-Range"] = content_range(first, last, total)
             headers["Content-Length"] = str(last - first + 1)
             pieces = listing.pieces(survey, first, last)
-        else:
-            status = 206
-            boundary = new_boundary()
-            content_type = headers.get("Content-Type", "application/octet-stream")
-            headers["Content-Type"] = f"multipart/byteranges;boundary={boundary}"
-            headers["Content-Length"] = str(multipart_length(ranges, total, content_type, boundary))
-            pieces = _multipart(listing, survey, ranges, content_type, boundary)
         if request.method == "HEAD" or total == 0:
             await pieces.aclose()
             return SwiftResponse(status, headers, b"")
@@ -380,15 +375,6 @@ class DynamicLargeObjects:
             return self.app(read)
 
         return fetch
-
-
-async def _multipart(listing: Listing, survey: Survey, ranges: list[tuple[int, int]], content_type: str,
-                     boundary: str) -> AsyncIterator[Piece]:
-    for part, first, last in multipart_parts(ranges, survey.total, content_type, boundary):
-        yield part
-        async for piece in listing.pieces(survey, first, last):
-            yield piece
-    yield multipart_trailer(boundary)
 
 
 async def read_body(response: SwiftResponse, limit: int) -> bytes:
