@@ -129,7 +129,7 @@ def _recorded_topology(etc: Path) -> Topology | None:
 UPDATERS = ("container-updater", "object-updater")
 OTHER_DAEMONS = (
     "object-auditor", "object-replicator", "container-replicator", "account-replicator", "object-expirer",
-    "container-auditor", "account-auditor", "account-reaper",
+    "container-auditor", "account-auditor", "account-reaper", "object-reconstructor",
 )
 DAEMON_SETS = ("all", "updaters")
 
@@ -250,6 +250,9 @@ def _node_config(layout: Layout, number: int, daemons: str = "all") -> str:
         f"bind_port = {layout.topology.node_port(number) + 1}\n"
         "\n"
         "[object-replicator]\n"
+        "interval = 10\n"
+        "\n"
+        "[object-reconstructor]\n"
         "interval = 10\n"
         "\n"
         "[container-replicator]\n"

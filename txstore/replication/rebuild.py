@@ -238,7 +238,7 @@ class ArchiveRebuilder:
                 rebuilt = await self.context.runner.run("ec", self.codec.reconstruct, fragments, self.target)
                 del fragments
                 if len(rebuilt) != size:
-                    raise SessionFailed(500, f"{common['name']}: a rebuilt fragment of {len(rebuilt)} bytes, not {size}")
+                    raise SessionFailed(500, f"{common['name']}: rebuilt {len(rebuilt)} bytes of a {size}-byte fragment")
                 md5.update(rebuilt)
                 for start in range(0, size, CHUNK):
                     await channel.drained()

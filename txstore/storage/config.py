@@ -24,6 +24,7 @@ CONTAINER_UPDATER = "container-updater"
 OBJECT_UPDATER = "object-updater"
 OBJECT_AUDITOR = "object-auditor"
 OBJECT_REPLICATOR = "object-replicator"
+OBJECT_RECONSTRUCTOR = "object-reconstructor"
 CONTAINER_REPLICATOR = "container-replicator"
 ACCOUNT_REPLICATOR = "account-replicator"
 OBJECT_EXPIRER = "object-expirer"
@@ -32,7 +33,7 @@ ACCOUNT_AUDITOR = "account-auditor"
 ACCOUNT_REAPER = "account-reaper"
 DAEMONS = (
     CONTAINER_UPDATER, OBJECT_UPDATER, OBJECT_AUDITOR, OBJECT_REPLICATOR, CONTAINER_REPLICATOR, ACCOUNT_REPLICATOR,
-    OBJECT_EXPIRER, CONTAINER_AUDITOR, ACCOUNT_AUDITOR, ACCOUNT_REAPER,
+    OBJECT_EXPIRER, CONTAINER_AUDITOR, ACCOUNT_AUDITOR, ACCOUNT_REAPER, OBJECT_RECONSTRUCTOR,
 )
 REPLICATION = "replication"
 TLS_OPTIONS = ("tls_certificate", "tls_private_key", "tls_ca")
@@ -120,6 +121,14 @@ SCHEMA = c.Schema(
             c.Option("concurrency", c.integer(1), 1, doc="Partitions replicated at once."),
             c.Option("reclaim_age", c.number(0.0), WEEK, doc="Seconds a tombstone is kept."),
             c.Option("bytes_per_second", c.size, 0, doc="Bytes sent per second by all sessions (0: no limit)."),
+        ),
+        _daemon_section(
+            OBJECT_RECONSTRUCTOR,
+            "Rebuilds the EC fragment archives a primary lacks; sends handoffs' archives to their primaries.",
+            30.0,
+            c.Option("concurrency", c.integer(1), 1, doc="Partitions reconstructed at once."),
+            c.Option("reclaim_age", c.number(0.0), WEEK,
+                     doc="Seconds a tombstone, or an archive never made durable, is kept."),
         ),
         _daemon_section(
             OBJECT_EXPIRER,

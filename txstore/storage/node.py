@@ -29,6 +29,7 @@ from txstore.daemons.db_replicator import DatabaseReplicator
 from txstore.daemons.expirer import ObjectExpirer
 from txstore.daemons.object_replicator import ObjectReplicator
 from txstore.daemons.object_updater import ObjectUpdater
+from txstore.daemons.reconstructor import ObjectReconstructor
 from txstore.daemons.periodic import PeriodicDaemon
 from txstore.daemons.reaper import AccountReaper
 from txstore.replication.databases import DatabaseReceiver, DatabaseSender
@@ -45,6 +46,7 @@ from txstore.storage.config import (
     CONTAINER_UPDATER,
     OBJECT_AUDITOR,
     OBJECT_EXPIRER,
+    OBJECT_RECONSTRUCTOR,
     OBJECT_REPLICATOR,
     OBJECT_UPDATER,
     NodeSettings,
@@ -216,6 +218,16 @@ def build_node(
         )
         runs[OBJECT_REPLICATOR] = replicator.run_pass
         stops[OBJECT_REPLICATOR] = replicator.stop
+        if diskfiles.ec_policies:
+            # Its own sender: stopping the replicator's sessions must not end the reconstructor's.
+            reconstruct = options[OBJECT_RECONSTRUCTOR]
+            reconstructor = ObjectReconstructor(
+                context, rings, is_local, ObjectSender(context, connector), client, reactor,
+                concurrency=reconstruct["concurrency"], reclaim_age=reconstruct["reclaim_age"],
+                node_timeout=replication["node_timeout"],
+            )
+            runs[OBJECT_RECONSTRUCTOR] = reconstructor.run_pass
+            stops[OBJECT_RECONSTRUCTOR] = reconstructor.stop
         for name, kind, ring, db_server in (
             (CONTAINER_REPLICATOR, "container", rings.container, containers),
             (ACCOUNT_REPLICATOR, "account", rings.account, accounts),

@@ -8,7 +8,8 @@ of each daemon (``/recon/daemons``, or one by name: ``/recon/container-updater``
 ``/recon/object-updater``, ``/recon/object-auditor``, ``/recon/object-expirer``, ...). Everything
 that touches the disk runs in a thread; nothing here writes. Families group them as Swift's
 recon does: ``/recon/replication`` (``object``, ``container``, ``account``), ``/recon/auditor``,
-``/recon/updater``, ``/recon/expirer``, ``/recon/reaper``.
+``/recon/updater``, ``/recon/expirer``, ``/recon/reaper``, ``/recon/reconstruction``
+(``object``: the EC reconstructor, on a node with an erasure-coded policy).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ JSON = b"application/json; charset=utf-8"
 #: ``/recon/<family>``: every daemon whose name ends so, keyed by the rest of its name.
 FAMILIES = {
     "replication": "-replicator", "auditor": "-auditor", "updater": "-updater", "expirer": "-expirer",
-    "reaper": "-reaper",
+    "reaper": "-reaper", "reconstruction": "-reconstructor",
 }
 
 def disk_usage(context: StorageContext) -> list[dict[str, Any]]:

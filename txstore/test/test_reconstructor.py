@@ -264,3 +264,54 @@ class ReconstructorTests(TestCase):
         done = Deferred()
         reactor.callLater(0.5, done.callback, None)  # the pass's thread calls finish on the reactor
         return done.addCallback(lambda _: self.assertEqual((len(passes), daemon.passes), (1, 1)))
+
+
+class NodeWiringTests(TestCase):
+    """The node runs a reconstructor exactly when the cluster has an erasure-coded policy."""
+
+    def build(self, policies: PolicyCollection, **reconstructor: object):
+        from txstore.common.cluster import ClusterConfig
+        from txstore.common.hashing import PathHasher
+        from txstore.storage.config import NodeSettings, _daemon_defaults
+        from txstore.storage.node import build_node
+        from txstore.test.support import temp_dir
+
+        root = temp_dir(self)
+        daemons = _daemon_defaults()
+        daemons["object-reconstructor"].update(reconstructor)
+        settings = NodeSettings(
+            path=root / "objectnode.conf", bind_ip="127.0.0.1", bind_port=23300, ring_dir=root, devices=root,
+            mount_check=False, cluster=ClusterConfig(root / "txstore.conf", PathHasher(b"", b"s"), policies),
+            daemons=daemons,
+        )
+        rings = RingSet(account=None, container=None, objects={})
+        _server, services = build_node(settings, Clock(), rings=rings)
+        return {service.name: service for service in services if isinstance(service, PeriodicDaemon)}
+
+    def test_an_ec_policy_gets_a_reconstructor_with_its_section(self) -> None:
+        daemons = self.build(POLICIES, interval=7.0)
+        self.assertEqual(daemons["object-reconstructor"].interval, 7.0)
+        self.assertIn("object-replicator", daemons)
+
+    def test_none_without_an_ec_policy(self) -> None:
+        daemons = self.build(PolicyCollection((StoragePolicy(0, "gold", is_default=True),)))
+        self.assertNotIn("object-reconstructor", daemons)
+        self.assertIn("object-replicator", daemons)
+
+    def test_it_can_be_disabled(self) -> None:
+        self.assertNotIn("object-reconstructor", self.build(POLICIES, enabled=False))
+
+    async def test_recon_reports_its_passes(self) -> None:
+        import json
+        from types import SimpleNamespace
+
+        from txstore.storage.recon import Recon
+        from txstore.test.support import storage_context
+
+        daemon = self.build(POLICIES)["object-reconstructor"]
+        daemon.last_pass = {"fragments_rebuilt": 3, "reverted": 1, "failures": 0, "duration": 0.5}
+        daemon.passes = 2
+        recon = Recon(storage_context(self), self.mktemp(), {"object-reconstructor": daemon})
+        answer = await recon.handle(SimpleNamespace(method=b"GET", path=b"/recon/reconstruction"))
+        reported = json.loads(answer.body)["object"]
+        self.assertEqual((reported["passes"], reported["last_pass"]["fragments_rebuilt"]), (2, 3))
