@@ -86,12 +86,12 @@ class ReplicationNode:
         return None
 
 
-def replication_ring(case: SynchronousTestCase, nodes, name: str, seed: int):
-    """A ring (part power 3, 3 replicas) over ``nodes`` (`ReplicationNode`), saved in a temp dir."""
+def replication_ring(case: SynchronousTestCase, nodes, name: str, seed: int, replicas: int = 3):
+    """A ring (part power 3, 3 replicas unless told) over ``nodes`` (`ReplicationNode`), saved in a temp dir."""
     from txstore.ring.builder import RingBuilder
     from txstore.ring.ring import Ring
 
-    builder = RingBuilder(3, 3, 0)
+    builder = RingBuilder(3, replicas, 0)
     for node in nodes:
         builder.add_dev({"region": 1, "zone": node.number, "ip": "127.0.0.1", "port": node.backend_port,
                          "replication_ip": "127.0.0.1", "replication_port": node.port.getHost().port,

@@ -12,6 +12,7 @@ import shutil
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
@@ -45,8 +46,8 @@ NODES = 4
 class ECNode(ReplicationNode):
     """One node: a device, its object server (HTTP) and replication listener, its reconstructor."""
 
-    def __init__(self, case: TestCase, number: int) -> None:
-        super().__init__(case, number, POLICIES)
+    def __init__(self, case: TestCase, number: int, policies: PolicyCollection = POLICIES) -> None:
+        super().__init__(case, number, policies)
         site = StreamingSite(NodeServer(objects=ObjectServer(self.context)).resource())
         self.http = reactor.listenTCP(0, site, interface="127.0.0.1")
         case.addCleanup(self.http.stopListening)
@@ -61,9 +62,10 @@ class ECNode(ReplicationNode):
     def diskfiles(self):
         return self.context.diskfiles
 
-    def reconstructor(self, case: TestCase, rings: RingSet) -> ObjectReconstructor:
-        client = BackendClient(reactor, timeout=5.0)
-        case.addCleanup(client.close)
+    def reconstructor(self, case: TestCase, rings: RingSet, client=None) -> ObjectReconstructor:
+        if client is None:
+            client = BackendClient(reactor, timeout=5.0)
+            case.addCleanup(client.close)
         sender = ObjectSender(self.context, Connector(reactor, 2.0, 5.0), BytePacer(reactor, 0))
         return ObjectReconstructor(self.context, rings, local_device_matcher("127.0.0.1", self.backend_port), sender,
                                    client, reactor, node_timeout=5.0)
@@ -81,14 +83,19 @@ class ECNode(ReplicationNode):
             return reader.read(0, reader.content_length), dict(state.metadata)
 
 
-class ReconstructorTests(TestCase):
+class ECCluster(TestCase):
+    """Nodes of one EC policy (2+1 on four unless told), and writing objects to them."""
+
     timeout = 60
+    ec = EC
+    policies = POLICIES
+    node_count = NODES
 
     def setUp(self) -> None:
-        self.nodes = [ECNode(self, n) for n in range(1, NODES + 1)]
-        self.ring = replication_ring(self, self.nodes, "object-2", seed=3)
+        self.nodes = [ECNode(self, n, self.policies) for n in range(1, self.node_count + 1)]
+        self.ring = replication_ring(self, self.nodes, "object-2", seed=3, replicas=self.ec.fragments)
         self.rings = RingSet(account=self.ring, container=self.ring, objects={0: self.ring, 2: self.ring})
-        self.codec = ECCodec(EC)
+        self.codec = ECCodec(self.ec)
         self.pool = HTTPConnectionPool(reactor)
         self.addCleanup(self.pool.closeCachedConnections)
         self.ts = 1_600_000_000
@@ -136,6 +143,8 @@ class ReconstructorTests(TestCase):
             self.assertEqual(await self.call(node, "POST", f"/{partition}/AUTH_a/c/{name}", durable), 202)
         return when, archives
 
+
+class ReconstructorTests(ECCluster):
     async def test_a_deleted_archive_is_rebuilt_byte_for_byte(self) -> None:
         body = bytes(range(256)) * 200 + b"tail"  # 13 segments, the last one short
         when, archives = await self.put_object("obj", body)
@@ -264,6 +273,84 @@ class ReconstructorTests(TestCase):
         done = Deferred()
         reactor.callLater(0.5, done.callback, None)  # the pass's thread calls finish on the reactor
         return done.addCallback(lambda _: self.assertEqual((len(passes), daemon.passes), (1, 1)))
+
+
+class _CutBody(Protocol):
+    """Passes a body on to ``inner`` until ``after`` bytes, then drops the connection (a node that died)."""
+
+    def __init__(self, inner, after: int) -> None:
+        self.inner = inner
+        self.left = after
+
+    def connectionMade(self) -> None:
+        self.inner.makeConnection(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.left <= 0:
+            return
+        self.inner.dataReceived(data[:self.left])
+        self.left -= len(data)
+        if self.left <= 0:
+            self.transport.stopProducing()
+
+    def connectionLost(self, reason) -> None:
+        self.inner.connectionLost(reason)
+
+
+class CuttingClient:
+    """A BackendClient whose first ``cuts`` archive GETs break off after ``after`` bytes."""
+
+    def __init__(self, client: BackendClient, after: int, cuts: int = 1) -> None:
+        self.client = client
+        self.after = after
+        self.cuts = cuts
+        self.asked: list[tuple[str, str | None]] = []  # (path, Range)
+
+    async def stream(self, method, host, port, path, headers, timeout=None):
+        response = await self.client.stream(method, host, port, path, headers, timeout)
+        self.asked.append((path, headers.get("Range")))
+        if self.cuts and response.status == 200:
+            self.cuts -= 1
+            deliver = response.deliver
+            after = self.after
+            return _Cut(response, lambda protocol: deliver(_CutBody(protocol, after)))
+        return response
+
+
+class _Cut:
+    def __init__(self, response, deliver) -> None:
+        self._response = response
+        self.deliver = deliver
+
+    def __getattr__(self, name):
+        return getattr(self._response, name)
+
+
+class SourceReplacementTests(ECCluster):
+    """2+2 on five nodes: a source that breaks off mid-archive is replaced by another from that byte."""
+
+    ec = ECParameters("liberasurecode_rs_vand", 2, 2, segment_size=SEGMENT)
+    policies = PolicyCollection((StoragePolicy(0, "gold", is_default=True),
+                                 StoragePolicy(2, "ec22", ERASURE_CODING, ec=ec)))
+    node_count = 5
+
+    async def test_a_source_that_breaks_off_is_replaced_with_a_ranged_get(self) -> None:
+        body = bytes(range(251)) * 400
+        _when, archives = await self.put_object("cut", body)
+        partition, primaries, _ = self.placement("cut")
+        shutil.rmtree(primaries[1].diskfile(partition, "cut").hash_dir)
+        client = BackendClient(reactor, timeout=5.0)
+        self.addCleanup(client.close)
+        cutting = CuttingClient(client, after=10_000)
+        # Primary 0's neighbours are 3 (in sync) and 1 (rebuilt from 0's own archive and a remote one).
+        figures = await primaries[0].reconstructor(self, self.rings, cutting).run_pass()
+        self.assertEqual((figures["fragments_rebuilt"], figures.get("rebuild_failures", 0)), (1, 0))
+        self.assertEqual(primaries[1].archive(partition, "cut", 1)[0], archives[1])
+        fragment = self.codec.fragment_size(SEGMENT)
+        [first, second] = cutting.asked
+        self.assertEqual(first[1], None)
+        self.assertEqual(second[1], f"bytes={10_000 // fragment * fragment}-")  # from the segment it broke in
+        self.assertNotEqual(first[0].split("/")[1], second[0].split("/")[1])
 
 
 class NodeWiringTests(TestCase):
