@@ -125,8 +125,10 @@ class ECCluster(TestCase):
         await treq.content(response)
         return response.code
 
-    async def put_object(self, name: str, body: bytes, targets: dict[int, ECNode] | None = None) -> tuple[str, list]:
-        """PUT and mark durable archive *i* on node *i* (or on ``targets[i]``), as a proxy would."""
+    async def put_object(
+        self, name: str, body: bytes, targets: dict[int, ECNode] | None = None, not_durable: tuple[int, ...] = (),
+    ) -> tuple[str, list]:
+        """PUT and mark durable archive *i* on node *i* (or on ``targets[i]``; not marked if in ``not_durable``)."""
         self.ts += 1
         when = f"{self.ts}.00000"
         partition, primaries, _ = self.placement(name)
@@ -139,6 +141,8 @@ class ECCluster(TestCase):
                 "X-Object-Sysmeta-Ec-Etag": hashlib.md5(body).hexdigest(), "X-Object-Meta-Colour": "blue",
             }
             self.assertEqual(await self.call(node, "PUT", f"/{partition}/AUTH_a/c/{name}", headers, archive), 201)
+            if index in not_durable:
+                continue  # the durable POST never reached this node
             durable = {"X-Backend-Ec-Durable": when, "X-Backend-Fragment-Index": str(index), **POLICY}
             self.assertEqual(await self.call(node, "POST", f"/{partition}/AUTH_a/c/{name}", durable), 202)
         return when, archives
@@ -164,6 +168,15 @@ class ReconstructorTests(ECCluster):
         # In sync now: the next pass finds no suffix to look into.
         again = await primaries[0].reconstructor(self, self.rings).run_pass()
         self.assertEqual((again.get("suffixes_synced", 0), again.get("fragments_rebuilt", 0)), (0, 0))
+
+    async def test_an_archive_never_made_durable_is_sent_again_durable(self) -> None:
+        when, archives = await self.put_object("late", b"late " * 3000, not_durable=(2,))
+        partition, primaries, _ = self.placement("late")
+        self.assertIsNone(primaries[2].archive(partition, "late", 2))  # held, not served
+        figures = await primaries[0].reconstructor(self, self.rings).run_pass()
+        self.assertEqual(figures["fragments_rebuilt"], 1)
+        self.assertEqual(primaries[2].archive(partition, "late", 2)[0], archives[2])
+        self.assertEqual([f.name for f in primaries[2].diskfile(partition, "late").list_files()], [f"{when}#2#d.data"])
 
     async def test_a_bit_flipped_archive_is_quarantined_by_the_auditor_and_rebuilt(self) -> None:
         body = b"rot me " * 5000
