@@ -233,6 +233,9 @@ def _node_config(layout: Layout, number: int, daemons: str = "all") -> str:
         f"devices = {layout.devices(number)}\n"
         "# The devices are plain directories here, not mount points.\n"
         "mount_check = false\n"
+        "# As Swift's all-in-one: an upload's declared size is not reserved up front, so that\n"
+        "# uploads declaring more than a small disk's free space are not refused before the body.\n"
+        "disable_fallocate = true\n"
         + _max_file_size(layout)
         + "\n"
         "[container-updater]\n"

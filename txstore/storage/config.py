@@ -86,6 +86,12 @@ SCHEMA = c.Schema(
                     doc="Write bodies of 16 MiB and more with O_DIRECT, past the page cache.",
                 ),
                 c.Option(
+                    "disable_fallocate",
+                    c.boolean,
+                    False,
+                    doc="Do not reserve a PUT's declared size before its body (a full disk is found as it is written).",
+                ),
+                c.Option(
                     "container_update_timeout",
                     c.number(0.1),
                     1.0,
@@ -190,6 +196,7 @@ class NodeSettings:
     max_file_size: int = 5 * 1024**3 + 2
     threads_per_device: int = DEFAULT_THREADS_PER_DEVICE
     direct_writes: bool = True
+    disable_fallocate: bool = False
     container_update_timeout: float = 1.0
     statsd: dict | None = None  # host, port, prefix, sample_rate (None: no StatsD)
     daemons: dict[str, dict] = field(factory=lambda: _daemon_defaults())  # section → options
@@ -211,6 +218,7 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         max_file_size=node["max_file_size"],
         threads_per_device=node["threads_per_device"],
         direct_writes=node["direct_writes"],
+        disable_fallocate=node["disable_fallocate"],
         statsd=statsd_settings(node),
         container_update_timeout=node["container_update_timeout"],
         daemons={name: dict(loaded.section(name)) for name in DAEMONS},

@@ -350,6 +350,9 @@ class DiskFileManager:
     fsync: bool = field(default=True, kw_only=True)
     # Large bodies bypass the page cache (`DiskFileWriter`); off, every body goes through it.
     direct_writes: bool = field(default=True, kw_only=True)
+    # A PUT's declared size reserved up front (`DiskFile.create_writer`); off (Swift's
+    # disable_fallocate, as its all-in-one runs), a full disk is found only as the body is written.
+    fallocate: bool = field(default=True, kw_only=True)
     lock_timeout: float = field(default=10.0, kw_only=True)
     # The indexes of the erasure-coded policies: their objects are fragment archives.
     ec_policies: frozenset[int] = field(factory=frozenset, converter=frozenset, kw_only=True)
@@ -767,27 +770,29 @@ class DiskFile:
 
     def create_writer(self, size_hint: int | None = None, *, frag_index: int | None = None) -> DiskFileWriter:
         """
-        A temp file for a PUT's body, with ``size_hint`` bytes reserved when known. An EC
-        object's writer needs the ``frag_index`` of the archive it writes (and a replicated
-        one's none): it commits ``<ts>#<frag_index>.data``, not durable until `mark_durable`.
+        A temp file for a PUT's body, with ``size_hint`` bytes reserved when known (unless the
+        manager's ``fallocate`` is off). An EC object's writer needs the ``frag_index`` of the
+        archive it writes (and a replicated one's none): it commits ``<ts>#<frag_index>.data``,
+        not durable until `mark_durable`.
         """
         if self.ec or frag_index is not None:
             self._check_frag_index(frag_index)
         fd, path = self.manager._open_temp(self.device_path, f"{self.name_hash}-")
+        reserve = size_hint if self.manager.fallocate else None
         try:
-            if size_hint:
+            if reserve:
                 try:
-                    os.posix_fallocate(fd, 0, size_hint + objmeta.TRAILER_SIZE)
+                    os.posix_fallocate(fd, 0, reserve + objmeta.TRAILER_SIZE)
                 except OSError as error:
                     if error.errno in _NO_SPACE:
-                        raise DiskFileNoSpace(f"no room for {size_hint} bytes on {self.device}") from error
+                        raise DiskFileNoSpace(f"no room for {reserve} bytes on {self.device}") from error
                     if error.errno not in _FALLOCATE_UNSUPPORTED:
                         raise
         except BaseException:
             os.close(fd)
             _unlink(path)
             raise
-        writer = DiskFileWriter(self, path, fd, allocated=bool(size_hint), frag_index=frag_index)
+        writer = DiskFileWriter(self, path, fd, allocated=bool(reserve), frag_index=frag_index)
         if size_hint is not None and size_hint >= DIRECT_WRITE_MIN and self.manager.direct_writes:
             writer._start_direct()
         return writer

@@ -151,6 +151,7 @@ def build_node(
     client = BackendClient(reactor)
     diskfiles = DiskFileManager(
         settings.devices, settings.mount_check, settings.cluster.hasher, direct_writes=settings.direct_writes,
+        fallocate=not settings.disable_fallocate,
         ec_policies=frozenset(p.index for p in settings.cluster.policies if p.policy_type == ERASURE_CODING),
     )
     context = StorageContext(

@@ -69,6 +69,7 @@ class LayoutTests(SynchronousTestCase):
             self.assertEqual(node.bind_port, 6200 + 10 * number)
             self.assertTrue((node.devices / f"d{number}").is_dir())
             self.assertFalse(node.mount_check)
+            self.assertTrue(node.disable_fallocate)  # as Swift's all-in-one
             self.assertEqual(node.cluster.hasher, proxy.cluster.hasher)
         self.assertGreaterEqual(len(proxy.cluster.hasher.suffix), 32)
 

@@ -498,6 +498,21 @@ class FailureTests(DiskFileTestCase):
         writer = self.diskfile().create_writer(None)  # no size known: nothing reserved
         writer.abort()
 
+    def test_without_fallocate_nothing_is_reserved(self) -> None:
+        """Swift's disable_fallocate: a declared size past the free space is not refused up front."""
+        calls = []
+        self.patch(os, "posix_fallocate", lambda *args: calls.append(args))
+        self.manager = DiskFileManager(self.devices, False, HASHER, fsync=self.fsync, fallocate=False)
+        writer = self.diskfile().create_writer(10**15)
+        self.assertFalse(writer.allocated)
+        writer.abort()
+        df = self.diskfile()
+        self.put(df, b"abc", ts(1))
+        self.assertEqual((self.read_all(df), calls), (b"abc", []))
+        self.manager = DiskFileManager(self.devices, False, HASHER, fsync=self.fsync)
+        self.put(self.diskfile(), b"abcd", ts(2))
+        self.assertEqual(len(calls), 1)
+
     def test_fallocate_unsupported_is_fine(self) -> None:
         def unsupported(fd: int, offset: int, length: int) -> None:
             raise OSError(errno.EOPNOTSUPP, "Operation not supported")

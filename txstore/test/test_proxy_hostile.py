@@ -7,12 +7,15 @@ changes.
 from __future__ import annotations
 
 import random
+import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 from swiftclient import client as swift
+from twisted.trial.unittest import SynchronousTestCase
 
-from txstore.test.test_proxy_integration import ClusterCase
+from txstore.test.test_proxy_integration import Cluster, ClusterCase
 
 
 def raw_request(port: int, data: bytes, timeout: float = 20.0) -> int | None:
@@ -146,3 +149,35 @@ class HostileRequestTests(ClusterCase):
         self.assertTrue(done.stdout.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), done.stdout[:200])
         self.assertIn(b"Unsupported Transfer-Coding", done.stdout)
         self.assertEqual(self.stored(), before)
+
+
+class DeclaredSizeTests(SynchronousTestCase):
+    def test_a_declared_size_past_the_free_space_waits_for_its_body(self) -> None:
+        """
+        Swift's testFileSizeLimit, on an all-in-one whose largest object is more than its disk
+        holds: a PUT declaring up to that size gets no answer before its body (the nodes do not
+        reserve it, as Swift's all-in-one does not; reserved, it was a 503 at once), and one
+        past it a 413.
+        """
+        root = Path(self.mktemp()).absolute()
+        root.mkdir(parents=True)
+        limit = shutil.disk_usage(root).free + 2**30
+        cluster = Cluster(root / "aio", "--max-file-size", str(limit))
+        self.addCleanup(cluster.stop)
+        cluster.start()
+        url, token = cluster.token()
+        swift.put_container(url, token, "c")
+
+        def head(size: int) -> bytes:
+            return (f"PUT /v1/AUTH_test/c/o{size} HTTP/1.1\r\nHost: h\r\nX-Auth-Token: {token}\r\n"
+                    f"Content-Length: {size}\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+
+        for size in (limit - 1, limit):
+            with socket.create_connection(("127.0.0.1", cluster.port), timeout=3) as sock:
+                sock.sendall(head(size))
+                with self.assertRaises(socket.timeout, msg=size):
+                    answer = sock.recv(1024)
+                    self.fail(f"answered before the body: {answer[:80]!r}")
+        for size in (limit + 1, limit + 100):
+            self.assertEqual(raw_request(cluster.port, head(size)), 413)
+        self.assertEqual(swift.get_container(url, token, "c")[1], [])

@@ -162,3 +162,6 @@ class SampleConfigTests(SynchronousTestCase):
         self.assertIs(node.direct_writes, True)
         (directory / "objectnode.conf").write_text(text.replace("direct_writes = true", "direct_writes = false"))
         self.assertIs(load_node_settings(directory / "objectnode.conf").direct_writes, False)
+        self.assertIs(node.disable_fallocate, False)
+        (directory / "objectnode.conf").write_text(text.replace("disable_fallocate = false", "disable_fallocate = true"))
+        self.assertIs(load_node_settings(directory / "objectnode.conf").disable_fallocate, True)
