@@ -230,6 +230,16 @@ class ReconstructorTests(ECCluster):
             self.assertEqual(state.tombstone_timestamp.internal if state.deleted else None, deleted)
             self.assertEqual([f.name for f in node.diskfile(partition, "gone").list_files()], [f"{deleted}.ts"])
 
+    async def test_a_post_propagates(self) -> None:
+        await self.put_object("meta", b"meta " * 1000)
+        partition, primaries, _ = self.placement("meta")
+        self.ts += 1
+        primaries[2].diskfile(partition, "meta").write_metadata({"X-Object-Meta-Colour": "red"}, f"{self.ts}.00000")
+        figures = await primaries[2].reconstructor(self, self.rings).run_pass()
+        self.assertEqual((figures["updates_sent"], figures.get("fragments_rebuilt", 0)), (2, 0))
+        for index, node in enumerate(primaries):
+            self.assertEqual(node.archive(partition, "meta", index)[1]["X-Object-Meta-Colour"], "red")
+
     async def test_archives_of_another_timestamp_are_never_mixed(self) -> None:
         """Archive 2 must come from 0 and 1 of one version: 1 holding only an older one, none is made."""
         partition, primaries, _ = self.placement("mixed")
