@@ -73,11 +73,16 @@ class ProxyLogging:
             line = json.dumps(fields, sort_keys=True) if self.as_json else self.template.format_map(fields)
             self.access.info("{line}", line=line)
         else:
+            # The line is rendered here, in one f-string: twisted's formatter would take the nine
+            # fields one by one through string.Formatter, about half of what a line costs (a
+            # request with a sub-request, S3's, writes two). The fields stay in the event.
+            client, path, shown = request.client_ip, _revealed(request.uri, self.reveal), "-" if status is None else status
+            source_note = f" {source}" if source else ""
             self.access.info(
-                "{client} {method} {path} {status} {sent} {duration:.4f}s {trans_id}{source}{note}",
-                client=request.client_ip, method=request.method, path=_revealed(request.uri, self.reveal),
-                status="-" if status is None else status, sent=sent, duration=duration,
-                trans_id=request.trans_id, source=f" {source}" if source else "", note=note,
+                "{line}",
+                line=f"{client} {request.method} {path} {shown} {sent} {duration:.4f}s {request.trans_id}{source_note}{note}",
+                client=client, method=request.method, path=path, status=shown, sent=sent, duration=duration,
+                trans_id=request.trans_id, source=source_note, note=note,
             )
         if self.metrics is not None:
             length = request.header("Content-Length")

@@ -7,7 +7,7 @@ from urllib.parse import quote
 from xml.etree import ElementTree
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import Logger
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -159,6 +159,13 @@ class ProxyLoggingTests(Case):
         [line] = self.lines
         self.assertEqual((line["client"], line["method"], line["path"], line["status"], line["sent"], line["trans_id"]),
                          ("10.0.0.9", "GET", "/v1/a/c/o?x=1", 200, 7, "tx1"))
+
+    def test_the_line_as_written(self) -> None:
+        request = SwiftRequest("GET", "/v1/a/c/{o}", trans_id="tx3", client_ip="10.0.0.9",
+                               environ={"swift.source": "S3"})
+        self.call(ProxyLogging(InnerApp(lambda r: SwiftResponse(404, body=b"nope"))), request)
+        [line] = self.lines
+        self.assertRegex(formatEvent(line), r"^10\.0\.0\.9 GET /v1/a/c/\{o\} 404 4 \d+\.\d{4}s tx3 S3$")
 
     def test_a_temp_url_signature_is_logged_cut_short(self) -> None:
         signature = "sha256:" + "A" * 43
