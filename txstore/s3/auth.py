@@ -28,7 +28,7 @@ from email.utils import parsedate_tz, mktime_tz
 from time import gmtime, strftime
 
 from attrs import define, frozen
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from txstore.common.streaming import BodyIncomplete
@@ -359,26 +359,33 @@ class CheckedBody:
         self._hashes = [e.factory() for e in self.expected]
 
     def read(self) -> Deferred:
-        return ensureDeferred(self._read())
-
-    async def _read(self) -> bytes:
+        # Deferred callbacks, not a coroutine: a 1 MiB upload is read in 16 or more pieces, and a
+        # coroutine frame and its Deferred for each cost more than the work done on the piece.
         if self._done:
-            return b""
+            return succeed(b"")
         if self._held is None:
-            self._held = await self._next()
-            if not self._held:
-                return self._end(b"")
-        chunk = await self._next()
+            return self._next().addCallback(self._first)
+        return self._next().addCallback(self._then)
+
+    def _next(self) -> Deferred:
+        return self.source.read().addCallback(self._hashed)
+
+    def _hashed(self, chunk: bytes) -> bytes:
+        for hashed in self._hashes:
+            hashed.update(chunk)
+        return chunk
+
+    def _first(self, chunk: bytes):
+        self._held = chunk
+        if not chunk:
+            return self._end(b"")
+        return self._next().addCallback(self._then)
+
+    def _then(self, chunk: bytes) -> bytes:
         if not chunk:
             return self._end(self._held)
         held, self._held = self._held, chunk
         return held
-
-    async def _next(self) -> bytes:
-        chunk = await self.source.read()
-        for hashed in self._hashes:
-            hashed.update(chunk)
-        return chunk
 
     def _end(self, last: bytes) -> bytes:
         for expectation, hashed in zip(self.expected, self._hashes):
