@@ -25,6 +25,7 @@ import zlib
 from calendar import timegm
 from collections.abc import Callable
 from email.utils import parsedate_tz, mktime_tz
+from functools import lru_cache
 from time import gmtime, strftime
 
 from attrs import define, frozen
@@ -232,6 +233,7 @@ def _v2_query(request, params: dict[str, str], now: float, bucket_in_host: str |
 # -- dates ----------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=64)  # a client's requests within one second carry the same date
 def _amz_date(value: str | None) -> float | None:
     """``20130524T000000Z`` (by hand: strptime costs a quarter of a request's checks), else an HTTP date."""
     if not value:

@@ -87,6 +87,20 @@ class AWSExamplesV4(SynchronousTestCase):
                     "AWS4-HMAC-SHA1 Credential=a/20130524/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=x"):
             self.assertRaises(ValueError, sigv4.parse_authorization, bad)
 
+    def test_authorization_parsed_once_but_each_signature_its_own(self) -> None:
+        """The fields before the signature are parsed once (kept); the signature is each request's."""
+        head = "AWS4-HMAC-SHA256 Credential=test:tester/20130524/us-east-1/s3/aws4_request, SignedHeaders=host, "
+        self.assertEqual([sigv4.parse_authorization(head + f"Signature={s}").signature for s in ("ab", "cd", " ef ")],
+                         ["ab", "cd", "ef"])
+        for value in (head + "Signature=", head + "Signature=ab, Extra=1", head + "Signature=ab, Signature=cd",
+                      head.replace("SignedHeaders=host", "SignedHeaders=") + "Signature=ab"):
+            try:
+                expected = sigv4._parse_authorization(value)
+            except ValueError as err:
+                self.assertRaisesRegex(ValueError, str(err), sigv4.parse_authorization, value)
+            else:
+                self.assertEqual(sigv4.parse_authorization(value), expected)
+
 
 class AWSExamplesV2(SynchronousTestCase):
     def sign(self, method: str, path: str, query: str, headers: dict, bucket: str | None = "johnsmith") -> str:
