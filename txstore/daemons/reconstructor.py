@@ -19,7 +19,8 @@ Each pass, every partition of every EC policy on every local device:
 - A partition this device is not a primary for (a handoff, or one a rebalance moved): each
   archive is sent as it is to the primary of its index (*revert*), and removed here once that
   primary confirmed it; a tombstone goes to every primary and is removed once all have it.
-  A primary that fails leaves its archives here for the next pass.
+  A primary that fails leaves its archives here for the next pass. A primary reverts the
+  archives of other indexes it holds the same way (the suffix hashes say where they are).
 
 A peer that fails is logged and tried again next pass; it never stops the pass. `stop` (at node
 stop) aborts the sessions under way and starts no further partition.
@@ -141,7 +142,10 @@ class ObjectReconstructor:
         if mine:
             await self._sync_neighbours(device, policy_index, partition, nodes, mine[0], stats)
         else:
-            await self._revert(device, policy_index, partition, nodes, stats)
+            stats["handoff_partitions"] += 1
+            partition_dir = self.context.diskfiles.partition_path(device, policy_index, partition)
+            suffixes = await self.context.runner.run(device, list_suffixes, partition_dir)
+            await self._revert(device, policy_index, partition, nodes, suffixes, stats)
 
     async def _sync_neighbours(
         self, device: str, policy_index: int, partition: int, nodes: list, me: Any, stats: Counter,
@@ -171,18 +175,35 @@ class ObjectReconstructor:
                     stats[name] = max(stats[name], value)
                 else:
                     stats[name] += value
-
-    async def _revert(self, device: str, policy_index: int, partition: int, nodes: list, stats: Counter) -> None:
-        stats["handoff_partitions"] += 1
+        # Archives of other indexes held here (a rebalance moved this partition, or a PUT used
+        # this node as a handoff for another index): each goes to its own primary. The hashes
+        # say which suffixes hold any, so the partition is not listed for nothing.
+        misplaced = sorted(s for s, h in hashes.items() if any(key not in ("", str(me.index)) for key in h))
+        if misplaced and not self._stopping:
+            await self._revert(device, policy_index, partition, nodes, misplaced, stats, own=me.index)
+    async def _revert(
+        self, device: str, policy_index: int, partition: int, nodes: list, suffixes: list[str], stats: Counter,
+        own: int | None = None,
+    ) -> None:
+        """
+        Send the archives of ``suffixes`` to the primaries of their indexes, and remove each one
+        its primary confirmed. On a handoff (``own`` None) tombstones go to every primary and
+        are removed once all have them, then the partition once empty; on primary ``own``, its
+        own archives and tombstones stay (its neighbour sessions keep those).
+        """
         partition_dir = self.context.diskfiles.partition_path(device, policy_index, partition)
         run = self.context.runner.run
-        directories = await run(device, lambda: list(list_object_dirs(partition_dir, list_suffixes(partition_dir))))
+        directories = await run(device, lambda: list(list_object_dirs(partition_dir, suffixes)))
         confirmed_by: dict[int, set] = {}  # primary index → (hash, names) it confirmed
         offered: dict[int, list[ObjectFiles]] = {}
         for peer in nodes:
             if self._stopping:
                 return
+            if peer.index == own:
+                continue
             objects = await run(device, _as_archive, directories, peer.index)
+            if own is not None:
+                objects = [files for files in objects if files.data is not None]
             if not objects:
                 confirmed_by[peer.index] = set()
                 continue
@@ -211,7 +232,7 @@ class ObjectReconstructor:
                 removed += 1
         stats["reverted"] += reverted
         stats["tombstones_removed"] += removed
-        if await run(device, remove_partition_if_empty, partition_dir):
+        if own is None and await run(device, remove_partition_if_empty, partition_dir):
             stats["handoff_partitions_removed"] += 1
             self.log.info("{device}/{partition} (policy {policy}) is home: reverted and removed",
                           device=device, partition=partition, policy=policy_index)

@@ -209,6 +209,17 @@ class ReconstructorTests(ECCluster):
                          [f"{when}#0#d.data"])
         self.assertEqual(list_partitions(handoff.root / handoff.device, 2), [])
 
+    async def test_a_primary_reverts_the_archives_of_other_indexes_it_holds(self) -> None:
+        partition, primaries, _ = self.placement("extra")
+        when, archives = await self.put_object("extra", b"extra " * 3000, targets={1: primaries[0]})
+        figures = await primaries[0].reconstructor(self, self.rings).run_pass()
+        self.assertEqual(figures["reverted"], 1)
+        self.assertEqual(primaries[1].archive(partition, "extra", 1)[0], archives[1])
+        self.assertEqual([f.name for f in primaries[0].diskfile(partition, "extra").list_files()],
+                         [f"{when}#0#d.data"])
+        again = await primaries[0].reconstructor(self, self.rings).run_pass()
+        self.assertEqual((again.get("reverted", 0), again.get("sessions")), (0, 2))  # the neighbours only
+
     async def test_a_handoff_keeps_its_archive_while_the_primary_is_down(self) -> None:
         partition, primaries, handoff = self.placement("lost")
         await self.put_object("lost", b"wait " * 2000, targets={0: handoff})
