@@ -233,10 +233,12 @@ def wait_for_writeback(limit: float = 300.0) -> bool:
 
 
 @contextmanager
-def txstore_cluster(nodes: int, daemons: str = "updaters", workers: int = 1) -> Iterator[tuple[str, Path, list[str]]]:
+def txstore_cluster(nodes: int, daemons: str = "updaters", workers: int = 1,
+                    ports: tuple[int, int] | None = None) -> Iterator[tuple[str, Path, list[str]]]:
     """
     A fresh txstore-aio in a temp root; (auth URL, root, info lines); always stopped. By default
     its nodes run the same background daemons as the anchor (the container and object updaters).
+    ``ports``: (proxy port, base port) instead of free ones found here.
     """
     aio = Path(sys.executable).with_name("txstore-aio")
     if not aio.exists():
@@ -245,7 +247,7 @@ def txstore_cluster(nodes: int, daemons: str = "updaters", workers: int = 1) -> 
     warm_anchor_filesystem()
     parent = Path(tempfile.mkdtemp(prefix="txstore-bench-", dir=ANCHOR_BASE / "srv" if on_anchor_fs else None))
     root = parent / "aio"
-    proxy_port, base_port = free_ports(nodes)
+    proxy_port, base_port = ports or free_ports(nodes)
     command = [str(aio), "--root", str(root), "--proxy-port", str(proxy_port), "--base-port", str(base_port), "--nodes", str(nodes)]
     daemon_set = ["--daemons", daemons, "--workers", str(workers)]
     try:
