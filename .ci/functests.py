@@ -4,7 +4,11 @@ still expected to fail: a failure not on the list fails, and so does a listed te
 not fail (the list only shrinks). Prints the verdicts and "N passed, N failed, N skipped",
 where a listed failure counts as skipped; exits 1 on any failure.
 
-usage: functests.py JUNIT_XML EXPECTED_LIST COUNTS_FILE [pytest args of a partial run...]
+usage: functests.py JUNIT_XML[,RERUN_XML] EXPECTED_LIST COUNTS_FILE [pytest args of a partial run...]
+       functests.py --rerun JUNIT_XML EXPECTED_LIST   (the unlisted failures' pytest node ids)
+
+A test run again (RERUN_XML) has the outcome of its second run, and is named as flaky when it
+failed, then passed.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ def test_name(testcase: ET.Element) -> str:
 
 def outcomes(junit_path: str) -> dict[str, str]:
     """Each test's outcome: passed, failed or skipped (an error is a failure)."""
-    result = {}
+    result: dict[str, str] = {}
     for testcase in ET.parse(junit_path).getroot().iter("testcase"):
         kinds = {child.tag for child in testcase}
         if kinds & {"failure", "error"}:
@@ -57,15 +61,39 @@ def expected_failures(list_path: str) -> tuple[dict[str, str], list[str]]:
     return listed, bad
 
 
-def main(junit_path: str, list_path: str, counts_path: str, partial: bool) -> int:
+def rerun(junit_path: str, list_path: str) -> int:
+    """The pytest node ids of the failures not listed, one a line, to run once more."""
+    listed, _ = expected_failures(list_path)
+    try:
+        results = outcomes(junit_path)
+    except (OSError, ET.ParseError):
+        return 0
+    for name, outcome in sorted(results.items()):
+        if outcome == "failed" and name not in listed:
+            print("test/functional/" + name)
+    return 0
+
+
+def main(junit_paths: str, list_path: str, counts_path: str, partial: bool) -> int:
     listed, bad = expected_failures(list_path)
     for line in bad:
         print(f"functests: each line is one test and a '# why it still fails': {line}")
+    first, *again = junit_paths.split(",")
     try:
-        results = outcomes(junit_path)
+        results = outcomes(first)
     except (OSError, ET.ParseError) as err:
         print(f"functests: no test results ({err}): pytest did not run or crashed")
         results = {}
+    for path in again:  # a second run of some: its outcome stands
+        try:
+            second = outcomes(path)
+        except (OSError, ET.ParseError) as err:
+            print(f"functests: no results of the second run ({err})")
+            continue
+        for name, outcome in second.items():
+            if results.get(name) == "failed" and outcome == "passed":
+                print(f"functests: FLAKY: {name} failed, then passed when run again")
+            results[name] = outcome
     passed = sum(1 for outcome in results.values() if outcome == "passed")
     skipped = sum(1 for outcome in results.values() if outcome == "skipped")
     unexpected = sorted(name for name, outcome in results.items() if outcome == "failed" and name not in listed)
@@ -91,4 +119,6 @@ def main(junit_path: str, list_path: str, counts_path: str, partial: bool) -> in
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--rerun":
+        sys.exit(rerun(sys.argv[2], sys.argv[3]))
     sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3], partial=len(sys.argv) > 4))
