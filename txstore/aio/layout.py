@@ -30,8 +30,13 @@ SECOND_POLICY = ("silver", "object-1", 2)
 EC_POLICY = ("ec", "object-2", "liberasurecode_rs_vand")
 
 
-def ec_fragments(nodes: int) -> tuple[int, int]:
-    """The all-in-one's EC policy: (data, parity) fragments for a cluster of ``nodes`` nodes."""
+def ec_fragments(nodes: int) -> tuple[int, int] | None:
+    """
+    The all-in-one's EC policy: (data, parity) fragments for a cluster of ``nodes`` nodes;
+    None below three nodes (one fragment per node: no EC policy then).
+    """
+    if nodes < 3:
+        return None
     return (4, 2) if nodes >= 6 else (2, 1)
 
 DEFAULT_USERS = (
@@ -168,7 +173,16 @@ def prepare(
 
 
 def _write_cluster_config(layout: Layout) -> None:
-    data, parity = ec_fragments(layout.topology.nodes)
+    fragments = ec_fragments(layout.topology.nodes)
+    ec_policy = "" if fragments is None else (
+        "\n"
+        "[storage-policy:2]\n"
+        f"name = {EC_POLICY[0]}\n"
+        "policy_type = erasure_coding\n"
+        f"ec_type = {EC_POLICY[2]}\n"
+        f"ec_num_data_fragments = {fragments[0]}\n"
+        f"ec_num_parity_fragments = {fragments[1]}\n"
+    )
     _write(
         layout.etc / "txstore.conf",
         "# Cluster-wide settings, the same on every host. Written by txstore-aio.\n"
@@ -185,13 +199,7 @@ def _write_cluster_config(layout: Layout) -> None:
         "[storage-policy:1]\n"
         f"name = {SECOND_POLICY[0]}\n"
         "policy_type = replication\n"
-        "\n"
-        "[storage-policy:2]\n"
-        f"name = {EC_POLICY[0]}\n"
-        "policy_type = erasure_coding\n"
-        f"ec_type = {EC_POLICY[2]}\n"
-        f"ec_num_data_fragments = {data}\n"
-        f"ec_num_parity_fragments = {parity}\n",
+        + ec_policy,
     )
 
 
@@ -200,7 +208,9 @@ def _build_rings(layout: Layout, seed: int | None) -> None:
     _, second_ring, second_replicas = SECOND_POLICY
     rings = [(name, topology.replicas) for name in RING_NAMES]
     rings.append((second_ring, min(second_replicas, topology.replicas)))
-    rings.append((EC_POLICY[1], sum(ec_fragments(topology.nodes))))
+    fragments = ec_fragments(topology.nodes)
+    if fragments is not None:
+        rings.append((EC_POLICY[1], sum(fragments)))
     for name, count in rings:
         builder = RingBuilder(topology.part_power, count, 1)
         for number in range(1, topology.nodes + 1):
