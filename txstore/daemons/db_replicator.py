@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.logger import Logger
 
 from txstore.common.io import PoolsStopped
+from txstore.daemons.periodic import run_jobs
 from txstore.common.timestamps import Timestamp
 from txstore.replication.databases import DatabaseSender, remove_database
 from txstore.ring.device import Device
@@ -51,12 +51,7 @@ class DatabaseReplicator:
         for device, path in await runner.run("replicator", self.context.mounted_devices):
             for db_path in await runner.run(device, find_databases, path, self.sender.access.kind):
                 jobs.append((device, database_partition(db_path), db_path))
-        semaphore = DeferredSemaphore(self.concurrency)
-
-        def job(device: str, partition: int, db_path: Path) -> Deferred:
-            return Deferred.fromCoroutine(self._guarded(device, partition, db_path, stats))
-
-        await gatherResults([semaphore.run(job, *spec) for spec in jobs], consumeErrors=True)
+        await run_jobs(jobs, self.concurrency, lambda *job: self._guarded(*job, stats), stats)
         stats["databases"] = len(jobs)
         return dict(stats)
 

@@ -32,10 +32,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.logger import Logger
 
 from txstore.common.io import PoolsStopped
+from txstore.daemons.periodic import run_jobs
 from txstore.replication.sender import ObjectSender
 from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
@@ -79,15 +79,8 @@ class ObjectReplicator:
         stats: Counter[str] = Counter()
         jobs = await self._jobs()
         self._surveyed = await self._survey_peers(jobs, stats)
-        semaphore = DeferredSemaphore(self.concurrency)
-
-        def job(device: str, policy_index: int, partition: int) -> Deferred:
-            if self._stopping:
-                stats["skipped"] += 1
-                return Deferred.fromCoroutine(_nothing())
-            return Deferred.fromCoroutine(self._guarded(device, policy_index, partition, stats))
-
-        await gatherResults([semaphore.run(job, *spec) for spec in jobs], consumeErrors=True)
+        await run_jobs(jobs, self.concurrency, lambda *job: self._guarded(*job, stats), stats,
+                       lambda: self._stopping)
         stats["partitions"] = len(jobs)
         if self._stopping:
             stats["stopped"] = True
@@ -226,7 +219,3 @@ def _hashes_and_digest(partition_dir, reclaim_age: float, now: float) -> tuple[d
 
 def _peer_key(node: Any) -> tuple:
     return (node.replication_ip, node.replication_port, node.device_name)
-
-
-async def _nothing() -> None:
-    return None

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -104,3 +104,23 @@ def describe(figures: dict[str, Any]) -> str:
         else:
             parts.append(f"{label} {value}")
     return ", ".join(parts) if parts else "nothing to do"
+
+
+async def run_jobs(
+    jobs: list[tuple], concurrency: int, run_one: Callable[..., Awaitable[None]], stats: Any,
+    stopping: Callable[[], bool] = lambda: False,
+) -> None:
+    """
+    A pass's jobs (partitions, databases), ``run_one(*job)`` for each, ``concurrency`` at a
+    time; once ``stopping()`` says so, the jobs not started yet are counted ``skipped``.
+    ``run_one`` handles its own errors (one job's failure never stops the pass).
+    """
+    semaphore = DeferredSemaphore(concurrency)
+
+    def start(*job: Any) -> Deferred:
+        if stopping():
+            stats["skipped"] += 1
+            return succeed(None)
+        return Deferred.fromCoroutine(run_one(*job))
+
+    await gatherResults([semaphore.run(start, *job) for job in jobs], consumeErrors=True)

@@ -32,11 +32,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.logger import Logger
 
 from txstore.common.io import PoolsStopped
+from txstore.daemons.periodic import run_jobs
 from txstore.ec.codec import ECCodec
+from txstore.ec.service import ECService
 from txstore.replication.rebuild import ArchiveRebuilder
 from txstore.replication.sender import ObjectSender
 from txstore.ring.device import Device
@@ -73,7 +74,7 @@ class ObjectReconstructor:
         self.concurrency = concurrency
         self.reclaim_age = reclaim_age
         self.node_timeout = node_timeout
-        self._codecs: dict[int, ECCodec] = {}
+        self._ec = ECService(reactor)  # its codecs; rebuilds run in the node's own pools
         self._stopping = False
 
     def stop(self) -> None:
@@ -84,26 +85,14 @@ class ObjectReconstructor:
             abort_all("the node is stopping")
 
     def _codec(self, policy_index: int) -> ECCodec:
-        codec = self._codecs.get(policy_index)
-        if codec is None:
-            policy = self.context.policies.by_index(policy_index)
-            assert policy is not None and policy.ec is not None
-            codec = self._codecs[policy_index] = ECCodec(policy.ec)
-        return codec
+        return self._ec.codec(self.context.policies.by_index(policy_index))
 
     async def run_pass(self) -> dict[str, Any]:
         self._stopping = False
         stats: Counter[str] = Counter()
         jobs = await self._jobs()
-        semaphore = DeferredSemaphore(self.concurrency)
-
-        def job(device: str, policy_index: int, partition: int) -> Deferred:
-            if self._stopping:
-                stats["skipped"] += 1
-                return Deferred.fromCoroutine(_nothing())
-            return Deferred.fromCoroutine(self._guarded(device, policy_index, partition, stats))
-
-        await gatherResults([semaphore.run(job, *spec) for spec in jobs], consumeErrors=True)
+        await run_jobs(jobs, self.concurrency, lambda *job: self._guarded(*job, stats), stats,
+                       lambda: self._stopping)
         stats["partitions"] = len(jobs)
         if self._stopping:
             stats["stopped"] = True
@@ -260,7 +249,3 @@ def _neighbours(nodes: list, index: int) -> list:
 def _as_archive(directories: list, frag_index: int) -> list[ObjectFiles]:
     """(blocking) The objects of ``directories`` as archive ``frag_index`` sees them."""
     return [found for found in (ec_object_files(d, frag_index) for d in directories) if found is not None]
-
-
-async def _nothing() -> None:
-    return None

@@ -41,10 +41,8 @@ from txstore.replication.frames import FrameType, data_record, record
 from txstore.replication.sender import CHUNK, SyncOutcome
 from txstore.storage.http_support import StorageContext
 from txstore.storage.partitions import ObjectFiles
+from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_SEGMENT_SIZE, FRAG_INDEX
 
-FRAG_INDEX = "X-Object-Sysmeta-Ec-Frag-Index"
-EC_CONTENT_LENGTH = "X-Object-Sysmeta-Ec-Content-Length"
-BACKEND_FRAG_INDEX = "X-Backend-Fragment-Index"
 POLICY_INDEX = "X-Backend-Storage-Policy-Index"
 # A source's node is paused once this much (or one fragment, if larger) waits to be used.
 PAUSE_AT = 64 * 1024
@@ -208,7 +206,9 @@ class ArchiveRebuilder:
         metadata = dict(footers.data or {})
         timestamp = files.data.timestamp
         try:
-            layout = ArchiveLayout.of(self.codec, int(metadata[EC_CONTENT_LENGTH]))
+            # Cut as the object was stored (the policy's segment size may have changed since).
+            layout = ArchiveLayout.of(self.codec, int(metadata[EC_CONTENT_LENGTH]),
+                                      int(metadata.get(EC_SEGMENT_SIZE) or 0) or None)
         except (KeyError, ValueError):
             self.log.warn("{name}: no valid {header} in its archive; not rebuilt", name=common["name"],
                           header=EC_CONTENT_LENGTH)

@@ -43,9 +43,9 @@ from txstore.storage.diskfile import (
 )
 from txstore.storage.http_support import StorageContext
 from txstore.storage.partitions import ec_hashes_for, ec_object_files, get_hashes, hashes_digest, object_files
+from txstore.ec.headers import FRAG_INDEX
 
 DEFAULT_SESSIONS_PER_DEVICE = 4
-FRAG_INDEX = "X-Object-Sysmeta-Ec-Frag-Index"  # an EC archive's index, in its metadata
 KINDS_OBJECT = "object"
 SURVEY_CHUNK = 64  # partitions hashed per thread call, and answered per SURVEYED frame
 

@@ -65,6 +65,7 @@ from txstore.storage.http_support import (
     storage_policy,
 )
 from txstore.storage.object_body import CorruptBody, ObjectBody
+from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_DURABLE, EC_ETAG, FRAG_INDEX
 
 WRITE_BATCH = 1024 * 1024
 
@@ -164,11 +165,6 @@ def _named_list(raw: str | None) -> list[str]:
 
 # EC: the fragment archive a PUT stores (and GET/HEAD answer), the archive a request asks for,
 # and the whole object's length and ETag, which a container row shows instead of the archive's.
-FRAG_INDEX = "X-Object-Sysmeta-Ec-Frag-Index"
-BACKEND_FRAG_INDEX = "X-Backend-Fragment-Index"
-EC_DURABLE = "X-Backend-Ec-Durable"
-EC_CONTENT_LENGTH = "X-Object-Sysmeta-Ec-Content-Length"
-EC_ETAG = "X-Object-Sysmeta-Ec-Etag"
 
 
 def _is_ec(policy: StoragePolicy) -> bool:

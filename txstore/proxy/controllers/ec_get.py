@@ -39,7 +39,7 @@ from txstore.interfaces import IByteSource
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.controllers.base import ContainerInfo, node_failed, node_ok
-from txstore.proxy.controllers.ec_put import EC_CONTENT_LENGTH, EC_ETAG, EC_SEGMENT_SIZE, FRAG_INDEX
+from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_ETAG, EC_SEGMENT_SIZE, FRAG_INDEX
 from txstore.proxy.controllers.obj_get import (
     NOT_FOUND_PAGE, READ_HEADERS, WHOLE_BELOW, ObjectBody, _read_order, ask, drain,
 )
@@ -411,7 +411,7 @@ class _Reader:
             tried.add(node)
             headers = dict(ranged)
             if index is not None:
-                headers["X-Backend-Fragment-Index"] = str(index)
+                headers[BACKEND_FRAG_INDEX] = str(index)
             response = await _ask(self.context, "GET", node, self._part, self._names, headers)
             if response is None:
                 self._failed.add(node)

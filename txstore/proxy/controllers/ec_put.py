@@ -34,14 +34,12 @@ from txstore.proxy.controllers.base import ContainerInfo, answer, backend_path, 
 from txstore.proxy.controllers.obj import container_headers
 from txstore.proxy.controllers.put_slots import Slot, drop, final_answers, open_slots, refusal, superseded
 from txstore.proxy.messages import HeaderMap, SwiftResponse
+from txstore.ec.headers import (
+    BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_DURABLE, EC_ETAG, EC_SCHEME, EC_SEGMENT_SIZE, FRAG_INDEX,
+)
 
 log = Logger()
 
-FRAG_INDEX = "X-Object-Sysmeta-Ec-Frag-Index"
-EC_ETAG = "X-Object-Sysmeta-Ec-Etag"
-EC_CONTENT_LENGTH = "X-Object-Sysmeta-Ec-Content-Length"
-EC_SEGMENT_SIZE = "X-Object-Sysmeta-Ec-Segment-Size"
-EC_SCHEME = "X-Object-Sysmeta-Ec-Scheme"
 
 
 async def store_ec(
@@ -117,8 +115,8 @@ async def store_ec(
     async def commit(slot: Slot) -> int:
         node = slot.node
         commit_headers = {
-            "X-Backend-Ec-Durable": timestamp,
-            "X-Backend-Fragment-Index": str(slot.index),
+            EC_DURABLE: timestamp,
+            BACKEND_FRAG_INDEX: str(slot.index),
             "X-Trans-Id": api.trans_id,
             "X-Backend-Storage-Policy-Index": str(info.policy_index),
             **(containers[slot.index % len(containers)] if slot.index < updates else {}),
