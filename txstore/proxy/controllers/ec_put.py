@@ -23,16 +23,16 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from txstore.common.quorum import best_status, quorum_size
-from txstore.common.streaming import BodyIncomplete
 from txstore.common.timestamps import Timestamp
-from txstore.common.web import ResponseAborted
 from txstore.ec.codec import ECCodec
 from txstore.ec.layout import SegmentCutter
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.controllers.base import ContainerInfo, answer, backend_path, node_failed
 from txstore.proxy.controllers.obj import container_headers
-from txstore.proxy.controllers.put_slots import Slot, drop, final_answers, open_slots, refusal, superseded
+from txstore.proxy.controllers.put_slots import (
+    Slot, drop, final_answers, open_slots, read_source, refusal, superseded, wait_for_nodes,
+)
 from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.ec.headers import (
     BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_DURABLE, EC_ETAG, EC_SCHEME, EC_SEGMENT_SIZE, FRAG_INDEX,
@@ -167,52 +167,28 @@ async def _stream_fragments(
 
     async def send(pending: Deferred) -> None:
         fragments = await pending
-        await _wait_writable(context, live, quorum, trans_id)
+        await wait_for_nodes(context, live, lambda slot: slot.conn, quorum, trans_id)
         for slot in live:
             slot.conn.write(fragments[slot.index])
 
-    while True:
-        try:
-            chunk = await source.read()
-        except BodyIncomplete as err:
-            raise APIError(499, f"Client Disconnect: {err}") from None
-        except ResponseAborted as err:  # a copy's source that broke off and could not resume
-            raise APIError(503, f"Service Unavailable: the source broke off: {err}") from None
-        if not chunk:
-            break
-        received += len(chunk)
-        if received > limit:
-            raise APIError(413, f"Your request is too large: over {limit} bytes")
-        for segment in cutter.feed(chunk):
-            if encoding is not None:
-                await send(encoding)
-            encoding = context.ec.run(_encode, codec, md5, segment)
-    if length is not None and received != length:
+    try:
+        while chunk := await read_source(source):
+            received += len(chunk)
+            if received > limit:
+                raise APIError(413, f"Your request is too large: over {limit} bytes")
+            for segment in cutter.feed(chunk):
+                if encoding is not None:
+                    await send(encoding)
+                encoding = context.ec.run(_encode, codec, md5, segment)
+        if length is not None and received != length:
+            raise APIError(499, f"Client Disconnect: {received} of {length} bytes")
+    except BaseException:
         if encoding is not None:
-            await encoding.addErrback(lambda _: None)
-        raise APIError(499, f"Client Disconnect: {received} of {length} bytes")
+            encoding.addErrback(lambda _: None)  # its thread finishes; nobody needs its fragments
+        raise
     last = cutter.finish()
     if encoding is not None:
         await send(encoding)
     if last is not None:
         await send(context.ec.run(_encode, codec, md5, last))
     return md5.hexdigest(), received
-
-
-async def _wait_writable(context: ProxyContext, live: list[Slot], quorum: int, trans_id: str) -> None:
-    """Until every node can take more; a node silent for ``node_timeout`` is dropped."""
-    slow = [slot for slot in live if not slot.conn.writable]
-    if not slow:
-        return
-    waiting = gatherResults([slot.conn.wait_writable() for slot in slow], consumeErrors=True)
-    waiting.addTimeout(context.node_timeout, context.reactor)
-    try:
-        await waiting
-    except Exception:
-        for slot in [slot for slot in slow if not slot.conn.writable]:
-            log.warn("{trans_id}: the node of fragment {index} took no data for {timeout}s; dropped",
-                     trans_id=trans_id, index=slot.index, timeout=context.node_timeout)
-            drop(slot.conn)
-            live.remove(slot)
-        if len(live) < quorum:
-            raise APIError(503, "Service Unavailable: storage nodes too slow") from None

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import mimetypes
 
-from twisted.internet.defer import gatherResults
 from twisted.logger import Logger
 
 from txstore.common.constraints import check_metadata
 from txstore.common.quorum import best_status, quorum_size
-from txstore.common.streaming import BodyIncomplete
 from txstore.common.timestamps import Timestamp
-from txstore.common.web import ResponseAborted
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.controllers.base import ContainerInfo, answer
@@ -33,7 +30,9 @@ from txstore.proxy.controllers.obj import (
 from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.common.put_connection import NodeAnswer, PutConnection
 from txstore.proxy.controllers.ec_put import store_ec
-from txstore.proxy.controllers.put_slots import Slot, drop, final_answers, open_slots, refusal, superseded
+from txstore.proxy.controllers.put_slots import (
+    Slot, drop, final_answers, open_slots, read_source, refusal, superseded, wait_for_nodes,
+)
 
 log = Logger()
 
@@ -147,27 +146,8 @@ async def _stream_body(
     limit = context.constraints.max_file_size
     received = 0
     while True:
-        slow = [c for c in conns if not c.writable]
-        if slow:
-            waiting = gatherResults([c.wait_writable() for c in slow], consumeErrors=True)
-            waiting.addTimeout(context.node_timeout, context.reactor)
-            try:
-                await waiting
-            except Exception:
-                still = [c for c in slow if not c.writable]
-                for conn in still:
-                    log.warn("{trans_id}: a node took no data for {timeout}s; dropped", trans_id=trans_id,
-                             timeout=context.node_timeout)
-                    drop(conn)
-                    conns.remove(conn)
-                if len(conns) < quorum:
-                    raise APIError(503, "Service Unavailable: storage nodes too slow") from None
-        try:
-            chunk = await source.read()
-        except BodyIncomplete as err:
-            raise APIError(499, f"Client Disconnect: {err}") from None
-        except ResponseAborted as err:  # a copy's source that broke off and could not resume
-            raise APIError(503, f"Service Unavailable: the source broke off: {err}") from None
+        await wait_for_nodes(context, conns, lambda conn: conn, quorum, trans_id)
+        chunk = await read_source(source)
         if not chunk:
             break
         received += len(chunk)

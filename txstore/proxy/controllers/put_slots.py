@@ -9,6 +9,7 @@ collect their final answers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, gatherResults
@@ -16,6 +17,8 @@ from twisted.logger import Logger
 
 from txstore.common.put_connection import NodeAnswer, PutConnection
 from txstore.common.quorum import best_status
+from txstore.common.streaming import BodyIncomplete
+from txstore.common.web import ResponseAborted
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.controllers.base import HandoffPool, answer, backend_path, node_failed, node_ok, usable
@@ -23,6 +26,7 @@ from txstore.proxy.messages import SwiftResponse
 from txstore.ring.ring import Node
 
 log = Logger()
+T = TypeVar("T")
 
 
 @frozen
@@ -129,3 +133,38 @@ async def final_answers(context: ProxyContext, api: APIRequest, conns: list[PutC
             return None
 
     return await gatherResults([Deferred.fromCoroutine(final(c)) for c in conns])
+
+
+async def wait_for_nodes(
+    context: ProxyContext, held: list[T], conn_of: Callable[[T], PutConnection], quorum: int, trans_id: str,
+) -> None:
+    """
+    Until every node of ``held`` (connections, or what holds them) can take more; one that
+    took nothing for ``node_timeout`` is dropped and removed from ``held``, and fewer than
+    ``quorum`` left is a 503.
+    """
+    slow = [item for item in held if not conn_of(item).writable]
+    if not slow:
+        return
+    waiting = gatherResults([conn_of(item).wait_writable() for item in slow], consumeErrors=True)
+    waiting.addTimeout(context.node_timeout, context.reactor)
+    try:
+        await waiting
+    except Exception:
+        for item in [item for item in slow if not conn_of(item).writable]:
+            log.warn("{trans_id}: a node took no data for {timeout}s; dropped", trans_id=trans_id,
+                     timeout=context.node_timeout)
+            drop(conn_of(item))
+            held.remove(item)
+        if len(held) < quorum:
+            raise APIError(503, "Service Unavailable: storage nodes too slow") from None
+
+
+async def read_source(source) -> bytes:
+    """The next chunk of a PUT's source (an `IByteSource`); its failures as the PUT's answers."""
+    try:
+        return await source.read()
+    except BodyIncomplete as err:
+        raise APIError(499, f"Client Disconnect: {err}") from None
+    except ResponseAborted as err:  # a copy's source that broke off and could not resume
+        raise APIError(503, f"Service Unavailable: the source broke off: {err}") from None
