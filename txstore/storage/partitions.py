@@ -107,11 +107,9 @@ def ec_object_files(directory: Path, frag_index: int) -> ObjectFiles | None:
     archive of that index of the newest durable version (None when not held here), its .meta,
     or the tombstone that wins; None when none of these is there.
     """
-    try:
-        names = os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError):
+    selection = _ec_selection(directory)
+    if selection is None:
         return None
-    selection = select_ec_files(p for p in map(parse_file_name, names) if p is not None)
     data = selection.fragments.get(frag_index)
     if data is None and selection.tombstone is None:
         return None
@@ -121,11 +119,17 @@ def ec_object_files(directory: Path, frag_index: int) -> ObjectFiles | None:
 
 def ec_archive_indexes(directory: Path) -> tuple[int, ...]:
     """The indexes of the archives of the newest durable version held in ``directory``."""
+    selection = _ec_selection(directory)
+    return () if selection is None else tuple(sorted(selection.fragments))
+
+
+def _ec_selection(directory: Path):
+    """What the EC rules make of ``directory``'s files; None when it is gone."""
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
-        return ()
-    return tuple(sorted(select_ec_files(p for p in map(parse_file_name, names) if p is not None).fragments))
+        return None
+    return select_ec_files(p for p in map(parse_file_name, names) if p is not None)
 
 
 def list_object_dirs(partition_dir: Path, suffix_names: Iterable[str]) -> Iterator[Path]:
@@ -165,15 +169,10 @@ def list_suffixes(partition_dir: Path) -> list[str]:
 
 def list_objects(partition_dir: Path, suffix_names: Iterable[str]) -> Iterator[ObjectFiles]:
     """Every object of the given suffixes, in hash order."""
-    for suffix in sorted(suffix_names):
-        try:
-            hashes = sorted(n for n in os.listdir(partition_dir / suffix) if _HASH.match(n))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for name_hash in hashes:
-            found = object_files(partition_dir / suffix / name_hash)
-            if found is not None:
-                yield found
+    for directory in list_object_dirs(partition_dir, suffix_names):
+        found = object_files(directory)
+        if found is not None:
+            yield found
 
 
 # --- locking and cleaning one object directory --------------------------------------------
