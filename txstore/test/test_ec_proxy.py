@@ -71,26 +71,7 @@ class ECCase(SynchronousTestCase):
         self.fail(f"node {number} did not stop")
 
     def start_node(self, number: int) -> None:
-        """Start a stopped node again by hand, as an operator would (stopped with the cluster)."""
-        config = self.cluster.root / "etc" / f"node{number}.conf"
-        process = subprocess.Popen(
-            [console_script("twistd"), "--nodaemon", f"--pidfile={self.cluster.root / 'run' / f'node{number}.pid'}",
-             "objectnode", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(lambda: (process.poll() is None and process.kill(), process.wait()))
-        deadline = time.monotonic() + 60
-        port = self.cluster.port + 10 * number
-        while time.monotonic() < deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/healthcheck")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-            finally:
-                conn.close()
-        self.fail(f"node {number} did not start")
+        self.cluster.start_node(self, number)
 
     def get(self, name: str, **headers: str):
         return self.cluster.http("GET", f"/v1/AUTH_test/ec/{name}", {"X-Auth-Token": self.token, **headers})

@@ -42,6 +42,33 @@ class Cluster:
         subprocess.run([console_script("txstore-aio"), "--stop", "--root", str(self.root)],
                        capture_output=True, timeout=120)
 
+    def start_node(self, case: SynchronousTestCase, number: int) -> subprocess.Popen:
+        """
+        Start node ``number`` again by hand, as an operator would (after a test stopped it); its
+        output in ``log/node<N>-restarted.log``; stopped at ``case``'s cleanup.
+        """
+        pid_file = self.root / "run" / f"node{number}.pid"
+        pid_file.unlink(missing_ok=True)
+        log = open(self.root / "log" / f"node{number}-restarted.log", "ab")
+        case.addCleanup(log.close)
+        process = subprocess.Popen(
+            [console_script("twistd"), "--nodaemon", f"--pidfile={pid_file}", "objectnode",
+             "--config", str(self.root / "etc" / f"node{number}.conf")],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        case.addCleanup(lambda: (process.poll() is None and process.terminate(), process.wait()))
+        deadline = time.monotonic() + 30
+        port = self.port + 10 * number
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/healthcheck")
+                if conn.getresponse().status == 200:
+                    return process
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"node{number} did not come back")
+
     @property
     def auth_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/auth/v1.0"

@@ -59,27 +59,7 @@ class Drill(ClusterCase):
         raise AssertionError(f"node{number} did not stop")
 
     def start_node(self, number: int) -> subprocess.Popen:
-        pid_file = self.cluster.root / "run" / f"node{number}.pid"
-        pid_file.unlink(missing_ok=True)
-        log = open(self.cluster.root / "log" / f"node{number}-restarted.log", "ab")
-        self.addCleanup(log.close)
-        process = subprocess.Popen(
-            [console_script("twistd"), "--nodaemon", f"--pidfile={pid_file}", "objectnode",
-             "--config", str(self.etc / f"node{number}.conf")],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        self.addCleanup(lambda: (process.poll() is None and process.terminate(), process.wait()))
-        deadline = time.monotonic() + 30
-        port = self.cluster.port + 10 * number
-        while time.monotonic() < deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/healthcheck")
-                if conn.getresponse().status == 200:
-                    return process
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"node{number} did not come back")
+        return self.cluster.start_node(self, number)
 
     # --- what is on disk --------------------------------------------------------------------
 
