@@ -154,13 +154,12 @@ class LocalArchive:
 
     async def read(self, size: int) -> bytes:
         try:
-            chunk = await self.context.runner.run(self.device, os.pread, self.fd, size, self.offset)
+            chunk = await self.context.runner.run(self.device, _pread_hashing, self.fd, size, self.offset, self._md5)
         except OSError as error:
             raise SourceFailed(f"reading the local archive: {error}") from None
         if len(chunk) != size:
             raise SourceFailed("the local archive is shorter than its layout")
         self.offset += size
-        self._md5.update(chunk)
         return chunk
 
     def verified(self) -> bool | None:
@@ -235,11 +234,11 @@ class ArchiveRebuilder:
                 for position in range(len(sources)):
                     fragments.append(await self._read(sources, position, size, segment * layout.fragment_size,
                                                       common["name"], timestamp, layout))
-                rebuilt = await self.context.runner.run("ec", self.codec.reconstruct, fragments, self.target)
+                rebuilt = await self.context.runner.run("ec", _reconstruct_hashing, self.codec, fragments,
+                                                        self.target, md5)
                 del fragments
                 if len(rebuilt) != size:
                     raise SessionFailed(500, f"{common['name']}: rebuilt {len(rebuilt)} bytes of a {size}-byte fragment")
-                md5.update(rebuilt)
                 for start in range(0, size, CHUNK):
                     await channel.drained()
                     channel.send(data_record(rebuilt[start:start + CHUNK]))
@@ -336,3 +335,17 @@ class ArchiveRebuilder:
             response.deliver(source)
             return source
         return None
+
+
+def _pread_hashing(fd: int, size: int, offset: int, md5) -> bytes:
+    """(blocking, in the device's pool) Bytes of the archive, added to its running md5."""
+    chunk = os.pread(fd, size, offset)
+    md5.update(chunk)
+    return chunk
+
+
+def _reconstruct_hashing(codec: ECCodec, fragments: Sequence[bytes], target: int, md5) -> bytes:
+    """(blocking, in the pool) One fragment of archive ``target``, added to its running md5."""
+    rebuilt = codec.reconstruct(fragments, target)
+    md5.update(rebuilt)
+    return rebuilt
