@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txstore.common import config as c
+from txstore.common.web import log_line
 from txstore.interfaces import IApp
 from txstore.middleware.base import Middleware
 from txstore.proxy.messages import SwiftRequest, SwiftResponse, WatchedSource
@@ -41,6 +42,8 @@ class ProxyLogging:
         self.template = template  # Swift's log_msg_template; None: txstore's compact line
         self.as_json = as_json  # one JSON object of every field per line
         self.reveal = reveal  # characters of a token or a signature that are logged
+        # Read once: Logger is a descriptor that makes a new Logger at each read through self.
+        self._access = self.access
 
     async def __call__(self, request: SwiftRequest) -> SwiftResponse:
         if request.environ.get(LOGGED):
@@ -71,16 +74,16 @@ class ProxyLogging:
         if self.template is not None or self.as_json:
             fields = access_fields(request, status, sent, duration, ttfb, note, self.reveal)
             line = json.dumps(fields, sort_keys=True) if self.as_json else self.template.format_map(fields)
-            self.access.info("{line}", line=line)
+            log_line(self._access, line)
         else:
             # The line is rendered here, in one f-string: twisted's formatter would take the nine
             # fields one by one through string.Formatter, about half of what a line costs (a
             # request with a sub-request, S3's, writes two). The fields stay in the event.
             client, path, shown = request.client_ip, _revealed(request.uri, self.reveal), "-" if status is None else status
             source_note = f" {source}" if source else ""
-            self.access.info(
-                "{line}",
-                line=f"{client} {request.method} {path} {shown} {sent} {duration:.4f}s {request.trans_id}{source_note}{note}",
+            log_line(
+                self._access,
+                f"{client} {request.method} {path} {shown} {sent} {duration:.4f}s {request.trans_id}{source_note}{note}",
                 client=client, method=request.method, path=path, status=shown, sent=sent, duration=duration,
                 trans_id=request.trans_id, source=source_note, note=note,
             )

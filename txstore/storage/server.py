@@ -53,6 +53,11 @@ class BackendHandler(Protocol):
     async def handle(self, request: Request, path: BackendPath) -> NodeResponse: ...
 
 
+# A module's Logger, not a class attribute read through ``self``: Logger is a descriptor that
+# makes a new Logger at each such read, on every request.
+ACCESS_LOG = Logger(namespace="txstore.storage.access")
+
+
 @frozen
 class NodeServer:
     accounts: BackendHandler | None = None
@@ -61,7 +66,6 @@ class NodeServer:
     recon: object | None = None  # txstore.storage.recon.Recon
     metrics: ServerMetrics | None = None  # served at /metrics, fed by every request's end
     log = Logger()
-    access = Logger(namespace="txstore.storage.access")
     app = swift_routes(Klein())
 
     def resource(self) -> Resource:
@@ -100,7 +104,7 @@ class NodeServer:
     def _log_access(self, request: Request) -> None:
         trans_id = request.getHeader(b"x-trans-id")
         started = time.monotonic()
-        log_access(self.access, request, trans_id.decode("latin-1") if trans_id else "-", started)
+        log_access(ACCESS_LOG, request, trans_id.decode("latin-1") if trans_id else "-", started)
         if self.metrics is not None:
             request.notifyFinish().addBoth(self._observe, request, started)
 
@@ -182,13 +186,14 @@ class _NodeRoot(Resource):
         super().__init__()
         self._node = node
         self._routes = Routes(node.app)
+        self._log = node.log  # read once: a Logger read through an instance is a new Logger
 
     def render(self, request: Request) -> int | bytes:
         metrics = self._node.metrics
         if metrics is not None and request.path == b"/metrics":
             return metrics.resource().render(request)  # scrapes are neither logged nor counted
         self._node._log_access(request)
-        serve(request, self._route, self._node.log)
+        serve(request, self._route, self._log)
         return NOT_DONE_YET
 
     def _route(self, request: Request) -> Answer:

@@ -205,14 +205,14 @@ class ProxyLoggingTests(Case):
         )
         self.call(logging, request)
         [line] = self.lines
-        self.assertEqual(line["line"], "192.0.2.7 10.0.0.1 PUT /v1/a/c/o%20b HTTP/1.1 201 - curl/8%20x"
+        self.assertEqual(formatEvent(line), "192.0.2.7 10.0.0.1 PUT /v1/a/c/o%20b HTTP/1.1 201 - curl/8%20x"
                                        " AUTH_tk000000000... 5 2 abc tx3 - -")
 
     def test_json_lines_carry_every_field(self) -> None:
         logging = ProxyLogging(InnerApp(lambda r: SwiftResponse(200, body=b"abc")), as_json=True)
         self.call(logging, SwiftRequest("GET", "/v1/a/c/o", trans_id="tx4"))
         [line] = self.lines
-        fields = json.loads(line["line"])
+        fields = json.loads(formatEvent(line))
         self.assertEqual(set(fields), set(FIELDS))
         self.assertEqual((fields["method"], fields["status_int"], fields["bytes_sent"]), ("GET", "200", "3"))
         self.assertNotEqual(fields["ttfb"], "-")

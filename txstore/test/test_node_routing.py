@@ -370,7 +370,7 @@ class HandlerTests(SynchronousTestCase):
 class AccessLogTests(RoutingTestCase):
     def test_one_line_per_request(self) -> None:
         events: list[dict] = []
-        self.patch(NodeServer, "access", Logger(observer=events.append))
+        self.patch(server, "ACCESS_LOG", Logger(observer=events.append))
         self.call(b"/dev/1/a/c/o", headers={b"X-Trans-Id": b"tx1"})
         self.call(b"/dev/1/a/c/%FF")
         self.call(b"/nowhere")
@@ -386,11 +386,11 @@ class AccessLogTests(RoutingTestCase):
 
     def test_a_client_gone_is_logged_as_such(self) -> None:
         events: list[dict] = []
-        self.patch(NodeServer, "access", Logger(observer=events.append))
-        server = ControlledServer()
-        connection = Connection(NodeServer(objects=server))
+        self.patch(server, "ACCESS_LOG", Logger(observer=events.append))
+        controlled = ControlledServer()
+        connection = Connection(NodeServer(objects=controlled))
         connection.send(b"PUT /dev/1/a/c/o HTTP/1.1\r\nHost: node\r\nContent-Length: 5\r\n\r\nhello")
         connection.disconnect()
-        server.commit.callback(None)
+        controlled.commit.callback(None)
         [event] = events
         self.assertTrue(formatEvent(event).endswith("(client gone)"))
