@@ -6,18 +6,23 @@ is read from their devices.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
+import json
 import os
 import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from swiftclient import client as swift
 from twisted.trial.unittest import SynchronousTestCase
 
+from txstore.storage import objmeta, partitions
 from txstore.test.support import console_script
 from txstore.test.test_proxy_integration import Cluster
 
@@ -216,3 +221,190 @@ class ECObjectTests(ECCase):
 def _peak_rss(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) * 1024
+
+
+class ReconstructorDrills(ECCase):
+    """
+    The reconstructor's drills on real processes (each node runs it every 10 s): what it rebuilds
+    or moves is read back from the devices and compared byte for byte with what was there.
+    """
+
+    def archive_paths(self, name: str) -> dict[int, list[Path]]:
+        """The archive files of object ``ec/<name>`` on every node, by node number."""
+        wanted = self.object_hash(name)
+        found: dict[int, list[Path]] = {}
+        for path in sorted((self.cluster.root / "srv").glob(f"node*/d*/objects-2/*/*/{wanted}/*.data")):
+            found.setdefault(int(re.match(r"node(\d+)", path.parts[-7]).group(1)), []).append(path)
+        return found
+
+    def archive_on(self, node: int, name: str, file_name: str, body: bytes, watched: list[int]) -> tuple[bool, str]:
+        """Whether ``node`` holds ``file_name`` with ``body``; else what it holds, and the passes of ``watched``."""
+        seen = []
+        for path in self.archive_paths(name).get(node, []):
+            try:
+                held, _ = read_archive(path)
+            except FileNotFoundError:
+                continue  # moved meanwhile
+            if path.name == file_name and held == body:
+                return True, ""
+            seen.append(f"{path.name} ({len(held)} bytes, md5 {hashlib.md5(held).hexdigest()})")
+        passes = "; ".join(f"node {n}: {self.recon(n)}" for n in watched)
+        return False, (f"node {node} holds {seen or 'nothing'}, not {file_name} ({len(body)} bytes,"
+                       f" md5 {hashlib.md5(body).hexdigest()}); last reconstructor passes: {passes}")
+
+    def recon(self, number: int) -> str:
+        """Node ``number``'s last reconstructor pass, for failure messages."""
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.cluster.port + 10 * number, timeout=5)
+            conn.request("GET", "/recon/object-reconstructor")
+            return conn.getresponse().read().decode()
+        except OSError as error:
+            return f"(recon: {error})"
+
+    def wait_for(self, what: str, found, timeout: float = 60.0) -> None:
+        """Poll ``found()`` (→ (done, what was found)) until done; fail with what was found last."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done, seen = found()
+            if done:
+                return
+            if time.monotonic() > deadline:
+                self.fail(f"{what}: not within {timeout:.0f}s; {seen}")
+            time.sleep(0.3)
+
+    def recon_pass(self, number: int) -> dict:
+        """Node ``number``'s last reconstructor pass as recon reports it ({} before the first)."""
+        try:
+            return json.loads(self.recon(number)).get("last_pass", {})
+        except ValueError:
+            return {}
+
+    def started_after(self, number: int, moment: float) -> bool:
+        """Whether node ``number``'s last reconstructor pass started after ``moment`` (a time.time())."""
+        last = self.recon_pass(number)
+        return "finished_at" in last and last["finished_at"] - last.get("duration", 0) > moment
+
+    def assert_decoded_with(self, name: str, body: bytes, down: list[int]) -> None:
+        """With the primaries ``down`` stopped, the four archives left are what a GET decodes."""
+        for number in down:
+            self.stop_node(number)
+        got = swift.get_object(self.url, self.token, "ec", name)[1]
+        self.assertTrue(got == body, f"{len(got)} bytes, md5 {hashlib.md5(got).hexdigest()}, not the PUT's")
+
+    def test_a_deleted_archive_is_rebuilt_with_the_same_bytes(self) -> None:
+        """A lost archive comes back as it was: every segment rebuilt, the short last one too."""
+        body = os.urandom(2 * SEGMENT + SEGMENT // 2 + 7)
+        swift.put_object(self.url, self.token, "ec", "o", body)
+        _, primaries, _ = self.placement("o")
+        node = primaries[2]
+        [path] = self.archive_paths("o")[node]
+        original, metadata = read_archive(path)
+        partition = path.parents[2]
+        # Once the node has hashed the partition, a file removed behind its back is found by the
+        # daily full re-hash (txstore.storage.partitions); removing hashes.json with the file
+        # (under the partition's lock, as get_hashes holds it) makes the next re-hash that one.
+        self.wait_for(f"node {node} hashing partition {partition.name}",
+                      lambda: (path.parent.parent.name in read_hashes(partition), read_hashes(partition)))
+        with partition_locked(partition):
+            path.unlink()
+            (partition / partitions.HASHES_FILE).unlink()
+        self.wait_for(f"archive 2 rebuilt on node {node}",
+                      lambda: self.archive_on(node, "o", path.name, original, primaries[1:4]))
+        self.assertEqual(read_archive(path)[1], metadata)
+        self.assertEqual(sorted(self.archive_paths("o")), sorted(primaries))  # and nowhere else
+        self.assert_decoded_with("o", body, primaries[:2])
+
+    def test_a_bit_flipped_archive_is_quarantined_then_rebuilt(self) -> None:
+        """Bit rot is the auditor's to find; the reconstructor then restores the original bytes."""
+        body = os.urandom(2 * SEGMENT + SEGMENT // 2 + 7)
+        swift.put_object(self.url, self.token, "ec", "o", body)
+        digest, primaries, _ = self.placement("o")
+        node = primaries[3]
+        [path] = self.archive_paths("o")[node]
+        original, _ = read_archive(path)
+        self.stop_node(node)
+        offset = len(original) // 2  # in the second segment's fragment
+        with open(path, "r+b") as file:
+            file.seek(offset)
+            file.write(bytes([original[offset] ^ 0x10]))
+        flipped, _ = read_archive(path)  # the footer still checks out: only the md5 tells
+        self.assertEqual(sum(a != b for a, b in zip(flipped, original)), 1)
+        # The aio's auditor passes every 60 s: the node comes back (by hand, as an operator
+        # would) with its conf saying every second.
+        conf = self.cluster.root / "etc" / f"node{node}.conf"
+        text = conf.read_text()
+        self.assertIn("[object-auditor]\ninterval = 60\n", text)
+        conf.write_text(text.replace("[object-auditor]\ninterval = 60\n", "[object-auditor]\ninterval = 1\n"))
+        self.start_node(node)
+        quarantined = self.cluster.root / "srv" / f"node{node}" / f"d{node}" / "quarantined" / "objects" / digest
+        self.wait_for(f"node {node}'s auditor quarantining {digest}",
+                      lambda: (quarantined.is_dir(), f"{sorted(p.name for p in quarantined.parent.glob('*'))}"
+                                                     f" in {quarantined.parent}"))
+        self.assertEqual(read_archive(quarantined / path.name)[0], flipped)
+        self.wait_for(f"archive 3 rebuilt on node {node}",
+                      lambda: self.archive_on(node, "o", path.name, original, primaries[2:5]))
+        self.assert_decoded_with("o", body, primaries[:2])
+
+    def test_a_primary_down_during_a_write_catches_up_and_the_handoff_lets_go(self) -> None:
+        """
+        The archive a PUT could not give its primary waits on a handoff (kept while the primary
+        is down); once the primary is back it holds that archive (reverted from the handoff, or
+        rebuilt by its neighbours: the same bytes) and the handoff no longer does.
+        """
+        _, primaries, handoffs = self.placement("o")
+        node = primaries[3]
+        self.stop_node(node)
+        body = os.urandom(2 * SEGMENT + SEGMENT // 2 + 7)
+        written = time.time()
+        swift.put_object(self.url, self.token, "ec", "o", body)
+        held = {n: [p.name for p in paths] for n, paths in self.archive_paths("o").items()}
+        holders = [n for n in handoffs if any(re.match(r"^\d+\.\d+#3#d\.data$", f) for f in held.get(n, []))]
+        self.assertEqual(len(holders), 1, f"archive 3 on handoffs {holders} of {handoffs}: {held}")
+        [handoff] = holders
+        self.assertNotIn(node, held)
+        [path] = self.archive_paths("o")[handoff]
+        archive, metadata = read_archive(path)
+        self.assertEqual((metadata["X-Object-Sysmeta-Ec-Frag-Index"], metadata["ETag"]),
+                         ("3", hashlib.md5(archive).hexdigest()))
+        # A whole pass of the handoff while the primary is down: it fails to send, and keeps it.
+        self.wait_for(f"a reconstructor pass of handoff node {handoff} started after the PUT",
+                      lambda: (self.started_after(handoff, written), self.recon_pass(handoff)))
+        self.assertEqual(self.archive_paths("o").get(handoff), [path])
+        self.assertGreater(self.recon_pass(handoff).get("failures", 0), 0)
+
+        self.start_node(node)
+
+        def home() -> tuple[bool, str]:
+            on_primary, seen = self.archive_on(node, "o", path.name, archive, [handoff, *primaries[2:5]])
+            left = [p.name for p in self.archive_paths("o").get(handoff, [])]
+            return on_primary and not left, f"{seen or f'node {node} holds it'}; handoff node {handoff} holds {left}"
+
+        self.wait_for(f"archive 3 on node {node} and gone from handoff node {handoff}", home)
+        self.assertEqual(sorted(self.archive_paths("o")), sorted(primaries))
+        self.assert_decoded_with("o", body, primaries[:2])
+
+
+def read_archive(path: Path) -> tuple[bytes, dict[str, str]]:
+    """An archive file's body and metadata, split where its footer (`objmeta`) says."""
+    with open(path, "rb") as file:
+        footer = objmeta.read_footer(file.fileno())
+        return file.read(footer.body_length), footer.metadata
+
+
+def read_hashes(partition: Path) -> dict:
+    """A partition's cached suffix hashes ({} when there are none)."""
+    try:
+        return json.loads((partition / partitions.HASHES_FILE).read_text()).get("hashes", {})
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+@contextmanager
+def partition_locked(partition: Path) -> Iterator[None]:
+    """Hold a partition's lock, as `partitions.get_hashes` does while it reads and writes hashes."""
+    fd = os.open(partition / partitions.LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
