@@ -6,7 +6,7 @@ under 5 % of the CPU of a 4 KiB op).
     python benchmarks/observability_cost.py --count 500 --nodes 8 --policy ec
 
 A fresh txstore all-in-one runs PUT, GET, HEAD and DELETE of 4 KiB objects (loadgen's
-workers) while py-spy samples every server process, in ``--gil`` mode: each sample is the
+workers; GET and HEAD ``--read-rounds`` times over, as they are quick) while py-spy samples every server process, in ``--gil`` mode: each sample is the
 Python frame stack of the thread that holds the GIL, so the samples divide the servers'
 Python CPU between what they do. A sample counts as *logs* or *metrics* by the innermost frame
 that belongs to either (so a metric updated from inside the access-line writer counts as
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--policy", default=None, help="the containers' storage policy (e.g. ec with --nodes 8)")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--read-rounds", type=int, default=4,
+                        help="GET and HEAD every object this many times (they are quick: more samples)")
     parser.add_argument("--user", default="test:tester")
     parser.add_argument("--key", default="testing")
     args = parser.parse_args(argv)
@@ -134,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         pool = Pool(client.account, args.concurrency, args.processes)
         try:
             for op in ("PUT", "GET", "HEAD", "DELETE"):
+                rounds = args.read_rounds if op in ("GET", "HEAD") else 1
                 with Sampling(servers, out, op, args.rate) as sampling:
-                    result = pool.run(Job(op, container, "o", args.count, args.size), client.meter(),
-                                      f"{args.size} B × {args.count} C={args.concurrency}")
-                results.append(result)
+                    for _ in range(rounds):
+                        results.append(pool.run(Job(op, container, "o", args.count, args.size), client.meter(),
+                                                f"{args.size} B × {args.count} C={args.concurrency}"))
                 counts = sampling.counts()
                 every = sum(counts.values(), collections.Counter())
                 rows.append([op, *(f"{sum(counts.get(role, {}).values())}" for role in ("proxy", "nodes")),

@@ -15,12 +15,14 @@ resident memory and open files. Collection is in memory only: a scrape never tou
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest,
+    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 from twisted.web.resource import Resource
 
 # The console's charts: requests per minute over the last hour, kept in memory.
@@ -41,39 +43,20 @@ class ServerMetrics:
         self.labels = ("method", "status", *labels)
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
-        self.requests = Counter(
-            "txstore_requests", "Requests answered.", self.labels, registry=self.registry
-        )
-        self.duration = Histogram(
-            "txstore_request_duration_seconds", "From the request's headers to its response's end.",
-            self.labels, buckets=DURATION_BUCKETS, registry=self.registry,
-        )
-        self.ttfb = Histogram(
-            "txstore_request_ttfb_seconds", "From the request's headers to its response's head.",
-            self.labels, buckets=DURATION_BUCKETS, registry=self.registry,
-        )
-        self.sent = Counter(
-            "txstore_response_bytes", "Body bytes sent.", self.labels, registry=self.registry
-        )
-        self.received = Counter(
-            "txstore_request_bytes", "Body bytes received.", self.labels, registry=self.registry
-        )
+        # The request figures are plain numbers in memory, turned into metric families at the
+        # scrape (`_RequestFigures`): prometheus_client's children take a lock and check their
+        # type on every increment, and a request makes four or five of them.
+        self._figures = _RequestFigures(self.labels)
+        self.registry.register(self._figures)
         self._daemon: _DaemonMetrics | None = None  # made at a node's first daemon pass
         self._history: dict[int, tuple[int, float, int]] = {}  # minute -> requests, seconds, errors
         self.statsd: Any = None  # a txstore.common.statsd.StatsdClient, when configured
         self._backend: Counter | None = None  # made at a proxy's first backend failure
-        # Each label set's children, looked up once: prometheus' labels() validates and locks on
-        # every call, four or five per request (and twice as many for a request with a sub-request).
-        self._children: dict[tuple[str, ...], list[Any]] = {}
-        self._ttfb_children: dict[tuple[str, ...], Any] = {}
 
     def first_byte(self, method: str, status: int | None, seconds: float, **labels: str) -> None:
         """The time from a request's headers to its answer's head (what a client waits for)."""
         values = (method, status_class(status), *(labels.get(name, "") for name in self.labels[2:]))
-        child = self._ttfb_children.get(values)
-        if child is None:
-            child = self._ttfb_children[values] = self.ttfb.labels(*values)
-        child.observe(seconds)
+        self._figures.first_byte(values, seconds)
 
     def backend_failure(self, node: str, kind: str) -> None:
         """A proxy's request to ``node`` (``ip:port/device``) failed: ``timeout``, ``error`` or ``status``."""
@@ -127,32 +110,94 @@ class ServerMetrics:
 
     def _remember(self, seconds: float, status: int | None) -> None:
         minute = int(time.time() // 60)
-        count, total, errors = self._history.get(minute, (0, 0.0, 0))
+        held = self._history.get(minute)
+        if held is None:  # a new minute: the hour before it is all that is kept
+            for old in [m for m in self._history if m <= minute - HISTORY_MINUTES]:
+                del self._history[old]
+            held = (0, 0.0, 0)
+        count, total, errors = held
         self._history[minute] = (count + 1, total + seconds, errors + (status is None or status >= 500))
-        for old in [m for m in self._history if m <= minute - HISTORY_MINUTES]:
-            del self._history[old]
 
     def observe(self, method: str, status: int | None, seconds: float, sent: int, received: int, **labels: str) -> None:
         if not labels.get("source"):  # clients' requests only (sub-requests are part of them)
             self._remember(seconds, status)
         values = (method, status_class(status), *(labels.get(name, "") for name in self.labels[2:]))
-        children = self._children.get(values)
-        if children is None:  # the byte counters' children only once bytes moved: no series of zeros
-            children = self._children[values] = [self.requests.labels(*values), self.duration.labels(*values),
-                                                 None, None]
-        children[0].inc()
-        children[1].observe(seconds)
-        if sent:
-            if children[2] is None:
-                children[2] = self.sent.labels(*values)
-            children[2].inc(sent)
-        if received:
-            if children[3] is None:
-                children[3] = self.received.labels(*values)
-            children[3].inc(received)
+        self._figures.request(values, seconds, sent, received)
 
     def resource(self) -> Resource:
         return _MetricsPage(self.registry)
+
+
+class _Histogram:
+    """One label set's histogram: observations per bucket (not cumulative), their count and sum."""
+
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)  # the last: above every bound
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect_left(DURATION_BUCKETS, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        out, total = [], 0
+        for bound, count in zip(DURATION_BUCKETS, self.buckets):
+            total += count
+            out.append((floatToGoString(bound), total))
+        out.append(("+Inf", self.count))
+        return out
+
+
+class _RequestFigures:
+    """
+    A collector: requests, their durations and times to first byte, bytes sent and received,
+    by label set, kept as plain numbers (the reactor is the only writer, so no lock) and made
+    into metric families when scraped. A label set's byte counters appear once bytes moved.
+    """
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.labels = labels
+        self._requests: dict[tuple[str, ...], list[Any]] = {}  # values -> [count, _Histogram, sent, received]
+        self._ttfb: dict[tuple[str, ...], _Histogram] = {}
+
+    def request(self, values: tuple[str, ...], seconds: float, sent: int, received: int) -> None:
+        figures = self._requests.get(values)
+        if figures is None:
+            figures = self._requests[values] = [0, _Histogram(), 0, 0]
+        figures[0] += 1
+        figures[1].observe(seconds)
+        figures[2] += sent
+        figures[3] += received
+
+    def first_byte(self, values: tuple[str, ...], seconds: float) -> None:
+        histogram = self._ttfb.get(values)
+        if histogram is None:
+            histogram = self._ttfb[values] = _Histogram()
+        histogram.observe(seconds)
+
+    def collect(self):
+        labels = list(self.labels)
+        requests = CounterMetricFamily("txstore_requests", "Requests answered.", labels=labels)
+        duration = HistogramMetricFamily(
+            "txstore_request_duration_seconds", "From the request's headers to its response's end.", labels=labels)
+        ttfb = HistogramMetricFamily(
+            "txstore_request_ttfb_seconds", "From the request's headers to its response's head.", labels=labels)
+        sent = CounterMetricFamily("txstore_response_bytes", "Body bytes sent.", labels=labels)
+        received = CounterMetricFamily("txstore_request_bytes", "Body bytes received.", labels=labels)
+        for values, (count, histogram, sent_bytes, received_bytes) in self._requests.items():
+            requests.add_metric(values, count)
+            duration.add_metric(values, histogram.cumulative(), histogram.sum)
+            if sent_bytes:
+                sent.add_metric(values, sent_bytes)
+            if received_bytes:
+                received.add_metric(values, received_bytes)
+        for values, histogram in self._ttfb.items():
+            ttfb.add_metric(values, histogram.cumulative(), histogram.sum)
+        yield from (requests, duration, ttfb, sent, received)
 
 
 class _MetricsPage(Resource):

@@ -19,6 +19,7 @@ from twisted.web.resource import Resource
 
 from txstore.common.config import ConfigError
 from txstore.common.listener import TCPListener
+from txstore.common.log_observer import ServerService
 from txstore.common.streaming import StreamingSite
 
 
@@ -41,13 +42,15 @@ def config_options(default_path: str, load: Callable[[str], Any], what: str) -> 
 
 def http_service(
     reactor, bind_ip: str, bind_port: int, resource: Resource, label: str, client_timeout: float = 60.0,
-    twisted_access_log: bool = True, adopt_fd: int | None = None,
+    twisted_access_log: bool = True, adopt_fd: int | None = None, twistd_options=None,
 ) -> MultiService:
     """
     A MultiService with the site listening; other services (daemons) join it later. Request
     bodies stream (`StreamingSite`); a client idle for ``client_timeout`` seconds is dropped.
+    ``twistd_options`` (twistd's own, the parent of the plugin's): the process logs through
+    txstore's writer (`ServerService`) where twistd would write a file or stdout.
     """
-    top = MultiService()
+    top = ServerService(twistd_options, reactor)
     site = StreamingSite(resource, timeout=client_timeout, reactor=reactor)
     site.displayTracebacks = False
     if not twisted_access_log:  # the server writes its own access lines (with trans ids)

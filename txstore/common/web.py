@@ -34,29 +34,33 @@ class ResponseAborted(Exception):
 
 def log_access(logger: Logger, request: Request, trans_id: str, started: float) -> None:
     """
-    Write one access line when ``request`` finishes (or its client goes away): client, method,
-    path, status, bytes sent, duration and transaction id. ``started`` is a monotonic time.
-    The line is made with one f-string (`log_line`): twisted.logger's field formatting costs
-    twice as much, on every request a node serves (docs/metrics.rst).
+    Write one access line (`access_line`) when ``request`` finishes (or its client goes away).
+    ``started`` is a monotonic time.
     """
+    request.notifyFinish().addBoth(lambda result: log_line(logger, access_line(request, trans_id, started, result)))
 
-    def write(result: object) -> None:
-        address = request.getClientAddress()
-        line = (
-            f"{getattr(address, 'host', '-')} {request.method.decode('ascii', 'replace')} "
-            f"{request.uri.decode('latin-1')} {request.code} {request.sentLength} "
-            f"{time.monotonic() - started:.4f}s {trans_id}{'' if result is None else ' (client gone)'}"
-        )
-        log_line(logger, line)
 
-    request.notifyFinish().addBoth(write)
+def access_line(request: Request, trans_id: str, started: float, result: object = None) -> str:
+    """
+    A finished request's access line: client, method, path, status, bytes sent, duration and
+    transaction id, and ``(client gone)`` when ``result`` (what ``notifyFinish`` gave) is a
+    failure. One f-string: twisted.logger's field formatting costs twice as much, on every
+    request a node serves (docs/metrics.rst).
+    """
+    address = request.getClientAddress()
+    return (
+        f"{getattr(address, 'host', '-')} {request.method.decode('ascii', 'replace')} "
+        f"{request.uri.decode('latin-1')} {request.code} {request.sentLength} "
+        f"{time.monotonic() - started:.4f}s {trans_id}{'' if result is None else ' (client gone)'}"
+    )
 
 
 def log_line(logger: Logger, line: str, **fields: object) -> None:
     """
-    Log ``line`` as it is, at info level, ``fields`` kept in the event for observers that
-    want them. The line is its own format string (braces doubled): a format without fields
-    costs twisted.logger's formatter one parse, where ``"{line}"`` costs a field lookup,
-    a conversion and a call wrapper on every access line.
+    Log the access line ``line`` as it is, at info level, ``fields`` kept in the event for
+    observers that want them. The servers' own writer (`txstore.common.log_observer`) takes the
+    line from the event's ``access_line``; for any other observer the line is its own format
+    string (braces doubled): a format without fields costs twisted.logger's formatter one
+    parse, where ``"{line}"`` costs a field lookup, a conversion and a call wrapper.
     """
-    logger.info(line.replace("{", "{{").replace("}", "}}"), **fields)
+    logger.info(line.replace("{", "{{").replace("}", "}}"), access_line=line, **fields)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from inspect import getattr_static
 from urllib.parse import quote
 
 from twisted.logger import Logger
@@ -42,8 +43,9 @@ class ProxyLogging:
         self.template = template  # Swift's log_msg_template; None: txstore's compact line
         self.as_json = as_json  # one JSON object of every field per line
         self.reveal = reveal  # characters of a token or a signature that are logged
-        # Read once: Logger is a descriptor that makes a new Logger at each read through self.
-        self._access = self.access
+        # The class's Logger itself: read through self, a Logger is a descriptor that makes a
+        # new one at each read, named after the class instead of txstore.proxy.access.
+        self._access = getattr_static(self, "access")
 
     async def __call__(self, request: SwiftRequest) -> SwiftResponse:
         if request.environ.get(LOGGED):

@@ -90,7 +90,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     server, pools = build_proxy(loaded, reactor)
     top = http_service(
         reactor, settings.bind_ip, settings.bind_port, server.resource(), "proxy", twisted_access_log=False,
-        adopt_fd=listen_fd,
+        adopt_fd=listen_fd, twistd_options=options.parent,
     )
     pools.setServiceParent(top)
     if listen_fd is not None:

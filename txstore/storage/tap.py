@@ -35,7 +35,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     settings = loaded.settings
     server, services = build_node(settings, reactor, rings=loaded.rings)
     top = http_service(
-        reactor, settings.bind_ip, settings.bind_port, server.resource(), "objectnode", twisted_access_log=False
+        reactor, settings.bind_ip, settings.bind_port, server.resource(), "objectnode", twisted_access_log=False,
+        twistd_options=options.parent,
     )
     services.setServiceParent(top)
     RingReloader(loaded.rings.all(), reactor, on_sighup=True).setServiceParent(top)

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 from swiftclient import client as swift
@@ -121,7 +122,12 @@ class BulkTests(ClusterCase):
         before = len(self.log_lines())
         deleted = self.cluster.swift_cli("delete", "many")
         self.assertEqual(deleted.returncode, 0, deleted.stderr)
-        lines = self.log_lines()[before:]
+        deadline = time.monotonic() + 10  # access lines reach the file within half a second
+        while True:
+            lines = self.log_lines()[before:]
+            if sum(line.endswith(" BD") for line in lines) >= 60 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         bulk_posts = [line for line in lines if " POST /v1/AUTH_test?bulk-delete 200 " in line]
         sub_deletes = [line for line in lines if " DELETE /v1/AUTH_test/many/f" in line and line.endswith(" BD")]
         client_deletes = [line for line in lines if " DELETE /v1/AUTH_test/many/f" in line and not line.endswith(" BD")]

@@ -45,6 +45,25 @@ class ServerMetricsTests(SynchronousTestCase):
         self.assertEqual(found['txstore_request_duration_seconds_bucket{le="2.5",method="PUT",source="",status="none"}'], 1)
         self.assertIn("process_cpu_seconds_total", found)
 
+    def test_histograms_as_prometheus_reads_them(self) -> None:
+        metrics = proxy_metrics()
+        for seconds in (0.001, 0.003, 1000.0):  # on a bound (le is inclusive), between two, above all
+            metrics.observe("HEAD", 200, seconds, 0, 0)
+        metrics.first_byte("HEAD", 200, 0.02)
+        found = samples(metrics)
+        head = 'method="HEAD",source="",status="2xx"'
+        self.assertEqual(
+            [found[f'txstore_request_duration_seconds_bucket{{le="{le}",{head}}}'] for le in ("0.001", "0.0025", "0.005", "600.0", "+Inf")],
+            [1, 1, 2, 2, 3],
+        )
+        self.assertEqual(found[f"txstore_request_duration_seconds_count{{{head}}}"], 3)
+        self.assertAlmostEqual(found[f"txstore_request_duration_seconds_sum{{{head}}}"], 1000.004)
+        self.assertEqual(found[f'txstore_request_ttfb_seconds_bucket{{le="0.01",{head}}}'], 0)
+        self.assertEqual(found[f'txstore_request_ttfb_seconds_bucket{{le="0.025",{head}}}'], 1)
+        self.assertEqual(found[f"txstore_request_ttfb_seconds_count{{{head}}}"], 1)
+        # No byte counters for a label set that moved no bytes: no series of zeros.
+        self.assertNotIn(f"txstore_response_bytes_total{{{head}}}", found)
+
     def test_status_class(self) -> None:
         self.assertEqual([status_class(s) for s in (None, 0, 100, 201, 304, 404, 503)],
                          ["none", "none", "1xx", "2xx", "3xx", "4xx", "5xx"])

@@ -389,11 +389,19 @@ class APITests(LoggedInCase):
         self.assertEqual(status, 201)
         trans_id = headers["x-trans-id"]
         logs = self.cluster.root / "log"
-        proxy_lines = [l for l in (logs / "proxy.log").read_text().splitlines() if trans_id in l]
-        node_lines = [l for n in range(1, 5) for l in (logs / f"node{n}.log").read_text().splitlines() if trans_id in l]
+        # Access lines reach the files within half a second (txstore.common.log_observer).
+        deadline = time.monotonic() + 10
+        while True:
+            proxy_lines = [l for l in (logs / "proxy.log").read_text().splitlines() if trans_id in l]
+            node_lines = [l for n in range(1, 5) for l in (logs / f"node{n}.log").read_text().splitlines()
+                          if trans_id in l]
+            # three object PUTs, and the container row updates they caused
+            puts = [l for l in node_lines if " PUT /" in l and "/traced/o " in l]
+            if len(puts) >= 6 and proxy_lines or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         self.assertEqual(len(proxy_lines), 1)
-        # three object PUTs, and the container row updates they caused
-        self.assertEqual(len([l for l in node_lines if " PUT /" in l and "/traced/o " in l]), 6)
+        self.assertEqual(len(puts), 6)
 
     def test_auth_rules(self) -> None:
         status, _, _ = self.cluster.http("GET", self.path)
