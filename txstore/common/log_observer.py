@@ -9,20 +9,22 @@ the request's own handling spends in a tenth of its time (docs/metrics.rst): the
 zone's offset found and the time formatted again, the system and the text through
 twisted.logger's formatter, and one unbuffered ``write`` per line. Here an access line (an event
 with an ``access_line`` field, `txstore.common.web.log_line`) takes the time formatted once per
-second, its system name once per namespace, and joins a buffer written out within
-``FLUSH_SECONDS``, at ``BUFFER_BYTES``, before any other event, and at shutdown; every other
-event (warnings, errors, tracebacks) is formatted by twisted and written at once, as before. A
-process killed outright loses at most the last ``FLUSH_SECONDS`` of access lines.
+second, its system name once per namespace, and, in a log file, joins a buffer written out
+within ``FLUSH_SECONDS``, at ``BUFFER_BYTES``, before any other event, before a rotation and
+at shutdown; every other event (warnings, errors, tracebacks) is formatted by twisted and
+written at once, as before. A process killed outright loses at most the last
+``FLUSH_SECONDS`` of access lines.
 
 Installed by the proxy and the node when twistd would write to a file or to stdout
-(`install_for`): as the application's ``ILogObserver`` component, which twistd takes instead
-of building its own; ``--syslog`` and ``--logger`` are left to twistd.
+(`observer_for`, `ServerService`): as the application's ``ILogObserver`` component, which
+twistd takes instead of building its own; ``--syslog`` and ``--logger`` are left to twistd.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
+import threading
 from typing import Any
 
 from twisted.application.service import IServiceCollection, MultiService
@@ -38,29 +40,63 @@ BUFFER_BYTES = 64 * 1024
 
 @implementer(ILogObserver)
 class ServerLogObserver:
-    """Writes events to ``out`` (a `LogFile`, binary, or a text stream such as stdout)."""
+    """
+    Writes events to ``out``: a `LogFile` (bytes; access lines batched) or a text stream such
+    as stdout (each line written alone: proxy workers share their supervisor's stdout, where a
+    write longer than a pipe's atomic size could mix their lines).
+
+    twisted.logger calls an observer in the thread that logged, and the nodes log from their
+    device threads too (the auditor, the expirer, a temp file cleaned up): the buffer is only
+    touched under a lock, and the flush timer only from the reactor's thread (the one that
+    made this observer, in ``makeService``). An access line from another thread is written at
+    once, as every other event is.
+    """
 
     def __init__(self, out: Any, reactor: Any) -> None:
         self._out = out
         self._reactor = reactor
+        self._reactor_thread = threading.get_ident()
         self._binary = ioType(out) is not str  # LogFile takes bytes; stdout takes text
+        self._batched = isinstance(out, LogFile)
+        self._lock = threading.Lock()
         self._second: int | None = None
         self._stamp = ""
         self._systems: dict[str, str] = {}
         self._pending: list[str] = []
         self._pending_size = 0
-        self._flush_call = None
+        self._flush_call = None  # only set and cancelled on the reactor's thread
         self._shutdown_hooked = False
 
     def __call__(self, event: dict) -> None:
         line = event.get(ACCESS_LINE)
         when = event.get("log_time")
         if line is None or when is None or "log_failure" in event or "log_system" in event:
-            self.flush()
             text = formatEventAsClassicLogText(event, formatTime=_rfc3339)
-            if text:
-                self._write(text)
+            with self._lock:
+                self._write_pending()  # what was logged first is written first
+                if text:
+                    self._write(text)
             return
+        on_reactor = threading.get_ident() == self._reactor_thread
+        with self._lock:
+            text = self._access_text(event, line, when)
+            if not (self._batched and on_reactor):
+                self._write_pending()
+                self._write(text)
+                return
+            self._pending.append(text)
+            self._pending_size += len(text)
+            if self._pending_size >= BUFFER_BYTES:
+                self._write_pending()
+                return
+        if self._flush_call is None:
+            self._flush_call = self._reactor.callLater(FLUSH_SECONDS, self._timer)
+            if not self._shutdown_hooked:
+                self._shutdown_hooked = True
+                self._reactor.addSystemEventTrigger("after", "shutdown", self.flush)
+
+    def _access_text(self, event: dict, line: str, when: float) -> str:
+        """The line as twisted's classic text has it: ``<time> [<namespace>#<level>] <line>``."""
         second = int(when)
         if second != self._second:
             self._second, self._stamp = second, formatTime(when, timeFormatRFC3339)
@@ -71,22 +107,20 @@ class ServerLogObserver:
             system = self._systems[namespace] = f"{namespace}#{level.name if level is not None else '-'}"
         if "\n" in line:
             line = line.replace("\n", "\n\t")
-        text = f"{self._stamp} [{system}] {line}\n"
-        self._pending.append(text)
-        self._pending_size += len(text)
-        if self._pending_size >= BUFFER_BYTES:
-            self.flush()
-        elif self._flush_call is None:
-            self._flush_call = self._reactor.callLater(FLUSH_SECONDS, self.flush)
-            if not self._shutdown_hooked:
-                self._shutdown_hooked = True
-                self._reactor.addSystemEventTrigger("after", "shutdown", self.flush)
+        return f"{self._stamp} [{system}] {line}\n"
+
+    def _timer(self) -> None:
+        self._flush_call = None
+        self.flush()
 
     def flush(self) -> None:
-        """Write the buffered access lines out now."""
-        call, self._flush_call = self._flush_call, None
-        if call is not None and call.active():
-            call.cancel()
+        """Write the buffered access lines out now (from any thread)."""
+        with self._lock:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        """(with the lock held) The buffered lines, in one write. A failed write loses them, as
+        it would have lost each line alone; the next lines are tried again."""
         if self._pending:
             text, self._pending, self._pending_size = "".join(self._pending), [], 0
             self._write(text)
@@ -116,9 +150,13 @@ def observer_for(twistd_options: Any, reactor: Any) -> ServerLogObserver | None:
     if name == "-" or (foreground and not name):
         return ServerLogObserver(sys.stdout, reactor) if foreground else None
     log_file = LogFile.fromFullPath(name or "twistd.log")
+    observer = ServerLogObserver(log_file, reactor)
     if not signal.getsignal(signal.SIGUSR1):  # as twistd: SIGUSR1 rotates the file
-        signal.signal(signal.SIGUSR1, lambda _signal, _frame: reactor.callFromThread(log_file.rotate))
-    return ServerLogObserver(log_file, reactor)
+        def rotate() -> None:
+            observer.flush()  # the lines logged before the signal stay in the old file
+            log_file.rotate()
+        signal.signal(signal.SIGUSR1, lambda _signal, _frame: reactor.callFromThread(rotate))
+    return observer
 
 
 class ServerService(MultiService):

@@ -109,9 +109,11 @@ class NodeServer:
         )
 
     def _finished(self, result: object, request: Request, trans_id: str, started: float) -> None:
-        log_line(ACCESS_LOG, access_line(request, trans_id, started, result))
-        if self.metrics is not None:
-            self._observe(result, request, started)
+        try:
+            log_line(ACCESS_LOG, access_line(request, trans_id, started, result))
+        finally:  # a line that could not be written still counts
+            if self.metrics is not None:
+                self._observe(result, request, started)
 
     def _observe(self, result: object, request: Request, started: float) -> None:
         body = getattr(request, "body", None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from twisted.application.service import Application
@@ -20,14 +21,24 @@ from txstore.common.log_observer import BUFFER_BYTES, FLUSH_SECONDS, ServerLogOb
 from txstore.common.web import log_line
 
 
-class _Recorded(io.BytesIO):
-    """A binary file (as LogFile is) that counts its writes."""
+class _Recorded(LogFile):
+    """A log file that counts its writes and reads back what it holds."""
 
     writes = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data) -> None:
         self.writes += 1
-        return super().write(data)
+        super().write(data)
+
+    def getvalue(self) -> bytes:
+        return Path(self.path).read_bytes()
+
+
+class _Reactor(MemoryReactorClock):
+    """A memory reactor whose callFromThread runs the call at once (as the reactor soon would)."""
+
+    def callFromThread(self, f, *args, **kwargs) -> None:
+        f(*args, **kwargs)
 
 
 def events_of(emit) -> list[dict]:
@@ -39,7 +50,10 @@ def events_of(emit) -> list[dict]:
 class ServerLogObserverTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
-        self.out = _Recorded()
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        self.out = _Recorded("node.log", str(directory))
+        self.addCleanup(self.out.close)
         self.observer = ServerLogObserver(self.out, self.reactor)
 
     def twistd_text(self, events: list[dict]) -> str:
@@ -87,7 +101,9 @@ class ServerLogObserverTests(SynchronousTestCase):
             self.observer(event)
         lines = self.out.getvalue().decode().splitlines()
         self.assertEqual([line.rsplit(" ", 1)[-1] for line in lines], ["first", "second"])
-        self.assertEqual(self.reactor.getDelayedCalls(), [])  # the pending flush is cancelled
+        writes = self.out.writes
+        self.reactor.advance(FLUSH_SECONDS)  # the timer finds nothing left to write
+        self.assertEqual(self.out.writes, writes)
 
     def test_a_full_buffer_is_written_at_once(self) -> None:
         line = "x" * 1000
@@ -104,18 +120,42 @@ class ServerLogObserverTests(SynchronousTestCase):
             trigger(*args, **kwargs)
         self.assertIn(b"last words", self.out.getvalue())
 
-    def test_a_text_stream_gets_text(self) -> None:
+    def test_a_text_stream_gets_text_a_line_at_a_time(self) -> None:
+        """stdout (proxy workers share their supervisor's): no batch to mix with another's."""
         out = io.StringIO()
         observer = ServerLogObserver(out, self.reactor)
         for event in events_of(lambda log: log_line(log, "on stdout")):
             observer(event)
-        observer.flush()
         self.assertTrue(out.getvalue().endswith("[txstore.storage.access#info] on stdout\n"))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_events_from_other_threads(self) -> None:
+        """Nodes log from their device threads: nothing is lost, the order is kept, no timer is touched."""
+        def emit(log: Logger) -> None:
+            log_line(log, "first, from the reactor")
+        for event in events_of(emit):
+            self.observer(event)
+        [timer] = self.reactor.getDelayedCalls()
+
+        def from_a_thread() -> None:
+            def emit(log: Logger) -> None:
+                log.warn("second, a warning from a device thread")
+                log_line(log, "third, an access line from a thread")
+            for event in events_of(emit):
+                self.observer(event)
+        thread = threading.Thread(target=from_a_thread)
+        thread.start()
+        thread.join()
+        lines = self.out.getvalue().decode().splitlines()
+        self.assertEqual([line.split("] ", 1)[1].split(",")[0] for line in lines], ["first", "second", "third"])
+        self.assertTrue(timer.active())  # left to fire on the reactor (on an empty buffer)
+        self.reactor.advance(FLUSH_SECONDS)
+        self.assertEqual(len(self.out.getvalue().decode().splitlines()), 3)
 
 
 class ObserverForTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.reactor = MemoryReactorClock()
+        self.reactor = _Reactor()
         previous = signal.getsignal(signal.SIGUSR1)
         self.addCleanup(signal.signal, signal.SIGUSR1, previous)
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)
@@ -129,7 +169,20 @@ class ObserverForTests(SynchronousTestCase):
             observer(event)
         observer.flush()
         self.assertIn("into the file", path.read_text())
-        self.assertNotEqual(signal.getsignal(signal.SIGUSR1), signal.SIG_DFL)  # rotation, as twistd
+
+    def test_sigusr1_rotates_after_writing_what_was_logged_before(self) -> None:
+        path = Path(self.mktemp())
+        observer = observer_for({"logfile": str(path), "nodaemon": False}, self.reactor)
+        self.addCleanup(observer._out.close)
+        for event in events_of(lambda log: log_line(log, "before the signal")):
+            observer(event)
+        signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)  # as twistd: SIGUSR1 rotates the file
+        for event in events_of(lambda log: log_line(log, "after the signal")):
+            observer(event)
+        observer.flush()
+        self.assertIn("before the signal", Path(f"{path}.1").read_text())
+        self.assertNotIn("before the signal", path.read_text())
+        self.assertIn("after the signal", path.read_text())
 
     def test_stdout_in_the_foreground(self) -> None:
         for options in ({"logfile": "", "nodaemon": True}, {"logfile": "-", "nodaemon": True}):
