@@ -20,7 +20,7 @@ from txstore.proxy.context import ProxyContext
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
 from txstore.proxy.server import ProxyServer
-from txstore.proxy.workers import ParentWatch, WorkerSupervisor
+from txstore.proxy.workers import ParentWatch, WorkerSupervisor, worker_log_base
 from txstore.ring.reloader import RingReloader
 from txstore.ring.ringset import RingSet
 
@@ -85,7 +85,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if settings.workers > 1 and listen_fd is None:
         top = MultiService()  # the supervisor: the workers serve
         WorkerSupervisor(reactor, settings.bind_ip, settings.bind_port, str(settings.path),
-                         settings.workers).setServiceParent(top)
+                         settings.workers, log_file=worker_log_base(options.parent)).setServiceParent(top)
         return top
     server, pools = build_proxy(loaded, reactor)
     top = http_service(

@@ -8,6 +8,10 @@ proxy`` given the socket as its file descriptor 3 (``--listen-fd 3``), which the
 new connections to in turn. A child that dies is started again after a second; SIGTERM to the
 supervisor ends the children (SIGTERM, then SIGKILL after ``STOP_TIMEOUT``) and waits for them.
 
+Each worker logs to a file of its own beside the supervisor's (``proxy.log`` → ``proxy-worker0.log``,
+``proxy-worker1.log``, ...: one file per process, as ``LogFile`` appends without locking); a
+supervisor in the foreground without ``--logfile`` shares its stdout with them.
+
 The workers share nothing but the socket: each has its own caches, metrics and tokens. Use
 ``token_store = signed`` in ``[filter:tempauth]`` so that a token from one worker is good on
 every other (docs/auth.rst); the default, in-memory store only works with one worker.
@@ -30,6 +34,22 @@ RESTART_DELAY = 1.0
 STOP_TIMEOUT = 15.0
 
 
+def worker_log_base(twistd_options: Any) -> str | None:
+    """The supervisor's log file from twistd's options, when it writes one (not stdout or syslog)."""
+    if twistd_options is None or not hasattr(twistd_options, "get") or twistd_options.get("syslog"):
+        return None
+    name = twistd_options.get("logfile") or ""
+    if name == "-" or (not name and twistd_options.get("nodaemon")):
+        return None
+    return os.path.abspath(name or "twistd.log")
+
+
+def worker_log(base: str, number: int) -> str:
+    """Worker ``number``'s log file beside ``base``: ``log/proxy.log`` -> ``log/proxy-worker0.log``."""
+    stem, dot, suffix = os.path.basename(base).partition(".")
+    return os.path.join(os.path.dirname(base), f"{stem}-worker{number}{dot}{suffix}")
+
+
 class _Worker(ProcessProtocol):
     def __init__(self, supervisor: WorkerSupervisor, number: int) -> None:
         self.supervisor = supervisor
@@ -44,8 +64,10 @@ class _Worker(ProcessProtocol):
 class WorkerSupervisor(Service):
     log = Logger()
 
-    def __init__(self, reactor: Any, bind_ip: str, bind_port: int, config_path: str, workers: int) -> None:
+    def __init__(self, reactor: Any, bind_ip: str, bind_port: int, config_path: str, workers: int,
+                 log_file: str | None = None) -> None:
         self._reactor = reactor
+        self._log_file = log_file  # the supervisor's log file (each worker's is beside it), or None
         self.bind_ip = bind_ip
         self.bind_port = bind_port
         self._config = config_path
@@ -83,8 +105,9 @@ class WorkerSupervisor(Service):
         self._restarts.pop(number, None)
         assert self._socket is not None
         worker = _Worker(self, number)
+        logging = [f"--logfile={worker_log(self._log_file, number)}"] if self._log_file else []
         args = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
-                "proxy", "--config", self._config, "--listen-fd", str(CHILD_FD)]
+                *logging, "proxy", "--config", self._config, "--listen-fd", str(CHILD_FD)]
         process = self._reactor.spawnProcess(
             worker, sys.executable, args, env=os.environ.copy(),
             childFDs={0: "w", 1: 1, 2: 2, CHILD_FD: self._socket.fileno()},

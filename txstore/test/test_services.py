@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -16,6 +17,7 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from txstore.proxy.workers import WorkerSupervisor, worker_log_base
 from txstore.test.support import console_script, small_cluster, write_file
 
 LISTENING = re.compile(rb"(proxy|objectnode) listening on 127\.0\.0\.1:(\d+)")
@@ -219,3 +221,44 @@ class PluginTests(SynchronousTestCase):
         root = os.path.dirname(os.path.dirname(txstore.__file__))
         self.assertTrue(os.path.exists(os.path.join(root, "twisted", "plugins", "txstore_plugins.py")))
         self.assertFalse(os.path.exists(os.path.join(root, "twisted", "plugins", "__init__.py")))
+
+
+class _SpawnRecorder:
+    """A reactor that records the processes it is asked to start."""
+
+    def __init__(self) -> None:
+        self.spawned: list[list[str]] = []
+
+    def spawnProcess(self, protocol, executable, args, env=None, childFDs=None):
+        self.spawned.append(list(args))
+        return type("Process", (), {"pid": 1000 + len(self.spawned)})()
+
+
+class WorkerLogTests(SynchronousTestCase):
+    """Each proxy worker logs to a file of its own beside the supervisor's (never /dev/null)."""
+
+    def spawned_args(self, log_file: str | None) -> list[list[str]]:
+        reactor = _SpawnRecorder()
+        supervisor = WorkerSupervisor(reactor, "127.0.0.1", 0, "/etc/txstore/proxy.conf", 2, log_file=log_file)
+        supervisor._socket = socket.socket()
+        self.addCleanup(supervisor._socket.close)
+        supervisor._spawn(0)
+        supervisor._spawn(1)
+        return reactor.spawned
+
+    def test_a_file_each_beside_the_supervisors(self) -> None:
+        first, second = self.spawned_args("/var/log/txstore/proxy.log")
+        self.assertIn("--logfile=/var/log/txstore/proxy-worker0.log", first)
+        self.assertIn("--logfile=/var/log/txstore/proxy-worker1.log", second)
+        self.assertLess(first.index("--logfile=/var/log/txstore/proxy-worker0.log"), first.index("proxy"))
+
+    def test_the_supervisors_stdout_without_a_log_file(self) -> None:
+        for args in self.spawned_args(None):
+            self.assertFalse([arg for arg in args if arg.startswith("--logfile")])
+
+    def test_where_the_supervisor_logs(self) -> None:
+        self.assertEqual(worker_log_base({"logfile": "/x/proxy.log", "nodaemon": False}), "/x/proxy.log")
+        self.assertEqual(worker_log_base({"logfile": "", "nodaemon": False}), os.path.abspath("twistd.log"))
+        for options in ({"logfile": "", "nodaemon": True}, {"logfile": "-", "nodaemon": True},
+                        {"syslog": True, "logfile": "/x/proxy.log"}, None):
+            self.assertIsNone(worker_log_base(options), options)
