@@ -291,14 +291,20 @@ class ReconstructorDrills(ECCase):
         got = swift.get_object(self.url, self.token, "ec", name)[1]
         self.assertTrue(got == body, f"{len(got)} bytes, md5 {hashlib.md5(got).hexdigest()}, not the PUT's")
 
-    def test_a_deleted_archive_is_rebuilt_with_the_same_bytes(self) -> None:
-        """A lost archive comes back as it was: every segment rebuilt, the short last one too."""
+    def stored_archive(self, index: int):
+        """PUT ``o`` (two segments and a short third) and read archive ``index`` off its primary:
+        the body, the object's hash, its primaries, that node, the archive's path, body and metadata."""
         body = os.urandom(2 * SEGMENT + SEGMENT // 2 + 7)
         swift.put_object(self.url, self.token, "ec", "o", body)
-        _, primaries, _ = self.placement("o")
-        node = primaries[2]
+        digest, primaries, _ = self.placement("o")
+        node = primaries[index]
         [path] = self.archive_paths("o")[node]
         original, metadata = read_archive(path)
+        return body, digest, primaries, node, path, original, metadata
+
+    def test_a_deleted_archive_is_rebuilt_with_the_same_bytes(self) -> None:
+        """A lost archive comes back as it was: every segment rebuilt, the short last one too."""
+        body, _, primaries, node, path, original, metadata = self.stored_archive(2)
         partition = path.parents[2]
         # Once the node has hashed the partition, a file removed behind its back is found by the
         # daily full re-hash (txstore.storage.partitions); removing hashes.json with the file
@@ -316,12 +322,7 @@ class ReconstructorDrills(ECCase):
 
     def test_a_bit_flipped_archive_is_quarantined_then_rebuilt(self) -> None:
         """Bit rot is the auditor's to find; the reconstructor then restores the original bytes."""
-        body = os.urandom(2 * SEGMENT + SEGMENT // 2 + 7)
-        swift.put_object(self.url, self.token, "ec", "o", body)
-        digest, primaries, _ = self.placement("o")
-        node = primaries[3]
-        [path] = self.archive_paths("o")[node]
-        original, _ = read_archive(path)
+        body, digest, primaries, node, path, original, _ = self.stored_archive(3)
         self.stop_node(node)
         offset = len(original) // 2  # in the second segment's fragment
         with open(path, "r+b") as file:
