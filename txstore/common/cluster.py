@@ -3,7 +3,8 @@
 The cluster-wide configuration, ``txstore.conf``: identical on every host.
 
 It holds what all processes must agree on: the secret that salts path hashes (so partitions are
-the same everywhere, and unguessable from outside) and the storage policies.
+the same everywhere, and unguessable from outside), the storage policies, and the IO classes
+(`txstore.qos.classes`: the proxies check them, the nodes share devices by them).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from txstore.common.policies import (
     PolicyCollection,
     StoragePolicy,
 )
+from txstore.qos import classes as io_classes
 
 HASH_SECTION = "txstore-hash"
 POLICY_SECTION_REGEX = r"storage-policy:(0|[1-9][0-9]{0,8})"
@@ -53,7 +55,7 @@ SCHEMA = c.Schema(
             ),
         ),
     ),
-    dynamic=((POLICY_SECTION_REGEX, POLICY_SECTION),),
+    dynamic=((POLICY_SECTION_REGEX, POLICY_SECTION), (io_classes.SECTION_REGEX, io_classes.SECTION)),
 )
 
 
@@ -62,6 +64,7 @@ class ClusterConfig:
     path: Path
     hasher: PathHasher
     policies: PolicyCollection
+    io_classes: io_classes.IOClasses = io_classes.DEFAULT_CLASSES
 
 
 def _ec_parameters(loaded: c.LoadedConfig, section: str, values: dict) -> ECParameters:
@@ -132,4 +135,5 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
         path=loaded.path,
         hasher=PathHasher(prefix.encode("utf-8"), suffix.encode("utf-8")),
         policies=collection,
+        io_classes=io_classes.load_io_classes(loaded),
     )

@@ -12,6 +12,7 @@ from txstore.common.constraints import DEFAULT_CONSTRAINTS, Constraints
 from txstore.common.policies import PolicyCollection
 from txstore.proxy.info_cache import IInfoCache
 from txstore.ring.ringset import RingSet
+from txstore.qos.classes import DEFAULT_CLASSES, IOClasses
 
 
 @frozen
@@ -29,6 +30,7 @@ class ProxyContext:
     errors: Any = None  # an ErrorLimiter: nodes that keep failing are skipped for a while
     metrics: Any = None  # a txstore.common.metrics.ServerMetrics: served at /metrics, fed by proxy_logging
     ec: Any = None  # a txstore.ec.service.ECService: the EC policies' codecs and their thread pool
+    io_classes: IOClasses = DEFAULT_CLASSES  # txstore.conf's IO classes (the qos middleware)
 
 
 @frozen

@@ -19,6 +19,7 @@ from typing import Any
 
 from txstore.common.backend_client import quote_path
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest
+from txstore.qos.headers import ENVIRON as IO_SPEC
 
 AUTHORIZE = "swift.authorize"
 OVERRIDE = "swift.authorize_override"
@@ -53,6 +54,8 @@ def make(
             value = parent.header(name)
             if value is not None:
                 sent.setdefault(name, value)
+    if IO_SPEC in parent.environ:
+        environ[IO_SPEC] = parent.environ[IO_SPEC]  # the disk work of segments, versions: the parent's class
     return SwiftRequest(
         method=method,
         path=quote_path(path),

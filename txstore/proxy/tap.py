@@ -67,6 +67,7 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         errors=ErrorLimiter(clock),
         metrics=proxy_metrics(),
         ec=ECService(reactor),
+        io_classes=settings.cluster.io_classes,
     )
     context.metrics.watch_error_limiter(context.errors)
     closers = [client.close]

@@ -54,7 +54,7 @@ class PipelineConfigTests(SynchronousTestCase):
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
                                                 "domain_remap", "cors", "etag_quoter", "listing_formats", "bulk",
                                                 "tempurl", "formpost", "ratelimit", "crossdomain", "s3api", "tempauth",
-                                                "console", "staticweb", "copy", "container_quotas", "account_quotas", "slo",
+                                                "console", "staticweb", "copy", "container_quotas", "account_quotas", "qos", "slo",
                                                 "dlo",
                                                 "versioned_writes", "symlink", "proxy_logging"])
         self.assertEqual(self.names(settings), list(DEFAULT_PIPELINE[:-1]))
@@ -107,7 +107,7 @@ class PipelineConfigTests(SynchronousTestCase):
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
              f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: account_quotas, "
              "bulk, catch_errors, console, container_quotas, copy, cors, crossdomain, dlo, domain_remap, etag_quoter, "
-             "formpost, gatekeeper, healthcheck, listing_formats, name_check, proxy_logging, ratelimit, s3api, slo, "
+             "formpost, gatekeeper, healthcheck, listing_formats, name_check, proxy_logging, qos, ratelimit, s3api, slo, "
              "staticweb, symlink, tempauth, tempurl, versioned_writes)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
              f"{conf}: [filter:x]: use: no middleware 'egg:elsewhere#nothing_here': not txstore's and no entry point "
@@ -311,7 +311,7 @@ class SeamTests(SynchronousTestCase):
     def test_info_lists_what_is_built_and_nothing_else(self) -> None:
         info = json.loads(self.call("GET", "/info").body)
         self.assertEqual(sorted(info), ["account_quotas", "bulk_delete", "bulk_upload", "container_quotas",
-                                        "crossdomain", "dlo", "domain_remap", "etag_quoter", "formpost", "ratelimit",
+                                        "crossdomain", "dlo", "domain_remap", "etag_quoter", "formpost", "qos", "ratelimit",
                                         "s3api", "slo", "staticweb", "swift", "symlink", "tempauth", "tempurl"])
         self.assertEqual(info["bulk_delete"], {"max_deletes_per_request": 10000, "max_failed_deletes": 1000})
         self.assertEqual(info["etag_quoter"], {"enable_by_default": False})

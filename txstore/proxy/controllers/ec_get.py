@@ -44,6 +44,7 @@ from txstore.proxy.controllers.obj_get import (
     NOT_FOUND_PAGE, READ_HEADERS, WHOLE_BELOW, ObjectBody, _read_order, ask, drain,
 )
 from txstore.proxy.messages import HeaderMap, SwiftResponse
+from txstore.qos.headers import backend_headers as io_headers
 from txstore.ring.ring import Node
 
 log = Logger()
@@ -136,7 +137,8 @@ async def get_ec_object(context: ProxyContext, api: APIRequest, info: ContainerI
     asked = next((value for name, value in headers.items() if name.lower() == ETAG_IS_AT.lower()), None)
     headers = {name: value for name, value in headers.items() if name.lower() != ETAG_IS_AT.lower()}
     headers[ETAG_IS_AT] = f"{asked}, {EC_ETAG}" if asked else EC_ETAG
-    headers.update({"X-Trans-Id": api.trans_id, "X-Backend-Storage-Policy-Index": str(info.policy_index)})
+    headers.update({"X-Trans-Id": api.trans_id, "X-Backend-Storage-Policy-Index": str(info.policy_index),
+                    **io_headers(api.request.environ)})
     nodes = _read_order(context, ring.get_part_nodes(part), ring.get_more_nodes(part))
     if api.method == "HEAD":
         return await _head(context, api, nodes, part, names, headers)

@@ -34,6 +34,7 @@ from txstore.proxy.controllers.put_slots import (
     Slot, drop, final_answers, open_slots, read_source, refusal, superseded, wait_for_nodes,
 )
 from txstore.proxy.messages import HeaderMap, SwiftResponse
+from txstore.qos.headers import backend_headers as io_headers
 from txstore.ec.headers import (
     BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_DURABLE, EC_ETAG, EC_SCHEME, EC_SEGMENT_SIZE, FRAG_INDEX,
 )
@@ -64,6 +65,7 @@ async def store_ec(
         "X-Timestamp": timestamp,
         "X-Trans-Id": api.trans_id,
         "X-Backend-Storage-Policy-Index": str(info.policy_index),
+        **io_headers(api.request.environ),
         "Expect": "100-continue",
         # Always chunked: the archive is followed by trailer fields (the object's ETag).
         "Transfer-Encoding": "chunked",

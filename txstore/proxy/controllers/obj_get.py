@@ -31,6 +31,7 @@ from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.controllers.base import ContainerInfo, backend_path, node_failed, node_ok, usable
 from txstore.proxy.messages import HeaderMap, SwiftResponse
+from txstore.qos.headers import backend_headers as io_headers
 from txstore.ring.ring import Node
 
 log = Logger()
@@ -61,7 +62,8 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
     part = ring.get_part(api.account, api.container, api.obj)
     names = (api.account, api.container, api.obj)
     headers = {name: value for name, value in api.headers() if name.lower() in READ_HEADERS}
-    headers.update({"X-Trans-Id": api.trans_id, "X-Backend-Storage-Policy-Index": str(info.policy_index)})
+    headers.update({"X-Trans-Id": api.trans_id, "X-Backend-Storage-Policy-Index": str(info.policy_index),
+                    **io_headers(api.request.environ)})
     primaries = ring.get_part_nodes(part)
     candidates = _read_order(context, primaries, ring.get_more_nodes(part))
     if api.flag("X-Newest"):

@@ -33,6 +33,7 @@ from txstore.proxy.controllers.ec_put import store_ec
 from txstore.proxy.controllers.put_slots import (
     Slot, drop, final_answers, open_slots, read_source, refusal, superseded, wait_for_nodes,
 )
+from txstore.qos.headers import backend_headers as io_headers
 
 log = Logger()
 
@@ -85,6 +86,7 @@ async def store(
         "X-Timestamp": timestamp,
         "X-Trans-Id": api.trans_id,
         "X-Backend-Storage-Policy-Index": str(info.policy_index),
+        **io_headers(api.request.environ),
         "Expect": "100-continue",
     }
     if not headers.get("ETag"):

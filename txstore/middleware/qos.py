@@ -1,0 +1,130 @@
+# -*- test-case-name: txstore.test.test_qos_middleware -*-
+"""
+qos: which IO class each object request's disk work runs in, and who may choose it.
+
+The classes are the cluster's (``[io-class:…]`` in ``txstore.conf``, `txstore.qos.classes`).
+
+- An account's class is account sysmeta (``X-Account-Sysmeta-Io-Class``) that only a reseller
+  admin sets, with ``X-Account-Io-Class: <class>`` on an account PUT or POST (removed with an
+  empty value or ``X-Remove-Account-Io-Class``); anyone else naming it is 403, an unknown class
+  400, and nothing is stored. It is shown back as ``X-Account-Io-Class`` in the account's HEAD
+  and GET. An account with none is in the default class.
+- A request may ask for less: ``X-Io-Class: <class>`` of a weight no higher than its account's
+  (a higher one is 403, an unknown one 400: never quietly ignored), ``X-Io-Rate: <bytes per
+  second>`` (``20MB``, ``512KiB``) as its own cap, the tighter of it and the class's.
+
+The decision (an `IOSpec`: class, tenant = the account, rate) is left in the request's environ
+for the object controllers, which send it to the nodes as ``X-Backend-Io-*``; sub-requests made
+below this stage (segments, versions) inherit it, and those made above it pass through it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zope.interface import implementer
+
+from txstore.common import config as c
+from txstore.common.paths import BadPath
+from txstore.interfaces import IApp
+from txstore.middleware.account_quotas import CachedAccounts
+from txstore.middleware.base import Middleware
+from txstore.proxy.messages import SwiftRequest, SwiftResponse
+from txstore.qos.classes import IOClasses, IOSpec
+from txstore.qos.headers import ENVIRON
+
+ACCOUNT_HEADER = "X-Account-Io-Class"
+REMOVE_HEADER = "X-Remove-Account-Io-Class"
+SYSMETA = "X-Account-Sysmeta-Io-Class"
+SYSMETA_KEY = "io-class"  # AccountInfo.sysmeta's name for it
+REQUEST_CLASS = "X-Io-Class"
+REQUEST_RATE = "X-Io-Rate"
+
+
+@implementer(IApp)
+class QoS:
+    def __init__(self, app, classes: IOClasses, accounts) -> None:
+        self.app = app
+        self.classes = classes
+        self.accounts = accounts  # (request, account) -> Awaitable[AccountInfo]
+
+    def __call__(self, request: SwiftRequest):
+        try:
+            version, account, container, obj = request.split(2, 4)
+        except BadPath:
+            return self.app(request)
+        if version != "v1":
+            return self.app(request)
+        if container is None:
+            return self._account(request)
+        if obj is None or ENVIRON in request.environ:
+            return self.app(request)
+        return self._object(request, account)
+
+    async def _object(self, request: SwiftRequest, account: str) -> SwiftResponse:
+        info = await self.accounts(request, account)
+        allowed = self.classes.resolve(info.sysmeta.get(SYSMETA_KEY))
+        chosen = allowed
+        asked = (request.header(REQUEST_CLASS) or "").strip()
+        if asked:
+            wanted = self.classes.get(asked)
+            if wanted is None:
+                return self._refuse(request, 400, f"Unknown IO class {asked!r}: the classes are "
+                                                  f"{', '.join(sorted(self.classes.classes))}")
+            if wanted.weight > allowed.weight:
+                return self._refuse(request, 403, f"Forbidden: IO class {asked!r} is above the account's "
+                                                  f"{allowed.name!r}; a request may only ask for less")
+            chosen = wanted
+        rate = 0
+        raw = request.header(REQUEST_RATE)
+        if raw is not None:
+            try:
+                rate = c.size(raw, None)
+            except c.BadValue:
+                rate = 0
+            if rate <= 0:
+                return self._refuse(request, 400, f"Invalid {REQUEST_RATE}: bytes per second, such as 20MB or "
+                                                  "524288, above 0")
+        request.environ[ENVIRON] = IOSpec(chosen.name, account, rate)
+        return await self.app(request)
+
+    async def _account(self, request: SwiftRequest) -> SwiftResponse:
+        if request.method in ("PUT", "POST"):
+            refusal = self._set_class(request)
+            if refusal is not None:
+                return refusal
+        response = await self.app(request)
+        value = response.headers.pop(SYSMETA)
+        if value:
+            response.headers[ACCOUNT_HEADER] = value
+        return response
+
+    def _set_class(self, request: SwiftRequest) -> SwiftResponse | None:
+        """Turn an account write's class header into sysmeta; a refusal, else None."""
+        value = request.headers.pop(ACCOUNT_HEADER)
+        removed = request.headers.pop(REMOVE_HEADER) is not None
+        if value is None and not removed:
+            return None
+        identity = request.identity
+        if identity is None or not getattr(identity, "is_reseller_admin", False):
+            return self._refuse(request, 403, "Forbidden: only a reseller admin may set an account's IO class")
+        value = "" if value is None else value.strip()
+        if value and self.classes.get(value) is None:
+            return self._refuse(request, 400, f"Unknown IO class {value!r}: the classes are "
+                                              f"{', '.join(sorted(self.classes.classes))}")
+        request.headers[SYSMETA] = value  # empty: the account server removes it
+        return None
+
+    @staticmethod
+    def _refuse(request: SwiftRequest, status: int, why: str) -> SwiftResponse:
+        request.discard_body()
+        return SwiftResponse.text(status, why)
+
+
+def _build(app, settings: dict[str, Any], proxy) -> QoS:
+    classes = proxy.context.io_classes
+    proxy.info.register("qos", **classes.info())
+    return QoS(app, classes, CachedAccounts(proxy.context))
+
+
+middleware = Middleware("qos", _build, doc="IO classes: the account's, set by a reseller admin; a request's, only lower.")

@@ -1,0 +1,1 @@
+"""Bandwidth differentiation: IO classes, the per-device scheduler, and the load the nodes report."""
