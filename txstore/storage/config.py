@@ -92,6 +92,12 @@ SCHEMA = c.Schema(
                     doc="Do not reserve a PUT's declared size before its body (a full disk is found as it is written).",
                 ),
                 c.Option(
+                    "keep_cache_size",
+                    c.size,
+                    5 * 1024 * 1024,
+                    doc="Objects of this size and more are dropped from the page cache as they are read.",
+                ),
+                c.Option(
                     "container_update_timeout",
                     c.number(0.1),
                     1.0,
@@ -197,6 +203,7 @@ class NodeSettings:
     threads_per_device: int = DEFAULT_THREADS_PER_DEVICE
     direct_writes: bool = True
     disable_fallocate: bool = False
+    keep_cache_size: int = 5 * 1024 * 1024
     container_update_timeout: float = 1.0
     statsd: dict | None = None  # host, port, prefix, sample_rate (None: no StatsD)
     daemons: dict[str, dict] = field(factory=lambda: _daemon_defaults())  # section → options
@@ -219,6 +226,7 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         threads_per_device=node["threads_per_device"],
         direct_writes=node["direct_writes"],
         disable_fallocate=node["disable_fallocate"],
+        keep_cache_size=node["keep_cache_size"],
         statsd=statsd_settings(node),
         container_update_timeout=node["container_update_timeout"],
         daemons={name: dict(loaded.section(name)) for name in DAEMONS},

@@ -1321,6 +1321,9 @@ class DiskFileReader:
     _fd: int | None
     state: ObjectState
     _verifier: EtagVerifier | None
+    # Drop what each read brought into the page cache (an object past keep_cache_size: read
+    # once, it would only push out what small objects' reads reuse), as Swift's nodes do.
+    drop_cache: bool = False
 
     @property
     def content_length(self) -> int:
@@ -1344,6 +1347,8 @@ class DiskFileReader:
             position += len(chunk)
             remaining -= len(chunk)
         data = b"".join(chunks)
+        if self.drop_cache and data and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, offset, len(data), os.POSIX_FADV_DONTNEED)
         if self._verifier is not None:
             if offset == self._verifier.fed:
                 self._verifier.feed(data)

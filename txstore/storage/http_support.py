@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from attrs import field, frozen
 from twisted.web.http import Request
@@ -65,6 +66,10 @@ class StorageContext:
     constraints: Constraints = DEFAULT_CONSTRAINTS
     node_timeout: float = 3.0
     container_update_timeout: float = 1.0  # an object write's wait for its container row
+    # txstore.qos.scheduler.IOScheduler: object bodies' disk work, shared by IO class (None:
+    # straight to the runner, as unit tests of other parts have it)
+    scheduler: Any = None
+    keep_cache_size: int = 5 * 1024 * 1024  # larger objects' reads leave the page cache as it was
 
     async def checked_device(self, device: str) -> Path:
         """

@@ -57,6 +57,7 @@ from txstore.storage.local_devices import local_device_matcher
 from txstore.storage.account_server import AccountServer
 from txstore.storage.db import AccountBroker, ContainerBroker
 from txstore.storage.container_server import ContainerServer
+from txstore.qos.scheduler import IOScheduler
 from txstore.storage.object_server import ObjectServer
 from txstore.storage.recon import Recon, device_figures
 from txstore.storage.server import NodeServer
@@ -165,6 +166,8 @@ def build_node(
         diskfiles=diskfiles,
         constraints=Constraints(max_file_size=settings.max_file_size),
         container_update_timeout=settings.container_update_timeout,
+        scheduler=IOScheduler(runner, settings.cluster.io_classes, reactor, depth=settings.threads_per_device),
+        keep_cache_size=settings.keep_cache_size,
     )
     accounts = AccountServer(context)
     containers = ContainerServer(context)

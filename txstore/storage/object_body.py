@@ -17,12 +17,14 @@ receives a complete but wrong object.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
 from zope.interface import implementer
 
 from txstore.interfaces import IBlockingRunner, IResponseBody
+from txstore.qos.scheduler import READ, Stream
 from txstore.storage.diskfile import DiskFileError, DiskFileReader
 
 CHUNK_SIZE = 1024 * 1024
@@ -53,6 +55,7 @@ class ObjectBody:
         failed: ReadFailed,
         trailer: bytes = b"",
         whole: bool = False,
+        io: Stream | None = None,
     ) -> None:
         self._runner = runner
         self._device = device
@@ -61,6 +64,7 @@ class ObjectBody:
         self._failed = failed
         self._trailer = trailer
         self._whole = whole
+        self._io = io  # the request's IO class on its device (txstore.qos.scheduler), or straight to the pool
         self._paused: Deferred | None = None
         self._stopped = False
         self._started = False  # a byte was written
@@ -83,7 +87,8 @@ class ObjectBody:
 
     async def _write_to(self, consumer: IConsumer) -> bool:
         try:
-            return await self._send(consumer)
+            with self._io if self._io is not None else nullcontext():
+                return await self._send(consumer)
         except (CorruptBody, DiskFileError) as err:
             raise await self._failed(err, self._started) from err
         finally:
@@ -141,4 +146,7 @@ class ObjectBody:
                     pass
 
     def _read(self, offset: int, last: int) -> Deferred:
-        return self._runner.run(self._device, self._reader.read, offset, min(CHUNK_SIZE, last - offset + 1))
+        length = min(CHUNK_SIZE, last - offset + 1)
+        if self._io is None:
+            return self._runner.run(self._device, self._reader.read, offset, length)
+        return Deferred.fromCoroutine(self._io.run(READ, length, self._reader.read, offset, length))

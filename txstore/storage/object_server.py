@@ -20,6 +20,7 @@ length and ETag from its EC sysmeta). GET and HEAD serve a durable archive only
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 from functools import partial
 
 from attrs import define
@@ -64,6 +65,8 @@ from txstore.storage.http_support import (
     required_timestamp,
     storage_policy,
 )
+from txstore.qos.headers import from_backend as io_spec
+from txstore.qos.scheduler import WRITE, Stream
 from txstore.storage.object_body import CorruptBody, ObjectBody
 from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_DURABLE, EC_ETAG, FRAG_INDEX
 
@@ -326,6 +329,22 @@ class ObjectServer:
     def _run(self, path: BackendPath, function, *args):
         return self.context.runner.run(path.device, function, *args)
 
+    def _io_stream(self, request: Request, path: BackendPath) -> Stream | None:
+        """
+        The request's body work on its device, in its IO class (the proxy's X-Backend-Io-*, else
+        the default class with the account as tenant); None without a scheduler.
+        """
+        scheduler = self.context.scheduler
+        if scheduler is None:
+            return None
+        return scheduler.stream(path.device, io_spec(lambda name: header(request, name)), path.account)
+
+    def _body_work(self, io: Stream | None, path: BackendPath, kind: str, nbytes: int, function, *args) -> Deferred:
+        """``function(*args)``, moving ``nbytes`` of a body, through the stream's queue (or the pool)."""
+        if io is None:
+            return self._run(path, function, *args)
+        return Deferred.fromCoroutine(io.run(kind, nbytes, function, *args))
+
     async def _at_device(self, path: BackendPath, function, *args):
         """``function(*args)`` in the device's pool; a missing device is a 507, a bad name a 400."""
         try:
@@ -422,19 +441,22 @@ class ObjectServer:
                 raise HTTPError(status, why, {"X-Backend-Timestamp": current.internal} if current is not None else {})
             if writer is None:
                 writer = await self._run(path, partial(diskfile.create_writer, length, frag_index=frag_index))
-            rest = await self._receive(request, path, writer, length)
-            metadata = _stored_metadata(request)
-            if frag_index is not None:
-                metadata.update(_footer_metadata(request))
-            try:
-                await self._run(path, _finish_put, writer, rest, expected_etag, metadata, timestamp)
-                committed = True
-            except _EtagMismatch:
-                raise HTTPError(422, "Unprocessable Entity: the body's md5 differs from its ETag") from None
-            except DiskFileConflict as err:
-                current = err.previous.timestamp or err.previous.tombstone_timestamp
-                headers = {"X-Backend-Timestamp": current.internal} if current is not None else {}
-                raise HTTPError(409, "Conflict: a newer version arrived meanwhile", headers) from None
+            io = self._io_stream(request, path)
+            with io if io is not None else nullcontext():
+                rest = await self._receive(request, path, writer, length, io)
+                metadata = _stored_metadata(request)
+                if frag_index is not None:
+                    metadata.update(_footer_metadata(request))
+                try:
+                    await self._body_work(io, path, WRITE, sum(map(len, rest)), _finish_put, writer, rest,
+                                          expected_etag, metadata, timestamp)
+                    committed = True
+                except _EtagMismatch:
+                    raise HTTPError(422, "Unprocessable Entity: the body's md5 differs from its ETag") from None
+                except DiskFileConflict as err:
+                    current = err.previous.timestamp or err.previous.tombstone_timestamp
+                    headers = {"X-Backend-Timestamp": current.internal} if current is not None else {}
+                    raise HTTPError(409, "Conflict: a newer version arrived meanwhile", headers) from None
         finally:
             if writer is not None and not committed:
                 await self._run(path, writer.abort)
@@ -446,7 +468,9 @@ class ObjectServer:
         )
         return _empty(201, {"ETag": writer.etag, "Last-Modified": timestamp.last_modified})
 
-    async def _receive(self, request: Request, path: BackendPath, writer, length: int | None) -> list[bytes]:
+    async def _receive(
+        self, request: Request, path: BackendPath, writer, length: int | None, io: Stream | None
+    ) -> list[bytes]:
         """
         Copy the request body into ``writer`` in batches of the chunks as received (not joined:
         the writer takes them as they are), off the reactor; one batch is written while the
@@ -473,7 +497,7 @@ class ObjectServer:
                 if batched >= WRITE_BATCH:
                     if writing is not None:
                         await writing  # one batch in the pool at a time, in order
-                    writing = self._run(path, writer.write_many, batch)
+                    writing = self._body_work(io, path, WRITE, batched, writer.write_many, batch)
                     batch, batched = [], 0
             if writing is not None:
                 await writing
@@ -632,7 +656,9 @@ class ObjectServer:
         except (DiskFileNotFound, DiskFileCorrupt) as err:
             raise HTTPError(404, f"Not Found: {err}", headers) from None
         failed = partial(self._read_failed, path, diskfile)
-        stream = ObjectBody(self.context.runner, path.device, reader, parts, failed, trailer, whole=ranges is None)
+        reader.drop_cache = length >= self.context.keep_cache_size
+        stream = ObjectBody(self.context.runner, path.device, reader, parts, failed, trailer, whole=ranges is None,
+                            io=self._io_stream(request, path))
         return NodeResponse(status, headers, stream)
 
     async def _read_failed(self, path: BackendPath, diskfile: DiskFile, err: Exception, started: bool) -> Exception:

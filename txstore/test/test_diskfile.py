@@ -211,6 +211,19 @@ class WriteReadTests(DiskFileTestCase):
             self.assertEqual(reader.read(len(body) + 50, 100), b"")
             self.assertRaises(ValueError, reader.read, -1, 5)
 
+    def test_a_reader_told_to_drop_the_cache_drops_what_it_read(self) -> None:
+        df = self.diskfile()
+        self.put(df, b"0123456789" * 10, Timestamp(1))
+        state = df.read_metadata()
+        advised = []
+        self.patch(dfmod.os, "posix_fadvise", lambda fd, offset, length, advice: advised.append((offset, length, advice)))
+        with df.open_reader(state) as reader:
+            reader.read(0, 30)
+            reader.drop_cache = True
+            self.assertEqual(reader.read(30, 50), b"0123456789" * 5)
+            reader.read(80, 100)  # short at the body's end
+        self.assertEqual(advised, [(30, 50, os.POSIX_FADV_DONTNEED), (80, 20, os.POSIX_FADV_DONTNEED)])
+
     def _record_writeback(self, sync_file_range_result: int | None) -> list[tuple]:
         """Record fadvise and sync_file_range calls (the latter answering as told, or absent)."""
         calls: list[tuple] = []

@@ -6,6 +6,7 @@ disk afterwards (nothing partial, ever).
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from txstore.common.hashing import PathHasher
 from txstore.common.io import DeviceThreadPools
 from txstore.common.policies import DEFAULT_POLICIES, ERASURE_CODING, ECParameters, PolicyCollection, StoragePolicy
 from txstore.common.streaming import StreamingSite
+from txstore.qos.classes import IOClass, IOClasses
+from txstore.qos.scheduler import IOScheduler
+from txstore.storage import diskfile as diskfile_module
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 from txstore.storage.object_body import CHUNK_SIZE
@@ -147,6 +151,30 @@ class ObjectServerTests(TestCase):
         self.assertEqual(response.code, 201)
         self.assertEqual(calls, ["_open_for_put", "_finish_put"])  # open + admit + temp file; write + commit
         self.assertEqual(self.tmp_files(), [])
+
+    async def test_bodies_go_through_the_io_scheduler_in_the_requests_class(self) -> None:
+        scheduler = IOScheduler(self.pools, IOClasses({"gold": IOClass("gold", 4.0), "background": IOClass("background")},
+                                                     "gold"), reactor)
+        self.objects.context = attrs.evolve(self.context, scheduler=scheduler, keep_cache_size=2 * 1024 * 1024)
+        body = os.urandom(3 * 1024 * 1024)
+        io = {"X-Backend-Io-Class": "gold", "X-Backend-Io-Tenant": "AUTH_g"}
+        response, _ = await self.put("/d1/3/a/c/big", body, **io)
+        self.assertEqual(response.code, 201)
+        counters = scheduler.counters()["d1"]
+        self.assertEqual((counters.write_bytes, counters.read_bytes), (len(body), 0))
+        dropped = []
+        self.patch(diskfile_module.os, "posix_fadvise", lambda fd, offset, length, advice: dropped.append(length))
+        response, got = await self.call("GET", "/d1/3/a/c/big", io)
+        self.assertEqual(got, body)
+        self.assertEqual((counters.read_bytes, counters.tenant_bytes), (len(body), {"AUTH_g": 2 * len(body)}))
+        self.assertEqual(sum(dropped), len(body))  # past keep_cache_size: its pages are let go as read
+        # without X-Backend-Io-*: the default class, the account as tenant; small objects stay cached
+        dropped.clear()
+        await self.put("/d1/3/a/c/small", b"s" * (200 * 1024))
+        response, got = await self.call("GET", "/d1/3/a/c/small")
+        self.assertEqual((len(got), dropped), (200 * 1024, []))
+        self.assertEqual(counters.tenant_bytes["a"], 2 * 200 * 1024)
+        self.assertEqual(counters.streams, 0)
 
     def count_thread_calls(self) -> list[str]:
         calls: list[str] = []

@@ -1,0 +1,190 @@
+"""
+The node's device scheduler (`txstore.qos.scheduler`) over a pool whose calls the test ends one
+by one, on a `Clock`: weighted shares on a busy device, one flow per tenant whatever its
+streams, no credit saved while idle, no work held back while the device has room, stream caps
+paced by the clock, the counters the node reports; and the kernel IO priority of a thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from txstore.qos import ioprio
+from txstore.qos.classes import IOClass, IOClasses, IOSpec
+from txstore.qos.scheduler import OP_COST, READ, WRITE, IOScheduler
+
+MiB = 1024 * 1024
+CLASSES = IOClasses({
+    "gold": IOClass("gold", 4.0), "bronze": IOClass("bronze", 1.0), "capped": IOClass("capped", 1.0, stream_rate=MiB),
+    "background": IOClass("background", 0.5),
+}, "bronze")
+
+
+class HeldPool:
+    """A device pool whose calls wait until the test ends them (in the order they started)."""
+
+    def __init__(self) -> None:
+        self.running: list[tuple[str, object, Deferred]] = []
+
+    def run(self, key, function, *args):
+        d = Deferred()
+        self.running.append((key, function, d))
+        return d
+
+    def finish_one(self) -> object:
+        """End the oldest call: run it here, fire its Deferred with its result."""
+        _key, function, d = self.running.pop(0)
+        result = function()
+        d.callback(result)
+        return result
+
+
+class SchedulerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.pool = HeldPool()
+        self.scheduler = IOScheduler(self.pool, CLASSES, self.clock, depth=1)
+
+    def queue(self, spec: IOSpec, count: int, label: str, nbytes: int = MiB) -> list[Deferred]:
+        return [self.scheduler.submit("sda", spec, READ, nbytes, lambda: label) for _ in range(count)]
+
+    def served(self, count: int) -> list[object]:
+        return [self.pool.finish_one() for _ in range(count)]
+
+    def test_a_busy_device_is_shared_by_weight(self) -> None:
+        self.queue(IOSpec("gold", "AUTH_g"), 200, "gold")
+        self.queue(IOSpec("bronze", "AUTH_b"), 200, "bronze")
+        shares = Counter(self.served(100))
+        self.assertEqual(shares, {"gold": 80, "bronze": 20})
+
+    def test_a_tenant_is_one_flow_however_many_streams(self) -> None:
+        many = [self.scheduler.stream("sda", IOSpec("bronze", "AUTH_many")) for _ in range(8)]
+        one = self.scheduler.stream("sda", IOSpec("bronze", "AUTH_one"))
+        for stream in many:
+            for _ in range(20):
+                Deferred.fromCoroutine(stream.run(READ, MiB, lambda: "many"))
+        for _ in range(100):
+            Deferred.fromCoroutine(one.run(READ, MiB, lambda: "one"))
+        self.assertEqual(Counter(self.served(100)), {"many": 50, "one": 50})
+
+    def test_an_idle_flow_saves_no_credit(self) -> None:
+        self.queue(IOSpec("bronze", "AUTH_a"), 300, "a")
+        self.served(100)  # a alone for a while
+        self.queue(IOSpec("bronze", "AUTH_b"), 100, "b")
+        # b gets its fair half from now on, not the 100 jobs it "missed"
+        self.assertEqual(Counter(self.served(40)), {"a": 20, "b": 20})
+
+    def test_a_device_with_room_holds_nothing_back(self) -> None:
+        scheduler = IOScheduler(self.pool, CLASSES, self.clock, depth=4)
+        for label in ("gold", "bronze", "background"):
+            scheduler.submit("sda", IOSpec(label, "t"), READ, MiB, lambda: None)
+        self.assertEqual(len(self.pool.running), 3)
+        self.assertEqual((scheduler.counters()["sda"].running, scheduler.counters()["sda"].queued), (3, 0))
+
+    def test_results_and_failures_reach_the_caller_and_the_queue_moves_on(self) -> None:
+        def broken():
+            raise OSError("disk on fire")
+        failing = self.scheduler.submit("sda", IOSpec("bronze", "t"), READ, 10, broken)
+        after = self.scheduler.submit("sda", IOSpec("bronze", "t"), READ, 10, lambda: "next")
+        _key, function, d = self.pool.running.pop(0)
+        try:
+            function()
+        except OSError:
+            from twisted.python.failure import Failure
+            d.errback(Failure())
+        self.failureResultOf(failing, OSError)
+        self.assertEqual(self.pool.finish_one(), "next")
+        self.assertEqual(self.successResultOf(after), "next")
+
+    def test_counters(self) -> None:
+        scheduler = IOScheduler(self.pool, CLASSES, self.clock, depth=1)
+        with scheduler.stream("sda", IOSpec("gold", "AUTH_g")) as stream:
+            Deferred.fromCoroutine(stream.run(READ, 1000, lambda: None))
+            Deferred.fromCoroutine(stream.run(WRITE, 300, lambda: None))
+            counters = scheduler.counters()["sda"]
+            self.assertEqual((counters.streams, counters.running, counters.queued), (1, 1, 1))
+            self.pool.finish_one()
+            self.pool.finish_one()
+        self.assertEqual((counters.read_bytes, counters.write_bytes, counters.tenant_bytes, counters.streams),
+                         (1000, 300, {"AUTH_g": 1300}, 0))
+
+    def test_a_request_without_a_spec_is_its_accounts_in_the_default_class(self) -> None:
+        stream = self.scheduler.stream("sda", None, "AUTH_x")
+        self.assertEqual((stream.spec, stream.rate), (IOSpec("bronze", "AUTH_x"), 0))
+        self.assertEqual(self.scheduler.background("sda").spec.io_class, "background")
+
+
+class StreamCapTests(SynchronousTestCase):
+    def test_a_capped_stream_is_paced_by_the_clock(self) -> None:
+        clock = Clock()
+        pool = HeldPool()
+        scheduler = IOScheduler(pool, CLASSES, clock, depth=4)
+        stream = scheduler.stream("sda", IOSpec("capped", "t"))  # the class's 1 MiB/s
+        self.assertEqual(stream.rate, MiB)
+        started = []
+        for _ in range(4):
+            d = Deferred.fromCoroutine(stream.run(READ, MiB // 2, lambda: None))
+            started.append(d)
+        # the first half MiB goes at once (the bucket is full), each next one when the one before is paid for
+        times = []
+        for step in range(40):
+            while pool.running:
+                pool.finish_one()
+                times.append(clock.seconds())
+            clock.advance(0.1)
+        self.assertEqual(len(times), 4)
+        self.assertAlmostEqual(times[0], 0.0)
+        for earlier, later in zip(times, times[1:]):
+            self.assertLessEqual(abs(later - earlier - 0.5), 0.11)
+
+    def test_the_tighter_of_the_class_and_the_request_cap(self) -> None:
+        scheduler = IOScheduler(HeldPool(), CLASSES, Clock())
+        self.assertEqual(scheduler.stream("sda", IOSpec("capped", "t", rate=MiB // 4)).rate, MiB // 4)
+        self.assertEqual(scheduler.stream("sda", IOSpec("capped", "t", rate=10 * MiB)).rate, MiB)
+        self.assertEqual(scheduler.stream("sda", IOSpec("gold", "t", rate=5 * MiB)).rate, 5 * MiB)
+        self.assertEqual(scheduler.stream("sda", IOSpec("gold", "t")).rate, 0)
+
+
+class IOPriorityTests(SynchronousTestCase):
+    def test_levels_follow_weight_against_the_default(self) -> None:
+        self.assertEqual(ioprio.levels({"gold": 4, "bronze": 1, "background": 0.5, "huge": 1000, "tiny": 0.001}, 1),
+                         {"gold": 2, "bronze": 4, "background": 5, "huge": 0, "tiny": 7})
+
+    def test_a_job_runs_at_its_class_level(self) -> None:
+        if ioprio.current_level() is None:
+            raise self.skipTest("no ioprio_get here")
+        seen = {}
+
+        def job(name):
+            seen[name] = ioprio.current_level()
+
+        class ThreadPool(HeldPool):
+            def finish_one(self):
+                _key, function, d = self.running.pop(0)
+                worker = threading.Thread(target=lambda: d.callback(function()))
+                worker.start()
+                worker.join()
+
+        pool = ThreadPool()
+        scheduler = IOScheduler(pool, CLASSES, Clock(), depth=1)
+        scheduler.submit("sda", IOSpec("gold", "t"), READ, 1, job, "gold")
+        scheduler.submit("sda", IOSpec("background", "t"), READ, 1, job, "background")
+        pool.finish_one()
+        pool.finish_one()
+        self.assertEqual(seen, {"gold": 2, "background": 5})
+
+    def test_the_fixed_cost_of_an_operation(self) -> None:
+        # many tiny jobs of one flow do not pass as free against another flow's large ones
+        pool = HeldPool()
+        scheduler = IOScheduler(pool, CLASSES, Clock(), depth=1)
+        for _ in range(100):
+            scheduler.submit("sda", IOSpec("bronze", "small"), READ, 0, lambda: "small")
+        for _ in range(100):
+            scheduler.submit("sda", IOSpec("bronze", "large"), READ, OP_COST, lambda: "large")
+        shares = Counter(pool.finish_one() for _ in range(60))
+        self.assertEqual(shares, {"small": 40, "large": 20})
