@@ -8,10 +8,10 @@ line). Each object is written or deleted by a sub-request through the rest of th
 limit apply to each.
 
 The answer is ``200`` with a result in the ``Accept`` format (text/plain, JSON, XML; 406 for
-none of them), as Swift's: ``Response Status`` (``201 Created`` / ``200 OK``, ``400 Bad
-Request`` with ``Response Body`` saying why, ``502 Bad Gateway`` when some failed),
-``Number Files Created`` or ``Number Deleted`` / ``Number Not Found``, and ``Errors`` (name,
-status). With ``?heartbeat=on`` the answer starts at once and a space goes out every
+none of them), as Swift's: ``Response Status`` (``201 Created`` / ``200 OK``; ``400 Bad
+Request`` with ``Response Body`` saying why; when some names failed ``400 Bad Request``, or
+``502 Bad Gateway`` if one failed with a 5xx), ``Number Files Created`` or ``Number Deleted`` /
+``Number Not Found``, and ``Errors`` (name, status). With ``?heartbeat=on`` the answer starts at once and a space goes out every
 ``yield_frequency`` seconds until the result, so proxies and clients do not time out.
 
 Extraction streams: ``tarfile`` in stream mode (``r|``) runs in a thread of the filter's own
@@ -21,7 +21,8 @@ most per call (a decompression bomb is read a chunk at a time like any other arc
 member's bytes are handed to the reactor one chunk at a time (`Handoff`), as the body of that
 member's PUT: the thread waits until the PUT took the chunk, so what an extraction holds is
 bounded by a couple of chunks whatever the archive's size. Containers are created as needed
-(HEAD, then PUT), at most ``max_containers_per_extraction``.
+(HEAD, then PUT), at most ``max_containers_per_extraction`` of them created (existing ones do
+not count).
 
 Deletion reads the list whole first (at most ``max_deletes_per_request`` names of at most
 ``max_container_name_length + max_object_name_length + 2`` bytes: bounded) so that a list that
@@ -354,7 +355,9 @@ class Extraction:
         self.bulk, self.request, self.account, self.base = bulk, request, account, base
         self.created = 0
         self.errors: list[list[str]] = []
-        self.containers: set[str] = set()
+        self.server_failed = False  # a file's PUT failed with a 5xx: the result is 502, else 400 (Swift's)
+        self.containers: set[str] = set()  # the ones known to exist (found or created)
+        self.containers_created = 0
         self._puts: dict[Handoff, tuple[str, Deferred, list[str] | None]] = {}
 
     async def _start_member(self, name: str, size: int, pax: dict[str, str]) -> Handoff | None:
@@ -381,8 +384,6 @@ class Extraction:
                 raise Refused(401)
             if status // 100 == 2:
                 self.containers.add(container)
-                if len(self.containers) > self.bulk.max_containers:
-                    raise Refused(400, f"More than {self.bulk.max_containers} containers to create from tar.")
             else:
                 container_failure = [quote(destination[:self.bulk.max_path_length]), status_line(status)]
         handoff = Handoff()
@@ -417,6 +418,8 @@ class Extraction:
             self.created += 1
             return
         self.errors.append([quote(path[:self.bulk.max_path_length]), status_line(status)])
+        if status // 100 == 5:
+            self.server_failed = True
         if container_failure:
             self.errors.append(container_failure)
         if status == 401:
@@ -429,14 +432,23 @@ class Extraction:
         return len(self.errors) >= self.bulk.max_failed_extractions
 
     async def _ensure_container(self, container: str) -> int:
+        """
+        HEAD, then PUT when missing. Only the containers this extraction creates count against
+        ``max_containers_per_extraction``, as in Swift; the one past it is refused before its PUT
+        (Swift creates it, then refuses).
+        """
         path = f"/v1/{self.account}/{container}"
         head = await self.bulk.app(subrequest.make(self.request, "HEAD", path, source=EXTRACT_SOURCE))
         head.discard_body()
-        if head.status // 100 == 2 or head.status != 404:
+        if head.status != 404:
             return head.status
+        if self.containers_created >= self.bulk.max_containers:
+            raise Refused(400, f"More than {self.bulk.max_containers} containers to create from tar.")
         put = await self.bulk.app(subrequest.make(self.request, "PUT", path, source=EXTRACT_SOURCE,
                                                   headers={"Content-Length": "0"}))
         put.discard_body()
+        if put.status // 100 == 2:
+            self.containers_created += 1
         return put.status
 
 
@@ -549,7 +561,7 @@ class Bulk:
         data["Number Files Created"] = extraction.created
         if data["Response Status"] == status_line(201):
             if extraction.errors:
-                data["Response Status"] = status_line(502)
+                data["Response Status"] = status_line(502 if extraction.server_failed else 400)
             elif not extraction.created:
                 data["Response Status"], data["Response Body"] = status_line(400), "Invalid Tar File: No Valid Files"
         return render(media_type, data, extraction.errors, "extract")
@@ -607,8 +619,9 @@ class Bulk:
         finally:
             request.discard_body()
         if data["Response Status"] == status_line(200):
-            if errors:
-                data["Response Status"] = status_line(400)
+            if errors:  # 502 when a delete failed with a 5xx, else 400 (Swift's)
+                server_failed = any(status.startswith("5") for _, status in errors)
+                data["Response Status"] = status_line(502 if server_failed else 400)
             elif not (data["Number Deleted"] or data["Number Not Found"]):
                 data["Response Status"], data["Response Body"] = status_line(400), "Invalid bulk delete."
         return render(media_type, data, errors, "delete")
@@ -653,6 +666,8 @@ class Bulk:
                 stop.append(Refused(401))
             else:
                 errors.append([shown, status_line(status)])
+            if len(errors) >= self.max_failed_deletes and not stop:  # the failure that reached it stops it
+                stop.append(Refused(400, "Max delete failures exceeded"))
 
         # Objects before containers: a container named after its objects is deleted after them
         # (in its own round), so listing "c/o" then "c" works at any concurrency.

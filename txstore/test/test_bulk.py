@@ -152,7 +152,7 @@ class ExtractTests(Case):
         response = await self.call("PUT", A, "extract-archive=tar", body)
         self.assertEqual(response.headers["Content-Type"], "text/plain; charset=utf-8")
         self.assertEqual(response.body.decode().splitlines()[:4],
-                         ["Number Files Created: 1", "Response Body: ", "Response Status: 502 Bad Gateway", "Errors:"])
+                         ["Number Files Created: 1", "Response Body: ", "Response Status: 400 Bad Request", "Errors:"])
         self.store.objects.clear()
         response = await self.call("PUT", A, "extract-archive=tar", body, Accept="application/xml")
         self.assertTrue(response.body.startswith(b"<extract>\n<number_files_created>1</number_files_created>\n"))
@@ -181,18 +181,49 @@ class ExtractTests(Case):
         self.assertEqual((result["Response Status"], result["Response Body"], result["Number Files Created"]),
                          ("400 Bad Request", "More than 2 containers to create from tar.", 2))
         self.assertNotIn(f"{A}/c3/o", self.store.objects)
+        self.assertNotIn(f"{A}/c3", self.store.containers)  # refused before its PUT (Swift creates it, then refuses)
         self.bulk.max_failed_extractions = 2
         self.store.objects.clear()
         names = {f"c/{'n' * 1100}{i}": b"x" for i in range(5)}
         result = await self.extract(A, archive({**names, "c/after": b"a"}))
         self.assertEqual(len(result["Errors"]), 2)
-        self.assertEqual(result["Response Status"], "502 Bad Gateway")
+        self.assertEqual(result["Response Status"], "400 Bad Request")
         self.assertNotIn(f"{A}/c/after", self.store.objects)  # stopped
         self.bulk.limits = Constraints(max_file_size=3)
         self.store.objects.clear()
         result = await self.extract(A, archive({"c/big": b"1234", "c/ok": b"123"}))
         self.assertEqual(result["Errors"], [["c/big", "413 Request Entity Too Large"]])
         self.assertEqual(self.stored(), {f"{A}/c/ok": b"123"})
+
+    async def test_only_the_containers_created_count(self) -> None:
+        """Swift counts the containers an extraction creates; those found need no creating."""
+        self.bulk.max_containers = 1
+        self.store.containers.add(f"{A}/d")
+        result = await self.extract(A, archive({"c/1": b"1", "d/2": b"2", "e/3": b"3"}))
+        self.assertEqual((result["Response Status"], result["Number Files Created"]), ("201 Created", 3))
+        result = await self.extract(A, archive({"c/4": b"4", "f/5": b"5", "g/6": b"6", "c/7": b"7"}))
+        self.assertEqual((result["Response Status"], result["Response Body"], result["Number Files Created"]),
+                         ("400 Bad Request", "More than 1 containers to create from tar.", 2))
+        self.assertEqual(self.store.containers, {f"{A}/c", f"{A}/d", f"{A}/e", f"{A}/f"})
+        self.assertEqual(sorted(self.stored()), [f"{A}/c/1", f"{A}/c/4", f"{A}/d/2", f"{A}/e/3", f"{A}/f/5"])
+
+    async def test_a_server_failure_makes_the_result_502(self) -> None:
+        """Failed files are 400 Bad Request, 502 Bad Gateway once one of them failed with a 5xx (Swift's)."""
+        store = Proxyish(self.store)
+
+        async def failing(request: SwiftRequest) -> SwiftResponse:
+            if request.method == "PUT" and request.decoded_path.endswith("/broken"):
+                request.discard_body()
+                return SwiftResponse.empty(503)
+            return await store(request)
+        self.bulk = Bulk(failing, settings(), Constraints(max_file_size=3), reactor, in_thread=deferToThread)
+        result = await self.extract(A, archive({"c/big": b"1234", "c/ok": b"1"}))
+        self.assertEqual((result["Response Status"], result["Errors"]),
+                         ("400 Bad Request", [["c/big", "413 Request Entity Too Large"]]))
+        result = await self.extract(A, archive({"c/big": b"1234", "c/broken": b"2", "c/fine": b"3"}))
+        self.assertEqual((result["Response Status"], result["Number Files Created"]), ("502 Bad Gateway", 1))
+        self.assertEqual(result["Errors"], [["c/big", "413 Request Entity Too Large"],
+                                            ["c/broken", "503 Service Unavailable"]])
 
     async def test_a_truncated_archive_stores_no_partial_object(self) -> None:
         body = archive({"c/whole": b"w" * 10, "c/cut": b"c" * 100000})
@@ -302,6 +333,17 @@ class DeleteTests(Case):
         self.assertEqual(result["Errors"], [["/c/503", "503 Service Unavailable"],
                                             ["/c/500", "500 Internal Server Error"]])
         self.assertEqual(app.calls, 2)
+        # the last name's failure reaches the limit: stopped all the same (Swift checks after each answer)
+        result = await self.delete(b"/c/204\n/c/409\n/c/404\n/c/412\n")
+        self.assertEqual((result["Response Status"], result["Response Body"], result["Number Deleted"],
+                          result["Number Not Found"]), ("400 Bad Request", "Max delete failures exceeded", 1, 1))
+        # fewer failures than the limit: 400 for a client's error, 502 once one is a server's
+        self.bulk.max_failed_deletes = 3
+        result = await self.delete(b"/c/409\n/c/204\n")
+        self.assertEqual((result["Response Status"], result["Response Body"]), ("400 Bad Request", ""))
+        result = await self.delete(b"/c/409\n/c/503\n/c/204\n")
+        self.assertEqual((result["Response Status"], result["Response Body"], result["Number Deleted"]),
+                         ("502 Bad Gateway", "", 1))
         result = await self.delete(b"/c/401\n/c/204\n")
         self.assertEqual(result["Response Status"], "401 Unauthorized")
 

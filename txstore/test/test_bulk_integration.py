@@ -3,8 +3,9 @@ bulk on a real all-in-one (``txstore-aio``): archives uploaded by curl (tar.gz i
 tar into a container's prefix, XML results, a broken archive and an unknown format), a slow
 upload with ``heartbeat=on``, a 64 MiB member that leaves the proxy's peak memory where it was;
 ``swift delete`` of a container of 60 objects going through ``?bulk-delete`` (counted in the
-proxy's access log); bulk deletes by curl; and the query strings never becoming plain writes
-or deletes (the account is still there).
+proxy's access log); bulk deletes by curl; the query strings never becoming plain writes or
+deletes (the account is still there); and small limits set in the proxy's ``[filter:bulk]``:
+each refusal's result, and what is stored after it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from pathlib import Path
 from swiftclient import client as swift
 
 from txstore.test.test_proxy_integration import ClusterCase
+
+LIMITS = """max_deletes_per_request = 3
+max_failed_deletes = 2
+max_containers_per_extraction = 2
+max_failed_extractions = 2
+"""
+LONG = "n" * 1100  # an object name the proxy refuses (400: longer than 1024 bytes)
 
 
 def archive(files: dict[str, bytes], compression: str = "") -> bytes:
@@ -54,6 +62,12 @@ class BulkTests(ClusterCase):
 
     def names(self, container: str) -> list[str]:
         return [o["name"] for o in swift.get_container(self.url, self.token, container)[1]]
+
+    def result(self, method: str, path: str, body: bytes) -> dict:
+        """The JSON result of a bulk request by curl (always a 200)."""
+        status, answer = self.curl(method, path, body, "-H", "Accept: application/json")
+        self.assertEqual(status, 200, answer)
+        return json.loads(answer)
 
     def log_lines(self) -> list[str]:
         return (self.cluster.root / "log" / "proxy.log").read_text().splitlines()
@@ -159,3 +173,77 @@ class BulkTests(ClusterCase):
         self.assertEqual(self.curl("DELETE", "/v1/AUTH_test?bulk-delete", b"")[0], 200)
         self.assertEqual(self.names("c"), ["kept"])
         self.assertEqual(swift.head_account(self.url, self.token)["x-account-container-count"], "1")
+
+    def test_the_configured_limits(self) -> None:
+        self.restart_proxy("bulk", LIMITS)
+        self.url, self.token = self.cluster.token()
+        info = json.loads(self.curl("GET", "/info", token=False)[1])
+        self.assertEqual((info["bulk_delete"], info["bulk_upload"]),
+                         ({"max_deletes_per_request": 3, "max_failed_deletes": 2},
+                          {"max_containers_per_extraction": 2, "max_failed_extractions": 2}))
+        swift.put_container(self.url, self.token, "keep")
+        swift.put_container(self.url, self.token, "empty")
+        for name in "abcd":
+            swift.put_object(self.url, self.token, "keep", name, contents=name.encode())
+
+        # more names than max_deletes_per_request: 413, read before any delete
+        result = self.result("POST", "/v1/AUTH_test?bulk-delete", b"/keep/a\n/keep/b\n/keep/c\n/keep/d\n")
+        self.assertEqual(result, {"Response Status": "413 Request Entity Too Large",
+                                  "Response Body": "Maximum Bulk Deletes: 3 per request",
+                                  "Number Deleted": 0, "Number Not Found": 0, "Errors": []})
+        self.assertEqual(self.names("keep"), ["a", "b", "c", "d"])
+        result = self.result("DELETE", "/v1/AUTH_test?bulk-delete", b"/keep/a\n/keep/b\n/keep/gone\n")
+        self.assertEqual((result["Response Status"], result["Number Deleted"], result["Number Not Found"]),
+                         ("200 OK", 2, 1))
+        self.assertEqual(self.names("keep"), ["c", "d"])
+
+        # max_failed_deletes: the objects' two failures stop it before the containers' round
+        result = self.result("POST", "/v1/AUTH_test?bulk-delete", f"empty\n/keep/{LONG}1\n/keep/{LONG}2\n".encode())
+        self.assertEqual((result["Response Status"], result["Response Body"], result["Number Deleted"]),
+                         ("400 Bad Request", "Max delete failures exceeded", 0))
+        self.assertEqual(sorted(result["Errors"]), [[f"/keep/{LONG}1", "400 Bad Request"],
+                                                    [f"/keep/{LONG}2", "400 Bad Request"]])
+        self.assertEqual(swift.head_container(self.url, self.token, "empty")["x-container-object-count"], "0")
+
+        # max_containers_per_extraction counts the containers an extraction creates, not those it finds
+        files = {"keep/e": b"e", "empty/f": b"f", "new1/g": b"g", "new2/h": b"h"}
+        result = self.result("PUT", "/v1/AUTH_test?extract-archive=tar", archive(files))
+        self.assertEqual((result["Response Status"], result["Number Files Created"]), ("201 Created", 4))
+        # a third to create: refused before it is made; the files before it stay (the archive streams)
+        files = {"x/1": b"1", "y/2": b"2", "z/3": b"3", "x/4": b"4"}
+        result = self.result("PUT", "/v1/AUTH_test?extract-archive=tar.gz", archive(files, "gz"))
+        self.assertEqual(result, {"Response Status": "400 Bad Request",
+                                  "Response Body": "More than 2 containers to create from tar.",
+                                  "Number Files Created": 2, "Errors": []})
+        self.assertEqual([c["name"] for c in swift.get_account(self.url, self.token)[1]],
+                         ["empty", "keep", "new1", "new2", "x", "y"])
+        self.assertEqual((self.names("x"), self.names("y")), (["1"], ["2"]))
+
+        # max_failed_extractions: stopped at the second failed file, the rest of the archive unread
+        files = {"keep/before": b"1", f"keep/{LONG}1": b"2", f"keep/{LONG}2": b"3", "keep/after": b"4"}
+        result = self.result("PUT", "/v1/AUTH_test?extract-archive=tar", archive(files))
+        self.assertEqual(result, {"Response Status": "400 Bad Request", "Response Body": "",
+                                  "Number Files Created": 1,
+                                  "Errors": [[f"keep/{LONG}1", "400 Bad Request"], [f"keep/{LONG}2", "400 Bad Request"]]})
+        self.assertEqual(self.names("keep"), ["before", "c", "d", "e"])
+
+        # swift delete reads max_deletes_per_request from /info: at most 3 names a request, all served
+        for number in range(24):
+            (self.work / f"f{number}").write_bytes(b"%d" % number)
+        before = len(self.log_lines())
+        uploaded = self.cluster.swift_cli("upload", "many", *(f"f{n}" for n in range(24)), cwd=str(self.work))
+        self.assertEqual(uploaded.returncode, 0, uploaded.stderr)
+        deleted = self.cluster.swift_cli("delete", "many")
+        self.assertEqual(deleted.returncode, 0, deleted.stderr)
+        self.assertNotIn("many", [c["name"] for c in swift.get_account(self.url, self.token)[1]])
+        deadline = time.monotonic() + 10  # access lines reach the file within half a second
+        while True:
+            lines = self.log_lines()[before:]
+            sub_deletes = [line for line in lines if " DELETE /v1/AUTH_test/many/f" in line and line.endswith(" BD")]
+            if len(sub_deletes) >= 24 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        posts = [line for line in lines if " POST /v1/AUTH_test?bulk-delete " in line]
+        self.assertEqual(len(sub_deletes), 24)
+        self.assertGreaterEqual(len(posts), 8)  # 24 names, 3 a request at most
+        self.assertTrue(all(" POST /v1/AUTH_test?bulk-delete 200 " in line for line in posts), posts)

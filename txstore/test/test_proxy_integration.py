@@ -19,6 +19,7 @@ from xml.etree import ElementTree
 from swiftclient import client as swift
 from twisted.trial.unittest import SynchronousTestCase
 
+from txstore.aio.launcher import healthy, twistd_command
 from txstore.test.support import console_script, free_port_block
 
 
@@ -102,6 +103,31 @@ class ClusterCase(SynchronousTestCase):
         self.cluster = Cluster(Path(self.mktemp()).absolute() / "aio")
         self.addCleanup(self.cluster.stop)
         self.cluster.start()
+
+    def restart_proxy(self, filter_name: str, extra: str) -> None:
+        """
+        Stop the all-in-one's proxy, add the ``extra`` settings to its ``[filter:<filter_name>]``,
+        start it again (pid file and log where txstore-aio keeps them, so ``--stop`` stops it).
+        """
+        root = self.cluster.root
+        pid = int((root / "run" / "proxy.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        conf = root / "etc" / "proxy.conf"
+        section = f"[filter:{filter_name}]\nuse = egg:txstore#{filter_name}\n"
+        text = conf.read_text()
+        self.assertIn(section, text)
+        conf.write_text(text.replace(section, section + extra))
+        with open(root / "log" / "proxy.stderr", "ab") as stderr:
+            subprocess.Popen([*twistd_command(), "--nodaemon", f"--pidfile={root / 'run' / 'proxy.pid'}",
+                              f"--logfile={root / 'log' / 'proxy.log'}", "proxy", f"--config={conf}"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not healthy(self.cluster.port):
+            self.assertLess(time.monotonic(), deadline, "the proxy did not come back")
+            time.sleep(0.1)
 
 
 class SwiftCLISessionTests(ClusterCase):

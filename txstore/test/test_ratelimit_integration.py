@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -20,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from swiftclient import client as swift
 from twisted.trial.unittest import SkipTest
 
-from txstore.aio.launcher import healthy, twistd_command
 from txstore.test.test_proxy_integration import ClusterCase
 from txstore.test.test_ratelimit import free_port
 
@@ -32,28 +30,6 @@ account_blacklist = AUTH_test2
 
 
 class RateLimitTests(ClusterCase):
-    def restart_proxy(self, extra: str) -> None:
-        """Stop the all-in-one's proxy, add ``extra`` to its [filter:ratelimit], start it again."""
-        root = self.cluster.root
-        pid = int((root / "run" / "proxy.pid").read_text())
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        conf = root / "etc" / "proxy.conf"
-        section = "[filter:ratelimit]\nuse = egg:txstore#ratelimit\n"
-        text = conf.read_text()
-        self.assertIn(section, text)
-        conf.write_text(text.replace(section, section + extra))
-        with open(root / "log" / "proxy.stderr", "ab") as stderr:
-            subprocess.Popen([*twistd_command(), "--nodaemon", f"--pidfile={root / 'run' / 'proxy.pid'}",
-                              f"--logfile={root / 'log' / 'proxy.log'}", "proxy", f"--config={conf}"],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not healthy(self.cluster.port):
-            self.assertLess(time.monotonic(), deadline, "the proxy did not come back")
-            time.sleep(0.1)
-
     def curl(self, method: str, path: str, token: str) -> tuple[int, bytes, float]:
         """(status, body, seconds taken) of one request by curl."""
         started = time.monotonic()
@@ -115,7 +91,7 @@ class RateLimitTests(ClusterCase):
 
     def test_limits_in_the_proxys_memory(self) -> None:
         self.prepare()
-        self.restart_proxy(LIMITS)
+        self.restart_proxy("ratelimit", LIMITS)
         self.check_limits()
 
     def test_limits_in_memcached(self) -> None:
@@ -137,7 +113,7 @@ class RateLimitTests(ClusterCase):
                 self.assertLess(time.monotonic(), deadline, "memcached did not start")
                 time.sleep(0.05)
         self.prepare()
-        self.restart_proxy(LIMITS + f"memcache_servers = 127.0.0.1:{port}\n")
+        self.restart_proxy("ratelimit", LIMITS + f"memcache_servers = 127.0.0.1:{port}\n")
         self.check_limits()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(b"stats\r\n")
