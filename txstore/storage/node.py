@@ -57,6 +57,7 @@ from txstore.storage.local_devices import local_device_matcher
 from txstore.storage.account_server import AccountServer
 from txstore.storage.db import AccountBroker, ContainerBroker
 from txstore.storage.container_server import ContainerServer
+from txstore.qos.meter import BandwidthMeter
 from txstore.qos.scheduler import IOScheduler
 from txstore.storage.object_server import ObjectServer
 from txstore.storage.recon import Recon, device_figures
@@ -171,12 +172,16 @@ def build_node(
     )
     accounts = AccountServer(context)
     containers = ContainerServer(context)
-    recon = Recon(context, settings.ring_dir)
+    # Each device's bandwidth and load, sampled from the scheduler: for /recon/bandwidth and the
+    # load figure on object GETs and HEADs (the proxies read the least loaded replica first).
+    meter = BandwidthMeter(context.scheduler, reactor, settings.threads_per_device)
+    recon = Recon(context, settings.ring_dir, meter=meter)
     server = NodeServer(
-        accounts=accounts, containers=containers, objects=ObjectServer(context), recon=recon,
+        accounts=accounts, containers=containers, objects=ObjectServer(context, meter=meter), recon=recon,
         metrics=node_metrics(),
     )
     services = MultiService()
+    meter.setServiceParent(services)
     _Resources(runner, client, [containers.close, accounts.close]).setServiceParent(services)
     sweeper = TimerService(TMP_SWEEP_INTERVAL, TmpSweeper(context).sweep)
     sweeper.clock = reactor

@@ -66,6 +66,7 @@ from txstore.storage.http_support import (
     storage_policy,
 )
 from txstore.qos.headers import from_backend as io_spec
+from txstore.qos.meter import LOAD_HEADER, BandwidthMeter
 from txstore.qos.scheduler import WRITE, Stream
 from txstore.storage.object_body import CorruptBody, ObjectBody
 from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_DURABLE, EC_ETAG, FRAG_INDEX
@@ -301,6 +302,7 @@ def _finish_put(writer, rest: list[bytes], expected_etag: str | None, metadata: 
 @define
 class ObjectServer:
     context: StorageContext
+    meter: BandwidthMeter | None = None  # the devices' load, told on each GET and HEAD
     log = Logger()
 
     async def handle(self, request: Request, path: BackendPath) -> NodeResponse:
@@ -578,6 +580,9 @@ class ObjectServer:
             await self._quarantine(path, diskfile, state)
             state = ObjectState()
         headers = self._backend_timestamps(state)
+        if self.meter is not None:
+            # How busy the device is, so the proxies' view stays fresh without polling.
+            headers[LOAD_HEADER] = self.meter.header(path.device)
         if not state.exists or _expired(state, self.context.clock()):
             raise HTTPError(404, "Not Found", headers)
         metadata = state.metadata

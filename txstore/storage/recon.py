@@ -10,6 +10,8 @@ that touches the disk runs in a thread; nothing here writes. Families group them
 recon does: ``/recon/replication`` (``object``, ``container``, ``account``), ``/recon/auditor``,
 ``/recon/updater``, ``/recon/expirer``, ``/recon/reaper``, ``/recon/reconstruction``
 (``object``: the EC reconstructor, on a node with an erasure-coded policy).
+``/recon/bandwidth``: each device's recent bandwidth, jobs, streams and load figure, and the
+tenants' bytes/s, caps and throttling (`txstore.qos.meter`; read by the tenant-cap controller).
 """
 
 from __future__ import annotations
@@ -110,10 +112,12 @@ def unmounted(context: StorageContext) -> list[dict[str, Any]]:
 
 
 class Recon:
-    def __init__(self, context: StorageContext, ring_dir: Path, daemons: dict[str, Any] | None = None) -> None:
+    def __init__(self, context: StorageContext, ring_dir: Path, daemons: dict[str, Any] | None = None,
+                 meter: Any = None) -> None:
         self._context = context
         self._ring_dir = ring_dir
         self.daemons: dict[str, Any] = daemons if daemons is not None else {}
+        self.meter = meter  # a txstore.qos.meter.BandwidthMeter (None: nothing measured)
 
     async def handle(self, request: Request) -> NodeResponse:
         if request.method not in (b"GET", b"HEAD"):
@@ -140,6 +144,8 @@ class Recon:
             value = {"version": __version__}
         elif what == "time":
             value = {"time": time.time()}
+        elif what == "bandwidth":
+            value = self.meter.report() if self.meter is not None else {"interval": 0, "devices": {}, "tenants": {}}
         elif what == "daemons":
             value = {name: self._daemon(d) for name, d in self.daemons.items()}
         elif what in self.daemons:

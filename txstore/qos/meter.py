@@ -1,0 +1,212 @@
+# -*- test-case-name: txstore.test.test_qos_meter -*-
+"""
+What each device of an object node is doing, sampled from its IO scheduler once a second: for
+``/recon/bandwidth`` and for the load figure the node attaches to its GET and HEAD answers
+(``X-Backend-Device-Load``), from which proxies order the replicas they read.
+
+Every ``interval`` the meter reads the scheduler's counters (`IOScheduler.counters`, byte totals
+and the jobs queued and running now) and keeps, per device, exponentially weighted averages
+with a time constant of ``TIME_CONSTANT`` seconds: read and write bandwidth (bytes/s, from the
+totals' deltas over the time that really passed), jobs queued and jobs running; and the streams
+open at the sample. Per tenant it keeps the bytes/s of the last interval, the tenant's cap on
+this node and whether the tenant waited for its cap during the interval.
+
+The load figure
+---------------
+
+``load = max(bandwidth / capacity, running / depth) + queued / depth``
+
+with the averaged figures, ``depth`` the jobs a device runs at once (its pool's threads) and
+``capacity`` the device's bandwidth when it is flat out: configured, else the highest averaged
+bandwidth seen, decaying by half every ``CAPACITY_HALF_LIFE`` seconds (so a device's best is
+remembered for minutes, and a slower disk, or one that got slower, is learnt again), never
+under ``CAPACITY_FLOOR`` (so a device that has only ever served a trickle does not read as
+saturated by it).
+
+Why this shape: what a reader wants to know is the bandwidth a new stream would get there.
+The first term is how busy the device is, 0 (idle) to 1 (saturated), measured two ways because
+each misses a case: bandwidth against capacity sees a few streams that keep the disk at its
+best, the pool's occupancy sees a disk that is slow for its bytes (seeks, small reads, a dying
+disk) and whose bandwidth therefore looks low. The second term is the backlog: each whole
+``depth`` of jobs waiting is one more round of the pool ahead of a new job. So 0 is idle, 1 is
+busy with nothing waiting, and above 1 a new stream shares the device with a queue, its
+expected share falling as the figure grows. Open streams are reported but not counted: a
+stream paused by a slow client costs the disk nothing, and a stream that reads has its next
+chunk queued or running (one chunk is read ahead), so active streams are in the job counts.
+
+Sampling is on the reactor's clock (a `Clock` in tests) and costs a pass over the devices and
+the tenants a second; an answer pays a dictionary lookup for its header, formatted at the
+sample.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from attrs import define
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+SAMPLE_INTERVAL = 1.0
+# The averages' time constant: a change shows half within ~1.4 s, almost whole within 6 s.
+TIME_CONSTANT = 2.0
+# A device's capacity is at least this (bytes/s), whatever little it has done.
+CAPACITY_FLOOR = 32 * 1024 * 1024
+CAPACITY_HALF_LIFE = 600.0
+LOAD_HEADER = "X-Backend-Device-Load"
+# What a device the scheduler has not seen yet (no stream ever) reports: idle.
+IDLE = "0.00"
+
+
+@define
+class DeviceLoad:
+    """One device's figures at the last sample (bandwidths, load: averaged; the rest as counted)."""
+
+    read_bps: float = 0.0
+    write_bps: float = 0.0
+    queued: int = 0
+    running: int = 0
+    streams: int = 0
+    load: float = 0.0
+    capacity: float = 0.0
+    # the averaged job counts, and the byte totals of the last sample
+    avg_queued: float = 0.0
+    avg_running: float = 0.0
+    read_total: int = 0
+    write_total: int = 0
+
+
+@define
+class TenantRate:
+    """One tenant at the last sample: bytes/s over the last interval, its cap here, whether it waited."""
+
+    bps: float = 0.0
+    cap: float = 0.0
+    throttled: bool = False
+    total: int = 0
+    waited: float = 0.0
+
+
+class BandwidthMeter(Service):
+    """
+    Samples ``scheduler`` (an `IOScheduler`) every ``interval`` seconds on ``clock`` (an
+    IReactorTime) while running. ``depth``: jobs a device runs at once. ``capacity``: every
+    device's bandwidth flat out, bytes/s (0: learnt per device, see the module's docstring).
+    """
+
+    log = Logger()
+
+    def __init__(self, scheduler: Any, clock: Any, depth: int, interval: float = SAMPLE_INTERVAL,
+                 capacity: float = 0.0, floor: float = CAPACITY_FLOOR) -> None:
+        self._scheduler = scheduler
+        self._clock = clock
+        self._depth = max(1, depth)
+        self.interval = interval
+        self._capacity = capacity
+        self._floor = floor
+        self._devices: dict[str, DeviceLoad] = {}
+        self._tenants: dict[str, TenantRate] = {}
+        self._headers: dict[str, str] = {}  # the load figure per device, as the header carries it
+        self._last: float | None = None  # when the last sample was taken
+        self._loop: LoopingCall | None = None
+
+    # --- the service --------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self.sample)
+        self._loop.clock = self._clock
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    # --- what it tells --------------------------------------------------------------------------
+
+    def header(self, device: str) -> str:
+        """The device's load figure as ``X-Backend-Device-Load`` carries it."""
+        return self._headers.get(device, IDLE)
+
+    def load(self, device: str) -> float:
+        figures = self._devices.get(device)
+        return figures.load if figures is not None else 0.0
+
+    def devices(self) -> dict[str, DeviceLoad]:
+        return dict(self._devices)
+
+    def report(self) -> dict[str, Any]:
+        """``/recon/bandwidth``: the devices' figures and the tenants active, capped or throttled."""
+        return {
+            "interval": self.interval,
+            "devices": {
+                name: {"read_bps": d.read_bps, "write_bps": d.write_bps, "queued": d.queued,
+                       "running": d.running, "streams": d.streams, "load": d.load}
+                for name, d in self._devices.items()
+            },
+            "tenants": {
+                name: {"bps": t.bps, "cap": t.cap, "throttled": t.throttled}
+                for name, t in self._tenants.items() if t.bps > 0 or t.cap > 0 or t.throttled
+            },
+        }
+
+    # --- sampling -----------------------------------------------------------------------------
+
+    def sample(self) -> None:
+        """One sample of the scheduler's counters (the first only sets where the totals start)."""
+        try:
+            self._sample()
+        except Exception:
+            # A figure lost is better than a loop stopped for good.
+            self.log.failure("sampling the devices' bandwidth")
+
+    def _sample(self) -> None:
+        now = self._clock.seconds()
+        elapsed = None if self._last is None else now - self._last
+        if elapsed is not None and elapsed <= 0:
+            return
+        self._last = now
+        weight = 1.0 - math.exp(-elapsed / TIME_CONSTANT) if elapsed is not None else 1.0
+        keep = 0.5 ** (elapsed / CAPACITY_HALF_LIFE) if elapsed is not None else 1.0
+        for name, counters in self._scheduler.counters().items():
+            device = self._devices.get(name)
+            if device is None:
+                device = self._devices[name] = DeviceLoad()
+            if elapsed is not None:
+                # (a device first seen now started from nothing since the last sample)
+                read = max(0, counters.read_bytes - device.read_total) / elapsed
+                written = max(0, counters.write_bytes - device.write_total) / elapsed
+                device.read_bps += weight * (read - device.read_bps)
+                device.write_bps += weight * (written - device.write_bps)
+            device.read_total = counters.read_bytes
+            device.write_total = counters.write_bytes
+            device.queued, device.running, device.streams = counters.queued, counters.running, counters.streams
+            device.avg_queued += weight * (counters.queued - device.avg_queued)
+            device.avg_running += weight * (counters.running - device.avg_running)
+            bandwidth = device.read_bps + device.write_bps
+            if self._capacity > 0:
+                device.capacity = self._capacity
+            else:
+                device.capacity = max(self._floor, bandwidth, device.capacity * keep)
+            busy = max(bandwidth / device.capacity, device.avg_running / self._depth)
+            device.load = busy + device.avg_queued / self._depth
+            self._headers[name] = f"{device.load:.2f}"
+        self._sample_tenants(elapsed)
+
+    def _sample_tenants(self, elapsed: float | None) -> None:
+        figures = self._scheduler.tenants()
+        for name, now in figures.items():
+            tenant = self._tenants.get(name)
+            if tenant is None:
+                # A tenant first seen has moved its bytes since the last sample (none before it).
+                tenant = self._tenants[name] = TenantRate()
+            if elapsed is not None:
+                tenant.bps = max(0, now.bytes - tenant.total) / elapsed
+                tenant.throttled = now.waited > tenant.waited
+            tenant.total, tenant.waited, tenant.cap = now.bytes, now.waited, float(now.cap)
+        for name in [name for name in self._tenants if name not in figures]:
+            del self._tenants[name]
