@@ -31,6 +31,7 @@ class ProxyContext:
     metrics: Any = None  # a txstore.common.metrics.ServerMetrics: served at /metrics, fed by proxy_logging
     ec: Any = None  # a txstore.ec.service.ECService: the EC policies' codecs and their thread pool
     io_classes: IOClasses = DEFAULT_CLASSES  # txstore.conf's IO classes (the qos middleware)
+    loads: Any = None  # a txstore.proxy.node_load.NodeLoad: the devices' load, to read the least busy first
 
 
 @frozen

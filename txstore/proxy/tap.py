@@ -19,6 +19,7 @@ from txstore.proxy.config import ProxySettings, load_proxy_settings
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.error_limiter import ErrorLimiter
 from txstore.proxy.info_cache import InMemoryInfoCache
+from txstore.proxy.node_load import NodeLoad
 from txstore.proxy.server import ProxyServer
 from txstore.proxy.workers import ParentWatch, WorkerSupervisor, worker_log_base
 from txstore.ring.reloader import RingReloader
@@ -68,6 +69,7 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         metrics=proxy_metrics(),
         ec=ECService(reactor),
         io_classes=settings.cluster.io_classes,
+        loads=NodeLoad(clock),
     )
     context.metrics.watch_error_limiter(context.errors)
     closers = [client.close]

@@ -31,6 +31,7 @@ from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.controllers.base import ContainerInfo, backend_path, node_failed, node_ok, usable
 from txstore.proxy.messages import HeaderMap, SwiftResponse
+from txstore.proxy.node_load import LOAD_HEADER
 from txstore.qos.headers import backend_headers as io_headers
 from txstore.ring.ring import Node
 
@@ -47,9 +48,15 @@ NOT_FOUND_PAGE = b"<html><h1>Not Found</h1><p>The resource could not be found.</
 
 
 async def ask(context: ProxyContext, method: str, node: Node, part: int, names: tuple, headers: dict[str, str]):
-    """One request to one object node, answered (headers in) within node_timeout."""
-    return await context.client.stream(method, node.ip, node.port, backend_path(node, part, *names), headers,
-                                       timeout=context.node_timeout)
+    """
+    One request to one object node, answered (headers in) within node_timeout; the load figure
+    the answer carries is noted for the next reads' order.
+    """
+    response = await context.client.stream(method, node.ip, node.port, backend_path(node, part, *names), headers,
+                                           timeout=context.node_timeout)
+    if context.loads is not None:
+        context.loads.record(node, response.headers.get(LOAD_HEADER))
+    return response
 
 
 async def drain(context: ProxyContext, response: StreamedResponse) -> bool:
@@ -100,10 +107,14 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
 
 def _read_order(context: ProxyContext, primaries: list[Node], handoffs: Iterator[Node]) -> Iterator[Node]:
     """
-    The nodes to read from, in order: the primaries, then as many handoffs, those the error
-    limiter suppresses last (not never). Lazy: a read the first primary answers walks no handoff.
+    The nodes to read from, in order: the primaries, the least loaded first (their devices'
+    last load figures, `txstore.proxy.node_load`; ring order among equals), then as many
+    handoffs in ring order, those the error limiter suppresses last (not never), however idle.
+    Lazy: a read the first primary answers walks no handoff.
     """
     suppressed = []
+    if context.loads is not None:
+        primaries = context.loads.order(primaries)
     for node in chain(primaries, islice(handoffs, len(primaries))):
         if usable(context, node):
             yield node
