@@ -15,7 +15,10 @@ busy every job goes at once (work-conserving: no bandwidth is held back).
 
 A stream's own cap (its class's ``stream_rate`` or the request's ``X-Io-Rate``) is a token
 bucket on the reactor's clock: a chunk over budget waits with ``callLater`` before it is
-queued, never in a thread. Each job runs in a pool thread whose kernel IO priority is set to
+queued, never in a thread. A tenant's cluster-wide cap (its class's ``tenant_rate``) is a bucket
+per tenant for all of the node's devices, at this node's share of the cap as the proxies'
+controller last set it (`set_shares`; `txstore.qos.controller`), or the whole cap while no
+fresh share is known. Each job runs in a pool thread whose kernel IO priority is set to
 its class's (`txstore.qos.ioprio`), which the kernel honours under the BFQ scheduler.
 
 The scheduler counts what each device did (`DeviceCounters`) for the bandwidth a node reports.
@@ -53,7 +56,48 @@ class DeviceCounters:
     queued: int = 0  # jobs waiting for the pool
     running: int = 0  # jobs in the pool
     streams: int = 0  # streams open on the device
-    tenant_bytes: dict[str, int] = field(factory=dict)  # bytes moved per tenant since start
+
+
+class TokenBucket:
+    """
+    ``rate`` bytes per second, on a clock: `take` says how long a mover of some bytes waits
+    first, until what earlier takes overspent is paid back (one larger than the burst still
+    goes whole, so the average holds and no chunk is split). ``waited``: seconds of waits given.
+    """
+
+    def __init__(self, clock, rate: float) -> None:
+        self._clock = clock
+        self.rate = rate
+        self._tokens = rate * BURST_SECONDS
+        self._last = clock.seconds()
+        self.waited = 0.0
+
+    def take(self, nbytes: int) -> float:
+        if self.rate <= 0:
+            return 0.0
+        now = self._clock.seconds()
+        self._tokens = min(self.rate * BURST_SECONDS, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        owed = -self._tokens if self._tokens < 0 else 0.0
+        self._tokens -= nbytes
+        wait = owed / self.rate
+        self.waited += wait
+        return wait
+
+    def set_rate(self, rate: float) -> None:
+        """A new rate from now on (what is owed is owed at the new rate)."""
+        self.take(0)
+        self.rate = rate
+        self._tokens = min(self._tokens, rate * BURST_SECONDS)
+
+
+@define
+class TenantFigures:
+    """One tenant on this node: bytes moved since start, its cap here now, and time spent waiting for it."""
+
+    bytes: int
+    cap: float
+    waited: float
 
 
 @define
@@ -101,6 +145,10 @@ class IOScheduler:
         self._devices: dict[str, _Device] = {}
         self._order = itertools.count()
         self._levels = ioprio.levels({cls.name: cls.weight for cls in classes}, classes.default.weight)
+        self._tenants: dict[str, TokenBucket] = {}  # capped tenants' buckets, one for all devices
+        self._tenant_bytes: dict[str, int] = {}
+        self._shares: dict[str, float] = {}  # this node's share of a tenant's cluster-wide cap
+        self._shares_until = 0.0
 
     def stream(self, device: str, spec: IOSpec | None, tenant: str = "") -> Stream:
         """
@@ -117,6 +165,41 @@ class IOScheduler:
 
     def counters(self) -> dict[str, DeviceCounters]:
         return {name: device.counters for name, device in self._devices.items()}
+
+    # --- tenants' cluster-wide caps -----------------------------------------------------------
+
+    def set_shares(self, shares: dict[str, float], ttl: float) -> None:
+        """
+        This node's shares of capped tenants' cluster-wide caps (bytes/s), as the controller
+        last worked them out, good for ``ttl`` seconds: a node that stops hearing from every
+        controller falls back to each tenant's whole cap, never to no cap at all.
+        """
+        self._shares = dict(shares)
+        self._shares_until = self._clock.seconds() + ttl
+        for tenant, bucket in self._tenants.items():
+            if tenant in self._shares:
+                bucket.set_rate(self._shares[tenant])
+
+    def tenants(self) -> dict[str, TenantFigures]:
+        """What each tenant moved on this node (for the controller), with its cap here and its waits."""
+        return {
+            tenant: TenantFigures(moved, self._tenants[tenant].rate if tenant in self._tenants else 0.0,
+                                  self._tenants[tenant].waited if tenant in self._tenants else 0.0)
+            for tenant, moved in self._tenant_bytes.items()
+        }
+
+    def _tenant_wait(self, spec: IOSpec, nbytes: int) -> float:
+        cap = self._classes.resolve(spec.io_class).tenant_rate
+        if not cap:
+            return 0.0
+        share = self._shares.get(spec.tenant) if self._clock.seconds() < self._shares_until else None
+        rate = min(cap, share) if share is not None else cap
+        bucket = self._tenants.get(spec.tenant)
+        if bucket is None:
+            bucket = self._tenants[spec.tenant] = TokenBucket(self._clock, rate)
+        elif bucket.rate != rate:
+            bucket.set_rate(rate)
+        return bucket.take(nbytes)
 
     # --- the queue --------------------------------------------------------------------------
 
@@ -163,7 +246,7 @@ class IOScheduler:
             counters.read_bytes += job.nbytes
         else:
             counters.write_bytes += job.nbytes
-        counters.tenant_bytes[job.tenant] = counters.tenant_bytes.get(job.tenant, 0) + job.nbytes
+        self._tenant_bytes[job.tenant] = self._tenant_bytes.get(job.tenant, 0) + job.nbytes
         flow = job.flow
         flow.queued -= 1
         if flow.queued == 0 and flow.finish <= device.vtime:
@@ -185,8 +268,7 @@ class Stream:
         self.device = device
         self.spec = spec
         self.rate = rate  # bytes per second; 0: no cap
-        self._tokens = rate * BURST_SECONDS
-        self._last = scheduler._clock.seconds()
+        self._bucket = TokenBucket(scheduler._clock, rate)
         self._open = False
 
     def __enter__(self) -> Stream:
@@ -201,21 +283,7 @@ class Stream:
 
     async def run(self, kind: str, nbytes: int, function, *args):
         """``function(*args)`` in the device's pool as a job of ``nbytes``, once the cap allows."""
-        delay = self._take(nbytes)
+        delay = max(self._bucket.take(nbytes), self._scheduler._tenant_wait(self.spec, nbytes))
         if delay > 0:
             await deferLater(self._scheduler._clock, delay)
         return await self._scheduler.submit(self.device, self.spec, kind, nbytes, function, *args)
-
-    def _take(self, nbytes: int) -> float:
-        """
-        Spend ``nbytes`` of the bucket; the seconds to wait before they may move: until what
-        earlier chunks overspent is paid back (a chunk larger than the burst still goes whole).
-        """
-        if not self.rate:
-            return 0.0
-        now = self._scheduler._clock.seconds()
-        self._tokens = min(self.rate * BURST_SECONDS, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        owed = -self._tokens if self._tokens < 0 else 0.0
-        self._tokens -= nbytes
-        return owed / self.rate

@@ -166,14 +166,14 @@ class ObjectServerTests(TestCase):
         self.patch(diskfile_module.os, "posix_fadvise", lambda fd, offset, length, advice: dropped.append(length))
         response, got = await self.call("GET", "/d1/3/a/c/big", io)
         self.assertEqual(got, body)
-        self.assertEqual((counters.read_bytes, counters.tenant_bytes), (len(body), {"AUTH_g": 2 * len(body)}))
+        self.assertEqual((counters.read_bytes, scheduler.tenants()["AUTH_g"].bytes), (len(body), 2 * len(body)))
         self.assertEqual(sum(dropped), len(body))  # past keep_cache_size: its pages are let go as read
         # without X-Backend-Io-*: the default class, the account as tenant; small objects stay cached
         dropped.clear()
         await self.put("/d1/3/a/c/small", b"s" * (200 * 1024))
         response, got = await self.call("GET", "/d1/3/a/c/small")
         self.assertEqual((len(got), dropped), (200 * 1024, []))
-        self.assertEqual(counters.tenant_bytes["a"], 2 * 200 * 1024)
+        self.assertEqual(scheduler.tenants()["a"].bytes, 2 * 200 * 1024)
         self.assertEqual(counters.streams, 0)
 
     def count_thread_calls(self) -> list[str]:

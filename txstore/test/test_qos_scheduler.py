@@ -16,12 +16,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.qos import ioprio
 from txstore.qos.classes import IOClass, IOClasses, IOSpec
-from txstore.qos.scheduler import OP_COST, READ, WRITE, IOScheduler
+from txstore.qos.scheduler import OP_COST, READ, WRITE, IOScheduler, TenantFigures
 
 MiB = 1024 * 1024
 CLASSES = IOClasses({
     "gold": IOClass("gold", 4.0), "bronze": IOClass("bronze", 1.0), "capped": IOClass("capped", 1.0, stream_rate=MiB),
-    "background": IOClass("background", 0.5),
+    "background": IOClass("background", 0.5), "metered": IOClass("metered", 1.0, tenant_rate=2 * MiB),
 }, "bronze")
 
 
@@ -110,8 +110,8 @@ class SchedulerTests(SynchronousTestCase):
             self.assertEqual((counters.streams, counters.running, counters.queued), (1, 1, 1))
             self.pool.finish_one()
             self.pool.finish_one()
-        self.assertEqual((counters.read_bytes, counters.write_bytes, counters.tenant_bytes, counters.streams),
-                         (1000, 300, {"AUTH_g": 1300}, 0))
+        self.assertEqual((counters.read_bytes, counters.write_bytes, counters.streams), (1000, 300, 0))
+        self.assertEqual(scheduler.tenants(), {"AUTH_g": TenantFigures(1300, 0.0, 0.0)})
 
     def test_a_request_without_a_spec_is_its_accounts_in_the_default_class(self) -> None:
         stream = self.scheduler.stream("sda", None, "AUTH_x")
@@ -148,6 +148,54 @@ class StreamCapTests(SynchronousTestCase):
         self.assertEqual(scheduler.stream("sda", IOSpec("capped", "t", rate=10 * MiB)).rate, MiB)
         self.assertEqual(scheduler.stream("sda", IOSpec("gold", "t", rate=5 * MiB)).rate, 5 * MiB)
         self.assertEqual(scheduler.stream("sda", IOSpec("gold", "t")).rate, 0)
+
+
+class TenantCapTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.pool = HeldPool()
+        self.scheduler = IOScheduler(self.pool, CLASSES, self.clock, depth=8)
+
+    def moved_in(self, seconds: float, tenant: str = "t", streams: int = 4) -> int:
+        """Bytes the tenant's streams (on two devices) move in ``seconds``, each asking 256 KiB at a time."""
+        moved = [0]
+        runs = [self.scheduler.stream(("sda", "sdb")[n % 2], IOSpec("metered", tenant)) for n in range(streams)]
+
+        async def keep_reading(stream):
+            while self.clock.seconds() < end:
+                await stream.run(READ, MiB // 4, lambda: None)
+                moved[0] += MiB // 4
+        end = self.clock.seconds() + seconds
+        for stream in runs:
+            Deferred.fromCoroutine(keep_reading(stream))
+        while self.clock.seconds() < end:
+            for _ in range(len(self.pool.running)):  # the disk: what is in the pool now, each tick
+                self.pool.finish_one()
+            self.clock.advance(0.01)
+        while self.pool.running:
+            self.pool.finish_one()
+        return moved[0]
+
+    def test_the_class_cap_holds_for_the_tenant_across_its_streams_and_devices(self) -> None:
+        moved = self.moved_in(10)
+        self.assertLessEqual(abs(moved / 10 - 2 * MiB), 0.05 * 2 * MiB)
+        figures = self.scheduler.tenants()["t"]
+        self.assertEqual((figures.bytes, figures.cap), (moved, 2 * MiB))
+        self.assertGreater(figures.waited, 0)
+
+    def test_a_share_from_the_controller_then_back_to_the_whole_cap(self) -> None:
+        self.scheduler.set_shares({"t": MiB // 2}, ttl=10)
+        moved = self.moved_in(8)
+        self.assertLessEqual(abs(moved / 8 - MiB // 2), 0.05 * MiB)
+        self.clock.advance(3)  # the shares are 11 s old: no controller heard from, the whole cap again
+        moved = self.moved_in(8)
+        self.assertLessEqual(abs(moved / 8 - 2 * MiB), 0.05 * 2 * MiB)
+
+    def test_a_share_never_lifts_the_cap_and_other_tenants_are_apart(self) -> None:
+        self.scheduler.set_shares({"t": 100 * MiB}, ttl=60)
+        self.assertLessEqual(self.moved_in(5) / 5, 2.1 * MiB)
+        self.assertLessEqual(self.moved_in(5, tenant="u") / 5, 2.1 * MiB)
+        self.assertEqual(set(self.scheduler.tenants()), {"t", "u"})
 
 
 class IOPriorityTests(SynchronousTestCase):
