@@ -16,6 +16,10 @@ The classes are the cluster's (``[io-class:…]`` in ``txstore.conf``, `txstore.
 The decision (an `IOSpec`: class, tenant = the account, rate) is left in the request's environ
 for the object controllers, which send it to the nodes as ``X-Backend-Io-*``; sub-requests made
 below this stage (segments, versions) inherit it, and those made above it pass through it.
+
+Where a class has a ``tenant_rate``, the filter also runs the tenant-cap controller in this
+proxy (`txstore.qos.controller`: every ``controller_interval`` seconds it splits each capped
+tenant's cap between the object nodes by where its bytes move).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from txstore.middleware.account_quotas import CachedAccounts
 from txstore.middleware.base import Middleware
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 from txstore.qos.classes import IOClasses, IOSpec
+from txstore.qos.controller import TenantShareController, object_nodes
 from txstore.qos.headers import ENVIRON
 
 ACCOUNT_HEADER = "X-Account-Io-Class"
@@ -124,7 +129,19 @@ class QoS:
 def _build(app, settings: dict[str, Any], proxy) -> QoS:
     classes = proxy.context.io_classes
     proxy.info.register("qos", **classes.info())
+    interval = settings["controller_interval"]
+    if interval > 0 and any(cls.tenant_rate for cls in classes):
+        rings = proxy.context.rings
+        controller = TenantShareController(proxy.context.client, lambda: object_nodes(rings), interval,
+                                           settings["controller_timeout"])
+        proxy.background.append(controller.service(proxy.reactor))
     return QoS(app, classes, CachedAccounts(proxy.context))
 
 
-middleware = Middleware("qos", _build, doc="IO classes: the account's, set by a reseller admin; a request's, only lower.")
+OPTIONS = (
+    c.Option("controller_interval", c.number(0), 1.0,
+             doc="Seconds between the tenant-cap controller's rounds (0: this proxy runs none)."),
+    c.Option("controller_timeout", c.number(0.05), 0.5, doc="Seconds a round waits for each node."),
+)
+middleware = Middleware("qos", _build, OPTIONS,
+                        doc="IO classes: the account's, set by a reseller admin; a request's, only lower.")

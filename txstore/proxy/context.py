@@ -39,12 +39,14 @@ class ProxyServices:
     """
     What a middleware is built with: the controllers' context, the ``/info`` registry, and what
     the middlewares built before it (those below it) ``provided`` for the ones above (tempauth
-    its `TempAuth`, whose users s3api takes as S3 credentials).
+    its `TempAuth`, whose users s3api takes as S3 credentials), and the ``background`` services
+    a middleware needs running while the proxy serves (qos's tenant-cap controller).
     """
 
     context: ProxyContext
     info: Any  # txstore.proxy.info.InfoRegistry
     provided: dict[str, Any] = field(factory=dict)
+    background: list[Any] = field(factory=list)  # twisted.application.service.IService
 
     @property
     def reactor(self) -> Any:

@@ -26,7 +26,9 @@ class ProxyServer:
         self.context = context
         self.info = InfoRegistry()
         self.application = ProxyApplication(context, self.info)
-        self.pipeline = build_pipeline(stages, self.application, ProxyServices(context, self.info))
+        services = ProxyServices(context, self.info)
+        self.pipeline = build_pipeline(stages, self.application, services)
+        self.background = services.background  # services the middlewares need running
 
     def resource(self) -> Resource:
         return ProxyEdge(self.pipeline, self.context.metrics).resource()

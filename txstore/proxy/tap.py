@@ -76,7 +76,12 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
     if settings.statsd is not None:
         context.metrics.statsd = StatsdClient(reactor, **settings.statsd)
         closers.append(context.metrics.statsd.close)
-    return ProxyServer(context, settings.stages), _Pools(*closers)
+    server = ProxyServer(context, settings.stages)
+    services = MultiService()
+    _Pools(*closers).setServiceParent(services)
+    for service in server.background:
+        service.setServiceParent(services)
+    return server, services
 
 
 def makeService(options: Options, reactor=None) -> MultiService:

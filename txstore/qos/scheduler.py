@@ -93,7 +93,7 @@ class TokenBucket:
 
 @define
 class TenantFigures:
-    """One tenant on this node: bytes moved since start, its cap here now, and time spent waiting for it."""
+    """One tenant on this node: bytes moved since start, its cluster-wide cap, and seconds spent waiting for its share."""
 
     bytes: int
     cap: float
@@ -146,6 +146,7 @@ class IOScheduler:
         self._order = itertools.count()
         self._levels = ioprio.levels({cls.name: cls.weight for cls in classes}, classes.default.weight)
         self._tenants: dict[str, TokenBucket] = {}  # capped tenants' buckets, one for all devices
+        self._caps: dict[str, float] = {}  # capped tenants' cluster-wide caps, as their requests' classes say
         self._tenant_bytes: dict[str, int] = {}
         self._shares: dict[str, float] = {}  # this node's share of a tenant's cluster-wide cap
         self._shares_until = 0.0
@@ -183,7 +184,7 @@ class IOScheduler:
     def tenants(self) -> dict[str, TenantFigures]:
         """What each tenant moved on this node (for the controller), with its cap here and its waits."""
         return {
-            tenant: TenantFigures(moved, self._tenants[tenant].rate if tenant in self._tenants else 0.0,
+            tenant: TenantFigures(moved, self._caps.get(tenant, 0.0),
                                   self._tenants[tenant].waited if tenant in self._tenants else 0.0)
             for tenant, moved in self._tenant_bytes.items()
         }
@@ -192,6 +193,7 @@ class IOScheduler:
         cap = self._classes.resolve(spec.io_class).tenant_rate
         if not cap:
             return 0.0
+        self._caps[spec.tenant] = cap
         share = self._shares.get(spec.tenant) if self._clock.seconds() < self._shares_until else None
         rate = min(cap, share) if share is not None else cap
         bucket = self._tenants.get(spec.tenant)

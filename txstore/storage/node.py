@@ -59,6 +59,7 @@ from txstore.storage.db import AccountBroker, ContainerBroker
 from txstore.storage.container_server import ContainerServer
 from txstore.qos.meter import BandwidthMeter
 from txstore.qos.scheduler import IOScheduler
+from txstore.qos.shares import SharesReceiver
 from txstore.storage.object_server import ObjectServer
 from txstore.storage.recon import Recon, device_figures
 from txstore.storage.server import NodeServer
@@ -178,7 +179,7 @@ def build_node(
     recon = Recon(context, settings.ring_dir, meter=meter)
     server = NodeServer(
         accounts=accounts, containers=containers, objects=ObjectServer(context, meter=meter), recon=recon,
-        metrics=node_metrics(),
+        metrics=node_metrics(), shares=SharesReceiver(context.scheduler),
     )
     services = MultiService()
     meter.setServiceParent(services)

@@ -64,6 +64,7 @@ class NodeServer:
     containers: BackendHandler | None = None
     objects: BackendHandler | None = None
     recon: object | None = None  # txstore.storage.recon.Recon
+    shares: object | None = None  # txstore.qos.shares.SharesReceiver: the tenant-cap controller's PUTs
     metrics: ServerMetrics | None = None  # served at /metrics, fed by every request's end
     log = Logger()
     app = swift_routes(Klein())
@@ -84,6 +85,12 @@ class NodeServer:
             return self.serve_backend(request)
         return self.recon.handle(request)  # type: ignore[attr-defined]
 
+    @app.route("/qos/shares")
+    def serve_shares(self, request: Request) -> Answer:
+        if self.shares is None or request.path != b"/qos/shares":
+            return self.serve_backend(request)
+        return self.shares.handle(request)  # type: ignore[attr-defined]
+
     @app.route("/<name:device>/<name:partition>/<name:account>", endpoint="account")
     @app.route("/<name:device>/<name:partition>/<name:account>/", endpoint="account/")
     @app.route("/<name:device>/<name:partition>/<name:account>/<name:container>", endpoint="container")
@@ -99,6 +106,8 @@ class NodeServer:
             return healthcheck(request)
         if request.path.startswith(b"/recon/"):
             return self.serve_recon(request)
+        if request.path == b"/qos/shares":
+            return self.serve_shares(request)
         return self.serve_backend(request)
 
     def _log_access(self, request: Request) -> None:
