@@ -29,13 +29,16 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from txstore.interfaces import IBlockingRunner
 from txstore.qos import ioprio
 from txstore.qos.classes import BACKGROUND, IOClasses, IOSpec
 
@@ -44,7 +47,10 @@ from txstore.qos.classes import BACKGROUND, IOClasses, IOSpec
 OP_COST = 64 * 1024
 # A capped stream may run ahead of its rate by this many seconds' worth of bytes.
 BURST_SECONDS = 0.1
-READ, WRITE = "read", "write"
+READ, WRITE, OTHER = "read", "write", "other"
+# What one call of the consistency daemons costs in the queue: their calls (a listing, a hash of
+# a suffix, a chunk read to send) move unknown amounts, so each is priced as a middling read.
+BACKGROUND_CALL_COST = 256 * 1024
 
 
 @define
@@ -246,9 +252,10 @@ class IOScheduler:
         counters.running -= 1
         if job.kind == READ:
             counters.read_bytes += job.nbytes
-        else:
+        elif job.kind == WRITE:
             counters.write_bytes += job.nbytes
-        self._tenant_bytes[job.tenant] = self._tenant_bytes.get(job.tenant, 0) + job.nbytes
+        if job.kind != OTHER:
+            self._tenant_bytes[job.tenant] = self._tenant_bytes.get(job.tenant, 0) + job.nbytes
         flow = job.flow
         flow.queued -= 1
         if flow.queued == 0 and flow.finish <= device.vtime:
@@ -289,3 +296,22 @@ class Stream:
         if delay > 0:
             await deferLater(self._scheduler._clock, delay)
         return await self._scheduler.submit(self.device, self.spec, kind, nbytes, function, *args)
+
+
+
+@implementer(IBlockingRunner)
+class BackgroundRunner:
+    """
+    The consistency daemons' `IBlockingRunner`: each call is a job of the ``background`` class
+    on its device's queue (priced `BACKGROUND_CALL_COST`, not counted as a client's bytes), so
+    replication, the auditor, the reconstructor and the rest share a busy disk with clients by
+    the background class's weight, and run at its kernel IO priority.
+    """
+
+    def __init__(self, scheduler: IOScheduler) -> None:
+        self._scheduler = scheduler
+        self._spec = IOSpec(BACKGROUND, "-")
+
+    def run(self, key: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred:
+        call = partial(function, *args, **kwargs) if kwargs else function
+        return self._scheduler.submit(key, self._spec, OTHER, BACKGROUND_CALL_COST, call, *(() if kwargs else args))

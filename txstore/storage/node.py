@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
@@ -58,7 +59,7 @@ from txstore.storage.account_server import AccountServer
 from txstore.storage.db import AccountBroker, ContainerBroker
 from txstore.storage.container_server import ContainerServer
 from txstore.qos.meter import BandwidthMeter
-from txstore.qos.scheduler import IOScheduler
+from txstore.qos.scheduler import BackgroundRunner, IOScheduler
 from txstore.qos.shares import SharesReceiver
 from txstore.storage.object_server import ObjectServer
 from txstore.storage.recon import Recon, device_figures
@@ -201,8 +202,11 @@ def build_node(
         credentials = Credentials.from_files(
             replication["tls_certificate"], replication["tls_private_key"], replication["tls_ca"]
         )
+    # The consistency daemons' disk work (and replication's incoming writes) is the background
+    # IO class's on each device's queue: they share a busy disk with clients by its weight.
+    daemons = attrs.evolve(context, runner=BackgroundRunner(context.scheduler))
     receiver = ReceiverFactory(
-        context, reactor, timeout=replication["node_timeout"],
+        daemons, reactor, timeout=replication["node_timeout"],
         sessions_per_device=replication["sessions_per_device"],
         reclaim_age=options[OBJECT_REPLICATOR]["reclaim_age"],
         db_handlers={
@@ -216,14 +220,14 @@ def build_node(
     runs: dict[str, object] = {}
     stops: dict[str, Callable[[], None]] = {}  # what makes a daemon's pass end early at node stop
     if rings is not None:
-        runs[CONTAINER_UPDATER] = ContainerUpdater(context, rings.account).run_pass
-        runs[OBJECT_UPDATER] = ObjectUpdater(context, rings.container).run_pass
+        runs[CONTAINER_UPDATER] = ContainerUpdater(daemons, rings.account).run_pass
+        runs[OBJECT_UPDATER] = ObjectUpdater(daemons, rings.container).run_pass
         replicate = options[OBJECT_REPLICATOR]
         connector = Connector(reactor, replication["conn_timeout"], replication["node_timeout"], credentials)
-        sender = ObjectSender(context, connector, BytePacer(reactor, replicate["bytes_per_second"]))
+        sender = ObjectSender(daemons, connector, BytePacer(reactor, replicate["bytes_per_second"]))
         is_local = local_device_matcher(settings.bind_ip, settings.bind_port)
         replicator = ObjectReplicator(
-            context, rings, is_local, sender, concurrency=replicate["concurrency"],
+            daemons, rings, is_local, sender, concurrency=replicate["concurrency"],
             reclaim_age=replicate["reclaim_age"],
         )
         runs[OBJECT_REPLICATOR] = replicator.run_pass
@@ -232,7 +236,7 @@ def build_node(
             # Its own sender: stopping the replicator's sessions must not end the reconstructor's.
             reconstruct = options[OBJECT_RECONSTRUCTOR]
             reconstructor = ObjectReconstructor(
-                context, rings, is_local, ObjectSender(context, connector), client, reactor,
+                daemons, rings, is_local, ObjectSender(daemons, connector), client, reactor,
                 concurrency=reconstruct["concurrency"], reclaim_age=reconstruct["reclaim_age"],
                 node_timeout=replication["node_timeout"],
             )
@@ -243,21 +247,21 @@ def build_node(
             (ACCOUNT_REPLICATOR, "account", rings.account, accounts),
         ):
             runs[name] = DatabaseReplicator(
-                context, ring, is_local, DatabaseSender(kind, db_server.databases, connector),
+                daemons, ring, is_local, DatabaseSender(kind, db_server.databases, connector),
                 concurrency=options[name]["concurrency"], reclaim_age=options[name]["reclaim_age"],
             ).run_pass
         runs[ACCOUNT_REAPER] = AccountReaper(
-            context, rings, is_local,
+            daemons, rings, is_local,
             delay_reaping=options[ACCOUNT_REAPER]["delay_reaping"],
         ).run_pass
     audit = options[OBJECT_AUDITOR]
     auditor = ObjectAuditor(
-        context, reactor, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
+        daemons, reactor, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
         bytes_per_second=audit["bytes_per_second"],
     )
     runs[OBJECT_AUDITOR] = auditor.run_pass
     stops[OBJECT_AUDITOR] = auditor.stop
-    expirer = ObjectExpirer(context, reactor, objects_per_second=options[OBJECT_EXPIRER]["objects_per_second"])
+    expirer = ObjectExpirer(daemons, reactor, objects_per_second=options[OBJECT_EXPIRER]["objects_per_second"])
     runs[OBJECT_EXPIRER] = expirer.run_pass
     stops[OBJECT_EXPIRER] = expirer.stop
     for name, kind, broker_class, db_server in (
@@ -265,7 +269,7 @@ def build_node(
         (ACCOUNT_AUDITOR, "accounts", AccountBroker, accounts),
     ):
         db_auditor = DatabaseAuditor(
-            context, reactor, kind, broker_class, db_server.databases.quarantine,
+            daemons, reactor, kind, broker_class, db_server.databases.quarantine,
             databases_per_second=options[name]["databases_per_second"], full_check=options[name]["integrity_check"],
         )
         runs[name] = db_auditor.run_pass

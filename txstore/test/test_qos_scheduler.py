@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.qos import ioprio
 from txstore.qos.classes import IOClass, IOClasses, IOSpec
-from txstore.qos.scheduler import OP_COST, READ, WRITE, IOScheduler, TenantFigures
+from txstore.qos.scheduler import OP_COST, READ, WRITE, BackgroundRunner, IOScheduler, TenantFigures
 
 MiB = 1024 * 1024
 CLASSES = IOClasses({
@@ -112,6 +112,20 @@ class SchedulerTests(SynchronousTestCase):
             self.pool.finish_one()
         self.assertEqual((counters.read_bytes, counters.write_bytes, counters.streams), (1000, 300, 0))
         self.assertEqual(scheduler.tenants(), {"AUTH_g": TenantFigures(1300, 0.0, 0.0)})
+
+    def test_the_daemons_runner_is_the_background_class_on_the_device(self) -> None:
+        runner = BackgroundRunner(self.scheduler)
+        self.queue(IOSpec("gold", "AUTH_g"), 200, "gold")
+        done = [runner.run("sda", lambda x, y=0: ("daemon", x, y), 1, y=2) for _ in range(50)]
+        served = self.served(100)
+        # gold (4) at 1 MiB a job against background (0.5) at 256 KiB: (1 MiB + 64 KiB) / 4 against
+        # (256 KiB + 64 KiB) / 0.5 of virtual time a job, so 70 % of the jobs are gold's
+        self.assertEqual(Counter(label if isinstance(label, str) else "daemon" for label in served),
+                         {"gold": 70, "daemon": 30})
+        self.assertEqual(self.successResultOf(done[0]), ("daemon", 1, 2))
+        counters = self.scheduler.counters()["sda"]
+        self.assertEqual(counters.read_bytes, 70 * MiB)  # the daemons' calls are not clients' bytes
+        self.assertNotIn("-", self.scheduler.tenants())
 
     def test_a_request_without_a_spec_is_its_accounts_in_the_default_class(self) -> None:
         stream = self.scheduler.stream("sda", None, "AUTH_x")
