@@ -30,8 +30,9 @@ def backend_headers(environ: dict) -> dict[str, str]:
 
 def from_backend(header: Callable[[str], str | None]) -> IOSpec | None:
     """The spec a node request carries (``header(name)`` reads one), or None."""
-    io_class = header(CLASS)
+    io_class = (header(CLASS) or "").strip()
     if not io_class:
         return None
-    rate = header(RATE) or "0"
-    return IOSpec(io_class.strip(), (header(TENANT) or "").strip(), int(rate) if rate.strip().isdigit() else 0)
+    rate = (header(RATE) or "").strip()
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+    return IOSpec(io_class, (header(TENANT) or "").strip(), int(rate) if rate.isascii() and rate.isdigit() else 0)
