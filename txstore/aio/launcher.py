@@ -25,6 +25,7 @@ from pathlib import Path
 
 from txstore.common import config
 from txstore.aio.layout import DAEMON_SETS, DEFAULT_USERS, HOST, Layout, LayoutError, Topology, prepare
+from txstore.qos.classes import valid_name
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -260,6 +261,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers", type=int, default=1,
         help="proxy processes on the proxy's port (default 1; 2 uses both cores of a laptop)",
     )
+    parser.add_argument(
+        "--io-class", dest="io_classes", action="append", type=_io_class, default=[], metavar="NAME=WEIGHT[,...]",
+        help="an IO class for txstore.conf (docs/qos.rst), repeatable: NAME=WEIGHT, then optionally"
+        " ,stream_rate=SIZE ,tenant_rate=SIZE ,default (like gold=4 bronze=1,default)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--background", action="store_true", help="start, print, and leave the cluster running")
     mode.add_argument("--stop", action="store_true", help="stop the cluster running from --root")
@@ -275,6 +281,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 1 <= args.base_port <= 65535 - 10 * args.nodes:
         parser.error("--base-port leaves no room for the nodes' ports")
     return args
+
+
+def _io_class(raw: str) -> tuple[str, dict[str, str]]:
+    """``gold=4,tenant_rate=60MB,default`` -> ("gold", {"weight": "4", "tenant_rate": "60MB", "default": "yes"})."""
+    head, *rest = raw.split(",")
+    name, equals, weight = head.partition("=")
+    if not equals or not valid_name(name.strip()):
+        raise argparse.ArgumentTypeError(f"{raw!r}: NAME=WEIGHT first (letters, digits, - and _ in the name)")
+    options = {"weight": weight.strip()}
+    for part in rest:
+        option, equals, value = part.partition("=")
+        option = option.strip()
+        if option == "default" and not equals:
+            options["default"] = "yes"
+        elif option in ("stream_rate", "tenant_rate") and equals:
+            options[option] = value.strip()
+        else:
+            raise argparse.ArgumentTypeError(f"{raw!r}: after the weight, stream_rate=, tenant_rate= or default")
+    return name.strip(), options
 
 
 def _size(raw: str) -> int:
@@ -302,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     topology = Topology(args.nodes, args.replicas, args.part_power, args.base_port)
     try:
         layout = prepare(args.root, topology, args.proxy_port, seed=args.seed, daemons=args.daemons,
-                         max_file_size=args.max_file_size, proxy_workers=args.workers)
+                         max_file_size=args.max_file_size, proxy_workers=args.workers,
+                         io_classes=dict(args.io_classes))
     except (LayoutError, OSError) as err:
         print(f"txstore-aio: {err}", file=sys.stderr)
         return 2

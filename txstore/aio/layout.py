@@ -141,11 +141,13 @@ DAEMON_SETS = ("all", "updaters")
 
 def prepare(
     root: Path, topology: Topology, proxy_port: int, *, seed: int | None = None, daemons: str = "all",
-    max_file_size: int | None = None, proxy_workers: int = 1,
+    max_file_size: int | None = None, proxy_workers: int = 1, io_classes: dict[str, dict[str, str]] | None = None,
 ) -> Layout:
     """
     Create (first run) or check and refresh (later runs) everything under ``root``. ``daemons``
-    is ``all`` or ``updaters`` (the others written with ``enabled = false``).
+    is ``all`` or ``updaters`` (the others written with ``enabled = false``). ``io_classes``:
+    the ``[io-class:<name>]`` sections of this start (their options as written), replacing those
+    of an earlier one.
     """
     if daemons not in DAEMON_SETS:
         raise LayoutError(f"unknown daemon set {daemons!r} (known: {', '.join(DAEMON_SETS)})")
@@ -165,6 +167,7 @@ def prepare(
             f" part power {recorded.part_power}, base port {recorded.base_port}; start it with those"
             " options or choose a new --root"
         )
+    _write_io_classes(layout, io_classes or {})
     for number in range(1, topology.nodes + 1):
         (layout.devices(number) / f"d{number}").mkdir(parents=True, exist_ok=True)
         _write(layout.node_config(number), _node_config(layout, number, daemons))
@@ -201,6 +204,21 @@ def _write_cluster_config(layout: Layout) -> None:
         "policy_type = replication\n"
         + ec_policy,
     )
+
+
+IO_CLASS_MARK = "# IO classes of this start (txstore-aio --io-class):\n"
+
+
+def _write_io_classes(layout: Layout, classes: dict[str, dict[str, str]]) -> None:
+    """txstore.conf with ``classes`` as its ``[io-class:…]`` sections, after the part written once."""
+    path = layout.etc / "txstore.conf"
+    text = path.read_text(encoding="utf-8").split("\n" + IO_CLASS_MARK)[0]
+    if classes:
+        text += "\n" + IO_CLASS_MARK + "".join(
+            f"[io-class:{name}]\n" + "".join(f"{option} = {value}\n" for option, value in options.items()) + "\n"
+            for name, options in classes.items()
+        )
+    _write(path, text)
 
 
 def _build_rings(layout: Layout, seed: int | None) -> None:

@@ -132,6 +132,9 @@ class _Device:
     name: str
     depth: int
     counters: DeviceCounters = field(factory=DeviceCounters)
+    # An object device (a stream was opened on it), not one of the daemons' other pool keys
+    # ("auditor", "ec", ...), which are queued alike but are no disk to report.
+    stored_objects: bool = False
     vtime: float = 0.0
     flows: dict[tuple[str, str], _Flow] = field(factory=dict)
     heap: list = field(factory=list)
@@ -164,14 +167,12 @@ class IOScheduler:
         """
         if spec is None:
             spec = IOSpec(self._classes.default_name, tenant)
+        self._device(device).stored_objects = True
         return Stream(self, device, spec, self._classes.stream_cap(spec))
 
-    def background(self, device: str) -> Stream:
-        """The consistency daemons' disk work on ``device``."""
-        return self.stream(device, IOSpec(BACKGROUND, "-"))
-
     def counters(self) -> dict[str, DeviceCounters]:
-        return {name: device.counters for name, device in self._devices.items()}
+        """The object devices' counters (those a stream was opened on)."""
+        return {name: device.counters for name, device in self._devices.items() if device.stored_objects}
 
     # --- tenants' cluster-wide caps -----------------------------------------------------------
 

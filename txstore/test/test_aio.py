@@ -15,7 +15,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txstore.aio.launcher import alive, read_pid
+from txstore.aio.launcher import alive, parse_args, read_pid
 from txstore.aio.layout import ec_fragments, OTHER_DAEMONS, UPDATERS, LayoutError, Topology, prepare
 from txstore.proxy.config import load_proxy_settings
 from txstore.ring.ringset import RingSet
@@ -117,6 +117,24 @@ class LayoutTests(SynchronousTestCase):
         self.assertEqual((settings.workers, settings.stage("tempauth").settings["token_store"]), (2, "signed"))
         single = load_proxy_settings(prepare(temp_dir(self) / "aio", topology, 8080).proxy_config)
         self.assertEqual((single.workers, single.stage("tempauth").settings["token_store"]), (1, "memory"))
+
+    def test_io_classes_of_each_start(self) -> None:
+        topology = Topology(nodes=3, replicas=3, part_power=6)
+        root = temp_dir(self) / "aio"
+        args = parse_args(["--io-class", "gold=4,tenant_rate=60MB", "--io-class", "bronze=1,default"])
+        layout = prepare(root, topology, 8080, io_classes=dict(args.io_classes))
+        classes = load_proxy_settings(layout.proxy_config).cluster.io_classes
+        self.assertEqual((classes.default_name, classes.get("gold").weight, classes.get("gold").tenant_rate),
+                         ("bronze", 4.0, 60_000_000))
+        self.assertEqual(load_node_settings(layout.node_config(2)).cluster.io_classes, classes)
+        # a later start without them: back to the default classes, the rest of the file kept
+        secret = (layout.etc / "txstore.conf").read_text().split("hash_path_suffix = ")[1][:32]
+        prepare(root, topology, 8080)
+        text = (layout.etc / "txstore.conf").read_text()
+        self.assertEqual((secret in text, "io-class" in text), (True, False))
+        for bad in ("gold", "gold=4,fast", "g old=4", "gold=4,stream_rate"):
+            with self.assertRaises(SystemExit):
+                parse_args(["--io-class", bad])
 
     def test_too_few_nodes(self) -> None:
         err = self.assertRaises(LayoutError, prepare, temp_dir(self) / "r", Topology(nodes=2, replicas=3), 8080)

@@ -269,6 +269,7 @@ class RealSchedulerTests(SynchronousTestCase):
         meter = BandwidthMeter(scheduler, clock, depth=2)
         meter.sample()
         spec = IOSpec(DEFAULT_CLASSES.default_name, "AUTH_t")
+        scheduler.stream("sda", spec)  # an object device: streams are opened on it
         for _ in range(5):
             scheduler.submit("sda", spec, READ, MiB, lambda: b"")
         clock.advance(1)

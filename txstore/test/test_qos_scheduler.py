@@ -81,6 +81,7 @@ class SchedulerTests(SynchronousTestCase):
 
     def test_a_device_with_room_holds_nothing_back(self) -> None:
         scheduler = IOScheduler(self.pool, CLASSES, self.clock, depth=4)
+        scheduler.stream("sda", None)
         for label in ("gold", "bronze", "background"):
             scheduler.submit("sda", IOSpec(label, "t"), READ, MiB, lambda: None)
         self.assertEqual(len(self.pool.running), 3)
@@ -123,14 +124,15 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(Counter(label if isinstance(label, str) else "daemon" for label in served),
                          {"gold": 70, "daemon": 30})
         self.assertEqual(self.successResultOf(done[0]), ("daemon", 1, 2))
-        counters = self.scheduler.counters()["sda"]
+        counters = self.scheduler._devices["sda"].counters
         self.assertEqual(counters.read_bytes, 70 * MiB)  # the daemons' calls are not clients' bytes
+        runner.run("auditor", lambda: None)
+        self.assertEqual(self.scheduler.counters(), {})  # no object device: no stream was opened on either
         self.assertNotIn("-", self.scheduler.tenants())
 
     def test_a_request_without_a_spec_is_its_accounts_in_the_default_class(self) -> None:
         stream = self.scheduler.stream("sda", None, "AUTH_x")
         self.assertEqual((stream.spec, stream.rate), (IOSpec("bronze", "AUTH_x"), 0))
-        self.assertEqual(self.scheduler.background("sda").spec.io_class, "background")
 
 
 class StreamCapTests(SynchronousTestCase):
