@@ -46,6 +46,21 @@ places data that does not exist yet, so it moves and marks nothing.
 
 Counts per tree node are kept up to date as replicas move, so placing a replica costs the
 sum of the fan-outs on its way down, not the number of devices.
+
+**The first rebalance** of a builder (an empty table) does not walk the tree once per
+replica: it *fills* it a tier at a time (``Placer.fill_all``). Every node's target is made
+a whole number (largest remainder, parents first), and each node's replicas of every
+partition, a byte per partition, are split among its children at once: each child gets its
+floor of every partition, and the replicas left over go one each to children chosen at
+random in proportion to what they still need, in layers when a partition has several left
+over, corrected until every child has exactly its whole target and no partition has two
+in a child of cap 1 (``split_holdings``). The byte strings are handled with C-level
+operations, so Python code runs per correction, not per replica: at part power 18 this is
+several times quicker than placing replica by replica, and as good (every node within one
+replica of its target, every partition at its floors and under its caps). The order of a
+partition's replicas in the table is shuffled, so that row 0 is not always the last region
+filled. A topology the fill cannot split (a fan-out above 254, or corrections that run out
+of tries, which only contrived cases do) is placed replica by replica as in 2.
 """
 
 from __future__ import annotations
@@ -53,14 +68,15 @@ from __future__ import annotations
 import math
 import random
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
+from itertools import compress, repeat
 
 from attrs import define, field
 
 from txstore.ring.device import Device
 from txstore.ring.errors import RingBuilderError
-from txstore.ring.tiers import DEVICE, TierTree, replica_cap, replica_floor
+from txstore.ring.tiers import DEVICE, HOST, TIER_NAMES, TierTree, format_tier, replica_cap, replica_floor
 
 #: Balance passes at most; each pass usually halves what is left to fix.
 MAX_BALANCE_PASSES = 8
@@ -396,6 +412,104 @@ class Placer:
         self.reserved = [0] * len(self.tree)
         self.replicas_placed += self.replicas * count
 
+    # -- phase 2 for an empty table, in bulk ------------------------------------------------
+
+    def whole_targets(self) -> list[int] | None:
+        """
+        Every node's target as a whole number of replicas: the root's is every replica, and
+        each node's is split among its children by largest remainder of their targets, each
+        kept between floor × partitions and cap × partitions. ``None`` if that cannot be done.
+        """
+        count = 1 << self.part_power
+        tree = self.tree
+        whole = [0] * len(tree)
+        whole[0] = round(self.target[0])
+        for node in tree.top_down():
+            kids = tree.children[node]
+            if not kids:
+                continue
+            real = [self.target[c] for c in kids]
+            scale = whole[node] / sum(real) if sum(real) > 0 else 0.0
+            wanted = [value * scale for value in real]
+            low = [self.floor[c] * count for c in kids]
+            high = [min(self.cap[c], tree.capacity[c]) * count for c in kids]
+            shares = [min(high[i], max(low[i], math.floor(w + _EPSILON))) for i, w in enumerate(wanted)]
+            left = whole[node] - sum(shares)
+            # Largest remainder first; a child at its bound is passed over.
+            by_remainder = sorted(range(len(kids)), key=lambda i: shares[i] - wanted[i])
+            while left:
+                step = 1 if left > 0 else -1
+                order = by_remainder if step > 0 else by_remainder[::-1]
+                for i in order:
+                    if left and low[i] <= shares[i] + step <= high[i]:
+                        shares[i] += step
+                        left -= step
+                if left and all(not low[i] <= shares[i] + step <= high[i] for i in order):
+                    return None
+            for child, share in zip(kids, shares):
+                whole[child] = share
+        return whole
+
+    def fill_all(self) -> bool:
+        """
+        Phase 2 for a table with nothing assigned, tier by tier instead of replica by
+        replica (see ``split_holdings``); ``False``, with nothing placed, if the topology is
+        one it does not handle (the caller then places replica by replica).
+        """
+        count = 1 << self.part_power
+        tree = self.tree
+        whole = self.whole_targets()
+        if whole is None or self.replicas > 255:
+            return False
+        # A node's holdings, compacted to the partitions it holds: their numbers, and how
+        # many replicas of each (a byte each).
+        held_by: dict[int, Sequence[int]] = {}
+        pending: list[tuple[int, Sequence[int], bytes]] = [(0, range(count), bytes([self.replicas]) * count)]
+        while pending:
+            node, parts, held = pending.pop()
+            kids = tree.children[node]
+            if not kids:
+                held_by[tree.node_dev[node]] = parts
+                continue
+            split = split_holdings(
+                held,
+                [self.floor[c] for c in kids],
+                [min(self.cap[c], tree.capacity[c]) for c in kids],
+                [whole[c] for c in kids],
+                self.rng,
+            )
+            if split is None:
+                return False
+            for child, child_held in zip(kids, split):
+                pending.append((child, array("I", compress(parts, child_held)), bytes(compress(child_held, child_held))))
+            depth = tree.depth[node]
+            if depth < HOST:
+                self.progress(f"placing: {format_tier(tree.tiers[node])} split among its {TIER_NAMES[depth + 1]}s")
+        # Each device's partitions into the table with C-level maps, not a Python loop per
+        # replica. A partition's holders come in tree order, so the order is shuffled: each
+        # partition gets one of 2R orders (rotated, maybe reversed) at random, else row 0
+        # would mostly be in the last region, and a device's partitions in row order would
+        # come in runs of one kind (the balance passes read them in that order).
+        rows = self.tables
+        replicas = self.replicas
+        orders = 2 * replicas if replicas <= 8 else 1
+        # A byte per partition: its order × 16 + how many holders it has so far.
+        state = bytearray(self.rng.randbytes(count).translate(_table(lambda v: v * orders // 256 * 16)))
+        step = _table(lambda v: min(v + 1, 255))
+        to_row = [
+            _table(lambda v, index=index: int(_row_in_order(v // 16, v % 16, replicas) == index))
+            for index in range(replicas)
+        ]
+        for dev, parts in held_by.items():
+            where = bytes(map(state.__getitem__, parts))
+            for row, pick in zip(rows, to_row):
+                chosen = compress(parts, where.translate(pick))
+                deque(map(row.__setitem__, chosen, repeat(dev)), maxlen=0)
+            deque(map(state.__setitem__, parts, where.translate(step)), maxlen=0)
+            self._add(dev, len(parts))
+        self.replicas_placed += self.replicas * count
+        return True
+
     # -- phase 3: balance ------------------------------------------------------------------
 
     def balance(self) -> int:
@@ -585,7 +699,8 @@ class Placer:
 
     def run(self) -> PlacementOutcome:
         if self.initial and all(row.count(UNASSIGNED) == len(row) for row in self.tables):
-            self.place_all()
+            if not self.fill_all():
+                self.place_all()
             self.progress(f"placed {self.replicas_placed} replicas")
         else:
             pending = self.gather()
@@ -609,3 +724,214 @@ def _parents(tree: TierTree) -> list[int]:
         for child in kids:
             parents[child] = node
     return parents
+
+
+# -- the bulk fill of an empty table -------------------------------------------------------
+#
+# A node's holdings are a byte per partition: how many replicas of it the node holds. Byte
+# strings are split with C-speed operations (``bytes.translate``, ``bytes.count``,
+# ``itertools.compress``, and arithmetic on the whole string read as one integer, which
+# works per byte as long as no byte overflows), so Python code runs only for the few
+# corrections, not per replica.
+
+
+def _row_in_order(order: int, rank: int, replicas: int) -> int:
+    """The row of a partition's holder number ``rank`` under order ``order`` (of 2R)."""
+    turn, backwards = divmod(order, 2)
+    return (turn - rank if backwards else turn + rank) % replicas
+
+
+def _as_int(data: bytes | bytearray) -> int:
+    return int.from_bytes(data, "little")
+
+
+def _as_bytes(value: int, size: int) -> bytes:
+    return value.to_bytes(size, "little")
+
+
+def _table(mapping: Callable[[int], int]) -> bytes:
+    """A ``bytes.translate`` table: byte v becomes ``mapping(v)``."""
+    return bytes(mapping(value) for value in range(256))
+
+
+def _label_table(needs: Sequence[int]) -> bytes:
+    """
+    A table turning a random byte into a label 1..len(needs), label i+1 for about
+    ``needs[i] / sum(needs)`` of the bytes.
+    """
+    total = sum(needs)
+    table = bytearray(256)
+    start = 0
+    running = 0
+    for label, need in enumerate(needs, 1):
+        running += need
+        end = round(256 * running / total) if total else 256
+        table[start:end] = bytes([label]) * (end - start)
+        start = end
+    return bytes(table)
+
+
+def split_holdings(
+    held: bytes,
+    floors: Sequence[int],
+    caps: Sequence[int],
+    totals: Sequence[int],
+    rng: random.Random,
+) -> list[bytes] | None:
+    """
+    Split a node's holdings (``held[p]``: replicas of partition ``p``) among its children:
+    child ``i`` gets ``floors[i]`` replicas of every partition, then one more of
+    ``totals[i] - floors[i] × partitions`` partitions chosen at random, never more than
+    ``caps[i]`` of one partition and never two of one partition's replicas where it takes
+    one more. The holdings of each child, or ``None`` if these numbers do not fit together
+    or the corrections below run out of tries (the caller then falls back).
+
+    The extra replicas of a partition are laid out in layers: layer j holds the partitions
+    with more than j extras. Each layer gets random labels (a child's chance in proportion
+    to what it still needs), then labels are changed one at a time until every child has
+    exactly its total, and swapped within a layer where two layers gave one partition the
+    same child. Children that must take an extra of every partition take them first.
+    """
+    size = len(held)
+    base = sum(floors)
+    if size == 0:
+        return [b"" for _ in floors] if not any(totals) else None
+    if min(held) < base:
+        return None
+    extras = held.translate(_table(lambda v: max(0, v - base)))
+    result = [_as_int(bytes([floor]) * size) for floor in floors]
+    takers = []
+    for i, (floor, cap, total) in enumerate(zip(floors, caps, totals)):
+        need = total - floor * size
+        if need < 0 or need > (cap - floor) * size:
+            return None
+        if need:
+            takers.append(i)
+    needs = {i: totals[i] - floors[i] * size for i in takers}
+    if sum(needs.values()) != sum(extras):
+        return None
+    while takers:
+        # A child that needs an extra of every partition that has one takes them all.
+        having = size - extras.count(0)
+        full = [i for i in takers if needs[i] == having]
+        if not full:
+            break
+        mask = extras.translate(_table(lambda v: int(v > 0)))
+        for i in full:
+            if needs[i] != size - extras.count(0):
+                return None
+            result[i] += _as_int(mask)
+            extras = _as_bytes(_as_int(extras) - _as_int(mask), size)
+            mask = extras.translate(_table(lambda v: int(v > 0)))
+            needs[i] = 0
+            takers.remove(i)
+        if any(needs[i] > size - extras.count(0) for i in takers):
+            return None
+    layers = max(extras)
+    if layers and (len(takers) > 254 or layers > len(takers)):
+        return None
+    labels = _random_labels(extras, layers, [needs[i] for i in takers], rng)
+    if labels is None:
+        return None
+    for label, i in enumerate(takers, 1):
+        picked = _table(lambda v: int(v == label))
+        for layer in labels:
+            result[i] += _as_int(layer.translate(picked))
+    return [_as_bytes(value, size) for value in result]
+
+
+def _random_labels(
+    extras: bytes, layers: int, needs: list[int], rng: random.Random
+) -> list[bytearray] | None:
+    """Layers of labels as ``split_holdings`` describes them (0: no extra in this layer)."""
+    size = len(extras)
+    table = _label_table(needs)
+    labels = []
+    for layer in range(layers):
+        present = extras.translate(_table(lambda v, layer=layer: 255 * (v > layer)))
+        drawn = rng.randbytes(size).translate(table)
+        labels.append(bytearray(_as_bytes(_as_int(drawn) & _as_int(present), size)))
+    if not _correct_counts(labels, needs, rng):
+        return None
+    if not _separate_layers(labels, extras, rng):
+        return None
+    return labels
+
+
+def _correct_counts(labels: list[bytearray], needs: list[int], rng: random.Random) -> bool:
+    """Relabel single places until label l appears ``needs[l-1]`` times over the layers."""
+    if not labels:
+        return True
+    size = len(labels[0])
+    have = [sum(layer.count(label) for layer in labels) for label in range(1, len(needs) + 1)]
+    over = [label for label in range(1, len(needs) + 1) for _ in range(have[label - 1] - needs[label - 1])]
+    under = [label for label in range(1, len(needs) + 1) for _ in range(needs[label - 1] - have[label - 1])]
+    rng.shuffle(under)
+    tries = 64 * len(over) + 1024
+    for source, dest in zip(over, under):
+        while True:
+            tries -= 1
+            if tries < 0:
+                return False
+            layer = labels[rng.randrange(len(labels))]
+            place = layer.find(source, rng.randrange(size))
+            if place < 0:
+                place = layer.find(source)
+                if place < 0:
+                    continue
+            if all(other[place] != dest for other in labels):
+                layer[place] = dest
+                break
+    return True
+
+
+def _separate_layers(labels: list[bytearray], extras: bytes, rng: random.Random) -> bool:
+    """
+    Where two layers gave one partition the same label, swap that label in one of them with
+    the label of another partition of that layer that can take it (counts do not change).
+    """
+    size = len(extras)
+    for later in range(1, len(labels)):
+        layer = labels[later]
+        present = _as_int(extras.translate(_table(lambda v, later=later: int(v > later))))
+        clashes: list[int] = []
+        for earlier in range(later):
+            same = _as_bytes(_as_int(labels[earlier]) ^ _as_int(layer), size)
+            clash = _as_int(same.translate(_table(lambda v: int(v == 0)))) & present
+            clashes.extend(compress(range(size), _as_bytes(clash, size)))
+        # Most clashes mend each other: two with different labels swap (sorted by label,
+        # the first half against the second); the rest swap with random places.
+        clashes.sort(key=layer.__getitem__)
+        half = len(clashes) // 2
+        for place, other_place in zip(clashes[:half], clashes[half:]):
+            if _swappable(labels, layer, place, other_place):
+                layer[place], layer[other_place] = layer[other_place], layer[place]
+        tries = 64 * len(clashes) + 1024
+        done = labels[: later + 1]
+        for place in clashes:
+            while True:
+                label = layer[place]
+                holders = [other for other in done if other[place] == label]
+                if len(holders) < 2:
+                    break  # mended
+                tries -= 1
+                if tries < 0:
+                    return False
+                # Either layer may give way: the later one may hold no partition that can
+                # take this label, when all its partitions already have it elsewhere.
+                holder = rng.choice(holders)
+                other_place = rng.randrange(size)
+                if _swappable(labels, holder, place, other_place):
+                    holder[place], holder[other_place] = holder[other_place], label
+    return True
+
+
+def _swappable(labels: list[bytearray], layer: bytearray, place: int, other_place: int) -> bool:
+    """Whether swapping two labels of ``layer`` leaves neither clashing with another layer."""
+    label, swap = layer[place], layer[other_place]
+    if swap == 0 or swap == label:
+        return False
+    for other in labels:
+        if other is not layer and (other[place] == swap or other[other_place] == label):
+            return False
+    return True

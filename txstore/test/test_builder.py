@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import random
+from array import array
 from collections import Counter
 from typing import Any
 
@@ -12,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from txstore.ring import placement
 from txstore.ring.builder import RebalanceResult, RingBuilder
 from txstore.ring.device import Device
 from txstore.ring.errors import RingBuilderError, RingError
@@ -719,9 +722,15 @@ class ProgressTests(SynchronousTestCase):
         builder = make(grid(1, 3, 2, 2))
         told: list[str] = []
         result = builder.rebalance(seed=1, progress=told.append)
-        self.assertEqual(told[:10], [f"placing: {n * 25} of 256 partitions" for n in range(1, 11)])
-        self.assertEqual(told[10], f"placed {result.replicas_placed} replicas")
-        self.assertTrue(all(m.startswith("balance pass ") for m in told[11:]), told)
+        # The first rebalance fills the tree a tier at a time: the cluster, then each region
+        # and zone (the hosts are many, and quick).
+        placed = told.index(f"placed {result.replicas_placed} replicas")
+        self.assertEqual(
+            told[:placed],
+            ["placing: cluster split among its regions", "placing: r1 split among its zones"]
+            + [f"placing: r1z{zone} split among its hosts" for zone in (3, 2, 1)],
+        )
+        self.assertTrue(all(m.startswith("balance pass ") for m in told[placed + 1:]), told)
         builder.add_dev(dev(1, 1, 9, "new", 300.0))
         told.clear()
         result = builder.rebalance(seed=2, progress=told.append)
@@ -729,3 +738,108 @@ class ProgressTests(SynchronousTestCase):
         told = [m for m in told if not m.startswith("placing: ")]
         self.assertRegex(told[1], r"^placed \d+ replicas, moved \d+$")
         self.assertEqual(len([m for m in told if m.startswith("balance pass")]), result.passes)
+
+
+class FillTests(SynchronousTestCase):
+    """The first rebalance fills an empty table a tier at a time (``Placer.fill_all``)."""
+
+    def check_split(self, held: bytes, floors: list[int], caps: list[int], totals: list[int], seed: int) -> list[bytes]:
+        split = placement.split_holdings(held, floors, caps, totals, random.Random(seed))
+        assert split is not None
+        self.assertEqual([sum(child) for child in split], totals)
+        for part, n in enumerate(held):
+            got = [child[part] for child in split]
+            self.assertEqual(sum(got), n, (part, got))
+            for value, floor, cap in zip(got, floors, caps):
+                self.assertTrue(floor <= value <= cap, (part, got, floors, caps))
+        return split
+
+    def test_split_one_layer(self) -> None:
+        # Two regions of one share each and a third of 1.5: the third holds 1 or 2 of every
+        # partition, each partition's extra in exactly one place.
+        held = bytes([3]) * 512
+        split = self.check_split(held, [1, 0, 0], [2, 1, 1], [768, 384, 384], seed=1)
+        self.assertEqual(sorted(set(split[0])), [1, 2])
+
+    def test_split_layers_never_double_up(self) -> None:
+        # Three replicas over four zones of share 0.75: every partition in three distinct zones
+        # (three layers of labels, whose clashes must all be mended); 1 or 2 over three zones;
+        # floors and caps that differ; and a split where one child takes an extra of each.
+        for seed in range(20):
+            self.check_split(bytes([3]) * 512, [0] * 4, [1] * 4, [384] * 4, seed)
+            self.check_split(bytes([2] * 256 + [1] * 256), [0] * 3, [1] * 3, [256] * 3, seed)
+            self.check_split(bytes([4] * 300 + [5] * 212), [2, 0, 0], [3, 1, 1], [1436, 412, 412], seed)
+            self.check_split(bytes([2]) * 100, [0, 0, 0], [1, 1, 1], [100, 60, 40], seed)
+
+    def test_split_refuses_what_does_not_fit(self) -> None:
+        rng = random.Random(1)
+        self.assertIsNone(placement.split_holdings(bytes([2]) * 10, [0, 0], [1, 1], [10, 9], rng))
+        self.assertIsNone(placement.split_holdings(bytes([2]) * 10, [0, 0], [1, 1], [12, 8], rng))
+        self.assertIsNone(placement.split_holdings(bytes([1]) * 10, [1, 1], [1, 1], [10, 10], rng))
+        self.assertEqual(placement.split_holdings(b"", [0, 0], [1, 1], [0, 0], rng), [b"", b""])
+
+    def test_split_is_random(self) -> None:
+        held = bytes([1]) * 4096
+        first = self.check_split(held, [0, 0], [1, 1], [2048, 2048], seed=1)
+        second = self.check_split(held, [0, 0], [1, 1], [2048, 2048], seed=2)
+        self.assertNotEqual(first, second)
+        # About half of the first child's partitions are in the first half of the partitions.
+        self.assertLess(abs(sum(first[0][:2048]) - 1024), 150)
+
+    def test_whole_targets_sum_up(self) -> None:
+        builder = make(grid(2, 3, 2, 2) + [dev(1, 1, 0, "big", 370.0)], part_power=6)
+        placer = placement.Placer(
+            part_power=6, replicas=3, devices=[d for d in builder.devs if d], overload=0.0,
+            min_part_hours=0, now=0.0, rng=random.Random(1),
+            tables=[[placement.UNASSIGNED] * 64 for _ in range(3)], moved_at=array("d", [0.0] * 64),
+            initial=True,
+        )
+        whole = placer.whole_targets()
+        assert whole is not None
+        tree = placer.tree
+        self.assertEqual(whole[0], 192)
+        for node, kids in enumerate(tree.children):
+            if kids:
+                self.assertEqual(sum(whole[c] for c in kids), whole[node])
+            self.assertLess(abs(whole[node] - placer.target[node]), 1.0, tree.tiers[node])
+
+    def test_first_rebalance_fills(self) -> None:
+        builder = make(grid(2, 3, 2, 3, weight=100.0) + [dev(2, 3, 9, "big", 250.0)], part_power=10)
+        told: list[str] = []
+        result = builder.rebalance(seed=4, progress=told.append)
+        self.assertIn("placing: cluster split among its regions", told)
+        self.assertEqual((result.dispersion, result.passes), (0.0, 0))
+        counts = builder.part_counts()
+        for dev_id, share in wanted(builder).items():
+            self.assertLess(abs(counts[dev_id] - share), 1.0)
+        assert_valid(self, builder)
+        # Which region a partition's first replica is in is a coin toss, not the tree's order.
+        regions = Counter(builder.devs[row0].region for row0 in builder.get_table()[0])
+        self.assertLess(abs(regions[1] - 512), 80, regions)
+
+    def test_falls_back_to_replica_by_replica(self) -> None:
+        self.patch(placement, "split_holdings", lambda *args: None)
+        builder = make(grid(1, 3, 2, 2), part_power=8)
+        told: list[str] = []
+        builder.rebalance(seed=1, progress=told.append)
+        self.assertIn("placing: 25 of 256 partitions", told)
+        assert_valid(self, builder)
+        self.assertLessEqual(builder.balance(), 1.0)
+
+    def test_adding_a_host_moves_about_its_share(self) -> None:
+        # The benchmark's topology, smaller: 2 regions x 3 zones x 4 hosts x 5 devices.
+        devs = [
+            dev(r, z, h, f"d{d}", (100.0, 150.0, 200.0)[i % 3])
+            for i, (r, z, h, d) in enumerate(
+                (r, z, h, d) for r in (1, 2) for z in (1, 2, 3) for h in range(4) for d in range(5)
+            )
+        ]
+        builder = make(devs, part_power=12, hours=1)
+        builder.rebalance(seed=1, now=0)
+        new = [builder.add_dev(dev(1, 2, 99, f"d{d}", 100.0)) for d in range(5)]
+        result = builder.rebalance(seed=2, now=2 * HOUR)
+        fair = builder.partition_count * 3 * 500.0 / 18500.0
+        counts = builder.part_counts()
+        self.assertLess(abs(sum(counts[i] for i in new) - fair), 6)
+        self.assertLess(result.replicas_moved, 1.03 * fair)
+        self.assertEqual(result.dispersion, 0.0)

@@ -137,7 +137,7 @@ class RingCliTests(SynchronousTestCase):
         self.patch(cli, "PROGRESS_AFTER", 0.0)  # every run counts as long
         status, out, err = self.cli(self.builder, "rebalance", "--seed", "3")
         self.assertEqual(status, EXIT_OK, err)
-        self.assertRegex(err, r"(?m)^  +\d+\.\ds  placing: 6 of 64 partitions$")
+        self.assertRegex(err, r"(?m)^  +\d+\.\ds  placing: cluster split among its regions$")
         self.assertRegex(err, r"(?m)^  +\d+\.\ds  placed 192 replicas$")
         self.assertRegex(out, r"Balance is now \d+\.\d\d\. Dispersion is now \d+\.\d\d \(\d+\.\ds\)")
         self.patch(cli, "PROGRESS_AFTER", 3600.0)  # a short run says nothing on stderr
