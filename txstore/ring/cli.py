@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import quote
 
 from attrs import define
@@ -29,9 +29,11 @@ from txstore.ring.builder import RingBuilder
 from txstore.ring.device import Device, DeviceSearch, format_ip, parse_device_spec
 from txstore.ring.errors import RingError
 from txstore.ring.metrics import DRAINING_BALANCE
-from txstore.ring.ring import Node, handoff_nodes, primary_nodes
 from txstore.ring.ringfile import RingData
 from txstore.ring.tiers import TIER_NAMES
+
+if TYPE_CHECKING:  # txstore.ring.ring brings twisted and zope: ~10 MB that only get-nodes needs
+    from txstore.ring.ring import Node
 
 EXIT_OK = 0
 EXIT_WARNING = 1
@@ -445,6 +447,8 @@ class RingCommand:
         return EXIT_OK
 
     def get_nodes(self, path: str, options: argparse.Namespace) -> int:
+        from txstore.ring.ring import handoff_nodes, primary_nodes
+
         conf_path = options.txstore_conf
         handoffs: int | None = options.handoffs
         names: list[str] = options.names

@@ -514,7 +514,10 @@ class Placer:
 
     def balance(self) -> int:
         """Run balance passes; the number of passes that moved something."""
-        dev_parts: dict[int, list[int]] = {dev: [] for dev in self.dev_node}
+        if not self._unbalanced():
+            return 0  # as the fill leaves a table: no need to list each device's partitions
+        # Partition numbers as 4-byte arrays: a list of ints would cost 36 bytes a replica.
+        dev_parts: dict[int, array] = {dev: array("I") for dev in self.dev_node}
         for row in self.tables:
             for part, dev in enumerate(row):
                 held = dev_parts.get(dev)
@@ -530,7 +533,17 @@ class Placer:
             self.progress(f"balance pass {passes}: {moved} replicas moved")
         return passes
 
-    def _balance_pass(self, dev_parts: dict[int, list[int]]) -> int:
+    def _unbalanced(self) -> bool:
+        """Whether a device is over its target rounded up, or a part or more short of it."""
+        target = self.target
+        assigned = self.assigned
+        return any(
+            assigned[node] > math.ceil(target[node] - _EPSILON)
+            or target[node] - assigned[node] >= 1 - _EPSILON
+            for node in self.dev_node.values()
+        )
+
+    def _balance_pass(self, dev_parts: dict[int, array]) -> int:
         target = self.target
         assigned = self.assigned
         over = []
@@ -584,7 +597,7 @@ class Placer:
                 moved += 1
         return moved
 
-    def _pull_pass(self, dev_parts: dict[int, list[int]]) -> int:
+    def _pull_pass(self, dev_parts: dict[int, array]) -> int:
         """
         Devices at least one part short take a replica straight from any device that needs
         it less, wherever the caps allow: this finishes what pushing from over-full devices

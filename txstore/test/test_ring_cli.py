@@ -404,6 +404,18 @@ class RingCliTests(SynchronousTestCase):
 class ConsoleScriptTests(SynchronousTestCase):
     """The installed ``txstore-ring`` script, run as a process."""
 
+    def test_builder_commands_leave_twisted_out(self) -> None:
+        # Twisted and zope.interface (txstore.ring.ring, for get-nodes) would add ~10 MB to
+        # the peak memory of every rebalance.
+        code = (
+            "import sys, txstore.ring.cli\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'twisted', 'zope'}))"
+        )
+        found = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        self.assertEqual(found.stdout.strip(), "[]")
+
     def test_script(self) -> None:
         script = Path(sys.executable).parent / "txstore-ring"
         if not script.exists():
