@@ -97,12 +97,17 @@ class ObjectCheck:
                 for index in self._archives:
                     self.diskfile.read_metadata(index)  # each archive's footer and length check out
                 return "ok"
-            self.reader = self.diskfile.open_reader(state)
+            self.reader = self._open(state)
         except DiskFileNotFound:
             return "gone"
         except DiskFileCorrupt as err:
             return self._quarantine(err)
         return self.step()
+
+    def _open(self, state) -> DiskFileReader:
+        reader = self.diskfile.open_reader(state)
+        reader.drop_cache = True  # read once a pass, never again soon: the cache is the clients' objects'
+        return reader
 
     def step(self) -> str | None:
         reader = self.reader
@@ -125,7 +130,7 @@ class ObjectCheck:
                 state = self.diskfile.read_metadata(self._archives.pop(0))
                 if state.exists:  # (an archive removed meanwhile is not this pass's concern)
                     self.offset = 0
-                    self.reader = self.diskfile.open_reader(state)
+                    self.reader = self._open(state)
                     return None
             return "ok"
         except DiskFileNotFound:

@@ -259,14 +259,16 @@ class IOScheduler:
             self._tenant_bytes[job.tenant] = self._tenant_bytes.get(job.tenant, 0) + job.nbytes
         flow = job.flow
         flow.queued -= 1
-        if flow.queued == 0 and flow.finish <= device.vtime:
-            # Idle and owed nothing: a new job would start at the virtual time anyway.
-            device.flows.pop(job.key, None)
-        self._dispatch(device)
+        # The caller first: a stream that asks for its next chunk at once (a GET reads one ahead)
+        # has it queued before the free slot is given, so a busy flow keeps its place.
         if isinstance(result, Failure):
             job.deferred.errback(result)
         else:
             job.deferred.callback(result)
+        if flow.queued == 0 and flow.finish <= device.vtime:
+            # Idle and owed nothing: a new job would start at the virtual time anyway.
+            device.flows.pop(job.key, None)
+        self._dispatch(device)
         return None
 
 

@@ -1365,7 +1365,13 @@ class DiskFileReader:
     def close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.close(fd)
+            try:
+                if self.drop_cache and hasattr(os, "posix_fadvise"):
+                    # and what the kernel read ahead past the last read, or was still reading
+                    # when that read's pages were let go
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
     def __enter__(self) -> DiskFileReader:
         return self

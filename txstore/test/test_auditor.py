@@ -17,6 +17,7 @@ from txstore.common.policies import DEFAULT_POLICIES
 from txstore.daemons.auditor import CHUNK, ObjectAuditor
 from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.daemons.periodic import PeriodicDaemon
+from txstore.storage import diskfile as diskfile_module
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 
@@ -70,6 +71,12 @@ class AuditorTests(SynchronousTestCase):
     def test_clean_objects_pass(self) -> None:
         self.assertEqual(self.audit(), {"checked": 5, "quarantined": 0, "errors": 0})
         self.assertEqual(self.quarantined(), [])
+
+    def test_what_it_reads_leaves_the_page_cache(self) -> None:
+        dropped = []
+        self.patch(diskfile_module.os, "posix_fadvise", lambda fd, offset, length, advice: dropped.append(advice))
+        self.assertEqual(self.audit()["checked"], 5)
+        self.assertGreaterEqual(dropped.count(os.POSIX_FADV_DONTNEED), 5)
 
     def test_bit_rot_is_quarantined_and_the_suffix_invalidated(self) -> None:
         self.flip_a_byte(2)
