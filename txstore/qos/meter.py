@@ -17,11 +17,15 @@ The load figure
 ``load = max(bandwidth / capacity, running / depth) + queued / depth``
 
 with the averaged figures, ``depth`` the jobs a device runs at once (its pool's threads) and
-``capacity`` the device's bandwidth when it is flat out: configured, else the highest averaged
-bandwidth seen, decaying by half every ``CAPACITY_HALF_LIFE`` seconds (so a device's best is
-remembered for minutes, and a slower disk, or one that got slower, is learnt again), never
-under ``CAPACITY_FLOOR`` (so a device that has only ever served a trickle does not read as
-saturated by it).
+``capacity`` a device's bandwidth when it is flat out: configured, else the highest averaged
+bandwidth any device of this node has shown, decaying by half every ``CAPACITY_HALF_LIFE``
+seconds (a best is remembered for minutes; a slower disk, or one that got slower, is learnt
+again), and never under ``CAPACITY_FLOOR``. The node's devices share it, as they are alike in
+any sane deployment: a device learning its capacity only from itself counts its own single
+stream as saturation, and then a device serving one client's stream looks as loaded as one
+serving a background reader's four (seen on an all-in-one, where that sent reads to the busy
+node). The floor is high, a disk's sequential bandwidth, so that a device that has never been
+pushed is not taken as full by the little it has done.
 
 Why this shape: what a reader wants to know is the bandwidth a new stream would get there.
 The first term is how busy the device is, 0 (idle) to 1 (saturated), measured two ways because
@@ -52,8 +56,8 @@ from twisted.logger import Logger
 SAMPLE_INTERVAL = 1.0
 # The averages' time constant: a change shows half within ~1.4 s, almost whole within 6 s.
 TIME_CONSTANT = 2.0
-# A device's capacity is at least this (bytes/s), whatever little it has done.
-CAPACITY_FLOOR = 32 * 1024 * 1024
+# A device's capacity is at least this (bytes/s), whatever little the node's devices have done.
+CAPACITY_FLOOR = 200 * 1024 * 1024
 CAPACITY_HALF_LIFE = 600.0
 LOAD_HEADER = "X-Backend-Device-Load"
 # What a device the scheduler has not seen yet (no stream ever) reports: idle.
@@ -93,7 +97,7 @@ class BandwidthMeter(Service):
     """
     Samples ``scheduler`` (an `IOScheduler`) every ``interval`` seconds on ``clock`` (an
     IReactorTime) while running. ``depth``: jobs a device runs at once. ``capacity``: every
-    device's bandwidth flat out, bytes/s (0: learnt per device, see the module's docstring).
+    device's bandwidth flat out, bytes/s (0: learnt, see the module's docstring).
     """
 
     log = Logger()
@@ -110,6 +114,7 @@ class BandwidthMeter(Service):
         self._tenants: dict[str, TenantRate] = {}
         self._headers: dict[str, str] = {}  # the load figure per device, as the header carries it
         self._last: float | None = None  # when the last sample was taken
+        self._peak = 0.0  # the highest bandwidth a device of this node has shown lately
         self._loop: LoopingCall | None = None
 
     # --- the service --------------------------------------------------------------------------
@@ -172,27 +177,29 @@ class BandwidthMeter(Service):
         self._last = now
         weight = 1.0 - math.exp(-elapsed / TIME_CONSTANT) if elapsed is not None else 1.0
         keep = 0.5 ** (elapsed / CAPACITY_HALF_LIFE) if elapsed is not None else 1.0
-        for name, counters in self._scheduler.counters().items():
+        counters = self._scheduler.counters()
+        self._peak *= keep
+        for name, now_counted in counters.items():
             device = self._devices.get(name)
             if device is None:
                 device = self._devices[name] = DeviceLoad()
             if elapsed is not None:
                 # (a device first seen now started from nothing since the last sample)
-                read = max(0, counters.read_bytes - device.read_total) / elapsed
-                written = max(0, counters.write_bytes - device.write_total) / elapsed
+                read = max(0, now_counted.read_bytes - device.read_total) / elapsed
+                written = max(0, now_counted.write_bytes - device.write_total) / elapsed
                 device.read_bps += weight * (read - device.read_bps)
                 device.write_bps += weight * (written - device.write_bps)
-            device.read_total = counters.read_bytes
-            device.write_total = counters.write_bytes
-            device.queued, device.running, device.streams = counters.queued, counters.running, counters.streams
-            device.avg_queued += weight * (counters.queued - device.avg_queued)
-            device.avg_running += weight * (counters.running - device.avg_running)
-            bandwidth = device.read_bps + device.write_bps
-            if self._capacity > 0:
-                device.capacity = self._capacity
-            else:
-                device.capacity = max(self._floor, bandwidth, device.capacity * keep)
-            busy = max(bandwidth / device.capacity, device.avg_running / self._depth)
+            device.read_total = now_counted.read_bytes
+            device.write_total = now_counted.write_bytes
+            device.queued, device.running = now_counted.queued, now_counted.running
+            device.streams = now_counted.streams
+            device.avg_queued += weight * (now_counted.queued - device.avg_queued)
+            device.avg_running += weight * (now_counted.running - device.avg_running)
+            self._peak = max(self._peak, device.read_bps + device.write_bps)
+        capacity = self._capacity if self._capacity > 0 else max(self._floor, self._peak)
+        for name, device in self._devices.items():
+            device.capacity = capacity
+            busy = max((device.read_bps + device.write_bps) / capacity, device.avg_running / self._depth)
             device.load = busy + device.avg_queued / self._depth
             self._headers[name] = f"{device.load:.2f}"
         self._sample_tenants(elapsed)
