@@ -10,14 +10,11 @@ from attrs import evolve, frozen
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted.internet.defer import Deferred
-
 from txstore.common.backend_client import BackendResponse
 from txstore.proxy.application import ProxyApplication
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.obj_get import _read_order
 from txstore.proxy.info import InfoRegistry
-from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
 from txstore.proxy.node_load import NodeLoad
 from txstore.test import test_proxy_controllers as controllers
 from txstore.test.test_middleware import Chunks
@@ -106,18 +103,9 @@ class LoadedReadTests(controllers.ControllerCase):
         self.oprimary = [controllers.key(n) for n in self.object_ring.get_part_nodes(self.opart)]
         self.ohandoff = [controllers.key(n) for n in self.object_ring.get_more_nodes(self.opart)]
 
-    def call(self, method: str, headers: dict[str, str] | None = None, body=None) -> SwiftResponse:
-        request = SwiftRequest(method, f"/v1/{controllers.ACCOUNT}/c/o", HeaderMap(headers or {}), trans_id="tx-obj",
-                               **({"body": body} if body is not None else {}))
-        return self.successResultOf(Deferred.fromCoroutine(self.app(request)))
-
-    def read_all(self, response: SwiftResponse) -> bytes:
-        if not response.streamed:
-            return response.body
-        data = b""
-        while chunk := self.successResultOf(response.body.read()):
-            data += chunk
-        return data
+    # the object controller tests' helpers (their self.app is this one's, with the view)
+    call = controllers.ObjectControllerTests.call
+    read_all = controllers.ObjectControllerTests.read_all
 
     def node(self, name: str):
         return self.nodes[name]
