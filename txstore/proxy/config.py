@@ -74,6 +74,9 @@ SCHEMA = c.Schema(
                 *listen_options(8080), *CLUSTER_FILE_OPTIONS, MAX_FILE_SIZE_OPTION,
                 c.Option("workers", c.integer(1, 64), 1,
                          doc="Proxy processes sharing the listening socket (1: this process serves)."),
+                c.Option("sorting_method", c.choice("load", "ring"), "load",
+                         doc="The order GETs try an object's primaries in: load (the least loaded device"
+                             " first, by the nodes' X-Backend-Device-Load; ring order among equals) or ring."),
                 *STATSD_OPTIONS,
             ),
         ),
@@ -114,6 +117,7 @@ class ProxySettings:
     stages: tuple[Stage, ...] = ()
     max_file_size: int = 5 * 1024**3 + 2
     workers: int = 1
+    sorting_method: str = "load"
     statsd: dict | None = None  # host, port, prefix, sample_rate (None: no StatsD)
 
     def stage(self, use: str) -> Stage | None:
@@ -140,5 +144,6 @@ def load_proxy_settings(path: str | Path) -> ProxySettings:
         stages=load_pipeline(loaded),
         max_file_size=proxy["max_file_size"],
         workers=proxy["workers"],
+        sorting_method=proxy["sorting_method"],
         statsd=statsd_settings(proxy),
     )

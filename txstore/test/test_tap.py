@@ -95,3 +95,21 @@ class MakeServiceTests(SynchronousTestCase):
     def test_objectnode(self) -> None:
         layout = small_cluster(self, base_port=7000)
         self.check_service(node_tap, layout.node_config(2), 7020, "/d2/x/a", 400, others=(7021,))
+
+
+class SortingMethodTests(SynchronousTestCase):
+    def test_reads_by_load_unless_told_ring(self) -> None:
+        layout = small_cluster(self)
+        text = layout.proxy_config.read_text()
+        options = proxy_tap.Options()
+        options.parseOptions(["-c", str(layout.proxy_config)])
+        server, _services = proxy_tap.build_proxy(options.loaded, MemoryReactorClock())
+        self.assertIsNotNone(server.context.loads)
+        layout.proxy_config.write_text(text.replace("[proxy]\n", "[proxy]\nsorting_method = ring\n", 1))
+        options = proxy_tap.Options()
+        options.parseOptions(["-c", str(layout.proxy_config)])
+        server, _services = proxy_tap.build_proxy(options.loaded, MemoryReactorClock())
+        self.assertIsNone(server.context.loads)
+        layout.proxy_config.write_text(text.replace("[proxy]\n", "[proxy]\nsorting_method = shuffle\n", 1))
+        err = self.assertRaises(usage.UsageError, proxy_tap.Options().parseOptions, ["-c", str(layout.proxy_config)])
+        self.assertIn("sorting_method", str(err))
