@@ -160,10 +160,12 @@ class Cluster:
             raise RuntimeError(f"{method} {path}: {response.status}")
         return response
 
-    def second_proxy(self) -> int:
+    def second_proxy(self, **options: str) -> int:
         """Another proxy process on the same configuration and rings, on a port of its own."""
         port = free_port_block(1)
         conf = (self.root / "etc" / "proxy.conf").read_text().replace(f"bind_port = {self.port}", f"bind_port = {port}")
+        extra = "".join(f"{name} = {value}\n" for name, value in options.items())
+        conf = conf.replace("[proxy]\n", "[proxy]\n" + extra, 1)
         path = self.root / "etc" / "proxy2.conf"
         path.write_text(conf)
         process = subprocess.Popen([*twistd_command(), "--nodaemon", f"--pidfile={self.root / 'run' / 'proxy2.pid'}",
@@ -265,13 +267,44 @@ def rate(streams: list[Stream], start: float, end: float) -> float:
 
 def window(groups: list[list[Stream]]) -> tuple[float, float]:
     """
-    From a second after the last stream started to half a second before the first one ended:
-    every stream running (a tenant with fewer streams left has fewer chunks queued, and would
-    show the scheduler's work less than its own tail).
+    From a second after the last stream started to half a second before the first one moved
+    its last byte: every stream moving (a tenant with fewer streams left has fewer chunks
+    queued, and would show the scheduler's work less than its own tail). A PUT's last byte is
+    the one the client sent, not its answer: the bytes still in the sockets and the node's
+    queue when the client has sent everything drain with no more sent, which would read as a
+    slower stream.
     """
     start = max(s.marks[0][0] for group in groups for s in group) + 1.0
-    end = min(s.marks[-1][0] for group in groups for s in group) - 0.5
+    end = min(next(stamp for stamp, moved in s.marks if moved == s.size) for group in groups for s in group) - 0.5
     return start, end
+
+
+class NodePoller(threading.Thread):
+    """The nodes' own view: each tenant's bytes/s from /recon/bandwidth, once a second."""
+
+    def __init__(self, ports: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.ports = ports
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(1.0):
+            totals: dict[str, float] = {}
+            for port in self.ports:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("GET", "/recon/bandwidth")
+                    report = json.loads(conn.getresponse().read())
+                except (OSError, ValueError):
+                    continue
+                for tenant, figures in report.get("tenants", {}).items():
+                    totals[tenant] = totals.get(tenant, 0.0) + figures["bps"]
+            self.samples.append((time.monotonic(), totals))
+
+    def mean(self, tenant: str, start: float, end: float) -> float:
+        inside = [totals.get(tenant, 0.0) for stamp, totals in self.samples if start + 1 <= stamp <= end]
+        return sum(inside) / len(inside) if inside else 0.0
 
 
 # --- the measurements ------------------------------------------------------------------------------
@@ -299,14 +332,22 @@ def shares(cluster: Cluster, tenants: dict, count: int, size: int, method: str) 
         start, end = window([streams])
         alone[tenant] = rate(streams, start, end)
     gold, bronze = streams_of("gold"), streams_of("bronze")
-    run_streams(gold + bronze)
+    poller = NodePoller([cluster.node_port(n) for n in range(1, cluster.nodes + 1)])
+    poller.start()
+    try:
+        run_streams(gold + bronze)
+    finally:
+        poller.stopped.set()
+        poller.join()
     start, end = window([gold, bronze])
+    node_view = {tenant: poller.mean(tenants[tenant][0].split("/")[-1], start, end) for tenant in tenants}
     together = {"gold": rate(gold, start, end), "bronze": rate(bronze, start, end)}
     ratio = together["gold"] / together["bronze"] if together["bronze"] else float("inf")
     single = sum(alone.values()) / len(alone)
     return {
         "alone": alone, "together": together, "ratio": ratio, "sum_vs_alone": sum(together.values()) / single,
         "bronze_vs_weighted_share": together["bronze"] / (single / 5), "window": end - start,
+        "node_view": node_view,
     }
 
 
@@ -318,6 +359,123 @@ def stream_cap(cluster: Cluster, tenants: dict, size: int) -> float:
     return rate([stream], start, end)
 
 
+def tenant_cap(cluster: Cluster, second: int, size: int, count: int) -> dict:
+    """A tenant of a class capped at 60 MB/s reading through two proxies at once."""
+    _, admin = cluster.token("admin:admin", "admin")
+    path, token = cluster.token("test:tester", "testing")
+    cluster.request("POST", path, admin, {"X-Account-Io-Class": "metered"})
+    cluster.request("PUT", f"{path}/capped", token)
+    run_streams([Stream(cluster.port, "PUT", f"{path}/capped/o{n}", {"X-Auth-Token": token}, size)
+                 for n in range(count)])
+    _, token2 = cluster.token("test:tester", "testing", port=second)
+    streams = [Stream(cluster.port if n % 2 else second, "GET", f"{path}/capped/o{n}",
+                      {"X-Auth-Token": token if n % 2 else token2}, size) for n in range(count)]
+    poller = NodePoller([cluster.node_port(n) for n in range(1, cluster.nodes + 1)])
+    poller.start()
+    try:
+        run_streams(streams)
+    finally:
+        poller.stopped.set()
+        poller.join()
+    start, end = window([streams])
+    start += 2.0  # the controller's first rounds: each node holds the whole cap until its share comes
+    return {"rate": rate(streams, start, end), "node_view": poller.mean(path.split("/")[-1], start, end),
+            "window": end - start}
+
+
+def busy_names(cluster: Cluster, account: str, container: str, node_port: int, count: int) -> list[str]:
+    """Object names whose first primary in ring order is the node on ``node_port``."""
+    from txstore.common.cluster import load_cluster_config
+    from txstore.ring.ringset import RingSet
+
+    config = load_cluster_config(cluster.root / "etc" / "txstore.conf")
+    ring = RingSet.load(cluster.root / "etc", config.hasher, config.policies, auto_reload=False).object_ring(0)
+    names, number = [], 0
+    while len(names) < count:
+        name = f"b{number}"
+        if ring.get_nodes(account, container, name)[1][0].port == node_port:
+            names.append(name)
+        number += 1
+    return names
+
+
+class Reader(threading.Thread):
+    """GETs of the given objects one after another until told to stop; each GET's seconds."""
+
+    def __init__(self, port: int, paths: list[str], token: str, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.port, self.paths, self.token, self.stop = port, paths, token, stop
+        self.seconds: list[float] = []
+        self.moved = 0
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            turn = 0
+            while not self.stop.is_set():
+                started = time.monotonic()
+                conn.request("GET", self.paths[turn % len(self.paths)], headers={"X-Auth-Token": self.token})
+                response = conn.getresponse()
+                while data := response.read(CHUNK):
+                    self.moved += len(data)
+                if response.status != 200:
+                    raise RuntimeError(f"GET: {response.status}")
+                self.seconds.append(time.monotonic() - started)
+                turn += 1
+        except Exception as err:
+            self.error = str(err)
+
+
+def selection(cluster: Cluster, ring_port: int, busy_mib: int, seconds: float, readers: int, size: int,
+              device: str) -> dict:
+    """GETs of objects whose first primary is a busy node, by load (the main proxy) and in ring order."""
+    path, token = cluster.token("test2:tester2", "testing2")
+    _, ring_token = cluster.token("test2:tester2", "testing2", port=ring_port)
+    account = path.split("/")[-1]
+    cluster.request("PUT", f"{path}/sel", token)
+    names = busy_names(cluster, account, "sel", cluster.node_port(1), readers * 2)
+    run_streams([Stream(cluster.port, "PUT", f"{path}/sel/{name}", {"X-Auth-Token": token}, size) for name in names])
+    # the busy node: readers outside txstore on its disk, in its cgroup
+    hog = cluster.root / "hog"
+    with open(hog, "wb") as handle:
+        for _ in range(busy_mib):
+            handle.write(_BLOCK)
+        os.fsync(handle.fileno())
+    hogs = []
+    for _ in range(4):
+        process = subprocess.Popen(["sh", "-c", f"while :; do dd if={hog} of=/dev/null bs=4M iflag=direct"
+                                                 " status=none; done"], start_new_session=True)
+        cluster.throttles[0].add(process.pid)
+        hogs.append(process)
+    results = {}
+    try:
+        time.sleep(2)
+        for label, port, tok in (("ring order", ring_port, ring_token), ("by load", cluster.port, token)):
+            stop = threading.Event()
+            group = [Reader(port, [f"{path}/sel/{name}" for name in names[n::readers]], tok, stop)
+                     for n in range(readers)]
+            started = time.monotonic()
+            for reader in group:
+                reader.start()
+            time.sleep(seconds)
+            stop.set()
+            for reader in group:
+                reader.join(timeout=120)
+                if reader.error:
+                    raise RuntimeError(reader.error)
+            took = time.monotonic() - started
+            durations = sorted(d for reader in group for d in reader.seconds)
+            results[label] = {"rate": sum(r.moved for r in group) / took,
+                              "p99": durations[min(len(durations) - 1, int(len(durations) * 0.99))],
+                              "gets": len(durations)}
+    finally:
+        for process in hogs:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return results
+
+
 def print_shares(label: str, result: dict) -> None:
     alone, together = result["alone"], result["together"]
     print(f"{label}: alone gold {alone['gold'] / MB:.1f} MB/s, bronze {alone['bronze'] / MB:.1f} MB/s; together"
@@ -325,6 +483,9 @@ def print_shares(label: str, result: dict) -> None:
     print(f"  gold:bronze {result['ratio']:.2f} (target 4 +- 20 %: 3.2-4.8); sum / alone"
           f" {result['sum_vs_alone']:.2f} (target 0.9-1.1); bronze / its weighted share"
           f" {result['bronze_vs_weighted_share']:.2f} (never starved: >= 0.8)")
+    view = result["node_view"]
+    print(f"  as the node counted its disk work: gold {view['gold'] / MB:.1f}, bronze {view['bronze'] / MB:.1f} MB/s"
+          f" ({view['gold'] / view['bronze'] if view['bronze'] else float('inf'):.2f})")
 
 
 def main() -> int:
@@ -333,7 +494,9 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=8, help="concurrent streams per tenant (default 8)")
     parser.add_argument("--object-mib", type=int, default=64, help="object size, MiB (default 64)")
     parser.add_argument("--disk-gib", type=int, default=8, help="the loop device's size, GiB (default 8)")
-    parser.add_argument("--skip", action="append", default=[], choices=("shares", "puts", "caps", "selection"))
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=("shares", "puts", "caps", "tenantcap", "selection"))
+    parser.add_argument("--selection-seconds", type=float, default=20.0, help="each order's reading time (default 20)")
     args = parser.parse_args()
     if os.geteuid() != 0 or not (BLKIO / "cgroup.procs").exists() or not shutil.which("mkfs.xfs"):
         print("needs root, cgroup v1 blkio at /sys/fs/cgroup/blkio and mkfs.xfs")
@@ -362,6 +525,23 @@ def main() -> int:
             if "caps" not in args.skip:
                 got = stream_cap(cluster, tenants, size)
                 print(f"stream cap X-Io-Rate: 20MB: {got / MB:.1f} MB/s ({got / (20 * MB):.2f} of it; target 0.9-1.1)")
+        if not {"tenantcap", "selection"} <= set(args.skip):
+            cluster = Cluster(mount / "three", 3, classes, device, disk_bps)
+            stack.callback(cluster.stop)
+            ring_port = cluster.second_proxy(sorting_method="ring")
+            if "tenantcap" not in args.skip:
+                got = tenant_cap(cluster, ring_port, size, args.streams)
+                print(f"tenant cap 60 MB/s, {args.streams} streams through two proxies over 3 nodes:"
+                      f" {got['rate'] / MB:.1f} MB/s ({got['rate'] / (60 * MB):.2f} of it; target 0.85-1.15);"
+                      f" as the nodes counted it {got['node_view'] / MB:.1f} MB/s, over {got['window']:.0f} s")
+            if "selection" not in args.skip:
+                got = selection(cluster, ring_port, 1024, args.selection_seconds, 4, 16 * MiB, device)
+                ring, load = got["ring order"], got["by load"]
+                print(f"one node busy (4 readers outside txstore on its disk), 4 clients reading 16 MiB objects"
+                      f" whose first primary it is, {args.selection_seconds:.0f} s each:")
+                print(f"  ring order {ring['rate'] / MB:.1f} MB/s, p99 {ring['p99'] * 1000:.0f} ms ({ring['gets']} GETs);"
+                      f" by load {load['rate'] / MB:.1f} MB/s, p99 {load['p99'] * 1000:.0f} ms ({load['gets']} GETs);"
+                      f" {load['rate'] / ring['rate']:.2f}x (target >= 1.3x, p99 lower)")
         print(json.dumps({"done": True}))
     return 0
 
