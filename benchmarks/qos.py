@@ -131,7 +131,7 @@ class Cluster:
         subprocess.run(self.command, check=True, timeout=120, stdout=subprocess.DEVNULL)
         self.throttles = []
         for number in range(1, nodes + 1):
-            throttle = Throttle(f"txstore-qos-node{number}", device, disk_bps)
+            throttle = Throttle(f"txstore-qos-{root.name}-node{number}", device, disk_bps)
             for pid in self.pids(f"node{number}"):
                 throttle.add(pid)
             self.throttles.append(throttle)
@@ -535,9 +535,9 @@ def main() -> int:
                       f" {got['rate'] / MB:.1f} MB/s ({got['rate'] / (60 * MB):.2f} of it; target 0.85-1.15);"
                       f" as the nodes counted it {got['node_view'] / MB:.1f} MB/s, over {got['window']:.0f} s")
             if "selection" not in args.skip:
-                got = selection(cluster, ring_port, 1024, args.selection_seconds, 4, 16 * MiB, device)
+                got = selection(cluster, ring_port, 1024, args.selection_seconds, 4, 8 * MiB, device)
                 ring, load = got["ring order"], got["by load"]
-                print(f"one node busy (4 readers outside txstore on its disk), 4 clients reading 16 MiB objects"
+                print(f"one node busy (4 readers outside txstore on its disk), 4 clients reading 8 MiB objects"
                       f" whose first primary it is, {args.selection_seconds:.0f} s each:")
                 print(f"  ring order {ring['rate'] / MB:.1f} MB/s, p99 {ring['p99'] * 1000:.0f} ms ({ring['gets']} GETs);"
                       f" by load {load['rate'] / MB:.1f} MB/s, p99 {load['p99'] * 1000:.0f} ms ({load['gets']} GETs);"

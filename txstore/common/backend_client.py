@@ -31,6 +31,7 @@ import treq
 from attrs import frozen
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived, _HTTP11ClientFactory, readBody
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
@@ -125,6 +126,10 @@ class StreamedResponse:
         """Hand the body to ``protocol`` (twisted's ``deliverBody``); its transport pauses the node."""
         self._response.deliverBody(protocol)
 
+    def abandon(self) -> None:
+        """Close the answer without reading its body (its connection is not reused)."""
+        self._response.deliverBody(_Abandon())
+
     async def discard(self, reactor: Any, timeout: float) -> bool:
         """Read and drop a small body within ``timeout``; False if the node stalled or broke off."""
         reading = readBody(self._response)
@@ -134,6 +139,14 @@ class StreamedResponse:
         except Exception:
             return False
         return True
+
+
+class _Abandon(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
 
 
 @implementer(IAgentEndpointFactory)

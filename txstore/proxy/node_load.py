@@ -94,6 +94,14 @@ class NodeLoad:
         return [node for _band, _index, node in sorted(zip(bands, range(len(nodes)), nodes),
                                                         key=lambda entry: entry[:2])]
 
+    def idler_than(self, node: Any, others: Sequence[Any], by: float) -> bool:
+        """Whether one of ``others`` is less loaded than ``node`` by at least ``by`` (unknown: idle)."""
+        now = self._clock()
+        load = self.load(node, now)
+        if load is None or not others:
+            return False
+        return min(self.load(other, now) or 0.0 for other in others) <= load - by
+
     def known(self) -> int:
         """How many devices' figures are held (for tests and the curious)."""
         return len(self._figures)

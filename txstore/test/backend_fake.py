@@ -16,6 +16,7 @@ from collections.abc import Callable
 from attrs import field, frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionLost
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from zope.interface import implementer
@@ -187,6 +188,19 @@ class FakeStreamedResponse:
 
     async def discard(self, reactor, timeout: float) -> bool:
         return True
+
+    def abandon(self) -> None:
+        """As `StreamedResponse.abandon`: the body is not read and the connection is closed."""
+        self.abandoned = True
+        self.deliver(_Closer())
+
+
+class _Closer(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
 
 
 class FakePutConnection:

@@ -139,6 +139,43 @@ class LoadedReadTests(controllers.ControllerCase):
         self.call("HEAD")
         self.assertEqual(self.backend.asked("HEAD"), [second, third, first])
 
+    def test_an_answer_from_a_busy_device_is_left_for_an_idler_primary(self) -> None:
+        first, second, third = self.oprimary
+        big = b"x" * (2 * 1024 * 1024)
+        loads = {first: "2.00", second: "0.10", third: "0.10"}
+
+        def answer(call):
+            return BackendResponse(200, {"etag": "e", "content-length": str(len(big)),
+                                         "x-backend-device-load": loads.get(call.node, "0.10")}, big)
+        self.backend.default = answer
+        self.assertEqual(self.read_all(self.call("GET")), big)
+        # nothing was known: first asked in ring order; its answer (headers only) showed it busy
+        self.assertEqual(self.backend.asked("GET"), [first, second])
+        # busy alike, or less than a round of the pool apart: read where answered
+        self.backend.calls.clear()
+        self.clock.advance(60)  # every figure forgotten
+        loads.update({second: "1.50", third: "1.50"})
+        self.loads.record(self.node(second), "1.50")
+        self.loads.record(self.node(third), "1.50")
+        self.assertEqual(self.read_all(self.call("GET")), big)
+        self.assertEqual(self.backend.asked("GET"), [first])
+        # the idler ones fail: the busy one is read after all
+        self.backend.calls.clear()
+        self.clock.advance(60)
+        loads.update({second: "0.10", third: "0.10"})
+        self.backend.nodes[second] = self.backend.nodes[third] = lambda call: BackendResponse(404, {}, b"")
+        for handoff in self.ohandoff:
+            self.backend.nodes[handoff] = lambda call: BackendResponse(404, {}, b"")
+        self.assertEqual(self.read_all(self.call("GET")), big)
+        asked = self.backend.asked("GET")
+        self.assertEqual((asked[0], asked[-1], asked.count(first)), (first, first, 2))
+
+    def test_small_answers_are_read_where_they_come_from(self) -> None:
+        first, second, _third = self.oprimary
+        self.answering({first: "3.00", second: "0.00"})
+        self.assertEqual(self.read_all(self.call("GET")), b"hello")
+        self.assertEqual(self.backend.asked("GET"), [first])
+
     def test_the_busy_node_is_tried_again_once_its_figure_is_old(self) -> None:
         first = self.oprimary[0]
         self.answering({first: "2.00"})

@@ -23,7 +23,6 @@ from itertools import islice
 
 from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -298,15 +297,7 @@ def _client_headers(response: StreamedResponse, length: int | None) -> HeaderMap
 
 def abandon(response: StreamedResponse) -> None:
     """Close a node's answer without reading its body."""
-    response.deliver(_Abandon())
-
-
-class _Abandon(Protocol):
-    def connectionMade(self) -> None:
-        self.transport.stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
+    response.abandon()
 
 
 class _Fragments:

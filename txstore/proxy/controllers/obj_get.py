@@ -44,6 +44,10 @@ READ_HEADERS = ("range", "if-match", "if-none-match", "if-modified-since", "if-u
 _HIDDEN = {"connection", "keep-alive", "transfer-encoding", "date", "server", "content-length"}
 # Bodies up to this size are read whole and answered as bytes (one socket read's worth).
 WHOLE_BELOW = 64 * 1024
+# A GET answered by a device busier than another primary's by this much (a whole round of its
+# pool: `txstore.qos.meter`) is left for that one, once, when the body is at least this big.
+SWITCH_LOAD = 1.0
+SWITCH_BYTES = 1024 * 1024
 NOT_FOUND_PAGE = b"<html><h1>Not Found</h1><p>The resource could not be found.</p></html>"
 
 
@@ -77,7 +81,11 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
         newest = await _newest_first(context, primaries, part, names, headers)
         candidates = chain(newest, (n for n in candidates if n not in newest))
     not_found = False
-    for node in candidates:
+    switched = False
+    tried: list[Node] = []
+    later: list[Node] = []  # a busy device left for an idler one: read last if the others fail
+    for node in chain(candidates, later):
+        tried.append(node)
         try:
             response = await ask(context, api.method, node, part, names, headers)
         except CancelledError:
@@ -92,6 +100,13 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
             node_failed(context, node)
         else:
             node_ok(context, node)
+        if status in (200, 206) and not switched and _busier(context, api, response, node, primaries, tried):
+            # Its figure was stale (a busy device is not read, so nothing renews it) and this
+            # answer renewed it: only its headers were read, and another primary is idler.
+            switched = True
+            response.abandon()
+            later.append(node)
+            continue
         if status in (200, 206, 304, 412, 416):
             return await _relay(context, api, response, candidates, part, names, headers)
         if not await drain(context, response):
@@ -103,6 +118,15 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
         return SwiftResponse(404, HeaderMap({"Content-Type": "text/html; charset=UTF-8",
                                              "Content-Length": str(len(NOT_FOUND_PAGE))}), body)
     raise APIError(503, "Service Unavailable: no object server answered")
+
+
+def _busier(context: ProxyContext, api: APIRequest, response: StreamedResponse, node: Node,
+            primaries: list[Node], tried: list[Node]) -> bool:
+    """Whether a GET's answer came from a device clearly busier than an untried usable primary's."""
+    if context.loads is None or api.method != "GET" or (response.length or 0) < SWITCH_BYTES:
+        return False
+    others = [n for n in primaries if n not in tried and usable(context, n)]
+    return context.loads.idler_than(node, others, SWITCH_LOAD)
 
 
 def _read_order(context: ProxyContext, primaries: list[Node], handoffs: Iterator[Node]) -> Iterator[Node]:
