@@ -14,7 +14,7 @@ this node and whether the tenant waited for its cap during the interval.
 The load figure
 ---------------
 
-``load = max(bandwidth / capacity, running / depth) + queued / depth``
+``load = max(bandwidth / capacity, running / depth) + queued / depth + slow``
 
 with the averaged figures, ``depth`` the jobs a device runs at once (its pool's threads) and
 ``capacity`` a device's bandwidth when it is flat out: configured, else the highest averaged
@@ -37,6 +37,15 @@ busy with nothing waiting, and above 1 a new stream shares the device with a que
 expected share falling as the figure grows. Open streams are reported but not counted: a
 stream paused by a slow client costs the disk nothing, and a stream that reads has its next
 chunk queued or running (one chunk is read ahead), so active streams are in the job counts.
+
+``slow`` is how much slower the device serves its own jobs now than the node's disks at their
+best, past a dead band: ``min(SLOW_CAP, max(0, slowness - SLOW_DEADBAND))``, where slowness is
+seconds per byte of its body jobs *as if each ran alone* (a job's time over the jobs running
+beside it on average) against the lowest the node has seen lately. Work that is not the node's
+(another process on the disk, a RAID rebuild, a dying disk) leaves the first two terms low, as
+the node's own jobs are few, but makes each of them slow; without this term such a device
+looks idle and is read first. Without news (no body jobs there), the slowness eases back to
+1 with a half-life of ``SLOW_HALF_LIFE``, so the device is read again and measured.
 
 Sampling is on the reactor's clock (a `Clock` in tests) and costs a pass over the devices and
 the tenants a second; an answer pays a dictionary lookup for its header, formatted at the
@@ -62,6 +71,15 @@ CAPACITY_HALF_LIFE = 600.0
 LOAD_HEADER = "X-Backend-Device-Load"
 # What a device the scheduler has not seen yet (no stream ever) reports: idle.
 IDLE = "0.00"
+# How slow a disk is now, against the best the node's disks have done (`_slowness`): needs this
+# many timed bytes in a sample to count as news; without news the figure eases back to the
+# best with this half-life, so a device once slow is read again and measured.
+TIMED_ENOUGH = 1024 * 1024
+SLOW_HALF_LIFE = 10.0
+# Slowness under this is noise (reads and writes, big and small jobs, differ that much); the
+# load figure takes what is above it, up to SLOW_CAP.
+SLOW_DEADBAND = 1.5
+SLOW_CAP = 8.0
 
 
 @define
@@ -80,6 +98,12 @@ class DeviceLoad:
     avg_running: float = 0.0
     read_total: int = 0
     write_total: int = 0
+    # seconds per byte of its body jobs as if each ran alone (averaged), and the totals of the
+    # last sample; the slowness is that over the node's best
+    spb: float = 0.0
+    slowness: float = 1.0
+    alone_total: float = 0.0
+    timed_total: int = 0
 
 
 @define
@@ -115,6 +139,7 @@ class BandwidthMeter(Service):
         self._headers: dict[str, str] = {}  # the load figure per device, as the header carries it
         self._last: float | None = None  # when the last sample was taken
         self._peak = 0.0  # the highest bandwidth a device of this node has shown lately
+        self._best_spb = 0.0  # the fewest seconds per byte a device of this node has taken lately
         self._loop: LoopingCall | None = None
 
     # --- the service --------------------------------------------------------------------------
@@ -150,7 +175,7 @@ class BandwidthMeter(Service):
             "interval": self.interval,
             "devices": {
                 name: {"read_bps": d.read_bps, "write_bps": d.write_bps, "queued": d.queued,
-                       "running": d.running, "streams": d.streams, "load": d.load}
+                       "running": d.running, "streams": d.streams, "slowness": d.slowness, "load": d.load}
                 for name, d in self._devices.items()
             },
             "tenants": {
@@ -179,6 +204,7 @@ class BandwidthMeter(Service):
         keep = 0.5 ** (elapsed / CAPACITY_HALF_LIFE) if elapsed is not None else 1.0
         counters = self._scheduler.counters()
         self._peak *= keep
+        self._best_spb = self._best_spb / keep if self._best_spb else 0.0
         for name, now_counted in counters.items():
             device = self._devices.get(name)
             if device is None:
@@ -196,13 +222,37 @@ class BandwidthMeter(Service):
             device.avg_queued += weight * (now_counted.queued - device.avg_queued)
             device.avg_running += weight * (now_counted.running - device.avg_running)
             self._peak = max(self._peak, device.read_bps + device.write_bps)
+            self._service(device, now_counted, elapsed, weight)
         capacity = self._capacity if self._capacity > 0 else max(self._floor, self._peak)
         for name, device in self._devices.items():
             device.capacity = capacity
             busy = max((device.read_bps + device.write_bps) / capacity, device.avg_running / self._depth)
-            device.load = busy + device.avg_queued / self._depth
+            device.slowness = device.spb / self._best_spb if device.spb and self._best_spb else 1.0
+            slow = min(SLOW_CAP, max(0.0, device.slowness - SLOW_DEADBAND))
+            device.load = busy + device.avg_queued / self._depth + slow
             self._headers[name] = f"{device.load:.2f}"
         self._sample_tenants(elapsed)
+
+    def _service(self, device: DeviceLoad, counted: Any, elapsed: float | None, weight: float) -> None:
+        """
+        How slow the device serves its jobs now: seconds per byte as if each job ran alone
+        (its time over the jobs beside it). A disk that other work outside txstore keeps busy
+        (another process, a rebuild, a dying disk) shows here and nowhere else: its own jobs
+        are few, but each takes long. Against the best the node's disks have done lately (which
+        eases up by half every CAPACITY_HALF_LIFE), it is the slowness the load figure takes in.
+        """
+        timed = counted.timed_bytes - device.timed_total
+        alone = counted.alone_seconds - device.alone_total
+        device.timed_total, device.alone_total = counted.timed_bytes, counted.alone_seconds
+        if elapsed is None:
+            return
+        if timed >= TIMED_ENOUGH:
+            spb = alone / timed
+            device.spb = spb if not device.spb else device.spb + weight * (spb - device.spb)
+            self._best_spb = min(self._best_spb, device.spb) if self._best_spb else device.spb
+        elif device.spb and self._best_spb:
+            ease = 0.5 ** (elapsed / SLOW_HALF_LIFE)
+            device.spb = self._best_spb + (device.spb - self._best_spb) * ease
 
     def _sample_tenants(self, elapsed: float | None) -> None:
         figures = self._scheduler.tenants()

@@ -48,6 +48,9 @@ OP_COST = 64 * 1024
 # A capped stream may run ahead of its rate by this many seconds' worth of bytes.
 BURST_SECONDS = 0.1
 READ, WRITE, OTHER = "read", "write", "other"
+# Jobs of at least this many bytes are timed for the device's service rate (smaller ones are
+# mostly their fixed cost).
+TIMED_BYTES = 256 * 1024
 # What one call of the consistency daemons costs in the queue: their calls (a listing, a hash of
 # a suffix, a chunk read to send) move unknown amounts, so each is priced as a middling read.
 BACKGROUND_CALL_COST = 256 * 1024
@@ -62,6 +65,11 @@ class DeviceCounters:
     queued: int = 0  # jobs waiting for the pool
     running: int = 0  # jobs in the pool
     streams: int = 0  # streams open on the device
+    # How long body jobs took, for how slow the disk is now whoever else uses it: each job's
+    # seconds over the jobs running beside it on average (itself included), summed, and the
+    # bytes of those jobs (the meter divides the two: seconds per byte, as if alone).
+    alone_seconds: float = 0.0
+    timed_bytes: int = 0
 
 
 class TokenBucket:
@@ -123,6 +131,8 @@ class _Job:
     tenant: str
     call: Callable[[], Any]
     deferred: Deferred
+    started: float = 0.0
+    running_at_start: float = 0.0  # the device's running-jobs integral when it started
 
 
 @define
@@ -138,6 +148,15 @@ class _Device:
     vtime: float = 0.0
     flows: dict[tuple[str, str], _Flow] = field(factory=dict)
     heap: list = field(factory=list)
+    # jobs running, integrated over time (job-seconds), up to ``integrated_to``
+    running_integral: float = 0.0
+    integrated_to: float = 0.0
+
+    def integrate(self, now: float) -> float:
+        """The running-jobs integral brought up to ``now`` (call before ``running`` changes)."""
+        self.running_integral += self.counters.running * (now - self.integrated_to)
+        self.integrated_to = now
+        return self.running_integral
 
 
 class IOScheduler:
@@ -245,16 +264,25 @@ class IOScheduler:
             start, _, job = heapq.heappop(device.heap)
             device.vtime = start
             device.counters.queued -= 1
+            now = self._clock.seconds()
+            device.integrate(now)
             device.counters.running += 1
+            job.started, job.running_at_start = now, device.running_integral
             self._pools.run(device.name, job.call).addBoth(self._done, device, job)
 
     def _done(self, result, device: _Device, job: _Job):
         counters = device.counters
+        now = self._clock.seconds()
+        beside = device.integrate(now) - job.running_at_start  # job-seconds run beside it, its own included
         counters.running -= 1
         if job.kind == READ:
             counters.read_bytes += job.nbytes
         elif job.kind == WRITE:
             counters.write_bytes += job.nbytes
+        took = now - job.started
+        if job.kind != OTHER and job.nbytes >= TIMED_BYTES and took > 0 and not isinstance(result, Failure):
+            counters.alone_seconds += took * took / beside  # its time over the average jobs beside it
+            counters.timed_bytes += job.nbytes
         if job.kind != OTHER:
             self._tenant_bytes[job.tenant] = self._tenant_bytes.get(job.tenant, 0) + job.nbytes
         flow = job.flow

@@ -26,7 +26,9 @@ from txstore.common.policies import DEFAULT_POLICIES
 from txstore.common.streaming import StreamingSite
 
 from txstore.qos.classes import DEFAULT_CLASSES, IOSpec
-from txstore.qos.meter import CAPACITY_FLOOR, CAPACITY_HALF_LIFE, LOAD_HEADER, TIME_CONSTANT, BandwidthMeter
+from txstore.qos.meter import (
+    CAPACITY_FLOOR, CAPACITY_HALF_LIFE, LOAD_HEADER, SLOW_DEADBAND, TIME_CONSTANT, BandwidthMeter,
+)
 from txstore.qos.scheduler import READ, DeviceCounters, IOScheduler
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
@@ -214,7 +216,7 @@ class MeterTests(SynchronousTestCase):
         self.assertEqual(report["interval"], 1.0)
         self.assertEqual(set(report["devices"]), {"sda", "sdb"})
         figures = report["devices"]["sda"]
-        self.assertEqual(set(figures), {"read_bps", "write_bps", "queued", "running", "streams", "load"})
+        self.assertEqual(set(figures), {"read_bps", "write_bps", "queued", "running", "streams", "slowness", "load"})
         self.assertEqual((figures["queued"], figures["running"], figures["streams"]), (1, 2, 3))
         self.assertIsInstance(figures["read_bps"], float)
         self.assertGreater(figures["load"], 0.0)
@@ -295,6 +297,51 @@ class RealSchedulerTests(SynchronousTestCase):
         report = meter.report()
         self.assertAlmostEqual(report["devices"]["sda"]["read_bps"], 5 * MiB * STEP)
         self.assertEqual(report["tenants"]["AUTH_t"]["bps"], 5 * MiB)
+
+
+class SlownessTests(SynchronousTestCase):
+    """A disk kept busy by work the node does not see: its own jobs take long, and the figure shows it."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.pool = HeldPool()
+        self.scheduler = IOScheduler(self.pool, DEFAULT_CLASSES, self.clock, depth=4)
+        self.meter = BandwidthMeter(self.scheduler, self.clock, depth=4)
+        self.meter.sample()
+        self.spec = IOSpec(DEFAULT_CLASSES.default_name, "AUTH_t")
+        for device in ("sda", "sdb"):
+            self.scheduler.stream(device, self.spec)
+
+    def serve(self, device: str, seconds_per_mib: float, jobs: int, beside: int = 1) -> None:
+        """``jobs`` 1 MiB reads, ``beside`` at a time, each taking that long (the disk's pace)."""
+        for _ in range(jobs // beside):
+            for _ in range(beside):
+                self.scheduler.submit(device, self.spec, READ, MiB, lambda: b"")
+            self.clock.advance(seconds_per_mib * beside)  # sharing the disk: each takes beside times longer
+            for _ in range(beside):
+                self.pool.finish_one()
+
+    def second(self) -> None:
+        self.clock.advance(1)
+        self.meter.sample()
+
+    def test_a_disk_slowed_from_outside_reports_it_and_eases_back(self) -> None:
+        for _ in range(3):
+            self.serve("sda", 0.01, 20)  # 100 MiB/s, alone
+            self.serve("sdb", 0.01, 20, beside=4)  # as fast, four jobs at a time: not slower
+            self.second()
+        self.assertLess(self.meter.devices()["sdb"].slowness, 1.1)
+        quiet = self.meter.load("sda")
+        for _ in range(5):
+            self.serve("sda", 0.1, 5)  # the same disk, ten times slower for its jobs
+            self.second()
+        self.assertGreater(self.meter.devices()["sda"].slowness, 5)
+        self.assertGreater(self.meter.load("sda") - quiet, 3.5)  # a busy device, though its jobs are few
+        self.assertLess(self.meter.load("sdb"), 0.5)
+        for _ in range(60):  # nothing read there since: its figure eases back, so it is tried again
+            self.second()
+        self.assertLess(self.meter.devices()["sda"].slowness, SLOW_DEADBAND)
+        self.assertLess(self.meter.load("sda"), 0.5)
 
 
 class NodeTests(TestCase):

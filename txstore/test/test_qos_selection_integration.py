@@ -76,7 +76,7 @@ class SelectionIntegrationTests(SynchronousTestCase):
         self.assertIsNotNone(seen, "no node reported the GET's reads")
         port, device, figures, tenants = seen
         self.assertGreater(figures["load"], 0.0)
-        self.assertEqual(set(figures), {"read_bps", "write_bps", "queued", "running", "streams", "load"})
+        self.assertEqual(set(figures), {"read_bps", "write_bps", "queued", "running", "streams", "slowness", "load"})
         self.assertIn("AUTH_test", tenants)
         self.assertGreater(tenants["AUTH_test"]["bps"], 0.0)
         # the node's object answers tell its device's load
