@@ -17,13 +17,14 @@ The placement itself is in ``txstore.ring.placement``; ``docs/rings.rst`` explai
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import random
 import time
 from array import array
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 from attrs import define, evolve, field, frozen
 
@@ -39,18 +40,21 @@ from txstore.ring.metrics import (
 from txstore.ring.placement import UNASSIGNED, Placer
 from txstore.ring.ringfile import (
     BUILDER_MAGIC,
+    EnvelopeReader,
     RingData,
-    array_from_le_bytes,
-    array_to_le_bytes,
     devices_from_json,
     devices_to_json,
-    pack_file,
-    unpack_file,
-    read_whole,
+    open_file,
     write_atomically,
+    write_envelope,
 )
 
-BUILDER_FORMAT_VERSION = 1
+#: Version 2 keeps the table rows as signed 16-bit ids when every device id fits (32-bit
+#: otherwise, ``row_bytes`` says which); version 1, always 32-bit, is still read.
+BUILDER_FORMAT_VERSION = 2
+READABLE_BUILDER_VERSIONS = (1, 2)
+#: Table rows hold device ids, -1 where unassigned: 2 bytes an entry while ids fit.
+_ROW_TYPECODES = {2: "h", 4: "i"}
 MIN_PART_POWER = 1
 MAX_PART_POWER = 24
 
@@ -145,6 +149,11 @@ class RingBuilder:
     def has_table(self) -> bool:
         """Whether the builder has been rebalanced at least once."""
         return self._tables is not None
+
+    def _row_typecode(self) -> str:
+        """The narrowest array type the table rows fit in, given the device ids in use."""
+        top = max([len(self._devs) - 1, *self._removed], default=0)
+        return "h" if top < 0x7FFF else "i"
 
     @property
     def pending_removals(self) -> list[Device]:
@@ -254,11 +263,14 @@ class RingBuilder:
         if now is None:
             now = time.time()
         initial = self._tables is None
+        typecode = self._row_typecode()
+        # The placer works on copies (a memory copy when the type is the same), so a failed
+        # rebalance leaves the builder as it was.
         if initial:
-            tables = [[UNASSIGNED] * self.partition_count for _ in range(self.replicas)]
+            tables = [array(typecode, [UNASSIGNED]) * self.partition_count for _ in range(self.replicas)]
         else:
             assert self._tables is not None
-            tables = [row.tolist() for row in self._tables]
+            tables = [array(typecode, row) for row in self._tables]
         placer = Placer(
             part_power=self.part_power,
             replicas=self.replicas,
@@ -268,13 +280,14 @@ class RingBuilder:
             now=float(now),
             rng=random.Random(seed),
             tables=tables,
-            moved_at=array("d", self._moved_at),
+            moved_at=self._moved_at,
             initial=initial,
             **({"progress": progress} if progress is not None else {}),
         )
         outcome = placer.run()
-        self._tables = [array("i", row) for row in outcome.tables]
-        self._moved_at = outcome.moved_at
+        self._tables = list(outcome.tables)
+        for part in outcome.moved_parts:
+            self._moved_at[part] = now
         self._removed.clear()
         while self._devs and self._devs[-1] is None:
             self._devs.pop()
@@ -338,13 +351,24 @@ class RingBuilder:
             while len(devices) <= dev_id:
                 devices.append(None)
             devices[dev_id] = evolve(dev, weight=0.0)
-        return RingData(devices, [row.tolist() for row in self._tables], 32 - self.part_power)
+        max_id = max((dev.id for dev in devices if dev is not None), default=0)
+        typecode = "H" if max_id < 0xFFFF else "I"
+        rows = []
+        for row in self._tables:
+            if row.itemsize == array(typecode).itemsize:
+                # The same bits read unsigned: a copy of the memory, not an int per entry.
+                # (An unassigned -1 would read as an unknown id, which RingData refuses.)
+                rows.append(array(typecode, row.tobytes()))
+            else:
+                rows.append(array(typecode, row))
+        return RingData(devices, rows, 32 - self.part_power)
 
     def get_table(self) -> list[list[int]]:
         """A copy of the replica → partition → device id table (-1: unassigned)."""
         return [row.tolist() for row in self._tables] if self._tables is not None else []
 
-    def to_bytes(self) -> bytes:
+    def write_to(self, stream: BinaryIO) -> None:
+        """Write the builder file to a binary stream."""
         document = {
             "kind": "txstore-builder",
             "part_power": self.part_power,
@@ -356,14 +380,22 @@ class RingBuilder:
             "removed": devices_to_json(self.pending_removals),
             "has_table": self._tables is not None,
         }
-        blobs = [array_to_le_bytes(self._moved_at)]
+        blobs: list[array] = [self._moved_at]
         if self._tables is not None:
-            blobs.extend(array_to_le_bytes(row) for row in self._tables)
-        return pack_file(BUILDER_MAGIC, BUILDER_FORMAT_VERSION, document, blobs)
+            document["row_bytes"] = self._tables[0].itemsize  # the rows share one type
+            blobs.extend(self._tables)
+        write_envelope(stream, BUILDER_MAGIC, BUILDER_FORMAT_VERSION, document, blobs)
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        self.write_to(buffer)
+        return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes, what: str = "builder file") -> RingBuilder:
-        _, document, blobs = unpack_file(data, BUILDER_MAGIC, [BUILDER_FORMAT_VERSION], what)
+    def read_from(cls, stream: BinaryIO, what: str = "builder file") -> RingBuilder:
+        """A builder file (this version or an older one) read from a binary stream."""
+        reader = EnvelopeReader(stream, BUILDER_MAGIC, READABLE_BUILDER_VERSIONS, what)
+        document = reader.document
         try:
             builder = cls(
                 document["part_power"],
@@ -377,6 +409,11 @@ class RingBuilder:
             raise RingError(f"{what} lacks {error.args[0]!r}") from None
         except (TypeError, ValueError) as error:
             raise RingError(f"{what} has invalid parameters: {error}") from None
+        # Version 1 stored every row as signed 32-bit integers.
+        row_bytes = document.get("row_bytes") if reader.version >= 2 and has_table else 4
+        typecode = _ROW_TYPECODES.get(row_bytes) if type(row_bytes) is int else None
+        if typecode is None:
+            raise RingError(f"{what} has an unsupported table row width {row_bytes!r}")
         builder._devs = devices_from_json(document.get("devices"), what)
         removed = document.get("removed", [])
         if not isinstance(removed, list) or any(not isinstance(item, dict) for item in removed):
@@ -388,29 +425,40 @@ class RingBuilder:
                 raise RingError(f"{what} has an invalid removed device: {error}") from None
             builder._removed[dev.id] = dev
         expected = 1 + (builder.replicas if has_table else 0)
-        if len(blobs) != expected:
-            raise RingError(f"{what} has {len(blobs)} arrays, expected {expected}")
+        if reader.blobs_left != expected:
+            raise RingError(f"{what} has {reader.blobs_left} arrays, expected {expected}")
         count = builder.partition_count
-        moved_at = array_from_le_bytes("d", blobs[0])
+        moved_at = reader.read_array("d")
         if len(moved_at) != count:
             raise RingError(f"{what} has {len(moved_at)} move times for {count} partitions")
         builder._moved_at = moved_at
         if has_table:
-            rows = [array_from_le_bytes("i", blob) for blob in blobs[1:]]
             known = {dev.id for dev in builder._devs if dev is not None} | set(builder._removed)
-            for row in rows:
+            known.add(UNASSIGNED)
+            rows = []
+            for _ in range(builder.replicas):
+                row = reader.read_array(typecode)
                 if len(row) != count:
                     raise RingError(f"{what} has a table row of {len(row)} for {count} partitions")
-                if not set(row) <= known | {UNASSIGNED}:
+                if not known.issuperset(row):
                     raise RingError(f"{what} has a table naming unknown devices")
+                if row.typecode != builder._row_typecode():  # a version 1 file's 32-bit rows
+                    row = array(builder._row_typecode(), row)
+                rows.append(row)
             builder._tables = rows
+        reader.finish()
         builder.version = version
         return builder
 
+    @classmethod
+    def from_bytes(cls, data: bytes, what: str = "builder file") -> RingBuilder:
+        return cls.read_from(io.BytesIO(data), what)
+
     def save(self, path: str | os.PathLike[str]) -> None:
-        write_atomically(path, self.to_bytes())
+        write_atomically(path, self.write_to)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RingBuilder:
         what = f"builder file {os.fspath(path)}"
-        return cls.from_bytes(read_whole(path, what), what)
+        with open_file(path, what) as stream:
+            return cls.read_from(stream, what)

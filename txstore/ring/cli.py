@@ -13,18 +13,14 @@ Errors are one line on stderr, never a traceback. See ``USAGE`` for the exit sta
 from __future__ import annotations
 
 import argparse
-import configparser
-import datetime
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
-from urllib.parse import quote
 
 from attrs import define
 
-from txstore.common.hashing import PathHasher
 from txstore.ring.builder import RingBuilder
 from txstore.ring.device import Device, DeviceSearch, format_ip, parse_device_spec
 from txstore.ring.errors import RingError
@@ -32,7 +28,11 @@ from txstore.ring.metrics import DRAINING_BALANCE
 from txstore.ring.ringfile import RingData
 from txstore.ring.tiers import TIER_NAMES
 
-if TYPE_CHECKING:  # txstore.ring.ring brings twisted and zope: ~10 MB that only get-nodes needs
+if TYPE_CHECKING:
+    # Imported where used: txstore.ring.ring brings twisted and zope (~10 MB), hashing brings
+    # hashlib and OpenSSL (~4 MB), and only get-nodes needs them; a rebalance's peak memory
+    # would carry them.
+    from txstore.common.hashing import PathHasher
     from txstore.ring.ring import Node
 
 EXIT_OK = 0
@@ -120,6 +120,8 @@ def parse_overload(text: str) -> float:
 
 
 def _duration(seconds: float) -> str:
+    import datetime
+
     return str(datetime.timedelta(seconds=int(seconds)))
 
 
@@ -145,6 +147,10 @@ def _find_txstore_conf(ring_path: str) -> str:
 
 def load_hasher(conf_path: str | None) -> PathHasher:
     """The path hasher of a ``txstore.conf`` (``[txstore-hash]``), or an unsalted one."""
+    import configparser
+
+    from txstore.common.hashing import PathHasher
+
     if conf_path is None:
         return PathHasher()
     parser = configparser.ConfigParser(interpolation=None)
@@ -447,6 +453,8 @@ class RingCommand:
         return EXIT_OK
 
     def get_nodes(self, path: str, options: argparse.Namespace) -> int:
+        from urllib.parse import quote
+
         from txstore.ring.ring import handoff_nodes, primary_nodes
 
         conf_path = options.txstore_conf

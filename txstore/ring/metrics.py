@@ -86,13 +86,6 @@ class DispersionReport:
     tiers: dict[str, TierDispersion]
 
 
-def _host_combos(tree: TierTree, tables: Sequence[Sequence[int]]) -> Counter[tuple[int, ...]]:
-    host_of = {dev: path[2] for dev, path in tree.dev_path.items()}
-    get = host_of.get
-    mapped = [[get(dev, -1) for dev in row] for row in tables]
-    return Counter(zip(*mapped))
-
-
 def dispersion_report(
     devices: Iterable[Device | None],
     tables: Sequence[Sequence[int]],
@@ -112,7 +105,7 @@ def dispersion_report(
             parents[child] = node
     histograms = [[0] * (replicas + 1) for _ in range(len(tree))]
     parts_over = 0
-    for combo, freq in _host_combos(tree, tables).items():
+    for combo, freq in Counter(zip(*tree.host_rows(tables))).items():
         counts: dict[int, int] = {}
         for host in combo:
             node = host

@@ -88,8 +88,9 @@ _EPSILON = 1e-9
 
 @define
 class PlacementOutcome:
-    tables: list[list[int]]
-    moved_at: array
+    tables: list[array]
+    #: Partitions a replica of which moved (they moved at the placer's ``now``).
+    moved_parts: set[int]
     parts_moved: int
     replicas_moved: int
     replicas_placed: int
@@ -107,7 +108,10 @@ class Placer:
     min_part_hours: float
     now: float
     rng: random.Random
-    tables: list[list[int]]
+    #: One row per replica, partition → device id (-1: unassigned), changed in place.
+    tables: list[array]
+    #: When each partition last moved before this rebalance; read, not changed (the moves
+    #: of this one are ``moved_parts``), so the builder need not copy it.
     moved_at: array
     initial: bool
     #: Told what each phase did, as it ends (``txstore-ring rebalance`` shows it on long runs).
@@ -169,7 +173,7 @@ class Placer:
     def _locked(self, part: int) -> bool:
         if self.initial or self.min_part_hours <= 0:
             return False
-        return self.now - self.moved_at[part] < self.min_part_hours * 3600.0
+        return part in self.moved_parts or self.now - self.moved_at[part] < self.min_part_hours * 3600.0
 
     def _part_counts(self, part: int, skip: Iterable[int] = ()) -> dict[int, int]:
         """Replicas of ``part`` per node, over active devices, leaving out rows ``skip``."""
@@ -197,7 +201,6 @@ class Placer:
             return
         self.replicas_moved += 1
         self.moved_parts.add(part)
-        self.moved_at[part] = self.now
 
     # -- choosing a device -----------------------------------------------------------------
 
@@ -241,11 +244,6 @@ class Placer:
 
     # -- phase 1 and 2: gather and place ---------------------------------------------------
 
-    def _host_tuples(self) -> list[list[int]]:
-        host_of = {dev: path[2] for dev, path in self.tree.dev_path.items()}
-        get = host_of.get
-        return [[get(dev, -1) for dev in row] for row in self.tables]
-
     def _bad_host_tuples(self, combos: Iterable[tuple[int, ...]]) -> set[tuple[int, ...]]:
         """Host-tuples of partitions with an unplaced replica, a broken cap or floor."""
         parents = _parents(self.tree)
@@ -272,7 +270,7 @@ class Placer:
     def gather(self) -> dict[int, list[int]]:
         """Partition → replica rows to place again, in partition order."""
         pending: dict[int, list[int]] = {}
-        mapped = self._host_tuples()
+        mapped = self.tree.host_rows(self.tables)
         combos = Counter(zip(*mapped))
         bad = self._bad_host_tuples(combos)
         if not bad:
@@ -723,7 +721,7 @@ class Placer:
         passes = self.balance()
         return PlacementOutcome(
             tables=self.tables,
-            moved_at=self.moved_at,
+            moved_parts=self.moved_parts,
             parts_moved=len(self.moved_parts),
             replicas_moved=self.replicas_moved,
             replicas_placed=self.replicas_placed,

@@ -26,6 +26,7 @@ should hold in total.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Sequence
 
 from attrs import define, field
@@ -109,6 +110,19 @@ class TierTree:
 
     def __len__(self) -> int:
         return len(self.tiers)
+
+    def host_rows(self, tables: Sequence[Sequence[int]]) -> list[array]:
+        """
+        The table rows with each device id replaced by its host's node (-1 for a device
+        not in the tree, and for an unassigned -1), as compact arrays: C code can then
+        count the host tuples of the partitions (``Counter(zip(*rows))``) quickly.
+        """
+        top = max([-1, *self.dev_path, *(max(row, default=-1) for row in tables)])
+        hosts = [-1] * (top + 2)  # the last entry answers for -1
+        for dev, path in self.dev_path.items():
+            hosts[dev] = path[HOST - 1]
+        typecode = "h" if len(self) < 0x7FFF else "i"
+        return [array(typecode, map(hosts.__getitem__, row)) for row in tables]
 
     def top_down(self) -> list[int]:
         """Nodes, every parent before its children."""

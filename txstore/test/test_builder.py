@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
 import os
 import random
+import struct
 from array import array
 from collections import Counter
 from typing import Any
@@ -18,7 +21,7 @@ from txstore.ring import placement
 from txstore.ring.builder import RebalanceResult, RingBuilder
 from txstore.ring.device import Device
 from txstore.ring.errors import RingBuilderError, RingError
-from txstore.ring.ringfile import RingData, pack_file
+from txstore.ring.ringfile import BUILDER_MAGIC, RingData, pack_file
 from txstore.ring.tiers import (
     TierTree,
     apply_overload,
@@ -532,14 +535,98 @@ class PersistenceTests(SynchronousTestCase):
         self.assertIn("is a ring file, expected a builder file", str(caught.exception))
         with self.assertRaises(RingError) as caught:
             RingData.load(directory / "missing")
-        from txstore.ring.ringfile import BUILDER_MAGIC
-
         future = pack_file(BUILDER_MAGIC, 7, {"part_power": 4}, [])
         with self.assertRaises(RingError) as caught:
             RingBuilder.from_bytes(future)
         self.assertIn("format version 7", str(caught.exception))
         broken = pack_file(BUILDER_MAGIC, 1, {"replicas": 3}, [])
         self.assertRaises(RingError, RingBuilder.from_bytes, broken)
+
+    def version_1_bytes(self, builder: RingBuilder) -> bytes:
+        """
+        ``builder`` as the first builder format stored it: the document of today's less
+        ``row_bytes``, and every table row as signed 32-bit integers.
+        """
+        raw = gzip.decompress(builder.to_bytes())
+        size = struct.unpack_from("<I", raw, 10)[0]
+        document = json.loads(raw[14 : 14 + size])
+        document.pop("row_bytes", None)
+        moved = struct.pack(f"<{builder.partition_count}d", *map(builder.moved_at, range(builder.partition_count)))
+        rows = [struct.pack(f"<{len(row)}i", *row) for row in builder.get_table()]
+        return pack_file(BUILDER_MAGIC, 1, document, [moved, *rows])
+
+    def test_version_1_files_still_load(self) -> None:
+        builder = make(grid(2, 2, 1, 2), part_power=8, hours=3)
+        builder.rebalance(seed=1, now=0)
+        builder.add_dev(dev(1, 2, 5))
+        builder.rebalance(seed=1, now=HOUR)
+        builder.remove_dev(2)
+        old = RingBuilder.from_bytes(self.version_1_bytes(builder))
+        self.assertEqual(old.get_table(), builder.get_table())
+        self.assertEqual(old.devs, builder.devs)
+        self.assertEqual(old.pending_removals, builder.pending_removals)
+        self.assertEqual(list(map(old.moved_at, range(256))), list(map(builder.moved_at, range(256))))
+        self.assertEqual(old.version, builder.version)
+        # Saved again, it is written in the new format, and rebalances as the original does.
+        self.assertEqual(old.to_bytes(), builder.to_bytes())
+        one, two = builder.rebalance(seed=5, now=5 * HOUR), old.rebalance(seed=5, now=5 * HOUR)
+        self.assertEqual(old.get_table(), builder.get_table())
+        self.assertEqual(one.replicas_moved, two.replicas_moved)
+        unplaced = RingBuilder.from_bytes(self.version_1_bytes(make(grid(1, 3, 1, 1))))
+        self.assertFalse(unplaced.has_table)
+
+    def test_rows_are_stored_in_two_bytes_while_ids_fit(self) -> None:
+        builder = make(grid(1, 3, 1, 2), part_power=6)
+        builder.rebalance(seed=1)
+        raw = gzip.decompress(builder.to_bytes())
+        magic, version, size = struct.unpack_from("<8sHI", raw)
+        document = json.loads(raw[14 : 14 + size])
+        self.assertEqual((magic, version, document["row_bytes"]), (BUILDER_MAGIC, 2, 2))
+        self.assertEqual(document["blobs"], [64 * 8] + [64 * 2] * 3)
+        table = raw[14 + size + 64 * 8 :]
+        self.assertEqual(list(struct.unpack("<192h", table)), sum(builder.get_table(), []))
+
+    def test_wide_ids_take_four_bytes(self) -> None:
+        builder = make(grid(1, 3, 1, 1), part_power=4)
+        builder.add_dev(dev(1, 3, 7, "wide", id=40000))
+        builder.rebalance(seed=1)
+        self.assertIn(40000, builder.part_counts())
+        data = builder.to_bytes()
+        raw = gzip.decompress(data)
+        size = struct.unpack_from("<I", raw, 10)[0]
+        self.assertEqual(json.loads(raw[14 : 14 + size])["row_bytes"], 4)
+        loaded = RingBuilder.from_bytes(data)
+        self.assertEqual(loaded.get_table(), builder.get_table())
+        self.assertEqual(loaded.get_ring(), builder.get_ring())
+
+    def test_bad_row_width_refused(self) -> None:
+        builder = make(grid(1, 3, 1, 1), part_power=4)
+        builder.rebalance(seed=1)
+        raw = gzip.decompress(builder.to_bytes())
+        size = struct.unpack_from("<I", raw, 10)[0]
+        document = json.loads(raw[14 : 14 + size])
+        document["row_bytes"] = 3
+        blobs = [raw[14 + size : 14 + size + 16 * 8]] + [bytes(32)] * 3
+        with self.assertRaises(RingError) as caught:
+            RingBuilder.from_bytes(pack_file(BUILDER_MAGIC, 2, document, blobs))
+        self.assertIn("row width 3", str(caught.exception))
+
+    def test_a_failed_rebalance_leaves_the_builder_as_it_was(self) -> None:
+        builder = make(grid(1, 3, 2, 2), part_power=8, hours=1)
+        builder.rebalance(seed=1, now=0)
+        builder.add_dev(dev(1, 1, 5))
+        builder.rebalance(seed=1, now=2 * HOUR)
+        table, moved = builder.get_table(), list(map(builder.moved_at, range(256)))
+        builder.add_dev(dev(1, 2, 5))
+
+        def fail(placer: placement.Placer, dev_parts: object) -> int:
+            self.assertGreater(placer.replicas_moved, 0)  # it got as far as moving replicas
+            raise RingBuilderError("stopped")
+
+        self.patch(placement.Placer, "_pull_pass", fail)
+        self.assertRaises(RingBuilderError, builder.rebalance, seed=2, now=4 * HOUR)
+        self.assertEqual(builder.get_table(), table)
+        self.assertEqual(list(map(builder.moved_at, range(256))), moved)
 
     def test_get_ring(self) -> None:
         builder = make(grid(1, 3, 1, 2), part_power=6)

@@ -272,6 +272,43 @@ class RingDataTests(SynchronousTestCase):
         document["devices"] = [{"id": 5}]
         self.assert_load_error(pack_file(RING_MAGIC, 1, document, [bytes(8)]), "invalid device")
 
+    def big_ring(self) -> RingData:
+        """Part power 18, two replicas: each row is more than one chunk of reading and writing."""
+        devices = [device(i, zone=i % 3 + 1) for i in range(100)]
+        rows = [[(part * 7 + r) % 100 for part in range(1 << 18)] for r in range(2)]
+        return RingData(devices, rows, 14)
+
+    def test_large_ring_round_trip(self) -> None:
+        path = temp_dir(self) / "object.ring.gz"
+        data = self.big_ring()
+        data.save(path)
+        self.assertEqual(RingData.load(path), data)
+        self.assertEqual(path.read_bytes(), data.to_bytes())
+        raw = gzip.decompress(path.read_bytes())
+        self.assertEqual(RingData.load(path).replica2part2dev[1].tobytes(), raw[-(1 << 19) :])
+        # A file cut anywhere, even a chunk or more into the second row, is refused.
+        for cut in (len(raw) - 1, len(raw) - (1 << 18) - 7, len(raw) // 2):
+            self.assert_load_error(gzip.compress(raw[:cut]), "truncated")
+
+    def test_rings_written_at_another_level_load(self) -> None:
+        """Rings compressed as earlier txstores did (gzip level 6), or at any level, read alike."""
+        data = self.big_ring()
+        raw = gzip.decompress(data.to_bytes())
+        for level in (0, 6, 9):
+            self.assertEqual(RingData.from_bytes(gzip.compress(raw, level, mtime=0)), data)
+
+    def test_write_atomically_from_a_writer(self) -> None:
+        target = temp_dir(self) / "x"
+        write_atomically(target, lambda stream: stream.write(b"from a writer"))
+        self.assertEqual(target.read_bytes(), b"from a writer")
+
+        def broken(stream: object) -> None:
+            raise ValueError("half written")
+
+        self.assertRaises(ValueError, write_atomically, target, broken)
+        self.assertEqual(target.read_bytes(), b"from a writer")
+        self.assertEqual(os.listdir(target.parent), ["x"])
+
     def test_missing_file(self) -> None:
         with self.assertRaises(RingError) as caught:
             RingData.load(temp_dir(self) / "nope.ring.gz")
