@@ -132,6 +132,7 @@ class Placer:
     replicas_placed: int = field(init=False, default=0)
     _key_scale: float = field(init=False)
     _class_scale: float = field(init=False)
+    _key_parts_cache: list[list[tuple[int, int, tuple[float, ...]]]] = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.tree = TierTree.build(self.devices)
@@ -160,6 +161,7 @@ class Placer:
         # |here - floor| <= R keep the three apart.
         self._key_scale = 4.0 * count * self.replicas + 8.0
         self._class_scale = self._key_scale * (2 * self.replicas + 3)
+        self._key_parts_cache = self._key_parts()
 
     # -- bookkeeping -----------------------------------------------------------------------
 
@@ -204,43 +206,67 @@ class Placer:
 
     # -- choosing a device -----------------------------------------------------------------
 
+    def _key_parts(self) -> list[list[tuple[int, int, tuple[float, ...]]]]:
+        """
+        For ``_choose``, per node: its children as (child, capacity, base) where ``base[h]``
+        is the part of the child's key that depends only on ``h``, the replicas of the
+        partition already there (at most the replica count): the class for being under
+        the cap and below the floor, less the distance from the floor, each scaled. Whole
+        numbers, exact as floats.
+        """
+        tree = self.tree
+        cap, floor = self.cap, self.floor
+        key_scale, class_scale = self._key_scale, self._class_scale
+        return [
+            [
+                (
+                    child,
+                    tree.capacity[child],
+                    tuple(
+                        ((here < cap[child]) * 4 + (here < floor[child]) * 2) * class_scale
+                        - (here - floor[child]) * key_scale
+                        for here in range(min(tree.capacity[child], self.replicas + 1))
+                    ),
+                )
+                for child in kids
+            ]
+            for kids in tree.children
+        ]
+
     def _choose(self, part: int, counts: dict[int, int]) -> int:
         """The device a replica of ``part`` should go to, given its other replicas."""
-        tree = self.tree
-        children = tree.children
-        capacity = tree.capacity
-        cap = self.cap
-        floor = self.floor
+        key_parts = self._key_parts_cache
         target = self.target
         assigned = self.assigned
         reserved = self.reserved
         jitter = self.rng.random
-        key_scale = self._key_scale
         class_scale = self._class_scale
         get = counts.get
         node = 0
-        while children[node]:
+        kids = key_parts[0]
+        while kids:
             best = -1
             best_key = -math.inf
-            for child in children[node]:
+            for child, capacity, base in kids:
                 here = get(child, 0)
-                if here >= capacity[child]:
+                if here >= capacity:
                     continue
                 wanted = target[child] - assigned[child] - reserved[child]
-                key = (
-                    ((here < cap[child]) * 4 + (here < floor[child]) * 2 + (wanted > 0))
-                    * class_scale
-                    - (here - floor[child]) * key_scale
-                    + wanted
-                    + jitter()
-                )
+                # The key: (4 x under cap + 2 x below floor + wanting) x class scale
+                # - (here - floor) x key scale + wanted + jitter. Its whole part is exact
+                # however it is added up, so the key is the same float as computed at once.
+                if wanted > 0:
+                    key = base[here] + class_scale + wanted + jitter()
+                else:
+                    key = base[here] + wanted + jitter()
                 if key > best_key:
                     best = child
                     best_key = key
             if best < 0:
                 raise RingBuilderError(f"no device can take another replica of partition {part}")
             node = best
-        return tree.node_dev[node]
+            kids = key_parts[node]
+        return self.tree.node_dev[node]
 
     # -- phase 1 and 2: gather and place ---------------------------------------------------
 

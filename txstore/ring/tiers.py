@@ -122,7 +122,8 @@ class TierTree:
         for dev, path in self.dev_path.items():
             hosts[dev] = path[HOST - 1]
         typecode = "h" if len(self) < 0x7FFF else "i"
-        return [array(typecode, map(hosts.__getitem__, row)) for row in tables]
+        # Through a list, one row at a time: an array filled from an iterator is 3x slower.
+        return [array(typecode, list(map(hosts.__getitem__, row))) for row in tables]
 
     def top_down(self) -> list[int]:
         """Nodes, every parent before its children."""

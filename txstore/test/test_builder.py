@@ -827,6 +827,57 @@ class ProgressTests(SynchronousTestCase):
         self.assertEqual(len([m for m in told if m.startswith("balance pass")]), result.passes)
 
 
+class ChooseTests(SynchronousTestCase):
+    """``Placer._choose`` adds up precomputed parts of its key: the same choice as the formula."""
+
+    def reference_choice(self, placer: placement.Placer, counts: dict[int, int], rng: random.Random) -> int:
+        """The key of the module docstring, computed in full for every child, level by level."""
+        tree, node = placer.tree, 0
+        while tree.children[node]:
+            best, best_key = -1, -math.inf
+            for child in tree.children[node]:
+                here = counts.get(child, 0)
+                if here >= tree.capacity[child]:
+                    continue
+                wanted = placer.target[child] - placer.assigned[child] - placer.reserved[child]
+                key = (
+                    ((here < placer.cap[child]) * 4 + (here < placer.floor[child]) * 2 + (wanted > 0))
+                    * placer._class_scale
+                    - (here - placer.floor[child]) * placer._key_scale
+                    + wanted
+                    + rng.random()
+                )
+                if key > best_key:
+                    best, best_key = child, key
+            node = best
+        return tree.node_dev[node]
+
+    def test_same_choice_as_the_formula(self) -> None:
+        builder = make(grid(2, 3, 2, 2) + [dev(1, 1, 9, "big", 350.0), dev(2, 2, 9, "x", 30.0)], part_power=8)
+        builder.rebalance(seed=1)
+        builder.add_dev(dev(2, 3, 7, "new", 120.0))
+        picker = random.Random(5)
+        for overload in (0.0, 0.3):
+            placer = placement.Placer(
+                part_power=8, replicas=3, devices=[d for d in builder.devs if d], overload=overload,
+                min_part_hours=0, now=0.0, rng=random.Random(1), tables=[array("h", row) for row in builder.get_table()],
+                moved_at=array("d", [0.0] * 256), initial=False,
+            )
+            for node in placer.floored[:3]:
+                placer.reserved[node] = picker.randrange(5)  # as while placing
+            chosen = Counter()
+            for trial in range(400):
+                part = picker.randrange(256)
+                counts = placer._part_counts(part, (picker.randrange(3),))
+                for node in range(len(placer.tree)):  # nodes a little over or under target
+                    placer.assigned[node] = round(placer.target[node]) + picker.randint(-3, 3)
+                placer.rng = random.Random(trial)
+                expected = self.reference_choice(placer, counts, random.Random(trial))
+                self.assertEqual(placer._choose(part, counts), expected, (overload, part, counts))
+                chosen[expected] += 1
+            self.assertGreater(len(chosen), 10)  # many different answers were compared
+
+
 class FillTests(SynchronousTestCase):
     """The first rebalance fills an empty table a tier at a time (``Placer.fill_all``)."""
 
