@@ -189,7 +189,15 @@ class EnvelopeReader:
             )
         #: The format version of the file.
         self.version: int = version
-        text = self._read(doc_size)
+        # A chunk at a time: a corrupt size must not have a buffer of gigabytes made for it.
+        pieces = []
+        while doc_size > 0:
+            piece = self._read(min(doc_size, _CHUNK))
+            if not piece:
+                break
+            pieces.append(piece)
+            doc_size -= len(piece)
+        text = b"".join(pieces)
         try:
             document = json.loads(text.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as error:

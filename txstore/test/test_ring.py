@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import struct
+import tracemalloc
 from array import array
 from pathlib import Path
 
@@ -296,6 +297,17 @@ class RingDataTests(SynchronousTestCase):
         raw = gzip.decompress(data.to_bytes())
         for level in (0, 6, 9):
             self.assertEqual(RingData.from_bytes(gzip.compress(raw, level, mtime=0)), data)
+
+    def test_a_huge_document_size_reads_what_is_there(self) -> None:
+        """A corrupt size in the header is read against the file, not allocated up front."""
+        data = gzip.compress(struct.pack("<8sHI", RING_MAGIC, 1, 0xFFFFFFF0) + b"{}")
+        tracemalloc.start()
+        try:
+            self.assert_load_error(data, "corrupt document")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        self.assertLess(peak, 16 << 20)
 
     def test_write_atomically_from_a_writer(self) -> None:
         target = temp_dir(self) / "x"
