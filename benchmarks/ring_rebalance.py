@@ -14,7 +14,9 @@ and reports balance, dispersion, replicas moved and the new host's fair share.
 ``txstore-ring`` and Swift's ``swift-ring-builder`` (the anchor's, ``--swift-ring-builder``
 for another), each rebalance a process of its own: its wall time and peak resident memory
 (the kernel's ``ru_maxrss``), and the balance, dispersion and replicas moved it printed.
-Both load the builder, rebalance, and write the builder and the ring file.
+Both load the builder, rebalance, and write the builder and the ring file. ``--runs N``
+repeats the whole comparison N times and ends with the medians (and the worst) of each
+step's figures and ratios: on a shared machine one run says little.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,8 +132,14 @@ def figure(pattern: str, text: str) -> str:
     return found.group(1) if found else "-"
 
 
-def side_by_side(part_power: int, replicas: int, seed: int, swift: Path) -> None:
-    """Both command-line tools through the same steps; one table row per tool and step."""
+STEPS = ("first rebalance", "add a host (5 x 100)")
+
+
+def side_by_side(part_power: int, replicas: int, seed: int, swift: Path) -> dict[str, tuple[float, float]]:
+    """
+    Both command-line tools through the same steps; one table row per tool and step. Returns
+    each step's ratios to Swift: (time, peak memory).
+    """
     tools = {"txstore-ring": [str(Path(sys.executable).with_name("txstore-ring"))], "swift-ring-builder": [str(swift)]}
     rows = []
     for name, tool in tools.items():
@@ -139,7 +148,7 @@ def side_by_side(part_power: int, replicas: int, seed: int, swift: Path) -> None
             run_quietly = lambda *args: measured([*tool, "b.builder", *args], cwd)  # noqa: E731
             run_quietly("create", str(part_power), str(replicas), "1")
             run_quietly("add", *topology())
-            for step, before in (("first rebalance", None), ("add a host (5 x 100)", "host")):
+            for step, before in zip(STEPS, (None, "host")):
                 if before == "host":
                     run_quietly("add", *[word for disk in range(5)
                                          for word in (f"r1z2-10.1.2.99:6200/sd{chr(ord('b') + disk)}", "100")])
@@ -155,10 +164,23 @@ def side_by_side(part_power: int, replicas: int, seed: int, swift: Path) -> None
     for row in (header, *rows):
         print("  " + "  ".join(f"{cell:<{w}}" if i < 2 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(row, widths))))
     by = {(row[0], row[1]): row for row in rows}
-    for step in ("first rebalance", "add a host (5 x 100)"):
+    ratios = {}
+    for step in STEPS:
         ours, theirs = by[("txstore-ring", step)], by[("swift-ring-builder", step)]
-        print(f"  {step}: time {float(ours[2]) / float(theirs[2]):.2f}x Swift's, "
-              f"peak memory {float(ours[3]) / float(theirs[3]):.2f}x")
+        ratios[step] = (float(ours[2]) / float(theirs[2]), float(ours[3]) / float(theirs[3]))
+        print(f"  {step}: time {ratios[step][0]:.2f}x Swift's, peak memory {ratios[step][1]:.2f}x")
+    sys.stdout.flush()
+    return ratios
+
+
+def summarize(runs: list[dict[str, tuple[float, float]]]) -> None:
+    """The median and the worst of each step's ratios over the runs."""
+    print(f"over {len(runs)} runs (each run's own ratios):")
+    for step in STEPS:
+        times = [run[step][0] for run in runs]
+        peaks = [run[step][1] for run in runs]
+        print(f"  {step}: time median {statistics.median(times):.2f}x (worst {max(times):.2f}x), "
+              f"peak memory median {statistics.median(peaks):.2f}x (worst {max(peaks):.2f}x)")
     sys.stdout.flush()
 
 
@@ -174,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against-swift", action="store_true",
                         help="both command-line tools side by side: time, peak memory, balance, dispersion")
     parser.add_argument("--swift-ring-builder", type=Path, default=SWIFT_RING_BUILDER)
+    parser.add_argument("--runs", type=int, default=1, help="with --against-swift: repeat it, then give medians")
     options = parser.parse_args(argv)
     try:
         powers = [int(text) for text in options.part_powers.split(",") if text.strip()]
@@ -183,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no {options.swift_ring_builder}: run /work/shared/swift-anchor/setup.sh, or pass --swift-ring-builder")
     for part_power in powers:
         if options.against_swift:
-            side_by_side(part_power, options.replicas, options.seed, options.swift_ring_builder)
+            runs = [side_by_side(part_power, options.replicas, options.seed, options.swift_ring_builder)
+                    for _ in range(max(1, options.runs))]
+            if len(runs) > 1:
+                summarize(runs)
         else:
             run(part_power, options.replicas, options.seed)
     return 0
