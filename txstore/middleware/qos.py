@@ -12,6 +12,10 @@ The classes are the cluster's (``[io-class:…]`` in ``txstore.conf``, `txstore.
 - A request may ask for less: ``X-Io-Class: <class>`` of a weight no higher than its account's
   (a higher one is 403, an unknown one 400: never quietly ignored), ``X-Io-Rate: <bytes per
   second>`` (``20MB``, ``512KiB``) as its own cap, the tighter of it and the class's.
+- So may an object: ``X-Object-Io-Class: <class>`` on its PUT (the same rules) is kept as object
+  sysmeta (``X-Object-Sysmeta-Io-Class``, shown back as ``X-Object-Io-Class``), the upload runs in
+  it, and the nodes read the object in it whenever it is lower than the reader's class. Like
+  all object sysmeta it is the written object's: a POST naming it is refused (400).
 
 The decision (an `IOSpec`: class, tenant = the account, rate) is left in the request's environ
 for the object controllers, which send it to the nodes as ``X-Backend-Io-*``; sub-requests made
@@ -34,9 +38,9 @@ from txstore.interfaces import IApp
 from txstore.middleware.account_quotas import CachedAccounts
 from txstore.middleware.base import Middleware
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
-from txstore.qos.classes import IOClasses, IOSpec
+from txstore.qos.classes import IOClass, IOClasses, IOSpec
 from txstore.qos.controller import TenantShareController, object_nodes
-from txstore.qos.headers import ENVIRON
+from txstore.qos.headers import ENVIRON, OBJECT_SYSMETA
 
 ACCOUNT_HEADER = "X-Account-Io-Class"
 REMOVE_HEADER = "X-Remove-Account-Io-Class"
@@ -44,6 +48,7 @@ SYSMETA = "X-Account-Sysmeta-Io-Class"
 SYSMETA_KEY = "io-class"  # AccountInfo.sysmeta's name for it
 REQUEST_CLASS = "X-Io-Class"
 REQUEST_RATE = "X-Io-Rate"
+OBJECT_HEADER = "X-Object-Io-Class"
 
 
 @implementer(IApp)
@@ -72,14 +77,20 @@ class QoS:
         chosen = allowed
         asked = (request.header(REQUEST_CLASS) or "").strip()
         if asked:
-            wanted = self.classes.get(asked)
-            if wanted is None:
-                return self._refuse(request, 400, f"Unknown IO class {asked!r}: the classes are "
-                                                  f"{', '.join(sorted(self.classes.classes))}")
-            if wanted.weight > allowed.weight:
-                return self._refuse(request, 403, f"Forbidden: IO class {asked!r} is above the account's "
-                                                  f"{allowed.name!r}; a request may only ask for less")
-            chosen = wanted
+            chosen = self._lower(asked, allowed, "a request")
+            if isinstance(chosen, SwiftResponse):
+                return self._refused(request, chosen)
+        own = request.headers.pop(OBJECT_HEADER)
+        if own is not None and request.method != "PUT":
+            return self._refuse(request, 400, f"{OBJECT_HEADER} is set when the object is written (PUT or copy); "
+                                              "a POST cannot change it")
+        if own is not None and own.strip():
+            wanted = self._lower(own.strip(), allowed, "an object")
+            if isinstance(wanted, SwiftResponse):
+                return self._refused(request, wanted)
+            request.headers[OBJECT_SYSMETA] = wanted.name
+            if wanted.weight < chosen.weight:
+                chosen = wanted  # the upload too
         rate = 0
         raw = request.header(REQUEST_RATE)
         if raw is not None:
@@ -91,7 +102,12 @@ class QoS:
                 return self._refuse(request, 400, f"Invalid {REQUEST_RATE}: bytes per second, such as 20MB or "
                                                   "524288, above 0")
         request.environ[ENVIRON] = IOSpec(chosen.name, account, rate)
-        return await self.app(request)
+        response = await self.app(request)
+        if request.method in ("GET", "HEAD"):
+            value = response.headers.pop(OBJECT_SYSMETA)
+            if value:
+                response.headers[OBJECT_HEADER] = value
+        return response
 
     async def _account(self, request: SwiftRequest) -> SwiftResponse:
         if request.method in ("PUT", "POST"):
@@ -120,10 +136,25 @@ class QoS:
         request.headers[SYSMETA] = value  # empty: the account server removes it
         return None
 
+    def _lower(self, name: str, allowed: IOClass, who: str) -> IOClass | SwiftResponse:
+        """The class ``name`` if it is defined and no higher than ``allowed``, else the refusal to send."""
+        wanted = self.classes.get(name)
+        if wanted is None:
+            return SwiftResponse.text(400, f"Unknown IO class {name!r}: the classes are "
+                                           f"{', '.join(sorted(self.classes.classes))}")
+        if wanted.weight > allowed.weight:
+            return SwiftResponse.text(403, f"Forbidden: IO class {name!r} is above the account's {allowed.name!r};"
+                                           f" {who} may only ask for less")
+        return wanted
+
     @staticmethod
-    def _refuse(request: SwiftRequest, status: int, why: str) -> SwiftResponse:
+    def _refused(request: SwiftRequest, response: SwiftResponse) -> SwiftResponse:
         request.discard_body()
-        return SwiftResponse.text(status, why)
+        return response
+
+    @classmethod
+    def _refuse(cls, request: SwiftRequest, status: int, why: str) -> SwiftResponse:
+        return cls._refused(request, SwiftResponse.text(status, why))
 
 
 def _build(app, settings: dict[str, Any], proxy) -> QoS:

@@ -15,6 +15,8 @@ ENVIRON = "txstore.io"
 CLASS = "X-Backend-Io-Class"
 TENANT = "X-Backend-Io-Tenant"
 RATE = "X-Backend-Io-Rate"
+# An object's own class, kept with it (set by the qos middleware on PUT, read by the node on GET)
+OBJECT_SYSMETA = "X-Object-Sysmeta-Io-Class"
 
 
 def backend_headers(environ: dict) -> dict[str, str]:

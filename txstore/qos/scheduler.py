@@ -32,7 +32,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -179,13 +179,17 @@ class IOScheduler:
         self._shares: dict[str, float] = {}  # this node's share of a tenant's cluster-wide cap
         self._shares_until = 0.0
 
-    def stream(self, device: str, spec: IOSpec | None, tenant: str = "") -> Stream:
+    def stream(self, device: str, spec: IOSpec | None, tenant: str = "", object_class: str | None = None) -> Stream:
         """
         One object stream's disk work on ``device``: the spec's class and tenant, or (a request
-        that carries none) the default class and ``tenant``.
+        that carries none) the default class and ``tenant``; in ``object_class`` instead (the
+        object's own, `txstore.middleware.qos`) when that one is known and lower.
         """
         if spec is None:
             spec = IOSpec(self._classes.default_name, tenant)
+        own = self._classes.get(object_class) if object_class else None
+        if own is not None and own.weight < self._classes.resolve(spec.io_class).weight:
+            spec = evolve(spec, io_class=own.name)
         self._device(device).stored_objects = True
         return Stream(self, device, spec, self._classes.stream_cap(spec))
 

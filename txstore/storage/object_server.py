@@ -65,7 +65,7 @@ from txstore.storage.http_support import (
     required_timestamp,
     storage_policy,
 )
-from txstore.qos.headers import from_backend as io_spec
+from txstore.qos.headers import OBJECT_SYSMETA as OBJECT_IO_CLASS, from_backend as io_spec
 from txstore.qos.meter import LOAD_HEADER, BandwidthMeter
 from txstore.qos.scheduler import WRITE, Stream
 from txstore.storage.object_body import CorruptBody, ObjectBody
@@ -331,15 +331,17 @@ class ObjectServer:
     def _run(self, path: BackendPath, function, *args):
         return self.context.runner.run(path.device, function, *args)
 
-    def _io_stream(self, request: Request, path: BackendPath) -> Stream | None:
+    def _io_stream(self, request: Request, path: BackendPath, metadata: Mapping[str, str] | None = None) -> Stream | None:
         """
         The request's body work on its device, in its IO class (the proxy's X-Backend-Io-*, else
-        the default class with the account as tenant); None without a scheduler.
+        the default class with the account as tenant; the object's own class when lower); None
+        without a scheduler.
         """
         scheduler = self.context.scheduler
         if scheduler is None:
             return None
-        return scheduler.stream(path.device, io_spec(lambda name: header(request, name)), path.account)
+        own = metadata.get(OBJECT_IO_CLASS) if metadata is not None else None  # (canonical case)
+        return scheduler.stream(path.device, io_spec(lambda name: header(request, name)), path.account, own)
 
     def _body_work(self, io: Stream | None, path: BackendPath, kind: str, nbytes: int, function, *args) -> Deferred:
         """``function(*args)``, moving ``nbytes`` of a body, through the stream's queue (or the pool)."""
@@ -663,7 +665,7 @@ class ObjectServer:
         failed = partial(self._read_failed, path, diskfile)
         reader.drop_cache = length >= self.context.keep_cache_size
         stream = ObjectBody(self.context.runner, path.device, reader, parts, failed, trailer, whole=ranges is None,
-                            io=self._io_stream(request, path))
+                            io=self._io_stream(request, path, metadata))
         return NodeResponse(status, headers, stream)
 
     async def _read_failed(self, path: BackendPath, diskfile: DiskFile, err: Exception, started: bool) -> Exception:

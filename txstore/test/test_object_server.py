@@ -175,6 +175,14 @@ class ObjectServerTests(TestCase):
         self.assertEqual((len(got), dropped), (200 * 1024, []))
         self.assertEqual(scheduler.tenants()["a"].bytes, 2 * 200 * 1024)
         self.assertEqual(counters.streams, 0)
+        # an object of a lower class of its own is read in it
+        opened = []
+        stream = scheduler.stream
+        self.patch(scheduler, "stream", lambda *args: opened.append(stream(*args)) or opened[-1])
+        await self.put("/d1/3/a/c/own", body, **io, **{"X-Object-Sysmeta-Io-Class": "background"})
+        response, got = await self.call("GET", "/d1/3/a/c/own", io)
+        self.assertEqual(got, body)
+        self.assertEqual([s.spec.io_class for s in opened], ["gold", "background"])  # the PUT's, the GET's
 
     def count_thread_calls(self) -> list[str]:
         calls: list[str] = []

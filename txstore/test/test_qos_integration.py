@@ -16,25 +16,21 @@ from pathlib import Path
 
 from txstore.aio import launcher
 from txstore.aio.layout import Layout, Topology
-from txstore.test import test_proxy_integration
 from txstore.test.test_proxy_integration import ClusterCase
 
-PORT = 9400  # the proxy; the nodes 9410 ... 9441 (this file's ports: 9400-9499)
 CLASSES = "\n[io-class:gold]\nweight = 4\n\n[io-class:bronze]\nweight = 1\ndefault = yes\n"
 RESELLER = {"user": "admin:admin", "key": "admin"}
 
 
 class IOClassTests(ClusterCase):
     def setUp(self) -> None:
-        self.patch(test_proxy_integration, "free_port_block", lambda count, step=1: PORT)
         super().setUp()
-        self.assertEqual(self.cluster.port, PORT)
         self.work = Path(self.mktemp())
         os.makedirs(self.work)
 
     def restart_proxy_with_classes(self) -> None:
         """Stop the proxy, add the classes to the cluster's txstore.conf, start it as txstore-aio does."""
-        layout = Layout(self.cluster.root, Topology(nodes=0), PORT)  # nodes=0: the proxy alone
+        layout = Layout(self.cluster.root, Topology(nodes=0), self.cluster.port)  # nodes=0: the proxy alone
         pid = launcher.read_pid(layout.pid_file("proxy"))
         self.assertIsNotNone(pid)
         self.assertEqual(launcher.stop_pids({"proxy": pid}), [])
@@ -48,7 +44,7 @@ class IOClassTests(ClusterCase):
         return self.cluster.swift_cli(*args, cwd=str(self.work), **kwargs)
 
     def as_reseller(self, *args: str) -> subprocess.CompletedProcess:
-        storage = f"http://127.0.0.1:{PORT}/v1/AUTH_test"
+        storage = f"http://127.0.0.1:{self.cluster.port}/v1/AUTH_test"
         return self.swift("--os-storage-url", storage, *args, **RESELLER)
 
     def curl(self, method: str, path: str, *headers: str, token: str | None = None,
@@ -59,7 +55,7 @@ class IOClassTests(ClusterCase):
             args += ["-H", header]
         if body is not None:
             args += ["--data-binary", f"@{body}"]
-        done = subprocess.run([*args, f"http://127.0.0.1:{PORT}{path}"], capture_output=True, timeout=60)
+        done = subprocess.run([*args, f"http://127.0.0.1:{self.cluster.port}{path}"], capture_output=True, timeout=60)
         return done.stdout.decode()
 
     def info(self) -> dict:
@@ -123,6 +119,16 @@ class IOClassTests(ClusterCase):
         self.assertEqual((self.work / "gold-copy").read_bytes(), data)
         self.assertEqual(self.curl("PUT", "/v1/AUTH_test/c/rated", "X-Io-Rate: 20MB", body=self.work / "blob"),
                          "201")
+        # an object's own class: kept, shown, read back; a POST may not change it
+        own = self.swift("upload", "-H", "X-Object-Io-Class: bronze", "--object-name", "rated", "c", "blob")
+        self.assertEqual(own.returncode, 0, own.stderr)
+        _, headers, _ = self.cluster.http("HEAD", "/v1/AUTH_test/c/rated", {"X-Auth-Token": self.token})
+        self.assertEqual((headers.get("x-object-io-class"), headers.get("x-object-sysmeta-io-class")), ("bronze", None))
+        self.assertEqual(self.curl("GET", "/v1/AUTH_test/c/rated", out=back), "200")
+        self.assertEqual(back.read_bytes(), data)
+        self.assertEqual(self.curl("POST", "/v1/AUTH_test/c/rated", "X-Object-Io-Class: gold"), "400")
+        _, headers, _ = self.cluster.http("HEAD", "/v1/AUTH_test/c/rated", {"X-Auth-Token": self.token})
+        self.assertEqual(headers.get("x-object-io-class"), "bronze")
 
         # a bronze account: gold is above it, and nothing is stored
         posted = self.as_reseller("post", "-H", "X-Account-Io-Class: bronze")
@@ -137,6 +143,8 @@ class IOClassTests(ClusterCase):
         self.assertEqual(self.curl("PUT", "/v1/AUTH_test/c/odd", "X-Io-Class: platinum", body=self.work / "blob"),
                          "400")
         self.assertEqual(self.curl("PUT", "/v1/AUTH_test/c/odd", "X-Io-Rate: 0", body=self.work / "blob"), "400")
+        self.assertEqual(self.curl("PUT", "/v1/AUTH_test/c/odd", "X-Object-Io-Class: gold", body=self.work / "blob"),
+                         "403")
         self.assertEqual(self.names(), ["blob", "rated"])
         self.assertEqual(self.cluster.http("HEAD", "/v1/AUTH_test/c/golden", {"X-Auth-Token": self.token})[0], 404)
         self.assertEqual(self.curl("GET", "/v1/AUTH_test/c/blob", "X-Io-Class: bronze", out=back), "200")

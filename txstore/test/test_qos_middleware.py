@@ -193,6 +193,35 @@ class RequestClassTests(Case):
             self.assertIn(b"Invalid X-Io-Rate", response.body)
         self.assertEqual(len(self.below.seen), seen)
 
+    def test_an_objects_own_class_is_kept_and_shown(self) -> None:
+        self.assertEqual(self.put(**{"X-Object-Io-Class": "bronze"}).status, 201)
+        method, path, headers, spec = self.below.seen[-1]
+        # kept as sysmeta, the client's name gone; the upload itself in the lower class
+        self.assertEqual((headers.get("X-Object-Sysmeta-Io-Class"), headers.get("X-Object-Io-Class"), spec),
+                         ("bronze", None, IOSpec("bronze", "AUTH_a", 0)))
+        for method in ("GET", "HEAD"):
+            response = self.call(method, f"{A}/c/o")
+            self.assertEqual((response.headers.get("X-Object-Io-Class"),
+                              response.headers.get("X-Object-Sysmeta-Io-Class")), ("bronze", None))
+        # an equal one is kept too; a request's own class below it still decides the upload
+        self.assertEqual(self.put(**{"X-Object-Io-Class": "iron", "X-Io-Class": "bronze"}).status, 201)
+        self.assertEqual(self.below.seen[-1][2].get("X-Object-Sysmeta-Io-Class"), "iron")
+        self.assertEqual(self.below.seen[-1][3], IOSpec("bronze", "AUTH_a", 0))
+
+    def test_an_objects_own_class_follows_the_same_rules(self) -> None:
+        seen = len(self.below.seen)
+        for value, status, text in (("gold", 403, b"an object may only ask for less"),
+                                    ("platinum", 400, b"Unknown IO class")):
+            response = self.put(**{"X-Object-Io-Class": value})
+            self.assertEqual(response.status, status, value)
+            self.assertIn(text, response.body)
+        self.store.put(f"{A}/c/o2", b"x")
+        response = self.call("POST", f"{A}/c/o2", **{"X-Object-Io-Class": "bronze"})
+        self.assertEqual(response.status, 400)
+        self.assertIn(b"a POST cannot change it", response.body)
+        self.assertEqual(len(self.below.seen), seen)
+        self.assertNotIn(f"{A}/c/o", self.store.objects)
+
     def test_every_object_method_gets_a_spec(self) -> None:
         self.store.put(f"{A}/c/o", b"x")
         for method in ("GET", "HEAD", "POST", "DELETE"):

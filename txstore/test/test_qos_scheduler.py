@@ -130,6 +130,14 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(self.scheduler.counters(), {})  # no object device: no stream was opened on either
         self.assertNotIn("-", self.scheduler.tenants())
 
+    def test_an_objects_own_class_lowers_a_stream_never_raises_it(self) -> None:
+        stream = self.scheduler.stream("sda", IOSpec("gold", "t"), object_class="bronze")
+        self.assertEqual(stream.spec, IOSpec("bronze", "t"))
+        for own in ("gold", "unknown", "", None):
+            self.assertEqual(self.scheduler.stream("sda", IOSpec("bronze", "t"), object_class=own).spec,
+                             IOSpec("bronze", "t"), own)
+        self.assertEqual(self.scheduler.stream("sda", IOSpec("gold", "t"), object_class="capped").rate, MiB)
+
     def test_a_request_without_a_spec_is_its_accounts_in_the_default_class(self) -> None:
         stream = self.scheduler.stream("sda", None, "AUTH_x")
         self.assertEqual((stream.spec, stream.rate), (IOSpec("bronze", "AUTH_x"), 0))
