@@ -9,8 +9,9 @@ The classes are the cluster's (``[io-class:…]`` in ``txstore.conf``, `txstore.
   empty value or ``X-Remove-Account-Io-Class``); anyone else naming it is 403, an unknown class
   400, and nothing is stored. It is shown back as ``X-Account-Io-Class`` in the account's HEAD
   and GET. An account with none is in the default class.
-- A request may ask for less: ``X-Io-Class: <class>`` of a weight no higher than its account's
-  (a higher one is 403, an unknown one 400: never quietly ignored), ``X-Io-Rate: <bytes per
+- A request may ask for less: ``X-Io-Class: <class>`` of no more weight than its account's and
+  no looser caps (`IOClasses.within`: a lighter class without the account's caps would be a way
+  out of them; anything else is 403, an unknown one 400: never quietly ignored), ``X-Io-Rate: <bytes per
   second>`` (``20MB``, ``512KiB``) as its own cap, the tighter of it and the class's.
 - So may an object: ``X-Object-Io-Class: <class>`` on its PUT (the same rules) is kept as object
   sysmeta (``X-Object-Sysmeta-Io-Class``, shown back as ``X-Object-Io-Class``), the upload runs in
@@ -89,7 +90,7 @@ class QoS:
             if isinstance(wanted, SwiftResponse):
                 return self._refused(request, wanted)
             request.headers[OBJECT_SYSMETA] = wanted.name
-            if wanted.weight < chosen.weight:
+            if wanted != chosen and self.classes.within(wanted, chosen):
                 chosen = wanted  # the upload too
         rate = 0
         raw = request.header(REQUEST_RATE)
@@ -103,7 +104,8 @@ class QoS:
                                                   "524288, above 0")
         request.environ[ENVIRON] = IOSpec(chosen.name, account, rate)
         response = await self.app(request)
-        if request.method in ("GET", "HEAD"):
+        if request.method in ("GET", "HEAD") and "swift.source" not in request.environ:
+            # (a middleware's own read, a copy's source, keeps the sysmeta: a copy keeps the class)
             value = response.headers.pop(OBJECT_SYSMETA)
             if value:
                 response.headers[OBJECT_HEADER] = value
@@ -142,9 +144,9 @@ class QoS:
         if wanted is None:
             return SwiftResponse.text(400, f"Unknown IO class {name!r}: the classes are "
                                            f"{', '.join(sorted(self.classes.classes))}")
-        if wanted.weight > allowed.weight:
-            return SwiftResponse.text(403, f"Forbidden: IO class {name!r} is above the account's {allowed.name!r};"
-                                           f" {who} may only ask for less")
+        if not self.classes.within(wanted, allowed):
+            return SwiftResponse.text(403, f"Forbidden: IO class {name!r} is above the account's {allowed.name!r}"
+                                           f" (more weight, or looser caps); {who} may only ask for less")
         return wanted
 
     @staticmethod

@@ -94,6 +94,11 @@ class NodeLoad:
         return [node for _band, _index, node in sorted(zip(bands, range(len(nodes)), nodes),
                                                         key=lambda entry: entry[:2])]
 
+    def idlest(self, nodes: Sequence[Any]) -> Any | None:
+        """The least loaded of ``nodes`` (unknown: idle; the first among equals), or None."""
+        now = self._clock()
+        return min(nodes, key=lambda node: self.load(node, now) or 0.0, default=None)
+
     def idler_than(self, node: Any, others: Sequence[Any], by: float) -> bool:
         """Whether one of ``others`` is less loaded than ``node`` by at least ``by`` (unknown: idle)."""
         now = self._clock()

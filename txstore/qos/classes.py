@@ -82,6 +82,20 @@ class IOClasses:
         """The class of that name; the default for none or an unknown one (a node's view)."""
         return self.classes.get(name or "", self.default)
 
+    @staticmethod
+    def within(wanted: IOClass, allowed: IOClass) -> bool:
+        """
+        Whether ``wanted`` asks for no more than ``allowed``: no more weight, and each cap that
+        ``allowed`` has at least as tight (a lighter class without caps is no way out of them).
+        """
+        if wanted.weight > allowed.weight:
+            return False
+        for cap in ("stream_rate", "tenant_rate"):
+            limit = getattr(allowed, cap)
+            if limit and not 0 < getattr(wanted, cap) <= limit:
+                return False
+        return True
+
     def stream_cap(self, spec: IOSpec) -> int:
         """The tighter of the class's stream cap and the request's own (bytes/s, 0: none)."""
         caps = [cap for cap in (self.resolve(spec.io_class).stream_rate, spec.rate) if cap > 0]

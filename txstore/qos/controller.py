@@ -100,7 +100,14 @@ class TenantShareController:
         return service
 
     def round(self) -> Deferred:
-        return Deferred.fromCoroutine(self._round())
+        return Deferred.fromCoroutine(self._guarded_round())
+
+    async def _guarded_round(self) -> None:
+        # A failed round is logged and the next one runs: TimerService stops for good on a failure.
+        try:
+            await self._round()
+        except Exception:
+            log.failure("a tenant-cap controller round failed")
 
     async def _round(self) -> None:
         nodes = sorted(set(self._nodes()))
@@ -108,13 +115,9 @@ class TenantShareController:
         caps: dict[str, float] = {}
         figures: dict[str, dict[tuple[str, int], dict]] = {}
         for node, report in zip(nodes, reports):
-            for tenant, f in (report or {}).get("tenants", {}).items():
-                cap = float(f.get("cap") or 0)
-                if cap <= 0:
-                    continue
+            for tenant, (cap, bps, throttled) in (report or {}).items():
                 caps[tenant] = max(caps.get(tenant, 0.0), cap)
-                figures.setdefault(tenant, {})[node] = {"bps": float(f.get("bps") or 0),
-                                                        "throttled": bool(f.get("throttled"))}
+                figures.setdefault(tenant, {})[node] = {"bps": bps, "throttled": throttled}
         per_node: dict[tuple[str, int], dict[str, float]] = {node: {} for node in nodes}
         for tenant, cap in caps.items():
             for node, share in split(cap, figures[tenant], nodes).items():
@@ -123,13 +126,20 @@ class TenantShareController:
         await gatherResults([Deferred.fromCoroutine(self._send(node, shares)) for node, shares in per_node.items()
                              if shares])
 
-    async def _report(self, node: tuple[str, int]) -> dict | None:
+    async def _report(self, node: tuple[str, int]) -> dict[str, tuple[float, float, bool]] | None:
+        """A node's capped tenants as ``{tenant: (cap, bytes/s, waited)}``; None when it gave no usable answer."""
         try:
             response = await self._client.request("GET", node[0], node[1], "/recon/bandwidth", timeout=self._timeout)
             if response.status != 200:
                 return None
-            return json.loads(response.body)
-        except Exception as err:  # a node that does not answer is left out of this round
+            tenants = json.loads(response.body)["tenants"]
+            found = {}
+            for tenant, f in tenants.items():
+                cap, bps = float(f.get("cap") or 0), float(f.get("bps") or 0)
+                if math.isfinite(cap) and math.isfinite(bps) and cap > 0 and bps >= 0:
+                    found[str(tenant)] = (cap, bps, f.get("throttled") is True)
+            return found
+        except Exception as err:  # a node that does not answer, or not in shape, is left out of this round
             log.debug("no bandwidth report from {node}: {err}", node=node, err=err)
             return None
 

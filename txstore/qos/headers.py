@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from txstore.qos.classes import IOSpec
+from txstore.qos.classes import BACKGROUND, IOSpec
 
 ENVIRON = "txstore.io"
 CLASS = "X-Backend-Io-Class"
@@ -17,6 +17,10 @@ TENANT = "X-Backend-Io-Tenant"
 RATE = "X-Backend-Io-Rate"
 # An object's own class, kept with it (set by the qos middleware on PUT, read by the node on GET)
 OBJECT_SYSMETA = "X-Object-Sysmeta-Io-Class"
+
+
+# What a node's own request to another node says when it is consistency work (a rebuild's reads)
+BACKGROUND_IO = {CLASS: BACKGROUND, TENANT: "-"}
 
 
 def backend_headers(environ: dict) -> dict[str, str]:

@@ -47,6 +47,12 @@ from txstore.qos.classes import BACKGROUND, IOClasses, IOSpec
 OP_COST = 64 * 1024
 # A capped stream may run ahead of its rate by this many seconds' worth of bytes.
 BURST_SECONDS = 0.1
+# A chunk waiting for its cap asks again this often (a share may have been raised meanwhile).
+WAIT_STEP = 0.25
+# A node's share of a tenant's cap is at least this part of the cap, whatever it is sent.
+MIN_SHARE = 0.01
+# A tenant that moved nothing on a node for this long is forgotten there.
+TENANT_IDLE = 300.0
 READ, WRITE, OTHER = "read", "write", "other"
 # Jobs of at least this many bytes are timed for the device's service rate (smaller ones are
 # mostly their fixed cost).
@@ -74,9 +80,10 @@ class DeviceCounters:
 
 class TokenBucket:
     """
-    ``rate`` bytes per second, on a clock: `take` says how long a mover of some bytes waits
-    first, until what earlier takes overspent is paid back (one larger than the burst still
-    goes whole, so the average holds and no chunk is split). ``waited``: seconds of waits given.
+    ``rate`` bytes per second (0: no cap), on a clock. A mover asks `owed` (seconds until what
+    earlier movers overspent is paid back) and, at 0, `spend`s its bytes: a chunk larger than the
+    burst still goes whole, so the average holds and no chunk is split. ``waited``: seconds of
+    waits asked for (for the controller: whether the tenant wanted more than its share here).
     """
 
     def __init__(self, clock, rate: float) -> None:
@@ -86,23 +93,32 @@ class TokenBucket:
         self._last = clock.seconds()
         self.waited = 0.0
 
-    def take(self, nbytes: int) -> float:
-        if self.rate <= 0:
-            return 0.0
+    def _refill(self) -> None:
         now = self._clock.seconds()
         self._tokens = min(self.rate * BURST_SECONDS, self._tokens + (now - self._last) * self.rate)
         self._last = now
-        owed = -self._tokens if self._tokens < 0 else 0.0
-        self._tokens -= nbytes
-        wait = owed / self.rate
-        self.waited += wait
-        return wait
+
+    def owed(self) -> float:
+        if self.rate <= 0:
+            return 0.0
+        self._refill()
+        return -self._tokens / self.rate if self._tokens < 0 else 0.0
+
+    def spend(self, nbytes: int) -> None:
+        if self.rate > 0:
+            self._refill()
+            self._tokens -= nbytes
 
     def set_rate(self, rate: float) -> None:
         """A new rate from now on (what is owed is owed at the new rate)."""
-        self.take(0)
+        if self.rate > 0:
+            self._refill()
         self.rate = rate
         self._tokens = min(self._tokens, rate * BURST_SECONDS)
+
+
+class StreamStopped(Exception):
+    """The stream was stopped (its client went away) while a chunk waited for its cap."""
 
 
 @define
@@ -176,6 +192,7 @@ class IOScheduler:
         self._tenants: dict[str, TokenBucket] = {}  # capped tenants' buckets, one for all devices
         self._caps: dict[str, float] = {}  # capped tenants' cluster-wide caps, as their requests' classes say
         self._tenant_bytes: dict[str, int] = {}
+        self._tenant_seen: dict[str, float] = {}  # when each tenant last moved bytes here
         self._shares: dict[str, float] = {}  # this node's share of a tenant's cluster-wide cap
         self._shares_until = 0.0
 
@@ -188,7 +205,7 @@ class IOScheduler:
         if spec is None:
             spec = IOSpec(self._classes.default_name, tenant)
         own = self._classes.get(object_class) if object_class else None
-        if own is not None and own.weight < self._classes.resolve(spec.io_class).weight:
+        if own is not None and own.name != spec.io_class and self._classes.within(own, self._classes.resolve(spec.io_class)):
             spec = evolve(spec, io_class=own.name)
         self._device(device).stored_objects = True
         return Stream(self, device, spec, self._classes.stream_cap(spec))
@@ -209,29 +226,38 @@ class IOScheduler:
         self._shares_until = self._clock.seconds() + ttl
         for tenant, bucket in self._tenants.items():
             if tenant in self._shares:
-                bucket.set_rate(self._shares[tenant])
+                cap = self._caps.get(tenant, bucket.rate)
+                bucket.set_rate(max(min(cap, self._shares[tenant]), cap * MIN_SHARE))
 
     def tenants(self) -> dict[str, TenantFigures]:
-        """What each tenant moved on this node (for the controller), with its cap here and its waits."""
+        """
+        What each tenant moved on this node (for the controller), with its cap and its waits;
+        a tenant idle for ``TENANT_IDLE`` seconds is forgotten (a node may serve millions).
+        """
+        now = self._clock.seconds()
+        for tenant in [t for t, seen in self._tenant_seen.items() if now - seen > TENANT_IDLE]:
+            for table in (self._tenant_seen, self._tenant_bytes, self._tenants, self._caps):
+                table.pop(tenant, None)
         return {
             tenant: TenantFigures(moved, self._caps.get(tenant, 0.0),
                                   self._tenants[tenant].waited if tenant in self._tenants else 0.0)
             for tenant, moved in self._tenant_bytes.items()
         }
 
-    def _tenant_wait(self, spec: IOSpec, nbytes: int) -> float:
+    def _tenant_bucket(self, spec: IOSpec) -> TokenBucket | None:
+        """The tenant's bucket at its rate on this node now (its share, else its class's cap); None: no cap."""
         cap = self._classes.resolve(spec.io_class).tenant_rate
         if not cap:
-            return 0.0
+            return None
         self._caps[spec.tenant] = cap
         share = self._shares.get(spec.tenant) if self._clock.seconds() < self._shares_until else None
-        rate = min(cap, share) if share is not None else cap
+        rate = max(min(cap, share), cap * MIN_SHARE) if share is not None else cap
         bucket = self._tenants.get(spec.tenant)
         if bucket is None:
             bucket = self._tenants[spec.tenant] = TokenBucket(self._clock, rate)
         elif bucket.rate != rate:
             bucket.set_rate(rate)
-        return bucket.take(nbytes)
+        return bucket
 
     # --- the queue --------------------------------------------------------------------------
 
@@ -256,7 +282,10 @@ class IOScheduler:
 
         def call():
             ioprio.set_level(level)
-            return function(*args)
+            try:
+                return function(*args)
+            finally:
+                ioprio.set_level(ioprio.DEFAULT_LEVEL)  # the thread's other calls are no class's
         job = _Job(flow, key, cost, kind, nbytes, spec.tenant, call, Deferred())
         heapq.heappush(device.heap, (start, next(self._order), job))
         device.counters.queued += 1
@@ -289,6 +318,7 @@ class IOScheduler:
             counters.timed_bytes += job.nbytes
         if job.kind != OTHER:
             self._tenant_bytes[job.tenant] = self._tenant_bytes.get(job.tenant, 0) + job.nbytes
+            self._tenant_seen[job.tenant] = now
         flow = job.flow
         flow.queued -= 1
         # The caller first: a stream that asks for its next chunk at once (a GET reads one ahead)
@@ -301,6 +331,11 @@ class IOScheduler:
             # Idle and owed nothing: a new job would start at the virtual time anyway.
             device.flows.pop(job.key, None)
         self._dispatch(device)
+        if not counters.running and not device.heap and device.flows:
+            # The device went idle: every flow starts afresh at the latest finish tag (the
+            # last jobs' flows would otherwise be kept, one per tenant that ever came).
+            device.vtime = max(device.vtime, max(f.finish for f in device.flows.values()))
+            device.flows.clear()
         return None
 
 
@@ -314,6 +349,7 @@ class Stream:
         self.rate = rate  # bytes per second; 0: no cap
         self._bucket = TokenBucket(scheduler._clock, rate)
         self._open = False
+        self._stopped = False
 
     def __enter__(self) -> Stream:
         self._open = True
@@ -325,11 +361,30 @@ class Stream:
             self._open = False
             self._scheduler._device(self.device).counters.streams -= 1
 
+    def stop(self) -> None:
+        """The client went away: a chunk waiting for its cap does not wait on (`StreamStopped`)."""
+        self._stopped = True
+
     async def run(self, kind: str, nbytes: int, function, *args):
-        """``function(*args)`` in the device's pool as a job of ``nbytes``, once the cap allows."""
-        delay = max(self._bucket.take(nbytes), self._scheduler._tenant_wait(self.spec, nbytes))
-        if delay > 0:
-            await deferLater(self._scheduler._clock, delay)
+        """
+        ``function(*args)`` in the device's pool as a job of ``nbytes``, once the caps allow: the
+        wait is taken in steps of at most ``WAIT_STEP`` and the buckets asked again, so a share
+        raised meanwhile shortens it and a stopped stream ends it.
+        """
+        clock = self._scheduler._clock
+        while True:
+            if self._stopped:
+                raise StreamStopped(f"{self.spec.tenant}'s stream on {self.device} was stopped")
+            tenant = self._scheduler._tenant_bucket(self.spec)
+            delay = max(self._bucket.owed(), tenant.owed() if tenant is not None else 0.0)
+            if delay <= 0:
+                break
+            if tenant is not None:
+                tenant.waited += min(delay, WAIT_STEP)
+            await deferLater(clock, min(delay, WAIT_STEP))
+        self._bucket.spend(nbytes)
+        if tenant is not None:
+            tenant.spend(nbytes)
         return await self._scheduler.submit(self.device, self.spec, kind, nbytes, function, *args)
 
 

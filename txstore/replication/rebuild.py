@@ -39,6 +39,7 @@ from txstore.ec.layout import ArchiveLayout
 from txstore.replication.channel import FramedChannel, SessionFailed
 from txstore.replication.frames import FrameType, data_record, record
 from txstore.replication.sender import CHUNK, SyncOutcome
+from txstore.qos.headers import BACKGROUND_IO
 from txstore.storage.http_support import StorageContext
 from txstore.storage.partitions import ObjectFiles
 from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_SEGMENT_SIZE, FRAG_INDEX
@@ -306,7 +307,8 @@ class ArchiveRebuilder:
             if node.index in exclude or node.index in (self.target, self.local_index):
                 continue
             exclude.add(node.index)
-            headers = {POLICY_INDEX: str(self.policy_index), BACKEND_FRAG_INDEX: str(node.index)}
+            headers = {POLICY_INDEX: str(self.policy_index), BACKEND_FRAG_INDEX: str(node.index),
+                       **BACKGROUND_IO}  # a rebuild's reads are the daemons' disk work there too
             if offset:
                 headers["Range"] = f"bytes={offset}-"
             path = f"/{node.device_name}/{self.partition}{name}"

@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IConsumer
 from zope.interface import implementer
 
 from txstore.interfaces import IBlockingRunner, IResponseBody
-from txstore.qos.scheduler import READ, Stream
+from txstore.qos.scheduler import READ, Stream, StreamStopped
 from txstore.storage.diskfile import DiskFileError, DiskFileReader
 
 CHUNK_SIZE = 1024 * 1024
@@ -80,6 +80,8 @@ class ObjectBody:
 
     def stopProducing(self) -> None:
         self._stopped = True
+        if self._io is not None:
+            self._io.stop()  # a chunk waiting for its cap waits no more
         self.resumeProducing()
 
     def write_to(self, consumer: IConsumer) -> Deferred[bool]:
@@ -89,6 +91,8 @@ class ObjectBody:
         try:
             with self._io if self._io is not None else nullcontext():
                 return await self._send(consumer)
+        except StreamStopped:
+            return False  # the client went away while a chunk waited for its cap
         except (CorruptBody, DiskFileError) as err:
             raise await self._failed(err, self._started) from err
         finally:

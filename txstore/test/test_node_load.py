@@ -142,11 +142,15 @@ class LoadedReadTests(controllers.ControllerCase):
     def test_an_answer_from_a_busy_device_is_left_for_an_idler_primary(self) -> None:
         first, second, third = self.oprimary
         big = b"x" * (2 * 1024 * 1024)
+        older = b"o" * (2 * 1024 * 1024)
         loads = {first: "2.00", second: "0.10", third: "0.10"}
+        stamps = {}
 
         def answer(call):
-            return BackendResponse(200, {"etag": "e", "content-length": str(len(big)),
-                                         "x-backend-device-load": loads.get(call.node, "0.10")}, big)
+            body = older if stamps.get(call.node) == "0000000001.00000" else big
+            return BackendResponse(200, {"etag": "e", "content-length": str(len(body)),
+                                         "x-backend-timestamp": stamps.get(call.node, "0000000002.00000"),
+                                         "x-backend-device-load": loads.get(call.node, "0.10")}, body)
         self.backend.default = answer
         self.assertEqual(self.read_all(self.call("GET")), big)
         # nothing was known: first asked in ring order; its answer (headers only) showed it busy
@@ -159,16 +163,26 @@ class LoadedReadTests(controllers.ControllerCase):
         self.loads.record(self.node(third), "1.50")
         self.assertEqual(self.read_all(self.call("GET")), big)
         self.assertEqual(self.backend.asked("GET"), [first])
-        # the idler ones fail: the busy one is read after all
+        # the idler one has an older version, or none: the busy one's answer is read after all
+        for idler_answers in ("old", "404", "503"):
+            self.backend.calls.clear()
+            self.clock.advance(60)
+            loads.update({second: "0.10", third: "0.10"})
+            self.backend.nodes.pop(second, None)
+            stamps.pop(second, None)
+            if idler_answers == "old":
+                stamps[second] = "0000000001.00000"
+            else:
+                self.backend.nodes[second] = lambda call, status=int(idler_answers): BackendResponse(status, {}, b"")
+            self.assertEqual(self.read_all(self.call("GET")), big, idler_answers)
+            self.assertEqual(self.backend.asked("GET"), [first, second], idler_answers)
+        # X-Newest: the newest copy is read wherever it is
+        self.backend.nodes.pop(second, None)
+        stamps.clear()
         self.backend.calls.clear()
         self.clock.advance(60)
-        loads.update({second: "0.10", third: "0.10"})
-        self.backend.nodes[second] = self.backend.nodes[third] = lambda call: BackendResponse(404, {}, b"")
-        for handoff in self.ohandoff:
-            self.backend.nodes[handoff] = lambda call: BackendResponse(404, {}, b"")
-        self.assertEqual(self.read_all(self.call("GET")), big)
-        asked = self.backend.asked("GET")
-        self.assertEqual((asked[0], asked[-1], asked.count(first)), (first, first, 2))
+        self.assertEqual(self.read_all(self.call("GET", headers={"X-Newest": "true"})), big)
+        self.assertNotIn(second, [n for n in self.backend.asked("GET")])
 
     def test_small_answers_are_read_where_they_come_from(self) -> None:
         first, second, _third = self.oprimary

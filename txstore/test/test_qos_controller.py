@@ -95,6 +95,30 @@ class RoundTests(SynchronousTestCase):
         self.assertNotIn("AUTH_free", client.sent[A]["shares"])  # uncapped tenants are not the controller's
 
 
+class MalformedReportTests(SynchronousTestCase):
+    def test_answers_out_of_shape_are_left_out_and_the_loop_goes_on(self) -> None:
+        good = {"tenants": {"AUTH_t": {"bps": 1.0 * MiB, "cap": 4.0 * MiB, "throttled": False}}}
+        for bad in ([], {"tenants": []}, {"tenants": {"t": 5}}, {"tenants": {"t": {"cap": "x", "bps": 1}}},
+                    {"tenants": {"t": {"cap": float("nan"), "bps": 1}}}, {"nothing": 1}):
+            client = FakeClient({A: good, B: bad})
+            controller = TenantShareController(client, lambda: [A, B], interval=1.0)
+            self.successResultOf(controller.round())
+            self.assertEqual(set(client.sent), {A, B}, bad)  # B still gets its share of AUTH_t
+            self.assertNotIn("t", client.sent[A]["shares"], bad)
+        # a round that fails for another reason is logged, and the loop is not stopped by it
+        def broken():
+            raise RuntimeError("rings unreadable")
+        controller = TenantShareController(FakeClient({}), broken, interval=1.0)
+        clock = Clock()
+        loop = controller.service(clock)
+        loop.startService()
+        for _ in range(3):
+            clock.advance(1)
+        self.assertTrue(loop.running)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 4)
+        loop.stopService()
+
+
 class FakeBody:
     def __init__(self, data: bytes) -> None:
         self.parts = [data[:5], data[5:], b""]

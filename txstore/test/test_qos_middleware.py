@@ -208,6 +208,25 @@ class RequestClassTests(Case):
         self.assertEqual(self.below.seen[-1][2].get("X-Object-Sysmeta-Io-Class"), "iron")
         self.assertEqual(self.below.seen[-1][3], IOSpec("bronze", "AUTH_a", 0))
 
+    def test_no_way_out_of_the_accounts_caps(self) -> None:
+        capped = IOClasses({**CLASSES.classes, "metered": IOClass("metered", 2.0, tenant_rate=1000),
+                            "trickle": IOClass("trickle", 1.0, tenant_rate=500, stream_rate=100)}, "silver")
+        self.app = QoS(self.below, capped, self.accounts)
+        self.usage.account_sysmeta["io-class"] = "metered"
+        for lighter in ("bronze", "background", "silver"):  # less weight, but no tenant cap
+            response = self.put(**{"X-Io-Class": lighter})
+            self.assertEqual(response.status, 403, lighter)
+            self.assertIn(b"looser caps", response.body)
+            self.assertEqual(self.put(**{"X-Object-Io-Class": lighter}).status, 403, lighter)
+        self.assertEqual(self.put(**{"X-Io-Class": "trickle"}).status, 201)  # lighter and tighter
+        self.assertEqual(self.below.specs()[-1][2], IOSpec("trickle", "AUTH_a", 0))
+
+    def test_a_middlewares_own_read_keeps_the_sysmeta(self) -> None:
+        self.assertEqual(self.put(**{"X-Object-Io-Class": "bronze"}).status, 201)
+        response = self.call("GET", f"{A}/c/o", environ={"swift.source": "COPY"})
+        self.assertEqual((response.headers.get("X-Object-Sysmeta-Io-Class"), response.headers.get("X-Object-Io-Class")),
+                         ("bronze", None))  # a copy carries it to its destination as sysmeta
+
     def test_an_objects_own_class_follows_the_same_rules(self) -> None:
         seen = len(self.below.seen)
         for value, status, text in (("gold", 403, b"an object may only ask for less"),

@@ -16,7 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.qos import ioprio
 from txstore.qos.classes import IOClass, IOClasses, IOSpec
-from txstore.qos.scheduler import OP_COST, READ, WRITE, BackgroundRunner, IOScheduler, TenantFigures
+from txstore.qos.scheduler import (
+    MIN_SHARE, OP_COST, READ, TENANT_IDLE, WRITE, BackgroundRunner, IOScheduler, StreamStopped, TenantFigures,
+)
 
 MiB = 1024 * 1024
 CLASSES = IOClasses({
@@ -137,6 +139,9 @@ class SchedulerTests(SynchronousTestCase):
             self.assertEqual(self.scheduler.stream("sda", IOSpec("bronze", "t"), object_class=own).spec,
                              IOSpec("bronze", "t"), own)
         self.assertEqual(self.scheduler.stream("sda", IOSpec("gold", "t"), object_class="capped").rate, MiB)
+        # not out of a reader's caps: an object of a lighter class without them is read in the reader's
+        self.assertEqual(self.scheduler.stream("sda", IOSpec("metered", "t"), object_class="background").spec,
+                         IOSpec("metered", "t"))
 
     def test_a_request_without_a_spec_is_its_accounts_in_the_default_class(self) -> None:
         stream = self.scheduler.stream("sda", None, "AUTH_x")
@@ -220,6 +225,62 @@ class TenantCapTests(SynchronousTestCase):
         self.assertLessEqual(self.moved_in(5) / 5, 2.1 * MiB)
         self.assertLessEqual(self.moved_in(5, tenant="u") / 5, 2.1 * MiB)
         self.assertEqual(set(self.scheduler.tenants()), {"t", "u"})
+
+
+class WaitTests(SynchronousTestCase):
+    """A chunk waiting for a cap: asked again in steps, shortened by a raised share, ended by a stop."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.pool = HeldPool()
+        self.scheduler = IOScheduler(self.pool, CLASSES, self.clock, depth=4)
+        self.spec = IOSpec("metered", "t")  # 2 MiB/s for the tenant
+        self.runs: list[Deferred] = []
+
+    def started_after(self, stream, seconds: float) -> bool:
+        """Whether a 1 MiB read of the stream reached the pool within ``seconds``."""
+        self.pool.running.clear()
+        d = Deferred.fromCoroutine(stream.run(READ, MiB, lambda: None))
+        self.runs.append(d)
+        for _ in range(int(seconds * 100)):
+            if self.pool.running:
+                break
+            self.clock.advance(0.01)
+        return bool(self.pool.running)
+
+    def test_a_raised_share_shortens_a_wait_and_a_stop_ends_one(self) -> None:
+        stream = self.scheduler.stream("sda", self.spec)
+        self.scheduler.set_shares({"t": 64 * 1024}, ttl=60)  # a small share: 15 s a MiB
+        self.assertTrue(self.started_after(stream, 0.1))
+        self.pool.running.clear()
+        waiting = Deferred.fromCoroutine(stream.run(READ, MiB, lambda: None))
+        self.clock.advance(2.0)
+        self.assertEqual(self.pool.running, [])  # 15 s to go at that share
+        self.scheduler.set_shares({"t": 2 * MiB}, ttl=60)
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.pool.running), 1)  # not the 15 s it was told first
+        self.assertFalse(self.started_after(stream, 0.1))
+        stream.stop()
+        self.clock.advance(0.3)
+        self.failureResultOf(self.runs[-1], StreamStopped)
+        self.assertNoResult(waiting)  # (in the pool: the test's pool never ends it)
+
+    def test_no_share_lifts_the_cap_or_drops_it_to_nothing(self) -> None:
+        stream = self.scheduler.stream("sda", self.spec)
+        for share, rate in ((0.0, 2 * MiB * MIN_SHARE), (1e-9, 2 * MiB * MIN_SHARE), (1e12, 2 * MiB)):
+            self.scheduler.set_shares({"t": share}, ttl=60)
+            Deferred.fromCoroutine(stream.run(READ, 1, lambda: None))
+            self.assertEqual(self.scheduler._tenants["t"].rate, rate, share)
+
+    def test_idle_devices_and_tenants_are_forgotten(self) -> None:
+        for tenant in range(50):
+            self.scheduler.submit("sda", IOSpec("bronze", f"t{tenant}"), READ, MiB, lambda: None)
+        while self.pool.running:
+            self.pool.finish_one()
+        self.assertEqual(self.scheduler._devices["sda"].flows, {})
+        self.assertEqual(len(self.scheduler.tenants()), 50)
+        self.clock.advance(TENANT_IDLE + 1)
+        self.assertEqual(self.scheduler.tenants(), {})
 
 
 class IOPriorityTests(SynchronousTestCase):

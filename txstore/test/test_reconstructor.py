@@ -339,10 +339,12 @@ class CuttingClient:
         self.after = after
         self.cuts = cuts
         self.asked: list[tuple[str, str | None]] = []  # (path, Range)
+        self.io: list[tuple[str | None, str | None]] = []  # (X-Backend-Io-Class, -Tenant)
 
     async def stream(self, method, host, port, path, headers, timeout=None):
         response = await self.client.stream(method, host, port, path, headers, timeout)
         self.asked.append((path, headers.get("Range")))
+        self.io.append((headers.get("X-Backend-Io-Class"), headers.get("X-Backend-Io-Tenant")))
         if self.cuts and response.status == 200:
             self.cuts -= 1
             deliver = response.deliver
@@ -385,6 +387,7 @@ class SourceReplacementTests(ECCluster):
         self.assertEqual(first[1], None)
         self.assertEqual(second[1], f"bytes={10_000 // fragment * fragment}-")  # from the segment it broke in
         self.assertNotEqual(first[0].split("/")[1], second[0].split("/")[1])
+        self.assertEqual(cutting.io, [("background", "-")] * 2)  # the daemons' disk work on the remote nodes
 
 
 class NodeWiringTests(TestCase):

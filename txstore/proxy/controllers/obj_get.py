@@ -81,10 +81,8 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
         newest = await _newest_first(context, primaries, part, names, headers)
         candidates = chain(newest, (n for n in candidates if n not in newest))
     not_found = False
-    switched = False
     tried: list[Node] = []
-    later: list[Node] = []  # a busy device left for an idler one: read last if the others fail
-    for node in chain(candidates, later):
+    for node in candidates:
         tried.append(node)
         try:
             response = await ask(context, api.method, node, part, names, headers)
@@ -100,13 +98,9 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
             node_failed(context, node)
         else:
             node_ok(context, node)
-        if status in (200, 206) and not switched and _busier(context, api, response, node, primaries, tried):
-            # Its figure was stale (a busy device is not read, so nothing renews it) and this
-            # answer renewed it: only its headers were read, and another primary is idler.
-            switched = True
-            response.abandon()
-            later.append(node)
-            continue
+        if status in (200, 206):
+            response = await _from_an_idler_primary(context, api, response, node, primaries, tried, part, names,
+                                                    headers)
         if status in (200, 206, 304, 412, 416):
             return await _relay(context, api, response, candidates, part, names, headers)
         if not await drain(context, response):
@@ -120,13 +114,49 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
     raise APIError(503, "Service Unavailable: no object server answered")
 
 
-def _busier(context: ProxyContext, api: APIRequest, response: StreamedResponse, node: Node,
-            primaries: list[Node], tried: list[Node]) -> bool:
-    """Whether a GET's answer came from a device clearly busier than an untried usable primary's."""
-    if context.loads is None or api.method != "GET" or (response.length or 0) < SWITCH_BYTES:
-        return False
+async def _from_an_idler_primary(context: ProxyContext, api: APIRequest, response: StreamedResponse, node: Node,
+                                 primaries: list[Node], tried: list[Node], part: int, names: tuple,
+                                 headers: dict[str, str]) -> StreamedResponse:
+    """
+    The answer to read: this one, or (once per GET) the same answer from an untried usable
+    primary whose device is clearly idler than this one's as its answer just showed (a busy
+    device is not read, so nothing renews its figure, and the decaying view sends a read there
+    now and then; only its headers have been read). The idler primary's answer is taken only
+    when it is the same status for a version at least as new; else this one is read after all.
+    Not for X-Newest (the newest copy was chosen), HEADs, or bodies under SWITCH_BYTES.
+    """
+    if (context.loads is None or api.method != "GET" or api.flag("X-Newest")
+            or (response.length or 0) < SWITCH_BYTES):
+        return response
     others = [n for n in primaries if n not in tried and usable(context, n)]
-    return context.loads.idler_than(node, others, SWITCH_LOAD)
+    idler = context.loads.idlest(others)
+    if idler is None or not context.loads.idler_than(node, [idler], SWITCH_LOAD):
+        return response
+    tried.append(idler)
+    try:
+        other = await ask(context, api.method, idler, part, names, headers)
+    except CancelledError:
+        response.abandon()
+        raise
+    except Exception as err:
+        node_failed(context, idler, err)
+        return response
+    if other.status >= 500:
+        node_failed(context, idler)
+    if other.status == response.status and _stamp(other) >= _stamp(response):
+        node_ok(context, idler)
+        response.abandon()
+        return other
+    other.abandon()
+    return response
+
+
+def _stamp(response: StreamedResponse) -> Timestamp:
+    stamp = response.header("x-backend-timestamp")
+    try:
+        return Timestamp.parse(stamp) if stamp else Timestamp(0)
+    except ValueError:
+        return Timestamp(0)
 
 
 def _read_order(context: ProxyContext, primaries: list[Node], handoffs: Iterator[Node]) -> Iterator[Node]:
