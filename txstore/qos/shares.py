@@ -4,7 +4,8 @@ The node's end of the tenant-cap controller (`txstore.qos.controller`): ``PUT /q
 with ``{"ttl": seconds, "shares": {tenant: bytes per second}}`` sets this node's shares of
 capped tenants' caps in its IO scheduler. Like the rest of the backend API it is for the
 cluster's own network; a share can only lower a tenant's rate below its class's cap, never
-raise it, so the worst a forged one does is slow a tenant down on one node for ``ttl``.
+raise it, and the scheduler keeps it at 1 % of the cap or more, so the worst a forged one does
+is slow a tenant down on one node for ``ttl``.
 """
 
 from __future__ import annotations
@@ -27,19 +28,21 @@ class SharesReceiver:
     async def handle(self, request: Request) -> NodeResponse:
         if request.method != b"PUT":
             return plain_text(405, "Method Not Allowed: PUT the shares")
-        data = b""
+        chunks: list[bytes] = []
+        size = 0
         try:
             while True:
                 chunk = await request.body.read()
                 if not chunk:
                     break
-                data += chunk
-                if len(data) > MAX_BODY:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY:
                     return plain_text(413, f"Shares body over {MAX_BODY} bytes")
         except BodyIncomplete:
             return plain_text(499, "Client Disconnect")
         try:
-            value = json.loads(data)
+            value = json.loads(b"".join(chunks))
             ttl = float(value["ttl"])
             shares = {str(tenant): float(rate) for tenant, rate in value["shares"].items()}
         except (ValueError, KeyError, TypeError, AttributeError):
