@@ -368,8 +368,12 @@ def stream_cap(cluster: Cluster, tenants: dict, size: int) -> float:
     return rate([stream], start, end)
 
 
-def tenant_cap(cluster: Cluster, second: int, size: int, count: int) -> dict:
-    """A tenant of a class capped at 60 MB/s reading through two proxies at once."""
+def tenant_cap(cluster: Cluster, second: int, size: int, count: int, seconds: float = 20.0) -> dict:
+    """
+    A tenant of a class capped at 60 MB/s reading through two proxies at once, ``count``
+    readers going over its objects for ``seconds`` after 5 s to settle (the controller's first
+    rounds: each node holds the whole cap until its share comes).
+    """
     _, admin = cluster.token("admin:admin", "admin")
     path, token = cluster.token("test:tester", "testing")
     cluster.request("POST", path, admin, {"X-Account-Io-Class": "metered"})
@@ -377,18 +381,28 @@ def tenant_cap(cluster: Cluster, second: int, size: int, count: int) -> dict:
     run_streams([Stream(cluster.port, "PUT", f"{path}/capped/o{n}", {"X-Auth-Token": token}, size)
                  for n in range(count)])
     _, token2 = cluster.token("test:tester", "testing", port=second)
-    streams = [Stream(cluster.port if n % 2 else second, "GET", f"{path}/capped/o{n}",
-                      {"X-Auth-Token": token if n % 2 else token2}, size) for n in range(count)]
+    stop = threading.Event()
+    readers = [Reader(cluster.port if n % 2 else second, [f"{path}/capped/o{(n + k) % count}" for k in range(count)],
+                      token if n % 2 else token2, stop) for n in range(count)]
     poller = NodePoller([cluster.node_port(n) for n in range(1, cluster.nodes + 1)])
     poller.start()
+    for reader in readers:
+        reader.start()
     try:
-        run_streams(streams)
+        time.sleep(5.0)
+        start, before = time.monotonic(), sum(r.moved for r in readers)
+        time.sleep(seconds)
+        end, after = time.monotonic(), sum(r.moved for r in readers)
     finally:
+        stop.set()
+        for reader in readers:
+            reader.join(timeout=120)
         poller.stopped.set()
         poller.join()
-    start, end = window([streams])
-    start += 2.0  # the controller's first rounds: each node holds the whole cap until its share comes
-    return {"rate": rate(streams, start, end), "node_view": poller.mean(path.split("/")[-1], start, end),
+    errors = [r.error for r in readers if r.error]
+    if errors:
+        raise RuntimeError(errors[0])
+    return {"rate": (after - before) / (end - start), "node_view": poller.mean(path.split("/")[-1], start, end),
             "window": end - start}
 
 
