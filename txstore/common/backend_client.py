@@ -15,6 +15,10 @@ A path that names a reserved name (one holding NUL, `txstore.common.paths`) was 
 whoever sends it (the proxy for a middleware's request, a node for its own updates), so the
 client says so to the next node: ``X-Backend-Allow-Reserved-Names: true`` goes with it.
 
+With the cluster's TLS credentials (`txstore.common.tls.Credentials`, docs/tls.rst) every
+connection is TLS: the node's certificate must be the cluster CA's for the address dialled (its
+ring IP, or host name), and ours is presented to it. Nothing falls back to plain HTTP.
+
 Connections are persistent and pooled (a new TCP connection per request is where Swift loses
 time): `request` and `stream` share twisted's pool, `put` keeps its own (a PUT connection is
 reused only after a clean exchange). A cancelled `stream` (the client went away) fails with
@@ -30,7 +34,7 @@ from urllib.parse import quote
 import treq
 from attrs import frozen
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived, _HTTP11ClientFactory, readBody
 from twisted.web.error import SchemeNotSupported
@@ -154,23 +158,28 @@ class NodeEndpoints:
     """
     The Agent's endpoints, one per node made once: twisted's own factory makes a new one for
     every request (the host's IDNA encoding included, a few percent of a small GET's CPU), though
-    a request on a pooled connection does not use it. Plain HTTP only, as between txstore's
-    processes.
+    a request on a pooled connection does not use it. HTTP, or HTTPS with the cluster's
+    credentials (``tls``): one scheme, never the other.
     """
 
-    def __init__(self, reactor: Any, connect_timeout: float) -> None:
+    def __init__(self, reactor: Any, connect_timeout: float, tls: Any = None) -> None:
         self._reactor = reactor
         self._connect_timeout = connect_timeout
-        self._made: dict[tuple[bytes, int], HostnameEndpoint] = {}
+        self._tls = tls
+        self.scheme = b"https" if tls is not None else b"http"
+        self._made: dict[tuple[bytes, int], Any] = {}
 
-    def endpointForURI(self, uri: Any) -> HostnameEndpoint:
-        if uri.scheme != b"http":
+    def endpointForURI(self, uri: Any) -> Any:
+        if uri.scheme != self.scheme:
             raise SchemeNotSupported(f"Unsupported scheme: {uri.scheme!r}")
         key = (uri.host, uri.port)
         endpoint = self._made.get(key)
         if endpoint is None:
-            endpoint = self._made[key] = HostnameEndpoint(self._reactor, uri.host.decode("ascii"), uri.port,
-                                                          timeout=self._connect_timeout)
+            host = uri.host.decode("ascii")
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._connect_timeout)
+            if self._tls is not None:
+                endpoint = wrapClientTLS(self._tls.options_for(host.strip("[]")), endpoint)
+            self._made[key] = endpoint
         return endpoint
 
 
@@ -185,8 +194,9 @@ class _QuietClientFactory(_HTTP11ClientFactory):
 class BackendClient:
     def __init__(
         self, reactor: Any, *, timeout: float = 10.0, connect_timeout: float = 2.0, max_per_host: int = 16,
-        max_idle_puts_per_node: int = 16,
+        max_idle_puts_per_node: int = 16, tls: Any = None,
     ) -> None:
+        """``tls``: the cluster's `Credentials` (every connection TLS), or None for plain HTTP."""
         self._reactor = reactor
         self.timeout = timeout
         self._pool = HTTPConnectionPool(reactor, persistent=True)
@@ -194,9 +204,11 @@ class BackendClient:
         self._pool.maxPersistentPerHost = max_per_host
         self._pool.retryAutomatically = False  # a replayed PUT/DELETE must be our decision
         # A host that does not answer SYNs fails after connect_timeout, not the whole deadline.
-        self._agent = Agent.usingEndpointFactory(reactor, NodeEndpoints(reactor, connect_timeout), pool=self._pool)
+        endpoints = NodeEndpoints(reactor, connect_timeout, tls)
+        self._scheme = endpoints.scheme.decode("ascii")
+        self._agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self._pool)
         self.puts = PutConnectionPool(reactor, connect_timeout=connect_timeout,
-                                      max_idle_per_node=max_idle_puts_per_node)
+                                      max_idle_per_node=max_idle_puts_per_node, tls=tls)
 
     async def request(
         self,
@@ -210,7 +222,7 @@ class BackendClient:
         query: str = "",
     ) -> BackendResponse:
         """``path`` is unencoded (it is quoted here); ``query`` is sent as given, with its "?"."""
-        url = f"http://{_host(host)}:{port}{quote_path(path)}{query}"
+        url = f"{self._scheme}://{_host(host)}:{port}{quote_path(path)}{query}"
         headers = with_reserved(path, headers)
         raw_headers = Headers({k.encode("latin-1"): [v.encode("latin-1")] for k, v in headers.items()})
         deadline = self.timeout if timeout is None else timeout
@@ -244,7 +256,7 @@ class BackendClient:
         self, method: str, host: str, port: int, path: str, headers: dict[str, str], timeout: float | None = None,
     ) -> StreamedResponse:
         """``method`` (GET or HEAD) of ``path`` (unencoded): the answer once its headers are in."""
-        url = f"http://{_host(host)}:{port}{quote_path(path)}".encode("ascii")
+        url = f"{self._scheme}://{_host(host)}:{port}{quote_path(path)}".encode("ascii")
         headers = with_reserved(path, headers)
         raw_headers = Headers({k.encode("latin-1"): [v.encode("latin-1")] for k, v in headers.items()})
         attempt = self._agent.request(method.encode("ascii"), url, raw_headers)

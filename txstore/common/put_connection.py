@@ -221,7 +221,15 @@ class PutConnection(Protocol):
             assert self._pool is not None
             self._pool.release(self)
         else:
-            self.transport.loseConnection()
+            self.close()
+
+    def close(self) -> None:
+        """
+        End the connection cleanly. The transport's producer goes first: a TLS transport
+        closes only once no producer is registered (a plain one would not wait).
+        """
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def _broken(self, why: str) -> None:
         self._done = True
@@ -315,11 +323,15 @@ class PutConnection(Protocol):
 class PutConnectionPool:
     """
     Idle PUT connections per node, at most ``max_idle_per_node`` each (the rest are closed).
-    `open` takes an idle one or connects; `close` (at proxy stop) closes every idle one.
+    `open` takes an idle one or connects (through TLS with the cluster's credentials ``tls``);
+    `close` (at proxy stop) closes every idle one.
     """
 
-    def __init__(self, reactor: Any, connect_timeout: float = 2.0, max_idle_per_node: int = 16) -> None:
+    def __init__(self, reactor: Any, connect_timeout: float = 2.0, max_idle_per_node: int = 16,
+                 tls: Any = None) -> None:
         self._reactor = reactor
+        self._tls = tls
+        self._tls_options: dict[str, Any] = {}  # host -> client options (one SSL context each)
         self.connect_timeout = connect_timeout
         self.max_idle_per_node = max_idle_per_node
         self._idle: dict[tuple[str, int], list[PutConnection]] = {}
@@ -347,7 +359,8 @@ class PutConnectionPool:
                     raise
                 # The node closed it while it was idle: nothing was sent but the head.
         self.connects += 1
-        conn = await connect(self._reactor, host, port, PutConnection(request, self), self.connect_timeout)
+        conn = await connect(self._reactor, host, port, PutConnection(request, self), self.connect_timeout,
+                             self._options_for(host))
         self._where[conn] = key
         return conn, await self._ready(conn, ready_timeout)
 
@@ -361,15 +374,23 @@ class PutConnectionPool:
             conn.abort()
             raise
 
+    def _options_for(self, host: str) -> Any:
+        if self._tls is None:
+            return None
+        options = self._tls_options.get(host)
+        if options is None:
+            options = self._tls_options[host] = self._tls.options_for(host)
+        return options
+
     def release(self, conn: PutConnection) -> None:
         """A connection whose exchange ended cleanly: keep it for the next PUT to its node."""
         key = self._where.get(conn)
         if key is None or self._closed:
-            conn.transport.loseConnection()
+            conn.close()
             return
         idle = self._idle.setdefault(key, [])
         if len(idle) >= self.max_idle_per_node:
-            conn.transport.loseConnection()
+            conn.close()
             return
         idle.append(conn)
 
@@ -393,5 +414,5 @@ class PutConnectionPool:
         idle = [conn for conns in self._idle.values() for conn in conns]
         self._idle = {}
         for conn in idle:
-            conn.transport.loseConnection()
+            conn.close()
         return DeferredList([conn.lost for conn in idle])

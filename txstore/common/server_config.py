@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig, load_cluster_config
 from txstore.common.config import ConfigError, LoadedConfig
+from txstore.common.tls import Credentials, ServerCertificate, TLSFileError
 
 
 def listen_options(default_port: int) -> tuple[c.Option, ...]:
@@ -42,6 +45,55 @@ CLUSTER_FILE_OPTIONS = (
     c.Option("txstore_conf", c.path, "txstore.conf", doc="The cluster-wide config file."),
     c.Option("ring_dir", c.path, ".", doc="Directory holding the *.ring.gz files."),
 )
+
+
+# The cluster's own TLS (docs/tls.rst): one section, the same in proxy.conf and objectnode.conf,
+# for backend HTTP (proxy -> node, node -> node) and replication alike.
+CLUSTER_TLS = "cluster-tls"
+CLUSTER_TLS_OPTIONS = ("tls_certificate", "tls_private_key", "tls_ca")
+CLUSTER_TLS_SECTION = c.Section(
+    CLUSTER_TLS,
+    doc="Mutual TLS between the cluster's processes: this host's certificate and key, and the cluster CA.",
+    options=tuple(c.Option(name, c.path, None, doc="A PEM file; all three or none.") for name in CLUSTER_TLS_OPTIONS),
+)
+# The proxy's client-facing listener.
+LISTENER_TLS_OPTIONS = (
+    c.Option("tls_certificate", c.path, None,
+             doc="PEM certificate (then its intermediates) to serve HTTPS with; with tls_private_key."),
+    c.Option("tls_private_key", c.path, None, doc="Its PEM private key (not protected by a passphrase)."),
+)
+
+
+def _all_or_none(loaded: LoadedConfig, section: str, names: tuple[str, ...]) -> bool:
+    values = loaded.section(section)
+    given = [name for name in names if values.get(name) is not None]
+    if given and len(given) != len(names):
+        missing = next(name for name in names if values.get(name) is None)
+        raise loaded.error(f"TLS needs {', '.join(names[:-1])} and {names[-1]} together", section, missing)
+    return bool(given)
+
+
+def _tls_files(loaded: LoadedConfig, section: str, names: tuple[str, ...], load: Callable[..., Any]) -> Any:
+    """``load`` of the files these options name (all or none), None when unset; a bad file is a `ConfigError`."""
+    if not _all_or_none(loaded, section, names):
+        return None
+    values = loaded.section(section)
+    try:
+        return load(*(values[name] for name in names))
+    except TLSFileError as error:
+        option = next((name for name in names if values[name] == error.path), names[0])
+        raise loaded.error(str(error), section, option) from None
+
+
+def cluster_tls(loaded: LoadedConfig) -> Credentials | None:
+    """The ``[cluster-tls]`` credentials, read and checked; None when the section sets none."""
+    return _tls_files(loaded, CLUSTER_TLS, CLUSTER_TLS_OPTIONS, Credentials.from_files)
+
+
+def listener_tls(loaded: LoadedConfig, section: str) -> ServerCertificate | None:
+    """A server section's ``tls_certificate`` and ``tls_private_key``, read and checked; None when unset."""
+    names = tuple(option.name for option in LISTENER_TLS_OPTIONS)
+    return _tls_files(loaded, section, names, ServerCertificate.from_files)
 
 
 def load_cluster_from(loaded: LoadedConfig, section: str) -> ClusterConfig:

@@ -21,6 +21,7 @@ from txstore.common.config import ConfigError
 from txstore.common.listener import TCPListener
 from txstore.common.log_observer import ServerService
 from txstore.common.streaming import StreamingSite
+from txstore.common.tls import wrap_listening
 
 
 def config_options(default_path: str, load: Callable[[str], Any], what: str) -> type[usage.Options]:
@@ -42,20 +43,23 @@ def config_options(default_path: str, load: Callable[[str], Any], what: str) -> 
 
 def http_service(
     reactor, bind_ip: str, bind_port: int, resource: Resource, label: str, client_timeout: float = 60.0,
-    twisted_access_log: bool = True, adopt_fd: int | None = None, twistd_options=None,
+    twisted_access_log: bool = True, adopt_fd: int | None = None, twistd_options=None, tls: Any = None,
 ) -> MultiService:
     """
     A MultiService with the site listening; other services (daemons) join it later. Request
     bodies stream (`StreamingSite`); a client idle for ``client_timeout`` seconds is dropped.
     ``twistd_options`` (twistd's own, the parent of the plugin's): the process logs through
-    txstore's writer (`ServerService`) where twistd would write a file or stdout.
+    txstore's writer (`ServerService`) where twistd would write a file or stdout. ``tls``: server
+    TLS options (`txstore.common.tls`); the site then speaks HTTPS only (a plain HTTP client's
+    bytes fail the handshake and the connection is closed).
     """
     top = ServerService(twistd_options, reactor)
     site = StreamingSite(resource, timeout=client_timeout, reactor=reactor)
     site.displayTracebacks = False
     if not twisted_access_log:  # the server writes its own access lines (with trans ids)
         site.log = lambda request: None
-    listener = TCPListener(reactor, bind_ip, bind_port, site, label=label, adopt_fd=adopt_fd)
+    factory = wrap_listening(tls, site) if tls is not None else site
+    listener = TCPListener(reactor, bind_ip, bind_port, factory, label=label, adopt_fd=adopt_fd)
     listener.setName(label)
     listener.setServiceParent(top)
     return top

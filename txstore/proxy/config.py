@@ -19,11 +19,15 @@ from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig
 from txstore.common.server_config import (
     CLUSTER_FILE_OPTIONS,
+    CLUSTER_TLS_SECTION,
+    LISTENER_TLS_OPTIONS,
     MAX_FILE_SIZE_OPTION,
     STATSD_OPTIONS,
     listen_options,
     statsd_settings,
     load_cluster_from,
+    cluster_tls,
+    listener_tls,
 )
 from txstore.proxy.pipeline import PIPELINE_SECTION, RAW_FILTER_SECTION, Stage, load_pipeline
 
@@ -78,9 +82,11 @@ SCHEMA = c.Schema(
                          doc="The order GETs try an object's primaries in: load (the least loaded device"
                              " first, by the nodes' X-Backend-Device-Load; ring order among equals) or ring."),
                 *STATSD_OPTIONS,
+                *LISTENER_TLS_OPTIONS,
             ),
         ),
         PIPELINE_SECTION,
+        CLUSTER_TLS_SECTION,
     ),
     dynamic=((r"filter:.+", RAW_FILTER_SECTION),),
 )
@@ -119,6 +125,8 @@ class ProxySettings:
     workers: int = 1
     sorting_method: str = "load"
     statsd: dict | None = None  # host, port, prefix, sample_rate (None: no StatsD)
+    tls: Any = None  # txstore.common.tls.ServerCertificate: clients get HTTPS (None: plain HTTP)
+    cluster_tls: Any = None  # txstore.common.tls.Credentials: the nodes are spoken to over TLS
 
     def stage(self, use: str) -> Stage | None:
         """The first filter of the pipeline that runs middleware ``use`` (``tempauth``)."""
@@ -146,4 +154,6 @@ def load_proxy_settings(path: str | Path) -> ProxySettings:
         workers=proxy["workers"],
         sorting_method=proxy["sorting_method"],
         statsd=statsd_settings(proxy),
+        tls=listener_tls(loaded, SECTION),
+        cluster_tls=cluster_tls(loaded),
     )

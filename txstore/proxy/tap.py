@@ -56,7 +56,7 @@ class _Pools(Service):
 
 def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxyServer, Service]:
     settings = loaded.settings
-    client = BackendClient(reactor, max_per_host=32)
+    client = BackendClient(reactor, max_per_host=32, tls=settings.cluster_tls)
     context = ProxyContext(
         reactor=reactor,
         rings=loaded.rings,
@@ -99,6 +99,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     top = http_service(
         reactor, settings.bind_ip, settings.bind_port, server.resource(), "proxy", twisted_access_log=False,
         adopt_fd=listen_fd, twistd_options=options.parent,
+        tls=settings.tls.options() if settings.tls is not None else None,
     )
     pools.setServiceParent(top)
     if listen_fd is not None:

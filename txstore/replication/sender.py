@@ -67,7 +67,7 @@ class Connector:
     reactor: Any
     conn_timeout: float = 2.0
     timeout: float = 60.0
-    tls: Any = None  # txstore.replication.tls.Credentials, or None for plain TCP
+    tls: Any = None  # txstore.common.tls.Credentials, or None for plain TCP
 
     async def open(self, host: str, port: int) -> FramedChannel:
         channel = FramedChannel(S, self.reactor, self.timeout)

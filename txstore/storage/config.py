@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from attrs import field, frozen
 
@@ -11,11 +12,14 @@ from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig
 from txstore.common.server_config import (
     CLUSTER_FILE_OPTIONS,
+    CLUSTER_TLS,
+    CLUSTER_TLS_SECTION,
     MAX_FILE_SIZE_OPTION,
     STATSD_OPTIONS,
     listen_options,
     statsd_settings,
     load_cluster_from,
+    cluster_tls,
     require_directory,
 )
 
@@ -123,9 +127,10 @@ SCHEMA = c.Schema(
                 c.Option("sessions_per_device", c.integer(1), 4, doc="Concurrent incoming sessions per device."),
                 c.Option("node_timeout", c.number(0.1), 60.0, doc="Seconds to wait for a peer's next frame."),
                 c.Option("conn_timeout", c.number(0.1), 2.0, doc="Seconds to wait for a connection."),
-                *(c.Option(name, c.path, None, doc="TLS file (PEM); all three or none.") for name in TLS_OPTIONS),
+                *(c.Option(name, c.path, None, doc=f"Moved to [{CLUSTER_TLS}].") for name in TLS_OPTIONS),
             ),
         ),
+        CLUSTER_TLS_SECTION,
         _daemon_section(
             OBJECT_REPLICATOR,
             "Pushes each partition's differing suffixes to the other replicas; sends handoffs home.",
@@ -208,6 +213,7 @@ class NodeSettings:
     statsd: dict | None = None  # host, port, prefix, sample_rate (None: no StatsD)
     daemons: dict[str, dict] = field(factory=lambda: _daemon_defaults())  # section → options
     replication: dict = field(factory=lambda: _section_defaults(REPLICATION))
+    cluster_tls: Any = None  # txstore.common.tls.Credentials: backend HTTP and replication over TLS
 
 
 def load_node_settings(path: str | Path) -> NodeSettings:
@@ -231,16 +237,15 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         container_update_timeout=node["container_update_timeout"],
         daemons={name: dict(loaded.section(name)) for name in DAEMONS},
         replication=_replication_options(loaded),
+        cluster_tls=cluster_tls(loaded),
     )
 
 
 def _replication_options(loaded: c.LoadedConfig) -> dict:
     options = dict(loaded.section(REPLICATION))
-    given = [name for name in TLS_OPTIONS if options.get(name) is not None]
-    if given and len(given) != len(TLS_OPTIONS):
-        missing = next(name for name in TLS_OPTIONS if options.get(name) is None)
-        raise loaded.error("TLS needs tls_certificate, tls_private_key and tls_ca together", REPLICATION, missing)
-    for name in given:
-        if not options[name].is_file():
-            raise loaded.error(f"{options[name]}: no such file", REPLICATION, name)
+    for name in TLS_OPTIONS:
+        if options.pop(name, None) is not None:
+            # One configuration for backend HTTP and replication: a node cannot speak TLS on one only.
+            raise loaded.error(f"moved to [{CLUSTER_TLS}], which also serves backend HTTP over TLS (docs/tls.rst)",
+                               REPLICATION, name)
     return options

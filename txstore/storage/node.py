@@ -36,7 +36,6 @@ from txstore.daemons.reaper import AccountReaper
 from txstore.replication.databases import DatabaseReceiver, DatabaseSender
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import BytePacer, Connector, ObjectSender
-from txstore.replication.tls import Credentials
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import (
     ACCOUNT_AUDITOR,
@@ -152,7 +151,8 @@ def build_node(
 ) -> tuple[NodeServer, MultiService]:
     """The node's request handler and the services that must run beside its listener."""
     runner = DeviceThreadPools(reactor, settings.threads_per_device)
-    client = BackendClient(reactor)
+    credentials = settings.cluster_tls  # backend HTTP and replication alike (docs/tls.rst)
+    client = BackendClient(reactor, tls=credentials)
     diskfiles = DiskFileManager(
         settings.devices, settings.mount_check, settings.cluster.hasher, direct_writes=settings.direct_writes,
         fallocate=not settings.disable_fallocate,
@@ -197,11 +197,6 @@ def build_node(
     figures.setServiceParent(services)
     options = settings.daemons
     replication = settings.replication
-    credentials = None
-    if replication["tls_certificate"] is not None:
-        credentials = Credentials.from_files(
-            replication["tls_certificate"], replication["tls_private_key"], replication["tls_ca"]
-        )
     # The consistency daemons' disk work (and replication's incoming writes) is the background
     # IO class's on each device's queue: they share a busy disk with clients by its weight.
     daemons = attrs.evolve(context, runner=BackgroundRunner(context.scheduler))

@@ -37,6 +37,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     top = http_service(
         reactor, settings.bind_ip, settings.bind_port, server.resource(), "objectnode", twisted_access_log=False,
         twistd_options=options.parent,
+        # [cluster-tls]: backend HTTP over mutual TLS only, as replication (docs/tls.rst).
+        tls=settings.cluster_tls.server_options() if settings.cluster_tls is not None else None,
     )
     services.setServiceParent(top)
     RingReloader(loaded.rings.all(), reactor, on_sighup=True).setServiceParent(top)

@@ -2,103 +2,19 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-from pathlib import Path
-
-from attrs import frozen
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from txstore.common.tls import Credentials
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import Connector, ObjectSender
-from txstore.replication.tls import Credentials
 from txstore.storage.partitions import get_hashes
+from txstore.test.pki import PKI
 from txstore.test.support import temp_dir
 from txstore.test.test_replication import NOW, PART, Peer, files_of, make_context
-
-ONE_DAY = datetime.timedelta(days=1)
-
-
-@frozen
-class Issued:
-    certificate: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "txstore tests"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def make_ca(common_name: str) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name)).issuer_name(_name(common_name))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - ONE_DAY).not_valid_after(now + ONE_DAY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return Issued(certificate, key)
-
-
-def make_node(ca: Issued, ip: str) -> Issued:
-    """A node's certificate for ``ip`` (in its subjectAltName), good as TLS server and client."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(_name(f"node {ip}")).issuer_name(ca.certificate.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - ONE_DAY).not_valid_after(now + ONE_DAY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                       critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
-    return Issued(certificate, key)
-
-
-def write_pem(directory: Path, stem: str, issued: Issued) -> tuple[Path, Path]:
-    certificate = directory / f"{stem}.crt"
-    key = directory / f"{stem}.key"
-    certificate.write_bytes(issued.certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(issued.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()))
-    return certificate, key
-
-
-class PKI:
-    """A cluster CA, another CA, and node certificates as PEM files."""
-
-    def __init__(self, directory: Path) -> None:
-        cluster, other = make_ca("cluster CA"), make_ca("some other CA")
-        self.cluster_ca, _ = write_pem(directory, "cluster-ca", cluster)
-        self.other_ca, _ = write_pem(directory, "other-ca", other)
-        self.node = write_pem(directory, "node", make_node(cluster, "127.0.0.1"))
-        self.peer = write_pem(directory, "peer", make_node(cluster, "127.0.0.1"))
-        self.stranger = write_pem(directory, "stranger", make_node(other, "127.0.0.1"))
-        self.elsewhere = write_pem(directory, "elsewhere", make_node(cluster, "127.0.0.2"))
-
-    def credentials(self, issued: tuple[Path, Path], ca: Path | None = None) -> Credentials:
-        certificate, key = issued
-        return Credentials.from_files(certificate, key, ca or self.cluster_ca)
 
 
 class TLSReplicationTests(TestCase):

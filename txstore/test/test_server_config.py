@@ -58,7 +58,7 @@ class ProxySettingsTests(SynchronousTestCase):
             ("[proxy]\nbind_ip = 0.0.0.x\n", f"{conf}: [proxy]: bind_ip: '0.0.0.x' is not an IP address"),
             ("[proxy]\nworkerz = 2\n", f"{conf}: [proxy]: workerz: unknown option"),
             ("[filter:tempauth]\n", f"{conf}: [proxy]: required section is missing"),
-            ("[proxy]\n[tempauth]\n", f"{conf}: [tempauth]: unknown section (known: [proxy], [pipeline:main])"),
+            ("[proxy]\n[tempauth]\n", f"{conf}: [tempauth]: unknown section (known: [proxy], [pipeline:main], [cluster-tls])"),
             ("[proxy]\n[filter:tempauth]\nuse = egg:txstore#tempauth\nuser_a_b = k .root\n",
              f"{conf}: [filter:tempauth]: user_a_b: unknown group '.root' (known: .admin, .reseller_admin)"),
             ("[proxy]\n[filter:tempauth]\nuse = egg:txstore#tempauth\nuser_a_b =\n",
@@ -121,17 +121,12 @@ class NodeSettingsTests(SynchronousTestCase):
         err = self.assertRaises(ConfigError, self.load, "[objectnode]\ndevices = devs\nmount_check = sometimes\n")
         self.assertIn("[objectnode]: mount_check: 'sometimes' is not a boolean", str(err))
 
-    def test_replication_tls_needs_all_three_files(self) -> None:
+    def test_replication_tls_options_moved_to_cluster_tls(self) -> None:
         base = "[objectnode]\ndevices = devs\n[replication]\nbind_port = 6211\n"
         settings = self.load(base)
-        self.assertEqual((settings.replication["bind_port"], settings.replication["tls_ca"]), (6211, None))
-        err = self.assertRaises(ConfigError, self.load, base + "tls_certificate = node.crt\n")
-        self.assertIn("[replication]: tls_private_key: TLS needs tls_certificate, tls_private_key and tls_ca", str(err))
-        err = self.assertRaises(
-            ConfigError, self.load, base + "tls_certificate = a.crt\ntls_private_key = a.key\ntls_ca = ca.crt\n"
-        )
-        self.assertIn("[replication]: tls_certificate:", str(err))
-        self.assertIn("a.crt: no such file", str(err))
+        self.assertEqual((settings.replication["bind_port"], settings.cluster_tls), (6211, None))
+        err = self.assertRaises(ConfigError, self.load, base + "tls_ca = ca.crt\n")
+        self.assertIn("[replication]: tls_ca: moved to [cluster-tls]", str(err))
 
 
 class SampleConfigTests(SynchronousTestCase):
