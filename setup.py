@@ -47,6 +47,7 @@ setup(
             "txstore-ring = txstore.ring.cli:main",
             "txstore-recon = txstore.recon_cli:main",
             "txstore-object-info = txstore.object_info:main",
+            "txstore-dispersion = txstore.dispersion.cli:main",
         ],
     },
     classifiers=[
