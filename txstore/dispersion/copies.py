@@ -69,8 +69,8 @@ class CopyChecker:
         return sum(answers)
 
     async def holds(self, node: Node, part: int, names: tuple[str, ...]) -> bool:
-        where = f"{node.ip}:{node.port}/{node.device_name}"
         path = backend_path(node, part, self.account, *names)
+        where = f"{node.ip}:{node.port}{path}"
         attempt = 0
         while True:
             try:
@@ -81,14 +81,14 @@ class CopyChecker:
             else:
                 if answer.status // 100 == 2:
                     if self.ec and answer.header(FRAG_INDEX) != str(node.index):
-                        self.problems.append(f"{where} {path}: holds fragment {answer.header(FRAG_INDEX)}, "
+                        self.problems.append(f"{where}: holds fragment {answer.header(FRAG_INDEX)}, "
                                              f"not {node.index}")
                         return False
                     return True
                 if answer.status in (404, 507):
-                    self.problems.append(f"{where} {path}: returned a {answer.status}")
+                    self.problems.append(f"{where}: returned a {answer.status}")
                     return False
-                problem = f"ERROR: {where} {path}: returned a {answer.status}"
+                problem = f"ERROR: {where}: returned a {answer.status}"
                 if answer.status < 500:
                     break
             if attempt >= self.retries:

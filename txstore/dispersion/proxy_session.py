@@ -16,9 +16,10 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import treq
 from attrs import define, field
-from twisted.internet.defer import Deferred
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool
 
 from txstore.common.backend_client import BackendResponse
 
@@ -42,10 +43,13 @@ class ProxySession:
     storage_url: str = ""
     token: str = ""
     retries_done: int = 0
-    _pool: HTTPConnectionPool = field(init=False)
+    http: Any = None  # a treq HTTPClient (tests: a StubTreq); one of its own by default
+    _pool: HTTPConnectionPool | None = field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
-        self._pool = HTTPConnectionPool(self.reactor, persistent=True)
+        if self.http is None:
+            self._pool = HTTPConnectionPool(self.reactor, persistent=True)
+            self.http = HTTPClient(Agent(self.reactor, pool=self._pool))
 
     @property
     def account(self) -> str:
@@ -57,8 +61,7 @@ class ProxySession:
         """One request, its whole answer read within ``timeout`` (`ProxyError` otherwise)."""
 
         async def run() -> BackendResponse:
-            response = await treq.request(method, url, headers=headers or {}, data=body, pool=self._pool,
-                                          reactor=self.reactor)
+            response = await self.http.request(method, url, headers=headers or {}, data=body)
             content = await treq.content(response)
             got = {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in response.headers.getAllRawHeaders()}
             return BackendResponse(response.code, got, content)
@@ -135,4 +138,4 @@ class ProxySession:
             marker = page[-1]
 
     def close(self) -> Deferred:
-        return self._pool.closeCachedConnections()
+        return succeed(None) if self._pool is None else self._pool.closeCachedConnections()

@@ -14,13 +14,16 @@ from pathlib import Path
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
 
 from txstore.common.config import ConfigError
 from txstore.common.hashing import PathHasher
 from txstore.dispersion import names
 from txstore.dispersion.cli import main
 from txstore.dispersion.copies import CopyChecker, bounded
+from txstore.dispersion.proxy_session import ProxyError, ProxySession
 from txstore.dispersion.settings import load_cluster_view, load_settings
 from txstore.dispersion.tally import Tally
 from txstore.ring.builder import RingBuilder
@@ -167,6 +170,13 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(settings.ring_dir, directory / "rings")  # relative to the file
         self.assertEqual(settings.txstore_conf, directory / "rings" / "txstore.conf")  # beside the rings
 
+    def test_the_sample_in_conf_loads(self) -> None:
+        settings = load_settings(Path(__file__).parents[2] / "conf" / "dispersion.conf", {})
+        self.assertEqual((settings.auth_user, settings.ring_dir, settings.txstore_conf, settings.coverage,
+                          settings.concurrency, settings.retries, settings.node_timeout, settings.dump_json),
+                         ("dispersion:dispersion", Path("/etc/txstore"), Path("/etc/txstore/txstore.conf"), 1.0,
+                          25, 2, 10.0, False))
+
     def test_no_file_needed(self) -> None:
         settings = load_settings(None, {**AUTH, "ring_dir": "/srv/etc", "dispersion_coverage": "10"})
         self.assertEqual((settings.ring_dir, settings.txstore_conf, settings.coverage),
@@ -296,3 +306,80 @@ class BoundedTests(SynchronousTestCase):
         while len(waiting) < 5 or not all(g.called for g in waiting):
             next(g for g in waiting if not g.called).callback(None)
         self.assertEqual(self.successResultOf(d), [0, 10, 20, 30, 40])
+
+
+class FakeProxy(Resource):
+    """A proxy as the tool sees it: tempauth, account and container listings (two names a page),
+    and PUTs answered from a script."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts: list[tuple[str, str | None]] = []
+        self.put_answers: list[int] = []
+        self.names = {"/v1/AUTH_d": ["dispersion_0", "dispersion_1", "dispersion_objects", "dispersion_2"]}
+
+    def render(self, request) -> bytes:
+        path = request.path.decode()
+        if path == "/auth/v1.0":
+            if request.getHeader("x-auth-key") != "k":
+                request.setResponseCode(401)
+                return b"unknown user or wrong key"
+            request.setHeader("X-Storage-Url", "http://proxy/v1/AUTH_d")
+            request.setHeader("X-Auth-Token", "tk")
+            return b""
+        if request.getHeader("x-auth-token") != "tk":
+            request.setResponseCode(401)
+            return b""
+        if request.method == b"PUT":
+            self.puts.append((path, request.getHeader("x-storage-policy")))
+            request.setResponseCode(self.put_answers.pop(0) if self.put_answers else 201)
+            return b""
+        if path not in self.names:
+            request.setResponseCode(404)
+            return b""
+        marker = request.args.get(b"marker", [b""])[0].decode()
+        prefix = request.args[b"prefix"][0].decode()
+        page = [n for n in sorted(self.names[path]) if n > marker and n.startswith(prefix)][:2]
+        return json.dumps([{"name": name} for name in page]).encode()
+
+
+class ProxySessionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.proxy = FakeProxy()
+        self.http = StubTreq(self.proxy)
+        self.clock = Clock()
+        self.session = ProxySession(self.clock, timeout=5, retries=2, http=self.http)
+
+    def drive(self, coroutine):
+        d = Deferred.fromCoroutine(coroutine)
+        for _ in range(10):
+            self.http.flush()
+            self.clock.advance(1)
+        return d
+
+    def test_login_listing_pages_and_puts(self) -> None:
+        self.successResultOf(self.drive(self.session.login("http://proxy/auth/v1.0", "d:u", "k")))
+        self.assertEqual((self.session.account, self.session.token), ("AUTH_d", "tk"))
+        self.assertEqual(self.successResultOf(self.drive(self.session.listing(None, "dispersion_"))),
+                         ["dispersion_0", "dispersion_1", "dispersion_2", "dispersion_objects"])
+        self.assertIsNone(self.successResultOf(self.drive(self.session.listing("nothing", "dispersion_"))))
+        self.proxy.put_answers = [503, 201]
+        self.assertEqual(self.successResultOf(self.drive(self.session.put(("dispersion_objects_2",),
+                                                                        {"X-Storage-Policy": "ec"}))), 201)
+        self.assertEqual(self.proxy.puts, [("/v1/AUTH_d/dispersion_objects_2", "ec")] * 2)
+        self.assertEqual(self.session.retries_done, 1)
+
+    def test_failures_are_said(self) -> None:
+        failure = self.failureResultOf(self.drive(self.session.login("http://proxy/auth/v1.0", "d:u", "bad")),
+                                       ProxyError)
+        self.assertIn("login as d:u at http://proxy/auth/v1.0 answered 401: unknown user or wrong key",
+                      str(failure.value))
+        self.successResultOf(self.drive(self.session.login("http://proxy/auth/v1.0", "d:u", "k")))
+        self.proxy.put_answers = [409]  # a 4xx: not tried again
+        self.failureResultOf(self.drive(self.session.put(("c",), {})), ProxyError)
+        self.proxy.put_answers = [503, 503, 503, 503]  # tried 1 + 2 times
+        failure = self.failureResultOf(self.drive(self.session.put(("c", "o"), {}, b"o")), ProxyError)
+        self.assertIn("PUT c/o answered 503", str(failure.value))
+        self.assertEqual((len(self.proxy.puts), self.session.retries_done), (4, 2))
