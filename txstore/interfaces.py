@@ -52,8 +52,8 @@ class ITokenStore(Interface):
     Where the proxy's auth keeps the tokens it has handed out.
 
     Tokens are bearer secrets: whoever holds one is its identity until it expires. The methods
-    are synchronous, so a store lives in the proxy's memory and a token works only on the proxy
-    that issued it; a store shared between proxies would need a Deferred-returning variant.
+    are synchronous: the store answers from the proxy's memory (tokens in a dict) or from the
+    token itself (signed tokens). A store kept elsewhere is an `ISharedTokenStore`.
     """
 
     def issue(identity, expires_at):
@@ -69,6 +69,54 @@ class ITokenStore(Interface):
         """Forget ``token`` at once; unknown tokens are ignored."""
 
 
+class ISharedTokenStore(Interface):
+    """
+    A token store several proxies share (tokens in memcached): `ITokenStore`'s methods, each
+    returning a Deferred, and the user's current token so that a login through any proxy
+    hands back the one already out.
+    """
+
+    def issue(identity, expires_at):
+        """A Deferred of a new token for ``identity`` until ``expires_at``, remembered as its user's current one."""
+
+    def lookup(token, now):
+        """A Deferred of the identity of ``token``, or None when unknown or expired at ``now``."""
+
+    def revoke(token):
+        """A Deferred that fires once ``token`` is forgotten by every proxy."""
+
+    def current(user, now):
+        """A Deferred of ``(token, expires_at)`` last issued to ``user`` and still valid at ``now``, or None."""
+
+
+class IMemcache(Interface):
+    """
+    memcached as the proxies use it (`txstore.common.memcache.MemcacheClient`): values as JSON,
+    each call a Deferred. Reads and writes never fail: a server that cannot be reached is a
+    miss (``get``) or a write not done (``set``, ``delete`` answer False), so a proxy whose
+    memcached is gone goes on, slower. Counters fail with ``MemcacheUnavailable`` instead, so
+    their caller knows nothing was counted.
+    """
+
+    def get(key, unreachable=None):
+        """The value of ``key``; None when absent, ``unreachable`` when no server answered."""
+
+    def set(key, value, ttl):
+        """Keep ``value`` (JSON-able) under ``key`` for ``ttl`` seconds: True when stored."""
+
+    def delete(key):
+        """Forget ``key``: True when it was there."""
+
+    def incr(key, delta, ttl, initial=None):
+        """Add ``delta`` to a counter (created at ``initial``, else ``delta``, for ``ttl`` s): the new value."""
+
+    def decr(key, delta, ttl):
+        """Take ``delta`` from a counter, not below 0 (a missing one is 0): the new value."""
+
+    def close():
+        """Drop the connections; a Deferred that fires once they are closed."""
+
+
 class IAuthorizer(Interface):
     """
     The proxy's auth system: hands out tokens, says whose a token is, and decides whether an
@@ -77,10 +125,13 @@ class IAuthorizer(Interface):
     """
 
     def authenticate(headers, request_host, scheme, method="GET"):
-        """Answer a ``GET /auth/v1.0`` request: an ``AuthResult`` (status, headers, body)."""
+        """
+        Answer a ``GET /auth/v1.0`` request: an awaitable of an ``AuthResult`` (status,
+        headers, body); awaited, as a shared token store answers through the network.
+        """
 
     def identify(token):
-        """The ``Identity`` behind an ``X-Auth-Token`` value, or None."""
+        """An awaitable of the ``Identity`` behind an ``X-Auth-Token`` value, or None."""
 
     def authorize(
         identity, method, account, container, obj, container_read_acl, container_write_acl, referer

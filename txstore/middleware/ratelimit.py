@@ -21,28 +21,26 @@ request due later than now sleeps the difference (a reactor delay, never a block
 to ``rate_buffer_seconds`` of burst is let through at once after a quiet spell, and a request
 that would sleep ``max_sleep_time_seconds`` or more is refused at once with ``498 Slow down``
 (its increment taken back). The counters are an `IRateCounters`: in the proxy's memory
-(`MemoryCounters`), or in memcached (`MemcachedCounters`, ``memcache_servers``) so that every
-proxy counts together. A store that cannot be reached lets requests through (logged), as
+(`MemoryCounters`), or in memcached (`MemcachedCounters`: the proxy's ``[filter:cache]``
+``memcache_servers``, or this filter's own) so that every proxy counts together. A store that cannot be reached lets requests through (logged), as
 Swift's does.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.protocols.memcache import MemCacheProtocol
 from zope.interface import implementer
 
 from txstore.common import config as c
+from txstore.common.memcache import ClosedAtStop, MemcacheClient, servers
 from txstore.common.paths import BadPath
-from txstore.interfaces import IApp, IRateCounters
+from txstore.interfaces import IApp, IMemcache, IRateCounters
 from txstore.middleware.base import CachedContainers, Middleware
 from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
 
@@ -53,21 +51,10 @@ WRITES = frozenset({"PUT", "DELETE", "POST", "COPY"})
 BLACKLIST_DELAY = 1.0
 CONTAINER_PREFIX, LISTING_PREFIX = "container_ratelimit_", "container_listing_ratelimit_"
 GLOBAL_SYSMETA = "global-write-ratelimit"
-MEMCACHE_TIMEOUT = 1.0  # memcached on the proxies' network answers in well under a millisecond
 
 
 def names(raw: str, _base: Any) -> frozenset[str]:
     return frozenset(n.strip() for n in raw.split(",") if n.strip())
-
-
-def servers(raw: str, _base: Any) -> tuple[tuple[str, int], ...]:
-    found = []
-    for item in raw.replace(",", " ").split():
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise c.BadValue(f"{item!r} is not host:port")
-        found.append((host, int(port)))
-    return tuple(found)
 
 
 OPTIONS = (
@@ -80,7 +67,8 @@ OPTIONS = (
     c.Option("account_whitelist", names, frozenset(), doc="Accounts never limited, comma-separated."),
     c.Option("account_blacklist", names, frozenset(), doc="Accounts refused (497), comma-separated."),
     c.Option("memcache_servers", servers, (),
-             doc="memcached host:port to keep the counters in, shared by every proxy (empty: this proxy's memory)."),
+             doc="memcached host:port to keep the counters in, shared by every proxy (empty: the proxy's"
+                 " [filter:cache] memcache_servers, else this proxy's memory)."),
 )
 PATTERNS = (
     c.Pattern(r"container_ratelimit_\d+", c.number(0), doc="Object writes per second for containers of this size."),
@@ -159,86 +147,22 @@ class MemoryCounters:
 @implementer(IRateCounters)
 class MemcachedCounters:
     """
-    Counters in memcached (Swift's choice for sharing them among proxies), over one connection
-    per server, keys spread by their hash; every exchange times out after ``timeout``.
+    Counters in memcached (Swift's choice for sharing them among proxies), through the proxy's
+    memcached client (`txstore.common.memcache`: keys spread over the servers by a hash ring,
+    every exchange timed out); a counter that cannot be reached fails its Deferred.
     """
 
-    def __init__(self, reactor, servers: tuple[tuple[str, int], ...], timeout: float = MEMCACHE_TIMEOUT) -> None:
-        self.reactor, self.servers, self.timeout = reactor, servers, timeout
-        self._connections: dict[tuple[str, int], Deferred] = {}
-
-    def _key(self, key: str) -> tuple[tuple[str, int], bytes]:
-        digest = hashlib.md5(key.encode("utf-8", "surrogateescape")).hexdigest()
-        return self.servers[int(digest, 16) % len(self.servers)], f"txstore/ratelimit/{digest}".encode()
-
-    async def _protocol(self, server: tuple[str, int]) -> MemCacheProtocol:
-        connecting = self._connections.get(server)
-        if connecting is None:
-            endpoint = TCP4ClientEndpoint(self.reactor, server[0], server[1], timeout=self.timeout)
-            connecting = connectProtocol(endpoint, MemCacheProtocol(timeOut=self.timeout))
-            self._connections[server] = connecting
-        try:
-            protocol = await _shared(connecting)
-        except Exception:
-            self._connections.pop(server, None)
-            raise
-        if protocol._disconnected:
-            self._connections.pop(server, None)
-            return await self._protocol(server)
-        return protocol
-
-    async def _incr(self, key: str, delta: int, ttl: float, initial: int | None) -> int:
-        server, name = self._key(key)
-        protocol = await self._protocol(server)
-        start = delta if initial is None else initial
-        for _ in range(3):
-            value = await protocol.increment(name, delta)
-            if value is not False:
-                return int(value)
-            if await protocol.add(name, b"%d" % start, expireTime=int(ttl) + 1):  # only one of several adds
-                return start
-        raise RuntimeError("memcached: the counter kept appearing and vanishing")
-
-    async def _decr(self, key: str, delta: int) -> int:
-        server, name = self._key(key)
-        protocol = await self._protocol(server)
-        value = await protocol.decrement(name, delta)
-        return 0 if value is False else int(value)
-
-    async def _set(self, key: str, value: int, ttl: float) -> None:
-        server, name = self._key(key)
-        protocol = await self._protocol(server)
-        await protocol.set(name, b"%d" % value, expireTime=int(ttl) + 1)
+    def __init__(self, memcache: IMemcache) -> None:
+        self.memcache = memcache
 
     def incr(self, key: str, delta: int, ttl: float, initial: int | None = None) -> Deferred:
-        return Deferred.fromCoroutine(self._incr(key, delta, ttl, initial))
+        return self.memcache.incr(key, delta, ttl, initial)
 
     def decr(self, key: str, delta: int, ttl: float) -> Deferred:
-        return Deferred.fromCoroutine(self._decr(key, delta))
+        return self.memcache.decr(key, delta, ttl)
 
     def set(self, key: str, value: int, ttl: float) -> Deferred:
-        return Deferred.fromCoroutine(self._set(key, value, ttl))
-
-    def close(self) -> None:
-        for connecting in self._connections.values():
-            connecting.addCallback(lambda protocol: protocol.transport.loseConnection()).addErrback(lambda _: None)
-        self._connections.clear()
-
-
-def _shared(connecting: Deferred) -> Deferred:
-    """A Deferred of the same result that leaves ``connecting`` as it is for the next caller."""
-    result: Deferred = Deferred()
-
-    def passed(value):
-        result.callback(value)
-        return value
-
-    def failed(failure):
-        result.errback(failure)
-        return None
-
-    connecting.addCallbacks(passed, failed)
-    return result
+        return self.memcache.set(key, value, ttl)
 
 
 @implementer(IApp)
@@ -380,8 +304,11 @@ def info_of(settings: Mapping[str, Any]) -> dict[str, Any]:
 def _build(app, settings: dict[str, Any], proxy) -> RateLimit:
     proxy.info.register("ratelimit", **info_of(settings))
     reactor = proxy.reactor
-    if settings["memcache_servers"]:
-        counters = MemcachedCounters(reactor, settings["memcache_servers"])
+    if settings["memcache_servers"]:  # this filter's own servers (before the proxy had [filter:cache])
+        counters = MemcachedCounters(MemcacheClient(reactor, settings["memcache_servers"]))
+        proxy.background.append(ClosedAtStop(counters.memcache))
+    elif proxy.context.memcache is not None:  # the proxy's, as Swift's ratelimit takes swift.cache
+        counters = MemcachedCounters(proxy.context.memcache)
     else:
         counters = MemoryCounters(reactor.seconds)
     return RateLimit(app, settings, counters, CachedContainers(proxy.context), CachedAccounts(proxy.context),

@@ -54,9 +54,9 @@ class TempAuthMiddleware:
     async def __call__(self, request: SwiftRequest) -> SwiftResponse:
         if request.path in AUTH_PATHS:
             request.discard_body()
-            return self._authenticate(request)
+            return await self._authenticate(request)
         token = request.header("X-Auth-Token") or request.header("X-Storage-Token")
-        identity = self.auth.identify(token)
+        identity = await self.auth.identify(token)
         if token and identity is None:
             request.discard_body()
             return SwiftResponse.text(401, "Unauthorized: invalid or expired token")
@@ -101,11 +101,11 @@ class TempAuthMiddleware:
         """An owner needs no account ACL looked up: a reseller admin, or the account's admin."""
         return identity.is_reseller_admin or (identity.is_admin and identity.account == account)
 
-    def _authenticate(self, request: SwiftRequest) -> SwiftResponse:
+    async def _authenticate(self, request: SwiftRequest) -> SwiftResponse:
         # credentials are text: read the header bytes as UTF-8, as a user's key in proxy.conf is
         headers = {name.lower(): value.encode("latin-1").decode("utf-8", "surrogateescape")
                    for name, value in request.headers.items()}
-        result = self.auth.authenticate(headers, request.host, request.scheme, request.method)
+        result = await self.auth.authenticate(headers, request.host, request.scheme, request.method)
         response = SwiftResponse(result.status, HeaderMap(result.headers), result.body)
         response.headers.setdefault("Content-Type", "text/plain; charset=utf-8")
         return response
@@ -124,8 +124,12 @@ def _store_account_acl(request: SwiftRequest) -> SwiftResponse | None:
 
 
 def _build(app, settings, proxy) -> TempAuthMiddleware:
-    signed = settings.get("token_store") == "signed"  # its key comes from the cluster's secret
-    auth = TempAuth.from_filter(settings, proxy.clock, hasher=proxy.context.rings.account.hasher if signed else None)
+    store = settings.get("token_store")
+    auth = TempAuth.from_filter(
+        settings, proxy.clock,
+        hasher=proxy.context.rings.account.hasher if store == "signed" else None,  # the key: from the cluster secret
+        memcache=proxy.context.memcache if store == "memcached" else None,  # [filter:cache]'s
+    )
     proxy.info.register("tempauth", account_acls=True)
     provided = getattr(proxy, "provided", None)
     if provided is not None:

@@ -95,9 +95,10 @@ SCHEMA = c.Schema(
 TEMPAUTH_OPTIONS = (
     c.Option("token_life", c.integer(1), 86400, doc="Seconds a token stays valid."),
     c.Option("reseller_prefix", c.choice("AUTH"), "AUTH", doc="Account name prefix."),
-    c.Option("token_store", c.choice("memory", "signed"), "memory",
+    c.Option("token_store", c.choice("memory", "signed", "memcached"), "memory",
              doc="memory: tokens known to the proxy that issued them; signed: tokens that carry their"
-                 " identity, signed with a key derived from the cluster secret, valid on every proxy."),
+                 " identity, signed with a key derived from the cluster secret, valid on every proxy;"
+                 " memcached: tokens kept in [filter:cache]'s memcached, shared by every proxy."),
 )
 TEMPAUTH_PATTERNS = (c.Pattern(r"user_[A-Za-z0-9.-]+_\S+", _user_value, doc="A user and its key."),)
 
@@ -143,7 +144,7 @@ def load_proxy_settings(path: str | Path) -> ProxySettings:
     """Read ``proxy.conf`` and the cluster file it names; raise `ConfigError` when wrong."""
     loaded = c.load_config(path, SCHEMA)
     proxy = loaded.section(SECTION)
-    return ProxySettings(
+    settings = ProxySettings(
         path=loaded.path,
         bind_ip=proxy["bind_ip"],
         bind_port=proxy["bind_port"],
@@ -157,3 +158,14 @@ def load_proxy_settings(path: str | Path) -> ProxySettings:
         tls=listener_tls(loaded, SECTION),
         cluster_tls=cluster_tls(loaded),
     )
+    _check_shared_state(loaded, settings)
+    return settings
+
+
+def _check_shared_state(loaded: c.LoadedConfig, settings: ProxySettings) -> None:
+    """What several proxies share needs somewhere to share it: tokens in memcached need its servers."""
+    tempauth, cache = settings.stage("tempauth"), settings.stage("memcache")
+    if tempauth is not None and tempauth.settings.get("token_store") == "memcached" and (
+            cache is None or not cache.settings["memcache_servers"]):
+        raise loaded.error("memcached needs a [filter:cache] in the pipeline with memcache_servers",
+                           f"filter:{tempauth.name}", "token_store")

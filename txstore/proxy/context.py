@@ -27,6 +27,7 @@ class ProxyContext:
     node_timeout: float = 10.0
     info_ttl: float = 10.0
     account_autocreate: bool = True
+    memcache: Any = None  # an IMemcache: what the proxies share ([filter:cache] memcache_servers), else None
     errors: Any = None  # an ErrorLimiter: nodes that keep failing are skipped for a while
     metrics: Any = None  # a txstore.common.metrics.ServerMetrics: served at /metrics, fed by proxy_logging
     ec: Any = None  # a txstore.ec.service.ECService: the EC policies' codecs and their thread pool

@@ -3,7 +3,7 @@
 The proxy's middleware pipeline, configured as Swift operators know it::
 
     [pipeline:main]
-    pipeline = catch_errors gatekeeper healthcheck proxy_logging domain_remap cors etag_quoter listing_formats bulk tempurl formpost ratelimit crossdomain s3api tempauth console staticweb copy container_quotas account_quotas qos slo dlo versioned_writes symlink proxy_logging proxy-server
+    pipeline = catch_errors gatekeeper healthcheck proxy_logging cache domain_remap cors etag_quoter listing_formats bulk tempurl formpost ratelimit crossdomain s3api tempauth console staticweb copy container_quotas account_quotas qos slo dlo versioned_writes symlink proxy_logging proxy-server
 
     [filter:tempauth]
     use = egg:txstore#tempauth
@@ -36,7 +36,7 @@ from txstore.interfaces import IMiddleware
 ENTRY_POINT_GROUP = "txstore.proxy_middleware"
 APP_NAME = "proxy-server"
 DEFAULT_PIPELINE = (
-    "catch_errors", "gatekeeper", "healthcheck", "proxy_logging", "domain_remap", "cors", "etag_quoter",
+    "catch_errors", "gatekeeper", "healthcheck", "proxy_logging", "cache", "domain_remap", "cors", "etag_quoter",
     "listing_formats", "bulk", "tempurl", "formpost", "ratelimit", "crossdomain", "s3api", "tempauth", "console",
     "staticweb", "copy", "container_quotas", "account_quotas", "qos", "slo", "dlo", "versioned_writes", "symlink", "proxy_logging",
     APP_NAME,

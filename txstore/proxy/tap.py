@@ -11,14 +11,17 @@ from twisted.internet.defer import DeferredList
 
 from txstore.common.backend_client import BackendClient
 from txstore.common.constraints import Constraints
+from txstore.common.memcache import MemcacheClient
 from txstore.common.metrics import proxy_metrics
 from txstore.common.statsd import StatsdClient
 from txstore.common.tap_support import config_options, http_service
 from txstore.ec.service import ECService
+from txstore.middleware.memcache import memcache_client
 from txstore.proxy.config import ProxySettings, load_proxy_settings
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.error_limiter import ErrorLimiter
-from txstore.proxy.info_cache import InMemoryInfoCache
+from txstore.proxy.controllers.base import AccountInfo, ContainerInfo
+from txstore.proxy.info_cache import AttrsCodec, IInfoCache, InMemoryInfoCache, SharedInfoCache
 from txstore.proxy.node_load import NodeLoad
 from txstore.proxy.server import ProxyServer
 from txstore.proxy.workers import ParentWatch, WorkerSupervisor, worker_log_base
@@ -54,15 +57,31 @@ class _Pools(Service):
         return DeferredList([close() for close in self._closers])
 
 
+def shared_state(settings: ProxySettings, reactor, clock) -> tuple[MemcacheClient | None, IInfoCache]:
+    """
+    The memcached client of ``[filter:cache]`` and the info cache over it (None and this
+    process's memory without ``memcache_servers``).
+    """
+    local = InMemoryInfoCache(clock)
+    stage = settings.stage("memcache")
+    memcache = memcache_client(stage.settings, reactor) if stage is not None else None
+    if memcache is None:
+        return None, local
+    codec = AttrsCodec((ContainerInfo, AccountInfo))
+    return memcache, SharedInfoCache(memcache, local, codec, stage.settings["local_ttl"])
+
+
 def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxyServer, Service]:
     settings = loaded.settings
     client = BackendClient(reactor, max_per_host=32, tls=settings.cluster_tls)
+    memcache, cache = shared_state(settings, reactor, clock)
     context = ProxyContext(
         reactor=reactor,
         rings=loaded.rings,
         policies=settings.cluster.policies,
         client=client,
-        cache=InMemoryInfoCache(clock),
+        cache=cache,
+        memcache=memcache,
         clock=clock,
         constraints=Constraints(max_file_size=settings.max_file_size),
         errors=ErrorLimiter(clock),
@@ -73,6 +92,8 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
     )
     context.metrics.watch_error_limiter(context.errors)
     closers = [client.close]
+    if memcache is not None:
+        closers.append(memcache.close)
     if settings.statsd is not None:
         context.metrics.statsd = StatsdClient(reactor, **settings.statsd)
         closers.append(context.metrics.statsd.close)

@@ -17,8 +17,10 @@ the container's ACLs (`txstore.proxy.acl`), with Swift's rules:
 - everyone else, with or without a token, gets only what the container ACLs grant.
 
 Denials are 401 when there is no identity (log in and try again) and 403 when there is one
-(logging in again will not help). Nothing here touches the reactor or the network: time comes
-from an injected ``clock`` so tests can move it.
+(logging in again will not help). Tokens live in a store: this proxy's memory
+(`InMemoryTokenStore`), the tokens themselves (`SignedTokenStore`) or memcached
+(`MemcachedTokenStore`, the one store that talks to the network, through the injected
+memcached client); time comes from an injected ``clock`` so tests can move it.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from attrs import define, field, frozen
+from twisted.internet.defer import Deferred, gatherResults
 from zope.interface import implementer
 
-from txstore.interfaces import IAuthorizer, ITokenStore
+from txstore.interfaces import IAuthorizer, IMemcache, ISharedTokenStore, ITokenStore
 from txstore.proxy.account_acl import AccountACL
 from txstore.proxy.acl import EMPTY_ACL, ContainerACL, referrer_allowed
 from txstore.proxy.config import TempAuthUser, tempauth_users
@@ -215,6 +219,109 @@ class SignedTokenStore:
         return base64.urlsafe_b64encode(digest).decode()[:32]
 
 
+UNREACHABLE = object()  # what the memcached client answers when no server could be asked
+
+
+@implementer(ISharedTokenStore)
+@define
+class MemcachedTokenStore:
+    """
+    Tokens in memcached, shared by every proxy of the cluster, as Swift's tempauth keeps them:
+    ``tempauth/token/<token>`` holds the identity and expiry for the token's life, and
+    ``tempauth/user/<user>`` the user's current token, so a login through any proxy hands back
+    the one already out. A token forgotten in memcached (`revoke`, a flushed or restarted
+    memcached) is forgotten by every proxy.
+
+    Each proxy also keeps the tokens it issued or found in memcached in its memory (at most
+    ``max_tokens``, the least recently used dropped first):
+
+    - a token memcached confirmed less than ``local_ttl`` seconds ago is taken without asking
+      again, so a busy client costs one memcached round trip a second per proxy, not one per
+      request (and a revocation reaches every proxy within ``local_ttl``);
+    - while memcached cannot be reached, a token this proxy knows is taken until it expires, so
+      an outage of memcached logs nobody out of the proxies that had seen their tokens. A token
+      issued during the outage is known only to the proxy that issued it.
+    """
+
+    memcache: IMemcache
+    clock: Callable[[], float]
+    token_prefix: str = "AUTH_tk"
+    local_ttl: float = 1.0
+    max_tokens: int = 100_000
+    # token -> (expires_at, identity, when memcached last confirmed it)
+    _seen: OrderedDict[str, tuple[float, Identity, float]] = field(factory=OrderedDict, init=False)
+
+    def issue(self, identity: Identity, expires_at: float) -> Deferred:
+        return Deferred.fromCoroutine(self._issue(identity, expires_at))
+
+    def lookup(self, token: str, now: float) -> Deferred:
+        return Deferred.fromCoroutine(self._lookup(token, now))
+
+    def revoke(self, token: str) -> Deferred:
+        self._seen.pop(token, None)
+        return self.memcache.delete(_token_key(token)).addCallback(lambda _: None)
+
+    def current(self, user: str, now: float) -> Deferred:
+        return self.memcache.get(_user_key(user)).addCallback(_current_of, now)
+
+    async def _issue(self, identity: Identity, expires_at: float) -> str:
+        token = self.token_prefix + secrets.token_hex(16)
+        now = self.clock()
+        ttl = max(1.0, expires_at - now)
+        claims = {"a": identity.account, "u": identity.user, "g": list(identity.groups), "e": expires_at}
+        await gatherResults([self.memcache.set(_token_key(token), claims, ttl),
+                             self.memcache.set(_user_key(identity.user), {"t": token, "e": expires_at}, ttl)])
+        self._remember(token, expires_at, identity, now)
+        return token
+
+    async def _lookup(self, token: str, now: float) -> Identity | None:
+        if not token.startswith(self.token_prefix):
+            return None
+        seen = self._seen.get(token)
+        if seen is not None and now >= seen[0]:
+            del self._seen[token]
+            seen = None
+        if seen is not None and now - seen[2] < self.local_ttl:
+            self._seen.move_to_end(token)
+            return seen[1]
+        claims = await self.memcache.get(_token_key(token), unreachable=UNREACHABLE)
+        if claims is UNREACHABLE:
+            return seen[1] if seen is not None else None
+        try:
+            identity = Identity(claims["a"], claims["u"], tuple(claims["g"]))
+            expires_at = float(claims["e"])
+        except (TypeError, KeyError, ValueError):  # absent (None), or not one of ours
+            self._seen.pop(token, None)
+            return None
+        if now >= expires_at:
+            self._seen.pop(token, None)
+            return None
+        self._remember(token, expires_at, identity, now)
+        return identity
+
+    def _remember(self, token: str, expires_at: float, identity: Identity, now: float) -> None:
+        self._seen[token] = (expires_at, identity, now)
+        self._seen.move_to_end(token)
+        while len(self._seen) > self.max_tokens:
+            self._seen.popitem(last=False)
+
+
+def _token_key(token: str) -> str:
+    return f"tempauth/token/{token}"
+
+
+def _user_key(user: str) -> str:
+    return f"tempauth/user/{user}"
+
+
+def _current_of(data: Any, now: float) -> tuple[str, float] | None:
+    try:
+        token, expires_at = str(data["t"]), float(data["e"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    return (token, expires_at) if now < expires_at else None
+
+
 @implementer(IAuthorizer)
 @define
 class TempAuth:
@@ -227,30 +334,37 @@ class TempAuth:
     """
 
     users: tuple[TempAuthUser, ...]
-    store: ITokenStore
+    store: ITokenStore | ISharedTokenStore
     token_life: int
     reseller_prefix: str
     clock: Callable[[], float]
     _by_name: dict[str, TempAuthUser] = field(init=False)
     _current: dict[str, tuple[str, float]] = field(factory=dict, init=False)
+    _shared: bool = field(init=False)  # the store answers with Deferreds
 
     def __attrs_post_init__(self) -> None:
         self._by_name = {f"{u.account}:{u.user}": u for u in self.users}
+        self._shared = ISharedTokenStore.providedBy(self.store)
 
     @classmethod
     def from_filter(
         cls, settings: Mapping[str, Any], clock: Callable[[], float], store: ITokenStore | None = None,
-        hasher: Any = None,
+        hasher: Any = None, memcache: IMemcache | None = None,
     ) -> TempAuth:
         """
         From the parsed options of ``[filter:tempauth]`` (`txstore.proxy.config`); ``hasher``
-        (the cluster's secret) is what ``token_store = signed`` derives its key from.
+        (the cluster's secret) is what ``token_store = signed`` derives its key from, and
+        ``memcache`` (the proxy's memcached client) where ``token_store = memcached`` keeps tokens.
         """
         prefix = _account_prefix(settings["reseller_prefix"])
         if store is None and settings.get("token_store") == "signed":
             if hasher is None:
                 raise ValueError("token_store = signed needs the cluster's hash secret")
             store = SignedTokenStore.for_cluster(hasher, token_prefix=prefix + "tk")
+        if store is None and settings.get("token_store") == "memcached":
+            if memcache is None:
+                raise ValueError("token_store = memcached needs memcache_servers in [filter:cache]")
+            store = MemcachedTokenStore(memcache, clock, token_prefix=prefix + "tk")
         return cls(
             users=tempauth_users(settings),
             store=store if store is not None else InMemoryTokenStore(token_prefix=prefix + "tk"),
@@ -266,7 +380,7 @@ class TempAuth:
 
     # -- authentication --------------------------------------------------------------------
 
-    def authenticate(
+    async def authenticate(
         self, headers: Mapping[str, str], request_host: str, scheme: str, method: str = "GET"
     ) -> AuthResult:
         """
@@ -290,7 +404,7 @@ class TempAuth:
         ):
             return _unauthorized("unknown user or wrong key")
         identity = self.identity_of(configured)
-        token, expires_at, now = self._token_for(name, identity)
+        token, expires_at, now = await self._token_for(name, identity)
         url = self.storage_url(configured, request_host, scheme)
         body = json.dumps({"storage": {"default": "local", "local": url}}).encode("utf-8")
         return AuthResult(
@@ -306,7 +420,7 @@ class TempAuth:
             identity=identity,
         )
 
-    def identify(self, token: str | None) -> Identity | None:
+    async def identify(self, token: str | None) -> Identity | None:
         """
         The identity of an ``X-Auth-Token`` (or ``X-Storage-Token``) value; None for no token
         and for an unknown or expired one. The caller tells those apart: a request that sent a
@@ -314,7 +428,8 @@ class TempAuth:
         """
         if not token or not token.strip():
             return None
-        return self.store.lookup(token.strip(), self.clock())
+        found = self.store.lookup(token.strip(), self.clock())
+        return (await found) if self._shared else found
 
     def identity_of(self, user: TempAuthUser) -> Identity:
         groups = [f"{user.account}:{user.user}", user.account]
@@ -335,15 +450,20 @@ class TempAuth:
                 return unquote(last)
         return self.account_prefix + user.account
 
-    def _token_for(self, name: str, identity: Identity) -> tuple[str, float, float]:
+    async def _token_for(self, name: str, identity: Identity) -> tuple[str, float, float]:
         now = self.clock()
         current = self._current.get(name)
+        if current is None and self._shared:
+            current = await self.store.current(name, now)  # one another proxy handed out
         if current is not None:
             token, expires_at = current
-            if now < expires_at and self.store.lookup(token, now) == identity:
+            found = self.store.lookup(token, now)
+            if now < expires_at and ((await found) if self._shared else found) == identity:
+                self._current[name] = current
                 return token, expires_at, now
         expires_at = now + self.token_life
         token = self.store.issue(identity, expires_at)
+        token = (await token) if self._shared else token
         self._current[name] = (token, expires_at)
         return token, expires_at, now
 

@@ -50,9 +50,9 @@ class PipelineConfigTests(SynchronousTestCase):
 
     def test_default_pipeline(self) -> None:
         settings = self.load("")
-        # Swift's order: listing_formats right after the outer proxy_logging (and [cache])
+        # Swift's order: listing_formats right after the outer proxy_logging and cache
         self.assertEqual(self.names(settings), ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
-                                                "domain_remap", "cors", "etag_quoter", "listing_formats", "bulk",
+                                                "cache", "domain_remap", "cors", "etag_quoter", "listing_formats", "bulk",
                                                 "tempurl", "formpost", "ratelimit", "crossdomain", "s3api", "tempauth",
                                                 "console", "staticweb", "copy", "container_quotas", "account_quotas", "qos", "slo",
                                                 "dlo",
@@ -106,8 +106,8 @@ class PipelineConfigTests(SynchronousTestCase):
              f"{conf}: [pipeline:main]: pipeline: the pipeline names 'healthcheck' but there is no [filter:healthcheck] section"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:txstore#nope\n",
              f"{conf}: [filter:x]: use: txstore has no middleware 'nope' (it has: account_quotas, "
-             "bulk, catch_errors, console, container_quotas, copy, cors, crossdomain, dlo, domain_remap, etag_quoter, "
-             "formpost, gatekeeper, healthcheck, listing_formats, name_check, proxy_logging, qos, ratelimit, s3api, slo, "
+             "bulk, cache, catch_errors, console, container_quotas, copy, cors, crossdomain, dlo, domain_remap, etag_quoter, "
+             "formpost, gatekeeper, healthcheck, listing_formats, memcache, name_check, proxy_logging, qos, ratelimit, s3api, slo, "
              "staticweb, symlink, tempauth, tempurl, versioned_writes)"),
             ("[pipeline:main]\npipeline = x proxy-server\n[filter:x]\nuse = egg:elsewhere#nothing_here\n",
              f"{conf}: [filter:x]: use: no middleware 'egg:elsewhere#nothing_here': not txstore's and no entry point "

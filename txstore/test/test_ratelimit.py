@@ -9,10 +9,6 @@ against memcached (Debian's package, started by the test on a free port; skipped
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
 import time
 
 from twisted.internet import reactor
@@ -21,12 +17,14 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from txstore.common.memcache import MemcacheClient
 from txstore.interfaces import IRateCounters
 from txstore.middleware.ratelimit import (
     OPTIONS, PATTERNS, Limits, MemcachedCounters, MemoryCounters, RateLimit, info_of,
 )
 from txstore.proxy.controllers.base import AccountInfo, ContainerInfo
 from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
+from txstore.test.memcached_process import free_port, memcached_for
 
 A = "/v1/AUTH_a"
 START = 1_800_000_000.0
@@ -222,43 +220,22 @@ class MemoryCountersTests(CountersConformance, TestCase):
         self.assertLessEqual(len(self.counters._values), 5000)  # the idle ones were swept
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class MemcachedCountersTests(CountersConformance, TestCase):
     def setUp(self) -> None:
-        binary = shutil.which("memcached")
-        if binary is None:
-            self.skipTest("no memcached (apt-get install memcached)")
-        port = free_port()
-        as_root = ["-u", "root"] if os.geteuid() == 0 else []  # memcached will not run as root unasked
-        self.process = subprocess.Popen([binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "16", *as_root],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(self._stop)
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        self.counters = MemcachedCounters(reactor, (("127.0.0.1", port),))
-        self.addCleanup(self.counters.close)
-        self.port = port
+        self.server = memcached_for(self)
+        self.counters = MemcachedCounters(self.client(self.server.port))
 
-    def _stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+    def client(self, port: int, **options) -> MemcacheClient:
+        client = MemcacheClient(reactor, (("127.0.0.1", port),), **options)
+        self.addCleanup(client.close)
+        return client
 
     async def test_shared_by_two_proxies(self) -> None:
-        other = MemcachedCounters(reactor, (("127.0.0.1", self.port),))
-        self.addCleanup(other.close)
+        other = MemcachedCounters(self.client(self.server.port))
         self.assertEqual(await self.counters.incr("shared", 10, 60), 10)
         self.assertEqual(await other.incr("shared", 10, 60), 20)
 
     async def test_an_unreachable_server_fails_in_time(self) -> None:
-        gone = MemcachedCounters(reactor, (("127.0.0.1", free_port()),), timeout=0.5)
+        gone = MemcachedCounters(self.client(free_port(), io_timeout=0.5))
         with self.assertRaises(Exception):
             await gone.incr("k", 1, 60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -31,6 +32,11 @@ USERS = (
     TempAuthUser("ops", "reseller", "r-key", (".reseller_admin",)),
     TempAuthUser("test5", "tester5", "t5", (".admin",), "https://store.example.com/v1/AUTH_test5"),
 )
+
+
+def done(awaitable):
+    """What an awaitable that needs no reactor (a login or lookup on a synchronous store) gives."""
+    return Deferred.fromCoroutine(awaitable).result
 
 
 def identity(account: str, user: str, *extra: str) -> Identity:
@@ -124,7 +130,7 @@ class AuthenticateTests(SynchronousTestCase):
         self.auth = make_auth(self.clock)
 
     def login(self, headers: dict, host: str = "proxy:8080", scheme: str = "http"):
-        return self.auth.authenticate(headers, host, scheme)
+        return done(self.auth.authenticate(headers, host, scheme))
 
     def test_interface(self) -> None:
         self.assertTrue(verifyObject(IAuthorizer, self.auth))
@@ -140,12 +146,12 @@ class AuthenticateTests(SynchronousTestCase):
         url = result.header("X-Storage-Url")
         self.assertEqual(json.loads(result.body), {"storage": {"default": "local", "local": url}})
         self.assertEqual(result.identity, identity("test", "tester", ".admin"))
-        self.assertEqual(self.auth.identify(token), result.identity)
+        self.assertEqual(done(self.auth.identify(token)), result.identity)
 
     def test_storage_headers(self) -> None:
         result = self.login({"x-storage-user": "test:tester3", "x-storage-pass": "testing3"})
         self.assertEqual(result.status, 200)
-        me = self.auth.identify(result.header("X-Auth-Token"))
+        me = done(self.auth.identify(result.header("X-Auth-Token")))
         self.assertEqual(me, identity("test", "tester3"))
 
     def test_auth_headers_win(self) -> None:
@@ -208,9 +214,9 @@ class AuthenticateTests(SynchronousTestCase):
             self.assertEqual(result.header("WWW-Authenticate"), 'Swift realm="unknown"')
 
     def test_wrong_method(self) -> None:
-        result = self.auth.authenticate(
+        result = done(self.auth.authenticate(
             {"X-Auth-User": "test:tester", "X-Auth-Key": "testing"}, "h", "http", method="POST"
-        )
+        ))
         self.assertEqual(result.status, 400)
         self.assertIsNone(result.header("X-Auth-Token"))
 
@@ -228,9 +234,9 @@ class AuthenticateTests(SynchronousTestCase):
         headers = {"X-Auth-User": "test:tester", "X-Auth-Key": "testing"}
         first = self.login(headers).header("X-Auth-Token")
         self.clock.advance(3599.5)
-        self.assertIsNotNone(self.auth.identify(first))
+        self.assertIsNotNone(done(self.auth.identify(first)))
         self.clock.advance(0.5)
-        self.assertIsNone(self.auth.identify(first))
+        self.assertIsNone(done(self.auth.identify(first)))
         second = self.login(headers)
         self.assertNotEqual(second.header("X-Auth-Token"), first)
         self.assertEqual(second.header("X-Auth-Token-Expires"), "3600")
@@ -239,15 +245,15 @@ class AuthenticateTests(SynchronousTestCase):
         headers = {"X-Auth-User": "test:tester", "X-Auth-Key": "testing"}
         first = self.login(headers).header("X-Auth-Token")
         self.auth.store.revoke(first)
-        self.assertIsNone(self.auth.identify(first))
+        self.assertIsNone(done(self.auth.identify(first)))
         self.assertNotEqual(self.login(headers).header("X-Auth-Token"), first)
 
     def test_identify(self) -> None:
-        self.assertIsNone(self.auth.identify(None))
-        self.assertIsNone(self.auth.identify(""))
-        self.assertIsNone(self.auth.identify("AUTH_tk" + "a" * 32))
+        self.assertIsNone(done(self.auth.identify(None)))
+        self.assertIsNone(done(self.auth.identify("")))
+        self.assertIsNone(done(self.auth.identify("AUTH_tk" + "a" * 32)))
         token = make_login(self.auth, "test:tester", "testing")
-        self.assertEqual(self.auth.identify(f" {token} ").user, "test:tester")
+        self.assertEqual(done(self.auth.identify(f" {token} ")).user, "test:tester")
 
 
 # Who makes the request in the authorize table.
@@ -444,19 +450,19 @@ class AuthorizeTests(SynchronousTestCase):
     def test_tokens_to_decisions(self) -> None:
         """From a login to a decision, with the real identity a token carries."""
         token = make_login(self.auth, "test:tester3", "testing3")
-        me = self.auth.identify(token)
+        me = done(self.auth.identify(token))
         acl = parse_acl("test:tester3")
         decision = self.auth.authorize(me, "GET", "AUTH_test", "c", "o", acl, None, None)
         self.assertTrue(decision.allowed)
         decision = self.auth.authorize(me, "GET", "AUTH_test", None, None, None, None, None)
         self.assertEqual((decision.allowed, decision.status), (False, 403))
-        admin = self.auth.identify(make_login(self.auth, "test5:tester5", "t5"))
+        admin = done(self.auth.identify(make_login(self.auth, "test5:tester5", "t5")))
         decision = self.auth.authorize(admin, "POST", "AUTH_test5", None, None, None, None, None)
         self.assertTrue(decision.is_owner)
 
 
 def make_login(auth: TempAuth, user: str, key: str) -> str:
-    return auth.authenticate({"X-Auth-User": user, "X-Auth-Key": key}, "h", "http").header(
+    return done(auth.authenticate({"X-Auth-User": user, "X-Auth-Key": key}, "h", "http")).header(
         "X-Auth-Token"
     )
 
@@ -469,7 +475,7 @@ class FromSettingsTests(SynchronousTestCase):
         token = make_login(auth, "test:tester", "testing")
         self.assertRegex(token, TOKEN)
         clock.advance(60)
-        self.assertIsNone(auth.identify(token))
+        self.assertIsNone(done(auth.identify(token)))
         self.assertEqual(auth.account_prefix, "AUTH_")
 
 
@@ -517,7 +523,7 @@ class SignedTokenTests(SynchronousTestCase):
                     "user_test_tester": ("testing", (".admin",), None)}
         first = TempAuth.from_filter(settings, lambda: 0.0, hasher=PathHasher(b"", b"s"))
         second = TempAuth.from_filter(settings, lambda: 0.0, hasher=PathHasher(b"", b"s"))
-        result = first.authenticate({"X-Auth-User": "test:tester", "X-Auth-Key": "testing"}, "h", "http")
+        result = done(first.authenticate({"X-Auth-User": "test:tester", "X-Auth-Key": "testing"}, "h", "http"))
         token = result.header("X-Auth-Token")
-        self.assertEqual(second.identify(token).user, "test:tester")  # a second proxy knows it
+        self.assertEqual(done(second.identify(token)).user, "test:tester")  # a second proxy knows it
         self.assertRaises(ValueError, TempAuth.from_filter, settings, lambda: 0.0)

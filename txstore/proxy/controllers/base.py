@@ -276,6 +276,8 @@ def _cache_key(account: str, container: str | None = None) -> str:
 async def container_info(context: ProxyContext, account: str, container: str, trans_id: str = "-") -> ContainerInfo:
     key = _cache_key(account, container)
     cached = context.cache.get(key)
+    if cached is None:
+        cached = await context.cache.fetch(key)  # memcached, where the proxies share it
     if cached is not None:
         return cached
     ring = context.rings.container
@@ -327,6 +329,8 @@ ACCOUNT_META = "x-account-meta-"
 async def account_info(context: ProxyContext, account: str, trans_id: str = "-") -> AccountInfo:
     key = _cache_key(account)
     cached = context.cache.get(key)
+    if cached is None:
+        cached = await context.cache.fetch(key)  # memcached, where the proxies share it
     if cached is not None:
         return cached
     ring = context.rings.account

@@ -1,0 +1,279 @@
+"""
+The proxy's memcached client (`txstore.common.memcache`): the hash ring (spread, and how few
+keys move when a server comes or goes), the conformance suite run on the real client against
+a real memcached (Debian's, started on a free port; skipped without it) and on the tests'
+fake, timeouts on a Clock, and a server killed (SIGKILL) and started again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from txstore.common import config as c
+from txstore.common.memcache import HashRing, MemcacheClient, MemcacheUnavailable, servers
+from txstore.interfaces import IMemcache
+from txstore.test.memcache_fake import FakeMemcache
+from txstore.test.memcached_process import free_port, memcached_for
+
+FOUR = tuple(("10.0.0.%d" % n, 11211) for n in range(1, 5))
+
+
+def owner(ring: HashRing, key: str):
+    return next(ring.servers_for(hashlib.md5(key.encode()).digest()))
+
+
+class HashRingTests(SynchronousTestCase):
+    keys = [f"container/AUTH_test/c{n}" for n in range(20000)]
+
+    def test_keys_spread_evenly(self) -> None:
+        ring = HashRing(FOUR)
+        shares = Counter(owner(ring, key) for key in self.keys)
+        self.assertEqual(set(shares), set(FOUR))
+        for server, count in shares.items():
+            self.assertLess(abs(count / len(self.keys) - 0.25), 0.05, (server, count))
+
+    def test_adding_a_server_moves_only_its_share_to_it(self) -> None:
+        before = HashRing(FOUR)
+        fifth = ("10.0.0.5", 11211)
+        after = HashRing((*FOUR, fifth))
+        moved = [key for key in self.keys if owner(before, key) != owner(after, key)]
+        self.assertLess(abs(len(moved) / len(self.keys) - 0.2), 0.05)  # a fifth of them, not most
+        self.assertEqual({owner(after, key) for key in moved}, {fifth})  # all to the new one
+
+    def test_removing_a_server_moves_only_its_keys(self) -> None:
+        before = HashRing(FOUR)
+        after = HashRing(FOUR[1:])
+        for key in self.keys:
+            if owner(before, key) != FOUR[0]:
+                self.assertEqual(owner(after, key), owner(before, key))
+
+    def test_every_server_once_in_order(self) -> None:
+        ring = HashRing(FOUR)
+        order = list(ring.servers_for(hashlib.md5(b"k").digest()))
+        self.assertEqual(sorted(order), sorted(FOUR))
+        self.assertEqual(list(HashRing(()).servers_for(b"\0" * 16)), [])
+
+    def test_servers_option(self) -> None:
+        self.assertEqual(servers("127.0.0.1:11211, cache1:11212 [::1]:11213"),
+                         (("127.0.0.1", 11211), ("cache1", 11212), ("::1", 11213)))
+        self.assertEqual(servers(""), ())
+        for bad in ("127.0.0.1", "host:port", ":11211", "h:0", "h:1,h:1"):
+            self.assertRaises(c.BadValue, servers, bad)
+
+
+class MemcacheConformance:
+    """What every `IMemcache` does (the real client on a real memcached, and the fake)."""
+
+    memcache: IMemcache
+
+    async def test_values_are_json(self) -> None:
+        self.assertTrue(verifyObject(IMemcache, self.memcache))
+        key = f"k/{time.time()}"
+        self.assertIsNone(await self.memcache.get(key))
+        value = {"status": 200, "acl": None, "meta": {"ünïcode": "✓"}, "list": [1, 2.5, "x"]}
+        self.assertTrue(await self.memcache.set(key, value, 60))
+        self.assertEqual(await self.memcache.get(key), value)
+        self.assertTrue(await self.memcache.set(key, "replaced", 60))
+        self.assertEqual(await self.memcache.get(key), "replaced")
+        self.assertTrue(await self.memcache.delete(key))
+        self.assertFalse(await self.memcache.delete(key))
+        self.assertIsNone(await self.memcache.get(key))
+
+    async def test_any_text_is_a_key(self) -> None:
+        for key in ("with space", "x" * 1000, "line\nbreak", "ü/ß", ""):
+            self.assertTrue(await self.memcache.set(key, key, 60))
+            self.assertEqual(await self.memcache.get(key), key)
+
+    async def test_counters(self) -> None:
+        key = f"counter/{time.time()}"
+        self.assertEqual(await self.memcache.incr(key, 5, 60), 5)
+        self.assertEqual(await self.memcache.incr(key, 7, 60), 12)
+        self.assertEqual(await self.memcache.decr(key, 20, 60), 0)
+        self.assertEqual(await self.memcache.decr(key + "-missing", 1, 60), 0)
+        self.assertEqual(await self.memcache.incr(key + "/fresh", 3, 60, 1000), 1000)
+        self.assertEqual(await self.memcache.incr(key + "/fresh", 3, 60, 1000), 1003)
+        self.assertTrue(await self.memcache.set(key, 41, 60))  # a number set is a counter
+        self.assertEqual(await self.memcache.incr(key, 1, 60), 42)
+        self.assertEqual(await self.memcache.get(key), 42)
+
+
+class FakeMemcacheTests(MemcacheConformance, TestCase):
+    def setUp(self) -> None:
+        self.memcache = FakeMemcache(Clock())
+
+    async def test_unreachable(self) -> None:
+        self.memcache.reachable = False
+        self.assertIs(await self.memcache.get("k", unreachable=self), self)
+        self.assertFalse(await self.memcache.set("k", 1, 60))
+        with self.assertRaises(MemcacheUnavailable):
+            await self.memcache.incr("k", 1, 60)
+
+
+def sleep(seconds: float) -> Deferred:
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class RealMemcacheTests(MemcacheConformance, TestCase):
+    def setUp(self) -> None:
+        self.server = memcached_for(self)
+        self.memcache = self.client()
+
+    def client(self, *names, **options) -> MemcacheClient:
+        client = MemcacheClient(reactor, names or (("127.0.0.1", self.server.port),), **options)
+        self.addCleanup(client.close)
+        return client
+
+    async def test_shared_by_two_proxies(self) -> None:
+        other = self.client()
+        self.assertTrue(await self.memcache.set("shared", {"from": "a"}, 60))
+        self.assertEqual(await other.get("shared"), {"from": "a"})
+        self.assertEqual(await self.memcache.incr("n", 10, 60), 10)
+        self.assertEqual(await other.incr("n", 10, 60), 20)
+
+    async def test_expiry(self) -> None:
+        self.assertTrue(await self.memcache.set("short", 1, 1))
+        self.assertEqual(await self.memcache.get("short"), 1)
+        await sleep(2.1)  # memcached counts whole seconds
+        self.assertIsNone(await self.memcache.get("short"))
+
+    async def test_a_dead_port_is_a_miss_in_time(self) -> None:
+        gone = self.client(("127.0.0.1", free_port()), io_timeout=0.5)
+        started = time.monotonic()
+        self.assertIsNone(await gone.get("k"))
+        self.assertIs(await gone.get("k", unreachable=gone), gone)
+        self.assertFalse(await gone.set("k", 1, 60))
+        self.assertFalse(await gone.delete("k"))
+        with self.assertRaises(MemcacheUnavailable):
+            await gone.incr("k", 1, 60)
+        self.assertLess(time.monotonic() - started, 1.0)
+
+    async def test_killed_then_started_again(self) -> None:
+        client = self.client(error_limit=3, error_interval=1.0)
+        self.assertTrue(await client.set("k", "v", 60))
+        self.server.kill()
+        started = time.monotonic()
+        for _ in range(5):  # misses, never errors; after 3 failures the server is left alone
+            self.assertIsNone(await client.get("k"))
+            self.assertFalse(await client.set("k", "w", 60))
+        self.assertLess(time.monotonic() - started, 1.0)
+        self.assertTrue(client.is_down(("127.0.0.1", self.server.port)))
+        self.server.start()
+        self.assertIsNone(await client.get("k"))  # still left alone: not even asked
+        await sleep(1.1)
+        self.assertTrue(await client.set("k", "again", 60))  # connected anew
+        self.assertEqual(await client.get("k"), "again")
+
+    async def test_a_dead_server_of_two_hands_its_keys_to_the_other(self) -> None:
+        dead = ("127.0.0.1", free_port())
+        live = ("127.0.0.1", self.server.port)
+        client = self.client(live, dead, error_limit=1)
+        keys = [f"key{n}" for n in range(40)]
+        theirs = [k for k in keys if owner(client.ring, k) == dead]
+        self.assertTrue(theirs)  # both servers have keys
+        for key in keys:
+            self.assertTrue(await client.set(key, key, 60))
+            self.assertEqual(await client.get(key), key)
+        self.assertTrue(client.is_down(dead))
+        client_one = self.client(live, tries=1, error_limit=1)
+        self.assertEqual(await client_one.get(theirs[0]), theirs[0])  # kept on the live one
+
+    async def test_counters_spread_keys_over_servers(self) -> None:
+        second = memcached_for(self)
+        pair = (("127.0.0.1", self.server.port), ("127.0.0.1", second.port))
+        client = self.client(*pair)
+        for n in range(40):
+            self.assertEqual(await client.incr(f"c{n}", 1, 60), 1)
+        alone = [self.client(server, tries=1) for server in pair]
+        held = [sum([await a.get(f"c{n}") is not None for n in range(40)]) for a in alone]
+        self.assertEqual(sum(held), 40)
+        self.assertTrue(all(held), held)
+
+
+class HangingEndpoint:
+    """Connects never (a server whose packets are dropped)."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def connect(self, factory) -> Deferred:
+        self.attempts += 1
+        return Deferred(lambda d: None)
+
+
+class SilentEndpoint:
+    """Connects at once to a server that reads and never answers."""
+
+    def __init__(self) -> None:
+        self.transports: list[StringTransportWithDisconnection] = []
+
+    def connect(self, factory) -> Deferred:
+        protocol = factory.buildProtocol(None)
+        transport = StringTransportWithDisconnection()
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        self.transports.append(transport)
+        return succeed(protocol)
+
+
+class TimeoutTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+
+    def client(self, endpoint, **options) -> MemcacheClient:
+        return MemcacheClient(self.clock, (("10.0.0.1", 11211),), connect_timeout=0.3, io_timeout=2.0,
+                              error_limit=3, error_interval=60.0, endpoint_for=lambda *_: endpoint, **options)
+
+    def test_a_connection_that_never_comes_is_a_miss_after_connect_timeout(self) -> None:
+        endpoint = HangingEndpoint()
+        client = self.client(endpoint)
+        got = [client.get("k"), client.get("other")]  # both wait on the same attempt
+        self.assertEqual(endpoint.attempts, 1)
+        self.assertNoResult(got[0])
+        self.clock.advance(0.3)
+        self.assertEqual([self.successResultOf(d) for d in got], [None, None])
+        self.assertFalse(client.is_down(("10.0.0.1", 11211)))  # one failure, counted once
+        for _ in range(2):
+            d = client.set("k", 1, 60)
+            self.clock.advance(0.3)
+            self.assertFalse(self.successResultOf(d))
+        self.assertTrue(client.is_down(("10.0.0.1", 11211)))
+        self.assertIsNone(self.successResultOf(client.get("k")))  # at once: left alone
+        self.assertEqual(endpoint.attempts, 3)
+        self.failureResultOf(client.incr("k", 1, 60), MemcacheUnavailable)
+        self.clock.advance(60)
+        self.assertNoResult(client.get("k"))  # asked again
+        self.assertEqual(endpoint.attempts, 4)
+
+    def test_an_answer_that_never_comes_is_a_miss_after_io_timeout(self) -> None:
+        endpoint = SilentEndpoint()
+        client = self.client(endpoint)
+        got = client.get("k")
+        self.assertIn(b"get ", endpoint.transports[0].value())
+        self.clock.advance(1.9)
+        self.assertNoResult(got)
+        self.clock.advance(0.1)
+        self.assertIsNone(self.successResultOf(got))
+        self.assertFalse(endpoint.transports[0].connected)  # dropped: the next call connects anew
+        stored = client.set("k", {"a": 1}, 10)
+        self.assertEqual(len(endpoint.transports), 2)
+        self.assertEqual(endpoint.transports[1].value(),
+                         b"set " + hashlib.md5(b"k").hexdigest().encode() + b' 2 10 7\r\n{"a":1}\r\n')
+        endpoint.transports[1].protocol.dataReceived(b"STORED\r\n")
+        self.assertTrue(self.successResultOf(stored))
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # no timer left behind
+
+    def test_long_expiry_is_sent_as_a_time(self) -> None:
+        self.clock.advance(1_700_000_000)
+        client = self.client(SilentEndpoint())
+        self.assertEqual(client._expiry(0.2), 1)
+        self.assertEqual(client._expiry(30 * 86400), 30 * 86400)
+        self.assertEqual(client._expiry(31 * 86400), 1_700_000_000 + 31 * 86400)
