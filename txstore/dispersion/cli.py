@@ -39,7 +39,7 @@ OVERRIDES = (
     ("--ring-dir", "ring_dir", "directory of the *.ring.gz files (default /etc/txstore)"),
     ("--txstore-conf", "txstore_conf", "the cluster's txstore.conf (default: in the ring directory)"),
     ("--coverage", "dispersion_coverage", "percent of partitions sampled (default 1)"),
-    ("--concurrency", "concurrency", "requests in flight at once (default 25)"),
+    ("--concurrency", "concurrency", "PUTs, or names asked of their primaries, at once (default 25)"),
     ("--retries", "retries", "further attempts after a failed request (default 2)"),
     ("--node-timeout", "node_timeout", "seconds for a node's answer (default 10)"),
     ("--conn-timeout", "conn_timeout", "seconds to connect to a node (default 2)"),
@@ -129,11 +129,16 @@ async def _put_all(session: ProxySession, settings: Settings, targets: list[tupl
             "policy": policy}
 
 
+def node_client(reactor: Any, settings: Settings) -> BackendClient:
+    """The cluster's backend client with the report's timeouts (over TLS with ``[cluster-tls]``)."""
+    return BackendClient(reactor, timeout=settings.node_timeout, connect_timeout=settings.conn_timeout,
+                         max_per_host=settings.concurrency, tls=settings.tls)
+
+
 async def report(reactor: Any, settings: Settings, view: ClusterView, containers: bool, objects: bool,
                  out: dict[str, Any], problems: list[str]) -> None:
     session = ProxySession(reactor, settings.proxy_timeout, settings.retries)
-    client = BackendClient(reactor, timeout=settings.node_timeout, connect_timeout=settings.conn_timeout,
-                           max_per_host=settings.concurrency)
+    client = node_client(reactor, settings)
     try:
         await session.login(settings.auth_url, settings.auth_user, settings.auth_key)
         account = session.account

@@ -19,6 +19,8 @@ from attrs import frozen
 from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig, load_cluster_config
 from txstore.common.policies import ERASURE_CODING, StoragePolicy
+from txstore.common.server_config import CLUSTER_TLS_SECTION, cluster_tls
+from txstore.common.tls import Credentials
 from txstore.ring.ring import Ring, RingError
 from txstore.ring.ringset import ring_path
 
@@ -31,26 +33,26 @@ def _optional_path(raw: str, base: Path) -> Path | None:
 
 DEFAULT_CONFIG = Path("/etc/txstore/dispersion.conf")
 
-SCHEMA = c.Schema(sections=(
-    c.Section(SECTION, options=(
-        c.Option("auth_url", c.string, "", doc="tempauth v1.0 URL of a proxy, e.g. http://proxy:8080/auth/v1.0."),
-        c.Option("auth_user", c.string, "", doc="<account>:<user>; a dedicated account with admin rights."),
-        c.Option("auth_key", c.string, "", doc="The user's key."),
-        c.Option("auth_version", c.choice("1.0", "1"), "1.0", doc="Only tempauth's v1.0 is built."),
-        c.Option("txstore_conf", _optional_path, "", doc="The cluster-wide config file (default: in ring_dir)."),
-        c.Option("ring_dir", c.path, "/etc/txstore", doc="Directory holding the *.ring.gz files."),
-        c.Option("dispersion_coverage", c.number(0.0001, 100.0), 1.0, doc="Percent of partitions sampled."),
-        c.Option("concurrency", c.integer(1, 1000), 25, doc="Requests in flight at once."),
-        c.Option("retries", c.integer(0, 100), 2, doc="Further attempts after a failed request."),
-        c.Option("node_timeout", c.number(0.01), 10.0, doc="Seconds for a node's whole answer."),
-        c.Option("conn_timeout", c.number(0.01), 2.0, doc="Seconds to connect to a node."),
-        c.Option("proxy_timeout", c.number(0.01), 30.0, doc="Seconds for the proxy's whole answer."),
-        c.Option("policy_name", c.string, "", doc="Object policy to sample (default: the default one)."),
-        c.Option("dump_json", c.boolean, False, doc="Print the JSON form."),
-        c.Option("container_report", c.boolean, True, doc="Run the container part."),
-        c.Option("object_report", c.boolean, True, doc="Run the object part."),
-    )),
+DISPERSION_SECTION = c.Section(SECTION, options=(
+    c.Option("auth_url", c.string, "", doc="tempauth v1.0 URL of a proxy, e.g. http://proxy:8080/auth/v1.0."),
+    c.Option("auth_user", c.string, "", doc="<account>:<user>; a dedicated account with admin rights."),
+    c.Option("auth_key", c.string, "", doc="The user's key."),
+    c.Option("auth_version", c.choice("1.0", "1"), "1.0", doc="Only tempauth's v1.0 is built."),
+    c.Option("txstore_conf", _optional_path, "", doc="The cluster-wide config file (default: in ring_dir)."),
+    c.Option("ring_dir", c.path, "/etc/txstore", doc="Directory holding the *.ring.gz files."),
+    c.Option("dispersion_coverage", c.number(0.0001, 100.0), 1.0, doc="Percent of partitions sampled."),
+    c.Option("concurrency", c.integer(1, 1000), 25, doc="PUTs, or names asked of their primaries, at once."),
+    c.Option("retries", c.integer(0, 100), 2, doc="Further attempts after a failed request."),
+    c.Option("node_timeout", c.number(0.01), 10.0, doc="Seconds for a node's whole answer."),
+    c.Option("conn_timeout", c.number(0.01), 2.0, doc="Seconds to connect to a node."),
+    c.Option("proxy_timeout", c.number(0.01), 30.0, doc="Seconds for the proxy's whole answer."),
+    c.Option("policy_name", c.string, "", doc="Object policy to sample (default: the default one)."),
+    c.Option("dump_json", c.boolean, False, doc="Print the JSON form."),
+    c.Option("container_report", c.boolean, True, doc="Run the container part."),
+    c.Option("object_report", c.boolean, True, doc="Run the object part."),
 ))
+# With the nodes' [cluster-tls] section the report dials them over mutual TLS, as the proxy does.
+SCHEMA = c.Schema(sections=(DISPERSION_SECTION, CLUSTER_TLS_SECTION))
 
 
 @frozen
@@ -70,6 +72,7 @@ class Settings:
     dump_json: bool
     container_report: bool
     object_report: bool
+    tls: Credentials | None = None  # [cluster-tls]: nodes are dialled over mutual TLS
 
 
 def load_settings(path: Path | None, overrides: dict[str, Any]) -> Settings:
@@ -79,11 +82,14 @@ def load_settings(path: Path | None, overrides: dict[str, Any]) -> Settings:
     """
     if path is None:
         path = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+    tls = None
     if path is None:
-        values = c.parse_section(Path.cwd() / "-", SECTION, SCHEMA.sections[0], [])
+        values = c.parse_section(Path.cwd() / "-", SECTION, DISPERSION_SECTION, [])
     else:
-        values = dict(c.load_config(path, SCHEMA).section(SECTION))
-    section = SCHEMA.sections[0]
+        loaded = c.load_config(path, SCHEMA)
+        values = dict(loaded.section(SECTION))
+        tls = cluster_tls(loaded)
+    section = DISPERSION_SECTION
     for name, raw in overrides.items():
         if raw is not None:  # checked as the file's values are
             values[name] = _parse_override(section, name, str(raw))
@@ -96,6 +102,7 @@ def load_settings(path: Path | None, overrides: dict[str, Any]) -> Settings:
         conn_timeout=float(values["conn_timeout"]), proxy_timeout=float(values["proxy_timeout"]),
         policy_name=values["policy_name"], dump_json=bool(values["dump_json"]),
         container_report=bool(values["container_report"]), object_report=bool(values["object_report"]),
+        tls=tls,
     )
     for name in ("auth_url", "auth_user", "auth_key"):
         if not getattr(settings, name):

@@ -14,14 +14,16 @@ from pathlib import Path
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from attrs import evolve
 from treq.testing import StubTreq
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from txstore.common.config import ConfigError
 from txstore.common.hashing import PathHasher
 from txstore.dispersion import names
-from txstore.dispersion.cli import main
+from txstore.dispersion.cli import main, node_client
 from txstore.dispersion.copies import CopyChecker, bounded
 from txstore.dispersion.proxy_session import ProxyError, ProxySession
 from txstore.dispersion.settings import load_cluster_view, load_settings
@@ -29,6 +31,7 @@ from txstore.dispersion.tally import Tally
 from txstore.ring.builder import RingBuilder
 from txstore.ring.ring import Ring
 from txstore.test.backend_fake import FakeBackend, down, reply, slow
+from txstore.test.pki import PKI
 from txstore.test.support import CLUSTER_CONF, temp_dir, write_file
 
 HASHER = PathHasher(b"", b"testsuffix")
@@ -383,3 +386,53 @@ class ProxySessionTests(SynchronousTestCase):
         failure = self.failureResultOf(self.drive(self.session.put(("c", "o"), {}, b"o")), ProxyError)
         self.assertIn("PUT c/o answered 503", str(failure.value))
         self.assertEqual((len(self.proxy.puts), self.session.retries_done), (4, 2))
+
+
+class HeadAnswers(Resource):
+    """A node holding every copy asked of it."""
+
+    isLeaf = True
+
+    def render_HEAD(self, request) -> bytes:
+        return b""
+
+
+class TLSNodeTests(TestCase):
+    def test_nodes_are_dialled_with_the_cluster_tls_section(self):
+        from twisted.internet import reactor
+
+        directory = temp_dir(self)
+        pki = PKI(directory)
+        port = reactor.listenTCP(0, pki.credentials(pki.node).wrap_listening(Site(HeadAnswers())),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        builder = RingBuilder(4, 1, 1)
+        builder.add_dev(region=1, zone=1, ip="127.0.0.1", port=port.getHost().port, device="sd1", weight=100)
+        builder.rebalance(seed=1)
+        builder.get_ring().save(directory / "container.ring.gz")
+        part, nodes = Ring(directory / "container.ring.gz", HASHER).get_nodes("AUTH_d", "dispersion_0")
+        conf = write_file(directory, "dispersion.conf", f"""\
+            [dispersion]
+            auth_url = https://proxy/auth/v1.0
+            auth_user = d:u
+            auth_key = k
+            [cluster-tls]
+            tls_certificate = {pki.peer[0]}
+            tls_private_key = {pki.peer[1]}
+            tls_ca = {pki.cluster_ca}
+            """)
+        settings = load_settings(conf, {"node_timeout": "5"})
+
+        async def ask(settings) -> tuple[int, int]:
+            client = node_client(reactor, settings)
+            try:
+                checker = CopyChecker(client, reactor, "AUTH_d", retries=0, timeout=5)
+                return await checker.copies(part, nodes, "dispersion_0"), checker.errors
+            finally:
+                await client.close()
+
+        async def both() -> None:
+            self.assertEqual(await ask(settings), (1, 0))
+            self.assertEqual(await ask(evolve(settings, tls=None)), (0, 1))  # plain HTTP to a TLS node: an error
+
+        return Deferred.fromCoroutine(both())
