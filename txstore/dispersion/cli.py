@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -239,13 +240,14 @@ def main(argv: list[str] | None = None) -> int:
                 await report(reactor, settings, view, containers, objects, out, problems)
         except (ProxyError, Failed, sample.CoverageError) as err:
             failure.append(str(err))
+        except Exception:  # a bug: say where, rather than react's silent exit status 1
+            traceback.print_exc()
+            failure.append(f"{args.command} failed unexpectedly (the traceback is above)")
 
     try:
         react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
-    except SystemExit as stop:
-        if stop.code:
-            print(f"txstore-dispersion: {args.command} failed unexpectedly", file=sys.stderr)
-            return 2
+    except SystemExit:
+        pass
     if failure:
         print(f"txstore-dispersion: {failure[0]}", file=sys.stderr)
         return 2
