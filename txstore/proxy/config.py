@@ -29,9 +29,25 @@ from txstore.common.server_config import (
     cluster_tls,
     listener_tls,
 )
+from txstore.proxy.affinity import (
+    AffinityConfig, NodeCount, Placement, WriteAffinity, parse_delete_count, parse_node_count, parse_places,
+    parse_read_affinity, parse_sorting_method,
+)
 from txstore.proxy.pipeline import PIPELINE_SECTION, RAW_FILTER_SECTION, Stage, load_pipeline
 
 SECTION = "proxy"
+POLICY_SECTION_RE = r"proxy:policy:\d+"  # Swift's [proxy-server:policy:<index>]: one policy's affinity
+# None: not given (a [proxy:policy:N] section inherits it from [proxy]).
+AFFINITY_OPTIONS = (
+    c.Option("read_affinity", parse_read_affinity, None,
+             doc="With sorting_method = affinity: r<region>[z<zone>]=<priority>, ... (lower first)."),
+    c.Option("write_affinity", parse_places, None,
+             doc="Object PUTs go first to these regions / zones: r<region>[z<zone>], ..."),
+    c.Option("write_affinity_node_count", parse_node_count, None,
+             doc="How many local nodes a PUT tries first: a number or '<N> * replicas' (2 * replicas)."),
+    c.Option("write_affinity_handoff_delete_count", parse_delete_count, None,
+             doc="Local handoffs a DELETE goes to besides the primaries (auto: replicas - local primaries)."),
+)
 KNOWN_GROUPS = (".admin", ".reseller_admin")
 
 
@@ -78,9 +94,11 @@ SCHEMA = c.Schema(
                 *listen_options(8080), *CLUSTER_FILE_OPTIONS, MAX_FILE_SIZE_OPTION,
                 c.Option("workers", c.integer(1, 64), 1,
                          doc="Proxy processes sharing the listening socket (1: this process serves)."),
-                c.Option("sorting_method", c.choice("load", "ring"), "load",
+                c.Option("sorting_method", parse_sorting_method, "load",
                          doc="The order GETs try an object's primaries in: load (the least loaded device"
-                             " first, by the nodes' X-Backend-Device-Load; ring order among equals) or ring."),
+                             " first, by the nodes' X-Backend-Device-Load; ring order among equals), ring,"
+                             " or affinity (by read_affinity: docs/proxy.rst)."),
+                *AFFINITY_OPTIONS,
                 *STATSD_OPTIONS,
                 *LISTENER_TLS_OPTIONS,
             ),
@@ -88,7 +106,9 @@ SCHEMA = c.Schema(
         PIPELINE_SECTION,
         CLUSTER_TLS_SECTION,
     ),
-    dynamic=((r"filter:.+", RAW_FILTER_SECTION),),
+    dynamic=((r"filter:.+", RAW_FILTER_SECTION),
+             (POLICY_SECTION_RE, c.Section("proxy:policy:<index>", options=(
+                 c.Option("sorting_method", parse_sorting_method, None), *AFFINITY_OPTIONS)))),
 )
 
 # The options of [filter:tempauth] (declared here, where its users are parsed).
@@ -126,6 +146,7 @@ class ProxySettings:
     workers: int = 1
     sorting_method: str = "load"
     statsd: dict | None = None  # host, port, prefix, sample_rate (None: no StatsD)
+    affinity: AffinityConfig = AffinityConfig()  # sorting_method and read / write affinity, per policy
     tls: Any = None  # txstore.common.tls.ServerCertificate: clients get HTTPS (None: plain HTTP)
     cluster_tls: Any = None  # txstore.common.tls.Credentials: the nodes are spoken to over TLS
 
@@ -144,17 +165,19 @@ def load_proxy_settings(path: str | Path) -> ProxySettings:
     """Read ``proxy.conf`` and the cluster file it names; raise `ConfigError` when wrong."""
     loaded = c.load_config(path, SCHEMA)
     proxy = loaded.section(SECTION)
+    cluster = load_cluster_from(loaded, SECTION)
     settings = ProxySettings(
         path=loaded.path,
         bind_ip=proxy["bind_ip"],
         bind_port=proxy["bind_port"],
         ring_dir=proxy["ring_dir"],
-        cluster=load_cluster_from(loaded, SECTION),
+        cluster=cluster,
         stages=load_pipeline(loaded),
         max_file_size=proxy["max_file_size"],
         workers=proxy["workers"],
         sorting_method=proxy["sorting_method"],
         statsd=statsd_settings(proxy),
+        affinity=affinity_config(loaded, proxy, cluster),
         tls=listener_tls(loaded, SECTION),
         cluster_tls=cluster_tls(loaded),
     )
@@ -169,3 +192,43 @@ def _check_shared_state(loaded: c.LoadedConfig, settings: ProxySettings) -> None
             cache is None or not cache.settings["memcache_servers"]):
         raise loaded.error("memcached needs a [filter:cache] in the pipeline with memcache_servers",
                            f"filter:{tempauth.name}", "token_store")
+
+
+_AFFINITY_NAMES = ("sorting_method", *(option.name for option in AFFINITY_OPTIONS))
+
+
+def _placement(loaded: c.LoadedConfig, section: str, options: Mapping[str, Any],
+               base_options: Mapping[str, Any] | None = None) -> Placement:
+    """A `Placement` from one section's affinity options (unset ones from ``base_options``)."""
+    values = {name: options.get(name) for name in _AFFINITY_NAMES}
+    for name, value in (base_options or {}).items():
+        if values.get(name) is None:
+            values[name] = value
+    sorting = values["sorting_method"] or "load"
+    own_read = options.get("read_affinity")
+    if own_read is not None and own_read.rules and sorting != "affinity":
+        raise loaded.error(f"needs sorting_method = affinity (it is {sorting}): it would be ignored",
+                           section, "read_affinity")
+    write = None
+    if values["write_affinity"]:
+        write = WriteAffinity(values["write_affinity"], values["write_affinity_node_count"] or NodeCount(2, True),
+                              values["write_affinity_handoff_delete_count"])
+    else:
+        for name in ("write_affinity_node_count", "write_affinity_handoff_delete_count"):
+            if options.get(name) is not None:
+                raise loaded.error("needs write_affinity: it would be ignored", section, name)
+    return Placement(sorting, values["read_affinity"] if sorting == "affinity" else None, write)
+
+
+def affinity_config(loaded: c.LoadedConfig, proxy: Mapping[str, Any], cluster: ClusterConfig) -> AffinityConfig:
+    """[proxy]'s sorting and affinity, and each [proxy:policy:<index>]'s (an unknown index fails)."""
+    default = _placement(loaded, SECTION, proxy)
+    policies = {}
+    for name, options in loaded.values.items():
+        if not name.startswith("proxy:policy:"):
+            continue
+        index = int(name.rsplit(":", 1)[1])
+        if cluster.policies.by_index(index) is None:
+            raise loaded.error(f"there is no storage policy {index} in the cluster file", name)
+        policies[index] = _placement(loaded, name, options, {key: proxy.get(key) for key in _AFFINITY_NAMES})
+    return AffinityConfig(default, policies)

@@ -33,6 +33,9 @@ class ProxyContext:
     ec: Any = None  # a txstore.ec.service.ECService: the EC policies' codecs and their thread pool
     io_classes: IOClasses = DEFAULT_CLASSES  # txstore.conf's IO classes (the qos middleware)
     loads: Any = None  # a txstore.proxy.node_load.NodeLoad: the devices' load, to read the least busy first
+    # a txstore.proxy.affinity.AffinityConfig: sorting_method, read and write affinity per policy
+    # (None: the proxy's defaults, sorting by ``loads`` when there are some)
+    affinity: Any = None
 
 
 @frozen

@@ -88,7 +88,8 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         metrics=proxy_metrics(),
         ec=ECService(reactor),
         io_classes=settings.cluster.io_classes,
-        loads=NodeLoad(clock) if settings.sorting_method == "load" else None,
+        loads=NodeLoad(clock) if settings.affinity.uses("load") else None,
+        affinity=settings.affinity,
     )
     context.metrics.watch_error_limiter(context.errors)
     closers = [client.close]

@@ -9,7 +9,8 @@ by the next handoff, so a write still lands on as many nodes as the ring has rep
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 
 from attrs import field, frozen
 from twisted.internet import defer
@@ -19,6 +20,7 @@ from twisted.logger import Logger
 
 from txstore.common.backend_client import BackendError, BackendResponse, BackendTimeout
 from txstore.common.timestamps import Timestamp
+from txstore.proxy.affinity import Placement
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIRequest
 from txstore.proxy.messages import HeaderMap, SwiftResponse
@@ -33,11 +35,30 @@ HeadersFor = Callable[[int, Node], dict[str, str]]
 class HandoffPool:
     """The partition's handoffs, handed out one at a time to slots whose primary failed."""
 
-    def __init__(self, ring: Ring, part: int) -> None:
-        self._more: Iterator[Node] = iter(ring.get_more_nodes(part))
+    def __init__(self, ring: Ring, part: int, taken: Iterable[Node] = ()) -> None:
+        skip = {node.id for node in taken}
+        self._more: Iterator[Node] = (node for node in ring.get_more_nodes(part) if node.id not in skip)
 
     def next(self) -> Node | None:
         return next(self._more, None)
+
+
+def placement(context: ProxyContext, policy_index: int | None = None) -> Placement:
+    """
+    How reads and writes choose nodes for objects of ``policy_index`` (None: accounts and
+    containers): the proxy's sorting_method and read / write affinity (`txstore.proxy.affinity`).
+    """
+    if context.affinity is None:
+        return Placement("load" if context.loads is not None else "ring")
+    return context.affinity.for_policy(policy_index)
+
+
+def by_affinity(context: ProxyContext, nodes: Iterable[Node], policy_index: int | None = None) -> list[Node]:
+    """``nodes`` by read_affinity under sorting_method = affinity; else in the order given."""
+    chosen = placement(context, policy_index)
+    if chosen.sorting_method == "affinity" and chosen.read is not None:
+        return chosen.read.order(nodes)
+    return list(nodes)
 
 
 def usable(context: ProxyContext, node: Node) -> bool:
@@ -109,11 +130,19 @@ def _name(node: Node) -> str:
 
 async def write_to_replicas(
     context: ProxyContext, ring: Ring, part: int, method: str, names: tuple[str | None, ...],
-    headers_for: HeadersFor, body: bytes | None = None, query: str = "",
+    headers_for: HeadersFor, body: bytes | None = None, query: str = "", policy_index: int | None = None,
 ) -> tuple[int, list[BackendResponse]]:
-    """Send a write to every replica (handoffs for failed ones); the quorum status and answers."""
+    """
+    Send a write to every replica (handoffs for failed ones); the quorum status and answers.
+    An object DELETE under write affinity (``policy_index`` given) goes to local handoffs as
+    well, where a recent PUT may still sit, and its quorum counts them (as Swift's
+    write_affinity_handoff_delete_count).
+    """
     primaries = ring.get_part_nodes(part)
-    handoffs = HandoffPool(ring, part)
+    write = placement(context, policy_index).write if policy_index is not None and method == "DELETE" else None
+    if write is not None:
+        primaries = primaries + write.delete_handoffs(primaries, ring.get_more_nodes(part))
+    handoffs = HandoffPool(ring, part, primaries)
     results = await gatherResults(
         [
             Deferred.fromCoroutine(
@@ -154,7 +183,7 @@ async def read_from_replicas(
     node succeeds, the answer is a 404 if one said so (the most authoritative failure), else
     None (the caller answers 503).
     """
-    primaries = ring.get_part_nodes(part)
+    primaries = by_affinity(context, ring.get_part_nodes(part))
     statuses: list[int] = []
     not_found: list[BackendResponse] = []
 
@@ -185,7 +214,7 @@ async def read_from_replicas(
         best = max(answered, key=response_timestamp)
         return ReadResult(best, tuple(statuses))
 
-    handoffs = HandoffPool(ring, part)
+    handoffs = iter(by_affinity(context, islice(ring.get_more_nodes(part), len(primaries))))
     # Nodes suppressed for their errors are asked last, not never: a read should still succeed.
     candidates: list[Node] = sorted(primaries, key=lambda n: not usable(context, n))
     tried = 0
@@ -200,7 +229,7 @@ async def read_from_replicas(
             if response.status == 404:
                 not_found.append(response)
         if not candidates and tried < 2 * len(primaries):
-            more = handoffs.next()
+            more = next(handoffs, None)
             if more is not None and len(not_found) < len(primaries):
                 candidates.append(more)
     if not_found:

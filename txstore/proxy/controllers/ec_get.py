@@ -138,7 +138,7 @@ async def get_ec_object(context: ProxyContext, api: APIRequest, info: ContainerI
     headers[ETAG_IS_AT] = f"{asked}, {EC_ETAG}" if asked else EC_ETAG
     headers.update({"X-Trans-Id": api.trans_id, "X-Backend-Storage-Policy-Index": str(info.policy_index),
                     **io_headers(api.request.environ)})
-    nodes = _read_order(context, ring.get_part_nodes(part), ring.get_more_nodes(part))
+    nodes = _read_order(context, ring.get_part_nodes(part), ring.get_more_nodes(part), info.policy_index)
     if api.method == "HEAD":
         return await _head(context, api, nodes, part, names, headers)
 

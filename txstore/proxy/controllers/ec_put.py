@@ -79,7 +79,8 @@ async def store_ec(
     part = ring.get_part(api.account, api.container, api.obj)
     containers = container_headers(context, api)
     quorum = codec.durable_quorum
-    slots = await open_slots(context, api, ring, part, lambda index: {**headers, FRAG_INDEX: str(index)})
+    slots = await open_slots(context, api, ring, part, lambda index: {**headers, FRAG_INDEX: str(index)},
+                             info.policy_index, per_index=True)
     live = [slot for slot in slots if isinstance(slot, Slot)]
     refused = refusal(api, slots, quorum, source)
     if refused is not None:

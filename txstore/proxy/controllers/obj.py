@@ -117,7 +117,8 @@ async def post_or_delete(context: ProxyContext, api: APIRequest, info: Container
             headers.update(containers[index % len(containers)])
         return headers
 
-    status, _ = await write_to_replicas(context, ring, part, api.method, (api.account, api.container, api.obj), headers_for)
+    status, _ = await write_to_replicas(context, ring, part, api.method, (api.account, api.container, api.obj), headers_for,
+                                        policy_index=info.policy_index)
     # Swift labels these bodiless answers text/html, and its clients' tests check the label
     return answer(api, status, content_type="text/html; charset=UTF-8")
 

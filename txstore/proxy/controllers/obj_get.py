@@ -14,7 +14,7 @@ short body for a whole one.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from itertools import chain, islice
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
@@ -29,7 +29,7 @@ from txstore.common.web import ResponseAborted
 from txstore.interfaces import IByteSource
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
-from txstore.proxy.controllers.base import ContainerInfo, backend_path, node_failed, node_ok, usable
+from txstore.proxy.controllers.base import ContainerInfo, backend_path, node_failed, node_ok, placement, usable
 from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.proxy.node_load import LOAD_HEADER
 from txstore.qos.headers import backend_headers as io_headers
@@ -76,7 +76,7 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
     headers.update({"X-Trans-Id": api.trans_id, "X-Backend-Storage-Policy-Index": str(info.policy_index),
                     **io_headers(api.request.environ)})
     primaries = ring.get_part_nodes(part)
-    candidates = _read_order(context, primaries, ring.get_more_nodes(part))
+    candidates = _read_order(context, primaries, ring.get_more_nodes(part), info.policy_index)
     if api.flag("X-Newest"):
         newest = await _newest_first(context, primaries, part, names, headers)
         candidates = chain(newest, (n for n in candidates if n not in newest))
@@ -98,7 +98,7 @@ async def get_object(context: ProxyContext, api: APIRequest, info: ContainerInfo
             node_failed(context, node)
         else:
             node_ok(context, node)
-        if status in (200, 206):
+        if status in (200, 206) and placement(context, info.policy_index).sorting_method == "load":
             response = await _from_an_idler_primary(context, api, response, node, primaries, tried, part, names,
                                                     headers)
         if status in (200, 206, 304, 412, 416):
@@ -159,17 +159,24 @@ def _stamp(response: StreamedResponse) -> Timestamp:
         return Timestamp(0)
 
 
-def _read_order(context: ProxyContext, primaries: list[Node], handoffs: Iterator[Node]) -> Iterator[Node]:
+def _read_order(context: ProxyContext, primaries: list[Node], handoffs: Iterator[Node],
+                policy_index: int | None = None) -> Iterator[Node]:
     """
-    The nodes to read from, in order: the primaries, the least loaded first (their devices'
-    last load figures, `txstore.proxy.node_load`; ring order among equals), then as many
-    handoffs in ring order, those the error limiter suppresses last (not never), however idle.
-    Lazy: a read the first primary answers walks no handoff.
+    The nodes to read from, in order: the primaries, then as many handoffs, those the error
+    limiter suppresses last (not never). By the policy's sorting_method: ``load``, the primaries
+    the least loaded first (their devices' last load figures, `txstore.proxy.node_load`; ring
+    order among equals), the handoffs in ring order; ``affinity``, primaries and handoffs each
+    by read_affinity (`txstore.proxy.affinity`); ``ring``, ring order. Lazy: a read the first
+    primary answers walks no handoff (unless affinity has to order them).
     """
     suppressed = []
-    if context.loads is not None:
+    window: Iterable[Node] = islice(handoffs, len(primaries))
+    chosen = placement(context, policy_index)
+    if chosen.sorting_method == "affinity" and chosen.read is not None:
+        primaries, window = chosen.read.order(primaries), chosen.read.order(window)
+    elif chosen.sorting_method == "load" and context.loads is not None:
         primaries = context.loads.order(primaries)
-    for node in chain(primaries, islice(handoffs, len(primaries))):
+    for node in chain(primaries, window):
         if usable(context, node):
             yield node
         else:

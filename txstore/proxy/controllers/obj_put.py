@@ -103,7 +103,8 @@ async def store(
     primaries = ring.get_part_nodes(part)
     containers = container_headers(context, api)
     quorum = quorum_size(len(primaries))
-    slots = await open_slots(context, api, ring, part, lambda index: {**headers, **containers[index % len(containers)]})
+    slots = await open_slots(context, api, ring, part, lambda index: {**headers, **containers[index % len(containers)]},
+                             info.policy_index)
     conns = [slot.conn for slot in slots if isinstance(slot, Slot)]
     refused = refusal(api, slots, quorum, source)
     if refused is not None:

@@ -21,7 +21,8 @@ from txstore.common.streaming import BodyIncomplete
 from txstore.common.web import ResponseAborted
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
-from txstore.proxy.controllers.base import HandoffPool, answer, backend_path, node_failed, node_ok, usable
+from txstore.proxy.affinity import SlotNodes
+from txstore.proxy.controllers.base import answer, backend_path, node_failed, node_ok, placement, usable
 from txstore.proxy.messages import SwiftResponse
 from txstore.ring.ring import Node
 
@@ -40,19 +41,24 @@ class Slot:
 
 async def open_slots(
     context: ProxyContext, api: APIRequest, ring, part: int, headers_for: Callable[[int], dict[str, str]],
+    policy_index: int | None = None, per_index: bool = False,
 ) -> list[Slot | NodeAnswer | None]:
     """
     For each of the part's primaries, a node that invites the body (``Expect: 100-continue``):
     the primary, else the next handoff; a node's real answer instead (409, 412, ...); or None
     when no node was left. ``headers_for(index)`` are the PUT's headers for the index's slot.
+    Under the policy's write affinity the slots start on local nodes (`SlotNodes`); with
+    ``per_index`` (EC), slot *i* only ever uses primary *i* or handoffs.
     """
-    handoffs = HandoffPool(ring, part)
+    primaries = ring.get_part_nodes(part)
+    write = placement(context, policy_index).write if policy_index is not None else None
+    nodes = SlotNodes(primaries, lambda: ring.get_more_nodes(part), write, per_index)
     names = (api.account, api.container, api.obj)
 
     async def open_slot(index: int, node: Node | None) -> Slot | NodeAnswer | None:
         while node is not None:
             if not usable(context, node):
-                node = handoffs.next()
+                node = nodes.next(index)
                 continue
             try:
                 conn, reply = await context.client.put(
@@ -70,14 +76,14 @@ async def open_slots(
                 log.warn("{trans_id}: PUT to {ip}:{port}/{dev} failed: {error}", trans_id=api.trans_id, ip=node.ip,
                          port=node.port, dev=node.device_name, error=err)
                 node_failed(context, node, err)
-                node = handoffs.next()
+                node = nodes.next(index)
                 continue
             node_failed(context, node)
-            node = handoffs.next()
+            node = nodes.next(index)
         return None
 
     return await gatherResults(
-        [Deferred.fromCoroutine(open_slot(i, n)) for i, n in enumerate(ring.get_part_nodes(part))], consumeErrors=True
+        [Deferred.fromCoroutine(open_slot(i, n)) for i, n in enumerate(nodes.starts)], consumeErrors=True
     )
 
 
