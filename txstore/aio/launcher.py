@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +30,18 @@ from txstore.qos.classes import valid_name
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+MEMCACHED = "memcached"  # its process name, pid file (run/memcached.pid) and log
+
+
+def memcached_binary() -> str | None:
+    """Debian's memcached (``apt-get install memcached``), if installed."""
+    return shutil.which("memcached") or ("/usr/bin/memcached" if os.access("/usr/bin/memcached", os.X_OK) else None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
 
 
 class LaunchError(Exception):
@@ -132,8 +145,10 @@ class Cluster:
             raise LaunchError(
                 f"port in use on {HOST}: {', '.join(busy)} (choose others with --proxy-port / --base-port)"
             )
+        if layout.memcache_port is not None:
+            self._start_memcached()
         for name in layout.process_names:
-            plugin = "proxy" if name == "proxy" else "objectnode"
+            plugin = "proxy" if name.startswith("proxy") else "objectnode"
             command = twistd_command() + [
                 "--nodaemon",
                 f"--pidfile={layout.pid_file(name)}",
@@ -150,6 +165,27 @@ class Cluster:
                     start_new_session=True,
                 )
         self._wait_until_healthy()
+
+    def _start_memcached(self) -> None:
+        """The proxies' memcached, first: they connect to it from their first request."""
+        layout = self.layout
+        binary = memcached_binary()
+        if binary is None:
+            raise LaunchError("memcached is not installed (apt-get install memcached)")
+        as_root = ["-u", "root"] if os.geteuid() == 0 else []  # memcached will not run as root unasked
+        with open(layout.log_file(MEMCACHED), "ab") as log:
+            child = subprocess.Popen(
+                [binary, "-l", HOST, "-p", str(layout.memcache_port), "-U", "0", "-m", "64", *as_root],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            )
+        self.children[MEMCACHED] = child
+        layout.pid_file(MEMCACHED).write_text(f"{child.pid}\n")  # for --stop; it writes none in the foreground
+        deadline = time.monotonic() + START_TIMEOUT
+        while port_free(layout.memcache_port):
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise LaunchError(f"memcached did not start on port {layout.memcache_port}:\n"
+                                  f"{log_tail(layout.log_file(MEMCACHED))}")
+            time.sleep(0.05)
 
     def _wait_until_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -193,10 +229,24 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        if MEMCACHED in self.children:
+            self.layout.pid_file(MEMCACHED).unlink(missing_ok=True)
+
+
+def _shared_line(layout: Layout) -> str:
+    """How the proxies agree on tokens and cached info, for the banner."""
+    if layout.memcache_port is not None:
+        return (f"  memcached: {HOST}:{layout.memcache_port}  (the proxies' tokens and account/container info;"
+                f" log {layout.log_file(MEMCACHED)})\n")
+    if layout.proxies > 1:
+        return ("  memcached is not installed (apt-get install memcached): the proxies sign their tokens"
+                " (token_store = signed) and each caches info in its own memory\n")
+    return ""
 
 
 def banner(layout: Layout, background: bool) -> str:
     proxy = f"http://{HOST}:{layout.proxy_port}"
+    others = "".join(f"  {name}:   http://{HOST}:{layout.port_of(name)}\n" for name in layout.proxy_names[1:])
     users = "\n".join(
         f"    {account}:{user} / {key}"
         + ("  (reseller admin)" if ".reseller_admin" in groups else f"  (admin of AUTH_{account})" if ".admin" in groups else f"  (user in AUTH_{account}, not admin)")
@@ -214,8 +264,10 @@ def banner(layout: Layout, background: bool) -> str:
     return (
         f"txstore all-in-one is running (root {layout.root})\n"
         f"  proxy:    {proxy}  (healthcheck {proxy}/healthcheck)\n"
-        f"  auth URL: {proxy}/auth/v1.0\n"
-        f"  users:\n{users}\n"
+        + others
+        + _shared_line(layout)
+        + f"  auth URL: {proxy}/auth/v1.0" + (" (or any proxy's)\n" if others else "\n")
+        + f"  users:\n{users}\n"
         f"  nodes ({layout.topology.replicas} replicas, part power {layout.topology.part_power}):\n{nodes}\n"
         f"  logs:     {layout.log}/\n"
         f"Try it:  {_swift_command()} -A {proxy}/auth/v1.0 -U test:tester -K testing stat\n"
@@ -262,6 +314,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="proxy processes on the proxy's port (default 1; 2 uses both cores of a laptop)",
     )
     parser.add_argument(
+        "--proxies", type=int, default=1,
+        help="proxies, each on its own port from --proxy-port up (default 1); more share tokens and"
+        " cached info through a memcached started with them (Debian's; signed tokens without it)",
+    )
+    parser.add_argument(
         "--io-class", dest="io_classes", action="append", type=_io_class, default=[], metavar="NAME=WEIGHT[,...]",
         help="an IO class for txstore.conf (docs/qos.rst), repeatable: NAME=WEIGHT, then optionally"
         " ,stream_rate=SIZE ,tenant_rate=SIZE ,default (like gold=4 bronze=1,default)",
@@ -276,6 +333,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--nodes and --replicas must be at least 1")
     if not 1 <= args.workers <= 64:
         parser.error("--workers must be between 1 and 64")
+    if not 1 <= args.proxies <= 9:
+        parser.error("--proxies must be between 1 and 9")
+    if args.proxy_port + args.proxies - 1 > 65535:
+        parser.error("--proxy-port leaves no room for the proxies' ports")
     if not 1 <= args.part_power <= 24:
         parser.error("--part-power must be between 1 and 24")
     if not 1 <= args.base_port <= 65535 - 10 * args.nodes:
@@ -316,6 +377,7 @@ def stop_command(root: Path) -> int:
         print(f"nothing is running from {layout.root}")
         return 0
     killed = stop_pids(pids)
+    layout.pid_file(MEMCACHED).unlink(missing_ok=True)
     print(f"stopped {', '.join(sorted(pids))}" + (f" (killed: {', '.join(killed)})" if killed else ""))
     return 0
 
@@ -325,10 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop:
         return stop_command(args.root)
     topology = Topology(args.nodes, args.replicas, args.part_power, args.base_port)
+    memcache_port = free_port() if args.proxies > 1 and memcached_binary() is not None else None
     try:
         layout = prepare(args.root, topology, args.proxy_port, seed=args.seed, daemons=args.daemons,
                          max_file_size=args.max_file_size, proxy_workers=args.workers,
-                         io_classes=dict(args.io_classes))
+                         io_classes=dict(args.io_classes), proxies=args.proxies, memcache_port=memcache_port)
     except (LayoutError, OSError) as err:
         print(f"txstore-aio: {err}", file=sys.stderr)
         return 2

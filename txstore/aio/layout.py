@@ -70,6 +70,8 @@ class Layout:
     proxy_port: int
     max_file_size: int | None = None  # the largest object, on the proxy and every node (None: the default)
     proxy_workers: int = 1  # proxy processes on the proxy's port (more: tokens are signed)
+    proxies: int = 1  # proxies, on proxy_port, proxy_port + 1, ... (more: they share a memcached)
+    memcache_port: int | None = None  # the memcached the proxies share (None: none; tokens signed)
 
     @property
     def etc(self) -> Path:
@@ -93,6 +95,11 @@ class Layout:
     def proxy_config(self) -> Path:
         return self.etc / "proxy.conf"
 
+    @property
+    def proxy_names(self) -> list[str]:
+        """``proxy``, then ``proxy2``, ``proxy3``, ... (``--proxies``)."""
+        return ["proxy"] + [f"proxy{n}" for n in range(2, self.proxies + 1)]
+
     def pid_file(self, name: str) -> Path:
         return self.run / f"{name}.pid"
 
@@ -101,13 +108,15 @@ class Layout:
 
     @property
     def process_names(self) -> list[str]:
-        return ["proxy"] + [f"node{n}" for n in range(1, self.topology.nodes + 1)]
+        return self.proxy_names + [f"node{n}" for n in range(1, self.topology.nodes + 1)]
 
     def port_of(self, name: str) -> int:
-        return self.proxy_port if name == "proxy" else self.topology.node_port(int(name[4:]))
+        if name.startswith("proxy"):
+            return self.proxy_port + int(name[5:] or 1) - 1
+        return self.topology.node_port(int(name[4:]))
 
     def config_of(self, name: str) -> Path:
-        return self.proxy_config if name == "proxy" else self.node_config(int(name[4:]))
+        return self.etc / f"{name}.conf" if name.startswith("proxy") else self.node_config(int(name[4:]))
 
 
 def _write(path: Path, text: str) -> None:
@@ -142,16 +151,18 @@ DAEMON_SETS = ("all", "updaters")
 def prepare(
     root: Path, topology: Topology, proxy_port: int, *, seed: int | None = None, daemons: str = "all",
     max_file_size: int | None = None, proxy_workers: int = 1, io_classes: dict[str, dict[str, str]] | None = None,
+    proxies: int = 1, memcache_port: int | None = None,
 ) -> Layout:
     """
     Create (first run) or check and refresh (later runs) everything under ``root``. ``daemons``
     is ``all`` or ``updaters`` (the others written with ``enabled = false``). ``io_classes``:
     the ``[io-class:<name>]`` sections of this start (their options as written), replacing those
-    of an earlier one.
+    of an earlier one. ``proxies``: how many proxies (``proxy.conf``, ``proxy2.conf``, ...),
+    sharing tokens and info through the memcached on ``memcache_port`` (None: signed tokens).
     """
     if daemons not in DAEMON_SETS:
         raise LayoutError(f"unknown daemon set {daemons!r} (known: {', '.join(DAEMON_SETS)})")
-    layout = Layout(root.absolute(), topology, proxy_port, max_file_size, proxy_workers)
+    layout = Layout(root.absolute(), topology, proxy_port, max_file_size, proxy_workers, proxies, memcache_port)
     if topology.nodes < topology.replicas:
         raise LayoutError(f"{topology.replicas} replicas need at least as many nodes, not {topology.nodes}")
     for directory in (layout.etc, layout.run, layout.log):
@@ -171,7 +182,11 @@ def prepare(
     for number in range(1, topology.nodes + 1):
         (layout.devices(number) / f"d{number}").mkdir(parents=True, exist_ok=True)
         _write(layout.node_config(number), _node_config(layout, number, daemons))
-    _write(layout.proxy_config, _proxy_config(layout))
+    for name in layout.proxy_names:
+        _write(layout.config_of(name), _proxy_config(layout, name))
+    for stale in layout.etc.glob("proxy*.conf"):  # an earlier start's with more proxies
+        if stale.stem not in layout.proxy_names:
+            stale.unlink()
     return layout
 
 
@@ -324,7 +339,23 @@ FILTER_OPTIONS = {"versioned_writes": "allow_versioned_writes = true\nallow_obje
                   "domain_remap": "storage_domain = example.net\n"}
 
 
-def _proxy_config(layout: Layout) -> str:
+def _shared_state(layout: Layout) -> tuple[str, str]:
+    """
+    What the proxies share, as (the ``[filter:cache]`` options, tempauth's ``token_store``
+    line): several proxies share a memcached (tokens and info) when there is one, else sign
+    their tokens (as several workers do); one proxy keeps everything in its memory.
+    """
+    if layout.memcache_port is not None:
+        return (f"memcache_servers = {HOST}:{layout.memcache_port}\n"
+                "# on loopback a refused connection costs nothing: ask a restarted memcached again soon\n"
+                "error_suppression_interval = 5\n", "token_store = memcached\n")
+    if layout.proxies > 1 or layout.proxy_workers > 1:
+        return "", "token_store = signed\n"  # a token good on every proxy and worker
+    return "", ""
+
+
+def _proxy_config(layout: Layout, name: str = "proxy") -> str:
+    cache, token_store = _shared_state(layout)
     users = "".join(
         f"user_{account}_{user} = {key}{''.join(' ' + g for g in groups)}\n"
         for account, user, key, groups in DEFAULT_USERS
@@ -333,7 +364,7 @@ def _proxy_config(layout: Layout) -> str:
         "# The all-in-one's proxy. Written by txstore-aio on every start.\n"
         "[proxy]\n"
         f"bind_ip = {HOST}\n"
-        f"bind_port = {layout.proxy_port}\n"
+        f"bind_port = {layout.port_of(name)}\n"
         "txstore_conf = txstore.conf\n"
         "ring_dir = .\n"
         + _max_file_size(layout)
@@ -342,9 +373,10 @@ def _proxy_config(layout: Layout) -> str:
         "[pipeline:main]\n"
         f"pipeline = {' '.join(DEFAULT_PIPELINE)}\n"
         "\n"
-        + "".join(f"[filter:{name}]\nuse = egg:txstore#{name}\n{FILTER_OPTIONS.get(name, '')}\n"
-                  for name in dict.fromkeys(DEFAULT_PIPELINE[:-1]) if name != "tempauth")
+        + "".join(f"[filter:{filter}]\nuse = egg:txstore#{filter}\n"
+                  f"{cache if filter == 'cache' else FILTER_OPTIONS.get(filter, '')}\n"
+                  for filter in dict.fromkeys(DEFAULT_PIPELINE[:-1]) if filter != "tempauth")
         + "[filter:tempauth]\nuse = egg:txstore#tempauth\n"
-        + ("token_store = signed\n" if layout.proxy_workers > 1 else "")  # a token good on every worker
+        + token_store
         + users
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txstore.aio.launcher import alive, parse_args, read_pid
+from txstore.aio.launcher import alive, banner, parse_args, read_pid
 from txstore.aio.layout import ec_fragments, OTHER_DAEMONS, UPDATERS, LayoutError, Topology, prepare
 from txstore.proxy.config import load_proxy_settings
 from txstore.ring.ringset import RingSet
@@ -117,6 +117,33 @@ class LayoutTests(SynchronousTestCase):
         self.assertEqual((settings.workers, settings.stage("tempauth").settings["token_store"]), (2, "signed"))
         single = load_proxy_settings(prepare(temp_dir(self) / "aio", topology, 8080).proxy_config)
         self.assertEqual((single.workers, single.stage("tempauth").settings["token_store"]), (1, "memory"))
+
+    def test_proxies_share_a_memcached_or_sign_their_tokens(self) -> None:
+        topology = Topology(nodes=3, replicas=3, part_power=6)
+        root = temp_dir(self) / "aio"
+        layout = prepare(root, topology, 8080, proxies=3, memcache_port=11999)
+        self.assertEqual(layout.proxy_names, ["proxy", "proxy2", "proxy3"])
+        for number, name in enumerate(layout.proxy_names):
+            settings = load_proxy_settings(layout.config_of(name))
+            self.assertEqual(settings.bind_port, 8080 + number)
+            self.assertEqual(settings.stage("tempauth").settings["token_store"], "memcached")
+            self.assertEqual(settings.stage("memcache").settings["memcache_servers"], (("127.0.0.1", 11999),))
+        self.assertIn("proxy2: http://127.0.0.1:8081", " ".join(banner(layout, True).split()))
+        self.assertIn("memcached: 127.0.0.1:11999", banner(layout, True))
+        # no memcached: signed tokens, said so; a later start with fewer proxies drops the extra file
+        layout = prepare(root, topology, 8080, proxies=2)
+        self.assertFalse((layout.etc / "proxy3.conf").exists())
+        settings = load_proxy_settings(layout.config_of("proxy2"))
+        self.assertEqual(settings.stage("tempauth").settings["token_store"], "signed")
+        self.assertEqual(settings.stage("memcache").settings["memcache_servers"], ())
+        self.assertIn("memcached is not installed", banner(layout, True))
+        self.assertIn("token_store = signed", banner(layout, True))
+        single = prepare(root, topology, 8080)
+        self.assertNotIn("memcached:", banner(single, True))
+        self.assertNotIn("not installed", banner(single, True))
+        for bad in (["--proxies", "0"], ["--proxies", "10"], ["--proxies", "2", "--proxy-port", "65535"]):
+            with self.assertRaises(SystemExit):
+                parse_args(bad)
 
     def test_io_classes_of_each_start(self) -> None:
         topology = Topology(nodes=3, replicas=3, part_power=6)
