@@ -13,8 +13,9 @@ Each worker logs to a file of its own beside the supervisor's (``proxy.log`` →
 supervisor in the foreground without ``--logfile`` shares its stdout with them.
 
 The workers share nothing but the socket: each has its own caches, metrics and tokens. Use
-``token_store = signed`` in ``[filter:tempauth]`` so that a token from one worker is good on
-every other (docs/auth.rst); the default, in-memory store only works with one worker.
+``token_store = signed`` in ``[filter:tempauth]`` (or ``memcached``, with ``[filter:cache]``
+``memcache_servers``, which shares the info cache too) so that a token from one worker is good
+on every other (docs/auth.rst); the default, in-memory store only works with one worker.
 """
 
 from __future__ import annotations
