@@ -19,7 +19,9 @@ Failures, as Swift's ``MemcacheRing``:
   answer at once when there is none (at most ``tries`` servers are asked per call); after it
   the next call connects again;
 - reads and writes never fail to the caller: ``get`` answers None (a miss; ``unreachable``
-  when no server could be asked), ``set`` and ``delete`` False, each failure logged. Counters
+  when no server could be asked), ``set`` and ``delete`` False, each failure logged. A
+  server that answers with an error (a value over its item size) has not failed: only that
+  call is refused. Counters
   (``incr``, ``decr``) fail with `MemcacheUnavailable`, so a caller knows it counted nothing
   (ratelimit then lets the request through).
 """
@@ -39,7 +41,7 @@ from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.protocols.memcache import MemCacheProtocol
+from twisted.protocols.memcache import ClientError, MemCacheProtocol, NoSuchCommand, ServerError
 from zope.interface import implementer
 
 from txstore.common import config as c
@@ -263,6 +265,8 @@ class MemcacheClient:
             try:
                 protocol = await self._connection(server)
                 return await _timed(action(protocol, name), self.io_timeout, self.reactor)
+            except (ClientError, ServerError, NoSuchCommand) as err:  # it answered, with a refusal
+                raise MemcacheUnavailable(f"memcached {server[0]}:{server[1]} refused it: {err!r}") from None
             except Exception as err:  # refused, timed out, lost, or an answer we cannot read
                 last = err
                 self._failed(server, err)

@@ -172,6 +172,12 @@ class RealMemcacheTests(MemcacheConformance, TestCase):
         self.assertTrue(await client.set("k", "again", 60))  # connected anew
         self.assertEqual(await client.get("k"), "again")
 
+    async def test_a_refusal_is_not_a_failure_of_the_server(self) -> None:
+        client = self.client(error_limit=1)
+        self.assertFalse(await client.set("big", "x" * (2 * 1024 * 1024), 60))  # over memcached's 1 MiB items
+        self.assertFalse(client.is_down(("127.0.0.1", self.server.port)))
+        self.assertTrue(await client.set("small", "x", 60))
+
     async def test_a_dead_server_of_two_hands_its_keys_to_the_other(self) -> None:
         dead = ("127.0.0.1", free_port())
         live = ("127.0.0.1", self.server.port)
