@@ -23,7 +23,6 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from txstore.interfaces import IMemcache
@@ -107,8 +106,6 @@ class SharedInfoCache:
     every miss goes to the nodes as with one proxy, and the local layer still spares the
     repeats within ``local_ttl``.
     """
-
-    log = Logger()
 
     def __init__(self, memcache: IMemcache, local: InMemoryInfoCache, codec: AttrsCodec,
                  local_ttl: float = 1.0) -> None:
