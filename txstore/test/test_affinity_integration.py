@@ -14,39 +14,40 @@ import hashlib
 import http.client
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 from swiftclient import client as swift
 from twisted.python import log
-from twisted.trial.unittest import SynchronousTestCase
 
-from txstore.aio.launcher import healthy, twistd_command
 from txstore.common.cluster import load_cluster_config
 from txstore.ring.builder import RingBuilder
 from txstore.ring.ring import Ring
-from txstore.storage.diskfile import DiskFileManager
-from txstore.test.test_proxy_integration import Cluster
+from txstore.ring.ringset import RingSet
+from txstore.test.test_proxy_integration import Cluster, ClusterCase
+from txstore.test.test_replication_integration import Drill
 
 NODES = 6
 LOCAL = (1, 2, 3)  # region 1
 REMOTE = (4, 5, 6)  # region 2
+CONTAINER = "drill"  # the replication drills' container: their view of the disks is used
 AFFINITY = "sorting_method = affinity\nread_affinity = r1=100\nwrite_affinity = r1\n"
 
 
-class TwoRegionAffinityTests(SynchronousTestCase):
+class TwoRegionAffinityTests(ClusterCase):
     def setUp(self) -> None:
         self.cluster = Cluster(Path(self.mktemp()).absolute() / "aio", nodes=NODES)
         self.addCleanup(self.cluster.stop)
         self.cluster.start()
         self.root = self.cluster.root
         self.etc = self.root / "etc"
-        self.hasher = load_cluster_config(self.etc / "txstore.conf").hasher
+        cluster = load_cluster_config(self.etc / "txstore.conf")
+        self.hasher = cluster.hasher
         self.ring = self.two_region_ring()
+        self.rings = RingSet.load(self.etc, cluster.hasher, cluster.policies)
         for number in LOCAL + REMOTE:  # the nodes take the new ring now (SIGHUP: reload)
             os.kill(self.pid(f"node{number}"), signal.SIGHUP)
-        self.restart_proxy(AFFINITY)
+        self.restart_proxy_after("[proxy]\n", AFFINITY)
 
     # --- the cluster -----------------------------------------------------------------------
 
@@ -66,65 +67,40 @@ class TwoRegionAffinityTests(SynchronousTestCase):
     def pid(self, name: str) -> int:
         return int((self.root / "run" / f"{name}.pid").read_text())
 
-    def stop(self, name: str) -> None:
-        pid = self.pid(name)
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    def restart_proxy(self, settings: str) -> None:
-        """The proxy again, with ``settings`` in its [proxy] (pid file and log where txstore-aio keeps them)."""
-        self.stop("proxy")
-        conf = self.etc / "proxy.conf"
-        conf.write_text(conf.read_text().replace("[proxy]\n", "[proxy]\n" + settings, 1))
-        with open(self.root / "log" / "proxy.stderr", "ab") as stderr:
-            subprocess.Popen([*twistd_command(), "--nodaemon", f"--pidfile={self.root / 'run' / 'proxy.pid'}",
-                              f"--logfile={self.root / 'log' / 'proxy.log'}", "proxy", f"--config={conf}"],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while not healthy(self.cluster.port):
-            self.assertLess(time.monotonic(), deadline, "the proxy did not come back")
-            time.sleep(0.1)
-
     # --- where things are --------------------------------------------------------------------
 
     def region(self, number: int) -> int:
         return 1 if number in LOCAL else 2
 
     def primaries(self, name: str) -> list[int]:
-        part = self.ring.get_part("AUTH_test", "aff", name)
+        part = self.ring.get_part("AUTH_test", CONTAINER, name)
         return [(node.port - self.cluster.port) // 10 for node in self.ring.get_part_nodes(part)]
+
+    # the replication drills' view of the disks: {node number: ("data", md5) or ("ts", None)}
+    copies = Drill.copies
+    stop_node = Drill.stop_node
+
+    def node_numbers(self) -> range:
+        return range(1, NODES + 1)
+
+    def devices(self, number: int) -> Path:
+        return self.root / "srv" / f"node{number}"
 
     def holders(self, name: str) -> dict[int, str]:
         """node number → md5 of the body it holds, for every node holding ``name``."""
-        part = self.ring.get_part("AUTH_test", "aff", name)
-        found = {}
-        for number in range(1, NODES + 1):
-            manager = DiskFileManager(self.root / "srv" / f"node{number}", False, self.hasher, fsync=False)
-            diskfile = manager.get_diskfile(f"d{number}", part, "AUTH_test", "aff", name)
-            state = diskfile.read_metadata()
-            if state.exists:
-                md5 = hashlib.md5(usedforsecurity=False)
-                with diskfile.open_reader(state) as reader:
-                    offset = 0
-                    while chunk := reader.read(offset, 1 << 20):
-                        md5.update(chunk)
-                        offset += len(chunk)
-                found[number] = md5.hexdigest()
-        return found
+        return {number: md5 for number, (kind, md5) in self.copies(name).items() if kind == "data"}
 
     def answered_by(self, trans_id: str, method: str, name: str) -> set[int]:
         """
         The nodes whose access lines show ``method`` on object ``name`` in transaction
         ``trans_id`` (its object partition: not the container updates the PUT causes).
         """
-        part = self.ring.get_part("AUTH_test", "aff", name)
+        part = self.ring.get_part("AUTH_test", CONTAINER, name)
         nodes = set()
         for path in (self.root / "log").glob("node*.log"):
             number = int(path.name[4:].split(".")[0].split("-")[0])
             for line in path.read_text(errors="replace").splitlines():
-                if line.endswith(f" {trans_id}") and f" {method} /d{number}/{part}/AUTH_test/aff/{name} " in line:
+                if line.endswith(f" {trans_id}") and f" {method} /d{number}/{part}/AUTH_test/{CONTAINER}/{name} " in line:
                     nodes.add(number)
         return nodes
 
@@ -132,7 +108,7 @@ class TwoRegionAffinityTests(SynchronousTestCase):
         """A request through the proxy: its status, body, and the nodes that served it (access lines)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.cluster.port, timeout=30)
         try:
-            conn.request(method, f"/v1/AUTH_test/aff/{name}", body=body, headers={"X-Auth-Token": token})
+            conn.request(method, f"/v1/AUTH_test/{CONTAINER}/{name}", body=body, headers={"X-Auth-Token": token})
             response = conn.getresponse()
             status, data, trans_id = response.status, response.read(), response.getheader("X-Trans-Id")
         finally:
@@ -162,14 +138,14 @@ class TwoRegionAffinityTests(SynchronousTestCase):
 
     def test_local_writes_replicated_across_then_local_reads(self) -> None:
         url, token = self.cluster.token()
-        swift.put_container(url, token, "aff")
+        swift.put_container(url, token, CONTAINER)
         for number in REMOTE:
-            self.stop(f"node{number}")
+            self.stop_node(number)
         bodies = {name: os.urandom(3000) + name.encode() for name in self.names()}
 
         # region 2 is down: every PUT is 201, its three copies on region 1's three nodes
         for name, body in bodies.items():
-            etag = swift.put_object(url, token, "aff", name, body)
+            etag = swift.put_object(url, token, CONTAINER, name, body)
             self.assertEqual(etag, hashlib.md5(body).hexdigest())
         for name, body in bodies.items():
             held = self.holders(name)
@@ -200,8 +176,8 @@ class TwoRegionAffinityTests(SynchronousTestCase):
             self.assertEqual({self.region(n) for n in nodes}, {1}, f"{name}: read from {nodes}")
 
         # with region 2 up as well, a PUT still goes to region 1's nodes only
-        container_part = Ring(self.etc / "container.ring.gz", self.hasher).get_part("AUTH_test", "aff")
+        container_part = Ring(self.etc / "container.ring.gz", self.hasher).get_part("AUTH_test", CONTAINER)
         name = next(name for name in bodies if self.region(self.primaries(name)[0]) == 2
-                    and self.ring.get_part("AUTH_test", "aff", name) != container_part)
+                    and self.ring.get_part("AUTH_test", CONTAINER, name) != container_part)
         status, _, nodes = self.request("PUT", name, token, b"again")
         self.assertEqual((status, nodes), (201, set(LOCAL)))

@@ -109,6 +109,10 @@ class ClusterCase(SynchronousTestCase):
         Stop the all-in-one's proxy, add the ``extra`` settings to its ``[filter:<filter_name>]``,
         start it again (pid file and log where txstore-aio keeps them, so ``--stop`` stops it).
         """
+        self.restart_proxy_after(f"[filter:{filter_name}]\nuse = egg:txstore#{filter_name}\n", extra)
+
+    def restart_proxy_after(self, section: str, extra: str) -> None:
+        """`restart_proxy` with ``extra`` put after the lines ``section`` of proxy.conf."""
         root = self.cluster.root
         pid = int((root / "run" / "proxy.pid").read_text())
         os.kill(pid, signal.SIGTERM)
@@ -116,7 +120,6 @@ class ClusterCase(SynchronousTestCase):
         while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
             time.sleep(0.05)
         conf = root / "etc" / "proxy.conf"
-        section = f"[filter:{filter_name}]\nuse = egg:txstore#{filter_name}\n"
         text = conf.read_text()
         self.assertIn(section, text)
         conf.write_text(text.replace(section, section + extra))
