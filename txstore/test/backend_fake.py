@@ -217,8 +217,9 @@ class FakePutConnection:
     def write(self, chunk: bytes) -> None:
         self.call.received.extend(chunk)
 
-    def finish(self) -> None:
+    def finish(self, trailers: dict[str, str] | None = None) -> None:
         self.finished = True
+        self.trailers = trailers  # an EC archive's (its object's ETag and length)
         headers = {"etag": hashlib.md5(bytes(self.call.received)).hexdigest(), **self._outcome.headers}
         if not self.answer.called:
             self.answer.callback(NodeAnswer(self._outcome.status, headers, self._outcome.body))

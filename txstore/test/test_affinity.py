@@ -8,11 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from attrs import evolve
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.backend_client import BackendResponse
 from txstore.common.config import BadValue, ConfigError
+from txstore.common.policies import ERASURE_CODING, ECParameters, PolicyCollection, StoragePolicy
+from txstore.ec.headers import FRAG_INDEX
+from txstore.ec.service import ECService
 from txstore.proxy.affinity import (
     UNMATCHED, AffinityConfig, NodeCount, Placement, ReadAffinity, Selector, SlotNodes, WriteAffinity,
     parse_delete_count, parse_node_count, parse_places, parse_read_affinity, parse_sorting_method,
@@ -31,9 +34,9 @@ from txstore.test.support import CLUSTER_CONF, temp_dir, write_file
 from txstore.test.test_middleware import Chunks
 
 
-def two_regions(path: Path, port: int) -> Ring:
-    """Eight devices: four zones in region 1 (127.0.1.z), four in region 2 (127.0.2.z); 3 replicas."""
-    builder = RingBuilder(4, 3, 1)
+def two_regions(path: Path, port: int, replicas: int = 3) -> Ring:
+    """Eight devices: four zones in region 1 (127.0.1.z), four in region 2 (127.0.2.z)."""
+    builder = RingBuilder(4, replicas, 1)
     for region in (1, 2):
         for zone in range(1, 5):
             builder.add_dev(region=region, zone=zone, ip=f"127.0.{region}.{zone}", port=port,
@@ -344,3 +347,54 @@ class SlotNodesTests(TwoRegionCase):
         self.assertEqual(rest, local[3:6] + [n for n in primaries if n.region == 2]
                          + [n for n in handoffs if n not in local[:6]])
         self.assertIsNone(nodes.next(0))
+
+
+class _InlineEC(ECService):
+    """The EC codecs, run inline (a unit test on a Clock has no thread pool)."""
+
+    def run(self, function, *args):
+        return maybeDeferred(function, *args)
+
+
+class ECWriteAffinityTests(TwoRegionCase):
+    """An EC PUT (4+2 over the two regions) under write_affinity = r1, through the controller."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.ec_ring = two_regions(temp_dir(self) / "object-1.ring.gz", 6000, replicas=6)
+        policy = StoragePolicy(1, "ec", ERASURE_CODING, ec=ECParameters("liberasurecode_rs_vand", 4, 2, 4096))
+        self.context = evolve(
+            self.context, ec=_InlineEC(self.clock),
+            policies=PolicyCollection((StoragePolicy(0, "gold", is_default=True), policy)),
+            rings=RingSet(account=self.rings.account, container=self.rings.container,
+                          objects={0: self.ring, 1: self.ec_ring}))
+
+        def answer(call):
+            status = {"HEAD": 204, "PUT": 201, "POST": 202}.get(call.method, 200)
+            return BackendResponse(status, {"x-backend-storage-policy-index": "1"}, b"")
+        self.backend.default = answer
+
+    def test_local_handoffs_take_the_remote_primaries_fragments(self) -> None:
+        part = self.ec_ring.get_part(controllers.ACCOUNT, "c", "o")
+        primaries = self.ec_ring.get_part_nodes(part)
+        local_handoffs = [n for n in self.ec_ring.get_more_nodes(part) if n.region == 1]
+        remote = [n.index for n in primaries if n.region == 2]
+        self.assertTrue(remote and local_handoffs)  # the fixture: something to move
+        self.use(write=WriteAffinity((Selector(1),)))
+        body = bytes(range(256)) * 40
+        self.assertEqual(self.call("PUT", "o", {"Content-Length": str(len(body))}, Chunks([body])).status, 201)
+        expected = {controllers.key(n): str(n.index) for n in primaries}
+        for index, handoff in zip(remote, local_handoffs):
+            del expected[controllers.key(primaries[index])]
+            expected[controllers.key(handoff)] = str(index)
+        puts = {c.node: c.headers[FRAG_INDEX] for c in self.backend.calls if c.method == "PUT"}
+        self.assertEqual(puts, expected)
+        self.assertEqual(len(set(puts.values())), 6)
+
+    def test_without_write_affinity_the_primaries(self) -> None:
+        part = self.ec_ring.get_part(controllers.ACCOUNT, "c", "o")
+        self.use()
+        body = b"x" * 5000
+        self.assertEqual(self.call("PUT", "o", {"Content-Length": str(len(body))}, Chunks([body])).status, 201)
+        puts = {c.node: c.headers[FRAG_INDEX] for c in self.backend.calls if c.method == "PUT"}
+        self.assertEqual(puts, {controllers.key(n): str(n.index) for n in self.ec_ring.get_part_nodes(part)})
