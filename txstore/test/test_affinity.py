@@ -230,6 +230,20 @@ class ReadOrderTests(TwoRegionCase):
         self.assertEqual(list(_read_order(self.context, primaries, iter(()), 1)),
                          [n for n in primaries if n.region == 2] + [n for n in primaries if n.region == 1])
 
+    def test_handoffs_are_walked_only_when_wanted(self) -> None:
+        walked = []
+
+        def handoffs():
+            walked.append(True)
+            yield from self.ring.get_more_nodes(5)
+
+        self.use(sorting_method="affinity", read=ReadAffinity(((Selector(2), 1),)))
+        order = _read_order(self.context, self.ring.get_part_nodes(5), handoffs())
+        first = [next(order) for _ in range(3)]
+        self.assertEqual((walked, regions(first)[0]), ([], 2))
+        self.assertEqual(len(list(order)), 3)
+        self.assertEqual(walked, [True])
+
     def test_container_reads_follow_read_affinity(self) -> None:
         ring = self.rings.container
         for number in range(100):

@@ -53,12 +53,16 @@ def placement(context: ProxyContext, policy_index: int | None = None) -> Placeme
     return context.affinity.for_policy(policy_index)
 
 
-def by_affinity(context: ProxyContext, nodes: Iterable[Node], policy_index: int | None = None) -> list[Node]:
-    """``nodes`` by read_affinity under sorting_method = affinity; else in the order given."""
+def by_affinity(context: ProxyContext, nodes: Iterable[Node], policy_index: int | None = None) -> Iterator[Node]:
+    """
+    ``nodes`` by read_affinity under sorting_method = affinity, else in the order given; lazy:
+    nothing is taken from ``nodes`` (handoffs cost a walk of the ring) until the first is wanted.
+    """
     chosen = placement(context, policy_index)
     if chosen.sorting_method == "affinity" and chosen.read is not None:
-        return chosen.read.order(nodes)
-    return list(nodes)
+        yield from chosen.read.order(nodes)
+    else:
+        yield from nodes
 
 
 def usable(context: ProxyContext, node: Node) -> bool:
@@ -183,7 +187,7 @@ async def read_from_replicas(
     node succeeds, the answer is a 404 if one said so (the most authoritative failure), else
     None (the caller answers 503).
     """
-    primaries = by_affinity(context, ring.get_part_nodes(part))
+    primaries = list(by_affinity(context, ring.get_part_nodes(part)))
     statuses: list[int] = []
     not_found: list[BackendResponse] = []
 
@@ -214,7 +218,7 @@ async def read_from_replicas(
         best = max(answered, key=response_timestamp)
         return ReadResult(best, tuple(statuses))
 
-    handoffs = iter(by_affinity(context, islice(ring.get_more_nodes(part), len(primaries))))
+    handoffs = by_affinity(context, islice(ring.get_more_nodes(part), len(primaries)))
     # Nodes suppressed for their errors are asked last, not never: a read should still succeed.
     candidates: list[Node] = sorted(primaries, key=lambda n: not usable(context, n))
     tried = 0

@@ -14,7 +14,7 @@ short body for a whole one.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from itertools import chain, islice
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
@@ -29,7 +29,9 @@ from txstore.common.web import ResponseAborted
 from txstore.interfaces import IByteSource
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
-from txstore.proxy.controllers.base import ContainerInfo, backend_path, node_failed, node_ok, placement, usable
+from txstore.proxy.controllers.base import (
+    ContainerInfo, backend_path, by_affinity, node_failed, node_ok, placement, usable,
+)
 from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.proxy.node_load import LOAD_HEADER
 from txstore.qos.headers import backend_headers as io_headers
@@ -167,13 +169,14 @@ def _read_order(context: ProxyContext, primaries: list[Node], handoffs: Iterator
     the least loaded first (their devices' last load figures, `txstore.proxy.node_load`; ring
     order among equals), the handoffs in ring order; ``affinity``, primaries and handoffs each
     by read_affinity (`txstore.proxy.affinity`); ``ring``, ring order. Lazy: a read the first
-    primary answers walks no handoff (unless affinity has to order them).
+    primary answers walks no handoff.
     """
     suppressed = []
-    window: Iterable[Node] = islice(handoffs, len(primaries))
+    window = islice(handoffs, len(primaries))
     chosen = placement(context, policy_index)
-    if chosen.sorting_method == "affinity" and chosen.read is not None:
-        primaries, window = chosen.read.order(primaries), chosen.read.order(window)
+    if chosen.sorting_method == "affinity":
+        primaries = list(by_affinity(context, primaries, policy_index))
+        window = by_affinity(context, window, policy_index)  # the handoffs ordered once one is wanted
     elif chosen.sorting_method == "load" and context.loads is not None:
         primaries = context.loads.order(primaries)
     for node in chain(primaries, window):
