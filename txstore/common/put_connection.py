@@ -14,8 +14,10 @@ sending it (``Expect: 100-continue``), so that a refused or full node is replace
 while nothing is lost yet; and the proxy must feel each node's backpressure, to read from the
 client only as fast as the slowest node takes. This protocol does both:
 
-- `ready` fires with None on ``100 Continue``, or with the node's final `NodeAnswer` if it
-  answered without inviting the body (507, 409, 412, ...).
+- `ready` fires with None on ``100 Continue`` (its fields in `continue_headers`), or with the
+  node's final `NodeAnswer` if it answered without inviting the body (507, 409, 412, ...).
+- `wait_stored()` fires with None on a second ``100 Continue`` (an EC archive stored, waiting
+  for its commit line: `txstore.ec.headers`), or with the final answer if that came instead.
 - `write` / `finish` send the body (chunked framing when the length is unknown); the
   connection is its transport's push producer, so `writable` is False while the node's socket
   buffer is full, and `wait_writable` waits for it to drain.
@@ -38,7 +40,7 @@ from __future__ import annotations
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -111,7 +113,10 @@ class PutConnection(Protocol):
         self._length = request.length
         self._written = 0
         self.ready: Deferred = Deferred()
+        self._stored: list = []  # what `wait_stored` gives: [None], [answer] or [failure] once known
+        self._stored_waiter: Deferred | None = None
         self.answer: Deferred = Deferred()
+        self.continue_headers: dict[str, str] = {}
         self._buffer = b""
         self._status: int | None = None
         self._http11 = False
@@ -163,9 +168,12 @@ class PutConnection(Protocol):
                     return
                 if self._status == 100:
                     self._status = None
-                    self._headers = {}
                     if not self.ready.called:
+                        self.continue_headers = self._headers
                         self.ready.callback(None)
+                    else:
+                        self._settle_stored(None)
+                    self._headers = {}
                     continue
             if self._body_left is None:
                 self._body += self._buffer
@@ -216,6 +224,7 @@ class PutConnection(Protocol):
         )
         if not self.ready.called:
             self.ready.callback(answer)
+        self._settle_stored(answer)
         self.answer.callback(answer)
         if keep and self.connected:
             assert self._pool is not None
@@ -231,6 +240,27 @@ class PutConnection(Protocol):
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
+    def wait_stored(self) -> Deferred:
+        """None once the node says it stored what it was sent; its final answer if it answered instead."""
+        if self._stored:
+            known = self._stored[0]
+            return fail(known) if isinstance(known, Failure) else succeed(known)
+        if self._stored_waiter is None:
+            self._stored_waiter = Deferred()
+        return self._stored_waiter
+
+    def _settle_stored(self, outcome) -> None:
+        if self._stored:
+            return
+        self._stored.append(outcome)
+        waiter, self._stored_waiter = self._stored_waiter, None
+        if waiter is None or waiter.called:  # (a waiter given up on: cancelled by its timeout)
+            return
+        if isinstance(outcome, Failure):
+            waiter.errback(outcome)
+        else:
+            waiter.callback(outcome)
+
     def _broken(self, why: str) -> None:
         self._done = True
         self.transport.abortConnection()
@@ -239,6 +269,7 @@ class PutConnection(Protocol):
     def _fail(self, failure: Failure) -> None:
         if not self.ready.called:
             self.ready.errback(failure)
+        self._settle_stored(failure)
         if not self.answer.called:
             self.answer.errback(failure)
         self._release()

@@ -178,6 +178,8 @@ class StreamingRequest(Request):
         # A chunked body's trailer fields (lower-case names), known once the body has ended:
         # where a sender puts what it learns only from the body (an EC PUT's object ETag).
         self.trailers: dict[str, str] = {}
+        # Fields the handler sends with its 100 Continue (a node saying it does what was asked).
+        self.continue_headers: dict[str, str] = {}
 
     def gotLength(self, length: int | None) -> None:
         if length == 0:
@@ -236,7 +238,19 @@ class StreamingRequest(Request):
     def _send_continue_if_expected(self) -> None:
         if self._continue_expected and not self.startedWriting and self.channel is not None:
             self._continue_expected = False
-            self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            fields = "".join(f"{name}: {value}\r\n" for name, value in self.continue_headers.items())
+            self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n" + fields.encode("latin-1") + b"\r\n")
+
+    def send_interim(self) -> bool:
+        """
+        A further ``100 Continue`` while the body is still arriving: how a node tells the
+        sender it has stored what came so far (an EC archive waiting for its commit line).
+        False when it cannot be sent (the response began, or the connection is gone).
+        """
+        if self.startedWriting or self.channel is None or self.channel.transport is None:
+            return False
+        self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
 
     def _transport(self):
         channel = self.channel

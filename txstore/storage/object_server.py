@@ -19,6 +19,7 @@ length and ETag from its EC sysmeta). GET and HEAD serve a durable archive only
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from contextlib import nullcontext
 from functools import partial
@@ -69,7 +70,10 @@ from txstore.qos.headers import OBJECT_SYSMETA as OBJECT_IO_CLASS, from_backend 
 from txstore.qos.meter import LOAD_HEADER, BandwidthMeter
 from txstore.qos.scheduler import WRITE, Stream
 from txstore.storage.object_body import CorruptBody, ObjectBody
-from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_DURABLE, EC_ETAG, FRAG_INDEX
+from txstore.ec.headers import (
+    BACKEND_FRAG_INDEX, COMMIT_LINE, COMMIT_ON_CONNECTION, EC_ARCHIVE_LENGTH, EC_COMMIT, EC_COMMITTED, EC_CONTENT_LENGTH,
+    EC_DURABLE, EC_ETAG, FRAG_INDEX,
+)
 
 WRITE_BATCH = 1024 * 1024
 
@@ -183,6 +187,62 @@ def _footer_metadata(request: Request) -> dict[str, str]:
     """
     fields = getattr(request, "trailers", {})
     return {_canonical(name): value for name, value in fields.items() if name.startswith("x-object-sysmeta-ec-")}
+
+
+MAX_CONTROL_LINE = 8 * 1024  # a footer line: a few EC sysmeta fields
+
+
+def _commit_on_connection(request: Request) -> int | None:
+    """
+    The archive's length when the proxy asks for the durable mark on this PUT's connection
+    (and the node says yes on its 100 Continue); None for a two-phase PUT.
+    """
+    if (header(request, EC_COMMIT) or "").strip().lower() != COMMIT_ON_CONNECTION:
+        return None
+    length = integer_header(request, EC_ARCHIVE_LENGTH)
+    if length is None:
+        raise HTTPError(400, f"{EC_COMMIT} needs {EC_ARCHIVE_LENGTH}")
+    if (header(request, "Transfer-Encoding") or "").lower() != "chunked":
+        raise HTTPError(400, f"{EC_COMMIT} needs a chunked body")
+    request.continue_headers[EC_COMMIT] = COMMIT_ON_CONNECTION
+    return length
+
+
+async def _body_read(request: Request) -> bytes:
+    try:
+        return await request.body.read()
+    except BodyIncomplete as err:
+        raise HTTPError(499, f"Client Disconnect: {err}") from None
+
+
+async def _read_line(request: Request, buffered: bytes) -> tuple[bytes, bytes]:
+    """
+    One control line of the body (``\n`` included) and what followed it; ``b""`` when the
+    body ended first, with nothing of a line begun (a line cut off is a 400).
+    """
+    while b"\n" not in buffered:
+        if len(buffered) > MAX_CONTROL_LINE:
+            raise HTTPError(400, "A control line of the body is too long")
+        chunk = await _body_read(request)
+        if not chunk:
+            if buffered:
+                raise HTTPError(400, "The body ended inside a control line")
+            return b"", b""
+        buffered += chunk
+    end = buffered.index(b"\n") + 1
+    return buffered[:end], buffered[end:]
+
+
+def _footer_line(line: bytes) -> dict[str, str]:
+    """The archive's footer (the EC sysmeta known once the body has passed) from its JSON line."""
+    try:
+        fields = json.loads(line)
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
+        raise HTTPError(400, "The archive's footer is not a JSON object of strings")
+    return {_canonical(name): value for name, value in fields.items()
+            if name.lower().startswith("x-object-sysmeta-ec-")}
 
 
 def _frag_index(request: Request, policy: StoragePolicy, name: str, required: bool) -> int | None:
@@ -428,6 +488,7 @@ class ObjectServer:
         policy = storage_policy(request, context.policies)
         # EC: this node stores one fragment archive, not durable until the proxy says so.
         frag_index = _frag_index(request, policy, FRAG_INDEX, required=True) if _is_ec(policy) else None
+        archive_length = _commit_on_connection(request) if frag_index is not None else None
 
         def admits(state: ObjectState) -> bool:
             return _put_refusal(state, timestamp, if_none_match is not None, now, frag_index) is None
@@ -447,9 +508,12 @@ class ObjectServer:
                 writer = await self._run(path, partial(diskfile.create_writer, length, frag_index=frag_index))
             io = self._io_stream(request, path)
             with io if io is not None else nullcontext():
-                rest = await self._receive(request, path, writer, length, io)
+                rest, control = await self._receive(request, path, writer, length, io, archive_length)
                 metadata = _stored_metadata(request)
-                if frag_index is not None:
+                if archive_length is not None:
+                    line, control = await _read_line(request, control)
+                    metadata.update(_footer_line(line))
+                elif frag_index is not None:
                     metadata.update(_footer_metadata(request))
                 try:
                     await self._body_work(io, path, WRITE, sum(map(len, rest)), _finish_put, writer, rest,
@@ -464,6 +528,8 @@ class ObjectServer:
         finally:
             if writer is not None and not committed:
                 await self._run(path, writer.abort)
+        if archive_length is not None:
+            return await self._commit_here(request, path, diskfile, timestamp, frag_index, writer.etag, control)
         if frag_index is not None:
             # Not in listings before it is durable: the container hears of it then.
             return _empty(201, {"ETag": writer.etag, "Last-Modified": timestamp.last_modified})
@@ -473,14 +539,18 @@ class ObjectServer:
         return _empty(201, {"ETag": writer.etag, "Last-Modified": timestamp.last_modified})
 
     async def _receive(
-        self, request: Request, path: BackendPath, writer, length: int | None, io: Stream | None
-    ) -> list[bytes]:
+        self, request: Request, path: BackendPath, writer, length: int | None, io: Stream | None,
+        archive_length: int | None = None,
+    ) -> tuple[list[bytes], bytes]:
         """
         Copy the request body into ``writer`` in batches of the chunks as received (not joined:
         the writer takes them as they are), off the reactor; one batch is written while the
-        next arrives. The last batch is returned unwritten, for the commit's thread call.
+        next arrives. The last batch is returned unwritten, for the commit's thread call, with
+        what came after ``archive_length`` bytes when that is given (the body goes on then:
+        the footer and commit lines), and nothing after them is read.
         """
-        limit = self.context.constraints.max_file_size
+        limit = self.context.constraints.max_file_size if archive_length is None else archive_length
+        after = b""
         batch: list[bytes] = []
         batched = 0
         received = 0
@@ -495,9 +565,14 @@ class ObjectServer:
                     break
                 received += len(chunk)
                 if received > limit:
-                    raise HTTPError(413, f"Your request is too large: over {limit} bytes")
+                    if archive_length is None:
+                        raise HTTPError(413, f"Your request is too large: over {limit} bytes")
+                    cut = len(chunk) - (received - limit)
+                    chunk, after, received = chunk[:cut], chunk[cut:], limit
                 batch.append(chunk)
                 batched += len(chunk)
+                if received == archive_length:
+                    break
                 if batched >= WRITE_BATCH:
                     if writing is not None:
                         await writing  # one batch in the pool at a time, in order
@@ -512,7 +587,30 @@ class ObjectServer:
             raise
         if length is not None and received != length:
             raise HTTPError(499, f"Client Disconnect: {received} of {length} bytes")
-        return batch
+        if archive_length is not None and received != archive_length:
+            raise HTTPError(499, f"Client Disconnect: {received} of the archive's {archive_length} bytes")
+        return batch, after
+
+    async def _commit_here(self, request: Request, path: BackendPath, diskfile: DiskFile, timestamp: Timestamp,
+                           frag_index: int, etag: str, control: bytes) -> NodeResponse:
+        """
+        The rest of an EC PUT made durable on its own connection, once its archive is stored:
+        tell the proxy (a second ``100 Continue``), then mark it durable if the next line is
+        the commit, and tell the container. A body that ends instead leaves the archive as a
+        two-phase PUT leaves it before its POST: stored, not durable (201 without
+        ``X-Backend-Ec-Committed``).
+        """
+        answer = {"ETag": etag, "Last-Modified": timestamp.last_modified}
+        request.send_interim()
+        line, control = await _read_line(request, control)
+        if not line:
+            return _empty(201, answer)
+        if line != COMMIT_LINE:
+            raise HTTPError(400, f"Expected the commit line after the archive's footer, got {line[:40]!r}")
+        if control or await _body_read(request):
+            raise HTTPError(400, "Nothing may follow the commit line")
+        await self._mark_durable(request, path, diskfile, timestamp, frag_index)
+        return _empty(201, {**answer, EC_COMMITTED: "yes"})
 
     # --- container updates -----------------------------------------------------------------
 
@@ -735,6 +833,12 @@ class ObjectServer:
         timestamp = required_timestamp(request, EC_DURABLE)
         frag_index = _frag_index(request, policy, BACKEND_FRAG_INDEX, required=True)
         diskfile = await self._diskfile(request, path)
+        await self._mark_durable(request, path, diskfile, timestamp, frag_index)
+        return _empty(202)
+
+    async def _mark_durable(self, request: Request, path: BackendPath, diskfile: DiskFile, timestamp: Timestamp,
+                            frag_index: int) -> None:
+        """Archive ``frag_index`` of the PUT at ``timestamp`` made durable, then the container told."""
         try:
             state = await self._run(path, diskfile.mark_durable, timestamp, frag_index)
         except DiskFileNotFound:
@@ -748,7 +852,6 @@ class ObjectServer:
             raise HTTPError(404, "Not Found: the fragment archive was damaged") from None
         size, etag = _object_size_etag(state.metadata, state.content_length or 0, state.metadata.get("ETag", ""))
         await self._update_container(request, path, "PUT", timestamp, _row_headers(state.metadata, size, etag))
-        return _empty(202)
 
     # --- DELETE ----------------------------------------------------------------------------
 

@@ -142,6 +142,34 @@ class ECObjectTests(ECCase):
         self.assertEqual(status, 412)
         self.assertEqual(swift.get_object(self.url, self.token, "ec", "o")[1], b"first")
 
+    def test_a_body_of_known_length_is_made_durable_on_its_connections(self) -> None:
+        """
+        Known length: the durable mark rides on each archive PUT's connection (no POST to any
+        node); chunked: the footer as trailers and a durable POST per node. Both durable.
+        """
+        def posts() -> int:
+            time.sleep(1)  # access lines reach the log within half a second
+            return sum(line.count(" POST /d") for path in (self.cluster.root / "log").glob("node*.log")
+                       for line in path.read_text().splitlines())
+
+        before = posts()
+        body = os.urandom(3 * SEGMENT // 2)
+        swift.put_object(self.url, self.token, "ec", "known", body)
+        self.assertEqual(posts(), before)
+        conn = http.client.HTTPConnection("127.0.0.1", self.cluster.port, timeout=60)
+        conn.request("PUT", "/v1/AUTH_test/ec/chunked", body=iter([body[:1000], body[1000:]]),
+                     headers={"X-Auth-Token": self.token, "Transfer-Encoding": "chunked"}, encode_chunked=True)
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        self.assertEqual(response.status, 201)
+        self.assertEqual(posts(), before + 6)
+        for name in ("known", "chunked"):
+            self.assertEqual(swift.get_object(self.url, self.token, "ec", name)[1], body, name)
+            archives = self.archives(name)
+            self.assertEqual(len(archives), 6, name)
+            self.assertTrue(all(len(files) == 1 and files[0].endswith("#d.data") for files in archives.values()), archives)
+
     def test_two_nodes_down_puts_and_gets_still_succeed(self) -> None:
         _, primaries, handoffs = self.placement("o")
         body = os.urandom(3 * SEGMENT + 123)

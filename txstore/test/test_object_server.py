@@ -24,6 +24,7 @@ from zope.interface import implementer
 from txstore.common.backend_client import BackendClient, BackendError, BackendResponse
 from txstore.common.hashing import PathHasher
 from txstore.common.io import DeviceThreadPools
+from txstore.common.put_connection import PutConnectionPool, PutRequest
 from txstore.common.policies import DEFAULT_POLICIES, ERASURE_CODING, ECParameters, PolicyCollection, StoragePolicy
 from txstore.common.streaming import StreamingSite
 from txstore.qos.classes import IOClass, IOClasses
@@ -728,6 +729,94 @@ class ECObjectServerTests(TestCase):
         # Marking it again changes nothing on disk (the row is sent again: it is idempotent).
         self.assertEqual((await self.durable("/d1/3/a/c/o", when, 1)).code, 202)
         self.assertEqual(self.object_files(), [f"{when}#1#d.data"])
+
+    async def commit_here(self, path: str, archive: bytes, then: list[bytes], **headers: str):
+        """
+        PUT archive 1 of a 1000-byte object made durable on its own connection: the archive and
+        its footer line, then (once the node says it stored them) ``then``, then the body's end.
+        The node's 100 Continue fields, whether it said it stored the archive, its answer.
+        """
+        pool = PutConnectionPool(reactor)
+        self.addCleanup(pool.close)
+        all_headers = {
+            "X-Timestamp": self.stamp(), "Content-Type": "text/plain", **EC, **WHERE,
+            "X-Object-Sysmeta-Ec-Frag-Index": "1", "Transfer-Encoding": "chunked", "Expect": "100-continue",
+            "X-Backend-Ec-Commit": "on-connection", "X-Backend-Ec-Archive-Length": str(len(archive)), **headers,
+        }
+        footer = b'{"X-Object-Sysmeta-Ec-Etag": "%s", "X-Object-Sysmeta-Ec-Content-Length": "1000"}\n' % (b"e" * 32)
+        conn, reply = await pool.open("127.0.0.1", self.port.getHost().port,
+                                      PutRequest.of(path, "127.0.0.1", all_headers), 10)
+        if reply is not None:
+            return {}, False, reply, all_headers["X-Timestamp"]
+        conn.write(archive + footer)  # in one piece: the node finds where the archive ends
+        stored = await conn.wait_stored()
+        self.stored_files = self.object_files()
+        for line in then:
+            conn.write(line)
+        conn.finish()
+        answer = await conn.answer
+        return conn.continue_headers, stored is None, answer, all_headers["X-Timestamp"]
+
+    async def test_an_archive_made_durable_on_its_own_connection(self) -> None:
+        agreed, stored, answer, when = await self.commit_here("/d1/3/a/c/o", b"fragment-1", [b"commit\n"])
+        self.assertEqual(agreed.get("x-backend-ec-commit"), "on-connection")
+        self.assertTrue(stored)
+        self.assertEqual(self.stored_files, [f"{when}#1.data"])  # on disk, not durable, before the commit
+        self.assertEqual((answer.status, answer.header("x-backend-ec-committed")), (201, "yes"))
+        self.assertEqual(answer.header("etag"), hashlib.md5(b"fragment-1").hexdigest())
+        self.assertEqual(self.object_files(), [f"{when}#1#d.data"])
+        [(method, _, _, row_path, sent)] = self.containers.calls
+        self.assertEqual((method, row_path, sent["X-Size"], sent["X-Etag"]), ("PUT", "/c1/7/a/c/o", "1000", "e" * 32))
+        response, got = await self.call("GET", "/d1/3/a/c/o", EC)
+        self.assertEqual((response.code, got), (200, b"fragment-1"))
+        self.assertEqual(response.headers.getRawHeaders("x-object-sysmeta-ec-etag"), ["e" * 32])
+
+    async def test_an_archive_whose_commit_never_comes_stays_not_durable(self) -> None:
+        _, stored, answer, when = await self.commit_here("/d1/3/a/c/o", b"fragment-1", [])
+        self.assertTrue(stored)
+        self.assertEqual((answer.status, answer.header("x-backend-ec-committed")), (201, None))
+        self.assertEqual(self.object_files(), [f"{when}#1.data"])
+        self.assertEqual(self.containers.calls, [])
+        self.assertEqual((await self.call("GET", "/d1/3/a/c/o", EC))[0].code, 404)
+
+    async def test_a_commit_on_the_connection_refused(self) -> None:
+        # Something else than the commit line: 400, the archive stays stored, not durable.
+        _, stored, answer, when = await self.commit_here("/d1/3/a/c/o", b"fragment-1", [b"commit now\n"])
+        self.assertEqual((stored, answer.status), (True, 400))
+        self.assertEqual(self.object_files(), [f"{when}#1.data"])
+        _, _, answer, _ = await self.commit_here("/d1/3/a/c/p", b"fragment-1", [b"commit\n", b"more\n"])
+        self.assertEqual(answer.status, 400)
+        # No archive length, or not chunked: refused before the body.
+        for missing in ({"X-Backend-Ec-Archive-Length": ""}, {"Transfer-Encoding": "", "Content-Length": "10"}):
+            _, _, answer, _ = await self.commit_here("/d1/3/a/c/q", b"fragment-1", [], **missing)
+            self.assertEqual(answer.status, 400, missing)
+        self.assertNotIn("q", " ".join(self.files()))
+        self.assertEqual(self.tmp_files(), [])
+
+    async def test_a_bad_footer_line_stores_nothing(self) -> None:
+        pool = PutConnectionPool(reactor)
+        self.addCleanup(pool.close)
+        headers = {
+            "X-Timestamp": self.stamp(), "Content-Type": "text/plain", **EC, **WHERE,
+            "X-Object-Sysmeta-Ec-Frag-Index": "1", "Transfer-Encoding": "chunked", "Expect": "100-continue",
+            "X-Backend-Ec-Commit": "on-connection", "X-Backend-Ec-Archive-Length": "10",
+        }
+        for footer in (b"not json\n", b"[1, 2]\n", b'{"X-Object-Sysmeta-Ec-Etag": 5}\n', b"x" * 9000):
+            conn, reply = await pool.open("127.0.0.1", self.port.getHost().port,
+                                          PutRequest.of("/d1/3/a/c/o", "127.0.0.1", headers), 10)
+            self.assertIsNone(reply)
+            conn.write(b"fragment-1" + footer)
+            conn.finish()
+            answer = await conn.answer
+            self.assertEqual(answer.status, 400, footer[:20])
+        # A body that ends inside the archive is a client gone: nothing stored.
+        conn, _ = await pool.open("127.0.0.1", self.port.getHost().port,
+                                  PutRequest.of("/d1/3/a/c/o", "127.0.0.1", headers), 10)
+        conn.write(b"frag")
+        conn.finish()
+        self.assertEqual((await conn.answer).status, 499)
+        self.assertEqual(self.object_files(), [])
+        self.assertEqual(self.tmp_files(), [])
 
     async def test_a_given_fragment_index_is_served(self) -> None:
         """A handoff may hold several archives of one object: X-Backend-Fragment-Index picks one."""

@@ -57,6 +57,44 @@ class PutConnectionTests(SynchronousTestCase):
         conn.finish()
         self.assertEqual(transport.value(), b"3\r\nabc\r\n0\r\n\r\n")
 
+    def test_a_second_continue_says_stored(self) -> None:
+        """An EC archive committed on its connection: the node's fields, then its second 100 Continue."""
+        conn, transport = connected(chunked=True)
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\nX-Backend-Ec-Commit: on-connection\r\n\r\n")
+        self.assertEqual(conn.continue_headers, {"x-backend-ec-commit": "on-connection"})
+        stored = conn.wait_stored()
+        conn.write(b"archive")
+        self.assertNoResult(stored)
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertIsNone(self.successResultOf(stored))
+        self.assertIsNone(self.successResultOf(conn.wait_stored()))  # asked again: the same
+        self.assertNoResult(conn.answer)
+        conn.write(b"commit\n")
+        conn.finish()
+        conn.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(conn.answer).status, 201)
+
+    def test_an_answer_instead_of_stored(self) -> None:
+        conn, _ = connected(chunked=True)
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        stored = conn.wait_stored()
+        conn.dataReceived(b"HTTP/1.1 409 Conflict\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.successResultOf(stored).status, 409)
+        lost, _ = connected(chunked=True)
+        lost.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        lost.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(lost.wait_stored(), NodeGone)
+        lost.answer.addErrback(lambda _: None)
+
+    def test_a_waiter_given_up_on(self) -> None:
+        conn, _ = connected(chunked=True)
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        stored = conn.wait_stored()
+        stored.cancel()  # a timeout
+        self.failureResultOf(stored)
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")  # comes late: no AlreadyCalledError
+        self.assertIsNone(self.successResultOf(conn.wait_stored()))
+
     def test_backpressure(self) -> None:
         conn, transport = connected()
         self.assertIs(transport.producer, conn)

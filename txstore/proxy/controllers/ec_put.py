@@ -10,14 +10,21 @@ size. The whole object's ETag and length, known only once the body has passed, g
 node as trailer fields after its archive (``X-Object-Sysmeta-Ec-Etag``, ``-Ec-Content-Length``).
 
 Two phases, as in Swift: a node stores its archive not durable; once ``durable_quorum`` nodes
-(*k* + 1 for Reed-Solomon) have theirs, each is asked to mark it durable (a backend POST, after
-which the node tells the container). The client gets 201 only when ``durable_quorum`` archives
-are durable, so a half-written object is never served: nodes serve durable archives only.
+(*k* + 1 for Reed-Solomon) have theirs, each is asked to mark it durable, after which the node
+tells the container. The client gets 201 only when ``durable_quorum`` archives are durable, so a
+half-written object is never served: nodes serve durable archives only.
+
+Both phases go over the PUT's own connection when the body's length is known and the node
+agrees on its ``100 Continue`` (Swift's multiphase PUT, in a framing of our own: the archive,
+a footer line, the node's second ``100 Continue`` once the archive is on disk, the commit
+line; docs/backend-api.rst). That spares a request per node, the dearest part of a small EC
+PUT. A node that does not agree gets its footer as trailer fields and a durable POST after.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
@@ -33,10 +40,12 @@ from txstore.proxy.controllers.obj import container_headers
 from txstore.proxy.controllers.put_slots import (
     Slot, drop, final_answers, open_slots, read_source, refusal, superseded, wait_for_nodes,
 )
+from txstore.common.put_connection import NodeAnswer
 from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.qos.headers import backend_headers as io_headers
 from txstore.ec.headers import (
-    BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_DURABLE, EC_ETAG, EC_SCHEME, EC_SEGMENT_SIZE, FRAG_INDEX,
+    BACKEND_FRAG_INDEX, COMMIT_LINE, COMMIT_ON_CONNECTION, EC_ARCHIVE_LENGTH, EC_COMMIT, EC_COMMITTED,
+    EC_CONTENT_LENGTH, EC_DURABLE, EC_ETAG, EC_SCHEME, EC_SEGMENT_SIZE, FRAG_INDEX,
 )
 
 log = Logger()
@@ -74,12 +83,25 @@ async def store_ec(
     })
     if length is not None:
         headers[EC_CONTENT_LENGTH] = str(length)
+        headers[EC_COMMIT] = COMMIT_ON_CONNECTION
+        headers[EC_ARCHIVE_LENGTH] = str(codec.archive_length(length))
     if if_none_match:
         headers["If-None-Match"] = "*"
     part = ring.get_part(api.account, api.container, api.obj)
     containers = container_headers(context, api)
     quorum = codec.durable_quorum
-    slots = await open_slots(context, api, ring, part, lambda index: {**headers, FRAG_INDEX: str(index)},
+    # Not every node lists the object: each container replica needs one update, and enough
+    # nodes send them that a quorum of container replicas hears of the object even when as
+    # many nodes fail as the PUT tolerates (the container replicator brings the others
+    # along), as Swift counts them. A node sends its update once its archive is durable.
+    width = ring.replica_count
+    updates = max(len(containers), quorum_size(len(containers)) + width - quorum)
+
+    def container_update(index: int) -> dict[str, str]:
+        return containers[index % len(containers)] if containers and index < updates else {}
+
+    slots = await open_slots(context, api, ring, part,
+                             lambda index: {**headers, FRAG_INDEX: str(index), **container_update(index)},
                              info.policy_index, per_index=True)
     live = [slot for slot in slots if isinstance(slot, Slot)]
     refused = refusal(api, slots, quorum, source)
@@ -95,12 +117,22 @@ async def store_ec(
         for slot in live:
             drop(slot.conn)
         raise
-    for slot in live:
-        slot.conn.finish({EC_ETAG: etag, EC_CONTENT_LENGTH: str(received)})
-    answers = await final_answers(context, api, [slot.conn for slot in live])
-    stored = [slot for slot, reply in zip(live, answers) if reply is not None and reply.status == 201]
+    footer = {EC_ETAG: etag, EC_CONTENT_LENGTH: str(received)}
+    here = [slot for slot in live if _commits_here(slot)]
+    posted = [slot for slot in live if not _commits_here(slot)]
+    for slot in here:
+        slot.conn.write(json.dumps(footer).encode("ascii") + b"\n")
+    for slot in posted:
+        slot.conn.finish(footer)
+    outcomes = await gatherResults(
+        [Deferred.fromCoroutine(_stored(context, api, slot)) for slot in here]
+        + [Deferred.fromCoroutine(_answered(context, api, slot)) for slot in posted]
+    )
+    stored = [slot for slot, outcome in zip(here + posted, outcomes) if outcome is STORED]
     if len(stored) < quorum:
-        replies = [reply for reply in answers if reply is not None]
+        for slot in here:
+            drop(slot.conn)  # its archive stays not durable, as after a failed phase two
+        replies = [outcome for outcome in outcomes if isinstance(outcome, NodeAnswer)]
         statuses = [reply.status for reply in replies]
         if 409 in statuses:
             return superseded(api)  # a newer version arrived while the body streamed
@@ -110,11 +142,16 @@ async def store_ec(
         return answer(api, status, body or b"Service Unavailable: too few fragment archives stored\n",
                       "text/plain; charset=utf-8")
 
-    # Phase two: every node holding an archive marks it durable; some of them list the object.
-    # Not all k + m: each container replica needs one update, and enough nodes send them that
-    # a quorum of container replicas hears of the object even when as many nodes fail as the
-    # PUT tolerates (the container replicator brings the others along), as Swift counts them.
-    updates = max(len(containers), quorum_size(len(containers)) + len(slots) - quorum)
+    # Phase two: every node holding an archive marks it durable (on the PUT's connection, or
+    # by a POST); the nodes chosen above list the object once theirs is.
+    async def commit_here(slot: Slot) -> int:
+        slot.conn.write(COMMIT_LINE)
+        slot.conn.finish()
+        reply = await _answered(context, api, slot)
+        if reply is STORED:
+            return 202
+        return reply.status if isinstance(reply, NodeAnswer) else 503
+
     async def commit(slot: Slot) -> int:
         node = slot.node
         commit_headers = {
@@ -122,7 +159,7 @@ async def store_ec(
             BACKEND_FRAG_INDEX: str(slot.index),
             "X-Trans-Id": api.trans_id,
             "X-Backend-Storage-Policy-Index": str(info.policy_index),
-            **(containers[slot.index % len(containers)] if slot.index < updates else {}),
+            **container_update(slot.index),
         }
         try:
             response = await context.client.request(
@@ -136,7 +173,9 @@ async def store_ec(
             return 503
         return response.status
 
-    statuses = await gatherResults([Deferred.fromCoroutine(commit(slot)) for slot in stored])
+    statuses = await gatherResults([
+        Deferred.fromCoroutine(commit_here(slot) if _commits_here(slot) else commit(slot)) for slot in stored
+    ])
     if sum(1 for status in statuses if status == 202) < quorum:
         if 409 in statuses:
             return superseded(api)  # a DELETE or newer PUT came between the two phases
@@ -144,6 +183,42 @@ async def store_ec(
                       "text/plain; charset=utf-8")
     created = HeaderMap({"ETag": etag, "Last-Modified": Timestamp.parse(timestamp).last_modified})
     return answer(api, 201, content_type="text/html; charset=UTF-8", headers=created)
+
+
+STORED = object()  # a node's archive is on disk (not durable yet)
+
+
+def _commits_here(slot: Slot) -> bool:
+    """Whether the node agreed (on its 100 Continue) to be made durable on the PUT's connection."""
+    return slot.conn.continue_headers.get(EC_COMMIT.lower(), "").lower() == COMMIT_ON_CONNECTION
+
+
+async def _stored(context: ProxyContext, api: APIRequest, slot: Slot):
+    """STORED once a node committing here has its archive on disk; its answer if it gave one instead; None if lost."""
+    waiting = slot.conn.wait_stored()
+    waiting.addTimeout(context.node_timeout, context.reactor)
+    try:
+        outcome = await waiting
+    except Exception as err:
+        log.warn("{trans_id}: archive PUT to {node} lost: {error}", trans_id=api.trans_id,
+                 node=slot.node.device_name, error=err)
+        drop(slot.conn)
+        return None
+    return STORED if outcome is None else outcome
+
+
+async def _answered(context: ProxyContext, api: APIRequest, slot: Slot):
+    """
+    A node's final answer to its archive PUT: STORED for a 201 (and, committed here, only one
+    that says ``X-Backend-Ec-Committed``), else the answer; None if it was lost.
+    """
+    replies = await final_answers(context, api, [slot.conn])
+    reply = replies[0]
+    if reply is None:
+        return None
+    if reply.status == 201 and (not _commits_here(slot) or reply.header(EC_COMMITTED.lower()) == "yes"):
+        return STORED
+    return reply
 
 
 def _encode(codec: ECCodec, md5, segment: bytes) -> list[bytes]:
