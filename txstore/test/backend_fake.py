@@ -204,9 +204,13 @@ class _Closer(Protocol):
 
 
 class FakePutConnection:
-    """A node's PUT connection: takes the body at once; answers when it is finished."""
+    """
+    A node's PUT connection: takes the body at once; answers when it is finished. As a node
+    that offers nothing on its 100 Continue, it makes an EC PUT take trailers and the POST.
+    """
 
     def __init__(self, call: Call, outcome: BackendResponse) -> None:
+        self.continue_headers: dict[str, str] = {}
         self.call = call
         self._outcome = outcome
         self.answer: Deferred = Deferred()
