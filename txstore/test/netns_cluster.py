@@ -334,11 +334,14 @@ class NetnsCluster:
         for host in self.hosts:
             self.start_server(host.name)
         self.start_server("proxy")
-        urls = [f"http://{h.address}:{NODE_PORT}/healthcheck" for h in self.hosts]
-        urls.append(f"{self.proxy_url}/healthcheck")
+        self.wait_healthy([h.name for h in self.hosts] + ["proxy"], timeout)
+
+    def wait_healthy(self, names: list[str], timeout: float = 60.0) -> None:
+        urls = [f"http://{self.by_name[n].address}:{PROXY_PORT if n == 'proxy' else NODE_PORT}/healthcheck"
+                for n in names]
         deadline = time.monotonic() + timeout
         while True:
-            dead = [k for k, p in self.processes.items() if p.poll() is not None]
+            dead = [n for n in names if self.processes[n].poll() is not None]
             if dead:
                 raise NetnsError(f"exited at start: {dead}\n" + "\n".join(self.tail(k) for k in dead))
             answer = self.client("wait", {"urls": urls, "timeout": 5.0})
@@ -394,6 +397,19 @@ class NetnsCluster:
         process.stdin.close()
         process.stdin = None  # so that communicate() does not flush it again
         return process
+
+    def dispersion_tool(self, command: str, coverage: float = 50.0) -> dict:
+        """``txstore-dispersion <command> --json`` (populate or report) run from the client namespace."""
+        account, user, key = USER
+        tool = str(Path(sys.executable).with_name("txstore-dispersion"))
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.ns("client"), tool, command, "--json",
+             "--auth-url", f"{self.proxy_url}/auth/v1.0", "--auth-user", f"{account}:{user}", "--auth-key", key,
+             "--ring-dir", str(self.etc), "--coverage", f"{coverage:g}"],
+            capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise NetnsError(f"txstore-dispersion {command} failed ({done.returncode}): {done.stderr[-2000:]}")
+        return json.loads(done.stdout)
 
     def auth(self) -> tuple[str, str]:
         answer = self.client("auth", {"url": self.proxy_url, "user": USER})
