@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from txstore.test.pki import PKI
 from txstore.test.support import CLUSTER_CONF, console_script, temp_dir, write_file
 from txstore.test.test_proxy_integration import Cluster
-from txstore.test.tls_cluster import add_cluster_tls, add_listener_tls, restart, start, stop
+from txstore.test.tls_cluster import add_cluster_tls, all_tls, restart
 
 NODES = 4
 
@@ -33,17 +33,7 @@ class TLSClusterCase(SynchronousTestCase):
         self.addCleanup(self.cluster.stop)
         self.cluster.start()
         self.root = self.cluster.root
-        etc = self.root / "etc"
-        ca = self.pki.cluster_ca
-        for number in range(1, NODES + 1):
-            add_cluster_tls(etc / f"node{number}.conf", *self.pki.issue(f"node{number}", "127.0.0.1"), ca)
-        add_listener_tls(etc / "proxy.conf", *self.pki.node)  # names 127.0.0.1 and localhost
-        add_cluster_tls(etc / "proxy.conf", *self.pki.issue("proxy-client", "proxy.internal"), ca)
-        for name in ("proxy", *self.nodes()):
-            stop(self.root, name)
-        for name in self.nodes():
-            start(self.root, name, self.node_port(name))
-        start(self.root, "proxy", self.cluster.port)
+        all_tls(self.root, self.cluster.port, self.cluster.port, NODES, self.pki)
         self.auth_url = f"https://127.0.0.1:{self.cluster.port}/auth/v1.0"
 
     def nodes(self) -> list[str]:

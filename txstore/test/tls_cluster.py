@@ -51,10 +51,9 @@ def _accepting(port: int) -> bool:
 
 def stop(root: Path, name: str, timeout: float = 30.0) -> None:
     """Stop the all-in-one's process ``name`` (``proxy``, ``node1``, ...) by its pid file."""
-    pid_file = root / "run" / f"{name}.pid"
-    if not pid_file.exists():
+    pid = _pid(root / "run" / f"{name}.pid")
+    if pid is None:
         return
-    pid = int(pid_file.read_text())
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -69,31 +68,59 @@ def stop(root: Path, name: str, timeout: float = 30.0) -> None:
 
 def start(root: Path, name: str, port: int) -> int:
     """
-    Start ``name`` from its config in ``<root>/etc`` (twistd, in its own session as the
-    all-in-one starts it) and wait until its port accepts connections; its pid.
+    Start ``name`` (``proxy``, ``node1``, or another ``proxy-*`` written beside them) from its
+    config ``<root>/etc/<name>.conf`` and wait until its port accepts connections; its pid.
+    twistd daemonizes it, as no child of ours: a stopped process is then reaped by init, not
+    left a zombie that ``txstore-aio --stop`` (or `stop`) would wait for until it kills it.
     """
-    plugin = "proxy" if name == "proxy" else "objectnode"
-    config = root / "etc" / ("proxy.conf" if name == "proxy" else f"{name}.conf")
+    plugin = "proxy" if name.startswith("proxy") else "objectnode"
+    config = root / "etc" / f"{name}.conf"
     pid_file = root / "run" / f"{name}.pid"
     pid_file.unlink(missing_ok=True)
     with open(root / "log" / f"{name}.stderr", "ab") as stderr:
-        process = subprocess.Popen(
-            [*twistd_command(), "--nodaemon", f"--pidfile={pid_file}", f"--logfile={root / 'log' / f'{name}.log'}",
+        started = subprocess.run(
+            [*twistd_command(), f"--pidfile={pid_file}", f"--logfile={root / 'log' / f'{name}.log'}",
              plugin, f"--config={config}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, timeout=START_TIMEOUT,
         )
+    if started.returncode != 0:
+        tail = (root / "log" / f"{name}.stderr").read_text()[-2000:]
+        raise RuntimeError(f"{name} did not start ({started.returncode}):\n{tail}")
     deadline = time.monotonic() + START_TIMEOUT
-    while not (pid_file.exists() and _accepting(port)):
-        if process.poll() is not None:
-            tail = (root / "log" / f"{name}.stderr").read_text()[-2000:]
-            raise RuntimeError(f"{name} exited ({process.returncode}):\n{tail}")
+    while (pid := _pid(pid_file)) is None or not _accepting(port):
+        if pid is not None and not _alive(pid):
+            raise RuntimeError(f"{name} exited; see {root / 'log' / f'{name}.log'}")
         if time.monotonic() > deadline:
-            process.kill()
             raise RuntimeError(f"{name} did not listen on {port} within {START_TIMEOUT:.0f}s")
         time.sleep(0.1)
-    return process.pid
+    return pid
+
+
+def _pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text())
+    except (OSError, ValueError):  # not there yet, or being written
+        return None
 
 
 def restart(root: Path, name: str, port: int) -> int:
     stop(root, name)
     return start(root, name, port)
+
+
+def all_tls(root: Path, proxy_port: int, base_port: int, nodes: int, pki) -> None:
+    """
+    The all-in-one at ``root`` (node N on ``base_port + 10 N``) restarted with HTTPS to its
+    clients and mutual TLS between its processes, certificates from ``pki`` (`txstore.test.pki.PKI`).
+    """
+    etc = root / "etc"
+    for number in range(1, nodes + 1):
+        add_cluster_tls(etc / f"node{number}.conf", *pki.issue(f"node{number}", "127.0.0.1"), pki.cluster_ca)
+    add_listener_tls(etc / "proxy.conf", *pki.node)  # names 127.0.0.1 and localhost
+    add_cluster_tls(etc / "proxy.conf", *pki.issue("proxy-client", "proxy.internal"), pki.cluster_ca)
+    names = [f"node{number}" for number in range(1, nodes + 1)]
+    for name in ("proxy", *names):
+        stop(root, name)
+    for number, name in enumerate(names, 1):
+        start(root, name, base_port + 10 * number)
+    start(root, "proxy", proxy_port)
