@@ -24,6 +24,8 @@ Failures, as Swift's ``MemcacheRing``:
   call is refused. Counters
   (``incr``, ``decr``) fail with `MemcacheUnavailable`, so a caller knows it counted nothing
   (ratelimit then lets the request through).
+- a call its caller cancels (a request whose client went away) fails with ``CancelledError``
+  and is no failure of the server: the connection other calls wait on stays.
 """
 
 from __future__ import annotations
@@ -267,6 +269,10 @@ class MemcacheClient:
                 return await _timed(action(protocol, name), self.io_timeout, self.reactor)
             except (ClientError, ServerError, NoSuchCommand) as err:  # it answered, with a refusal
                 raise MemcacheUnavailable(f"memcached {server[0]}:{server[1]} refused it: {err!r}") from None
+            except defer.CancelledError:
+                # Our caller gave up (its client went away): no failure of the server, and the
+                # connection others wait on stays (a late answer is matched to its command).
+                raise
             except Exception as err:  # refused, timed out, lost, or an answer we cannot read
                 last = err
                 self._failed(server, err)
@@ -292,6 +298,9 @@ class MemcacheClient:
     def _connected(result, health: _Health) -> None:
         """Hand a connection (or why there is none) to every caller that waited for it."""
         waiters, health.waiters, health.connecting = health.waiters or [], None, None
+        if isinstance(result, Failure) and result.check(defer.CancelledError):
+            # `close` gave the attempt up: a miss for the waiters, not a cancellation of theirs
+            result = Failure(MemcacheUnavailable("the client was closed while connecting"))
         if isinstance(result, _Protocol):
             health.protocol = result
         for waiter in waiters:
@@ -323,7 +332,7 @@ class MemcacheClient:
 
 
 def _is_timeout(error: Exception) -> bool:
-    return isinstance(error, (defer.TimeoutError, defer.CancelledError, TimeoutError))
+    return isinstance(error, (defer.TimeoutError, TimeoutError))
 
 
 async def _timed(result, timeout: float, reactor) -> Any:

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -276,6 +276,43 @@ class TimeoutTests(SynchronousTestCase):
         endpoint.transports[1].protocol.dataReceived(b"STORED\r\n")
         self.assertTrue(self.successResultOf(stored))
         self.assertEqual(self.clock.getDelayedCalls(), [])  # no timer left behind
+
+    def test_a_caller_that_gives_up_is_no_failure_of_the_server(self) -> None:
+        # A proxy cancels a request's work when its client goes away; the memcached call it was
+        # waiting on must not count against the server nor drop the connection others share.
+        endpoint = SilentEndpoint()
+        client = self.client(endpoint)
+        others = client.get("other")
+        for _ in range(3):  # error_limit
+            given_up = client.get("k")
+            given_up.cancel()
+            self.failureResultOf(given_up, CancelledError)
+        self.assertFalse(client.is_down(("10.0.0.1", 11211)))
+        transport = endpoint.transports[0]
+        self.assertTrue(transport.connected)
+        self.assertEqual(len(endpoint.transports), 1)
+        name = hashlib.md5(b"other").hexdigest().encode()
+        transport.protocol.dataReceived(b"VALUE " + name + b" 2 1\r\n1\r\nEND\r\n" + b"END\r\n" * 3)
+        self.assertEqual(self.successResultOf(others), 1)
+
+    def test_a_caller_that_gives_up_while_connecting_is_no_failure(self) -> None:
+        endpoint = HangingEndpoint()
+        client = self.client(endpoint)
+        waiting = client.get("other")
+        for _ in range(3):
+            given_up = client.get("k")
+            given_up.cancel()
+            self.failureResultOf(given_up, CancelledError)
+        self.assertFalse(client.is_down(("10.0.0.1", 11211)))
+        self.assertNoResult(waiting)  # the connection attempt goes on for the others
+        self.assertEqual(endpoint.attempts, 1)
+
+    def test_close_while_connecting_is_a_quiet_miss(self) -> None:
+        client = self.client(HangingEndpoint())
+        got, stored = client.get("k"), client.set("k", 1, 60)
+        client.close()
+        self.assertIsNone(self.successResultOf(got))
+        self.assertFalse(self.successResultOf(stored))
 
     def test_long_expiry_is_sent_as_a_time(self) -> None:
         self.clock.advance(1_700_000_000)
