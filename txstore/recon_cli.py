@@ -4,7 +4,10 @@
 
 It reads the ring files (``--ring-dir``), asks each node's ``/recon/<what>`` in parallel with
 a timeout, and prints readable tables (or ``--json``). Unreachable nodes are listed, never a
-traceback. A plain synchronous program: a thread per node request, no reactor.
+traceback. A plain synchronous program: a thread per node request, no reactor. Nodes that
+serve backend HTTP over TLS (``[cluster-tls]``, docs/tls.rst) are asked over HTTPS with
+``--cacert`` (the cluster CA) and ``--cert``/``--key`` (a certificate that CA issued: the
+nodes require one).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import ssl
 import sys
 import time
 import urllib.error
@@ -35,19 +39,20 @@ def nodes_of(ring_dir: Path) -> list[tuple[str, int]]:
     return sorted(found)
 
 
-def fetch(node: tuple[str, int], what: str, timeout: float) -> Any:
+def fetch(node: tuple[str, int], what: str, timeout: float, tls: ssl.SSLContext | None = None) -> Any:
     ip, port = node
     host = f"[{ip}]" if ":" in ip else ip
-    with urllib.request.urlopen(f"http://{host}:{port}/recon/{what}", timeout=timeout) as response:
+    scheme = "https" if tls is not None else "http"
+    with urllib.request.urlopen(f"{scheme}://{host}:{port}/recon/{what}", timeout=timeout, context=tls) as response:
         return json.loads(response.read())
 
 
-def gather(nodes: list[tuple[str, int]], what: str, timeout: float) -> dict[str, Any]:
+def gather(nodes: list[tuple[str, int]], what: str, timeout: float, tls: ssl.SSLContext | None = None) -> dict[str, Any]:
     """``{"ip:port": answer or {"error": why}}`` for every node, asked in parallel."""
 
     def one(node):
         try:
-            return fetch(node, what, timeout)
+            return fetch(node, what, timeout, tls)
         except (OSError, ValueError, urllib.error.URLError) as err:
             return {"error": str(getattr(err, "reason", err))}
 
@@ -190,7 +195,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help="every check")
     parser.add_argument("--json", action="store_true", help="raw answers as JSON")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per node (default 5)")
+    parser.add_argument("--cacert", type=Path, help="TLS nodes: the cluster CA their certificates must come from")
+    parser.add_argument("--cert", type=Path, help="TLS nodes: a certificate the cluster CA issued (PEM), with --key")
+    parser.add_argument("--key", type=Path, help="its private key (PEM)")
     args = parser.parse_args(argv)
+    if (args.cert is None) != (args.key is None) or (args.cert is not None and args.cacert is None):
+        parser.error("--cert and --key go together, and with --cacert")
+    tls = None
+    if args.cacert is not None:
+        try:
+            tls = ssl.create_default_context(cafile=str(args.cacert))
+            if args.cert is not None:
+                tls.load_cert_chain(str(args.cert), str(args.key))
+        except (OSError, ssl.SSLError) as err:
+            print(f"txstore-recon: cannot use the TLS files: {err}", file=sys.stderr)
+            return 2
     wanted = {
         "diskusage": args.diskusage, "load": args.load, "async": args.async_,
         "quarantined": args.quarantined, "daemons": args.daemons, "ringmd5": args.md5,
@@ -208,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if not nodes:
         print(f"txstore-recon: no rings (*.ring.gz) in {args.ring_dir}", file=sys.stderr)
         return 2
-    results = {what: gather(nodes, what, args.timeout) for what, on in wanted.items() if on}
+    results = {what: gather(nodes, what, args.timeout, tls) for what, on in wanted.items() if on}
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     else:

@@ -117,6 +117,14 @@ class HTTPSAllTheWayTests(TLSClusterCase):
         operator = self.curl("--fail", "--cert", str(certificate), "--key", str(key),
                              f"https://127.0.0.1:{self.node_port('node1')}/healthcheck")
         self.assertEqual((operator.returncode, operator.stdout), (0, b"OK\n"), operator.stderr)
+        # txstore-recon: over TLS with the operator's certificate; without it, every node unreachable.
+        recon = [console_script("txstore-recon"), "--ring-dir", str(self.root / "etc"), "--timeout", "10", "-l"]
+        tls = ["--cacert", str(self.pki.cluster_ca), "--cert", str(certificate), "--key", str(key)]
+        answered = subprocess.run([*recon, *tls], capture_output=True, text=True, timeout=60)
+        self.assertEqual(answered.returncode, 0, answered.stdout + answered.stderr)
+        self.assertNotIn("unreachable", answered.stdout)
+        plain = subprocess.run(recon, capture_output=True, text=True, timeout=60)
+        self.assertEqual((plain.returncode, plain.stdout.count("unreachable")), (1, NODES), plain.stdout)
 
 
 class StrangerNodeTests(TLSClusterCase):
