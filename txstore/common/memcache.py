@@ -73,6 +73,11 @@ def servers(raw: str, _base: Any = None) -> tuple[Server, ...]:
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise c.BadValue(f"{item!r} is not host:port")
+        if not (isIPAddress(host) or isIPv6Address(host)):
+            try:
+                host.encode("idna")
+            except UnicodeError:
+                raise c.BadValue(f"{host!r} is not a host name") from None
         found.append((host, int(port)))
     if len(set(found)) != len(found):
         raise c.BadValue("a server is named twice")
@@ -287,8 +292,10 @@ class MemcacheClient:
         if health.waiters is not None:  # a connection is on its way: wait for it with the others
             health.waiters.append(waiter)
             return await waiter
-        health.waiters = [waiter]
+        # Made before a connection counts as on its way: one that cannot be made (a name IDNA
+        # refuses) fails this call only, rather than leave later calls waiting for ever.
         endpoint = self._endpoint_for(self.reactor, server[0], server[1], self.connect_timeout)
+        health.waiters = [waiter]
         health.connecting = connectProtocol(endpoint, _Protocol(self.reactor, self.io_timeout))
         health.connecting.addTimeout(self.connect_timeout, self.reactor)
         health.connecting.addBoth(self._connected, health)

@@ -66,7 +66,7 @@ class HashRingTests(SynchronousTestCase):
         self.assertEqual(servers("127.0.0.1:11211, cache1:11212 [::1]:11213"),
                          (("127.0.0.1", 11211), ("cache1", 11212), ("::1", 11213)))
         self.assertEqual(servers(""), ())
-        for bad in ("127.0.0.1", "host:port", ":11211", "h:0", "h:1,h:1"):
+        for bad in ("127.0.0.1", "host:port", ":11211", "h:0", "h:1,h:1", "a..b:11211"):
             self.assertRaises(c.BadValue, servers, bad)
 
 
@@ -313,6 +313,14 @@ class TimeoutTests(SynchronousTestCase):
         client.close()
         self.assertIsNone(self.successResultOf(got))
         self.assertFalse(self.successResultOf(stored))
+
+    def test_a_server_that_cannot_be_dialled_is_a_miss_not_a_hang(self) -> None:
+        # An endpoint that cannot even be made (a name IDNA refuses) must fail this call and
+        # leave no connection "on its way" that every later call would wait on forever.
+        client = MemcacheClient(self.clock, (("a..b", 11211),), error_limit=3)
+        for _ in range(3):
+            self.assertIsNone(self.successResultOf(client.get("k")))
+        self.assertTrue(client.is_down(("a..b", 11211)))
 
     def test_long_expiry_is_sent_as_a_time(self) -> None:
         self.clock.advance(1_700_000_000)
