@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -249,6 +249,8 @@ class RateLimit:
                           trans_id=request.trans_id, method=request.method, path=request.decoded_path, error=err)
                 request.discard_body()
                 return _text(498, "Slow down")
+            except CancelledError:
+                raise  # the client went away: nothing to let through
             except Exception:
                 log.failure("{trans_id}: ratelimit counters unreachable; not limiting", trans_id=request.trans_id)
                 continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
@@ -174,6 +174,20 @@ class LimiterTests(Case):
         self.limiter.counters = Broken()
         self.assertEqual(self.statuses([self.send("PUT", f"{A}/c{n}") for n in range(3)]), [201] * 3)
         self.flushLoggedErrors(ConnectionRefusedError)
+
+    def test_a_request_given_up_while_counting_goes_no_further(self) -> None:
+        # Its client went away while memcached was asked: that is no counter failure, and the
+        # request must not go on down the pipeline as if it had been let through.
+        class Waiting:
+            def incr(self, key, delta, ttl, initial=None):
+                return Deferred()
+
+        self.build(account_ratelimit=1.0)
+        self.limiter.counters = Waiting()
+        sent = self.send("PUT", f"{A}/c")
+        sent.cancel()
+        self.failureResultOf(sent, CancelledError)
+        self.assertEqual(self.app.seen, [])
 
     def test_info(self) -> None:
         self.assertEqual(info_of(settings(account_ratelimit=2.0, container_ratelimit_10=4.0,
