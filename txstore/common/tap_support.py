@@ -59,7 +59,8 @@ def http_service(
     if not twisted_access_log:  # the server writes its own access lines (with trans ids)
         site.log = lambda request: None
     factory = wrap_listening(tls, site) if tls is not None else site
-    listener = TCPListener(reactor, bind_ip, bind_port, factory, label=label, adopt_fd=adopt_fd)
+    shown = f"{label} (TLS)" if tls is not None else label  # "proxy (TLS) listening on ..."
+    listener = TCPListener(reactor, bind_ip, bind_port, factory, label=shown, adopt_fd=adopt_fd)
     listener.setName(label)
     listener.setServiceParent(top)
     return top

@@ -211,7 +211,7 @@ def build_node(
     )
     listening = credentials.wrap_listening(receiver) if credentials is not None else receiver
     TCPListener(reactor, replication["bind_ip"], replication["bind_port"], listening,
-                label="replication").setServiceParent(services)
+                label="replication (TLS)" if credentials is not None else "replication").setServiceParent(services)
     runs: dict[str, object] = {}
     stops: dict[str, Callable[[], None]] = {}  # what makes a daemon's pass end early at node stop
     if rings is not None:
