@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import ssl
 import time
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from twisted.internet import reactor
 from twisted.internet.defer import TimeoutError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.server import Site
 
@@ -265,3 +268,58 @@ class ListenerTests(TestCase):
         with self.assertRaises(ssl.SSLError):  # below TLS 1.2: refused (Twisted's default minimum)
             await self.fetch(old, port.getHost().port)
 
+
+
+class WiringTests(SynchronousTestCase):
+    """What ``[cluster-tls]`` and ``[proxy] tls_*`` turn on in the services twistd starts."""
+
+    def setUp(self) -> None:
+        from txstore.test.support import small_cluster
+
+        self.layout = small_cluster(self, proxy_port=7100, base_port=7200)
+        self.pki = PKI(temp_dir(self))
+        certificate, key = self.pki.node
+        self.cluster_tls = (f"\n[cluster-tls]\ntls_certificate = {certificate}\ntls_private_key = {key}\n"
+                            f"tls_ca = {self.pki.cluster_ca}\n")
+
+    def listeners(self, tap, config: Path) -> tuple[dict[int, object], object]:
+        options = tap.Options()
+        options.parseOptions(["--config", str(config)])
+        reactor = MemoryReactorClock()
+        service = tap.makeService(options, reactor=reactor)
+        service.privilegedStartService()  # listens; starts nothing else
+        return {port: factory for port, factory, _backlog, _interface in reactor.tcpServers}, options
+
+    def test_node_serves_backend_http_and_replication_over_tls_and_dials_tls(self) -> None:
+        from txstore.storage import tap as node_tap
+        from txstore.storage.node import build_node
+
+        config = self.layout.node_config(1)
+        plain, _ = self.listeners(node_tap, config)
+        self.assertEqual([type(f) for f in plain.values()].count(TLSMemoryBIOFactory), 0)
+        config.write_text(config.read_text() + self.cluster_tls)
+        tls, options = self.listeners(node_tap, config)
+        self.assertEqual(sorted(tls), [7210, 7211])
+        for factory in tls.values():
+            self.assertIsInstance(factory, TLSMemoryBIOFactory)
+        server, _ = build_node(options.loaded.settings, MemoryReactorClock())
+        self.assertEqual(server.objects.context.client._scheme, "https")  # container updates, daemons
+
+    def test_proxy_serves_https_and_dials_nodes_over_tls(self) -> None:
+        from txstore.proxy import tap as proxy_tap
+
+        config = self.layout.proxy_config
+        certificate, key = self.pki.node
+        add = f"[proxy]\ntls_certificate = {certificate}\ntls_private_key = {key}\n"
+        config.write_text(config.read_text().replace("[proxy]\n", add, 1))
+        listening, options = self.listeners(proxy_tap, config)
+        self.assertEqual(list(listening), [7100])
+        self.assertIsInstance(listening[7100], TLSMemoryBIOFactory)
+        server, _ = proxy_tap.build_proxy(options.loaded, MemoryReactorClock())
+        self.assertEqual(server.context.client._scheme, "http")  # no [cluster-tls]: plain to the nodes
+        config.write_text(config.read_text() + self.cluster_tls)
+        options = proxy_tap.Options()
+        options.parseOptions(["--config", str(config)])
+        server, _ = proxy_tap.build_proxy(options.loaded, MemoryReactorClock())
+        self.assertEqual(server.context.client._scheme, "https")
+        self.assertIsNotNone(server.context.client.puts._tls)
