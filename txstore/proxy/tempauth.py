@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from attrs import define, field, frozen
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from zope.interface import implementer
 
 from txstore.interfaces import IAuthorizer, IMemcache, ISharedTokenStore, ITokenStore
@@ -269,8 +269,12 @@ class MemcachedTokenStore:
         now = self.clock()
         ttl = max(1.0, expires_at - now)
         claims = {"a": identity.account, "u": identity.user, "g": list(identity.groups), "e": expires_at}
-        await gatherResults([self.memcache.set(_token_key(token), claims, ttl),
-                             self.memcache.set(_user_key(identity.user), {"t": token, "e": expires_at}, ttl)])
+        try:  # both at once; the writes never fail, but a login given up cancels both
+            await gatherResults([self.memcache.set(_token_key(token), claims, ttl),
+                                 self.memcache.set(_user_key(identity.user), {"t": token, "e": expires_at}, ttl)],
+                                consumeErrors=True)
+        except FirstError as err:
+            err.subFailure.raiseException()  # the cancellation itself, not gatherResults' wrapper
         self._remember(token, expires_at, identity, now)
         return token
 

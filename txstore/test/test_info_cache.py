@@ -9,7 +9,9 @@ that logs nobody out), and ``[filter:cache]`` in proxy.conf.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+import gc
+
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -207,6 +209,21 @@ class MemcachedTokensTests(SynchronousTestCase):
         self.assertIsNone(self.whom(self.b, during))
         self.clock.advance(3600)
         self.assertIsNone(self.whom(self.a, token))  # expiry still holds
+
+
+    def test_a_login_given_up_while_memcached_stores_the_token_leaves_no_unhandled_error(self) -> None:
+        # Both writes are cancelled with the login: neither failure may be left unhandled.
+        class Slow(FakeMemcache):
+            def set(self, key, value, ttl):
+                return Deferred()
+
+        store = MemcachedTokenStore(Slow(self.clock), self.clock.seconds)
+        issuing = store.issue(Identity("AUTH_test", "test:tester", ("test",)), NOW + 60)
+        issuing.cancel()
+        self.failureResultOf(issuing, CancelledError)
+        del issuing
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(CancelledError), [])
 
 
 class CacheFilterConfigTests(SynchronousTestCase):
