@@ -77,14 +77,6 @@ class ECCodec:
         """The index a fragment's own header names."""
         return int(self._driver.get_metadata(fragment, formatted=True)["index"])
 
-    def archive_length(self, object_length: int) -> int:
-        """Bytes of every fragment archive of an object of ``object_length`` bytes (as `SegmentCutter` cuts it)."""
-        full, rest = divmod(object_length, self.segment_size)
-        length = full * self.fragment_size(self.segment_size)
-        if rest or not full:
-            length += self.fragment_size(rest)
-        return length
-
     def fragment_size(self, segment_length: int) -> int:
         """Bytes of one fragment of a segment of ``segment_length`` bytes, header included."""
         if segment_length == 0:

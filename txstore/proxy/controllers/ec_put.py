@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from txstore.common.quorum import best_status, quorum_size
 from txstore.common.timestamps import Timestamp
 from txstore.ec.codec import ECCodec
-from txstore.ec.layout import SegmentCutter
+from txstore.ec.layout import ArchiveLayout, SegmentCutter
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.controllers.base import ContainerInfo, answer, backend_path, node_failed
@@ -84,7 +84,7 @@ async def store_ec(
     if length is not None:
         headers[EC_CONTENT_LENGTH] = str(length)
         headers[EC_COMMIT] = COMMIT_ON_CONNECTION
-        headers[EC_ARCHIVE_LENGTH] = str(codec.archive_length(length))
+        headers[EC_ARCHIVE_LENGTH] = str(ArchiveLayout.of(codec, length).archive_length)
     if if_none_match:
         headers["If-None-Match"] = "*"
     part = ring.get_part(api.account, api.container, api.obj)
