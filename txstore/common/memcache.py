@@ -167,6 +167,7 @@ class MemcacheClient:
         self.ring = HashRing(self.servers, points)
         self._endpoint_for = endpoint_for
         self._health = {server: _Health() for server in self.servers}
+        self._closed = False  # after `close`: calls miss at once instead of connecting again
 
     # -- what callers use ---------------------------------------------------------------------
 
@@ -197,7 +198,8 @@ class MemcacheClient:
         return Deferred.fromCoroutine(self._call(key, self._decr_on(delta)))
 
     def close(self) -> Deferred:
-        """Drop every connection; fires once they are closed."""
+        """Drop every connection, and make none after (a write still in flight at stop); fires once they are closed."""
+        self._closed = True
         waits = []
         for health in self._health.values():
             if health.connecting is not None:
@@ -259,6 +261,8 @@ class MemcacheClient:
 
     async def _call(self, key: str, action) -> Any:
         """``action(protocol, name)`` on the first server of ``key`` that answers (at most ``tries``)."""
+        if self._closed:
+            raise MemcacheUnavailable("the client is closed")
         digest = hashlib.md5(key.encode("utf-8", "surrogateescape")).digest()
         name = digest.hex().encode()
         last: Exception | None = None

@@ -322,6 +322,18 @@ class TimeoutTests(SynchronousTestCase):
             self.assertIsNone(self.successResultOf(client.get("k")))
         self.assertTrue(client.is_down(("a..b", 11211)))
 
+    def test_no_connection_is_made_after_close(self) -> None:
+        # The proxy closes its client at stop; a fire-and-forget write after that must not
+        # open a connection nobody will close.
+        endpoint = SilentEndpoint()
+        client = self.client(endpoint)
+        client.get("k")
+        self.successResultOf(client.close())
+        self.assertFalse(self.successResultOf(client.set("k", 1, 60)))
+        self.assertIsNone(self.successResultOf(client.get("k")))
+        self.assertEqual(len(endpoint.transports), 1)
+        self.assertFalse(client.is_down(("10.0.0.1", 11211)))
+
     def test_long_expiry_is_sent_as_a_time(self) -> None:
         self.clock.advance(1_700_000_000)
         client = self.client(SilentEndpoint())
