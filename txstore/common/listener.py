@@ -1,5 +1,8 @@
 # -*- test-case-name: txstore.test.test_services -*-
-"""A TCP listening service that says where it listens (port 0 picks a free one)."""
+"""
+A listening service that says where it listens (port 0 picks a free one): TCP on an address and
+port, a socket adopted from a supervising process, or a Twisted server endpoint string.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import socket
 
 from attrs import define, field
 from twisted.application.service import Service
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
 from twisted.internet.protocol import Factory
@@ -27,6 +31,7 @@ class TCPListener(Service):
     factory: Factory
     label: str = "http"
     adopt_fd: int | None = None  # a listening socket made by a supervising process (proxy workers)
+    endpoint: str = ""  # a Twisted server endpoint string ([proxy] endpoint) instead of interface and port
     _listening: IListeningPort | None = field(default=None, init=False)
     log = Logger()
 
@@ -40,6 +45,9 @@ class TCPListener(Service):
             self.log.info("{label} worker serving {host}:{port}", label=self.label, host=address.host,
                           port=address.port)
             return
+        if self.endpoint:
+            self._listen_endpoint()
+            return
         try:
             self._listening = self.reactor.listenTCP(self.port, self.factory, interface=self.interface)
         except CannotListenError as error:
@@ -50,6 +58,22 @@ class TCPListener(Service):
         self.log.info(
             "{label} listening on {host}:{port}", label=self.label, host=address.host, port=address.port
         )
+
+    def _listen_endpoint(self) -> None:
+        """The endpoint's listen, which for TCP, SSL and UNIX endpoints is done when it returns."""
+        outcome: list = []
+        serverFromString(self.reactor, self.endpoint).listen(self.factory).addBoth(outcome.append)
+        if not outcome or not IListeningPort.providedBy(outcome[0]):
+            reason = outcome[0].getErrorMessage() if outcome else "it did not listen at once"
+            if outcome and outcome[0].check(CannotListenError):
+                socket_error = outcome[0].value.socketError
+                reason = getattr(socket_error, "strerror", None) or str(socket_error)
+            raise SystemExit(f"{self.label}: cannot listen on {self.endpoint}: {reason}")
+        self._listening = outcome[0]
+        address = self._listening.getHost()
+        self.log.info("{label} listening on {host}:{port} ({kind} endpoint)", label=self.label,
+                      host=getattr(address, "host", address), port=getattr(address, "port", ""),
+                      kind=self.endpoint.split(":", 1)[0])
 
     def startService(self) -> None:
         if self._listening is None:

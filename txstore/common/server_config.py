@@ -96,6 +96,34 @@ def listener_tls(loaded: LoadedConfig, section: str) -> ServerCertificate | None
     return _tls_files(loaded, section, names, ServerCertificate.from_files)
 
 
+ENDPOINT_OPTION = c.Option(
+    "endpoint", c.string, "",
+    doc="A Twisted server endpoint string (tcp:8080:interface=::, ssl:443:privateKey=...:certKey=...) to listen"
+        " on instead of bind_ip, bind_port and tls_*; one process (workers = 1).",
+)
+
+
+def endpoint_string(loaded: LoadedConfig, section: str, workers: int = 1) -> str:
+    """A section's ``endpoint``, parsed (nothing listens yet: its files are read); "" when unset."""
+    values = loaded.section(section)
+    text = values["endpoint"]
+    if not text:
+        return ""
+    if values.get("tls_certificate") is not None or values.get("tls_private_key") is not None:
+        raise loaded.error("give the certificate in the endpoint string or in tls_certificate and"
+                           " tls_private_key, not both", section, "endpoint")
+    if workers > 1:
+        raise loaded.error("an endpoint string is listened on by one process: set workers = 1, or use"
+                           " bind_ip, bind_port and tls_* (every worker serves those)", section, "endpoint")
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(None, text)  # parses, and reads an ssl: endpoint's files; no reactor is used
+    except Exception as err:
+        raise loaded.error(f"{text!r} is not a server endpoint string: {err}", section, "endpoint") from None
+    return text
+
+
 def load_cluster_from(loaded: LoadedConfig, section: str) -> ClusterConfig:
     """The cluster config a server's config points to; errors say which file pointed there."""
     cluster_path: Path = loaded.section(section)["txstore_conf"]

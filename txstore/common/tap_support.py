@@ -44,6 +44,7 @@ def config_options(default_path: str, load: Callable[[str], Any], what: str) -> 
 def http_service(
     reactor, bind_ip: str, bind_port: int, resource: Resource, label: str, client_timeout: float = 60.0,
     twisted_access_log: bool = True, adopt_fd: int | None = None, twistd_options=None, tls: Any = None,
+    endpoint: str = "",
 ) -> MultiService:
     """
     A MultiService with the site listening; other services (daemons) join it later. Request
@@ -51,7 +52,8 @@ def http_service(
     ``twistd_options`` (twistd's own, the parent of the plugin's): the process logs through
     txstore's writer (`ServerService`) where twistd would write a file or stdout. ``tls``: server
     TLS options (`txstore.common.tls`); the site then speaks HTTPS only (a plain HTTP client's
-    bytes fail the handshake and the connection is closed).
+    bytes fail the handshake and the connection is closed). ``endpoint``: a Twisted server
+    endpoint string to listen on instead of ``bind_ip:bind_port`` (its own TLS, if ``ssl:``).
     """
     top = ServerService(twistd_options, reactor)
     site = StreamingSite(resource, timeout=client_timeout, reactor=reactor)
@@ -60,7 +62,7 @@ def http_service(
         site.log = lambda request: None
     factory = wrap_listening(tls, site) if tls is not None else site
     shown = f"{label} (TLS)" if tls is not None else label  # "proxy (TLS) listening on ..."
-    listener = TCPListener(reactor, bind_ip, bind_port, factory, label=shown, adopt_fd=adopt_fd)
+    listener = TCPListener(reactor, bind_ip, bind_port, factory, label=shown, adopt_fd=adopt_fd, endpoint=endpoint)
     listener.setName(label)
     listener.setServiceParent(top)
     return top

@@ -20,6 +20,7 @@ from txstore.common.cluster import ClusterConfig
 from txstore.common.server_config import (
     CLUSTER_FILE_OPTIONS,
     CLUSTER_TLS_SECTION,
+    ENDPOINT_OPTION,
     LISTENER_TLS_OPTIONS,
     MAX_FILE_SIZE_OPTION,
     STATSD_OPTIONS,
@@ -27,6 +28,7 @@ from txstore.common.server_config import (
     statsd_settings,
     load_cluster_from,
     cluster_tls,
+    endpoint_string,
     listener_tls,
 )
 from txstore.proxy.affinity import (
@@ -101,6 +103,7 @@ SCHEMA = c.Schema(
                 *AFFINITY_OPTIONS,
                 *STATSD_OPTIONS,
                 *LISTENER_TLS_OPTIONS,
+                ENDPOINT_OPTION,
             ),
         ),
         PIPELINE_SECTION,
@@ -149,6 +152,7 @@ class ProxySettings:
     affinity: AffinityConfig = AffinityConfig()  # sorting_method and read / write affinity, per policy
     tls: Any = None  # txstore.common.tls.ServerCertificate: clients get HTTPS (None: plain HTTP)
     cluster_tls: Any = None  # txstore.common.tls.Credentials: the nodes are spoken to over TLS
+    endpoint: str = ""  # a Twisted server endpoint string, listened on instead of bind_ip:bind_port
 
     def stage(self, use: str) -> Stage | None:
         """The first filter of the pipeline that runs middleware ``use`` (``tempauth``)."""
@@ -180,6 +184,7 @@ def load_proxy_settings(path: str | Path) -> ProxySettings:
         affinity=affinity_config(loaded, proxy, cluster),
         tls=listener_tls(loaded, SECTION),
         cluster_tls=cluster_tls(loaded),
+        endpoint=endpoint_string(loaded, SECTION, proxy["workers"]),
     )
     _check_shared_state(loaded, settings)
     return settings

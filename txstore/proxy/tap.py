@@ -121,7 +121,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     top = http_service(
         reactor, settings.bind_ip, settings.bind_port, server.resource(), "proxy", twisted_access_log=False,
         adopt_fd=listen_fd, twistd_options=options.parent,
-        tls=settings.tls.options() if settings.tls is not None else None,
+        tls=settings.tls.options() if settings.tls is not None else None, endpoint=settings.endpoint,
     )
     pools.setServiceParent(top)
     if listen_fd is not None:

@@ -22,6 +22,7 @@ from twisted.web.server import Site
 
 from txstore.common.backend_client import BackendClient, BackendError, BackendTimeout
 from txstore.common.config import ConfigError
+from txstore.common.listener import TCPListener
 from txstore.common.put_connection import NodeGone
 from txstore.common.tls import Credentials, ServerCertificate, TLSFileError, wrap_listening
 from txstore.proxy.config import load_proxy_settings
@@ -112,6 +113,21 @@ class ConfigTests(SynchronousTestCase):
         )
         error = self.assertRaises(ConfigError, self.proxy, "[cluster-tls]\ntls_ca = cluster-ca.crt\n")
         self.assertIn("[cluster-tls]: tls_certificate: TLS needs tls_certificate, tls_private_key and tls_ca", str(error))
+
+
+    def test_endpoint_string(self) -> None:
+        certificate, key = self.pki.node
+        text = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
+        self.assertEqual(self.proxy(f"endpoint = {text}\n").endpoint, text)
+        self.assertEqual(self.proxy("").endpoint, "")
+        for extra, message in [
+            ("endpoint = bogus:1\n", "[proxy]: endpoint: 'bogus:1' is not a server endpoint string: Unknown endpoint type"),
+            (f"endpoint = ssl:0:privateKey={self.dir / 'none.key'}\n", "is not a server endpoint string: [Errno 2]"),
+            (f"endpoint = {text}\nworkers = 2\n", "[proxy]: endpoint: an endpoint string is listened on by one process"),
+            (f"endpoint = {text}\ntls_certificate = {certificate}\ntls_private_key = {key}\n",
+             "[proxy]: endpoint: give the certificate in the endpoint string or in tls_certificate"),
+        ]:
+            self.assertIn(message, str(self.assertRaises(ConfigError, self.proxy, extra)))
 
 
 class BackendTLSTests(TestCase):
@@ -224,6 +240,23 @@ class BackendTLSTests(TestCase):
         await self.assertTimesOut(self.serve(None, Factory.forProtocol(Silent)))
 
 
+async def https_get(context: ssl.SSLContext, port: int) -> bytes:
+    """GET /x from localhost:``port`` with the standard library's HTTPS client, in a thread."""
+    import http.client
+
+    from twisted.internet.threads import deferToThread
+
+    def get() -> bytes:
+        conn = http.client.HTTPSConnection("localhost", port, context=context, timeout=5)
+        try:
+            conn.request("GET", "/x")
+            return conn.getresponse().read()
+        finally:
+            conn.close()
+
+    return await deferToThread(get)
+
+
 class ListenerTests(TestCase):
     """The client-facing listener's options: a stock client verifying against the CA gets the page."""
 
@@ -232,21 +265,6 @@ class ListenerTests(TestCase):
     def setUp(self) -> None:
         self.dir = temp_dir(self)
         self.pki = PKI(self.dir)
-
-    async def fetch(self, context: ssl.SSLContext, port: int) -> bytes:
-        import http.client
-
-        from twisted.internet.threads import deferToThread
-
-        def get() -> bytes:
-            conn = http.client.HTTPSConnection("localhost", port, context=context, timeout=5)
-            try:
-                conn.request("GET", "/x")
-                return conn.getresponse().read()
-            finally:
-                conn.close()
-
-        return await deferToThread(get)
 
     async def test_https_with_the_chain(self) -> None:
         intermediate_ca = make_ca("an intermediate")  # stands in for a chain: the client trusts only the root
@@ -258,7 +276,7 @@ class ListenerTests(TestCase):
                                  interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         context = ssl.create_default_context(cafile=str(self.pki.cluster_ca))
-        self.assertEqual(await self.fetch(context, port.getHost().port), b"secure\n")
+        self.assertEqual(await https_get(context, port.getHost().port), b"secure\n")
         old = ssl.create_default_context(cafile=str(self.pki.cluster_ca))
         old.maximum_version = ssl.TLSVersion.TLSv1_1
         try:
@@ -266,8 +284,30 @@ class ListenerTests(TestCase):
         except ValueError:
             return
         with self.assertRaises(ssl.SSLError):  # below TLS 1.2: refused (Twisted's default minimum)
-            await self.fetch(old, port.getHost().port)
+            await https_get(old, port.getHost().port)
 
+
+
+class EndpointListenerTests(TestCase):
+    """``[proxy] endpoint``: a Twisted server endpoint string, here ``ssl:``, served as given."""
+
+    timeout = 30
+
+    async def test_ssl_endpoint(self) -> None:
+        pki = PKI(temp_dir(self))
+        certificate, key = pki.node
+        site = Site(DispatchResource(lambda request: plain_text(200, "secure" if request.isSecure() else "plain")))
+        listener = TCPListener(reactor, "", 0, site, label="proxy",
+                               endpoint=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={certificate}")
+        listener.privilegedStartService()
+        self.addCleanup(listener.stopService)
+        context = ssl.create_default_context(cafile=str(pki.cluster_ca))
+        self.assertEqual(await https_get(context, listener.bound_port), b"secure\n")
+        taken = TCPListener(reactor, "", 0, site, label="proxy",
+                            endpoint=f"tcp:{listener.bound_port}:interface=127.0.0.1")
+        error = self.assertRaises(SystemExit, taken.privilegedStartService)
+        self.assertEqual(str(error), f"proxy: cannot listen on tcp:{listener.bound_port}:interface=127.0.0.1:"
+                                     " Address already in use")
 
 
 class WiringTests(SynchronousTestCase):

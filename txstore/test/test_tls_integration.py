@@ -16,9 +16,9 @@ from swiftclient import client as swift
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.test.pki import PKI
-from txstore.test.support import CLUSTER_CONF, console_script, temp_dir, write_file
+from txstore.test.support import CLUSTER_CONF, console_script, free_port_block, small_cluster, temp_dir, write_file
 from txstore.test.test_proxy_integration import Cluster
-from txstore.test.tls_cluster import add_cluster_tls, all_tls, restart
+from txstore.test.tls_cluster import add_cluster_tls, all_tls, restart, start, stop
 
 NODES = 4
 
@@ -168,3 +168,19 @@ class StartTests(SynchronousTestCase):
         self.assertEqual(lines, [f"{console_script('twistd')} -n: {directory / 'proxy.conf'}: [proxy]: tls_private_key:"
                                  f" {other_key}: is not the private key of the certificate in {certificate}"])
         self.assertNotIn("Traceback", result.stdout + result.stderr)
+
+    def test_a_proxy_on_an_endpoint_string(self) -> None:
+        """``[proxy] endpoint = ssl:...``: twistd serves HTTPS there (curl trusting the CA)."""
+        layout = small_cluster(self, proxy_port=0)
+        pki = PKI(temp_dir(self))
+        certificate, key = pki.node
+        port = free_port_block(1)
+        config = layout.proxy_config
+        config.write_text(config.read_text().replace(
+            "[proxy]\n", f"[proxy]\nendpoint = ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={certificate}\n", 1))
+        self.addCleanup(stop, layout.root, "proxy")
+        start(layout.root, "proxy", port)
+        served = subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", str(pki.cluster_ca),
+                                 f"https://localhost:{port}/healthcheck"], capture_output=True, timeout=60)
+        self.assertEqual((served.returncode, served.stdout), (0, b"OK"), served.stderr)
+        self.assertIn(b"(ssl endpoint)", (layout.root / "log" / "proxy.log").read_bytes())
