@@ -386,17 +386,21 @@ class NetnsCluster:
             raise NetnsError(f"netns_client {command} failed ({done.returncode}): {done.stderr[-3000:]}")
         return json.loads(done.stdout)
 
-    def stream(self, arguments: dict) -> subprocess.Popen:
-        """Start a `netns_client` stream of requests; its stdout is one JSON line per request."""
+    def stream(self, arguments: dict) -> tuple[subprocess.Popen, Path]:
+        """
+        Start a `netns_client` stream of requests; it writes one JSON line per request to the
+        file returned (a file, not a pipe: a pipe nobody reads until the stream ends fills up
+        after some 250 lines and stalls the client's threads).
+        """
         key = f"stream-{len(self.processes)}-{time.monotonic_ns()}"
-        process = subprocess.Popen(self.client_command("stream"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True,
-                                   cwd=Path(__file__).parents[2])
+        output = self.root / "log" / f"{key}.jsonl"
+        with open(output, "wb") as out, open(output.with_suffix(".stderr"), "wb") as err:
+            process = subprocess.Popen(self.client_command("stream"), stdin=subprocess.PIPE, stdout=out, stderr=err,
+                                       start_new_session=True, cwd=Path(__file__).parents[2])
         self.processes[key] = process
-        process.stdin.write(json.dumps(arguments))
+        process.stdin.write(json.dumps(arguments).encode("utf-8"))
         process.stdin.close()
-        process.stdin = None  # so that communicate() does not flush it again
-        return process
+        return process, output
 
     def dispersion_tool(self, command: str, coverage: float = 50.0) -> dict:
         """``txstore-dispersion <command> --json`` (populate or report) run from the client namespace."""

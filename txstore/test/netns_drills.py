@@ -94,11 +94,13 @@ class Drill:
         return self.cluster.stream({"storage_url": self.storage_url, "token": self.token, "container": container,
                                     "prefix": f"{self.name}-{len(self.containers)}", "seconds": seconds, **options})
 
-    def collect(self, process) -> list[dict]:
-        out, err = process.communicate(timeout=300)
-        if process.returncode != 0:
-            raise AssertionError(f"stream exited with {process.returncode}: {err[-2000:]}")
-        rows = [json.loads(line) for line in out.splitlines()]
+    def collect(self, stream: tuple) -> list[dict]:
+        """Wait for a stream to end; its requests."""
+        process, output = stream
+        if process.wait(300) != 0:
+            error = output.with_suffix(".stderr").read_text(errors="replace")
+            raise AssertionError(f"stream exited with {process.returncode}: {error[-2000:]}")
+        rows = [json.loads(line) for line in output.read_text().splitlines()]
         self.rows += rows
         return rows
 
@@ -162,7 +164,7 @@ class Drill:
     def run(self, *, before: float, fault: Callable[[], None], hold: float, heal: Callable[[], object],
             after: float, figures: Figures, **stream_options: object) -> float:
         """A stream of ``before + hold + after`` seconds with the fault held ``hold`` seconds; the heal time."""
-        process = self.stream(self.name, before + hold + after, **stream_options)
+        stream = self.stream(self.name, before + hold + after, **stream_options)
         time.sleep(before)
         began = time.time()
         fault()
@@ -171,7 +173,7 @@ class Drill:
         healed = time.time()
         if healed_by:
             figures.notes["impairment"] = healed_by
-        self.collect(process)
+        self.collect(stream)
         self.count(figures, began, healed)
         return healed
 
