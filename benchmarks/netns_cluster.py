@@ -35,6 +35,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cut-seconds", type=float, default=10.0, help="(a) proxy-host1 cut")
     parser.add_argument("--replication-cut-seconds", type=float, default=12.0, help="(b) host1-host2 cut")
     parser.add_argument("--partition-seconds", type=float, default=60.0, help="(c) host3 off the network")
+    parser.add_argument("--partition-rate", type=float, default=10.0,
+                        help="(c) requests a second at most (0: as fast as the cluster answers)")
     parser.add_argument("--impair-seconds", type=float, default=20.0, help="(d) region 2 impaired")
     parser.add_argument("--delay", type=float, default=0.2, help="(d) seconds each crossing packet is held")
     parser.add_argument("--loss", type=float, default=0.05, help="(d) fraction of crossing packets dropped")
@@ -56,7 +58,7 @@ def run(name: str, args: argparse.Namespace, keep: bool) -> netns_drills.Figures
         if name == "replication":
             return netns_drills.replication_cut(cluster, args.replication_cut_seconds)
         if name == "partition":
-            return netns_drills.host_partition(cluster, args.partition_seconds)
+            return netns_drills.host_partition(cluster, args.partition_seconds, rate=args.partition_rate or None)
         return netns_drills.region_impairment(cluster, args.impair_seconds, args.delay, args.loss, args.method)
     finally:
         cluster.teardown(keep_root=keep)

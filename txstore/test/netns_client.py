@@ -10,7 +10,8 @@ Commands (the answer is JSON on stdout):
 - ``wait``: which of ``urls`` do not answer 200 within ``timeout``;
 - ``auth``: the storage URL and a token from tempauth;
 - ``stream``: PUTs (and GETs of objects already acknowledged, ``reads`` of the requests) from
-  ``workers`` threads for ``seconds``, one JSON line per request as it ends;
+  ``workers`` threads for ``seconds`` (at most ``rate`` a second, if given), one JSON line
+  per request as it ends;
 - ``verify``: every listed object read back through the proxy, compared by md5;
 - ``get``: a node's JSON (``/recon/replication``);
 - ``dispersion``: every listed object HEADed on each of its primaries (the ring's device
@@ -93,6 +94,8 @@ class Stream:
         self.sizes = arguments.get("sizes", [4096])
         self.reads = arguments.get("reads", 0.0)
         self.deadline = time.monotonic() + arguments["seconds"]
+        self.interval = 1.0 / arguments["rate"] if arguments.get("rate") else 0.0  # requests/s, all threads
+        self.next_start = time.monotonic()
         self.rng = random.Random(arguments.get("seed", 1))
         self.lock = threading.Lock()
         self.count = 0
@@ -104,6 +107,11 @@ class Stream:
             sys.stdout.flush()
 
     def next_request(self) -> tuple[str, str, int]:
+        with self.lock:
+            wait = self.next_start - time.monotonic()
+            self.next_start = max(self.next_start, time.monotonic()) + self.interval
+        if wait > 0:
+            time.sleep(wait)
         with self.lock:
             if self.acked and self.rng.random() < self.reads:
                 return ("GET", *self.rng.choice(self.acked))

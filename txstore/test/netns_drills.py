@@ -272,11 +272,14 @@ def replication_cut(cluster: NetnsCluster, hold: float = 12.0) -> Figures:
     return figures
 
 
-def host_partition(cluster: NetnsCluster, hold: float = 60.0, host: str = "host3") -> Figures:
-    """(c) A whole host partitioned for ``hold`` seconds during writes, then healed."""
+def host_partition(cluster: NetnsCluster, hold: float = 60.0, host: str = "host3", rate: float | None = 10.0) -> Figures:
+    """
+    (c) A whole host partitioned for ``hold`` seconds during writes (``rate`` requests a second
+    at most, so that what must be repaired does not depend on how fast this machine is), then healed.
+    """
     drill, figures = Drill(cluster, f"partition-{host}"), Figures(f"{host} partitioned")
     healed = drill.run(before=3.0, fault=lambda: cluster.partition(host), hold=hold,
-                       heal=lambda: cluster.rejoin(host), after=3.0, figures=figures, reads=0.2)
+                       heal=lambda: cluster.rejoin(host), after=3.0, figures=figures, reads=0.2, rate=rate)
     return drill.finish(figures, healed)
 
 
