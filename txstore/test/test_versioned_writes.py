@@ -529,14 +529,14 @@ class FilterTests(SynchronousTestCase):
         self.assertEqual(self.build(allow_object_versioning="false").settings["allow_object_versioning"], False)
 
     def test_the_shipped_configs_enable_it(self) -> None:
-        from txstore.aio.layout import _proxy_config
+        from txstore.aio.layout import Layout, Topology, _proxy_config
 
         conf = (Path(__file__).parents[2] / "conf" / "proxy.conf").read_text()
         self.assertIn("dlo versioned_writes symlink", conf)
         self.assertIn("[filter:versioned_writes]\n", conf)
         self.assertIn("\nallow_versioned_writes = true\n", conf)
         self.assertIn("[filter:versioned_writes]\nuse = egg:txstore#versioned_writes\nallow_versioned_writes = true\n",
-                      _proxy_config(FakeLayout()))
+                      _proxy_config(Layout(Path("/nowhere"), Topology(), 8080)))
 
 
 class FakeServices:
@@ -546,9 +546,3 @@ class FakeServices:
         self.info = info
         self.clock = lambda: 0.0
         self.context = type("Context", (), {"constraints": Constraints()})()
-
-
-class FakeLayout:
-    max_file_size = None
-    proxy_port = 8080
-    proxy_workers = 1
