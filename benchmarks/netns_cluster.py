@@ -34,6 +34,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--drill", choices=DRILLS, action="append", help="run only these (repeatable)")
     parser.add_argument("--cut-seconds", type=float, default=10.0, help="(a) proxy-host1 cut")
     parser.add_argument("--replication-cut-seconds", type=float, default=12.0, help="(b) host1-host2 cut")
+    parser.add_argument("--replication-rate", type=float, default=20.0,
+                        help="(b) writes a second at most while host2 is down (0: as fast as the cluster answers)")
     parser.add_argument("--partition-seconds", type=float, default=60.0, help="(c) host3 off the network")
     parser.add_argument("--partition-rate", type=float, default=10.0,
                         help="(c) requests a second at most (0: as fast as the cluster answers)")
@@ -56,7 +58,8 @@ def run(name: str, args: argparse.Namespace, keep: bool) -> netns_drills.Figures
         if name == "cut":
             return netns_drills.proxy_node_cut(cluster, args.cut_seconds)
         if name == "replication":
-            return netns_drills.replication_cut(cluster, args.replication_cut_seconds)
+            return netns_drills.replication_cut(cluster, args.replication_cut_seconds,
+                                                rate=args.replication_rate or None)
         if name == "partition":
             return netns_drills.host_partition(cluster, args.partition_seconds, rate=args.partition_rate or None)
         return netns_drills.region_impairment(cluster, args.impair_seconds, args.delay, args.loss, args.method)

@@ -224,18 +224,19 @@ def _passes_over(cluster: NetnsCluster, host: str, seen: dict, since: float, sto
             seen[last["finished_at"]] = last
 
 
-def replication_cut(cluster: NetnsCluster, hold: float = 12.0) -> Figures:
+def replication_cut(cluster: NetnsCluster, hold: float = 12.0, rate: float | None = 20.0) -> Figures:
     """
-    (b) host2 misses a stream of writes (its server stopped); once it is back, the link between it
-    and host1 is cut while the replicators are still filling it (replication is throttled in
-    this drill's node configs), for longer than the replication node_timeout, then mended:
-    the replicators' next passes must finish the job.
+    (b) host2 misses a stream of writes (its server stopped; ``rate`` writes a second at most, so
+    that what replication must carry does not depend on how fast this machine answers); once it
+    is back, the link between it and host1 is cut while the replicators are still filling it
+    (replication is throttled in this drill's node configs), for longer than the replication
+    node_timeout, then mended: the replicators' next passes must finish the job.
     """
     drill, figures = Drill(cluster, "cut-host1-host2"), Figures("node-node link cut during replication")
     # host2's server stopped (refusing, so the writes go to handoffs at once: a silent host
     # costs each PUT the proxy's node_timeout, see docs/many-hosts.rst)
     cluster.stop("host2")
-    drill.collect(drill.stream("cut-host1-host2", 5.0, sizes=[65536, 131072, 262144], workers=4))
+    drill.collect(drill.stream("cut-host1-host2", 5.0, sizes=[65536, 131072, 262144], workers=4, rate=rate))
     cluster.start_server("host2")
     cluster.wait_healthy(["host2"])
     notes = figures.notes
