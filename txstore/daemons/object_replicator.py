@@ -39,7 +39,7 @@ from txstore.daemons.periodic import run_jobs
 from txstore.replication.sender import ObjectSender
 from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.partitions import (
     get_hashes,
     hashes_digest,

@@ -42,7 +42,7 @@ from txstore.replication.rebuild import ArchiveRebuilder
 from txstore.replication.sender import ObjectSender
 from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.partitions import (
     ObjectFiles,
     ec_hashes_for,

@@ -39,7 +39,8 @@ from txstore.replication.frames import VERSION, FrameType, ProtocolError, Record
 from txstore.replication.receiver import ReceiverSession, UpdateRefused
 from txstore.replication.sender import CHUNK, BytePacer, Connector
 from txstore.storage.db import DatabaseAlreadyExists, DatabaseCorrupt
-from txstore.storage.db_server import DatabaseAccess, database_path, quarantine_database
+from txstore.storage.db_server import DatabaseAccess
+from txstore.storage.db.files import database_path, quarantine_database
 
 ROWS_PER_FRAME = 500
 FILE_THRESHOLD = 50_000

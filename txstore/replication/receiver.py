@@ -41,7 +41,7 @@ from txstore.storage.diskfile import (
     DiskFileNoSpace,
     DiskFileNotFound,
 )
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.partitions import ec_hashes_for, ec_object_files, get_hashes, hashes_digest, object_files
 from txstore.ec.headers import FRAG_INDEX
 

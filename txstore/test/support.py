@@ -39,7 +39,7 @@ def storage_context(case: SynchronousTestCase, device: str = "d1", clock=lambda:
     from txstore.common.io import SynchronousRunner
     from txstore.common.policies import DEFAULT_POLICIES
     from txstore.storage.diskfile import DiskFileManager
-    from txstore.storage.http_support import StorageContext
+    from txstore.storage.context import StorageContext
 
     root = temp_dir(case)
     (root / device).mkdir()

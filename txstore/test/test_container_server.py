@@ -29,10 +29,11 @@ from txstore.storage.account_server import AccountServer
 from txstore.storage.broker_cache import BrokerCache
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.db import ContainerBroker, DatabaseAlreadyExists, DatabaseBusy, DatabaseCorrupt
-from txstore.storage.db_server import DatabaseAccess, database_path, quarantine_database
+from txstore.storage.db_server import DatabaseAccess
+from txstore.storage.db.files import database_path, quarantine_database
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
-from txstore.storage.server import NodeServer
+from txstore.storage.context import StorageContext
+from txstore.node.server import NodeServer
 from txstore.test.support import temp_dir
 
 NOW = 1700000000.0

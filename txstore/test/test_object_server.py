@@ -31,10 +31,10 @@ from txstore.qos.classes import IOClass, IOClasses
 from txstore.qos.scheduler import IOScheduler
 from txstore.storage import diskfile as diskfile_module
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.object_body import CHUNK_SIZE
 from txstore.storage.object_server import ObjectServer
-from txstore.storage.server import NodeServer
+from txstore.node.server import NodeServer
 
 
 @implementer(IBodyProducer)

@@ -33,9 +33,9 @@ from txstore.storage.container_server import ContainerServer
 from txstore.storage.db import ContainerBroker
 from txstore.storage.db.broker import Subdir
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.object_server import ObjectServer
-from txstore.storage.server import NodeServer
+from txstore.node.server import NodeServer
 from txstore.test.test_account_server import ZERO
 from txstore.test.test_container_server import ContainerReports, FakeClient, ObjectRows, http, make_context, ts
 from txstore.test.test_object_server import FakeContainers

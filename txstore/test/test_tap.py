@@ -9,7 +9,7 @@ from treq.testing import StubTreq
 
 from txstore.proxy import tap as proxy_tap
 from txstore.ring.reloader import RingReloader
-from txstore.storage import tap as node_tap
+from txstore.node import tap as node_tap
 from txstore.test.support import small_cluster, temp_dir, write_file
 
 
