@@ -59,7 +59,9 @@ def shared_state(settings: ProxySettings, reactor, clock) -> tuple[MemcacheClien
 
 def build_proxy(loaded: LoadedServer, reactor, clock=time.time) -> tuple[ProxyServer, Service]:
     settings = loaded.settings
-    client = BackendClient(reactor, max_per_host=32, tls=settings.cluster_tls)
+    timeouts = settings.timeouts
+    client = BackendClient(reactor, timeout=timeouts.node, connect_timeout=timeouts.connect, max_per_host=32,
+                           tls=settings.cluster_tls)
     memcache, cache = shared_state(settings, reactor, clock)
     context = ProxyContext(
         reactor=reactor,
@@ -70,6 +72,9 @@ def build_proxy(loaded: LoadedServer, reactor, clock=time.time) -> tuple[ProxySe
         memcache=memcache,
         clock=clock,
         constraints=Constraints(max_file_size=settings.max_file_size),
+        node_timeout=timeouts.node,
+        post_quorum_timeout=timeouts.post_quorum,
+        concurrency_timeout=timeouts.concurrency,
         errors=ErrorLimiter(clock),
         metrics=proxy_metrics(),
         ec=ECService(reactor),

@@ -45,7 +45,19 @@ class Cut:
     after: int
 
 
-Behaviour = Callable[[Call], "BackendResponse | Cut | BaseException"]
+@frozen
+class Held:
+    """
+    An answer the node gives only once the test fires ``release`` (a PUT's, whatever its
+    status, is the final one: the body is invited first);
+    never fired, a node gone silent (the fake has no timeouts: the caller's must end the wait).
+    """
+
+    response: BackendResponse
+    release: Deferred = field(factory=Deferred)
+
+
+Behaviour = Callable[[Call], "BackendResponse | Cut | Held | BaseException"]
 
 
 def reply(status: int, body: bytes = b"", **headers: str) -> Behaviour:
@@ -90,7 +102,9 @@ class FakeBackend:
         _call, outcome = self._call(method, host, port, path, headers, body, query)
         if isinstance(outcome, BaseException):
             raise outcome
-        return outcome.response if isinstance(outcome, Cut) else outcome
+        if isinstance(outcome, Held):
+            await outcome.release
+        return outcome.response if isinstance(outcome, (Cut, Held)) else outcome
 
     async def stream(self, method: str, host: str, port: int, path: str, headers: dict[str, str],
                      timeout: float | None = None) -> FakeStreamedResponse:
@@ -108,8 +122,10 @@ class FakeBackend:
         call, outcome = self._call("PUT", host, port, path, headers, None)
         if isinstance(outcome, BaseException):
             raise outcome
-        connection = FakePutConnection(call, outcome)
-        if 200 <= outcome.status < 300:
+        held = outcome.release if isinstance(outcome, Held) else None
+        outcome = outcome.response if isinstance(outcome, Held) else outcome
+        connection = FakePutConnection(call, outcome, held)
+        if 200 <= outcome.status < 300 or held is not None:  # a held answer is the final one
             return connection, None
         connection.answer.callback(NodeAnswer(outcome.status, dict(outcome.headers), outcome.body))
         return connection, NodeAnswer(outcome.status, dict(outcome.headers), outcome.body)
@@ -209,7 +225,8 @@ class FakePutConnection:
     that offers nothing on its 100 Continue, it makes an EC PUT take trailers and the POST.
     """
 
-    def __init__(self, call: Call, outcome: BackendResponse) -> None:
+    def __init__(self, call: Call, outcome: BackendResponse, held: Deferred | None = None) -> None:
+        self._held = held  # the final answer waits for it (`Held`)
         self.continue_headers: dict[str, str] = {}
         self.call = call
         self._outcome = outcome
@@ -225,8 +242,15 @@ class FakePutConnection:
         self.finished = True
         self.trailers = trailers  # an EC archive's (its object's ETag and length)
         headers = {"etag": hashlib.md5(bytes(self.call.received)).hexdigest(), **self._outcome.headers}
-        if not self.answer.called:
-            self.answer.callback(NodeAnswer(self._outcome.status, headers, self._outcome.body))
+
+        def answer(_ignored=None) -> None:
+            if not self.answer.called:
+                self.answer.callback(NodeAnswer(self._outcome.status, headers, self._outcome.body))
+
+        if self._held is None:
+            answer()
+        else:
+            self._held.addCallback(answer)
 
     def abort(self) -> None:
         self.aborted = True

@@ -15,8 +15,9 @@ from itertools import islice
 from attrs import field, frozen
 from twisted.internet import defer
 from twisted.internet import error as internet_error
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredQueue, gatherResults
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from txstore.common.backend_client import BackendError, BackendResponse, BackendTimeout
 from txstore.common.timestamps import Timestamp
@@ -24,7 +25,8 @@ from txstore.proxy.affinity import Placement
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIRequest
 from txstore.proxy.messages import HeaderMap, SwiftResponse
-from txstore.common.quorum import best_status
+from txstore.common.quorum import best_status, has_quorum
+from txstore.proxy.controllers.gather import until_decided
 from txstore.ring.ring import Node, Ring
 
 log = Logger()
@@ -137,7 +139,8 @@ async def write_to_replicas(
     headers_for: HeadersFor, body: bytes | None = None, query: str = "", policy_index: int | None = None,
 ) -> tuple[int, list[BackendResponse]]:
     """
-    Send a write to every replica (handoffs for failed ones); the quorum status and answers.
+    Send a write to every replica (handoffs for failed ones); the quorum status and the answers
+    in by ``post_quorum_timeout`` after a quorum decided it (`until_decided`).
     An object DELETE under write affinity (``policy_index`` given) goes to local handoffs as
     well, where a recent PUT may still sit, and its quorum counts them (as Swift's
     write_affinity_handoff_delete_count).
@@ -147,14 +150,14 @@ async def write_to_replicas(
     if write is not None:
         primaries = primaries + write.delete_handoffs(primaries, ring.get_more_nodes(part))
     handoffs = HandoffPool(ring, part, primaries)
-    results = await gatherResults(
-        [
-            Deferred.fromCoroutine(
-                _one_slot(context, i, node, handoffs, part, method, names, headers_for, body, query)
-            )
-            for i, node in enumerate(primaries)
-        ],
-        consumeErrors=True,
+    attempts = [
+        Deferred.fromCoroutine(_one_slot(context, i, node, handoffs, part, method, names, headers_for, body, query))
+        for i, node in enumerate(primaries)
+    ]
+    results = await until_decided(
+        context.reactor, attempts,
+        lambda got: has_quorum([r.status if r is not None else 503 for r in got], len(primaries)),
+        context.post_quorum_timeout,
     )
     answers = [r for r in results if r is not None]
     return best_status([r.status for r in answers], len(primaries)), answers
@@ -222,20 +225,45 @@ async def read_from_replicas(
     # Nodes suppressed for their errors are asked last, not never: a read should still succeed.
     candidates: list[Node] = sorted(primaries, key=lambda n: not usable(context, n))
     tried = 0
-    while candidates:
-        node = candidates.pop(0)
+
+    def next_node() -> Node | None:
+        nonlocal tried
+        if not candidates and tried < 2 * len(primaries) and len(not_found) < len(primaries):
+            more = next(handoffs, None)
+            if more is not None:
+                candidates.append(more)
+        if not candidates:
+            return None
         tried += 1
-        response = await ask(node)
+        return candidates.pop(0)
+
+    # One node at a time; with concurrent_gets, the next one too whenever the ones asked have
+    # not answered within concurrency_timeout (a silent node then costs that, not node_timeout).
+    arrived: DeferredQueue[BackendResponse | None] = DeferredQueue()
+    running = 0
+    node = next_node()
+    while node is not None or running:
+        if node is not None:
+            Deferred.fromCoroutine(ask(node)).addBoth(arrived.put)
+            running += 1
+        waiting = arrived.get()
+        if context.concurrency_timeout is not None and node is not None:
+            waiting.addTimeout(context.concurrency_timeout, context.reactor)
+        try:
+            response = await waiting
+        except defer.TimeoutError:
+            node = next_node()  # None once there is no other node: then wait for those asked
+            continue
+        running -= 1
+        if isinstance(response, Failure):
+            response.raiseException()
         if response is not None:
             if response.status < 400 or (400 <= response.status < 500 and response.status != 404):
                 # success, or the client's own error (every replica would say the same)
                 return ReadResult(response, tuple(statuses))
             if response.status == 404:
                 not_found.append(response)
-        if not candidates and tried < 2 * len(primaries):
-            more = next(handoffs, None)
-            if more is not None and len(not_found) < len(primaries):
-                candidates.append(more)
+        node = next_node()
     if not_found:
         return ReadResult(max(not_found, key=response_timestamp), tuple(statuses))
     return ReadResult(None, tuple(statuses))
