@@ -34,6 +34,7 @@ class Call:
     headers: dict[str, str]
     body: bytes | None
     query: str
+    timeout: float | None = None
     received: bytearray = field(factory=bytearray, eq=False)  # a PUT's body as it arrives
 
 
@@ -80,6 +81,12 @@ def usual(call: Call) -> BackendResponse:
     return BackendResponse(status, {"x-backend-timestamp": "0000000001.00000"}, b"")
 
 
+def in_turn(*outcomes: BackendResponse | BaseException, then: Behaviour = usual) -> Behaviour:
+    """A node answering ``outcomes`` one call after the other, then as ``then``."""
+    waiting = list(outcomes)
+    return lambda call: waiting.pop(0) if waiting else then(call)
+
+
 @implementer(IBackendClient)
 class FakeBackend:
     """A backend client whose nodes answer as scripted in ``nodes`` (by ``ip:port/device``)."""
@@ -89,9 +96,10 @@ class FakeBackend:
         self.nodes: dict[str, Behaviour] = {}
         self.default: Behaviour = usual
 
-    def _call(self, method: str, host: str, port: int, path: str, headers, body, query: str = ""):
+    def _call(self, method: str, host: str, port: int, path: str, headers, body, query: str = "",
+              timeout: float | None = None):
         device = path.split("/")[1]
-        call = Call(method, f"{host}:{port}/{device}", path, dict(headers or {}), body, query)
+        call = Call(method, f"{host}:{port}/{device}", path, dict(headers or {}), body, query, timeout)
         self.calls.append(call)
         return call, self.nodes.get(call.node, self.default)(call)
 
@@ -99,7 +107,7 @@ class FakeBackend:
         self, method: str, host: str, port: int, path: str, headers: dict[str, str] | None = None,
         body: bytes | None = None, timeout: float | None = None, query: str = "",
     ) -> BackendResponse:
-        _call, outcome = self._call(method, host, port, path, headers, body, query)
+        _call, outcome = self._call(method, host, port, path, headers, body, query, timeout)
         if isinstance(outcome, BaseException):
             raise outcome
         if isinstance(outcome, Held):
@@ -108,7 +116,7 @@ class FakeBackend:
 
     async def stream(self, method: str, host: str, port: int, path: str, headers: dict[str, str],
                      timeout: float | None = None) -> FakeStreamedResponse:
-        _call, outcome = self._call(method, host, port, path, headers, None)
+        _call, outcome = self._call(method, host, port, path, headers, None, timeout=timeout)
         if isinstance(outcome, BaseException):
             raise outcome
         cut = outcome.after if isinstance(outcome, Cut) else None
@@ -119,7 +127,7 @@ class FakeBackend:
         return FakeStreamedResponse(response.status, headers, length, response.body if method == "GET" else b"", cut)
 
     async def put(self, host: str, port: int, path: str, headers: dict[str, str], timeout: float | None = None):
-        call, outcome = self._call("PUT", host, port, path, headers, None)
+        call, outcome = self._call("PUT", host, port, path, headers, None, timeout=timeout)
         if isinstance(outcome, BaseException):
             raise outcome
         held = outcome.release if isinstance(outcome, Held) else None

@@ -25,6 +25,7 @@ from txstore.interfaces import IResponseBody
 from txstore.storage.http_support import HTTPError, NodeResponse, plain_text
 from txstore.node import server
 from txstore.node.server import NodeServer
+from txstore.test.support import InertProducer
 
 
 @define
@@ -58,20 +59,11 @@ class FakeRecon:
 
 
 @implementer(IResponseBody)
-class BreakingBody:
+class BreakingBody(InertProducer):
     """A streamed body that writes ``partial``, then fails with ``error``."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
     async def _write_to(self, consumer) -> bool:
         consumer.write(b"partial")

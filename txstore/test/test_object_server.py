@@ -35,10 +35,11 @@ from txstore.storage.context import StorageContext
 from txstore.storage.object_body import CHUNK_SIZE
 from txstore.storage.object_server import ObjectServer
 from txstore.node.server import NodeServer
+from txstore.test.support import InertProducer
 
 
 @implementer(IBodyProducer)
-class ChunkedBody:
+class ChunkedBody(InertProducer):
     """A body of unknown length, so the client sends it chunked."""
 
     length = UNKNOWN_LENGTH
@@ -50,15 +51,6 @@ class ChunkedBody:
         for chunk in self.chunks:
             consumer.write(chunk)
         return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class FakeContainers:
