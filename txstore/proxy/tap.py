@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 
 from attrs import frozen
 from twisted.application.service import MultiService, Service
@@ -57,12 +56,12 @@ class _Pools(Service):
         return DeferredList([close() for close in self._closers])
 
 
-def shared_state(settings: ProxySettings, reactor, clock) -> tuple[MemcacheClient | None, IInfoCache]:
+def shared_state(settings: ProxySettings, reactor) -> tuple[MemcacheClient | None, IInfoCache]:
     """
     The memcached client of ``[filter:cache]`` and the info cache over it (None and this
     process's memory without ``memcache_servers``).
     """
-    local = InMemoryInfoCache(clock)
+    local = InMemoryInfoCache(reactor.seconds)
     stage = settings.stage("memcache")
     memcache = memcache_client(stage.settings, reactor) if stage is not None else None
     if memcache is None:
@@ -71,10 +70,11 @@ def shared_state(settings: ProxySettings, reactor, clock) -> tuple[MemcacheClien
     return memcache, SharedInfoCache(memcache, local, codec, stage.settings["local_ttl"])
 
 
-def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxyServer, Service]:
+def build_proxy(loaded: LoadedProxy, reactor) -> tuple[ProxyServer, Service]:
     settings = loaded.settings
+    clock = reactor.seconds
     client = BackendClient(reactor, max_per_host=32, tls=settings.cluster_tls)
-    memcache, cache = shared_state(settings, reactor, clock)
+    memcache, cache = shared_state(settings, reactor)
     context = ProxyContext(
         reactor=reactor,
         rings=loaded.rings,
@@ -82,7 +82,6 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         client=client,
         cache=cache,
         memcache=memcache,
-        clock=clock,
         constraints=Constraints(max_file_size=settings.max_file_size),
         errors=ErrorLimiter(clock),
         metrics=proxy_metrics(),
