@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-
 from attrs import frozen
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import DeferredList
