@@ -33,7 +33,7 @@ from txstore.storage.db_server import DatabaseAccess, database_path, quarantine_
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 from txstore.storage.server import NodeServer
-from txstore.test.support import temp_dir
+from txstore.test.support import clock_at, temp_dir
 
 NOW = 1700000000.0
 HASHER = PathHasher(suffix=b"testsuffix")
@@ -97,7 +97,7 @@ def make_context(case: SynchronousTestCase, client: Any = None, devices: tuple[s
         policies=POLICIES,
         runner=SynchronousRunner(),
         client=client if client is not None else FakeClient(),
-        clock=lambda: NOW,
+        reactor=clock_at(NOW),
         diskfiles=DiskFileManager(root, False, HASHER),
         node_timeout=2.5,
     )
@@ -832,7 +832,7 @@ class DeviceAndDatabaseErrorTests(ContainerServerTestCase):
                 policies=POLICIES,
                 runner=SynchronousRunner(),
                 client=FakeClient(),
-                clock=lambda: NOW,
+                reactor=clock_at(NOW),
                 diskfiles=DiskFileManager(context.devices, True, HASHER),
             )
         )

@@ -21,6 +21,7 @@ from txstore.storage.db import ContainerBroker
 from txstore.storage.db_server import database_path
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
+from txstore.test.support import clock_at
 from txstore.test.test_proxy_controllers import build_ring
 
 
@@ -44,7 +45,7 @@ class ContainerUpdaterTests(SynchronousTestCase):
         self.client = RecordingClient()
         self.context = StorageContext(
             devices=self.root, mount_check=False, hasher=hasher, policies=DEFAULT_POLICIES,
-            runner=SynchronousRunner(), client=self.client, clock=lambda: 1.0,
+            runner=SynchronousRunner(), client=self.client, reactor=clock_at(1.0),
             diskfiles=DiskFileManager(self.root, False, hasher),
         )
         ports = [7001, 7002, 7003, 7004, 7005, 7006]

@@ -36,6 +36,7 @@ from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.http_support import StorageContext
 from txstore.storage.object_server import ObjectServer
 from txstore.storage.server import NodeServer
+from txstore.test.support import clock_at
 from txstore.test.test_account_server import ZERO
 from txstore.test.test_container_server import ContainerReports, FakeClient, ObjectRows, http, make_context, ts
 from txstore.test.test_object_server import FakeContainers
@@ -222,7 +223,7 @@ class ObjectNodeTests(TestCase):
         self.containers = FakeContainers()
         context = StorageContext(
             devices=root, mount_check=False, hasher=PathHasher(b"", b"suffix"), policies=DEFAULT_POLICIES,
-            runner=self.pools, client=self.containers, clock=lambda: 1_700_000_000.0,
+            runner=self.pools, client=self.containers, reactor=clock_at(1_700_000_000.0),
             diskfiles=DiskFileManager(root, False, PathHasher(b"", b"suffix")),
         )
         site = StreamingSite(NodeServer(objects=ObjectServer(context)).resource())
