@@ -305,7 +305,7 @@ class Sender:
         diskfiles = DiskFileManager(cluster.sender_devices, False, hasher)  # fsync on (the default)
         context = StorageContext(
             devices=cluster.sender_devices, mount_check=False, hasher=hasher, policies=cluster.cluster.policies,
-            runner=self.pools, client=None, clock=time.time, diskfiles=diskfiles,
+            runner=self.pools, client=None, reactor=reactor, diskfiles=diskfiles,
         )
         connector = (NoDelayConnector if nodelay else Connector)(reactor, 2.0, 60.0)
         sender = ObjectSender(context, connector, BytePacer(reactor, 0))

@@ -20,7 +20,7 @@ client only as fast as the slowest node takes. This protocol does both:
   for its commit line: `txstore.ec.headers`), or with the final answer if that came instead.
 - `write` / `finish` send the body (chunked framing when the length is unknown); the
   connection is its transport's push producer, so `writable` is False while the node's socket
-  buffer is full, and `wait_writable` waits for it to drain.
+  buffer is full, and `wait_writable` waits for it to drain (`txstore.common.flow.DrainWaiter`).
 - `answer` fires with the final `NodeAnswer` (its body read whole: nodes answer in one line),
   or fails with `NodeGone` when the connection ends first.
 
@@ -47,6 +47,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txstore.common.connect import connect
+from txstore.common.flow import DrainWaiter
 
 MAX_HEAD = 64 * 1024
 MAX_ANSWER_BODY = 64 * 1024
@@ -100,8 +101,7 @@ class PutRequest:
 class PutConnection(Protocol):
     def __init__(self, request: PutRequest, pool: PutConnectionPool | None = None) -> None:
         self._pool = pool
-        self._paused = False
-        self._drained: Deferred | None = None
+        self._drain = DrainWaiter()
         self.connected = False
         self.lost: Deferred = Deferred()  # fires (with None) when the connection has ended
         self.exchanges = 0  # PUTs started on this connection
@@ -272,7 +272,7 @@ class PutConnection(Protocol):
         self._settle_stored(failure)
         if not self.answer.called:
             self.answer.errback(failure)
-        self._release()
+        self._drain.release()
 
     def connectionLost(self, reason: Failure) -> None:
         self.connected = False
@@ -321,34 +321,25 @@ class PutConnection(Protocol):
 
     @property
     def writable(self) -> bool:
-        return not self._paused or self._done
+        return not self._drain.paused or self._done
 
     def wait_writable(self) -> Deferred:
         if self.writable:
             return succeed(None)
-        if self._drained is None:
-            self._drained = Deferred()
-        return self._drained
+        return self._drain.wait()
 
     # --- IPushProducer: the transport's backpressure ---------------------------------------
 
     def pauseProducing(self) -> None:
-        self._paused = True
+        self._drain.pause()
 
     def resumeProducing(self) -> None:
-        self._paused = False
-        self._release()
+        self._drain.resume()
 
     def stopProducing(self) -> None:
         # The connection is going; connectionLost (which follows) settles the exchange, so an
         # answer delimited by the end of the connection is still read there.
-        self._paused = False
-        self._release()
-
-    def _release(self) -> None:
-        drained, self._drained = self._drained, None
-        if drained is not None:
-            drained.callback(None)
+        self._drain.resume()
 
 
 class PutConnectionPool:

@@ -16,7 +16,8 @@ How it works:
   `RequestBody`. Requests without a body (length 0) take Twisted's ordinary path.
 - The channel's chunks arrive in `handleContentChunk` and are queued in the `RequestBody`;
   past ``high_water`` bytes queued, the client's transport is paused, and it is resumed when a
-  reader drains the queue. What is queued stays bounded by ``high_water`` plus one socket read.
+  reader drains the queue (`txstore.common.flow.InboundQueue`). What is queued stays bounded
+  by ``high_water`` plus one socket read.
 - The channel's own ``100 Continue`` is suppressed: the body sends it on the first `read`, so a
   handler that refuses the request early never invites the client to send the body.
 - A response finished before the body ended closes the connection (the rest of the body is
@@ -26,7 +27,6 @@ How it works:
 
 from __future__ import annotations
 
-from collections import deque
 from io import BytesIO
 
 from twisted.internet.defer import Deferred, succeed
@@ -35,6 +35,7 @@ from twisted.web.http import HTTPChannel, parse_qs
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
+from txstore.common.flow import InboundQueue
 from txstore.interfaces import IByteSource
 
 DEFAULT_HIGH_WATER = 1024 * 1024
@@ -60,12 +61,10 @@ class RequestBody:
         self.length = length  # None for a chunked body
         self.high_water = high_water
         self.received = 0
-        self._queue: deque[bytes] = deque()
-        self._queued = 0
+        self._queue: InboundQueue[bytes] = InboundQueue(request._transport, high_water)
         self._complete = False
         self._failure: Failure | None = None
         self._waiter: Deferred | None = None
-        self._paused = False
         self._started = False
         self._discarding = False
 
@@ -83,16 +82,12 @@ class RequestBody:
             raise RuntimeError("one read at a time")
         self._start()
         if self._queue:
-            data = b"".join(self._queue)
-            self._queue.clear()
-            self._queued = 0
-            self._unpause()
-            return succeed(data)
+            return succeed(b"".join(self._queue.take_all()))
         if self._failure is not None:
             return _failed(self._failure)
         if self._complete:
             return succeed(b"")
-        self._unpause()
+        self._queue.resume()
         self._waiter = Deferred()
         return self._waiter
 
@@ -100,7 +95,6 @@ class RequestBody:
         """Drop what is queued and whatever still arrives (the response will not use it)."""
         self._discarding = True
         self._queue.clear()
-        self._queued = 0
 
     stop = discard  # as an IByteSource
 
@@ -115,20 +109,15 @@ class RequestBody:
         self.received += len(data)
         if self._discarding or not data:
             return
-        self._queue.append(data)
-        self._queued += len(data)
-        if self._waiter is not None:
+        if self._waiter is not None:  # (a reader waits only on an empty queue)
             waiter, self._waiter = self._waiter, None
-            data = b"".join(self._queue)
-            self._queue.clear()
-            self._queued = 0
             waiter.callback(data)
-        elif self._queued >= self.high_water:
-            self._pause()
+        else:
+            self._queue.put(data)
 
     def _finish(self) -> None:
         self._complete = True
-        self._unpause()
+        self._queue.resume()
         if self._waiter is not None and not self._queue:
             waiter, self._waiter = self._waiter, None
             waiter.callback(b"")
@@ -138,22 +127,9 @@ class RequestBody:
             return
         self._failure = Failure(BodyIncomplete(f"client went away after {self.received} bytes: {reason.getErrorMessage()}"))
         self._queue.clear()
-        self._queued = 0
         if self._waiter is not None:
             waiter, self._waiter = self._waiter, None
             waiter.errback(self._failure)
-
-    def _pause(self) -> None:
-        transport = self._request._transport()
-        if not self._paused and transport is not None:
-            self._paused = True
-            transport.pauseProducing()
-
-    def _unpause(self) -> None:
-        transport = self._request._transport()
-        if self._paused and transport is not None:
-            self._paused = False
-            transport.resumeProducing()
 
 
 def _failed(failure: Failure) -> Deferred:

@@ -7,12 +7,12 @@ together do not all work at once. A pass that fails is logged and the next one r
 a LoopingCall whose function raises stops for good, so this one never lets an error reach it.
 Each pass's figures are kept for recon. At stop, the pass under way is waited for; a daemon
 whose passes are long (the auditor) gives a ``stop_pass`` that makes its pass end early.
+A pass's duration and end are on the reactor's clock, the one its timers run on.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -59,7 +59,7 @@ class PeriodicDaemon(Service):
         return self._current
 
     async def _guarded(self) -> None:
-        started = time.monotonic()
+        started = self._reactor.seconds()
         failed = False
         try:
             figures = await self._run_pass()
@@ -68,9 +68,10 @@ class PeriodicDaemon(Service):
                              interval=self.interval)
             figures = {"failed": True}
             failed = True
-        duration = time.monotonic() - started
+        finished = self._reactor.seconds()
+        duration = finished - started
         self.passes += 1
-        self.last_pass = {**figures, "duration": duration, "finished_at": time.time()}
+        self.last_pass = {**figures, "duration": duration, "finished_at": finished}
         if not failed:
             self.log.info("{daemon} pass done in {duration:.2f}s: {figures}", daemon=self.name,
                           duration=duration, figures=describe(figures))

@@ -6,7 +6,6 @@ that start and stop with it (temp-file sweeping; the consistency daemons join he
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -147,7 +146,7 @@ class TmpSweeper:
 
 
 def build_node(
-    settings: NodeSettings, reactor: Any, clock=time.time, rings: RingSet | None = None
+    settings: NodeSettings, reactor: Any, rings: RingSet | None = None
 ) -> tuple[NodeServer, MultiService]:
     """The node's request handler and the services that must run beside its listener."""
     runner = DeviceThreadPools(reactor, settings.threads_per_device)
@@ -165,7 +164,7 @@ def build_node(
         policies=settings.cluster.policies,
         runner=runner,
         client=client,
-        clock=clock,
+        reactor=reactor,
         diskfiles=diskfiles,
         constraints=Constraints(max_file_size=settings.max_file_size),
         container_update_timeout=settings.container_update_timeout,

@@ -11,7 +11,6 @@ left open costs the nodes a few small requests every few seconds.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -26,9 +25,9 @@ CACHE_SECONDS = 2.0
 
 
 class ClusterStatus:
-    def __init__(self, context: ProxyContext, clock=time.time) -> None:
+    def __init__(self, context: ProxyContext) -> None:
         self._context = context
-        self._clock = clock
+        self._clock = context.reactor.seconds
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._waiting: list[Deferred] = []  # callers of `current` while a gathering runs
         self._last_seen: dict[str, float] = {}

@@ -1,5 +1,5 @@
 # -*- test-case-name: txstore.test.test_proxy_controllers -*-
-"""What every proxy controller needs, injected: rings, the backend client, cache, clock, limits."""
+"""What every proxy controller needs, injected: the reactor, rings, the backend client, cache, limits."""
 
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ from txstore.qos.classes import DEFAULT_CLASSES, IOClasses
 
 @frozen
 class ProxyContext:
-    reactor: Any
+    reactor: Any  # IReactorTime (and the TCP/TLS a backend client needs): the one clock, a Clock in tests
     rings: RingSet
     policies: PolicyCollection
     client: Any  # IBackendClient: small requests, streamed GETs, 100-continue PUTs, and their pools
     cache: IInfoCache
-    clock: Callable[[], float]
     constraints: Constraints = DEFAULT_CONSTRAINTS
     node_timeout: float = 10.0  # a node's answer (headers, or the next body bytes): [proxy] node_timeout
     # after a quorum of a write's nodes decided it, how long the others are still waited for
@@ -41,6 +40,11 @@ class ProxyContext:
     # a txstore.proxy.affinity.AffinityConfig: sorting_method, read and write affinity per policy
     # (None: the proxy's defaults, sorting by ``loads`` when there are some)
     affinity: Any = None
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The reactor's ``seconds``: wall-clock time (Swift timestamps, expiries) on the one clock."""
+        return self.reactor.seconds
 
 
 @frozen

@@ -21,7 +21,7 @@ where Klein refuses those it cannot decode as UTF-8 with its own page.
 
 from __future__ import annotations
 
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -29,6 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from txstore.common.flow import DrainWaiter
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse, unwatched
 
 log = Logger()
@@ -165,8 +166,7 @@ class _Pump:
         self._request = request
         self._source, self._watchers = unwatched(source)
         self._sent = 0
-        self._paused = False
-        self._resume: Deferred | None = None
+        self._drain = DrainWaiter()
         self._stopped = False
 
     async def run(self) -> bool:
@@ -176,9 +176,8 @@ class _Pump:
         request.registerProducer(self, True)
         try:
             while not self._stopped:
-                if self._paused:
-                    self._resume = Deferred()
-                    await self._resume
+                if self._drain.paused:
+                    await self._drain.wait()
                     continue
                 try:
                     chunk = await source.read()
@@ -217,20 +216,14 @@ class _Pump:
         self._source.stop()
 
     def pauseProducing(self) -> None:
-        self._paused = True
+        self._drain.pause()
 
     def resumeProducing(self) -> None:
-        self._paused = False
-        self._wake()
+        self._drain.resume()
 
     def stopProducing(self) -> None:
         self._stopped = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter, self._resume = self._resume, None
-        if waiter is not None:
-            waiter.callback(None)
+        self._drain.release()
 
 
 def _asks_keep_alive(request) -> bool:

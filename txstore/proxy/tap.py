@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import DeferredList
 
@@ -43,12 +41,12 @@ class _Pools(Service):
         return DeferredList([close() for close in self._closers])
 
 
-def shared_state(settings: ProxySettings, reactor, clock) -> tuple[MemcacheClient | None, IInfoCache]:
+def shared_state(settings: ProxySettings, reactor) -> tuple[MemcacheClient | None, IInfoCache]:
     """
     The memcached client of ``[filter:cache]`` and the info cache over it (None and this
     process's memory without ``memcache_servers``).
     """
-    local = InMemoryInfoCache(clock)
+    local = InMemoryInfoCache(reactor.seconds)
     stage = settings.stage("memcache")
     memcache = memcache_client(stage.settings, reactor) if stage is not None else None
     if memcache is None:
@@ -57,12 +55,13 @@ def shared_state(settings: ProxySettings, reactor, clock) -> tuple[MemcacheClien
     return memcache, SharedInfoCache(memcache, local, codec, stage.settings["local_ttl"])
 
 
-def build_proxy(loaded: LoadedServer, reactor, clock=time.time) -> tuple[ProxyServer, Service]:
+def build_proxy(loaded: LoadedServer, reactor) -> tuple[ProxyServer, Service]:
     settings = loaded.settings
+    clock = reactor.seconds
     timeouts = settings.timeouts
     client = BackendClient(reactor, timeout=timeouts.node, connect_timeout=timeouts.connect, max_per_host=32,
                            tls=settings.cluster_tls)
-    memcache, cache = shared_state(settings, reactor, clock)
+    memcache, cache = shared_state(settings, reactor)
     context = ProxyContext(
         reactor=reactor,
         rings=loaded.rings,
@@ -70,7 +69,6 @@ def build_proxy(loaded: LoadedServer, reactor, clock=time.time) -> tuple[ProxySe
         client=client,
         cache=cache,
         memcache=memcache,
-        clock=clock,
         constraints=Constraints(max_file_size=settings.max_file_size),
         node_timeout=timeouts.node,
         post_quorum_timeout=timeouts.post_quorum,

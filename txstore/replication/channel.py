@@ -12,6 +12,8 @@ Backpressure, both ways:
   Past `HIGH_WATER` bytes queued the channel stops reading the socket (the peer's TCP window
   fills and its transport pauses it in turn); below `LOW_WATER` it reads again.
 
+Both are `txstore.common.flow`'s (`InboundQueue`, `DrainWaiter`).
+
 Every wait (`receive`, `drained`) has a deadline; when it passes the channel sends ERROR 408
 and closes. Any frame the protocol does not allow (checked by the state machine when the
 session code takes it, so that frames this side sent meanwhile count) gets ERROR 400 and a
@@ -21,7 +23,6 @@ ERROR, a close by the peer or a timeout all surface as `SessionFailed` from the 
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -32,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txstore.common.flow import DrainWaiter, InboundQueue
 from txstore.replication.frames import FrameDecoder, FrameType, ProtocolError, Record, encode, record
 from txstore.replication.states import R, S, SessionMachine
 
@@ -62,12 +64,10 @@ class FramedChannel(Protocol):
         self.timeout = timeout
         self.machine = SessionMachine()
         self._decoder = FrameDecoder()
-        self._queue: deque[Record] = deque()
-        self._queued_bytes = 0
-        self._reading_paused = False
+        self._queue: InboundQueue[Record] = InboundQueue(
+            lambda: self.transport, HIGH_WATER, LOW_WATER, size=lambda item: item.size + 64)
         self._waiting: Deferred | None = None
-        self._writing_paused = False
-        self._drain: Deferred | None = None
+        self._drain = DrainWaiter()
         self._failure: SessionFailed | None = None
         self._producing = False
 
@@ -83,14 +83,10 @@ class FramedChannel(Protocol):
             return
         try:
             for item in self._decoder.feed(data):
-                self._queue.append(item)
-                self._queued_bytes += item.size + 64
+                self._queue.put(item)
         except ProtocolError as error:
             self.abort(400, str(error))
             return
-        if self._queued_bytes > HIGH_WATER and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pauseProducing()
         self._wake()
 
     def connectionLost(self, reason: Failure = None) -> None:
@@ -101,19 +97,18 @@ class FramedChannel(Protocol):
             else:  # a reset, or TLS refusing a certificate (either side's): say which
                 self._failure = SessionFailed(499, f"connection lost: {reason.getErrorMessage()}")
         self._wake()
-        self._release_drain()
+        self._drain.release()
 
     # IPushProducer (the transport tells us when its buffer is full)
 
     def pauseProducing(self) -> None:
-        self._writing_paused = True
+        self._drain.pause()
 
     def resumeProducing(self) -> None:
-        self._writing_paused = False
-        self._release_drain()
+        self._drain.resume()
 
     def stopProducing(self) -> None:
-        self._release_drain()
+        self._drain.release()
 
     # What the session code uses
 
@@ -145,7 +140,7 @@ class FramedChannel(Protocol):
                 self.transport.write(encode(record(FrameType.ERROR, code=code, reason=reason)))
             self._close()
         self._wake()
-        self._release_drain()
+        self._drain.release()
 
     async def receive(self) -> Record:
         """The next record from the peer; SessionFailed on ERROR, close or timeout."""
@@ -154,11 +149,7 @@ class FramedChannel(Protocol):
                 raise self._failure
             self._waiting = Deferred()
             await self._bounded(self._waiting, "a frame from the peer")
-        item = self._queue.popleft()
-        self._queued_bytes -= item.size + 64
-        if self._reading_paused and self._queued_bytes < LOW_WATER:
-            self._reading_paused = False
-            self.transport.resumeProducing()
+        item = self._queue.take()
         try:
             # Checked when taken, not when it arrived: our own frames sent in between count.
             self.machine.step(self.peer_side, item)
@@ -186,11 +177,10 @@ class FramedChannel(Protocol):
 
     async def drained(self) -> None:
         """Return once the transport takes more data (at once unless it asked us to pause)."""
-        while self._writing_paused:
+        while self._drain.paused:
             if self._failure is not None:
                 raise self._failure
-            self._drain = Deferred()
-            await self._bounded(self._drain, "the peer to take more data")
+            await self._bounded(self._drain.wait(), "the peer to take more data")
         if self._failure is not None:
             raise self._failure
 
@@ -223,11 +213,6 @@ class FramedChannel(Protocol):
         waiting, self._waiting = self._waiting, None
         if waiting is not None and not waiting.called:
             waiting.callback(None)
-
-    def _release_drain(self) -> None:
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.called:
-            drain.callback(None)
 
 
 def _no_delay(transport: Any) -> None:

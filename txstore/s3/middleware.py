@@ -89,12 +89,11 @@ OPTIONS = (
 
 @implementer(IApp)
 class S3Api:
-    def __init__(self, app, settings: S3Settings, credentials, clock: Callable[[], float], reactor=None) -> None:
+    def __init__(self, app, settings: S3Settings, credentials, reactor) -> None:
         self.app = app
         self.settings = settings
         self.credentials = credentials
-        self.clock = clock
-        self.reactor = reactor
+        self.reactor = reactor  # IReactorTime: the signed time's clock, and the body reads' timeouts
 
     def __call__(self, request: SwiftRequest):
         host_bucket = bucket_in_host(request.host, self.settings.storage_domains) \
@@ -103,7 +102,7 @@ class S3Api:
         if sent_path.startswith(ABSOLUTE_FORM):  # GET http://host/bucket/key HTTP/1.1: sign the path
             request.path = "/" + sent_path.split("/", 3)[3] if sent_path.count("/") >= 3 else "/"
         try:
-            signed = signed_by(request, now=self.clock(), location=self.settings.location,
+            signed = signed_by(request, now=self.reactor.seconds(), location=self.settings.location,
                                max_skew=self.settings.allowable_clock_skew, bucket_in_host=host_bucket)
         except S3Error as err:
             return self._failed(request, err, host_bucket)
@@ -231,5 +230,5 @@ def build(app, settings: dict[str, Any], proxy) -> S3Api:
         return account_info(proxy.context, account, request.trans_id)
 
     credentials = TempAuthCredentials(auth, info) if auth is not None else None
-    return S3Api(app, s3, credentials, proxy.clock, proxy.reactor)
+    return S3Api(app, s3, credentials, proxy.reactor)
 

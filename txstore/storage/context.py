@@ -2,7 +2,7 @@
 """
 What a node's servers, daemons and replication all run in: its devices, policies, I/O pools,
 disk files and backend client, injected as one value (tests pass a synchronous runner and a
-Clock).
+Clock as the reactor).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class StorageContext:
     policies: PolicyCollection
     runner: IBlockingRunner
     client: BackendClient
-    clock: Callable[[], float]
+    reactor: Any  # IReactorTime: the one clock (a task.Clock in tests)
     diskfiles: DiskFileManager
     constraints: Constraints = DEFAULT_CONSTRAINTS
     node_timeout: float = 3.0
@@ -41,6 +41,14 @@ class StorageContext:
     # straight to the runner, as unit tests of other parts have it)
     scheduler: Any = None
     keep_cache_size: int = 5 * 1024 * 1024  # larger objects' reads leave the page cache as it was
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """
+        The reactor's ``seconds``: wall-clock time, as Swift timestamps, ``X-Delete-At`` and
+        reclaim ages need it, on the same clock as the node's timers.
+        """
+        return self.reactor.seconds
 
     async def checked_device(self, device: str) -> Path:
         """

@@ -5,7 +5,7 @@ chunk through the device's I/O pool only while the client keeps up.
 
 The node's edge registers the body as the producer of the client's connection and has it write
 to the request (`ObjectBody.write_to`). twisted.web calls `pauseProducing` when the socket's send
-buffer is full and `resumeProducing` when it drains; one chunk is read ahead meanwhile and then
+buffer is full and `resumeProducing` when it drains (a `txstore.common.flow.DrainWaiter`); one chunk is read ahead meanwhile and then
 no more, so a slow client holds at most two chunks in memory per request, and a disconnected
 one stops the reads. A whole-object read is checked against its ETag *before* the last chunk
 goes out. A read that fails (a body that fails its check or ends early, a disk error) is handed
@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
 from zope.interface import implementer
 
+from txstore.common.flow import DrainWaiter
 from txstore.interfaces import IBlockingRunner, IResponseBody
 from txstore.qos.scheduler import READ, Stream, StreamStopped
 from txstore.storage.diskfile import DiskFileError, DiskFileReader
@@ -65,18 +66,15 @@ class ObjectBody:
         self._trailer = trailer
         self._whole = whole
         self._io = io  # the request's IO class on its device (txstore.qos.scheduler), or straight to the pool
-        self._paused: Deferred | None = None
+        self._drain = DrainWaiter()
         self._stopped = False
         self._started = False  # a byte was written
 
     def pauseProducing(self) -> None:
-        if self._paused is None:
-            self._paused = Deferred()
+        self._drain.pause()
 
     def resumeProducing(self) -> None:
-        paused, self._paused = self._paused, None
-        if paused is not None:
-            paused.callback(None)
+        self._drain.resume()
 
     def stopProducing(self) -> None:
         self._stopped = True
@@ -130,8 +128,8 @@ class ObjectBody:
                     offset += len(data)
                     if whole and offset > last and self._reader.etag_verified() is False:
                         raise CorruptBody("md5 of the body differs from its ETag")
-                    if self._paused is not None:
-                        await self._paused
+                    if self._drain.paused:
+                        await self._drain.wait()
                     if self._stopped:
                         return False
                     if offset <= last:

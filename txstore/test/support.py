@@ -30,12 +30,22 @@ def temp_dir(case: SynchronousTestCase) -> Path:
     return path
 
 
-def storage_context(case: SynchronousTestCase, device: str = "d1", clock=lambda: 1_600_000_100.0,
+def clock_at(seconds: float):
+    """A `twisted.internet.task.Clock` whose time is ``seconds``."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    clock.advance(seconds)
+    return clock
+
+
+def storage_context(case: SynchronousTestCase, device: str = "d1", now: float = 1_600_000_100.0,
                     policies=None, runner=None):
     """
     One node's storage in a temp dir holding ``device``: synchronous I/O (unless ``runner``),
-    no fsync, no backend client, a fixed clock (what replication and daemon tests build their
-    nodes from); ``policies`` (a PolicyCollection) for EC ones, whose objects are archives.
+    no fsync, no backend client, a `Clock` at ``now`` as its reactor (what replication and
+    daemon tests build their nodes from); ``policies`` (a PolicyCollection) for EC ones, whose
+    objects are archives.
     """
     from txstore.common.hashing import PathHasher
     from txstore.common.io import SynchronousRunner
@@ -52,7 +62,8 @@ def storage_context(case: SynchronousTestCase, device: str = "d1", clock=lambda:
     diskfiles = DiskFileManager(root, False, PathHasher(b"", b"s"), fsync=False, ec_policies=ec)
     return StorageContext(
         devices=root, mount_check=False, hasher=diskfiles.hasher, policies=policies,
-        runner=SynchronousRunner() if runner is None else runner, client=None, clock=clock, diskfiles=diskfiles,
+        runner=SynchronousRunner() if runner is None else runner, client=None, reactor=clock_at(now),
+        diskfiles=diskfiles,
     )
 
 

@@ -20,6 +20,7 @@ from txstore.daemons.periodic import PeriodicDaemon
 from txstore.storage import diskfile as diskfile_module
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.context import StorageContext
+from txstore.test.support import clock_at
 
 
 def make_objects(case, runner, count: int = 5, size: int = 10_000) -> tuple[StorageContext, dict]:
@@ -29,7 +30,7 @@ def make_objects(case, runner, count: int = 5, size: int = 10_000) -> tuple[Stor
     diskfiles = DiskFileManager(root, False, PathHasher(b"", b"s"), fsync=False)
     context = StorageContext(
         devices=root, mount_check=False, hasher=PathHasher(b"", b"s"), policies=DEFAULT_POLICIES,
-        runner=runner, client=None, clock=lambda: 1.0, diskfiles=diskfiles,
+        runner=runner, client=None, reactor=clock_at(1.0), diskfiles=diskfiles,
     )
     objects = {}
     for i in range(count):
@@ -107,7 +108,7 @@ class ErasureCodedAuditTests(SynchronousTestCase):
         self.diskfiles = DiskFileManager(root, False, PathHasher(b"", b"s"), fsync=False, ec_policies={2})
         self.context = StorageContext(
             devices=root, mount_check=False, hasher=PathHasher(b"", b"s"), policies=DEFAULT_POLICIES,
-            runner=SynchronousRunner(), client=None, clock=lambda: 1.0, diskfiles=self.diskfiles,
+            runner=SynchronousRunner(), client=None, reactor=clock_at(1.0), diskfiles=self.diskfiles,
         )
         # A handoff's directory: archives 0 and 1 of one durable version, 0 the one served.
         self.diskfile = self.diskfiles.get_diskfile("d1", 7, "AUTH_a", "c", "ec", 2)

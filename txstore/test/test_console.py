@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from txstore.common.backend_client import BackendError, BackendResponse
@@ -67,14 +68,15 @@ def run(case: SynchronousTestCase, coroutine):
 
 class ClusterStatusTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.now = [1000.0]
+        self.clock = Clock()
+        self.clock.advance(1000.0)
         self.client = ReconClient()
         metrics = proxy_metrics()
         metrics.observe("GET", 200, 0.5, 10, 0)
         metrics.observe("GET", 200, 0.2, 10, 0, source="SLO")  # a sub-request: part of its client's
         context = SimpleNamespace(rings=FakeRings(FakeRing(6210, 6220)), client=self.client, policies=DEFAULT_POLICIES,
-                                  metrics=metrics, errors=None)
-        self.status = ClusterStatus(context, clock=lambda: self.now[0])
+                                  metrics=metrics, errors=None, reactor=self.clock)
+        self.status = ClusterStatus(context)
 
     def test_each_node_up_or_down_with_its_figures(self) -> None:
         status = run(self, self.status.current())
@@ -92,7 +94,7 @@ class ClusterStatusTests(SynchronousTestCase):
         asked = len(self.client.asked)
         run(self, self.status.current())
         self.assertEqual(len(self.client.asked), asked)
-        self.now[0] += 2.0
+        self.clock.advance(2.0)
         run(self, self.status.current())
         self.assertEqual(len(self.client.asked), 2 * asked)
 

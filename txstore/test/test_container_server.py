@@ -35,7 +35,7 @@ from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.context import StorageContext
 from txstore.node.server import NodeServer
 from txstore.test.backend_fake import Call, FakeBackend, in_turn
-from txstore.test.support import temp_dir
+from txstore.test.support import clock_at, temp_dir
 
 NOW = 1700000000.0
 HASHER = PathHasher(suffix=b"testsuffix")
@@ -61,7 +61,7 @@ def make_context(case: SynchronousTestCase, client: Any = None, devices: tuple[s
         policies=POLICIES,
         runner=SynchronousRunner(),
         client=client if client is not None else FakeBackend(),
-        clock=lambda: NOW,
+        reactor=clock_at(NOW),
         diskfiles=DiskFileManager(root, False, HASHER),
         node_timeout=2.5,
     )
@@ -797,7 +797,7 @@ class DeviceAndDatabaseErrorTests(ContainerServerTestCase):
                 policies=POLICIES,
                 runner=SynchronousRunner(),
                 client=FakeBackend(),
-                clock=lambda: NOW,
+                reactor=clock_at(NOW),
                 diskfiles=DiskFileManager(context.devices, True, HASHER),
             )
         )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -21,6 +21,7 @@ from txstore.storage.db import ContainerBroker
 from txstore.storage.db.files import database_path
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.context import StorageContext
+from txstore.test.support import clock_at
 from txstore.test.test_proxy_controllers import build_ring
 
 
@@ -44,7 +45,7 @@ class ContainerUpdaterTests(SynchronousTestCase):
         self.client = RecordingClient()
         self.context = StorageContext(
             devices=self.root, mount_check=False, hasher=hasher, policies=DEFAULT_POLICIES,
-            runner=SynchronousRunner(), client=self.client, clock=lambda: 1.0,
+            runner=SynchronousRunner(), client=self.client, reactor=clock_at(1.0),
             diskfiles=DiskFileManager(self.root, False, hasher),
         )
         ports = [7001, 7002, 7003, 7004, 7005, 7006]
@@ -134,6 +135,20 @@ class PeriodicDaemonTests(SynchronousTestCase):
         daemon.stopService()
         clock.advance(100)
         self.assertEqual(len(runs), 3)
+
+    def test_a_pass_is_timed_on_the_reactor(self) -> None:
+        clock = Clock()
+
+        async def run_pass() -> dict:
+            await deferLater(clock, 2.5)
+            return {}
+
+        daemon = PeriodicDaemon("test", run_pass, 10.0, clock, jitter=lambda: 0.1)
+        daemon.startService()
+        self.addCleanup(daemon.stopService)
+        clock.advance(1.0)
+        clock.advance(2.5)
+        self.assertEqual(daemon.last_pass, {"duration": 2.5, "finished_at": 3.5})
 
     def test_a_pass_is_one_readable_line_and_its_metrics(self) -> None:
         clock = Clock()

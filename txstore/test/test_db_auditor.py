@@ -19,6 +19,7 @@ from txstore.storage.db import AccountBroker, ContainerBroker
 from txstore.storage.db.files import database_path
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.context import StorageContext
+from txstore.test.support import clock_at
 
 HASHER = PathHasher(b"", b"s")
 
@@ -39,7 +40,7 @@ class DatabaseAuditorTests(SynchronousTestCase):
             (self.root / device).mkdir(parents=True)
         self.context = StorageContext(
             devices=self.root, mount_check=False, hasher=HASHER, policies=DEFAULT_POLICIES,
-            runner=SynchronousRunner(), client=None, clock=lambda: 1.0,
+            runner=SynchronousRunner(), client=None, reactor=clock_at(1.0),
             diskfiles=DiskFileManager(self.root, False, HASHER),
         )
         self.containers = ContainerServer(self.context)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.hashing import PathHasher
@@ -16,6 +15,7 @@ from txstore.daemons.expirer import ObjectExpirer
 from txstore.storage import expiring
 from txstore.storage.diskfile import DiskFile, DiskFileConflict, DiskFileManager
 from txstore.storage.context import StorageContext
+from txstore.test.support import clock_at
 
 DUE = 1_700_000_100
 
@@ -99,13 +99,15 @@ class ExpirerTests(SynchronousTestCase):
             (self.root / device).mkdir(parents=True)
         hasher = PathHasher(b"", b"s")
         self.diskfiles = DiskFileManager(self.root, False, hasher, fsync=False)
-        self.now = [float(DUE - 100)]
+        self.clock = clock_at(DUE - 100)  # the node's one clock: due entries and pacing
         self.context = StorageContext(
             devices=self.root, mount_check=False, hasher=hasher, policies=DEFAULT_POLICIES,
-            runner=SynchronousRunner(), client=None, clock=lambda: self.now[0], diskfiles=self.diskfiles,
+            runner=SynchronousRunner(), client=None, reactor=self.clock, diskfiles=self.diskfiles,
         )
-        self.clock = Clock()
         self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=0)
+
+    def at(self, seconds: float) -> None:
+        self.clock.advance(seconds - self.clock.seconds())
 
     def put(self, device: str, name: str, timestamp: str, **metadata: str) -> DiskFile:
         diskfile = self.diskfiles.get_diskfile(device, 3, "AUTH_a", "c", name)
@@ -127,7 +129,7 @@ class ExpirerTests(SynchronousTestCase):
         replicas = [self.put(d, "o", "1700000000.00000", **{"X-Delete-At": str(DUE)}) for d in ("d1", "d2")]
         keep = self.put("d1", "keep", "1700000000.00000", **{"X-Delete-At": str(DUE + 60)})
         self.assertEqual(self.run_pass(), {"due": 0, "expired": 0, "stale": 0, "errors": 0})
-        self.now[0] = DUE
+        self.at(DUE)
         self.assertEqual(self.run_pass(), {"due": 2, "expired": 2, "stale": 0, "errors": 0})
         tombstone = Timestamp.from_seconds(DUE)
         for diskfile in replicas:
@@ -146,20 +148,20 @@ class ExpirerTests(SynchronousTestCase):
         posted.write_metadata({"X-Delete-At": str(DUE + 500)}, "1700000001.00000")
         deleted = self.put("d1", "deleted", "1700000000.00000", **{"X-Delete-At": str(DUE)})
         deleted.delete("1700000001.00000")
-        self.now[0] = DUE
+        self.at(DUE)
         self.assertEqual(self.run_pass(), {"due": 3, "expired": 0, "stale": 3, "errors": 0})
         self.assertTrue(overwritten.read_metadata().exists)
         self.assertTrue(posted.read_metadata().exists)
         self.assertEqual(self.files(deleted), ["1700000001.00000.ts"])
         self.assertEqual(self.pendings("d1"), [])
-        self.now[0] = DUE + 500
+        self.at(DUE + 500)
         self.assertEqual(self.run_pass()["expired"], 1)
         self.assertFalse(posted.read_metadata().exists)
 
     def test_a_crash_after_the_tombstone_still_sends_the_container_update(self) -> None:
         diskfile = self.put("d1", "o", "1700000000.00000", **{"X-Delete-At": str(DUE)})
         diskfile.delete(Timestamp.from_seconds(DUE))
-        self.now[0] = DUE + 1
+        self.at(DUE + 1)
         self.assertEqual(self.run_pass()["expired"], 1)
         [pending] = self.pendings("d1")
         self.assertEqual(pending.timestamp, Timestamp.from_seconds(DUE))
@@ -167,7 +169,7 @@ class ExpirerTests(SynchronousTestCase):
 
     def test_data_newer_than_its_expiry_is_left_alone(self) -> None:
         diskfile = self.put("d1", "skewed", f"{DUE + 1}.00000", **{"X-Delete-At": str(DUE)})
-        self.now[0] = DUE + 2
+        self.at(DUE + 2)
         self.assertEqual(self.run_pass()["stale"], 1)
         self.assertEqual(self.files(diskfile), [f"{DUE + 1}.00000.data"])
 
@@ -175,7 +177,7 @@ class ExpirerTests(SynchronousTestCase):
         self.put("d1", "o", "1700000000.00000", **{"X-Delete-At": str(DUE)})
         [path] = self.diskfiles.list_expiring("d1", DUE)
         path.write_bytes(b"not json")
-        self.now[0] = DUE
+        self.at(DUE)
         self.assertEqual(self.run_pass(), {"due": 1, "expired": 0, "stale": 1, "errors": 0})
         self.assertEqual(self.diskfiles.list_expiring("d1", DUE), [])
         self.assertFalse(path.parent.exists())
@@ -184,7 +186,7 @@ class ExpirerTests(SynchronousTestCase):
         for i in range(3):
             self.put("d1", f"o{i}", "1700000000.00000", **{"X-Delete-At": str(DUE)})
         self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=2)
-        self.now[0] = DUE
+        self.at(DUE)
         passing = Deferred.fromCoroutine(self.expirer.run_pass())
         self.assertNoResult(passing)  # waiting on the reactor after the first, not sleeping in a thread
         self.clock.advance(1.0)
@@ -196,7 +198,7 @@ class ExpirerTests(SynchronousTestCase):
         for i in range(3):
             self.put("d1", f"o{i}", "1700000000.00000", **{"X-Delete-At": str(DUE)})
         self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=1)
-        self.now[0] = DUE
+        self.at(DUE)
         passing = Deferred.fromCoroutine(self.expirer.run_pass())
         self.expirer.stop()
         figures = self.successResultOf(passing)

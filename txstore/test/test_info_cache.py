@@ -123,7 +123,7 @@ class TwoProxiesTests(SynchronousTestCase):
         self.a, self.b = [ProxyContext(
             reactor=self.clock, rings=rings, policies=DEFAULT_POLICIES, client=self.backend,
             cache=SharedInfoCache(self.memcache, InMemoryInfoCache(self.clock.seconds), CODEC, 1.0),
-            memcache=self.memcache, clock=self.clock.seconds) for _ in range(2)]
+            memcache=self.memcache) for _ in range(2)]
 
     def info(self, context: ProxyContext) -> ContainerInfo:
         return self.successResultOf(run(container_info(context, ACCOUNT, "c")))
@@ -238,7 +238,7 @@ class CacheFilterConfigTests(SynchronousTestCase):
             "[filter:cache]\nuse = egg:txstore#memcache\nmemcache_servers = 127.0.0.1:11211, 127.0.0.1:11212\n"
             "local_ttl = 0.5\nio_timeout = 1\n"
             "[filter:tempauth]\nuse = egg:txstore#tempauth\ntoken_store = memcached\n"))
-        memcache, cache = shared_state(settings, Clock(), lambda: NOW)
+        memcache, cache = shared_state(settings, Clock())
         self.assertIsInstance(memcache, MemcacheClient)
         self.assertEqual((memcache.servers, memcache.io_timeout), ((("127.0.0.1", 11211), ("127.0.0.1", 11212)), 1.0))
         self.assertIsInstance(cache, SharedInfoCache)
@@ -246,7 +246,7 @@ class CacheFilterConfigTests(SynchronousTestCase):
 
     def test_without_servers_everything_stays_in_the_process(self) -> None:
         for filters in ("", "[filter:cache]\nuse = egg:txstore#memcache\n"):
-            memcache, cache = shared_state(load_proxy_settings(self.conf(filters)), Clock(), lambda: NOW)
+            memcache, cache = shared_state(load_proxy_settings(self.conf(filters)), Clock())
             self.assertIsNone(memcache)
             self.assertIsInstance(cache, InMemoryInfoCache)
 

@@ -228,5 +228,5 @@ class LoadedReadTests(controllers.ControllerCase):
         order = list(_read_order(self.context, primaries, self.object_ring.get_more_nodes(part)))
         self.assertEqual(order[:3], [primaries[1], primaries[2], primaries[0]])
         context = ProxyContext(**{**{a: getattr(self.context, a) for a in ("reactor", "rings", "policies", "client",
-                                                                           "cache", "clock")}})
+                                                                           "cache")}})
         self.assertEqual(list(_read_order(context, primaries, iter(())))[:3], primaries)  # no view: ring order

@@ -35,7 +35,7 @@ from txstore.storage.context import StorageContext
 from txstore.storage.object_body import CHUNK_SIZE
 from txstore.storage.object_server import ObjectServer
 from txstore.node.server import NodeServer
-from txstore.test.support import InertProducer
+from txstore.test.support import clock_at, InertProducer
 
 
 @implementer(IBodyProducer)
@@ -80,7 +80,7 @@ class ObjectServerTests(TestCase):
     def setUp(self) -> None:
         self.root = Path(self.mktemp()).absolute()
         (self.root / "d1").mkdir(parents=True)
-        self.now = 1_700_000_000.0
+        self.clock = clock_at(1_700_000_000.0)  # the node's time; its I/O is on the reactor
         self.pools = DeviceThreadPools(reactor)
         self.addCleanup(self.pools.stop)
         self.containers = FakeContainers()
@@ -92,7 +92,7 @@ class ObjectServerTests(TestCase):
             policies=DEFAULT_POLICIES,
             runner=self.pools,
             client=self.containers,
-            clock=lambda: self.now,
+            reactor=self.clock,
             diskfiles=self.diskfiles,
         )
         self.objects = ObjectServer(self.context)
@@ -292,7 +292,7 @@ class ObjectServerTests(TestCase):
         response, body = await self.put("/d1/3/a/c/o", b"a", **{"X-Object-Meta-Big": "v" * 257})
         self.assertEqual(response.code, 400)
         self.assertIn(b"Metadata value longer than 256", body)
-        response, body = await self.put("/d1/3/a/c/o", b"a", **{"X-Delete-At": str(int(self.now) - 1)})
+        response, body = await self.put("/d1/3/a/c/o", b"a", **{"X-Delete-At": str(int(self.clock.seconds()) - 1)})
         self.assertEqual((response.code, body), (400, b"X-Delete-At in past\n"))
         response, body = await self.put("/d1/3/a/c/o", b"a", **{"X-Delete-At": "tomorrow"})
         self.assertEqual(response.code, 400)
@@ -416,7 +416,7 @@ class ObjectServerTests(TestCase):
 
     async def test_delete_if_delete_at(self) -> None:
         """As Swift's: only the object whose X-Delete-At is the one named is deleted."""
-        at = str(int(self.now) + 100)
+        at = str(int(self.clock.seconds()) + 100)
         response, _ = await self.call("DELETE", "/d1/3/a/c/o", {"X-Timestamp": self.stamp(), "X-If-Delete-At": at})
         self.assertEqual(response.code, 404)  # nothing there: no tombstone either
         self.assertEqual(list(self.root.rglob("*.ts")), [])
@@ -434,12 +434,12 @@ class ObjectServerTests(TestCase):
         self.assertEqual(self.data_files(), [])
 
     async def test_expiry(self) -> None:
-        await self.put("/d1/3/a/c/o", b"hello", **{"X-Delete-At": str(int(self.now) + 10)})
+        await self.put("/d1/3/a/c/o", b"hello", **{"X-Delete-At": str(int(self.clock.seconds()) + 10)})
         response, _ = await self.call("GET", "/d1/3/a/c/o")
         self.assertEqual(response.code, 200)
-        [entry] = self.diskfiles.list_expiring("d1", self.now + 10)
-        self.assertEqual(self.diskfiles.read_expiring(entry).delete_at, int(self.now) + 10)
-        self.now += 10
+        [entry] = self.diskfiles.list_expiring("d1", self.clock.seconds() + 10)
+        self.assertEqual(self.diskfiles.read_expiring(entry).delete_at, int(self.clock.seconds()) + 10)
+        self.clock.advance(10)
         response, _ = await self.call("GET", "/d1/3/a/c/o")
         self.assertEqual(response.code, 404)
         response, _ = await self.call("POST", "/d1/3/a/c/o", {"X-Timestamp": self.stamp()})

@@ -14,6 +14,7 @@ from txstore.common.timestamps import Timestamp
 from txstore.daemons.object_updater import ObjectUpdater
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.context import StorageContext
+from txstore.test.support import clock_at
 from txstore.test.test_container_updater import RecordingClient
 from txstore.test.test_proxy_controllers import build_ring
 
@@ -27,7 +28,7 @@ class ObjectUpdaterTests(SynchronousTestCase):
         self.diskfiles = DiskFileManager(self.root, False, hasher)
         self.context = StorageContext(
             devices=self.root, mount_check=False, hasher=hasher, policies=DEFAULT_POLICIES,
-            runner=SynchronousRunner(), client=self.client, clock=lambda: 1.0, diskfiles=self.diskfiles,
+            runner=SynchronousRunner(), client=self.client, reactor=clock_at(1.0), diskfiles=self.diskfiles,
         )
         self.ring = build_ring(self.root / "container.ring.gz", ["127.0.0.1"] * 6, [7101 + i for i in range(6)])
         self.updater = ObjectUpdater(self.context, self.ring)

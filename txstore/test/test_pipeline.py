@@ -230,7 +230,7 @@ class SeamTests(SynchronousTestCase):
         self.backend = FakeBackend()
         context = ProxyContext(
             reactor=self.clock, rings=fake_rings(temp_dir(self)), policies=DEFAULT_POLICIES, client=self.backend,
-            cache=InMemoryInfoCache(self.clock.seconds), clock=self.clock.seconds,
+            cache=InMemoryInfoCache(self.clock.seconds),
             errors=ErrorLimiter(self.clock.seconds),
         )
         stages = list(stages_from({"tempauth": {"user_test_tester": "testing .admin", "user_test_other": "x"}}))
@@ -342,7 +342,7 @@ class ListingFormatsInThePipelineTests(SynchronousTestCase):
         self.backend = FakeBackend()
         context = ProxyContext(
             reactor=clock, rings=fake_rings(temp_dir(self)), policies=DEFAULT_POLICIES, client=self.backend,
-            cache=InMemoryInfoCache(clock.seconds), clock=clock.seconds, errors=ErrorLimiter(clock.seconds),
+            cache=InMemoryInfoCache(clock.seconds), errors=ErrorLimiter(clock.seconds),
         )
         self.server = ProxyServer(context, stages_from({"tempauth": {"user_test_tester": "testing .admin"}}))
         token = self.call("GET", "/auth/v1.0", {"X-Auth-User": "test:tester", "X-Auth-Key": "testing"})

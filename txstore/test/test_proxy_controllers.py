@@ -99,7 +99,7 @@ class ControllerCase(SynchronousTestCase):
         self.errors = ErrorLimiter(self.clock.seconds, limit=3, interval=60)
         self.context = ProxyContext(
             reactor=self.clock, rings=self.rings, policies=DEFAULT_POLICIES, client=self.backend,
-            cache=InMemoryInfoCache(self.clock.seconds), clock=self.clock.seconds, errors=self.errors,
+            cache=InMemoryInfoCache(self.clock.seconds), errors=self.errors,
         )
         ring = self.rings.container
         self.cpart = ring.get_part(ACCOUNT, "c")
@@ -973,7 +973,7 @@ class ObjectPathTests(TestCase):
         self.put_pool = real.puts
         context = ProxyContext(
             reactor=reactor, rings=self.rings, policies=DEFAULT_POLICIES, client=_ObjectsOverLoopback(self.backend, real),
-            cache=InMemoryInfoCache(time.time), clock=time.time, node_timeout=self.node_timeout,
+            cache=InMemoryInfoCache(time.time), node_timeout=self.node_timeout,
             errors=ErrorLimiter(time.time),
         )
         stages = stages_from({"tempauth": {"user_test_tester": "testing .admin"}})

@@ -255,7 +255,7 @@ class OverHTTPTests(TestCase):
         def built(classes, **options):
             clock = Clock()
             context = ProxyContext(reactor=clock, rings=fake_rings(temp_dir(self)), policies=DEFAULT_POLICIES,
-                                   client=FakeBackend(), cache=InMemoryInfoCache(clock.seconds), clock=clock.seconds,
+                                   client=FakeBackend(), cache=InMemoryInfoCache(clock.seconds),
                                    io_classes=classes)
             server = ProxyServer(context, stages_from({"qos": {k: str(v) for k, v in options.items()}}))
             return server.background

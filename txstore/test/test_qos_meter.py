@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import treq
@@ -358,7 +357,7 @@ class NodeTests(TestCase):
         hasher = PathHasher(b"", b"suffix")
         context = StorageContext(
             devices=root, mount_check=False, hasher=hasher, policies=DEFAULT_POLICIES, runner=pools,
-            client=None, clock=time.time, diskfiles=DiskFileManager(root, False, hasher),
+            client=None, reactor=reactor, diskfiles=DiskFileManager(root, False, hasher),
             scheduler=IOScheduler(pools, DEFAULT_CLASSES, reactor),
         )
         self.meter = BandwidthMeter(context.scheduler, self.clock, depth=4)

@@ -18,7 +18,7 @@ from txstore.storage.db.files import database_path
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.context import StorageContext
 from txstore.storage.local_devices import local_device_matcher
-from txstore.test.support import temp_dir
+from txstore.test.support import clock_at, temp_dir
 from txstore.test.test_proxy_controllers import HASHER, Call, FakeBackend, down, fake_rings, key
 
 ACCOUNT = "AUTH_gone"
@@ -56,11 +56,11 @@ class ReaperTests(SynchronousTestCase):
         self.apart, account_nodes = self.rings.account.get_nodes(ACCOUNT)
         self.first = account_nodes[0]
         self.second = account_nodes[1]
-        self.now = [DELETED_AT + 10]
+        self.clock = clock_at(DELETED_AT + 10)
         self.backend = ListingBackend({"c1": ["a", "b", "c\u00e9"], "c2": [], "c3": [f"o{i:02d}" for i in range(5)]})
         self.context = StorageContext(
             devices=self.root, mount_check=False, hasher=HASHER, policies=DEFAULT_POLICIES,
-            runner=SynchronousRunner(), client=self.backend, clock=lambda: self.now[0],
+            runner=SynchronousRunner(), client=self.backend, reactor=self.clock,
             diskfiles=DiskFileManager(self.root, False, HASHER),
         )
         self.db = self.make_account(self.first.device_name)
@@ -128,7 +128,7 @@ class ReaperTests(SynchronousTestCase):
         self.make_account(self.first.device_name)
         self.assertEqual(self.run_pass(self.reaper(delay_reaping=60))["accounts"], 0)
         self.assertEqual(self.backend.calls, [])
-        self.now[0] = DELETED_AT + 61
+        self.clock.advance(51)  # DELETED_AT + 61
         self.assertEqual(self.run_pass(self.reaper(delay_reaping=60))["accounts"], 1)
 
     def test_failures_are_counted_and_the_container_kept(self) -> None:

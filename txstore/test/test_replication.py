@@ -33,7 +33,7 @@ class Peer:
 
 
 def make_context(case) -> StorageContext:
-    return storage_context(case, "d1", clock=lambda: NOW)
+    return storage_context(case, "d1", now=NOW)
 
 
 def files_of(context: StorageContext) -> dict[str, list[str]]:

@@ -193,7 +193,7 @@ async def main(reactor):
     diskfiles = DiskFileManager(Path(devices), False, cluster.hasher)
     runner = DeviceThreadPools(reactor)
     context = StorageContext(devices=Path(devices), mount_check=False, hasher=cluster.hasher,
-                             policies=cluster.policies, runner=runner, client=None, clock=reactor.seconds,
+                             policies=cluster.policies, runner=runner, client=None, reactor=reactor,
                              diskfiles=diskfiles)
     sender = ObjectSender(context, Connector(reactor, 2.0, 10.0), BytePacer(reactor, rate))
     hashes = get_hashes(diskfiles.partition_path(device, 0, partition))

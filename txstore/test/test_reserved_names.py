@@ -37,6 +37,7 @@ from txstore.storage.context import StorageContext
 from txstore.storage.object_server import ObjectServer
 from txstore.node.server import NodeServer
 from txstore.test.backend_fake import FakeBackend
+from txstore.test.support import clock_at
 from txstore.test.test_account_server import ZERO
 from txstore.test.test_container_server import ContainerReports, ObjectRows, http, make_context, ts
 from txstore.test.test_object_server import FakeContainers
@@ -223,7 +224,7 @@ class ObjectNodeTests(TestCase):
         self.containers = FakeContainers()
         context = StorageContext(
             devices=root, mount_check=False, hasher=PathHasher(b"", b"suffix"), policies=DEFAULT_POLICIES,
-            runner=self.pools, client=self.containers, clock=lambda: 1_700_000_000.0,
+            runner=self.pools, client=self.containers, reactor=clock_at(1_700_000_000.0),
             diskfiles=DiskFileManager(root, False, PathHasher(b"", b"suffix")),
         )
         site = StreamingSite(NodeServer(objects=ObjectServer(context)).resource())

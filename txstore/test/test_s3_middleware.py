@@ -27,6 +27,7 @@ from txstore.proxy.tempauth import TempAuth
 from txstore.s3.calls import S3Settings
 from txstore.s3.credentials import TempAuthCredentials
 from txstore.s3.middleware import S3Api
+from txstore.test.support import clock_at
 from txstore.test.swift_fake import MemorySwift, read_body
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -87,8 +88,9 @@ class Case(SynchronousTestCase):
             self.passed.append(request.path)
             return below(request)
 
+        self.clock = clock_at(time.time())  # requests are signed with the time now
         self.app = S3Api(swift, S3Settings(storage_domains=("s3.example.com",)), TempAuthCredentials(auth),
-                         time.time)
+                         self.clock)
 
     def call(self, method: str, path: str, body: bytes = b"", headers: dict | None = None, key: str = "testing",
              access: str = "test:tester", version: int = 4, host: str = "127.0.0.1:8080",
@@ -145,8 +147,7 @@ class AuthTests(Case):
         self.assertEqual(self.error(self.call("GET", "/", key="wrong", version=2)), (403, "SignatureDoesNotMatch"))
         self.assertEqual(self.error(self.call("GET", "/", access="no:one")), (403, "InvalidAccessKeyId"))
         self.assertEqual(self.passed, [])
-        app = self.app
-        app.clock = lambda: time.time() + 3600
+        self.clock.advance(3600)
         self.assertEqual(self.error(self.call("GET", "/")), (403, "RequestTimeTooSkewed"))
 
     def test_tempauth_rules_apply(self) -> None:

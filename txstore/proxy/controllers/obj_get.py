@@ -3,7 +3,7 @@
 Object GET and HEAD: the first replica that answers is relayed as the response's body source.
 
 The source (`ObjectBody`) queues what the node sends and pauses the node's socket once
-``HIGH_WATER`` bytes wait, so a slow reader (the client, through the edge; a copy's
+``HIGH_WATER`` bytes wait (`txstore.common.flow.InboundQueue`), so a slow reader (the client, through the edge; a copy's
 destination) slows the node and the proxy holds about that much per request. A node that
 sends nothing for ``node_timeout`` while a reader waits is cut off. If a node fails mid-body,
 the rest comes from the next replica with a Range (and If-Match on the ETag); if none can, the
@@ -13,7 +13,6 @@ short body for a whole one.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from itertools import chain, islice
 
@@ -24,6 +23,7 @@ from twisted.web.client import ResponseDone
 from zope.interface import implementer
 
 from txstore.common.backend_client import StreamedResponse
+from txstore.common.flow import InboundQueue
 from txstore.common.timestamps import Timestamp
 from txstore.common.web import ResponseAborted
 from txstore.interfaces import IByteSource
@@ -269,8 +269,7 @@ class ObjectBody:
         self._total = total
         self._resume = resume
         self._trans_id = trans_id
-        self._queue: deque[bytes] = deque()
-        self._queued = 0
+        self._queue: InboundQueue[bytes] = InboundQueue(lambda: None, self.HIGH_WATER)
         self.delivered = 0  # bytes handed to the reader
         self._stream: _NodeStream | None = None
         self._stopped = False
@@ -278,8 +277,9 @@ class ObjectBody:
         self._attach(response)
 
     def _attach(self, response: StreamedResponse) -> None:
-        self._stream = _NodeStream(self)
-        response.deliver(self._stream)
+        stream = self._stream = _NodeStream(self)
+        self._queue.attach(lambda: stream.transport if stream.ended is None else None)
+        response.deliver(stream)
 
     # --- IByteSource -------------------------------------------------------------------------
 
@@ -317,10 +317,7 @@ class ObjectBody:
 
     def _take(self) -> bytes:
         """The oldest piece the node sent, as it came (no copy); the node resumes once few wait."""
-        data = self._queue.popleft()
-        self._queued -= len(data)
-        if self._queued < self.HIGH_WATER and self._stream is not None:
-            self._stream.resume()
+        data = self._queue.take()
         self.delivered += len(data)
         return data
 
@@ -329,7 +326,6 @@ class ObjectBody:
             return
         self._stopped = True
         self._queue.clear()
-        self._queued = 0
         if self._stream is not None:
             self._stream.stop()
 
@@ -364,10 +360,7 @@ class ObjectBody:
     def _feed(self, data: bytes) -> None:
         if self._stopped:
             return
-        self._queue.append(data)
-        self._queued += len(data)
-        if self._queued >= self.HIGH_WATER and self._stream is not None:
-            self._stream.pause()
+        self._queue.put(data)
 
 
 class _NodeStream(Protocol):
@@ -375,7 +368,6 @@ class _NodeStream(Protocol):
 
     def __init__(self, body: ObjectBody) -> None:
         self._body = body
-        self._paused = False
         self._waiter: Deferred | None = None
         self._timeout = 0.0
         self._since = 0.0  # the last sign of life: data, or a reader starting to wait
@@ -406,7 +398,7 @@ class _NodeStream(Protocol):
         Until data (unless ``until_end``) or the end arrives: True, or False after ``timeout``
         seconds of silence.
         """
-        self.resume()
+        self._body._queue.resume()
         self._until_end = until_end
         self._waiter = Deferred()
         self._timeout = timeout
@@ -424,16 +416,6 @@ class _NodeStream(Protocol):
             self._wake(False)
         else:
             self._watchdog = self._body._reactor.callLater(self._timeout - silent, self._check)
-
-    def pause(self) -> None:
-        if not self._paused and self.ended is None and self.transport is not None:
-            self._paused = True
-            self.transport.pauseProducing()
-
-    def resume(self) -> None:
-        if self._paused and self.ended is None:
-            self._paused = False
-            self.transport.resumeProducing()
 
     def stop(self) -> None:
         if self._watchdog is not None and self._watchdog.active():
