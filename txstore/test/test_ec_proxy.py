@@ -376,8 +376,8 @@ class ReconstructorDrills(ECCase):
         node = primaries[3]
         self.stop_node(node)
         body = os.urandom(2 * SEGMENT + SEGMENT // 2 + 7)
-        written = time.time()
         swift.put_object(self.url, self.token, "ec", "o", body)
+        written = time.time()  # a pass that began during the PUT may have listed no archive yet
         held = {n: [p.name for p in paths] for n, paths in self.archive_paths("o").items()}
         holders = [n for n in handoffs if any(re.match(r"^\d+\.\d+#3#d\.data$", f) for f in held.get(n, []))]
         self.assertEqual(len(holders), 1, f"archive 3 on handoffs {holders} of {handoffs}: {held}")
