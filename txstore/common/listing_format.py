@@ -23,6 +23,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
 
+from xml.etree.ElementTree import Element, SubElement, tostring
+
 from attrs import frozen
 
 _XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -163,23 +165,6 @@ def listing_format(args: QueryArgs, accept: str | bytes | None) -> ListingFormat
 
 # -- output --------------------------------------------------------------------------------
 
-_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
-# In attributes parsers turn tab, newline and carriage return into spaces unless escaped.
-_ATTR_ESCAPES = str.maketrans(
-    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
-)
-
-
-def xml_text(value: object) -> str:
-    """Character data for an XML element (``\\r`` escaped so that it survives parsing)."""
-    return str(value).translate(_TEXT_ESCAPES)
-
-
-def xml_attribute(value: object) -> str:
-    """A double-quoted XML attribute value, whitespace escaped so that it survives parsing."""
-    return '"' + str(value).translate(_ATTR_ESCAPES) + '"'
-
-
 def _plain(entries: Iterable[Mapping[str, Any]]) -> bytes:
     return "".join(
         f"{entry['subdir'] if 'subdir' in entry else entry['name']}\n" for entry in entries
@@ -188,18 +173,29 @@ def _plain(entries: Iterable[Mapping[str, Any]]) -> bytes:
 
 def _xml(root: str, element: str, fields: Sequence[str], name: str, entries: Iterable[Mapping[str, Any]],
          optional: Sequence[str] = ()) -> bytes:
-    parts = [_XML_DECLARATION, f"<{root} name={xml_attribute(name)}>"]
+    """
+    The listing as ElementTree writes it (escaped by it; an empty listing an empty element, not
+    ``<account />``), after Swift's XML declaration. ElementTree escapes tab, newline and carriage
+    return in attributes, but leaves a carriage return in text as it is, which a parser reads as a
+    newline: so the one raw ``\\r`` a document can hold, in a name, is written ``&#13;``.
+    A control character is written as it is, as Swift writes it.
+    """
+    document = Element(root, name=str(name))
     for entry in entries:
         if "subdir" in entry:
-            sub = entry["subdir"]
-            parts.append(f"<subdir name={xml_attribute(sub)}><name>{xml_text(sub)}</name></subdir>")
+            sub = str(entry["subdir"])
+            SubElement(SubElement(document, "subdir", name=sub), "name").text = sub
         else:
-            parts.append(f"<{element}>")
-            parts.extend(f"<{key}>{xml_text(entry[key])}</{key}>" for key in fields)
-            parts.extend(f"<{key}>{xml_text(entry[key])}</{key}>" for key in optional if key in entry)
-            parts.append(f"</{element}>")
-    parts.append(f"</{root}>")
-    return "".join(parts).encode("utf-8")
+            item = SubElement(document, element)
+            for key in fields:
+                SubElement(item, key).text = str(entry[key])
+            for key in optional:
+                if key in entry:
+                    SubElement(item, key).text = str(entry[key])
+    text = tostring(document, encoding="unicode", short_empty_elements=False)
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")
+    return (_XML_DECLARATION + text).encode("utf-8")
 
 
 def render_container_listing(fmt: ListingFormat, container: str, entries: Sequence[Mapping[str, Any]]) -> bytes:

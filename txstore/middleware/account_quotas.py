@@ -29,11 +29,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from zope.interface import implementer
 
-from txstore.common.paths import BadPath
-from txstore.interfaces import IApp
-from txstore.middleware.base import Middleware
+from txstore.middleware.base import ApiMiddleware, Middleware
 from txstore.middleware.container_quotas import EXCEEDED, content_length, refused, whole
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 
@@ -59,23 +56,18 @@ def quota_headers(request: SwiftRequest) -> list[str]:
     return named
 
 
-@implementer(IApp)
-class AccountQuotas:
+class AccountQuotas(ApiMiddleware):
+    depth = 1
+
     def __init__(self, app, accounts, containers) -> None:
         self.app = app
         self.accounts = accounts  # (request, account) -> Awaitable[AccountInfo]
         self.containers = containers  # (request, account, container) -> Awaitable[ContainerInfo]
 
-    def __call__(self, request: SwiftRequest):
+    def handle(self, request: SwiftRequest, account: str, container: str | None, obj: str | None):
         # Deletes, object reads and POSTs are the next stage's call itself.
         method = request.method
         if method not in ("PUT", "POST", "GET", "HEAD"):
-            return self.app(request)
-        try:
-            version, account, container, obj = request.split(2, 4)
-        except BadPath:
-            return self.app(request)
-        if version != "v1":
             return self.app(request)
         if container is None:
             return self._account(request)

@@ -41,7 +41,7 @@ from functools import partial
 from http.client import responses
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
-from xml.sax.saxutils import escape
+from xml.etree.ElementTree import Element, SubElement, tostring
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, gatherResults, succeed
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
@@ -102,19 +102,28 @@ def render(media_type: str, data: Mapping[str, Any], errors: list[list[str]], ro
     if media_type == "application/json":
         return json.dumps({**data, "Errors": errors}).encode("ascii")
     if media_type.endswith("/xml"):
-        out = [f"<{root}>\n"]
+        # Swift's layout: each child of the root and of <errors> on a line of its own.
+        document = Element(root)
+        document.text = document.tail = "\n"
         for key in sorted(data):
-            tag = key.replace(" ", "_").lower()
-            out.append(f"<{tag}>{escape(str(data[key]))}</{tag}>\n")
-        out.append("<errors>\n")
-        out.extend(f"<object><name>{escape(name)}</name><status>{escape(status)}</status></object>\n"
-                   for name, status in errors)
-        out.append(f"</errors>\n</{root}>\n")
-        return "".join(out).encode("utf-8")
+            _line(document, key.replace(" ", "_").lower()).text = str(data[key])
+        listed = _line(document, "errors")
+        listed.text = "\n"
+        for name, status in errors:
+            failed = _line(listed, "object")
+            SubElement(failed, "name").text = name
+            SubElement(failed, "status").text = status
+        return tostring(document, encoding="unicode", short_empty_elements=False).encode("utf-8")
     lines = [f"{key}: {data[key]}\n" for key in sorted(data)]
     lines.append("Errors:\n")
     lines.extend(f"{name}, {status}\n" for name, status in errors)
     return "".join(lines).encode("utf-8")
+
+
+def _line(parent: Element, tag: str) -> Element:
+    child = SubElement(parent, tag)
+    child.tail = "\n"
+    return child
 
 
 @implementer(IByteSource)

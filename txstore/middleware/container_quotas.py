@@ -25,11 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from zope.interface import implementer
 
-from txstore.common.paths import BadPath
-from txstore.interfaces import IApp
-from txstore.middleware.base import CachedContainers, Middleware
+from txstore.middleware.base import ApiMiddleware, CachedContainers, Middleware
 from txstore.proxy import subrequest
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 
@@ -65,21 +62,16 @@ def refused(request: SwiftRequest, info, account: str, container: str, obj: str 
     return SwiftResponse.text(413, reason)
 
 
-@implementer(IApp)
-class ContainerQuotas:
+class ContainerQuotas(ApiMiddleware):
+    depth = 2
+
     def __init__(self, app, containers) -> None:
         self.app = app
         self.containers = containers  # (request, account, container) -> Awaitable[ContainerInfo]
 
-    def __call__(self, request: SwiftRequest):
-        # Reads, deletes and account requests are the next stage's call itself.
+    def handle(self, request: SwiftRequest, account: str, container: str, obj: str | None):
+        # Reads and deletes are the next stage's call itself.
         if request.method not in ("PUT", "POST"):
-            return self.app(request)
-        try:
-            version, account, container, obj = request.split(3, 4)
-        except BadPath:
-            return self.app(request)
-        if version != "v1":
             return self.app(request)
         if obj is None:
             for name, reason in SETTINGS:

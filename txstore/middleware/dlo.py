@@ -37,23 +37,20 @@ changes where the manifest points (the proxy application stores it).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from hashlib import md5, sha256
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from attrs import frozen
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from txstore.common import config as c
 from txstore.common.conditionals import evaluate
 from txstore.common.http_ranges import Unsatisfiable, content_range, parse_range
-from txstore.common.paths import BadPath
 from txstore.common.timestamps import parse_http_date
-from txstore.interfaces import IApp
-from txstore.middleware.base import Middleware
-from txstore.middleware.segments import Piece, SegmentedBody, SegmentError, SegmentRead
+from txstore.middleware.base import ApiMiddleware, Middleware, read_whole
+from txstore.middleware.segments import Piece, SegmentError, SegmentRead, segmented_response
 from txstore.proxy import subrequest
 from txstore.proxy.messages import BytesSource, SwiftRequest, SwiftResponse
 
@@ -194,7 +191,7 @@ class Listing:
             raise ListingError(response.status, f"listing the segments' container answered {response.status}")
         else:
             try:
-                entries = parse_listing(await read_body(response, self.page_size * ENTRY_BYTES))
+                entries = parse_listing(await read_whole(response, self.page_size * ENTRY_BYTES))
             except (ValueError, OverflowError) as err:
                 raise ListingError(502, f"the segments' container did not answer a listing: {err}") from None
         if entries:  # an empty page (after a full one) is not worth holding instead of that one
@@ -264,20 +261,15 @@ class Listing:
             marker = entries[-1].name
 
 
-@implementer(IApp)
-class DynamicLargeObjects:
+class DynamicLargeObjects(ApiMiddleware):
+    depth = 3
+
     def __init__(self, app, max_segments: int, page_size: int) -> None:
         self.app = app
         self.max_segments = max_segments
         self.page_size = page_size
 
-    async def __call__(self, request: SwiftRequest) -> SwiftResponse:
-        try:
-            version, account, _container, obj = request.split(1, 4)
-        except BadPath:
-            return await self.app(request)
-        if version != "v1" or obj is None:
-            return await self.app(request)
+    async def handle(self, request: SwiftRequest, account: str, container: str, obj: str) -> SwiftResponse:
         method = request.method
         if method in ("PUT", "POST"):
             value = request.header(MANIFEST)
@@ -335,7 +327,7 @@ class DynamicLargeObjects:
         if survey is None:  # too many segments to promise a length: the whole, streamed
             if request.method == "HEAD":
                 return SwiftResponse(200, headers, BytesSource(b""))  # no Content-Length to claim
-            return await self._answer(request, 200, headers, listing.everything())
+            return await segmented_response(self.app, request, SOURCE, 200, headers, listing.everything())
         total = survey.total
         wanted = request.header("Range")
         if wanted and "," in wanted.partition("=")[2]:
@@ -358,39 +350,8 @@ class DynamicLargeObjects:
         if request.method == "HEAD" or total == 0:
             await pieces.aclose()
             return SwiftResponse(status, headers, b"")
-        return await self._answer(request, status, headers, pieces)
+        return await segmented_response(self.app, request, SOURCE, status, headers, pieces)
 
-    async def _answer(self, request: SwiftRequest, status: int, headers, pieces: AsyncIterator[Piece]) -> SwiftResponse:
-        body = SegmentedBody(pieces, self._fetcher(request), request.trans_id)
-        try:
-            await body.prime()
-        except SegmentError as err:
-            body.stop()
-            return SwiftResponse.text(409, f"Conflict: {err}")
-        return SwiftResponse(status, headers, body)
-
-    def _fetcher(self, request: SwiftRequest) -> Callable[[SegmentRead], Awaitable[SwiftResponse]]:
-        def fetch(piece: SegmentRead) -> Awaitable[SwiftResponse]:
-            read = subrequest.make(request, "GET", piece.path, source=SOURCE, headers=piece.headers())
-            return self.app(read)
-
-        return fetch
-
-
-async def read_body(response: SwiftResponse, limit: int) -> bytes:
-    """A response's body read whole; OverflowError past ``limit`` bytes (the rest let go)."""
-    if not response.streamed:
-        if len(response.body) > limit:
-            raise OverflowError(f"more than {limit} bytes")
-        return response.body
-    source, pieces, size = response.body, [], 0
-    while chunk := await source.read():
-        size += len(chunk)
-        if size > limit:
-            source.stop()
-            raise OverflowError(f"more than {limit} bytes")
-        pieces.append(chunk)
-    return b"".join(pieces)
 
 
 def _build(app, settings: dict[str, Any], proxy) -> DynamicLargeObjects:

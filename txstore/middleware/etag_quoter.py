@@ -13,12 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zope.interface import implementer
 
 from txstore.common import config as c
-from txstore.common.paths import BadPath
-from txstore.interfaces import IApp
-from txstore.middleware.base import CachedContainers, Middleware
+from txstore.middleware.base import ApiMiddleware, CachedContainers, Middleware
 from txstore.middleware.ratelimit import CachedAccounts
 from txstore.proxy.messages import TRUE_VALUES, SwiftRequest, SwiftResponse
 
@@ -29,20 +26,15 @@ OPTIONS = (
 )
 
 
-@implementer(IApp)
-class EtagQuoter:
+class EtagQuoter(ApiMiddleware):
+    depth = 1
+
     def __init__(self, app, settings: Mapping[str, Any], containers, accounts) -> None:
         self.app = app
         self.by_default = settings["enable_by_default"]
         self.containers, self.accounts = containers, accounts
 
-    def __call__(self, request: SwiftRequest):
-        try:
-            version, account, container, obj = request.split(2, 4)
-        except BadPath:
-            return self.app(request)
-        if version != "v1":
-            return self.app(request)
+    def handle(self, request: SwiftRequest, account: str, container: str | None, obj: str | None):
         if obj is None:
             kind = "Container" if container else "Account"
             if request.method in ("GET", "HEAD") or f"X-{kind}-Rfc-Compliant-Etags" in request.headers \

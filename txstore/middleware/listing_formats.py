@@ -44,7 +44,7 @@ from txstore.common.listing_format import (
 )
 from txstore.common.paths import BadPath
 from txstore.interfaces import IApp
-from txstore.middleware.base import Middleware
+from txstore.middleware.base import Middleware, read_whole
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 
 FORMAT = "format"
@@ -84,10 +84,10 @@ async def edit_json_listing(
     not a JSON listing of at most ``max_bytes`` passes as it came.
     """
     length = response.headers.get("Content-Length") or ""
-    if (response.status != 200 or _media_type(response) != JSON.media_type
+    if (response.status != 200 or media_type(response) != JSON.media_type
             or not (length.isascii() and length.isdigit()) or int(length) > max_bytes):
         return response
-    data = await _read_whole(response)
+    data = await read_whole(response)
     response.body = data
     if needle not in data:
         return response
@@ -100,10 +100,15 @@ async def edit_json_listing(
     for entry in listing:
         if isinstance(entry, dict) and isinstance(entry.get("hash"), str):
             edit(entry)
-    body = json.dumps(listing).encode("ascii")
+    set_json_body(response, listing)
+    return response
+
+
+def set_json_body(response: SwiftResponse, value: Any) -> None:
+    """``response``'s body becomes ``value`` as JSON (ASCII, as Swift's listings), with its length."""
+    body = json.dumps(value).encode("ascii")
     response.body = body
     response.headers["Content-Length"] = str(len(body))
-    return response
 
 
 def _raw(query: str) -> bytes:
@@ -169,7 +174,7 @@ class ListingFormats:
         response = await self.app(evolve(request, query=json_query(request.query), headers=headers))
         if request.environ.get("swift.format_listing") is False:
             return response  # a middleware below answered in its own format (object_versioning's JSON)
-        if response.status not in (200, 204) or _media_type(response) != JSON.media_type:
+        if response.status not in (200, 204) or media_type(response) != JSON.media_type:
             return response
         if varies:
             _add_vary(response)
@@ -184,7 +189,7 @@ class ListingFormats:
         length = response.headers.get("Content-Length") or ""
         if not (length.isascii() and length.isdigit()) or int(length) > self.max_bytes:
             return response
-        data = await _read_whole(response)
+        data = await read_whole(response)
         response.body = data
         try:
             listing = json.loads(data)
@@ -203,7 +208,8 @@ class ListingFormats:
         return response
 
 
-def _media_type(response: SwiftResponse) -> str:
+def media_type(response: SwiftResponse) -> str:
+    """The response's media type, lower case, without its parameters."""
     return (response.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
 
 
@@ -213,21 +219,6 @@ def _add_vary(response: SwiftResponse) -> None:
         response.headers["Vary"] = "Accept"
     elif "accept" not in (item.strip().lower() for item in vary.split(",")):
         response.headers["Vary"] = f"{vary}, Accept"
-
-
-async def _read_whole(response: SwiftResponse) -> bytes:
-    """The response's whole body; a streamed one is read to its end (stopped if that fails)."""
-    if not response.streamed:
-        return response.body
-    source = response.body
-    chunks = []
-    try:
-        while chunk := await source.read():
-            chunks.append(chunk)
-    except BaseException:
-        source.stop()
-        raise
-    return b"".join(chunks)
 
 
 middleware = Middleware(

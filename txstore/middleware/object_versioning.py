@@ -58,10 +58,11 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from txstore.common.listing_format import JSON
-from txstore.common.paths import ALLOW_RESERVED, RESERVED, BadPath, reserved_name, split_reserved_name
+from txstore.common.paths import ALLOW_RESERVED, RESERVED, reserved_name, split_reserved_name
 from txstore.common.timestamps import Timestamp
-from txstore.interfaces import IApp, IByteSource
-from txstore.middleware.base import Middleware
+from txstore.interfaces import IByteSource
+from txstore.middleware.base import ApiMiddleware, Middleware, read_whole
+from txstore.middleware.listing_formats import media_type, set_json_body
 from txstore.proxy import subrequest
 from txstore.proxy.messages import TRUE_VALUES, BytesSource, HeaderMap, SwiftRequest, SwiftResponse
 
@@ -154,17 +155,15 @@ class Refused(Exception):
         self.response = response
 
 
-async def read_whole(response: SwiftResponse) -> bytes:
-    if not response.streamed:
-        return response.body
-    chunks = []
+async def _json_list(response: SwiftResponse) -> list | None:
+    """The response's body read whole (and kept as its body) as a JSON list; None when it is not one."""
+    data = await read_whole(response)
+    response.body = data
     try:
-        while chunk := await response.body.read():
-            chunks.append(chunk)
-    except BaseException:
-        response.body.stop()
-        raise
-    return b"".join(chunks)
+        listing = json.loads(data)
+    except ValueError:
+        return None
+    return listing if isinstance(listing, list) else None
 
 
 def check(response: SwiftResponse) -> None:
@@ -220,8 +219,9 @@ class VersioningInfo:
 ContainerLookup = Callable[[SwiftRequest, str, str], Awaitable[Any]]
 
 
-@implementer(IApp)
-class ObjectVersioning:
+class ObjectVersioning(ApiMiddleware):
+    depth = 1
+
     def __init__(self, app, lookup: ContainerLookup, policy_name: Callable[[int], str | None],
                  clock: Callable[[], float]) -> None:
         self.app = app
@@ -229,13 +229,8 @@ class ObjectVersioning:
         self.policy_name = policy_name
         self.clock = clock
 
-    async def __call__(self, request: SwiftRequest) -> SwiftResponse:
-        try:
-            version, account, container, obj = request.split(2, 4)
-        except BadPath:
-            return await self.app(request)
-        if version != "v1" or account is None:
-            return await self.app(request)
+    async def handle(self, request: SwiftRequest, account: str, container: str | None,
+                     obj: str | None) -> SwiftResponse:
         try:
             if container is None:
                 if request.method == "GET":
@@ -349,16 +344,10 @@ class ObjectVersioning:
     async def _edit_listing(self, request: SwiftRequest, response: SwiftResponse, account: str, container: str,
                             location: str) -> SwiftResponse:
         versions = "versions" in request.params
-        media = (response.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
-        if media != JSON.media_type and not versions:
+        if media_type(response) != JSON.media_type and not versions:
             return response
-        data = await read_whole(response)
-        response.body = data
-        try:
-            listing = json.loads(data)
-        except ValueError:
-            return response
-        if not isinstance(listing, list):
+        listing = await _json_list(response)
+        if listing is None:
             return response
         for item in listing:
             if not isinstance(item, dict) or not all(k in item for k in ("symlink_path", "symlink_etag",
@@ -380,9 +369,7 @@ class ObjectVersioning:
                                         + f"?version-id={version.internal}")
         if versions:
             return await self._list_versions(request, response, account, location, listing)
-        body = json.dumps(listing).encode("ascii")
-        response.body = body
-        response.headers["Content-Length"] = str(len(body))
+        set_json_body(response, listing)
         return response
 
     async def _list_versions(self, request: SwiftRequest, response: SwiftResponse, account: str, location: str,
@@ -484,26 +471,18 @@ class ObjectVersioning:
                            "last_modified": item["last_modified"]})
         merged = [*nulls, *kept, *({"subdir": s} for s in subdirs), *broken]
         merged.sort(key=lambda entry: entry.get("subdir", entry.get("name", "")), reverse=reverse)
-        body = json.dumps(merged[:limit]).encode("ascii")
-        response.body = body
+        set_json_body(response, merged[:limit])
         response.status = 200
         response.headers["Content-Type"] = "application/json; charset=utf-8"
-        response.headers["Content-Length"] = str(len(body))
         return response
 
     async def _account_listing(self, request: SwiftRequest, account: str) -> SwiftResponse:
         """Each container's bytes with its hidden versions container's."""
         response = await self.app(request)
-        media = (response.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
-        if response.status != 200 or media != JSON.media_type or request.allow_reserved:
+        if response.status != 200 or media_type(response) != JSON.media_type or request.allow_reserved:
             return response
-        data = await read_whole(response)
-        response.body = data
-        try:
-            listing = json.loads(data)
-        except ValueError:
-            return response
-        if not isinstance(listing, list) or not any(isinstance(i, dict) and "name" in i for i in listing):
+        listing = await _json_list(response)
+        if listing is None or not any(isinstance(i, dict) and "name" in i for i in listing):
             return response
         names = [item["name"] for item in listing if isinstance(item, dict) and "name" in item]
         # the hidden containers of this page's names: from just before the first one's to past the last's
@@ -533,9 +512,7 @@ class ObjectVersioning:
         for item in listing:
             if isinstance(item, dict) and item.get("name") in extra:
                 item["bytes"] = int(item.get("bytes") or 0) + extra[item["name"]]
-        body = json.dumps(listing).encode("ascii")
-        response.body = body
-        response.headers["Content-Length"] = str(len(body))
+        set_json_body(response, listing)
         return response
 
     # --- objects ---------------------------------------------------------------------------

@@ -31,13 +31,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from zope.interface import implementer
 
 from txstore.common import config as c
-from txstore.common.paths import BadPath
-from txstore.interfaces import IApp
 from txstore.middleware.account_quotas import CachedAccounts
-from txstore.middleware.base import Middleware
+from txstore.middleware.base import ApiMiddleware, Middleware
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 from txstore.qos.classes import IOClass, IOClasses, IOSpec
 from txstore.qos.controller import TenantShareController, object_nodes
@@ -52,20 +49,15 @@ REQUEST_RATE = "X-Io-Rate"
 OBJECT_HEADER = "X-Object-Io-Class"
 
 
-@implementer(IApp)
-class QoS:
+class QoS(ApiMiddleware):
+    depth = 1
+
     def __init__(self, app, classes: IOClasses, accounts) -> None:
         self.app = app
         self.classes = classes
         self.accounts = accounts  # (request, account) -> Awaitable[AccountInfo]
 
-    def __call__(self, request: SwiftRequest):
-        try:
-            version, account, container, obj = request.split(2, 4)
-        except BadPath:
-            return self.app(request)
-        if version != "v1":
-            return self.app(request)
+    def handle(self, request: SwiftRequest, account: str, container: str | None, obj: str | None):
         if container is None:
             return self._account(request)
         if obj is None or ENVIRON in request.environ:

@@ -19,7 +19,7 @@ bytes asked for. One that answers otherwise (gone, overwritten since the manifes
 so that its ``If-Match`` fails, unreadable to the requester) fails the read with
 `ResponseAborted`, so the client's connection is aborted rather than given wrong or short
 bytes. `prime` opens the first segment before any header is sent, so a manifest whose first
-segment is bad is answered with an error status instead (Swift's 409).
+segment is bad is answered with an error status instead (Swift's 409): `segmented_response`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from zope.interface import implementer
 
 from txstore.common.web import ResponseAborted
 from txstore.interfaces import IByteSource
-from txstore.proxy.messages import SwiftResponse
+from txstore.proxy import subrequest
+from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
 
 log = Logger()
 
@@ -200,3 +201,22 @@ class SegmentedBody:
 def _stop_opened(opened) -> None:
     if isinstance(opened, _Open):
         opened.stop()
+
+
+async def segmented_response(app, request: SwiftRequest, source: str, status: int, headers: HeaderMap,
+                             pieces: AsyncIterator[Piece]) -> SwiftResponse:
+    """
+    The answer that streams ``pieces``, each segment read by a GET sub-request of ``request``
+    (its ``source`` the middleware's) to ``app``, once the first segment has answered; a 409
+    when that one cannot be read as promised.
+    """
+    def fetch(piece: SegmentRead) -> Awaitable[SwiftResponse]:
+        return app(subrequest.make(request, "GET", piece.path, source=source, headers=piece.headers()))
+
+    body = SegmentedBody(pieces, fetch, request.trans_id)
+    try:
+        await body.prime()
+    except SegmentError as err:
+        body.stop()
+        return SwiftResponse.text(409, f"Conflict: {err}")
+    return SwiftResponse(status, headers, body)

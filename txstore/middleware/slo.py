@@ -27,7 +27,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from hashlib import md5
 from http import HTTPStatus
 from typing import Any
@@ -42,12 +42,11 @@ from txstore.common.http_ranges import (
     Unsatisfiable, content_range, multipart_parts, multipart_trailer, new_boundary, parse_range,
 )
 from txstore.common.constraints import DEFAULT_CONSTRAINTS
-from txstore.common.paths import BadPath
 from txstore.common.timestamps import parse_http_date
-from txstore.interfaces import IApp, IByteSource
-from txstore.middleware.base import Middleware
+from txstore.interfaces import IByteSource
+from txstore.middleware.base import ApiMiddleware, Middleware, read_source, read_whole
 from txstore.middleware.listing_formats import edit_json_listing, etag_params, max_listing_bytes
-from txstore.middleware.segments import Piece, SegmentedBody, SegmentError, SegmentRead
+from txstore.middleware.segments import Piece, SegmentError, SegmentRead, segmented_response
 from txstore.proxy import subrequest
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
 
@@ -104,8 +103,9 @@ def segment_length(entry: dict) -> int:
     return int(entry["bytes"])
 
 
-@implementer(IApp)
-class StaticLargeObjects:
+class StaticLargeObjects(ApiMiddleware):
+    depth = 2
+
     def __init__(self, app, settings: dict[str, Any], reactor,
                  listing_bytes: int = max_listing_bytes(DEFAULT_CONSTRAINTS)) -> None:
         self.app = app
@@ -116,13 +116,7 @@ class StaticLargeObjects:
         self.concurrency = settings["concurrency"]
         self.reactor = reactor
 
-    async def __call__(self, request: SwiftRequest) -> SwiftResponse:
-        try:
-            version, account, container, obj = request.split(1, 4)
-        except BadPath:
-            return await self.app(request)
-        if version != "v1" or account is None or container is None:
-            return await self.app(request)
+    async def handle(self, request: SwiftRequest, account: str, container: str, obj: str | None) -> SwiftResponse:
         if obj is None:
             if request.method == "GET":
                 response = await self.app(request)
@@ -222,18 +216,7 @@ class StaticLargeObjects:
             for part, first, last in multipart_parts(ranges, total, content_type, boundary):
                 length += len(part) + last - first + 1
             headers["Content-Length"] = str(length)
-        return await self._segmented(request, status, headers, pieces)
-
-    async def _segmented(self, request: SwiftRequest, status: int, headers: HeaderMap,
-                         pieces: AsyncIterator[Piece]) -> SwiftResponse:
-        """The answer that streams ``pieces``, once the first segment has answered (or a 409)."""
-        body = SegmentedBody(pieces, self._fetcher(request), request.trans_id)
-        try:
-            await body.prime()
-        except SegmentError as err:
-            body.stop()
-            return SwiftResponse.text(409, f"Conflict: {err}")
-        return SwiftResponse(status, headers, body)
+        return await segmented_response(self.app, request, SOURCE, status, headers, pieces)
 
     async def _part(self, request: SwiftRequest, account: str, entries: list[dict], number: int, total: int,
               headers, head: bool) -> SwiftResponse:
@@ -248,14 +231,7 @@ class StaticLargeObjects:
         headers["Content-Length"] = str(last - first + 1)
         if head:
             return SwiftResponse(206, headers, b"")
-        return await self._segmented(request, 206, headers, self._pieces(request, account, entries, first, last, 0))
-
-    def _fetcher(self, request: SwiftRequest) -> Callable[[SegmentRead], Awaitable[SwiftResponse]]:
-        def fetch(piece: SegmentRead) -> Awaitable[SwiftResponse]:
-            read = subrequest.make(request, "GET", piece.path, source=SOURCE, headers=piece.headers())
-            return self.app(read)
-
-        return fetch
+        return await segmented_response(self.app, request, SOURCE, 206, headers, self._pieces(request, account, entries, first, last, 0))
 
     async def _multipart(self, request, account, entries, ranges, total, content_type, boundary):
         for part, first, last in multipart_parts(ranges, total, content_type, boundary):
@@ -637,26 +613,6 @@ def as_put_entry(entry: dict) -> dict:
     if entry.get("range"):
         put["range"] = entry["range"]
     return put
-
-
-async def read_source(source, limit: int) -> bytes:
-    """A body source read whole; OverflowError past ``limit`` bytes (and the source stopped)."""
-    pieces, size = [], 0
-    while chunk := await source.read():
-        size += len(chunk)
-        if size > limit:
-            source.stop()
-            raise OverflowError(f"more than {limit} bytes")
-        pieces.append(chunk)
-    return b"".join(pieces)
-
-
-async def read_whole(response: SwiftResponse, limit: int) -> bytes:
-    if not response.streamed:
-        if len(response.body) > limit:
-            raise OverflowError(f"more than {limit} bytes")
-        return response.body
-    return await read_source(response.body, limit)
 
 
 def _show_slo_etag(entry: dict[str, Any]) -> None:

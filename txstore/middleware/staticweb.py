@@ -40,8 +40,7 @@ from txstore.common import config as c
 from txstore.common.paths import BadPath
 from txstore.interfaces import IApp
 from txstore.middleware import tempurl
-from txstore.middleware.base import CachedContainers, Middleware
-from txstore.middleware.object_versioning import read_whole
+from txstore.middleware.base import CachedContainers, Middleware, read_whole
 from txstore.proxy import subrequest
 from txstore.proxy.messages import TRUE_VALUES, HeaderMap, SwiftRequest, SwiftResponse
 

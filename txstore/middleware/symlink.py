@@ -71,12 +71,10 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from txstore.common import config as c
 from txstore.common.paths import ALLOW_RESERVED, BadPath, decode_path
-from txstore.interfaces import IApp
-from txstore.middleware.base import Middleware
+from txstore.middleware.base import ApiMiddleware, Middleware
 from txstore.middleware.listing_formats import edit_json_listing, etag_params, max_listing_bytes
 from txstore.proxy import subrequest
 from txstore.proxy.messages import TRUE_VALUES, BytesSource, HeaderMap, SwiftRequest, SwiftResponse
@@ -172,20 +170,15 @@ def add_ignore_range(headers: HeaderMap, name: str) -> None:
         headers[IGNORE_RANGE] = f"{named}, {name}" if named else name
 
 
-@implementer(IApp)
-class Symlinks:
+class Symlinks(ApiMiddleware):
+    depth = 2
+
     def __init__(self, app, symloop_max: int, max_listing_bytes: int) -> None:
         self.app = app
         self.symloop_max = symloop_max
         self.max_listing_bytes = max_listing_bytes
 
-    async def __call__(self, request: SwiftRequest) -> SwiftResponse:
-        try:
-            version, account, container, obj = request.split(1, 4)
-        except BadPath:
-            return await self.app(request)
-        if version != "v1" or account is None or container is None:
-            return await self.app(request)
+    async def handle(self, request: SwiftRequest, account: str, container: str, obj: str | None) -> SwiftResponse:
         method = request.method
         if obj is None:
             if method == "GET":

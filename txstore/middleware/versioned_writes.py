@@ -66,15 +66,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from zope.interface import implementer
 
 from txstore.common import config as c
 from txstore.common.paths import BadPath, decode_path
 from txstore.common.timestamps import Timestamp, parse_http_date
-from txstore.interfaces import IApp
-from txstore.middleware.base import Middleware
+from txstore.middleware.base import ApiMiddleware, Middleware, read_whole
 from txstore.middleware.listing_formats import max_listing_bytes
-from txstore.middleware.slo import read_whole
 from txstore.proxy import subrequest
 from txstore.proxy.controllers.base import ContainerInfo, container_info
 from txstore.proxy.controllers.obj import OBJECT_HEADERS, STORED
@@ -146,8 +143,9 @@ def _version_timestamp(response: SwiftResponse) -> Timestamp:
     return Timestamp.from_seconds(seconds)
 
 
-@implementer(IApp)
-class VersionedWrites:
+class VersionedWrites(ApiMiddleware):
+    depth = 2
+
     def __init__(self, app, *, enabled: bool, container_info: ContainerInfoSource, clock: Callable[[], float],
                  max_file_size: int, max_listing_bytes: int) -> None:
         self.app = app
@@ -157,13 +155,7 @@ class VersionedWrites:
         self.max_file_size = max_file_size
         self.max_listing_bytes = max_listing_bytes
 
-    async def __call__(self, request: SwiftRequest) -> SwiftResponse:
-        try:
-            version, account, container, obj = request.split(1, 4)
-        except BadPath:
-            return await self.app(request)
-        if version != "v1" or account is None or container is None:
-            return await self.app(request)
+    async def handle(self, request: SwiftRequest, account: str, container: str, obj: str | None) -> SwiftResponse:
         if obj is None:
             return await self._container(request, account, container)
         if self.enabled and request.method in ("PUT", "DELETE"):

@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 
 from txstore.s3 import versioning, xmlio as xml
-from txstore.s3.calls import S3Call, json_of, swift_error, xml_response
+from txstore.s3.calls import S3Call, json_of, swift_error, xml_body, xml_response
 from txstore.s3.errors import S3Error
 from txstore.s3.listing import iso_from_swift, owner, private_acl, quoted_etag
 
@@ -51,12 +51,7 @@ async def create(call: S3Call):
     canned = check_canned_acl(call, tuple(BUCKET_ACLS))
     body = await call.read_body()
     if body.strip():
-        try:
-            config = xml.parse(body)
-        except xml.UnsafeXML:
-            raise S3Error("MalformedXML") from None
-        if config.tag != "CreateBucketConfiguration":
-            raise S3Error("MalformedXML")
+        config = xml_body(body, "CreateBucketConfiguration")
         constraint = xml.text_of(config, "LocationConstraint")
         if constraint and constraint != call.settings.location:
             raise S3Error("InvalidLocationConstraint", LocationConstraint=constraint)
@@ -307,12 +302,7 @@ def _check_digests(call: S3Call) -> None:
 
 
 def _parse_delete(body: bytes, maximum: int) -> tuple[bool, list[tuple[str, str | None]]]:
-    try:
-        root = xml.parse(body)
-    except xml.UnsafeXML:
-        raise S3Error("MalformedXML") from None
-    if root.tag != "Delete":
-        raise S3Error("MalformedXML")
+    root = xml_body(body, "Delete")
     quiet = (xml.text_of(root, "Quiet") or "").strip().lower() == "true"
     objects = []
     for element in root.findall("Object"):

@@ -18,6 +18,7 @@ from twisted.internet.defer import ensureDeferred
 
 from txstore.proxy import subrequest
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse
+from txstore.s3 import xmlio as xml
 from txstore.s3.auth import expectations
 from txstore.s3.errors import S3Error
 
@@ -197,6 +198,17 @@ def xml_response(status: int, body: bytes, headers: dict[str, str] | None = None
     response = SwiftResponse(status, HeaderMap(headers or {}), body)
     response.headers["Content-Type"] = "application/xml"
     return response
+
+
+def xml_body(body: bytes, root: str):
+    """A request body's document (parsed safely, `xmlio.parse`) whose root is ``root``; MalformedXML otherwise."""
+    try:
+        document = xml.parse(body)
+    except xml.UnsafeXML:
+        raise S3Error("MalformedXML") from None
+    if document.tag != root:
+        raise S3Error("MalformedXML")
+    return document
 
 
 def empty_source() -> BytesSource:

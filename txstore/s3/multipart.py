@@ -31,7 +31,7 @@ from urllib.parse import quote, urlencode
 from txstore.proxy.messages import BytesSource
 from txstore.s3 import xmlio as xml
 from txstore.s3.bucket import check_canned_acl, require_bucket
-from txstore.s3.calls import S3Call, json_of, swift_error, xml_response
+from txstore.s3.calls import S3Call, json_of, swift_error, xml_body, xml_response
 from txstore.s3.errors import S3Error
 from txstore.s3.listing import iso_from_http, iso_from_swift, owner, quoted_etag
 from txstore.s3.versioning import version_query
@@ -251,12 +251,7 @@ async def abort(call: S3Call):
 
 
 def _parse_complete(body: bytes) -> list[tuple[int, str]]:
-    try:
-        root = xml.parse(body)
-    except xml.UnsafeXML:
-        raise S3Error("MalformedXML") from None
-    if root.tag != "CompleteMultipartUpload":
-        raise S3Error("MalformedXML")
+    root = xml_body(body, "CompleteMultipartUpload")
     listed = []
     for element in root.findall("Part"):
         number, etag = xml.text_of(element, "PartNumber"), xml.text_of(element, "ETag")

@@ -329,13 +329,18 @@ async def copy(call: S3Call):
     return xml_response(200, xml.dumps(root), copied_headers)
 
 
-async def acl(call: S3Call):
+async def _require_object(call: S3Call) -> None:
+    """The key exists (a HEAD of it); NoSuchKey (or the bucket's error) otherwise."""
     response = await call.swift("HEAD", call.bucket, call.key)
     if response.status // 100 != 2:
         if response.status == 404:
             raise await _missing(call, response)
         raise swift_error(response, key=True)
     response.discard_body()
+
+
+async def acl(call: S3Call):
+    await _require_object(call)
     return xml_response(200, private_acl(call.user.access_key))
 
 
@@ -344,10 +349,5 @@ async def put_acl(call: S3Call):
     body = await call.read_body()
     if body.strip():
         raise S3Error("NotImplemented", "ACL documents are not implemented (only the canned private ACL is)")
-    response = await call.swift("HEAD", call.bucket, call.key)
-    if response.status // 100 != 2:
-        if response.status == 404:
-            raise await _missing(call, response)
-        raise swift_error(response, key=True)
-    response.discard_body()
+    await _require_object(call)
     return xml_response(200, b"")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from urllib.parse import quote, urlencode
 
 from txstore.s3 import xmlio as xml
-from txstore.s3.calls import S3Call, json_of, swift_error, xml_response
+from txstore.s3.calls import S3Call, json_of, swift_error, xml_body, xml_response
 from txstore.s3.errors import S3Error
 
 ENABLED = "X-Versions-Enabled"
@@ -51,12 +51,9 @@ async def get_config(call: S3Call):
 
 async def put_config(call: S3Call):
     body = await call.read_body()
-    try:
-        root = xml.parse(body)
-    except xml.UnsafeXML:
-        raise S3Error("MalformedXML") from None
+    root = xml_body(body, "VersioningConfiguration")
     status = xml.text_of(root, "Status")
-    if root.tag != "VersioningConfiguration" or status not in ("Enabled", "Suspended"):
+    if status not in ("Enabled", "Suspended"):
         raise S3Error("MalformedXML")
     if (xml.text_of(root, "MfaDelete") or "Disabled") != "Disabled":
         raise S3Error("NotImplemented", "MFA delete is not implemented")

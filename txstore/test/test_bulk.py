@@ -388,6 +388,12 @@ class HeartbeatTests(SynchronousTestCase):
                          b"<delete>\n<number_deleted>1</number_deleted>\n<response_status>200 OK</response_status>\n"
                          b"<errors>\n<object><name>a&amp;b</name><status>404 Not Found</status></object>\n"
                          b"</errors>\n</delete>\n")
+        # awkward names as Swift's saxutils.escape writes them: & < > escaped, the rest as it is
+        body = render("application/xml", {"Response Body": "<&>"}, [["/c/\"'\u00e9\x01<", "409 Conflict"]], "extract")
+        self.assertEqual(body.decode("utf-8"), "<extract>\n<response_body>&lt;&amp;&gt;</response_body>\n<errors>\n"
+                                               "<object><name>/c/\"'\u00e9\x01&lt;</name><status>409 Conflict</status>"
+                                               "</object>\n</errors>\n</extract>\n")
+        self.assertEqual(render("text/xml", {}, [], "delete"), b"<delete>\n<errors>\n</errors>\n</delete>\n")
         self.assertEqual(info_of(settings()), {
             "bulk_upload": {"max_containers_per_extraction": 10000, "max_failed_extractions": 1000},
             "bulk_delete": {"max_deletes_per_request": 10000, "max_failed_deletes": 1000}})

@@ -20,8 +20,6 @@ from txstore.common.listing_format import (
     negotiate_format,
     render_account_listing,
     render_container_listing,
-    xml_attribute,
-    xml_text,
 )
 from txstore.common.timestamps import Timestamp
 from txstore.storage.db import ContainerRecord, ObjectRecord, Subdir
@@ -273,5 +271,19 @@ class RenderTests(SynchronousTestCase):
 
     @given(st.text(st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from("\t\n\r")))
     def test_xml_escaping_round_trips(self, text: str) -> None:
-        root = ElementTree.fromstring(f"<r a={xml_attribute(text)}>{xml_text(text)}</r>")
-        self.assertEqual((root.get("a"), root.text or ""), (text, text))
+        entry = {"name": text, "hash": "h", "bytes": 0, "content_type": text, "last_modified": "t"}
+        root = ElementTree.fromstring(render_container_listing(XML, text, [entry, {"subdir": text}]))
+        self.assertEqual((root.get("name"), root[0].findtext("name"), root[0].findtext("content_type"),
+                          root[1].get("name"), root[1].findtext("name")), (text,) * 5)
+
+    def test_xml_awkward_names_as_swift_writes_them(self) -> None:
+        """Escaped by ElementTree; a carriage return kept as one; control characters as they are, as Swift."""
+        entry = {"name": "a<&>\"'\r\x01\u00e9", "hash": "h", "bytes": 1, "content_type": "t", "last_modified": "m"}
+        body = render_container_listing(XML, "c<&>\"'\t\n\r\u00e9", [entry])
+        self.assertEqual(body.decode("utf-8"), (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<container name="c&lt;&amp;&gt;&quot;\'&#09;&#10;&#13;\u00e9">'
+            "<object><name>a&lt;&amp;&gt;\"'&#13;\x01\u00e9</name><hash>h</hash><bytes>1</bytes>"
+            "<content_type>t</content_type><last_modified>m</last_modified></object></container>"))
+        self.assertEqual(render_account_listing(XML, "a&", [{"subdir": "d&/"}]),
+                         b'<?xml version="1.0" encoding="UTF-8"?>\n<account name="a&amp;">'
+                         b'<subdir name="d&amp;/"><name>d&amp;/</name></subdir></account>')

@@ -575,7 +575,7 @@ class ListingFormatsTests(Case):
     def test_xml_escapes_odd_names_as_the_nodes_do(self) -> None:
         response = self.get("/v1/AUTH_a/c%3C%26%3E%22%09", query="format=xml")
         self.assertEqual(response.body.decode(), (
-            '<?xml version="1.0" encoding="UTF-8"?>\n<container name="c&lt;&amp;&gt;&quot;&#9;">'
+            '<?xml version="1.0" encoding="UTF-8"?>\n<container name="c&lt;&amp;&gt;&quot;&#09;">'
             "<object><name>a&lt;&amp;&gt;\"'\t\n&#13;</name><hash>d41d8</hash><bytes>12</bytes>"
             "<content_type>text/plain; x=&lt;&amp;&gt;</content_type>"
             "<last_modified>2023-11-14T22:13:20.123450</last_modified></object>"

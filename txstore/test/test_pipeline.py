@@ -23,7 +23,7 @@ from txstore.common.config import ConfigError
 from txstore.interfaces import IApp
 from txstore.proxy.application import ProxyApplication
 from txstore.common.policies import DEFAULT_POLICIES
-from txstore.middleware.base import Middleware
+from txstore.middleware.base import Middleware, api_path, read_whole
 from txstore.proxy import subrequest
 from txstore.proxy.config import load_proxy_settings
 from txstore.proxy.context import ProxyContext
@@ -128,7 +128,7 @@ class PipelineConfigTests(SynchronousTestCase):
         """A package that txstore does not know adds a middleware through the entry-point group."""
         site = temp_dir(self)
         write_file(site, "stamp_middleware.py", textwrap.dedent("""
-            from txstore.middleware.base import Middleware
+            from txstore.middleware.base import Middleware, api_path, read_whole
             from txstore.common import config as c
 
             class Stamp:
@@ -190,6 +190,62 @@ class PipelineConfigTests(SynchronousTestCase):
         wrapped = build_pipeline(stages, app, None)
         self.successResultOf(Deferred.fromCoroutine(wrapped(SwiftRequest("GET", "/"))))
         self.assertEqual(seen, ["a in", "b in", "app", "b out", "a out"])
+
+
+class ApiPathTests(SynchronousTestCase):
+    """`api_path`: what the middlewares take of a request's path before anything else."""
+
+    def test_segments_of_a_v1_path(self) -> None:
+        for path, depth, expected in (
+            ("/v1/AUTH_a", 1, ("AUTH_a", None, None)),
+            ("/v1/AUTH_a/", 1, ("AUTH_a", None, None)),
+            ("/v1/AUTH_a/c", 1, ("AUTH_a", "c", None)),
+            ("/v1/AUTH_a/c/", 2, ("AUTH_a", "c", None)),
+            ("/v1/AUTH_a/c/o//p/", 3, ("AUTH_a", "c", "o//p/")),
+            ("/v1/AUTH_%C3%A9/c/%3C%26%3E%2Fx", 3, ("AUTH_\u00e9", "c", "<&>/x")),
+        ):
+            self.assertEqual(api_path(SwiftRequest("GET", path), depth), expected, (path, depth))
+
+    def test_anything_else_is_none(self) -> None:
+        """Too short for ``depth``, another version, a path that is not one: the next stage answers."""
+        for path, depth in (
+            ("/v1", 1), ("/v1/", 1), ("/v1/AUTH_a", 2), ("/v1/AUTH_a/", 2), ("/v1/AUTH_a/c", 3),
+            ("/v1/AUTH_a/c/", 3), ("/v1//c/o", 1), ("/v1/AUTH_a//o", 1), ("/v2/AUTH_a/c/o", 1),
+            ("/info", 1), ("/auth/v1.0", 1), ("/v1/AUTH_a/c/%FF", 1), ("/v1/AUTH_a/c/%00", 1),
+        ):
+            self.assertIsNone(api_path(SwiftRequest("GET", path), depth), (path, depth))
+
+
+class ReadWholeTests(SynchronousTestCase):
+    """`read_whole`: a sub-request's body, streamed or not, bounded when asked."""
+
+    def read(self, response: SwiftResponse, limit: int | None = None):
+        return Deferred.fromCoroutine(read_whole(response, limit))
+
+    def test_streamed_or_not(self) -> None:
+        for body in (lambda: b"abc", lambda: BytesSource(b"abc")):
+            self.assertEqual(self.successResultOf(self.read(SwiftResponse(200, HeaderMap(), body()))), b"abc")
+            self.assertEqual(self.successResultOf(self.read(SwiftResponse(200, HeaderMap(), body()), 3)), b"abc")
+
+    def test_past_the_limit_overflows_and_stops_the_stream(self) -> None:
+        stopped = []
+
+        class Chunks(BytesSource):
+            def __init__(self) -> None:
+                self.chunks = [b"ab", b"cd", b"ef"]
+
+            def read(self):
+                return Deferred.fromCoroutine(self._next())
+
+            async def _next(self) -> bytes:
+                return self.chunks.pop(0) if self.chunks else b""
+
+            def stop(self) -> None:
+                stopped.append(True)
+
+        self.failureResultOf(self.read(SwiftResponse(200, HeaderMap(), Chunks()), 3), OverflowError)
+        self.assertEqual(stopped, [True])
+        self.failureResultOf(self.read(SwiftResponse(200, HeaderMap(), b"abcd"), 3), OverflowError)
 
 
 # --- the seam, in memory ---------------------------------------------------------------------
