@@ -11,16 +11,13 @@ from attrs import field, frozen
 from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig
 from txstore.common.server_config import (
-    CLUSTER_FILE_OPTIONS,
     CLUSTER_TLS,
     CLUSTER_TLS_SECTION,
-    MAX_FILE_SIZE_OPTION,
-    STATSD_OPTIONS,
-    listen_options,
-    statsd_settings,
-    load_cluster_from,
     cluster_tls,
+    listen_options,
     require_directory,
+    server_section,
+    server_settings,
 )
 
 SECTION = "objectnode"
@@ -62,51 +59,45 @@ def _daemon_section(name: str, doc: str, interval: float, *extra: c.Option) -> c
 
 SCHEMA = c.Schema(
     sections=(
-        c.Section(
+        server_section(
             SECTION,
-            required=True,
-            options=(
-                *listen_options(6200),
-                *CLUSTER_FILE_OPTIONS,
-                c.Option("devices", c.path, "/srv/node", doc="Directory holding one directory per device."),
-                c.Option(
-                    "mount_check",
-                    c.boolean,
-                    True,
-                    doc="Serve a device only while it is a mount point (507 otherwise).",
-                ),
-                MAX_FILE_SIZE_OPTION,
-                *STATSD_OPTIONS,
-                c.Option(
-                    "threads_per_device",
-                    c.integer(1),
-                    DEFAULT_THREADS_PER_DEVICE,
-                    doc="Threads doing each device's disk I/O (opens, writes, fsyncs, SQLite).",
-                ),
-                c.Option(
-                    "direct_writes",
-                    c.boolean,
-                    True,
-                    doc="Write bodies of 16 MiB and more with O_DIRECT, past the page cache.",
-                ),
-                c.Option(
-                    "disable_fallocate",
-                    c.boolean,
-                    False,
-                    doc="Do not reserve a PUT's declared size before its body (a full disk is found as it is written).",
-                ),
-                c.Option(
-                    "keep_cache_size",
-                    c.size,
-                    5 * 1024 * 1024,
-                    doc="Objects of this size and more are dropped from the page cache as they are read.",
-                ),
-                c.Option(
-                    "container_update_timeout",
-                    c.number(0.1),
-                    1.0,
-                    doc="Seconds an object write waits for its container row before leaving it to the updater.",
-                ),
+            6200,
+            c.Option("devices", c.path, "/srv/node", doc="Directory holding one directory per device."),
+            c.Option(
+                "mount_check",
+                c.boolean,
+                True,
+                doc="Serve a device only while it is a mount point (507 otherwise).",
+            ),
+            c.Option(
+                "threads_per_device",
+                c.integer(1),
+                DEFAULT_THREADS_PER_DEVICE,
+                doc="Threads doing each device's disk I/O (opens, writes, fsyncs, SQLite).",
+            ),
+            c.Option(
+                "direct_writes",
+                c.boolean,
+                True,
+                doc="Write bodies of 16 MiB and more with O_DIRECT, past the page cache.",
+            ),
+            c.Option(
+                "disable_fallocate",
+                c.boolean,
+                False,
+                doc="Do not reserve a PUT's declared size before its body (a full disk is found as it is written).",
+            ),
+            c.Option(
+                "keep_cache_size",
+                c.size,
+                5 * 1024 * 1024,
+                doc="Objects of this size and more are dropped from the page cache as they are read.",
+            ),
+            c.Option(
+                "container_update_timeout",
+                c.number(0.1),
+                1.0,
+                doc="Seconds an object write waits for its container row before leaving it to the updater.",
             ),
         ),
         _daemon_section(CONTAINER_UPDATER, "Pushes containers' object counts and bytes to their accounts.", 30.0),
@@ -221,19 +212,13 @@ def load_node_settings(path: str | Path) -> NodeSettings:
     loaded = c.load_config(path, SCHEMA)
     node = loaded.section(SECTION)
     return NodeSettings(
-        path=loaded.path,
-        bind_ip=node["bind_ip"],
-        bind_port=node["bind_port"],
-        ring_dir=node["ring_dir"],
         devices=require_directory(loaded, SECTION, "devices"),
         mount_check=node["mount_check"],
-        cluster=load_cluster_from(loaded, SECTION),
-        max_file_size=node["max_file_size"],
+        **server_settings(loaded, SECTION),
         threads_per_device=node["threads_per_device"],
         direct_writes=node["direct_writes"],
         disable_fallocate=node["disable_fallocate"],
         keep_cache_size=node["keep_cache_size"],
-        statsd=statsd_settings(node),
         container_update_timeout=node["container_update_timeout"],
         daemons={name: dict(loaded.section(name)) for name in DAEMONS},
         replication=_replication_options(loaded),
