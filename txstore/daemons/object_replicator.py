@@ -39,6 +39,7 @@ from txstore.daemons.periodic import run_jobs
 from txstore.replication.sender import ObjectSender
 from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
+from txstore.storage.config import DEFAULT_DAEMONS, ReplicatorSettings
 from txstore.storage.http_support import StorageContext
 from txstore.storage.partitions import (
     get_hashes,
@@ -56,14 +57,14 @@ class ObjectReplicator:
 
     def __init__(
         self, context: StorageContext, rings: RingSet, is_local: Callable[[Device], bool], sender: ObjectSender,
-        *, concurrency: int = 1, reclaim_age: float = 7 * 24 * 3600.0,
+        *, settings: ReplicatorSettings = DEFAULT_DAEMONS.object_replicator,
     ) -> None:
         self.context = context
         self.rings = rings
         self.is_local = is_local
         self.sender = sender
-        self.concurrency = concurrency
-        self.reclaim_age = reclaim_age
+        self.concurrency = settings.concurrency
+        self.reclaim_age = settings.reclaim_age
         self._stopping = False
         self._surveyed: dict[tuple, str] = {}
 

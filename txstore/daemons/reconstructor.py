@@ -42,6 +42,7 @@ from txstore.replication.rebuild import ArchiveRebuilder
 from txstore.replication.sender import ObjectSender
 from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
+from txstore.storage.config import DEFAULT_DAEMONS, ReplicatorSettings
 from txstore.storage.http_support import StorageContext
 from txstore.storage.partitions import (
     ObjectFiles,
@@ -55,15 +56,14 @@ from txstore.storage.partitions import (
     remove_partition_if_empty,
 )
 
-WEEK = 7 * 24 * 3600.0
-
 
 class ObjectReconstructor:
     log = Logger()
 
     def __init__(
         self, context: StorageContext, rings: RingSet, is_local: Callable[[Device], bool], sender: ObjectSender,
-        client: Any, reactor: Any, *, concurrency: int = 1, reclaim_age: float = WEEK, node_timeout: float = 60.0,
+        client: Any, reactor: Any, *, settings: ReplicatorSettings = DEFAULT_DAEMONS.object_reconstructor,
+        node_timeout: float = 60.0,
     ) -> None:
         self.context = context
         self.rings = rings
@@ -71,8 +71,8 @@ class ObjectReconstructor:
         self.sender = sender
         self.client = client  # the other primaries' GETs of their archives
         self.reactor = reactor
-        self.concurrency = concurrency
-        self.reclaim_age = reclaim_age
+        self.concurrency = settings.concurrency
+        self.reclaim_age = settings.reclaim_age
         self.node_timeout = node_timeout
         self._ec = ECService(reactor)  # its codecs; rebuilds run in the node's own pools
         self._stopping = False

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from attrs import field, frozen
+import attrs
+from attrs import field, fields, frozen
 
 from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig
@@ -181,9 +183,117 @@ def _section_defaults(name: str) -> dict:
     return {option.name: option.default for option in SCHEMA.section_for(name).options}
 
 
-def _daemon_defaults() -> dict[str, dict]:
-    """Every daemon's options at their documented defaults (a node built without a file)."""
-    return {name: _section_defaults(name) for name in DAEMONS}
+S = TypeVar("S")
+
+
+def _from_options(settings_type: type[S], options: Mapping[str, Any]) -> S:
+    """A settings class from a section's parsed options (each of its fields by name)."""
+    return settings_type(**{f.name: options[f.name] for f in fields(settings_type)})  # type: ignore[arg-type]
+
+
+# -- each daemon's settings: its section of the schema (which holds the defaults), typed -------------
+
+
+@frozen
+class DaemonSettings:
+    """What every daemon's section says: whether the node runs it, and the seconds between passes."""
+
+    enabled: bool
+    interval: float
+
+
+@frozen
+class ObjectAuditorSettings(DaemonSettings):
+    files_per_second: float
+    bytes_per_second: int
+    zero_byte_only: bool
+
+
+@frozen
+class ReplicatorSettings(DaemonSettings):
+    """The object reconstructor's, and the container and account replicators'."""
+
+    concurrency: int
+    reclaim_age: float
+
+
+@frozen
+class ObjectReplicatorSettings(ReplicatorSettings):
+    bytes_per_second: int
+
+
+@frozen
+class ExpirerSettings(DaemonSettings):
+    objects_per_second: float
+
+
+@frozen
+class DatabaseAuditorSettings(DaemonSettings):
+    databases_per_second: float
+    integrity_check: bool
+
+
+@frozen
+class ReaperSettings(DaemonSettings):
+    delay_reaping: float
+
+
+@frozen
+class NodeDaemons:
+    """Every daemon's settings, one field per section (``object-replicator`` is ``object_replicator``)."""
+
+    container_updater: DaemonSettings
+    object_updater: DaemonSettings
+    object_auditor: ObjectAuditorSettings
+    object_replicator: ObjectReplicatorSettings
+    object_reconstructor: ReplicatorSettings
+    container_replicator: ReplicatorSettings
+    account_replicator: ReplicatorSettings
+    object_expirer: ExpirerSettings
+    container_auditor: DatabaseAuditorSettings
+    account_auditor: DatabaseAuditorSettings
+    account_reaper: ReaperSettings
+
+    @classmethod
+    def from_sections(cls, section: Callable[[str], Mapping[str, Any]]) -> NodeDaemons:
+        """From each daemon section's parsed options (``section(name)``)."""
+        return cls(**{f.name: _from_options(f.type, section(_section_name(f.name))) for f in fields(cls)})
+
+    @classmethod
+    def defaults(cls) -> NodeDaemons:
+        """Every daemon at its documented defaults (a node built without a file)."""
+        return cls.from_sections(_section_defaults)
+
+    def section(self, name: str) -> DaemonSettings:
+        """The settings of the daemon of section ``name``."""
+        return getattr(self, name.replace("-", "_"))
+
+    def sections(self) -> dict[str, DaemonSettings]:
+        """Section name → settings, for every daemon."""
+        return {_section_name(f.name): getattr(self, f.name) for f in fields(type(self))}
+
+
+def _section_name(field_name: str) -> str:
+    return field_name.replace("_", "-")
+
+
+@frozen
+class ReplicationSettings:
+    """The ``[replication]`` listener: where peers push partitions, and how long it waits on them."""
+
+    bind_ip: str
+    bind_port: int
+    sessions_per_device: int
+    node_timeout: float
+    conn_timeout: float
+
+    @classmethod
+    def defaults(cls) -> ReplicationSettings:
+        return _from_options(cls, _section_defaults(REPLICATION))
+
+
+attrs.resolve_types(NodeDaemons)
+DEFAULT_DAEMONS = NodeDaemons.defaults()
 
 
 @frozen
@@ -202,8 +312,8 @@ class NodeSettings:
     keep_cache_size: int = 5 * 1024 * 1024
     container_update_timeout: float = 1.0
     statsd: dict | None = None  # host, port, prefix, sample_rate (None: no StatsD)
-    daemons: dict[str, dict] = field(factory=lambda: _daemon_defaults())  # section → options
-    replication: dict = field(factory=lambda: _section_defaults(REPLICATION))
+    daemons: NodeDaemons = DEFAULT_DAEMONS
+    replication: ReplicationSettings = field(factory=ReplicationSettings.defaults)
     cluster_tls: Any = None  # txstore.common.tls.Credentials: backend HTTP and replication over TLS
 
 
@@ -220,17 +330,17 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         disable_fallocate=node["disable_fallocate"],
         keep_cache_size=node["keep_cache_size"],
         container_update_timeout=node["container_update_timeout"],
-        daemons={name: dict(loaded.section(name)) for name in DAEMONS},
-        replication=_replication_options(loaded),
+        daemons=NodeDaemons.from_sections(loaded.section),
+        replication=_replication_settings(loaded),
         cluster_tls=cluster_tls(loaded),
     )
 
 
-def _replication_options(loaded: c.LoadedConfig) -> dict:
-    options = dict(loaded.section(REPLICATION))
+def _replication_settings(loaded: c.LoadedConfig) -> ReplicationSettings:
+    options = loaded.section(REPLICATION)
     for name in TLS_OPTIONS:
-        if options.pop(name, None) is not None:
+        if options.get(name) is not None:
             # One configuration for backend HTTP and replication: a node cannot speak TLS on one only.
             raise loaded.error(f"moved to [{CLUSTER_TLS}], which also serves backend HTTP over TLS (docs/tls.rst)",
                                REPLICATION, name)
-    return options
+    return _from_options(ReplicationSettings, options)

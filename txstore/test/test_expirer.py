@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,10 +15,15 @@ from txstore.common.policies import DEFAULT_POLICIES
 from txstore.common.timestamps import Timestamp
 from txstore.daemons.expirer import ObjectExpirer
 from txstore.storage import expiring
+from txstore.storage.config import DEFAULT_DAEMONS, ExpirerSettings
 from txstore.storage.diskfile import DiskFile, DiskFileConflict, DiskFileManager
 from txstore.storage.http_support import StorageContext
 
 DUE = 1_700_000_100
+
+
+def expirer_settings(objects_per_second: float) -> ExpirerSettings:
+    return attrs.evolve(DEFAULT_DAEMONS.object_expirer, objects_per_second=objects_per_second)
 
 
 class QueueTests(SynchronousTestCase):
@@ -105,7 +111,7 @@ class ExpirerTests(SynchronousTestCase):
             runner=SynchronousRunner(), client=None, clock=lambda: self.now[0], diskfiles=self.diskfiles,
         )
         self.clock = Clock()
-        self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=0)
+        self.expirer = ObjectExpirer(self.context, self.clock, settings=expirer_settings(0))
 
     def put(self, device: str, name: str, timestamp: str, **metadata: str) -> DiskFile:
         diskfile = self.diskfiles.get_diskfile(device, 3, "AUTH_a", "c", name)
@@ -183,7 +189,7 @@ class ExpirerTests(SynchronousTestCase):
     def test_paced(self) -> None:
         for i in range(3):
             self.put("d1", f"o{i}", "1700000000.00000", **{"X-Delete-At": str(DUE)})
-        self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=2)
+        self.expirer = ObjectExpirer(self.context, self.clock, settings=expirer_settings(2))
         self.now[0] = DUE
         passing = Deferred.fromCoroutine(self.expirer.run_pass())
         self.assertNoResult(passing)  # waiting on the reactor after the first, not sleeping in a thread
@@ -195,7 +201,7 @@ class ExpirerTests(SynchronousTestCase):
     def test_stop_ends_a_pass_at_its_next_wait(self) -> None:
         for i in range(3):
             self.put("d1", f"o{i}", "1700000000.00000", **{"X-Delete-At": str(DUE)})
-        self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=1)
+        self.expirer = ObjectExpirer(self.context, self.clock, settings=expirer_settings(1))
         self.now[0] = DUE
         passing = Deferred.fromCoroutine(self.expirer.run_pass())
         self.expirer.stop()
