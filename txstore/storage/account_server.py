@@ -169,8 +169,7 @@ class AccountServer(DatabaseServer[AccountBroker]):
             given = header(request, "X-Timestamp")
             create_as = (path.account, required_timestamp(request) if given is not None else now, now)
         override = true_header(request, "X-Account-Override-Deleted")
-        broker = await self._db.broker(path)
-        status = await self._db.run(path, broker, _record_report, report, create_as, override)
+        status = await self._db.call(path, _record_report, report, create_as, override)
         if status == 404:
             raise HTTPError(404, "Not Found")
         return respond(status)
@@ -189,9 +188,8 @@ class AccountServer(DatabaseServer[AccountBroker]):
     async def _put(self, request: Request, path: BackendPath) -> NodeResponse:
         self._check_account_name(path)
         timestamp, metadata = self._metadata_updates(request)
-        broker = await self._db.broker(path)
-        outcome = await self._db.run(
-            path, broker, _put_account, path.account, timestamp, Timestamp.now(self.context.clock), metadata,
+        outcome = await self._db.call(
+            path, _put_account, path.account, timestamp, Timestamp.now(self.context.clock), metadata,
             ACCOUNT_METADATA.stored_limits(self.context),
         )
         if outcome.status == 403:
@@ -200,8 +198,7 @@ class AccountServer(DatabaseServer[AccountBroker]):
 
     async def _delete(self, request: Request, path: BackendPath) -> NodeResponse:
         timestamp = required_timestamp(request)
-        broker = await self._db.broker(path)
-        outcome = await self._db.run(path, broker, _delete_account, timestamp)
+        outcome = await self._db.call(path, _delete_account, timestamp)
         if outcome.status == 404:
             raise HTTPError(404, "Not Found", {**_DELETED, **backend_timestamps(outcome.info)})
         # A DELETE older than the newest PUT changes nothing, and the account stays live.

@@ -240,10 +240,8 @@ class ContainerServer(DatabaseServer[ContainerBroker]):
             requested = storage_policy(request, self.context.policies).index
         CONTAINER_METADATA.check(request, self.context)
         metadata = CONTAINER_METADATA.updates(request, timestamp)
-        broker = await self._db.broker(path)
-        change = await self._db.run(
+        change = await self._db.call(
             path,
-            broker,
             _put_container,
             path.account,
             path.container,
@@ -267,8 +265,7 @@ class ContainerServer(DatabaseServer[ContainerBroker]):
 
     async def _delete(self, request: Request, path: BackendPath) -> NodeResponse:
         timestamp = required_timestamp(request)
-        broker = await self._db.broker(path)
-        change = await self._db.run(path, broker, _delete_container, timestamp)
+        change = await self._db.call(path, _delete_container, timestamp)
         if change.status == 409:
             if change.info.object_count:
                 raise HTTPError(409, "Conflict: the container is not empty")

@@ -298,6 +298,10 @@ class DatabaseAccess(Generic[B]):
         device_path = db_path.parents[4]
         return self.cache.get(device, db_path, lambda p: self.make_broker(p, device_path / "tmp"))
 
+    async def call(self, path: BackendPath, function: Callable[..., T], *args: Any) -> T:
+        """``function(broker, *args)`` for the database ``path`` names, as `run` runs it."""
+        return await self.run(path, await self.broker(path), function, *args)
+
     async def run(self, path: BackendPath, broker: B, function: Callable[..., T], *args: Any) -> T:
         """``function(broker, *args)`` in the device's pool, with the errors above translated."""
         try:
@@ -471,9 +475,8 @@ class DatabaseServer(Generic[B]):
     async def _post(self, request: Request, path: BackendPath) -> NodeResponse:
         timestamp, metadata = self._metadata_updates(request)
         touch = self._touch(request, timestamp)
-        broker = await self._db.broker(path)
-        info = await self._db.run(path, broker, post_metadata, metadata, self._is_deleted,
-                                  self._metadata.stored_limits(self.context), touch)
+        info = await self._db.call(path, post_metadata, metadata, self._is_deleted,
+                                   self._metadata.stored_limits(self.context), touch)
         if self._is_deleted(info):
             raise HTTPError(404, "Not Found", {**backend_timestamps(info), **self._deleted_headers})
         return respond(204)
@@ -486,9 +489,8 @@ class DatabaseServer(Generic[B]):
                 listing = without_path(listing)
         else:
             fmt = format_only(request)
-        broker = await self._db.broker(path)
-        read = await self._db.run(path, broker, read_database, listing, self._is_deleted,
-                                  partial(self._render, fmt, path))
+        read = await self._db.call(path, read_database, listing, self._is_deleted,
+                                   partial(self._render, fmt, path))
         headers = self._info_headers(read.info)
         if self._is_deleted(read.info):
             raise HTTPError(404, "Not Found", {**headers, **self._deleted_headers})
