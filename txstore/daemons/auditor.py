@@ -37,7 +37,7 @@ from txstore.common.io import PoolsStopped
 from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.diskfile import DiskFile, DiskFileCorrupt, DiskFileError, DiskFileNotFound, DiskFileReader
 from txstore.storage.config import DEFAULT_DAEMONS, ObjectAuditorSettings
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 
 log = Logger()
 

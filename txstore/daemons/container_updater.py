@@ -26,8 +26,8 @@ from txstore.common.quorum import quorum_size
 from txstore.ring.ring import Ring
 from txstore.storage.container_server import account_report_headers
 from txstore.storage.db import ContainerBroker
-from txstore.storage.db_server import find_databases
-from txstore.storage.http_support import StorageContext
+from txstore.storage.db.files import find_databases
+from txstore.storage.context import StorageContext
 
 log = Logger()
 

@@ -22,9 +22,9 @@ from twisted.logger import Logger
 
 from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.db import DatabaseBroker, DatabaseBusy, DatabaseCorrupt, DatabaseNotFound
-from txstore.storage.db_server import find_databases
 from txstore.storage.config import DEFAULT_DAEMONS, DatabaseAuditorSettings
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
+from txstore.storage.db.files import find_databases
 
 log = Logger()
 

@@ -26,9 +26,9 @@ from txstore.replication.databases import DatabaseSender, remove_database
 from txstore.ring.device import Device
 from txstore.ring.ring import Ring
 from txstore.storage.db import DatabaseCorrupt
-from txstore.storage.db_server import database_partition, find_databases
 from txstore.storage.config import DEFAULT_DAEMONS, ReplicatorSettings
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
+from txstore.storage.db.files import database_partition, find_databases
 
 
 class DatabaseReplicator:

@@ -33,7 +33,7 @@ from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.diskfile import DiskFileConflict, DiskFileCorrupt, DiskFileManager
 from txstore.storage.expiring import delete_at_of
 from txstore.storage.config import DEFAULT_DAEMONS, ExpirerSettings
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 
 log = Logger()
 

@@ -48,9 +48,9 @@ from txstore.ring.device import Device
 from txstore.ring.ring import Node
 from txstore.ring.ringset import RingSet
 from txstore.storage.db import AccountBroker, AccountInfo, ContainerRecord, DatabaseError
-from txstore.storage.db_server import find_databases
 from txstore.storage.config import DEFAULT_DAEMONS, ReaperSettings
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
+from txstore.storage.db.files import find_databases
 
 log = Logger()
 

@@ -35,6 +35,7 @@ from txstore.storage.db_server import (
     respond,
     true_header,
 )
+from txstore.storage.context import StorageContext
 from txstore.storage.http_support import (
     HTTPError,
     NodeResponse,

@@ -21,7 +21,7 @@ from txstore.daemons.periodic import PeriodicDaemon
 from txstore.storage import diskfile as diskfile_module
 from txstore.storage.config import DEFAULT_DAEMONS, ObjectAuditorSettings
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 
 
 def auditor_settings(**changes: object) -> ObjectAuditorSettings:
