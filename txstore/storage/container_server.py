@@ -45,7 +45,6 @@ from txstore.storage.db_server import (
     respond,
     true_header,
 )
-from txstore.storage.context import StorageContext
 from txstore.storage.http_support import (
     HTTPError,
     NodeResponse,
