@@ -49,6 +49,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
@@ -58,6 +59,7 @@ from txstore.common.io import DeviceThreadPools
 from txstore.daemons.object_replicator import ObjectReplicator
 from txstore.replication.sender import BytePacer, Connector, ObjectSender
 from txstore.ring.ringset import RingSet
+from txstore.storage.config import DEFAULT_DAEMONS
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.context import StorageContext
 from txstore.storage.local_devices import local_device_matcher
@@ -311,7 +313,7 @@ class Sender:
         sender = ObjectSender(context, connector, BytePacer(reactor, 0))
         self.replicator = ObjectReplicator(
             context, cluster.rings(), local_device_matcher(HOST, cluster.topology.node_port(1)), sender,
-            concurrency=concurrency,
+            settings=attrs.evolve(DEFAULT_DAEMONS.object_replicator, concurrency=concurrency),
         )
 
     def stop(self) -> None:

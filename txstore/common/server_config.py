@@ -136,6 +136,35 @@ def load_cluster_from(loaded: LoadedConfig, section: str) -> ClusterConfig:
     return cluster
 
 
+def server_section(name: str, default_port: int, *options: c.Option) -> c.Section:
+    """
+    A server's own section, required: where to listen, the cluster's files, the largest
+    object and StatsD, then its own ``options``.
+    """
+    return c.Section(
+        name,
+        required=True,
+        options=(*listen_options(default_port), *CLUSTER_FILE_OPTIONS, MAX_FILE_SIZE_OPTION, *STATSD_OPTIONS, *options),
+    )
+
+
+def server_settings(loaded: LoadedConfig, section: str) -> dict[str, Any]:
+    """
+    The settings `server_section` declares for every server, with the file's path and the
+    cluster config it points to, as the servers' settings classes take them.
+    """
+    values = loaded.section(section)
+    return {
+        "path": loaded.path,
+        "bind_ip": values["bind_ip"],
+        "bind_port": values["bind_port"],
+        "ring_dir": values["ring_dir"],
+        "cluster": load_cluster_from(loaded, section),
+        "max_file_size": values["max_file_size"],
+        "statsd": statsd_settings(values),
+    }
+
+
 def require_directory(loaded: LoadedConfig, section: str, option: str) -> Path:
     directory: Path = loaded.section(section)[option]
     if not directory.is_dir():

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from txstore.common.io import PoolsStopped
 from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.diskfile import DiskFile, DiskFileCorrupt, DiskFileError, DiskFileNotFound, DiskFileReader
+from txstore.storage.config import DEFAULT_DAEMONS, ObjectAuditorSettings
 from txstore.storage.context import StorageContext
 
 log = Logger()
@@ -156,13 +157,13 @@ class ObjectCheck:
 
 
 class ObjectAuditor:
-    def __init__(self, context: StorageContext, reactor: Any, *, zero_byte: bool = False,
-                 files_per_second: float = 20.0, bytes_per_second: float = 10 * 1024 * 1024) -> None:
+    def __init__(self, context: StorageContext, reactor: Any, *,
+                 settings: ObjectAuditorSettings = DEFAULT_DAEMONS.object_auditor) -> None:
         self._context = context
         self._reactor = reactor
-        self._zero_byte = zero_byte
-        self._files_per_second = files_per_second
-        self._bytes_per_second = bytes_per_second
+        self._zero_byte = settings.zero_byte_only
+        self._files_per_second = settings.files_per_second
+        self._bytes_per_second = settings.bytes_per_second
         self._pacer: Pacer | None = None
 
     def stop(self) -> None:

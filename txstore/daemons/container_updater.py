@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from txstore.common.backend_client import BackendError
 from txstore.common.quorum import quorum_size
 from txstore.ring.ring import Ring
+from txstore.storage.container_server import account_report_headers
 from txstore.storage.db import ContainerBroker
 from txstore.storage.db.files import find_databases
 from txstore.storage.context import StorageContext
@@ -95,14 +96,7 @@ class ContainerUpdater:
 
     async def _report(self, info) -> bool:
         part, nodes = self._ring.get_nodes(info.account)
-        headers = {
-            "X-Put-Timestamp": info.put_timestamp.internal,
-            "X-Delete-Timestamp": info.delete_timestamp.internal,
-            "X-Object-Count": str(info.object_count),
-            "X-Bytes-Used": str(info.bytes_used),
-            "X-Backend-Storage-Policy-Index": str(info.storage_policy_index),
-            "X-Trans-Id": f"container-updater-{info.id}",
-        }
+        headers = {**account_report_headers(info), "X-Trans-Id": f"container-updater-{info.id}"}
         if info.delete_timestamp > info.put_timestamp:
             # A container deleted in a deleted account (the reaper's work): the account must
             # still record it, or this report would be refused on every pass.

@@ -22,8 +22,9 @@ from twisted.logger import Logger
 
 from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.db import DatabaseBroker, DatabaseBusy, DatabaseCorrupt, DatabaseNotFound
-from txstore.storage.db.files import find_databases
+from txstore.storage.config import DEFAULT_DAEMONS, DatabaseAuditorSettings
 from txstore.storage.context import StorageContext
+from txstore.storage.db.files import find_databases
 
 log = Logger()
 
@@ -44,15 +45,15 @@ def check_database(make_broker: Callable[[Path], DatabaseBroker], db_path: Path,
 class DatabaseAuditor:
     def __init__(
         self, context: StorageContext, reactor: Any, kind: str, make_broker: Callable[[Path], DatabaseBroker],
-        quarantine: Quarantine, *, databases_per_second: float = 50.0, full_check: bool = False,
+        quarantine: Quarantine, *, settings: DatabaseAuditorSettings = DEFAULT_DAEMONS.container_auditor,
     ) -> None:
         self._context = context
         self._reactor = reactor
         self._kind = kind  # "containers" or "accounts"
         self._make_broker = make_broker
         self._quarantine = quarantine
-        self._rate = databases_per_second
-        self._full = full_check
+        self._rate = settings.databases_per_second
+        self._full = settings.integrity_check
         self._pacer: Pacer | None = None
 
     def stop(self) -> None:

@@ -26,8 +26,9 @@ from txstore.replication.databases import DatabaseSender, remove_database
 from txstore.ring.device import Device
 from txstore.ring.ring import Ring
 from txstore.storage.db import DatabaseCorrupt
-from txstore.storage.db.files import database_partition, find_databases
+from txstore.storage.config import DEFAULT_DAEMONS, ReplicatorSettings
 from txstore.storage.context import StorageContext
+from txstore.storage.db.files import database_partition, find_databases
 
 
 class DatabaseReplicator:
@@ -35,14 +36,14 @@ class DatabaseReplicator:
 
     def __init__(
         self, context: StorageContext, ring: Ring, is_local: Callable[[Device], bool], sender: DatabaseSender,
-        *, concurrency: int = 1, reclaim_age: float = 7 * 24 * 3600.0,
+        *, settings: ReplicatorSettings = DEFAULT_DAEMONS.container_replicator,
     ) -> None:
         self.context = context
         self.ring = ring
         self.is_local = is_local
         self.sender = sender
-        self.concurrency = concurrency
-        self.reclaim_age = reclaim_age
+        self.concurrency = settings.concurrency
+        self.reclaim_age = settings.reclaim_age
 
     async def run_pass(self) -> dict[str, Any]:
         stats: Counter[str] = Counter()

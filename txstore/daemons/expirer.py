@@ -32,6 +32,7 @@ from txstore.common.timestamps import Timestamp
 from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.diskfile import DiskFileConflict, DiskFileCorrupt, DiskFileManager
 from txstore.storage.expiring import delete_at_of
+from txstore.storage.config import DEFAULT_DAEMONS, ExpirerSettings
 from txstore.storage.context import StorageContext
 
 log = Logger()
@@ -77,10 +78,11 @@ def expire_entry(diskfiles: DiskFileManager, device: str, path: Path) -> str:
 
 
 class ObjectExpirer:
-    def __init__(self, context: StorageContext, reactor: Any, *, objects_per_second: float = 50.0) -> None:
+    def __init__(self, context: StorageContext, reactor: Any, *,
+                 settings: ExpirerSettings = DEFAULT_DAEMONS.object_expirer) -> None:
         self._context = context
         self._reactor = reactor
-        self._objects_per_second = objects_per_second
+        self._objects_per_second = settings.objects_per_second
         self._pacer: Pacer | None = None
 
     def stop(self) -> None:

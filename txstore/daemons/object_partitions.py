@@ -19,7 +19,7 @@ from txstore.daemons.periodic import run_jobs
 from txstore.replication.sender import ObjectSender
 from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
-from txstore.storage.config import WEEK
+from txstore.storage.config import DEFAULT_DAEMONS, ReplicatorSettings
 from txstore.storage.context import StorageContext
 from txstore.storage.partitions import list_partitions
 
@@ -35,14 +35,14 @@ class ObjectPartitionDaemon:
 
     def __init__(
         self, context: StorageContext, rings: RingSet, is_local: Callable[[Device], bool], sender: ObjectSender,
-        *, concurrency: int = 1, reclaim_age: float = WEEK,
+        *, settings: ReplicatorSettings = DEFAULT_DAEMONS.object_replicator,
     ) -> None:
         self.context = context
         self.rings = rings
         self.is_local = is_local
         self.sender = sender
-        self.concurrency = concurrency
-        self.reclaim_age = reclaim_age
+        self.concurrency = settings.concurrency
+        self.reclaim_age = settings.reclaim_age
         self._stopping = False
 
     def stop(self) -> None:

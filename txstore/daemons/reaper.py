@@ -48,8 +48,9 @@ from txstore.ring.device import Device
 from txstore.ring.ring import Node
 from txstore.ring.ringset import RingSet
 from txstore.storage.db import AccountBroker, AccountInfo, ContainerRecord, DatabaseError
-from txstore.storage.db.files import find_databases
+from txstore.storage.config import DEFAULT_DAEMONS, ReaperSettings
 from txstore.storage.context import StorageContext
+from txstore.storage.db.files import find_databases
 
 log = Logger()
 
@@ -80,12 +81,12 @@ def _ok(status: int) -> bool:
 class AccountReaper:
     def __init__(
         self, context: StorageContext, rings: RingSet, is_local: Callable[[Device], bool], *,
-        delay_reaping: float = 0.0, listing_limit: int = LISTING_LIMIT,
+        settings: ReaperSettings = DEFAULT_DAEMONS.account_reaper, listing_limit: int = LISTING_LIMIT,
     ) -> None:
         self._context = context
         self._rings = rings
         self._is_local = is_local
-        self._delay = delay_reaping
+        self._delay = settings.delay_reaping
         self._limit = listing_limit
 
     def is_first_primary(self, device: str, account: str) -> bool:

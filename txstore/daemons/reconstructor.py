@@ -41,8 +41,8 @@ from txstore.replication.rebuild import ArchiveRebuilder
 from txstore.replication.sender import ObjectSender
 from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
+from txstore.storage.config import DEFAULT_DAEMONS, ReplicatorSettings
 from txstore.storage.context import StorageContext
-from txstore.storage.config import WEEK
 from txstore.storage.partitions import (
     ObjectFiles,
     ec_hashes_for,
@@ -62,9 +62,10 @@ class ObjectReconstructor(ObjectPartitionDaemon):
 
     def __init__(
         self, context: StorageContext, rings: RingSet, is_local: Callable[[Device], bool], sender: ObjectSender,
-        client: Any, reactor: Any, *, concurrency: int = 1, reclaim_age: float = WEEK, node_timeout: float = 60.0,
+        client: Any, reactor: Any, *, settings: ReplicatorSettings = DEFAULT_DAEMONS.object_reconstructor,
+        node_timeout: float = 60.0,
     ) -> None:
-        super().__init__(context, rings, is_local, sender, concurrency=concurrency, reclaim_age=reclaim_age)
+        super().__init__(context, rings, is_local, sender, settings=settings)
         self.client = client  # the other primaries' GETs of their archives
         self.reactor = reactor
         self.node_timeout = node_timeout

@@ -200,39 +200,36 @@ def build_node(
     # IO class's on each device's queue: they share a busy disk with clients by its weight.
     daemons = attrs.evolve(context, runner=BackgroundRunner(context.scheduler))
     receiver = ReceiverFactory(
-        daemons, reactor, timeout=replication["node_timeout"],
-        sessions_per_device=replication["sessions_per_device"],
-        reclaim_age=options[OBJECT_REPLICATOR]["reclaim_age"],
+        daemons, reactor, timeout=replication.node_timeout,
+        sessions_per_device=replication.sessions_per_device,
+        reclaim_age=options.object_replicator.reclaim_age,
         db_handlers={
             "container": DatabaseReceiver("container", containers.databases).serve,
             "account": DatabaseReceiver("account", accounts.databases).serve,
         },
     )
     listening = credentials.wrap_listening(receiver) if credentials is not None else receiver
-    TCPListener(reactor, replication["bind_ip"], replication["bind_port"], listening,
+    TCPListener(reactor, replication.bind_ip, replication.bind_port, listening,
                 label="replication (TLS)" if credentials is not None else "replication").setServiceParent(services)
     runs: dict[str, object] = {}
     stops: dict[str, Callable[[], None]] = {}  # what makes a daemon's pass end early at node stop
     if rings is not None:
         runs[CONTAINER_UPDATER] = ContainerUpdater(daemons, rings.account).run_pass
         runs[OBJECT_UPDATER] = ObjectUpdater(daemons, rings.container).run_pass
-        replicate = options[OBJECT_REPLICATOR]
-        connector = Connector(reactor, replication["conn_timeout"], replication["node_timeout"], credentials)
-        sender = ObjectSender(daemons, connector, BytePacer(reactor, replicate["bytes_per_second"]))
+        replicate = options.object_replicator
+        connector = Connector(reactor, replication.conn_timeout, replication.node_timeout, credentials)
+        sender = ObjectSender(daemons, connector, BytePacer(reactor, replicate.bytes_per_second))
         is_local = local_device_matcher(settings.bind_ip, settings.bind_port)
         replicator = ObjectReplicator(
-            daemons, rings, is_local, sender, concurrency=replicate["concurrency"],
-            reclaim_age=replicate["reclaim_age"],
+            daemons, rings, is_local, sender, settings=replicate,
         )
         runs[OBJECT_REPLICATOR] = replicator.run_pass
         stops[OBJECT_REPLICATOR] = replicator.stop
         if diskfiles.ec_policies:
             # Its own sender: stopping the replicator's sessions must not end the reconstructor's.
-            reconstruct = options[OBJECT_RECONSTRUCTOR]
             reconstructor = ObjectReconstructor(
                 daemons, rings, is_local, ObjectSender(daemons, connector), client, reactor,
-                concurrency=reconstruct["concurrency"], reclaim_age=reconstruct["reclaim_age"],
-                node_timeout=replication["node_timeout"],
+                settings=options.object_reconstructor, node_timeout=replication.node_timeout,
             )
             runs[OBJECT_RECONSTRUCTOR] = reconstructor.run_pass
             stops[OBJECT_RECONSTRUCTOR] = reconstructor.stop
@@ -242,20 +239,16 @@ def build_node(
         ):
             runs[name] = DatabaseReplicator(
                 daemons, ring, is_local, DatabaseSender(kind, db_server.databases, connector),
-                concurrency=options[name]["concurrency"], reclaim_age=options[name]["reclaim_age"],
+                settings=options.section(name),
             ).run_pass
         runs[ACCOUNT_REAPER] = AccountReaper(
             daemons, rings, is_local,
-            delay_reaping=options[ACCOUNT_REAPER]["delay_reaping"],
+            settings=options.account_reaper,
         ).run_pass
-    audit = options[OBJECT_AUDITOR]
-    auditor = ObjectAuditor(
-        daemons, reactor, zero_byte=audit["zero_byte_only"], files_per_second=audit["files_per_second"],
-        bytes_per_second=audit["bytes_per_second"],
-    )
+    auditor = ObjectAuditor(daemons, reactor, settings=options.object_auditor)
     runs[OBJECT_AUDITOR] = auditor.run_pass
     stops[OBJECT_AUDITOR] = auditor.stop
-    expirer = ObjectExpirer(daemons, reactor, objects_per_second=options[OBJECT_EXPIRER]["objects_per_second"])
+    expirer = ObjectExpirer(daemons, reactor, settings=options.object_expirer)
     runs[OBJECT_EXPIRER] = expirer.run_pass
     stops[OBJECT_EXPIRER] = expirer.stop
     for name, kind, broker_class, db_server in (
@@ -264,13 +257,13 @@ def build_node(
     ):
         db_auditor = DatabaseAuditor(
             daemons, reactor, kind, broker_class, db_server.databases.quarantine,
-            databases_per_second=options[name]["databases_per_second"], full_check=options[name]["integrity_check"],
+            settings=options.section(name),
         )
         runs[name] = db_auditor.run_pass
         stops[name] = db_auditor.stop
     for name, run_pass in runs.items():
-        if options[name]["enabled"]:
-            recon.daemons[name] = PeriodicDaemon(name, run_pass, options[name]["interval"], reactor,
+        if options.section(name).enabled:
+            recon.daemons[name] = PeriodicDaemon(name, run_pass, options.section(name).interval, reactor,
                                                  stop_pass=stops.get(name), metrics=server.metrics)
             recon.daemons[name].setServiceParent(services)
     return server, services

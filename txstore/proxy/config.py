@@ -18,18 +18,14 @@ from attrs import frozen
 from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig
 from txstore.common.server_config import (
-    CLUSTER_FILE_OPTIONS,
     CLUSTER_TLS_SECTION,
     ENDPOINT_OPTION,
     LISTENER_TLS_OPTIONS,
-    MAX_FILE_SIZE_OPTION,
-    STATSD_OPTIONS,
-    listen_options,
-    statsd_settings,
-    load_cluster_from,
     cluster_tls,
     endpoint_string,
     listener_tls,
+    server_section,
+    server_settings,
 )
 from txstore.proxy.affinity import (
     AffinityConfig, NodeCount, Placement, WriteAffinity, parse_delete_count, parse_node_count, parse_places,
@@ -106,21 +102,18 @@ def _user_value(raw: str, _base: Path) -> tuple[str, tuple[str, ...], str | None
 
 SCHEMA = c.Schema(
     sections=(
-        c.Section(
-            SECTION, required=True, options=(
-                *listen_options(8080), *CLUSTER_FILE_OPTIONS, MAX_FILE_SIZE_OPTION,
-                c.Option("workers", c.integer(1, 64), 1,
-                         doc="Proxy processes sharing the listening socket (1: this process serves)."),
-                c.Option("sorting_method", parse_sorting_method, "load",
-                         doc="The order GETs try an object's primaries in: load (the least loaded device"
-                             " first, by the nodes' X-Backend-Device-Load; ring order among equals), ring,"
-                             " or affinity (by read_affinity: docs/proxy.rst)."),
-                *AFFINITY_OPTIONS,
-                *TIMEOUT_OPTIONS,
-                *STATSD_OPTIONS,
-                *LISTENER_TLS_OPTIONS,
-                ENDPOINT_OPTION,
-            ),
+        server_section(
+            SECTION, 8080,
+            c.Option("workers", c.integer(1, 64), 1,
+                     doc="Proxy processes sharing the listening socket (1: this process serves)."),
+            c.Option("sorting_method", parse_sorting_method, "load",
+                     doc="The order GETs try an object's primaries in: load (the least loaded device"
+                         " first, by the nodes' X-Backend-Device-Load; ring order among equals), ring,"
+                         " or affinity (by read_affinity: docs/proxy.rst)."),
+            *AFFINITY_OPTIONS,
+            *TIMEOUT_OPTIONS,
+            *LISTENER_TLS_OPTIONS,
+            ENDPOINT_OPTION,
         ),
         PIPELINE_SECTION,
         CLUSTER_TLS_SECTION,
@@ -204,19 +197,13 @@ def load_proxy_settings(path: str | Path) -> ProxySettings:
     """Read ``proxy.conf`` and the cluster file it names; raise `ConfigError` when wrong."""
     loaded = c.load_config(path, SCHEMA)
     proxy = loaded.section(SECTION)
-    cluster = load_cluster_from(loaded, SECTION)
+    common = server_settings(loaded, SECTION)
     settings = ProxySettings(
-        path=loaded.path,
-        bind_ip=proxy["bind_ip"],
-        bind_port=proxy["bind_port"],
-        ring_dir=proxy["ring_dir"],
-        cluster=cluster,
+        **common,
         stages=load_pipeline(loaded),
-        max_file_size=proxy["max_file_size"],
         workers=proxy["workers"],
         sorting_method=proxy["sorting_method"],
-        statsd=statsd_settings(proxy),
-        affinity=affinity_config(loaded, proxy, cluster),
+        affinity=affinity_config(loaded, proxy, common["cluster"]),
         tls=listener_tls(loaded, SECTION),
         cluster_tls=cluster_tls(loaded),
         endpoint=endpoint_string(loaded, SECTION, proxy["workers"]),

@@ -3,24 +3,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from attrs import field, frozen
+import attrs
+from attrs import field, fields, frozen
 
 from txstore.common import config as c
 from txstore.common.cluster import ClusterConfig
 from txstore.common.server_config import (
-    CLUSTER_FILE_OPTIONS,
     CLUSTER_TLS,
     CLUSTER_TLS_SECTION,
-    MAX_FILE_SIZE_OPTION,
-    STATSD_OPTIONS,
-    listen_options,
-    statsd_settings,
-    load_cluster_from,
     cluster_tls,
+    listen_options,
     require_directory,
+    server_section,
+    server_settings,
 )
 
 SECTION = "objectnode"
@@ -62,51 +61,45 @@ def _daemon_section(name: str, doc: str, interval: float, *extra: c.Option) -> c
 
 SCHEMA = c.Schema(
     sections=(
-        c.Section(
+        server_section(
             SECTION,
-            required=True,
-            options=(
-                *listen_options(6200),
-                *CLUSTER_FILE_OPTIONS,
-                c.Option("devices", c.path, "/srv/node", doc="Directory holding one directory per device."),
-                c.Option(
-                    "mount_check",
-                    c.boolean,
-                    True,
-                    doc="Serve a device only while it is a mount point (507 otherwise).",
-                ),
-                MAX_FILE_SIZE_OPTION,
-                *STATSD_OPTIONS,
-                c.Option(
-                    "threads_per_device",
-                    c.integer(1),
-                    DEFAULT_THREADS_PER_DEVICE,
-                    doc="Threads doing each device's disk I/O (opens, writes, fsyncs, SQLite).",
-                ),
-                c.Option(
-                    "direct_writes",
-                    c.boolean,
-                    True,
-                    doc="Write bodies of 16 MiB and more with O_DIRECT, past the page cache.",
-                ),
-                c.Option(
-                    "disable_fallocate",
-                    c.boolean,
-                    False,
-                    doc="Do not reserve a PUT's declared size before its body (a full disk is found as it is written).",
-                ),
-                c.Option(
-                    "keep_cache_size",
-                    c.size,
-                    5 * 1024 * 1024,
-                    doc="Objects of this size and more are dropped from the page cache as they are read.",
-                ),
-                c.Option(
-                    "container_update_timeout",
-                    c.number(0.1),
-                    1.0,
-                    doc="Seconds an object write waits for its container row before leaving it to the updater.",
-                ),
+            6200,
+            c.Option("devices", c.path, "/srv/node", doc="Directory holding one directory per device."),
+            c.Option(
+                "mount_check",
+                c.boolean,
+                True,
+                doc="Serve a device only while it is a mount point (507 otherwise).",
+            ),
+            c.Option(
+                "threads_per_device",
+                c.integer(1),
+                DEFAULT_THREADS_PER_DEVICE,
+                doc="Threads doing each device's disk I/O (opens, writes, fsyncs, SQLite).",
+            ),
+            c.Option(
+                "direct_writes",
+                c.boolean,
+                True,
+                doc="Write bodies of 16 MiB and more with O_DIRECT, past the page cache.",
+            ),
+            c.Option(
+                "disable_fallocate",
+                c.boolean,
+                False,
+                doc="Do not reserve a PUT's declared size before its body (a full disk is found as it is written).",
+            ),
+            c.Option(
+                "keep_cache_size",
+                c.size,
+                5 * 1024 * 1024,
+                doc="Objects of this size and more are dropped from the page cache as they are read.",
+            ),
+            c.Option(
+                "container_update_timeout",
+                c.number(0.1),
+                1.0,
+                doc="Seconds an object write waits for its container row before leaving it to the updater.",
             ),
         ),
         _daemon_section(CONTAINER_UPDATER, "Pushes containers' object counts and bytes to their accounts.", 30.0),
@@ -190,9 +183,117 @@ def _section_defaults(name: str) -> dict:
     return {option.name: option.default for option in SCHEMA.section_for(name).options}
 
 
-def _daemon_defaults() -> dict[str, dict]:
-    """Every daemon's options at their documented defaults (a node built without a file)."""
-    return {name: _section_defaults(name) for name in DAEMONS}
+S = TypeVar("S")
+
+
+def _from_options(settings_type: type[S], options: Mapping[str, Any]) -> S:
+    """A settings class from a section's parsed options (each of its fields by name)."""
+    return settings_type(**{f.name: options[f.name] for f in fields(settings_type)})  # type: ignore[arg-type]
+
+
+# -- each daemon's settings: its section of the schema (which holds the defaults), typed -------------
+
+
+@frozen
+class DaemonSettings:
+    """What every daemon's section says: whether the node runs it, and the seconds between passes."""
+
+    enabled: bool
+    interval: float
+
+
+@frozen
+class ObjectAuditorSettings(DaemonSettings):
+    files_per_second: float
+    bytes_per_second: int
+    zero_byte_only: bool
+
+
+@frozen
+class ReplicatorSettings(DaemonSettings):
+    """The object reconstructor's, and the container and account replicators'."""
+
+    concurrency: int
+    reclaim_age: float
+
+
+@frozen
+class ObjectReplicatorSettings(ReplicatorSettings):
+    bytes_per_second: int
+
+
+@frozen
+class ExpirerSettings(DaemonSettings):
+    objects_per_second: float
+
+
+@frozen
+class DatabaseAuditorSettings(DaemonSettings):
+    databases_per_second: float
+    integrity_check: bool
+
+
+@frozen
+class ReaperSettings(DaemonSettings):
+    delay_reaping: float
+
+
+@frozen
+class NodeDaemons:
+    """Every daemon's settings, one field per section (``object-replicator`` is ``object_replicator``)."""
+
+    container_updater: DaemonSettings
+    object_updater: DaemonSettings
+    object_auditor: ObjectAuditorSettings
+    object_replicator: ObjectReplicatorSettings
+    object_reconstructor: ReplicatorSettings
+    container_replicator: ReplicatorSettings
+    account_replicator: ReplicatorSettings
+    object_expirer: ExpirerSettings
+    container_auditor: DatabaseAuditorSettings
+    account_auditor: DatabaseAuditorSettings
+    account_reaper: ReaperSettings
+
+    @classmethod
+    def from_sections(cls, section: Callable[[str], Mapping[str, Any]]) -> NodeDaemons:
+        """From each daemon section's parsed options (``section(name)``)."""
+        return cls(**{f.name: _from_options(f.type, section(_section_name(f.name))) for f in fields(cls)})
+
+    @classmethod
+    def defaults(cls) -> NodeDaemons:
+        """Every daemon at its documented defaults (a node built without a file)."""
+        return cls.from_sections(_section_defaults)
+
+    def section(self, name: str) -> DaemonSettings:
+        """The settings of the daemon of section ``name``."""
+        return getattr(self, name.replace("-", "_"))
+
+    def sections(self) -> dict[str, DaemonSettings]:
+        """Section name → settings, for every daemon."""
+        return {_section_name(f.name): getattr(self, f.name) for f in fields(type(self))}
+
+
+def _section_name(field_name: str) -> str:
+    return field_name.replace("_", "-")
+
+
+@frozen
+class ReplicationSettings:
+    """The ``[replication]`` listener: where peers push partitions, and how long it waits on them."""
+
+    bind_ip: str
+    bind_port: int
+    sessions_per_device: int
+    node_timeout: float
+    conn_timeout: float
+
+    @classmethod
+    def defaults(cls) -> ReplicationSettings:
+        return _from_options(cls, _section_defaults(REPLICATION))
+
+
+attrs.resolve_types(NodeDaemons)
+DEFAULT_DAEMONS = NodeDaemons.defaults()
 
 
 @frozen
@@ -211,8 +312,8 @@ class NodeSettings:
     keep_cache_size: int = 5 * 1024 * 1024
     container_update_timeout: float = 1.0
     statsd: dict | None = None  # host, port, prefix, sample_rate (None: no StatsD)
-    daemons: dict[str, dict] = field(factory=lambda: _daemon_defaults())  # section → options
-    replication: dict = field(factory=lambda: _section_defaults(REPLICATION))
+    daemons: NodeDaemons = DEFAULT_DAEMONS
+    replication: ReplicationSettings = field(factory=ReplicationSettings.defaults)
     cluster_tls: Any = None  # txstore.common.tls.Credentials: backend HTTP and replication over TLS
 
 
@@ -221,31 +322,25 @@ def load_node_settings(path: str | Path) -> NodeSettings:
     loaded = c.load_config(path, SCHEMA)
     node = loaded.section(SECTION)
     return NodeSettings(
-        path=loaded.path,
-        bind_ip=node["bind_ip"],
-        bind_port=node["bind_port"],
-        ring_dir=node["ring_dir"],
         devices=require_directory(loaded, SECTION, "devices"),
         mount_check=node["mount_check"],
-        cluster=load_cluster_from(loaded, SECTION),
-        max_file_size=node["max_file_size"],
+        **server_settings(loaded, SECTION),
         threads_per_device=node["threads_per_device"],
         direct_writes=node["direct_writes"],
         disable_fallocate=node["disable_fallocate"],
         keep_cache_size=node["keep_cache_size"],
-        statsd=statsd_settings(node),
         container_update_timeout=node["container_update_timeout"],
-        daemons={name: dict(loaded.section(name)) for name in DAEMONS},
-        replication=_replication_options(loaded),
+        daemons=NodeDaemons.from_sections(loaded.section),
+        replication=_replication_settings(loaded),
         cluster_tls=cluster_tls(loaded),
     )
 
 
-def _replication_options(loaded: c.LoadedConfig) -> dict:
-    options = dict(loaded.section(REPLICATION))
+def _replication_settings(loaded: c.LoadedConfig) -> ReplicationSettings:
+    options = loaded.section(REPLICATION)
     for name in TLS_OPTIONS:
-        if options.pop(name, None) is not None:
+        if options.get(name) is not None:
             # One configuration for backend HTTP and replication: a node cannot speak TLS on one only.
             raise loaded.error(f"moved to [{CLUSTER_TLS}], which also serves backend HTTP over TLS (docs/tls.rst)",
                                REPLICATION, name)
-    return options
+    return _from_options(ReplicationSettings, options)

@@ -19,16 +19,14 @@ Object rows are never reported one by one; the updater reports the totals.
 from __future__ import annotations
 
 
-from attrs import define, field, frozen
+from attrs import define, field
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.logger import Logger
 from twisted.web.http import Request
 
 from txstore.common.backend_client import BackendError
-from txstore.common.listing_format import render_container_listing
+from txstore.common.listing_format import ListingFormat, render_container_listing
 from txstore.common.paths import BackendPath
 from txstore.common.timestamps import Timestamp
-from txstore.storage.broker_cache import DEFAULT_CAPACITY, BrokerCache
 from txstore.storage.db import (
     ContainerBroker,
     ContainerInfo,
@@ -38,17 +36,15 @@ from txstore.storage.db import (
     StoragePolicyConflict,
 )
 from txstore.storage.db_server import (
-    read_database,
-    DatabaseAccess,
+    Change,
+    DatabaseServer,
     MetadataCheck,
     MetadataRules,
     backend_timestamps,
-    format_only,
-    listing_request,
+    check_name_length,
     respond,
     true_header,
 )
-from txstore.storage.context import StorageContext
 from txstore.storage.http_support import (
     HTTPError,
     NodeResponse,
@@ -57,7 +53,7 @@ from txstore.storage.http_support import (
     required_timestamp,
     storage_policy,
 )
-from txstore.storage.listing import ListingParams, object_entries
+from txstore.storage.listing import object_entries
 from txstore.storage.row_batches import RowBatcher
 
 CONTAINER_METADATA = MetadataRules(
@@ -71,23 +67,25 @@ CONTAINER_METADATA = MetadataRules(
         "X-History-Location",
     ),
 )
-_ALLOW = {"Allow": "DELETE, GET, HEAD, POST, PUT"}
 _ALLOW_ROWS = {"Allow": "DELETE, PUT"}
 # Passed on from the container request to the account server's container report.
 _REPORT_PASS_THROUGH = ("X-Trans-Id", "X-Account-Override-Deleted", "X-Backend-Auto-Create")
 
 
+def account_report_headers(info: ContainerInfo) -> dict[str, str]:
+    """The container's state as the account server takes it (``PUT /<dev>/<part>/<a>/<c>``)."""
+    return {
+        "X-Put-Timestamp": info.put_timestamp.internal,
+        "X-Delete-Timestamp": info.delete_timestamp.internal,
+        "X-Object-Count": str(info.object_count),
+        "X-Bytes-Used": str(info.bytes_used),
+        "X-Backend-Storage-Policy-Index": str(info.storage_policy_index),
+    }
+
+
 def _is_deleted(info: ContainerInfo) -> bool:
     """Deleted: the newest status change is a DELETE and no object rows arrived since."""
     return info.delete_timestamp > info.put_timestamp and info.object_count == 0
-
-
-@frozen
-class _Change:
-    """What a container PUT or DELETE did, for the answer and the account report."""
-
-    status: int
-    info: ContainerInfo
 
 
 # -- broker work (runs in the device's I/O pool) -------------------------------------------------
@@ -103,7 +101,7 @@ def _put_container(
     created_at: Timestamp,
     metadata: dict[str, tuple[str, str]],
     check: MetadataCheck | None = None,
-) -> _Change:
+) -> Change:
     try:
         broker.initialize(
             account,
@@ -119,47 +117,29 @@ def _put_container(
         try:
             revived = broker.update_put_timestamp(timestamp, requested_policy)
         except StoragePolicyConflict:
-            return _Change(409, broker.get_info())
+            return Change(409, broker.get_info())
         status = 201 if revived else 202
     info = broker.get_info()
     if _is_deleted(info):
-        return _Change(409, info)  # a DELETE newer than this PUT is stored
+        return Change(409, info)  # a DELETE newer than this PUT is stored
     if metadata:
         broker.update_metadata(metadata, check)
-    return _Change(status, info)
+    return Change(status, info)
 
 
-def _post_container(
-    broker: ContainerBroker, timestamp: Timestamp, metadata: dict[str, tuple[str, str]], touch: bool,
-    check: MetadataCheck | None = None,
-) -> ContainerInfo:
-    """
-    A POST: the metadata, and the POST's time as the container's put timestamp (its
-    ``Last-Modified``, as in Swift) unless ``touch`` is off; nothing for a deleted container.
-    The info before it. Metadata that ``check`` refuses changes nothing.
-    """
-    info = broker.get_info()
-    if not _is_deleted(info):
-        if metadata:
-            broker.update_metadata(metadata, check)
-        if touch:
-            broker.update_put_timestamp(timestamp)
-    return info
-
-
-def _delete_container(broker: ContainerBroker, timestamp: Timestamp) -> _Change:
+def _delete_container(broker: ContainerBroker, timestamp: Timestamp) -> Change:
     info = broker.get_info()
     was_live = not _is_deleted(info)
     if info.object_count:
-        return _Change(409, info)
+        return Change(409, info)
     try:
         broker.mark_deleted(timestamp)
     except ContainerNotEmpty:  # an object row arrived in between
-        return _Change(409, broker.get_info())
+        return Change(409, broker.get_info())
     info = broker.get_info()
     if not _is_deleted(info):
-        return _Change(409, info)  # a PUT newer than this DELETE is stored
-    return _Change(204 if was_live else 404, info)
+        return Change(409, info)  # a PUT newer than this DELETE is stored
+    return Change(204 if was_live else 404, info)
 
 
 def _merge_rows(broker: ContainerBroker, records: list[ObjectRecord]) -> None:
@@ -203,44 +183,18 @@ def _split_host(host: str) -> tuple[str, int]:
 
 
 @define
-class ContainerServer:
+class ContainerServer(DatabaseServer[ContainerBroker]):
     """The container half of a storage node's backend API (see the module docstring)."""
 
-    context: StorageContext
-    cache_size: int = DEFAULT_CAPACITY
-    _db: DatabaseAccess[ContainerBroker] = field(init=False)
     _rows: RowBatcher = field(init=False)
-    log = Logger()
+
+    _kind = "containers"
+    _broker_type = ContainerBroker
+    _metadata = CONTAINER_METADATA
 
     def __attrs_post_init__(self) -> None:
-        cache: BrokerCache[ContainerBroker] = BrokerCache(self.context.runner, self.cache_size)
-        self._db = DatabaseAccess(
-            self.context, "containers", lambda path, tmp: ContainerBroker(path, tmp_dir=tmp), cache
-        )
+        super().__attrs_post_init__()
         self._rows = RowBatcher(self._commit_rows)
-
-    def close(self) -> Deferred:
-        """Close the cached brokers (when the node stops, before its I/O pools)."""
-        return self._db.cache.close()
-
-    @property
-    def databases(self) -> DatabaseAccess[ContainerBroker]:
-        """How this server finds and opens its databases (shared with replication)."""
-        return self._db
-
-    async def handle(self, request: Request, path: BackendPath) -> NodeResponse:
-        """``/<device>/<partition>/<account>/<container>``: PUT, DELETE, POST, HEAD, GET."""
-        assert path.container is not None
-        method = request.method
-        if method == b"PUT":
-            return await self._put(request, path)
-        if method == b"DELETE":
-            return await self._delete(request, path)
-        if method == b"POST":
-            return await self._post(request, path)
-        if method in (b"GET", b"HEAD"):
-            return await self._get(request, path)
-        raise HTTPError(405, "Method Not Allowed", _ALLOW)
 
     async def handle_object_row(self, request: Request, path: BackendPath) -> NodeResponse:
         """
@@ -252,9 +206,7 @@ class ContainerServer:
         assert path.container is not None and path.obj is not None
         if request.method not in (b"PUT", b"DELETE"):
             raise HTTPError(405, "Method Not Allowed", _ALLOW_ROWS)
-        limit = self.context.constraints.max_object_name_length
-        if len(path.obj.encode("utf-8")) > limit:
-            raise HTTPError(400, f"Object name longer than {limit} bytes")
+        check_name_length("Object", path.obj, self.context.constraints.max_object_name_length)
         timestamp = required_timestamp(request)
         policy = integer_header(request, "X-Backend-Storage-Policy-Index") or 0
         if request.method == b"PUT":
@@ -277,21 +229,19 @@ class ContainerServer:
 
     # -- container requests ----------------------------------------------------------------
 
+    _is_deleted = staticmethod(_is_deleted)
+
     async def _put(self, request: Request, path: BackendPath) -> NodeResponse:
         assert path.container is not None
-        limit = self.context.constraints.max_container_name_length
-        if len(path.container.encode("utf-8")) > limit:
-            raise HTTPError(400, f"Container name longer than {limit} bytes")
+        check_name_length("Container", path.container, self.context.constraints.max_container_name_length)
         timestamp = required_timestamp(request)
         requested = None
         if header(request, "X-Backend-Storage-Policy-Index") is not None:
             requested = storage_policy(request, self.context.policies).index
         CONTAINER_METADATA.check(request, self.context)
         metadata = CONTAINER_METADATA.updates(request, timestamp)
-        broker = await self._db.broker(path)
-        change = await self._db.run(
+        change = await self._db.call(
             path,
-            broker,
             _put_container,
             path.account,
             path.container,
@@ -315,8 +265,7 @@ class ContainerServer:
 
     async def _delete(self, request: Request, path: BackendPath) -> NodeResponse:
         timestamp = required_timestamp(request)
-        broker = await self._db.broker(path)
-        change = await self._db.run(path, broker, _delete_container, timestamp)
+        change = await self._db.call(path, _delete_container, timestamp)
         if change.status == 409:
             if change.info.object_count:
                 raise HTTPError(409, "Conflict: the container is not empty")
@@ -326,52 +275,31 @@ class ContainerServer:
             raise HTTPError(404, "Not Found", backend_timestamps(change.info))
         return respond(204)
 
-    async def _post(self, request: Request, path: BackendPath) -> NodeResponse:
-        timestamp = required_timestamp(request)
-        CONTAINER_METADATA.check(request, self.context)
-        metadata = CONTAINER_METADATA.updates(request, timestamp)
-        touch = not true_header(request, "X-Backend-No-Timestamp-Update")
-        broker = await self._db.broker(path)
-        info = await self._db.run(path, broker, _post_container, timestamp, metadata, touch,
-                                  CONTAINER_METADATA.stored_limits(self.context))
-        if _is_deleted(info):
-            raise HTTPError(404, "Not Found", backend_timestamps(info))
-        return respond(204)
+    def _touch(self, request: Request, timestamp: Timestamp) -> Timestamp | None:
+        """A POST is the container's ``Last-Modified`` (as in Swift) unless asked not to be."""
+        return None if true_header(request, "X-Backend-No-Timestamp-Update") else timestamp
 
-    async def _get(self, request: Request, path: BackendPath) -> NodeResponse:
-        assert path.container is not None
-        listing: ListingParams | None = None
-        if request.method == b"GET":
-            listing, fmt = listing_request(request, self.context.constraints.container_listing_limit)
-        else:
-            fmt = format_only(request)
-        broker = await self._db.broker(path)
-        read = await self._db.run(
-            path, broker, read_database, listing, _is_deleted,
-            lambda items: render_container_listing(fmt, path.container, object_entries(items)),
-        )
-        info = read.info
-        headers = backend_timestamps(info)
-        headers["X-Backend-Storage-Policy-Index"] = str(info.storage_policy_index)
-        if _is_deleted(info):
-            raise HTTPError(404, "Not Found", headers)
-        headers.update(
-            {
-                "X-Container-Object-Count": str(info.object_count),
-                "X-Container-Bytes-Used": str(info.bytes_used),
-                "X-Timestamp": info.created_at.normal,
-                "X-Put-Timestamp": info.put_timestamp.normal,
-                "Last-Modified": info.put_timestamp.last_modified,
-            }
-        )
+    def _listing_limit(self) -> int:
+        return self.context.constraints.container_listing_limit
+
+    def _render(self, fmt: ListingFormat, path: BackendPath, items: list) -> bytes:
+        return render_container_listing(fmt, path.container, object_entries(items))
+
+    def _info_headers(self, info: ContainerInfo) -> dict[str, str]:
+        return {**backend_timestamps(info), "X-Backend-Storage-Policy-Index": str(info.storage_policy_index)}
+
+    def _stats_headers(self, info: ContainerInfo) -> dict[str, str]:
+        headers = {
+            "X-Container-Object-Count": str(info.object_count),
+            "X-Container-Bytes-Used": str(info.bytes_used),
+            "X-Timestamp": info.created_at.normal,
+            "X-Put-Timestamp": info.put_timestamp.normal,
+            "Last-Modified": info.put_timestamp.last_modified,
+        }
         policy = self.context.policies.by_index(info.storage_policy_index)
         if policy is not None:
             headers["X-Storage-Policy"] = policy.name
-        for name, (value, _ts) in read.metadata.items():
-            headers[name] = value
-        if read.body is None or (fmt.name == "plain" and not read.body):
-            return respond(204, headers, content_type=fmt.content_type)
-        return respond(200, headers, read.body, fmt.content_type)
+        return headers
 
     # -- the account report ----------------------------------------------------------------
 
@@ -391,13 +319,7 @@ class ContainerServer:
         if nodes is None:
             return
         partition, targets = nodes
-        headers = {
-            "X-Put-Timestamp": info.put_timestamp.internal,
-            "X-Delete-Timestamp": info.delete_timestamp.internal,
-            "X-Object-Count": str(info.object_count),
-            "X-Bytes-Used": str(info.bytes_used),
-            "X-Backend-Storage-Policy-Index": str(info.storage_policy_index),
-        }
+        headers = account_report_headers(info)
         for name in _REPORT_PASS_THROUGH:
             value = header(request, name)
             if value is not None:

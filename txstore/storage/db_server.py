@@ -20,9 +20,10 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-from attrs import define, evolve, frozen
+from attrs import define, evolve, field, frozen
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.http import Request
 
@@ -30,7 +31,7 @@ from txstore.common.constraints import check_metadata, check_stored_metadata
 from txstore.common.listing_format import ListingError, ListingFormat, listing_format
 from txstore.common.paths import ALLOW_RESERVED, BackendPath
 from txstore.common.timestamps import Timestamp
-from txstore.storage.broker_cache import BrokerCache
+from txstore.storage.broker_cache import DEFAULT_CAPACITY, BrokerCache
 from txstore.storage.db.files import database_path, quarantine_database
 from txstore.storage.db import (
     AccountInfo,
@@ -41,8 +42,8 @@ from txstore.storage.db import (
     DatabaseNotFound,
     MetadataLimitExceeded,
 )
-from txstore.storage.http_support import HTTPError, NodeResponse, header, request_headers
 from txstore.storage.context import StorageContext
+from txstore.storage.http_support import HTTPError, NodeResponse, header, request_headers, required_timestamp
 from txstore.storage.listing import ListingParams, parse_listing_params
 
 MetadataCheck = Callable[[dict[str, str]], str | None]  # the merged live items → a refusal's reason
@@ -52,6 +53,12 @@ _TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 
 B = TypeVar("B", bound=DatabaseBroker)
 T = TypeVar("T")
+
+
+def check_name_length(what: str, name: str, limit: int) -> None:
+    """400 when ``name`` (of an account, container or object) is longer than ``limit`` bytes."""
+    if len(name.encode("utf-8")) > limit:
+        raise HTTPError(400, f"{what} name longer than {limit} bytes")
 
 
 def true_header(request: Request, name: str) -> bool:
@@ -220,6 +227,10 @@ class DatabaseAccess(Generic[B]):
         device_path = db_path.parents[4]
         return self.cache.get(device, db_path, lambda p: self.make_broker(p, device_path / "tmp"))
 
+    async def call(self, path: BackendPath, function: Callable[..., T], *args: Any) -> T:
+        """``function(broker, *args)`` for the database ``path`` names, as `run` runs it."""
+        return await self.run(path, await self.broker(path), function, *args)
+
     async def run(self, path: BackendPath, broker: B, function: Callable[..., T], *args: Any) -> T:
         """``function(broker, *args)`` in the device's pool, with the errors above translated."""
         try:
@@ -259,6 +270,14 @@ class DatabaseAccess(Generic[B]):
 
 
 @frozen
+class Change:
+    """What a PUT or DELETE did: the answer's status, and the database's info after it."""
+
+    status: int
+    info: Any
+
+
+@frozen
 class DatabaseRead:
     """What a HEAD or GET needs, read in one call: info, live metadata, the rendered listing."""
 
@@ -279,9 +298,134 @@ def read_database(
 
 
 def post_metadata(broker: Any, metadata: dict[str, tuple[str, str]], is_deleted: Callable[[Any], bool],
-                  check: MetadataCheck | None = None) -> Any:
-    """A POST: merge the metadata unless the database is deleted; the info before it."""
+                  check: MetadataCheck | None = None, touch: Timestamp | None = None) -> Any:
+    """
+    A POST: merge the metadata unless the database is deleted (metadata that ``check``
+    refuses changes nothing), and with ``touch`` take it as the put timestamp (a container's
+    ``Last-Modified``, as in Swift). The info before it.
+    """
     info = broker.get_info()
-    if not is_deleted(info) and metadata:
-        broker.update_metadata(metadata, check)
+    if not is_deleted(info):
+        if metadata:
+            broker.update_metadata(metadata, check)
+        if touch is not None:
+            broker.update_put_timestamp(touch)
     return info
+
+
+# -- the HTTP side both servers share ---------------------------------------------------------------
+
+
+@define
+class DatabaseServer(Generic[B]):
+    """
+    What the account and container servers share: their brokers (cached, run in the device's
+    pool), the methods they answer, POST, and HEAD/GET with its listing. Subclasses say what
+    kind of database they serve, when it counts as deleted, and what its headers say.
+    """
+
+    context: StorageContext
+    cache_size: int = DEFAULT_CAPACITY
+    _db: DatabaseAccess[B] = field(init=False)
+    log = Logger()
+
+    _kind: ClassVar[str]  # "accounts" or "containers"
+    _broker_type: ClassVar[Callable[..., Any]]  # B, built with (path, tmp_dir=...)
+    _metadata: ClassVar[MetadataRules]
+    _deleted_headers: ClassVar[dict[str, str]] = {}  # what the 404 of a deleted database adds
+    _listing_by_path: ClassVar[bool] = True  # False: ``path`` is ignored (account listings)
+
+    def __attrs_post_init__(self) -> None:
+        cache: BrokerCache[B] = BrokerCache(self.context.runner, self.cache_size)
+        broker_type = self._broker_type
+        self._db = DatabaseAccess(self.context, self._kind, lambda path, tmp: broker_type(path, tmp_dir=tmp), cache)
+
+    def close(self) -> Deferred:
+        """Close the cached brokers (when the node stops, before its I/O pools)."""
+        return self._db.cache.close()
+
+    @property
+    def databases(self) -> DatabaseAccess[B]:
+        """How this server finds and opens its databases (shared with replication)."""
+        return self._db
+
+    async def handle(self, request: Request, path: BackendPath) -> NodeResponse:
+        """``/<device>/<partition>/<account>[/<container>]``: PUT, DELETE, POST, HEAD, GET."""
+        method = request.method
+        if method == b"PUT":
+            return await self._put(request, path)
+        if method == b"DELETE":
+            return await self._delete(request, path)
+        if method == b"POST":
+            return await self._post(request, path)
+        if method in (b"GET", b"HEAD"):
+            return await self._get(request, path)
+        raise HTTPError(405, "Method Not Allowed", {"Allow": "DELETE, GET, HEAD, POST, PUT"})
+
+    # -- what subclasses say ---------------------------------------------------------------
+
+    @staticmethod
+    def _is_deleted(info: Any) -> bool:
+        raise NotImplementedError
+
+    async def _put(self, request: Request, path: BackendPath) -> NodeResponse:
+        raise NotImplementedError
+
+    async def _delete(self, request: Request, path: BackendPath) -> NodeResponse:
+        raise NotImplementedError
+
+    def _touch(self, request: Request, timestamp: Timestamp) -> Timestamp | None:
+        """The put timestamp a POST sets (None: none)."""
+        return None
+
+    def _listing_limit(self) -> int:
+        raise NotImplementedError
+
+    def _render(self, fmt: ListingFormat, path: BackendPath, items: list) -> bytes:
+        """A listing page's body (in the pool thread)."""
+        raise NotImplementedError
+
+    def _info_headers(self, info: Any) -> dict[str, str]:
+        """What a HEAD or GET says of the database, deleted or not."""
+        return backend_timestamps(info)
+
+    def _stats_headers(self, info: Any) -> dict[str, str]:
+        """What a HEAD or GET says of a live database: its stats and times."""
+        raise NotImplementedError
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _metadata_updates(self, request: Request) -> tuple[Timestamp, dict[str, tuple[str, str]]]:
+        """A PUT's or POST's timestamp and the metadata it stores (400 when it breaks the limits)."""
+        timestamp = required_timestamp(request)
+        self._metadata.check(request, self.context)
+        return timestamp, self._metadata.updates(request, timestamp)
+
+    async def _post(self, request: Request, path: BackendPath) -> NodeResponse:
+        timestamp, metadata = self._metadata_updates(request)
+        touch = self._touch(request, timestamp)
+        info = await self._db.call(path, post_metadata, metadata, self._is_deleted,
+                                   self._metadata.stored_limits(self.context), touch)
+        if self._is_deleted(info):
+            raise HTTPError(404, "Not Found", {**backend_timestamps(info), **self._deleted_headers})
+        return respond(204)
+
+    async def _get(self, request: Request, path: BackendPath) -> NodeResponse:
+        listing: ListingParams | None = None
+        if request.method == b"GET":
+            listing, fmt = listing_request(request, self._listing_limit())
+            if not self._listing_by_path:
+                listing = without_path(listing)
+        else:
+            fmt = format_only(request)
+        read = await self._db.call(path, read_database, listing, self._is_deleted,
+                                   partial(self._render, fmt, path))
+        headers = self._info_headers(read.info)
+        if self._is_deleted(read.info):
+            raise HTTPError(404, "Not Found", {**headers, **self._deleted_headers})
+        headers.update(self._stats_headers(read.info))
+        for name, (value, _ts) in read.metadata.items():
+            headers[name] = value
+        if read.body is None or (fmt.name == "plain" and not read.body):
+            return respond(204, headers, content_type=fmt.content_type)
+        return respond(200, headers, read.body, fmt.content_type)

@@ -522,9 +522,8 @@ class ObjectServer:
                 except _EtagMismatch:
                     raise HTTPError(422, "Unprocessable Entity: the body's md5 differs from its ETag") from None
                 except DiskFileConflict as err:
-                    current = err.previous.timestamp or err.previous.tombstone_timestamp
-                    headers = {"X-Backend-Timestamp": current.internal} if current is not None else {}
-                    raise HTTPError(409, "Conflict: a newer version arrived meanwhile", headers) from None
+                    raise _conflict("a newer version arrived meanwhile",
+                                    err.previous.timestamp or err.previous.tombstone_timestamp) from None
         finally:
             if writer is not None and not committed:
                 await self._run(path, writer.abort)
@@ -807,9 +806,7 @@ class ObjectServer:
         except DiskFileNotFound:
             raise HTTPError(404, "Not Found") from None
         except DiskFileConflict as err:
-            newest = err.previous.meta_timestamp or err.previous.timestamp
-            headers = {"X-Backend-Timestamp": newest.internal} if newest else {}
-            raise HTTPError(409, "Conflict: a newer change is stored", headers) from None
+            raise _conflict("a newer change is stored", err.previous.meta_timestamp or err.previous.timestamp) from None
         if retyped:
             # The container's row shows the content type: it changes with it (at the POST's
             # time, so a replica's older row loses), the rest of the row as the PUT made it.
@@ -844,9 +841,8 @@ class ObjectServer:
         except DiskFileNotFound:
             raise HTTPError(404, "Not Found: no such fragment archive") from None
         except DiskFileConflict as err:
-            current = err.previous.tombstone_timestamp or err.previous.timestamp
-            headers = {"X-Backend-Timestamp": current.internal} if current else {}
-            raise HTTPError(409, "Conflict: a newer version or tombstone is stored", headers) from None
+            raise _conflict("a newer version or tombstone is stored",
+                            err.previous.tombstone_timestamp or err.previous.timestamp) from None
         except DiskFileCorrupt as err:
             await self._quarantine(path, diskfile, err)
             raise HTTPError(404, "Not Found: the fragment archive was damaged") from None
@@ -864,9 +860,7 @@ class ObjectServer:
         try:
             previous = await self._run(path, diskfile.delete, timestamp)
         except DiskFileConflict as err:
-            current = err.previous.timestamp or err.previous.tombstone_timestamp
-            headers = {"X-Backend-Timestamp": current.internal} if current else {}
-            raise HTTPError(409, "Conflict: a newer version is stored", headers) from None
+            raise _conflict("a newer version is stored", err.previous.timestamp or err.previous.tombstone_timestamp) from None
         await self._update_container(request, path, "DELETE", timestamp, {})
         if not previous.exists or _expired(previous, self.context.clock()):
             raise HTTPError(404, "Not Found", self._backend_timestamps(previous))
@@ -886,7 +880,7 @@ class ObjectServer:
         if current is None:
             raise HTTPError(404, "Not Found")
         if current >= timestamp:
-            raise HTTPError(409, "Conflict: a newer version is stored", {"X-Backend-Timestamp": current.internal})
+            raise _conflict("a newer version is stored", current)
         stored = state.metadata.get("X-Delete-At") if state.exists else None
         try:
             matches = stored is not None and int(stored) == expected
@@ -904,6 +898,11 @@ def _if_delete_at(request: Request) -> int | None:
         return int(raw)
     except ValueError:
         raise HTTPError(400, "Bad X-If-Delete-At header value") from None
+
+
+def _conflict(reason: str, current: Timestamp | None) -> HTTPError:
+    """A 409, with the timestamp of what is stored so the proxy can tell the newest replica."""
+    return HTTPError(409, f"Conflict: {reason}", {"X-Backend-Timestamp": current.internal} if current is not None else {})
 
 
 def _empty(status: int, headers: dict[str, str] | None = None) -> NodeResponse:

@@ -313,20 +313,32 @@ def remove_partition_if_empty(partition_dir: Path) -> bool:
 # --- suffix hashes --------------------------------------------------------------------------
 
 
-def hash_suffix(partition_dir: Path, suffix: str, reclaim_before: Timestamp, lock_timeout: float = 10.0) -> str | None:
-    """Clean the suffix and hash what is left; None (and the directory removed) when empty."""
-    suffix_dir = partition_dir / suffix
-    md5 = hashlib.md5(usedforsecurity=False)
-    found = False
+def _cleaned_files(suffix_dir: Path, reclaim_before: Timestamp, lock_timeout: float) -> list[tuple[str, str]] | None:
+    """
+    Clean each object directory of a suffix: the ``(hash, file name)`` pairs left, in hash
+    order; None when there is no suffix directory.
+    """
     try:
         hashes = sorted(n for n in os.listdir(suffix_dir) if _HASH.match(n))
     except (FileNotFoundError, NotADirectoryError):
         return None
-    for name_hash in hashes:
-        for name in clean_object_dir(suffix_dir / name_hash, reclaim_before, lock_timeout):
-            md5.update(f"{name_hash}/{name}\n".encode("ascii"))
-            found = True
-    if not found:
+    return [
+        (name_hash, name)
+        for name_hash in hashes
+        for name in clean_object_dir(suffix_dir / name_hash, reclaim_before, lock_timeout)
+    ]
+
+
+def hash_suffix(partition_dir: Path, suffix: str, reclaim_before: Timestamp, lock_timeout: float = 10.0) -> str | None:
+    """Clean the suffix and hash what is left; None (and the directory removed) when empty."""
+    suffix_dir = partition_dir / suffix
+    files = _cleaned_files(suffix_dir, reclaim_before, lock_timeout)
+    if files is None:
+        return None
+    md5 = hashlib.md5(usedforsecurity=False)
+    for name_hash, name in files:
+        md5.update(f"{name_hash}/{name}\n".encode("ascii"))
+    if not files:
         _rmdir_quietly(suffix_dir)
         return None
     return md5.hexdigest()
@@ -340,21 +352,19 @@ def hash_ec_suffix(
     doc); None (and the directory removed) when empty.
     """
     suffix_dir = partition_dir / suffix
-    md5s: dict[str, Any] = {}
-    try:
-        hashes = sorted(n for n in os.listdir(suffix_dir) if _HASH.match(n))
-    except (FileNotFoundError, NotADirectoryError):
+    files = _cleaned_files(suffix_dir, reclaim_before, lock_timeout)
+    if files is None:
         return None
-    for name_hash in hashes:
-        for name in clean_object_dir(suffix_dir / name_hash, reclaim_before, lock_timeout):
-            parsed = parse_file_name(name)
-            if parsed is None:
-                continue
-            if parsed.frag_index is None:
-                key, line = "", name
-            else:
-                key, line = str(parsed.frag_index), f"{parsed.timestamp.internal}{'#d' if parsed.durable else ''}"
-            md5s.setdefault(key, hashlib.md5(usedforsecurity=False)).update(f"{name_hash}/{line}\n".encode("ascii"))
+    md5s: dict[str, Any] = {}
+    for name_hash, name in files:
+        parsed = parse_file_name(name)
+        if parsed is None:
+            continue
+        if parsed.frag_index is None:
+            key, line = "", name
+        else:
+            key, line = str(parsed.frag_index), f"{parsed.timestamp.internal}{'#d' if parsed.durable else ''}"
+        md5s.setdefault(key, hashlib.md5(usedforsecurity=False)).update(f"{name_hash}/{line}\n".encode("ascii"))
     if not md5s:
         _rmdir_quietly(suffix_dir)
         return None

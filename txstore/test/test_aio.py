@@ -95,11 +95,11 @@ class LayoutTests(SynchronousTestCase):
         root = temp_dir(self) / "aio"
         topology = Topology(nodes=3, replicas=3, part_power=6)
         layout = prepare(root, topology, 8080, daemons="updaters")
-        daemons = load_node_settings(layout.node_config(1)).daemons
-        self.assertEqual(sorted(name for name, options in daemons.items() if options["enabled"]), sorted(UPDATERS))
+        daemons = load_node_settings(layout.node_config(1)).daemons.sections()
+        self.assertEqual(sorted(name for name, options in daemons.items() if options.enabled), sorted(UPDATERS))
         self.assertEqual(len(daemons), len(UPDATERS) + len(OTHER_DAEMONS))
         layout = prepare(root, topology, 8080)
-        self.assertTrue(all(o["enabled"] for o in load_node_settings(layout.node_config(1)).daemons.values()))
+        self.assertTrue(all(o.enabled for o in load_node_settings(layout.node_config(1)).daemons.sections().values()))
         err = self.assertRaises(LayoutError, prepare, root, topology, 8080, daemons="some")
         self.assertIn("unknown daemon set", str(err))
 

@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -18,9 +19,15 @@ from txstore.daemons.auditor import CHUNK, ObjectAuditor
 from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.daemons.periodic import PeriodicDaemon
 from txstore.storage import diskfile as diskfile_module
+from txstore.storage.config import DEFAULT_DAEMONS, ObjectAuditorSettings
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.context import StorageContext
 from txstore.test.support import clock_at
+
+
+def auditor_settings(**changes: object) -> ObjectAuditorSettings:
+    """The object auditor's default settings, with ``changes``."""
+    return attrs.evolve(DEFAULT_DAEMONS.object_auditor, **changes)
 
 
 def make_objects(case, runner, count: int = 5, size: int = 10_000) -> tuple[StorageContext, dict]:
@@ -55,7 +62,7 @@ class AuditorTests(SynchronousTestCase):
         self.diskfiles = self.context.diskfiles
 
     def audit(self, **options) -> dict:
-        auditor = ObjectAuditor(self.context, Clock(), files_per_second=0, bytes_per_second=0, **options)
+        auditor = ObjectAuditor(self.context, Clock(), settings=auditor_settings(files_per_second=0, bytes_per_second=0, **options))
         return self.successResultOf(Deferred.fromCoroutine(auditor.run_pass()))
 
     def flip_a_byte(self, i: int, at: int = 100) -> Path:
@@ -92,10 +99,10 @@ class AuditorTests(SynchronousTestCase):
 
     def test_zero_byte_mode_checks_sizes_not_md5(self) -> None:
         self.flip_a_byte(1)
-        self.assertEqual(self.audit(zero_byte=True)["quarantined"], 0)
+        self.assertEqual(self.audit(zero_byte_only=True)["quarantined"], 0)
         [data] = list(self.objects[3].hash_dir.glob("*.data"))
         data.write_bytes(data.read_bytes()[:50])  # truncated: the footer no longer checks out
-        self.assertEqual(self.audit(zero_byte=True)["quarantined"], 1)
+        self.assertEqual(self.audit(zero_byte_only=True)["quarantined"], 1)
         self.assertEqual([p.name for p in self.quarantined()], [self.objects[3].name_hash])
 
 
@@ -121,7 +128,7 @@ class ErasureCodedAuditTests(SynchronousTestCase):
         self.root = root
 
     def audit(self, **options) -> dict:
-        auditor = ObjectAuditor(self.context, Clock(), files_per_second=0, bytes_per_second=0, **options)
+        auditor = ObjectAuditor(self.context, Clock(), settings=auditor_settings(files_per_second=0, bytes_per_second=0, **options))
         return self.successResultOf(Deferred.fromCoroutine(auditor.run_pass()))
 
     def archive(self, index: int) -> Path:
@@ -144,7 +151,7 @@ class ErasureCodedAuditTests(SynchronousTestCase):
 
     def test_zero_byte_mode_checks_every_archives_footer(self) -> None:
         self.archive(1).write_bytes(self.archive(1).read_bytes()[:100])
-        self.assertEqual(self.audit(zero_byte=True)["quarantined"], 1)
+        self.assertEqual(self.audit(zero_byte_only=True)["quarantined"], 1)
         self.assertFalse(self.diskfile.hash_dir.exists())
 
 
@@ -154,7 +161,7 @@ class PacingTests(SynchronousTestCase):
     def test_files_are_paced_on_the_clock(self) -> None:
         context, _ = make_objects(self, SynchronousRunner())
         clock = Clock()
-        auditor = ObjectAuditor(context, clock, files_per_second=2, bytes_per_second=0)
+        auditor = ObjectAuditor(context, clock, settings=auditor_settings(files_per_second=2, bytes_per_second=0))
         done = Deferred.fromCoroutine(auditor.run_pass())
         clock.advance(2.9)  # 5 objects and a tombstone at 2/s: the pass ends at 3 s
         self.assertNoResult(done)
@@ -165,7 +172,7 @@ class PacingTests(SynchronousTestCase):
     def test_stop_ends_a_pass_waiting_between_files(self) -> None:
         context, _ = make_objects(self, SynchronousRunner())
         clock = Clock()
-        auditor = ObjectAuditor(context, clock, files_per_second=1, bytes_per_second=0)
+        auditor = ObjectAuditor(context, clock, settings=auditor_settings(files_per_second=1, bytes_per_second=0))
         done = Deferred.fromCoroutine(auditor.run_pass())
         clock.advance(1.0)
         self.assertNoResult(done)
@@ -182,7 +189,7 @@ class PacingTests(SynchronousTestCase):
     def test_stop_inside_a_large_object_closes_its_file(self) -> None:
         context, _ = make_objects(self, SynchronousRunner(), count=1, size=3 * CHUNK)
         clock = Clock()
-        auditor = ObjectAuditor(context, clock, files_per_second=0, bytes_per_second=CHUNK)
+        auditor = ObjectAuditor(context, clock, settings=auditor_settings(files_per_second=0, bytes_per_second=CHUNK))
         before = open_fds()
         done = Deferred.fromCoroutine(auditor.run_pass())
         self.assertNoResult(done)  # the first MiB read, waiting before the second
@@ -196,7 +203,7 @@ class PacingTests(SynchronousTestCase):
     def test_byte_rate_over_a_large_object(self) -> None:
         context, _ = make_objects(self, SynchronousRunner(), count=1, size=3 * CHUNK)
         clock = Clock()
-        auditor = ObjectAuditor(context, clock, files_per_second=0, bytes_per_second=CHUNK)
+        auditor = ObjectAuditor(context, clock, settings=auditor_settings(files_per_second=0, bytes_per_second=CHUNK))
         done = Deferred.fromCoroutine(auditor.run_pass())
         clock.advance(2.9)
         self.assertNoResult(done)
@@ -206,7 +213,7 @@ class PacingTests(SynchronousTestCase):
     def test_the_daemon_stops_its_pass_at_service_stop(self) -> None:
         context, _ = make_objects(self, SynchronousRunner())
         clock = Clock()
-        auditor = ObjectAuditor(context, clock, files_per_second=1, bytes_per_second=0)
+        auditor = ObjectAuditor(context, clock, settings=auditor_settings(files_per_second=1, bytes_per_second=0))
         daemon = PeriodicDaemon("object-auditor", auditor.run_pass, 60.0, clock, jitter=lambda: 0.0,
                                 stop_pass=auditor.stop)
         daemon.startService()
@@ -226,7 +233,7 @@ class ThreadPoolTests(TestCase):
         runner = DeviceThreadPools(reactor, threads_per_device=1)
         self.addCleanup(runner.stop)
         context, _ = make_objects(self, runner)
-        auditor = ObjectAuditor(context, reactor, files_per_second=0.5, bytes_per_second=0)
+        auditor = ObjectAuditor(context, reactor, settings=auditor_settings(files_per_second=0.5, bytes_per_second=0))
         done = Deferred.fromCoroutine(auditor.run_pass())
         self.addCleanup(auditor.stop)
         # The device's only thread is free while the auditor waits between files.

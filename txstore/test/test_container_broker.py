@@ -29,6 +29,7 @@ from txstore.storage.db import (
     Subdir,
 )
 from txstore.storage.db.broker import row_hash
+from txstore.storage.listing import ListingParams
 from txstore.test.support import temp_dir
 
 
@@ -55,17 +56,10 @@ def recomputed_hash(broker: Any) -> str:
     return f"{reduce(lambda acc, r: acc ^ row_hash(broker._values(r)), rows, 0):032x}"
 
 
-def model_listing(
-    names: set[str],
-    limit: int = 10_000,
-    marker: str = "",
-    end_marker: str = "",
-    prefix: str = "",
-    delimiter: str = "",
-    reverse: bool = False,
-    path: str | None = None,
-) -> list[Any]:
+def model_listing(names: set[str], params: ListingParams) -> list[Any]:
     """Swift's listing semantics, naively, over UTF-8 byte strings: the reference for the brokers."""
+    limit, marker, end_marker, reverse, path = params.limit, params.marker, params.end_marker, params.reverse, params.path
+    prefix, delimiter = params.prefix, params.delimiter
     only_children = path is not None
     if path is not None:
         prefix = path.rstrip("/") + "/" if path else ""
@@ -108,7 +102,7 @@ class ListingBehaviourMixin:
     def check(self, live: set[str], deleted: set[str] = frozenset(), broker: Any = None, **params: Any) -> list[Any]:
         broker = broker or self.broker_with(live, deleted)
         got = names_of(broker.list(**params))
-        expected = model_listing(live, **params)
+        expected = model_listing(live, ListingParams(**params))
         self.assertEqual(got, expected, (params, sorted(live), sorted(deleted)))  # type: ignore[attr-defined]
         return got
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,6 +15,7 @@ from txstore.common.io import SynchronousRunner
 from txstore.common.policies import DEFAULT_POLICIES
 from txstore.daemons.db_auditor import DatabaseAuditor
 from txstore.storage.account_server import AccountServer
+from txstore.storage.config import DEFAULT_DAEMONS
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.db import AccountBroker, ContainerBroker
 from txstore.storage.db.files import database_path
@@ -63,7 +65,8 @@ class DatabaseAuditorTests(SynchronousTestCase):
         broker, server = (ContainerBroker, self.containers) if kind == "containers" else (
             AccountBroker, AccountServer(self.context))
         options.setdefault("databases_per_second", 0)
-        return DatabaseAuditor(self.context, self.clock, kind, broker, server.databases.quarantine, **options)
+        settings = attrs.evolve(DEFAULT_DAEMONS.section(f"{kind[:-1]}-auditor"), **options)
+        return DatabaseAuditor(self.context, self.clock, kind, broker, server.databases.quarantine, settings=settings)
 
     def run_pass(self, auditor: DatabaseAuditor) -> dict:
         return self.successResultOf(Deferred.fromCoroutine(auditor.run_pass()))
@@ -74,7 +77,7 @@ class DatabaseAuditorTests(SynchronousTestCase):
 
     def test_sound_databases_pass(self) -> None:
         self.assertEqual(self.run_pass(self.auditor()), {"checked": 3, "passed": 3, "quarantined": 0, "errors": 0})
-        self.assertEqual(self.run_pass(self.auditor(full_check=True))["passed"], 3)
+        self.assertEqual(self.run_pass(self.auditor(integrity_check=True))["passed"], 3)
         self.assertEqual(self.quarantined("d1") + self.quarantined("d2"), [])
 
     def test_a_damaged_database_is_quarantined_and_its_cached_broker_closed(self) -> None:

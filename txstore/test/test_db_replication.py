@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
@@ -13,6 +14,7 @@ from txstore.replication import databases
 from txstore.replication.databases import DatabaseReceiver, DatabaseSender
 from txstore.replication.sender import Connector
 from txstore.storage.account_server import AccountServer
+from txstore.storage.config import DEFAULT_DAEMONS
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.db import ContainerBroker
 from txstore.storage.db.files import database_path, find_databases
@@ -191,7 +193,7 @@ class DatabaseReplicatorTests(TestCase):
         # Once reclaim_age has passed (0 here), each replica drops it on its own.
         later = DatabaseReplicator(
             primaries[1].context, self.ring, local_device_matcher("127.0.0.1", primaries[1].backend_port),
-            primaries[1].sender, reclaim_age=0.0,
+            primaries[1].sender, settings=attrs.evolve(DEFAULT_DAEMONS.container_replicator, reclaim_age=0.0),
         )
         figures = await later.run_pass()
         self.assertEqual(figures["reclaimed_databases"], 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,11 +14,16 @@ from txstore.common.policies import DEFAULT_POLICIES
 from txstore.common.timestamps import Timestamp
 from txstore.daemons.expirer import ObjectExpirer
 from txstore.storage import expiring
+from txstore.storage.config import DEFAULT_DAEMONS, ExpirerSettings
 from txstore.storage.diskfile import DiskFile, DiskFileConflict, DiskFileManager
 from txstore.storage.context import StorageContext
 from txstore.test.support import clock_at
 
 DUE = 1_700_000_100
+
+
+def expirer_settings(objects_per_second: float) -> ExpirerSettings:
+    return attrs.evolve(DEFAULT_DAEMONS.object_expirer, objects_per_second=objects_per_second)
 
 
 class QueueTests(SynchronousTestCase):
@@ -104,7 +110,7 @@ class ExpirerTests(SynchronousTestCase):
             devices=self.root, mount_check=False, hasher=hasher, policies=DEFAULT_POLICIES,
             runner=SynchronousRunner(), client=None, reactor=self.clock, diskfiles=self.diskfiles,
         )
-        self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=0)
+        self.expirer = ObjectExpirer(self.context, self.clock, settings=expirer_settings(0))
 
     def at(self, seconds: float) -> None:
         self.clock.advance(seconds - self.clock.seconds())
@@ -185,7 +191,7 @@ class ExpirerTests(SynchronousTestCase):
     def test_paced(self) -> None:
         for i in range(3):
             self.put("d1", f"o{i}", "1700000000.00000", **{"X-Delete-At": str(DUE)})
-        self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=2)
+        self.expirer = ObjectExpirer(self.context, self.clock, settings=expirer_settings(2))
         self.at(DUE)
         passing = Deferred.fromCoroutine(self.expirer.run_pass())
         self.assertNoResult(passing)  # waiting on the reactor after the first, not sleeping in a thread
@@ -197,7 +203,7 @@ class ExpirerTests(SynchronousTestCase):
     def test_stop_ends_a_pass_at_its_next_wait(self) -> None:
         for i in range(3):
             self.put("d1", f"o{i}", "1700000000.00000", **{"X-Delete-At": str(DUE)})
-        self.expirer = ObjectExpirer(self.context, self.clock, objects_per_second=1)
+        self.expirer = ObjectExpirer(self.context, self.clock, settings=expirer_settings(1))
         self.at(DUE)
         passing = Deferred.fromCoroutine(self.expirer.run_pass())
         self.expirer.stop()

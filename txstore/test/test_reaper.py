@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,6 +14,7 @@ from txstore.common.backend_client import BackendResponse
 from txstore.common.io import SynchronousRunner
 from txstore.common.policies import DEFAULT_POLICIES
 from txstore.daemons.reaper import AccountReaper
+from txstore.storage.config import DEFAULT_DAEMONS
 from txstore.storage.db import AccountBroker
 from txstore.storage.db.files import database_path
 from txstore.storage.diskfile import DiskFileManager
@@ -80,7 +82,7 @@ class ReaperTests(SynchronousTestCase):
     def reaper(self, node=None, **options) -> AccountReaper:
         node = node or self.first
         return AccountReaper(self.context, self.rings, local_device_matcher(node.ip, node.port),
-                             listing_limit=2, **options)
+                             settings=attrs.evolve(DEFAULT_DAEMONS.account_reaper, **options), listing_limit=2)
 
     def run_pass(self, reaper: AccountReaper) -> dict:
         return self.successResultOf(Deferred.fromCoroutine(reaper.run_pass()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 
+import attrs
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -32,6 +33,7 @@ from txstore.storage.object_server import ObjectServer
 from txstore.storage.partitions import list_partitions
 from txstore.node.server import NodeServer
 from txstore.test.support import ReplicationNode, replication_ring
+from txstore.test.test_auditor import auditor_settings
 
 SEGMENT = 4096
 EC = ECParameters("liberasurecode_rs_vand", 2, 1, segment_size=SEGMENT)
@@ -187,7 +189,7 @@ class ReconstructorTests(ECCluster):
         raw = bytearray(path.read_bytes())
         raw[1234] ^= 0x04
         path.write_bytes(bytes(raw))
-        auditor = ObjectAuditor(victim.context, reactor, files_per_second=0, bytes_per_second=0)
+        auditor = ObjectAuditor(victim.context, reactor, settings=auditor_settings(files_per_second=0, bytes_per_second=0))
         self.assertEqual(await auditor.run_pass(), {"checked": 1, "quarantined": 1, "errors": 0})
         self.assertIsNone(victim.archive(partition, "rot", 2))
         figures = await primaries[1].reconstructor(self, self.rings).run_pass()
@@ -396,13 +398,14 @@ class NodeWiringTests(TestCase):
     def build(self, policies: PolicyCollection, **reconstructor: object):
         from txstore.common.cluster import ClusterConfig
         from txstore.common.hashing import PathHasher
-        from txstore.storage.config import NodeSettings, _daemon_defaults
         from txstore.node.assembly import build_node
+        from txstore.storage.config import DEFAULT_DAEMONS, NodeSettings
         from txstore.test.support import temp_dir
 
         root = temp_dir(self)
-        daemons = _daemon_defaults()
-        daemons["object-reconstructor"].update(reconstructor)
+        daemons = attrs.evolve(
+            DEFAULT_DAEMONS, object_reconstructor=attrs.evolve(DEFAULT_DAEMONS.object_reconstructor, **reconstructor),
+        )
         settings = NodeSettings(
             path=root / "objectnode.conf", bind_ip="127.0.0.1", bind_port=23300, ring_dir=root, devices=root,
             mount_check=False, cluster=ClusterConfig(root / "txstore.conf", PathHasher(b"", b"s"), policies),

@@ -1,10 +1,21 @@
 """Tests for proxy.conf and objectnode.conf loading."""
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.config import ConfigError
 from txstore.proxy.config import BackendTimeouts, TempAuthUser, load_proxy_settings
-from txstore.storage.config import load_node_settings
+from txstore.storage.config import (
+    DAEMONS,
+    DEFAULT_DAEMONS,
+    REPLICATION,
+    SCHEMA,
+    TLS_OPTIONS,
+    ObjectAuditorSettings,
+    ReaperSettings,
+    ReplicationSettings,
+    load_node_settings,
+)
 from txstore.test.support import CLUSTER_CONF, temp_dir, write_file
 
 
@@ -135,9 +146,35 @@ class NodeSettingsTests(SynchronousTestCase):
     def test_replication_tls_options_moved_to_cluster_tls(self) -> None:
         base = "[objectnode]\ndevices = devs\n[replication]\nbind_port = 6211\n"
         settings = self.load(base)
-        self.assertEqual((settings.replication["bind_port"], settings.cluster_tls), (6211, None))
+        self.assertEqual((settings.replication.bind_port, settings.cluster_tls), (6211, None))
         err = self.assertRaises(ConfigError, self.load, base + "tls_ca = ca.crt\n")
         self.assertIn("[replication]: tls_ca: moved to [cluster-tls]", str(err))
+
+    def test_daemon_sections_become_typed_settings(self) -> None:
+        """Each daemon's section is its settings class: what the file sets, the schema's defaults for the rest."""
+        settings = self.load(
+            "[objectnode]\ndevices = devs\n[object-auditor]\nfiles_per_second = 5\n"
+            "[account-reaper]\nenabled = false\ndelay_reaping = 60\n"
+        )
+        daemons = settings.daemons
+        self.assertEqual(set(daemons.sections()), set(DAEMONS))
+        self.assertEqual(daemons.object_auditor, ObjectAuditorSettings(
+            enabled=True, interval=1800.0, files_per_second=5.0, bytes_per_second=10 * 1024 * 1024,
+            zero_byte_only=False,
+        ))
+        self.assertEqual(daemons.section("account-reaper"), ReaperSettings(enabled=False, interval=3600.0,
+                                                                         delay_reaping=60.0))
+        self.assertEqual(daemons.container_replicator, DEFAULT_DAEMONS.container_replicator)
+        self.assertEqual(settings.replication, ReplicationSettings.defaults())
+        self.assertRaises(attrs.exceptions.FrozenInstanceError, setattr, daemons.object_auditor, "interval", 1.0)
+
+    def test_settings_classes_match_the_schema(self) -> None:
+        """Every option of a daemon's section is a field of its settings class, and no more."""
+        for name, settings in DEFAULT_DAEMONS.sections().items():
+            options = {option.name for option in SCHEMA.section_for(name).options}
+            self.assertEqual({f.name for f in attrs.fields(type(settings))}, options, name)
+        options = {option.name for option in SCHEMA.section_for(REPLICATION).options} - set(TLS_OPTIONS)
+        self.assertEqual({f.name for f in attrs.fields(ReplicationSettings)}, options)
 
 
 class SampleConfigTests(SynchronousTestCase):

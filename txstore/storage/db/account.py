@@ -11,17 +11,18 @@ totals (containers, objects, bytes over live containers) move in the same transa
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from attrs import define, field, frozen
 
-from txstore.common.timestamps import Timestamp, TimestampLike
+from txstore.common.timestamps import TimestampLike
 from txstore.storage.db.broker import (
-    ZERO_HASH,
+    SYNC_POINT_SCHEMA,
     ZERO_TIMESTAMP,
     DatabaseBroker,
+    DatabaseInfo,
+    Row,
     check_count,
     check_name,
     timestamp_string,
@@ -56,17 +57,11 @@ CREATE TABLE container (
 CREATE UNIQUE INDEX container_name ON container (name);
 CREATE INDEX container_live_name ON container (name) WHERE deleted = 0;
 CREATE INDEX container_tombstone_age ON container (delete_timestamp) WHERE deleted = 1;
-CREATE TABLE sync_point (
-    remote_id TEXT NOT NULL,
-    incoming INTEGER NOT NULL,
-    sync_point INTEGER NOT NULL,
-    PRIMARY KEY (remote_id, incoming)
-) WITHOUT ROWID;
 """
 
 
 @frozen
-class ContainerRecord:
+class ContainerRecord(Row):
     """One container row of an account: the latest report about that container."""
 
     name: str
@@ -74,7 +69,7 @@ class ContainerRecord:
     delete_timestamp: str
     object_count: int
     bytes_used: int
-    deleted: bool = False
+    deleted: bool = field(default=False, converter=bool)
     storage_policy_index: int = 0
     row_id: int | None = field(default=None, eq=False)
 
@@ -82,32 +77,10 @@ class ContainerRecord:
     def newest(self) -> str:
         return max(self.put_timestamp, self.delete_timestamp)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The replication wire form, which ``merge_items`` accepts back."""
-        return {
-            "name": self.name,
-            "put_timestamp": self.put_timestamp,
-            "delete_timestamp": self.delete_timestamp,
-            "object_count": self.object_count,
-            "bytes_used": self.bytes_used,
-            "deleted": int(self.deleted),
-            "storage_policy_index": self.storage_policy_index,
-        }
-
 
 @frozen
-class AccountInfo:
-    account: str
-    created_at: Timestamp
-    put_timestamp: Timestamp
-    delete_timestamp: Timestamp
-    status_changed_at: Timestamp
-    id: str
-    hash: str
+class AccountInfo(DatabaseInfo):
     container_count: int
-    object_count: int
-    bytes_used: int
-    max_row: int
 
 
 @define
@@ -115,53 +88,20 @@ class AccountBroker(DatabaseBroker[ContainerRecord]):
     """The database of one account: container rows, totals, metadata, replication sync points."""
 
     _application_id = ACCOUNT_APPLICATION_ID
+    _row_type = ContainerRecord
     _item_table = "container"
-    _item_columns = (
-        "name",
-        "put_timestamp",
-        "delete_timestamp",
-        "object_count",
-        "bytes_used",
-        "deleted",
-        "storage_policy_index",
-    )
+    _item_columns = ContainerRecord.columns()
     _stat_columns = ("container_count", "object_count", "bytes_used")
     _reclaim_where = "deleted = 1 AND delete_timestamp < ?"
-    _schema = _SCHEMA
+    _schema = _SCHEMA + SYNC_POINT_SCHEMA
 
     def initialize(
         self, account: str, put_timestamp: TimestampLike, created_at: TimestampLike | None = None
     ) -> None:
         """Create the database atomically; DatabaseAlreadyExists if one is there."""
-        put = timestamp_string(put_timestamp)
-        self._create(
-            {
-                "account": check_name(account),
-                "created_at": timestamp_string(created_at if created_at is not None else Timestamp.now()),
-                "put_timestamp": put,
-                "delete_timestamp": ZERO_TIMESTAMP,
-                "status_changed_at": put,
-                "id": str(uuid.uuid4()),
-                "hash": ZERO_HASH,
-            }
-        )
+        self._initialize(put_timestamp, created_at, account=check_name(account))
 
     # -- hooks -----------------------------------------------------------------------------
-
-    def _record(self, row: Sequence[Any]) -> ContainerRecord:
-        row_id, name, put, delete, objects, size, deleted, policy = row
-        return ContainerRecord(name, put, delete, objects, size, bool(deleted), policy, row_id)
-
-    def _values(self, record: ContainerRecord) -> tuple[Any, ...]:
-        return (
-            record.name,
-            record.put_timestamp,
-            record.delete_timestamp,
-            record.object_count,
-            record.bytes_used,
-            int(record.deleted),
-            record.storage_policy_index,
-        )
 
     def _coerce(self, item: ContainerRecord | Mapping[str, Any]) -> ContainerRecord:
         if isinstance(item, ContainerRecord):
@@ -227,18 +167,4 @@ class AccountBroker(DatabaseBroker[ContainerRecord]):
     # -- account state ---------------------------------------------------------------------
 
     def get_info(self) -> AccountInfo:
-        info = self._raw_info()
-        parse = Timestamp.parse
-        return AccountInfo(
-            account=info["account"],
-            created_at=parse(info["created_at"]),
-            put_timestamp=parse(info["put_timestamp"]),
-            delete_timestamp=parse(info["delete_timestamp"]),
-            status_changed_at=parse(info["status_changed_at"]),
-            id=info["id"],
-            hash=info["hash"],
-            container_count=info["container_count"],
-            object_count=info["object_count"],
-            bytes_used=info["bytes_used"],
-            max_row=info["max_row"],
-        )
+        return self._parsed_info(AccountInfo)

@@ -28,6 +28,7 @@ sorts like the timestamp); ``get_info()`` returns parsed ``Timestamp`` values fo
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -37,11 +38,12 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 from urllib.parse import quote
 
-from attrs import define, field, frozen
+from attrs import define, field, fields, frozen
 
 from txstore.common.timestamps import Timestamp, TimestampLike
 
@@ -53,6 +55,16 @@ ZERO_HASH = "0" * 32
 _INTERNAL_FORM = re.compile(r"\d{10}\.\d{5}(?:_[0-9a-f]{16})?")
 _FIRST_UNRESERVED = b"\x01"  # every name below it begins with NUL: a reserved name
 _CHUNK = 500  # names per "IN (...)" lookup: well under SQLite's variable limit
+
+# Both kinds of database keep their replication sync points alike.
+SYNC_POINT_SCHEMA = """
+CREATE TABLE sync_point (
+    remote_id TEXT NOT NULL,
+    incoming INTEGER NOT NULL,
+    sync_point INTEGER NOT NULL,
+    PRIMARY KEY (remote_id, incoming)
+) WITHOUT ROWID;
+"""
 
 
 class DatabaseError(Exception):
@@ -90,7 +102,56 @@ class Subdir:
     name: str
 
 
-R = TypeVar("R")
+@frozen
+class DatabaseInfo:
+    """What the info of every database holds (`AccountInfo` and `ContainerInfo` add their own)."""
+
+    account: str
+    created_at: Timestamp
+    put_timestamp: Timestamp
+    delete_timestamp: Timestamp
+    status_changed_at: Timestamp
+    id: str
+    hash: str
+    object_count: int
+    bytes_used: int
+    max_row: int
+
+
+class Row:
+    """
+    What container and object rows share. A row is a frozen attrs class whose fields are the
+    stored columns in order, then ``row_id`` (SQLite's, known once the row is read back).
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def columns(cls) -> tuple[str, ...]:
+        """The stored columns, in order."""
+        return _columns(cls)
+
+    def stored(self) -> tuple[Any, ...]:
+        """The stored values in column order, ``deleted`` as 0 or 1: what the row's hash covers."""
+        return tuple(int(v) if isinstance(v, bool) else v for v in _getter(type(self))(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The replication wire form, which ``merge_items`` accepts back."""
+        return dict(zip(_columns(type(self)), self.stored()))
+
+
+@functools.cache
+def _columns(row_type: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(row_type) if f.name != "row_id")
+
+
+@functools.cache
+def _getter(row_type: type) -> Callable[[Any], tuple[Any, ...]]:
+    return attrgetter(*_columns(row_type))
+
+
+R = TypeVar("R", bound=Row)
+InfoT = TypeVar("InfoT")  # an info class (AccountInfo, ContainerInfo)
 
 
 def timestamp_string(value: TimestampLike) -> str:
@@ -212,21 +273,22 @@ class DatabaseBroker(Generic[R]):
     _idle_lock: threading.Lock = field(factory=threading.Lock, init=False, repr=False)
 
     _application_id: ClassVar[int]
+    _row_type: ClassVar[type]  # R
     _item_table: ClassVar[str]
-    _item_columns: ClassVar[tuple[str, ...]]  # stored columns after row_id; "name" first
+    _item_columns: ClassVar[tuple[str, ...]]  # stored columns after row_id (R's): "name" first
     _stat_columns: ClassVar[tuple[str, ...]]  # counters in "info" a live row adds to
     _reclaim_where: ClassVar[str]  # rows reclaim may drop, with one "?" for the cutoff
     _schema: ClassVar[str]
 
-    # -- hooks for subclasses --------------------------------------------------------------
-
     def _record(self, row: Sequence[Any]) -> R:
         """A record from ``(row_id, *item_columns)``."""
-        raise NotImplementedError
+        return self._row_type(*row[1:], row_id=row[0])
 
     def _values(self, record: R) -> tuple[Any, ...]:
         """The stored values of a record, in ``_item_columns`` order."""
-        raise NotImplementedError
+        return record.stored()
+
+    # -- hooks for subclasses --------------------------------------------------------------
 
     def _coerce(self, item: R | Mapping[str, Any]) -> R:
         """A checked, normalised record from a record or a mapping (a replication peer's row)."""
@@ -381,6 +443,24 @@ class DatabaseBroker(Generic[R]):
     def _publish(self, tmp: Path, final: Path) -> None:
         _link_into_place(tmp, final)
 
+    def _initialize(self, put_timestamp: TimestampLike, created_at: TimestampLike | None, **columns: Any) -> None:
+        """
+        Create the database (`_create`): a fresh id, live since ``put_timestamp``, and the
+        info ``columns`` of its kind.
+        """
+        put = timestamp_string(put_timestamp)
+        self._create(
+            {
+                **columns,
+                "created_at": timestamp_string(created_at if created_at is not None else Timestamp.now()),
+                "put_timestamp": put,
+                "delete_timestamp": ZERO_TIMESTAMP,
+                "status_changed_at": put,
+                "id": str(uuid.uuid4()),
+                "hash": ZERO_HASH,
+            }
+        )
+
     # -- state -----------------------------------------------------------------------------
 
     @staticmethod
@@ -400,6 +480,16 @@ class DatabaseBroker(Generic[R]):
             info = self._info_row(conn)
             info["max_row"] = self._max_row(conn)
         return info
+
+    def _parsed_info(self, info_type: type[InfoT]) -> InfoT:
+        """``info_type`` (a frozen attrs class) from the info row: its Timestamp fields parsed."""
+        info = self._raw_info()
+        return info_type(
+            **{
+                f.name: Timestamp.parse(info[f.name]) if f.type in ("Timestamp", Timestamp) else info[f.name]
+                for f in fields(info_type)  # type: ignore[arg-type]
+            }
+        )
 
     def is_status_deleted(self) -> bool:
         """The last status event was a DELETE (whatever rows are left)."""

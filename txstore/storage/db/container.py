@@ -9,18 +9,19 @@ are kept up to date in the same transaction as the rows, so a HEAD never counts 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from attrs import define, field, frozen
 
 from txstore.common.timestamps import Timestamp, TimestampLike
 from txstore.storage.db.broker import (
-    ZERO_HASH,
+    SYNC_POINT_SCHEMA,
     ZERO_TIMESTAMP,
     DatabaseBroker,
     DatabaseError,
+    DatabaseInfo,
+    Row,
     check_count,
     check_name,
     timestamp_string,
@@ -60,12 +61,6 @@ CREATE TABLE object (
 CREATE UNIQUE INDEX object_name ON object (name);
 CREATE INDEX object_live_name ON object (name) WHERE deleted = 0;
 CREATE INDEX object_tombstone_age ON object (created_at) WHERE deleted = 1;
-CREATE TABLE sync_point (
-    remote_id TEXT NOT NULL,
-    incoming INTEGER NOT NULL,
-    sync_point INTEGER NOT NULL,
-    PRIMARY KEY (remote_id, incoming)
-) WITHOUT ROWID;
 """
 
 
@@ -78,7 +73,7 @@ class StoragePolicyConflict(DatabaseError):
 
 
 @frozen
-class ObjectRecord:
+class ObjectRecord(Row):
     """One object row: what a listing shows, and what replication ships (``row_id`` aside)."""
 
     name: str
@@ -86,37 +81,15 @@ class ObjectRecord:
     size: int
     content_type: str
     etag: str
-    deleted: bool = False
+    deleted: bool = field(default=False, converter=bool)
     storage_policy_index: int = 0
     row_id: int | None = field(default=None, eq=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The replication wire form, which ``merge_items`` accepts back."""
-        return {
-            "name": self.name,
-            "created_at": self.created_at,
-            "size": self.size,
-            "content_type": self.content_type,
-            "etag": self.etag,
-            "deleted": int(self.deleted),
-            "storage_policy_index": self.storage_policy_index,
-        }
-
 
 @frozen
-class ContainerInfo:
-    account: str
+class ContainerInfo(DatabaseInfo):
     container: str
-    created_at: Timestamp
-    put_timestamp: Timestamp
-    delete_timestamp: Timestamp
-    status_changed_at: Timestamp
     storage_policy_index: int
-    id: str
-    hash: str
-    object_count: int
-    bytes_used: int
-    max_row: int
     reported_put_timestamp: Timestamp
     reported_delete_timestamp: Timestamp
     reported_object_count: int
@@ -128,11 +101,12 @@ class ContainerBroker(DatabaseBroker[ObjectRecord]):
     """The database of one container: object rows, stats, metadata, replication sync points."""
 
     _application_id = CONTAINER_APPLICATION_ID
+    _row_type = ObjectRecord
     _item_table = "object"
-    _item_columns = ("name", "created_at", "size", "content_type", "etag", "deleted", "storage_policy_index")
+    _item_columns = ObjectRecord.columns()
     _stat_columns = ("object_count", "bytes_used")
     _reclaim_where = "deleted = 1 AND created_at < ?"
-    _schema = _SCHEMA
+    _schema = _SCHEMA + SYNC_POINT_SCHEMA
 
     def initialize(
         self,
@@ -143,39 +117,17 @@ class ContainerBroker(DatabaseBroker[ObjectRecord]):
         created_at: TimestampLike | None = None,
     ) -> None:
         """Create the database atomically; DatabaseAlreadyExists if one is there."""
-        put = timestamp_string(put_timestamp)
-        self._create(
-            {
-                "account": check_name(account),
-                "container": check_name(container),
-                "created_at": timestamp_string(created_at if created_at is not None else Timestamp.now()),
-                "put_timestamp": put,
-                "delete_timestamp": ZERO_TIMESTAMP,
-                "status_changed_at": put,
-                "storage_policy_index": check_count(policy_index, "policy_index"),
-                "id": str(uuid.uuid4()),
-                "hash": ZERO_HASH,
-                "reported_put_timestamp": ZERO_TIMESTAMP,
-                "reported_delete_timestamp": ZERO_TIMESTAMP,
-            }
+        self._initialize(
+            put_timestamp,
+            created_at,
+            account=check_name(account),
+            container=check_name(container),
+            storage_policy_index=check_count(policy_index, "policy_index"),
+            reported_put_timestamp=ZERO_TIMESTAMP,
+            reported_delete_timestamp=ZERO_TIMESTAMP,
         )
 
     # -- hooks -----------------------------------------------------------------------------
-
-    def _record(self, row: Sequence[Any]) -> ObjectRecord:
-        row_id, name, created_at, size, content_type, etag, deleted, policy = row
-        return ObjectRecord(name, created_at, size, content_type, etag, bool(deleted), policy, row_id)
-
-    def _values(self, record: ObjectRecord) -> tuple[Any, ...]:
-        return (
-            record.name,
-            record.created_at,
-            record.size,
-            record.content_type,
-            record.etag,
-            int(record.deleted),
-            record.storage_policy_index,
-        )
 
     def _coerce(self, item: ObjectRecord | Mapping[str, Any]) -> ObjectRecord:
         if isinstance(item, ObjectRecord):
@@ -234,26 +186,7 @@ class ContainerBroker(DatabaseBroker[ObjectRecord]):
     # -- container state -------------------------------------------------------------------
 
     def get_info(self) -> ContainerInfo:
-        info = self._raw_info()
-        parse = Timestamp.parse
-        return ContainerInfo(
-            account=info["account"],
-            container=info["container"],
-            created_at=parse(info["created_at"]),
-            put_timestamp=parse(info["put_timestamp"]),
-            delete_timestamp=parse(info["delete_timestamp"]),
-            status_changed_at=parse(info["status_changed_at"]),
-            storage_policy_index=info["storage_policy_index"],
-            id=info["id"],
-            hash=info["hash"],
-            object_count=info["object_count"],
-            bytes_used=info["bytes_used"],
-            max_row=info["max_row"],
-            reported_put_timestamp=parse(info["reported_put_timestamp"]),
-            reported_delete_timestamp=parse(info["reported_delete_timestamp"]),
-            reported_object_count=info["reported_object_count"],
-            reported_bytes_used=info["reported_bytes_used"],
-        )
+        return self._parsed_info(ContainerInfo)
 
     def update_put_timestamp(self, timestamp: TimestampLike, policy_index: int | None = None) -> bool:
         """
