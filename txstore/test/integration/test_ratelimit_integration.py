@@ -20,7 +20,7 @@ from swiftclient import client as swift
 from twisted.trial.unittest import SkipTest
 
 from txstore.test.integration.test_proxy_integration import ClusterCase
-from txstore.test.unit.test_ratelimit import free_port
+from txstore.test.memcached_process import free_port
 
 LIMITS = """account_ratelimit = 2
 max_sleep_time_seconds = 2

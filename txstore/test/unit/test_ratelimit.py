@@ -3,28 +3,25 @@ ratelimit on a `Clock`: requests spaced by their rate (waits are reactor delays)
 a quiet spell, 498 past max_sleep_time_seconds (the refused request not counted), account and
 container limits (interpolated by size) and listing limits, allow and deny lists and the
 account's global-write sysmeta, reads untouched, a store that fails letting requests through,
-/info. Then one conformance suite for `IRateCounters`, run against the in-memory counters and
-against memcached (Debian's package, started by the test on a free port; skipped without it).
+/info. Then one conformance suite for `IRateCounters`, run here against the in-memory counters
+and in `txstore.test.integration.test_memcached` against memcached.
 """
 
 from __future__ import annotations
 
 import time
 
-from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from txstore.common.memcache import MemcacheClient
 from txstore.interfaces import IRateCounters
 from txstore.middleware.ratelimit import (
-    OPTIONS, PATTERNS, Limits, MemcachedCounters, MemoryCounters, RateLimit, info_of,
+    OPTIONS, PATTERNS, Limits, MemoryCounters, RateLimit, info_of,
 )
 from txstore.proxy.controllers.base import AccountInfo, ContainerInfo
 from txstore.proxy.messages import HeaderMap, SwiftRequest, SwiftResponse
-from txstore.test.memcached_process import free_port, memcached_for
 
 A = "/v1/AUTH_a"
 START = 1_800_000_000.0
@@ -232,24 +229,3 @@ class MemoryCountersTests(CountersConformance, TestCase):
         for n in range(5000):
             await self.counters.incr(f"new{n}", 1, 10)
         self.assertLessEqual(len(self.counters._values), 5000)  # the idle ones were swept
-
-
-class MemcachedCountersTests(CountersConformance, TestCase):
-    def setUp(self) -> None:
-        self.server = memcached_for(self)
-        self.counters = MemcachedCounters(self.client(self.server.port))
-
-    def client(self, port: int, **options) -> MemcacheClient:
-        client = MemcacheClient(reactor, (("127.0.0.1", port),), **options)
-        self.addCleanup(client.close)
-        return client
-
-    async def test_shared_by_two_proxies(self) -> None:
-        other = MemcachedCounters(self.client(self.server.port))
-        self.assertEqual(await self.counters.incr("shared", 10, 60), 10)
-        self.assertEqual(await other.incr("shared", 10, 60), 20)
-
-    async def test_an_unreachable_server_fails_in_time(self) -> None:
-        gone = MemcachedCounters(self.client(free_port(), io_timeout=0.5))
-        with self.assertRaises(Exception):
-            await gone.incr("k", 1, 60)
