@@ -59,8 +59,8 @@ from txstore.daemons.object_replicator import ObjectReplicator
 from txstore.replication.sender import BytePacer, Connector, ObjectSender
 from txstore.ring.ringset import RingSet
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
-from txstore.storage.node import local_device_matcher
+from txstore.storage.context import StorageContext
+from txstore.storage.local_devices import local_device_matcher
 
 ACCOUNT, CONTAINER = "AUTH_bench", "replication"
 MiB = 2**20

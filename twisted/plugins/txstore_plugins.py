@@ -12,7 +12,7 @@ proxy = ServiceMaker(
 )
 objectnode = ServiceMaker(
     "txstore object node",
-    "txstore.storage.tap",
+    "txstore.node.tap",
     "txstore's storage node: account, container and object storage on this host's devices.",
     "objectnode",
 )

@@ -70,17 +70,22 @@ def nonempty_string(raw: str, _base: Path) -> str:
     return raw
 
 
+def _within(value: Any, minimum: Any, maximum: Any, spec: str = "") -> Any:
+    """``value`` if it lies within the bounds (None: none), each shown with the format ``spec``."""
+    if minimum is not None and value < minimum:
+        raise BadValue(f"{value:{spec}} is below the minimum {minimum:{spec}}")
+    if maximum is not None and value > maximum:
+        raise BadValue(f"{value:{spec}} is above the maximum {maximum:{spec}}")
+    return value
+
+
 def integer(minimum: int | None = None, maximum: int | None = None) -> Parser:
     def parse(raw: str, _base: Path) -> int:
         try:
             value = int(raw, 10)
         except ValueError:
             raise BadValue(f"{raw!r} is not a whole number") from None
-        if minimum is not None and value < minimum:
-            raise BadValue(f"{value} is below the minimum {minimum}")
-        if maximum is not None and value > maximum:
-            raise BadValue(f"{value} is above the maximum {maximum}")
-        return value
+        return _within(value, minimum, maximum)
 
     return parse
 
@@ -93,11 +98,7 @@ def number(minimum: float | None = None, maximum: float | None = None) -> Parser
             raise BadValue(f"{raw!r} is not a number") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise BadValue(f"{raw!r} is not a finite number")
-        if minimum is not None and value < minimum:
-            raise BadValue(f"{value:g} is below the minimum {minimum:g}")
-        if maximum is not None and value > maximum:
-            raise BadValue(f"{value:g} is above the maximum {maximum:g}")
-        return value
+        return _within(value, minimum, maximum, "g")
 
     return parse
 

@@ -32,3 +32,9 @@ def best_status(statuses: Sequence[int], replicas: int) -> int:
         if len(members) >= need:
             return Counter(members).most_common(1)[0][0]
     return 503
+
+
+def has_quorum(statuses: Sequence[int], replicas: int) -> bool:
+    """Whether some class of answer (2xx, 3xx, 4xx, 5xx) already has a quorum: more answers cannot change `best_status`'s class."""
+    need = quorum_size(replicas)
+    return any(count >= need for count in Counter(status_class(s) for s in statuses).values())

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from attrs import frozen
 from twisted.application.service import MultiService
 from twisted.python import usage
 from twisted.web.resource import Resource
@@ -22,6 +23,7 @@ from txstore.common.listener import TCPListener
 from txstore.common.log_observer import ServerService
 from txstore.common.streaming import StreamingSite
 from txstore.common.tls import wrap_listening
+from txstore.ring.ringset import RingSet
 
 
 def config_options(default_path: str, load: Callable[[str], Any], what: str) -> type[usage.Options]:
@@ -39,6 +41,29 @@ def config_options(default_path: str, load: Callable[[str], Any], what: str) -> 
 
     Options.__name__ = Options.__qualname__ = f"{what.title().replace(' ', '')}Options"
     return Options
+
+
+@frozen
+class LoadedServer:
+    """A server's checked settings and the rings they name, read once before anything starts."""
+
+    settings: Any
+    rings: RingSet
+
+
+def server_options(default_path: str, load_settings: Callable[[str], Any], what: str) -> type[usage.Options]:
+    """
+    `config_options` for a server whose settings name a ``ring_dir`` and a cluster: its rings
+    are loaded with them (a missing or damaged ring is a usage error too); the `RingReloader`
+    the tap starts reloads them, not the rings themselves.
+    """
+
+    def load(config_path: str) -> LoadedServer:
+        settings = load_settings(config_path)
+        cluster = settings.cluster
+        return LoadedServer(settings, RingSet.load(settings.ring_dir, cluster.hasher, cluster.policies, auto_reload=False))
+
+    return config_options(default_path, load, what)
 
 
 def http_service(

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from txstore.common.io import PoolsStopped
 from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.diskfile import DiskFile, DiskFileCorrupt, DiskFileError, DiskFileNotFound, DiskFileReader
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 
 log = Logger()
 

@@ -25,8 +25,8 @@ from txstore.common.backend_client import BackendError
 from txstore.common.quorum import quorum_size
 from txstore.ring.ring import Ring
 from txstore.storage.db import ContainerBroker
-from txstore.storage.db_server import find_databases
-from txstore.storage.http_support import StorageContext
+from txstore.storage.db.files import find_databases
+from txstore.storage.context import StorageContext
 
 log = Logger()
 

@@ -22,8 +22,8 @@ from twisted.logger import Logger
 
 from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.db import DatabaseBroker, DatabaseBusy, DatabaseCorrupt, DatabaseNotFound
-from txstore.storage.db_server import find_databases
-from txstore.storage.http_support import StorageContext
+from txstore.storage.db.files import find_databases
+from txstore.storage.context import StorageContext
 
 log = Logger()
 

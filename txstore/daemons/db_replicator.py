@@ -26,8 +26,8 @@ from txstore.replication.databases import DatabaseSender, remove_database
 from txstore.ring.device import Device
 from txstore.ring.ring import Ring
 from txstore.storage.db import DatabaseCorrupt
-from txstore.storage.db_server import database_partition, find_databases
-from txstore.storage.http_support import StorageContext
+from txstore.storage.db.files import database_partition, find_databases
+from txstore.storage.context import StorageContext
 
 
 class DatabaseReplicator:

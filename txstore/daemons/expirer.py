@@ -32,7 +32,7 @@ from txstore.common.timestamps import Timestamp
 from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.storage.diskfile import DiskFileConflict, DiskFileCorrupt, DiskFileManager
 from txstore.storage.expiring import delete_at_of
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 
 log = Logger()
 

@@ -29,75 +29,35 @@ not first walk every remaining partition.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
 
-from txstore.common.io import PoolsStopped
-from txstore.daemons.periodic import run_jobs
-from txstore.replication.sender import ObjectSender
-from txstore.ring.device import Device
-from txstore.ring.ringset import RingSet
-from txstore.storage.http_support import StorageContext
+from txstore.daemons.object_partitions import Job, ObjectPartitionDaemon
 from txstore.storage.partitions import (
     get_hashes,
     hashes_digest,
     list_objects,
-    list_partitions,
     list_suffixes,
     remove_if_unchanged,
     remove_partition_if_empty,
 )
 
 
-class ObjectReplicator:
+class ObjectReplicator(ObjectPartitionDaemon):
     log = Logger()
+    name = "replicator"
+    doing = "replicating"
 
-    def __init__(
-        self, context: StorageContext, rings: RingSet, is_local: Callable[[Device], bool], sender: ObjectSender,
-        *, concurrency: int = 1, reclaim_age: float = 7 * 24 * 3600.0,
-    ) -> None:
-        self.context = context
-        self.rings = rings
-        self.is_local = is_local
-        self.sender = sender
-        self.concurrency = concurrency
-        self.reclaim_age = reclaim_age
-        self._stopping = False
-        self._surveyed: dict[tuple, str] = {}
+    _surveyed: dict[tuple, str]  # this pass's survey answers (`_survey_peers`), each used once
 
-    def stop(self) -> None:
-        """Start no further partition in the pass under way, and end the sessions under way."""
-        self._stopping = True
-        abort_all = getattr(self.sender, "abort_all", None)
-        if abort_all is not None:
-            abort_all("the node is stopping")
+    def _keeps(self, policy: Any) -> bool:
+        return policy.index not in self.context.diskfiles.ec_policies  # fragment archives: the reconstructor's
 
-    async def run_pass(self) -> dict[str, Any]:
-        self._stopping = False
-        stats: Counter[str] = Counter()
-        jobs = await self._jobs()
+    async def _before_jobs(self, jobs: list[Job], stats: Counter) -> None:
         self._surveyed = await self._survey_peers(jobs, stats)
-        await run_jobs(jobs, self.concurrency, lambda *job: self._guarded(*job, stats), stats,
-                       lambda: self._stopping)
-        stats["partitions"] = len(jobs)
-        if self._stopping:
-            stats["stopped"] = True
-        return dict(stats)
 
-    async def _jobs(self) -> list[tuple[str, int, int]]:
-        runner = self.context.runner
-        jobs = []
-        for device, path in await runner.run("replicator", self.context.mounted_devices):
-            for policy in self.context.policies:
-                if policy.index in self.context.diskfiles.ec_policies:
-                    continue  # fragment archives: the reconstructor's
-                for partition in await runner.run(device, list_partitions, path, policy.index):
-                    jobs.append((device, policy.index, partition))
-        return jobs
-
-    async def _survey_peers(self, jobs: list[tuple[str, int, int]], stats: Counter) -> dict[tuple, str]:
+    async def _survey_peers(self, jobs: list[Job], stats: Counter) -> dict[tuple, str]:
         """
         ``(peer, device, policy, partition) → the peer's digest of its suffix hashes`` for
         every partition a local device is a primary for, one ``SURVEY`` per peer device, device
@@ -136,31 +96,9 @@ class ObjectReplicator:
                     surveyed[(key, device, policy_index, partition)] = found[partition]
         return surveyed
 
-    async def _guarded(self, device: str, policy_index: int, partition: int, stats: Counter) -> None:
-        try:
-            await self._replicate(device, policy_index, partition, stats)
-        except PoolsStopped:
-            return
-        except Exception:
-            stats["errors"] += 1
-            self.log.failure("replicating {device}/{partition} (policy {policy})", device=device,
-                             partition=partition, policy=policy_index)
-
-    def _placement(self, device: str, policy_index: int, partition: int) -> tuple[list, list] | None:
-        """The partition's primaries, and those that are this local device; None beyond the ring."""
-        ring = self.rings.object_ring(policy_index)
-        if partition >= ring.partition_count:
-            return None
-        nodes = ring.get_part_nodes(partition)
-        return nodes, [n for n in nodes if n.device_name == device and self.is_local(n.device)]
-
-    async def _replicate(self, device: str, policy_index: int, partition: int, stats: Counter) -> None:
-        placement = self._placement(device, policy_index, partition)
-        if placement is None:
-            self.log.warn("{device} holds partition {partition}, beyond the ring's {count}", device=device,
-                          partition=partition, count=self.rings.object_ring(policy_index).partition_count)
-            return
-        nodes, mine = placement
+    async def _partition(
+        self, device: str, policy_index: int, partition: int, nodes: list, mine: list, stats: Counter,
+    ) -> None:
         partition_dir = self.context.diskfiles.partition_path(device, policy_index, partition)
         run = self.context.runner.run
         if mine:
@@ -200,15 +138,6 @@ class ObjectReplicator:
             stats["handoff_partitions_removed"] += 1
             self.log.info("{device}/{partition} (policy {policy}) is home: handed off and removed",
                           device=device, partition=partition, policy=policy_index)
-
-    @staticmethod
-    def _count(stats: Counter, outcome: Any) -> None:
-        stats["sessions"] += 1
-        stats["failures"] += not outcome.ok
-        stats["suffixes_synced"] += outcome.suffixes
-        stats["objects_offered"] += outcome.offered
-        stats["updates_sent"] += outcome.updates
-        stats["bytes_sent"] += outcome.bytes_sent
 
 
 def _hashes_and_digest(partition_dir, reclaim_age: float, now: float) -> tuple[dict[str, str], str]:

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from txstore.common.backend_client import BackendError, text_to_wire
 from txstore.ring.ring import Ring
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 
 log = Logger()
 

@@ -48,8 +48,8 @@ from txstore.ring.device import Device
 from txstore.ring.ring import Node
 from txstore.ring.ringset import RingSet
 from txstore.storage.db import AccountBroker, AccountInfo, ContainerRecord, DatabaseError
-from txstore.storage.db_server import find_databases
-from txstore.storage.http_support import StorageContext
+from txstore.storage.db.files import find_databases
+from txstore.storage.context import StorageContext
 
 log = Logger()
 

@@ -34,100 +34,51 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from txstore.common.io import PoolsStopped
-from txstore.daemons.periodic import run_jobs
+from txstore.daemons.object_partitions import ObjectPartitionDaemon
 from txstore.ec.codec import ECCodec
 from txstore.ec.service import ECService
 from txstore.replication.rebuild import ArchiveRebuilder
 from txstore.replication.sender import ObjectSender
 from txstore.ring.device import Device
 from txstore.ring.ringset import RingSet
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
+from txstore.storage.config import WEEK
 from txstore.storage.partitions import (
     ObjectFiles,
     ec_hashes_for,
     ec_object_files,
     get_hashes,
     list_object_dirs,
-    list_partitions,
     list_suffixes,
     remove_ec_if_unchanged,
     remove_partition_if_empty,
 )
 
-WEEK = 7 * 24 * 3600.0
 
-
-class ObjectReconstructor:
+class ObjectReconstructor(ObjectPartitionDaemon):
     log = Logger()
+    name = "reconstructor"
+    doing = "reconstructing"
 
     def __init__(
         self, context: StorageContext, rings: RingSet, is_local: Callable[[Device], bool], sender: ObjectSender,
         client: Any, reactor: Any, *, concurrency: int = 1, reclaim_age: float = WEEK, node_timeout: float = 60.0,
     ) -> None:
-        self.context = context
-        self.rings = rings
-        self.is_local = is_local
-        self.sender = sender
+        super().__init__(context, rings, is_local, sender, concurrency=concurrency, reclaim_age=reclaim_age)
         self.client = client  # the other primaries' GETs of their archives
         self.reactor = reactor
-        self.concurrency = concurrency
-        self.reclaim_age = reclaim_age
         self.node_timeout = node_timeout
         self._ec = ECService(reactor)  # its codecs; rebuilds run in the node's own pools
-        self._stopping = False
-
-    def stop(self) -> None:
-        """Start no further partition in the pass under way, and end the sessions under way."""
-        self._stopping = True
-        abort_all = getattr(self.sender, "abort_all", None)
-        if abort_all is not None:
-            abort_all("the node is stopping")
 
     def _codec(self, policy_index: int) -> ECCodec:
         return self._ec.codec(self.context.policies.by_index(policy_index))
 
-    async def run_pass(self) -> dict[str, Any]:
-        self._stopping = False
-        stats: Counter[str] = Counter()
-        jobs = await self._jobs()
-        await run_jobs(jobs, self.concurrency, lambda *job: self._guarded(*job, stats), stats,
-                       lambda: self._stopping)
-        stats["partitions"] = len(jobs)
-        if self._stopping:
-            stats["stopped"] = True
-        return dict(stats)
+    def _keeps(self, policy: Any) -> bool:
+        return policy.index in self.context.diskfiles.ec_policies and policy.ec is not None
 
-    async def _jobs(self) -> list[tuple[str, int, int]]:
-        runner = self.context.runner
-        jobs = []
-        ec_policies = self.context.diskfiles.ec_policies
-        for device, path in await runner.run("reconstructor", self.context.mounted_devices):
-            for policy in self.context.policies:
-                if policy.index not in ec_policies or policy.ec is None:
-                    continue
-                for partition in await runner.run(device, list_partitions, path, policy.index):
-                    jobs.append((device, policy.index, partition))
-        return jobs
-
-    async def _guarded(self, device: str, policy_index: int, partition: int, stats: Counter) -> None:
-        try:
-            await self._reconstruct(device, policy_index, partition, stats)
-        except PoolsStopped:
-            return
-        except Exception:
-            stats["errors"] += 1
-            self.log.failure("reconstructing {device}/{partition} (policy {policy})", device=device,
-                             partition=partition, policy=policy_index)
-
-    async def _reconstruct(self, device: str, policy_index: int, partition: int, stats: Counter) -> None:
-        ring = self.rings.object_ring(policy_index)
-        if partition >= ring.partition_count:
-            self.log.warn("{device} holds partition {partition}, beyond the ring's {count}", device=device,
-                          partition=partition, count=ring.partition_count)
-            return
-        nodes = ring.get_part_nodes(partition)
-        mine = [n for n in nodes if n.device_name == device and self.is_local(n.device)]
+    async def _partition(
+        self, device: str, policy_index: int, partition: int, nodes: list, mine: list, stats: Counter,
+    ) -> None:
         if mine:
             await self._sync_neighbours(device, policy_index, partition, nodes, mine[0], stats)
         else:
@@ -225,15 +176,6 @@ class ObjectReconstructor:
             stats["handoff_partitions_removed"] += 1
             self.log.info("{device}/{partition} (policy {policy}) is home: reverted and removed",
                           device=device, partition=partition, policy=policy_index)
-
-    @staticmethod
-    def _count(stats: Counter, outcome: Any) -> None:
-        stats["sessions"] += 1
-        stats["failures"] += not outcome.ok
-        stats["suffixes_synced"] += outcome.suffixes
-        stats["objects_offered"] += outcome.offered
-        stats["updates_sent"] += outcome.updates
-        stats["bytes_sent"] += outcome.bytes_sent
 
 
 def _neighbours(nodes: list, index: int) -> list:

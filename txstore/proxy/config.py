@@ -50,6 +50,21 @@ AFFINITY_OPTIONS = (
     c.Option("write_affinity_handoff_delete_count", parse_delete_count, None,
              doc="Local handoffs a DELETE goes to besides the primaries (auto: replicas - local primaries)."),
 )
+# Swift's names and defaults, but concurrent_gets (docs/proxy.rst, "Timeouts").
+TIMEOUT_OPTIONS = (
+    c.Option("node_timeout", c.number(0.001), 10.0,
+             doc="Seconds a node may take to answer a request, or between the body bytes it sends or takes."),
+    c.Option("conn_timeout", c.number(0.001), 0.5,
+             doc="Seconds to connect to a node (a new connection; pooled ones are reused)."),
+    c.Option("post_quorum_timeout", c.number(0.0), 0.5,
+             doc="Once a quorum of a write's nodes answered alike, seconds the others are still waited for"
+                 " (their answers are still taken, in the background)."),
+    c.Option("concurrent_gets", c.boolean, True,
+             doc="Account and container reads ask the next node too when the ones asked have not answered"
+                 " within concurrency_timeout; the first good answer wins."),
+    c.Option("concurrency_timeout", c.number(0.001), None, doc="Seconds before the next node is asked (default:"
+             " conn_timeout)."),
+)
 KNOWN_GROUPS = (".admin", ".reseller_admin")
 
 
@@ -101,6 +116,7 @@ SCHEMA = c.Schema(
                              " first, by the nodes' X-Backend-Device-Load; ring order among equals), ring,"
                              " or affinity (by read_affinity: docs/proxy.rst)."),
                 *AFFINITY_OPTIONS,
+                *TIMEOUT_OPTIONS,
                 *STATSD_OPTIONS,
                 *LISTENER_TLS_OPTIONS,
                 ENDPOINT_OPTION,
@@ -138,6 +154,24 @@ def tempauth_users(settings: Mapping[str, Any]) -> tuple[TempAuthUser, ...]:
 
 
 @frozen
+class BackendTimeouts:
+    """How long the proxy waits for the nodes ([proxy]'s ``TIMEOUT_OPTIONS``)."""
+
+    node: float = 10.0
+    connect: float = 0.5
+    post_quorum: float = 0.5
+    concurrency: float | None = 0.5  # None: concurrent_gets off
+
+    @classmethod
+    def from_section(cls, proxy: Mapping[str, Any]) -> BackendTimeouts:
+        concurrency = proxy["concurrency_timeout"]
+        if concurrency is None:
+            concurrency = proxy["conn_timeout"]
+        return cls(proxy["node_timeout"], proxy["conn_timeout"], proxy["post_quorum_timeout"],
+                   concurrency if proxy["concurrent_gets"] else None)
+
+
+@frozen
 class ProxySettings:
     path: Path
     bind_ip: str
@@ -153,6 +187,7 @@ class ProxySettings:
     tls: Any = None  # txstore.common.tls.ServerCertificate: clients get HTTPS (None: plain HTTP)
     cluster_tls: Any = None  # txstore.common.tls.Credentials: the nodes are spoken to over TLS
     endpoint: str = ""  # a Twisted server endpoint string, listened on instead of bind_ip:bind_port
+    timeouts: BackendTimeouts = BackendTimeouts()
 
     def stage(self, use: str) -> Stage | None:
         """The first filter of the pipeline that runs middleware ``use`` (``tempauth``)."""
@@ -185,6 +220,7 @@ def load_proxy_settings(path: str | Path) -> ProxySettings:
         tls=listener_tls(loaded, SECTION),
         cluster_tls=cluster_tls(loaded),
         endpoint=endpoint_string(loaded, SECTION, proxy["workers"]),
+        timeouts=BackendTimeouts.from_section(proxy),
     )
     _check_shared_state(loaded, settings)
     return settings

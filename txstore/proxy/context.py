@@ -24,7 +24,12 @@ class ProxyContext:
     cache: IInfoCache
     clock: Callable[[], float]
     constraints: Constraints = DEFAULT_CONSTRAINTS
-    node_timeout: float = 10.0
+    node_timeout: float = 10.0  # a node's answer (headers, or the next body bytes): [proxy] node_timeout
+    # after a quorum of a write's nodes decided it, how long the others are still waited for
+    post_quorum_timeout: float = 0.5
+    # reads of accounts and containers: ask the next node too when one has not answered in this
+    # long, and take the first good answer ([proxy] concurrent_gets; None: one node at a time)
+    concurrency_timeout: float | None = None
     info_ttl: float = 10.0
     account_autocreate: bool = True
     memcache: Any = None  # an IMemcache: what the proxies share ([filter:cache] memcache_servers), else None

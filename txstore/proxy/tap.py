@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-from attrs import frozen
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import DeferredList
 
@@ -14,7 +13,7 @@ from txstore.common.constraints import Constraints
 from txstore.common.memcache import MemcacheClient
 from txstore.common.metrics import proxy_metrics
 from txstore.common.statsd import StatsdClient
-from txstore.common.tap_support import config_options, http_service
+from txstore.common.tap_support import LoadedServer, http_service, server_options
 from txstore.ec.service import ECService
 from txstore.middleware.memcache import memcache_client
 from txstore.proxy.config import ProxySettings, load_proxy_settings
@@ -26,22 +25,9 @@ from txstore.proxy.node_load import NodeLoad
 from txstore.proxy.server import ProxyServer
 from txstore.proxy.workers import ParentWatch, WorkerSupervisor, worker_log_base
 from txstore.ring.reloader import RingReloader
-from txstore.ring.ringset import RingSet
 
 
-@frozen
-class LoadedProxy:
-    settings: ProxySettings
-    rings: RingSet
-
-
-def load(config_path: str) -> LoadedProxy:
-    settings = load_proxy_settings(config_path)
-    rings = RingSet.load(settings.ring_dir, settings.cluster.hasher, settings.cluster.policies, auto_reload=False)
-    return LoadedProxy(settings, rings)
-
-
-class Options(config_options("/etc/txstore/proxy.conf", load, "proxy")):
+class Options(server_options("/etc/txstore/proxy.conf", load_proxy_settings, "proxy")):
     # Given by a supervising proxy (`txstore.proxy.workers`) to its workers: serve this socket.
     optParameters = [["listen-fd", None, None, "Serve the listening socket on this descriptor (workers).", int]]
 
@@ -71,9 +57,11 @@ def shared_state(settings: ProxySettings, reactor, clock) -> tuple[MemcacheClien
     return memcache, SharedInfoCache(memcache, local, codec, stage.settings["local_ttl"])
 
 
-def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxyServer, Service]:
+def build_proxy(loaded: LoadedServer, reactor, clock=time.time) -> tuple[ProxyServer, Service]:
     settings = loaded.settings
-    client = BackendClient(reactor, max_per_host=32, tls=settings.cluster_tls)
+    timeouts = settings.timeouts
+    client = BackendClient(reactor, timeout=timeouts.node, connect_timeout=timeouts.connect, max_per_host=32,
+                           tls=settings.cluster_tls)
     memcache, cache = shared_state(settings, reactor, clock)
     context = ProxyContext(
         reactor=reactor,
@@ -84,6 +72,9 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
         memcache=memcache,
         clock=clock,
         constraints=Constraints(max_file_size=settings.max_file_size),
+        node_timeout=timeouts.node,
+        post_quorum_timeout=timeouts.post_quorum,
+        concurrency_timeout=timeouts.concurrency,
         errors=ErrorLimiter(clock),
         metrics=proxy_metrics(),
         ec=ECService(reactor),
@@ -109,7 +100,7 @@ def build_proxy(loaded: LoadedProxy, reactor, clock=time.time) -> tuple[ProxySer
 def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
-    loaded: LoadedProxy = options.loaded
+    loaded: LoadedServer = options.loaded
     settings = loaded.settings
     listen_fd = options["listen-fd"]
     if settings.workers > 1 and listen_fd is None:

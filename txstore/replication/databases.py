@@ -39,7 +39,8 @@ from txstore.replication.frames import VERSION, FrameType, ProtocolError, Record
 from txstore.replication.receiver import ReceiverSession, UpdateRefused
 from txstore.replication.sender import CHUNK, BytePacer, Connector
 from txstore.storage.db import DatabaseAlreadyExists, DatabaseCorrupt
-from txstore.storage.db_server import DatabaseAccess, database_path, quarantine_database
+from txstore.storage.db_server import DatabaseAccess
+from txstore.storage.db.files import database_path, quarantine_database
 
 ROWS_PER_FRAME = 500
 FILE_THRESHOLD = 50_000
@@ -121,27 +122,27 @@ class DatabaseReceiver:
         state, point = await self._state(session, broker, db_path, info)
         session.send(record(FrameType.DB_STATE, state=state, sync_point=point))
         last_row = None
-        while True:
-            item = await session.receive()
-            if item.type is FrameType.END:
-                session.close()
-                return
-            if item.type is FrameType.DB_ROWS:
-                try:
-                    session.applied += await session.run(broker.merge_items, item["rows"])
-                except (TypeError, ValueError, KeyError) as error:
-                    raise UpdateRefused(422, f"bad rows: {error}") from None
-                if isinstance(item.get("max_row"), int):
-                    last_row = item["max_row"]
-            elif item.type is FrameType.DB_FILE:
-                await self._receive_file(session, item, broker, db_path, tmp_dir, info)
-                session.applied += 1
-            elif item.type is FrameType.UPDATES_END:
-                if last_row is not None:
-                    await session.run(broker.set_sync, info["id"], last_row)
-                session.send(record(FrameType.END, applied=session.applied))
-            else:
-                raise ProtocolError(f"{item.type.name} has no place in a database session")
+
+        async def rows(item: Record) -> None:
+            nonlocal last_row
+            try:
+                session.applied += await session.run(broker.merge_items, item["rows"])
+            except (TypeError, ValueError, KeyError) as error:
+                raise UpdateRefused(422, f"bad rows: {error}") from None
+            if isinstance(item.get("max_row"), int):
+                last_row = item["max_row"]
+
+        async def whole_file(item: Record) -> None:
+            await self._receive_file(session, item, broker, db_path, tmp_dir, info)
+            session.applied += 1
+
+        async def updates_done(item: Record) -> None:
+            if last_row is not None:
+                await session.run(broker.set_sync, info["id"], last_row)
+            session.send(record(FrameType.END, applied=session.applied))
+
+        handlers = {FrameType.DB_ROWS: rows, FrameType.DB_FILE: whole_file, FrameType.UPDATES_END: updates_done}
+        await session.dispatch(handlers, "a database session")
 
     async def _state(self, session: ReceiverSession, broker: Any, db_path: Path, info: dict) -> tuple[str, int]:
         if not await session.run(db_path.exists):

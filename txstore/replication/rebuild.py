@@ -40,7 +40,7 @@ from txstore.replication.channel import FramedChannel, SessionFailed
 from txstore.replication.frames import FrameType, data_record, record
 from txstore.replication.sender import CHUNK, SyncOutcome
 from txstore.qos.headers import BACKGROUND_IO
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.partitions import ObjectFiles
 from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_SEGMENT_SIZE, FRAG_INDEX
 

@@ -41,7 +41,7 @@ from txstore.storage.diskfile import (
     DiskFileNoSpace,
     DiskFileNotFound,
 )
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.partitions import ec_hashes_for, ec_object_files, get_hashes, hashes_digest, object_files
 from txstore.ec.headers import FRAG_INDEX
 
@@ -122,6 +122,21 @@ class ReceiverSession(FramedChannel):
             if received > length:
                 raise UpdateRefused(422, f"{what}: more than the {length} bytes announced")
             await self.run(write, chunk.data)
+
+    async def dispatch(self, handlers: dict[FrameType, Callable[[Record], Awaitable[None]]], session: str) -> None:
+        """
+        Hand each frame to its handler, in order, until END (then the session closes); a frame
+        no handler takes is a protocol error, named as out of place in ``session``.
+        """
+        while True:
+            item = await self.receive()
+            if item.type is FrameType.END:
+                self.close()
+                return
+            handler = handlers.get(item.type)
+            if handler is None:
+                raise ProtocolError(f"{item.type.name} has no place in {session}")
+            await handler(item)
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
         """Blocking work in this session's device pool."""
@@ -225,19 +240,12 @@ class ReceiverSession(FramedChannel):
             FrameType.PUT: self._put,
             FrameType.POST: self._post,
             FrameType.DELETE: self._delete,
+            FrameType.UPDATES_END: self._updates_done,
         }
-        while True:
-            item = await self.receive()
-            if item.type is FrameType.END:
-                self.close()
-                return
-            if item.type is FrameType.UPDATES_END:
-                self.send(record(FrameType.END, applied=self.applied))
-                continue
-            handler = handlers.get(item.type)
-            if handler is None:
-                raise ProtocolError(f"{item.type.name} has no place in an object session")
-            await handler(item)
+        await self.dispatch(handlers, "an object session")
+
+    async def _updates_done(self, item: Record) -> None:
+        self.send(record(FrameType.END, applied=self.applied))
 
     async def _hashes(self, item: Record) -> None:
         if self.frag_index is not None:

@@ -34,7 +34,7 @@ from txstore.common.connect import connect
 from txstore.replication.channel import FramedChannel, SessionFailed
 from txstore.replication.frames import SURVEY_LIMIT, VERSION, FrameType, data_record, record
 from txstore.replication.states import S
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.objmeta import FooterError
 from txstore.storage.partitions import ObjectFiles, list_ec_objects, list_objects, read_footers
 

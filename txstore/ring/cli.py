@@ -388,36 +388,23 @@ class RingCommand:
                 "meta",
             )
         ]
-        for dev in devs:
-            rows.append(
-                (
-                    str(dev.id),
-                    str(dev.region),
-                    str(dev.zone),
-                    f"{format_ip(dev.ip)}:{dev.port}",
-                    f"{format_ip(dev.replication_ip)}:{dev.replication_port}",
-                    dev.device,
-                    f"{dev.weight:.2f}",
-                    str(counts.get(dev.id, 0)),
-                    f"{balances.get(dev.id, 0.0):.2f}",
-                    dev.meta,
-                )
+
+        def row(dev, weight: str, balance: float) -> tuple[str, ...]:
+            return (
+                str(dev.id),
+                str(dev.region),
+                str(dev.zone),
+                f"{format_ip(dev.ip)}:{dev.port}",
+                f"{format_ip(dev.replication_ip)}:{dev.replication_port}",
+                dev.device,
+                weight,
+                str(counts.get(dev.id, 0)),
+                f"{balance:.2f}",
+                dev.meta,
             )
-        for dev in builder.pending_removals:
-            rows.append(
-                (
-                    str(dev.id),
-                    str(dev.region),
-                    str(dev.zone),
-                    f"{format_ip(dev.ip)}:{dev.port}",
-                    f"{format_ip(dev.replication_ip)}:{dev.replication_port}",
-                    dev.device,
-                    "removing",
-                    str(counts.get(dev.id, 0)),
-                    f"{DRAINING_BALANCE:.2f}",
-                    dev.meta,
-                )
-            )
+
+        rows.extend(row(dev, f"{dev.weight:.2f}", balances.get(dev.id, 0.0)) for dev in devs)
+        rows.extend(row(dev, "removing", DRAINING_BALANCE) for dev in builder.pending_removals)
         self.say("Devices:")
         self._table(rows)
         return EXIT_OK

@@ -41,10 +41,10 @@ from txstore.storage.db_server import (
     true_header,
     without_path,
 )
+from txstore.storage.context import StorageContext
 from txstore.storage.http_support import (
     HTTPError,
     NodeResponse,
-    StorageContext,
     header,
     integer_header,
     required_timestamp,

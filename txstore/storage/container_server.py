@@ -48,10 +48,10 @@ from txstore.storage.db_server import (
     respond,
     true_header,
 )
+from txstore.storage.context import StorageContext
 from txstore.storage.http_support import (
     HTTPError,
     NodeResponse,
-    StorageContext,
     header,
     integer_header,
     required_timestamp,

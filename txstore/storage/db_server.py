@@ -1,8 +1,8 @@
 # -*- test-case-name: txstore.test.unit.test_container_server,txstore.test.unit.test_account_server -*-
 """
-What the container and account servers share: where a database lives, how a broker call runs
-and how its errors become HTTP answers, which headers are stored as metadata, listings, and
-quarantine.
+What the container and account servers share: how a broker call runs and how its errors
+become HTTP answers, which headers are stored as metadata, and listings (where a database file
+lives and how a damaged one is quarantined: ``txstore.storage.db.files``).
 
 Each request makes a single trip to the device's I/O pool. The server checks the request on the
 reactor thread, then one plain function makes all the broker calls in a pool thread and
@@ -16,9 +16,7 @@ which the node's edge writes.
 from __future__ import annotations
 
 import errno
-import os
 import sqlite3
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
@@ -33,6 +31,7 @@ from txstore.common.listing_format import ListingError, ListingFormat, listing_f
 from txstore.common.paths import ALLOW_RESERVED, BackendPath
 from txstore.common.timestamps import Timestamp
 from txstore.storage.broker_cache import BrokerCache
+from txstore.storage.db.files import database_path, quarantine_database
 from txstore.storage.db import (
     AccountInfo,
     ContainerInfo,
@@ -42,80 +41,17 @@ from txstore.storage.db import (
     DatabaseNotFound,
     MetadataLimitExceeded,
 )
-from txstore.storage.http_support import HTTPError, NodeResponse, StorageContext, header, request_headers
+from txstore.storage.http_support import HTTPError, NodeResponse, header, request_headers
+from txstore.storage.context import StorageContext
 from txstore.storage.listing import ListingParams, parse_listing_params
 
 MetadataCheck = Callable[[dict[str, str]], str | None]  # the merged live items → a refusal's reason
 
-QUARANTINE_DIR = "quarantined"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 
 B = TypeVar("B", bound=DatabaseBroker)
 T = TypeVar("T")
-
-
-def database_path(device_path: Path, kind: str, partition: int, db_hash: str) -> Path:
-    """``<device>/<kind>/<partition>/<suffix>/<hash>/<hash>.db``; kind is containers or accounts."""
-    return device_path / kind / str(partition) / db_hash[-3:] / db_hash / f"{db_hash}.db"
-
-
-def database_partition(db_path: Path) -> int:
-    """The partition of a path `database_path` built."""
-    return int(db_path.parents[2].name)
-
-
-def find_databases(device_path: Path, kind: str) -> list[Path]:
-    """Every ``<kind>/<part>/<suffix>/<hash>/<hash>.db`` on a device (blocking)."""
-    found: list[Path] = []
-    root = device_path / kind
-    if not root.is_dir():
-        return found
-    for part in os.scandir(root):
-        if not part.is_dir() or not part.name.isdigit():
-            continue
-        for suffix in os.scandir(part.path):
-            if not suffix.is_dir():
-                continue
-            for hashdir in os.scandir(suffix.path):
-                db = Path(hashdir.path) / f"{hashdir.name}.db"
-                if db.is_file():
-                    found.append(db)
-    return found
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def quarantine_database(device_path: Path, kind: str, db_path: Path) -> Path | None:
-    """
-    Move the directory of a damaged database (with its WAL) to
-    ``<device>/quarantined/<kind>/<hash>``, so that the next PUT or replication builds a good
-    copy in its place. If an earlier copy is already quarantined there, the new one gets a
-    ``-<uuid>`` suffix. Returns the new place, or None when another request moved it first.
-    """
-    source = db_path.parent
-    target_root = device_path / QUARANTINE_DIR / kind
-    target_root.mkdir(parents=True, exist_ok=True)
-    target = target_root / source.name
-    try:
-        try:
-            os.rename(source, target)
-        except OSError as err:
-            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-            target = target_root / f"{source.name}-{uuid.uuid4().hex}"
-            os.rename(source, target)
-    except FileNotFoundError:
-        return None
-    _fsync_directory(target_root)
-    _fsync_directory(source.parent)
-    return target
 
 
 def true_header(request: Request, name: str) -> bool:

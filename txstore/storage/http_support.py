@@ -1,27 +1,22 @@
 # -*- test-case-name: txstore.test.unit.test_object_server,txstore.test.unit.test_container_server,txstore.test.unit.test_node_routing -*-
 """
-What the object, container and account servers of a node share: the context they run in,
-the small request helpers that turn bad input into a clear 4xx, and what a handler answers
-(`NodeResponse`, which the node's edge, ``txstore.storage.edge``, writes to the client).
+What the object, container and account servers of a node share: the small request helpers
+that turn bad input into a clear 4xx, and what a handler answers (`NodeResponse`, which the
+node's edge, ``txstore.storage.edge``, writes to the client). The context they run in is
+``txstore.storage.context``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
 
 from attrs import field, frozen
 from twisted.web.http import Request
 
-from txstore.common.backend_client import BackendClient
-from txstore.common.constraints import DEFAULT_CONSTRAINTS, Constraints
-from txstore.common.hashing import PathHasher
 from txstore.common.policies import PolicyCollection, StoragePolicy
 from txstore.common.timestamps import Timestamp
 from txstore.common.web import HTTPError  # noqa: F401  (re-exported for the servers)
-from txstore.interfaces import IBlockingRunner, IResponseBody
-from txstore.storage.diskfile import DiskFileManager
+from txstore.interfaces import IResponseBody
 
 ResponseHeaders = Mapping[str | bytes, str | bytes]
 TEXT_PLAIN = b"text/plain; charset=utf-8"
@@ -49,59 +44,6 @@ def plain_text(status: int, text: str | bytes, headers: ResponseHeaders | None =
         data += b"\n"
     first = headers if headers is not None else {}
     return NodeResponse(status, {**first, b"Content-Type": TEXT_PLAIN, b"Content-Length": b"%d" % len(data)}, data)
-
-
-@frozen
-class StorageContext:
-    """Everything a node's servers need, injected (tests pass a synchronous runner and a Clock)."""
-
-    devices: Path
-    mount_check: bool
-    hasher: PathHasher
-    policies: PolicyCollection
-    runner: IBlockingRunner
-    client: BackendClient
-    clock: Callable[[], float]
-    diskfiles: DiskFileManager
-    constraints: Constraints = DEFAULT_CONSTRAINTS
-    node_timeout: float = 3.0
-    container_update_timeout: float = 1.0  # an object write's wait for its container row
-    # txstore.qos.scheduler.IOScheduler: object bodies' disk work, shared by IO class (None:
-    # straight to the runner, as unit tests of other parts have it)
-    scheduler: Any = None
-    keep_cache_size: int = 5 * 1024 * 1024  # larger objects' reads leave the page cache as it was
-
-    async def checked_device(self, device: str) -> Path:
-        """
-        `device_path` in the device's own pool: a mount check is a stat, and a dying disk can
-        hang a stat, so it must not run on the reactor thread.
-        """
-        return await self.runner.run(device, self.device_path, device)
-
-    def device_path(self, device: str) -> Path:
-        """The device's directory, or HTTPError 507 when it is missing or not mounted (blocks)."""
-        try:
-            path = self.diskfiles.device_path(device)
-        except ValueError:
-            raise HTTPError(400, "Invalid device") from None
-        if path is None:
-            raise HTTPError(507, f"Insufficient Storage: device {device} is not available")
-        return path
-
-
-    def mounted_devices(self) -> list[tuple[str, Path]]:
-        """The devices this node serves now, with their paths (blocking: list and stat)."""
-        if not self.devices.is_dir():
-            return []
-        found = []
-        for entry in sorted(self.devices.iterdir()):
-            try:
-                path = self.diskfiles.device_path(entry.name)
-            except ValueError:
-                continue
-            if path is not None:
-                found.append((entry.name, path))
-        return found
 
 
 def header(request: Request, name: str) -> str | None:

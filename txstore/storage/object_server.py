@@ -56,10 +56,10 @@ from txstore.storage.diskfile import (
     DiskFileNotFound,
     ObjectState,
 )
+from txstore.storage.context import StorageContext
 from txstore.storage.http_support import (
     HTTPError,
     NodeResponse,
-    StorageContext,
     header,
     integer_header,
     request_headers,

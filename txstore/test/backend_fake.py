@@ -34,6 +34,7 @@ class Call:
     headers: dict[str, str]
     body: bytes | None
     query: str
+    timeout: float | None = None
     received: bytearray = field(factory=bytearray, eq=False)  # a PUT's body as it arrives
 
 
@@ -45,7 +46,19 @@ class Cut:
     after: int
 
 
-Behaviour = Callable[[Call], "BackendResponse | Cut | BaseException"]
+@frozen
+class Held:
+    """
+    An answer the node gives only once the test fires ``release`` (a PUT's, whatever its
+    status, is the final one: the body is invited first);
+    never fired, a node gone silent (the fake has no timeouts: the caller's must end the wait).
+    """
+
+    response: BackendResponse
+    release: Deferred = field(factory=Deferred)
+
+
+Behaviour = Callable[[Call], "BackendResponse | Cut | Held | BaseException"]
 
 
 def reply(status: int, body: bytes = b"", **headers: str) -> Behaviour:
@@ -68,6 +81,12 @@ def usual(call: Call) -> BackendResponse:
     return BackendResponse(status, {"x-backend-timestamp": "0000000001.00000"}, b"")
 
 
+def in_turn(*outcomes: BackendResponse | BaseException, then: Behaviour = usual) -> Behaviour:
+    """A node answering ``outcomes`` one call after the other, then as ``then``."""
+    waiting = list(outcomes)
+    return lambda call: waiting.pop(0) if waiting else then(call)
+
+
 @implementer(IBackendClient)
 class FakeBackend:
     """A backend client whose nodes answer as scripted in ``nodes`` (by ``ip:port/device``)."""
@@ -77,9 +96,10 @@ class FakeBackend:
         self.nodes: dict[str, Behaviour] = {}
         self.default: Behaviour = usual
 
-    def _call(self, method: str, host: str, port: int, path: str, headers, body, query: str = ""):
+    def _call(self, method: str, host: str, port: int, path: str, headers, body, query: str = "",
+              timeout: float | None = None):
         device = path.split("/")[1]
-        call = Call(method, f"{host}:{port}/{device}", path, dict(headers or {}), body, query)
+        call = Call(method, f"{host}:{port}/{device}", path, dict(headers or {}), body, query, timeout)
         self.calls.append(call)
         return call, self.nodes.get(call.node, self.default)(call)
 
@@ -87,14 +107,16 @@ class FakeBackend:
         self, method: str, host: str, port: int, path: str, headers: dict[str, str] | None = None,
         body: bytes | None = None, timeout: float | None = None, query: str = "",
     ) -> BackendResponse:
-        _call, outcome = self._call(method, host, port, path, headers, body, query)
+        _call, outcome = self._call(method, host, port, path, headers, body, query, timeout)
         if isinstance(outcome, BaseException):
             raise outcome
-        return outcome.response if isinstance(outcome, Cut) else outcome
+        if isinstance(outcome, Held):
+            await outcome.release
+        return outcome.response if isinstance(outcome, (Cut, Held)) else outcome
 
     async def stream(self, method: str, host: str, port: int, path: str, headers: dict[str, str],
                      timeout: float | None = None) -> FakeStreamedResponse:
-        _call, outcome = self._call(method, host, port, path, headers, None)
+        _call, outcome = self._call(method, host, port, path, headers, None, timeout=timeout)
         if isinstance(outcome, BaseException):
             raise outcome
         cut = outcome.after if isinstance(outcome, Cut) else None
@@ -105,11 +127,13 @@ class FakeBackend:
         return FakeStreamedResponse(response.status, headers, length, response.body if method == "GET" else b"", cut)
 
     async def put(self, host: str, port: int, path: str, headers: dict[str, str], timeout: float | None = None):
-        call, outcome = self._call("PUT", host, port, path, headers, None)
+        call, outcome = self._call("PUT", host, port, path, headers, None, timeout=timeout)
         if isinstance(outcome, BaseException):
             raise outcome
-        connection = FakePutConnection(call, outcome)
-        if 200 <= outcome.status < 300:
+        held = outcome.release if isinstance(outcome, Held) else None
+        outcome = outcome.response if isinstance(outcome, Held) else outcome
+        connection = FakePutConnection(call, outcome, held)
+        if 200 <= outcome.status < 300 or held is not None:  # a held answer is the final one
             return connection, None
         connection.answer.callback(NodeAnswer(outcome.status, dict(outcome.headers), outcome.body))
         return connection, NodeAnswer(outcome.status, dict(outcome.headers), outcome.body)
@@ -209,7 +233,8 @@ class FakePutConnection:
     that offers nothing on its 100 Continue, it makes an EC PUT take trailers and the POST.
     """
 
-    def __init__(self, call: Call, outcome: BackendResponse) -> None:
+    def __init__(self, call: Call, outcome: BackendResponse, held: Deferred | None = None) -> None:
+        self._held = held  # the final answer waits for it (`Held`)
         self.continue_headers: dict[str, str] = {}
         self.call = call
         self._outcome = outcome
@@ -225,8 +250,15 @@ class FakePutConnection:
         self.finished = True
         self.trailers = trailers  # an EC archive's (its object's ETag and length)
         headers = {"etag": hashlib.md5(bytes(self.call.received)).hexdigest(), **self._outcome.headers}
-        if not self.answer.called:
-            self.answer.callback(NodeAnswer(self._outcome.status, headers, self._outcome.body))
+
+        def answer(_ignored=None) -> None:
+            if not self.answer.called:
+                self.answer.callback(NodeAnswer(self._outcome.status, headers, self._outcome.body))
+
+        if self._held is None:
+            answer()
+        else:
+            self._held.addCallback(answer)
 
     def abort(self) -> None:
         self.aborted = True

@@ -166,11 +166,11 @@ def verify(arguments: dict) -> dict:
     def check(item: list) -> tuple[str, str | None]:
         container, name, size = item
         try:
-            status, _, data = request(arguments["storage_url"], "GET", f"/{quote(container)}/{quote(name)}", headers)
+            status, answer, data = request(arguments["storage_url"], "GET", f"/{quote(container)}/{quote(name)}", headers)
         except (OSError, http.client.HTTPException) as err:
             return name, f"error {err}"
         if status != 200:
-            return name, f"status {status}"
+            return name, f"status {status} {answer.get('x-trans-id', '')}".rstrip()
         return name, None if data == body_for(name, size) else "wrong bytes"
 
     with ThreadPoolExecutor(arguments.get("workers", 4)) as pool:

@@ -141,6 +141,18 @@ class Drill:
         figures.acknowledged = len(acked)
         figures.problems = answer["problems"]
         figures.lost = len(answer["problems"])
+        if figures.problems:
+            figures.notes["logs_of_lost"] = self.log_lines(figures.problems)
+
+    def log_lines(self, problems: dict[str, str], reads: int = 2, per_read: int = 12) -> list[str]:
+        """What the servers logged of the first failed reads (their transaction ids), to see why."""
+        trans_ids = [why.split()[-1] for why in problems.values() if why.split()[-1].startswith("tx")][:reads]
+        lines = []
+        for path in sorted((self.cluster.root / "log").glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if any(trans_id in line for trans_id in trans_ids):
+                    lines.append(f"{path.stem}: {line[:300]}")
+        return lines[:reads * per_read]
 
     def count(self, figures: Figures, began: float, ended: float) -> None:
         """Requests, failures and latencies overall and within the fault [began, ended]."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -39,7 +41,7 @@ def storage_context(case: SynchronousTestCase, device: str = "d1", clock=lambda:
     from txstore.common.io import SynchronousRunner
     from txstore.common.policies import DEFAULT_POLICIES
     from txstore.storage.diskfile import DiskFileManager
-    from txstore.storage.http_support import StorageContext
+    from txstore.storage.context import StorageContext
 
     root = temp_dir(case)
     (root / device).mkdir()
@@ -186,3 +188,22 @@ def serve_pages(case, page_for) -> str:
     case.addCleanup(server.shutdown)
     return f"http://127.0.0.1:{server.server_address[1]}"
 
+
+
+def assert_table(case: SynchronousTestCase, function: Callable[[Any], Any], cases: dict) -> None:
+    """A table-driven test: ``function`` of each key of ``cases`` is its value (the key names a failure)."""
+    for given, expected in cases.items():
+        case.assertEqual(function(given), expected, given)
+
+
+class InertProducer:
+    """The pause, resume and stop of a test body that writes all it has at once: nothing to do."""
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass

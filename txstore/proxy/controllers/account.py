@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from txstore.common.constraints import check_metadata
-from txstore.common.paths import ALLOW_RESERVED
 from txstore.common.timestamps import Timestamp
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
@@ -12,8 +11,8 @@ from txstore.proxy.messages import HeaderMap, SwiftResponse
 from txstore.proxy.controllers.base import (
     answer,
     forget_info,
-    read_from_replicas,
-    relay_headers,
+    read_for_client,
+    relay,
     write_to_replicas,
 )
 
@@ -27,17 +26,7 @@ async def handle_account(context: ProxyContext, api: APIRequest) -> SwiftRespons
     ring = context.rings.account
     part = ring.get_part(api.account)
     if api.method in ("GET", "HEAD"):
-        newest = api.flag("X-Newest")
-        headers = {"X-Trans-Id": api.trans_id}
-        accept = api.header("Accept")
-        if accept:
-            headers["Accept"] = accept
-        if api.request.allow_reserved:  # a middleware's listing, reserved names included
-            headers[ALLOW_RESERVED] = "true"
-        result = await read_from_replicas(context, ring, part, api.method, (api.account,), headers, api.query, newest)
-        response = result.response
-        if response is None:
-            raise APIError(503, "Service Unavailable: no account server answered")
+        response = await read_for_client(context, api, ring, part, (api.account,), "account")
         if response.status == 404 and context.account_autocreate and response.header("x-account-status") != "Deleted":
             # An account that was never written looks empty, as Swift's autocreate shows it.
             headers = HeaderMap({
@@ -49,9 +38,7 @@ async def handle_account(context: ProxyContext, api: APIRequest) -> SwiftRespons
             if api.method == "HEAD":
                 return answer(api, 204, content_type=JSON_TYPE, headers=headers)
             return answer(api, 200, b"[]", JSON_TYPE, headers)
-        headers = HeaderMap()
-        relay_headers(headers, response, hide=() if api.is_owner else OWNER_HEADERS)
-        return answer(api, response.status, response.body, headers=headers)
+        return relay(api, response, hide=() if api.is_owner else OWNER_HEADERS)
     if api.method == "POST":
         reason = check_metadata(api.text_headers(), "account", context.constraints)
         if reason:

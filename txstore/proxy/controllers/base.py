@@ -11,20 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
+from typing import TypeVar
 
 from attrs import field, frozen
 from twisted.internet import defer
 from twisted.internet import error as internet_error
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredQueue, gatherResults
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from txstore.common.backend_client import BackendError, BackendResponse, BackendTimeout
+from txstore.common.paths import ALLOW_RESERVED
 from txstore.common.timestamps import Timestamp
 from txstore.proxy.affinity import Placement
 from txstore.proxy.context import ProxyContext
-from txstore.proxy.controllers.api import APIRequest
+from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.messages import HeaderMap, SwiftResponse
-from txstore.common.quorum import best_status
+from txstore.common.quorum import best_status, has_quorum
+from txstore.proxy.controllers.gather import until_decided
 from txstore.ring.ring import Node, Ring
 
 log = Logger()
@@ -137,7 +141,8 @@ async def write_to_replicas(
     headers_for: HeadersFor, body: bytes | None = None, query: str = "", policy_index: int | None = None,
 ) -> tuple[int, list[BackendResponse]]:
     """
-    Send a write to every replica (handoffs for failed ones); the quorum status and answers.
+    Send a write to every replica (handoffs for failed ones); the quorum status and the answers
+    in by ``post_quorum_timeout`` after a quorum decided it (`until_decided`).
     An object DELETE under write affinity (``policy_index`` given) goes to local handoffs as
     well, where a recent PUT may still sit, and its quorum counts them (as Swift's
     write_affinity_handoff_delete_count).
@@ -147,14 +152,14 @@ async def write_to_replicas(
     if write is not None:
         primaries = primaries + write.delete_handoffs(primaries, ring.get_more_nodes(part))
     handoffs = HandoffPool(ring, part, primaries)
-    results = await gatherResults(
-        [
-            Deferred.fromCoroutine(
-                _one_slot(context, i, node, handoffs, part, method, names, headers_for, body, query)
-            )
-            for i, node in enumerate(primaries)
-        ],
-        consumeErrors=True,
+    attempts = [
+        Deferred.fromCoroutine(_one_slot(context, i, node, handoffs, part, method, names, headers_for, body, query))
+        for i, node in enumerate(primaries)
+    ]
+    results = await until_decided(
+        context.reactor, attempts,
+        lambda got: has_quorum([r.status if r is not None else 503 for r in got], len(primaries)),
+        context.post_quorum_timeout,
     )
     answers = [r for r in results if r is not None]
     return best_status([r.status for r in answers], len(primaries)), answers
@@ -222,20 +227,45 @@ async def read_from_replicas(
     # Nodes suppressed for their errors are asked last, not never: a read should still succeed.
     candidates: list[Node] = sorted(primaries, key=lambda n: not usable(context, n))
     tried = 0
-    while candidates:
-        node = candidates.pop(0)
+
+    def next_node() -> Node | None:
+        nonlocal tried
+        if not candidates and tried < 2 * len(primaries) and len(not_found) < len(primaries):
+            more = next(handoffs, None)
+            if more is not None:
+                candidates.append(more)
+        if not candidates:
+            return None
         tried += 1
-        response = await ask(node)
+        return candidates.pop(0)
+
+    # One node at a time; with concurrent_gets, the next one too whenever the ones asked have
+    # not answered within concurrency_timeout (a silent node then costs that, not node_timeout).
+    arrived: DeferredQueue[BackendResponse | None] = DeferredQueue()
+    running = 0
+    node = next_node()
+    while node is not None or running:
+        if node is not None:
+            Deferred.fromCoroutine(ask(node)).addBoth(arrived.put)
+            running += 1
+        waiting = arrived.get()
+        if context.concurrency_timeout is not None and node is not None:
+            waiting.addTimeout(context.concurrency_timeout, context.reactor)
+        try:
+            response = await waiting
+        except defer.TimeoutError:
+            node = next_node()  # None once there is no other node: then wait for those asked
+            continue
+        running -= 1
+        if isinstance(response, Failure):
+            response.raiseException()
         if response is not None:
             if response.status < 400 or (400 <= response.status < 500 and response.status != 404):
                 # success, or the client's own error (every replica would say the same)
                 return ReadResult(response, tuple(statuses))
             if response.status == 404:
                 not_found.append(response)
-        if not candidates and tried < 2 * len(primaries):
-            more = next(handoffs, None)
-            if more is not None and len(not_found) < len(primaries):
-                candidates.append(more)
+        node = next_node()
     if not_found:
         return ReadResult(max(not_found, key=response_timestamp), tuple(statuses))
     return ReadResult(None, tuple(statuses))
@@ -247,12 +277,33 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
                "date", "server"}
 
 
-def relay_headers(headers: HeaderMap, response: BackendResponse, hide: tuple[str, ...] = ()) -> None:
-    """Copy a backend answer's headers for the client, less hop-by-hop and backend-only ones."""
+async def read_for_client(
+    context: ProxyContext, api: APIRequest, ring: Ring, part: int, names: tuple[str, ...], server: str,
+) -> BackendResponse:
+    """
+    A client's GET or HEAD of an account or a container, from its replicas (``X-Newest`` heeded,
+    its ``Accept`` passed on); 503 when no ``server`` (account, container) answered.
+    """
+    headers = {"X-Trans-Id": api.trans_id}
+    accept = api.header("Accept")
+    if accept:
+        headers["Accept"] = accept
+    if api.request.allow_reserved:  # a middleware's listing, reserved names included
+        headers[ALLOW_RESERVED] = "true"
+    result = await read_from_replicas(context, ring, part, api.method, names, headers, api.query, api.flag("X-Newest"))
+    if result.response is None:
+        raise APIError(503, f"Service Unavailable: no {server} server answered")
+    return result.response
+
+
+def relay(api: APIRequest, response: BackendResponse, hide: tuple[str, ...] = ()) -> SwiftResponse:
+    """A backend answer for the client, less hop-by-hop and backend-only headers and those in ``hide``."""
+    headers = HeaderMap()
     for name, value in response.headers.items():
         if name in _HOP_BY_HOP or name.startswith("x-backend-") or name in hide:
             continue
         headers[name] = value
+    return answer(api, response.status, response.body, headers=headers)
 
 
 def answer(api: APIRequest, status: int, body: bytes = b"", content_type: str | None = None,
@@ -306,36 +357,51 @@ def _cache_key(account: str, container: str | None = None) -> str:
     return f"container/{account}/{container}" if container is not None else f"account/{account}"
 
 
-async def container_info(context: ProxyContext, account: str, container: str, trans_id: str = "-") -> ContainerInfo:
-    key = _cache_key(account, container)
+Info = TypeVar("Info")  # ContainerInfo or AccountInfo
+
+
+async def _info(
+    context: ProxyContext, ring: Ring, names: tuple[str, ...], trans_id: str, kind: Callable[[int], Info],
+    found: Callable[[BackendResponse], Info],
+) -> Info:
+    """
+    The cached info of an account or container (``names``), else a HEAD of its replicas: ``kind``
+    of its status when it failed, ``found`` of the answer when it succeeded; cached either way,
+    but not when no node answered (a 503: asked again next time).
+    """
+    key = _cache_key(*names)
     cached = context.cache.get(key)
     if cached is None:
         cached = await context.cache.fetch(key)  # memcached, where the proxies share it
     if cached is not None:
         return cached
-    ring = context.rings.container
-    part = ring.get_part(account, container)
-    result = await read_from_replicas(context, ring, part, "HEAD", (account, container), {"X-Trans-Id": trans_id})
-    response = result.response
+    part = ring.get_part(*names)
+    response = (await read_from_replicas(context, ring, part, "HEAD", names, {"X-Trans-Id": trans_id})).response
     if response is None:
-        return ContainerInfo(503)  # not cached: try again next time
-    if response.status >= 300:
-        info = ContainerInfo(response.status)
-    else:
-        policy = response.header("x-backend-storage-policy-index", "0") or "0"
-        info = ContainerInfo(
-            response.status,
-            response.header("x-container-read"),
-            response.header("x-container-write"),
-            int(policy) if policy.isdigit() else 0,
-            int(response.header("x-container-object-count", "0") or 0),
-            int(response.header("x-container-bytes-used", "0") or 0),
-            _named(response, SYSMETA),
-            response.header("x-versions-location") or None,
-            _named(response, META),
-        )
+        return kind(503)
+    info = kind(response.status) if response.status >= 300 else found(response)
     context.cache.set(key, info, context.info_ttl)
     return info
+
+
+def _container_found(response: BackendResponse) -> ContainerInfo:
+    policy = response.header("x-backend-storage-policy-index", "0") or "0"
+    return ContainerInfo(
+        response.status,
+        response.header("x-container-read"),
+        response.header("x-container-write"),
+        int(policy) if policy.isdigit() else 0,
+        int(response.header("x-container-object-count", "0") or 0),
+        int(response.header("x-container-bytes-used", "0") or 0),
+        _named(response, SYSMETA),
+        response.header("x-versions-location") or None,
+        _named(response, META),
+    )
+
+
+async def container_info(context: ProxyContext, account: str, container: str, trans_id: str = "-") -> ContainerInfo:
+    return await _info(context, context.rings.container, (account, container), trans_id, ContainerInfo,
+                       _container_found)
 
 
 @frozen
@@ -359,27 +425,13 @@ ACCOUNT_SYSMETA = "x-account-sysmeta-"
 ACCOUNT_META = "x-account-meta-"
 
 
+def _account_found(response: BackendResponse) -> AccountInfo:
+    return AccountInfo(response.status, _named(response, ACCOUNT_SYSMETA), _named(response, ACCOUNT_META),
+                       _count(response.header("x-account-bytes-used")), _count(response.header("x-account-object-count")))
+
+
 async def account_info(context: ProxyContext, account: str, trans_id: str = "-") -> AccountInfo:
-    key = _cache_key(account)
-    cached = context.cache.get(key)
-    if cached is None:
-        cached = await context.cache.fetch(key)  # memcached, where the proxies share it
-    if cached is not None:
-        return cached
-    ring = context.rings.account
-    part = ring.get_part(account)
-    result = await read_from_replicas(context, ring, part, "HEAD", (account,), {"X-Trans-Id": trans_id})
-    response = result.response
-    if response is None:
-        return AccountInfo(503)  # not cached: try again next time
-    if response.status < 300:
-        info = AccountInfo(response.status, _named(response, ACCOUNT_SYSMETA), _named(response, ACCOUNT_META),
-                           _count(response.header("x-account-bytes-used")),
-                           _count(response.header("x-account-object-count")))
-    else:
-        info = AccountInfo(response.status)
-    context.cache.set(key, info, context.info_ttl)
-    return info
+    return await _info(context, context.rings.account, (account,), trans_id, AccountInfo, _account_found)
 
 
 def _count(value: str | None) -> int:

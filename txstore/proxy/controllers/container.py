@@ -5,19 +5,18 @@ from __future__ import annotations
 
 from txstore.common.backend_client import listing_update_headers
 from txstore.common.constraints import check_metadata
-from txstore.common.paths import ALLOW_RESERVED
 from txstore.common.timestamps import Timestamp
 from txstore.proxy.acl import parse_acl
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
-from txstore.proxy.messages import HeaderMap, SwiftResponse
+from txstore.proxy.messages import SwiftResponse
 from txstore.proxy.controllers.base import (
     account_status,
     answer,
     create_account,
     forget_info,
-    read_from_replicas,
-    relay_headers,
+    read_for_client,
+    relay,
     write_to_replicas,
 )
 
@@ -76,22 +75,8 @@ async def handle_container(context: ProxyContext, api: APIRequest) -> SwiftRespo
     ring = context.rings.container
     part = ring.get_part(api.account, api.container)
     if api.method in ("GET", "HEAD"):
-        newest = api.flag("X-Newest")
-        headers = {"X-Trans-Id": api.trans_id}
-        accept = api.header("Accept")
-        if accept:
-            headers["Accept"] = accept
-        if api.request.allow_reserved:  # a middleware's listing, reserved names included
-            headers[ALLOW_RESERVED] = "true"
-        result = await read_from_replicas(
-            context, ring, part, api.method, (api.account, api.container), headers, api.query, newest
-        )
-        response = result.response
-        if response is None:
-            raise APIError(503, "Service Unavailable: no container server answered")
-        headers = HeaderMap()
-        relay_headers(headers, response, hide=() if api.is_owner else OWNER_HEADERS)
-        return answer(api, response.status, response.body, headers=headers)
+        response = await read_for_client(context, api, ring, part, (api.account, api.container), "container")
+        return relay(api, response, hide=() if api.is_owner else OWNER_HEADERS)
 
     if api.method in ("PUT", "POST"):
         length, limit = len(api.container.encode("utf-8")), context.constraints.max_container_name_length

@@ -212,7 +212,7 @@ async def _answered(context: ProxyContext, api: APIRequest, slot: Slot):
     A node's final answer to its archive PUT: STORED for a 201 (and, committed here, only one
     that says ``X-Backend-Ec-Committed``), else the answer; None if it was lost.
     """
-    replies = await final_answers(context, api, [slot.conn])
+    replies = await final_answers(context, api, [slot])
     reply = replies[0]
     if reply is None:
         return None

@@ -120,7 +120,8 @@ async def store(
     for conn in conns:
         conn.finish()
 
-    answers = [a for a in await final_answers(context, api, conns) if a is not None]
+    sent = [slot for slot in slots if isinstance(slot, Slot) and any(slot.conn is conn for conn in conns)]
+    answers = [a for a in await final_answers(context, api, sent, quorum) if a is not None]
     answers += [slot for slot in slots if isinstance(slot, NodeAnswer)]
     created = [a for a in answers if a.status == 201]
     etags = {}

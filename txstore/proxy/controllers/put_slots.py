@@ -3,11 +3,12 @@
 What every object PUT does before and after its body, replicated or erasure-coded: open one
 connection per ring slot (the primary, or a handoff for one that fails or refuses) that invites
 the body with ``100 Continue``; decide from the nodes' first answers whether the PUT goes on;
-collect their final answers.
+collect their final answers (until a quorum decides, then ``post_quorum_timeout`` for the rest).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,13 +17,14 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from txstore.common.put_connection import NodeAnswer, PutConnection
-from txstore.common.quorum import best_status
+from txstore.common.quorum import best_status, status_class
 from txstore.common.streaming import BodyIncomplete
 from txstore.common.web import ResponseAborted
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.affinity import SlotNodes
 from txstore.proxy.controllers.base import answer, backend_path, node_failed, node_ok, placement, usable
+from txstore.proxy.controllers.gather import until_decided
 from txstore.proxy.messages import SwiftResponse
 from txstore.ring.ring import Node
 
@@ -125,20 +127,46 @@ def drop(conn: PutConnection) -> None:
     conn.abort()
 
 
-async def final_answers(context: ProxyContext, api: APIRequest, conns: list[PutConnection]) -> list[NodeAnswer | None]:
-    """Each node's answer once its body was sent (None for a node that did not answer in time)."""
+async def final_answers(
+    context: ProxyContext, api: APIRequest, slots: list[Slot], quorum: int | None = None,
+) -> list[NodeAnswer | None]:
+    """
+    Each node's answer once its body was sent: None for one that did not answer within
+    ``node_timeout`` (the node is error-limited, as one answering 5xx counts an error), and with
+    ``quorum``, None too for one still silent ``post_quorum_timeout`` after a quorum decided the
+    PUT (`put_decided`): that one is not waited for, but its answer is still awaited in the
+    background and counted (`txstore.proxy.controllers.gather`).
+    """
 
-    async def final(conn: PutConnection) -> NodeAnswer | None:
-        waiting = conn.answer
+    async def final(slot: Slot) -> NodeAnswer | None:
+        waiting = slot.conn.answer
         waiting.addTimeout(context.node_timeout, context.reactor)
         try:
-            return await waiting
+            reply = await waiting
         except Exception as err:
-            log.warn("{trans_id}: PUT answer lost: {error}", trans_id=api.trans_id, error=err)
-            conn.abort()
+            log.warn("{trans_id}: PUT answer from {node} lost: {error}", trans_id=api.trans_id,
+                     node=slot.node.device_name, error=err)
+            node_failed(context, slot.node, err)
+            slot.conn.abort()
             return None
+        if reply.status >= 500:
+            node_failed(context, slot.node)
+        return reply
 
-    return await gatherResults([Deferred.fromCoroutine(final(c)) for c in conns])
+    attempts = [Deferred.fromCoroutine(final(slot)) for slot in slots]
+    if quorum is None:
+        return await gatherResults(attempts)
+    return await until_decided(context.reactor, attempts, lambda got: put_decided(got, quorum),
+                               context.post_quorum_timeout)
+
+
+def put_decided(answers: list[NodeAnswer | None], quorum: int) -> bool:
+    """Whether more answers could not change a replicated PUT's outcome: a quorum of 201s with one ETag, or of another class."""
+    etags = Counter(a.header("etag", "") for a in answers if a is not None and a.status == 201)
+    if etags and max(etags.values()) >= quorum:
+        return True
+    others = Counter(status_class(a.status) for a in answers if a is not None and a.status != 201)
+    return any(count >= quorum for count in others.values())
 
 
 async def wait_for_nodes(

@@ -64,16 +64,8 @@ class ECCase(SynchronousTestCase):
         return self.placement(name)[0]
 
     def stop_node(self, number: int) -> None:
-        pid = int((self.cluster.root / "run" / f"node{number}.pid").read_text())
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-        self.fail(f"node {number} did not stop")
+        if not self.cluster.stop_node(number, signal.SIGKILL, timeout=30):
+            self.fail(f"node {number} did not stop")
 
     def start_node(self, number: int) -> None:
         self.cluster.start_node(self, number)

@@ -9,9 +9,7 @@ guarding the container's DELETE).
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 from swiftclient import client as swift
@@ -34,16 +32,11 @@ class ObjectVersioningTests(ClusterCase):
         return json.loads(body)
 
     def test_versions_with_the_swift_cli(self) -> None:
-        work = self.mktemp()
-        os.makedirs(work)
-        run = lambda *a: self.cluster.swift_cli(*a, cwd=work)  # noqa: E731
+        work, run = self.swift_in_workdir()
         posted = run("post", "-H", "X-Versions-Enabled: true", "docs")
         self.assertEqual(posted.returncode, 0, posted.stderr)
         self.assertEqual(swift.head_container(self.url, self.token, "docs").get("x-versions-enabled"), "True")
-        for text in (b"first\n", b"second\n", b"third\n"):
-            Path(work, "notes.txt").write_bytes(text)
-            upload = run("upload", "docs", "notes.txt")
-            self.assertEqual(upload.returncode, 0, upload.stderr)
+        self.upload_with_cli(run, work, "docs", "notes.txt", b"first\n", b"second\n", b"third\n")
         listed = run("list", "--versions", "docs")
         self.assertEqual(listed.returncode, 0, listed.stderr)
         rows = self.versions("docs")
@@ -54,7 +47,7 @@ class ObjectVersioningTests(ClusterCase):
             self.assertIn(row["version_id"], listed.stdout)
         got = run("download", "docs", "notes.txt", "--version-id", rows[2]["version_id"], "-o", "old")
         self.assertEqual(got.returncode, 0, got.stderr)
-        self.assertEqual(Path(work, "old").read_bytes(), b"first\n")
+        self.assertEqual((work / "old").read_bytes(), b"first\n")
         # the plain listing shows one object, the account listing no hidden container
         self.assertEqual(run("list", "docs").stdout.split(), ["notes.txt"])
         self.assertEqual(run("list").stdout.split(), ["docs"])

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 from xml.etree import ElementTree
@@ -42,6 +43,23 @@ class Cluster:
     def stop(self) -> None:
         subprocess.run([console_script("txstore-aio"), "--stop", "--root", str(self.root)],
                        capture_output=True, timeout=120)
+
+    def pid(self, name: str) -> int:
+        """The pid of the all-in-one's process ``name`` (``proxy``, ``node<N>``)."""
+        return int((self.root / "run" / f"{name}.pid").read_text())
+
+    def stop_node(self, number: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> bool:
+        """Send node ``number`` ``sig``, and wait until it is gone: whether it went within ``timeout`` s."""
+        pid = self.pid(f"node{number}")
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.05)
+        return False
 
     def start_node(self, case: SynchronousTestCase, number: int) -> subprocess.Popen:
         """
@@ -104,6 +122,20 @@ class ClusterCase(SynchronousTestCase):
         self.addCleanup(self.cluster.stop)
         self.cluster.start()
 
+    def swift_in_workdir(self) -> tuple[Path, Callable[..., subprocess.CompletedProcess]]:
+        """A fresh directory, and the ``swift`` command-line client run in it (as test:tester)."""
+        work = Path(self.mktemp())
+        work.mkdir(parents=True)
+        return work, lambda *args: self.cluster.swift_cli(*args, cwd=str(work))
+
+    def upload_with_cli(self, run: Callable[..., subprocess.CompletedProcess], work: Path, container: str,
+                        name: str, *contents: bytes) -> None:
+        """Upload ``name`` with the ``swift`` client ``run`` in ``work``, once for each of ``contents``."""
+        for text in contents:
+            (work / name).write_bytes(text)
+            upload = run("upload", container, name)
+            self.assertEqual(upload.returncode, 0, upload.stderr)
+
     def restart_proxy(self, filter_name: str, extra: str) -> None:
         """
         Stop the all-in-one's proxy, add the ``extra`` settings to its ``[filter:<filter_name>]``,
@@ -114,7 +146,7 @@ class ClusterCase(SynchronousTestCase):
     def restart_proxy_after(self, section: str, extra: str) -> None:
         """`restart_proxy` with ``extra`` put after the lines ``section`` of proxy.conf."""
         root = self.cluster.root
-        pid = int((root / "run" / "proxy.pid").read_text())
+        pid = self.cluster.pid("proxy")
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
@@ -135,10 +167,8 @@ class ClusterCase(SynchronousTestCase):
 
 class SwiftCLISessionTests(ClusterCase):
     def test_the_whole_session(self) -> None:
-        work = self.mktemp()
-        os.makedirs(work)
-        Path(work, "FILE").write_bytes(b"the contents\n" * 1000)
-        run = lambda *a: self.cluster.swift_cli(*a, cwd=work)  # noqa: E731
+        work, run = self.swift_in_workdir()
+        (work / "FILE").write_bytes(b"the contents\n" * 1000)
 
         stat = run("stat")
         self.assertEqual(stat.returncode, 0, stat.stderr)
@@ -155,7 +185,7 @@ class SwiftCLISessionTests(ClusterCase):
         self.assertEqual(run("list").stdout.strip(), "C")
         download = run("download", "C", "FILE", "-o", "copy")
         self.assertEqual(download.returncode, 0, download.stderr)
-        self.assertEqual(Path(work, "copy").read_bytes(), b"the contents\n" * 1000)
+        self.assertEqual((work / "copy").read_bytes(), b"the contents\n" * 1000)
 
         self.assertEqual(run("post", "-r", ".r:*", "C").returncode, 0)
         status, _, body = self.cluster.http("GET", "/v1/AUTH_test/C/FILE")
@@ -695,14 +725,7 @@ class MetricsTests(ClusterCase):
 
 class OneNodeDownTests(ClusterCase):
     def test_writes_and_reads_with_a_node_stopped(self) -> None:
-        pid = int((self.cluster.root / "run" / "node2.pid").read_text())
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(200):
-            try:
-                os.kill(pid, 0)
-                time.sleep(0.05)
-            except ProcessLookupError:
-                break
+        self.cluster.stop_node(2)
         url, token = self.cluster.token()
         swift.put_container(url, token, "down")
         payload = os.urandom(3 * 1024 * 1024)
@@ -730,27 +753,14 @@ class CatchUpTests(ClusterCase):
         ring = RingSet.load(etc, cluster.hasher, cluster.policies).container
         part, nodes = ring.get_nodes("AUTH_test", "catchup")
         down = nodes[0]
-        name = f"node{(down.port - self.cluster.port) // 10}"
-        pid_file = self.cluster.root / "run" / f"{name}.pid"
-        pid = int(pid_file.read_text())
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(200):
-            try:
-                os.kill(pid, 0)
-                time.sleep(0.05)
-            except ProcessLookupError:
-                break
+        number = (down.port - self.cluster.port) // 10
+        self.cluster.stop_node(number)
         for i in range(20):
             swift.put_object(url, token, "catchup", f"o{i:02d}", contents=b"x")
         pendings = lambda: list(self.cluster.root.glob("srv/node*/d*/async_pending*/*/*"))  # noqa: E731
         self.assertTrue(pendings(), "updates for the stopped container server were saved")
 
-        restarted = subprocess.Popen(
-            [console_script("twistd"), "--nodaemon", f"--pidfile={pid_file}", "objectnode",
-             "--config", str(etc / f"{name}.conf")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(lambda: (restarted.poll() is None and restarted.terminate(), restarted.wait()))
+        self.cluster.start_node(self, number)
         listing: list = []
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
@@ -794,7 +804,7 @@ class BrokenReadTests(ClusterCase):
         self.node_names = [f"node{(n.port - self.cluster.port) // 10}" for n in nodes]  # node N: base + 10N
 
     def kill(self, name: str) -> None:
-        os.kill(int((self.cluster.root / "run" / f"{name}.pid").read_text()), signal.SIGKILL)
+        os.kill(self.cluster.pid(name), signal.SIGKILL)
 
     def start_download(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.cluster.port, timeout=60)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from swiftclient import client as swift
 from twisted.logger import Logger
 
-from txstore.storage.db_server import database_partition, find_databases
+from txstore.storage.db.files import database_partition, find_databases
 from txstore.ring.builder import RingBuilder
 from txstore.ring.ringfile import write_atomically
 from txstore.test.integration.test_replication_integration import Drill

@@ -180,7 +180,7 @@ from txstore.common.io import DeviceThreadPools
 from txstore.replication.sender import BytePacer, Connector, ObjectSender
 from txstore.ring.ringset import RingSet
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.partitions import get_hashes
 
 etc, devices, device, partition, peer_device, rate = sys.argv[1:]

@@ -23,6 +23,17 @@ from txstore.test.support import console_script, small_cluster, write_file
 LISTENING = re.compile(rb"(proxy|objectnode) listening on 127\.0\.0\.1:(\d+)")
 
 
+def twistd(*args: str) -> list[str]:
+    """A twistd command line that stays in the foreground and writes no pid file."""
+    return [console_script("twistd"), "--nodaemon", "--pidfile=", *args]
+
+
+def run_to_end(args: list[str]) -> tuple[int, str]:
+    """A twistd that is expected to end by itself: its exit code and its output."""
+    result = subprocess.run(twistd(*args), capture_output=True, timeout=60)
+    return result.returncode, (result.stdout + result.stderr).decode()
+
+
 class RunningProcess:
     """A twistd child whose output is read into a buffer; always stopped in cleanup."""
 
@@ -30,7 +41,7 @@ class RunningProcess:
         self.output = case.mktemp()
         with open(self.output, "wb") as sink:
             self.process = subprocess.Popen(
-                [console_script("twistd"), "--nodaemon", "--pidfile=", *args],
+                twistd(*args),
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -104,13 +115,8 @@ class ServiceProcessTests(SynchronousTestCase):
     def test_bad_config_is_one_line_and_no_traceback(self) -> None:
         layout = small_cluster(self)
         config = write_file(layout.etc, "bad.conf", "[objectnode]\ndevices = /\nbind_port = 0\nmount_chek = no\n")
-        result = subprocess.run(
-            [console_script("twistd"), "--nodaemon", "--pidfile=", "objectnode", "--config", str(config)],
-            capture_output=True,
-            timeout=60,
-        )
-        self.assertEqual(result.returncode, 1)
-        output = (result.stdout + result.stderr).decode()
+        returncode, output = run_to_end(["objectnode", "--config", str(config)])
+        self.assertEqual(returncode, 1)
         self.assertIn(f"{config}: [objectnode]: mount_chek: unknown option", output)
         self.assertNotIn("Traceback", output)
 
@@ -197,13 +203,8 @@ class ServiceProcessTests(SynchronousTestCase):
         port = first.wait_for_port()
         text = layout.proxy_config.read_text().replace("bind_port = 0", f"bind_port = {port}")
         config = write_file(layout.etc, "proxy-same-port.conf", text)
-        result = subprocess.run(
-            [console_script("twistd"), "--nodaemon", "--pidfile=", "proxy", "--config", str(config)],
-            capture_output=True,
-            timeout=60,
-        )
-        self.assertNotEqual(result.returncode, 0)
-        output = (result.stdout + result.stderr).decode()
+        returncode, output = run_to_end(["proxy", "--config", str(config)])
+        self.assertNotEqual(returncode, 0)
         self.assertIn(f"proxy: cannot listen on 127.0.0.1:{port}: Address already in use", output)
         self.assertNotIn("Traceback", output)
 

@@ -7,8 +7,6 @@ restore, history mode's delete marker, the container's setting and its refusals.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 from swiftclient import client as swift
 
@@ -26,17 +24,12 @@ class VersioningTests(ClusterCase):
         return swift.get_container(self.url, self.token, container, full_listing=True)[1]
 
     def test_stack_mode_with_the_swift_cli(self) -> None:
-        work = self.mktemp()
-        os.makedirs(work)
-        run = lambda *a: self.cluster.swift_cli(*a, cwd=work)  # noqa: E731
+        work, run = self.swift_in_workdir()
         self.assertEqual(run("post", "archive").returncode, 0)
         posted = run("post", "-H", "X-Versions-Location: archive", "docs")
         self.assertEqual(posted.returncode, 0, posted.stderr)
         self.assertEqual(swift.head_container(self.url, self.token, "docs").get("x-versions-location"), "archive")
-        for text in (b"first\n", b"second\n", b"third\n"):
-            Path(work, "notes.txt").write_bytes(text)
-            upload = run("upload", "docs", "notes.txt")
-            self.assertEqual(upload.returncode, 0, upload.stderr)
+        self.upload_with_cli(run, work, "docs", "notes.txt", b"first\n", b"second\n", b"third\n")
         # two earlier versions, named <3 hex digits of the name's length><name>/<timestamp>
         archived = [row["name"] for row in self.names("archive")]
         self.assertEqual(len(archived), 2)
@@ -50,7 +43,7 @@ class VersioningTests(ClusterCase):
             self.assertEqual(deleted.returncode, 0, deleted.stderr)
             download = run("download", "docs", "notes.txt", "-o", "got")
             self.assertEqual(download.returncode, 0, download.stderr)
-            self.assertEqual(Path(work, "got").read_bytes(), expected)
+            self.assertEqual((work / "got").read_bytes(), expected)
         self.assertEqual(self.names("archive"), [])
         self.assertEqual(run("delete", "docs", "notes.txt").returncode, 0)
         self.assertNotEqual(run("stat", "docs", "notes.txt").returncode, 0)  # gone

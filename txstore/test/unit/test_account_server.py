@@ -14,8 +14,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from txstore.common.timestamps import Timestamp
 from txstore.storage.account_server import AccountServer
 from txstore.storage.db import AccountBroker
-from txstore.storage.db_server import DatabaseAccess, database_path
-from txstore.storage.server import NodeServer
+from txstore.storage.db_server import DatabaseAccess
+from txstore.storage.db.files import database_path
+from txstore.node.server import NodeServer
 from txstore.test.unit.test_container_server import (
     HASHER,
     NOW,

@@ -13,6 +13,7 @@ from txstore.proxy.acl import (
     referer_host,
     referrer_allowed,
 )
+from txstore.test.support import assert_table
 
 
 class ParseTests(SynchronousTestCase):
@@ -53,8 +54,7 @@ class ParseTests(SynchronousTestCase):
             ".r:*, .rlistings": ".r:*,.rlistings",
             "test : tester": "test:tester",
         }
-        for raw, cleaned in cases.items():
-            self.assertEqual(normalise_acl(raw), cleaned, raw)
+        assert_table(self, normalise_acl, cases)
 
     def test_order_is_kept(self) -> None:
         """A client reads back the header it wrote, in its order."""
@@ -121,8 +121,7 @@ class RefererHostTests(SynchronousTestCase):
             "example.com/page": "",
             "http://[::1/": "",
         }
-        for header, host in cases.items():
-            self.assertEqual(referer_host(header), host, header)
+        assert_table(self, referer_host, cases)
 
 
 class ReferrerAllowedTests(SynchronousTestCase):

@@ -19,7 +19,7 @@ from txstore.daemons.pacing import Pacer, PassStopped
 from txstore.daemons.periodic import PeriodicDaemon
 from txstore.storage import diskfile as diskfile_module
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 
 
 def make_objects(case, runner, count: int = 5, size: int = 10_000) -> tuple[StorageContext, dict]:

@@ -29,10 +29,12 @@ from txstore.storage.account_server import AccountServer
 from txstore.storage.broker_cache import BrokerCache
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.db import ContainerBroker, DatabaseAlreadyExists, DatabaseBusy, DatabaseCorrupt
-from txstore.storage.db_server import DatabaseAccess, database_path, quarantine_database
+from txstore.storage.db_server import DatabaseAccess
+from txstore.storage.db.files import database_path, quarantine_database
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
-from txstore.storage.server import NodeServer
+from txstore.storage.context import StorageContext
+from txstore.node.server import NodeServer
+from txstore.test.backend_fake import Call, FakeBackend, in_turn
 from txstore.test.support import temp_dir
 
 NOW = 1700000000.0
@@ -48,44 +50,6 @@ def ts(offset: float = 0.0) -> str:
 # -- test doubles and harness (the account server tests use them too) ---------------------------
 
 
-@frozen
-class Call:
-    method: str
-    host: str
-    port: int
-    path: str
-    headers: dict[str, str]
-    timeout: float | None
-
-
-@define
-class FakeClient:
-    """A BackendClient that records requests and answers from a queue (201 when it is empty)."""
-
-    calls: list[Call] = field(factory=list)
-    outcomes: list[BackendResponse | Exception] = field(factory=list)
-    forward: Any = None  # a callable (Call) -> Deferred[BackendResponse], to reach a real server
-
-    async def request(
-        self,
-        method: str,
-        host: str,
-        port: int,
-        path: str,
-        headers: dict[str, str] | None = None,
-        body: bytes | None = None,
-        timeout: float | None = None,
-    ) -> BackendResponse:
-        call = Call(method, host, port, path, dict(headers or {}), timeout)
-        self.calls.append(call)
-        if self.forward is not None:
-            return await self.forward(call)
-        outcome = self.outcomes.pop(0) if self.outcomes else BackendResponse(201, {}, b"")
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-
 def make_context(case: SynchronousTestCase, client: Any = None, devices: tuple[str, ...] = ("sda",)) -> StorageContext:
     root = temp_dir(case) / "devices"
     for device in devices:
@@ -96,7 +60,7 @@ def make_context(case: SynchronousTestCase, client: Any = None, devices: tuple[s
         hasher=HASHER,
         policies=POLICIES,
         runner=SynchronousRunner(),
-        client=client if client is not None else FakeClient(),
+        client=client if client is not None else FakeBackend(),
         clock=lambda: NOW,
         diskfiles=DiskFileManager(root, False, HASHER),
         node_timeout=2.5,
@@ -164,7 +128,7 @@ def message(event: dict) -> str:
 
 class ContainerServerTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.client = FakeClient()
+        self.client = FakeBackend()
         self.context = make_context(self, self.client)
         self.server = ContainerServer(self.context)
         self.node = NodeServer(containers=self.server, objects=ObjectRows(self.server))
@@ -684,8 +648,7 @@ class AccountReportTests(ContainerServerTestCase):
             [
                 Call(
                     "PUT",
-                    "10.0.0.1",
-                    6200,
+                    "10.0.0.1:6200/sdb",
                     "/sdb/7/a/c",
                     {
                         "X-Put-Timestamp": ts(),
@@ -695,6 +658,8 @@ class AccountReportTests(ContainerServerTestCase):
                         "X-Backend-Storage-Policy-Index": "1",
                         "X-Trans-Id": "tx1",
                     },
+                    None,
+                    "",
                     2.5,
                 )
             ],
@@ -730,8 +695,8 @@ class AccountReportTests(ContainerServerTestCase):
         }
         self.assertEqual(self.request("PUT", "/sda/1/a/c", headers).status, 201)
         self.assertEqual(
-            [(c.host, c.port, c.path) for c in self.client.calls],
-            [("10.0.0.1", 6200, "/sdb/7/a/c"), ("fe80::1", 6201, "/sdc/7/a/c")],
+            [(c.node, c.path) for c in self.client.calls],
+            [("10.0.0.1:6200/sdb", "/sdb/7/a/c"), ("fe80::1:6201/sdc", "/sdc/7/a/c")],
         )
         self.assertEqual(self.client.calls[0].headers["X-Backend-Auto-Create"], "true")
 
@@ -742,12 +707,12 @@ class AccountReportTests(ContainerServerTestCase):
 
     def test_failures_are_logged_not_answered(self) -> None:
         events = capture_logs(self, ContainerServer)
-        self.client.outcomes = [
+        self.client.default = in_turn(
             BackendTimeout("no answer within 2.5s"),
             BackendResponse(404, {}, b""),
             BackendError("connection refused"),
             BackendResponse(507, {}, b""),
-        ]
+        )
         self.assertEqual(self.request("PUT", "/sda/1/a/c", {"X-Timestamp": ts(), **self.account_headers}).status, 201)
         self.assertEqual(self.request("PUT", "/sda/1/a/c", {"X-Timestamp": ts(1), **self.account_headers}).status, 202)
         self.assertEqual(self.request("POST", "/sda/1/a/c", {"X-Timestamp": ts(2)}).status, 204)
@@ -792,11 +757,11 @@ class AccountReportTests(ContainerServerTestCase):
         accounts = AccountServer(account_context)
         account_node = NodeServer(accounts=accounts, containers=ContainerReports(accounts))
 
-        def forward(call: Call) -> Deferred:
+        def forward(call: Call) -> BackendResponse:
             answer = http(self, account_node, call.method, call.path, call.headers)
-            return succeed(BackendResponse(answer.status, {}, answer.body))
+            return BackendResponse(answer.status, {}, answer.body)
 
-        self.client.forward = forward
+        self.client.default = forward
         self.assertEqual(http(self, account_node, "PUT", "/sdb/7/a", {"X-Timestamp": ts()}).status, 201)
         self.request("PUT", "/sda/1/a/c", {"X-Timestamp": ts(1), **self.account_headers})
         self.put_row("o", offset=2, size=11)
@@ -831,7 +796,7 @@ class DeviceAndDatabaseErrorTests(ContainerServerTestCase):
                 hasher=HASHER,
                 policies=POLICIES,
                 runner=SynchronousRunner(),
-                client=FakeClient(),
+                client=FakeBackend(),
                 clock=lambda: NOW,
                 diskfiles=DiskFileManager(context.devices, True, HASHER),
             )

@@ -18,9 +18,9 @@ from txstore.common.policies import DEFAULT_POLICIES
 from txstore.daemons.container_updater import ContainerUpdater, read_info
 from txstore.daemons.periodic import PeriodicDaemon
 from txstore.storage.db import ContainerBroker
-from txstore.storage.db_server import database_path
+from txstore.storage.db.files import database_path
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.test.unit.test_proxy_controllers import build_ring
 
 

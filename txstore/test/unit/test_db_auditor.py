@@ -16,9 +16,9 @@ from txstore.daemons.db_auditor import DatabaseAuditor
 from txstore.storage.account_server import AccountServer
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.db import AccountBroker, ContainerBroker
-from txstore.storage.db_server import database_path
+from txstore.storage.db.files import database_path
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 
 HASHER = PathHasher(b"", b"s")
 

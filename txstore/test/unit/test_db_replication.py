@@ -15,7 +15,7 @@ from txstore.replication.sender import Connector
 from txstore.storage.account_server import AccountServer
 from txstore.storage.container_server import ContainerServer
 from txstore.storage.db import ContainerBroker
-from txstore.storage.db_server import database_path, find_databases
+from txstore.storage.db.files import database_path, find_databases
 from txstore.storage.local_devices import local_device_matcher
 from txstore.test.support import ReplicationNode, replication_ring
 

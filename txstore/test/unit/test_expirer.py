@@ -15,7 +15,7 @@ from txstore.common.timestamps import Timestamp
 from txstore.daemons.expirer import ObjectExpirer
 from txstore.storage import expiring
 from txstore.storage.diskfile import DiskFile, DiskFileConflict, DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 
 DUE = 1_700_000_100
 

@@ -18,7 +18,7 @@ from txstore.proxy.edge import ProxyEdge
 from txstore.proxy.messages import SwiftRequest, SwiftResponse
 from txstore.ring.device import Device
 from txstore.ring.ring import Node
-from txstore.storage.server import NodeServer
+from txstore.node.server import NodeServer
 
 
 def samples(metrics) -> dict[str, float]:

@@ -1,5 +1,5 @@
 """
-Tests for txstore.storage.server: which server each backend path reaches, and with which names.
+Tests for txstore.node.server: which server each backend path reaches, and with which names.
 
 Requests go in as raw bytes on a `StreamingSite` channel (the node's real site) over a
 `StringTransport`, so paths reach the node exactly as written here: no client normalises
@@ -23,8 +23,9 @@ from txstore.common.streaming import StreamingSite
 from txstore.common.web import ResponseAborted
 from txstore.interfaces import IResponseBody
 from txstore.storage.http_support import HTTPError, NodeResponse, plain_text
-from txstore.storage import server
-from txstore.storage.server import NodeServer
+from txstore.node import server
+from txstore.node.server import NodeServer
+from txstore.test.support import InertProducer
 
 
 @define
@@ -58,20 +59,11 @@ class FakeRecon:
 
 
 @implementer(IResponseBody)
-class BreakingBody:
+class BreakingBody(InertProducer):
     """A streamed body that writes ``partial``, then fails with ``error``."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
     async def _write_to(self, consumer) -> bool:
         consumer.write(b"partial")

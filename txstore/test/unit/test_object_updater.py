@@ -13,7 +13,7 @@ from txstore.common.policies import DEFAULT_POLICIES
 from txstore.common.timestamps import Timestamp
 from txstore.daemons.object_updater import ObjectUpdater
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.test.unit.test_container_updater import RecordingClient
 from txstore.test.unit.test_proxy_controllers import build_ring
 

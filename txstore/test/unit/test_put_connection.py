@@ -155,12 +155,15 @@ def pooled(chunked: bool = False):
 class ReuseTests(SynchronousTestCase):
     """Which exchanges leave a connection fit for the next PUT."""
 
-    def exchange(self, conn, answer: bytes) -> NodeAnswer:
+    def send_body(self, conn) -> None:
+        """The node invites the body; it is sent whole."""
         conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
         conn.write(b"hello")
         conn.finish()
-        conn.dataReceived(answer)
-        return self.successResultOf(conn.answer)
+
+    def exchange(self, conn, answer: bytes) -> NodeAnswer:
+        self.send_body(conn)
+        return self.exchange_tail(conn, answer)
 
     def test_clean_exchange_is_kept_and_reused(self) -> None:
         conn, transport, pool = pooled()
@@ -208,9 +211,7 @@ class ReuseTests(SynchronousTestCase):
 
     def test_answer_delimited_by_the_end_is_not_kept(self) -> None:
         conn, transport, pool = pooled()
-        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
-        conn.write(b"hello")
-        conn.finish()
+        self.send_body(conn)
         conn.dataReceived(b"HTTP/1.1 201 Created\r\n\r\nbody")
         conn.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.successResultOf(conn.answer).body, b"body")
@@ -220,9 +221,7 @@ class ReuseTests(SynchronousTestCase):
 
     def test_answer_delimited_by_the_end_after_the_transport_stopped_its_producer(self) -> None:
         conn, transport, pool = pooled()
-        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
-        conn.write(b"hello")
-        conn.finish()
+        self.send_body(conn)
         conn.dataReceived(b"HTTP/1.0 201 Created\r\n\r\nbody")
         conn.stopProducing()  # what a TCP transport does just before connectionLost
         conn.connectionLost(Failure(ConnectionDone()))

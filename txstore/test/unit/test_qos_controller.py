@@ -26,7 +26,7 @@ from txstore.qos.controller import RESERVE, TenantShareController, split
 from txstore.qos.meter import BandwidthMeter
 from txstore.qos.scheduler import READ, IOScheduler
 from txstore.qos.shares import SharesReceiver
-from txstore.storage.server import NodeServer
+from txstore.node.server import NodeServer
 from txstore.test.support import temp_dir
 from txstore.test.unit.test_proxy_controllers import FakeBackend, fake_rings
 from txstore.test.unit.test_qos_scheduler import HeldPool

@@ -31,10 +31,10 @@ from txstore.qos.meter import (
 )
 from txstore.qos.scheduler import READ, DeviceCounters, IOScheduler
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.object_server import ObjectServer
-from txstore.storage.recon import Recon
-from txstore.storage.server import NodeServer
+from txstore.node.recon import Recon
+from txstore.node.server import NodeServer
 
 MiB = 1024 * 1024
 # The share of a new value an average takes in at a one-second sample.

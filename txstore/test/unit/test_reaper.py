@@ -14,9 +14,9 @@ from txstore.common.io import SynchronousRunner
 from txstore.common.policies import DEFAULT_POLICIES
 from txstore.daemons.reaper import AccountReaper
 from txstore.storage.db import AccountBroker
-from txstore.storage.db_server import database_path
+from txstore.storage.db.files import database_path
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.local_devices import local_device_matcher
 from txstore.test.support import temp_dir
 from txstore.test.unit.test_proxy_controllers import HASHER, Call, FakeBackend, down, fake_rings, key

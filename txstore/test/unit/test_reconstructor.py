@@ -30,7 +30,7 @@ from txstore.ring.ringset import RingSet
 from txstore.storage.local_devices import local_device_matcher
 from txstore.storage.object_server import ObjectServer
 from txstore.storage.partitions import list_partitions
-from txstore.storage.server import NodeServer
+from txstore.node.server import NodeServer
 from txstore.test.support import ReplicationNode, replication_ring
 
 SEGMENT = 4096
@@ -397,7 +397,7 @@ class NodeWiringTests(TestCase):
         from txstore.common.cluster import ClusterConfig
         from txstore.common.hashing import PathHasher
         from txstore.storage.config import NodeSettings, _daemon_defaults
-        from txstore.storage.node import build_node
+        from txstore.node.assembly import build_node
         from txstore.test.support import temp_dir
 
         root = temp_dir(self)
@@ -429,7 +429,7 @@ class NodeWiringTests(TestCase):
         import json
         from types import SimpleNamespace
 
-        from txstore.storage.recon import Recon
+        from txstore.node.recon import Recon
         from txstore.test.support import storage_context
 
         daemon = self.build(POLICIES)["object-reconstructor"]

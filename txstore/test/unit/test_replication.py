@@ -17,7 +17,7 @@ from txstore.replication.frames import SURVEY_LIMIT, FrameDecoder, FrameType, Pr
 from txstore.replication import receiver
 from txstore.replication.receiver import ReceiverFactory
 from txstore.replication.sender import Connector, ObjectSender
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.partitions import get_hashes, hashes_digest, list_objects, list_suffixes
 from txstore.test.support import storage_context
 

@@ -33,11 +33,12 @@ from txstore.storage.container_server import ContainerServer
 from txstore.storage.db import ContainerBroker
 from txstore.storage.db.broker import Subdir
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.object_server import ObjectServer
-from txstore.storage.server import NodeServer
+from txstore.node.server import NodeServer
+from txstore.test.backend_fake import FakeBackend
 from txstore.test.unit.test_account_server import ZERO
-from txstore.test.unit.test_container_server import ContainerReports, FakeClient, ObjectRows, http, make_context, ts
+from txstore.test.unit.test_container_server import ContainerReports, ObjectRows, http, make_context, ts
 from txstore.test.unit.test_object_server import FakeContainers
 
 ALLOW = {ALLOW_RESERVED: "true"}
@@ -142,7 +143,7 @@ class ContainerNodeTests(SynchronousTestCase):
     """The container server through the node's HTTP front, in memory."""
 
     def setUp(self) -> None:
-        self.client = FakeClient()
+        self.client = FakeBackend()
         self.server = ContainerServer(make_context(self, self.client))
         self.node = NodeServer(containers=self.server, objects=ObjectRows(self.server))
 

@@ -3,7 +3,7 @@
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.common.config import ConfigError
-from txstore.proxy.config import TempAuthUser, load_proxy_settings
+from txstore.proxy.config import BackendTimeouts, TempAuthUser, load_proxy_settings
 from txstore.storage.config import load_node_settings
 from txstore.test.support import CLUSTER_CONF, temp_dir, write_file
 
@@ -22,6 +22,17 @@ class ProxySettingsTests(SynchronousTestCase):
         self.assertEqual(settings.ring_dir, self.dir)
         self.assertEqual(settings.cluster.path, self.dir / "txstore.conf")
         self.assertEqual(settings.users, ())
+
+    def test_timeouts(self) -> None:
+        self.assertEqual(self.load("[proxy]\n").timeouts, BackendTimeouts(10.0, 0.5, 0.5, 0.5))
+        settings = self.load("[proxy]\nnode_timeout = 3\nconn_timeout = 0.2\npost_quorum_timeout = 0\n")
+        self.assertEqual(settings.timeouts, BackendTimeouts(3.0, 0.2, 0.0, 0.2))  # concurrency: conn_timeout
+        settings = self.load("[proxy]\nconcurrent_gets = false\nconcurrency_timeout = 1\n")
+        self.assertIsNone(settings.timeouts.concurrency)
+        self.assertEqual(self.load("[proxy]\nconcurrency_timeout = 1.5\n").timeouts.concurrency, 1.5)
+        with self.assertRaises(ConfigError) as raised:
+            self.load("[proxy]\nnode_timeout = 0\n")
+        self.assertIn("node_timeout", str(raised.exception))
 
     def test_users(self) -> None:
         settings = self.load(

@@ -9,7 +9,7 @@ from treq.testing import StubTreq
 
 from txstore.proxy import tap as proxy_tap
 from txstore.ring.reloader import RingReloader
-from txstore.storage import tap as node_tap
+from txstore.node import tap as node_tap
 from txstore.test.support import small_cluster, temp_dir, write_file
 
 
@@ -113,3 +113,18 @@ class SortingMethodTests(SynchronousTestCase):
         layout.proxy_config.write_text(text.replace("[proxy]\n", "[proxy]\nsorting_method = shuffle\n", 1))
         err = self.assertRaises(usage.UsageError, proxy_tap.Options().parseOptions, ["-c", str(layout.proxy_config)])
         self.assertIn("sorting_method", str(err))
+
+
+class TimeoutTests(SynchronousTestCase):
+    def test_the_proxy_waits_as_configured(self) -> None:
+        layout = small_cluster(self)
+        text = layout.proxy_config.read_text()
+        layout.proxy_config.write_text(text.replace(
+            "[proxy]\n", "[proxy]\nnode_timeout = 4\nconn_timeout = 0.25\npost_quorum_timeout = 0.1\n", 1))
+        options = proxy_tap.Options()
+        options.parseOptions(["-c", str(layout.proxy_config)])
+        server, _services = proxy_tap.build_proxy(options.loaded, MemoryReactorClock())
+        context = server.context
+        self.assertEqual((context.node_timeout, context.post_quorum_timeout, context.concurrency_timeout),
+                         (4.0, 0.1, 0.25))
+        self.assertEqual((context.client.timeout, context.client.puts.connect_timeout), (4.0, 0.25))

@@ -331,8 +331,8 @@ class WiringTests(SynchronousTestCase):
         return {port: factory for port, factory, _backlog, _interface in reactor.tcpServers}, options
 
     def test_node_serves_backend_http_and_replication_over_tls_and_dials_tls(self) -> None:
-        from txstore.storage import tap as node_tap
-        from txstore.storage.node import build_node
+        from txstore.node import tap as node_tap
+        from txstore.node.assembly import build_node
 
         config = self.layout.node_config(1)
         plain, _ = self.listeners(node_tap, config)

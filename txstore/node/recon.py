@@ -27,7 +27,8 @@ from twisted.web.http import Request
 
 from txstore import __version__
 from txstore.storage.diskfile import QUARANTINE_DIR
-from txstore.storage.http_support import NodeResponse, StorageContext, plain_text
+from txstore.storage.http_support import NodeResponse, plain_text
+from txstore.storage.context import StorageContext
 
 QUARANTINE_KINDS = ("objects", "containers", "accounts")
 JSON = b"application/json; charset=utf-8"

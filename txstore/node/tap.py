@@ -3,35 +3,21 @@
 
 from __future__ import annotations
 
-from attrs import frozen
 from twisted.application.service import MultiService
 
-from txstore.common.tap_support import config_options, http_service
+from txstore.common.tap_support import LoadedServer, http_service, server_options
+from txstore.node.assembly import build_node
 from txstore.ring.reloader import RingReloader
-from txstore.ring.ringset import RingSet
-from txstore.storage.config import NodeSettings, load_node_settings
-from txstore.storage.node import build_node
+from txstore.storage.config import load_node_settings
 
 
-@frozen
-class LoadedNode:
-    settings: NodeSettings
-    rings: RingSet
-
-
-def load(config_path: str) -> LoadedNode:
-    settings = load_node_settings(config_path)
-    rings = RingSet.load(settings.ring_dir, settings.cluster.hasher, settings.cluster.policies, auto_reload=False)
-    return LoadedNode(settings, rings)
-
-
-Options = config_options("/etc/txstore/objectnode.conf", load, "object node")
+Options = server_options("/etc/txstore/objectnode.conf", load_node_settings, "object node")
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
-    loaded: LoadedNode = options.loaded
+    loaded: LoadedServer = options.loaded
     settings = loaded.settings
     server, services = build_node(settings, reactor, rings=loaded.rings)
     top = http_service(

@@ -52,7 +52,7 @@ from txstore.storage.config import (
     NodeSettings,
 )
 from txstore.storage.diskfile import DiskFileManager
-from txstore.storage.http_support import StorageContext
+from txstore.storage.context import StorageContext
 from txstore.storage.local_devices import local_device_matcher
 from txstore.storage.account_server import AccountServer
 from txstore.storage.db import AccountBroker, ContainerBroker
@@ -61,8 +61,8 @@ from txstore.qos.meter import BandwidthMeter
 from txstore.qos.scheduler import BackgroundRunner, IOScheduler
 from txstore.qos.shares import SharesReceiver
 from txstore.storage.object_server import ObjectServer
-from txstore.storage.recon import Recon, device_figures
-from txstore.storage.server import NodeServer
+from txstore.node.recon import Recon, device_figures
+from txstore.node.server import NodeServer
 
 TMP_SWEEP_INTERVAL = 600.0
 TMP_MAX_AGE = 3600.0

@@ -63,7 +63,7 @@ class NodeServer:
     accounts: BackendHandler | None = None
     containers: BackendHandler | None = None
     objects: BackendHandler | None = None
-    recon: object | None = None  # txstore.storage.recon.Recon
+    recon: object | None = None  # txstore.node.recon.Recon
     shares: object | None = None  # txstore.qos.shares.SharesReceiver: the tenant-cap controller's PUTs
     metrics: ServerMetrics | None = None  # served at /metrics, fed by every request's end
     log = Logger()
