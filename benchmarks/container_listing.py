@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_container_broker -*-
+# -*- test-case-name: txstore.test.unit.test_container_broker -*-
 """
 How container listings scale: build containers of growing size, then time listing pages.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_builder -*-
+# -*- test-case-name: txstore.test.unit.test_builder -*-
 """
 How long a rebalance takes, and how good it is, on a cluster-sized topology.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_io -*-
+# -*- test-case-name: txstore.test.unit.test_io -*-
 """
 Every seam of txstore as a zope Interface, in one place.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_object_info -*-
+# -*- test-case-name: txstore.test.unit.test_object_info -*-
 """
 ``txstore-object-info FILE``: what an object file on a node holds, and where the ring puts it.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_node_integration -*-
+# -*- test-case-name: txstore.test.integration.test_node_integration -*-
 """
 ``txstore-recon``: ask every storage node named in the rings how it is doing.
 

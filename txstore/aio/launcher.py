@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_aio -*-
+# -*- test-case-name: txstore.test.integration.test_aio -*-
 """
 ``txstore-aio``: a whole cluster on 127.0.0.1 with one command.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_aio -*-
+# -*- test-case-name: txstore.test.integration.test_aio -*-
 """
 The files of an all-in-one cluster under one root directory, written once and reused.
 

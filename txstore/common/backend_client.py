@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_backend_client -*-
+# -*- test-case-name: txstore.test.unit.test_backend_client -*-
 """
 HTTP between txstore processes (proxy → node, node → node): one client (`IBackendClient`)
 for the three kinds of exchange, owning every connection pool.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_cluster_config -*-
+# -*- test-case-name: txstore.test.unit.test_cluster_config -*-
 """
 The cluster-wide configuration, ``txstore.conf``: identical on every host.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_conditionals -*-
+# -*- test-case-name: txstore.test.unit.test_conditionals -*-
 """
 Conditional requests (RFC 9110 §13): which of 200, 304 or 412 an existing object answers.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_config -*-
+# -*- test-case-name: txstore.test.unit.test_config -*-
 """
 INI configuration with a schema: every option is declared, parsed and checked at start.
 

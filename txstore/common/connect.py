@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_connect -*-
+# -*- test-case-name: txstore.test.unit.test_connect -*-
 """
 Outgoing TCP connections to other nodes, made quietly and without a resolver.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_constraints -*-
+# -*- test-case-name: txstore.test.unit.test_constraints -*-
 """
 The limits Swift documents for names, metadata and sizes, and their checks.
 

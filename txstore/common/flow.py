@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_flow -*-
+# -*- test-case-name: txstore.test.unit.test_flow -*-
 """
 Flow control, both ways, in one place: an `InboundQueue` for what a transport delivers faster
 than its reader takes it, and a `DrainWaiter` for a writer waiting until its consumer takes more.

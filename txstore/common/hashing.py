@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_hashing -*-
+# -*- test-case-name: txstore.test.unit.test_hashing -*-
 """
 Path hashing: where an account, container or object lives.
 

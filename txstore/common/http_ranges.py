@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_http_ranges -*-
+# -*- test-case-name: txstore.test.unit.test_http_ranges -*-
 """
 HTTP byte ranges (RFC 9110 §14) as Swift serves them: pure functions, shared by the proxy and
 the storage node.

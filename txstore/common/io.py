@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_io -*-
+# -*- test-case-name: txstore.test.unit.test_io -*-
 """
 Blocking work off the reactor: one bounded thread pool per device.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_services -*-
+# -*- test-case-name: txstore.test.integration.test_services -*-
 """
 A listening service that says where it listens (port 0 picks a free one): TCP on an address and
 port, a socket adopted from a supervising process, or a Twisted server endpoint string.

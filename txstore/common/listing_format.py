@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_listing,txstore.test.test_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_listing,txstore.test.unit.test_middleware -*-
 """
 The formats of account and container listings: which one a client asked for, and the bytes of
 each. Pure functions, no I/O.

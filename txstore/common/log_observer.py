@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_log_observer -*-
+# -*- test-case-name: txstore.test.unit.test_log_observer -*-
 """
 The servers' log writer, in place of twistd's own: the same lines in the same file (twisted's
 classic text, ``<time> [<system>] <text>``, rotated by ``LogFile`` and on SIGUSR1 as twistd

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_memcache -*-
+# -*- test-case-name: txstore.test.unit.test_memcache -*-
 """
 The proxy's memcached client: what several proxies (or workers) of one cluster share, as
 Swift's proxies share it: account and container info, tempauth's tokens, ratelimit's counters.

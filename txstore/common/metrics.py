@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_metrics -*-
+# -*- test-case-name: txstore.test.unit.test_metrics -*-
 """
 Prometheus metrics of one server process, served at ``/metrics`` in ``prometheus_client``'s text
 format (rendered on the reactor: it is a walk over counters in memory, cheaper than the thread

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_paths -*-
+# -*- test-case-name: txstore.test.unit.test_paths -*-
 """
 Request paths, decoded and checked once, before anything touches a disk or a ring.
 

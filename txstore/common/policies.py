@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_cluster_config -*-
+# -*- test-case-name: txstore.test.unit.test_cluster_config -*-
 """
 Storage policies: how a container's objects are stored (replicas or erasure-coded fragments).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_put_connection -*-
+# -*- test-case-name: txstore.test.unit.test_put_connection -*-
 """
 One object PUT from the proxy to one storage node, as a small HTTP/1.1 client protocol.
 

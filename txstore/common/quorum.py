@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_quorum -*-
+# -*- test-case-name: txstore.test.unit.test_quorum -*-
 """
 Quorum arithmetic: when enough replicas agree for the proxy to answer.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_routing -*-
+# -*- test-case-name: txstore.test.unit.test_routing -*-
 """
 Klein (werkzeug) routing that keeps Swift's names as Swift gives them.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_config,txstore.test.test_server_config -*-
+# -*- test-case-name: txstore.test.unit.test_config,txstore.test.unit.test_server_config -*-
 """Options that every server's config file shares: where to listen, and the cluster's files."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_metrics -*-
+# -*- test-case-name: txstore.test.unit.test_metrics -*-
 """
 StatsD, for operators whose dashboards expect Swift's metric names: with ``log_statsd_host``
 set, each server sends one UDP datagram per metric as requests end (Swift's names: the proxy's

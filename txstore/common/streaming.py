@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_streaming -*-
+# -*- test-case-name: txstore.test.unit.test_streaming -*-
 """
 Request bodies as streams: the resource runs when the headers are in, and reads the body as it
 arrives, with backpressure.

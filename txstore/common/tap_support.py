@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_tap -*-
+# -*- test-case-name: txstore.test.unit.test_tap -*-
 """
 What the two twistd plugins share: a ``--config`` option that is checked before anything starts,
 and the service tree around one HTTP site.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_timestamps -*-
+# -*- test-case-name: txstore.test.unit.test_timestamps -*-
 """
 Swift-style timestamps: the clock every write is ordered by.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_tls -*-
+# -*- test-case-name: txstore.test.unit.test_tls -*-
 """
 TLS material read from PEM files, for txstore's two uses of TLS:
 

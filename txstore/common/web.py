@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_web -*-
+# -*- test-case-name: txstore.test.unit.test_web -*-
 """
 HTTP plumbing shared by the proxy and the storage node: the errors a handler raises to be
 answered as short plain text that says why (never Twisted's HTML pages) or to have a begun

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_auditor -*-
+# -*- test-case-name: txstore.test.unit.test_auditor -*-
 """
 The object auditor: finds bit rot before a client does.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_container_updater -*-
+# -*- test-case-name: txstore.test.unit.test_container_updater -*-
 """
 The container updater: brings the account databases up to date with their containers'
 object counts and bytes.

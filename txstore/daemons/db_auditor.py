@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_db_auditor -*-
+# -*- test-case-name: txstore.test.unit.test_db_auditor -*-
 """
 The container and account auditors: find damaged databases before a request does.
 

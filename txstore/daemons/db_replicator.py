@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_db_replication -*-
+# -*- test-case-name: txstore.test.unit.test_db_replication -*-
 """
 The container and account replicators: each pass pushes every local database of their kind to
 the other places the ring names for it (`txstore.replication.databases`).

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_expirer -*-
+# -*- test-case-name: txstore.test.unit.test_expirer -*-
 """
 The object expirer: deletes objects whose ``X-Delete-At`` has passed, on every replica.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_object_replicator,txstore.test.test_reconstructor -*-
+# -*- test-case-name: txstore.test.unit.test_object_replicator,txstore.test.unit.test_reconstructor -*-
 """
 What the object replicator and the object reconstructor share: a pass over every partition of
 the policies each keeps on every local device, each partition guarded (an error is counted and

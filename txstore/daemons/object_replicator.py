@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_object_replicator -*-
+# -*- test-case-name: txstore.test.unit.test_object_replicator -*-
 """
 The object replicator: each pass, every partition of every local device is compared with the
 other places the object ring names for it, and what differs is pushed over the replication

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_object_updater -*-
+# -*- test-case-name: txstore.test.unit.test_object_updater -*-
 """
 The object updater: replays the container updates that object writes could not deliver.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_auditor -*-
+# -*- test-case-name: txstore.test.unit.test_auditor -*-
 """
 Pacing a daemon's pass: items (files, databases, expired objects) and bytes per second, by
 waiting on the reactor between the pass's thread calls.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_container_updater -*-
+# -*- test-case-name: txstore.test.unit.test_container_updater -*-
 """
 A daemon that runs a pass every ``interval`` seconds inside the node process.
 

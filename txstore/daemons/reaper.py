@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_reaper -*-
+# -*- test-case-name: txstore.test.unit.test_reaper -*-
 """
 The account reaper: empties accounts that a reseller admin deleted.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_reconstructor -*-
+# -*- test-case-name: txstore.test.unit.test_reconstructor -*-
 """
 The object reconstructor: keeps the fragment archives of erasure-coded policies where the
 rings put them, as the object replicator does for replicas (which leaves EC policies alone).

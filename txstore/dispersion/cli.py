@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_dispersion_integration -*-
+# -*- test-case-name: txstore.test.integration.test_dispersion_integration -*-
 """
 ``txstore-dispersion populate`` and ``txstore-dispersion report``: the command.
 

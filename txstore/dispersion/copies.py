@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_dispersion -*-
+# -*- test-case-name: txstore.test.unit.test_dispersion -*-
 """
 Asking each primary node directly whether it holds its copy, as Swift's report does with
 ``direct_client``: a HEAD of the backend path (``/<device>/<partition>/<account>/...``, the

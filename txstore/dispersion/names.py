@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_dispersion -*-
+# -*- test-case-name: txstore.test.unit.test_dispersion -*-
 """
 The dispersion sample's names: ``dispersion_<n>``, each in a partition no earlier one took.
 

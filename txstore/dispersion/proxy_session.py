@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_dispersion -*-
+# -*- test-case-name: txstore.test.unit.test_dispersion -*-
 """
 The tool's side of the Swift API: a tempauth v1.0 login, then PUTs and listings through the
 proxy, as the ``swift`` CLI does them.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_dispersion -*-
+# -*- test-case-name: txstore.test.unit.test_dispersion -*-
 """
 ``[dispersion]`` settings: from ``dispersion.conf`` (Swift's option names where they carry over),
 then the command line's overrides, then the cluster files they point to.

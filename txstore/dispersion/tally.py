@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_dispersion -*-
+# -*- test-case-name: txstore.test.unit.test_dispersion -*-
 """
 The report's arithmetic: copies found per sample name, summed as Swift's report sums them.
 

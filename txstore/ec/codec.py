@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_ec -*-
+# -*- test-case-name: txstore.test.unit.test_ec -*-
 """
 One erasure-coded policy's codec: a segment of the object in, ``k + m`` fragments out, and
 back from any ``k`` of them.

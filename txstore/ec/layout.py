@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_ec -*-
+# -*- test-case-name: txstore.test.unit.test_ec -*-
 """
 The arithmetic of an erasure-coded object: its segments, and where each segment's fragment
 lies in a fragment archive. Pure: no pyeclib, no I/O.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_ec_proxy -*-
+# -*- test-case-name: txstore.test.integration.test_ec_proxy -*-
 """
 What a process that encodes or decodes needs: one codec per EC policy (pyeclib's setup is
 not free, and a codec is reused for every request) and one thread pool, sized to the cores,

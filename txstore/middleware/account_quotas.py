@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_quotas -*-
+# -*- test-case-name: txstore.test.unit.test_quotas -*-
 """
 account_quotas: an account's size and object count limits, set by a reseller admin, Swift's API.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_pipeline -*-
+# -*- test-case-name: txstore.test.unit.test_pipeline -*-
 """
 What a middleware module exports: a `Middleware` naming how to build its `IApp`; and what most
 middlewares ask of a request first (`api_path`, `ApiMiddleware`) and how they read a body whole

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_bulk -*-
+# -*- test-case-name: txstore.test.unit.test_bulk -*-
 """
 bulk: Swift's bulk operations. ``PUT …?extract-archive=tar|tar.gz|tar.bz2`` stores every file
 of an uploaded archive as an object; ``POST`` or ``DELETE /v1/<account>?bulk-delete`` deletes

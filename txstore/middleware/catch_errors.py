@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_middleware -*-
 """
 catch_errors, the outermost stage: gives each request its transaction id (on every response
 and every log line of its work) and turns any failure below into a 500 that names the id,

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_console -*-
+# -*- test-case-name: txstore.test.integration.test_console -*-
 """
 console: the operators' web page, served by the proxy.
 

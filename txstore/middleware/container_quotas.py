@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_quotas -*-
+# -*- test-case-name: txstore.test.unit.test_quotas -*-
 """
 container_quotas: a container's size and object count limits, Swift's API.
 

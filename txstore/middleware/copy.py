@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_middleware -*-
 """
 copy: server-side copy, ``COPY`` with ``Destination`` (and ``Destination-Account``) and ``PUT``
 with ``X-Copy-From`` (and ``X-Copy-From-Account``).

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_cors -*-
+# -*- test-case-name: txstore.test.unit.test_cors -*-
 """
 cors: cross-origin resource sharing, as Swift's proxy has it, so a web page from another origin
 may use the API from a browser.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_small_middlewares -*-
+# -*- test-case-name: txstore.test.unit.test_small_middlewares -*-
 """
 crossdomain: ``GET /crossdomain.xml`` answers the cross-domain policy that Flash and Silverlight
 clients ask for before using another domain, Swift's: the configured

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_dlo -*-
+# -*- test-case-name: txstore.test.unit.test_dlo -*-
 """
 dlo: dynamic large objects, as Swift's API has them.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_domain_remap -*-
+# -*- test-case-name: txstore.test.unit.test_domain_remap -*-
 """
 domain_remap: the account and container named by the request's host, Swift's API.
 

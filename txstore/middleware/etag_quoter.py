@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_small_middlewares -*-
+# -*- test-case-name: txstore.test.unit.test_small_middlewares -*-
 """
 etag_quoter: Swift's RFC 7232 ETags. Swift answers an object's ETag as bare hex, which many
 clients expect; RFC 7232 wants it quoted. An account or container chooses quoted ETags with

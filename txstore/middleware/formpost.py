@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_formpost -*-
+# -*- test-case-name: txstore.test.unit.test_formpost -*-
 """
 formpost: uploads from an HTML form in a browser, without a token, Swift's API. The form is
 signed with one of the temp-URL keys (the account's or the container's

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_middleware -*-
 """
 gatekeeper: clients never write or read what only txstore may (as Swift's gatekeeper).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_middleware -*-
 """healthcheck: ``GET /healthcheck`` answers 200 ``OK`` while the proxy serves (load balancers)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_info_cache -*-
+# -*- test-case-name: txstore.test.unit.test_info_cache -*-
 """
 cache: where the proxy keeps what several proxies share, configured as Swift's ``cache``
 filter (``egg:swift#memcache``)::

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_formpost -*-
+# -*- test-case-name: txstore.test.unit.test_formpost -*-
 """
 A streaming ``multipart/form-data`` parser (RFC 7578 / RFC 2046), pure: bytes go in with
 `MultipartParser.feed`, events come out of `MultipartParser.next_event`, no I/O and no reactor.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_small_middlewares -*-
+# -*- test-case-name: txstore.test.unit.test_small_middlewares -*-
 """
 name_check: Swift's filter that refuses names an operator does not want stored (off by default,
 as in Swift: add it to the pipeline to use it). A request whose decoded path holds one of

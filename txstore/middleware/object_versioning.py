@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_object_versioning -*-
+# -*- test-case-name: txstore.test.unit.test_object_versioning -*-
 """
 object_versioning: Swift's newer versioning API (``X-Versions-Enabled``), as Swift has it.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_middleware -*-
 """
 proxy_logging: one access line per request, written when its response body has gone out (or
 stopped): client, method, path, status, bytes sent, duration, transaction id, and for a

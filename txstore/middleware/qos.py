@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_qos_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_qos_middleware -*-
 """
 qos: which IO class each object request's disk work runs in, and who may choose it.
 

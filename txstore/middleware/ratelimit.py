@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_ratelimit -*-
+# -*- test-case-name: txstore.test.unit.test_ratelimit -*-
 """
 ratelimit: Swift's rate limits on writes, so that one account or one busy container cannot
 swamp the cluster's databases.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_slo -*-
+# -*- test-case-name: txstore.test.unit.test_slo -*-
 """
 The body of a composed object (a static or dynamic large object): its segments read one after
 the other with GET sub-requests, streamed to the client with the pipeline's backpressure.

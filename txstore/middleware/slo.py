@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_slo -*-
+# -*- test-case-name: txstore.test.unit.test_slo -*-
 """
 slo: static large objects, as Swift's API has them.
 

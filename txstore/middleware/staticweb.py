@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_staticweb -*-
+# -*- test-case-name: txstore.test.unit.test_staticweb -*-
 """
 staticweb: a container served as a web site, Swift's API.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_symlink -*-
+# -*- test-case-name: txstore.test.unit.test_symlink -*-
 """
 symlink: objects that point at other objects, as Swift's API has them.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_middleware -*-
 """
 tempauth: Swift's built-in auth as a middleware (`txstore.proxy.tempauth` holds the decisions).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_tempurl -*-
+# -*- test-case-name: txstore.test.unit.test_tempurl -*-
 """
 tempurl: temporary URLs, Swift's API: an object request signed with a secret key is let through
 without a token, for the method, the object (or the objects under a prefix) and the time the

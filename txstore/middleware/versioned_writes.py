@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_versioned_writes -*-
+# -*- test-case-name: txstore.test.unit.test_versioned_writes -*-
 """
 versioned_writes: Swift's legacy object versioning (``X-Versions-Location``,
 ``X-History-Location``), as Swift's ``versioned_writes`` middleware has it.

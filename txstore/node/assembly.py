@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_object_server -*-
+# -*- test-case-name: txstore.test.unit.test_object_server -*-
 """
 Assembles one storage node: the I/O pools, the backend client, the servers, and the services
 that start and stop with it (temp-file sweeping; the consistency daemons join here later).

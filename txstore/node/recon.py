@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_node_integration -*-
+# -*- test-case-name: txstore.test.integration.test_node_integration -*-
 """
 ``GET /recon/<what>``: what operators (and ``txstore-recon``) ask a storage node about its
 health, as JSON.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_node_routing -*-
+# -*- test-case-name: txstore.test.unit.test_node_routing -*-
 """
 The storage node's backend HTTP front: ``/<device>/<partition>/<account>[/<c>[/<o>]]``.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_tap -*-
+# -*- test-case-name: txstore.test.unit.test_tap -*-
 """``twistd objectnode``: the storage node of one host (account, container, object storage)."""
 
 from __future__ import annotations

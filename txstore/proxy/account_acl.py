@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_tempauth -*-
+# -*- test-case-name: txstore.test.unit.test_tempauth -*-
 """
 Account ACLs: ``X-Account-Access-Control``, the JSON form Swift calls "V2".
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_acl -*-
+# -*- test-case-name: txstore.test.unit.test_acl -*-
 """
 Container ACLs: the ``X-Container-Read`` / ``X-Container-Write`` syntax Swift calls "V1".
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_affinity -*-
+# -*- test-case-name: txstore.test.unit.test_affinity -*-
 """
 Read and write affinity, as Swift's proxy configures them, so that a proxy in one region of a
 two-region cluster reads and writes near itself and lets replication carry the data across.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_integration -*-
+# -*- test-case-name: txstore.test.integration.test_proxy_integration -*-
 """
 The proxy application: the innermost stage of the pipeline, Swift's ``proxy-server`` app.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_console -*-
+# -*- test-case-name: txstore.test.integration.test_console -*-
 """
 The cluster as the operators' console shows it: every node the rings name, asked for its
 recon figures in parallel (each within a short timeout, so a stopped node shows as down in

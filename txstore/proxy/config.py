@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_server_config -*-
+# -*- test-case-name: txstore.test.unit.test_server_config -*-
 """
 ``proxy.conf``: what the proxy serves on, and its pipeline of middlewares
 (``[pipeline:main]``, ``[filter:NAME]``: `txstore.proxy.pipeline`).

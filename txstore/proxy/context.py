@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_controllers -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_controllers -*-
 """What every proxy controller needs, injected: the reactor, rings, the backend client, cache, limits."""
 
 from __future__ import annotations

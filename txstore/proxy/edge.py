@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_edge -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_edge -*-
 """
 The proxy's HTTP edge: the one module that touches twisted's ``Request``.
 

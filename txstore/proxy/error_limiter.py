@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_error_limiter -*-
+# -*- test-case-name: txstore.test.unit.test_error_limiter -*-
 """
 Node error limiting: a node that keeps failing is skipped for a while.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_pipeline -*-
+# -*- test-case-name: txstore.test.unit.test_pipeline -*-
 """
 What ``GET /info`` tells clients: the core's limits and one entry per middleware that offers
 something (as Swift's ``register_swift_info``), so a client such as python-swiftclient

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_info_cache -*-
+# -*- test-case-name: txstore.test.unit.test_info_cache -*-
 """
 Account and container info cached in the proxy for a few seconds.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_messages -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_messages -*-
 """
 The proxy's request and response values: what every middleware and the proxy application
 see instead of twisted's ``Request``.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_node_load -*-
+# -*- test-case-name: txstore.test.unit.test_node_load -*-
 """
 The proxy's view of how busy each object node's device is, for ordering the replicas (or, for
 EC, the fragment archives) a GET or HEAD reads.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_pipeline -*-
+# -*- test-case-name: txstore.test.unit.test_pipeline -*-
 """
 The proxy's middleware pipeline, configured as Swift operators know it::
 

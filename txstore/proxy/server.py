@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_integration -*-
+# -*- test-case-name: txstore.test.integration.test_proxy_integration -*-
 """
 The proxy assembled: the application (controllers) wrapped in the configured pipeline of
 middlewares, served by the HTTP edge.

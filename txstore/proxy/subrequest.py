@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_pipeline -*-
+# -*- test-case-name: txstore.test.unit.test_pipeline -*-
 """
 Sub-requests: a middleware's own requests (fetch a copy's source, a large object's segments,
 archive a version), sent down the pipeline below it and answered with a streamed response.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_tap -*-
+# -*- test-case-name: txstore.test.unit.test_tap -*-
 """``twistd proxy``: the client-facing Swift API server."""
 
 from __future__ import annotations

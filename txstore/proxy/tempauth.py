@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_tempauth -*-
+# -*- test-case-name: txstore.test.unit.test_tempauth -*-
 """
 TempAuth: Swift's built-in auth system, as pure decisions the HTTP layer turns into responses.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_quorum -*-
+# -*- test-case-name: txstore.test.unit.test_quorum -*-
 """Transaction ids: one per client request, on every response and every log line about it."""
 
 from __future__ import annotations

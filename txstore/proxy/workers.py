@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_services -*-
+# -*- test-case-name: txstore.test.integration.test_services -*-
 """
 Proxy workers: ``[proxy] workers = N`` runs N proxy processes on one listening socket.
 

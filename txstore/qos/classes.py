@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_qos_classes -*-
+# -*- test-case-name: txstore.test.unit.test_qos_classes -*-
 """
 IO classes: how the disks of the cluster are shared between tenants, from ``txstore.conf``.
 

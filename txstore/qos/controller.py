@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_qos_controller -*-
+# -*- test-case-name: txstore.test.unit.test_qos_controller -*-
 """
 Tenants' cluster-wide caps: every second, split each capped tenant's ``tenant_rate`` between
 the object nodes by what each moves for it, and tell every node its shares.

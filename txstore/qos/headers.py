@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_qos_classes -*-
+# -*- test-case-name: txstore.test.unit.test_qos_classes -*-
 """
 How an `IOSpec` travels: set on a request by the proxy's qos middleware (``ENVIRON``, inherited
 by sub-requests), sent to the object nodes as ``X-Backend-Io-*`` headers (which gatekeeper

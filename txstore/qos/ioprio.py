@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_qos_scheduler -*-
+# -*- test-case-name: txstore.test.unit.test_qos_scheduler -*-
 """
 The kernel's IO priority of a pool thread, set to its job's class before the job runs.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_qos_meter -*-
+# -*- test-case-name: txstore.test.unit.test_qos_meter -*-
 """
 What each device of an object node is doing, sampled from its IO scheduler once a second: for
 ``/recon/bandwidth`` and for the load figure the node attaches to its GET and HEAD answers

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_qos_scheduler -*-
+# -*- test-case-name: txstore.test.unit.test_qos_scheduler -*-
 """
 Sharing each device's disk between tenants by IO class: weighted fair queueing of the chunk
 reads and writes that object streams ask for, in front of the device's thread pool.

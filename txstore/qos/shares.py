@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_qos_controller -*-
+# -*- test-case-name: txstore.test.unit.test_qos_controller -*-
 """
 The node's end of the tenant-cap controller (`txstore.qos.controller`): ``PUT /qos/shares``
 with ``{"ttl": seconds, "shares": {tenant: bytes per second}}`` sets this node's shares of

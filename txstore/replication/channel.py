@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_replication_channel -*-
+# -*- test-case-name: txstore.test.unit.test_replication_channel -*-
 """
 A framed, flow-controlled channel over one TCP (or TLS) connection: the I/O half of a session.
 

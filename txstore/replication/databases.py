@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_db_replication -*-
+# -*- test-case-name: txstore.test.unit.test_db_replication -*-
 """
 Container and account databases over the replication protocol.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_replication_frames -*-
+# -*- test-case-name: txstore.test.unit.test_replication_frames -*-
 """
 Frames and records of the replication protocol, without any I/O.
 

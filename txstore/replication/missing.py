@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_replication_frames -*-
+# -*- test-case-name: txstore.test.unit.test_replication_frames -*-
 """
 The missing check's decision, pure: given what the sender offers for one object and what the
 receiver holds, what the receiver wants sent (see docs/replication.rst for the rules).

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_reconstructor -*-
+# -*- test-case-name: txstore.test.unit.test_reconstructor -*-
 """
 Rebuilding one fragment archive from ``k`` others of the same durable version, segment by
 segment, straight into a replication session's PUT (the reconstructor's `PutSource`).

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_replication -*-
+# -*- test-case-name: txstore.test.unit.test_replication -*-
 """
 The receiving side of replication: the node's replication listener and one session per
 connection.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_replication -*-
+# -*- test-case-name: txstore.test.unit.test_replication -*-
 """
 The sending side of replication: connect to a peer's replication port and push one partition.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_replication_frames -*-
+# -*- test-case-name: txstore.test.unit.test_replication_frames -*-
 """
 The session's state machine: which frame may come next, from which side.
 

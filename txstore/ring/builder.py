@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_builder -*-
+# -*- test-case-name: txstore.test.unit.test_builder -*-
 """
 The ring builder: the operator's record of the devices and the partition table, from which
 ring files are made.

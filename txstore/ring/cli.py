@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_ring_cli -*-
+# -*- test-case-name: txstore.test.unit.test_ring_cli -*-
 """
 ``txstore-ring``: make and inspect rings from the shell, the way ``swift-ring-builder`` does.
 

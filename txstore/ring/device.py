@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_ring -*-
+# -*- test-case-name: txstore.test.unit.test_ring -*-
 """
 Devices: the disks a ring places partitions on, and their textual forms.
 

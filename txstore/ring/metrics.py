@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_builder -*-
+# -*- test-case-name: txstore.test.unit.test_builder -*-
 """
 How good a partition table is: balance (weight) and dispersion (failure domains).
 

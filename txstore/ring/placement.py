@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_builder -*-
+# -*- test-case-name: txstore.test.unit.test_builder -*-
 """
 The rebalance engine: given a partition table and the devices, move as few replicas as
 possible so that every device holds its share and replicas stay apart.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_ring_reloader -*-
+# -*- test-case-name: txstore.test.unit.test_ring_reloader -*-
 """
 Keeping a server's rings current without touching the disk on the reactor thread.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_ring -*-
+# -*- test-case-name: txstore.test.unit.test_ring -*-
 """
 The runtime ring: which devices hold a name, and where to go when they are down.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_ring -*-
+# -*- test-case-name: txstore.test.unit.test_ring -*-
 """
 The on-disk form of rings and builders, and ``RingData``: the table a ``Ring`` serves.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_tap -*-
+# -*- test-case-name: txstore.test.unit.test_tap -*-
 """
 The rings one process serves from: account, container, and one object ring per policy.
 

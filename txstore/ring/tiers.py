@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_builder -*-
+# -*- test-case-name: txstore.test.unit.test_builder -*-
 """
 The failure-domain tree (region → zone → host → device) and how many replicas each part of
 it should hold.

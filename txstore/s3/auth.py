@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_signatures,txstore.test.test_s3_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_s3_signatures,txstore.test.unit.test_s3_middleware -*-
 """
 Who signed an S3 request, and how to check it: `signed_by` reads the request's Authorization
 header or query (Signature V4 or V2), checks the dates against the clock, and returns a

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_s3_middleware -*-
 """
 Bucket operations over containers: create, head, delete, location, listings (v1, v2, versions
 of an unversioned bucket, in-progress uploads: none yet), the canned ACL, and multi-delete.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_s3_middleware -*-
 """
 An S3 request being answered: who signed it, which bucket and key it names, and its Swift
 sub-requests (`S3Call.swift`) sent down the pipeline below s3api as that user, with the

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_chunked -*-
+# -*- test-case-name: txstore.test.unit.test_s3_chunked -*-
 """
 ``aws-chunked`` uploads signed chunk by chunk (``x-amz-content-sha256:
 STREAMING-AWS4-HMAC-SHA256-PAYLOAD``), as the S3 API reference documents them: the body is a

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_s3_middleware -*-
 """
 Where S3 access keys come from: an `ICredentialSource` maps an access key to its secret, the
 account it works in, and who it is for the authorizer that judges its Swift requests.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_xml -*-
+# -*- test-case-name: txstore.test.unit.test_s3_xml -*-
 """
 S3's errors: a code, the HTTP status AWS gives it, and the XML body clients parse
 (``<Error><Code/><Message/><Resource/><RequestId/>…</Error>``).

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_xml -*-
+# -*- test-case-name: txstore.test.unit.test_s3_xml -*-
 """
 Pieces of S3's XML documents that several answers share: dates as S3 writes them, ETags in
 quotes, the owner, the canned ``private`` ACL.

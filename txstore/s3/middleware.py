@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_s3_middleware -*-
 """
 s3api: the S3 API in the proxy pipeline, before tempauth, as Swift's SAIO has it.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_integration -*-
+# -*- test-case-name: txstore.test.integration.test_s3_integration -*-
 """
 Multipart uploads, as Swift's s3api stores them: parts are segments, completion is a static
 large object.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_s3_middleware -*-
 """
 Object operations over Swift objects: GET and HEAD (ranges, conditionals, ``response-*``
 overrides), PUT (streamed; Content-MD5 and the V4 payload hash checked as the body passes),

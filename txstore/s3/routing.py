@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_routing -*-
+# -*- test-case-name: txstore.test.unit.test_s3_routing -*-
 """
 Which bucket and key an S3 request names, and which operation it is.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_middleware -*-
+# -*- test-case-name: txstore.test.unit.test_s3_middleware -*-
 """ListBuckets: the containers of the user's account, as S3 buckets."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_signatures -*-
+# -*- test-case-name: txstore.test.unit.test_s3_signatures -*-
 """
 AWS Signature Version 2 (``Authorization: AWS <access key>:<signature>`` and the query form
 ``AWSAccessKeyId``/``Signature``/``Expires``), still sent by older clients (boto 2, s3cmd):

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_signatures -*-
+# -*- test-case-name: txstore.test.unit.test_s3_signatures -*-
 """
 AWS Signature Version 4 (``AWS4-HMAC-SHA256``), as the S3 API reference documents it: pure
 functions from a request's parts to the string to sign and the signature, no I/O.

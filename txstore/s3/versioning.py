@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_integration -*-
+# -*- test-case-name: txstore.test.integration.test_s3_integration -*-
 """
 Bucket versioning over Swift's object versioning (``X-Versions-Enabled``, the
 ``object_versioning`` part of the versioned_writes filter): S3's Enabled and Suspended are the

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_s3_xml -*-
+# -*- test-case-name: txstore.test.unit.test_s3_xml -*-
 """
 S3's XML, both ways: documents built with ElementTree (text escaped by it, never by hand) and
 request bodies parsed with a refusing parser.

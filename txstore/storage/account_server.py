@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_account_server -*-
+# -*- test-case-name: txstore.test.unit.test_account_server -*-
 """
 The account server of a storage node: one replica of each account's database.
 

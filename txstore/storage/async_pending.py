@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_async_pending -*-
+# -*- test-case-name: txstore.test.unit.test_async_pending -*-
 """
 Async pendings: container updates that could not be sent when an object changed.
 

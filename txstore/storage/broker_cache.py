@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_container_server -*-
+# -*- test-case-name: txstore.test.unit.test_container_server -*-
 """
 An LRU of open database brokers, one per database file.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_server_config -*-
+# -*- test-case-name: txstore.test.unit.test_server_config -*-
 """``objectnode.conf``: one storage host's devices, where it listens, and its cluster files."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_container_server -*-
+# -*- test-case-name: txstore.test.unit.test_container_server -*-
 """
 The container server of a storage node: one replica of each container's database.
 

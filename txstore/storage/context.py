@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_object_server,txstore.test.test_auditor -*-
+# -*- test-case-name: txstore.test.unit.test_object_server,txstore.test.unit.test_auditor -*-
 """
 What a node's servers, daemons and replication all run in: its devices, policies, I/O pools,
 disk files and backend client, injected as one value (tests pass a synchronous runner and a

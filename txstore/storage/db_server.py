@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_container_server,txstore.test.test_account_server -*-
+# -*- test-case-name: txstore.test.unit.test_container_server,txstore.test.unit.test_account_server -*-
 """
 What the container and account servers share: how a broker call runs and how its errors
 become HTTP answers, which headers are stored as metadata, and listings (where a database file

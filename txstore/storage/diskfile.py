@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_diskfile -*-
+# -*- test-case-name: txstore.test.unit.test_diskfile -*-
 """
 The object storage layer of a storage node: objects as files on local devices.
 

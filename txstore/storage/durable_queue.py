@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_diskfile -*-
+# -*- test-case-name: txstore.test.unit.test_diskfile -*-
 """
 A device's durable queues: small records kept as files until a daemon has acted on them.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_node_edge -*-
+# -*- test-case-name: txstore.test.unit.test_node_edge -*-
 """
 The storage node's HTTP edge: the one module of the node that writes to twisted's ``Request``.
 

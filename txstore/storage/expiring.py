@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_expirer -*-
+# -*- test-case-name: txstore.test.unit.test_expirer -*-
 """
 The local expiry queue: which objects of a device carry an ``X-Delete-At``, by time.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_object_server,txstore.test.test_container_server,txstore.test.test_node_routing -*-
+# -*- test-case-name: txstore.test.unit.test_object_server,txstore.test.unit.test_container_server,txstore.test.unit.test_node_routing -*-
 """
 What the object, container and account servers of a node share: the small request helpers
 that turn bad input into a clear 4xx, and what a handler answers (`NodeResponse`, which the

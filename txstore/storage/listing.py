@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_listing -*-
+# -*- test-case-name: txstore.test.unit.test_listing -*-
 """
 Container and account listings on the storage nodes: query parameters and JSON-shaped entries.
 

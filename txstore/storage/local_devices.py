@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_object_replicator -*-
+# -*- test-case-name: txstore.test.unit.test_object_replicator -*-
 """Which ring devices are this node's: every daemon that acts only on its own devices asks here."""
 
 from __future__ import annotations

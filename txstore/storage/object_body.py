@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_object_body,txstore.test.test_object_server -*-
+# -*- test-case-name: txstore.test.unit.test_object_body,txstore.test.unit.test_object_server -*-
 """
 An object's bytes as a response body (`IResponseBody`): a push producer that reads the next
 chunk through the device's I/O pool only while the client keeps up.

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_object_server -*-
+# -*- test-case-name: txstore.test.unit.test_object_server -*-
 """
 The object server of a storage node: PUT, GET, HEAD, POST and DELETE of one object replica.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_objmeta -*-
+# -*- test-case-name: txstore.test.unit.test_objmeta -*-
 """
 Object metadata, stored as a footer at the end of each object file.
 

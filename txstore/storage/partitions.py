@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_partitions -*-
+# -*- test-case-name: txstore.test.unit.test_partitions -*-
 """
 The object store as the replicator sees it: partitions, suffix hashes, and object directories
 described by their file names.

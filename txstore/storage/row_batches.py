@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_row_batches -*-
+# -*- test-case-name: txstore.test.unit.test_row_batches -*-
 """
 Group commit of object rows: the container updates that arrive for one database while a
 commit of it is under way go to SQLite together, in one transaction (one WAL fsync).

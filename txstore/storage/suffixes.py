@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_suffixes -*-
+# -*- test-case-name: txstore.test.unit.test_suffixes -*-
 """
 ``hashes.invalid``: which suffixes of a partition changed since the last hash pass.
 

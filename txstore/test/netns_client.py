@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_netns_drills -*-
+# -*- test-case-name: txstore.test.integration.test_netns_drills -*-
 """
 The client side of the namespace drills, run inside the client namespace by
 `txstore.test.netns_cluster` (``python -m txstore.test.netns_client COMMAND`` with the

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_netns_drills -*-
+# -*- test-case-name: txstore.test.integration.test_netns_drills -*-
 """
 A cluster of hosts on one machine: Linux network namespaces, and faults between them.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_netns_drills -*-
+# -*- test-case-name: txstore.test.integration.test_netns_drills -*-
 """
 The fault drills of issue 23 on a `NetnsCluster`, shared by the trial tests (which assert on
 their figures) and ``benchmarks/netns_cluster.py`` (which prints them, with longer faults).

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_netns_drills -*-
+# -*- test-case-name: txstore.test.integration.test_netns_drills -*-
 """
 Latency and loss in userspace, for kernels built without ``sch_netem`` (the CI's VM has no
 netem and no ``act_gact``, so ``tc`` can neither delay nor drop).

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_controllers -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_controllers -*-
 """``/v1/<account>``: stats, metadata and container listings of an account."""
 
 from __future__ import annotations

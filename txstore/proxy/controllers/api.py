@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_controllers -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_controllers -*-
 """One Swift API request as the controllers see it: the decoded names and who is asking."""
 
 from __future__ import annotations

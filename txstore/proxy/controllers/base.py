@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_controllers -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_controllers -*-
 """
 Talking to the replicas of one partition: fan-out writes with handoffs, first-good reads,
 and the newest answer when asked (X-Newest).

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_controllers -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_controllers -*-
 """``/v1/<account>/<container>``: create, delete, metadata, ACLs and object listings."""
 
 from __future__ import annotations

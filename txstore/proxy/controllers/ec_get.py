@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_ec_proxy -*-
+# -*- test-case-name: txstore.test.integration.test_ec_proxy -*-
 """
 An erasure-coded object's GET and HEAD.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_ec_proxy -*-
+# -*- test-case-name: txstore.test.integration.test_ec_proxy -*-
 """
 An erasure-coded object's PUT: the body is cut into segments, each segment encoded (in the EC
 pool) into ``k + m`` fragments, and fragment *i* streamed to the node of ring index *i* (a

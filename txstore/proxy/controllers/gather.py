@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_gather -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_gather -*-
 """
 Waiting for the nodes of one request as Swift's proxy does: every answer until they decide the
 outcome (a quorum agrees), then at most ``post_quorum_timeout`` for the others.

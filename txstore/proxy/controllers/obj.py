@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_controllers -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_controllers -*-
 """
 ``/v1/<account>/<container>/<object>``: what the object methods share, POST and DELETE.
 GET and HEAD are in `obj_get`, PUT in `obj_put`; server-side copy is the copy middleware.

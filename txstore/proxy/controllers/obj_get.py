@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_controllers -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_controllers -*-
 """
 Object GET and HEAD: the first replica that answers is relayed as the response's body source.
 

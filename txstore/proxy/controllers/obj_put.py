@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_controllers -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_controllers -*-
 """
 Object PUT: the body goes to every replica at once, chunk by chunk as it is read from its
 source (the client's upload, or a copy's source object); the source is read only while every

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_proxy_controllers -*-
+# -*- test-case-name: txstore.test.unit.test_proxy_controllers -*-
 """
 What every object PUT does before and after its body, replicated or erasure-coded: open one
 connection per ring slot (the primary, or a handoff for one that fails or refuses) that invites

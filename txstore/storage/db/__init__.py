@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_container_broker -*-
+# -*- test-case-name: txstore.test.unit.test_container_broker -*-
 """
 SQLite databases for containers and accounts (synchronous: servers call them through the I/O pool).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_account_broker -*-
+# -*- test-case-name: txstore.test.unit.test_account_broker -*-
 """
 The account database: one row per container, fed by the container servers' reports.
 

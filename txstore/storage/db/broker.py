@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_container_broker -*-
+# -*- test-case-name: txstore.test.unit.test_container_broker -*-
 """
 What container and account databases share: creation, connections, state, metadata, listings.
 

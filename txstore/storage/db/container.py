@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_container_broker -*-
+# -*- test-case-name: txstore.test.unit.test_container_broker -*-
 """
 The container database: one row per object name, the newest update winning.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: txstore.test.test_container_server,txstore.test.test_db_replication -*-
+# -*- test-case-name: txstore.test.unit.test_container_server,txstore.test.unit.test_db_replication -*-
 """
 Where a container or account database file lives on a device, how to find them all, and how a
 damaged one is moved aside (all blocking: callers run them in the device's I/O pool).
