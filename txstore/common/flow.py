@@ -142,3 +142,18 @@ class DrainWaiter:
         waiter: Deferred = Deferred()
         self._waiters.append(waiter)
         return waiter
+
+
+class DrainedProducer:
+    """
+    The IPushProducer half every writer with a `DrainWaiter` (``self._drain``) has alike: its
+    consumer's pause and resume are the waiter's. Each says what ``stopProducing`` means to it.
+    """
+
+    _drain: DrainWaiter
+
+    def pauseProducing(self) -> None:
+        self._drain.pause()
+
+    def resumeProducing(self) -> None:
+        self._drain.resume()

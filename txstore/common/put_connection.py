@@ -47,7 +47,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txstore.common.connect import connect
-from txstore.common.flow import DrainWaiter
+from txstore.common.flow import DrainWaiter, DrainedProducer
 
 MAX_HEAD = 64 * 1024
 MAX_ANSWER_BODY = 64 * 1024
@@ -98,7 +98,7 @@ class PutRequest:
 
 
 @implementer(IPushProducer)
-class PutConnection(Protocol):
+class PutConnection(Protocol, DrainedProducer):
     def __init__(self, request: PutRequest, pool: PutConnectionPool | None = None) -> None:
         self._pool = pool
         self._drain = DrainWaiter()
@@ -329,12 +329,6 @@ class PutConnection(Protocol):
         return self._drain.wait()
 
     # --- IPushProducer: the transport's backpressure ---------------------------------------
-
-    def pauseProducing(self) -> None:
-        self._drain.pause()
-
-    def resumeProducing(self) -> None:
-        self._drain.resume()
 
     def stopProducing(self) -> None:
         # The connection is going; connectionLost (which follows) settles the exchange, so an

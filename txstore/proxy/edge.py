@@ -29,7 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from txstore.common.flow import DrainWaiter
+from txstore.common.flow import DrainWaiter, DrainedProducer
 from txstore.proxy.messages import BytesSource, HeaderMap, SwiftRequest, SwiftResponse, unwatched
 
 log = Logger()
@@ -155,7 +155,7 @@ async def render(request, response: SwiftResponse) -> None:
 
 
 @implementer(IPushProducer)
-class _Pump:
+class _Pump(DrainedProducer):
     """
     Reads the body source only while the client's connection takes more. The middlewares that
     only watch the body (`WatchedSource`: the access line, the abort on a failure) are told at
@@ -214,12 +214,6 @@ class _Pump:
         for watcher in self._watchers:  # outermost first, as their stop() calls run
             watcher.stopped(self._sent)
         self._source.stop()
-
-    def pauseProducing(self) -> None:
-        self._drain.pause()
-
-    def resumeProducing(self) -> None:
-        self._drain.resume()
 
     def stopProducing(self) -> None:
         self._stopped = True

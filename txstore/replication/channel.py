@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txstore.common.flow import DrainWaiter, InboundQueue
+from txstore.common.flow import DrainWaiter, DrainedProducer, InboundQueue
 from txstore.replication.frames import FrameDecoder, FrameType, ProtocolError, Record, encode, record
 from txstore.replication.states import R, S, SessionMachine
 
@@ -52,7 +52,7 @@ class SessionFailed(Exception):
 
 
 @implementer(IPushProducer)
-class FramedChannel(Protocol):
+class FramedChannel(Protocol, DrainedProducer):
     """Frames in and out for one side (``side`` is S or R) of one session."""
 
     log = Logger()
@@ -100,12 +100,6 @@ class FramedChannel(Protocol):
         self._drain.release()
 
     # IPushProducer (the transport tells us when its buffer is full)
-
-    def pauseProducing(self) -> None:
-        self._drain.pause()
-
-    def resumeProducing(self) -> None:
-        self._drain.resume()
 
     def stopProducing(self) -> None:
         self._drain.release()

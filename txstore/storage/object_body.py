@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
 from zope.interface import implementer
 
-from txstore.common.flow import DrainWaiter
+from txstore.common.flow import DrainWaiter, DrainedProducer
 from txstore.interfaces import IBlockingRunner, IResponseBody
 from txstore.qos.scheduler import READ, Stream, StreamStopped
 from txstore.storage.diskfile import DiskFileError, DiskFileReader
@@ -39,7 +39,7 @@ class CorruptBody(Exception):
 
 
 @implementer(IResponseBody)
-class ObjectBody:
+class ObjectBody(DrainedProducer):
     """
     Bytes of an open object, as ``parts``: each ``(prefix, first, last)`` is the prefix bytes,
     then bytes first..last of the object; then ``trailer`` (a multipart answer's closing
@@ -69,12 +69,6 @@ class ObjectBody:
         self._drain = DrainWaiter()
         self._stopped = False
         self._started = False  # a byte was written
-
-    def pauseProducing(self) -> None:
-        self._drain.pause()
-
-    def resumeProducing(self) -> None:
-        self._drain.resume()
 
     def stopProducing(self) -> None:
         self._stopped = True
