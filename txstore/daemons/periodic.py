@@ -16,32 +16,28 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 
+@define(eq=False)
 class PeriodicDaemon(Service):
+    name: str
+    _run_pass: Callable[[], Awaitable[dict[str, Any]]]
+    interval: float
+    _reactor: Any
+    _jitter: Callable[[], float] = random.random
+    _stop_pass: Callable[[], None] | None = None
+    _metrics: Any = None  # a ServerMetrics: each pass's result, duration and figures
+    _loop: LoopingCall | None = field(default=None, init=False)
+    _first: Any = field(default=None, init=False)  # the delayed call of the first pass
+    _current: Deferred | None = field(default=None, init=False)
+    last_pass: dict[str, Any] = field(factory=dict, init=False)
+    passes: int = field(default=0, init=False)
     log = Logger()
-
-    def __init__(
-        self, name: str, run_pass: Callable[[], Awaitable[dict[str, Any]]], interval: float, reactor: Any,
-        jitter: Callable[[], float] = random.random, stop_pass: Callable[[], None] | None = None,
-        metrics: Any = None,
-    ) -> None:
-        self.name = name
-        self._run_pass = run_pass
-        self.interval = interval
-        self._reactor = reactor
-        self._jitter = jitter
-        self._stop_pass = stop_pass
-        self._metrics = metrics  # a ServerMetrics: each pass's result, duration and figures
-        self._loop: LoopingCall | None = None
-        self._first = None
-        self._current: Deferred | None = None
-        self.last_pass: dict[str, Any] = {}
-        self.passes = 0
 
     def startService(self) -> None:
         super().startService()
