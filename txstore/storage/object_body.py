@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
 
+from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
 from zope.interface import implementer
@@ -39,6 +40,7 @@ class CorruptBody(Exception):
 
 
 @implementer(IResponseBody)
+@define(eq=False)
 class ObjectBody(DrainedProducer):
     """
     Bytes of an open object, as ``parts``: each ``(prefix, first, last)`` is the prefix bytes,
@@ -47,28 +49,17 @@ class ObjectBody(DrainedProducer):
     ETag. The reader is closed once the body is written, or let go.
     """
 
-    def __init__(
-        self,
-        runner: IBlockingRunner,
-        device: str,
-        reader: DiskFileReader,
-        parts: Sequence[tuple[bytes, int, int]],
-        failed: ReadFailed,
-        trailer: bytes = b"",
-        whole: bool = False,
-        io: Stream | None = None,
-    ) -> None:
-        self._runner = runner
-        self._device = device
-        self._reader = reader
-        self._parts = parts
-        self._failed = failed
-        self._trailer = trailer
-        self._whole = whole
-        self._io = io  # the request's IO class on its device (txstore.qos.scheduler), or straight to the pool
-        self._drain = DrainWaiter()
-        self._stopped = False
-        self._started = False  # a byte was written
+    _runner: IBlockingRunner
+    _device: str
+    _reader: DiskFileReader
+    _parts: Sequence[tuple[bytes, int, int]]
+    _failed: ReadFailed
+    _trailer: bytes = b""
+    _whole: bool = False
+    _io: Stream | None = None  # the request's IO class on its device (txstore.qos.scheduler), or straight to the pool
+    _drain: DrainWaiter = field(factory=DrainWaiter, init=False)
+    _stopped: bool = field(default=False, init=False)
+    _started: bool = field(default=False, init=False)  # a byte was written
 
     def stopProducing(self) -> None:
         self._stopped = True
