@@ -322,29 +322,32 @@ class _Fragments:
         self._body.stop()
 
 
+@define(eq=False)
 class _Reader:
     """
     Decoded segments of one durable version, from ``k`` archives: opens ranged reads for the
     segments asked, and replaces an archive that fails by another node's.
     """
 
-    def __init__(self, context, codec: ECCodec, layout: ArchiveLayout, part, names, headers, stamp: str,
-                 chosen: list[Archive], spares: list[Archive], nodes: Iterator[Node], trans_id: str) -> None:
-        self.context = context
-        self.codec = codec
-        self.layout = layout
-        self._part = part
-        self._names = names
-        self._headers = headers
-        self._stamp = stamp
-        self._whole = chosen  # whole-archive answers, not read yet: used by a read from segment 0
-        self._spares = spares
-        self._nodes = nodes
-        self._known: dict[int, Node] = {archive.index: archive.node for archive in chosen + spares}
-        self._failed: set[Node] = set()
-        self._trans_id = trans_id
-        self._open: list[_Fragments] = []
-        self._next_segment = -1  # the segment the open archives are at
+    context: ProxyContext
+    codec: ECCodec
+    layout: ArchiveLayout
+    _part: int
+    _names: tuple  # account, container, object
+    _headers: dict[str, str]
+    _stamp: str
+    _whole: list[Archive]  # whole-archive answers, not read yet: used by a read from segment 0
+    _spares: list[Archive]
+    _nodes: Iterator[Node]
+    _trans_id: str
+    _known: dict[int, Node] = field(init=False)  # archive index -> the node that has it
+    _failed: set[Node] = field(factory=set, init=False)
+    _open: list[_Fragments] = field(factory=list, init=False)
+    _next_segment: int = field(default=-1, init=False)  # the segment the open archives are at
+
+    @_known.default
+    def _archives_known(self) -> dict[int, Node]:
+        return {archive.index: archive.node for archive in self._whole + self._spares}
 
     async def segment(self, number: int) -> bytes:
         """The bytes of segment ``number`` (segments are asked for in increasing order)."""
