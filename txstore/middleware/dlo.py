@@ -42,7 +42,7 @@ from hashlib import md5, sha256
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
-from attrs import frozen
+from attrs import define, field, frozen
 from twisted.logger import Logger
 
 from txstore.common import config as c
@@ -152,6 +152,7 @@ def parse_listing(raw: bytes) -> list[Entry]:
     return entries
 
 
+@define(eq=False)
 class Listing:
     """
     The segments' container, listed as the requester one page at a time; the last page read
@@ -159,15 +160,13 @@ class Listing:
     then streamed) costs nothing.
     """
 
-    def __init__(self, app, request: SwiftRequest, account: str, container: str, prefix: str,
-                 page_size: int) -> None:
-        self.app = app
-        self.request = request
-        self.account = account
-        self.container = container
-        self.prefix = prefix
-        self.page_size = page_size
-        self._held: tuple[str, list[Entry]] | None = None
+    app: Any  # the proxy pipeline the listing requests go through
+    request: SwiftRequest
+    account: str
+    container: str
+    prefix: str
+    page_size: int
+    _held: tuple[str, list[Entry]] | None = field(default=None, init=False)
 
     def segment_path(self, name: str) -> str:
         return f"/v1/{self.account}/{self.container}/{name}"

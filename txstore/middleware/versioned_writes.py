@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from attrs import define, field
 
 from txstore.common import config as c
 from txstore.common.paths import BadPath, decode_path
@@ -143,17 +144,16 @@ def _version_timestamp(response: SwiftResponse) -> Timestamp:
     return Timestamp.from_seconds(seconds)
 
 
+@define(eq=False)
 class VersionedWrites(ApiMiddleware):
     depth = 2
 
-    def __init__(self, app, *, enabled: bool, container_info: ContainerInfoSource, clock: Callable[[], float],
-                 max_file_size: int, max_listing_bytes: int) -> None:
-        self.app = app
-        self.enabled = enabled
-        self.container_info = container_info
-        self.clock = clock
-        self.max_file_size = max_file_size
-        self.max_listing_bytes = max_listing_bytes
+    app: Any
+    enabled: bool = field(kw_only=True)
+    container_info: ContainerInfoSource = field(kw_only=True)
+    clock: Callable[[], float] = field(kw_only=True)
+    max_file_size: int = field(kw_only=True)
+    max_listing_bytes: int = field(kw_only=True)
 
     async def handle(self, request: SwiftRequest, account: str, container: str, obj: str | None) -> SwiftResponse:
         if obj is None:
