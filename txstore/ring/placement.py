@@ -236,9 +236,7 @@ class Placer:
     def _choose(self, part: int, counts: dict[int, int]) -> int:
         """The device a replica of ``part`` should go to, given its other replicas."""
         key_parts = self._key_parts_cache
-        target = self.target
-        assigned = self.assigned
-        reserved = self.reserved
+        target, assigned, reserved = self.target, self.assigned, self.reserved
         jitter = self.rng.random
         class_scale = self._class_scale
         get = counts.get
@@ -273,8 +271,7 @@ class Placer:
     def _bad_host_tuples(self, combos: Iterable[tuple[int, ...]]) -> set[tuple[int, ...]]:
         """Host-tuples of partitions with an unplaced replica, a broken cap or floor."""
         parents = _parents(self.tree)
-        cap = self.cap
-        floor = self.floor
+        cap, floor = self.cap, self.floor
         floored = [node for node in self.floored if self.tree.depth[node] < DEVICE]
         bad = set()
         for combo in combos:
@@ -559,8 +556,7 @@ class Placer:
 
     def _unbalanced(self) -> bool:
         """Whether a device is over its target rounded up, or a part or more short of it."""
-        target = self.target
-        assigned = self.assigned
+        target, assigned = self.target, self.assigned
         return any(
             assigned[node] > math.ceil(target[node] - _EPSILON)
             or target[node] - assigned[node] >= 1 - _EPSILON
@@ -568,8 +564,7 @@ class Placer:
         )
 
     def _balance_pass(self, dev_parts: dict[int, array]) -> int:
-        target = self.target
-        assigned = self.assigned
+        target, assigned = self.target, self.assigned
         over = []
         for dev, node in self.dev_node.items():
             excess = assigned[node] - math.ceil(target[node] - _EPSILON)
@@ -628,10 +623,8 @@ class Placer:
         cannot, when all the partitions of an over-full device are blocked (say, both other
         replicas sit in the one region that wants parts).
         """
-        target = self.target
-        assigned = self.assigned
-        cap = self.cap
-        floor = self.floor
+        target, assigned = self.target, self.assigned
+        cap, floor = self.cap, self.floor
         dev_path = self.tree.dev_path
         tables = self.tables
         count = 1 << self.part_power
@@ -690,8 +683,7 @@ class Placer:
         ``counts``) with the best gain, if any gains. Costs a look at every device, so it
         is rationed (``FALLBACK_TRIES``).
         """
-        target = self.target
-        assigned = self.assigned
+        target, assigned = self.target, self.assigned
         cap = self.cap
         best = None
         best_gain = _EPSILON
@@ -715,8 +707,7 @@ class Placer:
         improve. Summing over all tiers keeps a move that suits two devices from unbalancing
         their regions or zones.
         """
-        target = self.target
-        assigned = self.assigned
+        target, assigned = self.target, self.assigned
         src_path = self.tree.dev_path[src]
         dest_path = self.tree.dev_path[dest]
         gain = 0.0
