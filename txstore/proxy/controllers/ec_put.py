@@ -38,7 +38,7 @@ from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.controllers.base import ContainerInfo, answer, backend_path, node_failed
 from txstore.proxy.controllers.obj import container_headers
 from txstore.proxy.controllers.put_slots import (
-    Slot, drop, final_answers, open_slots, read_source, refusal, superseded, wait_for_nodes,
+    Lost, Slot, drop, final_answers, node_result, open_slots, read_source, refusal, superseded, wait_for_nodes,
 )
 from txstore.common.put_connection import NodeAnswer
 from txstore.proxy.messages import HeaderMap, SwiftResponse
@@ -195,13 +195,8 @@ def _commits_here(slot: Slot) -> bool:
 
 async def _stored(context: ProxyContext, api: APIRequest, slot: Slot):
     """STORED once a node committing here has its archive on disk; its answer if it gave one instead; None if lost."""
-    waiting = slot.conn.wait_stored()
-    waiting.addTimeout(context.node_timeout, context.reactor)
-    try:
-        outcome = await waiting
-    except Exception as err:
-        log.warn("{trans_id}: archive PUT to {node} lost: {error}", trans_id=api.trans_id,
-                 node=slot.node.device_name, error=err)
+    outcome = await node_result(context, api, slot, slot.conn.wait_stored(), "archive PUT to")
+    if isinstance(outcome, Lost):
         drop(slot.conn)
         return None
     return STORED if outcome is None else outcome

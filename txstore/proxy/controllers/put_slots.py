@@ -127,6 +127,30 @@ def drop(conn: PutConnection) -> None:
     conn.abort()
 
 
+@frozen
+class Lost:
+    """What `node_result` gives when the node's answer failed or did not come in time."""
+
+    error: Exception
+
+
+async def node_result(
+    context: ProxyContext, api: APIRequest, slot: Slot, waiting: Deferred[T], what: str,
+) -> T | Lost:
+    """
+    ``waiting``'s result (something of ``slot``'s node), or `Lost` when it fails or takes more
+    than ``node_timeout``: logged as "``what`` <node> lost"; what becomes of the node and its
+    connection is the caller's to say.
+    """
+    waiting.addTimeout(context.node_timeout, context.reactor)
+    try:
+        return await waiting
+    except Exception as err:
+        log.warn("{trans_id}: {what} {node} lost: {error}", trans_id=api.trans_id, what=what,
+                 node=slot.node.device_name, error=err)
+        return Lost(err)
+
+
 async def final_answers(
     context: ProxyContext, api: APIRequest, slots: list[Slot], quorum: int | None = None,
 ) -> list[NodeAnswer | None]:
@@ -139,14 +163,9 @@ async def final_answers(
     """
 
     async def final(slot: Slot) -> NodeAnswer | None:
-        waiting = slot.conn.answer
-        waiting.addTimeout(context.node_timeout, context.reactor)
-        try:
-            reply = await waiting
-        except Exception as err:
-            log.warn("{trans_id}: PUT answer from {node} lost: {error}", trans_id=api.trans_id,
-                     node=slot.node.device_name, error=err)
-            node_failed(context, slot.node, err)
+        reply = await node_result(context, api, slot, slot.conn.answer, "PUT answer from")
+        if isinstance(reply, Lost):
+            node_failed(context, slot.node, reply.error)
             slot.conn.abort()
             return None
         if reply.status >= 500:
