@@ -104,6 +104,7 @@ def number(minimum: float | None = None, maximum: float | None = None) -> Parser
 
 
 port = integer(0, 65535)
+timeout = number(0.001)  # seconds to wait for something; zero would not wait at all
 
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n"}

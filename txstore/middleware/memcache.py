@@ -28,9 +28,9 @@ OPTIONS = (
     c.Option("memcache_servers", memcache.servers, (),
              doc="memcached servers (host:port, comma-separated) every proxy of the cluster shares;"
                  " empty: this proxy keeps everything in its memory."),
-    c.Option("connect_timeout", c.number(0.001), memcache.CONNECT_TIMEOUT,
+    c.Option("connect_timeout", c.timeout, memcache.CONNECT_TIMEOUT,
              doc="Seconds to wait for a connection to a memcached server."),
-    c.Option("io_timeout", c.number(0.001), memcache.IO_TIMEOUT, doc="Seconds to wait for an answer."),
+    c.Option("io_timeout", c.timeout, memcache.IO_TIMEOUT, doc="Seconds to wait for an answer."),
     c.Option("tries", c.integer(1), memcache.TRIES, doc="Servers asked for a key before giving up (a miss)."),
     c.Option("error_suppression_limit", c.integer(1), memcache.ERROR_LIMIT,
              doc="Failures of a server within error_suppression_interval that have it left alone."),

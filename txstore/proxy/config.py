@@ -48,9 +48,9 @@ AFFINITY_OPTIONS = (
 )
 # Swift's names and defaults, but concurrent_gets (docs/proxy.rst, "Timeouts").
 TIMEOUT_OPTIONS = (
-    c.Option("node_timeout", c.number(0.001), 10.0,
+    c.Option("node_timeout", c.timeout, 10.0,
              doc="Seconds a node may take to answer a request, or between the body bytes it sends or takes."),
-    c.Option("conn_timeout", c.number(0.001), 0.5,
+    c.Option("conn_timeout", c.timeout, 0.5,
              doc="Seconds to connect to a node (a new connection; pooled ones are reused)."),
     c.Option("post_quorum_timeout", c.number(0.0), 0.5,
              doc="Once a quorum of a write's nodes answered alike, seconds the others are still waited for"
@@ -58,7 +58,7 @@ TIMEOUT_OPTIONS = (
     c.Option("concurrent_gets", c.boolean, True,
              doc="Account and container reads ask the next node too when the ones asked have not answered"
                  " within concurrency_timeout; the first good answer wins."),
-    c.Option("concurrency_timeout", c.number(0.001), None, doc="Seconds before the next node is asked (default:"
+    c.Option("concurrency_timeout", c.timeout, None, doc="Seconds before the next node is asked (default:"
              " conn_timeout)."),
 )
 KNOWN_GROUPS = (".admin", ".reseller_admin")
