@@ -54,10 +54,12 @@ class LayoutError(Exception):
 
 @frozen
 class Topology:
-    nodes: int = 4
-    replicas: int = 3
-    part_power: int = 10
-    base_port: int = 6200
+    """The cluster's shape, recorded in ``etc/aio.json``: a root is reused only with the same one."""
+
+    nodes: int = 4  # storage nodes, node1 to nodeN, one device each
+    replicas: int = 3  # of the account, container and first object ring (no more than nodes)
+    part_power: int = 10  # of every ring
+    base_port: int = 6200  # node N serves on base_port + 10 N, and replicates on the port after it
 
     def node_port(self, number: int) -> int:
         return self.base_port + 10 * number
