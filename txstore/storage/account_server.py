@@ -24,7 +24,7 @@ from twisted.web.http import Request
 from txstore.common.listing_format import ListingFormat, render_account_listing
 from txstore.common.paths import BackendPath
 from txstore.common.timestamps import Timestamp
-from txstore.storage.db import AccountBroker, AccountInfo, DatabaseAlreadyExists
+from txstore.storage.db import AccountBroker, AccountInfo
 from txstore.storage.db_server import (
     Change,
     DatabaseServer,
@@ -32,6 +32,7 @@ from txstore.storage.db_server import (
     MetadataRules,
     backend_timestamps,
     check_name_length,
+    create_database,
     respond,
     true_header,
 )
@@ -76,11 +77,9 @@ def _put_account(
     metadata: dict[str, tuple[str, str]],
     check: MetadataCheck | None = None,
 ) -> Change:
-    try:
-        broker.initialize(account, timestamp, created_at=created_at)
-        broker.close()  # idle connections from before would still point at a quarantined file
+    if create_database(broker, account, timestamp, created_at=created_at):
         status = 201
-    except DatabaseAlreadyExists:
+    else:
         info = broker.get_info()
         if _is_deleted(info):
             return Change(403, info)
@@ -104,11 +103,7 @@ def _record_report(
 ) -> int:
     if create_as is not None:
         account, timestamp, created_at = create_as
-        try:
-            broker.initialize(account, timestamp, created_at=created_at)
-            broker.close()  # as in _put_account
-        except DatabaseAlreadyExists:
-            pass
+        create_database(broker, account, timestamp, created_at=created_at)
     info = broker.get_info()
     if _is_deleted(info) and not override:
         return 404

@@ -31,7 +31,6 @@ from txstore.storage.db import (
     ContainerBroker,
     ContainerInfo,
     ContainerNotEmpty,
-    DatabaseAlreadyExists,
     ObjectRecord,
     StoragePolicyConflict,
 )
@@ -42,6 +41,7 @@ from txstore.storage.db_server import (
     MetadataRules,
     backend_timestamps,
     check_name_length,
+    create_database,
     respond,
     true_header,
 )
@@ -102,18 +102,10 @@ def _put_container(
     metadata: dict[str, tuple[str, str]],
     check: MetadataCheck | None = None,
 ) -> Change:
-    try:
-        broker.initialize(
-            account,
-            container,
-            timestamp,
-            default_policy if requested_policy is None else requested_policy,
-            created_at=created_at,
-        )
-        broker.close()  # idle connections from before would still point at a quarantined file
+    policy = default_policy if requested_policy is None else requested_policy
+    if create_database(broker, account, container, timestamp, policy, created_at=created_at):
         status = 201
-    except DatabaseAlreadyExists:
-        # An existing database, or another request created it a moment ago.
+    else:
         try:
             revived = broker.update_put_timestamp(timestamp, requested_policy)
         except StoragePolicyConflict:

@@ -36,6 +36,7 @@ from txstore.storage.db.files import database_path, quarantine_database
 from txstore.storage.db import (
     AccountInfo,
     ContainerInfo,
+    DatabaseAlreadyExists,
     DatabaseBroker,
     DatabaseBusy,
     DatabaseCorrupt,
@@ -284,6 +285,19 @@ class DatabaseRead:
     info: Any
     metadata: dict[str, tuple[str, str]]
     body: bytes | None
+
+
+def create_database(broker: Any, *identity: Any, **columns: Any) -> bool:
+    """
+    ``broker.initialize(*identity, **columns)``: True when this created the database, False
+    when one was there already (or another request created it a moment ago).
+    """
+    try:
+        broker.initialize(*identity, **columns)
+    except DatabaseAlreadyExists:
+        return False
+    broker.close()  # idle connections from before would still point at a quarantined file
+    return True
 
 
 def read_database(
