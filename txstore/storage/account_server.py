@@ -41,6 +41,7 @@ from txstore.storage.http_support import (
     NodeResponse,
     header,
     integer_header,
+    required_integer_header,
     required_timestamp,
 )
 from txstore.storage.listing import container_entries
@@ -121,13 +122,6 @@ def _record_report(
 # -- the HTTP side -----------------------------------------------------------------------------------
 
 
-def _report_count(request: Request, name: str) -> int:
-    value = integer_header(request, name)
-    if value is None:
-        raise HTTPError(400, f"Missing {name} header")
-    return value
-
-
 @define
 class AccountServer(DatabaseServer[AccountBroker]):
     """The account half of a storage node's backend API (see the module docstring)."""
@@ -153,8 +147,8 @@ class AccountServer(DatabaseServer[AccountBroker]):
             path.container,
             required_timestamp(request, "X-Put-Timestamp"),
             required_timestamp(request, "X-Delete-Timestamp"),
-            _report_count(request, "X-Object-Count"),
-            _report_count(request, "X-Bytes-Used"),
+            required_integer_header(request, "X-Object-Count"),
+            required_integer_header(request, "X-Bytes-Used"),
             integer_header(request, "X-Backend-Storage-Policy-Index") or 0,
         )
         create_as = None

@@ -50,6 +50,7 @@ from txstore.storage.http_support import (
     NodeResponse,
     header,
     integer_header,
+    required_integer_header,
     required_timestamp,
     storage_policy,
 )
@@ -202,9 +203,7 @@ class ContainerServer(DatabaseServer[ContainerBroker]):
         timestamp = required_timestamp(request)
         policy = integer_header(request, "X-Backend-Storage-Policy-Index") or 0
         if request.method == b"PUT":
-            size = integer_header(request, "X-Size")
-            if size is None:
-                raise HTTPError(400, "Missing X-Size header")
+            size = required_integer_header(request, "X-Size")
             content_type = _text_header(request, "X-Content-Type")
             etag = _text_header(request, "X-Etag")
             record = ObjectRecord(path.obj, timestamp.internal, size, content_type, etag, False, policy)

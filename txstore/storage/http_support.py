@@ -99,3 +99,11 @@ def integer_header(request: Request, name: str, minimum: int = 0) -> int | None:
     if value < minimum:
         raise HTTPError(400, f"Invalid {name} header: {raw!r}")
     return value
+
+
+def required_integer_header(request: Request, name: str, minimum: int = 0) -> int:
+    """`integer_header`, and 400 when the header is missing."""
+    value = integer_header(request, name, minimum)
+    if value is None:
+        raise HTTPError(400, f"Missing {name} header")
+    return value
