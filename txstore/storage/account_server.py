@@ -26,23 +26,11 @@ from txstore.common.paths import BackendPath
 from txstore.common.timestamps import Timestamp
 from txstore.storage.db import AccountBroker, AccountInfo
 from txstore.storage.db_server import (
-    Change,
-    DatabaseServer,
-    MetadataCheck,
-    MetadataRules,
-    backend_timestamps,
-    check_name_length,
-    create_database,
-    respond,
-    true_header,
+    Change, DatabaseServer, MetadataCheck, MetadataRules, backend_timestamps, check_name_length, create_database,
+    respond, true_header,
 )
 from txstore.storage.http_support import (
-    HTTPError,
-    NodeResponse,
-    header,
-    integer_header,
-    required_integer_header,
-    required_timestamp,
+    HTTPError, NodeResponse, header, integer_header, required_integer_header, required_timestamp,
 )
 from txstore.storage.listing import container_entries
 

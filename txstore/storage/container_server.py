@@ -28,31 +28,14 @@ from txstore.common.listing_format import ListingFormat, render_container_listin
 from txstore.common.paths import BackendPath
 from txstore.common.timestamps import Timestamp
 from txstore.storage.db import (
-    ContainerBroker,
-    ContainerInfo,
-    ContainerNotEmpty,
-    ObjectRecord,
-    StoragePolicyConflict,
+    ContainerBroker, ContainerInfo, ContainerNotEmpty, ObjectRecord, StoragePolicyConflict,
 )
 from txstore.storage.db_server import (
-    Change,
-    DatabaseServer,
-    MetadataCheck,
-    MetadataRules,
-    backend_timestamps,
-    check_name_length,
-    create_database,
-    respond,
-    true_header,
+    Change, DatabaseServer, MetadataCheck, MetadataRules, backend_timestamps, check_name_length, create_database,
+    respond, true_header,
 )
 from txstore.storage.http_support import (
-    HTTPError,
-    NodeResponse,
-    header,
-    integer_header,
-    required_integer_header,
-    required_timestamp,
-    storage_policy,
+    HTTPError, NodeResponse, header, integer_header, required_integer_header, required_timestamp, storage_policy,
 )
 from txstore.storage.listing import object_entries
 from txstore.storage.row_batches import RowBatcher
