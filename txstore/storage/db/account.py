@@ -90,7 +90,6 @@ class AccountBroker(DatabaseBroker[ContainerRecord]):
     _application_id = ACCOUNT_APPLICATION_ID
     _row_type = ContainerRecord
     _item_table = "container"
-    _item_columns = ContainerRecord.columns()
     _stat_columns = ("container_count", "object_count", "bytes_used")
     _reclaim_where = "deleted = 1 AND delete_timestamp < ?"
     _schema = _SCHEMA + SYNC_POINT_SCHEMA
@@ -135,9 +134,6 @@ class AccountBroker(DatabaseBroker[ContainerRecord]):
 
     def _contribution(self, record: ContainerRecord) -> tuple[int, ...]:
         return (0, 0, 0) if record.deleted else (1, record.object_count, record.bytes_used)
-
-    def _is_empty(self, info: Mapping[str, Any]) -> bool:
-        return info["container_count"] == 0
 
     # -- container rows --------------------------------------------------------------------
 

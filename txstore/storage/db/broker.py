@@ -275,10 +275,14 @@ class DatabaseBroker(Generic[R]):
     _application_id: ClassVar[int]
     _row_type: ClassVar[type]  # R
     _item_table: ClassVar[str]
-    _item_columns: ClassVar[tuple[str, ...]]  # stored columns after row_id (R's): "name" first
-    _stat_columns: ClassVar[tuple[str, ...]]  # counters in "info" a live row adds to
+    _stat_columns: ClassVar[tuple[str, ...]]  # counters in "info" a live row adds to: the live rows first
     _reclaim_where: ClassVar[str]  # rows reclaim may drop, with one "?" for the cutoff
     _schema: ClassVar[str]
+
+    @property
+    def _item_columns(self) -> tuple[str, ...]:
+        """The stored columns after row_id (the row type's): "name" first."""
+        return self._row_type.columns()
 
     def _record(self, row: Sequence[Any]) -> R:
         """A record from ``(row_id, *item_columns)``."""
@@ -303,7 +307,8 @@ class DatabaseBroker(Generic[R]):
         raise NotImplementedError
 
     def _is_empty(self, info: Mapping[str, Any]) -> bool:
-        raise NotImplementedError
+        """No live row: the first stat counts them."""
+        return info[self._stat_columns[0]] == 0
 
     # -- connections -----------------------------------------------------------------------
 

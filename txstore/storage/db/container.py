@@ -103,7 +103,6 @@ class ContainerBroker(DatabaseBroker[ObjectRecord]):
     _application_id = CONTAINER_APPLICATION_ID
     _row_type = ObjectRecord
     _item_table = "object"
-    _item_columns = ObjectRecord.columns()
     _stat_columns = ("object_count", "bytes_used")
     _reclaim_where = "deleted = 1 AND created_at < ?"
     _schema = _SCHEMA + SYNC_POINT_SCHEMA
@@ -158,9 +157,6 @@ class ContainerBroker(DatabaseBroker[ObjectRecord]):
 
     def _contribution(self, record: ObjectRecord) -> tuple[int, ...]:
         return (0, 0) if record.deleted else (1, record.size)
-
-    def _is_empty(self, info: Mapping[str, Any]) -> bool:
-        return info["object_count"] == 0
 
     # -- object rows -----------------------------------------------------------------------
 
