@@ -193,20 +193,24 @@ def report(results: dict, names: list[str]) -> tuple[str, dict]:
             tx_swift, tx_s3, s3api = row.get("txstore-swift"), row.get("txstore-s3"), row.get("anchor-s3api")
             cpu_ratio = tx_s3["proxy_cpu_ms"] / tx_swift["proxy_cpu_ms"] if tx_s3 and tx_swift and \
                 tx_swift["proxy_cpu_ms"] else None
+            server_ratio = tx_s3["server_cpu_ms"] / tx_swift["server_cpu_ms"] if tx_s3 and tx_swift and \
+                tx_swift["server_cpu_ms"] else None
             ops_ratio = tx_s3["ops_per_s"] / s3api["ops_per_s"] if tx_s3 and s3api else None
             cpu_vs_s3api = tx_s3["server_cpu_ms"] / s3api["server_cpu_ms"] if tx_s3 and s3api and \
                 s3api["server_cpu_ms"] else None
-            row["ratios"] = {"txstore_s3_over_swift_proxy_cpu": cpu_ratio, "txstore_s3_over_s3api_ops": ops_ratio,
+            row["ratios"] = {"txstore_s3_over_swift_proxy_cpu": cpu_ratio,
+                             "txstore_s3_over_swift_server_cpu": server_ratio, "txstore_s3_over_s3api_ops": ops_ratio,
                              "txstore_s3_over_s3api_server_cpu": cpu_vs_s3api}
             figures[f"{label} {op}"] = row
             rows.append([f"{label} {op}"]
                         + [_num(row[n]["ops_per_s"]) if n in row else "-" for n in names]
                         + [_num(row[n]["proxy_cpu_ms"], 2) if n in row else "-" for n in names]
                         + [_num(row[n]["server_cpu_ms"], 2) if n in row else "-" for n in names]
-                        + [_num(cpu_ratio, 2), _num(ops_ratio, 2), _num(cpu_vs_s3api, 2)])
+                        + [_num(cpu_ratio, 2), _num(server_ratio, 2), _num(ops_ratio, 2), _num(cpu_vs_s3api, 2)])
     short = [n.replace("txstore-", "tx-").replace("anchor-", "sw-") for n in names]
     header = (["workload"] + [f"ops/s {n}" for n in short] + [f"proxy {n}" for n in short]
-              + [f"server {n}" for n in short] + ["tx S3/Swift proxy", "tx-s3/s3api ops", "tx-s3/s3api server"])
+              + [f"server {n}" for n in short]
+              + ["tx S3/Swift proxy", "tx S3/Swift server", "tx-s3/s3api ops", "tx-s3/s3api server"])
     return render(header, rows, ["<"] + [">"] * (len(header) - 1)), figures
 
 
