@@ -146,7 +146,9 @@ class ProxyApplication:
             return api
         if info.status == 503:
             raise APIError(503, "Service Unavailable: container servers did not answer")
-        if not info.exists:
+        if not info.exists and api.method not in ("GET", "HEAD"):
+            # A read asks the object's nodes even so (policy 0, as Swift's proxy does): the
+            # container's replicas may not all have its database yet, and the objects are there.
             raise APIError(404, "Not Found: no such container")
         check_name(self.context, api)
         if api.method in ("GET", "HEAD"):

@@ -367,7 +367,10 @@ async def _info(
     """
     The cached info of an account or container (``names``), else a HEAD of its replicas: ``kind``
     of its status when it failed, ``found`` of the answer when it succeeded; cached either way,
-    but not when no node answered (a 503: asked again next time).
+    but not when no node answered (a 503: asked again next time). A not-found is kept a tenth
+    of ``info_ttl`` (as Swift keeps it): it may be a replica that has not received the database
+    yet, or another proxy's creation this one has not heard of, and a write into a container
+    just made should not be refused for long.
     """
     key = _cache_key(*names)
     cached = context.cache.get(key)
@@ -380,8 +383,11 @@ async def _info(
     if response is None:
         return kind(503)
     info = kind(response.status) if response.status >= 300 else found(response)
-    context.cache.set(key, info, context.info_ttl)
+    context.cache.set(key, info, context.info_ttl if response.status < 300 else context.info_ttl * NOT_FOUND_TTL)
     return info
+
+
+NOT_FOUND_TTL = 0.1  # of info_ttl: how long a not-found account or container is believed
 
 
 def _container_found(response: BackendResponse) -> ContainerInfo:

@@ -416,13 +416,28 @@ class InfoCacheTests(ControllerCase):
                          ({"versions-location": "arch", "versions-mode": "history"}, "old"))
 
     def test_expires(self) -> None:
+        for _ in range(2):
+            info = self.successResultOf(Deferred.fromCoroutine(container_info(self.context, ACCOUNT, "c")))
+        self.assertEqual((info.status, len(self.backend.calls)), (204, 1))
+        self.clock.advance(self.context.info_ttl - 0.5)
+        self.successResultOf(Deferred.fromCoroutine(container_info(self.context, ACCOUNT, "c")))
+        self.assertEqual(len(self.backend.calls), 1)
+        self.clock.advance(0.5)
+        self.successResultOf(Deferred.fromCoroutine(container_info(self.context, ACCOUNT, "c")))
+        self.assertEqual(len(self.backend.calls), 2)
+
+    def test_a_not_found_is_believed_a_tenth_as_long(self) -> None:
         self.backend.default = reply(404)
         for _ in range(2):
             info = self.successResultOf(Deferred.fromCoroutine(container_info(self.context, ACCOUNT, "c")))
         self.assertEqual((info.status, info.exists, len(self.backend.calls)), (404, False, 3))
-        self.clock.advance(self.context.info_ttl)
+        self.clock.advance(self.context.info_ttl / 10 - 0.05)
         self.successResultOf(Deferred.fromCoroutine(container_info(self.context, ACCOUNT, "c")))
-        self.assertEqual(len(self.backend.calls), 6)
+        self.assertEqual(len(self.backend.calls), 3)
+        self.backend.default = usual  # created meanwhile, through another proxy
+        self.clock.advance(0.05)
+        info = self.successResultOf(Deferred.fromCoroutine(container_info(self.context, ACCOUNT, "c")))
+        self.assertEqual((info.status, len(self.backend.calls)), (204, 4))
 
     def test_unavailable_is_not_cached(self) -> None:
         self.backend.default = down
@@ -1206,6 +1221,25 @@ class ObjectPathTests(TestCase):
         self.assertFalse(response.headers.hasHeader(b"x-backend-timestamp"))
         self.assertEqual(len(self.primary[1].received("GET")), 1)
         self.assertEqual(self.primary[2].requests, [])
+
+    async def test_a_read_asks_the_object_nodes_when_the_container_is_not_found(self) -> None:
+        """As Swift's proxy: the container's replicas may lack its database yet; its objects are there."""
+        body = b"still here"
+        self.store(body)
+
+        def no_container(call: Call):
+            if call.path.count("/") == 4:  # /<dev>/<part>/<account>/<container>
+                return BackendResponse(404, {}, b"")
+            return usual(call)
+        self.backend.default = no_container
+        response = await self.client.get(self.url, headers=self.auth())
+        self.assertEqual((response.code, await response.content()), (200, body))
+        response = await self.client.head(self.url, headers=self.auth())
+        self.assertEqual(response.code, 200)
+        await response.content()
+        # A write needs the container.
+        response = await self.client.put(self.url, b"x", headers=self.auth(Content_Type="text/plain"))
+        self.assertEqual((response.code, await response.content()), (404, b"Not Found: no such container"))
 
     async def test_get_resumes_from_another_replica(self) -> None:
         body = bytes(range(256)) * 1000
