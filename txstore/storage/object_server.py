@@ -283,11 +283,25 @@ def _put_refusal(
     current = state.timestamp or state.tombstone_timestamp
     if frag_index is not None and current == timestamp and state.exists and frag_index not in state.fragments:
         return None
+    if frag_index is None and state.exists and state.timestamp == timestamp:
+        return None  # maybe this very write, copied here by replication first: the commit compares ETags
     if current is not None and timestamp <= current:
         return 409, f"Conflict: {current.internal} is newer or the same", current
     if if_none_match and state.exists and not _expired(state, now):
         return 412, "Precondition Failed: the object exists", None
     return None
+
+
+def _already_stored(previous: ObjectState, timestamp: Timestamp, frag_index: int | None, etag: str) -> bool:
+    """
+    Whether a replicated PUT that lost its commit to ``previous`` finds itself there: the same
+    timestamp (one write: the proxy stamps each) and the same body. Under a slow link the
+    replicators of the nodes that stored it first can bring it here before its own body ends;
+    that PUT is stored, not superseded (Swift's object server never checks again at commit).
+    """
+    stored = _metadata_value(previous.metadata, "ETag")
+    return (frag_index is None and previous.exists and previous.timestamp == timestamp
+            and stored is not None and stored.strip('"').lower() == etag)
 
 
 def _open_with_state(diskfiles, path: BackendPath, policy_index: int, frag_index: int | None = None):
@@ -522,8 +536,11 @@ class ObjectServer:
                 except _EtagMismatch:
                     raise HTTPError(422, "Unprocessable Entity: the body's md5 differs from its ETag") from None
                 except DiskFileConflict as err:
-                    raise _conflict("a newer version arrived meanwhile",
-                                    err.previous.timestamp or err.previous.tombstone_timestamp) from None
+                    if not _already_stored(err.previous, timestamp, frag_index, writer.etag):
+                        raise _conflict("a newer version arrived meanwhile",
+                                        err.previous.timestamp or err.previous.tombstone_timestamp) from None
+                    # This very write is here already (a replica's replicator copied it while the
+                    # body streamed): stored, as asked; the temp file goes, the container hears.
         finally:
             if writer is not None and not committed:
                 await self._run(path, writer.abort)

@@ -321,6 +321,45 @@ class ObjectServerTests(TestCase):
         _, got = await self.call("GET", "/d1/3/a/c/o")
         self.assertEqual(got, b"new")
 
+    async def test_the_same_write_found_stored_is_stored(self) -> None:
+        """
+        A PUT whose very write (its timestamp, its body) a replicator brought here first, before
+        it began or while its body streamed: 201, as if it had written it, and one copy on disk.
+        """
+        response, _ = await self.put("/d1/3/a/c/o", b"the body", **WHERE)
+        when = f"{self.ts}.00000"
+        self.containers.calls.clear()
+        response, _ = await self.call("PUT", "/d1/3/a/c/o",
+                                      {"X-Timestamp": when, "Content-Type": "text/plain", **WHERE}, b"the body")
+        self.assertEqual((response.code, response.headers.getRawHeaders("etag")),
+                         (201, [hashlib.md5(b"the body").hexdigest()]))
+        self.assertEqual((len(self.data_files()), self.tmp_files()), (1, []))
+        self.assertEqual([(m, sent["X-Etag"]) for m, _, _, _, sent in self.containers.calls],
+                         [("PUT", hashlib.md5(b"the body").hexdigest())])
+
+        # While the body streams: the replica arrives between the PUT's start and its commit.
+        body = bytes(range(256)) * 4096  # 1 MiB: more than one write batch
+        when = self.stamp()
+        pool = PutConnectionPool(reactor)
+        self.addCleanup(pool.close)
+        headers = {"X-Timestamp": when, "Content-Type": "text/plain", "Content-Length": str(len(body)),
+                   "Expect": "100-continue"}
+        conn, reply = await pool.open("127.0.0.1", self.port.getHost().port,
+                                      PutRequest.of("/d1/3/a/c/p", "127.0.0.1", headers), 10)
+        self.assertIsNone(reply)
+        conn.write(body[:100_000])
+        diskfile = self.diskfiles.get_diskfile("d1", 3, "a", "c", "p", 0)
+        with diskfile.create_writer(len(body)) as copied:  # what the receiver of a replication does
+            copied.write(body)
+            copied.commit({"Content-Type": "text/plain", "Content-Length": str(len(body))}, when)
+        conn.write(body[100_000:])
+        conn.finish()
+        answer = await conn.answer
+        self.assertEqual((answer.status, answer.header("etag")), (201, hashlib.md5(body).hexdigest()))
+        response, got = await self.call("GET", "/d1/3/a/c/p")
+        self.assertEqual((response.code, got), (200, body))
+        self.assertEqual((len(self.data_files()), self.tmp_files()), (2, []))
+
     async def test_concurrent_puts_newest_wins(self) -> None:
         stamps = [f"{self.ts + i}.00000" for i in (3, 1, 5, 2, 4)]
         calls = [
