@@ -537,7 +537,7 @@ class ObjectServer:
                     raise HTTPError(422, "Unprocessable Entity: the body's md5 differs from its ETag") from None
                 except DiskFileConflict as err:
                     if not _already_stored(err.previous, timestamp, frag_index, writer.etag):
-                        raise _conflict("a newer version arrived meanwhile",
+                        raise _conflict("a version as new or newer was stored meanwhile",
                                         err.previous.timestamp or err.previous.tombstone_timestamp) from None
                     # This very write is here already (a replica's replicator copied it while the
                     # body streamed): stored, as asked; the temp file goes, the container hears.

@@ -360,6 +360,9 @@ def _cache_key(account: str, container: str | None = None) -> str:
 Info = TypeVar("Info")  # ContainerInfo or AccountInfo
 
 
+NOT_FOUND_TTL = 0.1  # of info_ttl: how long a not-found account or container is believed
+
+
 async def _info(
     context: ProxyContext, ring: Ring, names: tuple[str, ...], trans_id: str, kind: Callable[[int], Info],
     found: Callable[[BackendResponse], Info],
@@ -385,9 +388,6 @@ async def _info(
     info = kind(response.status) if response.status >= 300 else found(response)
     context.cache.set(key, info, context.info_ttl if response.status < 300 else context.info_ttl * NOT_FOUND_TTL)
     return info
-
-
-NOT_FOUND_TTL = 0.1  # of info_ttl: how long a not-found account or container is believed
 
 
 def _container_found(response: BackendResponse) -> ContainerInfo:
