@@ -59,6 +59,27 @@ class BackendClientTests(TestCase):
         self.assertEqual(empty.status, 201)
         self.assertEqual(self.seen[-1], (b"PUT", b"/e", None, b""))
 
+    async def test_answers_as_they_are(self) -> None:
+        """
+        A node's redirect is its answer (not followed), a Set-Cookie is not sent back, nothing
+        asks for gzip, and a query sent unencoded by a client goes percent-encoded.
+        """
+        asked: list = []
+
+        def handler(request):
+            asked.append((request.uri, request.getHeader(b"cookie"), request.getHeader(b"accept-encoding")))
+            return plain_text(301, "moved", {b"Location": b"/elsewhere", b"Set-Cookie": b"k=v"})
+
+        site = Site(DispatchResource(handler))
+        other = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(other.stopListening)
+        port = other.getHost().port
+        first = await self.client.request("GET", "127.0.0.1", port, "/c", query="?prefix=\u00e9 x&limit=2")
+        second = await self.client.request("GET", "127.0.0.1", port, "/c", query="?prefix=%C3%A9")
+        self.assertEqual((first.status, first.body, first.header("location")), (301, b"moved\n", "/elsewhere"))
+        self.assertEqual(second.status, 301)
+        self.assertEqual(asked, [(b"/c?prefix=%C3%A9%20x&limit=2", None, None), (b"/c?prefix=%C3%A9", None, None)])
+
     async def test_timeout(self) -> None:
         port = self.port.getHost().port
         with self.assertRaises(BackendTimeout):
