@@ -6,14 +6,13 @@ For a ``.data``, ``.meta`` or ``.ts`` file under ``<device>/objects[-N]/<part>/<
 its name and metadata (from the footer), the partition and policy its path says, whether the
 ring (with the cluster's hash secret) puts that name in that partition and hash directory (a
 mismatch means a wrong secret or a misplaced file), the nodes that should hold it, and with
-``--check`` what each of them answers to a HEAD. ``--verify`` reads the body and checks its md5
-against the ETag. A plain synchronous program: no reactor.
+``--check`` what each of them answers to a HEAD. ``--verify`` reads the body and checks its
+checksum (md5; an EC archive's CRC-32) against the ETag. A plain synchronous program: no reactor.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from txstore.ring.cli import CommandError, DEFAULT_TXSTORE_CONF, load_hasher
 from txstore.ring.ring import Ring, RingError
-from txstore.storage import objmeta
+from txstore.storage import checksum, objmeta
 from txstore.storage.diskfile import parse_file_name
 
 _OBJECTS_DIR = re.compile(r"^objects(?:-(\d+))?$")
@@ -67,7 +66,7 @@ def describe(path: Path, ring_dir: Path, conf: str | None, check: bool, verify: 
             lines.append(f"Content-Length: {footer.body_length}")
             etag = metadata.get("ETag", "")
             if verify:
-                digest = hashlib.md5(usedforsecurity=False)
+                digest = checksum.like(etag)  # md5, or an EC archive's CRC-32
                 offset = 0
                 while offset < footer.body_length:
                     chunk = os.pread(fd, min(CHUNK, footer.body_length - offset), offset)
@@ -75,7 +74,8 @@ def describe(path: Path, ring_dir: Path, conf: str | None, check: bool, verify: 
                         break
                     digest.update(chunk)
                     offset += len(chunk)
-                verdict = "valid" if digest.hexdigest() == etag else f"INVALID: the body's md5 is {digest.hexdigest()}"
+                summed = digest.value()
+                verdict = "valid" if summed == checksum.normal(etag) else f"INVALID: the body's checksum is {summed}"
                 lines.append(f"ETag: {etag} ({verdict})")
             else:
                 lines.append(f"ETag: {etag} (not checked: --verify reads the body)")
@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ring-dir", type=Path, default=Path("/etc/txstore"), help="where the rings are")
     parser.add_argument("--txstore-conf", help="the cluster file with the hash secret (default: beside the rings)")
     parser.add_argument("--check", action="store_true", help="HEAD the object on each node the ring names")
-    parser.add_argument("--verify", action="store_true", help="read the body and check its md5 against the ETag")
+    parser.add_argument("--verify", action="store_true",
+                        help="read the body and check its checksum (md5, or an EC archive's CRC-32) against the ETag")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per node for --check (default 5)")
     args = parser.parse_args(argv)
     try:

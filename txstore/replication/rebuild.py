@@ -16,14 +16,14 @@ fragment. The rebuilt fragment is sent only when the channel has drained, so a s
 pauses the rebuild, which pauses the sources. So a rebuild holds about ``2k + 1`` fragments of
 one segment, whatever the archive's size. Every wait has the node timeout.
 
-Checks: the sources' bytes are md5-summed as they are read, and a source read whole is compared
-with its archive's ETag at the end; one that differs (bit rot the auditor has not found yet)
+Checks: the sources' bytes are summed as they are read (with the checksum their ETag was
+computed with: `txstore.storage.checksum`), and a source read whole is compared with its
+archive's ETag at the end; one that differs (bit rot the auditor has not found yet)
 ends the session with an ERROR before PUT_END, so the receiver drops the rebuilt archive.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +40,7 @@ from txstore.replication.channel import FramedChannel, SessionFailed
 from txstore.replication.frames import FrameType, data_record, record
 from txstore.replication.sender import CHUNK, SyncOutcome
 from txstore.qos.headers import BACKGROUND_IO
+from txstore.storage import checksum
 from txstore.storage.context import StorageContext
 from txstore.storage.partitions import ObjectFiles
 from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_SEGMENT_SIZE, FRAG_INDEX
@@ -70,8 +71,8 @@ class RemoteArchive(Protocol):
         self._ended: Any = None  # the reason the body ended, once it has
         self._waiting: Deferred | None = None
         self._wanted = 0
-        self._md5 = hashlib.md5(usedforsecurity=False) if whole else None
-        self.etag = etag.strip('"').lower()
+        self.etag = checksum.normal(etag)
+        self._checksum = checksum.like(self.etag) if whole else None
         self.peak = 0  # the most bytes buffered at once
         self.index: int | None = None  # the archive's
 
@@ -110,8 +111,8 @@ class RemoteArchive(Protocol):
                 self._waiting = None
         chunk = bytes(self._buffer[:size])
         del self._buffer[:size]
-        if self._md5 is not None:
-            self._md5.update(chunk)
+        if self._checksum is not None:
+            self._checksum.update(chunk)
         if self._paused and len(self._buffer) < self._limit:
             self._paused = False
             self.transport.resumeProducing()
@@ -119,7 +120,7 @@ class RemoteArchive(Protocol):
 
     def verified(self) -> bool | None:
         """Whether the bytes read match the archive's ETag (None: not read whole from 0)."""
-        return None if self._md5 is None else self._md5.hexdigest() == self.etag
+        return None if self._checksum is None else self._checksum.value() == self.etag
 
     def close(self) -> None:
         """Drop the rest (its connection is closed: it cannot go back to the pool half-read)."""
@@ -144,18 +145,22 @@ class LocalArchive:
     index: int
     etag: str
     offset: int = 0
-    _md5: Any = field(factory=lambda: hashlib.md5(usedforsecurity=False))
+    _checksum: checksum.Checksum = field(init=False)
     peak: int = 0  # nothing is buffered: each fragment is read when wanted
+
+    def __attrs_post_init__(self) -> None:
+        self._checksum = checksum.like(self.etag)
 
     @classmethod
     async def open(cls, context: StorageContext, device: str, files: ObjectFiles, etag: str) -> LocalArchive:
         assert files.data is not None and files.data.frag_index is not None
         fd = await context.runner.run(device, os.open, files.directory / files.data.name, os.O_RDONLY | os.O_CLOEXEC)
-        return cls(context, device, fd, files.data.frag_index, etag.strip('"').lower())
+        return cls(context, device, fd, files.data.frag_index, checksum.normal(etag))
 
     async def read(self, size: int) -> bytes:
         try:
-            chunk = await self.context.runner.run(self.device, _pread_hashing, self.fd, size, self.offset, self._md5)
+            chunk = await self.context.runner.run(self.device, _pread_hashing, self.fd, size, self.offset,
+                                                  self._checksum)
         except OSError as error:
             raise SourceFailed(f"reading the local archive: {error}") from None
         if len(chunk) != size:
@@ -164,7 +169,7 @@ class LocalArchive:
         return chunk
 
     def verified(self) -> bool | None:
-        return self._md5.hexdigest() == self.etag
+        return self._checksum.value() == self.etag
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
@@ -228,7 +233,7 @@ class ArchiveRebuilder:
             sent[FRAG_INDEX] = str(self.target)
             channel.send(record(FrameType.PUT, **common, timestamp=timestamp.internal, metadata=sent,
                                 length=layout.archive_length))
-            md5 = hashlib.md5(usedforsecurity=False)
+            rebuilt_checksum = checksum.for_body(self.target)  # as the proxy's PUT of it would be written
             for segment in range(layout.segments):
                 size = layout.last_fragment_size if segment == layout.segments - 1 else layout.fragment_size
                 fragments = []
@@ -236,7 +241,7 @@ class ArchiveRebuilder:
                     fragments.append(await self._read(sources, position, size, segment * layout.fragment_size,
                                                       common["name"], timestamp, layout))
                 rebuilt = await self.context.runner.run("ec", _reconstruct_hashing, self.codec, fragments,
-                                                        self.target, md5)
+                                                        self.target, rebuilt_checksum)
                 del fragments
                 if len(rebuilt) != size:
                     raise SessionFailed(500, f"{common['name']}: rebuilt {len(rebuilt)} bytes of a {size}-byte fragment")
@@ -245,9 +250,9 @@ class ArchiveRebuilder:
                     channel.send(data_record(rebuilt[start:start + CHUNK]))
                 outcome.bytes_sent += size
             if any(source.verified() is False for source in sources):
-                channel.abort(500, f"{common['name']}: a source archive failed its md5; the rebuild is dropped")
-                raise SessionFailed(500, f"{common['name']}: a source archive failed its md5")
-            channel.send(record(FrameType.PUT_END, etag=md5.hexdigest()))
+                channel.abort(500, f"{common['name']}: a source archive failed its checksum; the rebuild is dropped")
+                raise SessionFailed(500, f"{common['name']}: a source archive failed its checksum")
+            channel.send(record(FrameType.PUT_END, etag=rebuilt_checksum.value()))
             outcome.updates += 1
             self._count("fragments_rebuilt")
             self._count("bytes_rebuilt", layout.archive_length)
@@ -339,15 +344,16 @@ class ArchiveRebuilder:
         return None
 
 
-def _pread_hashing(fd: int, size: int, offset: int, md5) -> bytes:
-    """(blocking, in the device's pool) Bytes of the archive, added to its running md5."""
+def _pread_hashing(fd: int, size: int, offset: int, hashing: checksum.Checksum) -> bytes:
+    """(blocking, in the device's pool) Bytes of the archive, added to its running checksum."""
     chunk = os.pread(fd, size, offset)
-    md5.update(chunk)
+    hashing.update(chunk)
     return chunk
 
 
-def _reconstruct_hashing(codec: ECCodec, fragments: Sequence[bytes], target: int, md5) -> bytes:
-    """(blocking, in the pool) One fragment of archive ``target``, added to its running md5."""
+def _reconstruct_hashing(codec: ECCodec, fragments: Sequence[bytes], target: int,
+                         hashing: checksum.Checksum) -> bytes:
+    """(blocking, in the pool) One fragment of archive ``target``, added to its running checksum."""
     rebuilt = codec.reconstruct(fragments, target)
-    md5.update(rebuilt)
+    hashing.update(rebuilt)
     return rebuilt

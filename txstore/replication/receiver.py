@@ -41,6 +41,7 @@ from txstore.storage.diskfile import (
     DiskFileNoSpace,
     DiskFileNotFound,
 )
+from txstore.storage import checksum
 from txstore.storage.context import StorageContext
 from txstore.storage.partitions import ec_hashes_for, ec_object_files, get_hashes, hashes_digest, object_files
 from txstore.ec.headers import FRAG_INDEX
@@ -356,7 +357,11 @@ class ReceiverSession(FramedChannel):
                                      f" archive {self.frag_index}")
         diskfile = await self.run(self._diskfile, item)
         try:
-            writer = await self.run(partial(diskfile.create_writer, length, frag_index=self.frag_index))
+            # Summed as the sender's copy was (an md5, or an EC archive's CRC-32, which its ETag
+            # says); a rebuilt archive comes without one and is summed as a new archive is.
+            sent = next((value for name, value in metadata.items() if name.lower() == "etag"), None)
+            writer = await self.run(partial(diskfile.create_writer, length, frag_index=self.frag_index,
+                                            body_checksum=None if sent is None else checksum.like(sent)))
         except DiskFileNoSpace as error:
             raise UpdateRefused(507, str(error)) from None
         try:
@@ -364,7 +369,7 @@ class ReceiverSession(FramedChannel):
             if received != length:
                 raise UpdateRefused(422, f"{item['name']}: {received} of {length} bytes")
             if end["etag"] != writer.etag:
-                raise UpdateRefused(422, f"{item['name']}: md5 {writer.etag} is not the etag sent")
+                raise UpdateRefused(422, f"{item['name']}: checksum {writer.etag} is not the etag sent")
             try:
                 await self.run(writer.commit, metadata, timestamp)
                 self.applied += 1

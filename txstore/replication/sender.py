@@ -7,9 +7,10 @@ another primary) it asks for the peer's and offers only the objects of differing
 given a list of objects (a handoff going home) it offers all of them. It returns what the peer
 confirmed holding afterwards (the same or newer), which is what a handoff may then remove.
 
-Bodies are read in `CHUNK` pieces in the device's thread pool (where their md5 is computed
-too) and sent one frame at a time after `FramedChannel.drained`, optionally paced to a byte
-rate shared by every session of the replicator. A local copy whose md5 does not match its ETag
+Bodies are read in `CHUNK` pieces in the device's thread pool (where their checksum, md5 or an
+EC archive's CRC-32, is computed too) and sent one frame at a time after
+`FramedChannel.drained`, optionally paced to a byte rate shared by every session of the
+replicator. A local copy whose checksum does not match its ETag
 is quarantined and the session ends with an ERROR: corrupt bytes never complete a PUT.
 
 For an erasure-coded policy (the reconstructor's sessions) ``frag_index`` names the peer's
@@ -20,7 +21,6 @@ peer wants instead of the local file: the reconstructor's rebuild of the peer's 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -34,6 +34,7 @@ from txstore.common.connect import connect
 from txstore.replication.channel import FramedChannel, SessionFailed
 from txstore.replication.frames import SURVEY_LIMIT, VERSION, FrameType, data_record, record
 from txstore.replication.states import S
+from txstore.storage import checksum
 from txstore.storage.context import StorageContext
 from txstore.storage.objmeta import FooterError
 from txstore.storage.partitions import ObjectFiles, list_ec_objects, list_objects, read_footers
@@ -304,10 +305,11 @@ class ObjectSender:
             length = footers.data_length
             channel.send(record(FrameType.PUT, **common, timestamp=files.data.timestamp.internal,
                                 metadata=footers.data, length=length))
-            md5 = hashlib.md5(usedforsecurity=False)
+            stored = str(footers.data.get("ETag", ""))
+            hashing = checksum.like(stored)  # md5, or an EC archive's CRC-32
             offset = 0
             while offset < length:
-                chunk = await run(device, _read_chunk, fd, offset, min(CHUNK, length - offset), md5)
+                chunk = await run(device, _read_chunk, fd, offset, min(CHUNK, length - offset), hashing)
                 if not chunk:
                     channel.abort(500, f"{common['name']}: the sender's file ended early")
                     raise SessionFailed(500, "local data file shorter than its metadata says")
@@ -317,11 +319,11 @@ class ObjectSender:
                 outcome.bytes_sent += len(chunk)
                 if self.pacer is not None:
                     await self.pacer.consume(len(chunk))
-            etag = md5.hexdigest()
-            if etag != str(footers.data.get("ETag", "")).lower():
+            etag = hashing.value()
+            if etag != checksum.normal(stored):
                 await self._quarantine(common["name"], device, partition, policy_index)
-                channel.abort(500, f"{common['name']}: the sender's copy failed its md5 (quarantined)")
-                raise SessionFailed(500, f"local copy of {common['name']} failed its md5; quarantined")
+                channel.abort(500, f"{common['name']}: the sender's copy failed its checksum (quarantined)")
+                raise SessionFailed(500, f"local copy of {common['name']} failed its checksum; quarantined")
             channel.send(record(FrameType.PUT_END, etag=etag))
             outcome.updates += 1
             return True
@@ -337,14 +339,15 @@ class ObjectSender:
 
         try:
             await self.context.runner.run(device, quarantine)
-            self.log.warn("quarantined {name} on {device}: its md5 does not match its ETag", name=name, device=device)
+            self.log.warn("quarantined {name} on {device}: its checksum does not match its ETag", name=name,
+                          device=device)
         except Exception:
             self.log.failure("quarantining {name} on {device}", name=name, device=device)
 
 
-def _read_chunk(fd: int, offset: int, length: int, md5: Any) -> bytes:
+def _read_chunk(fd: int, offset: int, length: int, hashing: checksum.Checksum) -> bytes:
     chunk = os.pread(fd, length, offset)
-    md5.update(chunk)
+    hashing.update(chunk)
     return chunk
 
 

@@ -43,7 +43,6 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
-import hashlib
 import mmap
 import os
 import re
@@ -61,8 +60,9 @@ from twisted.logger import Logger
 
 from txstore.common.hashing import PathHasher
 from txstore.common.timestamps import Timestamp, TimestampLike
-from txstore.storage import async_pending, expiring, objmeta, suffixes
+from txstore.storage import async_pending, checksum, expiring, objmeta, suffixes
 from txstore.storage.async_pending import AsyncPending
+from txstore.storage.checksum import Checksum, Md5
 from txstore.storage.durable_queue import DurableQueue, QueueLayout
 from txstore.storage.expiring import ExpiringEntry
 
@@ -768,12 +768,15 @@ class DiskFile:
 
     # Writing
 
-    def create_writer(self, size_hint: int | None = None, *, frag_index: int | None = None) -> DiskFileWriter:
+    def create_writer(self, size_hint: int | None = None, *, frag_index: int | None = None,
+                      body_checksum: Checksum | None = None) -> DiskFileWriter:
         """
         A temp file for a PUT's body, with ``size_hint`` bytes reserved when known (unless the
         manager's ``fallocate`` is off). An EC object's writer needs the ``frag_index`` of the
         archive it writes (and a replicated one's none): it commits ``<ts>#<frag_index>.data``,
-        not durable until `mark_durable`.
+        not durable until `mark_durable`. The body is hashed with ``body_checksum`` (a copy
+        made by replication keeps the kind its source has), else as new bodies are
+        (`txstore.storage.checksum.for_body`).
         """
         if self.ec or frag_index is not None:
             self._check_frag_index(frag_index)
@@ -792,7 +795,8 @@ class DiskFile:
             os.close(fd)
             _unlink(path)
             raise
-        writer = DiskFileWriter(self, path, fd, allocated=bool(reserve), frag_index=frag_index)
+        writer = DiskFileWriter(self, path, fd, allocated=bool(reserve), frag_index=frag_index,
+                                checksum=body_checksum or checksum.for_body(frag_index))
         if size_hint is not None and size_hint >= DIRECT_WRITE_MIN and self.manager.direct_writes:
             writer._start_direct()
         return writer
@@ -1055,7 +1059,7 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 @define
 class DiskFileWriter:
     """
-    A PUT in progress: chunks go to a temp file and an md5 (in the caller's thread, a device
+    A PUT in progress: chunks go to a temp file and a checksum (in the caller's thread, a device
     pool thread); `commit` makes it the object, `abort` forgets it. Any error leaves no temp
     file behind. Usable as a context manager that aborts unless committed.
     """
@@ -1065,7 +1069,8 @@ class DiskFileWriter:
     _fd: int | None
     allocated: bool = False
     bytes_written: int = 0
-    _md5: Any = field(factory=lambda: hashlib.md5(usedforsecurity=False))
+    # md5 for a replicated object, CRC-32 for an EC archive (txstore.storage.checksum)
+    _checksum: Checksum = field(factory=Md5)
     _done: bool = False
     _flushed_to: int = 0  # the body up to here has been handed to writeback
     _waited_to: int = 0  # the body up to here is on the disk and out of the cache
@@ -1077,7 +1082,8 @@ class DiskFileWriter:
 
     @property
     def etag(self) -> str:
-        return self._md5.hexdigest()
+        """The body's checksum as stored in its ETag: its md5, or an EC archive's ``crc32:…``."""
+        return self._checksum.value()
 
     def write(self, chunk: bytes | memoryview) -> None:
         self.write_many((chunk,))
@@ -1087,7 +1093,7 @@ class DiskFileWriter:
         fd = self._open_fd()
         try:
             for chunk in chunks:
-                self._md5.update(chunk)
+                self._checksum.update(chunk)
                 self.bytes_written += len(chunk)
                 if self._stage is not None:
                     self._stage_bytes(fd, memoryview(chunk))
@@ -1260,7 +1266,7 @@ class DiskFileWriter:
                     raise ValueError(f"Content-Length {given} but {self.bytes_written} bytes written")
             elif lower == "etag":
                 if stamped.pop(key).strip('"').lower() != self.etag:
-                    raise ValueError(f"ETag differs from the md5 {self.etag} of what was written")
+                    raise ValueError(f"ETag differs from the checksum {self.etag} of what was written")
         stamped["Content-Length"] = str(self.bytes_written)
         stamped["ETag"] = self.etag
 
@@ -1291,15 +1297,21 @@ class DiskFileWriter:
 
 @define
 class EtagVerifier:
-    """Streams a body through md5 and says at the end whether it is what the ETag promised."""
+    """
+    Streams a body through the checksum its ETag was computed with (md5, or an EC archive's
+    CRC-32) and says at the end whether the body is what the ETag promised.
+    """
 
     expected_etag: str
     expected_length: int
     fed: int = 0
-    _md5: Any = field(factory=lambda: hashlib.md5(usedforsecurity=False))
+    _checksum: Checksum = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._checksum = checksum.like(self.expected_etag)
 
     def feed(self, chunk: bytes) -> None:
-        self._md5.update(chunk)
+        self._checksum.update(chunk)
         self.fed += len(chunk)
 
     @property
@@ -1307,7 +1319,7 @@ class EtagVerifier:
         return self.fed >= self.expected_length
 
     def matches(self) -> bool:
-        return self.fed == self.expected_length and self._md5.hexdigest() == self.expected_etag.lower()
+        return self.fed == self.expected_length and self._checksum.value() == checksum.normal(self.expected_etag)
 
 
 @define
@@ -1357,7 +1369,7 @@ class DiskFileReader:
         return data
 
     def etag_verified(self) -> bool | None:
-        """None until the whole body was read in order from 0; then whether its md5 matched."""
+        """None until the whole body was read in order from 0; then whether its checksum matched."""
         if self._verifier is None or not self._verifier.complete:
             return None
         return self._verifier.matches()

@@ -107,7 +107,7 @@ class AuditorTests(SynchronousTestCase):
 
 
 class ErasureCodedAuditTests(SynchronousTestCase):
-    """Every archive an EC directory holds is checked against its own md5, not only the one served."""
+    """Every archive an EC directory holds is checked against its own checksum, not only the one served."""
 
     def setUp(self) -> None:
         root = Path(self.mktemp()).absolute()

@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import zlib
 from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -25,6 +26,7 @@ from txstore.common.hashing import PathHasher
 from txstore.common.timestamps import Timestamp
 from txstore.storage import diskfile as dfmod
 from txstore.storage import objmeta
+from txstore.storage.checksum import Md5
 from txstore.storage.diskfile import (
     DATA,
     META,
@@ -1350,13 +1352,42 @@ class ECDiskFileTests(DiskFileTestCase):
         self.assertEqual(durable.metadata["Content-Type"], "text/plain")
         state = df.read_metadata()
         self.assertEqual((state.frag_index, state.content_length, state.metadata["ETag"]),
-                         (3, 6, hashlib.md5(b"frag-3").hexdigest()))
+                         (3, 6, f"crc32:{zlib.crc32(b'frag-3'):08x}"))
         self.assertEqual(self.read_all(df), b"frag-3")
         self.assertEqual(df.read_metadata(3), state)
         self.assertEqual(df.read_metadata(4), ObjectState())  # not held here
         self.assertEqual(df.mark_durable(ts(1), 3), durable)  # again: nothing changes
         self.assertEqual(self.files(df), ["1700000001.00000#3#d.data"])
         self.assertEqual(self.tmp_files(), [])
+
+    def verified(self, df: DiskFile) -> bool | None:
+        state = df.read_metadata()
+        with df.open_reader(state) as reader:
+            reader.read(0, state.content_length)
+            return reader.etag_verified()
+
+    def flip(self, df: DiskFile, at: int) -> None:
+        [data] = df.hash_dir.glob("*.data")
+        raw = bytearray(data.read_bytes())
+        raw[at] ^= 0x01
+        data.write_bytes(bytes(raw))
+
+    def test_an_archive_is_checked_by_its_crc32_and_one_stored_with_an_md5_by_that(self) -> None:
+        """Archives written before CRC-32 sums keep their md5 ETag and are checked with it."""
+        body = bytes(range(256)) * 64
+        new, old = self.ec("new"), self.ec("old")
+        self.put_archive(new, body, ts(1), 2)
+        with old.create_writer(len(body), frag_index=2, body_checksum=Md5()) as writer:
+            writer.write(body)
+            writer.commit({"Content-Type": "text/plain"}, ts(1))
+        for df in (new, old):
+            df.mark_durable(ts(1), 2)
+        self.assertEqual(new.read_metadata().metadata["ETag"], f"crc32:{zlib.crc32(body):08x}")
+        self.assertEqual(old.read_metadata().metadata["ETag"], hashlib.md5(body).hexdigest())
+        self.assertEqual([self.verified(new), self.verified(old)], [True, True])
+        for df in (new, old):
+            self.flip(df, 5000)
+        self.assertEqual([self.verified(new), self.verified(old)], [False, False])
 
     def test_a_handoff_holding_several_archives(self) -> None:
         df = self.ec()

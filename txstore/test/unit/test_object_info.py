@@ -59,7 +59,7 @@ class ObjectInfoTests(SynchronousTestCase):
         shutil.copy(self.data, moved / self.data.name)
         status, out, _ = self.run_tool(str(moved / self.data.name), "--verify")
         self.assertEqual(status, 0)
-        self.assertIn("(INVALID: the body's md5 is", out)
+        self.assertIn("(INVALID: the body's checksum is", out)
         self.assertIn(f"MISPLACED: with this secret the name hashes to {self.data.parent.name} in partition"
                       f" {self.part}, not {self.data.parent.name} in {other}", out)
 

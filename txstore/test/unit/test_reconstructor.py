@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import zlib
 
 import attrs
 import treq
@@ -28,6 +29,8 @@ from txstore.daemons.reconstructor import ObjectReconstructor
 from txstore.ec.codec import ECCodec
 from txstore.replication.sender import BytePacer, Connector, ObjectSender
 from txstore.ring.ringset import RingSet
+from txstore.common.timestamps import Timestamp
+from txstore.storage.checksum import Md5
 from txstore.storage.local_devices import local_device_matcher
 from txstore.storage.object_server import ObjectServer
 from txstore.storage.partitions import list_partitions
@@ -170,6 +173,30 @@ class ReconstructorTests(ECCluster):
         # In sync now: the next pass finds no suffix to look into.
         again = await primaries[0].reconstructor(self, self.rings).run_pass()
         self.assertEqual((again.get("suffixes_synced", 0), again.get("fragments_rebuilt", 0)), (0, 0))
+
+    async def test_sources_stored_with_an_md5_rebuild_an_archive_summed_with_crc32(self) -> None:
+        """Archives written before CRC-32 sums (their ETag an md5) are checked with it as sources."""
+        body = b"older archives " * 2000
+        when, archives = await self.put_object("older", body)
+        partition, primaries, _ = self.placement("older")
+        for index in [i for i in range(len(primaries)) if i != 1]:  # the local source and the remote ones
+            node = primaries[index]
+            _data, metadata = node.archive(partition, "older", index)
+            stored = {k: v for k, v in metadata.items() if k not in ("ETag", "Content-Length", "name", "X-Timestamp")}
+            shutil.rmtree(node.diskfile(partition, "older").hash_dir)
+            diskfile = node.diskfile(partition, "older")
+            with diskfile.create_writer(len(archives[index]), frag_index=index, body_checksum=Md5()) as writer:
+                writer.write(archives[index])
+                writer.commit(stored, Timestamp.parse(when))
+            diskfile.mark_durable(Timestamp.parse(when), index)
+            self.assertEqual(node.archive(partition, "older", index)[1]["ETag"],
+                             hashlib.md5(archives[index]).hexdigest())
+        shutil.rmtree(primaries[1].diskfile(partition, "older").hash_dir)
+        figures = await primaries[0].reconstructor(self, self.rings).run_pass()
+        self.assertEqual((figures["fragments_rebuilt"], figures["failures"]), (1, 0))
+        rebuilt, metadata = primaries[1].archive(partition, "older", 1)
+        self.assertEqual(rebuilt, archives[1])
+        self.assertEqual(metadata["ETag"], f"crc32:{zlib.crc32(archives[1]):08x}")
 
     async def test_an_archive_never_made_durable_is_sent_again_durable(self) -> None:
         when, archives = await self.put_object("late", b"late " * 3000, not_durable=(2,))

@@ -199,7 +199,7 @@ class ObjectSessionTests(ReplicationCase):
         outcome = await self.sync()
         await self.settle()
         self.assertFalse(outcome.ok)
-        self.assertIn("md5", outcome.reason)
+        self.assertIn("failed its checksum", outcome.reason)
         self.assertFalse(diskfile.hash_dir.exists())
         self.assertTrue((self.here.devices / "d1" / "quarantined" / "objects" / diskfile.name_hash).is_dir())
         self.assertEqual(files_of(self.there), {})

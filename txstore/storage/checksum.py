@@ -1,0 +1,68 @@
+# -*- test-case-name: txstore.test.unit.test_checksum -*-
+"""
+The checksum a stored body is checked against, kept as its ``ETag`` metadata.
+
+A replicated object's is its md5: clients see it as the object's ETag, and a PUT's ETag header
+is checked against it. An EC fragment archive's is internal (the client's ETag is the whole
+object's, which the proxy computes and the archive carries as sysmeta), so it is a CRC-32,
+written ``crc32:<8 hex digits>``: every node that writes, reads, audits, replicates or rebuilds
+an archive hashes all of its bytes, and on this machine's CPU CRC-32 costs 0.20 ms per MiB
+against md5's 1.26 (docs/erasure-coding.rst). It still finds a flipped bit or a torn write,
+which is what the archive's checksum is for. An archive stored with an md5 keeps it: the
+stored value's form says which checksum checks it, so archives from before are read as ever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from typing import Protocol
+
+CRC32_PREFIX = "crc32:"
+
+
+class Checksum(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def value(self) -> str: ...
+
+
+class Md5:
+    """md5 as an ETag is written: 32 lower-case hex digits."""
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False)
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        self._md5.update(data)
+
+    def value(self) -> str:
+        return self._md5.hexdigest()
+
+
+class Crc32:
+    """zlib's CRC-32 (it lets other threads run while it hashes a chunk), as ``crc32:%08x``."""
+
+    def __init__(self) -> None:
+        self._crc = 0
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        self._crc = zlib.crc32(data, self._crc)
+
+    def value(self) -> str:
+        return f"{CRC32_PREFIX}{self._crc:08x}"
+
+
+def for_body(frag_index: int | None) -> Checksum:
+    """The checksum a new body is written with: an EC archive's CRC-32, else the md5."""
+    return Md5() if frag_index is None else Crc32()
+
+
+def like(stored: str) -> Checksum:
+    """A checksum of the kind ``stored`` (an ETag as kept in metadata) was computed with."""
+    return Crc32() if normal(stored).startswith(CRC32_PREFIX) else Md5()
+
+
+def normal(stored: str) -> str:
+    """An ETag as compared: without quotes, lower case."""
+    return stored.strip('"').lower()
