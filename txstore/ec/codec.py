@@ -45,6 +45,15 @@ class ECCodec:
         return self.params.num_parity_fragments
 
     @property
+    def scheme(self) -> str:
+        """
+        ``<ec_type> <k>+<m>``, stored with every archive (``X-Object-Sysmeta-Ec-Scheme``):
+        fragments decode only with the backend and counts that wrote them (another backend
+        decodes them into wrong bytes without an error), so a reader compares it first.
+        """
+        return f"{self.params.ec_type} {self.k}+{self.m}"
+
+    @property
     def segment_size(self) -> int:
         return self.params.segment_size
 

@@ -43,7 +43,7 @@ from txstore.qos.headers import BACKGROUND_IO
 from txstore.storage import checksum
 from txstore.storage.context import StorageContext
 from txstore.storage.partitions import ObjectFiles
-from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_SEGMENT_SIZE, FRAG_INDEX
+from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_SCHEME, EC_SEGMENT_SIZE, FRAG_INDEX
 
 POLICY_INDEX = "X-Backend-Storage-Policy-Index"
 # A source's node is paused once this much (or one fragment, if larger) waits to be used.
@@ -217,6 +217,14 @@ class ArchiveRebuilder:
         except (KeyError, ValueError):
             self.log.warn("{name}: no valid {header} in its archive; not rebuilt", name=common["name"],
                           header=EC_CONTENT_LENGTH)
+            self._count("rebuild_failures")
+            return False
+        written = metadata.get(EC_SCHEME)
+        if written is not None and written != self.codec.scheme:
+            # Another backend would rebuild wrong bytes from these fragments, without an error.
+            self.log.error("{name}: encoded as {written!r}, the policy now says {scheme!r}; not rebuilt (a"
+                           " policy's ec_type must not change)", name=common["name"], written=written,
+                           scheme=self.codec.scheme)
             self._count("rebuild_failures")
             return False
         if footers.data_length != layout.archive_length:

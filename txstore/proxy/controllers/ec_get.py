@@ -38,7 +38,9 @@ from txstore.interfaces import IByteSource
 from txstore.proxy.context import ProxyContext
 from txstore.proxy.controllers.api import APIError, APIRequest
 from txstore.proxy.controllers.base import ContainerInfo, node_failed, node_ok
-from txstore.ec.headers import BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_ETAG, EC_SEGMENT_SIZE, FRAG_INDEX
+from txstore.ec.headers import (
+    BACKEND_FRAG_INDEX, EC_CONTENT_LENGTH, EC_ETAG, EC_SCHEME, EC_SEGMENT_SIZE, FRAG_INDEX,
+)
 from txstore.proxy.controllers.obj_get import (
     NOT_FOUND_PAGE, READ_HEADERS, WHOLE_BELOW, ObjectBody, _read_order, ask, drain,
 )
@@ -168,6 +170,12 @@ async def get_ec_object(context: ProxyContext, api: APIRequest, info: ContainerI
         raise APIError(503, f"Service Unavailable: fewer than {codec.k} fragment archives of one version answered")
     chosen = list(sources.by_timestamp[stamp].values())[: codec.k]
     spares = [archive for archive in sources.by_timestamp[stamp].values() if archive not in chosen]
+    written = {archive.response.header(EC_SCHEME.lower()) for archive in chosen} - {None, codec.scheme}
+    if written:
+        # Decoded by another backend, the fragments would give wrong bytes, without an error.
+        sources.release()
+        raise APIError(503, f"Service Unavailable: the object was encoded as {sorted(written)[0]!r} and the"
+                            f" policy now says {codec.scheme!r}; a policy's ec_type must not change")
     sources.release(keep=chosen + spares)
     first = chosen[0].response
     length = int(first.header(EC_CONTENT_LENGTH.lower()) or 0)

@@ -78,7 +78,7 @@ async def store_ec(
         "Expect": "100-continue",
         # Always chunked: the archive is followed by trailer fields (the object's ETag).
         "Transfer-Encoding": "chunked",
-        EC_SCHEME: f"{policy.ec.ec_type} {codec.k}+{codec.m}",
+        EC_SCHEME: codec.scheme,
         EC_SEGMENT_SIZE: str(codec.segment_size),
     })
     if length is not None:

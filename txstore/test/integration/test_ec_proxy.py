@@ -190,6 +190,23 @@ class ECObjectTests(ECCase):
         status, _, got = self.get("o", Range=f"bytes={SEGMENT - 5}-{SEGMENT + 5}")
         self.assertEqual((status, got), (206, new[SEGMENT - 5:SEGMENT + 6]))
 
+    def test_archives_of_another_codec_are_refused_not_decoded(self) -> None:
+        """Another backend decodes fragments into wrong bytes without an error: a 503 says why."""
+        body = os.urandom(SEGMENT + 100)
+        swift.put_object(self.url, self.token, "ec", "o", body)
+        digest = self.object_hash("o")
+        paths = list((self.cluster.root / "srv").glob(f"node*/d*/objects-2/*/*/{digest}/*.data"))
+        self.assertEqual(len(paths), 6)  # 4+2 on eight nodes
+        scheme = read_archive(paths[0])[1]["X-Object-Sysmeta-Ec-Scheme"]
+        for path in paths:  # as if the policy's ec_type had been changed since
+            archive, metadata = read_archive(path)
+            other = {**metadata, "X-Object-Sysmeta-Ec-Scheme": "another_backend 4+2"}
+            path.write_bytes(archive + objmeta.encode_footer(other))
+        status, _, got = self.get("o")
+        self.assertEqual(status, 503)
+        self.assertIn(b"'another_backend 4+2'", got)
+        self.assertIn(repr(scheme).encode(), got)
+
     def test_an_archive_that_breaks_off_mid_body_is_replaced(self) -> None:
         body = os.urandom(40 * SEGMENT + 11)
         swift.put_object(self.url, self.token, "ec", "o", body)

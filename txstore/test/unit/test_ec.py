@@ -54,6 +54,9 @@ class CodecTests(SynchronousTestCase):
         for length in (0, 1, 1000, 4095, 4096):
             self.assertEqual(self.codec.fragment_size(length), len(self.codec.encode(os.urandom(length))[0]), length)
 
+    def test_the_scheme_names_the_backend_and_counts(self) -> None:
+        self.assertEqual(self.codec.scheme, "liberasurecode_rs_vand 4+2")
+
     def test_an_empty_object_is_one_segment_of_header_only_fragments(self) -> None:
         fragments = self.codec.encode(b"")
         self.assertEqual(self.codec.decode(fragments[2:]), b"")

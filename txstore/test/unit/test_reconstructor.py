@@ -132,6 +132,7 @@ class ECCluster(TestCase):
 
     async def put_object(
         self, name: str, body: bytes, targets: dict[int, ECNode] | None = None, not_durable: tuple[int, ...] = (),
+        **sysmeta: str,
     ) -> tuple[str, list]:
         """PUT and mark durable archive *i* on node *i* (or on ``targets[i]``; not marked if in ``not_durable``)."""
         self.ts += 1
@@ -144,6 +145,7 @@ class ECCluster(TestCase):
                 "X-Timestamp": when, "Content-Type": "application/x-test", **POLICY,
                 "X-Object-Sysmeta-Ec-Frag-Index": str(index), "X-Object-Sysmeta-Ec-Content-Length": str(len(body)),
                 "X-Object-Sysmeta-Ec-Etag": hashlib.md5(body).hexdigest(), "X-Object-Meta-Colour": "blue",
+                **sysmeta,
             }
             self.assertEqual(await self.call(node, "PUT", f"/{partition}/AUTH_a/c/{name}", headers, archive), 201)
             if index in not_durable:
@@ -197,6 +199,22 @@ class ReconstructorTests(ECCluster):
         rebuilt, metadata = primaries[1].archive(partition, "older", 1)
         self.assertEqual(rebuilt, archives[1])
         self.assertEqual(metadata["ETag"], f"crc32:{zlib.crc32(archives[1]):08x}")
+
+    async def test_archives_of_another_codec_are_not_rebuilt(self) -> None:
+        """Rebuilt by another backend, the fragment would be wrong bytes, without an error."""
+        await self.put_object("other", b"other codec " * 1000, **{"X-Object-Sysmeta-Ec-Scheme": "another_backend 2+1"})
+        partition, primaries, _ = self.placement("other")
+        shutil.rmtree(primaries[1].diskfile(partition, "other").hash_dir)
+        figures = await primaries[0].reconstructor(self, self.rings).run_pass()
+        self.assertEqual((figures.get("fragments_rebuilt", 0), figures["rebuild_failures"]), (0, 1))
+        self.assertIsNone(primaries[1].archive(partition, "other", 1))
+        # Stored as this policy's codec writes it, the same archive is rebuilt.
+        await self.put_object("same", b"same codec " * 1000,
+                              **{"X-Object-Sysmeta-Ec-Scheme": "liberasurecode_rs_vand 2+1"})
+        partition, primaries, _ = self.placement("same")
+        shutil.rmtree(primaries[1].diskfile(partition, "same").hash_dir)
+        figures = await primaries[0].reconstructor(self, self.rings).run_pass()
+        self.assertEqual(figures.get("fragments_rebuilt", 0), 1)
 
     async def test_an_archive_never_made_durable_is_sent_again_durable(self) -> None:
         when, archives = await self.put_object("late", b"late " * 3000, not_durable=(2,))
