@@ -16,7 +16,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from txstore.aio.launcher import alive, banner, parse_args, read_pid
-from txstore.aio.layout import ec_fragments, OTHER_DAEMONS, UPDATERS, LayoutError, Topology, prepare
+from txstore.aio.layout import available_ec_type, ec_fragments, OTHER_DAEMONS, UPDATERS, LayoutError, Topology, prepare
 from txstore.proxy.config import load_proxy_settings
 from txstore.ring.ringset import RingSet
 from txstore.storage.config import load_node_settings
@@ -61,7 +61,8 @@ class LayoutTests(SynchronousTestCase):
         self.assertEqual(len({n.port for n in rings.object_ring(1).get_nodes("AUTH_test", "c", "o")[1]}), 2)
         ec = proxy.cluster.policies.by_name("ec").ec
         self.assertEqual((ec.ec_type, ec.num_data_fragments, ec.num_parity_fragments),
-                         ("liberasurecode_rs_vand", 2, 1))
+                         (available_ec_type((2, 1)), 2, 1))
+        self.assertIn(ec.ec_type, ("isa_l_rs_cauchy", "liberasurecode_rs_vand"))
         self.assertEqual(len({n.port for n in rings.object_ring(2).get_nodes("AUTH_test", "c", "o")[1]}), 3)
         self.assertEqual(ec_fragments(6), (4, 2))
         for number in range(1, 5):
@@ -72,6 +73,19 @@ class LayoutTests(SynchronousTestCase):
             self.assertTrue(node.disable_fallocate)  # as Swift's all-in-one
             self.assertEqual(node.cluster.hasher, proxy.cluster.hasher)
         self.assertGreaterEqual(len(proxy.cluster.hasher.suffix), 32)
+
+    def test_the_ec_codec_is_the_first_pyeclib_has(self) -> None:
+        """isa-l's Cauchy Reed-Solomon where this pyeclib has it, else liberasurecode's own."""
+        self.assertEqual(available_ec_type((4, 2), ("no_such_backend", "liberasurecode_rs_vand")),
+                         "liberasurecode_rs_vand")
+        from pyeclib.ec_iface import ECDriver
+        try:
+            ECDriver(k=4, m=2, ec_type="isa_l_rs_cauchy")
+        except Exception:
+            expected = "liberasurecode_rs_vand"
+        else:
+            expected = "isa_l_rs_cauchy"
+        self.assertEqual(available_ec_type((4, 2)), expected)
 
     def test_rerun_keeps_secret_and_rings(self) -> None:
         root = temp_dir(self) / "aio"
