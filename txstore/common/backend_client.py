@@ -169,8 +169,21 @@ def _wire_url(url: str) -> bytes:
     return quote(url.encode("utf-8", "surrogateescape"), safe=_URL_SAFE).encode("ascii")
 
 
+class InertProducer:
+    """The pause, resume and stop of a body that writes all it has at once: nothing to do."""
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
 @implementer(IBodyProducer)
-class _Body:
+class _Body(InertProducer):
     """
     A small request body (an update's row, a listing's merge), written at once. treq's
     adapter made it a FileBodyProducer, paced through a cooperator, on every request.
@@ -183,15 +196,6 @@ class _Body:
     def startProducing(self, consumer: Any) -> Deferred:
         consumer.write(self._data)
         return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 @implementer(IAgentEndpointFactory)

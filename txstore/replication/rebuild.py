@@ -38,7 +38,7 @@ from txstore.ec.codec import ECCodec
 from txstore.ec.layout import ArchiveLayout
 from txstore.replication.channel import FramedChannel, SessionFailed
 from txstore.replication.frames import FrameType, data_record, record
-from txstore.replication.sender import CHUNK, SyncOutcome
+from txstore.replication.sender import CHUNK, SyncOutcome, pread_hashing
 from txstore.qos.headers import BACKGROUND_IO
 from txstore.storage import checksum
 from txstore.storage.context import StorageContext
@@ -159,7 +159,7 @@ class LocalArchive:
 
     async def read(self, size: int) -> bytes:
         try:
-            chunk = await self.context.runner.run(self.device, _pread_hashing, self.fd, size, self.offset,
+            chunk = await self.context.runner.run(self.device, pread_hashing, self.fd, self.offset, size,
                                                   self._checksum)
         except OSError as error:
             raise SourceFailed(f"reading the local archive: {error}") from None
@@ -350,13 +350,6 @@ class ArchiveRebuilder:
             response.deliver(source)
             return source
         return None
-
-
-def _pread_hashing(fd: int, size: int, offset: int, hashing: checksum.Checksum) -> bytes:
-    """(blocking, in the device's pool) Bytes of the archive, added to its running checksum."""
-    chunk = os.pread(fd, size, offset)
-    hashing.update(chunk)
-    return chunk
 
 
 def _reconstruct_hashing(codec: ECCodec, fragments: Sequence[bytes], target: int,

@@ -309,7 +309,7 @@ class ObjectSender:
             hashing = checksum.like(stored)  # md5, or an EC archive's CRC-32
             offset = 0
             while offset < length:
-                chunk = await run(device, _read_chunk, fd, offset, min(CHUNK, length - offset), hashing)
+                chunk = await run(device, pread_hashing, fd, offset, min(CHUNK, length - offset), hashing)
                 if not chunk:
                     channel.abort(500, f"{common['name']}: the sender's file ended early")
                     raise SessionFailed(500, "local data file shorter than its metadata says")
@@ -345,7 +345,8 @@ class ObjectSender:
             self.log.failure("quarantining {name} on {device}", name=name, device=device)
 
 
-def _read_chunk(fd: int, offset: int, length: int, hashing: checksum.Checksum) -> bytes:
+def pread_hashing(fd: int, offset: int, length: int, hashing: checksum.Checksum) -> bytes:
+    """(blocking, in the device's pool) Up to ``length`` bytes at ``offset``, added to ``hashing``."""
     chunk = os.pread(fd, length, offset)
     hashing.update(chunk)
     return chunk

@@ -205,16 +205,3 @@ def assert_table(case: SynchronousTestCase, function: Callable[[Any], Any], case
     """A table-driven test: ``function`` of each key of ``cases`` is its value (the key names a failure)."""
     for given, expected in cases.items():
         case.assertEqual(function(given), expected, given)
-
-
-class InertProducer:
-    """The pause, resume and stop of a test body that writes all it has at once: nothing to do."""
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass

@@ -25,7 +25,7 @@ from txstore.interfaces import IResponseBody
 from txstore.storage.http_support import HTTPError, NodeResponse, plain_text
 from txstore.node import server
 from txstore.node.server import NodeServer
-from txstore.test.support import InertProducer
+from txstore.common.backend_client import InertProducer
 
 
 @define

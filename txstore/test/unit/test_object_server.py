@@ -36,7 +36,8 @@ from txstore.storage.context import StorageContext
 from txstore.storage.object_body import CHUNK_SIZE
 from txstore.storage.object_server import ObjectServer
 from txstore.node.server import NodeServer
-from txstore.test.support import clock_at, InertProducer
+from txstore.common.backend_client import InertProducer
+from txstore.test.support import clock_at
 
 
 @implementer(IBodyProducer)
