@@ -214,10 +214,28 @@ class BackendTLSTests(TestCase):
         await self.assertRefused(self.client(None), port)
 
     async def test_tls_client_never_speaks_plain_to_a_plain_node(self) -> None:
-        """The plain node reads a TLS hello as an unfinished request line: the exchanges time out."""
-        port = self.serve(None)
-        await self.assertTimesOut(port)
-        self.assertEqual(self.seen, [])
+        """What reaches a plain node is a TLS hello on every connection, never a request.
+
+        The node here records bytes and never answers: a real plain HTTP node answers a hello
+        that happens to hold a newline byte with a 400, and one that holds none with nothing,
+        so only the bytes sent, not the kind of failure, say the client stayed on TLS.
+        """
+        received: list[bytearray] = []
+
+        class Recording(Protocol):
+            def connectionMade(self) -> None:
+                self.data = bytearray()
+                received.append(self.data)
+
+            def dataReceived(self, data: bytes) -> None:
+                self.data += data
+
+        await self.assertTimesOut(self.serve(None, Factory.forProtocol(Recording)))
+        self.assertTrue(received)
+        for data in received:
+            self.assertEqual(data[:1], b"\x16", "every connection opens with a TLS handshake record")
+            self.assertNotIn(b"HTTP/1.1", bytes(data))
+            self.assertNotIn(b"/d1/1/a", bytes(data))
 
     async def assertTimesOut(self, port: int) -> None:
         """Each kind of exchange with the node at ``port`` ends at its own deadline (0.5 s)."""
