@@ -8,8 +8,8 @@ in its EC sysmeta (a node's own ``Content-Length`` and ``ETag`` are its archive'
 GET: the proxy asks ``k`` nodes for their archive (more when some fail or disagree) and keeps
 ``k`` archives of *one* durable timestamp, the newest that has ``k``; archives of different
 timestamps are never decoded together. Their bodies are read a fragment at a time, with the
-nodes' backpressure, and each segment is decoded in the EC pool: the proxy holds about one
-segment per request whatever the object's size. A range is served by fetching only the
+nodes' backpressure, and each segment is decoded in the EC pool while the one before it goes
+to the client: the proxy holds about two segments per request whatever the object's size. A range is served by fetching only the
 segments that hold it (a ranged request to each of the ``k`` nodes; ``txstore.ec.layout``).
 When one archive breaks off mid-way, the rest is read from another set of ``k`` (another node
 for the failed one, from the segment where it stopped); when none is left the response is
@@ -309,21 +309,35 @@ def abandon(response: StreamedResponse) -> None:
 
 
 class _Fragments:
-    """One archive's body, read a fragment (a given number of bytes) at a time."""
+    """
+    One archive's body, read a fragment (a given number of bytes) at a time. The node's pieces
+    are kept as they came and joined once per fragment: only the piece that straddles two
+    fragments is cut.
+    """
 
     def __init__(self, archive: Archive, body: ObjectBody) -> None:
         self.archive = archive
         self._body = body
-        self._held = bytearray()
+        self._held: list[bytes] = []
+        self._count = 0
 
     async def take(self, size: int) -> bytes:
-        while len(self._held) < size:
+        held = self._held
+        while self._count < size:
             piece = await self._body.read()
             if not piece:
                 raise ResponseAborted(f"the archive from {self.archive.node.device_name} ended early")
-            self._held += piece
-        fragment = bytes(self._held[:size])
-        del self._held[:size]
+            held.append(piece)
+            self._count += len(piece)
+        over = self._count - size
+        if over:
+            last = held[-1]
+            held[-1] = last[:len(last) - over]
+            rest = [last[len(last) - over:]]
+        else:
+            rest = []
+        fragment = held[0] if len(held) == 1 else b"".join(held)
+        self._held, self._count = rest, over
         return fragment
 
     def stop(self) -> None:
@@ -453,6 +467,9 @@ class _Reader:
         self._open = []
 
 
+_UNPLANNED = object()
+
+
 @implementer(IByteSource)
 class ECBody:
     """The response body: ``parts`` (prefix, first, last byte of the object), then ``trailer``."""
@@ -460,6 +477,8 @@ class ECBody:
     def __init__(self, reader: _Reader, parts: list[tuple[bytes, int, int]], trailer: bytes) -> None:
         self._reader = reader
         self._steps = self._plan(parts, trailer)
+        self._coming: object = _UNPLANNED  # the step after the one being read
+        self._ahead: tuple[int, Deferred] | None = None  # the next segment, read and decoded early
         self._stopped = False
 
     def _plan(self, parts, trailer) -> Iterator:
@@ -480,7 +499,8 @@ class ECBody:
         return Deferred.fromCoroutine(self._read())
 
     async def _read(self) -> bytes:
-        step = next(self._steps, None)
+        step = next(self._steps, None) if self._coming is _UNPLANNED else self._coming
+        self._coming = next(self._steps, None)
         if step is None:
             self.stop()
             return b""
@@ -488,15 +508,29 @@ class ECBody:
             return step
         number, low, high = step
         try:
-            segment = await self._reader.segment(number)
+            segment = await self._segment(number)
         except BaseException:
             self.stop()
             raise
+        if isinstance(self._coming, tuple) and not self._stopped:
+            # The next segment is fetched and decoded while this one goes to the client: the
+            # nodes and the EC pool keep working while the client's connection drains.
+            coming = self._coming[0]
+            self._ahead = (coming, Deferred.fromCoroutine(self._reader.segment(coming)))
         if low == 0 and high == len(segment) - 1:
             return segment
         return segment[low:high + 1]
 
+    def _segment(self, number: int) -> Deferred:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == number:
+            return ahead[1]
+        return Deferred.fromCoroutine(self._reader.segment(number))
+
     def stop(self) -> None:
         if not self._stopped:
             self._stopped = True
+            ahead, self._ahead = self._ahead, None
             self._reader.stop()
+            if ahead is not None:
+                ahead[1].addErrback(lambda _: None)  # its sources are stopped: its failure is no news
