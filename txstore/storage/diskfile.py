@@ -51,6 +51,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -633,11 +634,12 @@ class DiskFile:
     def suffix(self) -> str:
         return self.name_hash[-3:]
 
-    @property
+    # Computed once: a PUT asks for them a dozen times, and each pathlib join parses again.
+    @cached_property
     def partition_path(self) -> Path:
         return self.device_path / objects_dir_name(self.policy_index) / str(self.partition)
 
-    @property
+    @cached_property
     def hash_dir(self) -> Path:
         return self.partition_path / self.suffix / self.name_hash
 
