@@ -577,9 +577,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pidfile", type=Path, default=os.environ.get("BENCH_PIDFILE") or None,
                         help="meter the process groups of this 'name pid' file (BENCH_PIDFILE)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--policy", help="the storage policy of the containers it makes (X-Storage-Policy)")
     args = parser.parse_args(argv)
     try:
-        client = Client(authenticate(args.auth, args.user, args.key), servers_from(args.aio_root, args.pidfile), args.processes)
+        client = Client(authenticate(args.auth, args.user, args.key), servers_from(args.aio_root, args.pidfile), args.processes,
+                        policy=args.policy)
         results = client.objects(args.size, args.count, args.concurrency) if args.count else []
         for mib in args.large:
             results += client.large(mib * 2**20)
