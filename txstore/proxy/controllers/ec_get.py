@@ -9,8 +9,9 @@ GET: the proxy asks ``k`` nodes for their archive (more when some fail or disagr
 ``k`` archives of *one* durable timestamp, the newest that has ``k``; archives of different
 timestamps are never decoded together. Their bodies are read a fragment at a time, with the
 nodes' backpressure, and each segment is decoded in the EC pool while the one before it goes
-to the client: the proxy holds about two segments per request whatever the object's size. A range is served by fetching only the
-segments that hold it (a ranged request to each of the ``k`` nodes; ``txstore.ec.layout``).
+to the client: the proxy holds about two segments per request whatever the object's size. A
+range is served by fetching only the segments that hold it (a ranged request to each of the
+``k`` nodes; ``txstore.ec.layout``).
 When one archive breaks off mid-way, the rest is read from another set of ``k`` (another node
 for the failed one, from the segment where it stopped); when none is left the response is
 aborted, so a client never takes a short or wrong body for a whole one.
@@ -478,7 +479,7 @@ class ECBody:
         self._reader = reader
         self._steps = self._plan(parts, trailer)
         self._coming: object = _UNPLANNED  # the step after the one being read
-        self._ahead: tuple[int, Deferred] | None = None  # the next segment, read and decoded early
+        self._ahead: Deferred | None = None  # the coming step's segment, read and decoded early
         self._stopped = False
 
     def _plan(self, parts, trailer) -> Iterator:
@@ -515,17 +516,15 @@ class ECBody:
         if isinstance(self._coming, tuple) and not self._stopped:
             # The next segment is fetched and decoded while this one goes to the client: the
             # nodes and the EC pool keep working while the client's connection drains.
-            coming = self._coming[0]
-            self._ahead = (coming, Deferred.fromCoroutine(self._reader.segment(coming)))
+            self._ahead = Deferred.fromCoroutine(self._reader.segment(self._coming[0]))
         if low == 0 and high == len(segment) - 1:
             return segment
         return segment[low:high + 1]
 
     def _segment(self, number: int) -> Deferred:
+        """Segment ``number``: read ahead when it was the coming step (a segment right after one)."""
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == number:
-            return ahead[1]
-        return Deferred.fromCoroutine(self._reader.segment(number))
+        return ahead if ahead is not None else Deferred.fromCoroutine(self._reader.segment(number))
 
     def stop(self) -> None:
         if not self._stopped:
@@ -533,4 +532,4 @@ class ECBody:
             ahead, self._ahead = self._ahead, None
             self._reader.stop()
             if ahead is not None:
-                ahead[1].addErrback(lambda _: None)  # its sources are stopped: its failure is no news
+                ahead.addErrback(lambda _: None)  # its sources are stopped: its failure is no news

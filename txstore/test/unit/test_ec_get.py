@@ -116,7 +116,7 @@ class ReadAheadTests(SynchronousTestCase):
         first = body.read()
         reader.give(0)
         _result(first)
-        ahead = body._ahead[1]
+        ahead = body._ahead
         body.stop()
         self.assertTrue(reader.stopped)
         reader.pending.pop(1).errback(ResponseAborted("its sources were stopped"))
