@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -82,6 +83,17 @@ def get(url: str) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
+def node_on_free_ports(layout) -> Path:
+    """
+    Node 1's config with both listeners on free ports: the layout's fixed ones (6210, 6211)
+    may be another test's under trial -j2, or a Swift on the same host (seen in CI: the node
+    exited at once, "Address already in use").
+    """
+    text = layout.node_config(1).read_text()
+    text = text.replace("bind_port = 6210", "bind_port = 0").replace("bind_port = 6211", "bind_port = 0")
+    return write_file(layout.etc, "node1-anyport.conf", text)
+
+
 class ServiceProcessTests(SynchronousTestCase):
     def run_and_stop(self, plugin: str, config: str) -> None:
         child = RunningProcess(self, [plugin, "--config", config])
@@ -104,13 +116,7 @@ class ServiceProcessTests(SynchronousTestCase):
         self.run_and_stop("proxy", str(layout.proxy_config))
 
     def test_objectnode(self) -> None:
-        layout = small_cluster(self)
-        # both listeners on free ports: a fixed replication port (6211) may be another test's
-        # under trial -j2 (seen in CI: the node exited and the healthcheck was reset)
-        text = layout.node_config(1).read_text()
-        text = text.replace("bind_port = 6210", "bind_port = 0").replace("bind_port = 6211", "bind_port = 0")
-        config = write_file(layout.etc, "node1-anyport.conf", text)
-        self.run_and_stop("objectnode", str(config))
+        self.run_and_stop("objectnode", str(node_on_free_ports(small_cluster(self))))
 
     def test_bad_config_is_one_line_and_no_traceback(self) -> None:
         layout = small_cluster(self)
@@ -123,7 +129,7 @@ class ServiceProcessTests(SynchronousTestCase):
     def test_sighup_reloads_the_rings_and_keeps_serving(self) -> None:
         """Without a handler SIGHUP would end the process; it checks the ring files now instead."""
         layout = small_cluster(self)
-        child = RunningProcess(self, ["objectnode", "--config", str(layout.node_config(1))])
+        child = RunningProcess(self, ["objectnode", "--config", str(node_on_free_ports(layout))])
         port = child.wait_for_port()
         ring = layout.etc / "object.ring.gz"
         data = ring.read_bytes()
