@@ -422,6 +422,15 @@ class _NodeStream(Protocol):
             self._watchdog.cancel()
         self._watchdog = None
         if self.ended is None and self.transport is not None:
+            # Not in this call: a reader that stops as the last bytes arrive does so inside
+            # this response's own dataReceived, after which twisted ends the response and
+            # pools its connection; closed here, that connection would be pooled while
+            # closing, and the next request on it fails ("closed cleanly"). A turn later the
+            # response has ended (the connection is reusable) or it really is unfinished.
+            self._body._reactor.callLater(0, self._stop_unfinished)
+
+    def _stop_unfinished(self) -> None:
+        if self.ended is None and self.transport is not None:
             self.transport.stopProducing()
 
 
