@@ -384,11 +384,11 @@ class _Reader:
                     source.stop()
                 self._open = []
                 continue  # reopened at this segment, without the archives that failed
-            segment = await self.context.ec.run(self.codec.decode, fragments)
-            if len(segment) != self.layout.segment_length(number):
+            length = self.layout.segment_length(number)
+            segment = await self.context.ec.run_segment(length, self.codec.decode, fragments)
+            if len(segment) != length:
                 self.stop()
-                raise ResponseAborted(f"segment {number} decoded to {len(segment)} bytes, "
-                                      f"not {self.layout.segment_length(number)}")
+                raise ResponseAborted(f"segment {number} decoded to {len(segment)} bytes, not {length}")
             self._next_segment = number + 1
             return segment
 

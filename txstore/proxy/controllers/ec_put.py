@@ -252,7 +252,7 @@ async def _stream_fragments(
             for segment in cutter.feed(chunk):
                 if encoding is not None:
                     await send(encoding)
-                encoding = context.ec.run(_encode, codec, md5, segment)
+                encoding = context.ec.run_segment(len(segment), _encode, codec, md5, segment)
         if length is not None and received != length:
             raise APIError(499, f"Client Disconnect: {received} of {length} bytes")
     except BaseException:
@@ -263,5 +263,5 @@ async def _stream_fragments(
     if encoding is not None:
         await send(encoding)
     if last is not None:
-        await send(context.ec.run(_encode, codec, md5, last))
+        await send(context.ec.run_segment(len(last), _encode, codec, md5, last))
     return md5.hexdigest(), received
