@@ -29,36 +29,26 @@ class _Archive:
         device_name = "sdb1"
 
 
-def taken(fragments: _Fragments, size: int) -> bytes:
-    return _result(Deferred.fromCoroutine(fragments.take(size)))
-
-
-def _result(d: Deferred):
-    """What ``d`` fired with (it has fired): raised if it failed."""
-    box: list = []
-    d.addBoth(box.append)
-    (outcome,) = box
-    if hasattr(outcome, "raiseException"):
-        outcome.raiseException()
-    return outcome
+def taken(fragments: _Fragments, size: int) -> Deferred:
+    return Deferred.fromCoroutine(fragments.take(size))
 
 
 class FragmentsTests(SynchronousTestCase):
     def test_pieces_are_cut_at_fragment_boundaries(self) -> None:
         body = _Pieces([b"abc", b"defg", b"hi", b"jklmnop"])
         fragments = _Fragments(_Archive, body)
-        self.assertEqual([taken(fragments, 4) for _ in range(4)], [b"abcd", b"efgh", b"ijkl", b"mnop"])
+        pieces = [self.successResultOf(taken(fragments, 4)) for _ in range(4)]
+        self.assertEqual(pieces, [b"abcd", b"efgh", b"ijkl", b"mnop"])
 
     def test_a_piece_that_is_a_whole_fragment_is_given_as_it_came(self) -> None:
         piece = b"x" * 8
         fragments = _Fragments(_Archive, _Pieces([piece]))
-        self.assertIs(taken(fragments, 8), piece)
+        self.assertIs(self.successResultOf(taken(fragments, 8)), piece)
 
     def test_an_archive_that_ends_early_is_said(self) -> None:
         fragments = _Fragments(_Archive, _Pieces([b"abc"]))
-        self.assertEqual(taken(fragments, 2), b"ab")
-        with self.assertRaises(ResponseAborted):
-            taken(fragments, 2)
+        self.assertEqual(self.successResultOf(taken(fragments, 2)), b"ab")
+        self.failureResultOf(taken(fragments, 2), ResponseAborted)
 
 
 class _Reader:
@@ -89,16 +79,16 @@ class ReadAheadTests(SynchronousTestCase):
         first = body.read()
         self.assertEqual(reader.asked, [0])
         reader.give(0)
-        self.assertEqual(_result(first), b"\0" * 4)
+        self.assertEqual(self.successResultOf(first), b"\0" * 4)
         self.assertEqual(reader.asked, [0, 1])  # before the client asked for more
         reader.give(1)
-        self.assertEqual(_result(body.read()), b"\1" * 4)
+        self.assertEqual(self.successResultOf(body.read()), b"\1" * 4)
         self.assertEqual(reader.asked, [0, 1, 2])
         third = body.read()
         reader.give(2)
-        self.assertEqual(_result(third), b"\2" * 2)
+        self.assertEqual(self.successResultOf(third), b"\2" * 2)
         self.assertEqual(reader.asked, [0, 1, 2])  # nothing past the end
-        self.assertEqual(_result(body.read()), b"")
+        self.assertEqual(self.successResultOf(body.read()), b"")
         self.assertTrue(reader.stopped)
 
     def test_a_range_reads_ahead_only_within_itself(self) -> None:
@@ -106,30 +96,30 @@ class ReadAheadTests(SynchronousTestCase):
         body = ECBody(reader, [(b"", 5, 6)], b"")
         first = body.read()
         reader.give(1)
-        self.assertEqual(_result(first), b"\1\1")
+        self.assertEqual(self.successResultOf(first), b"\1\1")
         self.assertEqual(reader.asked, [1])
-        self.assertEqual(_result(body.read()), b"")
+        self.assertEqual(self.successResultOf(body.read()), b"")
 
-    def test_a_read_ahead_that_fails_after_a_stop_is_no_unhandled_error(self) -> None:
+    def first_of_two_segments_read(self) -> tuple[_Reader, ECBody]:
+        """A body of two segments whose first was read: the second is being read ahead."""
         reader = _Reader(8, 4)
         body = ECBody(reader, [(b"", 0, 7)], b"")
         first = body.read()
         reader.give(0)
-        _result(first)
+        self.successResultOf(first)
+        return reader, body
+
+    def test_a_read_ahead_that_fails_after_a_stop_is_no_unhandled_error(self) -> None:
+        reader, body = self.first_of_two_segments_read()
         ahead = body._ahead
         body.stop()
         self.assertTrue(reader.stopped)
         reader.pending.pop(1).errback(ResponseAborted("its sources were stopped"))
         self.assertIsNone(ahead.result)  # handled: nothing logged as an unhandled error
-        self.assertEqual(_result(body.read()), b"")
+        self.assertEqual(self.successResultOf(body.read()), b"")
 
     def test_a_read_ahead_that_failed_fails_the_read_that_needs_it(self) -> None:
-        reader = _Reader(8, 4)
-        body = ECBody(reader, [(b"", 0, 7)], b"")
-        first = body.read()
-        reader.give(0)
-        _result(first)
+        reader, body = self.first_of_two_segments_read()
         reader.pending.pop(1).errback(ResponseAborted("no archive left"))
-        with self.assertRaises(ResponseAborted):
-            _result(body.read())
+        self.failureResultOf(body.read(), ResponseAborted)
         self.assertTrue(reader.stopped)
