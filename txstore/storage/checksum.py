@@ -53,6 +53,33 @@ class Crc32:
         return f"{CRC32_PREFIX}{self._crc:08x}"
 
 
+class SentMd5:
+    """
+    A replicated body whose md5 the proxy computed (`txstore.common.body_digest`): the node
+    hashes what arrives with CRC-32 only, and its value is the proxy's md5 once `confirm` has
+    found the proxy's CRC-32 of the body equal to its own.
+    """
+
+    def __init__(self) -> None:
+        self._crc = Crc32()
+        self._md5: str | None = None
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        self._crc.update(data)
+
+    def confirm(self, md5: str, crc32: str) -> bool:
+        """Take ``md5`` as the body's if ``crc32`` (8 hex digits) is what arrived; else False."""
+        if self._crc.value() != CRC32_PREFIX + crc32.lower():
+            return False
+        self._md5 = md5.lower()
+        return True
+
+    def value(self) -> str:
+        if self._md5 is None:
+            raise ValueError("the body's md5 has not been confirmed")
+        return self._md5
+
+
 def for_body(frag_index: int | None) -> Checksum:
     """The checksum a new body is written with: an EC archive's CRC-32, else the md5."""
     return Md5() if frag_index is None else Crc32()

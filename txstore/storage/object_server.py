@@ -30,6 +30,9 @@ from twisted.logger import Logger
 from twisted.web.http import Request
 
 from txstore.common.backend_client import BackendError, text_to_wire
+from txstore.common.body_digest import (
+    FOOTER_SIZE, MD5_FOOTER, MD5_FOOTER_KIND, OBJ_CONTENT_LENGTH, footer_digest, sent_digest,
+)
 from txstore.common.conditionals import evaluate
 from txstore.common.constraints import check_metadata
 from txstore.common.http_ranges import (
@@ -56,6 +59,7 @@ from txstore.storage.diskfile import (
     DiskFileNotFound,
     ObjectState,
 )
+from txstore.storage.checksum import SentMd5
 from txstore.storage.context import StorageContext
 from txstore.storage.http_support import (
     HTTPError,
@@ -139,6 +143,10 @@ class _EtagMismatch(Exception):
     pass
 
 
+class _TransferMismatch(Exception):
+    """The CRC-32 of the body received differs from the one the proxy sent after it."""
+
+
 # Stored with a PUT by a proxy middleware (an SLO's size, a symlink's target) to say what the
 # container's row shows instead of the stored bytes' own: ``…-Override-Etag`` becomes the row's
 # X-Etag, ``…-Size`` its X-Size, ``…-Content-Type`` its X-Content-Type (as Swift's do).
@@ -206,6 +214,19 @@ def _commit_on_connection(request: Request) -> int | None:
         raise HTTPError(400, f"{EC_COMMIT} needs a chunked body")
     request.continue_headers[EC_COMMIT] = COMMIT_ON_CONNECTION
     return length
+
+
+def _proxy_md5(request: Request) -> SentMd5 | None:
+    """
+    The checksum a replicated body is written with when the proxy computes its md5 and sends
+    it after the body (`txstore.common.body_digest`); None when the node hashes it itself.
+    """
+    kind = header(request, MD5_FOOTER)
+    if kind is None:
+        return None
+    if kind.strip().lower() != MD5_FOOTER_KIND:
+        raise HTTPError(400, f"{MD5_FOOTER} must be {MD5_FOOTER_KIND}")
+    return SentMd5()
 
 
 async def _body_read(request: Request) -> bytes:
@@ -318,18 +339,18 @@ def _open_with_state(diskfiles, path: BackendPath, policy_index: int, frag_index
 
 
 def _open_for_put(diskfiles, path: BackendPath, policy_index: int, length: int | None, admits,
-                  frag_index: int | None = None):
+                  frag_index: int | None = None, body_checksum: SentMd5 | None = None):
     """
     (blocking) The DiskFile, its state (or the DiskFileCorrupt that reading it raised), and a
-    writer (of archive ``frag_index`` for an EC policy) when the state ``admits`` the PUT
-    (else None).
+    writer (of archive ``frag_index`` for an EC policy; hashing with ``body_checksum`` when
+    given) when the state ``admits`` the PUT (else None).
     """
     diskfile, state = _open_with_state(diskfiles, path, policy_index)
     if isinstance(state, DiskFileCorrupt):
         return diskfile, state, None
     if not admits(state):
         return diskfile, state, None
-    return diskfile, state, diskfile.create_writer(length, frag_index=frag_index)
+    return diskfile, state, diskfile.create_writer(length, frag_index=frag_index, body_checksum=body_checksum)
 
 
 # A GET of a body this small reads it with the metadata, in the same thread call.
@@ -364,10 +385,19 @@ def _open_for_get(diskfiles, path: BackendPath, policy_index: int, small: int, f
     return diskfile, state, body
 
 
-def _finish_put(writer, rest: list[bytes], expected_etag: str | None, metadata: dict[str, str], timestamp: Timestamp):
-    """(blocking) Write the body's last batch, check the ETag the client gave, commit."""
+def _finish_put(writer, rest: list[bytes], expected_etag: str | None, metadata: dict[str, str], timestamp: Timestamp,
+                sent: tuple[SentMd5, tuple[str, str]] | None = None):
+    """
+    (blocking) Write the body's last batch; with ``sent`` (the writer's checksum, and the md5
+    and CRC-32 the proxy sent), take the proxy's md5 if its CRC-32 is the body's; check the
+    ETag the client gave; commit.
+    """
     if rest:
         writer.write_many(rest)
+    if sent is not None:
+        body_checksum, (md5, crc32) = sent
+        if not body_checksum.confirm(md5, crc32):
+            raise _TransferMismatch()
     if expected_etag is not None and expected_etag.strip('"').lower() != writer.etag:
         raise _EtagMismatch()
     return writer.commit(metadata, timestamp)
@@ -485,6 +515,18 @@ class ObjectServer:
         chunked = (header(request, "Transfer-Encoding") or "").lower() == "chunked"
         if length is None and not chunked:
             raise HTTPError(411, "Length Required: send Content-Length or Transfer-Encoding: chunked")
+        # The proxy's md5 of the body follows it (txstore.common.body_digest): as trailer fields
+        # of a chunked body, or as a footer line ending a body of known length.
+        body_checksum = _proxy_md5(request)
+        footer_at: int | None = None  # where the body ends and its footer line begins
+        if chunked:
+            length = integer_header(request, OBJ_CONTENT_LENGTH)
+        elif body_checksum is not None:
+            footer_at = integer_header(request, OBJ_CONTENT_LENGTH)
+            if footer_at is None or length != footer_at + FOOTER_SIZE:
+                raise HTTPError(400, f"{MD5_FOOTER} on a body of known length needs {OBJ_CONTENT_LENGTH}, "
+                                     f"{FOOTER_SIZE} bytes less than its Content-Length")
+            length = footer_at
         if length is not None and length > context.constraints.max_file_size:
             raise HTTPError(413, f"Your request is too large: over {context.constraints.max_file_size} bytes")
         if header(request, "Content-Type") is None:
@@ -503,11 +545,13 @@ class ObjectServer:
         # EC: this node stores one fragment archive, not durable until the proxy says so.
         frag_index = _frag_index(request, policy, FRAG_INDEX, required=True) if _is_ec(policy) else None
         archive_length = _commit_on_connection(request) if frag_index is not None else None
+        if frag_index is not None and body_checksum is not None:
+            raise HTTPError(400, f"{MD5_FOOTER} is for replicated objects")
 
         def admits(state: ObjectState) -> bool:
             return _put_refusal(state, timestamp, if_none_match is not None, now, frag_index) is None
         diskfile, state, writer = await self._at_device(
-            path, _open_for_put, context.diskfiles, path, policy.index, length, admits, frag_index
+            path, _open_for_put, context.diskfiles, path, policy.index, length, admits, frag_index, body_checksum
         )
         committed = False
         try:
@@ -519,22 +563,38 @@ class ObjectServer:
                 status, why, current = refusal
                 raise HTTPError(status, why, {"X-Backend-Timestamp": current.internal} if current is not None else {})
             if writer is None:
-                writer = await self._run(path, partial(diskfile.create_writer, length, frag_index=frag_index))
+                writer = await self._run(path, partial(diskfile.create_writer, length, frag_index=frag_index,
+                                                       body_checksum=body_checksum))
             io = self._io_stream(request, path)
             with io if io is not None else nullcontext():
-                rest, control = await self._receive(request, path, writer, length, io, archive_length)
+                rest, control = await self._receive(request, path, writer, length, io,
+                                                    archive_length if footer_at is None else footer_at)
                 metadata = _stored_metadata(request)
                 if archive_length is not None:
                     line, control = await _read_line(request, control)
                     metadata.update(_footer_line(line))
                 elif frag_index is not None:
                     metadata.update(_footer_metadata(request))
+                sent = None
+                if footer_at is not None:
+                    line, control = await _read_line(request, control)
+                    digest = footer_digest(line)
+                    if digest is None or control or await _body_read(request):
+                        raise HTTPError(400, f"{MD5_FOOTER} needs the body's md5 and CRC-32 in its footer line")
+                    sent = (body_checksum, digest)
+                elif body_checksum is not None:
+                    digest = sent_digest(getattr(request, "trailers", {}))
+                    if digest is None:
+                        raise HTTPError(400, f"{MD5_FOOTER} needs the body's md5 and CRC-32 as trailer fields")
+                    sent = (body_checksum, digest)
                 try:
                     await self._body_work(io, path, WRITE, sum(map(len, rest)), _finish_put, writer, rest,
-                                          expected_etag, metadata, timestamp)
+                                          expected_etag, metadata, timestamp, sent)
                     committed = True
                 except _EtagMismatch:
                     raise HTTPError(422, "Unprocessable Entity: the body's md5 differs from its ETag") from None
+                except _TransferMismatch:
+                    raise HTTPError(422, "Unprocessable Entity: the body's CRC-32 differs from the proxy's") from None
                 except DiskFileConflict as err:
                     if not _already_stored(err.previous, timestamp, frag_index, writer.etag):
                         raise _conflict("a version as new or newer was stored meanwhile",

@@ -11,6 +11,7 @@ md5 unless scripted), anything else the node's answer before the body.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Callable
 
 from attrs import field, frozen
@@ -248,8 +249,17 @@ class FakePutConnection:
 
     def finish(self, trailers: dict[str, str] | None = None) -> None:
         self.finished = True
-        self.trailers = trailers  # an EC archive's (its object's ETag and length)
+        self.trailers = trailers  # an EC archive's (its object's ETag and length), a chunked body's md5
+        self.footer = b""  # a body of known length: the proxy's md5 and CRC-32 after it (body_digest)
         headers = {"etag": hashlib.md5(bytes(self.call.received)).hexdigest(), **self._outcome.headers}
+        end = self.call.headers.get("X-Backend-Obj-Content-Length")
+        if end is not None and "Transfer-Encoding" not in self.call.headers:
+            self.footer = bytes(self.call.received[int(end):])
+            del self.call.received[int(end):]
+            md5 = hashlib.md5(bytes(self.call.received)).hexdigest()
+            if self.footer != f"{md5} {zlib.crc32(bytes(self.call.received)):08x}\n".encode():
+                raise AssertionError(f"the footer {self.footer!r} is not the body's")
+            headers["etag"] = md5
 
         def answer(_ignored=None) -> None:
             if not self.answer.called:

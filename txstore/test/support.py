@@ -9,7 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from txstore.common.backend_client import InertProducer
 
 CLUSTER_CONF = """\
 [txstore-hash]
@@ -205,3 +210,18 @@ def assert_table(case: SynchronousTestCase, function: Callable[[Any], Any], case
     """A table-driven test: ``function`` of each key of ``cases`` is its value (the key names a failure)."""
     for given, expected in cases.items():
         case.assertEqual(function(given), expected, given)
+
+
+@implementer(IBodyProducer)
+class ChunkedBody(InertProducer):
+    """A body of unknown length, so an HTTP client (treq) sends it chunked."""
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def startProducing(self, consumer):
+        for chunk in self.chunks:
+            consumer.write(chunk)
+        return succeed(None)

@@ -14,13 +14,11 @@ from pathlib import Path
 import attrs
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool, ResponseFailed
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
-from zope.interface import implementer
 
 from txstore.common.backend_client import BackendClient, BackendError, BackendResponse
 from txstore.common.hashing import PathHasher
@@ -36,23 +34,7 @@ from txstore.storage.context import StorageContext
 from txstore.storage.object_body import CHUNK_SIZE
 from txstore.storage.object_server import ObjectServer
 from txstore.node.server import NodeServer
-from txstore.common.backend_client import InertProducer
-from txstore.test.support import clock_at
-
-
-@implementer(IBodyProducer)
-class ChunkedBody(InertProducer):
-    """A body of unknown length, so the client sends it chunked."""
-
-    length = UNKNOWN_LENGTH
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    def startProducing(self, consumer):
-        for chunk in self.chunks:
-            consumer.write(chunk)
-        return succeed(None)
+from txstore.test.support import ChunkedBody, clock_at
 
 
 class FakeContainers:
@@ -275,6 +257,103 @@ class ObjectServerTests(TestCase):
         self.assertEqual(response.code, 201)
         response, got = await self.call("GET", "/d1/3/a/c/chunked")
         self.assertEqual(got, b"abc" * 1000)
+
+    async def put_with_digest(self, path: str, body: bytes, sent: tuple[str, str] | None = None,
+                              chunked: bool = False, footer: bytes | None = None, **headers: str):
+        """
+        PUT ``body`` as the proxy does (`txstore.common.body_digest`): its md5 and CRC-32 (or
+        ``sent``) in a footer line after it (or ``footer`` instead), or with ``chunked`` as
+        trailer fields. The node's answer.
+        """
+        md5, crc = sent or (hashlib.md5(body).hexdigest(), f"{zlib.crc32(body):08x}")
+        if footer is None:
+            footer = f"{md5} {crc}\n".encode()
+        framing = ({"Transfer-Encoding": "chunked"} if chunked
+                   else {"Content-Length": str(len(body) + len(footer))})
+        pool = PutConnectionPool(reactor)
+        self.addCleanup(pool.close)
+        all_headers = {"X-Timestamp": self.stamp(), "Content-Type": "text/plain", **framing,
+                       "X-Backend-Md5-Footer": "crc32", "X-Backend-Obj-Content-Length": str(len(body)),
+                       "Expect": "100-continue", **WHERE, **headers}
+        conn, reply = await pool.open("127.0.0.1", self.port.getHost().port,
+                                      PutRequest.of(path, "127.0.0.1", all_headers), 10)
+        if reply is not None:
+            return reply
+        for start in range(0, len(body), 100_000):
+            conn.write(body[start:start + 100_000])
+        if chunked:
+            conn.finish({"X-Backend-Body-Md5": md5, "X-Backend-Body-Crc32": crc} if sent != ("", "") else {})
+        else:
+            conn.write(footer)
+            conn.finish()
+        return await conn.answer
+
+    async def test_put_with_the_proxys_md5(self) -> None:
+        """The node checks the body against the proxy's CRC-32 and stores the proxy's md5."""
+        body = bytes(range(256)) * 5000  # more than one write batch
+        md5 = hashlib.md5(body).hexdigest()
+        for chunked in (False, True):
+            self.containers.calls.clear()
+            answer = await self.put_with_digest("/d1/3/a/c/o", body, chunked=chunked)
+            self.assertEqual((answer.status, answer.header("etag")), (201, md5))
+            self.assertEqual([(m, sent["X-Etag"], sent["X-Size"]) for m, _, _, _, sent in self.containers.calls],
+                             [("PUT", md5, str(len(body)))])
+            response, got = await self.call("GET", "/d1/3/a/c/o")
+            self.assertEqual((response.code, got, response.headers.getRawHeaders("etag")), (200, body, [md5]))
+            answer = await self.put_with_digest("/d1/3/a/c/empty", b"", chunked=chunked)
+            self.assertEqual((answer.status, answer.header("etag")), (201, hashlib.md5(b"").hexdigest()))
+
+            # The md5 is the proxy's, not computed again: a node takes it once the CRC-32 agrees.
+            told = "0123456789abcdef0123456789abcdef"
+            answer = await self.put_with_digest("/d1/3/a/c/told", b"told", (told, f"{zlib.crc32(b'told'):08x}"),
+                                                chunked=chunked)
+            self.assertEqual((answer.status, answer.header("etag")), (201, told))
+
+    async def test_put_whose_crc32_differs_from_the_proxys_leaves_nothing(self) -> None:
+        body = b"bytes changed on the way" * 1000
+        sent = (hashlib.md5(body).hexdigest(), f"{zlib.crc32(body) ^ 1:08x}")
+        for chunked in (False, True):
+            answer = await self.put_with_digest("/d1/3/a/c/o", body, sent, chunked=chunked)
+            self.assertEqual((answer.status, answer.body),
+                             (422, b"Unprocessable Entity: the body's CRC-32 differs from the proxy's\n"))
+            self.assertEqual((self.data_files(), self.tmp_files(), self.containers.calls), ([], [], []))
+
+    async def test_put_with_the_proxys_md5_checks_the_clients_etag(self) -> None:
+        answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", ETag="0" * 32)
+        self.assertEqual(answer.status, 422)
+        self.assertEqual((self.data_files(), self.tmp_files()), ([], []))
+        answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", ETag=f'"{hashlib.md5(b"hello").hexdigest()}"')
+        self.assertEqual(answer.status, 201)
+
+    async def test_put_announcing_the_proxys_md5_without_it_is_refused(self) -> None:
+        good = hashlib.md5(b"hello").hexdigest()
+        for footer in (b"", b"\n", good.encode() + b"\n", b"not hex" + b" " * 34 + b"\n",
+                       good.upper().encode() + b" 01234567\n"):
+            answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", footer=footer)
+            self.assertEqual(answer.status, 400, footer)
+        for sent in (("", ""), (good, ""), ("not hex", f"{zlib.crc32(b'hello'):08x}")):
+            answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", sent, chunked=True)
+            self.assertEqual(answer.status, 400, sent)
+            self.assertIn(b"needs the body's md5 and CRC-32", answer.body)
+        answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", **{"X-Backend-Md5-Footer": "sha1"})
+        self.assertEqual(answer.status, 400)
+        answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", **{"X-Backend-Obj-Content-Length": "4"})
+        self.assertEqual(answer.status, 400)  # not where the Content-Length says the footer starts
+        self.assertEqual((self.data_files(), self.tmp_files()), ([], []))
+
+    async def test_a_footer_line_ends_the_body(self) -> None:
+        """Nothing may follow it, and a body longer than the length given is refused."""
+        good = f"{hashlib.md5(b'hello').hexdigest()} {zlib.crc32(b'hello'):08x}\n".encode()
+        answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", footer=good[:-2] + b"\nx")
+        self.assertEqual(answer.status, 400)
+        self.assertEqual((self.data_files(), self.tmp_files()), ([], []))
+
+    async def test_put_with_the_proxys_md5_checks_its_length(self) -> None:
+        """A chunked body shorter than the length the proxy said is a client that went away."""
+        answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", chunked=True,
+                                            **{"X-Backend-Obj-Content-Length": "6"})
+        self.assertEqual(answer.status, 499)
+        self.assertEqual((self.data_files(), self.tmp_files()), ([], []))
 
     async def test_bad_etag_leaves_nothing(self) -> None:
         response, body = await self.put("/d1/3/a/c/o", b"hello", ETag="0" * 32)

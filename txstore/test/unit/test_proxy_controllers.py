@@ -17,6 +17,7 @@ import gc
 import hashlib
 import socket
 import time
+import zlib
 from pathlib import Path
 
 import treq
@@ -57,7 +58,7 @@ from txstore.ring.builder import RingBuilder
 from txstore.ring.ring import Node, Ring
 from txstore.ring.ringset import RingSet
 from txstore.test.backend_fake import Call, Cut, FakeBackend, down, reply, slow, usual  # noqa: F401 (others import them here)
-from txstore.test.support import temp_dir
+from txstore.test.support import ChunkedBody, temp_dir
 
 HASHER = PathHasher(b"", b"s")
 ACCOUNT = "AUTH_test"
@@ -707,6 +708,7 @@ class Received:
     headers: dict[str, str]
     body: bytearray = field(factory=bytearray)
     times: list[float] = field(factory=lambda: [time.monotonic()])  # the head's, then the body's end
+    trailers: dict[str, str] = field(factory=dict)  # a chunked body's, names in lower case
 
 
 class _NodeProtocol(Protocol):
@@ -737,14 +739,46 @@ class _NodeProtocol(Protocol):
                 headers[name.strip().lower()] = value.strip()
             self.request = Received(method, path, headers)
             self.node.requests.append(self.request)
-            self.body_left = int(headers.get("content-length", "0"))
+            self.chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+            self.buffer = b""
+            self.body_left = -1 if self.chunked else int(headers.get("content-length", "0"))
             self.node.on_head(self, self.request)
+        if self.chunked:
+            if self.body_left and data and self.transport.connected:
+                self.buffer += data
+                self._dechunk()
+            return
         if self.body_left and data and self.transport.connected:
             take = data[: self.body_left]
             self.request.body.extend(take)
             self.body_left -= len(take)
             if not self.body_left:
                 self.node.on_body(self, self.request)
+
+    def _dechunk(self) -> None:
+        """Take the complete chunks buffered; at the last, the trailer fields, then `on_body`."""
+        while self.body_left:
+            end = self.buffer.find(b"\r\n")
+            if end < 0:
+                return
+            size = int(self.buffer[:end].split(b";")[0], 16)
+            if size:
+                if len(self.buffer) < end + 2 + size + 2:
+                    return
+                self.request.body.extend(self.buffer[end + 2 : end + 2 + size])
+                self.buffer = self.buffer[end + 4 + size :]
+                continue
+            last = self.buffer.find(b"\r\n\r\n", end)
+            if self.buffer[end:end + 4] == b"\r\n\r\n":
+                last = end
+            if last < 0:
+                return
+            for line in self.buffer[end + 2 : last].decode("latin-1").split("\r\n"):
+                name, sep, value = line.partition(":")
+                if sep:
+                    self.request.trailers[name.strip().lower()] = value.strip()
+            self.buffer, self.body_left = b"", 0
+            self.node.on_body(self, self.request)
 
     def respond(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
         keep = self.node.keep_alive and not self.body_left
@@ -877,8 +911,20 @@ class FakeObjectNode(Factory):
             if self.put_mode == "late_conflict":  # a newer version was stored meanwhile
                 proto.respond(409, {"X-Backend-Timestamp": "9999999999.00000"})
                 return
-            etag = self.etag or hashlib.md5(bytes(request.body)).hexdigest()
-            proto.respond(201, {"ETag": etag})
+            sent = request.trailers.get("x-backend-body-md5"), request.trailers.get("x-backend-body-crc32")
+            if "x-backend-obj-content-length" in request.headers and not proto.chunked:
+                # The body's own bytes, then the proxy's footer line (txstore.common.body_digest).
+                end = int(request.headers["x-backend-obj-content-length"])
+                footer = bytes(request.body[end:])
+                del request.body[end:]
+                request.trailers["footer"] = footer.decode("latin-1")
+                md5_sent, _, crc_sent = footer.decode("latin-1").removesuffix("\n").partition(" ")
+                sent = (md5_sent, crc_sent)
+            md5 = hashlib.md5(bytes(request.body)).hexdigest()
+            if sent != (md5, f"{zlib.crc32(bytes(request.body)):08x}"):
+                proto.respond(422, body=f"trailers {sent} for a body of md5 {md5}\n".encode())
+                return
+            proto.respond(201, {"ETag": self.etag or md5})
 
     def close(self) -> Deferred:
         """Drop every connection and stop listening; fires when all is gone."""
@@ -1044,6 +1090,36 @@ class ObjectPathTests(TestCase):
         await response.content()
         self.stored_on(self.primary, body, [0, 1, 2])
         self.assertEqual([n.requests for n in self.handoff], [[], [], []])
+
+    async def test_put_sends_the_body_md5_and_crc32_after_the_body(self) -> None:
+        """The nodes need not compute the md5: the proxy's follows the body (body_digest)."""
+        body = b"digest " * 20_000
+        response = await self.client.put(self.url, body, headers=self.auth(Content_Type="text/plain"))
+        self.assertEqual(response.code, 201)
+        await response.content()
+        for node in self.primary:
+            (put,) = node.received("PUT")
+            self.assertEqual(
+                (put.headers["content-length"], put.headers["x-backend-md5-footer"],
+                 put.headers["x-backend-obj-content-length"], "transfer-encoding" in put.headers),
+                (str(len(body) + 42), "crc32", str(len(body)), False),
+            )
+            self.assertEqual(bytes(put.body), body)
+            self.assertEqual(put.trailers, {"footer": f"{hashlib.md5(body).hexdigest()} {zlib.crc32(body):08x}\n"})
+
+    async def test_a_chunked_put_sends_the_body_md5_and_crc32_as_trailers(self) -> None:
+        body = [b"chunk of unknown length " * 1000] * 5
+        response = await self.client.put(self.url, ChunkedBody(body), headers=self.auth(Content_Type="text/plain"))
+        self.assertEqual(response.code, 201)
+        await response.content()
+        whole = b"".join(body)
+        for node in self.primary:
+            (put,) = node.received("PUT")
+            self.assertEqual((put.headers["transfer-encoding"], put.headers["x-backend-md5-footer"]), ("chunked", "crc32"))
+            self.assertNotIn("x-backend-obj-content-length", put.headers)
+            self.assertEqual(bytes(put.body), whole)
+            self.assertEqual(put.trailers, {"x-backend-body-md5": hashlib.md5(whole).hexdigest(),
+                                            "x-backend-body-crc32": f"{zlib.crc32(whole):08x}"})
 
     async def test_put_with_a_refused_primary_uses_a_handoff(self) -> None:
         await self.primary[0].refuse()

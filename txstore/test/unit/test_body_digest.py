@@ -1,0 +1,56 @@
+"""The proxy's md5 and CRC-32 of a replicated body, and a node's reading of them."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txstore.common.body_digest import FOOTER_SIZE, BodyDigest, footer_digest, sent_digest
+from txstore.storage.checksum import SentMd5
+
+
+class BodyDigestTests(SynchronousTestCase):
+    def test_trailers_are_the_md5_and_crc32_of_the_chunks_in_order(self) -> None:
+        digest = BodyDigest()
+        for chunk in (b"one ", b"", b"two " * 5000, b"three"):
+            digest.update(chunk)
+        body = b"one " + b"two " * 5000 + b"three"
+        self.assertEqual(digest.trailers(), {"X-Backend-Body-Md5": hashlib.md5(body).hexdigest(),
+                                             "X-Backend-Body-Crc32": f"{zlib.crc32(body):08x}"})
+        self.assertEqual(BodyDigest().trailers()["X-Backend-Body-Crc32"], "00000000")
+        footer = digest.footer()
+        self.assertEqual(footer, f"{hashlib.md5(body).hexdigest()} {zlib.crc32(body):08x}\n".encode())
+        self.assertEqual(len(footer), FOOTER_SIZE)
+        self.assertEqual(footer_digest(footer), (hashlib.md5(body).hexdigest(), f"{zlib.crc32(body):08x}"))
+
+    def test_a_footer_is_exactly_its_line(self) -> None:
+        good = b"0123456789abcdef0123456789abcdef 0a0b0c0d\n"
+        self.assertEqual(footer_digest(good), ("0123456789abcdef0123456789abcdef", "0a0b0c0d"))
+        for line in (b"", good[:-1], good + b"x", good.upper(), b" " + good[1:], good.replace(b" ", b"\t"),
+                     b"0123456789abcdef0123456789abcdef 0a0b0c0\n"):
+            self.assertIsNone(footer_digest(line), line)
+
+    def test_sent_digest_reads_the_parsed_trailers(self) -> None:
+        md5 = "ABCDEF0123456789abcdef0123456789"
+        self.assertEqual(sent_digest({"x-backend-body-md5": md5, "x-backend-body-crc32": " 0A0b0C0d "}),
+                         (md5.lower(), "0a0b0c0d"))
+        for fields in ({}, {"x-backend-body-md5": md5}, {"x-backend-body-crc32": "0a0b0c0d"},
+                       {"x-backend-body-md5": md5[:-1], "x-backend-body-crc32": "0a0b0c0d"},
+                       {"x-backend-body-md5": md5, "x-backend-body-crc32": "0a0b0c0g"},
+                       {"x-backend-body-md5": md5, "x-backend-body-crc32": "0a0b0c0d0"}):
+            self.assertIsNone(sent_digest(fields), fields)
+
+
+class SentMd5Tests(SynchronousTestCase):
+    def test_the_md5_is_taken_only_when_the_crc32_agrees(self) -> None:
+        body = b"what arrived" * 100
+        checksum = SentMd5()
+        checksum.update(body[:7])
+        checksum.update(memoryview(body)[7:])
+        self.assertRaises(ValueError, checksum.value)  # nothing to say before the proxy's word
+        self.assertFalse(checksum.confirm("a" * 32, f"{zlib.crc32(body) ^ 0x80:08x}"))
+        self.assertRaises(ValueError, checksum.value)
+        self.assertTrue(checksum.confirm("B" * 32, f"{zlib.crc32(body):08X}"))
+        self.assertEqual(checksum.value(), "b" * 32)
