@@ -228,6 +228,12 @@ class IBackendClient(Interface):
         the ``answer`` Deferred.
         """
 
+    def notify(method, host, port, path, headers, timeout=None):
+        """
+        A body-less PUT or DELETE (a container update) answered within ``timeout``: a
+        ``BackendResponse``; fails with ``BackendError`` (``BackendTimeout`` past the deadline).
+        """
+
     def close():
         """Close every pooled connection; a Deferred that fires once they are closed."""
 

@@ -69,15 +69,25 @@ class NodeAnswer:
 
 @frozen
 class PutRequest:
-    """What a PUT sends before its body: the (quoted) target, the node, the headers."""
+    """
+    What a PUT sends before its body: the (quoted) target, the node, the headers. Also a
+    body-less request of another method (a container update's DELETE), whose answer is all
+    there is to it.
+    """
 
     target: str
     host: str
     headers: tuple[tuple[str, str], ...]
+    method: str = "PUT"
 
     @classmethod
-    def of(cls, target: str, host: str, headers: dict[str, str]) -> PutRequest:
-        return cls(target, host, tuple(headers.items()))
+    def of(cls, target: str, host: str, headers: dict[str, str], method: str = "PUT") -> PutRequest:
+        return cls(target, host, tuple(headers.items()), method)
+
+    @property
+    def bodiless(self) -> bool:
+        """Sent whole with its head: ``Content-Length: 0`` and no ``100 Continue`` to wait for."""
+        return self.length == 0 and not any(n.lower() == "expect" for n, _ in self.headers)
 
     @property
     def chunked(self) -> bool:
@@ -91,7 +101,7 @@ class PutRequest:
         return None
 
     def head(self) -> bytes:
-        lines = [f"PUT {self.target} HTTP/1.1", f"Host: {self.host}"]
+        lines = [f"{self.method} {self.target} HTTP/1.1", f"Host: {self.host}"]
         lines += [f"{name}: {value}" for name, value in self.headers]
         # Values hold bytes as Latin-1 (txstore.proxy.messages), so they go out byte for byte.
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -124,7 +134,7 @@ class PutConnection(Protocol, DrainedProducer):
         self._body_left: int | None = None
         self._body = b""
         self._done = False
-        self._body_sent = False
+        self._body_sent = request.bodiless
         self._heard = False  # any byte from the node during this exchange
         self.exchanges += 1
 
@@ -204,6 +214,10 @@ class PutConnection(Protocol, DrainedProducer):
         self._headers = headers
         if self._status == 100:
             return True
+        if self._status in (204, 304):
+            self._body_left = 0  # no body, whatever the headers say
+            self._finish_answer()
+            return False
         length = headers.get("content-length")
         if length is not None and length.isdigit():
             self._body_left = int(length)
@@ -222,15 +236,19 @@ class PutConnection(Protocol, DrainedProducer):
             self._pool is not None and self._body_sent and self._http11 and self._body_left == 0
             and not self._buffer and "close" not in self._headers.get("connection", "").lower()
         )
-        if not self.ready.called:
-            self.ready.callback(answer)
+        # Back to the pool before anyone hears the answer: what they do next (the next update
+        # to the same node, at once) finds the connection idle. This exchange's Deferreds are
+        # taken first, as the next one's `_start` makes new ones.
+        ready, done = self.ready, self.answer
         self._settle_stored(answer)
-        self.answer.callback(answer)
         if keep and self.connected:
             assert self._pool is not None
             self._pool.release(self)
         else:
             self.close()
+        if not ready.called:
+            ready.callback(answer)
+        done.callback(answer)
 
     def close(self) -> None:
         """

@@ -715,7 +715,7 @@ class ObjectServer:
             ip, _, port = host.rpartition(":")
             row_path = f"/{device}/{partition}/{path.account}/{path.container}/{path.obj}"
             try:
-                response = await self.context.client.request(
+                response = await self.context.client.notify(
                     op, ip.strip("[]"), int(port), row_path, headers, timeout=self.context.container_update_timeout
                 )
                 if 200 <= response.status < 300:

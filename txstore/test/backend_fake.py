@@ -115,6 +115,10 @@ class FakeBackend:
             await outcome.release
         return outcome.response if isinstance(outcome, (Cut, Held)) else outcome
 
+    async def notify(self, method: str, host: str, port: int, path: str, headers: dict[str, str],
+                     timeout: float | None = None) -> BackendResponse:
+        return await self.request(method, host, port, path, headers, timeout=timeout)
+
     async def stream(self, method: str, host: str, port: int, path: str, headers: dict[str, str],
                      timeout: float | None = None) -> FakeStreamedResponse:
         _call, outcome = self._call(method, host, port, path, headers, None, timeout=timeout)

@@ -10,7 +10,7 @@ from twisted.web.server import Site
 
 from txstore.common.backend_client import BackendClient, BackendError, BackendTimeout, NodeEndpoints, quote_path
 from txstore.storage.edge import DispatchResource
-from txstore.storage.http_support import plain_text
+from txstore.storage.http_support import NodeResponse, plain_text
 
 
 class BackendClientTests(TestCase):
@@ -91,6 +91,36 @@ class BackendClientTests(TestCase):
         with self.assertRaises(BackendError):
             await self.client.request("GET", "127.0.0.1", port, "/x")
 
+    async def test_notify_is_a_bodiless_request_on_a_pooled_connection(self) -> None:
+        """A container update: its answer read (a 204 without a length too), its connection kept."""
+        answers = {b"/made": plain_text(201, "made"), b"/gone": respond_204(), b"/none": plain_text(404, "no db")}
+
+        def handler(request):
+            self.seen.append((request.method, request.path, request.getHeader(b"content-length"),
+                              request.getHeader(b"x-backend-allow-reserved-names"), request.content.read()))
+            return answers[request.path.split(b"/")[-1].join((b"/", b""))]
+
+        site = Site(DispatchResource(handler))
+        other = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(other.stopListening)
+        port = other.getHost().port
+        made = await self.client.notify("PUT", "127.0.0.1", port, "/d1/1/a/c/made", {"X-Size": "3"})
+        gone = await self.client.notify("DELETE", "127.0.0.1", port, "/d1/1/a/c/gone", {})
+        none = await self.client.notify("PUT", "127.0.0.1", port, "/d1/1/a/\x00c/none", {}, timeout=1)
+        self.assertEqual([(a.status, a.body) for a in (made, gone, none)], [(201, b"made\n"), (204, b""), (404, b"no db\n")])
+        self.assertEqual(self.seen, [(b"PUT", b"/d1/1/a/c/made", b"0", None, b""),
+                                     (b"DELETE", b"/d1/1/a/c/gone", b"0", None, b""),
+                                     (b"PUT", b"/d1/1/a/%00c/none", b"0", b"true", b"")])
+        self.assertEqual(self.client.puts.connects, 1)  # one connection for the three
+
+    async def test_notify_timeout_and_refusal(self) -> None:
+        port = self.port.getHost().port
+        with self.assertRaises(BackendTimeout):
+            await self.client.notify("PUT", "127.0.0.1", port, "/hang", {}, timeout=0.2)
+        await self.port.stopListening()
+        with self.assertRaises(BackendError):
+            await self.client.notify("PUT", "127.0.0.1", port, "/x", {})
+
     def test_quote_path(self) -> None:
         self.assertEqual(quote_path("/a b/%2F/\u00e9"), "/a%20b/%252F/%C3%A9")
 
@@ -108,3 +138,8 @@ class NodeEndpointsTests(SynchronousTestCase):
     def test_plain_http_only(self) -> None:
         endpoints = NodeEndpoints(reactor, 2.0)
         self.assertRaises(SchemeNotSupported, endpoints.endpointForURI, URI.fromBytes(b"https://127.0.0.1:6210/x"))
+
+
+def respond_204() -> NodeResponse:
+    """A 204 as a container server sends it: no body and no Content-Length."""
+    return NodeResponse(204, {})

@@ -50,6 +50,9 @@ class FakeContainers:
             raise BackendError("refused")
         return BackendResponse(201, {}, b"")
 
+    async def notify(self, method, host, port, path, headers, timeout=None):
+        return await self.request(method, host, port, path, headers, timeout=timeout)
+
     def close(self):
         return Deferred.fromCoroutine(_nothing())
 
