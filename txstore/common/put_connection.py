@@ -18,8 +18,10 @@ client only as fast as the slowest node takes. This protocol does both:
   node's final `NodeAnswer` if it answered without inviting the body (507, 409, 412, ...).
 - `wait_stored()` fires with None on a second ``100 Continue`` (an EC archive stored, waiting
   for its commit line: `txstore.ec.headers`), or with the final answer if that came instead.
-- `write` / `finish` send the body (chunked framing when the length is unknown); the
-  connection is its transport's push producer, so `writable` is False while the node's socket
+- `write` / `finish` send the body (chunked framing when asked: a chunk per write when the
+  length is unknown, one chunk for the whole body when ``X-Backend-Obj-Content-Length`` gives
+  it, so that trailer fields can follow a body of known length: ``txstore.common.body_digest``);
+  the connection is its transport's push producer, so `writable` is False while the node's socket
   buffer is full, and `wait_writable` waits for it to drain (`txstore.common.flow.DrainWaiter`).
 - `answer` fires with the final `NodeAnswer` (its body read whole: nodes answer in one line),
   or fails with `NodeGone` when the connection ends first.
@@ -95,8 +97,19 @@ class PutRequest:
 
     @property
     def length(self) -> int | None:
+        return self._number("content-length")
+
+    @property
+    def one_chunk(self) -> int | None:
+        """
+        A chunked body's length when the sender knows it (``X-Backend-Obj-Content-Length``):
+        it then goes as one chunk of that size, written as it comes, and the trailer fields.
+        """
+        return self._number("x-backend-obj-content-length") if self.chunked else None
+
+    def _number(self, field: str) -> int | None:
         for name, value in self.headers:
-            if name.lower() == "content-length" and value.isdigit():
+            if name.lower() == field and value.isdigit():
                 return int(value)
         return None
 
@@ -121,6 +134,7 @@ class PutConnection(Protocol, DrainedProducer):
         self._head = request.head()
         self._chunked = request.chunked
         self._length = request.length
+        self._one_chunk = request.one_chunk
         self._written = 0
         self.ready: Deferred = Deferred()
         self._stored: list = []  # what `wait_stored` gives: [None], [answer] or [failure] once known
@@ -311,6 +325,15 @@ class PutConnection(Protocol, DrainedProducer):
     def write(self, chunk: bytes) -> None:
         if self._done or not chunk:
             return
+        if self._one_chunk is not None:
+            if self._written + len(chunk) > self._one_chunk:
+                self._broken(f"body longer than its {self._one_chunk} bytes")
+                return
+            if not self._written:
+                self.transport.write(b"%x\r\n" % self._one_chunk)
+            self._written += len(chunk)
+            self.transport.write(chunk)
+            return
         self._written += len(chunk)
         if self._chunked:
             self.transport.writeSequence([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
@@ -322,15 +345,17 @@ class PutConnection(Protocol, DrainedProducer):
         The whole body has been written. ``trailers`` (a chunked body's only) are fields known
         once the body is: an EC archive's object ETag and length.
         """
-        if self._length is not None and self._written != self._length and not self._done:
-            self._broken(f"body incomplete: {self._written} of {self._length} bytes")  # never a short object
+        expected = self._length if self._one_chunk is None else self._one_chunk
+        if expected is not None and self._written != expected and not self._done:
+            self._broken(f"body incomplete: {self._written} of {expected} bytes")  # never a short object
             return
         if trailers and not self._chunked:
             raise ValueError("trailer fields need a chunked body")
         self._body_sent = True
         if not self._done and self._chunked:
             fields = "".join(f"{name}: {value}\r\n" for name, value in (trailers or {}).items())
-            self.transport.write(b"0\r\n" + fields.encode("latin-1") + b"\r\n")
+            end = b"\r\n" if self._one_chunk else b""  # the one chunk's own end
+            self.transport.write(end + b"0\r\n" + fields.encode("latin-1") + b"\r\n")
 
     def abort(self) -> None:
         if not self._done:

@@ -31,7 +31,7 @@ from io import BytesIO
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, parse_qs
+from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder, parse_qs
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
@@ -270,6 +270,28 @@ def quote_raw_target(line: bytes) -> bytes:
     return b" ".join((parts[0], target, parts[2]))
 
 
+class _ChunkBodyDecoder(_ChunkedTransferDecoder):
+    """
+    twisted.web's chunked decoder, but a socket read that falls inside a chunk's data goes on
+    as it is: twisted's appends every read to a buffer and copies it out again, two copies of
+    every byte, and a body sent as one large chunk (a replicated PUT of known length,
+    `txstore.common.body_digest`) is all chunk data.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.state == "BODY" and not self._buffer and data:
+            if len(data) < self.length:
+                self.length -= len(data)
+                self.dataCallback(data)
+                return
+            head, data = data[: self.length], data[self.length :]
+            self.state = "CRLF"
+            self.dataCallback(head)
+            if not data:
+                return
+        super().dataReceived(data)
+
+
 class StreamingChannel(HTTPChannel):
     """
     An HTTPChannel that leaves ``100 Continue`` to the request, survives early answers, takes
@@ -312,7 +334,11 @@ class StreamingChannel(HTTPChannel):
                 )
                 self.length = None
                 return False
-        return super()._maybeChooseTransferDecoder(header, data)
+        chosen = super()._maybeChooseTransferDecoder(header, data)
+        decoder = self._transferDecoder
+        if type(decoder) is _ChunkedTransferDecoder:
+            self._transferDecoder = _ChunkBodyDecoder(decoder.dataCallback, decoder.finishCallback)
+        return chosen
 
     def _answer_and_close(self, status: bytes, reason: bytes) -> None:
         """A plain-text answer from the channel itself, before any request is rendered."""

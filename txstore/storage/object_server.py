@@ -30,9 +30,7 @@ from twisted.logger import Logger
 from twisted.web.http import Request
 
 from txstore.common.backend_client import BackendError, text_to_wire
-from txstore.common.body_digest import (
-    FOOTER_SIZE, MD5_FOOTER, MD5_FOOTER_KIND, OBJ_CONTENT_LENGTH, footer_digest, sent_digest,
-)
+from txstore.common.body_digest import MD5_FOOTER, MD5_FOOTER_KIND, OBJ_CONTENT_LENGTH, sent_digest
 from txstore.common.conditionals import evaluate
 from txstore.common.constraints import check_metadata
 from txstore.common.http_ranges import (
@@ -226,6 +224,8 @@ def _proxy_md5(request: Request) -> SentMd5 | None:
         return None
     if kind.strip().lower() != MD5_FOOTER_KIND:
         raise HTTPError(400, f"{MD5_FOOTER} must be {MD5_FOOTER_KIND}")
+    if (header(request, "Transfer-Encoding") or "").lower() != "chunked":
+        raise HTTPError(400, f"{MD5_FOOTER} needs a chunked body")
     return SentMd5()
 
 
@@ -515,18 +515,10 @@ class ObjectServer:
         chunked = (header(request, "Transfer-Encoding") or "").lower() == "chunked"
         if length is None and not chunked:
             raise HTTPError(411, "Length Required: send Content-Length or Transfer-Encoding: chunked")
-        # The proxy's md5 of the body follows it (txstore.common.body_digest): as trailer fields
-        # of a chunked body, or as a footer line ending a body of known length.
+        # The proxy's md5 of the body follows it as trailer fields (txstore.common.body_digest).
         body_checksum = _proxy_md5(request)
-        footer_at: int | None = None  # where the body ends and its footer line begins
         if chunked:
             length = integer_header(request, OBJ_CONTENT_LENGTH)
-        elif body_checksum is not None:
-            footer_at = integer_header(request, OBJ_CONTENT_LENGTH)
-            if footer_at is None or length != footer_at + FOOTER_SIZE:
-                raise HTTPError(400, f"{MD5_FOOTER} on a body of known length needs {OBJ_CONTENT_LENGTH}, "
-                                     f"{FOOTER_SIZE} bytes less than its Content-Length")
-            length = footer_at
         if length is not None and length > context.constraints.max_file_size:
             raise HTTPError(413, f"Your request is too large: over {context.constraints.max_file_size} bytes")
         if header(request, "Content-Type") is None:
@@ -567,8 +559,7 @@ class ObjectServer:
                                                        body_checksum=body_checksum))
             io = self._io_stream(request, path)
             with io if io is not None else nullcontext():
-                rest, control = await self._receive(request, path, writer, length, io,
-                                                    archive_length if footer_at is None else footer_at)
+                rest, control = await self._receive(request, path, writer, length, io, archive_length)
                 metadata = _stored_metadata(request)
                 if archive_length is not None:
                     line, control = await _read_line(request, control)
@@ -576,13 +567,7 @@ class ObjectServer:
                 elif frag_index is not None:
                     metadata.update(_footer_metadata(request))
                 sent = None
-                if footer_at is not None:
-                    line, control = await _read_line(request, control)
-                    digest = footer_digest(line)
-                    if digest is None or control or await _body_read(request):
-                        raise HTTPError(400, f"{MD5_FOOTER} needs the body's md5 and CRC-32 in its footer line")
-                    sent = (body_checksum, digest)
-                elif body_checksum is not None:
+                if body_checksum is not None:
                     digest = sent_digest(getattr(request, "trailers", {}))
                     if digest is None:
                         raise HTTPError(400, f"{MD5_FOOTER} needs the body's md5 and CRC-32 as trailer fields")

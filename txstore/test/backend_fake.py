@@ -254,16 +254,12 @@ class FakePutConnection:
     def finish(self, trailers: dict[str, str] | None = None) -> None:
         self.finished = True
         self.trailers = trailers  # an EC archive's (its object's ETag and length), a chunked body's md5
-        self.footer = b""  # a body of known length: the proxy's md5 and CRC-32 after it (body_digest)
         headers = {"etag": hashlib.md5(bytes(self.call.received)).hexdigest(), **self._outcome.headers}
-        end = self.call.headers.get("X-Backend-Obj-Content-Length")
-        if end is not None and "Transfer-Encoding" not in self.call.headers:
-            self.footer = bytes(self.call.received[int(end):])
-            del self.call.received[int(end):]
-            md5 = hashlib.md5(bytes(self.call.received)).hexdigest()
-            if self.footer != f"{md5} {zlib.crc32(bytes(self.call.received)):08x}\n".encode():
-                raise AssertionError(f"the footer {self.footer!r} is not the body's")
-            headers["etag"] = md5
+        if trailers and "X-Backend-Body-Md5" in trailers:  # a replicated body's (body_digest)
+            body = bytes(self.call.received)
+            if trailers != {"X-Backend-Body-Md5": hashlib.md5(body).hexdigest(),
+                            "X-Backend-Body-Crc32": f"{zlib.crc32(body):08x}"}:
+                raise AssertionError(f"the trailers {trailers} are not the body's")
 
         def answer(_ignored=None) -> None:
             if not self.answer.called:

@@ -5,9 +5,9 @@ source (the client's upload, or a copy's source object); the source is read only
 node keeps up (each node connection is its socket's push producer), so the proxy holds at most
 a chunk or two per request whatever the object's size. Each node is asked first
 (``Expect: 100-continue``) whether it takes the body; a node that cannot is replaced by a
-handoff before any byte is sent. The proxy computes the body's md5 once as it passes and sends
-it after the body, with a CRC-32 each node checks (``txstore.common.body_digest``). 201 needs a
-quorum of nodes that stored the same ETag.
+handoff before any byte is sent. For a large body the proxy computes the md5 once as it passes
+and sends it after the body, with a CRC-32 each node checks (``txstore.common.body_digest``);
+a smaller one each node hashes itself. 201 needs a quorum of nodes that stored the same ETag.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import mimetypes
 
 from twisted.logger import Logger
 
-from txstore.common.body_digest import FOOTER_SIZE, MD5_FOOTER, MD5_FOOTER_KIND, OBJ_CONTENT_LENGTH, BodyDigest
+from txstore.common.body_digest import MD5_FOOTER, MD5_FOOTER_KIND, OBJ_CONTENT_LENGTH, PROXY_MD5_MIN, BodyDigest
 from txstore.common.constraints import check_metadata
 from txstore.common.quorum import best_status, quorum_size
 from txstore.common.timestamps import Timestamp
@@ -96,15 +96,18 @@ async def store(
         headers.pop("ETag", None)
     if if_none_match:
         headers["If-None-Match"] = "*"
-    # The body's md5 and CRC-32 follow it, so the nodes need not compute the md5 themselves
-    # (txstore.common.body_digest): a footer line after a body of known length, trailer fields
-    # after a chunked one.
-    headers[MD5_FOOTER] = MD5_FOOTER_KIND
+    # A large body's md5 and CRC-32 follow it as trailer fields, so the nodes need not compute
+    # the md5 themselves (txstore.common.body_digest): chunked, a known length as one chunk.
+    digest = BodyDigest() if length is None or length >= PROXY_MD5_MIN else None
+    if digest is not None:
+        headers[MD5_FOOTER] = MD5_FOOTER_KIND
     if chunked:
         headers["Transfer-Encoding"] = "chunked"
-    else:
-        headers["Content-Length"] = str(length + FOOTER_SIZE)
+    elif digest is not None:
+        headers["Transfer-Encoding"] = "chunked"
         headers[OBJ_CONTENT_LENGTH] = str(length)
+    else:
+        headers["Content-Length"] = str(length)
 
     ring = context.rings.object_ring(info.policy_index)
     part = ring.get_part(api.account, api.container, api.obj)
@@ -118,7 +121,6 @@ async def store(
     if refused is not None:
         return refused
 
-    digest = BodyDigest()
     try:
         await _stream_body(context, source, conns, quorum, length, api.trans_id, digest)
     except BaseException:
@@ -126,15 +128,9 @@ async def store(
         for conn in conns:
             drop(conn)
         raise
-    if chunked:
-        trailers = digest.trailers()
-        for conn in conns:
-            conn.finish(trailers)
-    else:
-        footer = digest.footer()
-        for conn in conns:
-            conn.write(footer)
-            conn.finish()
+    trailers = digest.trailers() if digest is not None else None
+    for conn in conns:
+        conn.finish(trailers)
 
     sent = [slot for slot in slots if isinstance(slot, Slot) and any(slot.conn is conn for conn in conns)]
     answers = [a for a in await final_answers(context, api, sent, quorum) if a is not None]

@@ -7,7 +7,7 @@ import zlib
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from txstore.common.body_digest import FOOTER_SIZE, BodyDigest, footer_digest, sent_digest
+from txstore.common.body_digest import BodyDigest, sent_digest
 from txstore.storage.checksum import SentMd5
 
 
@@ -20,17 +20,6 @@ class BodyDigestTests(SynchronousTestCase):
         self.assertEqual(digest.trailers(), {"X-Backend-Body-Md5": hashlib.md5(body).hexdigest(),
                                              "X-Backend-Body-Crc32": f"{zlib.crc32(body):08x}"})
         self.assertEqual(BodyDigest().trailers()["X-Backend-Body-Crc32"], "00000000")
-        footer = digest.footer()
-        self.assertEqual(footer, f"{hashlib.md5(body).hexdigest()} {zlib.crc32(body):08x}\n".encode())
-        self.assertEqual(len(footer), FOOTER_SIZE)
-        self.assertEqual(footer_digest(footer), (hashlib.md5(body).hexdigest(), f"{zlib.crc32(body):08x}"))
-
-    def test_a_footer_is_exactly_its_line(self) -> None:
-        good = b"0123456789abcdef0123456789abcdef 0a0b0c0d\n"
-        self.assertEqual(footer_digest(good), ("0123456789abcdef0123456789abcdef", "0a0b0c0d"))
-        for line in (b"", good[:-1], good + b"x", good.upper(), b" " + good[1:], good.replace(b" ", b"\t"),
-                     b"0123456789abcdef0123456789abcdef 0a0b0c0\n"):
-            self.assertIsNone(footer_digest(line), line)
 
     def test_sent_digest_reads_the_parsed_trailers(self) -> None:
         md5 = "ABCDEF0123456789abcdef0123456789"

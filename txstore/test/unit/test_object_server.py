@@ -262,64 +262,60 @@ class ObjectServerTests(TestCase):
         self.assertEqual(got, b"abc" * 1000)
 
     async def put_with_digest(self, path: str, body: bytes, sent: tuple[str, str] | None = None,
-                              chunked: bool = False, footer: bytes | None = None, **headers: str):
+                              known_length: bool = True, **headers: str):
         """
-        PUT ``body`` as the proxy does (`txstore.common.body_digest`): its md5 and CRC-32 (or
-        ``sent``) in a footer line after it (or ``footer`` instead), or with ``chunked`` as
-        trailer fields. The node's answer.
+        PUT ``body`` as the proxy does (`txstore.common.body_digest`): chunked, its md5 and
+        CRC-32 (or ``sent``; ("", "") sends none) as trailer fields after it, with
+        ``known_length`` one chunk of the length ``X-Backend-Obj-Content-Length`` says. The
+        node's answer.
         """
         md5, crc = sent or (hashlib.md5(body).hexdigest(), f"{zlib.crc32(body):08x}")
-        if footer is None:
-            footer = f"{md5} {crc}\n".encode()
-        framing = ({"Transfer-Encoding": "chunked"} if chunked
-                   else {"Content-Length": str(len(body) + len(footer))})
-        pool = PutConnectionPool(reactor)
-        self.addCleanup(pool.close)
-        all_headers = {"X-Timestamp": self.stamp(), "Content-Type": "text/plain", **framing,
-                       "X-Backend-Md5-Footer": "crc32", "X-Backend-Obj-Content-Length": str(len(body)),
-                       "Expect": "100-continue", **WHERE, **headers}
+        length = {"X-Backend-Obj-Content-Length": str(len(body))} if known_length else {}
+        pool = getattr(self, "digest_pool", None)
+        if pool is None:
+            pool = self.digest_pool = PutConnectionPool(reactor)
+            self.addCleanup(pool.close)
+        all_headers = {"X-Timestamp": self.stamp(), "Content-Type": "text/plain", "Transfer-Encoding": "chunked",
+                       "X-Backend-Md5-Footer": "crc32", **length, "Expect": "100-continue", **WHERE, **headers}
         conn, reply = await pool.open("127.0.0.1", self.port.getHost().port,
                                       PutRequest.of(path, "127.0.0.1", all_headers), 10)
         if reply is not None:
             return reply
         for start in range(0, len(body), 100_000):
             conn.write(body[start:start + 100_000])
-        if chunked:
-            conn.finish({"X-Backend-Body-Md5": md5, "X-Backend-Body-Crc32": crc} if sent != ("", "") else {})
-        else:
-            conn.write(footer)
-            conn.finish()
+        fields = {"X-Backend-Body-Md5": md5, "X-Backend-Body-Crc32": crc}
+        conn.finish({name: value for name, value in fields.items() if value})
         return await conn.answer
 
     async def test_put_with_the_proxys_md5(self) -> None:
         """The node checks the body against the proxy's CRC-32 and stores the proxy's md5."""
         body = bytes(range(256)) * 5000  # more than one write batch
         md5 = hashlib.md5(body).hexdigest()
-        for chunked in (False, True):
+        for known_length in (True, False):
             self.containers.calls.clear()
-            answer = await self.put_with_digest("/d1/3/a/c/o", body, chunked=chunked)
+            answer = await self.put_with_digest("/d1/3/a/c/o", body, known_length=known_length)
             self.assertEqual((answer.status, answer.header("etag")), (201, md5))
             self.assertEqual([(m, sent["X-Etag"], sent["X-Size"]) for m, _, _, _, sent in self.containers.calls],
                              [("PUT", md5, str(len(body)))])
             response, got = await self.call("GET", "/d1/3/a/c/o")
             self.assertEqual((response.code, got, response.headers.getRawHeaders("etag")), (200, body, [md5]))
-            answer = await self.put_with_digest("/d1/3/a/c/empty", b"", chunked=chunked)
+            answer = await self.put_with_digest("/d1/3/a/c/empty", b"", known_length=known_length)
             self.assertEqual((answer.status, answer.header("etag")), (201, hashlib.md5(b"").hexdigest()))
 
             # The md5 is the proxy's, not computed again: a node takes it once the CRC-32 agrees.
             told = "0123456789abcdef0123456789abcdef"
             answer = await self.put_with_digest("/d1/3/a/c/told", b"told", (told, f"{zlib.crc32(b'told'):08x}"),
-                                                chunked=chunked)
+                                                known_length=known_length)
             self.assertEqual((answer.status, answer.header("etag")), (201, told))
+        self.assertEqual(self.digest_pool.connects, 1)  # one kept connection for all six
 
     async def test_put_whose_crc32_differs_from_the_proxys_leaves_nothing(self) -> None:
         body = b"bytes changed on the way" * 1000
-        sent = (hashlib.md5(body).hexdigest(), f"{zlib.crc32(body) ^ 1:08x}")
-        for chunked in (False, True):
-            answer = await self.put_with_digest("/d1/3/a/c/o", body, sent, chunked=chunked)
-            self.assertEqual((answer.status, answer.body),
-                             (422, b"Unprocessable Entity: the body's CRC-32 differs from the proxy's\n"))
-            self.assertEqual((self.data_files(), self.tmp_files(), self.containers.calls), ([], [], []))
+        answer = await self.put_with_digest("/d1/3/a/c/o", body, (hashlib.md5(body).hexdigest(),
+                                                                   f"{zlib.crc32(body) ^ 1:08x}"))
+        self.assertEqual((answer.status, answer.body),
+                         (422, b"Unprocessable Entity: the body's CRC-32 differs from the proxy's\n"))
+        self.assertEqual((self.data_files(), self.tmp_files(), self.containers.calls), ([], [], []))
 
     async def test_put_with_the_proxys_md5_checks_the_clients_etag(self) -> None:
         answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", ETag="0" * 32)
@@ -330,32 +326,22 @@ class ObjectServerTests(TestCase):
 
     async def test_put_announcing_the_proxys_md5_without_it_is_refused(self) -> None:
         good = hashlib.md5(b"hello").hexdigest()
-        for footer in (b"", b"\n", good.encode() + b"\n", b"not hex" + b" " * 34 + b"\n",
-                       good.upper().encode() + b" 01234567\n"):
-            answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", footer=footer)
-            self.assertEqual(answer.status, 400, footer)
         for sent in (("", ""), (good, ""), ("not hex", f"{zlib.crc32(b'hello'):08x}")):
-            answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", sent, chunked=True)
+            answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", sent)
             self.assertEqual(answer.status, 400, sent)
             self.assertIn(b"needs the body's md5 and CRC-32", answer.body)
         answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", **{"X-Backend-Md5-Footer": "sha1"})
         self.assertEqual(answer.status, 400)
-        answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", **{"X-Backend-Obj-Content-Length": "4"})
-        self.assertEqual(answer.status, 400)  # not where the Content-Length says the footer starts
-        self.assertEqual((self.data_files(), self.tmp_files()), ([], []))
-
-    async def test_a_footer_line_ends_the_body(self) -> None:
-        """Nothing may follow it, and a body longer than the length given is refused."""
-        good = f"{hashlib.md5(b'hello').hexdigest()} {zlib.crc32(b'hello'):08x}\n".encode()
-        answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", footer=good[:-2] + b"\nx")
-        self.assertEqual(answer.status, 400)
+        response, body = await self.put("/d1/3/a/c/o", b"hello", **{"X-Backend-Md5-Footer": "crc32"})
+        self.assertEqual((response.code, body), (400, b"X-Backend-Md5-Footer needs a chunked body\n"))
         self.assertEqual((self.data_files(), self.tmp_files()), ([], []))
 
     async def test_put_with_the_proxys_md5_checks_its_length(self) -> None:
-        """A chunked body shorter than the length the proxy said is a client that went away."""
-        answer = await self.put_with_digest("/d1/3/a/c/o", b"hello", chunked=True,
-                                            **{"X-Backend-Obj-Content-Length": "6"})
-        self.assertEqual(answer.status, 499)
+        """A body shorter than the length the proxy said is a client that went away."""
+        headers = {"X-Timestamp": self.stamp(), "Content-Type": "text/plain", "X-Backend-Md5-Footer": "crc32",
+                   "X-Backend-Obj-Content-Length": "6"}
+        response, _ = await self.call("PUT", "/d1/3/a/c/o", headers, ChunkedBody([b"hel", b"lo"]))
+        self.assertEqual(response.code, 499)
         self.assertEqual((self.data_files(), self.tmp_files()), ([], []))
 
     async def test_bad_etag_leaves_nothing(self) -> None:

@@ -58,6 +58,7 @@ from txstore.ring.builder import RingBuilder
 from txstore.ring.ring import Node, Ring
 from txstore.ring.ringset import RingSet
 from txstore.test.backend_fake import Call, Cut, FakeBackend, down, reply, slow, usual  # noqa: F401 (others import them here)
+from txstore.proxy.controllers import obj_put
 from txstore.test.support import ChunkedBody, temp_dir
 
 HASHER = PathHasher(b"", b"s")
@@ -709,6 +710,7 @@ class Received:
     body: bytearray = field(factory=bytearray)
     times: list[float] = field(factory=lambda: [time.monotonic()])  # the head's, then the body's end
     trailers: dict[str, str] = field(factory=dict)  # a chunked body's, names in lower case
+    chunk_sizes: list[int] = field(factory=list)  # a chunked body's, as framed
 
 
 class _NodeProtocol(Protocol):
@@ -765,6 +767,7 @@ class _NodeProtocol(Protocol):
             if size:
                 if len(self.buffer) < end + 2 + size + 2:
                     return
+                self.request.chunk_sizes.append(size)
                 self.request.body.extend(self.buffer[end + 2 : end + 2 + size])
                 self.buffer = self.buffer[end + 4 + size :]
                 continue
@@ -912,16 +915,8 @@ class FakeObjectNode(Factory):
                 proto.respond(409, {"X-Backend-Timestamp": "9999999999.00000"})
                 return
             sent = request.trailers.get("x-backend-body-md5"), request.trailers.get("x-backend-body-crc32")
-            if "x-backend-obj-content-length" in request.headers and not proto.chunked:
-                # The body's own bytes, then the proxy's footer line (txstore.common.body_digest).
-                end = int(request.headers["x-backend-obj-content-length"])
-                footer = bytes(request.body[end:])
-                del request.body[end:]
-                request.trailers["footer"] = footer.decode("latin-1")
-                md5_sent, _, crc_sent = footer.decode("latin-1").removesuffix("\n").partition(" ")
-                sent = (md5_sent, crc_sent)
             md5 = hashlib.md5(bytes(request.body)).hexdigest()
-            if sent != (md5, f"{zlib.crc32(bytes(request.body)):08x}"):
+            if "x-backend-md5-footer" in request.headers and sent != (md5, f"{zlib.crc32(bytes(request.body)):08x}"):
                 proto.respond(422, body=f"trailers {sent} for a body of md5 {md5}\n".encode())
                 return
             proto.respond(201, {"ETag": self.etag or md5})
@@ -1092,22 +1087,29 @@ class ObjectPathTests(TestCase):
         self.assertEqual([n.requests for n in self.handoff], [[], [], []])
 
     async def test_put_sends_the_body_md5_and_crc32_after_the_body(self) -> None:
-        """The nodes need not compute the md5: the proxy's follows the body (body_digest)."""
-        body = b"digest " * 20_000
-        response = await self.client.put(self.url, body, headers=self.auth(Content_Type="text/plain"))
-        self.assertEqual(response.code, 201)
-        await response.content()
+        """For a large body the nodes need not compute the md5: the proxy's follows it (body_digest)."""
+        self.patch(obj_put, "PROXY_MD5_MIN", 140_000)
+        small, body = b"small" * 1000, b"digest " * 20_000
+        for data in (small, body):
+            response = await self.client.put(self.url, data, headers=self.auth(Content_Type="text/plain"))
+            self.assertEqual(response.code, 201)
+            await response.content()
         for node in self.primary:
-            (put,) = node.received("PUT")
+            put_small, put = node.received("PUT")
+            self.assertEqual((put_small.headers["content-length"], put_small.trailers), (str(len(small)), {}))
+            self.assertNotIn("x-backend-md5-footer", put_small.headers)
             self.assertEqual(
-                (put.headers["content-length"], put.headers["x-backend-md5-footer"],
-                 put.headers["x-backend-obj-content-length"], "transfer-encoding" in put.headers),
-                (str(len(body) + 42), "crc32", str(len(body)), False),
+                (put.headers["transfer-encoding"], put.headers["x-backend-md5-footer"],
+                 put.headers["x-backend-obj-content-length"], "content-length" in put.headers),
+                ("chunked", "crc32", str(len(body)), False),
             )
+            self.assertEqual(put.chunk_sizes, [len(body)])  # one chunk, written as it came
             self.assertEqual(bytes(put.body), body)
-            self.assertEqual(put.trailers, {"footer": f"{hashlib.md5(body).hexdigest()} {zlib.crc32(body):08x}\n"})
+            self.assertEqual(put.trailers, {"x-backend-body-md5": hashlib.md5(body).hexdigest(),
+                                            "x-backend-body-crc32": f"{zlib.crc32(body):08x}"})
 
     async def test_a_chunked_put_sends_the_body_md5_and_crc32_as_trailers(self) -> None:
+        """A body of unknown length may be large: its md5 is the proxy's too."""
         body = [b"chunk of unknown length " * 1000] * 5
         response = await self.client.put(self.url, ChunkedBody(body), headers=self.auth(Content_Type="text/plain"))
         self.assertEqual(response.code, 201)

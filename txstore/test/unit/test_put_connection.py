@@ -57,6 +57,36 @@ class PutConnectionTests(SynchronousTestCase):
         conn.finish()
         self.assertEqual(transport.value(), b"3\r\nabc\r\n0\r\n\r\n")
 
+    def test_a_body_of_known_length_as_one_chunk_with_trailers(self) -> None:
+        """What a replicated PUT sends (txstore.common.body_digest): one chunk as it comes, then the fields."""
+        for body, pieces in ((b"hello world", [b"hello", b" ", b"world"]), (b"", [])):
+            conn = PutConnection(PutRequest.of("/d1/1/a/c/o", "n1", {
+                "Transfer-Encoding": "chunked", "X-Backend-Obj-Content-Length": str(len(body)),
+                "Expect": "100-continue"}))
+            transport = StringTransport()
+            conn.makeConnection(transport)
+            conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+            transport.clear()
+            for piece in pieces:
+                conn.write(piece)
+            conn.finish({"X-Backend-Body-Md5": "m", "X-Backend-Body-Crc32": "c"})
+            framed = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+            self.assertEqual(transport.value(), framed + b"0\r\nX-Backend-Body-Md5: m\r\nX-Backend-Body-Crc32: c\r\n\r\n")
+
+    def test_one_chunk_is_never_longer_or_shorter_than_said(self) -> None:
+        for pieces in ([b"hello", b"!"], [b"hell"]):
+            conn = PutConnection(PutRequest.of("/d1/1/a/c/o", "n1", {
+                "Transfer-Encoding": "chunked", "X-Backend-Obj-Content-Length": "5", "Expect": "100-continue"}))
+            transport = StringTransport()
+            conn.makeConnection(transport)
+            conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+            for piece in pieces:
+                conn.write(piece)
+            conn.finish({"X-Backend-Body-Md5": "m"})
+            self.assertTrue(transport.disconnected, pieces)
+            self.assertNotIn(b"0\r\nX-Backend", transport.value())  # the body never ends as if whole
+            self.failureResultOf(conn.answer, NodeGone)
+
     def test_a_second_continue_says_stored(self) -> None:
         """An EC archive committed on its connection: the node's fields, then its second 100 Continue."""
         conn, transport = connected(chunked=True)

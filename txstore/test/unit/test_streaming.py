@@ -90,6 +90,30 @@ class StreamingTests(SynchronousTestCase):
         self.assertEqual(received, [b"abc", b"de"])
         self.assertIn(b"201 Created", h.output())
 
+    def test_reads_inside_a_chunk_go_on_as_they_are(self) -> None:
+        """
+        A body sent as one large chunk: each read that falls inside the chunk's data is handed
+        on as it came (the same bytes object, not a copy); chunks and reads that straddle
+        their boundaries decode as twisted.web's decoder does.
+        """
+        pieces = []
+
+        async def handler(request):
+            while chunk := await request.body.read():
+                pieces.append(chunk)
+            return plain_text(201, "ok")
+
+        h = Harness(handler, high_water=1 << 20)
+        h.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n14\r\n")
+        inside = b"a" * 12
+        h.send(inside)
+        self.assertIs(pieces[0], inside)
+        h.send(b"bbbbbbbb\r\n3\r\nxyz\r")  # the end of the first chunk, then a whole one
+        h.send(b"\n2")
+        h.send(b"\r\nuv\r\n0\r\nX-Backend-Body-Md5: m\r\n\r\n")
+        self.assertEqual(b"".join(pieces), b"a" * 12 + b"b" * 8 + b"xyz" + b"uv")
+        self.assertIn(b"201 Created", h.output())
+
     def test_trailers_are_known_when_the_body_ends(self) -> None:
         seen = []
 
