@@ -20,7 +20,8 @@ client only as fast as the slowest node takes. This protocol does both:
   for its commit line: `txstore.ec.headers`), or with the final answer if that came instead.
 - `write` / `finish` send the body (chunked framing when asked: a chunk per write when the
   length is unknown, one chunk for the whole body when ``X-Backend-Obj-Content-Length`` gives
-  it, so that trailer fields can follow a body of known length: ``txstore.common.body_digest``);
+  it, so that trailer fields can follow a body of known length: ``txstore.common.body_digest``;
+  an EC archive of ``X-Backend-Ec-Archive-Length`` bytes as one chunk, then a chunk per write);
   the connection is its transport's push producer, so `writable` is False while the node's socket
   buffer is full, and `wait_writable` waits for it to drain (`txstore.common.flow.DrainWaiter`).
 - `answer` fires with the final `NodeAnswer` (its body read whole: nodes answer in one line),
@@ -107,6 +108,18 @@ class PutRequest:
         """
         return self._number("x-backend-obj-content-length") if self.chunked else None
 
+    @property
+    def lead_chunk(self) -> int | None:
+        """
+        The length of a chunked body's leading chunk, written as it comes: the whole body when
+        it is `one_chunk`, else an EC archive's (``X-Backend-Ec-Archive-Length``), after which
+        the footer and commit lines go as chunks of their own. None (or 0) for none.
+        """
+        if not self.chunked:
+            return None
+        one = self.one_chunk
+        return one if one is not None else self._number("x-backend-ec-archive-length")
+
     def _number(self, field: str) -> int | None:
         for name, value in self.headers:
             if name.lower() == field and value.isdigit():
@@ -114,10 +127,19 @@ class PutRequest:
         return None
 
     def head(self) -> bytes:
+        """
+        The request line and headers; for a body with a leading chunk, that chunk's size line.
+        The size line goes ahead of ``100 Continue`` (a client may send body bytes before it)
+        so that the body's first write is the only bytes in the transport's buffer: twisted
+        joins what is buffered before a send, and a size line written just before a 1 MiB
+        body cost a copy of the body per replica (docs/performance.rst).
+        """
         lines = [f"{self.method} {self.target} HTTP/1.1", f"Host: {self.host}"]
         lines += [f"{name}: {value}" for name, value in self.headers]
         # Values hold bytes as Latin-1 (txstore.proxy.messages), so they go out byte for byte.
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        lead = self.lead_chunk
+        return head + b"%x\r\n" % lead if lead else head
 
 
 @implementer(IPushProducer)
@@ -135,6 +157,8 @@ class PutConnection(Protocol, DrainedProducer):
         self._chunked = request.chunked
         self._length = request.length
         self._one_chunk = request.one_chunk
+        self._lead = request.lead_chunk or None
+        self._lead_open = self._lead is not None  # its closing CRLF not written yet
         self._written = 0
         self.ready: Deferred = Deferred()
         self._stored: list = []  # what `wait_stored` gives: [None], [answer] or [failure] once known
@@ -325,18 +349,29 @@ class PutConnection(Protocol, DrainedProducer):
     def write(self, chunk: bytes) -> None:
         if self._done or not chunk:
             return
-        if self._one_chunk is not None:
-            if self._written + len(chunk) > self._one_chunk:
+        if self._lead is not None and self._written < self._lead:
+            # Inside the leading chunk, whose size line went with the head: the bytes alone.
+            room = self._lead - self._written
+            if len(chunk) <= room:
+                self._written += len(chunk)
+                self.transport.write(chunk)
+                return
+            if self._one_chunk is not None:
                 self._broken(f"body longer than its {self._one_chunk} bytes")
                 return
-            if not self._written:
-                self.transport.write(b"%x\r\n" % self._one_chunk)
-            self._written += len(chunk)
-            self.transport.write(chunk)
+            # The leading chunk's end and what follows it in one write: the rest is a chunk.
+            self._written += room
+            self.transport.write(chunk[:room])
+            chunk = chunk[room:]
+        if self._one_chunk is not None:
+            self._broken(f"body longer than its {self._one_chunk} bytes")
             return
         self._written += len(chunk)
         if self._chunked:
-            self.transport.writeSequence([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
+            opening = b"%x\r\n" % len(chunk)
+            if self._lead_open:
+                opening, self._lead_open = b"\r\n" + opening, False
+            self.transport.writeSequence([opening, chunk, b"\r\n"])
         else:
             self.transport.write(chunk)
 
@@ -345,8 +380,10 @@ class PutConnection(Protocol, DrainedProducer):
         The whole body has been written. ``trailers`` (a chunked body's only) are fields known
         once the body is: an EC archive's object ETag and length.
         """
-        expected = self._length if self._one_chunk is None else self._one_chunk
-        if expected is not None and self._written != expected and not self._done:
+        expected = self._length if self._lead is None else self._lead
+        # (a leading chunk may be followed by more: an EC archive's footer and commit lines)
+        short = self._written < expected if self._lead is not None else expected is not None and self._written != expected
+        if short and not self._done:
             self._broken(f"body incomplete: {self._written} of {expected} bytes")  # never a short object
             return
         if trailers and not self._chunked:
@@ -354,7 +391,7 @@ class PutConnection(Protocol, DrainedProducer):
         self._body_sent = True
         if not self._done and self._chunked:
             fields = "".join(f"{name}: {value}\r\n" for name, value in (trailers or {}).items())
-            end = b"\r\n" if self._one_chunk else b""  # the one chunk's own end
+            end = b"\r\n" if self._lead_open else b""  # the leading chunk's own end
             self.transport.write(end + b"0\r\n" + fields.encode("latin-1") + b"\r\n")
 
     def abort(self) -> None:

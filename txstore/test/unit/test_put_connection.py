@@ -65,12 +65,15 @@ class PutConnectionTests(SynchronousTestCase):
                 "Expect": "100-continue"}))
             transport = StringTransport()
             conn.makeConnection(transport)
+            head = transport.value()
+            # The chunk's size line goes with the head (the body's writes then go out alone).
+            self.assertTrue(head.endswith(b"\r\n\r\n%x\r\n" % len(body) if body else b"\r\n\r\n"), head)
             conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
             transport.clear()
             for piece in pieces:
                 conn.write(piece)
             conn.finish({"X-Backend-Body-Md5": "m", "X-Backend-Body-Crc32": "c"})
-            framed = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+            framed = b"%s\r\n" % body if body else b""
             self.assertEqual(transport.value(), framed + b"0\r\nX-Backend-Body-Md5: m\r\nX-Backend-Body-Crc32: c\r\n\r\n")
 
     def test_one_chunk_is_never_longer_or_shorter_than_said(self) -> None:
@@ -86,6 +89,53 @@ class PutConnectionTests(SynchronousTestCase):
             self.assertTrue(transport.disconnected, pieces)
             self.assertNotIn(b"0\r\nX-Backend", transport.value())  # the body never ends as if whole
             self.failureResultOf(conn.answer, NodeGone)
+
+    def ec_archive(self) -> tuple[PutConnection, StringTransport]:
+        """A connection that will send a 10-byte EC archive, its 100 Continue heard."""
+        headers = {"Transfer-Encoding": "chunked", "X-Backend-Ec-Archive-Length": "10", "Expect": "100-continue"}
+        conn = PutConnection(PutRequest.of("/d1/1/a/c/o", "n1", headers))
+        transport = StringTransport()
+        conn.makeConnection(transport)
+        self.assertTrue(transport.value().endswith(b"\r\n\r\na\r\n"), transport.value())  # the chunk's size
+        conn.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        transport.clear()
+        return conn, transport
+
+    def test_an_ec_archive_is_a_leading_chunk_then_lines(self) -> None:
+        """
+        An EC archive of known length: one chunk whose size line goes with the head, its
+        fragments written bare; then the footer and commit lines as chunks of their own, or
+        the trailer fields straight after the archive (a node committing by POST).
+        """
+        for lines, trailers, tail in (
+            ([b'{"etag": 1}\n', b"commit\n"], None, b'\r\nc\r\n{"etag": 1}\n\r\n7\r\ncommit\n\r\n0\r\n\r\n'),
+            ([], {"X-Object-Sysmeta-Ec-Etag": "e"}, b"\r\n0\r\nX-Object-Sysmeta-Ec-Etag: e\r\n\r\n"),
+        ):
+            conn, transport = self.ec_archive()
+            conn.write(b"frag1")
+            conn.write(b"frag2")
+            self.assertEqual(transport.value(), b"frag1frag2")
+            for line in lines:
+                conn.write(line)
+            conn.finish(trailers)
+            self.assertEqual(transport.value(), b"frag1frag2" + tail)
+            self.assertFalse(transport.disconnected)
+
+    def test_an_ec_archive_is_never_cut_short(self) -> None:
+        conn, transport = self.ec_archive()
+        conn.write(b"frag1")
+        conn.finish()
+        self.assertTrue(transport.disconnected)
+        self.assertNotIn(b"0\r\n\r\n", transport.value())
+        self.failureResultOf(conn.answer, NodeGone)
+
+    def test_a_write_across_the_archives_end(self) -> None:
+        """The archive's last bytes and the footer line in one write: the line is a chunk of its own."""
+        conn, transport = self.ec_archive()
+        conn.write(b"frag1")
+        conn.write(b"frag2{}\n")
+        conn.finish()
+        self.assertEqual(transport.value(), b"frag1frag2\r\n3\r\n{}\n\r\n0\r\n\r\n")
 
     def test_a_second_continue_says_stored(self) -> None:
         """An EC archive committed on its connection: the node's fields, then its second 100 Continue."""
