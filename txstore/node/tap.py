@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from twisted.application.service import MultiService
 
+from txstore.common.malloc_tuning import tune_malloc
 from txstore.common.tap_support import LoadedServer, http_service, server_options
 from txstore.node.assembly import build_node
 from txstore.ring.reloader import RingReloader
@@ -17,6 +18,7 @@ Options = server_options("/etc/txstore/objectnode.conf", load_node_settings, "ob
 def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
+    tune_malloc()  # large buffers reused, not faulted in again (txstore.common.malloc_tuning)
     loaded: LoadedServer = options.loaded
     settings = loaded.settings
     server, services = build_node(settings, reactor, rings=loaded.rings)

@@ -11,6 +11,7 @@ from txstore.common.constraints import Constraints
 from txstore.common.memcache import MemcacheClient
 from txstore.common.metrics import proxy_metrics
 from txstore.common.statsd import StatsdClient
+from txstore.common.malloc_tuning import tune_malloc
 from txstore.common.tap_support import LoadedServer, http_service, server_options
 from txstore.ec.service import ECService
 from txstore.middleware.memcache import memcache_client
@@ -98,6 +99,7 @@ def build_proxy(loaded: LoadedServer, reactor) -> tuple[ProxyServer, Service]:
 def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
+    tune_malloc()  # large buffers reused, not faulted in again (txstore.common.malloc_tuning)
     loaded: LoadedServer = options.loaded
     settings = loaded.settings
     listen_fd = options["listen-fd"]
