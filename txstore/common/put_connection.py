@@ -380,9 +380,10 @@ class PutConnection(Protocol, DrainedProducer):
         The whole body has been written. ``trailers`` (a chunked body's only) are fields known
         once the body is: an EC archive's object ETag and length.
         """
-        expected = self._length if self._lead is None else self._lead
-        # (a leading chunk may be followed by more: an EC archive's footer and commit lines)
-        short = self._written < expected if self._lead is not None else expected is not None and self._written != expected
+        if self._lead is not None:  # (more may follow it: an EC archive's footer and commit lines)
+            expected, short = self._lead, self._written < self._lead
+        else:
+            expected, short = self._length, self._length is not None and self._written != self._length
         if short and not self._done:
             self._broken(f"body incomplete: {self._written} of {expected} bytes")  # never a short object
             return

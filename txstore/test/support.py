@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -225,3 +226,28 @@ class ChunkedBody(InertProducer):
         for chunk in self.chunks:
             consumer.write(chunk)
         return succeed(None)
+
+
+class RawClient(Protocol):
+    """
+    An HTTP client that sends exactly what it is given and keeps everything it gets (hanging
+    up once it has ``hang_up_after`` bytes, if given).
+    """
+
+    def __init__(self, data: bytes, hang_up_after: int | None = None) -> None:
+        self.data = data
+        self.hang_up_after = hang_up_after
+        self.got = b""
+        self.done: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.got += data
+        if self.hang_up_after is not None and len(self.got) >= self.hang_up_after:
+            self.hang_up_after = None
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason) -> None:
+        self.done.callback(self.got)

@@ -35,25 +35,8 @@ from txstore.storage.context import StorageContext
 from txstore.storage.object_body import CHUNK_SIZE
 from txstore.storage.object_server import ObjectServer
 from txstore.node.server import NodeServer
-from txstore.test.support import ChunkedBody, clock_at
+from txstore.test.support import ChunkedBody, RawClient, clock_at
 
-
-class _RawExchange(Protocol):
-    """Sends its bytes as they are; what came back, once the connection has ended."""
-
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.received = b""
-        self.done: Deferred = Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.request)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason) -> None:
-        self.done.callback(self.received)
 
 class FakeContainers:
     """Stands in for the BackendClient: records container updates, can be made to fail."""
@@ -935,7 +918,7 @@ class ECObjectServerTests(TestCase):
         # never ends an archive short (its size line goes with the head), so another sender's
         # chunks go by hand.
         head = PutRequest.of("/d1/3/a/c/o", "127.0.0.1", {**headers, "Connection": "close"}).head()
-        sender = _RawExchange(head[: head.index(b"\r\n\r\n") + 4] + b"4\r\nfrag\r\n0\r\n\r\n")
+        sender = RawClient(head[: head.index(b"\r\n\r\n") + 4] + b"4\r\nfrag\r\n0\r\n\r\n")
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port), sender)
         answer = await sender.done
         self.assertIn(b"HTTP/1.1 499 ", answer)

@@ -59,7 +59,7 @@ from txstore.ring.ring import Node, Ring
 from txstore.ring.ringset import RingSet
 from txstore.test.backend_fake import Call, Cut, FakeBackend, down, reply, slow, usual  # noqa: F401 (others import them here)
 from txstore.proxy.controllers import obj_put
-from txstore.test.support import ChunkedBody, temp_dir
+from txstore.test.support import ChunkedBody, RawClient, temp_dir
 
 HASHER = PathHasher(b"", b"s")
 ACCOUNT = "AUTH_test"
@@ -963,31 +963,6 @@ class _TrackingSite(StreamingSite):
         return DeferredList(waiting)
 
 
-class _RawClient(Protocol):
-    """
-    An HTTP client that sends exactly what it is given and keeps everything it gets (hanging
-    up once it has ``hang_up_after`` bytes, if given).
-    """
-
-    def __init__(self, data: bytes, hang_up_after: int | None = None) -> None:
-        self.data = data
-        self.hang_up_after = hang_up_after
-        self.got = b""
-        self.done: Deferred = Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.data)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.got += data
-        if self.hang_up_after is not None and len(self.got) >= self.hang_up_after:
-            self.hang_up_after = None
-            self.transport.abortConnection()
-
-    def connectionLost(self, reason) -> None:
-        self.done.callback(self.got)
-
-
 class _ObjectsOverLoopback:
     """Account and container requests in memory; object GETs and PUTs to the scripted nodes."""
 
@@ -1054,7 +1029,7 @@ class ObjectPathTests(TestCase):
 
     async def raw(self, request: bytes, hang_up_after: int | None = None) -> bytes:
         """Send ``request`` as is; what came back by the time the proxy closed the connection."""
-        client = _RawClient(request, hang_up_after)
+        client = RawClient(request, hang_up_after)
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port), client)
         return await client.done
 
@@ -1385,7 +1360,7 @@ class ObjectPathTests(TestCase):
         body = b"late" * 100_000
         self.store(body)
         self.primary[0].get_mode = "held"
-        client = _RawClient(f"GET /v1/{ACCOUNT}/c/o HTTP/1.1\r\nHost: proxy\r\nX-Auth-Token: {self.token}\r\n\r\n"
+        client = RawClient(f"GET /v1/{ACCOUNT}/c/o HTTP/1.1\r\nHost: proxy\r\nX-Auth-Token: {self.token}\r\n\r\n"
                             .encode())
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy_port), client)
         while not self.primary[0].held:
