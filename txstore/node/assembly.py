@@ -154,6 +154,7 @@ def build_node(
     client = BackendClient(reactor, tls=credentials)
     diskfiles = DiskFileManager(
         settings.devices, settings.mount_check, settings.cluster.hasher, direct_writes=settings.direct_writes,
+        direct_reads=settings.direct_reads,
         fallocate=not settings.disable_fallocate,
         ec_policies=frozenset(p.index for p in settings.cluster.policies if p.policy_type == ERASURE_CODING),
     )

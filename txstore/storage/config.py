@@ -84,6 +84,12 @@ SCHEMA = c.Schema(
                 doc="Write bodies of 16 MiB and more with O_DIRECT, past the page cache.",
             ),
             c.Option(
+                "direct_reads",
+                c.boolean,
+                True,
+                doc="Read bodies of 16 MiB and more (past keep_cache_size) with O_DIRECT, past the page cache.",
+            ),
+            c.Option(
                 "disable_fallocate",
                 c.boolean,
                 False,
@@ -308,6 +314,7 @@ class NodeSettings:
     max_file_size: int = 5 * 1024**3 + 2
     threads_per_device: int = DEFAULT_THREADS_PER_DEVICE
     direct_writes: bool = True
+    direct_reads: bool = True
     disable_fallocate: bool = False
     keep_cache_size: int = 5 * 1024 * 1024
     container_update_timeout: float = 1.0
@@ -327,6 +334,7 @@ def load_node_settings(path: str | Path) -> NodeSettings:
         **server_settings(loaded, SECTION),
         threads_per_device=node["threads_per_device"],
         direct_writes=node["direct_writes"],
+        direct_reads=node["direct_reads"],
         disable_fallocate=node["disable_fallocate"],
         keep_cache_size=node["keep_cache_size"],
         container_update_timeout=node["container_update_timeout"],

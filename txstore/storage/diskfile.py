@@ -351,6 +351,8 @@ class DiskFileManager:
     fsync: bool = field(default=True, kw_only=True)
     # Large bodies bypass the page cache (`DiskFileWriter`); off, every body goes through it.
     direct_writes: bool = field(default=True, kw_only=True)
+    # Large bodies read past the page cache (`DiskFileReader.direct`); off, through it.
+    direct_reads: bool = field(default=True, kw_only=True)
     # A PUT's declared size reserved up front (`DiskFile.create_writer`); off (Swift's
     # disable_fallocate, as its all-in-one runs), a full disk is found only as the body is written.
     fallocate: bool = field(default=True, kw_only=True)
@@ -1051,6 +1053,8 @@ _SFR_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EO
 # A body of at least this size (when its length is known) bypasses the page cache: it is
 # written with O_DIRECT from an aligned buffer of DIRECT_CHUNK bytes (see `DiskFileWriter`).
 DIRECT_WRITE_MIN = 16 * 1024 * 1024
+# A body of at least this size, read past keep_cache_size, is read with O_DIRECT.
+DIRECT_READ_MIN = 16 * 1024 * 1024
 DIRECT_CHUNK = 1024 * 1024
 # What an O_DIRECT write's offset and length must be a multiple of: the largest logical block
 # size in use (4Kn disks); the buffer itself is page aligned (an anonymous mmap).
@@ -1338,6 +1342,10 @@ class DiskFileReader:
     # Drop what each read brought into the page cache (an object past keep_cache_size: read
     # once, it would only push out what small objects' reads reuse), as Swift's nodes do.
     drop_cache: bool = False
+    # Read past the page cache (O_DIRECT) where the filesystem allows: set for large objects
+    # (`DIRECT_READ_MIN`), whose pages are dropped anyway (see `_read_direct`).
+    direct: bool = False
+    _stage: mmap.mmap | None = field(default=None, init=False)
 
     @property
     def content_length(self) -> int:
@@ -1351,6 +1359,11 @@ class DiskFileReader:
         if offset < 0 or length < 0:
             raise ValueError("offset and length must not be negative")
         length = max(0, min(length, self.content_length - offset))
+        if self.direct and length:
+            data = self._read_direct(offset, length)
+            if data is not None:
+                self._verify(offset, data)
+                return data
         chunks = []
         position, remaining = offset, length
         while remaining:
@@ -1363,12 +1376,55 @@ class DiskFileReader:
         data = b"".join(chunks)
         if self.drop_cache and data and hasattr(os, "posix_fadvise"):
             os.posix_fadvise(self._fd, offset, len(data), os.POSIX_FADV_DONTNEED)
+        self._verify(offset, data)
+        return data
+
+    def _verify(self, offset: int, data: bytes) -> None:
         if self._verifier is not None:
             if offset == self._verifier.fed:
                 self._verifier.feed(data)
             else:
                 self._verifier = None
-        return data
+
+    def _read_direct(self, offset: int, length: int) -> bytes | None:
+        """
+        The bytes through O_DIRECT into a reused aligned buffer, then copied out once; None if
+        the filesystem refuses (the page cache it is, from then on).
+        """
+        assert self._fd is not None
+        if self._stage is None:
+            try:
+                fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) | _O_DIRECT)
+            except OSError:
+                self.direct = False
+                return None
+            self._stage = mmap.mmap(-1, DIRECT_CHUNK + 2 * DIRECT_ALIGN)
+        start = offset - offset % DIRECT_ALIGN
+        end = -(-(offset + length) // DIRECT_ALIGN) * DIRECT_ALIGN
+        if end - start > len(self._stage):
+            self._stage.close()
+            self._stage = mmap.mmap(-1, end - start)
+        got = 0
+        view = memoryview(self._stage)
+        try:
+            while start + got < offset + length:
+                n = os.preadv(self._fd, [view[got : end - start]], start + got)
+                if not n:
+                    break
+                got += n
+        except OSError as error:
+            # The traceback holds views of the stage: it is unmapped once they are gone.
+            self._stage = None
+            if error.errno != errno.EINVAL or got:
+                raise
+            self._end_direct()  # the filesystem took the flag but not the read
+            return None
+        return bytes(view[offset - start : min(got, offset - start + length)])
+
+    def _end_direct(self) -> None:
+        assert self._fd is not None
+        self.direct = False
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~_O_DIRECT)
 
     def etag_verified(self) -> bool | None:
         """None until the whole body was read in order from 0; then whether its checksum matched."""
@@ -1386,6 +1442,9 @@ class DiskFileReader:
                     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(fd)
+                if self._stage is not None:
+                    self._stage.close()
+                    self._stage = None
 
     def __enter__(self) -> DiskFileReader:
         return self

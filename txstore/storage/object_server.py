@@ -48,6 +48,7 @@ from txstore.common.streaming import BodyIncomplete
 from txstore.common.timestamps import Timestamp
 from txstore.common.web import ResponseAborted
 from txstore.storage.diskfile import (
+    DIRECT_READ_MIN,
     DiskFile,
     DiskFileConflict,
     DiskFileCorrupt,
@@ -823,6 +824,7 @@ class ObjectServer:
             raise HTTPError(404, f"Not Found: {err}", headers) from None
         failed = partial(self._read_failed, path, diskfile)
         reader.drop_cache = length >= self.context.keep_cache_size
+        reader.direct = reader.drop_cache and length >= DIRECT_READ_MIN and self.context.diskfiles.direct_reads
         stream = ObjectBody(self.context.runner, path.device, reader, parts, failed, trailer, whole=ranges is None,
                             io=self._io_stream(request, path, metadata))
         return NodeResponse(status, headers, stream)

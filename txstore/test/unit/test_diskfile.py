@@ -1138,24 +1138,126 @@ class FsyncTests(WriteReadTests, ChangeTests):
     fsync = True
 
 
+def require_o_direct(directory: Path) -> None:
+    """Skip unless a file in ``directory`` can be written and read with O_DIRECT."""
+    if not dfmod._O_DIRECT:
+        raise SkipTest("no O_DIRECT on this platform")
+    probe = directory / "probe"
+    try:
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT | dfmod._O_DIRECT, 0o600)
+        try:
+            block = mmap.mmap(-1, dfmod.DIRECT_ALIGN)
+            os.write(fd, block)
+            os.preadv(fd, [block], 0)
+        finally:
+            os.close(fd)
+            probe.unlink()
+    except OSError as error:
+        raise SkipTest(f"this filesystem refuses O_DIRECT: {error}")
+
+
+def is_direct(fd: int) -> bool:
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & dfmod._O_DIRECT)
+
+
+class DirectReadTests(DiskFileTestCase):
+    """A reader told to go direct reads the body with O_DIRECT, at any offset, the same bytes."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        require_o_direct(self.devices / "sda")
+        self.body = os.urandom(3 * dfmod.DIRECT_ALIGN + 1234)
+        self.df = self.diskfile()
+        self.put(self.df, self.body, ts(1), chunk=5000)
+        self.reads: list[bool] = []  # whether each pread / preadv went direct
+        real_preadv, real_pread = os.preadv, os.pread
+        self.patch(dfmod.os, "preadv", lambda fd, *a: self.reads.append(is_direct(fd)) or real_preadv(fd, *a))
+        self.patch(dfmod.os, "pread", lambda fd, *a: self.reads.append(is_direct(fd)) or real_pread(fd, *a))
+
+    def reader(self, direct: bool = True) -> dfmod.DiskFileReader:
+        reader = self.df.open_reader(self.df.read_metadata())
+        reader.direct = direct
+        self.addCleanup(reader.close)
+        self.reads.clear()  # (the footer's read)
+        return reader
+
+    def test_unaligned_pieces_read_directly_are_the_stored_bytes(self) -> None:
+        reader, body = self.reader(), self.body
+        for offset, length in [(0, 10), (1, dfmod.DIRECT_ALIGN), (4095, 2), (5000, 7000), (len(body) - 3, 100),
+                               (0, len(body)), (len(body), 10)]:
+            self.assertEqual(reader.read(offset, length), body[offset : offset + length], (offset, length))
+        self.assertEqual(set(self.reads), {True})
+        self.assertTrue(reader.direct)
+
+    def test_a_read_larger_than_the_stage_and_the_etag_check(self) -> None:
+        self.patch(dfmod, "DIRECT_CHUNK", dfmod.DIRECT_ALIGN)
+        reader = self.reader()
+        self.assertEqual(reader.read(0, 100) + reader.read(100, 10**6), self.body)  # the stage grows
+        self.assertIs(reader.etag_verified(), True)
+        self.assertEqual(set(self.reads), {True})
+
+    def test_a_body_that_differs_from_its_etag_fails_the_check(self) -> None:
+        path = self.df.read_metadata().data_path
+        with open(path, "r+b") as f:
+            f.seek(5000)
+            f.write(b"X" if self.body[5000:5001] != b"X" else b"Y")
+        reader = self.reader()
+        reader.read(0, 8192)
+        reader.read(8192, len(self.body))
+        self.assertIs(reader.etag_verified(), False)
+
+    def test_not_told_to_the_page_cache(self) -> None:
+        reader = self.reader(direct=False)
+        self.assertEqual(reader.read(0, len(self.body)), self.body)
+        self.assertEqual(set(self.reads), {False})
+
+    def test_a_filesystem_refusing_the_flag_gets_the_page_cache(self) -> None:
+        real_fcntl = fcntl.fcntl
+
+        def refuse(fd: int, command: int, *arg: int) -> int:
+            if command == fcntl.F_SETFL and arg[0] & dfmod._O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_fcntl(fd, command, *arg)
+
+        self.patch(dfmod.fcntl, "fcntl", refuse)
+        reader = self.reader()
+        self.assertEqual(reader.read(7, 100), self.body[7:107])
+        self.assertFalse(reader.direct)
+        self.assertEqual(set(self.reads), {False})
+
+    def test_a_filesystem_refusing_the_first_direct_read_gets_the_page_cache(self) -> None:
+        real_preadv = os.preadv
+
+        def refuse(fd: int, *args):
+            if is_direct(fd):
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_preadv(fd, *args)
+
+        self.patch(dfmod.os, "preadv", refuse)
+        reader = self.reader()
+        self.assertEqual(reader.read(0, len(self.body)), self.body)
+        self.assertFalse(reader.direct)
+        self.assertIs(reader.etag_verified(), True)
+
+    def test_a_failing_direct_read_is_an_error(self) -> None:
+        def fail(fd: int, *args):
+            raise OSError(errno.EIO, "Input/output error")
+
+        self.patch(dfmod.os, "preadv", fail)
+        reader = self.reader()
+        self.assertEqual(self.assertRaises(OSError, reader.read, 0, 100).errno, errno.EIO)
+
+    def test_direct_reads_can_be_turned_off(self) -> None:
+        self.assertTrue(self.manager.direct_reads)
+        self.assertFalse(DiskFileManager(self.devices, False, HASHER, direct_reads=False).direct_reads)
+
+
 class DirectWriteTests(DiskFileTestCase):
     """Large bodies of known length go to the disk with O_DIRECT through an aligned stage."""
 
     def setUp(self) -> None:
         super().setUp()
-        if not dfmod._O_DIRECT:
-            raise SkipTest("no O_DIRECT on this platform")
-        probe = self.devices / "sda" / "probe"
-        try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | dfmod._O_DIRECT, 0o600)
-            try:
-                block = mmap.mmap(-1, dfmod.DIRECT_ALIGN)
-                os.write(fd, block)
-            finally:
-                os.close(fd)
-                probe.unlink()
-        except OSError as error:
-            raise SkipTest(f"this filesystem refuses O_DIRECT: {error}")
+        require_o_direct(self.devices / "sda")
         self.patch(dfmod, "DIRECT_WRITE_MIN", 64 * 1024)
         self.patch(dfmod, "DIRECT_CHUNK", 16 * 1024)
         self.writes: list[tuple[int, bool]] = []

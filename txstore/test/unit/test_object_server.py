@@ -5,6 +5,7 @@ disk afterwards (nothing partial, ever).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import socket
@@ -30,6 +31,7 @@ from txstore.common.streaming import StreamingSite
 from txstore.qos.classes import IOClass, IOClasses
 from txstore.qos.scheduler import IOScheduler
 from txstore.storage import diskfile as diskfile_module
+from txstore.storage import object_server as object_server_module
 from txstore.storage.diskfile import DiskFileManager
 from txstore.storage.context import StorageContext
 from txstore.storage.object_body import CHUNK_SIZE
@@ -132,6 +134,44 @@ class ObjectServerTests(TestCase):
         self.assertEqual(response.code, 201)
         self.assertEqual(calls, ["_open_for_put", "_finish_put"])  # open + admit + temp file; write + commit
         self.assertEqual(self.tmp_files(), [])
+
+    async def test_large_bodies_are_read_past_the_page_cache(self) -> None:
+        self.patch(object_server_module, "DIRECT_READ_MIN", 2 * 1024 * 1024)
+        self.objects.context = attrs.evolve(self.context, keep_cache_size=1024 * 1024)
+        big, middling = os.urandom(3 * 1024 * 1024 + 5), os.urandom(1024 * 1024 + 7)
+        await self.put("/d1/3/a/c/big", big)
+        await self.put("/d1/3/a/c/middling", middling)
+        reads: list[bool] = []  # whether each read of a body (not of a footer) went direct
+        preadv, pread = os.preadv, os.pread
+
+        def recorded(read, length):
+            def call(fd, *args):
+                if length(*args) >= 64 * 1024:
+                    reads.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & getattr(os, "O_DIRECT", 0)))
+                return read(fd, *args)
+            return call
+
+        self.patch(diskfile_module.os, "preadv", recorded(preadv, lambda buffers, offset: sum(map(len, buffers))))
+        self.patch(diskfile_module.os, "pread", recorded(pread, lambda length, offset: length))
+
+        async def get(name: str, **headers: str) -> bytes:
+            reads.clear()
+            response, got = await self.call("GET", f"/d1/3/a/c/{name}", headers)
+            self.assertIn(response.code, (200, 206))
+            return got
+
+        self.assertEqual(await get("big"), big)
+        self.assertEqual(reads, [True] * 3)  # 1 MiB each (and 5 bytes)
+        got = await get("big", Range="bytes=1000000-2500000")
+        self.assertEqual(got, big[1000000:2500001])
+        self.assertEqual(reads, [True, True])
+        self.assertEqual(await get("middling"), middling)  # past keep_cache_size only: through the cache
+        self.assertEqual(set(reads), {False})
+        self.objects.context = attrs.evolve(
+            self.objects.context, diskfiles=DiskFileManager(self.root, False, PathHasher(b"", b"suffix"), direct_reads=False)
+        )
+        self.assertEqual(await get("big"), big)  # turned off
+        self.assertEqual(set(reads), {False})
 
     async def test_bodies_go_through_the_io_scheduler_in_the_requests_class(self) -> None:
         scheduler = IOScheduler(self.pools, IOClasses({"gold": IOClass("gold", 4.0), "background": IOClass("background")},
