@@ -20,8 +20,11 @@ and cost more than the md5 saved (docs/performance.rst). So was a footer line in
 older one, during a rolling upgrade) would store the footer as part of the object. Trailer
 fields it ignores, and it hashes the body itself: the same object either way.
 
-Read and audited bodies are checked against the stored md5 as ever; a node asked without
-``MD5_FOOTER`` hashes the body itself.
+The node also keeps the CRC-32 it confirmed (``X-Body-Checksum`` in the object's metadata,
+`txstore.storage.checksum.BODY_CHECKSUM`): reads and audits check the body against it instead
+of the md5, at a sixth of the cost; a replica copied by replication, which the receiver hashes
+with md5, is checked against the md5 as before. A node asked without ``MD5_FOOTER`` hashes the
+body itself.
 """
 
 from __future__ import annotations

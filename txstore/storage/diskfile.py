@@ -63,7 +63,7 @@ from txstore.common.hashing import PathHasher
 from txstore.common.timestamps import Timestamp, TimestampLike
 from txstore.storage import async_pending, checksum, expiring, objmeta, suffixes
 from txstore.storage.async_pending import AsyncPending
-from txstore.storage.checksum import Checksum, Md5
+from txstore.storage.checksum import Checksum, Md5, SentMd5
 from txstore.storage.durable_queue import DurableQueue, QueueLayout
 from txstore.storage.expiring import ExpiringEntry
 
@@ -768,7 +768,8 @@ class DiskFile:
         if os.fstat(fd).st_size < state.content_length + objmeta.TRAILER_SIZE:
             os.close(fd)
             raise DiskFileCorrupt(state.data_path, "shorter than its Content-Length")
-        return DiskFileReader(fd, state, EtagVerifier(state.metadata.get("ETag", ""), state.content_length))
+        expected = state.metadata.get(checksum.BODY_CHECKSUM) or state.metadata.get("ETag", "")
+        return DiskFileReader(fd, state, EtagVerifier(expected, state.content_length))
 
     # Writing
 
@@ -1273,8 +1274,12 @@ class DiskFileWriter:
             elif lower == "etag":
                 if stamped.pop(key).strip('"').lower() != self.etag:
                     raise ValueError(f"ETag differs from the checksum {self.etag} of what was written")
+            elif lower == checksum.BODY_CHECKSUM.lower():
+                del stamped[key]  # (a replica's, sent with its metadata: kept only when computed here)
         stamped["Content-Length"] = str(self.bytes_written)
         stamped["ETag"] = self.etag
+        if isinstance(self._checksum, SentMd5):
+            stamped[checksum.BODY_CHECKSUM] = self._checksum.body_checksum()
 
     def abort(self) -> None:
         """Forget the upload: close and remove the temp file. Idempotent; no-op after commit."""

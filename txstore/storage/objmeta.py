@@ -45,7 +45,7 @@ _TAIL_READ = 8192
 
 # Keys that belong to the bytes of a .data file: a .meta (POST) never replaces them. A static
 # large object's manifest stays one whatever a POST says (as in Swift).
-_DATA_BOUND = frozenset({"name", "content-length", "etag", "x-static-large-object"})
+_DATA_BOUND = frozenset({"name", "content-length", "etag", "x-body-checksum", "x-static-large-object"})
 _DATA_BOUND_PREFIXES = ("x-object-sysmeta-",)
 
 

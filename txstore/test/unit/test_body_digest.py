@@ -41,5 +41,7 @@ class SentMd5Tests(SynchronousTestCase):
         self.assertRaises(ValueError, checksum.value)  # nothing to say before the proxy's word
         self.assertFalse(checksum.confirm("a" * 32, f"{zlib.crc32(body) ^ 0x80:08x}"))
         self.assertRaises(ValueError, checksum.value)
+        self.assertRaises(ValueError, checksum.body_checksum)
         self.assertTrue(checksum.confirm("B" * 32, f"{zlib.crc32(body):08X}"))
         self.assertEqual(checksum.value(), "b" * 32)
+        self.assertEqual(checksum.body_checksum(), f"crc32:{zlib.crc32(body):08x}")

@@ -26,7 +26,7 @@ from txstore.common.hashing import PathHasher
 from txstore.common.timestamps import Timestamp
 from txstore.storage import diskfile as dfmod
 from txstore.storage import objmeta
-from txstore.storage.checksum import Md5
+from txstore.storage.checksum import Md5, SentMd5
 from txstore.storage.diskfile import (
     DATA,
     META,
@@ -212,6 +212,24 @@ class WriteReadTests(DiskFileTestCase):
             self.assertEqual(reader.read(len(body), 100), b"")
             self.assertEqual(reader.read(len(body) + 50, 100), b"")
             self.assertRaises(ValueError, reader.read, -1, 5)
+
+    def test_a_body_checksum_is_stored_only_when_computed_here(self) -> None:
+        df, body = self.diskfile(), b"replicated" * 100
+        writer = df.create_writer(len(body))  # hashed here with md5: a checksum given is not this body's
+        writer.write(body)
+        writer.commit({"Content-Type": "x/y", "X-Body-Checksum": "crc32:00000000"}, ts(1))
+        self.assertNotIn("X-Body-Checksum", df.read_metadata().metadata)
+        sent = SentMd5()  # the proxy's md5, taken once the CRC-32 of what arrived agrees
+        writer = df.create_writer(len(body), body_checksum=sent)
+        writer.write(body)
+        self.assertTrue(sent.confirm(hashlib.md5(body).hexdigest(), f"{zlib.crc32(body):08x}"))
+        writer.commit({"Content-Type": "x/y"}, ts(2))
+        state = df.read_metadata()
+        self.assertEqual(state.metadata["X-Body-Checksum"], f"crc32:{zlib.crc32(body):08x}")
+        self.assertEqual(state.metadata["ETag"], hashlib.md5(body).hexdigest())
+        with df.open_reader(state) as reader:
+            self.assertEqual(reader.read(0, len(body)), body)
+            self.assertIs(reader.etag_verified(), True)
 
     def test_a_reader_told_to_drop_the_cache_drops_what_it_read(self) -> None:
         df = self.diskfile()

@@ -350,6 +350,28 @@ class ObjectServerTests(TestCase):
             self.assertEqual((answer.status, answer.header("etag")), (201, told))
         self.assertEqual(self.digest_pool.connects, 1)  # one kept connection for all six
 
+    async def test_a_body_stored_with_the_proxys_md5_is_read_against_its_crc32(self) -> None:
+        """Reads check such a body against the CRC-32 the node confirmed, not the md5 (a sixth the cost)."""
+        body = os.urandom(300_000)
+        told = "0123456789abcdef0123456789abcdef"  # not the body's md5: only the CRC-32 can pass it
+        answer = await self.put_with_digest("/d1/3/a/c/o", body, (told, f"{zlib.crc32(body):08x}"))
+        self.assertEqual(answer.status, 201)
+        [stored] = self.data_files()
+        self.assertIn(f'"X-Body-Checksum":"crc32:{zlib.crc32(body):08x}"'.encode(), stored.read_bytes()[len(body):])
+        response, got = await self.call("GET", "/d1/3/a/c/o")
+        self.assertEqual((response.code, got, response.headers.getRawHeaders("etag")), (200, body, [told]))
+        self.assertFalse(response.headers.hasHeader("X-Body-Checksum"))
+        response, _ = await self.call("POST", "/d1/3/a/c/o", {"X-Timestamp": self.stamp(), "X-Object-Meta-A": "1"})
+        self.assertEqual(response.code, 202)
+        response, got = await self.call("GET", "/d1/3/a/c/o")  # kept through a POST
+        self.assertEqual((response.code, got), (200, body))
+        raw = bytearray(stored.read_bytes())
+        raw[1000] ^= 0x01
+        stored.write_bytes(bytes(raw))
+        response, _ = await self.call("GET", "/d1/3/a/c/o")
+        self.assertEqual(response.code, 404)
+        self.assertEqual([p for p in self.data_files() if "quarantined" not in p.parts], [])
+
     async def test_put_whose_crc32_differs_from_the_proxys_leaves_nothing(self) -> None:
         body = b"bytes changed on the way" * 1000
         answer = await self.put_with_digest("/d1/3/a/c/o", body, (hashlib.md5(body).hexdigest(),

@@ -181,6 +181,7 @@ class MergeTests(SynchronousTestCase):
         "X-Delete-At": "1800000000",
         "X-Object-Sysmeta-Kept": "sys",
         "Content-Encoding": "gzip",
+        "X-Body-Checksum": "crc32:0a0b0c0d",
     }
 
     def test_post_replaces_mutable_metadata(self) -> None:
@@ -194,6 +195,7 @@ class MergeTests(SynchronousTestCase):
                 "ETag": "etag",
                 "Content-Type": "text/plain",
                 "X-Object-Sysmeta-Kept": "sys",
+                "X-Body-Checksum": "crc32:0a0b0c0d",
                 "X-Object-Meta-New": "1",
             },
         )
@@ -205,10 +207,11 @@ class MergeTests(SynchronousTestCase):
         self.assertEqual(merged["X-Delete-At"], "1900000000")
 
     def test_body_keys_never_come_from_a_post(self) -> None:
-        meta = {"ETag": "forged", "content-length": "999", "X-Object-Sysmeta-Kept": "forged",
+        meta = {"ETag": "forged", "content-length": "999", "X-Object-Sysmeta-Kept": "forged", "X-Body-Checksum": "forged",
                 "X-Object-Sysmeta-New": "forged", "Name": "/x/y/z", "X-Static-Large-Object": "forged"}
         merged = merge_metadata(self.data, meta)
         self.assertEqual(merged["ETag"], "etag")
+        self.assertEqual(merged["X-Body-Checksum"], "crc32:0a0b0c0d")
         self.assertEqual(merged["Content-Length"], "5")
         self.assertEqual(merged["X-Object-Sysmeta-Kept"], "sys")
         self.assertEqual(merged["name"], "/a/c/o")
