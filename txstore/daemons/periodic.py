@@ -13,6 +13,7 @@ A pass's duration and end are on the reactor's clock, the one its timers run on.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +37,9 @@ class PeriodicDaemon(Service):
     _first: Any = field(default=None, init=False)  # the delayed call of the first pass
     _current: Deferred | None = field(default=None, init=False)
     last_pass: dict[str, Any] = field(factory=dict, init=False)
+    # The last few passes, newest last: a pass that ran long is often followed at once by a
+    # short one, and whoever polls last_pass would miss it (recon's recent_passes).
+    recent_passes: deque = field(factory=lambda: deque(maxlen=8), init=False)
     passes: int = field(default=0, init=False)
     log = Logger()
 
@@ -68,6 +72,7 @@ class PeriodicDaemon(Service):
         duration = finished - started
         self.passes += 1
         self.last_pass = {**figures, "duration": duration, "finished_at": finished}
+        self.recent_passes.append(self.last_pass)
         if not failed:
             self.log.info("{daemon} pass done in {duration:.2f}s: {figures}", daemon=self.name,
                           duration=duration, figures=describe(figures))

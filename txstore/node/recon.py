@@ -161,4 +161,5 @@ class Recon:
 
     @staticmethod
     def _daemon(daemon: Any) -> dict[str, Any]:
-        return {"interval": daemon.interval, "passes": daemon.passes, "last_pass": daemon.last_pass}
+        return {"interval": daemon.interval, "passes": daemon.passes, "last_pass": daemon.last_pass,
+                "recent_passes": list(getattr(daemon, "recent_passes", ()))}

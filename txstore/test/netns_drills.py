@@ -229,11 +229,15 @@ def replication_stats(cluster: NetnsCluster, host: str) -> dict:
 
 
 def _passes_over(cluster: NetnsCluster, host: str, seen: dict, since: float, stop: threading.Event) -> None:
-    """Poll ``host``'s object replicator until ``stop``, keeping (by end time) each pass that ended after ``since``."""
+    """
+    Poll ``host``'s object replicator until ``stop``, keeping (by end time) each pass that ended
+    after ``since`` (its recent passes: a long pass is often followed at once by a short one).
+    """
     while not stop.wait(0.5):
-        last = replication_stats(cluster, host).get("last_pass", {})
-        if last.get("finished_at", 0.0) > since:
-            seen[last["finished_at"]] = last
+        stats = replication_stats(cluster, host)
+        for done in stats.get("recent_passes") or [stats.get("last_pass") or {}]:
+            if done.get("finished_at", 0.0) > since:
+                seen[done["finished_at"]] = done
 
 
 def replication_cut(cluster: NetnsCluster, hold: float = 12.0, rate: float | None = 20.0) -> Figures:

@@ -132,9 +132,15 @@ class PeriodicDaemonTests(SynchronousTestCase):
         self.assertEqual(runs, [5.0, 15.0, 25.0])
         self.assertEqual(daemon.last_pass["n"], 3)
         self.assertEqual(daemon.passes, 3)
+        # the last few, newest last, for whoever polls less often than passes end
+        self.assertEqual([(p.get("n"), p.get("failed"), p["finished_at"]) for p in daemon.recent_passes],
+                         [(1, None, 5.0), (None, True, 15.0), (3, None, 25.0)])
+        for _ in range(10):
+            clock.advance(10)
+        self.assertEqual([p["n"] for p in daemon.recent_passes], list(range(6, 14)))
         daemon.stopService()
         clock.advance(100)
-        self.assertEqual(len(runs), 3)
+        self.assertEqual(len(runs), 13)
 
     def test_a_pass_is_timed_on_the_reactor(self) -> None:
         clock = Clock()
