@@ -1063,6 +1063,14 @@ DIRECT_ALIGN = 4096
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
+def _set_direct(fd: int, on: bool) -> None:
+    """Turn O_DIRECT on or off for ``fd``; OSError where the platform or the filesystem refuses."""
+    if not _O_DIRECT:
+        raise OSError(errno.EINVAL, "no O_DIRECT on this platform")
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT if on else flags & ~_O_DIRECT)
+
+
 @define
 class DiskFileWriter:
     """
@@ -1121,11 +1129,9 @@ class DiskFileWriter:
 
     def _start_direct(self) -> None:
         """Switch this writer to O_DIRECT, where the platform and the filesystem allow it."""
-        if not _O_DIRECT:
-            return
         fd = self._open_fd()
         try:
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | _O_DIRECT)
+            _set_direct(fd, True)
         except OSError:
             return  # this filesystem refuses O_DIRECT: the page cache it is
         self._stage = mmap.mmap(-1, DIRECT_CHUNK)
@@ -1170,7 +1176,7 @@ class DiskFileWriter:
         self._staged = rest
 
     def _end_direct(self, fd: int) -> None:
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
+        _set_direct(fd, False)
 
     def _flush_stage(self, fd: int) -> None:
         """Before the footer: the stage's aligned part directly, its tail through the cache."""
@@ -1399,7 +1405,7 @@ class DiskFileReader:
         assert self._fd is not None
         if self._stage is None:
             try:
-                fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) | _O_DIRECT)
+                _set_direct(self._fd, True)
             except OSError:
                 self.direct = False
                 return None
@@ -1429,7 +1435,7 @@ class DiskFileReader:
     def _end_direct(self) -> None:
         assert self._fd is not None
         self.direct = False
-        fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~_O_DIRECT)
+        _set_direct(self._fd, False)
 
     def etag_verified(self) -> bool | None:
         """None until the whole body was read in order from 0; then whether its checksum matched."""
