@@ -50,6 +50,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txstore.common.connect import connect
+from txstore.common.eager_writes import no_delay
 from txstore.common.flow import DrainWaiter, DrainedProducer
 
 MAX_HEAD = 64 * 1024
@@ -194,6 +195,9 @@ class PutConnection(Protocol, DrainedProducer):
 
     def connectionMade(self) -> None:
         self.connected = True
+        # A body's last piece and its trailers go out as written, not after a delayed ACK; and
+        # so every write is sent at once (txstore.common.eager_writes).
+        no_delay(self.transport)
         self.transport.registerProducer(self, True)
         self.transport.write(self._head)
 

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txstore.common.eager_writes import no_delay
 from txstore.common.flow import DrainWaiter, DrainedProducer, InboundQueue
 from txstore.replication.frames import FrameDecoder, FrameType, ProtocolError, Record, encode, record
 from txstore.replication.states import R, S, SessionMachine
@@ -74,7 +75,7 @@ class FramedChannel(Protocol, DrainedProducer):
     # Protocol
 
     def connectionMade(self) -> None:
-        _no_delay(self.transport)
+        no_delay(self.transport)
         self.transport.registerProducer(self, True)
         self._producing = True
 
@@ -207,15 +208,3 @@ class FramedChannel(Protocol, DrainedProducer):
         waiting, self._waiting = self._waiting, None
         if waiting is not None and not waiting.called:
             waiting.callback(None)
-
-
-def _no_delay(transport: Any) -> None:
-    """
-    Turn Nagle off (on the TCP transport under TLS too): a session alternates small frames with
-    waits for the disk, and each small frame would otherwise sit out a delayed ACK (~40 ms).
-    """
-    for candidate in (transport, getattr(transport, "transport", None)):
-        setter = getattr(candidate, "setTcpNoDelay", None)
-        if setter is not None:
-            setter(True)
-            return

@@ -1,0 +1,137 @@
+"""
+Writes sent at once (txstore.common.eager_writes), over real loopback connections: what the
+kernel takes is not queued, the rest is queued in order, and connections that keep Nagle on
+keep Twisted's queue.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor, tcp
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import TestCase
+
+from txstore.common import eager_writes
+from txstore.common.connect import connect
+
+
+class _Collect(Protocol):
+    def __init__(self, expect: int) -> None:
+        self.expect = expect
+        self.got: list[bytes] = []
+        self.size = 0
+        self.done: Deferred = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.got.append(data)
+        self.size += len(data)
+        if self.size >= self.expect and not self.done.called:
+            self.done.callback(b"".join(self.got))
+
+
+def _install_for_test(case: TestCase) -> None:
+    """Install for this test only: the other tests of the process keep Twisted's own writes."""
+    if eager_writes._installed:
+        return
+    saved = {name: tcp.Connection.__dict__.get(name) for name in ("write", "writeSequence", "setTcpNoDelay")}
+    eager_writes.install()
+
+    def restore() -> None:
+        for name, value in saved.items():
+            if value is None:
+                delattr(tcp.Connection, name)  # inherited again
+            else:
+                setattr(tcp.Connection, name, value)
+        eager_writes._installed = False
+
+    case.addCleanup(restore)
+
+
+class EagerWritesTests(TestCase):
+    def setUp(self) -> None:
+        _install_for_test(self)
+        self.received: list[_Collect] = []
+        self.expect = 0
+
+        def build(addr):
+            collect = _Collect(self.expect)
+            self.received.append(collect)
+            return collect
+
+        self.port = reactor.listenTCP(0, Factory.forProtocol(lambda: build(None)), interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    @inlineCallbacks
+    def _connect(self, expect: int, nodelay: bool = True):
+        self.expect = expect
+        client = Protocol()
+        yield connect(reactor, "127.0.0.1", self.port.getHost().port, client, timeout=5)
+        self.addCleanup(client.transport.abortConnection)
+        if nodelay:
+            eager_writes.no_delay(client.transport)
+        while not self.received:
+            d = Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            yield d
+        return client.transport
+
+    def _queued(self, transport) -> bool:
+        return transport in reactor.getWriters() or bool(transport._tempDataLen)
+
+    def test_install_is_once(self) -> None:
+        write = tcp.Connection.write
+        self.assertNotEqual(write.__module__, "twisted.internet._newtls")
+        eager_writes.install()
+        self.assertIs(tcp.Connection.write, write)
+
+    @inlineCallbacks
+    def test_small_write_sent_without_queueing(self):
+        transport = yield self._connect(expect=5)
+        transport.write(b"hello")
+        self.assertFalse(self._queued(transport))
+        got = yield self.received[0].done
+        self.assertEqual(got, b"hello")
+
+    @inlineCallbacks
+    def test_sequence_sent_without_queueing(self):
+        transport = yield self._connect(expect=11)
+        transport.writeSequence([b"hello", b" ", b"world"])
+        self.assertFalse(self._queued(transport))
+        got = yield self.received[0].done
+        self.assertEqual(got, b"hello world")
+
+    @inlineCallbacks
+    def test_nagle_on_keeps_twisteds_queue(self):
+        transport = yield self._connect(expect=5, nodelay=False)
+        transport.write(b"hello")
+        self.assertTrue(self._queued(transport))
+        got = yield self.received[0].done
+        self.assertEqual(got, b"hello")
+
+    @inlineCallbacks
+    def test_what_the_kernel_does_not_take_is_queued_in_order(self):
+        """Writes far past the socket buffers: the rest queued, every later write after it."""
+        pieces = [bytes([n]) * (4 << 20) for n in range(1, 5)]
+        total = sum(map(len, pieces)) + 11
+        transport = yield self._connect(expect=total)
+        for piece in pieces:
+            transport.write(piece)
+        self.assertTrue(self._queued(transport))
+        transport.writeSequence([b"tail", b"-", b"end!!!"])
+        got = yield self.received[0].done
+        self.assertEqual(len(got), total)
+        self.assertEqual(got, b"".join(pieces) + b"tail-end!!!")
+
+    @inlineCallbacks
+    def test_partial_sequence_rest_queued(self):
+        big = b"x" * (16 << 20)
+        transport = yield self._connect(expect=len(big) + 6)
+        transport.writeSequence([b"abc", big, b"def"])
+        self.assertTrue(self._queued(transport))
+        got = yield self.received[0].done
+        self.assertEqual(got, b"abc" + big + b"def")
+
+    @inlineCallbacks
+    def test_text_refused_as_twisted_does(self):
+        transport = yield self._connect(expect=1)
+        self.assertRaises(TypeError, transport.write, "text")
