@@ -6,6 +6,7 @@ dependencies through a .pth line (so the test needs no network), from a copy of 
 
 from __future__ import annotations
 
+import os
 import shutil
 import site
 import subprocess
@@ -31,18 +32,20 @@ class NormalInstallTests(SynchronousTestCase):
         for package in ("txstore", "twisted"):
             shutil.copytree(SOURCE / package, source / package, ignore=ignore)
         env_dir = work / "venv"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+        # trial -j hands its workers its sys.path as PYTHONPATH: the checkout would shadow the install
+        clean_env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120, env=clean_env)
         python = env_dir / "bin" / "python"
         purelib = subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True, capture_output=True, text=True, timeout=60,
+            check=True, capture_output=True, text=True, timeout=60, env=clean_env,
         ).stdout.strip()
         borrowed = {sysconfig.get_paths()["purelib"], *site.getsitepackages()}
         (Path(purelib) / "borrowed.pth").write_text("\n".join(sorted(borrowed)) + "\n")
 
         result = subprocess.run(
             [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(source)],
-            capture_output=True, text=True, timeout=300, cwd=str(work),
+            capture_output=True, text=True, timeout=300, cwd=str(work), env=clean_env,
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
@@ -54,7 +57,7 @@ class NormalInstallTests(SynchronousTestCase):
 
         where = subprocess.run(
             [str(python), "-c", "import txstore; print(txstore.__file__)"],
-            check=True, capture_output=True, text=True, timeout=60, cwd="/",
+            check=True, capture_output=True, text=True, timeout=60, cwd="/", env=clean_env,
         ).stdout.strip()
         self.assertTrue(where.startswith(purelib), where)
 
@@ -67,7 +70,7 @@ class NormalInstallTests(SynchronousTestCase):
         shutil.rmtree(source)  # the installed copy must stand alone
         listing = subprocess.run(
             [str(python), "-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()", "--help"],
-            capture_output=True, text=True, timeout=120, cwd="/",
+            capture_output=True, text=True, timeout=120, cwd="/", env=clean_env,
         )
         self.assertEqual(listing.returncode, 0, listing.stderr)
         self.assertRegex(listing.stdout, r"\n\s+proxy\s")
