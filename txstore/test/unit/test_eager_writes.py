@@ -135,3 +135,25 @@ class EagerWritesTests(TestCase):
     def test_text_refused_as_twisted_does(self):
         transport = yield self._connect(expect=1)
         self.assertRaises(TypeError, transport.write, "text")
+
+    @inlineCallbacks
+    def test_pull_producer_keeps_twisteds_queue(self):
+        """A pull producer is asked for more from doWrite only: its writes must reach it."""
+        transport = yield self._connect(expect=5)
+
+        class Pull:
+            asked = 0
+
+            def resumeProducing(self):
+                self.asked += 1
+
+            def stopProducing(self):
+                pass
+
+        pull = Pull()
+        transport.registerProducer(pull, False)
+        transport.write(b"hello")
+        self.assertTrue(self._queued(transport))
+        got = yield self.received[0].done
+        self.assertEqual(got, b"hello")
+        transport.unregisterProducer()
