@@ -58,7 +58,10 @@ class ServerLogObserver:
         self._reactor_thread = threading.get_ident()
         self._binary = ioType(out) is not str  # LogFile takes bytes; stdout takes text
         self._batched = isinstance(out, LogFile)
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler runs on the reactor's thread, between any two bytecodes.
+        self._lock = threading.RLock()
+        self._busy = False  # a call is writing or buffering (on the thread holding the lock)
+        self._interrupting: list[dict] = []
         self._second: int | None = None
         self._stamp = ""
         self._systems: dict[str, str] = {}
@@ -68,32 +71,52 @@ class ServerLogObserver:
         self._shutdown_hooked = False
 
     def __call__(self, event: dict) -> None:
-        line = event.get(ACCESS_LINE)
-        when = event.get("log_time")
-        if line is None or when is None or "log_failure" in event or "log_system" in event:
-            text = formatEventAsClassicLogText(event, formatTime=_rfc3339)
-            with self._lock:
-                self._write_pending()  # what was logged first is written first
-                if text:
-                    self._write(text)
-            return
-        on_reactor = threading.get_ident() == self._reactor_thread
         with self._lock:
-            text = self._access_text(event, line, when)
-            if not (self._batched and on_reactor):
-                self._write_pending()
-                self._write(text)
+            if self._busy:
+                # A signal handler logged while this thread was inside this observer (twisted's
+                # SIGTERM handler logs "Received SIGTERM"): a plain lock would wait for ever, and a
+                # file's buffer refuses a re-entrant write. The interrupted call writes it next.
+                self._interrupting.append(event)
                 return
-            self._pending.append(text)
-            self._pending_size += len(text)
-            if self._pending_size >= BUFFER_BYTES:
-                self._write_pending()
-                return
-        if self._flush_call is None:
+            self._busy = True
+            try:
+                self._write_interrupting()
+                start_timer = self._log(event, batch=self._batched and threading.get_ident() == self._reactor_thread)
+                self._write_interrupting()
+            finally:
+                self._busy = False
+        if start_timer and self._flush_call is None:
             self._flush_call = self._reactor.callLater(FLUSH_SECONDS, self._timer)
             if not self._shutdown_hooked:
                 self._shutdown_hooked = True
                 self._reactor.addSystemEventTrigger("after", "shutdown", self.flush)
+
+    def _log(self, event: dict, batch: bool) -> bool:
+        """(busy) Write or buffer one event; True when an access line was buffered."""
+        line = event.get(ACCESS_LINE)
+        when = event.get("log_time")
+        if line is None or when is None or "log_failure" in event or "log_system" in event:
+            text = formatEventAsClassicLogText(event, formatTime=_rfc3339)
+            self._write_pending()  # what was logged first is written first
+            if text:
+                self._write(text)
+            return False
+        text = self._access_text(event, line, when)
+        if not batch:
+            self._write_pending()
+            self._write(text)
+            return False
+        self._pending.append(text)
+        self._pending_size += len(text)
+        if self._pending_size >= BUFFER_BYTES:
+            self._write_pending()
+            return False
+        return True
+
+    def _write_interrupting(self) -> None:
+        """(busy) The events a signal handler logged while this observer was busy, in order."""
+        while self._interrupting:
+            self._log(self._interrupting.pop(0), batch=False)
 
     def _access_text(self, event: dict, line: str, when: float) -> str:
         """The line as twisted's classic text has it: ``<time> [<namespace>#<level>] <line>``."""
@@ -116,10 +139,17 @@ class ServerLogObserver:
     def flush(self) -> None:
         """Write the buffered access lines out now (from any thread)."""
         with self._lock:
-            self._write_pending()
+            if self._busy:
+                return  # a signal handler interrupted a call, which writes them
+            self._busy = True
+            try:
+                self._write_interrupting()
+                self._write_pending()
+            finally:
+                self._busy = False
 
     def _write_pending(self) -> None:
-        """(with the lock held) The buffered lines, in one write. A failed write loses them, as
+        """(busy) The buffered lines, in one write. A failed write loses them, as
         it would have lost each line alone; the next lines are tried again."""
         if self._pending:
             text, self._pending, self._pending_size = "".join(self._pending), [], 0

@@ -56,10 +56,12 @@ class RingReloader(Service):
             self._previous_handler = signal.signal(signal.SIGHUP, self._sighup)
 
     def _sighup(self, _signum: int, _frame: Any) -> None:
-        self.log.info("SIGHUP: checking the ring files now")
+        # Only this in the handler itself: it runs between any two bytecodes of the reactor's
+        # thread, perhaps inside the very code it would call.
         self._reactor.callFromThread(self._check_now)
 
     def _check_now(self) -> None:
+        self.log.info("SIGHUP: checking the ring files now")
         if self._pass is None or self._pass.called:
             self.check()
 

@@ -153,6 +153,50 @@ class ServerLogObserverTests(SynchronousTestCase):
         self.assertEqual(len(self.out.getvalue().decode().splitlines()), 3)
 
 
+    def call_in_a_thread(self, call) -> None:
+        """``call()`` on a thread this test can give up on: a deadlock fails it, never hangs it."""
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        thread.join(10)
+        self.assertFalse(thread.is_alive(), "the observer waited for ever on itself")
+
+    def test_a_signal_handler_that_logs_during_a_write(self) -> None:
+        """
+        twisted's SIGTERM handler logs on the thread it interrupts, which may be inside this
+        observer (seen: twistd objectnode hung at shutdown, its handler waiting on the lock the
+        access line it interrupted held). Its line is written after the interrupted one.
+        """
+        [interrupting] = events_of(lambda log: log.info("Received SIGTERM, shutting down."))
+        writes = []
+
+        def write(data) -> None:
+            writes.append(data)
+            if len(writes) == 1:
+                self.observer(interrupting)  # as the handler would, between two bytecodes
+            _Recorded.write(self.out, data)
+        self.out.write = write
+        self.call_in_a_thread(lambda: [self.observer(event) for event in events_of(lambda log: log.error("first"))])
+        lines = self.out.getvalue().decode().splitlines()
+        self.assertEqual([line.split("] ", 1)[1] for line in lines], ["first", "Received SIGTERM, shutting down."])
+
+    def test_a_signal_handler_that_logs_while_a_line_is_formatted(self) -> None:
+        test = self
+
+        class Interrupted:
+            def __format__(self, spec: str) -> str:
+                for event in events_of(lambda log: log.info("interrupting")):
+                    test.observer(event)
+                return "interrupted"
+
+        def log_both() -> None:
+            for event in events_of(lambda log: [log_line(log, "buffered"), log.warn("{x}", x=Interrupted())]):
+                self.observer(event)
+            self.observer.flush()
+        self.call_in_a_thread(log_both)
+        lines = self.out.getvalue().decode().splitlines()
+        self.assertEqual([line.split("] ", 1)[1] for line in lines], ["buffered", "interrupted", "interrupting"])
+
+
 class ObserverForTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = _Reactor()
