@@ -9,8 +9,9 @@ then it unregisters it. Every write that finds the connection idle (a node's ans
 of the reactor's dispatch, which is Python: 2 ms of the proxy's 4.5 ms of CPU per replicated
 1 MiB PUT, measured (docs/performance.rst, "Writes sent at once").
 
-**Not installed by the servers for now**: with it, ``twistd objectnode`` failed to exit
-within 15 s of SIGTERM in two of four full test runs (test_services), a cause not yet found.
+Both servers install it at start (their taps). It made one old race likely: a client had its
+answer, and sent SIGTERM, before the server had written the request's access line, and
+twistd's handler then logged inside the log observer's lock (fixed there: c8ef100).
 
 `install` makes ``write`` and ``writeSequence`` try the socket first when nothing is queued:
 what the kernel takes is gone, the rest is queued as Twisted would have queued it (so order,

@@ -195,7 +195,8 @@ class PutConnection(Protocol, DrainedProducer):
 
     def connectionMade(self) -> None:
         self.connected = True
-        # A body's last piece and its trailers go out as written, not after a delayed ACK.
+        # A body's last piece and its trailers go out as written, not after a delayed ACK; and
+        # so every write is sent at once (txstore.common.eager_writes).
         no_delay(self.transport)
         self.transport.registerProducer(self, True)
         self.transport.write(self._head)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from twisted.application.service import MultiService
 
+from txstore.common import eager_writes
 from txstore.common.malloc_tuning import tune_malloc
 from txstore.common.tap_support import LoadedServer, http_service, server_options
 from txstore.node.assembly import build_node
@@ -19,6 +20,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     tune_malloc()  # large buffers reused, not faulted in again (txstore.common.malloc_tuning)
+    eager_writes.install()  # a write to an idle connection is sent at once (txstore.common.eager_writes)
     loaded: LoadedServer = options.loaded
     settings = loaded.settings
     server, services = build_node(settings, reactor, rings=loaded.rings)

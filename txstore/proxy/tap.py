@@ -11,6 +11,7 @@ from txstore.common.constraints import Constraints
 from txstore.common.memcache import MemcacheClient
 from txstore.common.metrics import proxy_metrics
 from txstore.common.statsd import StatsdClient
+from txstore.common import eager_writes
 from txstore.common.malloc_tuning import tune_malloc
 from txstore.common.tap_support import LoadedServer, http_service, server_options
 from txstore.ec.service import ECService
@@ -100,6 +101,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     tune_malloc()  # large buffers reused, not faulted in again (txstore.common.malloc_tuning)
+    eager_writes.install()  # a write to an idle connection is sent at once (txstore.common.eager_writes)
     loaded: LoadedServer = options.loaded
     settings = loaded.settings
     listen_fd = options["listen-fd"]
