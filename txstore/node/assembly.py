@@ -108,31 +108,34 @@ class DeviceFigures:
 
 class TmpSweeper:
     """
-    Removes temp files left by writes that never finished (a kill -9 mid-PUT): all of them at
-    start, when no write of this node can be in flight, then those older than an hour, which
-    no live upload can be (idle clients are dropped after a minute).
+    Removes temp files left by writes that never finished (a kill -9 mid-PUT): at start, all
+    of them last modified before this node started (the first sweep may run after the node
+    answers, and a write begun since must not lose its file), then those older than an hour,
+    which no live upload can be (idle clients are dropped after a minute).
     """
 
     log = Logger()
 
     def __init__(self, context: StorageContext) -> None:
         self._context = context
-        self._first = True
+        self._started: float | None = context.clock()
 
     def sweep(self) -> Deferred:
         return Deferred.fromCoroutine(self._sweep())
 
     async def _sweep(self) -> None:
-        max_age = 0.0 if self._first else TMP_MAX_AGE
-        self._first = False
         context = self._context
+        if self._started is not None:
+            cutoff, self._started = self._started, None
+        else:
+            cutoff = context.clock() - TMP_MAX_AGE
         try:
             devices = await context.runner.run("sweep", context.mounted_devices)
         except PoolsStopped:
             return  # the node is stopping
         for device, _path in devices:
             try:
-                removed = await context.runner.run(device, context.diskfiles.cleanup_tmp, device, max_age)
+                removed = await context.runner.run(device, context.diskfiles.cleanup_tmp, device, cutoff)
             except PoolsStopped:
                 return
             except Exception:

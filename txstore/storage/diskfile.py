@@ -512,13 +512,13 @@ class DiskFileManager:
         tmp.mkdir(exist_ok=True)
         return tmp
 
-    def cleanup_tmp(self, device: str, older_than: float) -> int:
+    def cleanup_tmp(self, device: str, modified_before: float) -> int:
         """
-        Remove temp files not modified for ``older_than`` seconds; returns how many. At start
-        every temp file is an orphan (0); later passes must allow for slow uploads.
+        Remove the temp files last modified before ``modified_before`` (wall-clock seconds);
+        returns how many. At start, the node's start: every file older is an orphan of an
+        earlier life, and a write begun since is spared; later passes allow for slow uploads.
         """
         device_path = self._require_device(device)
-        now = time.time()
         removed = 0
         try:
             entries = list(os.scandir(device_path / TMP_DIR))
@@ -528,7 +528,7 @@ class DiskFileManager:
             try:
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                if now - entry.stat(follow_symlinks=False).st_mtime >= older_than:
+                if entry.stat(follow_symlinks=False).st_mtime < modified_before:
                     os.unlink(entry.path)
                     removed += 1
             except FileNotFoundError:

@@ -244,6 +244,9 @@ class ReceiverKilledTests(Drill):
         self.assertTrue(list(tmp.glob("*")), "the body in flight was still a temp file")
 
         self.start_node(receiver)  # the start-up sweep removes the orphaned temp file
+        deadline = time.monotonic() + 10  # it runs in a device thread, perhaps after the node answers
+        while time.monotonic() < deadline and list(tmp.glob("*")):
+            time.sleep(0.1)
         self.assertEqual(list(tmp.glob("*")), [])
         for number in self.node_numbers():  # the holders' replicators complete the sync
             if number != receiver:

@@ -633,7 +633,7 @@ class FailureTests(DiskFileTestCase):
         df = self.diskfile()
         self.assertEqual(df.read_metadata(), ObjectState())
         self.assertEqual(self.files(df), [])
-        self.assertEqual(self.manager.cleanup_tmp("sda", 0), 1)
+        self.assertEqual(self.manager.cleanup_tmp("sda", time.time()), 1)
         self.assertEqual(self.tmp_files(), [])
 
     def test_cleanup_tmp_spares_recent_files(self) -> None:
@@ -644,14 +644,14 @@ class FailureTests(DiskFileTestCase):
         past = time.time() - 3600
         os.utime(old.temp_path, (past, past))
         (self.devices / "sda" / "tmp" / "subdir").mkdir()
-        self.assertEqual(self.manager.cleanup_tmp("sda", 600), 1)
+        self.assertEqual(self.manager.cleanup_tmp("sda", time.time() - 600), 1)
         self.assertEqual(sorted(self.tmp_files()), sorted([recent.temp_path.name, "subdir"]))
         self.assertRaises(FileNotFoundError, old.commit, {}, ts(1))
         recent.commit({}, ts(1))
         self.assertEqual(self.read_all(self.diskfile("recent")), b"abc")
-        self.assertEqual(self.manager.cleanup_tmp("sda", 0), 0)
+        self.assertEqual(self.manager.cleanup_tmp("sda", time.time()), 0)
         (self.devices / "sdb").mkdir()
-        self.assertEqual(self.manager.cleanup_tmp("sdb", 0), 0)
+        self.assertEqual(self.manager.cleanup_tmp("sdb", time.time()), 0)
 
 
 class RulesTests(DiskFileTestCase):
