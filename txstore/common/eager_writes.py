@@ -21,6 +21,10 @@ the PUT connections, replication) write this way. Twisted's queue joins the writ
 reactor turn into one send; sent one by one, a small write after another would wait for the
 first one's ACK under Nagle (a delayed ACK: up to 40 ms). Connections under Twisted's own TLS
 layer (``startTLS``) and UNIX sockets passing descriptors keep Twisted's path.
+
+Writes that belong in one packet, an answer's head and the first piece of its body (twisted.web
+writes them apart), are held between `cork` and `uncork` and sent together
+(``txstore.common.streaming.StreamingRequest.write``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from twisted.internet import tcp
 _installed = False
 _FLAG = "_txstore_no_delay"  # set on a connection by setTcpNoDelay(True)
 _MAX_PIECES = 64  # a longer sequence is joined and sent as one piece (sendmsg's IOV_MAX is 1024)
+_CORK = "_txstore_cork"  # the writes held by `cork` on a connection, until `uncork`
+_SMALL = 16 * 1024  # held pieces below this size are joined before the send (a head's many bits)
 
 
 def _can_send_now(conn) -> bool:
@@ -63,6 +69,44 @@ def no_delay(transport: Any) -> None:
             return
 
 
+def cork(transport: Any) -> bool:
+    """
+    Hold what is written to ``transport`` until `uncork`, to go out in one send: twisted.web
+    writes an answer's head (``writeSequence``) and its first body piece (``write``) apart, and
+    a small answer sent at once would be two packets, each its own wake-up at the other end.
+    True when this call holds them (a TCP connection that writes at once, not held already):
+    the caller then must `uncork`; otherwise nothing changes.
+    """
+    if not _installed or not isinstance(transport, tcp.Connection) or not getattr(transport, _FLAG, False):
+        return False
+    if getattr(transport, _CORK, None) is not None:
+        return False  # held already: the outer `cork`'s caller sends
+    setattr(transport, _CORK, [])
+    return True
+
+
+def uncork(transport: Any) -> None:
+    """Send what `cork` held, as one ``writeSequence`` (small pieces joined, large ones as they are)."""
+    held = getattr(transport, _CORK, None)
+    if held is None:
+        return
+    setattr(transport, _CORK, None)
+    pieces: list[bytes] = []
+    small: list[bytes] = []
+    for piece in held:
+        if len(piece) < _SMALL:
+            small.append(piece)
+            continue
+        if small:
+            pieces.append(b"".join(small))
+            small = []
+        pieces.append(piece)
+    if small:
+        pieces.append(b"".join(small))
+    if pieces:
+        transport.writeSequence(pieces)
+
+
 def install() -> None:
     """Patch Twisted's TCP connections (once per process; later calls do nothing)."""
     global _installed
@@ -78,6 +122,11 @@ def install() -> None:
         setattr(self, _FLAG, bool(enabled))
 
     def write(self, data: bytes) -> None:
+        held = getattr(self, _CORK, None)
+        if held is not None:
+            if data:
+                held.append(data)
+            return
         if type(data) is bytes and data and _can_send_now(self):
             try:
                 sent = self.socket.send(data)
@@ -89,6 +138,10 @@ def install() -> None:
         queue_write(self, data)
 
     def writeSequence(self, iovec) -> None:
+        held = getattr(self, _CORK, None)
+        if held is not None:
+            held.extend(piece for piece in iovec if piece)
+            return
         if len(iovec) == 1 or len(iovec) > _MAX_PIECES:
             write(self, iovec[0] if len(iovec) == 1 else b"".join(iovec))
             return

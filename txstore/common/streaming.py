@@ -35,6 +35,7 @@ from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder, parse_qs
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
+from txstore.common.eager_writes import cork, uncork
 from txstore.common.flow import InboundQueue
 from txstore.interfaces import IByteSource
 
@@ -242,9 +243,18 @@ class StreamingRequest(Request):
                 self.setHeader(b"Connection", b"close")
 
     def write(self, data: bytes) -> None:
-        if not self.startedWriting:
-            self._answer_before_body_end()
-        super().write(data)
+        if self.startedWriting:
+            super().write(data)
+            return
+        self._answer_before_body_end()
+        # The head and the first piece of the body in one send (txstore.common.eager_writes).
+        transport = self._transport()
+        held = cork(transport)
+        try:
+            super().write(data)
+        finally:
+            if held:
+                uncork(transport)
 
     def finish(self) -> None:
         self._answer_before_body_end()

@@ -47,7 +47,11 @@ def _install_for_test(case: TestCase) -> None:
     case.addCleanup(restore)
 
 
-class EagerWritesTests(TestCase):
+class _Loopback(TestCase):
+    """A listening port whose connections collect what they receive; eager writes installed."""
+
+    timeout = 30
+
     def setUp(self) -> None:
         _install_for_test(self)
         self.received: list[_Collect] = []
@@ -78,6 +82,8 @@ class EagerWritesTests(TestCase):
     def _queued(self, transport) -> bool:
         return transport in reactor.getWriters() or bool(transport._tempDataLen)
 
+
+class EagerWritesTests(_Loopback):
     def test_install_is_once(self) -> None:
         write = tcp.Connection.write
         self.assertNotEqual(write.__module__, "twisted.internet._newtls")
@@ -157,3 +163,125 @@ class EagerWritesTests(TestCase):
         got = yield self.received[0].done
         self.assertEqual(got, b"hello")
         transport.unregisterProducer()
+
+
+class _CountingSocket:
+    """A socket whose sends are counted (with the number of buffers each ``sendmsg`` took)."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+        self.sends: list[int] = []
+
+    def send(self, data, *args):
+        self.sends.append(1)
+        return self._real.send(data, *args)
+
+    def sendmsg(self, buffers, *args):
+        buffers = list(buffers)
+        self.sends.append(len(buffers))
+        return self._real.sendmsg(buffers, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+class CorkTests(_Loopback):
+    """`cork` and `uncork`: an answer's head and first body piece in one send."""
+
+    @inlineCallbacks
+    def _counted(self, expect: int, nodelay: bool = True):
+        transport = yield self._connect(expect=expect, nodelay=nodelay)
+        counting = transport.socket = _CountingSocket(transport.socket)
+        return transport, counting
+
+    @inlineCallbacks
+    def test_held_writes_go_in_one_send(self):
+        transport, counting = yield self._counted(expect=29)
+        self.assertTrue(eager_writes.cork(transport))
+        transport.writeSequence([b"HTTP/1.1 200 OK\r\n", b"A: b\r\n", b"\r\n"])
+        transport.write(b"body")
+        transport.write(b"")
+        self.assertEqual((counting.sends, self._queued(transport)), ([], False))
+        eager_writes.uncork(transport)
+        self.assertEqual(counting.sends, [1])
+        got = yield self.received[0].done
+        self.assertEqual(got, b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody")
+        transport.write(b"!")  # no longer held
+        self.assertEqual(counting.sends, [1, 1])
+
+    @inlineCallbacks
+    def test_large_pieces_are_not_joined(self):
+        """Only the small pieces are copied together; a large one is sent as it is."""
+        big = b"x" * (64 * 1024)
+        transport, counting = yield self._counted(expect=len(big) + 9)
+        eager_writes.cork(transport)
+        transport.writeSequence([b"head", b"\r\n"])
+        transport.write(big)
+        transport.write(b"end")
+        eager_writes.uncork(transport)
+        self.assertEqual(counting.sends[0], 3)  # [head\r\n, big, end]
+        got = yield self.received[0].done
+        self.assertEqual(got, b"head\r\n" + big + b"end")
+
+    @inlineCallbacks
+    def test_only_the_outer_cork_sends(self):
+        transport, counting = yield self._counted(expect=2)
+        self.assertTrue(eager_writes.cork(transport))
+        self.assertFalse(eager_writes.cork(transport))
+        transport.write(b"a")
+        transport.write(b"b")
+        self.assertEqual(counting.sends, [])
+        eager_writes.uncork(transport)
+        self.assertEqual(counting.sends, [1])
+        got = yield self.received[0].done
+        self.assertEqual(got, b"ab")
+
+    @inlineCallbacks
+    def test_nagle_on_is_not_held(self):
+        transport, counting = yield self._counted(expect=5, nodelay=False)
+        self.assertFalse(eager_writes.cork(transport))
+        transport.write(b"hello")
+        self.assertTrue(self._queued(transport))
+        got = yield self.received[0].done
+        self.assertEqual(got, b"hello")
+
+    @inlineCallbacks
+    def test_an_answer_in_one_send(self):
+        """A StreamingRequest's head and body leave the server in one send."""
+        from twisted.web.resource import Resource
+
+        from txstore.common.streaming import StreamingSite
+
+        class Small(Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                request.setHeader(b"Content-Type", b"text/plain")
+                return b"x" * 4096
+
+        channels = []
+
+        class Recording(StreamingSite):
+            def buildProtocol(self, addr):
+                channel = super().buildProtocol(addr)
+                channels.append(channel)
+                return channel
+
+        port = reactor.listenTCP(0, Recording(Small()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = _Collect(1)
+        yield connect(reactor, "127.0.0.1", port.getHost().port, client, timeout=5)
+        self.addCleanup(client.transport.abortConnection)
+        while not channels or channels[0].transport is None:
+            d = Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            yield d
+        server = channels[0].transport
+        counting = server.socket = _CountingSocket(server.socket)
+        client.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        yield client.done
+        while not b"".join(client.got).endswith(b"x" * 4096):
+            d = Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            yield d
+        self.assertEqual(len(counting.sends), 1)
