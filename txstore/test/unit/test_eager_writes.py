@@ -9,6 +9,7 @@ from __future__ import annotations
 from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from txstore.common import eager_writes
@@ -74,9 +75,7 @@ class _Loopback(TestCase):
         if nodelay:
             eager_writes.no_delay(client.transport)
         while not self.received:
-            d = Deferred()
-            reactor.callLater(0.01, d.callback, None)
-            yield d
+            yield deferLater(reactor, 0.01)
         return client.transport
 
     def _queued(self, transport) -> bool:
@@ -273,15 +272,11 @@ class CorkTests(_Loopback):
         yield connect(reactor, "127.0.0.1", port.getHost().port, client, timeout=5)
         self.addCleanup(client.transport.abortConnection)
         while not channels or channels[0].transport is None:
-            d = Deferred()
-            reactor.callLater(0.01, d.callback, None)
-            yield d
+            yield deferLater(reactor, 0.01)
         server = channels[0].transport
         counting = server.socket = _CountingSocket(server.socket)
         client.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         yield client.done
         while not b"".join(client.got).endswith(b"x" * 4096):
-            d = Deferred()
-            reactor.callLater(0.01, d.callback, None)
-            yield d
+            yield deferLater(reactor, 0.01)
         self.assertEqual(len(counting.sends), 1)
