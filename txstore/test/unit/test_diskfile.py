@@ -455,9 +455,12 @@ class WriteReadTests(DiskFileTestCase):
         self.assertFalse(df.read_metadata().exists)
 
     def test_fsync_order(self) -> None:
-        """The file is fsynced before its rename; new directories' parents and the object's after."""
+        """
+        The object's new directories are made before the file's fsync (whose log force then
+        carries them), their parents fsynced after it, then the rename and the directory's fsync.
+        """
         events: list[tuple[str, str]] = []
-        real_fsync, real_rename = os.fsync, os.rename
+        real_fsync, real_rename, real_mkdir = os.fsync, os.rename, os.mkdir
 
         def fsync(fd: int) -> None:
             events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
@@ -467,8 +470,14 @@ class WriteReadTests(DiskFileTestCase):
             events.append(("rename", str(dst)))
             real_rename(src, dst)
 
+        def mkdir(path: str, *args: object, **kwargs: object) -> None:
+            if "/objects" in str(path):
+                events.append(("mkdir", str(path)))
+            real_mkdir(path, *args, **kwargs)
+
         self.patch(os, "fsync", fsync)
         self.patch(os, "rename", rename)
+        self.patch(os, "mkdir", mkdir)
         manager = DiskFileManager(self.devices, False, HASHER)
         df = manager.get_diskfile("sda", 3, "a", "c", "o")
         writer = df.create_writer(3)
@@ -480,8 +489,13 @@ class WriteReadTests(DiskFileTestCase):
         self.assertEqual(
             events,
             [
+                # every directory made first, the shallowest first
+                ("mkdir", str(objects)),
+                ("mkdir", str(objects / "3")),
+                ("mkdir", str(objects / "3" / df.suffix)),
+                ("mkdir", str(df.hash_dir)),
                 ("fsync", temp),
-                # every directory made first, then their parents fsynced, deepest first
+                # then their parents fsynced, deepest first
                 ("fsync", str(objects / "3" / df.suffix)),
                 ("fsync", str(objects / "3")),
                 ("fsync", str(objects)),
@@ -494,6 +508,15 @@ class WriteReadTests(DiskFileTestCase):
         df.write_metadata({}, ts(2))
         self.assertEqual([kind for kind, _ in events], ["fsync", "rename", "fsync"])
         self.assertEqual(events[-1], ("fsync", str(df.hash_dir)))
+        # A tombstone in a new directory: the same order as a new object's.
+        other = manager.get_diskfile("sda", 3, "a", "c", "never-stored")
+        del events[:]
+        other.delete(ts(3))
+        kinds = [kind for kind, _ in events]
+        self.assertEqual(kinds[: kinds.index("fsync")], ["mkdir"] * kinds.count("mkdir"))
+        self.assertIn(("mkdir", str(other.hash_dir)), events)
+        self.assertEqual(events[-2:], [("rename", str(other.hash_dir / "1700000003.00000.ts")),
+                                       ("fsync", str(other.hash_dir))])
 
 
 class FailureTests(DiskFileTestCase):
