@@ -545,18 +545,14 @@ class DiskFileManager:
     def _write_temp(self, device_path: Path, payload: bytes, prefix: str = "tmp-",
                     target_dir: Path | None = None) -> Path:
         """
-        A temp file holding ``payload``, fsynced and closed: ready to rename into place. With
-        ``target_dir``, that directory is made (if missing) before the fsync, which then makes
-        it durable too (its parents are fsynced after, at no further cost).
+        A temp file holding ``payload``, fsynced and closed: ready to rename into place, into
+        ``target_dir`` if given (made with the fsync, `_fsync_with_dirs`).
         """
         fd, path = self._open_temp(device_path, prefix)
         try:
             with _no_space_as_error():
                 _write_all(fd, payload)
-                made = self._mkdirs(target_dir, device_path) if target_dir is not None else []
-                if self.fsync:
-                    os.fsync(fd)
-            self._sync_made(made)
+                self._fsync_with_dirs(fd, target_dir, device_path)
         except BaseException:
             os.close(fd)
             _unlink(path)
@@ -578,9 +574,8 @@ class DiskFileManager:
     def _mkdirs(self, path: Path, root: Path) -> list[Path]:
         """
         ``mkdir -p`` below ``root`` without any fsync; returns the directories it made, the
-        deepest first, for `_sync_made`. Made before a file's fsync, they ride on its log
-        force (XFS and ext4 commit their journal in order), and their own fsyncs then find
-        nothing to write: a new object costs two log forces, not three.
+        deepest first, for `_sync_made` (made before a file's fsync: `_fsync_with_dirs`, which
+        spares a new object one of its three log forces; XFS and ext4 commit in order).
         """
         missing = []
         current = path
@@ -599,6 +594,17 @@ class DiskFileManager:
         """fsync the parent of each directory `_mkdirs` made, the deepest first."""
         for directory in made:
             self._fsync_dir(directory.parent)
+
+    def _fsync_with_dirs(self, fd: int, directory: Path | None, root: Path) -> None:
+        """
+        fsync the file ``fd`` with ``directory`` (if given) made below ``root`` just before:
+        the file's log force carries the ``mkdir``s, and the fsyncs of the new directories'
+        parents, done after it, find nothing left to write.
+        """
+        made = self._mkdirs(directory, root) if directory is not None else []
+        if self.fsync:
+            os.fsync(fd)
+        self._sync_made(made)
 
     def _fsync_dir(self, path: Path) -> None:
         if not self.fsync:
@@ -1273,17 +1279,12 @@ class DiskFileWriter:
             self._fill_body_keys(stamped)
             footer = objmeta.encode_footer(stamped)
             self._flush_stage(fd)
-            manager = self.diskfile.manager
             with _no_space_as_error():
                 _write_all(fd, footer)
                 if self.allocated:
                     os.ftruncate(fd, self.bytes_written + len(footer))
-                # The object's directory is made before the fsync, which forces the log past
-                # it too: the directory fsyncs below and in _install then write nothing.
-                made = manager._mkdirs(self.diskfile.hash_dir, self.diskfile.device_path)
-                if manager.fsync:
-                    os.fsync(fd)
-            manager._sync_made(made)
+                # The object's directory made with the fsync: _install's then has nothing to make.
+                self.diskfile.manager._fsync_with_dirs(fd, self.diskfile.hash_dir, self.diskfile.device_path)
             self._close_fd()
             previous = self.diskfile._install(
                 self.temp_path, OnDiskFile(timestamp, DATA, self.frag_index),
